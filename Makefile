@@ -1,0 +1,68 @@
+# hqstream: two commands on a fresh machine.
+#   make run   - install what is needed, start Kafka, Redis, the feed simulator
+#                and every hqstream component; prints the dashboard URL. Ctrl-C stops all.
+#   make test  - the same set-up, then lint, type checks and the whole test suite.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KUSTOMIZE_VERSION := v5.6.0
+GOBIN_DIR := $(CURDIR)/.cache/bin
+
+.PHONY: run test setup system-deps python-deps kafka-jars kustomize lint typecheck unit clean bench
+
+run: setup
+	$(BIN)/hqstream up
+
+test: setup lint typecheck
+	$(BIN)/python -m pytest tests
+
+setup: system-deps python-deps kafka-jars kustomize
+
+# Debian packages: Java 17 and Maven are on the machine; redis-server and
+# chromium (for the dashboard browser test) are installed when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v java >/dev/null || { echo "Java 17+ is required for the local Kafka broker"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required to fetch the Kafka broker jars"; exit 1; }
+
+python-deps: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+kafka-jars:
+	@bash deploy/local/fetch-kafka.sh
+
+kustomize:
+	@if [ ! -x $(GOBIN_DIR)/kustomize ]; then \
+	  echo "installing kustomize $(KUSTOMIZE_VERSION) from the Go module proxy"; \
+	  GOBIN=$(GOBIN_DIR) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); \
+	fi
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest tests -m "not integration and not browser"
+
+bench: setup
+	$(BIN)/hqstream bench ingest
+	$(BIN)/hqstream bench streams
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""hqstream: the command line and the local runner that tie the services together."""

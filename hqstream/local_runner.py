@@ -1,0 +1,273 @@
+"""Start a real single-node Apache Kafka (KRaft) and a real Redis on loopback.
+
+Used by ``hqstream up`` / ``make run`` and by the test fixtures when neither
+``HQ_KAFKA_BOOTSTRAP``/``HQ_REDIS_URL`` nor a Docker engine is available.
+The broker jars come from Maven Central via ``deploy/local/fetch-kafka.sh``
+into ``.cache/kafka/libs``; configs live in ``deploy/local/``. Every process
+started here is stopped by :meth:`LocalStack.stop` (also on SIGTERM of the
+owner via the context manager). This module never touches remote hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.topics import TopicSpec, topic_specs
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = ROOT / "deploy" / "local"
+KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
+DEFAULT_RUN_DIR = ROOT / ".run"
+
+
+class LocalRunnerError(RuntimeError):
+    """A local Kafka or Redis could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def _wait_for(predicate: object, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    assert callable(predicate)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LocalRunnerError(f"{what} exited with code {proc.returncode} while starting")
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise LocalRunnerError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+def ensure_kafka_jars() -> None:
+    stamp = list(KAFKA_LIBS.glob(".kafka-*")) if KAFKA_LIBS.exists() else []
+    if not stamp:
+        subprocess.run(["bash", str(LOCAL_DIR / "fetch-kafka.sh")], check=True)
+
+
+@dataclass
+class LocalKafka:
+    """One KRaft broker+controller process on 127.0.0.1."""
+
+    run_dir: Path
+    port: int = 0
+    controller_port: int = 0
+    heap: str = "768m"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        ensure_kafka_jars()
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+        home = self.run_dir / "kafka"
+        data = home / "data"
+        shutil.rmtree(home, ignore_errors=True)
+        data.mkdir(parents=True)
+        template = (LOCAL_DIR / "server.properties.template").read_text()
+        props = home / "server.properties"
+        props.write_text(
+            template.format(
+                port=self.port, controller_port=self.controller_port, data_dir=data
+            )
+        )
+        java = shutil.which("java")
+        if java is None:
+            raise LocalRunnerError("java not found: the local broker needs Java 17+")
+        base = [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={home}",
+            f"-Dlog4j2.configurationFile={LOCAL_DIR / 'log4j2.properties'}",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+        ]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run(
+            [*base, "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(props)],
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise LocalRunnerError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+        log = (home / "stdout.log").open("wb")
+        self.proc = subprocess.Popen(
+            [*base, "kafka.Kafka", str(props)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_for(self._ready, timeout, f"kafka on {self.bootstrap}", self.proc)
+        logger.info("kafka ready on %s (logs in %s)", self.bootstrap, home)
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(md.brokers)
+
+    def stop(self) -> None:
+        _terminate(self.proc, "kafka", grace=20)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Hard-kill the broker (fault tests); :meth:`restart` brings it back."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it looks unreachable, data is kept."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+
+@dataclass
+class LocalRedis:
+    """Debian's redis-server on 127.0.0.1 with its data under the run dir."""
+
+    run_dir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(server).exists():
+            raise LocalRunnerError(
+                "redis-server not found: run `make setup` (installs Debian's redis-server)"
+            )
+        self.port = self.port or free_port()
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        log = (data / "redis.log").open("wb")
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+             "--maxclients", "20000", "--databases", "1024"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_for(lambda: port_open(self.port), timeout, f"redis on {self.port}", self.proc)
+        logger.info("redis ready on %s", self.url)
+
+    def stop(self) -> None:
+        _terminate(self.proc, "redis", grace=5)
+        self.proc = None
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, what: str, grace: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %ss; killing it", what, grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def create_topics(
+    bootstrap: str, specs: tuple[TopicSpec, ...] | None = None, *, prefix: str = ""
+) -> list[str]:
+    """Create topics explicitly (idempotent: existing ones are left as they are)."""
+    specs = specs or topic_specs()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [
+        NewTopic(prefix + s.name, num_partitions=s.partitions, replication_factor=1,
+                 config=dict(s.configs))
+        for s in specs
+        if prefix + s.name not in existing
+    ]
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=30).items():
+            try:
+                fut.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise LocalRunnerError(f"cannot create topic {name}: {exc}") from exc
+    return [t.topic for t in new]
+
+
+@dataclass
+class LocalStack:
+    """Kafka + Redis for one run; a context manager that always cleans up."""
+
+    run_dir: Path = DEFAULT_RUN_DIR
+    kafka_port: int = 0
+    redis_port: int = 0
+    kafka: LocalKafka = field(init=False)
+    redis: LocalRedis = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kafka = LocalKafka(self.run_dir, port=self.kafka_port)
+        self.redis = LocalRedis(self.run_dir, port=self.redis_port)
+
+    def start(self) -> LocalStack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.redis.start()
+            self.kafka.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.kafka.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,25 @@
+"""Settings shared by every hqstream service.
+
+Each service has one settings class that subclasses :class:`CommonSettings`
+(env prefix ``HQ_``) and is read through a cached ``get_settings()``.
+Environment variables are read nowhere else.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Where Kafka and Redis are, and how many partitions the tick topics have."""
+
+    model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    partitions: int = Field(12, ge=1, le=1024, description="partitions of the tick topics")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent schema registry; unset = Avro single-object encoding"
+    )
+    log_level: str = "INFO"

@@ -1,0 +1,71 @@
+"""Every Redis key hqstream writes or reads, named in one place.
+
+Per-stock keys carry the code as a Redis Cluster hash tag (``{000001}``), so
+one stock's quote, ticks and candles live in one slot and the newer-wins
+Lua/function update touches a single slot. Per-market keys are small and few.
+
+Layout:
+
+==============================  ======  ==========================================
+key                             type    holds
+==============================  ======  ==========================================
+hq:quote:{<code>}               HASH    latest quote: ``ts`` (exchange ms), ``data``
+                                        (JSON of the whole quote) + flat fields
+hq:ticks:{<code>}               STREAM  recent quotes, id = ``<exchange_ts>-0``,
+                                        capped at TICKS_MAXLEN
+hq:candles:{<code>}:<YYYYMMDD>  HASH    field = minute start (epoch ms), value = JSON
+hq:rank:<market>:<metric>       ZSET    member = code, score = metric
+hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
+hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
+hq:codes:<market>               SET     codes seen today per market
+==============================  ======  ==========================================
+
+Markets are SH, SZ, BJ and ALL (rankings and summaries only).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Market = Literal["SH", "SZ", "BJ"]
+MarketOrAll = Literal["SH", "SZ", "BJ", "ALL"]
+RankMetric = Literal["change_pct", "amount", "volume"]
+
+MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
+MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
+RANK_METRICS: Final[tuple[RankMetric, ...]] = ("change_pct", "amount", "volume")
+
+QUOTE_TTL_S: Final = 2 * 24 * 3600
+TICKS_TTL_S: Final = 2 * 24 * 3600
+CANDLES_TTL_S: Final = 3 * 24 * 3600
+MARKET_TTL_S: Final = 24 * 3600
+TICKS_MAXLEN: Final = 2000
+ALERTS_MAXLEN: Final = 5000
+
+
+def quote(code: str) -> str:
+    return f"hq:quote:{{{code}}}"
+
+
+def ticks(code: str) -> str:
+    return f"hq:ticks:{{{code}}}"
+
+
+def candles(code: str, trade_date: str) -> str:
+    """``trade_date`` as YYYY-MM-DD or YYYYMMDD."""
+    return f"hq:candles:{{{code}}}:{trade_date.replace('-', '')}"
+
+
+def rank(market: MarketOrAll, metric: RankMetric) -> str:
+    return f"hq:rank:{market}:{metric}"
+
+
+def market_summary(market: MarketOrAll) -> str:
+    return f"hq:market:{market}"
+
+
+def codes(market: Market) -> str:
+    return f"hq:codes:{market}"
+
+
+ALERTS: Final = "hq:alerts"

@@ -1,0 +1,69 @@
+"""Every Kafka topic hqstream uses, with its partition count and configs.
+
+This is the single source of truth: the local runner creates topics from it,
+and a test checks that the Kubernetes KafkaTopic resources match it.
+Never create topics anywhere else, and never rely on broker auto-create.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+RAW: Final = "hq.ticks.raw"
+NORMALIZED: Final = "hq.ticks.normalized"
+DLQ: Final = "hq.ticks.dlq"
+MARKET_STATS: Final = "hq.market.stats"
+CANDLES_1M: Final = "hq.candles.1m"
+ALERTS: Final = "hq.alerts"
+
+DAY_MS: Final = 24 * 3600 * 1000
+
+# Headers the receiver puts on every hq.ticks.raw record (values are ASCII).
+H_FORMAT: Final = "format"  # "sse_szse" | "bse_json"
+H_RECEIVE_TS: Final = "receive_ts"  # epoch ms when the line was read
+H_SOURCE: Final = "source"  # feed address label, never the token
+FORMAT_SSE_SZSE: Final = "sse_szse"
+FORMAT_BSE_JSON: Final = "bse_json"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic definition: name, partitions and topic-level configs."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
+    """All topics. ``partitions`` is the tick topics' count (configuration)."""
+    tick_configs = {
+        "retention.ms": str(3 * DAY_MS),
+        "compression.type": "producer",
+        "max.message.bytes": str(2 * 1024 * 1024),
+    }
+    return (
+        TopicSpec(RAW, partitions, tick_configs, "raw feed lines, key = 6-digit code"),
+        TopicSpec(NORMALIZED, partitions, tick_configs, "normalized quotes (Avro), key = code"),
+        TopicSpec(
+            DLQ,
+            3,
+            {"retention.ms": str(14 * DAY_MS)},
+            "bad records with raw bytes, reason and source position",
+        ),
+        TopicSpec(
+            MARKET_STATS,
+            1,
+            {"retention.ms": str(DAY_MS), "cleanup.policy": "delete"},
+            "per-market statistics, key = market",
+        ),
+        TopicSpec(
+            CANDLES_1M,
+            partitions,
+            {"retention.ms": str(7 * DAY_MS)},
+            "closed 1-minute OHLCV candles, key = code",
+        ),
+        TopicSpec(ALERTS, 3, {"retention.ms": str(7 * DAY_MS)}, "quote alerts, key = code"),
+    )
