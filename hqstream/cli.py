@@ -1,0 +1,33 @@
+"""The ``hqstream`` command: one subcommand per component.
+
+``hqstream simulate | produce | streams | gateway | up | bench ...``.
+Each component's command lives in its own package's ``cli.py`` and is
+registered here; heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import gateway
+from hqstream.bench.cli import bench_app
+from hqstream.up import up
+from producers.cli import produce, simulate
+from streams.cli import streams
+
+app = typer.Typer(
+    name="hqstream",
+    help="Real-time China A-share quotes on Kafka: feed -> Kafka -> Faust -> Redis -> WebSocket.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command(help="Run the vendor feed simulator (a TCP push server).")(simulate)
+app.command(help="Run the feed receiver: vendor socket -> Kafka hq.ticks.raw.")(produce)
+app.command(help="Run the Faust stream workers (parse, normalize, Redis, stats).")(streams)
+app.command(help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
+app.command(help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
+app.add_typer(bench_app, name="bench", help="Benchmarks (figures go to docs/benchmarks.md).")
+
+
+if __name__ == "__main__":
+    app()
