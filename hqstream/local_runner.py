@@ -85,6 +85,7 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> None:
+        """Format a fresh data dir and start the broker."""
         ensure_kafka_jars()
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
@@ -93,16 +94,37 @@ class LocalKafka:
         shutil.rmtree(home, ignore_errors=True)
         data.mkdir(parents=True)
         template = (LOCAL_DIR / "server.properties.template").read_text()
-        props = home / "server.properties"
-        props.write_text(
-            template.format(
-                port=self.port, controller_port=self.controller_port, data_dir=data
-            )
+        (home / "server.properties").write_text(
+            template.format(port=self.port, controller_port=self.controller_port, data_dir=data)
         )
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run(
+            [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(home / "server.properties"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise LocalRunnerError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+        self._launch(timeout)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        """Start again on the same ports and data (after :meth:`kill` or :meth:`stop`)."""
+        self._launch(timeout)
+
+    def _java(self) -> list[str]:
         java = shutil.which("java")
         if java is None:
             raise LocalRunnerError("java not found: the local broker needs Java 17+")
-        base = [
+        home = self.run_dir / "kafka"
+        return [
             java,
             f"-Xmx{self.heap}",
             "-Xms256m",
@@ -114,18 +136,12 @@ class LocalKafka:
             "-cp",
             f"{KAFKA_LIBS}/*",
         ]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props)],
-            capture_output=True,
-            text=True,
-        )
-        if fmt.returncode != 0:
-            raise LocalRunnerError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
-        log = (home / "stdout.log").open("wb")
+
+    def _launch(self, timeout: float) -> None:
+        home = self.run_dir / "kafka"
+        log = (home / "stdout.log").open("ab")
         self.proc = subprocess.Popen(
-            [*base, "kafka.Kafka", str(props)],
+            [*self._java(), "kafka.Kafka", str(home / "server.properties")],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -185,9 +201,25 @@ class LocalRedis:
         data.mkdir(parents=True, exist_ok=True)
         log = (data / "redis.log").open("wb")
         self.proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-             "--maxclients", "20000", "--databases", "1024"],
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--maxclients",
+                "20000",
+                "--databases",
+                "1024",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -223,8 +255,12 @@ def create_topics(
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
     new = [
-        NewTopic(prefix + s.name, num_partitions=s.partitions, replication_factor=1,
-                 config=dict(s.configs))
+        NewTopic(
+            prefix + s.name,
+            num_partitions=s.partitions,
+            replication_factor=1,
+            config=dict(s.configs),
+        )
         for s in specs
         if prefix + s.name not in existing
     ]

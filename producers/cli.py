@@ -1,0 +1,43 @@
+"""Commands of the producers package: ``hqstream produce`` and ``hqstream simulate``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producers.simulator import simulate_command as simulate
+from schemas.logs import configure_logging
+
+__all__ = ["produce", "simulate"]
+
+
+def produce(
+    feed_addr: Annotated[
+        str | None, typer.Option("--feed-addr", help="vendor host:port (HQ_FEED_ADDR)")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="port of /metrics, /healthz, /readyz")
+    ] = None,
+    journal_dir: Annotated[
+        Path | None, typer.Option(help="on-disk spool used while Kafka is down")
+    ] = None,
+) -> None:
+    """Read the vendor feed and produce every line to hq.ticks.raw (token: HQ_FEED_TOKEN)."""
+    from producers.receiver import run_receiver
+    from producers.settings import ReceiverSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "feed_addr": feed_addr,
+            "metrics_port": metrics_port,
+            "journal_dir": journal_dir,
+        }.items()
+        if v is not None
+    }
+    settings = ReceiverSettings(**overrides)  # explicit options win over HQ_* env
+    configure_logging(settings.log_level, "produce")
+    raise typer.Exit(asyncio.run(run_receiver(settings)))

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the receiver; names are part of the gateway's contract."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTED = Gauge("hq_receiver_connected", "1 while an authenticated feed connection is up")
+LINES = Counter("hq_receiver_lines_total", "feed lines received", ["format"])
+BYTES = Counter("hq_receiver_bytes_total", "feed bytes received")
+HEARTBEATS = Counter("hq_receiver_heartbeats_total", "heartbeats received")
+RECONNECTS = Counter("hq_receiver_reconnects_total", "connection attempts after the first")
+PRODUCED = Counter("hq_receiver_produced_total", "records acknowledged by Kafka", ["topic"])
+DELIVERY_ERRORS = Counter(
+    "hq_receiver_delivery_errors_total", "records Kafka failed to acknowledge (re-journaled)"
+)
+DLQ = Counter("hq_receiver_dlq_total", "lines sent to the dead-letter topic", ["reason"])
+DROPPED = Counter(
+    "hq_receiver_dropped_total", "lines lost because every buffer was full (loud)", ["reason"]
+)
+QUEUE_DEPTH = Gauge("hq_receiver_queue_bytes", "bytes waiting in the in-memory queue")
+JOURNAL_BYTES = Gauge("hq_receiver_journal_bytes", "bytes spooled in the on-disk journal")
+JOURNALED = Counter("hq_receiver_journaled_total", "records written to the journal")
+KAFKA_UP = Gauge("hq_receiver_kafka_up", "1 while the producer reaches the brokers")
+INFLIGHT = Gauge("hq_receiver_kafka_inflight", "records handed to the producer, not yet acked")
+ACK_LATENCY = Histogram(
+    "hq_receiver_ack_latency_seconds",
+    "receive -> Kafka ack latency (sampled)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)

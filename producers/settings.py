@@ -1,0 +1,59 @@
+"""Settings of the feed receiver (``hqstream produce``). Env prefix ``HQ_``."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from schemas import topics
+from schemas.config import CommonSettings
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); raises ValueError with a clear message."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+class ReceiverSettings(CommonSettings):
+    """The receiver: where the feed is, how to talk to Kafka, how much to buffer."""
+
+    feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
+    feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
+    feed_source: str = Field("vendor", description="label put in the `source` header")
+    raw_topic: str = topics.RAW
+    dlq_topic: str = topics.DLQ
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9101, ge=0, le=65535)
+
+    socket_rcvbuf: int = Field(8 * 1024 * 1024, description="SO_RCVBUF bytes")
+    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+    queue_max_bytes: int = Field(512 * 1024 * 1024, description="in-memory queue bound")
+    journal_dir: Path = Field(Path(".run/journal"), description="on-disk spool when Kafka is down")
+    journal_max_bytes: int = Field(2 * 1024 * 1024 * 1024, description="journal bound")
+    journal_segment_bytes: int = Field(32 * 1024 * 1024)
+
+    linger_ms: int = 20
+    batch_size: int = 1024 * 1024
+    compression: str = "lz4"
+    message_timeout_ms: int = 300_000
+
+    @field_validator("feed_addr")
+    @classmethod
+    def _valid_addr(cls, value: str) -> str:
+        split_addr(value)
+        return value
+
+
+@cache
+def get_settings() -> ReceiverSettings:
+    return ReceiverSettings()
