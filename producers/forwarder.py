@@ -77,6 +77,15 @@ def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
     }
 
 
+def _header(msg: Message, name: str) -> bytes | None:
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for key, value in pairs:
+        if key == name:
+            return value if isinstance(value, bytes) else None
+    return None
+
+
 class Forwarder:
     """Owns the Kafka producer and the journal; runs in its own thread."""
 
@@ -197,12 +206,11 @@ class Forwarder:
         raw_topic = self.settings.raw_topic
         for i, line in enumerate(lines):
             kind = RecordKind.BSE_JSON if line[:1] == b"{" else RecordKind.SSE_SZSE
-            fmt = "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"
             try:
                 produce(
                     raw_topic,
                     value=line,
-                    key=code_of(line, fmt),
+                    key=code_of(line, "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"),
                     headers=[
                         (topics.H_FORMAT, _FORMAT[kind]),
                         (topics.H_RECEIVE_TS, ts),
@@ -367,19 +375,18 @@ class Forwarder:
             self.kafka_up = True
             self._ack_seq += 1
             if self._ack_seq % _LATENCY_SAMPLE == 0:
-                for name, value in msg.headers() or ():
-                    if name == topics.H_RECEIVE_TS and value:
-                        metrics.ACK_LATENCY.observe(max(0.0, time.time() - int(value) / 1000))
+                sent = _header(msg, topics.H_RECEIVE_TS)
+                if sent:
+                    metrics.ACK_LATENCY.observe(max(0.0, time.time() - int(sent) / 1000))
             return
         self.delivery_errors += 1
         metrics.DELIVERY_ERRORS.inc()
         if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
             self.kafka_up = False
-        headers = dict(msg.headers() or ())
-        receive_ts = int(headers.get(topics.H_RECEIVE_TS) or 0)
+        receive_ts = int(_header(msg, topics.H_RECEIVE_TS) or 0)
         value = msg.value() or b""
         if msg.topic() == self.settings.dlq_topic:
-            reason = (headers.get(dlq.REASON) or b"").decode()
+            reason = (_header(msg, dlq.REASON) or b"").decode()
             cause = DlqCause.INVALID_UTF8 if reason == "invalid_utf8" else DlqCause.LINE_TOO_LONG
             rec = JournalRecord(receive_ts, RecordKind.DLQ, cause, value)
         else:

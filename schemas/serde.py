@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 from functools import cache
 from importlib import resources
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -63,7 +62,8 @@ def parsed_schema(name: SchemaName, version: int | None = None) -> Any:
 def schema_fingerprint(schema: dict[str, Any]) -> bytes:
     """CRC-64-AVRO fingerprint of the schema's parsing canonical form, 8 bytes LE."""
     canonical = to_parsing_canonical_form(fastavro.parse_schema(schema))
-    return struct.pack("<Q", int(fingerprint(canonical, "CRC-64-AVRO"), 16))
+    # fastavro's hex string is already the little-endian byte sequence.
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 class Codec(Protocol):
@@ -106,8 +106,9 @@ class SingleObjectCodec:
         if writer is None:
             raise SerdeError(f"{self.name}: unknown schema fingerprint {payload[2:10].hex()}")
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                io.BytesIO(payload[10:]), writer, self._writer
+            record = cast(
+                dict[str, Any],
+                fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer, self._writer),
             )
         except (ValueError, TypeError, EOFError, IndexError) as exc:
             raise SerdeError(f"cannot decode {self.name}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Benchmark commands (``hqstream bench ...``); figures go to docs/benchmarks.md."""

@@ -1,0 +1,238 @@
+"""``hqstream bench ingest``: feed simulator (max rate) -> receiver -> Kafka.
+
+Measures the sustained lines/s the receiver gets into ``hq.ticks.raw`` with
+zero loss (every line the simulator logged as sent is read back from Kafka,
+as a multiset), and in the same run the ceiling of a bare confluent-kafka
+producer sending the same bytes with the same producer settings, so the
+receiver's cost is a ratio. The simulator runs as its own process (it is the
+vendor); the receiver runs in this process, exactly the production code.
+Loopback only; bounded by --snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from rich.console import Console
+from rich.live import Live
+
+from hqstream.bench.common import bench_env, machine
+from hqstream.local_runner import free_port, port_open
+from producers.forwarder import Forwarder, producer_config
+from producers.journal import Journal
+from producers.protocol import LineKind, code_of
+from producers.receiver import Receiver
+from producers.settings import ReceiverSettings
+from schemas.logs import configure_logging
+
+console = Console()
+
+
+def _create(bootstrap: str, partitions: int) -> str:
+    name = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    return name
+
+
+def _digest_counter(values: list[bytes]) -> collections.Counter[bytes]:
+    return collections.Counter(hashlib.blake2b(v, digest_size=12).digest() for v in values)
+
+
+def _read_back(bootstrap: str, topic: str, expected: int) -> collections.Counter[bytes]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
+    }
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    counter: collections.Counter[bytes] = collections.Counter()
+    done: set[int] = {p for p, end in ends.items() if end == 0}
+    deadline = time.monotonic() + 300
+    while len(done) < len(parts) and time.monotonic() < deadline:
+        for msg in consumer.consume(50_000, timeout=1.0):
+            if msg.error() is not None:
+                continue
+            counter[hashlib.blake2b(msg.value() or b"", digest_size=12).digest()] += 1
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
+    consumer.close()
+    return counter
+
+
+def _bare_producer(
+    bootstrap: str, topic: str, lines: list[bytes], settings: ReceiverSettings
+) -> float:
+    """lines/s of a bare confluent-kafka producer on the same bytes and settings."""
+    producer = Producer(producer_config(settings.model_copy(update={"kafka_bootstrap": bootstrap})))
+    ts = str(time.time_ns() // 1_000_000).encode()
+    started = time.perf_counter()
+    for line in lines:
+        fmt: LineKind = "bse_json" if line[:1] == b"{" else "sse_szse"
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=line,
+                    key=code_of(line, fmt),
+                    headers=[("format", fmt.encode()), ("receive_ts", ts), ("source", b"bench")],
+                )
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - started
+    if remaining:
+        raise RuntimeError(f"bare producer: {remaining} records not delivered")
+    return len(lines) / elapsed
+
+
+async def _run_pipeline(
+    settings: ReceiverSettings, expected: int
+) -> tuple[float, float, Receiver, Forwarder]:
+    journal = Journal(
+        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
+    )
+    forwarder = Forwarder(settings, journal)
+    forwarder.start()
+    receiver = Receiver(settings, forwarder)
+    task = asyncio.create_task(receiver.run())
+    first = done = 0.0
+    last_print = 0.0
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.perf_counter()
+            if not first and receiver.stats.lines:
+                first = now
+            acked = forwarder.acked(settings.raw_topic)
+            if now - last_print > 0.25:
+                rate = acked / (now - first) if first else 0.0
+                live.update(
+                    f"received {receiver.stats.lines:,} / {expected:,} lines   "
+                    f"acked {acked:,}   {rate:,.0f} lines/s   "
+                    f"queue {forwarder.queue_bytes / 1e6:.1f} MB"
+                )
+                last_print = now
+            if acked >= expected:
+                done = now
+                break
+            if task.done():
+                task.result()
+                raise RuntimeError("receiver stopped before every line was acked")
+    receiver.stop()
+    await task
+    await asyncio.get_running_loop().run_in_executor(None, forwarder.stop)
+    return first, done, receiver, forwarder
+
+
+def ingest(
+    stocks: Annotated[int, typer.Option(help="stocks per snapshot")] = 5000,
+    snapshots: Annotated[int, typer.Option(help="snapshots the simulator sends")] = 100,
+    partitions: Annotated[int, typer.Option(help="partitions of the bench topic")] = 12,
+) -> None:
+    """Simulator at max rate -> receiver -> Kafka; zero-loss check; bare-producer baseline."""
+    configure_logging("WARNING", "bench")
+    expected = stocks * snapshots
+    console.print(
+        f"[bold]bench ingest[/]: {stocks} stocks x {snapshots} snapshots = "
+        f"{expected:,} lines; machine: {machine()}"
+    )
+    with (
+        bench_env() as env,
+        tempfile.TemporaryDirectory(prefix="hqingest-") as tmp,
+        open(Path(tmp) / "sim.log", "w") as sim_log,
+    ):
+        token = secrets.token_urlsafe(16)
+        port = free_port()
+        sent_log = Path(tmp) / "sent.log"
+        sim_env = {**os.environ, "HQ_FEED_TOKEN": token}
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hqstream.cli",
+                "simulate",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--stocks",
+                str(stocks),
+                "--max-rate",
+                "--snapshots",
+                str(snapshots),
+                "--sent-log",
+                str(sent_log),
+            ],
+            env=sim_env,
+            stdout=subprocess.DEVNULL,
+            stderr=sim_log,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not port_open(port):
+                if time.monotonic() > deadline or sim.poll() is not None:
+                    raise RuntimeError(
+                        f"simulator did not start: {(Path(tmp) / 'sim.log').read_text()}"
+                    )
+                time.sleep(0.1)
+            raw = _create(env.bootstrap, partitions)
+            settings = ReceiverSettings(
+                kafka_bootstrap=env.bootstrap,
+                feed_addr=f"127.0.0.1:{port}",
+                feed_token=SecretStr(token),
+                raw_topic=raw,
+                dlq_topic=raw,
+                journal_dir=Path(tmp) / "journal",
+            )
+            first, done, receiver, forwarder = asyncio.run(_run_pipeline(settings, expected))
+        finally:
+            sim.terminate()
+            sim.wait(30)
+        pipeline_rate = expected / (done - first)
+        console.print("verifying: reading every line back from Kafka ...")
+        sent = [line for line in sent_log.read_bytes().split(b"\n") if line]
+        got = _read_back(env.bootstrap, raw, expected)
+        want = _digest_counter(sent)
+        lost = sum((want - got).values())
+        dup = sum((got - want).values())
+        console.print("baseline: bare confluent-kafka producer on the same bytes ...")
+        base_topic = _create(env.bootstrap, partitions)
+        bare_rate = _bare_producer(env.bootstrap, base_topic, sent, settings)
+    console.print()
+    console.print("| measure | value |\n|---|---|")
+    console.print(f"| lines sent by the simulator | {len(sent):,} |")
+    console.print(f"| lines in hq.ticks.raw | {sum(got.values()):,} |")
+    console.print(f"| lost / duplicated | {lost} / {dup} |")
+    console.print(f"| receiver -> Kafka sustained | {pipeline_rate:,.0f} lines/s |")
+    console.print(f"| bare confluent-kafka producer, same bytes | {bare_rate:,.0f} lines/s |")
+    console.print(f"| ratio receiver / bare | {pipeline_rate / bare_rate:.2f} |")
+    console.print(f"| vs full-market rate (1,667 lines/s) | {pipeline_rate / 1667:.0f}x |")
+    console.print(f"| dead-lettered / dropped | {receiver.stats.dlq} / {forwarder.dropped} |")
+    if lost or dup or forwarder.dropped:
+        raise typer.Exit(1)

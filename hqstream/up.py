@@ -1,0 +1,229 @@
+"""``hqstream up``: the whole platform on one machine, with one command.
+
+Starts a real Kafka broker and Redis (``hqstream.local_runner``), creates the
+topics, then runs the feed simulator, the receiver, N stream workers and the
+gateway as child processes, each logging to ``.run/logs/<name>.log``. Shows
+live figures until Ctrl-C, then stops everything in reverse order.
+The feed token is generated per run when HQ_FEED_TOKEN is unset and handed
+to the children through their environment only; it is never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from hqstream.local_runner import DEFAULT_RUN_DIR, LocalStack, create_topics, free_port, port_open
+from schemas.logs import configure_logging
+from schemas.topics import topic_specs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: TextIO | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def state(self) -> str:
+        if self.proc is None:
+            return "not started"
+        code = self.proc.poll()
+        return "running" if code is None else f"exited ({code})"
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+_METRIC = re.compile(
+    rb"^(hq_receiver_lines_total|hq_receiver_produced_total|"
+    rb"hq_receiver_connected|hq_receiver_journal_bytes)(\{[^}]*\})? ([0-9.e+]+)$",
+    re.M,
+)
+
+
+def _receiver_figures(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+            body = resp.read()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for name, _labels, value in _METRIC.findall(body):
+        key = name.decode()
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def _pick_port(preferred: int) -> int:
+    return preferred if not port_open(preferred) else free_port()
+
+
+def up(
+    stocks: Annotated[int, typer.Option(help="stocks in the simulated universe")] = 5000,
+    rate: Annotated[float, typer.Option(help="simulator cadence multiplier (1 = every 3 s)")] = 1.0,
+    workers: Annotated[int, typer.Option(help="stream worker processes")] = 1,
+    port: Annotated[int, typer.Option(help="gateway HTTP port")] = 8000,
+    partitions: Annotated[int, typer.Option(help="partitions of the tick topics")] = 12,
+    simulator: Annotated[
+        bool, typer.Option(help="run the feed simulator (off: use HQ_FEED_ADDR)")
+    ] = True,
+    run_dir: Annotated[Path, typer.Option(help="where data and logs go")] = DEFAULT_RUN_DIR,
+) -> None:
+    """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
+    configure_logging("INFO", "up")
+    console = Console()
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(run_dir, kafka_port=_pick_port(9092), redis_port=_pick_port(6379))
+    children: list[Child] = []
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        with console.status("starting Kafka (KRaft) and Redis ..."):
+            stack.start()
+            create_topics(stack.kafka.bootstrap, topic_specs(partitions))
+        console.print(
+            f"[green]Kafka[/] {stack.kafka.bootstrap}   [green]Redis[/] {stack.redis.url}"
+        )
+        feed_port = _pick_port(7070)
+        metrics_port = _pick_port(9101)
+        gateway_port = _pick_port(port)
+        env = {
+            **os.environ,
+            "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap,
+            "HQ_REDIS_URL": stack.redis.url,
+            "HQ_PARTITIONS": str(partitions),
+            "HQ_JOURNAL_DIR": str(run_dir / "journal"),
+            "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+        }
+        if simulator:
+            env["HQ_FEED_ADDR"] = f"127.0.0.1:{feed_port}"
+            env.setdefault("HQ_FEED_TOKEN", secrets.token_urlsafe(24))
+        elif not env.get("HQ_FEED_TOKEN"):
+            console.print("[red]HQ_FEED_TOKEN is not set; the vendor feed needs it[/]")
+            raise typer.Exit(2)
+        exe = [sys.executable, "-m", "hqstream.cli"]
+        if simulator:
+            children.append(
+                Child(
+                    "simulate",
+                    [*exe, "simulate", "--stocks", str(stocks), "--rate", str(rate)],
+                    env,
+                    logs / "simulate.log",
+                )
+            )
+        children.append(
+            Child(
+                "produce",
+                [*exe, "produce", "--metrics-port", str(metrics_port)],
+                env,
+                logs / "produce.log",
+            )
+        )
+        for i in range(workers):
+            worker_env = {
+                **env,
+                "HQ_STREAMS_METRICS_PORT": str(free_port()),
+                "HQ_STREAMS_WORKER_ID": f"worker-{i + 1}",
+            }
+            children.append(
+                Child(
+                    f"streams-{i + 1}", [*exe, "streams"], worker_env, logs / f"streams-{i + 1}.log"
+                )
+            )
+        children.append(
+            Child(
+                "gateway", [*exe, "gateway", "--port", str(gateway_port)], env, logs / "gateway.log"
+            )
+        )
+        for child in children:
+            child.start()
+            if child.name == "simulate":
+                deadline = time.monotonic() + 20
+                while not port_open(feed_port) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        url = f"http://127.0.0.1:{gateway_port}/"
+        console.print(f"\n[bold]dashboard:[/] [link={url}]{url}[/]   API docs: {url}docs")
+        console.print(f"logs: {logs}/   Ctrl-C stops everything\n")
+        _watch(console, children, metrics_port, lambda: stop_requested)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping ...")
+        for child in reversed(children):
+            child.stop()
+        stack.stop()
+        console.print("stopped.")
+
+
+def _watch(console: Console, children: list[Child], metrics_port: int, stopping: object) -> None:
+    assert callable(stopping)
+    last_lines, last_t = 0.0, time.monotonic()
+    with Live(console=console, refresh_per_second=1) as live:
+        while not stopping():
+            time.sleep(1)
+            figures = _receiver_figures(metrics_port)
+            now = time.monotonic()
+            lines = figures.get("hq_receiver_lines_total", 0.0)
+            rate = (lines - last_lines) / (now - last_t) if lines >= last_lines else 0.0
+            last_lines, last_t = lines, now
+            table = Table(title="hqstream (live)", expand=False)
+            table.add_column("component")
+            table.add_column("state")
+            for child in children:
+                colour = "green" if child.state == "running" else "red"
+                table.add_row(child.name, f"[{colour}]{child.state}[/]")
+            table.add_row("feed", "connected" if figures.get("hq_receiver_connected") else "-")
+            table.add_row("lines/s", f"{rate:,.0f}")
+            table.add_row("lines total", f"{lines:,.0f}")
+            table.add_row("acked by Kafka", f"{figures.get('hq_receiver_produced_total', 0):,.0f}")
+            table.add_row("journal bytes", f"{figures.get('hq_receiver_journal_bytes', 0):,.0f}")
+            live.update(table)
