@@ -37,4 +37,3 @@ SOURCE_TOPIC: Final = "hq.dlq.source.topic"
 SOURCE_PARTITION: Final = "hq.dlq.source.partition"
 SOURCE_OFFSET: Final = "hq.dlq.source.offset"
 TS: Final = "hq.dlq.ts"
-

@@ -25,10 +25,22 @@ class UnknownCode(ValueError):
 
 #: (market, code prefix) -> board. Longest prefix wins.
 BOARD_PREFIXES: Final[dict[Market, tuple[tuple[str, Board], ...]]] = {
-    "SH": (("600", "MAIN"), ("601", "MAIN"), ("603", "MAIN"), ("605", "MAIN"),
-           ("688", "STAR"), ("689", "STAR")),
-    "SZ": (("000", "MAIN"), ("001", "MAIN"), ("002", "MAIN"), ("003", "MAIN"),
-           ("300", "CHINEXT"), ("301", "CHINEXT")),
+    "SH": (
+        ("600", "MAIN"),
+        ("601", "MAIN"),
+        ("603", "MAIN"),
+        ("605", "MAIN"),
+        ("688", "STAR"),
+        ("689", "STAR"),
+    ),
+    "SZ": (
+        ("000", "MAIN"),
+        ("001", "MAIN"),
+        ("002", "MAIN"),
+        ("003", "MAIN"),
+        ("300", "CHINEXT"),
+        ("301", "CHINEXT"),
+    ),
     # 920 since 2025-10-09; legacy 43x/83x/87x codes still appear in older data.
     "BJ": (("920", "BJ"), ("43", "BJ"), ("83", "BJ"), ("87", "BJ")),
 }
@@ -58,8 +70,13 @@ class LimitRule:
 LIMIT_RULES: Final[tuple[LimitRule, ...]] = (
     LimitRule("MAIN", False, dt.date(1996, 12, 16), Decimal("0.10"), "main boards 10%"),
     LimitRule("MAIN", True, dt.date(1998, 4, 22), Decimal("0.05"), "ST on main boards 5%"),
-    LimitRule("MAIN", True, dt.date(2025, 7, 7), Decimal("0.10"),
-              "SSE/SZSE moved main-board ST limits to 10%"),
+    LimitRule(
+        "MAIN",
+        True,
+        dt.date(2025, 7, 7),
+        Decimal("0.10"),
+        "SSE/SZSE moved main-board ST limits to 10%",
+    ),
     LimitRule("STAR", False, dt.date(2019, 7, 22), Decimal("0.20"), "STAR Market 20%"),
     LimitRule("STAR", True, dt.date(2019, 7, 22), Decimal("0.20"), "ST on STAR 20%"),
     LimitRule("CHINEXT", False, dt.date(2009, 10, 30), Decimal("0.10"), "ChiNext 10%"),
@@ -83,8 +100,11 @@ def limit_fraction(board: Board, st: bool, on: dt.date) -> Decimal:
     """The daily limit fraction in force on ``on``."""
     best: LimitRule | None = None
     for rule in LIMIT_RULES:
-        if rule.board == board and rule.st == st and rule.effective <= on and (
-            best is None or rule.effective > best.effective
+        if (
+            rule.board == board
+            and rule.st == st
+            and rule.effective <= on
+            and (best is None or rule.effective > best.effective)
         ):
             best = rule
     if best is None:

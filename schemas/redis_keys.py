@@ -69,3 +69,11 @@ def codes(market: Market) -> str:
 
 
 ALERTS: Final = "hq:alerts"
+
+#: HASH of alert ids (``code|kind|exchange_ts``) already in :data:`ALERTS`: makes
+#: at-least-once replay idempotent. Expires with MARKET_TTL_S.
+ALERTS_SEEN: Final = "hq:alerts:seen"
+#: HASH field = stream worker id, value = JSON ``{"ts": ms, "state": partial}``:
+#: each worker's market-statistics partial; entries older than a few seconds
+#: belong to dead workers and are ignored and deleted.
+STATS_PARTIALS: Final = "hq:stats:partials"

@@ -40,6 +40,7 @@ class TopicSpec:
 def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
     """All topics. ``partitions`` is the tick topics' count (configuration)."""
     tick_configs = {
+        "cleanup.policy": "delete",
         "retention.ms": str(3 * DAY_MS),
         "compression.type": "producer",
         "max.message.bytes": str(2 * 1024 * 1024),
@@ -50,7 +51,7 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
         TopicSpec(
             DLQ,
             3,
-            {"retention.ms": str(14 * DAY_MS)},
+            {"cleanup.policy": "delete", "retention.ms": str(14 * DAY_MS)},
             "bad records with raw bytes, reason and source position",
         ),
         TopicSpec(
@@ -62,8 +63,13 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
         TopicSpec(
             CANDLES_1M,
             partitions,
-            {"retention.ms": str(7 * DAY_MS)},
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "closed 1-minute OHLCV candles, key = code",
         ),
-        TopicSpec(ALERTS, 3, {"retention.ms": str(7 * DAY_MS)}, "quote alerts, key = code"),
+        TopicSpec(
+            ALERTS,
+            3,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
+            "quote alerts, key = code",
+        ),
     )

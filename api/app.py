@@ -1,0 +1,122 @@
+"""The FastAPI application: wiring of store, hub, Kafka feed, routes and dashboard.
+
+``create_app()`` builds everything from :class:`api.settings.GatewaySettings`;
+the lifespan starts the Kafka feed thread and the slow-client watchdog and
+stops them on shutdown. The dashboard (``api/static/``, built separately) is
+served at ``/`` and ``/dashboard``; the mount works even when the folder is
+missing or empty. Nothing here handles errors by hand (see api/errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from api.errors import NotFound, install_handlers
+from api.feed import KafkaFeed
+from api.hub import Hub
+from api.models import Health
+from api.routes import router
+from api.settings import GatewaySettings, get_settings
+from api.status import StatusProbe
+from api.store import Store
+from api.ws import websocket_endpoint
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+REPLAY_SLOTS = 4
+
+
+class _OptionalStatic(StaticFiles):
+    """StaticFiles that answers 404 instead of failing when the folder is missing."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and Path(self.directory).is_dir():
+            await super().check_config()
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if self.directory is None or not Path(self.directory).is_dir():
+            return JSONResponse({"error": "not_found", "message": "not found"}, status_code=404)
+        return await super().get_response(path, scope)
+
+
+def create_app(settings: GatewaySettings | None = None, *, consume: bool = True) -> FastAPI:
+    """The gateway app. ``consume=False`` skips the Kafka feed (REST-only tests)."""
+    cfg = settings or get_settings()
+    static_dir = Path(cfg.static_dir) if cfg.static_dir else STATIC_DIR
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        store = Store(cfg.redis_url)
+        hub = Hub()
+        app.state.settings = cfg
+        app.state.store = store
+        app.state.hub = hub
+        app.state.probe = StatusProbe(cfg, store)
+        app.state.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
+        feed = KafkaFeed(cfg, hub, loop) if consume else None
+        app.state.feed = feed
+        if feed is not None:
+            feed.start()
+        watchdog = loop.create_task(hub.watch_slow_clients(cfg.slow_client_deadline_s))
+        logger.info("gateway up (kafka %s, redis configured)", cfg.kafka_bootstrap)
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            for session in list(hub.sessions.values()):
+                await session.kill(1001, "server shutting down")
+            if feed is not None:
+                await asyncio.to_thread(feed.stop)
+            await store.close()
+
+    app = FastAPI(
+        title="hqstream gateway",
+        version="0.1.0",
+        description="Real-time China A-share quotes: REST from Redis, WebSocket push from Kafka "
+        "(protocol: docs/websocket.md).",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(router)
+    app.add_api_websocket_route("/api/realtime/ws", websocket_endpoint)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
+    async def readyz(request: Request) -> JSONResponse:
+        probe: StatusProbe = request.app.state.probe
+        feed: KafkaFeed | None = request.app.state.feed
+        redis_ok = (await probe.redis()).ok
+        kafka_ok = (await probe.kafka()).ok
+        checks = {"redis": redis_ok, "kafka": kafka_ok, "consumer": feed is None or feed.ready}
+        ready = all(checks.values())
+        body = Health(status="ok" if ready else "not_ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        index = static_dir / "index.html"
+        if not index.is_file():
+            raise NotFound("the dashboard is not installed")
+        return FileResponse(index)
+
+    app.mount("/", _OptionalStatic(directory=static_dir, html=True, check_dir=False), "static")
+    return app

@@ -1,0 +1,156 @@
+"""The gateway's Kafka feed: consumes normalized quotes, stats, alerts and candles.
+
+A confluent-kafka Consumer runs in one background thread with a consumer group
+unique to this process (so every replica sees every record), starting at the
+latest offsets (pinned at assignment time, so anything produced after
+``ready`` is seen). The thread decodes Avro, serializes each record to JSON
+once, and hands batches to the event loop (:meth:`api.hub.Hub.dispatch`) with
+``call_soon_threadsafe``. It never touches sessions or sockets itself, and
+never commits offsets (a restarted gateway starts live).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+
+from api import metrics
+from api.hub import Event, Hub
+from api.session import QuoteEvent
+from api.settings import GatewaySettings
+from schemas.serde import Codec, SerdeError, make_codec
+
+logger = logging.getLogger(__name__)
+
+BATCH = 2000
+POLL_S = 0.05
+
+
+def consumer_config(settings: GatewaySettings, group: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "latest",
+        "fetch.wait.max.ms": 10,
+        "fetch.min.bytes": 1,
+        "socket.nodelay": True,
+        "topic.metadata.refresh.interval.ms": 10_000,
+        "client.id": f"hqstream-gateway-{socket.gethostname()}",
+    }
+
+
+class KafkaFeed:
+    """Background consumer thread feeding the hub on ``loop``."""
+
+    def __init__(self, settings: GatewaySettings, hub: Hub, loop: asyncio.AbstractEventLoop):
+        self.settings = settings
+        self.hub = hub
+        self.loop = loop
+        self.group = f"hqstream-gateway.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        reg = settings.schema_registry_url
+        self._codecs: dict[str, tuple[str, Codec]] = {
+            settings.normalized_topic: (
+                "quote",
+                make_codec("quote", reg, settings.normalized_topic),
+            ),
+            settings.stats_topic: ("stats", make_codec("market_stats", reg, settings.stats_topic)),
+            settings.alerts_topic: ("alert", make_codec("alert", reg, settings.alerts_topic)),
+            settings.candles_topic: ("candle", make_codec("candle", reg, settings.candles_topic)),
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hq-gateway-feed", daemon=True)
+        self.assigned: set[str] = set()
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """Running and assigned every partition of the quote topic."""
+        return self.running and self.settings.normalized_topic in self.assigned
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Pin "latest" now: records produced after assignment are all consumed.
+        pinned = []
+        for tp in partitions:
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                pinned.append(TopicPartition(tp.topic, tp.partition, high))
+            except Exception as exc:  # KafkaException: fall back to the reset policy
+                logger.warning("watermarks of %s[%d]: %s", tp.topic, tp.partition, exc)
+                pinned.append(TopicPartition(tp.topic, tp.partition, OFFSET_END))
+        consumer.assign(pinned)
+        self.assigned = {tp.topic for tp in partitions}
+        logger.info("feed assigned %d partitions (group %s)", len(partitions), self.group)
+
+    def _run(self) -> None:
+        consumer = Consumer(consumer_config(self.settings, self.group))
+        try:
+            consumer.subscribe(list(self._codecs), on_assign=self._on_assign)
+            while not self._stop.is_set():
+                messages = consumer.consume(BATCH, POLL_S)
+                if not messages:
+                    continue
+                events = self._decode(messages)
+                if events:
+                    self.loop.call_soon_threadsafe(self.hub.dispatch, events)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("feed thread failed")
+        finally:
+            self._stop.set()
+            consumer.close()
+
+    def _decode(self, messages: list[Message]) -> list[Event]:
+        events: list[Event] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("feed: %s", err)
+                continue
+            topic = msg.topic()
+            value = msg.value()
+            if topic is None or value is None or topic not in self._codecs:
+                continue
+            kind, codec = self._codecs[topic]
+            try:
+                rec = codec.decode(value)
+            except SerdeError as exc:
+                metrics.DECODE_ERRORS.inc()
+                logger.warning("feed: undecodable record on %s: %s", topic, exc)
+                continue
+            metrics.CONSUMED.labels(kind).inc()
+            events.append(to_event(kind, rec))
+        return events
+
+
+def to_event(kind: str, rec: dict[str, Any]) -> Event:
+    """An :class:`Event` from a decoded record; JSON serialized here, once."""
+    raw = orjson.dumps(rec)
+    if kind == "quote":
+        q = QuoteEvent(rec["code"], rec["market"], int(rec["exchange_ts"]), raw)
+        return Event("quote", raw, quote=q)
+    if kind == "stats":
+        return Event("stats", raw, key=rec["market"])
+    if kind == "candle":
+        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]))
+    return Event("alert", raw)

@@ -1,0 +1,180 @@
+"""Subscription index and fan-out: routes each consumed update to its subscribers.
+
+Subscribers are indexed by code, by market and "all" (plus stats, alerts and
+candles), so routing a tick costs O(subscribers of that tick). Routing runs on
+the event loop, called by :mod:`api.feed` once per consumed batch; it only
+offers updates to sessions (:mod:`api.session`) and never awaits a send.
+
+The hub also keeps the latest quote per code it has routed: a subscribe's
+snapshot is the newer of that and Redis, so nothing routed before the
+subscription was registered can be missed (see docs/websocket.md).
+This module never reads Redis or Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from api import metrics
+from api.session import CLOSE_TOO_SLOW, QuoteEvent, Session
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["quote", "stats", "alert", "candle"]
+
+
+@dataclass(slots=True)
+class Event:
+    """One consumed record: a quote (``quote`` set) or a stats/alert/candle JSON."""
+
+    kind: EventKind
+    raw: bytes
+    quote: QuoteEvent | None = None
+    key: str = ""  # market for stats, code for candles
+    minute_ts: int = 0
+
+
+class Hub:
+    """Who is subscribed to what, and the last routed state."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[int, Session] = {}
+        self.by_code: defaultdict[str, set[Session]] = defaultdict(set)
+        self.by_market: defaultdict[str, set[Session]] = defaultdict(set)
+        self.everything: set[Session] = set()
+        self.stats_subs: set[Session] = set()
+        self.alert_subs: set[Session] = set()
+        self.candle_subs: defaultdict[str, set[Session]] = defaultdict(set)
+        self.per_key: defaultdict[str, int] = defaultdict(int)
+        self.latest: dict[str, QuoteEvent] = {}
+        self.latest_stats: dict[str, bytes] = {}
+        self.pushing = True
+        self.routed = 0
+        self.last_event_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- membership ------------------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        self.sessions[session.sid] = session
+        self.per_key[session.key_id] += 1
+        metrics.WS_CONNECTIONS.set(len(self.sessions))
+
+    def remove(self, session: Session) -> None:
+        if self.sessions.pop(session.sid, None) is None:
+            return
+        self.per_key[session.key_id] -= 1
+        if self.per_key[session.key_id] <= 0:
+            del self.per_key[session.key_id]
+        for code in session.stocks:
+            _discard(self.by_code, code, session)
+        for market in session.markets:
+            _discard(self.by_market, market, session)
+        for code in session.candles:
+            _discard(self.candle_subs, code, session)
+        self.everything.discard(session)
+        self.stats_subs.discard(session)
+        self.alert_subs.discard(session)
+        metrics.WS_CONNECTIONS.set(len(self.sessions))
+
+    def subscribe_stock(self, s: Session, code: str) -> None:
+        s.stocks.add(code)
+        self.by_code[code].add(s)
+
+    def unsubscribe_stock(self, s: Session, code: str) -> None:
+        s.stocks.discard(code)
+        _discard(self.by_code, code, s)
+
+    def subscribe_market(self, s: Session, market: str) -> None:
+        s.markets.add(market)
+        self.by_market[market].add(s)
+
+    def unsubscribe_market(self, s: Session, market: str) -> None:
+        s.markets.discard(market)
+        _discard(self.by_market, market, s)
+
+    def set_all(self, s: Session, on: bool) -> None:
+        s.all = on
+        (self.everything.add if on else self.everything.discard)(s)
+
+    def set_stats(self, s: Session, on: bool) -> None:
+        s.stats = on
+        (self.stats_subs.add if on else self.stats_subs.discard)(s)
+
+    def set_alerts(self, s: Session, on: bool) -> None:
+        s.alerts = on
+        (self.alert_subs.add if on else self.alert_subs.discard)(s)
+
+    def subscribe_candles(self, s: Session, code: str) -> None:
+        s.candles.add(code)
+        self.candle_subs[code].add(s)
+
+    def unsubscribe_candles(self, s: Session, code: str) -> None:
+        s.candles.discard(code)
+        _discard(self.candle_subs, code, s)
+
+    # ---- routing ---------------------------------------------------------------------
+
+    def dispatch(self, events: list[Event]) -> None:
+        """Route a consumed batch; called on the event loop by the feed."""
+        started = time.perf_counter()
+        pushing = self.pushing
+        latest = self.latest
+        for ev in events:
+            q = ev.quote
+            if q is not None:
+                prev = latest.get(q.code)
+                if prev is not None and prev.ts >= q.ts:
+                    continue  # stale or duplicate (newer wins)
+                latest[q.code] = q
+                if not pushing:
+                    continue
+                for s in self.by_code.get(q.code, ()):
+                    s.offer_quote(q)
+                for s in self.by_market.get(q.market, ()):
+                    s.offer_quote(q)
+                for s in self.everything:
+                    s.offer_quote(q)
+            elif ev.kind == "stats":
+                self.latest_stats[ev.key] = ev.raw
+                if pushing:
+                    for s in self.stats_subs:
+                        s.offer_stats(ev.key, ev.raw)
+            elif ev.kind == "alert":
+                if pushing:
+                    for s in self.alert_subs:
+                        s.offer_alert(ev.raw)
+            elif ev.kind == "candle" and pushing:
+                for s in self.candle_subs.get(ev.key, ()):
+                    s.offer_candle(ev.key, ev.minute_ts, ev.raw)
+        self.routed += len(events)
+        self.last_event_at = time.time()
+        metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
+
+    # ---- slow clients ----------------------------------------------------------------
+
+    async def watch_slow_clients(self, deadline_s: float, period_s: float = 0.25) -> None:
+        """Close (4008) every client that stays hopeless longer than ``deadline_s``."""
+        while True:
+            await asyncio.sleep(period_s)
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if not s.closing and s.stalled_for(now) > deadline_s:
+                    metrics.WS_CLOSED_SLOW.inc()
+                    reason = f"client too slow: no progress for {deadline_s:g} s"
+                    task = asyncio.get_running_loop().create_task(s.kill(CLOSE_TOO_SLOW, reason))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+
+def _discard(index: defaultdict[str, set[Session]], key: str, s: Session) -> None:
+    subs = index.get(key)
+    if subs is not None:
+        subs.discard(s)
+        if not subs:
+            del index[key]

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the gateway (the process-wide default registry).
+
+Defined once at import; never label by API key or anything secret.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONSUMED = Counter("hq_gateway_consumed_total", "Kafka records consumed", ["kind"])
+DECODE_ERRORS = Counter("hq_gateway_decode_errors_total", "records that failed to decode")
+WS_CONNECTIONS = Gauge("hq_gateway_ws_connections", "open WebSocket connections")
+WS_MESSAGES_SENT = Counter("hq_gateway_ws_messages_total", "WebSocket messages sent")
+WS_CLOSED_SLOW = Counter("hq_gateway_ws_slow_closed_total", "clients closed with 4008")
+WS_ERRORS = Counter("hq_gateway_ws_errors_total", "error messages sent to clients", ["code"])
+REPLAYS = Counter("hq_gateway_replays_total", "replays served")
+DISPATCH_SECONDS = Histogram(
+    "hq_gateway_dispatch_seconds",
+    "time to route one consumed batch to subscribers",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+)
+REST_REQUESTS = Counter("hq_gateway_rest_requests_total", "REST requests", ["route", "status"])

@@ -1,0 +1,184 @@
+"""Pydantic models at the HTTP edge: the REST responses and their OpenAPI docs.
+
+Quote, Candle, MarketStats and Alert mirror the Avro schemas in schemas/avro/
+field by field (a test checks it). These models validate what REST returns;
+the WebSocket path sends the decoded Avro dicts as they are (orjson), never
+through these models, to stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.redis_keys import MarketOrAll, RankMetric
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Quote(_Record):
+    """One normalized quote snapshot (Avro ``io.hqstream.v1.Quote``)."""
+
+    symbol: str = Field(description="exchange prefix + code, e.g. sz000001")
+    code: str
+    market: Literal["SH", "SZ", "BJ"]
+    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    name: str
+    is_st: bool = False
+    exchange_ts: int = Field(description="exchange time, epoch ms")
+    trade_date: str
+    open: float
+    prev_close: float
+    price: float
+    high: float
+    low: float
+    bid: float
+    ask: float
+    volume: int
+    amount: float
+    bid_prices: list[float]
+    bid_volumes: list[int]
+    ask_prices: list[float]
+    ask_volumes: list[int]
+    change: float
+    change_pct: float
+    limit_up: float
+    limit_down: float
+    traded: bool
+    suspended: bool
+    at_limit_up: bool
+    at_limit_down: bool
+    receive_ts: int
+    process_ts: int
+
+
+class Candle(_Record):
+    """A 1-minute OHLCV candle (Avro ``io.hqstream.v1.Candle``)."""
+
+    code: str
+    market: str
+    trade_date: str
+    minute_ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    amount: float
+    ticks: int
+    closed: bool
+
+
+class RankEntry(_Record):
+    code: str
+    name: str
+    price: float
+    change_pct: float
+    amount: float
+
+
+class MarketStats(_Record):
+    """Statistics of one market at one moment (Avro ``io.hqstream.v1.MarketStats``)."""
+
+    market: str
+    ts: int
+    stocks: int
+    advancers: int
+    decliners: int
+    unchanged: int
+    limit_up: int
+    limit_down: int
+    suspended: int
+    volume: int
+    amount: float
+    avg_change_pct: float
+    top_gainers: list[RankEntry]
+    top_losers: list[RankEntry]
+    top_turnover: list[RankEntry]
+
+
+class Alert(_Record):
+    """A quote alert (Avro ``io.hqstream.v1.Alert``)."""
+
+    code: str
+    name: str
+    market: str
+    kind: Literal[
+        "LIMIT_UP_TOUCH",
+        "LIMIT_UP_LEAVE",
+        "LIMIT_DOWN_TOUCH",
+        "LIMIT_DOWN_LEAVE",
+        "FAST_MOVE",
+        "VOLUME_SPIKE",
+    ]
+    exchange_ts: int
+    price: float
+    change_pct: float
+    value: float
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. bad_code, not_found")
+    message: str
+
+
+class QuotesResponse(BaseModel):
+    quotes: list[Quote]
+    missing: list[str] = Field(description="requested codes with no quote")
+
+
+class RankItem(BaseModel):
+    rank: int
+    code: str
+    value: float = Field(description="the metric's value")
+    name: str | None = None
+    price: float | None = None
+    change_pct: float | None = None
+
+
+class RankResponse(BaseModel):
+    market: MarketOrAll
+    metric: RankMetric
+    order: Literal["asc", "desc"]
+    items: list[RankItem]
+
+
+class CandlesResponse(BaseModel):
+    code: str
+    date: str
+    candles: list[Candle]
+
+
+class TicksResponse(BaseModel):
+    code: str
+    ticks: list[Quote]
+
+
+class AlertsResponse(BaseModel):
+    alerts: list[Alert]
+
+
+class PushState(BaseModel):
+    pushing: bool = Field(description="whether updates are pushed to WebSocket clients")
+
+
+class ComponentStatus(BaseModel):
+    ok: bool
+    detail: str = ""
+    data: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+
+
+class StatusResponse(BaseModel):
+    ok: bool = Field(description="every component healthy")
+    pushing: bool
+    websocket_clients: int
+    components: dict[str, ComponentStatus]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]
+    checks: dict[str, bool] = Field(default_factory=dict)

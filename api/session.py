@@ -1,0 +1,288 @@
+"""One WebSocket client's outbound side: conflating buffers and its own sender task.
+
+The fan-out (:mod:`api.hub`) only *offers* updates to a session: a dict write
+and an event set, never an await. The session's sender task wakes at most once
+per flush interval, takes everything pending and sends it, so a slow client
+only slows itself: its buffers conflate (latest quote per stock, latest stats
+per market, latest candle per minute) and it gets fewer, fresher updates.
+
+Snapshot-then-live uses *holds*: while a subscription's snapshot (or replay) is
+being read, live quotes of the held codes are parked in the hold instead of the
+buffer; releasing the hold drops what the snapshot already covers (by
+``exchange_ts``) and moves the rest to the buffer, after the snapshot message.
+
+This module never reads Redis or Kafka and never calls the socket directly:
+it is handed ``send``/``close`` callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from api import metrics
+
+logger = logging.getLogger(__name__)
+
+SendFn = Callable[[str], Awaitable[None]]
+CloseFn = Callable[[int, str], Awaitable[None]]
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+CLOSE_TOO_SLOW = 4008
+ALERTS_BUFFERED = 500
+
+
+@dataclass(slots=True)
+class QuoteEvent:
+    """A decoded quote: routing fields plus its JSON, serialized once for all clients."""
+
+    code: str
+    market: str
+    ts: int  # exchange_ts
+    raw: bytes  # JSON object
+
+
+@dataclass(slots=True)
+class Hold:
+    """Live quotes parked while a snapshot or replay of ``codes``/``markets`` is read."""
+
+    codes: frozenset[str] = frozenset()
+    markets: frozenset[str] = frozenset()
+    everything: bool = False
+    ordered: bool = False  # replay: keep every update, in order
+    latest: dict[str, QuoteEvent] = field(default_factory=dict)
+    seq: list[QuoteEvent] = field(default_factory=list)
+
+    def matches(self, ev: QuoteEvent) -> bool:
+        return self.everything or ev.code in self.codes or ev.market in self.markets
+
+    def add(self, ev: QuoteEvent) -> None:
+        if self.ordered:
+            self.seq.append(ev)
+        else:
+            self.latest[ev.code] = ev
+
+
+def frame(kind: str, **fields: object) -> str:
+    return orjson.dumps({"type": kind, **fields}).decode()
+
+
+def _batch(kind: str, items: Iterable[bytes]) -> str:
+    return (b'{"type":"' + kind.encode() + b'","data":[' + b",".join(items) + b"]}").decode()
+
+
+class Session:
+    """Subscriptions and outbound buffers of one connection."""
+
+    def __init__(
+        self,
+        sid: int,
+        key_id: str,
+        send: SendFn,
+        close: CloseFn,
+        *,
+        flush_interval_s: float,
+        max_pending_quotes: int,
+    ) -> None:
+        self.sid = sid
+        self.key_id = key_id
+        self._send = send
+        self._close = close
+        self.flush_interval_s = flush_interval_s
+        self.max_pending_quotes = max_pending_quotes
+        # subscriptions (the hub indexes them)
+        self.stocks: set[str] = set()
+        self.markets: set[str] = set()
+        self.all = False
+        self.stats = False
+        self.alerts = False
+        self.candles: set[str] = set()
+        # outbound
+        self._control: deque[str] = deque()
+        self._quotes: dict[str, QuoteEvent] = {}
+        self._stats: dict[str, bytes] = {}
+        self._candles: dict[tuple[str, int], bytes] = {}
+        self._alerts: deque[bytes] = deque(maxlen=ALERTS_BUFFERED)
+        self.holds: list[Hold] = []
+        self._wake = asyncio.Event()
+        self.send_started: float | None = None  # monotonic, while a send is in progress
+        self.overflow_since: float | None = None
+        self.closing = False
+        self.conflated = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- what the hub calls (synchronous, never blocks) -----------------------------
+
+    def offer_quote(self, ev: QuoteEvent) -> None:
+        if self.holds:
+            for hold in self.holds:
+                if hold.matches(ev):
+                    hold.add(ev)
+                    return
+        pending = self._quotes
+        if ev.code in pending:
+            self.conflated += 1
+        elif len(pending) >= self.max_pending_quotes:
+            if self.overflow_since is None:
+                self.overflow_since = time.monotonic()
+            return
+        pending[ev.code] = ev
+        self._wake.set()
+
+    def offer_stats(self, market: str, raw: bytes) -> None:
+        self._stats[market] = raw
+        self._wake.set()
+
+    def offer_candle(self, code: str, minute_ts: int, raw: bytes) -> None:
+        self._candles[(code, minute_ts)] = raw
+        self._wake.set()
+
+    def offer_alert(self, raw: bytes) -> None:
+        self._alerts.append(raw)
+        self._wake.set()
+
+    def control(self, message: str) -> None:
+        """Queue a control message (ack, snapshot, error, pong, replay); sent in order."""
+        self._control.append(message)
+        self._wake.set()
+
+    # ---- holds: snapshot then live ---------------------------------------------------
+
+    def start_hold(
+        self,
+        codes: Iterable[str] = (),
+        markets: Iterable[str] = (),
+        everything: bool = False,
+        ordered: bool = False,
+    ) -> Hold:
+        hold = Hold(frozenset(codes), frozenset(markets), everything, ordered)
+        self.holds.append(hold)
+        return hold
+
+    def release_snapshot(self, hold: Hold, snapshot: list[QuoteEvent], **extra: object) -> None:
+        """Send the snapshot, then every held update newer than it (by exchange_ts)."""
+        self.holds.remove(hold)
+        covered = {ev.code: ev.ts for ev in snapshot}
+        self._drop_pending_covered(covered)
+        raws = [ev.raw for ev in snapshot]
+        self.control(
+            '{"type":"snapshot",'
+            + orjson.dumps(extra).decode()[1:-1]
+            + ("," if extra else "")
+            + '"quotes":['
+            + b",".join(raws).decode()
+            + "]}"
+        )
+        for ev in hold.latest.values():
+            if ev.ts > covered.get(ev.code, -1):
+                self.offer_quote(ev)
+
+    def release_replay(self, hold: Hold, code: str, replayed: list[QuoteEvent]) -> None:
+        """Send the replayed updates in order, ``replay_done``, then held live ones not replayed."""
+        self.holds.remove(hold)
+        last = replayed[-1].ts if replayed else -1
+        self._drop_pending_covered({code: last})
+        for i in range(0, len(replayed), 500):
+            chunk = replayed[i : i + 500]
+            self.control(
+                '{"type":"replay","stock_code":"'
+                + code
+                + '","data":['
+                + b",".join(ev.raw for ev in chunk).decode()
+                + "]}"
+            )
+        self.control(frame("replay_done", stock_code=code, replayed=len(replayed)))
+        for ev in hold.seq:
+            if ev.ts > last:
+                self.offer_quote(ev)
+                last = ev.ts
+
+    def _drop_pending_covered(self, covered: dict[str, int]) -> None:
+        for code, ts in covered.items():
+            pending = self._quotes.get(code)
+            if pending is not None and pending.ts <= ts:
+                del self._quotes[code]
+
+    # ---- the sender task ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ws-send-{self.sid}")
+
+    def _take(self) -> list[str]:
+        out = list(self._control)
+        self._control.clear()
+        if self._quotes:
+            out.append(_batch("quotes", (ev.raw for ev in self._quotes.values())))
+            self._quotes = {}
+            self.overflow_since = None
+        if self._stats:
+            out.append(_batch("stats", self._stats.values()))
+            self._stats = {}
+        if self._candles:
+            out.append(_batch("candles", self._candles.values()))
+            self._candles = {}
+        if self._alerts:
+            out.append(_batch("alerts", self._alerts))
+            self._alerts.clear()
+        return out
+
+    async def _run(self) -> None:
+        next_flush = 0.0
+        while True:
+            await self._wake.wait()
+            now = time.monotonic()
+            if now < next_flush:
+                await asyncio.sleep(next_flush - now)
+            self._wake.clear()
+            next_flush = time.monotonic() + self.flush_interval_s
+            for message in self._take():
+                self.send_started = time.monotonic()
+                await self._send(message)
+                self.send_started = None
+                metrics.WS_MESSAGES_SENT.inc()
+
+    def stalled_for(self, now: float) -> float:
+        """How long this client has been hopeless (send blocked or buffer full), seconds."""
+        stalled = 0.0
+        if self.send_started is not None:
+            stalled = now - self.send_started
+        if self.overflow_since is not None:
+            stalled = max(stalled, now - self.overflow_since)
+        return stalled
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def kill(self, code: int, reason: str) -> None:
+        """Stop sending and close the socket with ``code``; idempotent."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.stop()
+        logger.info("closing ws client %d: %d %s", self.sid, code, reason)
+        try:
+            await self._close(code, reason)
+        except Exception as exc:  # the socket may already be gone
+            logger.debug("close of ws client %d failed: %s", self.sid, exc)
+
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        """Send what is queued (control messages first), then close."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.stop()
+        try:
+            for message in self._take():
+                await asyncio.wait_for(self._send(message), timeout=2.0)
+            await self._close(code, reason)
+        except Exception as exc:
+            logger.debug("close of ws client %d failed: %s", self.sid, exc)

@@ -1,0 +1,116 @@
+"""Settings of the gateway: ``HQ_GATEWAY_*`` plus the shared ``HQ_*`` ones.
+
+Shared fields (``HQ_KAFKA_BOOTSTRAP``, ``HQ_REDIS_URL``, ...) come from
+:class:`schemas.config.CommonSettings`; every gateway-specific field carries an
+explicit ``HQ_GATEWAY_`` alias. Environment variables are read nowhere else.
+API keys are ``SecretStr``: never log them or put them in messages.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import AliasChoices, Field, SecretStr
+
+from schemas import topics
+from schemas.config import CommonSettings
+
+
+def _gw(name: str) -> AliasChoices:
+    """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
+    return AliasChoices(f"HQ_GATEWAY_{name.upper()}", name)
+
+
+class GatewaySettings(CommonSettings):
+    """Everything the gateway needs; see docs/websocket.md for the push protocol."""
+
+    host: str = Field("127.0.0.1", validation_alias=_gw("host"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_gw("port"))
+    api_keys: SecretStr = Field(
+        SecretStr(""), validation_alias=_gw("api_keys"), description="comma-separated client keys"
+    )
+    admin_keys: SecretStr = Field(
+        SecretStr(""), validation_alias=_gw("admin_keys"), description="comma-separated admin keys"
+    )
+    topic_prefix: str = Field(
+        "", validation_alias=_gw("topic_prefix"), description="prefix of every topic (tests)"
+    )
+    streams_group: str = Field(
+        "hqstream-streams",
+        validation_alias=_gw("streams_group"),
+        description="consumer group of the stream workers (for lag)",
+    )
+    producer_metrics_url: str = Field(
+        "http://127.0.0.1:9101/metrics",
+        validation_alias=_gw("producer_metrics_url"),
+        description="the feed receiver's Prometheus endpoint",
+    )
+    flush_interval_ms: int = Field(50, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    max_stocks_per_connection: int = Field(
+        500, ge=1, validation_alias=_gw("max_stocks_per_connection")
+    )
+    max_connections_per_key: int = Field(
+        1000, ge=1, validation_alias=_gw("max_connections_per_key")
+    )
+    max_pending_quotes: int = Field(
+        10_000,
+        ge=1,
+        validation_alias=_gw("max_pending_quotes"),
+        description="conflated quotes buffered per client (one per stock)",
+    )
+    slow_client_deadline_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_gw("slow_client_deadline_s"),
+        description="a client whose send stays blocked this long is closed with 4008",
+    )
+    auth_deadline_s: float = Field(5.0, gt=0, validation_alias=_gw("auth_deadline_s"))
+    invalid_per_second: int = Field(
+        20,
+        ge=1,
+        validation_alias=_gw("invalid_per_second"),
+        description="invalid messages per second tolerated before close 1008",
+    )
+    replay_max_age_s: int = Field(3600, ge=1, validation_alias=_gw("replay_max_age_s"))
+    replay_max_records: int = Field(2_000_000, ge=1, validation_alias=_gw("replay_max_records"))
+    static_dir: str | None = Field(
+        None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
+    )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def normalized_topic(self) -> str:
+        return self.topic(topics.NORMALIZED)
+
+    @property
+    def stats_topic(self) -> str:
+        return self.topic(topics.MARKET_STATS)
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topic(topics.ALERTS)
+
+    @property
+    def candles_topic(self) -> str:
+        return self.topic(topics.CANDLES_1M)
+
+    def client_keys(self) -> tuple[str, ...]:
+        return _split(self.api_keys) + self.admin_key_list()
+
+    def admin_key_list(self) -> tuple[str, ...]:
+        return _split(self.admin_keys)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.client_keys())
+
+
+def _split(secret: SecretStr) -> tuple[str, ...]:
+    return tuple(k.strip() for k in secret.get_secret_value().split(",") if k.strip())
+
+
+@cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()  # type: ignore[call-arg]  # pydantic fills defaults

@@ -1,0 +1,148 @@
+"""Health of every component for ``GET /api/realtime/status`` and ``/readyz``.
+
+Feed receiver: scraped from its Prometheus endpoint (connected gauge, lines and
+produced counters; rates from the previous scrape). Stream workers: consumer
+lag of their group (committed offsets vs. high watermarks). Redis: ping.
+Kafka: cluster metadata. Every probe is bounded by a timeout and reports a
+failure instead of raising; none of them writes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.models import ComponentStatus
+from api.settings import GatewaySettings
+from api.store import Store
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_S = 3.0
+RECEIVER_METRICS = (
+    "hq_receiver_connected",
+    "hq_receiver_lines_total",
+    "hq_receiver_produced_total",
+)
+
+
+@dataclass
+class _Scrape:
+    at: float
+    values: dict[str, float]
+
+
+class StatusProbe:
+    """Probes the components; keeps the last receiver scrape to compute rates."""
+
+    def __init__(self, settings: GatewaySettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.admin = AdminClient(
+            {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000}
+        )
+        self._last: _Scrape | None = None
+
+    async def redis(self) -> ComponentStatus:
+        try:
+            ok = await asyncio.wait_for(self.store.ping(), TIMEOUT_S)
+            return ComponentStatus(ok=ok, detail="ping ok" if ok else "ping failed")
+        except Exception as exc:
+            return ComponentStatus(ok=False, detail=f"redis unreachable: {type(exc).__name__}")
+
+    async def kafka(self) -> ComponentStatus:
+        try:
+            md = await asyncio.to_thread(self.admin.list_topics, timeout=TIMEOUT_S)
+        except Exception as exc:
+            return ComponentStatus(ok=False, detail=f"kafka unreachable: {type(exc).__name__}")
+        wanted = [
+            self.settings.normalized_topic,
+            self.settings.stats_topic,
+            self.settings.alerts_topic,
+            self.settings.candles_topic,
+        ]
+        missing = [t for t in wanted if t not in md.topics]
+        return ComponentStatus(
+            ok=not missing,
+            detail=f"missing topics: {', '.join(missing)}" if missing else "metadata ok",
+            data={"brokers": len(md.brokers), "topics": len(md.topics)},
+        )
+
+    async def receiver(self) -> ComponentStatus:
+        url = self.settings.producer_metrics_url
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+                resp = await client.get(url)
+                resp.raise_for_status()
+        except Exception as exc:
+            return ComponentStatus(ok=False, detail=f"receiver metrics unreachable: {exc}")
+        values = parse_receiver_metrics(resp.text)
+        now = time.monotonic()
+        data: dict[str, float | int | str | bool | None] = {
+            "connected": values.get("hq_receiver_connected", 0.0) >= 1.0,
+            "lines_total": values.get("hq_receiver_lines_total"),
+            "produced_total": values.get("hq_receiver_produced_total"),
+            "lines_per_s": None,
+            "produced_per_s": None,
+        }
+        last = self._last
+        if last is not None and now - last.at > 0.5:
+            for name, key in (
+                ("hq_receiver_lines_total", "lines_per_s"),
+                ("hq_receiver_produced_total", "produced_per_s"),
+            ):
+                if name in values and name in last.values:
+                    data[key] = round((values[name] - last.values[name]) / (now - last.at), 1)
+        if last is None or now - last.at > 0.5:
+            self._last = _Scrape(now, values)
+        connected = bool(data["connected"])
+        return ComponentStatus(
+            ok=connected, detail="feed connected" if connected else "feed disconnected", data=data
+        )
+
+    async def streams_lag(self) -> ComponentStatus:
+        try:
+            lag, parts = await asyncio.to_thread(self._lag_sync)
+        except Exception as exc:
+            return ComponentStatus(ok=False, detail=f"lag unavailable: {exc}")
+        if parts == 0:
+            return ComponentStatus(
+                ok=False, detail=f"group {self.settings.streams_group} has no committed offsets"
+            )
+        return ComponentStatus(
+            ok=True, detail="consumer group lag", data={"lag": lag, "partitions": parts}
+        )
+
+    def _lag_sync(self) -> tuple[int, int]:
+        group = self.settings.streams_group
+        fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        committed = [tp for tp in fut.result(timeout=TIMEOUT_S).topic_partitions if tp.offset >= 0]
+        if not committed:
+            return 0, 0
+        specs = {
+            TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            for tp in committed
+        }
+        highs = {
+            (tp.topic, tp.partition): f.result(timeout=TIMEOUT_S).offset
+            for tp, f in self.admin.list_offsets(specs, request_timeout=TIMEOUT_S).items()
+        }
+        lag = sum(max(0, highs[(tp.topic, tp.partition)] - tp.offset) for tp in committed)
+        return lag, len(committed)
+
+
+def parse_receiver_metrics(text: str) -> dict[str, float]:
+    """The receiver's metrics of interest, summed over labels."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in RECEIVER_METRICS:
+                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+    return out

@@ -1,0 +1,102 @@
+"""Read-only access to the Redis layout of schemas.redis_keys (redis.asyncio).
+
+Returns JSON bytes/str as stored, or small decoded structures; the REST layer
+validates them into models. This module never writes to Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from api.session import QuoteEvent
+from schemas import redis_keys as keys
+from schemas.redis_keys import MarketOrAll, RankMetric
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """The gateway's Redis reads."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def quote_events(self, codes: list[str]) -> list[QuoteEvent | None]:
+        """The stored latest quote of each code (None when absent), pipelined."""
+        if not codes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                pipe.hmget(keys.quote(code), "ts", "data")
+            rows = await pipe.execute()
+        out: list[QuoteEvent | None] = []
+        for code, (ts, data) in zip(codes, rows, strict=True):
+            if data is None:
+                out.append(None)
+                continue
+            rec = orjson.loads(data)
+            stamp = int(ts) if ts is not None else int(rec.get("exchange_ts", 0))
+            out.append(QuoteEvent(code, str(rec.get("market", "")), stamp, bytes(data)))
+        return out
+
+    async def quote(self, code: str) -> dict[str, Any] | None:
+        data = await self.redis.hget(keys.quote(code), "data")
+        return None if data is None else _loads(data)
+
+    async def market_codes(self, market: MarketOrAll) -> list[str]:
+        if market == "ALL":
+            members = await self.redis.sunion([keys.codes(m) for m in keys.MARKETS])
+        else:
+            members = await self.redis.smembers(keys.codes(market))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    async def market_stats_raw(self, market: MarketOrAll) -> bytes | None:
+        data: Any = await self.redis.hget(keys.market_summary(market), "data")
+        return None if data is None else bytes(data)
+
+    async def rank(
+        self, market: MarketOrAll, metric: RankMetric, limit: int, descending: bool
+    ) -> list[tuple[str, float]]:
+        rows: Any = await self.redis.zrange(
+            keys.rank(market, metric), 0, limit - 1, desc=descending, withscores=True
+        )
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in rows]
+
+    async def candles(self, code: str, trade_date: str) -> list[dict[str, Any]]:
+        rows = await self.redis.hgetall(keys.candles(code, trade_date))
+        return sorted((_loads(v) for v in rows.values()), key=lambda c: int(c["minute_ts"]))
+
+    async def candles_raw(self, code: str, trade_date: str) -> list[bytes]:
+        rows: Any = await self.redis.hgetall(keys.candles(code, trade_date))
+        return [bytes(rows[k]) for k in sorted(rows, key=int)]
+
+    async def ticks(self, code: str, start: int | None, end: int | None, limit: int) -> list[Any]:
+        """Quotes with ``start <= exchange_ts <= end``, oldest first; the latest ``limit``."""
+        lo = "-" if start is None else f"{start}-0"
+        hi = "+" if end is None else f"{end}-18446744073709551615"
+        rows: Any = await self.redis.xrevrange(keys.ticks(code), max=hi, min=lo, count=limit)
+        return [_loads(fields[b"data"]) for _, fields in reversed(rows) if b"data" in fields]
+
+    async def has_ticks(self, code: str) -> bool:
+        return bool(await self.redis.exists(keys.ticks(code), keys.quote(code)))
+
+    async def alerts(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` alerts, newest first."""
+        rows: Any = await self.redis.xrevrange(keys.ALERTS, count=limit)
+        return [_loads(fields[b"data"]) for _, fields in rows if b"data" in fields]
+
+
+def _loads(data: bytes | str) -> Any:
+    return orjson.loads(data)

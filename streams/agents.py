@@ -1,0 +1,211 @@
+"""What a stream worker does with each batch and each second, independent of faust.
+
+:class:`StreamsRuntime` turns a batch of raw records into outputs with
+:class:`streams.pipeline.Processor` and makes them durable: Kafka outputs are
+queued, the Redis batch is written, then every Kafka delivery is awaited.
+Only when :meth:`StreamsRuntime.handle` returns may the caller ack (commit)
+the batch. A failure of Redis or Kafka is retried with backoff for as long as
+it takes (logged loudly, counted): a batch is never skipped and the stream
+never stops. :meth:`StreamsRuntime.publish_stats` runs once a second.
+
+Market statistics across workers: every worker writes its partial state to
+the Redis hash ``hq:stats:partials`` (field = worker id, with a timestamp);
+the live worker with the smallest id merges all partials younger than
+``partial_ttl_s`` (older ones are dead workers' and are deleted) and publishes
+the result to ``hq.market.stats`` and the Redis market summaries.
+This module never calls ``ack`` or commits offsets itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from schemas.redis_keys import MARKETS_AND_ALL
+from schemas.serde import Codec, make_codec
+from streams import metrics
+from streams.market_stats import merge_partials
+from streams.outbox import KafkaOutputError, Outbox
+from streams.pipeline import BatchResult, Processor, RawRecord
+from streams.redis_sink import RedisSink, is_redis_error
+from streams.settings import StreamsSettings
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class StreamsRuntime:
+    """One worker's processor, Redis sink and Kafka outbox, with the retry policy."""
+
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        sink: RedisSink,
+        outbox: Outbox,
+        worker_id: str,
+        *,
+        processor: Processor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.outbox = outbox
+        self.worker_id = worker_id
+        self.processor = processor or Processor(settings)
+        self.stats_codec: Codec = make_codec(
+            "market_stats", settings.schema_registry_url, settings.topic_names.market_stats
+        )
+        self._lock = asyncio.Lock()
+        self._assignment: set[int] | None = None
+        self._reseed = False
+        self.batches = 0
+
+    # -- rebalance -----------------------------------------------------------
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        """Called on every (re)assignment of raw-topic partitions."""
+        logger.info("worker %s assigned raw partitions %s", self.worker_id, sorted(partitions))
+        self._assignment = set(partitions)
+        self._reseed = True
+
+    async def _maybe_reseed(self) -> None:
+        if not self._reseed:
+            return
+        await self._with_retry("seed state", self._seed)
+        self._reseed = False
+
+    async def _seed(self) -> None:
+        await self.processor.seed(self.sink, self._assignment)
+
+    # -- the batch ------------------------------------------------------------
+
+    async def handle(self, records: list[RawRecord]) -> BatchResult:
+        """Process and persist one batch; returns once Redis and Kafka have it all."""
+        async with self._lock:
+            await self._maybe_reseed()
+            result = await self._with_retry("process", self.processor.process, records, self.sink)
+            await self._persist(result)
+        self._observe(result)
+        return result
+
+    async def _persist(self, result: BatchResult) -> None:
+        sent = False
+        redis_done = False
+        attempt = 0
+        while True:
+            try:
+                if not sent:
+                    for out in result.kafka:
+                        await self.outbox.send(out.topic, out.key, out.value, out.headers)
+                    sent = True
+                if not redis_done:
+                    started = time.perf_counter()
+                    write = await self.sink.write(result.sink)
+                    metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
+                    metrics.STALE.inc(write.stale)
+                    redis_done = True
+                    self._redis_ok(attempt)
+                await self.outbox.flush()
+                return
+            except KafkaOutputError as exc:
+                attempt += 1
+                sent = False
+                metrics.KAFKA_RETRIES.inc()
+                await self._backoff(attempt, f"kafka produce failed, resending the batch: {exc}")
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                attempt += 1
+                metrics.REDIS_RETRIES.inc()
+                metrics.REDIS_UP.set(0)
+                metrics.HEALTH.redis_ok = False
+                await self._backoff(attempt, f"redis write failed, retrying the batch: {exc!r}")
+
+    async def _with_retry(self, what: str, fn: Any, *args: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                result = await fn(*args)
+                self._redis_ok(attempt)
+                return result
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                attempt += 1
+                metrics.REDIS_RETRIES.inc()
+                metrics.REDIS_UP.set(0)
+                metrics.HEALTH.redis_ok = False
+                await self._backoff(attempt, f"redis unavailable during {what}: {exc!r}")
+
+    def _redis_ok(self, attempts: int) -> None:
+        if attempts:
+            logger.warning("redis is back after %d failed attempts; nothing was lost", attempts)
+        metrics.REDIS_UP.set(1)
+        metrics.HEALTH.redis_ok = True
+
+    async def _backoff(self, attempt: int, message: str) -> None:
+        delay = min(self.settings.redis_retry_max_s, 0.1 * 2 ** min(attempt - 1, 10))
+        if attempt == 1 or attempt % 10 == 0:
+            logger.error("%s (attempt %d; offsets are not committed; next try in %.1fs)",
+                         message, attempt, delay)  # fmt: skip
+        await asyncio.sleep(delay)
+
+    def _observe(self, result: BatchResult) -> None:
+        self.batches += 1
+        metrics.RECORDS_IN.inc(result.n_in)
+        metrics.BATCH_SIZE.observe(result.n_in)
+        metrics.NORMALIZED.inc(len(result.sink.quotes))
+        for dead in result.dlq:
+            metrics.DLQ.labels(dead.reason).inc()
+        for alert in result.sink.alerts:
+            metrics.ALERTS.labels(alert["kind"]).inc()
+        metrics.CANDLES.inc(sum(1 for c in result.sink.candles if c["closed"]))
+        now = time.time()
+        for ts in result.receive_ts:
+            metrics.E2E_LATENCY.observe(max(0.0, now - ts / 1000))
+
+    # -- market statistics ------------------------------------------------------
+
+    async def publish_stats(self) -> dict[str, dict[str, Any]] | None:
+        """Write this worker's partial; if it leads, merge and publish. Never raises."""
+        try:
+            async with self._lock:
+                return await self._publish_stats()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.error("market stats not published this round: %r", exc)
+            return None
+
+    async def _publish_stats(self) -> dict[str, dict[str, Any]] | None:
+        await self._maybe_reseed()
+        now = now_ms()
+        partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)
+        await self.sink.write_partial(self.worker_id, partial, now)
+        partials = await self.sink.read_partials()
+        ttl_ms = int(self.settings.partial_ttl_s * 1000)
+        live = {w: state for w, (ts, state) in partials.items() if now - ts <= ttl_ms}
+        dead = [w for w in partials if w not in live]
+        metrics.WORKERS_LIVE.set(len(live))
+        if dead:
+            logger.info("dropping stats partials of dead workers %s", dead)
+            await self.sink.delete_partials(dead)
+        if min(live) != self.worker_id:
+            return None
+        merged = merge_partials(
+            list(live.values()), MARKETS_AND_ALL, self.settings.stats_top_n, now_ms=now
+        )
+        for market, record in merged.items():
+            await self.outbox.send(
+                self.settings.topic_names.market_stats,
+                market.encode(),
+                self.stats_codec.encode(record),
+                None,
+            )
+        await self.sink.write_market(merged, now)
+        await self.outbox.flush()
+        return merged

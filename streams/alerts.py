@@ -1,0 +1,300 @@
+"""Quote alerts: limit-price touches and leaves, fast moves, volume spikes.
+
+``AlertDetector.update(quote)`` looks at one normalized Quote and returns the
+Alert records (schemas/avro/alert.v1.avsc) it triggers:
+
+* ``LIMIT_UP_TOUCH`` / ``LIMIT_UP_LEAVE`` / ``LIMIT_DOWN_TOUCH`` /
+  ``LIMIT_DOWN_LEAVE``: on a change of ``at_limit_up`` / ``at_limit_down``,
+  never on every tick at the limit. A day starts "not at the limit", so a
+  stock that opens at its limit (09:25 auction) alerts; a stock first seen
+  after 09:30 (the worker restarted) is taken as it is, without an alert.
+* ``FAST_MOVE``: the traded price is at least ``fast_move_pct`` percent above
+  the lowest (or below the highest) traded price of the trailing
+  ``fast_move_window_s``. After it fires the window restarts from the current
+  price, so one move alerts once, not once per cooldown while it lasts.
+  ``value`` is the signed move in percent.
+* ``VOLUME_SPIKE``: shares traded since the previous tick, per second, are at
+  least ``volume_spike_ratio`` times the stock's average rate over the
+  trailing ``volume_window_s`` (needing ``volume_min_shares`` in the tick and
+  ``volume_min_history_s`` of history). Judged in continuous trading only:
+  the auctions' single large matches are not spikes. ``value`` is the ratio.
+
+Windows run on ``streams.sessions.trading_clock_ms`` (trading time, so lunch
+does not count) of the exchange timestamps, never the wall clock. A
+``cooldown_s`` per (code, kind) limits repeats; a limit transition held back
+by the cooldown is reported once the cooldown is over if it still holds, so
+the reported limit state never stays wrong. Ticks with exchange_ts <= the last
+seen for the stock (replays) and suspended quotes are ignored.
+
+Memory per stock is bounded (deques of at most ``max_points``). Pure
+in-memory computation; this module never does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from streams.errors import StreamsError
+from streams.sessions import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
+
+logger = logging.getLogger(__name__)
+
+AlertKind = Literal[
+    "LIMIT_UP_TOUCH",
+    "LIMIT_UP_LEAVE",
+    "LIMIT_DOWN_TOUCH",
+    "LIMIT_DOWN_LEAVE",
+    "FAST_MOVE",
+    "VOLUME_SPIKE",
+]
+Quote = dict[str, Any]
+Alert = dict[str, Any]
+
+_EPS: Final = 1e-9  # float slack when comparing a computed percent to a threshold
+
+
+class AlertConfigError(StreamsError, ValueError):
+    """An AlertConfig with a threshold that makes no sense."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Alert thresholds. Windows and cooldowns are in trading seconds."""
+
+    fast_move_pct: float = 5.0
+    fast_move_window_s: float = 300.0
+    volume_spike_ratio: float = 5.0
+    volume_window_s: float = 300.0
+    volume_min_shares: int = 100_000
+    volume_min_history_s: float = 60.0
+    cooldown_s: float = 60.0
+    max_points: int = 512  # per stock and window; bounds memory under a flood of ticks
+
+    def __post_init__(self) -> None:
+        for name in ("fast_move_pct", "fast_move_window_s", "volume_spike_ratio"):
+            if getattr(self, name) <= 0:
+                raise AlertConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.volume_window_s <= 0 or self.max_points < 2:
+            raise AlertConfigError("volume_window_s must be > 0 and max_points >= 2")
+        if self.volume_min_shares < 0 or self.cooldown_s < 0 or self.volume_min_history_s < 0:
+            raise AlertConfigError("volume_min_shares, cooldown_s, min history must be >= 0")
+
+
+@dataclass(slots=True)
+class AlertCounters:
+    emitted: int = 0
+    replays: int = 0  # exchange_ts <= last seen: ignored
+    suspended: int = 0
+    cooled_down: int = 0  # alerts held back by the cooldown
+
+
+class _Stock:
+    __slots__ = (
+        "cooldown",
+        "last_continuous",
+        "last_cum",
+        "last_ts",
+        "ld_reported",
+        "lu_reported",
+        "maxs",
+        "mins",
+        "trade_date",
+        "vol_points",
+    )
+
+    def __init__(self, max_points: int) -> None:
+        self.last_ts = -1
+        self.trade_date = ""
+        self.lu_reported = False
+        self.ld_reported = False
+        # (trading clock, price), increasing / decreasing prices: window min / max
+        self.mins: deque[tuple[int, float]] = deque(maxlen=max_points)
+        self.maxs: deque[tuple[int, float]] = deque(maxlen=max_points)
+        # (trading clock, cumulative volume) of continuous-session ticks
+        self.vol_points: deque[tuple[int, int]] = deque(maxlen=max_points)
+        self.last_cum = 0
+        self.last_continuous = False
+        self.cooldown: dict[str, int] = {}  # kind -> exchange_ts of the last alert
+
+
+class AlertDetector:
+    """Per-stock alert state for the stocks one worker sees."""
+
+    def __init__(self, config: AlertConfig | None = None) -> None:
+        self.config = config or AlertConfig()
+        self.counters = AlertCounters()
+        self._stocks: dict[str, _Stock] = {}
+        self._move_window_ms = int(self.config.fast_move_window_s * 1000)
+        self._vol_window_ms = int(self.config.volume_window_s * 1000)
+        self._min_history_ms = int(self.config.volume_min_history_s * 1000)
+        self._cooldown_ms = int(self.config.cooldown_s * 1000)
+
+    def update(self, quote: Quote) -> list[Alert]:
+        """The alerts this quote triggers (usually none)."""
+        ts: int = quote["exchange_ts"]
+        st = self._stocks.get(quote["code"])
+        fresh = st is None
+        if st is None:
+            st = self._stocks[quote["code"]] = _Stock(self.config.max_points)
+        elif ts <= st.last_ts:
+            self.counters.replays += 1
+            return []
+        st.last_ts = ts
+        if quote["suspended"]:
+            self.counters.suspended += 1
+            return []
+        if quote["trade_date"] != st.trade_date:
+            self._new_day(st, quote, fresh)
+
+        alerts: list[Alert] = []
+        self._limits(st, quote, alerts)
+        clock = trading_clock_ms(ts)
+        if quote["traded"] and quote["price"] > 0:
+            self._fast_move(st, quote, clock, alerts)
+        self._volume(st, quote, clock, alerts)
+        self.counters.emitted += len(alerts)
+        return alerts
+
+    def _new_day(self, st: _Stock, quote: Quote, fresh: bool) -> None:
+        st.trade_date = quote["trade_date"]
+        st.mins.clear()
+        st.maxs.clear()
+        st.vol_points.clear()
+        st.last_cum = 0
+        st.last_continuous = False
+        if fresh and local_ms_of_day(quote["exchange_ts"]) >= AM_START:
+            # first seen mid-session: take the limit state as it is, no alert
+            st.lu_reported = bool(quote["at_limit_up"])
+            st.ld_reported = bool(quote["at_limit_down"])
+        else:
+            st.lu_reported = st.ld_reported = False
+
+    def _limits(self, st: _Stock, q: Quote, alerts: list[Alert]) -> None:
+        up: bool = q["at_limit_up"]
+        if up != st.lu_reported:
+            kind: AlertKind = "LIMIT_UP_TOUCH" if up else "LIMIT_UP_LEAVE"
+            if self._emit(st, q, kind, q["change_pct"], _limit_message(q, kind), alerts):
+                st.lu_reported = up
+        down: bool = q["at_limit_down"]
+        if down != st.ld_reported:
+            kind = "LIMIT_DOWN_TOUCH" if down else "LIMIT_DOWN_LEAVE"
+            if self._emit(st, q, kind, q["change_pct"], _limit_message(q, kind), alerts):
+                st.ld_reported = down
+
+    def _fast_move(self, st: _Stock, q: Quote, clock: int, alerts: list[Alert]) -> None:
+        price: float = q["price"]
+        mins, maxs = st.mins, st.maxs
+        horizon = clock - self._move_window_ms
+        while mins and mins[0][0] < horizon:
+            mins.popleft()
+        while maxs and maxs[0][0] < horizon:
+            maxs.popleft()
+        fired = False
+        if mins:
+            lo, hi = mins[0][1], maxs[0][1]
+            up = (price - lo) / lo * 100.0
+            down = (price - hi) / hi * 100.0
+            pct = self.config.fast_move_pct - _EPS
+            move, ref = (up, lo) if up >= -down else (down, hi)
+            if abs(move) >= pct:
+                msg = (
+                    f"{q['code']} {q['name']} moved {move:+.2f}% from {ref:.2f} to {price:.2f} "
+                    f"within {self.config.fast_move_window_s:g}s of trading "
+                    f"({q['change_pct']:+.2f}% today)"
+                )
+                fired = self._emit(st, q, "FAST_MOVE", round(move, 4), msg, alerts)
+        if fired:  # restart the window: one move, one alert
+            mins.clear()
+            maxs.clear()
+        while mins and mins[-1][1] >= price:
+            mins.pop()
+        mins.append((clock, price))
+        while maxs and maxs[-1][1] <= price:
+            maxs.pop()
+        maxs.append((clock, price))
+
+    def _volume(self, st: _Stock, q: Quote, clock: int, alerts: list[Alert]) -> None:
+        cum: int = q["volume"]
+        points = st.vol_points
+        if cum < st.last_cum:  # counter went backwards (data fix): start over
+            points.clear()
+            st.last_continuous = False
+        st.last_cum = cum
+        continuous = is_continuous(q["exchange_ts"])
+        if not continuous:
+            st.last_continuous = False
+            return
+        if st.last_continuous and points:
+            spike = self._spike(points, clock, cum)
+            if spike is not None:
+                ratio, dv, dt_ms = spike
+                msg = (
+                    f"{q['code']} {q['name']} traded {dv:,} shares in {dt_ms / 1000:g}s, "
+                    f"{ratio:.1f}x its {self.config.volume_window_s:g}s average rate; "
+                    f"price {q['price']:.2f} ({q['change_pct']:+.2f}%)"
+                )
+                self._emit(st, q, "VOLUME_SPIKE", round(ratio, 4), msg, alerts)
+        points.append((clock, cum))
+        horizon = clock - self._vol_window_ms
+        while len(points) > 1 and points[1][0] <= horizon:
+            points.popleft()
+        st.last_continuous = True
+
+    def _spike(
+        self, points: deque[tuple[int, int]], clock: int, cum: int
+    ) -> tuple[float, int, int] | None:
+        """``(ratio, shares, ms)`` when this tick's volume rate is a spike."""
+        prev_clock, prev_cum = points[-1]
+        dt_ms = clock - prev_clock
+        dv = cum - prev_cum
+        span = prev_clock - points[0][0]
+        if dt_ms <= 0 or dv < self.config.volume_min_shares or span <= 0:
+            return None
+        if span < self._min_history_ms:
+            return None
+        avg = (prev_cum - points[0][1]) / span  # shares per trading ms over the window
+        if avg <= 0:  # no trade in the window: a ratio means nothing
+            return None
+        ratio = dv / dt_ms / avg
+        if ratio < self.config.volume_spike_ratio - _EPS:
+            return None
+        return ratio, dv, dt_ms
+
+    def _emit(
+        self, st: _Stock, q: Quote, kind: AlertKind, value: float, message: str, out: list[Alert]
+    ) -> bool:
+        ts: int = q["exchange_ts"]
+        last = st.cooldown.get(kind)
+        if last is not None and ts - last < self._cooldown_ms:
+            self.counters.cooled_down += 1
+            return False
+        st.cooldown[kind] = ts
+        out.append(
+            {
+                "code": q["code"],
+                "name": q["name"],
+                "market": q["market"],
+                "kind": kind,
+                "exchange_ts": ts,
+                "price": q["price"],
+                "change_pct": q["change_pct"],
+                "value": float(value),
+                "message": message,
+            }
+        )
+        return True
+
+
+def _limit_message(q: Quote, kind: AlertKind) -> str:
+    who = f"{q['code']} {q['name']}"
+    now = f"{q['price']:.2f} ({q['change_pct']:+.2f}%)"
+    if kind == "LIMIT_UP_TOUCH":
+        return f"{who} hit its limit-up price {q['limit_up']:.2f}: {now}"
+    if kind == "LIMIT_UP_LEAVE":
+        return f"{who} left its limit-up price {q['limit_up']:.2f}, now {now}"
+    if kind == "LIMIT_DOWN_TOUCH":
+        return f"{who} hit its limit-down price {q['limit_down']:.2f}: {now}"
+    return f"{who} left its limit-down price {q['limit_down']:.2f}, now {now}"

@@ -1,0 +1,261 @@
+"""1-minute OHLCV candles built incrementally from normalized quotes.
+
+``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v1.avsc)
+into its stock's open candle and returns the candles that closed because of
+it; ``flush(now_ms)`` closes candles whose minute is over when a stock stops
+ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
+
+Rules:
+
+* The minute of a tick is ``streams.sessions.candle_minute`` (auction ticks
+  fold into 09:30, 11:30:00 into 11:29, 15:00:00 into 14:59; nothing in the
+  lunch break or outside sessions). A minute gets a candle only if at least
+  one in-session tick of the stock fell into it: gaps are not filled.
+* OHLC come from the price of traded ticks only. A candle with ticks but no
+  trade is flat at the last traded price seen (else the quote's prev_close).
+* volume / amount are deltas of the cumulative counters against the last
+  tick folded before (so the first candle of the day holds the opening
+  auction's volume). A counter that goes backwards (a data fix) contributes
+  0 and becomes the new base: candle volumes are never negative. A new
+  trade_date resets the base to 0 if the stock's first tick of the day falls
+  in the 09:30 candle; otherwise (the worker joined mid-session) the base is
+  the first tick's own cumulative value, so the day's earlier volume is not
+  dumped into one candle.
+* Newer wins: a tick with exchange_ts <= the last one seen for the stock, or
+  one for a minute already closed, is ignored and counted in ``counters``.
+  Out-of-session and suspended ticks are ignored (counted) but still close
+  an open candle whose minute they are past.
+
+Everything is in memory, O(1) per tick; this module never does I/O, never
+reads the wall clock and never raises on a well-formed Quote.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from streams.sessions import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
+
+logger = logging.getLogger(__name__)
+
+Quote = dict[str, Any]
+Candle = dict[str, Any]
+
+
+@dataclass(slots=True)
+class CandleCounters:
+    """What the builder did with the ticks it was given."""
+
+    folded: int = 0
+    closed: int = 0
+    late: int = 0  # exchange_ts <= last seen, or for a minute already closed
+    out_of_session: int = 0
+    suspended: int = 0
+    counter_resets: int = 0  # cumulative volume/amount went backwards within a day
+    joined_midday: int = 0  # first tick of a day after the 09:30 candle
+
+
+class _Stock:
+    """Per-stock state: the cumulative base, and the open candle if any."""
+
+    __slots__ = (
+        "amount",
+        "base_amount",
+        "base_volume",
+        "close",
+        "closed_through",
+        "code",
+        "end",
+        "has_trade",
+        "high",
+        "last_price",
+        "last_ts",
+        "low",
+        "market",
+        "minute",
+        "open",
+        "ref_price",
+        "ticks",
+        "trade_date",
+        "volume",
+    )
+
+    def __init__(self, code: str, market: str) -> None:
+        self.code = code
+        self.market = market
+        self.trade_date = ""
+        self.last_ts = -1
+        self.base_volume = 0  # cumulative volume of the last tick folded
+        self.base_amount = 0.0
+        self.last_price = 0.0  # last traded price seen (flat candles)
+        self.closed_through = -1  # minute_ts of the last closed candle
+        self.minute = -1  # minute_ts of the open candle, -1 when none
+        self.end = 0
+        self.open = self.high = self.low = self.close = 0.0
+        self.ref_price = 0.0
+        self.volume = 0
+        self.amount = 0.0
+        self.ticks = 0
+        self.has_trade = False
+
+    def record(self, closed: bool) -> Candle:
+        if self.has_trade:
+            o, h, lo, c = self.open, self.high, self.low, self.close
+        else:
+            o = h = lo = c = self.ref_price
+        return {
+            "code": self.code,
+            "market": self.market,
+            "trade_date": self.trade_date,
+            "minute_ts": self.minute,
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": self.volume,
+            "amount": round(self.amount, 2),
+            "ticks": self.ticks,
+            "closed": closed,
+        }
+
+
+class CandleBuilder:
+    """1-minute candles for every stock a worker sees; see the module docstring.
+
+    ``close_grace_ms``: how long after 11:30:00 / 15:00:00 a tick still folds
+    into the session's last minute (default: the whole 11:30:00 second).
+    """
+
+    def __init__(self, close_grace_ms: int = CLOSE_GRACE_MS) -> None:
+        self.close_grace_ms = close_grace_ms
+        self.counters = CandleCounters()
+        self._stocks: dict[str, _Stock] = {}
+        self._open_by_end: dict[int, set[str]] = {}  # candle end ts -> codes open
+
+    def update(self, quote: Quote) -> list[Candle]:
+        """Fold one quote; return the candles closed by it (``closed=True``)."""
+        code: str = quote["code"]
+        ts: int = quote["exchange_ts"]
+        st = self._stocks.get(code)
+        if st is None:
+            st = self._stocks[code] = _Stock(code, quote["market"])
+        elif ts <= st.last_ts:
+            self.counters.late += 1
+            return []
+        st.last_ts = ts
+        closed: list[Candle] = []
+        if st.minute >= 0 and ts >= st.end:
+            closed.append(self._close(st))
+
+        minute = candle_minute(ts, self.close_grace_ms)
+        if minute is None:
+            self.counters.out_of_session += 1
+            return closed
+        if minute <= st.closed_through:
+            self.counters.late += 1
+            return closed
+
+        volume: int = quote["volume"]
+        amount: float = quote["amount"]
+        if quote["trade_date"] != st.trade_date:
+            st.trade_date = quote["trade_date"]
+            if is_opening_minute(minute):
+                st.base_volume, st.base_amount = 0, 0.0
+            else:
+                st.base_volume, st.base_amount = volume, amount
+                self.counters.joined_midday += 1
+            st.last_price = 0.0
+        if quote["suspended"]:  # the day's base is set, but no candle opens
+            self.counters.suspended += 1
+            return closed
+        if st.minute < 0:
+            self._start(st, minute, quote)
+        elif minute != st.minute:  # cannot happen: candle_minute is monotonic in ts
+            closed.append(self._close(st))
+            self._start(st, minute, quote)
+
+        dv = volume - st.base_volume
+        da = amount - st.base_amount
+        if dv < 0 or da < 0:
+            self.counters.counter_resets += 1
+            logger.debug("%s: cumulative counters went backwards at %d", code, ts)
+        if dv > 0:
+            st.volume += dv
+        if da > 0:
+            st.amount += da
+        st.base_volume = volume
+        st.base_amount = amount
+
+        price: float = quote["price"]
+        if quote["traded"] and price > 0:
+            if st.has_trade:
+                if price > st.high:
+                    st.high = price
+                elif price < st.low:
+                    st.low = price
+            else:
+                st.open = st.high = st.low = price
+                st.has_trade = True
+            st.close = price
+            st.last_price = price
+        st.ticks += 1
+        self.counters.folded += 1
+        return closed
+
+    def current(self, code: str) -> Candle | None:
+        """The open candle of ``code`` (``closed=False``), or None."""
+        st = self._stocks.get(code)
+        if st is None or st.minute < 0:
+            return None
+        return st.record(closed=False)
+
+    def flush(self, now_ms: int) -> list[Candle]:
+        """Close every candle whose minute (plus grace) is over at ``now_ms``.
+
+        ``now_ms`` is on the exchange clock: the newest exchange_ts the worker
+        has seen, or the wall clock when the feed has gone quiet (lunch, close).
+        Costs O(candles closed): open candles are indexed by their end.
+        """
+        ends = sorted(end for end in self._open_by_end if end <= now_ms)
+        closed: list[Candle] = []
+        for end in ends:
+            for code in sorted(self._open_by_end[end]):
+                closed.append(self._close(self._stocks[code]))
+        return closed
+
+    def close_all(self) -> list[Candle]:
+        """Close every open candle (end of day, shutdown)."""
+        closed: list[Candle] = []
+        for end in sorted(self._open_by_end):
+            for code in sorted(self._open_by_end[end]):
+                closed.append(self._close(self._stocks[code]))
+        return closed
+
+    def open_count(self) -> int:
+        return sum(len(codes) for codes in self._open_by_end.values())
+
+    def _start(self, st: _Stock, minute: int, quote: Quote) -> None:
+        st.minute = minute
+        st.end = candle_end(minute, self.close_grace_ms)
+        st.volume = 0
+        st.amount = 0.0
+        st.ticks = 0
+        st.has_trade = False
+        st.ref_price = st.last_price or float(quote["prev_close"])
+        codes = self._open_by_end.get(st.end)
+        if codes is None:
+            codes = self._open_by_end[st.end] = set()
+        codes.add(st.code)
+
+    def _close(self, st: _Stock) -> Candle:
+        candle = st.record(closed=True)
+        codes = self._open_by_end[st.end]
+        codes.discard(st.code)
+        if not codes:
+            del self._open_by_end[st.end]
+        st.closed_through = st.minute
+        st.minute = -1
+        self.counters.closed += 1
+        return candle

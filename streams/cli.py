@@ -1,0 +1,99 @@
+"""``hqstream streams``: run one stream worker process, or the rebuild.
+
+One process = one faust worker; run N processes (same group id) to share the
+raw topic's partitions. ``--rebuild`` replays ``hq.ticks.raw`` into an empty
+Redis instead (see :mod:`streams.rebuild`). Ctrl-C / SIGTERM stop cleanly:
+the current batch finishes or is not acked, offsets are committed, the
+producer is flushed. Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+
+def streams(
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Replay hq.ticks.raw from the earliest offset into empty Redis."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --rebuild: delete existing hq:* keys first."
+    ),
+    partitions: int | None = typer.Option(
+        None, "--partitions", help="Partitions of the tick topics (default HQ_PARTITIONS)."
+    ),
+    worker_id: str | None = typer.Option(
+        None, "--worker-id", help="Identity of this worker (default host-pid-random)."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Prometheus /metrics and /healthz port (0 = off)."
+    ),
+) -> None:
+    """Run a Faust stream worker: parse, normalize, DLQ, stats, candles, alerts, Redis."""
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    updates: dict[str, object] = {}
+    if partitions is not None:
+        updates["partitions"] = partitions
+    if worker_id:
+        updates["worker_id"] = worker_id
+    if metrics_port is not None:
+        updates["metrics_port"] = metrics_port
+    if updates:
+        settings = settings.model_copy(update=updates)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if rebuild:
+        from streams.rebuild import RebuildRefused, run_rebuild
+
+        try:
+            summary = run_rebuild(settings, force=force)
+        except RebuildRefused as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(summary)
+        return
+    if force:
+        typer.echo("--force only applies to --rebuild", err=True)
+        raise typer.Exit(2)
+    run_worker(settings)
+
+
+def run_worker(settings: object) -> None:
+    """Start the faust worker in this process until SIGINT/SIGTERM."""
+    import faust
+
+    from streams import metrics
+    from streams.app import create_app
+    from streams.settings import StreamsSettings
+
+    assert isinstance(settings, StreamsSettings)
+    built = create_app(settings)
+    app, runtime = built.app, built.runtime
+    metrics.serve_metrics(settings.metrics_port)
+    metrics.HEALTH.running = True
+    logger.info(
+        "stream worker %s: group %s, raw topic %s, redis %s",
+        runtime.worker_id,
+        settings.group_id,
+        settings.topic_names.raw,
+        settings.redis_url.split("@")[-1],
+    )
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        metrics.HEALTH.running = False

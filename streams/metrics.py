@@ -1,0 +1,89 @@
+"""Prometheus metrics of the stream workers and the tiny HTTP server exposing them.
+
+``GET /metrics`` (Prometheus text format) and ``GET /healthz`` (200 while the
+worker is healthy, 503 otherwise) on ``HQ_STREAMS_METRICS_PORT``. Metrics are
+module-level singletons (one registry per process). This module never touches
+Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+logger = logging.getLogger(__name__)
+
+RECORDS_IN = Counter("hq_streams_records_in_total", "raw records consumed")
+NORMALIZED = Counter("hq_streams_normalized_total", "quotes normalized and produced")
+DLQ = Counter("hq_streams_dlq_total", "records dead-lettered", ["reason"])
+CANDLES = Counter("hq_streams_candles_closed_total", "closed 1-minute candles produced")
+ALERTS = Counter("hq_streams_alerts_total", "alerts produced", ["kind"])
+REDIS_RETRIES = Counter("hq_streams_redis_retries_total", "failed batch writes retried")
+KAFKA_RETRIES = Counter("hq_streams_kafka_retries_total", "failed batch produces retried")
+STALE = Counter("hq_streams_stale_quotes_total", "quotes older than the stored one (not applied)")
+BATCH_SIZE = Histogram(
+    "hq_streams_batch_size",
+    "records per processed batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+REDIS_LATENCY = Histogram(
+    "hq_streams_redis_batch_seconds",
+    "time to write one batch to Redis",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+E2E_LATENCY = Histogram(
+    "hq_streams_e2e_latency_seconds",
+    "receive_ts (receiver read the line) -> quote in Redis and Kafka",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
+WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
+
+
+class HealthState:
+    """What /healthz reports; set by the worker."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.redis_ok = True
+
+    @property
+    def healthy(self) -> bool:
+        return self.running and self.redis_ok
+
+
+HEALTH = HealthState()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/metrics"):
+            body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
+        elif self.path.startswith("/healthz"):
+            ok = HEALTH.healthy
+            body = b"ok\n" if ok else b"unhealthy\n"
+            status, ctype = (200 if ok else 503), "text/plain"
+        else:
+            body, status, ctype = b"not found\n", 404, "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        logger.debug("metrics http: " + format, *args)
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+    """Start the /metrics + /healthz server in a daemon thread; ``port`` 0 = off."""
+    if port <= 0:
+        return None
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    logger.info("metrics and /healthz on http://%s:%d", host, port)
+    return server

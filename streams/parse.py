@@ -1,0 +1,304 @@
+"""Parse one raw feed line into a normalized Quote record, or reject it.
+
+Two line formats (shared/spec/feed-protocol.md): Shanghai/Shenzhen lines of
+33 ``$``-separated fields, and Beijing JSON objects. :func:`parse_record`
+validates everything the spec calls a bad record and raises
+:class:`streams.errors.BadRecord` with a :data:`schemas.dlq.DlqReason`;
+:func:`streams.normalize.build_quote` then derives the computed fields.
+
+This is the hot path of the stream workers. The good-record path does one
+``split``, converts the numbers with ``map(float/int, ...)`` in C, and checks
+them in bulk (``sum`` for finiteness, ``min`` for sign); only a failing record
+takes the slow path that names the offending field. Pure functions; never I/O,
+never logs a record (the DLQ carries it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from operator import itemgetter
+from typing import Any, Final, NoReturn
+
+import orjson
+
+from schemas.dlq import DlqReason
+from schemas.market_rules import Market
+from streams.errors import BadRecord
+from streams.normalize import (
+    board_or_none,
+    build_quote,
+    local_date_and_time,
+    local_midnight_ms,
+    time_of_day_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+FIELD_COUNT: Final = 33
+LONG_MAX: Final = 2**63 - 1
+_SHOWN_CHARS: Final = 40
+
+# Shanghai/Shenzhen layout: where each number sits in the 33 fields.
+_FLOAT_FIELDS: Final = (
+    (2, "open"),
+    (3, "prev_close"),
+    (4, "price"),
+    (5, "high"),
+    (6, "low"),
+    (7, "bid"),
+    (8, "ask"),
+    (10, "amount"),
+    *((11 + 2 * i + 1, f"bid{i + 1}_price") for i in range(5)),
+    *((21 + 2 * i + 1, f"ask{i + 1}_price") for i in range(5)),
+)
+_INT_FIELDS: Final = (
+    (9, "volume"),
+    *((11 + 2 * i, f"bid{i + 1}_volume") for i in range(5)),
+    *((21 + 2 * i, f"ask{i + 1}_volume") for i in range(5)),
+)
+_FLOAT_NAMES: Final = frozenset(name for _, name in _FLOAT_FIELDS)
+_get_floats: Final = itemgetter(*(index for index, _ in _FLOAT_FIELDS))
+_get_ints: Final = itemgetter(*(index for index, _ in _INT_FIELDS))
+_SSE_SZSE_MARKETS: Final[dict[str, Market]] = {"sh": "SH", "sz": "SZ"}
+_BSE_MARKETS: Final[dict[str, Market]] = {"bj": "BJ"}
+
+# Beijing JSON keys.
+_BSE_SCALARS: Final = ("lastPrice", "preClose", "open", "high", "low", "turnover")
+_BSE_ARRAYS: Final = ("bidPrices", "bidVolumes", "askPrices", "askVolumes")
+BOOK_LEVELS: Final = 5
+
+
+def parse_record(raw: bytes, receive_ts: int, process_ts: int | None = None) -> dict[str, Any]:
+    """One raw feed line (SH/SZ ``$`` line or BJ JSON, no trailing newline; a
+    trailing ``\\r`` is tolerated) -> a normalized Quote record dict exactly
+    matching schemas/avro/quote.v1.avsc (all fields).
+
+    ``process_ts`` defaults to now (epoch ms). Raises ``BadRecord(reason,
+    detail)`` for every bad record.
+    """
+    if raw[-1:] == b"\r":
+        raw = raw[:-1]
+    if process_ts is None:
+        process_ts = time.time_ns() // 1_000_000
+    if raw[:1] == b"{":
+        return _parse_bse_json(raw, receive_ts, process_ts)
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRecord("invalid_utf8", f"line is not valid UTF-8 at byte {exc.start}") from None
+    return _parse_sse_szse(line, receive_ts, process_ts)
+
+
+def show(value: object) -> str:
+    """A value for a detail sentence: its repr, cut to 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > _SHOWN_CHARS:
+        text = text[:_SHOWN_CHARS] + "..."
+    return repr(text) if isinstance(value, str) else text
+
+
+def _symbol_code(symbol: str, markets: dict[str, Market]) -> tuple[Market, str]:
+    market = markets.get(symbol[:2])
+    code = symbol[2:]
+    if market is None or len(code) != 6 or not (code.isascii() and code.isdigit()):
+        allowed = "|".join(markets)
+        raise BadRecord("bad_symbol", f"symbol {show(symbol)} is not {allowed} + 6 digits")
+    return market, code
+
+
+def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, Any]:
+    f = line.split("$")
+    if len(f) != FIELD_COUNT:
+        raise BadRecord("wrong_field_count", f"expected {FIELD_COUNT} '$' fields, got {len(f)}")
+    symbol = f[0]
+    market, code = _symbol_code(symbol, _SSE_SZSE_MARKETS)
+    board = board_or_none(market, code)
+    if board is None:
+        raise BadRecord("bad_symbol", f"symbol {show(symbol)} is on no {market} board")
+    # float()/int() accept Unicode digits, '_' and surrounding spaces: refuse those first.
+    numbers = line[len(symbol) + len(f[1]) + 2 :]
+    if not numbers.isascii() or "_" in numbers or " " in numbers:
+        bad = _first_non_number(f)
+        if bad is not None:  # else it is in the date/time, checked below
+            raise bad
+    try:
+        floats = list(map(float, _get_floats(f)))
+        ints = list(map(int, _get_ints(f)))
+    except ValueError:
+        raise _first_non_number(f) or BadRecord("not_a_number", "a number does not parse") from None
+    if not math.isfinite(sum(floats)):
+        _raise_first_non_finite(floats)
+    if min(floats) < 0.0 or min(ints) < 0:
+        _raise_first_negative(floats, ints)
+    if max(ints) > LONG_MAX:
+        index, name = _INT_FIELDS[ints.index(max(ints))]
+        raise BadRecord("not_a_number", f"{name} (field {index}) is out of range: {show(f[index])}")
+    open_, prev_close, price, high, low, bid, ask, amount = floats[:8]
+    if high < low and high != 0.0:
+        raise BadRecord("high_below_low", f"high {high} is below low {low}")
+    date, clock = f[31], f[32]
+    try:
+        midnight = local_midnight_ms(date)
+        time_of_day = time_of_day_ms(clock)
+    except ValueError:
+        raise BadRecord("bad_datetime", f"no such date/time: {show(date + ' ' + clock)}") from None
+    return build_quote(
+        symbol,
+        code,
+        market,
+        board,
+        f[1].strip(),
+        midnight + time_of_day,
+        date,
+        time_of_day,
+        open_,
+        prev_close,
+        price,
+        high,
+        low,
+        bid,
+        ask,
+        ints[0],
+        amount,
+        floats[8:13],
+        ints[1:6],
+        floats[13:18],
+        ints[6:11],
+        receive_ts,
+        process_ts,
+    )
+
+
+def _first_non_number(f: list[str]) -> BadRecord | None:
+    """The error for the first numeric field that is not a plain ASCII number."""
+    for index, name in (*_FLOAT_FIELDS, *_INT_FIELDS):
+        text = f[index]
+        ok = text.isascii() and "_" not in text and " " not in text
+        if ok:
+            try:
+                _ = float(text) if name in _FLOAT_NAMES else int(text)
+            except ValueError:
+                ok = False
+        if not ok:
+            return BadRecord(
+                "not_a_number", f"{name} (field {index}) is not a number: {show(text)}"
+            )
+    return None
+
+
+def _raise_first_non_finite(floats: list[float]) -> NoReturn:
+    for (index, name), value in zip(_FLOAT_FIELDS, floats, strict=True):
+        if not math.isfinite(value):
+            raise BadRecord("not_a_number", f"{name} (field {index}) is not finite: {value}")
+    raise BadRecord("not_a_number", "prices are too large to add up")
+
+
+def _raise_first_negative(floats: list[float], ints: list[int]) -> NoReturn:
+    for (index, name), value in zip((*_FLOAT_FIELDS, *_INT_FIELDS), (*floats, *ints), strict=True):
+        if value < 0:
+            raise BadRecord("negative_value", f"{name} (field {index}) is negative: {value}")
+    raise AssertionError("no field was negative")  # pragma: no cover
+
+
+def _bad_json(raw: bytes, exc: orjson.JSONDecodeError) -> BadRecord:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as utf:
+        return BadRecord("invalid_utf8", f"line is not valid UTF-8 at byte {utf.start}")
+    reason: DlqReason = "not_a_number" if str(exc).startswith("number is inf") else "invalid_json"
+    return BadRecord(reason, f"not valid JSON: {show(str(exc))}")
+
+
+def _number(obj: dict[str, Any], key: str) -> float:
+    value = obj[key]
+    if type(value) is float or type(value) is int:
+        if value < 0:
+            raise BadRecord("negative_value", f"{key} is negative: {value}")
+        return float(value)
+    raise BadRecord("missing_field", f"{key} is {type(value).__name__}, not a number")
+
+
+def _whole(key: str, value: object) -> int:
+    if type(value) is int or (type(value) is float and value.is_integer()):
+        number = int(value)
+        if number < 0:
+            raise BadRecord("negative_value", f"{key} is negative: {value}")
+        if number > LONG_MAX:
+            raise BadRecord("not_a_number", f"{key} is out of range: {show(value)}")
+        return number
+    raise BadRecord("missing_field", f"{key} is {show(value)}, not a whole number")
+
+
+def _book(obj: dict[str, Any], key: str) -> list[Any]:
+    value = obj[key]
+    if type(value) is not list or len(value) != BOOK_LEVELS:
+        raise BadRecord("missing_field", f"{key} is not a list of {BOOK_LEVELS}: {show(value)}")
+    if key.endswith("Volumes"):
+        return [_whole(key, v) for v in value]
+    out: list[Any] = []
+    for v in value:
+        if type(v) is not float and type(v) is not int:
+            raise BadRecord("missing_field", f"{key} holds {show(v)}, not a number")
+        if v < 0:
+            raise BadRecord("negative_value", f"{key} holds a negative price: {v}")
+        out.append(float(v))
+    return out
+
+
+def _parse_bse_json(raw: bytes, receive_ts: int, process_ts: int) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _bad_json(raw, exc) from None
+    if type(obj) is not dict:
+        raise BadRecord("invalid_json", f"not a JSON object: {show(obj)}")
+    try:
+        symbol = obj["symbol"]
+        name = obj["name"]
+        timestamp = obj["timestamp"]
+        if type(symbol) is not str or type(name) is not str or type(timestamp) is not int:
+            raise BadRecord("missing_field", "symbol and name must be strings, timestamp an int")
+        market, code = _symbol_code(symbol, _BSE_MARKETS)
+        board = board_or_none(market, code)
+        if board is None:
+            raise BadRecord("bad_symbol", f"symbol {show(symbol)} is on no BJ board")
+        price, prev_close, open_, high, low, amount = (_number(obj, k) for k in _BSE_SCALARS)
+        volume = _whole("volume", obj["volume"])
+        bid_prices, bid_volumes, ask_prices, ask_volumes = (_book(obj, k) for k in _BSE_ARRAYS)
+    except KeyError as exc:
+        raise BadRecord("missing_field", f"JSON quote lacks key {show(exc.args[0])}") from None
+    if high < low and high != 0.0:
+        raise BadRecord("high_below_low", f"high {high} is below low {low}")
+    if timestamp <= 0:
+        raise BadRecord("bad_datetime", f"timestamp is not a positive epoch ms: {timestamp}")
+    try:
+        trade_date, time_of_day = local_date_and_time(timestamp)
+    except ValueError:
+        raise BadRecord("bad_datetime", f"timestamp is out of range: {show(timestamp)}") from None
+    return build_quote(
+        symbol,
+        code,
+        market,
+        board,
+        name.strip(),
+        timestamp,
+        trade_date,
+        time_of_day,
+        open_,
+        prev_close,
+        price,
+        high,
+        low,
+        bid_prices[0],
+        ask_prices[0],
+        volume,
+        amount,
+        bid_prices,
+        bid_volumes,
+        ask_prices,
+        ask_volumes,
+        receive_ts,
+        process_ts,
+    )

@@ -1,0 +1,232 @@
+"""The processing of one batch of raw records: the single code path of every runner.
+
+The faust agent (:mod:`streams.app`), the rebuild (:mod:`streams.rebuild`) and
+the plain-consumer benchmark all hand batches of :class:`RawRecord` to
+:class:`Processor`: parse -> Avro encode -> DLQ for bad records -> market
+stats / 1-minute candles / alerts (in-memory state) -> what to write to Redis
+and Kafka. It is synchronous and does no I/O, except :meth:`Processor.warm_up`
+and :meth:`Processor.seed`, which read Redis to rebuild in-memory state.
+
+In-memory state and restarts: each stock's candle builder and alert detector
+state is rebuilt lazily, the first time this worker sees the stock, by
+replaying that stock's recent ticks from the Redis ticks stream (the last
+``warmup_window_s`` of exchange time); the market statistics of a worker's
+partitions are seeded from the stored latest quotes on every assignment.
+A quote whose ``exchange_ts`` is not newer than the last one this worker
+applied (an at-least-once replay) still goes to Redis (newer-wins makes it a
+no-op) and to Kafka, but never into the in-memory state twice.
+Never drops a record: every input ends in an output or the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.serde import Codec, SerdeError, make_codec
+from schemas.topics import H_RECEIVE_TS
+from streams.alerts import AlertConfig, AlertDetector
+from streams.candles import CandleBuilder
+from streams.dlq import DlqRecord, dlq_record
+from streams.errors import BadRecord
+from streams.market_stats import MarketStats
+from streams.parse import parse_record
+from streams.redis_sink import RedisSink, SinkBatch
+from streams.settings import StreamsSettings, TopicNames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One record of ``hq.ticks.raw`` as any consumer sees it."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class KafkaOut:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Everything a processed batch must write before its offsets may be committed."""
+
+    sink: SinkBatch
+    kafka: list[KafkaOut]
+    dlq: list[DlqRecord]
+    receive_ts: list[int] = field(default_factory=list)
+    n_in: int = 0
+
+
+def receive_ts_of(record: RawRecord) -> int:
+    for name, value in record.headers:
+        if name == H_RECEIVE_TS:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                break
+    return record.timestamp_ms
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Processor:
+    """Parse, encode and derive; owns the in-memory stats/candle/alert state."""
+
+    def __init__(
+        self, settings: StreamsSettings, *, publish_normalized: bool = True
+    ) -> None:
+        self.settings = settings
+        self.topics: TopicNames = settings.topic_names
+        self.publish_normalized = publish_normalized
+        url = settings.schema_registry_url
+        self.quote_codec: Codec = make_codec("quote", url, self.topics.normalized)
+        self.candle_codec: Codec = make_codec("candle", url, self.topics.candles)
+        self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all in-memory state (after a rebalance it is rebuilt from Redis)."""
+        self.stats = MarketStats()
+        self.candles = CandleBuilder()
+        self.alerts = AlertDetector(AlertConfig())
+        self.last_ts: dict[str, int] = {}
+        self.warmed: set[str] = set()
+
+    # -- state recovery ----------------------------------------------------
+
+    async def seed(self, sink: RedisSink, partitions: set[int] | None) -> int:
+        """Seed the market statistics with the stored latest quotes of ``partitions``."""
+        self.reset()
+        n = 0
+        for quote, partition in await sink.latest_quotes():
+            if partitions is None or partition in partitions:
+                self.stats.update(quote)
+                n += 1
+        logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
+                    sorted(partitions) if partitions is not None else "all")  # fmt: skip
+        return n
+
+    async def warm_up(self, sink: RedisSink, codes: set[str]) -> None:
+        """Replay the recent Redis ticks of stocks this worker has not seen yet."""
+        cold = [c for c in codes if c not in self.warmed]
+        if not cold:
+            return
+        window_ms = self.settings.warmup_window_s * 1000
+        ticks = await sink.recent_ticks(cold, window_ms) if window_ms else {}
+        for code in cold:
+            for quote in ticks.get(code, ()):
+                ts = quote["exchange_ts"]
+                if ts > self.last_ts.get(code, -1):
+                    self.last_ts[code] = ts
+                    self.candles.update(quote)
+                    self.alerts.update(quote)
+            history = ticks.get(code)
+            if history:
+                self.stats.update(history[-1])
+        self.warmed.update(cold)
+
+    # -- the hot path -------------------------------------------------------
+
+    def parse(self, records: list[RawRecord]) -> tuple[list[tuple[dict[str, Any], int]],
+                                                        list[bytes], list[DlqRecord]]:  # fmt: skip
+        """Valid quotes (with partition) + their Avro bytes, and the DLQ records."""
+        now = _now_ms()
+        quotes: list[tuple[dict[str, Any], int]] = []
+        encoded: list[bytes] = []
+        dead: list[DlqRecord] = []
+        encode = self.quote_codec.encode
+        for rec in records:
+            try:
+                quote = parse_record(rec.value, receive_ts_of(rec), now)
+                try:
+                    payload = encode(quote)
+                except SerdeError as exc:
+                    raise BadRecord("encode_error", str(exc)) from exc
+            except BadRecord as bad:
+                dead.append(
+                    dlq_record(
+                        key=rec.key, value=rec.value, reason=bad.reason, detail=bad.detail,
+                        topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                        now_ms=now,
+                    )  # fmt: skip
+                )
+                continue
+            quotes.append((quote, rec.partition))
+            encoded.append(payload)
+        return quotes, encoded, dead
+
+    def derive(
+        self, quotes: list[tuple[dict[str, Any], int]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Feed new quotes to stats/candles/alerts: (closed candles, open candles, alerts)."""
+        closed: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
+        touched: dict[str, None] = {}
+        last_ts = self.last_ts
+        for quote, _ in quotes:
+            code = quote["code"]
+            ts = quote["exchange_ts"]
+            if ts <= last_ts.get(code, -1):
+                continue  # replayed or out of order: state already has it (or newer)
+            last_ts[code] = ts
+            self.stats.update(quote)
+            closed.extend(self.candles.update(quote))
+            alerts.extend(self.alerts.update(quote))
+            touched[code] = None
+        open_candles = [c for c in map(self.candles.current, touched) if c is not None]
+        return closed, open_candles, alerts
+
+    async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
+        """One batch: parse, (warm up from ``sink``), derive; nothing is written yet."""
+        quotes, encoded, dead = self.parse(records)
+        if sink is not None:
+            await self.warm_up(sink, {q["code"] for q, _ in quotes})
+        else:
+            self.warmed.update(q["code"] for q, _ in quotes)
+        closed, open_candles, alerts = self.derive(quotes)
+        out: list[KafkaOut] = []
+        if self.publish_normalized:
+            t = self.topics
+            out = [
+                KafkaOut(t.normalized, q["code"].encode(), payload)
+                for (q, _), payload in zip(quotes, encoded, strict=True)
+            ]
+            out += [
+                KafkaOut(t.candles, c["code"].encode(), self.candle_codec.encode(c))
+                for c in closed
+            ]
+            out += [
+                KafkaOut(t.alerts, a["code"].encode(), self.alert_codec.encode(a)) for a in alerts
+            ]
+            out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
+        return BatchResult(
+            sink=SinkBatch(quotes=quotes, candles=closed + open_candles, alerts=alerts),
+            kafka=out,
+            dlq=dead,
+            receive_ts=[q["receive_ts"] for q, _ in quotes],
+            n_in=len(records),
+        )
+
+    # -- market statistics ---------------------------------------------------
+
+    def snapshots(self, now_ms: int) -> dict[str, dict[str, Any]]:
+        """This worker's statistics of every market (single-worker runs)."""
+        return self.stats.snapshot_all(self.settings.stats_top_n, now_ms=now_ms)

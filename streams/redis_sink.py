@@ -1,0 +1,336 @@
+"""Materialize quotes, ticks, rankings, candles, alerts and market stats into Redis.
+
+Key layout: :mod:`schemas.redis_keys`. Every write is idempotent and
+newer-wins, so at-least-once replay (a restart, a rebalance, a rebuild over
+live data) can never move Redis backwards:
+
+* a quote is written by a Lua script (loaded once, called with EVALSHA) only
+  when its ``exchange_ts`` is newer than the stored ``ts``; the same script
+  appends the tick with the explicit id ``<exchange_ts>-0`` so a tick is never
+  added twice. It answers 1 (newer: written), 2 (same ts: already stored,
+  nothing written) or 0 (older: ignored). Rankings are updated only for 1 and 2.
+* an open candle never overwrites a closed one of the same minute;
+* an alert is appended only when its id (code|kind|exchange_ts) is new.
+
+One batch = two pipelined round trips (scripts, then rankings). Errors
+(Redis down) propagate to the caller, which retries the whole batch: this
+module never sleeps, never swallows an error and never drops data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from schemas import redis_keys as rk
+
+logger = logging.getLogger(__name__)
+
+QUOTE_LUA = """
+local ts = tonumber(ARGV[1])
+local cur = redis.call('HGET', KEYS[1], 'ts')
+if cur then
+  cur = tonumber(cur)
+  if ts < cur then return 0 end
+  if ts == cur then return 2 end
+end
+redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'data', ARGV[2], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+CANDLE_LUA = """
+if ARGV[3] == '0' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if cur and string.find(cur, '"closed":true', 1, true) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+ALERT_LUA = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
+return 1
+"""
+
+FLAT_FIELDS = ("code", "name", "market", "price", "change", "change_pct", "volume", "amount")
+WON, SAME, STALE = 1, 2, 0
+
+
+@dataclass(slots=True)
+class SinkBatch:
+    """What one processed batch writes to Redis."""
+
+    quotes: list[tuple[dict[str, Any], int]]  # (quote, source partition), in order
+    candles: list[dict[str, Any]]  # closed ones and current open ones
+    alerts: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    won: int
+    same: int
+    stale: int
+    alerts_new: int
+
+
+def alert_id(alert: dict[str, Any]) -> str:
+    return f"{alert['code']}|{alert['kind']}|{alert['exchange_ts']}"
+
+
+class RedisSink:
+    """Batched, idempotent writer over one ``redis.asyncio`` client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._sha: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSink:
+        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD the Lua scripts (again after a Redis restart flushed them)."""
+        for name, body in (("quote", QUOTE_LUA), ("candle", CANDLE_LUA), ("alert", ALERT_LUA)):
+            self._sha[name] = str(await self.client.script_load(body))
+
+    async def write(self, batch: SinkBatch) -> WriteResult:
+        """Write one batch; raises on any Redis error (the caller retries it all)."""
+        if not self._sha:
+            await self.load_scripts()
+        try:
+            return await self._write(batch)
+        except NoScriptError:
+            logger.warning("redis lost the Lua scripts (restarted?); loading them again")
+            await self.load_scripts()
+            return await self._write(batch)
+
+    async def _write(self, batch: SinkBatch) -> WriteResult:
+        pipe = self.client.pipeline(transaction=False)
+        # Alerts and candles go first: when a tick is in Redis, its derived
+        # records are too (a replay skips ticks already present).
+        for alert in batch.alerts:
+            pipe.evalsha(
+                self._sha["alert"], 2, rk.ALERTS, rk.ALERTS_SEEN, alert_id(alert),
+                orjson.dumps(alert), rk.ALERTS_MAXLEN, rk.MARKET_TTL_S,
+            )  # fmt: skip
+        for candle in batch.candles:
+            pipe.evalsha(
+                self._sha["candle"], 1, rk.candles(candle["code"], candle["trade_date"]),
+                candle["minute_ts"], orjson.dumps(candle), "1" if candle["closed"] else "0",
+                rk.CANDLES_TTL_S,
+            )  # fmt: skip
+        for quote, partition in batch.quotes:
+            code = quote["code"]
+            data = orjson.dumps(quote)
+            flat: list[Any] = []
+            for name in FLAT_FIELDS:
+                flat += (name, quote[name])
+            flat += ("partition", partition)
+            pipe.evalsha(
+                self._sha["quote"], 2, rk.quote(code), rk.ticks(code), quote["exchange_ts"],
+                data, rk.TICKS_MAXLEN, rk.QUOTE_TTL_S, rk.TICKS_TTL_S, *flat,
+            )  # fmt: skip
+        results = await pipe.execute(raise_on_error=False)
+        for res in results:
+            if isinstance(res, NoScriptError):
+                raise res
+            if isinstance(res, Exception):
+                raise res
+        n_alerts = len(batch.alerts)
+        n_candles = len(batch.candles)
+        alerts_new = sum(int(r) for r in results[:n_alerts])
+        quote_results = results[n_alerts + n_candles :]
+        winners: dict[str, dict[str, Any]] = {}
+        counts = {WON: 0, SAME: 0, STALE: 0}
+        for (quote, _), res in zip(batch.quotes, quote_results, strict=True):
+            counts[int(res)] += 1
+            if int(res) != STALE:
+                winners[quote["code"]] = quote
+        if winners:
+            await self._write_rankings(winners.values())
+        return WriteResult(counts[WON], counts[SAME], counts[STALE], alerts_new)
+
+    async def _write_rankings(self, quotes: Iterable[dict[str, Any]]) -> None:
+        by_key: dict[str, dict[str, float]] = {}
+        codes: dict[str, list[str]] = {}
+        for q in quotes:
+            market = q["market"]
+            codes.setdefault(market, []).append(q["code"])
+            for metric in rk.RANK_METRICS:
+                value = float(q[metric])
+                by_key.setdefault(rk.rank(market, metric), {})[q["code"]] = value
+                by_key.setdefault(rk.rank("ALL", metric), {})[q["code"]] = value
+        pipe = self.client.pipeline(transaction=False)
+        for key, mapping in by_key.items():
+            pipe.zadd(key, mapping)  # type: ignore[arg-type]
+            pipe.expire(key, rk.MARKET_TTL_S)
+        for market, members in codes.items():
+            key = rk.codes(market)  # type: ignore[arg-type]
+            pipe.sadd(key, *members)
+            pipe.expire(key, rk.MARKET_TTL_S)
+        await pipe.execute()
+
+    # -- market statistics -------------------------------------------------
+
+    async def write_market(self, stats: dict[str, dict[str, Any]], now_ms: int) -> None:
+        """Write the merged statistics of each market (SH, SZ, BJ, ALL)."""
+        pipe = self.client.pipeline(transaction=False)
+        for market, record in stats.items():
+            key = rk.market_summary(market)  # type: ignore[arg-type]
+            pipe.hset(key, mapping={"data": orjson.dumps(record), "ts": now_ms})
+            pipe.expire(key, rk.MARKET_TTL_S)
+        await pipe.execute()
+
+    async def write_partial(self, worker_id: str, state: dict[str, Any], now_ms: int) -> None:
+        payload = orjson.dumps({"ts": now_ms, "state": state})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(rk.STATS_PARTIALS, worker_id, payload)
+        pipe.expire(rk.STATS_PARTIALS, rk.MARKET_TTL_S)
+        await pipe.execute()
+
+    async def read_partials(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        raw = await self.client.hgetall(rk.STATS_PARTIALS)
+        out: dict[str, tuple[int, dict[str, Any]]] = {}
+        for wid, payload in raw.items():
+            obj = orjson.loads(payload)
+            out[wid.decode()] = (int(obj["ts"]), obj["state"])
+        return out
+
+    async def delete_partials(self, worker_ids: Sequence[str]) -> None:
+        if worker_ids:
+            await self.client.hdel(rk.STATS_PARTIALS, *worker_ids)
+
+    # -- state recovery ----------------------------------------------------
+
+    async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
+        """Every stored latest quote with the raw partition it came from."""
+        pipe = self.client.pipeline(transaction=False)
+        for market in rk.MARKETS:
+            pipe.smembers(rk.codes(market))
+        codes = sorted({c.decode() for members in await pipe.execute() for c in members})
+        out: list[tuple[dict[str, Any], int]] = []
+        for start in range(0, len(codes), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for code in codes[start : start + 1000]:
+                pipe.hmget(rk.quote(code), "data", "partition")
+            for data, partition in await pipe.execute():
+                if data is not None:
+                    out.append((orjson.loads(data), int(partition or -1)))
+        return out
+
+    async def recent_ticks(
+        self, codes: Sequence[str], window_ms: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per code, the ticks of the last ``window_ms`` (exchange time) before its newest."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not codes:
+            return out
+        pipe = self.client.pipeline(transaction=False)
+        for code in codes:
+            pipe.hget(rk.quote(code), "ts")
+        latest = await pipe.execute()
+        present = [(c, int(ts)) for c, ts in zip(codes, latest, strict=True) if ts is not None]
+        pipe = self.client.pipeline(transaction=False)
+        for code, ts in present:
+            pipe.xrange(rk.ticks(code), min=f"{max(0, ts - window_ms)}-0", max="+")
+        for (code, _), entries in zip(present, await pipe.execute(), strict=True):
+            out[code] = [orjson.loads(fields[b"data"]) for _, fields in entries]
+        return out
+
+    # -- rebuild -----------------------------------------------------------
+
+    async def hq_key_count(self) -> int:
+        count = 0
+        async for _ in self.client.scan_iter(match="hq:*", count=1000):
+            count += 1
+        return count
+
+    async def flush_hq(self) -> int:
+        """Delete every ``hq:*`` key (and nothing else); returns how many."""
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match="hq:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(await self.client.delete(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(await self.client.delete(*batch))
+        return deleted
+
+
+def is_redis_error(exc: BaseException) -> bool:
+    """Errors that mean "Redis is unavailable": retry, never skip."""
+    from redis.exceptions import ConnectionError as RConnectionError
+    from redis.exceptions import TimeoutError as RTimeoutError
+
+    busy = isinstance(exc, ResponseError) and (
+        "LOADING" in str(exc) or "BUSY" in str(exc) or "NOSCRIPT" in str(exc)
+    )
+    return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy
+
+
+VOLATILE_QUOTE_FIELDS = ("process_ts",)
+
+
+async def canonical_state(client: aioredis.Redis) -> dict[str, Any]:
+    """Every ``hq:*`` key's content minus what legitimately differs between runs.
+
+    Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
+    the stats partials, and the alert stream's ids and order (alerts are
+    compared as a sorted list). Two runs over the same raw records, whatever
+    their worker count or crashes, must give equal results. For tests and
+    benchmarks; reads everything, so never call it on a production Redis.
+    """
+
+    def strip(data: bytes) -> dict[str, Any]:
+        obj: dict[str, Any] = orjson.loads(data)
+        for name in VOLATILE_QUOTE_FIELDS:
+            obj.pop(name, None)
+        return obj
+
+    state: dict[str, Any] = {}
+    keys = sorted([k.decode() async for k in client.scan_iter(match="hq:*", count=1000)])
+    for key in keys:
+        kind = (await client.type(key)).decode()
+        if key in (rk.STATS_PARTIALS,):
+            continue
+        if key == rk.ALERTS:
+            entries = await client.xrange(key)
+            state[key] = sorted(orjson.dumps(orjson.loads(f[b"data"])).decode()
+                                for _, f in entries)  # fmt: skip
+        elif key.startswith("hq:quote:"):
+            h = await client.hgetall(key)
+            state[key] = {"ts": int(h[b"ts"]), "data": strip(h[b"data"])}
+        elif key.startswith("hq:ticks:"):
+            entries = await client.xrange(key)
+            state[key] = [(i.decode(), strip(f[b"data"])) for i, f in entries]
+        elif key.startswith("hq:market:"):
+            record = orjson.loads((await client.hget(key, "data")) or b"{}")
+            record.pop("ts", None)
+            state[key] = record
+        elif kind == "hash":
+            state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
+        elif kind == "zset":
+            state[key] = [(m.decode(), s) for m, s in await client.zrange(key, 0, -1,
+                                                                           withscores=True)]  # fmt: skip
+        elif kind == "set":
+            state[key] = sorted(m.decode() for m in await client.smembers(key))
+        else:
+            state[key] = kind
+    return state

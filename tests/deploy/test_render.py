@@ -1,0 +1,123 @@
+"""Every overlay renders, and every rendered resource is well-formed.
+
+Built-in kinds are validated against the Kubernetes JSON schemas shipped with
+kubernetes-validate (strict: unknown fields fail); Strimzi resources get the
+structural check in tests/deploy/strimzi.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+
+from tests.deploy import strimzi
+from tests.deploy.manifests import (
+    CLUSTER_SCOPED_KINDS,
+    NAMESPACE,
+    Rendered,
+    is_strimzi,
+    render,
+)
+
+# The oldest Kubernetes we support (Strimzi 0.48 needs >= 1.27; we test 1.31+)
+# and the newest this kubernetes-validate release knows.
+K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+
+
+def _validate(doc: dict[str, object]) -> list[str]:
+    errors = []
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {path}: {exc.message}")  # type: ignore[index]
+    return errors
+
+
+def test_builtin_resources_match_kubernetes_schemas(overlay: Rendered) -> None:
+    builtin = [d for d in overlay.docs if not is_strimzi(d)]
+    assert builtin
+    errors = [e for doc in builtin for e in _validate(doc)]
+    assert not errors, "\n".join(errors)
+
+
+def test_base_renders_and_validates() -> None:
+    base = render("base")
+    errors = [e for doc in base.docs if not is_strimzi(doc) for e in _validate(doc)]
+    assert not errors, "\n".join(errors)
+
+
+def test_schema_validation_rejects_a_typo(overlay: Rendered) -> None:
+    """The validator is strict: an unknown field in a Deployment fails."""
+    deployment = copy.deepcopy(overlay.get("Deployment", "hqstream-gateway"))
+    deployment["spec"]["replica"] = 2
+    assert _validate(deployment)
+
+
+def test_strimzi_resources_are_structurally_valid(overlay: Rendered) -> None:
+    kinds = {d["kind"] for d in overlay.docs if is_strimzi(d)}
+    assert kinds == {"Kafka", "KafkaNodePool", "KafkaTopic"}
+    assert strimzi.problems(overlay.docs) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("KafkaTopic", ("spec", "partitions"), None),
+        ("KafkaTopic", ("spec", "replica"), 3),
+        ("KafkaTopic", ("metadata", "labels", "strimzi.io/cluster"), "other"),
+        ("KafkaNodePool", ("spec", "roles"), ["zookeeper"]),
+        ("KafkaNodePool", ("spec", "storage"), {"type": "persistent-claim"}),
+        ("Kafka", ("spec", "kafka", "listeners"), []),
+    ],
+)
+def test_strimzi_check_catches_broken_resources(
+    prod: Rendered, kind: str, path: tuple[str, ...], value: object
+) -> None:
+    docs = [copy.deepcopy(d) for d in prod.docs]
+    target = next(d for d in docs if d["kind"] == kind)
+    node = target
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    assert strimzi.problems(docs)
+
+
+def test_every_namespaced_resource_is_in_the_hqstream_namespace(overlay: Rendered) -> None:
+    namespaces = overlay.of_kind("Namespace")
+    assert [n["metadata"]["name"] for n in namespaces] == [NAMESPACE]
+    wrong = [
+        f"{d['kind']}/{d['metadata']['name']}: {d['metadata'].get('namespace')}"
+        for d in overlay.docs
+        if d["kind"] not in CLUSTER_SCOPED_KINDS and d["metadata"].get("namespace") != NAMESPACE
+    ]
+    assert not wrong
+
+
+def test_everything_carries_the_part_of_label(overlay: Rendered) -> None:
+    missing = [
+        f"{d['kind']}/{d['metadata']['name']}"
+        for d in overlay.docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "hqstream"
+    ]
+    assert not missing
+    for workload, template in overlay.pod_templates():
+        labels = template["metadata"]["labels"]
+        assert labels.get("app.kubernetes.io/part-of") == "hqstream", workload["metadata"]["name"]
+
+
+def test_kustomizations_use_labels_not_common_labels() -> None:
+    from tests.deploy.manifests import K8S_DIR
+
+    files = list(K8S_DIR.rglob("kustomization.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        text = path.read_text()
+        assert "commonLabels" not in text, path
+        assert "labels:" in text or path.parent.name == "base", path

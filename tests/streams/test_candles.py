@@ -1,0 +1,337 @@
+"""streams.sessions (minute alignment, trading clock) and streams.candles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+import pytest
+
+from schemas.serde import SingleObjectCodec
+from streams.candles import CandleBuilder
+from streams.sessions import (
+    candle_end,
+    candle_minute,
+    exchange_ts_of,
+    is_continuous,
+    is_opening_minute,
+    local_datetime,
+    trading_clock_ms,
+)
+
+DAY = dt.date(2026, 3, 2)  # a Monday
+NEXT_DAY = dt.date(2026, 3, 3)
+CANDLE_CODEC = SingleObjectCodec("candle")
+QUOTE_CODEC = SingleObjectCodec("quote")
+
+
+def at(hh: int, mm: int, ss: int = 0, ms: int = 0, day: dt.date = DAY) -> int:
+    return exchange_ts_of(day, dt.time(hh, mm, ss, ms * 1000))
+
+
+def quote(
+    ts: int,
+    price: float = 10.0,
+    volume: int = 0,
+    amount: float | None = None,
+    *,
+    code: str = "600000",
+    prev_close: float = 10.0,
+    traded: bool | None = None,
+    suspended: bool = False,
+    day: dt.date | None = None,
+) -> dict[str, Any]:
+    """A complete Quote record (quote.v1.avsc) with consistent derived fields."""
+    traded = (price > 0 and volume > 0) if traded is None else traded
+    amount = round(volume * price, 2) if amount is None else amount
+    day = day or local_datetime(ts).date()
+    change = round(price - prev_close, 2) if traded else 0.0
+    return {
+        "symbol": f"sh{code}", "code": code, "market": "SH", "board": "MAIN",
+        "name": "浦发银行", "is_st": False, "exchange_ts": ts,
+        "trade_date": day.isoformat(), "open": price, "prev_close": prev_close,
+        "price": price, "high": price, "low": price, "bid": price, "ask": price,
+        "volume": volume, "amount": amount, "bid_prices": [price] * 5,
+        "bid_volumes": [100] * 5, "ask_prices": [price] * 5, "ask_volumes": [100] * 5,
+        "change": change, "change_pct": round(change / prev_close * 100, 2) if traded else 0.0,
+        "limit_up": round(prev_close * 1.1, 2), "limit_down": round(prev_close * 0.9, 2),
+        "traded": traded, "suspended": suspended, "at_limit_up": False,
+        "at_limit_down": False, "receive_ts": ts + 5, "process_ts": ts + 9,
+    }  # fmt: skip
+
+
+def test_quote_helper_matches_schema() -> None:
+    q = quote(at(9, 31), 10.5, 1000)
+    assert QUOTE_CODEC.decode(QUOTE_CODEC.encode(q)) == q
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@pytest.mark.parametrize(
+    ("tick", "minute"),
+    [
+        ((0, 0, 0), None),
+        ((9, 14, 59), None),
+        ((9, 15, 0), (9, 30)),
+        ((9, 25, 0), (9, 30)),
+        ((9, 29, 59), (9, 30)),
+        ((9, 30, 0), (9, 30)),
+        ((9, 30, 59), (9, 30)),
+        ((9, 31, 0), (9, 31)),
+        ((10, 0, 30), (10, 0)),
+        ((11, 29, 59), (11, 29)),
+        ((11, 30, 0), (11, 29)),
+        ((11, 30, 1), None),
+        ((12, 0, 0), None),
+        ((12, 59, 59), None),
+        ((13, 0, 0), (13, 0)),
+        ((14, 56, 59), (14, 56)),
+        ((14, 57, 0), (14, 57)),
+        ((14, 58, 30), (14, 58)),
+        ((14, 59, 59), (14, 59)),
+        ((15, 0, 0), (14, 59)),
+        ((15, 0, 1), None),
+        ((23, 59, 59), None),
+    ],
+)
+def test_candle_minute(tick: tuple[int, int, int], minute: tuple[int, int] | None) -> None:
+    got = candle_minute(at(*tick))
+    assert got == (None if minute is None else at(*minute))
+
+
+def test_candle_minute_close_grace() -> None:
+    assert candle_minute(at(11, 30, 0, 999)) == at(11, 29)
+    assert candle_minute(at(15, 0, 4)) is None
+    assert candle_minute(at(15, 0, 4), close_grace_ms=5000) == at(14, 59)
+    assert candle_minute(at(15, 0, 5), close_grace_ms=5000) is None
+    assert candle_minute(at(15, 0, 0), close_grace_ms=0) is None
+
+
+def test_a_day_has_240_minutes_on_whole_minutes() -> None:
+    minutes = {candle_minute(t) for t in range(at(0, 0), at(0, 0, day=NEXT_DAY), 1000)}
+    minutes.discard(None)
+    assert len(minutes) == 240
+    for m in minutes:
+        assert m is not None
+        assert m % 60_000 == 0
+        local = local_datetime(m).time()
+        assert dt.time(9, 30) <= local < dt.time(11, 30) or dt.time(13) <= local < dt.time(15)
+
+
+def test_candle_end() -> None:
+    assert candle_end(at(9, 30)) == at(9, 31)
+    assert candle_end(at(11, 29)) == at(11, 30, 1)
+    assert candle_end(at(14, 59)) == at(15, 0, 1)
+    assert candle_end(at(14, 59), close_grace_ms=0) == at(15, 0)
+    assert candle_end(at(13, 0)) == at(13, 1)
+    assert is_opening_minute(at(9, 30)) and not is_opening_minute(at(9, 31))
+
+
+def test_trading_clock() -> None:
+    assert trading_clock_ms(at(9, 15)) == trading_clock_ms(at(9, 30))
+    assert trading_clock_ms(at(11, 28)) + 4 * 60_000 == trading_clock_ms(at(13, 2))
+    assert trading_clock_ms(at(11, 30)) == trading_clock_ms(at(12, 30))
+    assert trading_clock_ms(at(15, 0)) - trading_clock_ms(at(9, 30)) == 4 * 3600_000
+    assert trading_clock_ms(at(15, 0)) == trading_clock_ms(at(23, 0))
+    assert trading_clock_ms(at(23, 0)) < trading_clock_ms(at(9, 0, day=NEXT_DAY))
+    clocks = [trading_clock_ms(t) for t in range(at(0, 0), at(0, 0, day=NEXT_DAY), 7_000)]
+    assert clocks == sorted(clocks)
+
+
+def test_is_continuous() -> None:
+    assert not is_continuous(at(9, 25))
+    assert is_continuous(at(9, 30))
+    assert not is_continuous(at(11, 30))
+    assert is_continuous(at(14, 56, 59))
+    assert not is_continuous(at(14, 57))
+
+
+# ----------------------------------------------------------------- candles
+
+
+def test_ohlc_and_close_on_next_minute() -> None:
+    b = CandleBuilder()
+    assert b.update(quote(at(9, 31, 0), 10.0, 1000)) == []
+    assert b.update(quote(at(9, 31, 20), 10.4, 1500)) == []
+    assert b.update(quote(at(9, 31, 40), 9.8, 1700)) == []
+    assert b.update(quote(at(9, 31, 57), 10.1, 2000)) == []
+    cur = b.current("600000")
+    assert cur is not None and cur["closed"] is False and cur["ticks"] == 4
+    [closed] = b.update(quote(at(9, 32, 3), 10.2, 2600))
+    assert closed["minute_ts"] == at(9, 31)
+    assert (closed["open"], closed["high"], closed["low"], closed["close"]) == (
+        10.0, 10.4, 9.8, 10.1,
+    )  # fmt: skip
+    assert closed["closed"] is True and closed["ticks"] == 4
+    assert closed["trade_date"] == DAY.isoformat() and closed["market"] == "SH"
+    # first tick seen after 09:30 (joined mid-session): the base is its own cumulative
+    assert closed["volume"] == 2000 - 1000
+    assert closed["amount"] == pytest.approx(2000 * 10.1 - 1000 * 10.0)
+    nxt = b.current("600000")
+    assert nxt is not None and nxt["volume"] == 600 and nxt["open"] == 10.2
+    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(closed)) == closed
+    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(nxt)) == nxt
+    assert b.counters.joined_midday == 1
+
+
+def test_auction_folds_into_0930_and_first_candle_counts_from_zero() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 15), 10.3, 0, traded=False))  # indicative price, no trade
+    b.update(quote(at(9, 25), 10.2, 5000, 51_000.0))  # the opening match
+    b.update(quote(at(9, 30, 3), 10.25, 6000, 61_250.0))
+    [c] = b.update(quote(at(9, 31, 0), 10.3, 7000, 71_550.0))
+    assert c["minute_ts"] == at(9, 30)
+    assert (c["open"], c["high"], c["low"], c["close"]) == (10.2, 10.25, 10.2, 10.25)
+    assert c["volume"] == 6000 and c["amount"] == 61_250.0 and c["ticks"] == 3
+    assert b.counters.joined_midday == 0
+
+
+def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.2, 5000))
+    b.update(quote(at(9, 30, 30), 0.0, 5000, 51_000.0, traded=False))  # no price
+    [c930] = b.update(quote(at(9, 31, 0), 10.5, 5000, 51_000.0))
+    assert (c930["open"], c930["high"], c930["low"], c930["close"]) == (10.2,) * 4
+    # a minute with ticks but no trade is flat at the last traded price
+    b2 = CandleBuilder()
+    b2.update(quote(at(9, 29), 0.0, 0, 0.0, traded=False, prev_close=9.9))
+    [flat] = b2.update(quote(at(9, 31), 0.0, 0, 0.0, traded=False, prev_close=9.9))
+    assert (flat["open"], flat["close"], flat["volume"]) == (9.9, 9.9, 0)
+
+
+def test_lunch_break() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.0, 1000))
+    b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
+    assert b.update(quote(at(11, 30, 0), 10.1, 6000, 60_100.0)) == []  # folds into 11:29
+    cur = b.current("600000")
+    assert cur is not None and cur["minute_ts"] == at(11, 29) and cur["close"] == 10.1
+    # a snapshot during lunch closes the 11:29 candle but opens nothing
+    [c1129] = b.update(quote(at(11, 30, 3), 10.1, 6500, 65_150.0))
+    assert c1129["minute_ts"] == at(11, 29) and c1129["volume"] == (5000 - 1000) + (6000 - 5000)
+    assert b.current("600000") is None and b.counters.out_of_session == 1
+    assert b.update(quote(at(12, 15), 10.1, 6500, 65_150.0)) == []
+    # 13:00 starts the 13:00 candle; the lunch ticks' extra volume lands here
+    assert b.update(quote(at(13, 0, 0), 10.2, 7000, 70_250.0)) == []
+    c = b.current("600000")
+    assert c is not None and c["minute_ts"] == at(13, 0)
+    assert c["volume"] == 7000 - 6000 and c["amount"] == pytest.approx(70_250.0 - 60_100.0)
+
+
+def test_closing_auction_and_flush_at_session_end() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.0, 1000))
+    b.update(quote(at(14, 57, 30), 10.0, 2000, 20_000.0))
+    [c1457] = b.update(quote(at(14, 58, 0), 10.0, 2000, 20_000.0))
+    assert c1457["minute_ts"] == at(14, 57)
+    b.update(quote(at(14, 59, 30), 10.0, 2000, 20_000.0))
+    assert b.update(quote(at(15, 0, 0), 10.3, 9000, 92_100.0)) == []  # closing match
+    assert b.flush(at(15, 0, 0, 999)) == []
+    [c1459] = b.flush(at(15, 0, 1))
+    assert c1459["minute_ts"] == at(14, 59) and c1459["close"] == 10.3
+    assert c1459["volume"] == 7000 and b.open_count() == 0
+    assert b.flush(at(16, 0)) == [] and b.close_all() == []
+
+
+def test_flush_closes_only_finished_minutes() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(10, 0, 10), 10.0, 100, code="600000"))
+    b.update(quote(at(10, 1, 10), 10.0, 100, code="600001"))
+    closed = b.flush(at(10, 1, 30))
+    assert [c["code"] for c in closed] == ["600000"]
+    assert b.current("600000") is None and b.current("600001") is not None
+    # a tick for a minute already closed by flush is late: ignored and counted
+    assert b.update(quote(at(10, 0, 50), 10.0, 100, code="600000")) == []
+    assert b.current("600000") is None and b.counters.late == 1
+    [last] = b.close_all()
+    assert last["code"] == "600001" and last["closed"] is True
+    assert b.open_count() == 0
+
+
+def test_replays_are_ignored_and_counted() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(10, 0, 0), 10.0, 100))
+    b.update(quote(at(10, 0, 30), 11.0, 200))
+    assert b.update(quote(at(10, 0, 30), 12.0, 300)) == []  # same exchange_ts: a replay
+    assert b.update(quote(at(10, 0, 10), 9.0, 150)) == []  # older, same minute
+    [c] = b.update(quote(at(10, 1, 0), 11.0, 200))
+    assert (c["high"], c["low"], c["ticks"], c["volume"]) == (11.0, 10.0, 2, 100)
+    assert b.update(quote(at(10, 0, 59), 9.0, 250)) == []  # closed minute
+    assert b.counters.late == 3
+
+
+def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.0, 1000))
+    b.update(quote(at(9, 30, 10), 10.0, 5000))
+    b.update(quote(at(9, 30, 20), 10.0, 4000))  # data fix: back to 4000
+    b.update(quote(at(9, 30, 30), 10.0, 4500))
+    [c] = b.update(quote(at(9, 31, 0), 10.0, 4500))
+    assert c["volume"] == 5000 + 500 and c["amount"] >= 0
+    assert b.counters.counter_resets == 1
+
+
+def test_new_day_resets_the_base() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(14, 59, 50), 10.0, 900_000))
+    b.update(quote(at(9, 16, day=NEXT_DAY), 0.0, 0, traded=False))
+    assert b.counters.closed == 1  # yesterday's 14:59 closed by today's first tick
+    b.update(quote(at(9, 25, day=NEXT_DAY), 10.5, 3000))
+    [c] = b.update(quote(at(9, 31, day=NEXT_DAY), 10.5, 3000))
+    assert c["trade_date"] == NEXT_DAY.isoformat() and c["volume"] == 3000
+    assert c["open"] == 10.5
+
+
+def test_new_day_without_a_tick_in_the_opening_minute_is_joined_midday() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(14, 59, 50), 10.0, 900_000))
+    b.update(quote(at(10, 0, day=NEXT_DAY), 10.5, 40_000))
+    [c] = b.update(quote(at(10, 1, day=NEXT_DAY), 10.5, 41_000))
+    assert c["volume"] == 0 and b.counters.joined_midday == 2
+
+
+def test_suspended_ticks_open_no_candle_but_set_the_day() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 20), 0.0, 0, suspended=True))
+    assert b.current("600000") is None and b.counters.suspended == 1
+    b.update(quote(at(10, 30, 3), 10.0, 20_000))  # resumes: the day's volume counts
+    c = b.current("600000")
+    assert c is not None and c["volume"] == 20_000
+
+
+def test_candle_volumes_add_up_to_the_day_total() -> None:
+    """Random full days, many stocks: the candles' volumes sum to the final volume."""
+    rnd = random.Random(20260302)
+    b = CandleBuilder()
+    codes = [f"60{i:04d}" for i in range(20)]
+    state: dict[str, tuple[float, int, float]] = {c: (10.0, 0, 0.0) for c in codes}
+    closed: list[dict[str, Any]] = []
+    t = at(9, 15)
+    end = at(15, 0, 0)
+    while t <= end:
+        for code in rnd.sample(codes, 12):
+            px, vol, amt = state[code]
+            if rnd.random() < 0.02:  # replay an old tick
+                closed += b.update(quote(t - rnd.randint(1, 90_000), px, vol, amt, code=code))
+            if t >= at(9, 25):
+                px = round(max(0.01, px + rnd.choice((-0.01, 0, 0.01))), 2)
+                dv = rnd.randint(0, 5000) if (t < at(11, 30) or t >= at(13, 0)) else 0
+                vol, amt = vol + dv, round(amt + dv * px, 2)
+            state[code] = (px, vol, amt)
+            closed += b.update(quote(t, px, vol, amt, code=code, traded=vol > 0))
+        t += 3000 if t < at(11, 30) or t >= at(13, 0) else 600_000
+    closed += b.close_all()
+    for code in codes:
+        mine = [c for c in closed if c["code"] == code]
+        assert sum(c["volume"] for c in mine) == state[code][1]
+        assert sum(c["amount"] for c in mine) == pytest.approx(state[code][2])
+        minutes = [c["minute_ts"] for c in mine]
+        assert minutes == sorted(set(minutes))
+        assert all(candle_minute(m) == m for m in minutes)
+        assert all(c["low"] <= min(c["open"], c["close"]) for c in mine)
+        assert all(c["high"] >= max(c["open"], c["close"]) for c in mine)
+    assert b.counters.late > 0
+    for c in closed[:50]:
+        assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(c)) == c

@@ -1,0 +1,227 @@
+"""streams.market_stats: definitions, newer-wins, incremental == recompute, partial merge."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from schemas.serde import SingleObjectCodec
+from streams.market_stats import (
+    MARKETS_AND_ALL,
+    MarketStats,
+    PartialStateError,
+    merge_partials,
+    recompute,
+)
+
+STATS_CODEC = SingleObjectCodec("market_stats")
+QUOTE_CODEC = SingleObjectCodec("quote")
+T0 = 1_772_415_000_000  # 2026-03-02 09:30 Asia/Shanghai
+PREFIX = {"SH": ("sh", "60"), "SZ": ("sz", "00"), "BJ": ("bj", "92")}
+
+
+def quote(
+    code: str,
+    ts: int = T0,
+    change_pct: float = 0.0,
+    *,
+    market: str = "SH",
+    price: float = 10.0,
+    volume: int = 1000,
+    amount: float = 10_000.0,
+    traded: bool = True,
+    suspended: bool = False,
+    at_limit_up: bool = False,
+    at_limit_down: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """A complete Quote record (quote.v1.avsc); only the fields stats read vary."""
+    return {
+        "symbol": PREFIX[market][0] + code, "code": code, "market": market,
+        "board": "BJ" if market == "BJ" else "MAIN", "name": name or f"N{code}",
+        "is_st": False, "exchange_ts": ts, "trade_date": "2026-03-02", "open": price,
+        "prev_close": price, "price": price, "high": price, "low": price, "bid": price,
+        "ask": price, "volume": volume, "amount": amount, "bid_prices": [],
+        "bid_volumes": [], "ask_prices": [], "ask_volumes": [], "change": 0.0,
+        "change_pct": change_pct, "limit_up": price * 1.1, "limit_down": price * 0.9,
+        "traded": traded, "suspended": suspended, "at_limit_up": at_limit_up,
+        "at_limit_down": at_limit_down, "receive_ts": ts, "process_ts": ts,
+    }  # fmt: skip
+
+
+def test_quote_helper_matches_schema() -> None:
+    q = quote("600000", change_pct=1.5)
+    assert QUOTE_CODEC.decode(QUOTE_CODEC.encode(q)) == q
+
+
+def test_definitions() -> None:
+    s = MarketStats()
+    s.update(quote("600001", change_pct=2.0, amount=5_000.5, volume=500))
+    s.update(quote("600002", change_pct=-1.0, amount=7_000.25, volume=700))
+    s.update(quote("600003", change_pct=0.0, amount=100.0, volume=10))  # flat
+    s.update(quote("600004", traded=False, volume=0, amount=0.0))  # not traded yet
+    s.update(quote("600005", suspended=True, traded=False, volume=0, amount=0.0, change_pct=0.0))
+    s.update(quote("600006", change_pct=10.0, at_limit_up=True, amount=1e6, volume=9))
+    s.update(quote("600007", change_pct=-10.0, at_limit_down=True, amount=2e5, volume=1))
+    s.update(quote("000001", change_pct=3.0, market="SZ", amount=1.0, volume=1))
+    r = s.snapshot("SH", now_ms=123)
+    assert r["market"] == "SH" and r["ts"] == 123
+    assert (r["stocks"], r["advancers"], r["decliners"], r["unchanged"]) == (7, 2, 2, 3)
+    assert (r["limit_up"], r["limit_down"], r["suspended"]) == (1, 1, 1)
+    assert r["volume"] == 500 + 700 + 10 + 9 + 1
+    assert r["amount"] == pytest.approx(5_000.5 + 7_000.25 + 100.0 + 1e6 + 2e5)
+    assert r["avg_change_pct"] == pytest.approx((2.0 - 1.0 + 0.0 + 10.0 - 10.0) / 5)
+    assert [e["code"] for e in r["top_gainers"]] == ["600006", "600001", "600003", "600002",
+                                                     "600007"]  # fmt: skip
+    assert [e["code"] for e in r["top_losers"]][:2] == ["600007", "600002"]
+    assert [e["code"] for e in r["top_turnover"]] == ["600006", "600007", "600002", "600001",
+                                                      "600003"]  # fmt: skip
+    assert r["top_gainers"][0] == {
+        "code": "600006", "name": "N600006", "price": 10.0, "change_pct": 10.0, "amount": 1e6,
+    }  # fmt: skip
+    a = s.snapshot("ALL", now_ms=123)
+    assert (a["market"], a["stocks"], a["advancers"], a["volume"]) == ("ALL", 8, 3, 1221)
+    assert [e["code"] for e in a["top_gainers"]][:3] == ["600006", "000001", "600001"]
+    for rec in (r, a, s.snapshot("BJ", now_ms=1)):
+        assert STATS_CODEC.decode(STATS_CODEC.encode(rec)) == rec
+
+
+def test_empty_market_and_unknown_market() -> None:
+    s = MarketStats()
+    r = s.snapshot("BJ", now_ms=5)
+    assert r["stocks"] == 0 and r["avg_change_pct"] == 0.0 and r["top_gainers"] == []
+    assert STATS_CODEC.decode(STATS_CODEC.encode(r)) == r
+    with pytest.raises(ValueError):
+        s.snapshot("HK", now_ms=5)  # type: ignore[arg-type]
+
+
+def test_update_replaces_and_older_quotes_are_ignored() -> None:
+    s = MarketStats()
+    s.update(quote("600001", T0 + 3000, change_pct=2.0, volume=100))
+    s.update(quote("600001", T0 + 6000, change_pct=-1.0, volume=300))
+    s.update(quote("600001", T0 + 3000, change_pct=5.0, volume=100))  # replay: ignored
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["stocks"], r["advancers"], r["decliners"], r["volume"]) == (1, 0, 1, 300)
+    assert s.replays_ignored == 1 and len(s) == 1
+    s.update(quote("600001", T0 + 6000, change_pct=1.0, volume=300))  # same ts: newest wins
+    assert s.snapshot("SH", now_ms=0)["advancers"] == 1
+
+
+def test_ties_are_broken_by_code() -> None:
+    s = MarketStats()
+    for code in ("600003", "600001", "600002"):
+        s.update(quote(code, change_pct=1.0, amount=50.0))
+    r = s.snapshot("SH", top_n=2, now_ms=0)
+    assert [e["code"] for e in r["top_gainers"]] == ["600001", "600002"]
+    assert [e["code"] for e in r["top_losers"]] == ["600001", "600002"]
+    assert [e["code"] for e in r["top_turnover"]] == ["600001", "600002"]
+
+
+def _random_quotes(rnd: random.Random, n_codes: int, n_updates: int) -> list[dict[str, Any]]:
+    """A stream of quotes over several markets, with replays of old quotes."""
+    codes = [(m, f"{PREFIX[m][1]}{i:04d}") for m in ("SH", "SZ", "BJ") for i in range(n_codes)]
+    sent: list[dict[str, Any]] = []
+    clock = {c: T0 for c in codes}
+    for _ in range(n_updates):
+        if sent and rnd.random() < 0.15:
+            sent.append(rnd.choice(sent))  # a replay: same or older exchange_ts
+            continue
+        market, code = rnd.choice(codes)
+        clock[(market, code)] += rnd.choice((0, 1000, 3000))  # equal ts happens too
+        suspended = rnd.random() < 0.05
+        traded = not suspended and rnd.random() < 0.9
+        pct = round(rnd.uniform(-10, 10), 2) if traded else 0.0
+        pct = rnd.choice((pct, pct, 0.0, 10.0, -10.0))
+        volume = rnd.randint(0, 10**9) if traded else 0
+        sent.append(
+            quote(
+                code, clock[(market, code)], pct, market=market,
+                price=round(rnd.uniform(1, 300), 2), volume=volume,
+                amount=round(volume * rnd.uniform(1, 300), 2) if traded else 0.0,
+                traded=traded, suspended=suspended,
+                at_limit_up=traded and pct >= 10.0, at_limit_down=traded and pct <= -10.0,
+            )
+        )  # fmt: skip
+    return sent
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_incremental_equals_recompute(seed: int) -> None:
+    rnd = random.Random(seed)
+    quotes = _random_quotes(rnd, n_codes=40, n_updates=3000)
+    s = MarketStats()
+    checkpoints = [*sorted(rnd.sample(range(1, len(quotes) + 1), 6)), len(quotes)]
+    done = 0
+    for upto in checkpoints:
+        for q in quotes[done:upto]:
+            s.update(q)
+        done = upto
+        top_n = rnd.choice((1, 5, 10, 200))
+        expected = recompute(quotes[:upto], top_n, now_ms=upto)
+        assert s.snapshot_all(top_n, now_ms=upto) == expected
+        for market in MARKETS_AND_ALL:
+            assert s.snapshot(market, top_n, now_ms=upto) == expected[market]
+    assert s.replays_ignored > 0
+    final = s.snapshot_all(10, now_ms=1)
+    assert final["ALL"]["stocks"] == sum(final[m]["stocks"] for m in ("SH", "SZ", "BJ"))
+    for rec in final.values():
+        assert STATS_CODEC.decode(STATS_CODEC.encode(rec)) == rec
+
+
+@pytest.mark.parametrize(("seed", "shards"), [(11, 1), (12, 2), (13, 3), (14, 7)])
+def test_merged_partials_equal_recompute(seed: int, shards: int) -> None:
+    rnd = random.Random(seed)
+    quotes = _random_quotes(rnd, n_codes=30, n_updates=2500)
+    workers = [MarketStats() for _ in range(shards)]
+    owner = {q["code"]: rnd.randrange(shards) for q in quotes}  # disjoint, like partitions
+    for q in quotes:
+        workers[owner[q["code"]]].update(q)
+    # partials travel as JSON (a Faust table / Kafka topic)
+    partials = [json.loads(json.dumps(w.partial_state(10, now_ms=7))) for w in workers]
+    for top_n in (1, 3, 10):
+        merged = merge_partials(partials, top_n=top_n, now_ms=99)
+        assert merged == recompute(quotes, top_n, now_ms=99)
+    only_sz = merge_partials(partials, markets=("SZ",), top_n=5, now_ms=1)
+    assert list(only_sz) == ["SZ"] and only_sz["SZ"] == recompute(quotes, 5, now_ms=1)["SZ"]
+
+
+def test_partial_state_is_compact_and_checked() -> None:
+    s = MarketStats()
+    for i in range(500):
+        s.update(quote(f"60{i:04d}", change_pct=i / 100, amount=float(i)))
+    p = s.partial_state(5, now_ms=42)
+    assert p["v"] == 1 and p["ts"] == 42 and p["top_n"] == 5
+    assert len(p["markets"]["SH"]["top_gainers"]) == 5  # not every stock
+    assert len(json.dumps(p)) < 4000
+    with pytest.raises(PartialStateError):
+        merge_partials([p], top_n=6, now_ms=0)
+    with pytest.raises(PartialStateError):
+        merge_partials([{**p, "v": 99}], now_ms=0)
+    with pytest.raises(ValueError):
+        merge_partials([p], markets=("HK",), top_n=5, now_ms=0)  # type: ignore[arg-type]
+    assert merge_partials([], top_n=5, now_ms=0)["ALL"]["stocks"] == 0
+
+
+def test_forget_drops_a_revoked_partitions_stocks() -> None:
+    rnd = random.Random(21)
+    quotes = _random_quotes(rnd, n_codes=20, n_updates=1000)
+    s = MarketStats()
+    for q in quotes:
+        s.update(q)
+    gone = {q["code"] for q in quotes if q["code"].endswith(("1", "7"))}
+    assert s.forget([*gone, "999999"]) == len(gone)
+    kept = [q for q in quotes if q["code"] not in gone]
+    assert s.snapshot_all(10, now_ms=0) == recompute(kept, 10, now_ms=0)
+
+
+def test_a_code_in_two_partials_is_ranked_once() -> None:
+    """While partitions move, one stock may sit in two workers' partials."""
+    a, b = MarketStats(), MarketStats()
+    a.update(quote("600001", T0, change_pct=5.0))
+    b.update(quote("600001", T0 + 3000, change_pct=6.0))
+    b.update(quote("600002", T0, change_pct=1.0))
+    merged = merge_partials([a.partial_state(), b.partial_state()], top_n=10, now_ms=0)
+    assert [e["code"] for e in merged["SH"]["top_gainers"]] == ["600001", "600002"]
