@@ -12,8 +12,10 @@ import typer
 
 
 def gateway(
-    host: str = typer.Option(None, help="bind address (default HQ_GATEWAY_HOST or 127.0.0.1)"),
-    port: int = typer.Option(None, help="bind port (default HQ_GATEWAY_PORT or 8000)"),
+    host: str | None = typer.Option(
+        None, help="bind address (default HQ_GATEWAY_HOST or 127.0.0.1)"
+    ),
+    port: int | None = typer.Option(None, help="bind port (default HQ_GATEWAY_PORT or 8000)"),
 ) -> None:
     """Run the REST + WebSocket gateway."""
     import uvicorn

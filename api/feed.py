@@ -42,7 +42,7 @@ def consumer_config(settings: GatewaySettings, group: str) -> dict[str, Any]:
         "auto.offset.reset": "latest",
         "fetch.wait.max.ms": 10,
         "fetch.min.bytes": 1,
-        "socket.nodelay": True,
+        "socket.nagle.disable": True,
         "topic.metadata.refresh.interval.ms": 10_000,
         "client.id": f"hqstream-gateway-{socket.gethostname()}",
     }
@@ -102,7 +102,13 @@ class KafkaFeed:
         logger.info("feed assigned %d partitions (group %s)", len(partitions), self.group)
 
     def _run(self) -> None:
-        consumer = Consumer(consumer_config(self.settings, self.group))
+        try:
+            consumer = Consumer(consumer_config(self.settings, self.group))
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("feed consumer could not be created")
+            self._stop.set()
+            return
         try:
             consumer.subscribe(list(self._codecs), on_assign=self._on_assign)
             while not self._stop.is_set():

@@ -185,12 +185,21 @@ class Session:
                 self.offer_quote(ev)
 
     def release_replay(self, hold: Hold, code: str, replayed: list[QuoteEvent]) -> None:
-        """Send the replayed updates in order, ``replay_done``, then held live ones not replayed."""
+        """Send the replayed updates, then the held live ones not replayed, then ``replay_done``.
+
+        Held updates are appended to the replay (not conflated), deduplicated by
+        exchange_ts, so the client sees every update from ``since`` on exactly once.
+        """
         self.holds.remove(hold)
-        last = replayed[-1].ts if replayed else -1
+        merged = list(replayed)
+        last = merged[-1].ts if merged else -1
+        for ev in hold.seq:
+            if ev.ts > last:
+                merged.append(ev)
+                last = ev.ts
         self._drop_pending_covered({code: last})
-        for i in range(0, len(replayed), 500):
-            chunk = replayed[i : i + 500]
+        for i in range(0, len(merged), 500):
+            chunk = merged[i : i + 500]
             self.control(
                 '{"type":"replay","stock_code":"'
                 + code
@@ -198,11 +207,7 @@ class Session:
                 + b",".join(ev.raw for ev in chunk).decode()
                 + "]}"
             )
-        self.control(frame("replay_done", stock_code=code, replayed=len(replayed)))
-        for ev in hold.seq:
-            if ev.ts > last:
-                self.offer_quote(ev)
-                last = ev.ts
+        self.control(frame("replay_done", stock_code=code, replayed=len(merged)))
 
     def _drop_pending_covered(self, covered: dict[str, int]) -> None:
         for code, ts in covered.items():

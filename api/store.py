@@ -18,14 +18,23 @@ from schemas.redis_keys import MarketOrAll, RankMetric
 
 logger = logging.getLogger(__name__)
 
+MAX_CONNECTIONS = 32
+
 
 class Store:
     """The gateway's Redis reads."""
 
     def __init__(self, url: str) -> None:
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+        # Blocking pool: a burst of subscribes waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            health_check_interval=30,
         )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
 
 from api import metrics
 from api.auth import check_key
@@ -111,7 +112,11 @@ class Connection:
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
-        await handler(self, msg)
+        try:
+            await handler(self, msg)
+        except RedisError as exc:
+            logger.warning("redis read failed for ws client %d: %s", self.s.sid, type(exc).__name__)
+            raise ProtocolError("unavailable", "quote store unavailable; try again") from None
 
     # ---- helpers -------------------------------------------------------------------
 

@@ -283,7 +283,7 @@ class MarketWalk:
         rng = self._rng
         up, down = self.limits[i]
         if rng.random() < 0.0005:  # regime change: mostly calm, now and then a run
-            if rng.random() < 0.85:
+            if rng.random() < 0.98:
                 self._drift[i] = 0.0
             else:
                 self._drift[i] = rng.choice((-1.0, 1.0)) * s.volatility * rng.uniform(0.3, 1.0)

@@ -63,6 +63,7 @@ class StreamsRuntime:
         self._assignment: set[int] | None = None
         self._reseed = False
         self.batches = 0
+        self.last_batch_s = 0.0
 
     # -- rebalance -----------------------------------------------------------
 
@@ -85,10 +86,15 @@ class StreamsRuntime:
 
     async def handle(self, records: list[RawRecord]) -> BatchResult:
         """Process and persist one batch; returns once Redis and Kafka have it all."""
+        started = time.perf_counter()
         async with self._lock:
             await self._maybe_reseed()
-            result = await self._with_retry("process", self.processor.process, records, self.sink)
+            result: BatchResult = await self._with_retry(
+                "process", self.processor.process, records, self.sink
+            )
             await self._persist(result)
+        self.last_batch_s = time.perf_counter() - started
+        metrics.BATCH_LATENCY.observe(self.last_batch_s)
         self._observe(result)
         return result
 

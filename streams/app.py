@@ -116,21 +116,21 @@ def create_app(
     raw_topic = app.topic(names.raw, key_type=bytes, value_type=bytes, acks=True)
 
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
-    async def process_raw(stream: faust.StreamT[Any]) -> None:
+    async def process_raw(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
             await rt.handle([event_to_record(e) for e in events])
             for event in events:
                 await stream.ack(event)
 
-    @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")
+    @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:
         await rt.publish_stats()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         rt.on_assigned({tp.partition for tp in assigned if tp.topic == names.raw})
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         logger.info("worker %s stopping after %d batches", worker_id, rt.batches)
 

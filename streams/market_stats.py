@@ -198,12 +198,12 @@ def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict
         chosen: list[Record] = []
         seen: set[str] = set()
         for entry in sorted((e for p in parts for e in p[field]), key=key):
+            if len(chosen) >= top_n:
+                break
             if entry["code"] in seen:  # a stock in two shards while partitions move
                 continue
             seen.add(entry["code"])
             chosen.append(entry)
-            if len(chosen) == top_n:
-                break
         out[field] = chosen
     return out
 

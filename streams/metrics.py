@@ -34,6 +34,11 @@ REDIS_LATENCY = Histogram(
     "time to write one batch to Redis",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+BATCH_LATENCY = Histogram(
+    "hq_streams_batch_seconds",
+    "time to process and persist one batch (parse to Redis + Kafka acknowledged)",
+    buckets=(0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5),
+)
 E2E_LATENCY = Histogram(
     "hq_streams_e2e_latency_seconds",
     "receive_ts (receiver read the line) -> quote in Redis and Kafka",
@@ -74,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         logger.debug("metrics http: " + format, *args)
 
 

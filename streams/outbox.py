@@ -64,7 +64,11 @@ class ConfluentOutbox:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:

@@ -90,9 +90,7 @@ def _now_ms() -> int:
 class Processor:
     """Parse, encode and derive; owns the in-memory stats/candle/alert state."""
 
-    def __init__(
-        self, settings: StreamsSettings, *, publish_normalized: bool = True
-    ) -> None:
+    def __init__(self, settings: StreamsSettings, *, publish_normalized: bool = True) -> None:
         self.settings = settings
         self.topics: TopicNames = settings.topic_names
         self.publish_normalized = publish_normalized
@@ -163,10 +161,15 @@ class Processor:
             except BadRecord as bad:
                 dead.append(
                     dlq_record(
-                        key=rec.key, value=rec.value, reason=bad.reason, detail=bad.detail,
-                        topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                        key=rec.key,
+                        value=rec.value,
+                        reason=bad.reason,
+                        detail=bad.detail,
+                        topic=rec.topic,
+                        partition=rec.partition,
+                        offset=rec.offset,
                         now_ms=now,
-                    )  # fmt: skip
+                    )
                 )
                 continue
             quotes.append((quote, rec.partition))
@@ -210,8 +213,7 @@ class Processor:
                 for (q, _), payload in zip(quotes, encoded, strict=True)
             ]
             out += [
-                KafkaOut(t.candles, c["code"].encode(), self.candle_codec.encode(c))
-                for c in closed
+                KafkaOut(t.candles, c["code"].encode(), self.candle_codec.encode(c)) for c in closed
             ]
             out += [
                 KafkaOut(t.alerts, a["code"].encode(), self.alert_codec.encode(a)) for a in alerts

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -71,12 +72,16 @@ def to_record(msg: object) -> RawRecord:
     return RawRecord(
         key=msg.key(),
         value=msg.value() or b"",
-        headers=[(k, v or b"") for k, v in (msg.headers() or [])],
+        headers=_headers(msg),
         topic=msg.topic() or "",
         partition=int(msg.partition() or 0),
         offset=int(msg.offset() or 0),
         timestamp_ms=int(ts),
     )
+
+
+def _headers(msg: Any) -> list[tuple[str, bytes]]:
+    return [(str(k), bytes(v or b"")) for k, v in (msg.headers() or [])]
 
 
 async def consume_batches(

@@ -177,7 +177,7 @@ class RedisSink:
                 by_key.setdefault(rk.rank("ALL", metric), {})[q["code"]] = value
         pipe = self.client.pipeline(transaction=False)
         for key, mapping in by_key.items():
-            pipe.zadd(key, mapping)  # type: ignore[arg-type]
+            pipe.zadd(key, mapping)  # type: ignore[arg-type,unused-ignore]
             pipe.expire(key, rk.MARKET_TTL_S)
         for market, members in codes.items():
             key = rk.codes(market)  # type: ignore[arg-type]
@@ -204,7 +204,8 @@ class RedisSink:
         await pipe.execute()
 
     async def read_partials(self) -> dict[str, tuple[int, dict[str, Any]]]:
-        raw = await self.client.hgetall(rk.STATS_PARTIALS)
+        client: Any = self.client
+        raw = await client.hgetall(rk.STATS_PARTIALS)
         out: dict[str, tuple[int, dict[str, Any]]] = {}
         for wid, payload in raw.items():
             obj = orjson.loads(payload)
@@ -219,7 +220,7 @@ class RedisSink:
 
     async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
         """Every stored latest quote with the raw partition it came from."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe: Any = self.client.pipeline(transaction=False)
         for market in rk.MARKETS:
             pipe.smembers(rk.codes(market))
         codes = sorted({c.decode() for members in await pipe.execute() for c in members})
@@ -240,7 +241,7 @@ class RedisSink:
         out: dict[str, list[dict[str, Any]]] = {}
         if not codes:
             return out
-        pipe = self.client.pipeline(transaction=False)
+        pipe: Any = self.client.pipeline(transaction=False)
         for code in codes:
             pipe.hget(rk.quote(code), "ts")
         latest = await pipe.execute()
@@ -288,7 +289,7 @@ def is_redis_error(exc: BaseException) -> bool:
 VOLATILE_QUOTE_FIELDS = ("process_ts",)
 
 
-async def canonical_state(client: aioredis.Redis) -> dict[str, Any]:
+async def canonical_state(client: Any) -> dict[str, Any]:
     """Every ``hq:*`` key's content minus what legitimately differs between runs.
 
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
@@ -327,8 +328,8 @@ async def canonical_state(client: aioredis.Redis) -> dict[str, Any]:
         elif kind == "hash":
             state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
         elif kind == "zset":
-            state[key] = [(m.decode(), s) for m, s in await client.zrange(key, 0, -1,
-                                                                           withscores=True)]  # fmt: skip
+            members = await client.zrange(key, 0, -1, withscores=True)
+            state[key] = [(m.decode(), s) for m, s in members]
         elif kind == "set":
             state[key] = sorted(m.decode() for m in await client.smembers(key))
         else:

@@ -13,7 +13,7 @@
   const API = "/api/realtime";
   const MARKETS = ["ALL", "SH", "SZ", "BJ"];
   const MARKET_NAMES = { ALL: "全市场", SH: "上证", SZ: "深证", BJ: "北证" };
-  const DEFAULT_WATCH = ["000001", "600519", "300750", "688981", "920819"];
+  const DEFAULT_WATCH = ["000001", "600519", "300750", "688981", "920819", "601318", "000858", "002594", "600036", "300059"];
   const MAX_ROWS = 200;
   const MAX_ALERTS = 100;
   const MAX_CANDLES = 600;
@@ -27,6 +27,8 @@
 
   const params = new URLSearchParams(location.search);
   const API_KEY = params.get("api_key") || "";
+  // ?market=SH|SZ|BJ|ALL also streams every quote of that market; its codes join the table (capped).
+  const FEED_MARKET = ["SH", "SZ", "BJ", "ALL"].includes((params.get("market") || "").toUpperCase()) ? params.get("market").toUpperCase() : "";
   const store = {
     get(k, d) { try { const v = localStorage.getItem("hq." + k); return v === null ? d : JSON.parse(v); } catch (e) { return d; } },
     set(k, v) { try { localStorage.setItem("hq." + k, JSON.stringify(v)); } catch (e) { /* private mode */ } },
@@ -38,6 +40,7 @@
   const state = {
     watch: dedupe(urlCodes.length ? urlCodes : Array.isArray(savedWatch) ? savedWatch.filter((c) => CODE_RE.test(c)) : DEFAULT_WATCH).slice(0, MAX_ROWS),
     removed: new Set(),
+    extra: [],
     quotes: new Map(),
     stats: new Map(),
     alerts: [],
@@ -273,9 +276,7 @@
 
   function renderRowsOrder() {
     lastSort = Date.now();
-    let order = state.watch.slice();
-    for (const code of rows.keys()) if (!order.includes(code)) order.push(code);
-    order = order.slice(0, MAX_ROWS);
+    let order = dedupe(state.watch.concat(state.extra)).slice(0, MAX_ROWS);
     const { key, dir: sdir } = state.sort;
     if (key) {
       order.sort((a, b) => {
@@ -298,17 +299,43 @@
     $("#watch-empty").hidden = order.length > 0;
   }
 
+  const SESSIONS = [
+    [9 * 60 + 15, 9 * 60 + 25, "auction", "集合竞价 Opening auction"],
+    [9 * 60 + 25, 9 * 60 + 30, "break", "待开盘 Pre-open"],
+    [9 * 60 + 30, 11 * 60 + 30, "continuous", "连续竞价 Continuous"],
+    [11 * 60 + 30, 13 * 60, "break", "午间休市 Lunch break"],
+    [13 * 60, 14 * 60 + 57, "continuous", "连续竞价 Continuous"],
+    [14 * 60 + 57, 15 * 60, "auction", "收盘集合竞价 Closing auction"],
+  ];
+  const hmFmt = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Shanghai", hour: "2-digit", minute: "2-digit", hour12: false });
+  const sessionEl = $("#session");
+  let lastExchangeTs = 0;
+  function renderSession() {
+    if (!lastExchangeTs) return;
+    const [h, m] = hmFmt.format(lastExchangeTs).split(":").map(Number);
+    const t = h * 60 + m;
+    const hit = SESSIONS.find(([a, b]) => t >= a && t < b);
+    const [phase, label] = hit ? [hit[2], hit[3]] : [t >= 15 * 60 ? "closed" : "pre", t >= 15 * 60 ? "已收盘 Closed" : "盘前 Pre-market"];
+    sessionEl.hidden = false;
+    sessionEl.dataset.phase = phase;
+    setText(sessionEl, label);
+    sessionEl.title = "Exchange time of the latest quote: " + fTime(lastExchangeTs);
+  }
+
   function applyQuotes(list) {
     let fresh = false;
     for (const q of list) {
       if (!q || !CODE_RE.test(q.code || "")) continue;
+      if (num(q.exchange_ts) > lastExchangeTs) lastExchangeTs = num(q.exchange_ts);
       const old = state.quotes.get(q.code);
       if (old && num(old.exchange_ts) > num(q.exchange_ts)) continue;
       state.quotes.set(q.code, q);
       if (!rows.has(q.code)) {
-        if (state.removed.has(q.code) || rows.size >= MAX_ROWS) continue;
-        if (!state.watch.includes(q.code)) continue;
-        dirty.order = true;
+        if (state.removed.has(q.code)) continue;
+        if (!state.watch.includes(q.code)) {
+          if (!FEED_MARKET || state.extra.includes(q.code) || state.watch.length + state.extra.length >= MAX_ROWS) continue;
+          state.extra.push(q.code);
+        }
         fresh = true;
       }
       dirty.rows.add(q.code);
@@ -337,8 +364,11 @@
   function removeCode(code) {
     const i = state.watch.indexOf(code);
     if (i >= 0) state.watch.splice(i, 1);
+    const j = state.extra.indexOf(code);
+    if (j >= 0) state.extra.splice(j, 1);
     state.removed.add(code);
     store.set("watch", state.watch);
+    addMsg.textContent = "";
     feed.send({ type: "unsubscribe_stock", stock_code: code });
     const r = rows.get(code);
     const next = r && (r.tr.nextElementSibling || r.tr.previousElementSibling);
@@ -399,6 +429,7 @@
   }
 
   const addForm = $("#add-form"), addInput = $("#add-code"), addMsg = $("#add-msg");
+  let addMsgTimer = 0;
   addInput.addEventListener("input", () => {
     const v = addInput.value;
     const bad = v !== "" && !/^\d{0,6}$/.test(v);
@@ -415,6 +446,8 @@
     addMsg.className = err ? "add-msg err" : "add-msg";
     addMsg.textContent = err || (exists ? code + " already listed" : "Added " + code);
     if (!err) addInput.value = "";
+    clearTimeout(addMsgTimer);
+    addMsgTimer = setTimeout(() => { if (!addInput.value) addMsg.textContent = ""; }, 3000);
   });
 
   // ------------------------------------------------------------------ detail: chart header + order book
@@ -600,6 +633,7 @@
       alertsEl.replaceChildren(...state.alerts.map((a) => alertItem(a, false)));
       alertsRendered = true;
     } else {
+      for (const none of alertsEl.querySelectorAll(".none")) none.remove();
       const keep = new Set(state.alerts.map(alertKey));
       const frag = document.createDocumentFragment();
       for (const a of pendingAlerts) if (keep.has(alertKey(a))) frag.append(alertItem(a, true));
@@ -698,6 +732,8 @@
         this.send({ type: "subscribe_stats" });
         this.send({ type: "subscribe_alerts" });
         for (const code of state.watch) this.send({ type: "subscribe_stock", stock_code: code });
+        if (FEED_MARKET === "ALL") this.send({ type: "subscribe_all" });
+        else if (FEED_MARKET) this.send({ type: "subscribe_market", market: FEED_MARKET });
         if (state.selected) this.send({ type: "subscribe_candles", stock_code: state.selected });
         this.setState("open", "Live");
         this.ping();
@@ -789,6 +825,7 @@
     rate.frames = 0;
     rate.items = 0;
     if (state.clockOffset !== null) setText(serverTime, fTime(Date.now() + state.clockOffset));
+    renderSession();
     feed.tickRetry();
   }, 1000);
 

@@ -184,7 +184,10 @@
         ctx.lineTo(xx, volTop + volH);
         ctx.stroke();
         ctx.fillStyle = AXIS_TEXT;
-        ctx.fillText(timeFmt.format(visible[i].minute_ts), xx, volTop + volH + axisH / 2 + 1);
+        const label = timeFmt.format(visible[i].minute_ts);
+        const half = ctx.measureText(label).width / 2;
+        const lx = Math.min(padL + plotW - half, Math.max(padL + half, xx));
+        ctx.fillText(label, lx, volTop + volH + axisH / 2 + 1);
       }
 
       // previous close reference

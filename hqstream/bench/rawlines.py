@@ -99,15 +99,21 @@ def _sse_line(st: _Stock, ts: int) -> bytes:
 def _bse_line(st: _Stock, ts: int) -> bytes:
     return orjson.dumps(
         {
-            "symbol": f"bj{st.code}", "name": st.name, "lastPrice": st.price,
-            "preClose": st.prev_close, "open": st.open, "high": st.high, "low": st.low,
-            "volume": st.volume, "turnover": st.amount,
+            "symbol": f"bj{st.code}",
+            "name": st.name,
+            "lastPrice": st.price,
+            "preClose": st.prev_close,
+            "open": st.open,
+            "high": st.high,
+            "low": st.low,
+            "volume": st.volume,
+            "turnover": st.amount,
             "bidPrices": [round(st.price - 0.01 * (i + 1), 2) for i in range(5)],
             "bidVolumes": [100 * (i + 1) for i in range(5)],
             "askPrices": [round(st.price + 0.01 * i, 2) for i in range(5)],
             "askVolumes": [100 * (i + 2) for i in range(5)],
             "timestamp": ts,
-        }  # fmt: skip
+        }
     )
 
 

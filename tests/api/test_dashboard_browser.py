@@ -12,31 +12,23 @@ It never talks to anything but loopback.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import math
-import random
+import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
-from confluent_kafka import Producer
 
 from schemas import redis_keys as keys
 from schemas import topics
-from schemas.market_rules import SHANGHAI_TZ, board_of, limit_prices
-from schemas.serde import SingleObjectCodec
+from tests.api.dashboard_market import WATCH, LiveFeed, MarketSim
 from tests.conftest import KafkaEndpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -55,220 +47,255 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WATCH = ("000001", "600519", "300750", "688981", "920819")
-NAMED: dict[str, tuple[str, float]] = {
-    "000001": ("平安银行", 11.52), "000002": ("万科A", 7.85), "000858": ("五粮液", 128.40),
-    "002594": ("比亚迪", 268.30), "300750": ("宁德时代", 215.60), "300059": ("东方财富", 22.15),
-    "002415": ("海康威视", 31.20), "000333": ("美的集团", 72.80), "600519": ("贵州茅台", 1688.00),
-    "601318": ("中国平安", 52.30), "600036": ("招商银行", 39.80), "601012": ("隆基绿能", 18.90),
-    "688981": ("中芯国际", 88.50), "688111": ("金山办公", 285.00), "600900": ("长江电力", 29.40),
-    "601899": ("紫金矿业", 17.60), "920819": ("颖泰生物", 4.26),
-}  # fmt: skip
-HEADS = "华中国天新金长东海恒宏科泰瑞鼎信安富博盛景万汇德嘉联凯航"
-TAILS = ("科技", "电子", "股份", "医药", "材料", "能源", "智能", "生物", "控股", "精工", "通信", "电气")
-SPEED = 10.0  # simulated exchange seconds per real second: a new candle every 6 s
 
 
-@dataclass
-class Stock:
-    code: str
-    name: str
-    market: str
-    board: str
-    prev_close: float
-    price: float
-    volume: int
-    amount: float
-    limit_up: float
-    limit_down: float
-    suspended: bool = False
+class Gateway:
+    """The real gateway app in a uvicorn subprocess; ``stop``/``start`` keep the port."""
 
+    def __init__(self, env: dict[str, str], port: int, api_key: str, log: Path) -> None:
+        self.env, self.port, self.api_key, self.log = env, port, api_key, log
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix = env.get("HQ_GATEWAY_TOPIC_PREFIX", "")
 
-class MarketSim:
-    """A seeded A-share market: ~5,300 stocks, a clock inside the morning session."""
-
-    def __init__(self, seed: int = 7, stocks_per_market: tuple[int, int, int] = (2250, 2800, 260)):
-        self.rng = random.Random(seed)
-        today = dt.datetime.now(SHANGHAI_TZ).date()
-        self.trade_date = today.isoformat()
-        self.open_ms = int(dt.datetime.combine(today, dt.time(9, 30), SHANGHAI_TZ).timestamp() * 1e3)
-        self.start_ms = self.open_ms + 78 * 60_000
-        self.t0 = time.monotonic()
-        self.stocks: dict[str, Stock] = {}
-        codes = [c for c in NAMED]
-        for market, count in zip(("SH", "SZ", "BJ"), stocks_per_market, strict=True):
-            first, second = {"SH": (600000, 688000), "SZ": (1, 300001), "BJ": (920001, 920001)}[
-                market
-            ]
-            half = count // 2 if market != "BJ" else 0
-            codes += [f"{first + i:06d}" for i in range(count - half)]
-            codes += [f"{second + i:06d}" for i in range(half)]
-        for code in dict.fromkeys(codes):
-            self._add(code)
-        self.candles: dict[str, dict[int, dict[str, Any]]] = {c: {} for c in WATCH}
-        for code in WATCH:
-            self._history(self.stocks[code])
-
-    def now_ms(self) -> int:
-        return self.start_ms + int((time.monotonic() - self.t0) * 1000 * SPEED)
-
-    def _add(self, code: str) -> None:
-        market = "SH" if code[0] == "6" else "BJ" if code.startswith("920") else "SZ"
-        board = board_of(market, code)  # type: ignore[arg-type]
-        name, prev = NAMED.get(code, ("", 0.0))
-        r = self.rng
-        if not name:
-            name = r.choice(HEADS) + r.choice(HEADS) + r.choice(TAILS)
-            prev = round(math.exp(r.gauss(2.7, 0.7)), 2)
-        up, down = limit_prices(prev, board, False, dt.date.fromisoformat(self.trade_date))
-        pct = max(-0.095, min(0.095, r.gauss(0.004, 0.022)))
-        price = round(prev * (1 + pct), 2)
-        if r.random() < 0.012:
-            price = up
-        elif r.random() < 0.004:
-            price = down
-        price = min(up, max(down, price))
-        amount = math.exp(r.gauss(17.6, 1.1)) * (20 if code in NAMED else 1)
-        self.stocks[code] = Stock(
-            code, name, market, board, prev, price, int(amount / price), amount, up, down,
-            suspended=code not in NAMED and r.random() < 0.004,
-        )  # fmt: skip
-
-    def _history(self, s: Stock) -> None:
-        price = s.prev_close
-        for minute in range(78):
-            o = price
-            closes = [o * (1 + self.rng.gauss(0.0002, 0.0016)) for _ in range(4)]
-            price = closes[-1]
-            vol = int(s.volume / 78 * self.rng.uniform(0.4, 1.8))
-            self.candles[s.code][self.open_ms + minute * 60_000] = self._candle(
-                s, self.open_ms + minute * 60_000, [o, *closes], vol, True
+    def start(self) -> None:
+        app = ["--factory", "api.app:create_app", "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            *app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        s.price = round(price, 2)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                resp = httpx.get(
+                    f"{self.base_url}/api/realtime/status", headers={"X-API-Key": self.api_key}
+                )
+                consumer = resp.json().get("components", {}).get("gateway_consumer", {})
+                if resp.status_code == 200 and consumer.get("ok"):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "gateway not ready in 60 s: " + self.log.read_text()
+            time.sleep(0.3)
 
-    def _candle(
-        self, s: Stock, minute: int, prices: list[float], vol: int, closed: bool
-    ) -> dict[str, Any]:
-        return {
-            "code": s.code, "market": s.market, "trade_date": self.trade_date, "minute_ts": minute,
-            "open": round(prices[0], 2), "high": round(max(prices), 2),
-            "low": round(min(prices), 2), "close": round(prices[-1], 2), "volume": vol,
-            "amount": round(vol * prices[-1], 2), "ticks": len(prices), "closed": closed,
-        }  # fmt: skip
-
-    def quote(self, s: Stock, ts: int) -> dict[str, Any]:
-        p = s.price
-        tick = 0.01
-        bids = [round(p - tick * i, 2) for i in range(1, 6)] if not s.suspended else []
-        asks = [round(p + tick * i, 2) for i in range(0, 5)] if not s.suspended else []
-        vols = [self.rng.randrange(100, 90_000, 100) for _ in range(len(bids))]
-        change = 0.0 if s.suspended else round(p - s.prev_close, 2)
-        return {
-            "symbol": s.market.lower() + s.code, "code": s.code, "market": s.market,
-            "board": s.board, "name": s.name, "is_st": False, "exchange_ts": ts,
-            "trade_date": self.trade_date, "open": s.prev_close, "prev_close": s.prev_close,
-            "price": p, "high": max(p, s.prev_close), "low": min(p, s.prev_close),
-            "bid": bids[0] if bids else 0.0, "ask": asks[0] if asks else 0.0,
-            "volume": s.volume, "amount": round(s.amount, 2), "bid_prices": bids,
-            "bid_volumes": vols, "ask_prices": asks, "ask_volumes": list(reversed(vols)),
-            "change": change, "change_pct": round(100 * change / s.prev_close, 2),
-            "limit_up": s.limit_up, "limit_down": s.limit_down, "traded": not s.suspended,
-            "suspended": s.suspended, "at_limit_up": p >= s.limit_up,
-            "at_limit_down": p <= s.limit_down, "receive_ts": ts, "process_ts": ts,
-        }  # fmt: skip
-
-    def move(self, s: Stock, ts: int) -> dict[str, Any] | None:
-        """One trade on ``s``; returns the candle it updates (watchlist stocks only)."""
-        if s.suspended:
-            return None
-        step = self.rng.choice((-3, -2, -1, -1, 1, 1, 2, 3)) * max(0.01, round(s.price * 4e-4, 2))
-        s.price = round(min(s.limit_up, max(s.limit_down, s.price + step)), 2)
-        vol = self.rng.randrange(100, 50_000, 100)
-        s.volume += vol
-        s.amount += vol * s.price
-        if s.code not in self.candles:
-            return None
-        minute = ts - ts % 60_000
-        book = self.candles[s.code]
-        cur = book.get(minute)
-        if cur is None:
-            cur = book[minute] = self._candle(s, minute, [s.price], 0, False)
-        cur["high"], cur["low"] = max(cur["high"], s.price), min(cur["low"], s.price)
-        cur["close"], cur["ticks"] = s.price, cur["ticks"] + 1
-        cur["volume"] += vol
-        cur["amount"] = round(cur["amount"] + vol * s.price, 2)
-        return cur
-
-    def stats(self, ts: int) -> list[dict[str, Any]]:
-        out = []
-        for market in keys.MARKETS_AND_ALL:
-            group = [s for s in self.stocks.values() if market in ("ALL", s.market)]
-            live = [s for s in group if not s.suspended]
-            pct = {s.code: 100 * (s.price - s.prev_close) / s.prev_close for s in live}
-
-            def entry(s: Stock) -> dict[str, Any]:
-                p = round(pct[s.code], 2)
-                return {"code": s.code, "name": s.name, "price": s.price, "change_pct": p,
-                        "amount": round(s.amount, 2)}  # fmt: skip
-
-            by_pct = sorted(live, key=lambda s: pct[s.code])
-            out.append({
-                "market": market, "ts": ts, "stocks": len(group),
-                "advancers": sum(1 for s in live if s.price > s.prev_close),
-                "decliners": sum(1 for s in live if s.price < s.prev_close),
-                "unchanged": sum(1 for s in live if s.price == s.prev_close),
-                "limit_up": sum(1 for s in live if s.price >= s.limit_up),
-                "limit_down": sum(1 for s in live if s.price <= s.limit_down),
-                "suspended": len(group) - len(live),
-                "volume": sum(s.volume for s in group), "amount": sum(s.amount for s in group),
-                "avg_change_pct": round(sum(pct.values()) / max(1, len(pct)), 4),
-                "top_gainers": [entry(s) for s in by_pct[::-1][:10]],
-                "top_losers": [entry(s) for s in by_pct[:10]],
-                "top_turnover": [entry(s) for s in sorted(live, key=lambda s: -s.amount)[:10]],
-            })  # fmt: skip
-        return out
-
-    def alert(self, s: Stock, ts: int) -> dict[str, Any]:
-        pct = round(100 * (s.price - s.prev_close) / s.prev_close, 2)
-        kind, value, msg = self.rng.choice(
-            [
-                ("FAST_MOVE", 2.4, "5分钟涨幅 2.4%"),
-                ("FAST_MOVE", -2.1, "5分钟跌幅 2.1%"),
-                ("VOLUME_SPIKE", 4.8, "量比 4.8"),
-                ("LIMIT_UP_TOUCH", pct, "触及涨停"),
-                ("LIMIT_UP_LEAVE", pct, "涨停打开"),
-            ]
-        )
-        return {"code": s.code, "name": s.name, "market": s.market, "kind": kind,
-                "exchange_ts": ts, "price": s.price, "change_pct": pct, "value": value,
-                "message": msg}  # fmt: skip
-
-    def seed_redis(self, url: str) -> None:
-        """The state the stream workers would have materialized by now."""
-        client = redis.Redis.from_url(url)
-        ts = self.now_ms()
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            pipe = client.pipeline(transaction=False)
-            for s in self.stocks.values():
-                q = self.quote(s, ts)
-                pipe.hset(keys.quote(s.code), mapping={
-                    "ts": ts, "data": json.dumps(q, ensure_ascii=False), "price": q["price"],
-                    "change_pct": q["change_pct"], "volume": q["volume"], "amount": q["amount"],
-                })  # fmt: skip
-                pipe.sadd(keys.codes(s.market), s.code)  # type: ignore[arg-type]
-                for market in (s.market, "ALL"):
-                    for metric in keys.RANK_METRICS:
-                        pipe.zadd(keys.rank(market, metric), {s.code: q[metric]})  # type: ignore[arg-type]
-            for code, book in self.candles.items():
-                for minute, c in book.items():
-                    pipe.hset(keys.candles(code, self.trade_date), str(minute), json.dumps(c))
-            for st in self.stats(ts):
-                pipe.hset(keys.market_summary(st["market"]), mapping={
-                    "ts": ts, "data": json.dumps(st, ensure_ascii=False)})  # fmt: skip
-            names = list(self.stocks.values())
-            for i in range(30):
-                a = self.alert(self.rng.choice(names), ts - (30 - i) * 9_000)
-                pipe.xadd(keys.ALERTS, {"data": json.dumps(a, ensure_ascii=False)})
-            pipe.execute()
-        finally:
-            client.close()
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def gateway(kafka: KafkaEndpoint, redis_url: str, tmp_path: Path) -> Iterator[Gateway]:
+    """The gateway on its own uuid-prefixed topics, Redis database, port and API key."""
+    prefix = f"dash{uuid.uuid4().hex[:10]}."
+    for spec in topics.topic_specs(partitions=3):
+        kafka.create(prefix + spec.name, spec.partitions)
+    port, key = _free_port(), uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "HQ_REDIS_URL": redis_url,
+        "HQ_GATEWAY_TOPIC_PREFIX": prefix,
+        "HQ_GATEWAY_API_KEYS": key,
+        "HQ_GATEWAY_STATIC_DIR": str(ROOT / "api" / "static"),
+    }
+    gw = Gateway(env, port, key, tmp_path / "gateway.log")
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+CANVAS_PIXELS = """() => {
+  const c = document.getElementById("chart");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let up = 0, down = 0, ink = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const [r, g, b] = [d[i], d[i + 1], d[i + 2]];
+    if (r > 200 && g < 90 && b < 110) up++;
+    else if (g > 150 && r < 60 && b > 90) down++;
+    if (Math.abs(r - 17) + Math.abs(g - 23) + Math.abs(b - 34) > 30) ink++;
+  }
+  return { up, down, ink, width: c.width, height: c.height };
+}"""
+
+
+def test_dashboard_renders_live_data(
+    gateway: Gateway, redis_url: str, kafka: KafkaEndpoint
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    sim = MarketSim()
+    sim.seed_redis(redis_url)
+    live = LiveFeed(sim, kafka.bootstrap, gateway.prefix)
+    live.start()
+    errors: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            try:
+                _check_page(page, gateway, sim)
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                shutil.copy(SCREENSHOT, ARTIFACTS / "dashboard.png")
+            _check_market_feed(page, gateway)
+            _check_reconnect(page, gateway)
+            browser.close()
+    finally:
+        live.halt.set()
+        live.join(20)
+    assert live.error is None, repr(live.error)
+    assert errors == [], errors
+
+
+TEXT_CHANGED = "([sel, t]) => (document.querySelector(sel)?.textContent ?? t) !== t"
+HAS_DIGIT = "sel => /\\d/.test(document.querySelector(sel)?.textContent || '')"
+CONN_IS = "s => document.getElementById('conn').dataset.state === s"
+
+
+def _price(code: str) -> str:
+    return f'#watch-body tr[data-code="{code}"] td.c-price'
+
+
+def _check_page(page: Any, gw: Gateway, sim: MarketSim) -> None:
+    # without ?api_key= the gateway refuses: the page says so instead of spinning
+    page.goto(f"{gw.base_url}/dashboard", wait_until="domcontentloaded")
+    page.wait_for_function(CONN_IS, arg="auth")
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "api_key" in page.locator("#banner").inner_text()
+
+    page.goto(f"{gw.base_url}/?api_key={gw.api_key}", wait_until="domcontentloaded")
+    page.wait_for_function(CONN_IS, arg="open")
+
+    # market summaries: REST first, then live stats messages
+    for market in keys.MARKETS_AND_ALL:
+        count = sum(1 for s in sim.stocks.values() if market in ("ALL", s.market))
+        card = f'.card[data-market="{market}"]'
+        page.wait_for_function(
+            "([sel, n]) => document.querySelector(sel)?.textContent.replace(/,/g, '') === n",
+            arg=[f"{card} .card-avg-label .num", str(count)],
+        )
+        assert page.locator(f"{card} .card-avg").inner_text().endswith("%")
+        amount_yi = page.locator(f"{card} .kv .v").nth(3).inner_text()
+        assert float(amount_yi.replace(",", "")) > 0
+
+    # the live table: values arrive, then change, and the changed cell flashes
+    page.wait_for_function(HAS_DIGIT, arg=_price("600519"))
+    first = page.locator(_price("600519")).inner_text()
+    page.wait_for_function(TEXT_CHANGED, arg=[_price("600519"), first], timeout=20_000)
+    page.wait_for_selector("#watch-body .flash-up, #watch-body .flash-down", state="attached")
+    assert page.locator("#watch-body tr").count() == len(WATCH)
+    assert "贵州茅台" in page.locator('#watch-body tr[data-code="600519"] .c-name').inner_text()
+
+    # rankings and alerts are populated; the header shows the server clock and rates
+    page.wait_for_function("document.querySelectorAll('.rank li[data-code]').length >= 30")
+    page.wait_for_function("document.querySelectorAll('#alerts li[data-code]').length > 40")
+    page.wait_for_function(HAS_DIGIT, arg="#server-time")
+    page.wait_for_function("Number(document.getElementById('upd-rate').textContent) > 0")
+
+    # candlestick chart: REST history plus live candles, drawn on the canvas
+    page.wait_for_function(
+        "m => [...window.hqDashboard.state.candles.keys()].some(k => k >= m)",
+        arg=sim.start_ms + 60_000,
+        timeout=30_000,
+    )
+    pixels = page.evaluate(CANVAS_PIXELS)
+    assert pixels["up"] > 300 and pixels["down"] > 300, pixels
+    assert pixels["ink"] > 0.02 * pixels["width"] * pixels["height"], pixels
+
+    # keyboard: select another stock with Enter; the chart follows it
+    row = page.locator('#watch-body tr[data-code="300750"]')
+    row.focus()
+    page.keyboard.press("Enter")
+    assert row.get_attribute("aria-selected") == "true"
+    page.wait_for_function("window.hqDashboard.state.candles.size > 60")
+    assert "宁德时代" in page.locator("#chart-quote").inner_text()
+
+    # the add box rejects a bad code and adds a good one
+    page.fill("#add-code", "12345")
+    page.press("#add-code", "Enter")
+    assert page.locator("#add-code").get_attribute("aria-invalid") == "true"
+    page.fill("#add-code", "000002")
+    page.press("#add-code", "Enter")
+    page.wait_for_function(HAS_DIGIT, arg=_price("000002"))
+    page.locator('#watch-body tr[data-code="000002"] .rm').click()
+    assert page.locator('#watch-body tr[data-code="000002"]').count() == 0
+
+    # sorting by a header: Chg% descending, then back to the watchlist order
+    header = page.locator('th[data-sort="change_pct"]')
+    header.click()
+    assert header.get_attribute("aria-sort") == "descending"
+    # quotes keep moving, so the table re-sorts (at most once a second): wait for a sorted frame
+    page.wait_for_function(
+        """() => {
+          const cells = document.querySelectorAll('#watch-body .c-pct');
+          const v = [...cells].map(c => parseFloat(c.textContent));
+          return v.length > 5 && v.every((x, i) => i === 0 || v[i - 1] >= x);
+        }"""
+    )
+    header.click()
+    header.click()
+    assert header.get_attribute("aria-sort") == "none"
+
+    # the colour convention is a visible toggle
+    page.click("#conv-toggle")
+    assert "conv-us" in (page.locator("body").get_attribute("class") or "")
+    page.click("#conv-toggle")
+    assert "conv-cn" in (page.locator("body").get_attribute("class") or "")
+
+    # back to the first stock for the screenshot, with live data flowing a moment
+    page.locator('#watch-body tr[data-code="000001"]').click()
+    page.wait_for_function("window.hqDashboard.state.candles.size > 60")
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(2000)
+
+
+def _check_reconnect(page: Any, gw: Gateway) -> None:
+    """The gateway goes away and comes back: the page backs off, then resumes live."""
+    gw.stop()
+    page.wait_for_function(CONN_IS, arg="reconnecting")
+    assert "Reconnecting" in page.locator("#conn-text").inner_text()
+    gw.start()
+    page.wait_for_function(CONN_IS, arg="open", timeout=45_000)
+    before = page.locator(_price("000001")).inner_text()
+    page.wait_for_function(TEXT_CHANGED, arg=[_price("000001"), before], timeout=20_000)
+
+
+def _check_market_feed(page: Any, gw: Gateway) -> None:
+    """``?market=SZ`` streams a whole market: its codes join the table, capped at 200 rows."""
+    page.goto(f"{gw.base_url}/?api_key={gw.api_key}&market=SZ", wait_until="domcontentloaded")
+    page.wait_for_function("document.querySelectorAll('#watch-body tr').length === 200")
+    page.wait_for_timeout(1500)
+    assert page.locator("#watch-body tr").count() == 200
+    codes = page.locator("#watch-body tr").evaluate_all("rows => rows.map(r => r.dataset.code)")
+    assert set(WATCH) <= set(codes)
+    assert sum(1 for c in codes if c[0] in "03") > 190

@@ -74,7 +74,9 @@ class Rendered:
     def config(self) -> dict[str, str]:
         """The data of the hqstream-config ConfigMap (name carries a hash suffix)."""
         maps = [
-            d for d in self.of_kind("ConfigMap") if d["metadata"]["name"].startswith("hqstream-config")
+            d
+            for d in self.of_kind("ConfigMap")
+            if d["metadata"]["name"].startswith("hqstream-config")
         ]
         assert len(maps) == 1, f"{self.name}: expected one hqstream-config ConfigMap"
         data: dict[str, str] = maps[0]["data"]

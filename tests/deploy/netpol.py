@@ -120,6 +120,4 @@ class Policies:
 
     def allowed(self, src: Pod, dst: Pod, port: int) -> bool:
         """May ``src`` connect to ``dst`` on TCP ``port``?"""
-        return self._allowed("Egress", src, dst, port) and self._allowed(
-            "Ingress", dst, src, port
-        )
+        return self._allowed("Egress", src, dst, port) and self._allowed("Ingress", dst, src, port)

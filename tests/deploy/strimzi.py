@@ -139,7 +139,7 @@ def _topic_problems(doc: Mapping[str, Any], where: str) -> list[str]:
     problems = _extra(spec, TOPIC_SPEC_KEYS, f"{where}.spec")
     if not _is_int(spec.get("partitions")) or spec["partitions"] < 1:
         problems.append(f"{where}: spec.partitions must be an integer >= 1")
-    replicas = spec.get("replicas")
+    replicas: Any = spec.get("replicas")
     if not _is_int(replicas) or not 1 <= replicas <= 32767:
         problems.append(f"{where}: spec.replicas must be an integer in 1..32767")
     config = spec.get("config", {})
@@ -153,7 +153,11 @@ def _topic_problems(doc: Mapping[str, Any], where: str) -> list[str]:
     return problems
 
 
-CHECKS = {"Kafka": _kafka_problems, "KafkaNodePool": _node_pool_problems, "KafkaTopic": _topic_problems}
+CHECKS = {
+    "Kafka": _kafka_problems,
+    "KafkaNodePool": _node_pool_problems,
+    "KafkaTopic": _topic_problems,
+}
 
 
 def problems(docs: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.deploy.manifests import NAMESPACE, Rendered
@@ -10,7 +12,11 @@ from tests.deploy.netpol import Pod, Policies
 KAFKA = Pod(
     "kafka-broker",
     NAMESPACE,
-    {"strimzi.io/cluster": "hq-kafka", "strimzi.io/kind": "Kafka", "strimzi.io/name": "hq-kafka-kafka"},
+    {
+        "strimzi.io/cluster": "hq-kafka",
+        "strimzi.io/kind": "Kafka",
+        "strimzi.io/name": "hq-kafka-kafka",
+    },
 )
 EXPORTER = Pod(
     "kafka-exporter",
@@ -23,6 +29,32 @@ KUBE_DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
 STRANGER = Pod("stranger", "default", {"app": "stranger"})
 INTERNET = Pod("internet", None, ip="8.8.8.8")
 VENDOR = Pod("vendor", None, ip="203.0.113.10")  # overlays/prod placeholder address
+
+
+def strimzi_listener_policy(rendered: Rendered) -> dict[str, Any]:
+    """The ingress policy Strimzi generates for the brokers' listeners.
+
+    One rule per listener port, from its ``networkPolicyPeers`` (everyone when
+    unset), which is how the operator admits clients despite our default deny.
+    """
+    kafka = rendered.get("Kafka", "hq-kafka")
+    rules = [
+        {"from": listener.get("networkPolicyPeers") or [], "ports": [{"port": listener["port"]}]}
+        for listener in kafka["spec"]["kafka"]["listeners"]
+    ]
+    return {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "hq-kafka-network-policy-kafka", "namespace": NAMESPACE},
+        "spec": {
+            "podSelector": {"matchLabels": {"strimzi.io/name": "hq-kafka-kafka"}},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
+def policies(rendered: Rendered) -> Policies:
+    return Policies([*rendered.docs, strimzi_listener_policy(rendered)])
 
 
 def pods(rendered: Rendered) -> dict[str, Pod]:
@@ -40,16 +72,16 @@ def test_the_namespace_denies_ingress_by_default(overlay: Rendered) -> None:
     assert deny["podSelector"] == {}
     assert deny["policyTypes"] == ["Ingress"]
     assert not deny.get("ingress")
-    net = Policies(overlay.docs)
+    net = policies(overlay)
     unknown = Pod("new-pod", NAMESPACE, {"app": "new"})
     assert not net.allowed(STRANGER, unknown, 80)
-    assert not net.allowed(STRANGER, KAFKA, 9092)  # Strimzi adds its own allow for its peers
+    assert not net.allowed(STRANGER, KAFKA, 9092)  # only the listener's networkPolicyPeers
 
 
 def test_gateway_is_reached_from_the_ingress_controller_and_prometheus_only(
     overlay: Rendered,
 ) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     gateway = p["hqstream-gateway"]
     assert net.allowed(INGRESS_NGINX, gateway, 8000)
     assert net.allowed(PROMETHEUS, gateway, 8000)
@@ -58,7 +90,7 @@ def test_gateway_is_reached_from_the_ingress_controller_and_prometheus_only(
 
 
 def test_redis_only_from_streams_and_gateway(overlay: Rendered) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     redis = p["redis"]
     assert net.allowed(p["hqstream-streams"], redis, 6379)
     assert net.allowed(p["hqstream-gateway"], redis, 6379)
@@ -73,19 +105,19 @@ def test_redis_only_from_streams_and_gateway(overlay: Rendered) -> None:
 
 @pytest.mark.parametrize("name", ["hqstream-producer", "hqstream-streams", "hqstream-gateway"])
 def test_components_reach_kafka_and_dns(overlay: Rendered, name: str) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     assert net.allowed(p[name], KAFKA, 9092)
     assert net.allowed(p[name], KUBE_DNS, 53)
     assert not net.allowed(p[name], INTERNET, 443)
 
 
 def test_only_streams_and_gateway_egress_to_redis(overlay: Rendered) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     assert not net.allowed(p["hqstream-producer"], p["redis"], 6379)
 
 
 def test_the_feed_is_reached_by_the_producer_only(overlay: Rendered) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     if overlay.name.endswith("dev"):
         feed = p["hqstream-simulator"]
         assert net.allowed(p["hqstream-producer"], feed, 7070)
@@ -100,8 +132,8 @@ def test_the_feed_is_reached_by_the_producer_only(overlay: Rendered) -> None:
 
 
 def test_prometheus_scrapes_every_metrics_endpoint(overlay: Rendered) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
-    for workload, template in overlay.pod_templates():
+    net, p = policies(overlay), pods(overlay)
+    for _workload, template in overlay.pod_templates():
         annotations = template["metadata"].get("annotations", {})
         if annotations.get("prometheus.io/scrape") == "true":
             pod = p[template["metadata"]["labels"]["app.kubernetes.io/name"]]
@@ -111,12 +143,12 @@ def test_prometheus_scrapes_every_metrics_endpoint(overlay: Rendered) -> None:
 
 
 def test_gateway_reads_producer_metrics(overlay: Rendered) -> None:
-    net, p = Policies(overlay.docs), pods(overlay)
+    net, p = policies(overlay), pods(overlay)
     assert net.allowed(p["hqstream-gateway"], p["hqstream-producer"], 9101)
     assert not net.allowed(p["hqstream-streams"], p["hqstream-producer"], 9101)
 
 
 def test_every_hqstream_pod_has_restricted_egress(overlay: Rendered) -> None:
-    net = Policies(overlay.docs)
+    net = policies(overlay)
     for name, pod in pods(overlay).items():
         assert not net.allowed(pod, STRANGER, 80), name

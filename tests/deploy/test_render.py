@@ -8,6 +8,8 @@ structural check in tests/deploy/strimzi.py.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -26,14 +28,16 @@ from tests.deploy.manifests import (
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 
 
-def _validate(doc: dict[str, object]) -> list[str]:
+def _validate(doc: dict[str, Any]) -> list[str]:
     errors = []
     for version in K8S_VERSIONS:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
-            errors.append(f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {path}: {exc.message}")  # type: ignore[index]
+            errors.append(
+                f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {path}: {exc.message}"
+            )
     return errors
 
 
@@ -121,3 +125,15 @@ def test_kustomizations_use_labels_not_common_labels() -> None:
         text = path.read_text()
         assert "commonLabels" not in text, path
         assert "labels:" in text or path.parent.name == "base", path
+
+
+def test_missing_kustomize_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.deploy import manifests
+
+    monkeypatch.setattr(manifests, "KUSTOMIZE", tmp_path / "kustomize")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="kustomize not found"):
+        manifests.kustomize()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        manifests.kustomize()

@@ -203,6 +203,9 @@ def test_partial_state_is_compact_and_checked() -> None:
     with pytest.raises(ValueError):
         merge_partials([p], markets=("HK",), top_n=5, now_ms=0)  # type: ignore[arg-type]
     assert merge_partials([], top_n=5, now_ms=0)["ALL"]["stocks"] == 0
+    none = merge_partials([p], top_n=0, now_ms=0)["ALL"]
+    assert none["top_gainers"] == none["top_losers"] == none["top_turnover"] == []
+    assert s.snapshot("ALL", top_n=0, now_ms=0)["top_turnover"] == []
 
 
 def test_forget_drops_a_revoked_partitions_stocks() -> None:

@@ -1,0 +1,370 @@
+"""Gateway benchmarks: feed-receive -> WebSocket latency, and WebSocket fan-out.
+
+``latency_bench``: normalized quotes whose ``receive_ts`` is their send time are
+produced at the full-market rate (default 1,667/s over 5,000 codes) into the
+topic a gateway process consumes; a WebSocket client subscribed to everything
+measures ``now - receive_ts`` at delivery. ``fanout_bench``: many clients, each
+subscribed to 10 stocks, on one gateway process; reports connections held,
+delivery latency and the gateway's RSS per connection (/proc VmRSS).
+
+The gateway runs as a subprocess (``python -m api``) on a loopback port with
+uuid-prefixed topics, which are deleted afterwards; the producer runs in a
+process of its own. Bounded in clients and time; never touches other topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from hqstream.bench.common import bench_env, machine
+from schemas import topics
+
+console = Console()
+GATEWAY_TOPICS = (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M)
+
+
+def _codes(n: int) -> list[str]:
+    sz = [f"{i:06d}" for i in range(1, n // 2 + 1)]
+    sh = [f"{600000 + i:06d}" for i in range(n - len(sz))]
+    return sz + sh
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def _produce(bootstrap: str, topic: str, codes: list[str], rate: int, seconds: float) -> None:
+    """Producer process: ``rate`` quotes/s for ``seconds``, receive_ts = send time."""
+    from confluent_kafka import Producer
+
+    from schemas.serde import make_codec
+
+    codec = make_codec("quote")
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 2}
+    )
+    base = int(time.time() * 1000)
+    template = _quote_template()
+    sent = 0
+    start = time.monotonic()
+    i = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            code = codes[i % len(codes)]
+            now = int(time.time() * 1000)
+            rec = dict(template, code=code, symbol=("sh" if code[0] == "6" else "sz") + code)
+            rec.update(market="SH" if code[0] == "6" else "SZ", exchange_ts=base + i)
+            rec.update(receive_ts=now, process_ts=now, price=10 + (i % 100) / 100)
+            producer.produce(topic, codec.encode(rec), key=code.encode())
+            sent += 1
+            i += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    producer.flush(10)
+
+
+def _quote_template() -> dict[str, Any]:
+    return {
+        "symbol": "", "code": "", "market": "SZ", "board": "MAIN", "name": "平安银行",
+        "is_st": False, "exchange_ts": 0, "trade_date": time.strftime("%Y-%m-%d"),
+        "open": 10.0, "prev_close": 10.0, "price": 10.0, "high": 10.5, "low": 9.8,
+        "bid": 10.0, "ask": 10.01, "volume": 123456, "amount": 1.23e6,
+        "bid_prices": [10.0, 9.99, 9.98, 9.97, 9.96], "bid_volumes": [100, 200, 300, 400, 500],
+        "ask_prices": [10.01, 10.02, 10.03, 10.04, 10.05],
+        "ask_volumes": [100, 200, 300, 400, 500], "change": 0.0, "change_pct": 0.0,
+        "limit_up": 11.0, "limit_down": 9.0, "traded": True, "suspended": False,
+        "at_limit_up": False, "at_limit_down": False, "receive_ts": 0, "process_ts": 0,
+    }  # fmt: skip
+
+
+@dataclass
+class Gateway:
+    pid: int
+    port: int
+    prefix: str
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/realtime/ws"
+
+
+@contextlib.contextmanager
+def _gateway(bootstrap: str, redis_url: str, flush_ms: int) -> Iterator[Gateway]:
+    """A gateway subprocess on uuid-prefixed topics (created and deleted here)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [prefix + t for t in GATEWAY_TOPICS]
+    parts = {prefix + s.name: s.partitions for s in topics.topic_specs()}
+    for fut in admin.create_topics([NewTopic(n, parts[n], 1) for n in names]).values():
+        fut.result(30)
+    port = _free_port()
+    env = dict(
+        os.environ,
+        HQ_KAFKA_BOOTSTRAP=bootstrap,
+        HQ_REDIS_URL=redis_url,
+        HQ_GATEWAY_TOPIC_PREFIX=prefix,
+        HQ_GATEWAY_FLUSH_INTERVAL_MS=str(flush_ms),
+        HQ_GATEWAY_MAX_CONNECTIONS_PER_KEY="100000",
+        HQ_LOG_LEVEL="WARNING",
+    )
+    env.pop("HQ_GATEWAY_API_KEYS", None)
+    env.pop("HQ_GATEWAY_ADMIN_KEYS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not become ready")
+            time.sleep(0.3)
+        yield Gateway(proc.pid, port, prefix, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for fut in admin.delete_topics(names).values():
+            with contextlib.suppress(Exception):
+                fut.result(30)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    received: int = 0
+    connected: int = 0
+    closed: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
+async def _client(url: str, subscribe: list[dict[str, Any]], tally: Tally, stop: asyncio.Event,
+                  compression: bool, measuring: list[bool]) -> None:  # fmt: skip
+    import websockets
+
+    try:
+        async with websockets.connect(
+            url, compression="deflate" if compression else None, open_timeout=60, max_size=2**24
+        ) as ws:
+            for msg in subscribe:
+                await ws.send(orjson.dumps(msg).decode())
+            tally.connected += 1
+            try:
+                while not stop.is_set():
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), 0.5)
+                    except TimeoutError:
+                        continue
+                    now = time.time() * 1000
+                    msg = orjson.loads(raw)
+                    if msg.get("type") == "quotes":
+                        tally.received += len(msg["data"])
+                        if measuring[0]:
+                            tally.latencies.extend(now - q["receive_ts"] for q in msg["data"])
+            finally:
+                tally.connected -= 1
+    except Exception as exc:
+        rcvd = getattr(exc, "rcvd", None)
+        kind = type(exc).__name__ + (f"({rcvd.code})" if rcvd is not None else "")
+        tally.error_kinds[kind] = tally.error_kinds.get(kind, 0) + 1
+        tally.errors += 1
+        if tally.errors <= 3:
+            console.log(f"client failed: {exc!r} {getattr(exc, 'sent', None)}")
+        tally.closed += 1
+
+
+def _table(title: str, rows: dict[str, str]) -> Table:
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in rows.items():
+        table.add_row(k, v)
+    return table
+
+
+def _live_rows(tally: Tally, started: float, phase: str) -> dict[str, str]:
+    lat = tally.latencies[-20000:]
+    return {
+        "phase": phase,
+        "elapsed s": f"{time.monotonic() - started:.0f}",
+        "connections held": str(tally.connected),
+        "failed connections": f"{tally.errors} {tally.error_kinds or ''}",
+        "quotes delivered": str(tally.received),
+        "p50 ms (recent)": f"{_percentile(lat, 0.5):.1f}",
+        "p99 ms (recent)": f"{_percentile(lat, 0.99):.1f}",
+    }
+
+
+async def _run(gw: Gateway, bootstrap: str, clients: int, stocks_per_client: int,
+               seconds: float, rate: int, universe: int, compression: bool,
+               title: str) -> dict[str, str]:  # fmt: skip
+    codes = _codes(universe)
+    tally = Tally()
+    stop = asyncio.Event()
+    measuring = [False]
+    rss_before = _rss_kb(gw.pid)
+    started = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
+    rng = random.Random(7)
+    with Live(_table(title, _live_rows(tally, started, "connecting")), console=console,
+              refresh_per_second=2) as live:  # fmt: skip
+        for i in range(clients):
+            if stocks_per_client <= 0:
+                subs: list[dict[str, Any]] = [{"type": "subscribe_all"}]
+            else:
+                subs = [{"type": "subscribe_stock", "stock_code": c}
+                        for c in rng.sample(codes, stocks_per_client)]  # fmt: skip
+            tasks.append(asyncio.create_task(
+                _client(gw.ws_url, subs, tally, stop, compression, measuring)))  # fmt: skip
+            if i % 100 == 99:
+                while tally.connected + tally.errors < i - 200:
+                    await asyncio.sleep(0.05)
+                live.update(_table(title, _live_rows(tally, started, "connecting")))
+        while tally.connected + tally.errors < clients and time.monotonic() - started < 120:
+            await asyncio.sleep(0.2)
+            live.update(_table(title, _live_rows(tally, started, "connecting")))
+        await asyncio.sleep(1.0)  # subscriptions acked and snapshots sent
+        rss_connected = _rss_kb(gw.pid)
+        ctx = mp.get_context("spawn")
+        producer = ctx.Process(
+            target=_produce,
+            args=(bootstrap, gw.prefix + topics.NORMALIZED, codes, rate, seconds + 3),
+            daemon=True,
+        )
+        producer.start()
+        await asyncio.sleep(3.0)  # warm-up, not measured
+        measuring[0] = True
+        run_start = time.monotonic()
+        while time.monotonic() - run_start < seconds:
+            await asyncio.sleep(0.5)
+            live.update(_table(title, _live_rows(tally, started, "measuring")))
+        measuring[0] = False
+        rss_loaded = _rss_kb(gw.pid)
+        held = tally.connected
+        stop.set()
+        producer.join(30)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    lat = tally.latencies
+    per_conn = (rss_connected - rss_before) / max(1, held)
+    return {
+        "machine": machine(),
+        "clients requested / held": f"{clients} / {held}",
+        "failed connections": f"{tally.errors} {tally.error_kinds or ''}",
+        "stocks per client": "all" if stocks_per_client <= 0 else str(stocks_per_client),
+        "rate (quotes/s) x seconds": f"{rate} x {seconds:g}",
+        "permessage-deflate": str(compression),
+        "quotes delivered (measured)": str(len(lat)),
+        "latency p50 / p99 / max ms": f"{_percentile(lat, 0.5):.1f} / "
+        f"{_percentile(lat, 0.99):.1f} / {max(lat, default=float('nan')):.1f}",
+        "gateway RSS idle / connected / loaded MiB": f"{rss_before / 1024:.0f} / "
+        f"{rss_connected / 1024:.0f} / {rss_loaded / 1024:.0f}",
+        "gateway RSS per connection KiB": f"{per_conn:.1f}",
+    }
+
+
+def _raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def latency_bench(
+    seconds: float = typer.Option(20.0, min=1, max=600, help="measured seconds"),
+    rate: int = typer.Option(1667, min=1, max=20000, help="quotes per second"),
+    universe: int = typer.Option(5000, min=1, max=20000, help="distinct stock codes"),
+    flush_ms: int = typer.Option(50, min=1, max=1000, help="gateway flush interval"),
+    compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
+) -> None:
+    """Feed receive -> WebSocket delivery latency at the full-market rate (one client, all)."""
+    with bench_env(need_redis=True) as env, _gateway(env.bootstrap, env.redis_url, flush_ms) as gw:
+        result = asyncio.run(
+            _run(gw, env.bootstrap, 1, 0, seconds, rate, universe, compression, "gateway latency")
+        )
+    result["flush interval ms"] = str(flush_ms)
+    console.print(_table("gateway latency: receive_ts -> WebSocket delivery", result))
+
+
+def fanout_bench(
+    clients: int = typer.Option(2000, min=1, max=10_000, help="concurrent WebSocket clients"),
+    stocks: int = typer.Option(10, min=1, max=500, help="stocks per client"),
+    seconds: float = typer.Option(20.0, min=1, max=600, help="measured seconds"),
+    rate: int = typer.Option(1667, min=1, max=20000, help="quotes per second"),
+    universe: int = typer.Option(5000, min=10, max=20000, help="distinct stock codes"),
+    flush_ms: int = typer.Option(50, min=1, max=1000, help="gateway flush interval"),
+    compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
+) -> None:
+    """Many concurrent WebSocket clients on one gateway process: latency and memory."""
+    hard = _raise_nofile()
+    if clients * 2 + 200 > hard:
+        raise typer.BadParameter(f"RLIMIT_NOFILE hard limit {hard} is too low for {clients}")
+    with bench_env(need_redis=True) as env, _gateway(env.bootstrap, env.redis_url, flush_ms) as gw:
+        result = asyncio.run(
+            _run(
+                gw,
+                env.bootstrap,
+                clients,
+                stocks,
+                seconds,
+                rate,
+                universe,
+                compression,
+                "gateway fan-out",
+            )
+        )
+    result["flush interval ms"] = str(flush_ms)
+    console.print(_table("gateway fan-out", result))
+
+
+if __name__ == "__main__":
+    app = typer.Typer()
+    app.command("latency")(latency_bench)
+    app.command("fanout")(fanout_bench)
+    app()

@@ -1,0 +1,275 @@
+"""``hqstream bench streams``: sustained throughput of the stream workers.
+
+Preloads N realistic raw lines (hqstream.bench.rawlines) into a fresh uuid
+``hq.ticks.raw``, then measures, on the same data:
+
+(a) the faust worker (``hqstream streams`` as a subprocess, its own group and
+    Redis database): parse + Avro + produce normalized + Redis, timed from
+    its first to its last committed offset; batch latency from its
+    ``hq_streams_batch_seconds`` histogram (scraped from /metrics);
+(b) the same work (same Processor, StreamsRuntime, Redis sink, producer) in a
+    plain confluent-kafka consumer loop in this process, so Faust's overhead
+    is a measured ratio.
+
+Zero loss is checked for both: the normalized topic and the Redis ticks
+streams must hold exactly the valid records. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from hqstream.bench.rawlines import generate
+from hqstream.local_runner import create_topics, free_port
+from schemas import redis_keys as rk
+from schemas.topics import NORMALIZED, RAW, topic_specs
+
+console = Console()
+WORKER = "import typer; from streams.cli import streams; typer.run(streams)"
+
+
+@dataclass
+class Result:
+    name: str
+    records: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    normalized: int
+    redis_ticks: int
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(0, tp.offset) for tp in tps)
+    finally:
+        c.close()
+
+
+def _count(bootstrap: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            int(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]) for p in parts
+        )
+    finally:
+        c.close()
+
+
+def _redis_ticks(url: str, codes: set[str]) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for code in codes:
+        pipe.xlen(rk.ticks(code))
+    total = sum(int(n) for n in pipe.execute())
+    client.close()
+    return total
+
+
+def _quantiles_from_histogram(text: str, name: str) -> tuple[float, float]:
+    """p50/p99 (ms) from a Prometheus histogram's cumulative buckets (linear inside)."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0.0
+
+    def q(frac: float) -> float:
+        target, prev_le, prev_n = frac * total, 0.0, 0.0
+        for le, n in buckets:
+            if n >= target:
+                if le == float("inf"):
+                    return prev_le * 1000
+                span = (target - prev_n) / (n - prev_n) if n > prev_n else 1.0
+                return (prev_le + (le - prev_le) * span) * 1000
+            prev_le, prev_n = le, n
+        return 0.0
+
+    return q(0.5), q(0.99)
+
+
+def _flush_db(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def run_faust(
+    bootstrap: str, url: str, prefix: str, records: int, valid: int, codes: set[str],
+    partitions: int, batch: int,
+) -> Result:  # fmt: skip
+    group = f"bench-faust-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **os.environ, "HQ_KAFKA_BOOTSTRAP": bootstrap, "HQ_REDIS_URL": url,
+        "HQ_TOPIC_PREFIX": prefix, "HQ_STREAMS_GROUP_ID": group,
+        "HQ_STREAMS_METRICS_PORT": str(port), "HQ_STREAMS_BATCH_MAX": str(batch),
+        "HQ_STREAMS_DATADIR": f"/tmp/hqstream-bench-{group}", "HQ_LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    log = Path(f"/tmp/hqstream-bench-{group}.log").open("wb")  # noqa: SIM115 (child's stdout)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    topic = prefix + RAW
+    first = last = 0.0
+    done = 0
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+            deadline = time.monotonic() + 900
+            while done < records and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"faust worker exited with {proc.returncode}; see {log.name}"
+                    )
+                done = _committed(bootstrap, group, topic, partitions)
+                now = time.perf_counter()
+                if done and not first:
+                    first = now
+                last = now
+                rate = done / (now - first) if first and now > first else 0.0
+                live.update(f"[bold]faust[/bold] committed {done:,}/{records:,}  {rate:,.0f}/s")
+                time.sleep(0.25)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        p50, p99 = _quantiles_from_histogram(metrics.decode(), "hq_streams_batch_seconds")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # the first commit lands after the first batches: rate over the rest of the run
+    return Result("faust worker", records, last - first, p50, p99,
+                  _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes))  # fmt: skip
+
+
+async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int) -> Result:
+    from streams.agents import StreamsRuntime
+    from streams.outbox import ConfluentOutbox
+    from streams.pipeline import Processor
+    from streams.rebuild import consume_batches, end_offsets
+    from streams.redis_sink import RedisSink
+    from streams.settings import StreamsSettings
+
+    settings = StreamsSettings(
+        kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix + "plain.",
+        metrics_port=0, batch_max=batch,
+    )  # fmt: skip
+    sink = RedisSink.from_url(url)
+    outbox = ConfluentOutbox(bootstrap)
+    runtime = StreamsRuntime(settings, sink, outbox, "plain", processor=Processor(settings))
+    topic = prefix + RAW
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-plain-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "queued.min.messages": 200_000})  # fmt: skip
+    latencies: list[float] = []
+    done = 0
+    started = time.perf_counter()
+    with Live(console=console, refresh_per_second=4) as live:
+
+        def on_batch(n: int) -> None:
+            nonlocal done
+            done += n
+            latencies.append(runtime.last_batch_s)
+            rate = done / max(1e-6, time.perf_counter() - started)
+            live.update(f"[bold]plain[/bold] {done:,}/{records:,}  {rate:,.0f}/s")
+
+        ends = {p: hi for p, (_, hi) in end_offsets(consumer, topic).items()}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        await consume_batches(consumer, runtime, ends, batch, on_batch)
+    seconds = time.perf_counter() - started
+    consumer.close()
+    await outbox.close()
+    await sink.close()
+    qs = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return Result("plain confluent loop", records, seconds, qs[49] * 1000, qs[98] * 1000,
+                  _count(bootstrap, settings.topic_names.normalized), 0)  # fmt: skip
+
+
+def streams_bench(
+    records: int = typer.Option(200_000, help="Raw records to preload."),
+    stocks: int = typer.Option(5000, help="Stocks per snapshot."),
+    partitions: int = typer.Option(4, help="Partitions of the bench topics."),
+    batch: int = typer.Option(2000, help="Batch size (noack_take max / consume max)."),
+    bootstrap: str = typer.Option("", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP)."),
+    redis_url: str = typer.Option("", help="Redis base URL (default HQ_REDIS_URL)."),
+) -> None:
+    """Faust worker vs plain confluent-kafka loop: ticks/s and batch latency, zero loss."""
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    bootstrap = bootstrap or settings.kafka_bootstrap
+    base = (redis_url or settings.redis_url).rsplit("/", 1)[0]
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."
+    create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
+    create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "plain.")
+    snapshots = max(1, records // stocks)
+    console.print(f"generating {stocks} stocks x {snapshots} snapshots ...")
+    lines, bad = generate(stocks, snapshots, bad_fraction=0.001)
+    records = len(lines)
+    valid = records - sum(bad.values())
+    codes = {k.decode() for k, _, _ in lines}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                         "compression.type": "lz4", "partitioner": "murmur2_random"})  # fmt: skip
+    for key, value, headers in lines:
+        while True:
+            try:
+                producer.produce(prefix + RAW, value, key, headers=headers)  # type: ignore[arg-type]
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+    console.print(f"preloaded {records:,} raw records ({valid:,} valid) into {prefix}{RAW}")
+    faust_url, plain_url = f"{base}/901", f"{base}/902"
+    _flush_db(faust_url)
+    _flush_db(plain_url)
+    results = [
+        run_faust(bootstrap, faust_url, prefix, records, valid, codes, partitions, batch),
+        asyncio.run(_plain(bootstrap, plain_url, prefix, records, batch)),
+    ]
+    results[1].redis_ticks = _redis_ticks(plain_url, codes)
+    table = Table(title=f"hqstream bench streams: {records:,} records, {partitions} partitions")
+    for col in ("path", "ticks/s", "seconds", "batch p50 ms", "batch p99 ms", "normalized",
+                "redis ticks", "loss"):  # fmt: skip
+        table.add_column(col)
+    lines_md = [
+        "| path | ticks/s | seconds | batch p50 ms | batch p99 ms | normalized out | "
+        "Redis ticks | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lost = valid - min(r.normalized, r.redis_ticks)
+        row = (r.name, f"{r.rate:,.0f}", f"{r.seconds:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+               f"{r.normalized:,}", f"{r.redis_ticks:,}", str(lost))  # fmt: skip
+        table.add_row(*row)
+        lines_md.append("| " + " | ".join(row) + " |")
+    console.print(table)
+    ratio = results[0].rate / results[1].rate if results[1].rate else 0.0
+    print("\n".join(lines_md))
+    print(f"\nfaust / plain throughput ratio: {ratio:.2f} (batch {batch}, {os.cpu_count()} cpus)")

@@ -1,0 +1,228 @@
+"""Render simulated quotes as feed lines, good and deliberately bad.
+
+Used only by the feed simulator. Shanghai/Shenzhen quotes become the 33-field
+``$`` line and Beijing quotes the JSON object of shared/spec/feed-protocol.md,
+byte for byte in the field order the spec gives. A line is rendered once as a
+:class:`Template` with its cumulative fields (volume, amount) and its time left
+open, so a fast sender can re-fill them without rendering the rest again.
+
+:func:`malformed_line` makes the bad records the spec lists, one kind at a
+time, so tests and the dead-letter path can be checked kind by kind.
+Lines never contain a newline; this module never does I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
+
+import orjson
+
+from producers.universe import Quote, Stock
+
+logger = logging.getLogger(__name__)
+
+MalformedKind = Literal[
+    "field_count",
+    "non_numeric",
+    "invalid_json",
+    "bad_symbol",
+    "negative",
+    "high_low",
+    "bad_datetime",
+]
+MALFORMED_KINDS: Final[tuple[MalformedKind, ...]] = (
+    "field_count",
+    "non_numeric",
+    "invalid_json",
+    "bad_symbol",
+    "negative",
+    "high_low",
+    "bad_datetime",
+)
+SSE_FIELDS: Final = 33
+_SLOT: Final = "\x00"  # marks the open fields while rendering a template
+_JUNK_NUMBERS: Final = ("--", "abc", "1.2.3", "12,50", "0x1A", "N/A")
+
+
+def cents(value: int) -> str:
+    """Integer cents as yuan with exactly two decimals (``1105`` -> ``11.05``)."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    return f"{sign}{value // 100}.{value % 100:02d}"
+
+
+class Stamp(NamedTuple):
+    """One snapshot's exchange time in both wire forms."""
+
+    sse: str  # "2026-11-23$14:59:57" (date and time fields of a $ line)
+    bse: str  # epoch milliseconds, for the Beijing "timestamp"
+
+    @classmethod
+    def of(cls, when: dt.datetime) -> Stamp:
+        ms = int(when.timestamp() * 1000)
+        return cls(when.strftime("%Y-%m-%d$%H:%M:%S"), str(ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A rendered line with volume, amount and time still to fill."""
+
+    head: str
+    mid: str
+    tail: str
+    end: str
+    bse: bool
+
+    def fill(self, volume: int, amount: int, stamp: Stamp) -> str:
+        when = stamp.bse if self.bse else stamp.sse
+        return f"{self.head}{volume}{self.mid}{cents(amount)}{self.tail}{when}{self.end}"
+
+
+def sse_fields(stock: Stock, q: Quote, stamp: Stamp) -> list[str]:
+    """The 33 ``$`` fields of a quote, as strings."""
+    book: list[str] = []
+    for vol, price in (*q.bids, *q.asks):
+        book += (str(vol), cents(price))
+    date, time = stamp.sse.split("$") if "$" in stamp.sse else (stamp.sse, "")
+    return [
+        stock.symbol,
+        stock.name,
+        cents(q.open),
+        cents(stock.prev_close),
+        cents(q.price),
+        cents(q.high),
+        cents(q.low),
+        cents(q.bids[0][1]),
+        cents(q.asks[0][1]),
+        str(q.volume),
+        cents(q.amount),
+        *book,
+        date,
+        time,
+    ]
+
+
+def bse_pairs(stock: Stock, q: Quote, stamp: Stamp) -> list[tuple[str, str]]:
+    """The Beijing JSON keys in spec order, each with its JSON value text."""
+
+    def prices(side: tuple[tuple[int, int], ...]) -> str:
+        return "[" + ",".join(cents(p) for _, p in side) + "]"
+
+    def volumes(side: tuple[tuple[int, int], ...]) -> str:
+        return "[" + ",".join(str(v) for v, _ in side) + "]"
+
+    return [
+        ("symbol", f'"{stock.symbol}"'),
+        ("name", orjson.dumps(stock.name).decode()),
+        ("lastPrice", cents(q.price)),
+        ("preClose", cents(stock.prev_close)),
+        ("open", cents(q.open)),
+        ("high", cents(q.high)),
+        ("low", cents(q.low)),
+        ("volume", str(q.volume)),
+        ("turnover", cents(q.amount)),
+        ("bidPrices", prices(q.bids)),
+        ("bidVolumes", volumes(q.bids)),
+        ("askPrices", prices(q.asks)),
+        ("askVolumes", volumes(q.asks)),
+        ("timestamp", stamp.bse),
+    ]
+
+
+def _json(pairs: list[tuple[str, str]]) -> str:
+    return "{" + ",".join(f'"{k}":{v}' for k, v in pairs) + "}"
+
+
+def template(stock: Stock, q: Quote) -> Template:
+    """The line of ``q`` with its volume, amount and time left open."""
+    open_q = q._replace(volume=0, amount=0)
+    if stock.market == "BJ":
+        pairs = bse_pairs(stock, open_q, Stamp(_SLOT, _SLOT))
+        pairs[7] = ("volume", _SLOT)
+        pairs[8] = ("turnover", _SLOT)
+        text, bse = _json(pairs), True
+    else:
+        fields = sse_fields(stock, open_q, Stamp(_SLOT, _SLOT))
+        fields[9] = fields[10] = _SLOT
+        text, bse = "$".join(fields[:32]), False
+    head, mid, tail, end = text.split(_SLOT)
+    return Template(head, mid, tail, end, bse)
+
+
+def render(stock: Stock, q: Quote, stamp: Stamp) -> str:
+    """One good feed line for ``q`` (no trailing newline)."""
+    return template(stock, q).fill(q.volume, q.amount, stamp)
+
+
+def _bad_symbol(stock: Stock, rng: random.Random) -> str:
+    m, code = stock.market.lower(), stock.code
+    return rng.choice(
+        ("sx" + code[1:], m + code[:5], "hk" + code, code, m + code + "0", m + code[:4] + "ab")
+    )
+
+
+def _bad_stamp(stamp: Stamp, rng: random.Random) -> Stamp:
+    date, time = stamp.sse.split("$")
+    year = date[:4]
+    if rng.random() < 0.5:
+        date = rng.choice((f"{year}-02-30", f"{year}-13-01", f"{year}-04-31", f"{year}-00-10"))
+    else:
+        time = rng.choice(("25:61:00", "24:00:01", "14:60:00", "09:30:61"))
+    return Stamp(f"{date}${time}", stamp.bse)
+
+
+def malformed_line(
+    kind: MalformedKind, stock: Stock, q: Quote, stamp: Stamp, rng: random.Random
+) -> str:
+    """A bad record of ``kind`` made from a good quote (no trailing newline).
+
+    ``invalid_json`` is always a JSON line and ``field_count``/``bad_datetime``
+    always a ``$`` line, whatever the stock's exchange; the other kinds keep
+    the stock's own format.
+    """
+    bse = stock.market == "BJ"
+    if kind == "invalid_json":
+        text = _json(bse_pairs(stock, q, stamp))
+        return text[: rng.randrange(len(text) // 3, len(text) - 1)]
+    if kind == "field_count":
+        fields = sse_fields(stock, q, stamp)
+        at = rng.randrange(1, SSE_FIELDS)
+        if rng.random() < 0.5:
+            del fields[at]
+        else:
+            fields.insert(at, fields[at])
+        return "$".join(fields)
+    if kind == "bad_datetime":
+        return "$".join(sse_fields(stock, q, _bad_stamp(stamp, rng)))
+    # The remaining kinds keep the stock's own format: name the field to spoil.
+    price_i, vol_i, high_i, low_i, sym_i = (2, 7, 5, 6, 0) if bse else (4, 9, 5, 6, 0)
+    if bse:
+        pairs = bse_pairs(stock, q, stamp)
+        values = [v for _, v in pairs]
+    else:
+        values = sse_fields(stock, q, stamp)
+    if kind == "bad_symbol":
+        symbol = _bad_symbol(stock, rng)
+        values[sym_i] = f'"{symbol}"' if bse else symbol
+    elif kind == "non_numeric":
+        junk = rng.choice(_JUNK_NUMBERS)
+        if bse:
+            values[rng.randrange(2, 9)] = f'"{junk}"'
+        else:
+            values[rng.randrange(2, SSE_FIELDS - 2)] = junk
+    elif kind == "negative":
+        if rng.random() < 0.5:
+            values[price_i] = cents(-(q.price or stock.prev_close))
+        else:
+            values[vol_i] = str(-(q.volume or 100))
+    elif kind == "high_low":
+        low = max(q.low, 2)
+        values[high_i] = cents(low)
+        values[low_i] = cents(max(q.high, low) + 1 + rng.randrange(5))
+    if bse:
+        return _json([(k, v) for (k, _), v in zip(pairs, values, strict=True)])
+    return "$".join(values)

@@ -1,0 +1,137 @@
+"""Session buffers and holds, without sockets: conflation, snapshot-then-live, replay merge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from api.hub import Event, Hub
+from api.session import QuoteEvent, Session
+
+
+def ev(code: str, ts: int, market: str = "SZ") -> QuoteEvent:
+    return QuoteEvent(code, market, ts, json.dumps({"code": code, "exchange_ts": ts}).encode())
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.closed: tuple[int, str] | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def session(sink: Sink, flush: float = 0.01, max_pending: int = 100) -> Session:
+    return Session(
+        1,
+        "anonymous",
+        sink.send,
+        sink.close,
+        flush_interval_s=flush,
+        max_pending_quotes=max_pending,
+    )
+
+
+def batches(sink: Sink) -> list[list[int]]:
+    return [[q["exchange_ts"] for q in m["data"]] for m in sink.sent if m["type"] == "quotes"]  # type: ignore[union-attr]
+
+
+async def test_routing_by_code_market_all_and_newer_wins() -> None:
+    hub = Hub()
+    a, b, c = Sink(), Sink(), Sink()
+    sa, sb, sc = session(a), session(b), session(c)
+    for s in (sa, sb, sc):
+        hub.add(s)
+        s.start()
+    hub.subscribe_stock(sa, "000001")
+    hub.subscribe_market(sb, "SH")
+    hub.set_all(sc, True)
+    hub.dispatch([Event("quote", e.raw, quote=e) for e in (ev("000001", 5), ev("600000", 5, "SH"))])
+    hub.dispatch([Event("quote", b"", quote=ev("000001", 4))])  # stale: dropped
+    await asyncio.sleep(0.05)
+    assert batches(a) == [[5]] and batches(b) == [[5]] and batches(c) == [[5, 5]]
+    hub.remove(sa)
+    assert "000001" not in hub.by_code
+    for s in (sa, sb, sc):
+        await s.stop()
+
+
+async def test_slow_sender_conflates_to_the_latest() -> None:
+    sink = Sink()
+    s = session(sink)
+    s.start()
+    sink.gate.clear()  # the socket is stuck
+    s.offer_quote(ev("000001", 1))
+    await asyncio.sleep(0.02)
+    for ts in range(2, 50):
+        s.offer_quote(ev("000001", ts))
+        s.offer_quote(ev("000002", ts))
+    assert s.stalled_for(asyncio.get_running_loop().time() + 1e9) > 0
+    sink.gate.set()
+    await asyncio.sleep(0.05)
+    assert batches(sink) == [[1], [49, 49]]
+    assert s.conflated == 47 * 2
+    await s.stop()
+
+
+async def test_snapshot_release_drops_what_the_snapshot_covers() -> None:
+    sink = Sink()
+    s = session(sink)
+    s.offer_quote(ev("000001", 3))  # pending before the subscribe
+    hold = s.start_hold(codes=["000001"])
+    s.offer_quote(ev("000001", 4))  # held
+    s.offer_quote(ev("000001", 6))  # held, newer than the snapshot
+    s.offer_quote(ev("000002", 1))  # not held
+    s.release_snapshot(hold, [ev("000001", 5)])
+    s.start()
+    await asyncio.sleep(0.05)
+    assert sink.sent[0]["type"] == "snapshot"
+    assert batches(sink) == [[1, 6]]
+    await s.stop()
+
+
+async def test_replay_release_merges_held_updates_in_order() -> None:
+    sink = Sink()
+    s = session(sink)
+    hold = s.start_hold(codes=["000001"], ordered=True)
+    for ts in (3, 4, 5, 6):
+        s.offer_quote(ev("000001", ts))
+    s.release_replay(hold, "000001", [ev("000001", t) for t in (1, 2, 3, 4)])
+    s.start()
+    await asyncio.sleep(0.05)
+    replayed = [q["exchange_ts"] for m in sink.sent if m["type"] == "replay" for q in m["data"]]  # type: ignore[union-attr]
+    assert replayed == [1, 2, 3, 4, 5, 6]
+    assert sink.sent[-1] == {"type": "replay_done", "stock_code": "000001", "replayed": 6}
+    await s.stop()
+
+
+async def test_overflow_counts_as_stalled() -> None:
+    sink = Sink()
+    s = session(sink, max_pending=2)
+    for code in ("000001", "000002", "000003"):
+        s.offer_quote(ev(code, 1))
+    assert s.overflow_since is not None
+
+
+@pytest.mark.parametrize("deadline", [0.1])
+async def test_watchdog_closes_a_stuck_client_4008(deadline: float) -> None:
+    hub = Hub()
+    sink = Sink()
+    s = session(sink)
+    hub.add(s)
+    s.start()
+    sink.gate.clear()
+    s.offer_quote(ev("000001", 1))
+    watch = asyncio.get_running_loop().create_task(hub.watch_slow_clients(deadline, 0.02))
+    await asyncio.sleep(deadline + 0.2)
+    watch.cancel()
+    assert sink.closed is not None and sink.closed[0] == 4008

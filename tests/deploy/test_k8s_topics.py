@@ -1,0 +1,44 @@
+"""The committed KafkaTopic manifest is exactly what hqstream.k8s_topics renders
+from schemas/topics.py (one source of truth for topics)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hqstream import k8s_topics
+from schemas.topics import topic_specs
+from tests.deploy.manifests import K8S_DIR
+
+COMMITTED = K8S_DIR / "base" / "kafka" / "topics.yaml"
+REGENERATE = "python -m hqstream.k8s_topics > deploy/k8s/base/kafka/topics.yaml"
+
+
+def test_committed_topics_yaml_is_generated() -> None:
+    assert COMMITTED.read_text() == k8s_topics.render_topics(), f"stale: run `{REGENERATE}`"
+
+
+def test_rendered_topics_match_the_specs() -> None:
+    docs = [d for d in yaml.safe_load_all(k8s_topics.render_topics(partitions=24, replicas=2)) if d]
+    specs = topic_specs(24)
+    assert [d["spec"]["topicName"] for d in docs] == [s.name for s in specs]
+    for doc, spec in zip(docs, specs, strict=True):
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert doc["kind"] == "KafkaTopic"
+        assert doc["metadata"]["name"] == spec.name
+        assert doc["metadata"]["labels"] == {"strimzi.io/cluster": "hq-kafka"}
+        assert doc["spec"]["partitions"] == spec.partitions
+        assert doc["spec"]["replicas"] == 2
+        assert doc["spec"].get("config", {}) == spec.configs  # values stay strings
+
+
+def test_main_writes_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert k8s_topics.main(["--partitions", "6", "--replicas", "1", "--cluster", "other"]) == 0
+    out = capsys.readouterr().out
+    assert out == k8s_topics.render_topics(6, 1, "other")
+    assert "strimzi.io/cluster: other" in out
+
+
+def test_main_rejects_nonsense() -> None:
+    with pytest.raises(SystemExit):
+        k8s_topics.main(["--replicas", "0"])

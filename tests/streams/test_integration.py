@@ -1,0 +1,277 @@
+"""Stream workers as real processes on real Kafka and Redis.
+
+Raw lines (hqstream.bench.rawlines: SH/SZ ``$`` lines and BJ JSON, with bad
+records of known reasons) are produced to a uuid-prefixed ``hq.ticks.raw``;
+``hqstream streams`` workers run as subprocesses (``streams.cli.streams``).
+Checks: every valid record's newest quote is in Redis, every bad one is in
+the DLQ with its reason, market statistics equal a recomputation from
+scratch, a SIGKILLed and restarted worker leaves Redis identical to an
+uninterrupted run, and 1 and 3 workers give identical Redis states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from hqstream.bench.rawlines import RawLine, generate
+from hqstream.local_runner import create_topics
+from schemas import dlq
+from schemas import redis_keys as rk
+from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+from streams.errors import BadRecord
+from streams.market_stats import recompute
+from streams.parse import parse_record
+from streams.redis_sink import canonical_state
+from tests.conftest import KafkaEndpoint, RedisEndpoint
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 3
+WORKER = "import typer; from streams.cli import streams; typer.run(streams)"
+
+
+@dataclass
+class Stack:
+    kafka: KafkaEndpoint
+    redis_server: RedisEndpoint
+    tmp: Path
+    prefix: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def topic(self, base: str) -> str:
+        return self.prefix + base
+
+    def produce(self, lines: list[RawLine]) -> None:
+        p = Producer({"bootstrap.servers": self.kafka.bootstrap, "linger.ms": 5,
+                      "partitioner": "murmur2_random"})  # fmt: skip
+        for key, value, headers in lines:
+            p.produce(self.topic(RAW), value, key, headers=headers)
+            p.poll(0)
+        assert p.flush(30) == 0
+
+    def worker(self, group: str, redis_url: str, name: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "HQ_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "HQ_REDIS_URL": redis_url,
+            "HQ_TOPIC_PREFIX": self.prefix,
+            "HQ_PARTITIONS": str(PARTITIONS),
+            "HQ_STREAMS_GROUP_ID": group,
+            "HQ_STREAMS_WORKER_ID": name,
+            "HQ_STREAMS_METRICS_PORT": "0",
+            "HQ_STREAMS_DATADIR": str(self.tmp / "faust"),
+            "HQ_STREAMS_STATS_INTERVAL_S": "0.5",
+            "HQ_STREAMS_PARTIAL_TTL_S": "3",
+            "HQ_STREAMS_BATCH_MAX": "200",
+        }
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def stack(kafka: KafkaEndpoint, redis_server: RedisEndpoint, tmp_path: Path) -> Iterator[Stack]:
+    prefix = f"{kafka.group('it')}."
+    create_topics(kafka.bootstrap, topic_specs(PARTITIONS), prefix=prefix)
+    s = Stack(kafka, redis_server, tmp_path, prefix)
+    yield s
+    s.stop_all()
+
+
+def valid_quotes(lines: list[RawLine]) -> tuple[list[dict[str, Any]], Counter[str]]:
+    good: list[dict[str, Any]] = []
+    bad: Counter[str] = Counter()
+    for _, value, _ in lines:
+        try:
+            good.append(parse_record(value, 0, 0))
+        except BadRecord as exc:
+            bad[exc.reason] += 1
+    return good, bad
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def committed_all(stack: Stack, group: str) -> Callable[[], bool]:
+    topic = stack.topic(RAW)
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": group})
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+
+    def check() -> bool:
+        done = consumer.committed(tps, timeout=10)
+        return [tp.offset for tp in done] == ends
+
+    return check
+
+
+def latest_in_redis(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool]:
+    newest: dict[str, int] = {}
+    for q in quotes:
+        newest[q["code"]] = max(newest.get(q["code"], 0), q["exchange_ts"])
+    client = redis.Redis.from_url(url)
+
+    def check() -> bool:
+        pipe = client.pipeline(transaction=False)
+        for code in newest:
+            pipe.hget(rk.quote(code), "ts")
+        stored = pipe.execute()
+        return all(s is not None and int(s) >= newest[c]
+                   for c, s in zip(newest, stored, strict=True))  # fmt: skip
+
+    return check
+
+
+def stats_match(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool]:
+    expected = recompute(quotes, 10, now_ms=0)
+    client = redis.Redis.from_url(url)
+
+    def check() -> bool:
+        for market, record in expected.items():
+            raw = client.hget(rk.market_summary(market), "data")  # type: ignore[arg-type]
+            if raw is None:
+                return False
+            got = orjson.loads(raw)
+            if {**got, "ts": 0} != {**record, "ts": 0}:
+                return False
+        return True
+
+    return check
+
+
+def state(url: str) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await canonical_state(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def run_to_end(stack: Stack, group: str, url: str, quotes: list[dict[str, Any]]) -> None:
+    wait_for(latest_in_redis(url, quotes), 90, "the newest quotes in redis")
+    wait_for(committed_all(stack, group), 60, "offsets committed to the end")
+    wait_for(stats_match(url, quotes), 30, "market stats equal to a recomputation")
+
+
+def dlq_reasons(stack: Stack, expected: int) -> Counter[str]:
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap,
+                         "group.id": stack.kafka.group("dlq"),
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer.subscribe([stack.topic(DLQ)])
+    reasons: Counter[str] = Counter()
+    deadline = time.monotonic() + 30
+    try:
+        while sum(reasons.values()) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            headers = dict(msg.headers() or [])
+            assert headers[dlq.STAGE] == b"streams"
+            assert headers[dlq.SOURCE_TOPIC] == stack.topic(RAW).encode()
+            reasons[headers[dlq.REASON].decode()] += 1
+    finally:
+        consumer.close()
+    return reasons
+
+
+def topic_count(stack: Stack, base: str) -> int:
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": "count"})
+    topic = stack.topic(base)
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in parts)  # fmt: skip
+    consumer.close()
+    return int(total)
+
+
+def test_worker_materializes_everything_and_dead_letters_bad_records(stack: Stack) -> None:
+    lines, bad = generate(400, 3, bad_fraction=0.03, seed=11)
+    quotes, bad_parsed = valid_quotes(lines)
+    assert bad_parsed == Counter(bad) and sum(bad.values()) > 10
+    stack.produce(lines)
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("w")
+    stack.worker(group, url, "w1")
+    run_to_end(stack, group, url, quotes)
+    assert dlq_reasons(stack, sum(bad.values())) == Counter(bad)
+    assert topic_count(stack, NORMALIZED) == len(quotes)  # no crash: exactly once each
+    client = redis.Redis.from_url(url)
+    codes = {q["code"] for q in quotes}
+    assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
+
+
+def test_sigkill_mid_stream_and_restart_equals_an_uninterrupted_run(stack: Stack) -> None:
+    lines, _ = generate(600, 6, bad_fraction=0.01, seed=12)
+    quotes, _ = valid_quotes(lines)
+    half = len(lines) // 2
+    stack.produce(lines[:half])
+    killed_url, clean_url = stack.redis_server.next_url(), stack.redis_server.next_url()
+    group = stack.kafka.group("kill")
+    victim = stack.worker(group, killed_url, "victim")
+    wait_for(latest_in_redis(killed_url, quotes[: half // 4]), 60, "the victim's first writes")
+    stack.produce(lines[half:])
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    stack.worker(group, killed_url, "restarted")
+    clean_group = stack.kafka.group("clean")
+    stack.worker(clean_group, clean_url, "clean")
+    run_to_end(stack, group, killed_url, quotes)
+    run_to_end(stack, clean_group, clean_url, quotes)
+    assert state(killed_url) == state(clean_url)
+
+
+def test_one_and_three_workers_give_identical_redis(stack: Stack) -> None:
+    lines, _ = generate(500, 4, bad_fraction=0.01, seed=13)
+    quotes, _ = valid_quotes(lines)
+    stack.produce(lines)
+    one_url, three_url = stack.redis_server.next_url(), stack.redis_server.next_url()
+    one, three = stack.kafka.group("one"), stack.kafka.group("three")
+    stack.worker(one, one_url, "solo")
+    for i in range(3):
+        stack.worker(three, three_url, f"w{i}")
+    run_to_end(stack, one, one_url, quotes)
+    run_to_end(stack, three, three_url, quotes)
+    with contextlib.suppress(Exception):
+        assert state(one_url) == state(three_url)
+        return
+    a, b = state(one_url), state(three_url)
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    raise AssertionError(f"{len(differing)} keys differ, e.g. {differing[:5]}")
