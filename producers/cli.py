@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,7 +29,7 @@ def produce(
     from producers.receiver import run_receiver
     from producers.settings import ReceiverSettings
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in {
             "feed_addr": feed_addr,

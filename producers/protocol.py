@@ -47,8 +47,10 @@ def parse_auth_request(line: bytes) -> str:
         msg = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError("auth line is not JSON") from exc
-    if not isinstance(msg, dict) or msg.get("op") != "auth" or not isinstance(
-        msg.get("token"), str
+    if (
+        not isinstance(msg, dict)
+        or msg.get("op") != "auth"
+        or not isinstance(msg.get("token"), str)
     ):
         raise ProtocolError('expected {"op":"auth","token":"..."}')
     token: str = msg["token"]

@@ -21,7 +21,7 @@ from typing import Final, Literal, NamedTuple
 
 import orjson
 
-from producers.universe import Quote, Stock
+from producers.universe import MarketWalk, Quote, Stock
 
 logger = logging.getLogger(__name__)
 
@@ -226,3 +226,99 @@ def malformed_line(
     if bse:
         return _json([(k, v) for (k, _), v in zip(pairs, values, strict=True)])
     return "$".join(values)
+
+
+def session_time(when: dt.datetime) -> dt.datetime:
+    """``when`` moved into continuous trading: not before 09:30, none at lunch, none past 15:00."""
+    t = when.time()
+    if t < dt.time(9, 30):
+        return when.replace(hour=9, minute=30, second=0, microsecond=0)
+    if dt.time(11, 30) < t < dt.time(13, 0):
+        return when.replace(hour=13, minute=0, second=0, microsecond=0)
+    if t > dt.time(15, 0):
+        return when.replace(hour=15, minute=0, second=0, microsecond=0)
+    return when
+
+
+class Snapshot(NamedTuple):
+    """One full snapshot, ready to send: newline-terminated lines."""
+
+    data: bytes
+    lines: int
+    malformed: dict[MalformedKind, int]
+
+
+class SnapshotSource:
+    """Yields the feed's snapshots: every stock once, in shuffled order.
+
+    The exchange clock starts at ``start`` and advances by ``interval_s`` per
+    snapshot inside the trading sessions. With ``pool_snapshots`` > 0 the
+    quotes of that many snapshots are rendered up front and cycled (for the
+    max-rate benchmark mode); each cycle adds the pool's day totals to volume
+    and amount so the cumulative fields keep growing, and the clock keeps
+    running, but prices repeat. ``malformed_fraction`` of the lines are
+    replaced by bad records, kinds drawn uniformly.
+    """
+
+    def __init__(
+        self,
+        stocks: tuple[Stock, ...],
+        start: dt.datetime,
+        interval_s: float,
+        seed: int,
+        malformed_fraction: float = 0.0,
+        pool_snapshots: int = 0,
+    ) -> None:
+        if not 0.0 <= malformed_fraction <= 1.0:
+            raise ValueError("malformed_fraction must be within 0..1")
+        self.stocks = stocks
+        self.clock = session_time(start)
+        self._interval = dt.timedelta(seconds=interval_s)
+        self._fraction = malformed_fraction
+        self._rng = random.Random(seed + 1)
+        self._walk = MarketWalk(stocks, start.date(), seed, late_openers=pool_snapshots == 0)
+        self._pool: list[list[tuple[int, Template, Quote]]] = []
+        self._pool_totals: list[tuple[int, int]] = []
+        self.count = 0
+        for _ in range(pool_snapshots):
+            order = self._shuffled(self._walk.step())
+            self._pool.append([(i, template(stocks[i], q), q) for i, q in order])
+        if self._pool:
+            last = {i: q for i, _, q in self._pool[-1]}
+            self._pool_totals = [(last[i].volume, last[i].amount) for i in range(len(stocks))]
+
+    def _shuffled(self, quotes: list[Quote]) -> list[tuple[int, Quote]]:
+        order = list(enumerate(quotes))
+        self._rng.shuffle(order)
+        return order
+
+    def next(self) -> Snapshot:
+        """The next snapshot; the clock then moves on by one interval."""
+        stamp = Stamp.of(self.clock)
+        stocks, rng, fraction = self.stocks, self._rng, self._fraction
+        malformed: dict[MalformedKind, int] = {}
+        lines: list[str] = []
+        if self._pool:
+            cycle, j = divmod(self.count, len(self._pool))
+            totals = self._pool_totals
+            for i, tpl, q in self._pool[j]:
+                if fraction and rng.random() < fraction:
+                    lines.append(self._bad(stocks[i], q, stamp, malformed))
+                    continue
+                vol, amount = totals[i]
+                lines.append(tpl.fill(q.volume + cycle * vol, q.amount + cycle * amount, stamp))
+        else:
+            for i, q in self._shuffled(self._walk.step()):
+                if fraction and rng.random() < fraction:
+                    lines.append(self._bad(stocks[i], q, stamp, malformed))
+                else:
+                    lines.append(render(stocks[i], q, stamp))
+        self.count += 1
+        self.clock = session_time(self.clock + self._interval)
+        lines.append("")
+        return Snapshot("\n".join(lines).encode(), len(lines) - 1, malformed)
+
+    def _bad(self, stock: Stock, q: Quote, stamp: Stamp, seen: dict[MalformedKind, int]) -> str:
+        kind = self._rng.choice(MALFORMED_KINDS)
+        seen[kind] = seen.get(kind, 0) + 1
+        return malformed_line(kind, stock, q, stamp, self._rng)

@@ -230,9 +230,17 @@ class MarketWalk:
     Prices stay within each board's daily limit for ``trade_date`` (from
     ``schemas.market_rules``); cumulative volume and amount never decrease;
     drift regimes make some stocks run to a limit and stay there or leave.
+    Without ``late_openers`` every stock that is not suspended trades in the
+    first snapshot.
     """
 
-    def __init__(self, stocks: tuple[Stock, ...], trade_date: dt.date, seed: int) -> None:
+    def __init__(
+        self,
+        stocks: tuple[Stock, ...],
+        trade_date: dt.date,
+        seed: int,
+        late_openers: bool = True,
+    ) -> None:
         self.stocks = stocks
         self._rng = random.Random(seed * 7919 + 17)
         rng = self._rng
@@ -243,7 +251,11 @@ class MarketWalk:
         n = len(stocks)
         self._fair = [float(s.prev_close) for s in stocks]
         self._drift = [0.0] * n
-        self._first = [0 if rng.random() < 0.92 else 1 + int(rng.expovariate(0.2)) for _ in stocks]
+        # Most stocks trade at once; with late_openers some first trade a few snapshots later.
+        self._first = [
+            0 if not late_openers or rng.random() < 0.92 else 1 + int(rng.expovariate(0.2))
+            for _ in stocks
+        ]
         self._last: list[Quote] = [_EMPTY_QUOTE] * n
         self.steps = 0
 

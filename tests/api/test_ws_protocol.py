@@ -185,14 +185,16 @@ def test_ws_auth_by_query_or_first_message(rest_settings: GatewaySettings) -> No
 
 def test_connections_per_key(rest_settings: GatewaySettings) -> None:
     settings = _keyed(rest_settings, max_connections_per_key=1)
-    with TestClient(create_app(settings, consume=False)) as c:
-        with c.websocket_connect(f"{WS}?api_key=k-client") as first:
-            first.send_json({"type": "ping"})
-            first.receive_json()
-            with c.websocket_connect(f"{WS}?api_key=k-client") as second:
-                with pytest.raises(WebSocketDisconnect) as exc:
-                    second.receive_json()
-                assert exc.value.code == 1013
-            with c.websocket_connect(f"{WS}?api_key=k-admin") as other_key:
-                other_key.send_json({"type": "ping"})
-                assert other_key.receive_json()["type"] == "pong"
+    with (
+        TestClient(create_app(settings, consume=False)) as c,
+        c.websocket_connect(f"{WS}?api_key=k-client") as first,
+    ):
+        first.send_json({"type": "ping"})
+        first.receive_json()
+        with c.websocket_connect(f"{WS}?api_key=k-client") as second:
+            with pytest.raises(WebSocketDisconnect) as exc:
+                second.receive_json()
+            assert exc.value.code == 1013
+        with c.websocket_connect(f"{WS}?api_key=k-admin") as other_key:
+            other_key.send_json({"type": "ping"})
+            assert other_key.receive_json()["type"] == "pong"

@@ -39,7 +39,9 @@ def test_survives_a_restart(tmp_path: Path) -> None:
     assert not second.empty
     seq = second.oldest_segment()
     assert seq is not None
-    assert [r.receive_ts for r in second.read_segment(seq)] == [_rec(i).receive_ts for i in range(5)]
+    assert [r.receive_ts for r in second.read_segment(seq)] == [
+        _rec(i).receive_ts for i in range(5)
+    ]
 
 
 def test_torn_last_record_is_skipped_not_fatal(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,13 +36,24 @@ def sh_line(code: str, price: str = "11.05", name: str = "平安银行", market:
 
 
 def bj_line(code: str) -> bytes:
-    return orjson.dumps({
-        "symbol": f"bj{code}", "name": "颖泰生物", "lastPrice": 4.87, "preClose": 4.80,
-        "open": 4.81, "high": 4.92, "low": 4.79, "volume": 1523400, "turnover": 7401234.0,
-        "bidPrices": [4.86, 4.85, 4.84, 4.83, 4.82], "bidVolumes": [1, 2, 3, 4, 5],
-        "askPrices": [4.87, 4.88, 4.89, 4.90, 4.91], "askVolumes": [1, 2, 3, 4, 5],
-        "timestamp": 1763881197000,
-    })
+    return orjson.dumps(
+        {
+            "symbol": f"bj{code}",
+            "name": "颖泰生物",
+            "lastPrice": 4.87,
+            "preClose": 4.80,
+            "open": 4.81,
+            "high": 4.92,
+            "low": 4.79,
+            "volume": 1523400,
+            "turnover": 7401234.0,
+            "bidPrices": [4.86, 4.85, 4.84, 4.83, 4.82],
+            "bidVolumes": [1, 2, 3, 4, 5],
+            "askPrices": [4.87, 4.88, 4.89, 4.90, 4.91],
+            "askVolumes": [1, 2, 3, 4, 5],
+            "timestamp": 1763881197000,
+        }
+    )
 
 
 @dataclass
@@ -54,8 +66,10 @@ class Harness:
     async def wait_acked(self, raw: int, dlq_count: int = 0, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (self.forwarder.acked(self.settings.raw_topic) >= raw
-                    and self.forwarder.acked(self.settings.dlq_topic) >= dlq_count):
+            if (
+                self.forwarder.acked(self.settings.raw_topic) >= raw
+                and self.forwarder.acked(self.settings.dlq_topic) >= dlq_count
+            ):
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(
@@ -64,19 +78,27 @@ class Harness:
         )
 
 
-def make_settings(bootstrap: str, port: int, tmp_path: Path, raw: str, dlq_topic: str,
-                  **extra: object) -> ReceiverSettings:
+def make_settings(
+    bootstrap: str, port: int, tmp_path: Path, raw: str, dlq_topic: str, **extra: object
+) -> ReceiverSettings:
     return ReceiverSettings(
-        kafka_bootstrap=bootstrap, feed_addr=f"127.0.0.1:{port}", feed_token="s3cret-token",
-        raw_topic=raw, dlq_topic=dlq_topic, journal_dir=tmp_path / "journal",
-        backoff_initial_s=0.1, backoff_max_s=0.5, **extra,  # type: ignore[arg-type]
+        kafka_bootstrap=bootstrap,
+        feed_addr=f"127.0.0.1:{port}",
+        feed_token="s3cret-token",
+        raw_topic=raw,
+        dlq_topic=dlq_topic,
+        journal_dir=tmp_path / "journal",
+        backoff_initial_s=0.1,
+        backoff_max_s=0.5,
+        **extra,  # type: ignore[arg-type]
     )
 
 
 @contextlib.asynccontextmanager
 async def running(settings: ReceiverSettings) -> AsyncIterator[Harness]:
-    journal = Journal(settings.journal_dir, settings.journal_max_bytes,
-                      settings.journal_segment_bytes)
+    journal = Journal(
+        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
+    )
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
@@ -111,7 +133,7 @@ async def test_framing_faults_are_handled_as_specified(
         blob = b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(good[:20]))
         # Split across packets at awkward places, including inside a UTF-8 character.
         cuts = [0, 1, 7, 33, 200, 201, 1000, len(blob)]
-        await feed.send(w, *(blob[a:b] for a, b in zip(cuts, cuts[1:], strict=False)), pause=0.02)
+        await feed.send(w, *(blob[a:b] for a, b in itertools.pairwise(cuts)), pause=0.02)
         await feed.send(w, b'{"op":"heartbeat","ts":1763877597000}\n')
         await feed.send(w, overlong[:40_000], overlong[40_000:] + b"\n", pause=0.02)
         await feed.send(w, not_utf8 + b"\n")
@@ -132,7 +154,9 @@ async def test_framing_faults_are_handled_as_specified(
     dead_records = consume_all(kafka.bootstrap, dead, expected=2)
     reasons = sorted((dict(m.headers() or [])[dlq.REASON]) for m in dead_records)
     assert reasons == [b"invalid_utf8", b"line_too_long"]
-    utf8_rec = next(m for m in dead_records if dict(m.headers() or [])[dlq.REASON] == b"invalid_utf8")
+    utf8_rec = next(
+        m for m in dead_records if dict(m.headers() or [])[dlq.REASON] == b"invalid_utf8"
+    )
     assert utf8_rec.value() == not_utf8
 
 
@@ -140,8 +164,9 @@ async def test_wrong_token_fails_fast_with_a_clear_message(
     kafka: KafkaEndpoint, feed: ScriptedFeed, tmp_path: Path
 ) -> None:
     settings = make_settings(kafka.bootstrap, feed.port, tmp_path, "unused", "unused")
-    settings = settings.model_copy(update={"feed_token": ReceiverSettings(
-        feed_token="wrong-token").feed_token})
+    settings = settings.model_copy(
+        update={"feed_token": ReceiverSettings(feed_token="wrong-token").feed_token}
+    )
     journal = Journal(tmp_path / "j", 1 << 20, 1 << 16)
     forwarder = Forwarder(settings, journal)
     receiver = Receiver(settings, forwarder)
@@ -158,8 +183,9 @@ async def test_silent_connection_is_declared_dead_and_reconnected(
     kafka: KafkaEndpoint, feed: ScriptedFeed, tmp_path: Path
 ) -> None:
     raw, dead = kafka.topic("raw", 3), kafka.topic("dlq", 1)
-    settings = make_settings(kafka.bootstrap, feed.port, tmp_path, raw, dead,
-                             heartbeat_timeout_s=1.0)
+    settings = make_settings(
+        kafka.bootstrap, feed.port, tmp_path, raw, dead, heartbeat_timeout_s=1.0
+    )
     async with running(settings) as h:
         await feed.client()  # first connection: says nothing
         second = await feed.client(timeout=10)
@@ -185,8 +211,9 @@ async def test_broker_outage_of_twenty_seconds_loses_nothing(
     assert isinstance(own_kafka, LocalKafka)
     endpoint = KafkaEndpoint(own_kafka.bootstrap)
     raw, dead = endpoint.topic("raw", 6), endpoint.topic("dlq", 1)
-    settings = make_settings(own_kafka.bootstrap, feed.port, tmp_path, raw, dead,
-                             message_timeout_ms=10_000)
+    settings = make_settings(
+        own_kafka.bootstrap, feed.port, tmp_path, raw, dead, message_timeout_ms=10_000
+    )
     sent: list[bytes] = []
     async with running(settings) as h:
         w = await feed.client()
@@ -194,8 +221,10 @@ async def test_broker_outage_of_twenty_seconds_loses_nothing(
         async def pump(seconds: float) -> None:
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                batch = [sh_line(f"{len(sent) + i:06d}"[-6:], name=uuid.uuid4().hex[:8])
-                         for i in range(50)]
+                batch = [
+                    sh_line(f"{len(sent) + i:06d}"[-6:], name=uuid.uuid4().hex[:8])
+                    for i in range(50)
+                ]
                 sent.extend(batch)
                 await feed.send(w, b"".join(line + b"\n" for line in batch))
                 await asyncio.sleep(0.05)

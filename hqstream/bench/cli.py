@@ -1,0 +1,15 @@
+"""``hqstream bench``: the benchmark commands. Figures go to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import typer
+
+from hqstream.bench.gateway_bench import fanout_bench, latency_bench
+from hqstream.bench.ingest import ingest
+from hqstream.bench.streams_bench import streams_bench
+
+bench_app = typer.Typer(no_args_is_help=True)
+bench_app.command("ingest")(ingest)
+bench_app.command("streams")(streams_bench)
+bench_app.command("gateway-latency")(latency_bench)
+bench_app.command("fanout")(fanout_bench)
