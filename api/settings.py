@@ -33,7 +33,9 @@ class GatewaySettings(CommonSettings):
         SecretStr(""), validation_alias=_gw("admin_keys"), description="comma-separated admin keys"
     )
     topic_prefix: str = Field(
-        "", validation_alias=_gw("topic_prefix"), description="prefix of every topic (tests)"
+        "",
+        validation_alias=AliasChoices("HQ_GATEWAY_TOPIC_PREFIX", "HQ_TOPIC_PREFIX", "topic_prefix"),
+        description="prefix of every topic (tests); HQ_TOPIC_PREFIX is shared by all services",
     )
     streams_group: str = Field(
         "hqstream-streams",

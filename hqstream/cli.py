@@ -21,11 +21,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-app.command(help="Run the vendor feed simulator (a TCP push server).")(simulate)
-app.command(help="Run the feed receiver: vendor socket -> Kafka hq.ticks.raw.")(produce)
-app.command(help="Run the Faust stream workers (parse, normalize, Redis, stats).")(streams)
-app.command(help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
-app.command(help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
+app.command("simulate", help="Run the vendor feed simulator (a TCP push server).")(simulate)
+app.command("produce", help="Run the feed receiver: vendor socket -> Kafka hq.ticks.raw.")(produce)
+app.command("streams", help="Run the Faust stream workers (parse, normalize, Redis, stats).")(streams)
+app.command("gateway", help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
+app.command("up", help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
 app.add_typer(bench_app, name="bench", help="Benchmarks (figures go to docs/benchmarks.md).")
 
 

@@ -154,6 +154,7 @@ class Forwarder:
             self._producer.poll(0.5)  # delivers the purge reports -> journal
         self.journal.close()
         self._report()
+        del self._producer  # librdkafka closes its connections now, not at interpreter exit
         logger.info("forwarder stopped; journal holds %d bytes", self.journal.size_bytes)
 
     # -- the forwarder thread -----------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from schemas import topics
 from schemas.config import CommonSettings
@@ -25,8 +25,9 @@ class ReceiverSettings(CommonSettings):
     feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
     feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
     feed_source: str = Field("vendor", description="label put in the `source` header")
-    raw_topic: str = topics.RAW
-    dlq_topic: str = topics.DLQ
+    topic_prefix: str = Field("", description="prepended to topic names (HQ_TOPIC_PREFIX)")
+    raw_topic: str = Field("", description="default: <prefix>hq.ticks.raw")
+    dlq_topic: str = Field("", description="default: <prefix>hq.ticks.dlq")
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9101, ge=0, le=65535)
@@ -46,6 +47,12 @@ class ReceiverSettings(CommonSettings):
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
     message_timeout_ms: int = 300_000
+
+    @model_validator(mode="after")
+    def _topic_names(self) -> ReceiverSettings:
+        self.raw_topic = self.raw_topic or f"{self.topic_prefix}{topics.RAW}"
+        self.dlq_topic = self.dlq_topic or f"{self.topic_prefix}{topics.DLQ}"
+        return self
 
     @field_validator("feed_addr")
     @classmethod

@@ -8,21 +8,28 @@ import uuid
 from confluent_kafka import Consumer, Message, TopicPartition
 
 
-def consume_all(bootstrap: str, topic: str, expected: int | None = None,
-                timeout: float = 60.0, idle: float = 3.0) -> list[Message]:
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    expected: int | None = None,
+    timeout: float = 60.0,
+    idle: float = 3.0,
+) -> list[Message]:
     """Every record of ``topic`` from the beginning.
 
     Stops when ``expected`` records were read (then waits ``idle`` more seconds
     to catch duplicates), or after ``idle`` seconds without a record when
     ``expected`` is None, or at ``timeout``.
     """
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     out: list[Message] = []

@@ -108,6 +108,7 @@ def _bare_producer(
         producer.poll(0)
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - started
+    del producer  # librdkafka closes its connections now, not after the broker is gone
     if remaining:
         raise RuntimeError(f"bare producer: {remaining} records not delivered")
     return len(lines) / elapsed
@@ -133,7 +134,7 @@ async def _run_pipeline(
                 first = now
             acked = forwarder.acked(settings.raw_topic)
             if now - last_print > 0.25:
-                rate = acked / (now - first) if first else 0.0
+                rate = acked / (now - first) if first and now > first else 0.0
                 live.update(
                     f"received {receiver.stats.lines:,} / {expected:,} lines   "
                     f"acked {acked:,}   {rate:,.0f} lines/s   "
@@ -215,7 +216,7 @@ def ingest(
             sim.terminate()
             sim.wait(30)
         pipeline_rate = expected / (done - first)
-        console.print("verifying: reading every line back from Kafka ...")
+        console.print("\nverifying: reading every line back from Kafka ...")
         sent = [line for line in sent_log.read_bytes().split(b"\n") if line]
         got = _read_back(env.bootstrap, raw, expected)
         want = _digest_counter(sent)

@@ -1,0 +1,414 @@
+"""The vendor feed simulator: a TCP push server speaking the feed protocol.
+
+Stands in for the market-data vendor (shared/spec/feed-protocol.md) in tests,
+benchmarks and local runs: token auth, newline-framed quote lines (33-field
+``$`` lines for Shanghai/Shenzhen, JSON for Beijing), a full snapshot burst
+every ``interval_s / rate`` seconds (or back to back with ``max_rate``),
+heartbeats when idle, and the vendor's backlog rule: a client with more than
+``backlog_limit_bytes`` unread is dropped. One slow client never delays the
+others. ``sent_log`` records exactly the quote lines pushed (control lines such
+as the auth answer and heartbeats are not quote lines and are not logged).
+
+It must never log the token, never block the event loop on one client, and
+never read environment variables outside :class:`SimulatorSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hmac
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from pydantic import Field, SecretStr
+
+from producers import protocol
+from producers.errors import ProducersError
+from producers.quote_lines import MalformedKind, SnapshotSource
+from producers.universe import build_universe
+from schemas.config import CommonSettings
+from schemas.logs import configure_logging
+from schemas.market_rules import SHANGHAI_TZ
+
+logger = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 10.0
+POLL_S = 0.001  # how often max-rate mode looks at the clients' write buffers
+
+
+class SimulatorError(ProducersError):
+    """The simulator cannot run as configured (bad address, interval or rate)."""
+
+
+class SimulatorSettings(CommonSettings):
+    """``HQ_FEED_TOKEN`` (required to serve) and ``HQ_FEED_ADDR``."""
+
+    feed_token: SecretStr | None = Field(None, description="token clients must send")
+    feed_addr: str = Field("127.0.0.1:7070", description="host:port the simulator listens on")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> SimulatorSettings:
+    return SimulatorSettings()
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulator runs. ``token`` is what clients must send."""
+
+    token: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 0
+    stocks: int = 5000
+    interval_s: float = protocol.SNAPSHOT_INTERVAL_S
+    rate: float = 1.0
+    max_rate: bool = False
+    seed: int = 42
+    malformed_fraction: float = 0.0
+    max_snapshots: int | None = None
+    sent_log: Path | None = None
+    heartbeat_interval_s: float = protocol.HEARTBEAT_INTERVAL_S
+    backlog_limit_bytes: int = protocol.BACKLOG_LIMIT_BYTES
+    start: dt.datetime | None = None  # exchange clock start; None = today 09:30 Shanghai
+    pool_snapshots: int = 16  # snapshots pre-rendered and cycled in max-rate mode
+
+
+@dataclass
+class SimStats:
+    """Counters. Quote lines and bytes count once per snapshot, whatever the client count."""
+
+    lines_sent: int = 0
+    bytes_sent: int = 0
+    malformed_sent: int = 0
+    snapshots_sent: int = 0
+    clients_connected: int = 0
+    clients_dropped: int = 0
+    auth_failures: int = 0
+    malformed_by_kind: dict[MalformedKind, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Client:
+    peer: str
+    writer: asyncio.StreamWriter
+    last_sent: float
+
+    def buffered(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.transport.is_closing():
+            self.writer.write(data)
+            self.last_sent = time.monotonic()
+
+
+class FeedSimulator:
+    """The push server. ``await start()``, then connect to ``port``; ``await stop()``."""
+
+    def __init__(self, config: SimConfig) -> None:
+        if config.rate <= 0 or config.interval_s <= 0:
+            raise SimulatorError("interval and rate must be positive")
+        self.config = config
+        self.stats = SimStats()
+        self.port = config.port
+        self._clients: list[_Client] = []
+        self._has_clients = asyncio.Event()
+        self._done = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        start = cfg.start or dt.datetime.now(SHANGHAI_TZ).replace(
+            hour=9, minute=30, second=0, microsecond=0
+        )
+        self._source = SnapshotSource(
+            build_universe(cfg.stocks, cfg.seed),
+            start,
+            cfg.interval_s,
+            cfg.seed,
+            cfg.malformed_fraction,
+            cfg.pool_snapshots if cfg.max_rate else 0,
+        )
+        if cfg.sent_log is not None:
+            self._log = cfg.sent_log.open("ab")
+        self._server = await asyncio.start_server(
+            self._serve_client, cfg.host, cfg.port, limit=protocol.MAX_LINE_BYTES
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks = [
+            asyncio.create_task(self._push(), name="sim-push"),
+            asyncio.create_task(self._heartbeats(), name="sim-heartbeat"),
+        ]
+        logger.info(
+            "feed simulator on %s:%d: %d stocks, %s",
+            cfg.host,
+            self.port,
+            len(self._source.stocks),
+            "max rate" if cfg.max_rate else f"every {cfg.interval_s / cfg.rate:g} s",
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._server is not None:
+            self._server.close()
+        for client in list(self._clients):
+            client.writer.close()
+        self._clients.clear()
+        self.stats.clients_connected = 0
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def wait_done(self, timeout: float | None = None) -> None:
+        """Until ``max_snapshots`` were pushed and handed to the clients' sockets."""
+        await asyncio.wait_for(self._done.wait(), timeout)
+
+    # -- clients ---------------------------------------------------------------
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = str(writer.get_extra_info("peername"))
+        try:
+            token = await self._authenticate(reader, writer, peer)
+            if token is None:
+                return
+            client = _Client(peer, writer, time.monotonic())
+            client.send(protocol.auth_ok())
+            self._clients.append(client)
+            self.stats.clients_connected = len(self._clients)
+            self._has_clients.set()
+            logger.info("client %s authenticated (%d connected)", peer, len(self._clients))
+            try:
+                while await reader.read(65536):  # clients send nothing more; notice EOF
+                    pass
+            finally:
+                self._forget(client)
+                logger.info("client %s left (%d connected)", peer, len(self._clients))
+        except (ConnectionError, OSError) as exc:
+            logger.info("client %s: %s", peer, exc)
+        finally:
+            writer.close()
+
+    async def _authenticate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> str | None:
+        """The accepted token, or None after answering a rejection."""
+        error = "invalid token"
+        try:
+            line = await asyncio.wait_for(reader.readline(), AUTH_TIMEOUT_S)
+            token = protocol.parse_auth_request(line.rstrip(b"\r\n"))
+            if hmac.compare_digest(token.encode(), self.config.token.encode()):
+                return token
+        except (TimeoutError, ValueError) as exc:  # ProtocolError, LimitOverrun are ValueErrors
+            error = "expected an auth line"
+            logger.warning("client %s: no valid auth line (%s)", peer, type(exc).__name__)
+        self.stats.auth_failures += 1
+        logger.warning("client %s rejected: %s", peer, error)
+        writer.write(protocol.auth_rejected(error))
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        return None
+
+    def _forget(self, client: _Client) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
+        self.stats.clients_connected = len(self._clients)
+        if not self._clients:
+            self._has_clients.clear()
+
+    def _drop(self, client: _Client, unread: int) -> None:
+        logger.warning(
+            "dropping client %s: %d bytes unread > backlog limit %d",
+            client.peer,
+            unread,
+            self.config.backlog_limit_bytes,
+        )
+        self.stats.clients_dropped += 1
+        self._forget(client)
+        client.writer.transport.abort()
+
+    # -- pushing ---------------------------------------------------------------
+
+    async def _push(self) -> None:
+        cfg = self.config
+        period = cfg.interval_s / cfg.rate
+        next_at = 0.0
+        while cfg.max_snapshots is None or self.stats.snapshots_sent < cfg.max_snapshots:
+            if not self._has_clients.is_set():
+                await self._has_clients.wait()
+                next_at = time.monotonic()
+            snapshot = self._source.next()
+            self._broadcast(snapshot.data)
+            st = self.stats
+            st.snapshots_sent += 1
+            st.lines_sent += snapshot.lines
+            st.bytes_sent += len(snapshot.data)
+            for kind, n in snapshot.malformed.items():
+                st.malformed_sent += n
+                st.malformed_by_kind[kind] = st.malformed_by_kind.get(kind, 0) + n
+            if cfg.max_rate:
+                await self._pace()
+            else:
+                next_at = max(next_at + period, time.monotonic() - period)
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await self._drained()
+        if self._log is not None:
+            self._log.flush()
+        logger.info("pushed %d snapshots (%d lines)", st.snapshots_sent, st.lines_sent)
+        self._done.set()
+
+    def _broadcast(self, data: bytes) -> None:
+        if self._log is not None:
+            self._log.write(data)
+        limit = self.config.backlog_limit_bytes
+        for client in list(self._clients):
+            client.send(data)
+            unread = client.buffered()
+            if unread > limit:
+                self._drop(client, unread)
+
+    async def _pace(self) -> None:
+        """Max-rate mode: wait until the fastest client has taken most of its backlog.
+
+        Slower clients fall behind and are dropped by the backlog rule, as the
+        vendor would; they never hold back the others.
+        """
+        high_water = min(1 << 20, self.config.backlog_limit_bytes // 4)
+        while self._clients and min(c.buffered() for c in self._clients) > high_water:
+            await asyncio.sleep(POLL_S)
+        await asyncio.sleep(0)  # let clients and heartbeats run between bursts
+
+    async def _drained(self) -> None:
+        while any(c.buffered() for c in self._clients):
+            await asyncio.sleep(POLL_S * 10)
+
+    async def _heartbeats(self) -> None:
+        interval = self.config.heartbeat_interval_s
+        tick = min(1.0, max(0.005, interval / 5))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for client in list(self._clients):
+                if now - client.last_sent >= interval:
+                    client.send(protocol.heartbeat(int(time.time() * 1000)))
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:7070`` for IPv6) -> ``(host, port)``."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SimulatorError(f"expected host:port, got {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _report(sim: FeedSimulator, every_s: float) -> None:
+    last_lines, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        now = time.monotonic()
+        st = sim.stats
+        logger.info(
+            "%.0f lines/s, %d clients, %d snapshots, %d lines, %d malformed, %d dropped",
+            (st.lines_sent - last_lines) / (now - last_t),
+            st.clients_connected,
+            st.snapshots_sent,
+            st.lines_sent,
+            st.malformed_sent,
+            st.clients_dropped,
+        )
+        last_lines, last_t = st.lines_sent, now
+
+
+async def serve(config: SimConfig, report_every_s: float = 5.0) -> None:
+    """Run the simulator until SIGINT or SIGTERM."""
+    sim = FeedSimulator(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await sim.start()
+    reporter = asyncio.create_task(_report(sim, report_every_s))
+    try:
+        await stopping.wait()
+        logger.info("stopping the feed simulator")
+    finally:
+        reporter.cancel()
+        await sim.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def simulate_command(
+    addr: Annotated[
+        str | None, typer.Option(help="host:port to listen on [default: HQ_FEED_ADDR]")
+    ] = None,
+    stocks: Annotated[int, typer.Option(min=1, help="stocks in the universe")] = 5000,
+    interval: Annotated[float, typer.Option(min=0.001, help="seconds between snapshots")] = 3.0,
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="speed-up: a snapshot every interval/rate")
+    ] = 1.0,
+    max_rate: Annotated[bool, typer.Option(help="snapshots back to back (benchmarks)")] = False,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same feed)")] = 42,
+    malformed_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of lines replaced by bad records")
+    ] = 0.0,
+    snapshots: Annotated[
+        int | None, typer.Option(min=1, help="stop pushing after N snapshots")
+    ] = None,
+    sent_log: Annotated[
+        Path | None, typer.Option(help="append every quote line sent to this file")
+    ] = None,
+    heartbeat: Annotated[
+        float, typer.Option(min=0.01, help="idle seconds before a heartbeat")
+    ] = 10.0,
+) -> None:
+    """Run the vendor feed simulator; the token comes from HQ_FEED_TOKEN."""
+    settings = get_settings()
+    configure_logging(settings.log_level, "simulate")
+    if settings.feed_token is None or not settings.feed_token.get_secret_value():
+        typer.echo(
+            "HQ_FEED_TOKEN is not set: the simulator needs the token clients must send.", err=True
+        )
+        raise typer.Exit(2)
+    try:
+        host, port = parse_addr(addr or settings.feed_addr)
+    except SimulatorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--addr") from exc
+    config = SimConfig(
+        token=settings.feed_token.get_secret_value(),
+        host=host,
+        port=port,
+        stocks=stocks,
+        interval_s=interval,
+        rate=rate,
+        max_rate=max_rate,
+        seed=seed,
+        malformed_fraction=malformed_fraction,
+        max_snapshots=snapshots,
+        sent_log=sent_log,
+        heartbeat_interval_s=heartbeat,
+    )
+    asyncio.run(serve(config))

@@ -1,0 +1,336 @@
+"""The feed simulator over real loopback sockets: auth, line formats, cadence, backlog.
+
+Lines are checked by an independent reader of shared/spec/feed-protocol.md
+written here (not the simulator's own renderer), so a format slip fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import socket
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from producers import protocol
+from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, session_time
+from producers.simulator import FeedSimulator, SimConfig, SimulatorError, parse_addr
+from schemas.market_rules import SHANGHAI_TZ, board_of, is_st, limit_prices
+
+TOKEN = "test-token-not-secret"
+START = dt.datetime(2026, 11, 23, 11, 29, 58, tzinfo=SHANGHAI_TZ)
+BJ_KEYS = [
+    "symbol", "name", "lastPrice", "preClose", "open", "high", "low", "volume", "turnover",
+    "bidPrices", "bidVolumes", "askPrices", "askVolumes", "timestamp",
+]  # fmt: skip
+SYMBOL = re.compile(r"(sh|sz|bj)\d{6}")
+PRICE = re.compile(r"-?\d+\.\d{2}")
+INTEGER = re.compile(r"-?\d+")
+
+
+class Bad(Exception):
+    """A line that is not a valid quote; ``args[0]`` is the malformed kind."""
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """A quote line as a dict of yuan/shares; raises Bad(kind) per the spec's list."""
+    text = line.decode()
+    if text.startswith("{"):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise Bad("invalid_json") from None
+        if list(obj) != BJ_KEYS:
+            raise Bad("field_count")
+        if not isinstance(obj["symbol"], str) or not SYMBOL.fullmatch(obj["symbol"]):
+            raise Bad("bad_symbol")
+        nums = ["lastPrice", "preClose", "open", "high", "low", "volume", "turnover", "timestamp"]
+        if any(type(obj[k]) not in (int, float) for k in nums):
+            raise Bad("non_numeric")
+        q = {
+            "symbol": obj["symbol"], "name": obj["name"], "open": obj["open"],
+            "prev_close": obj["preClose"], "price": obj["lastPrice"], "high": obj["high"],
+            "low": obj["low"], "volume": obj["volume"], "amount": obj["turnover"],
+            "bids": list(zip(obj["bidVolumes"], obj["bidPrices"], strict=True)),
+            "asks": list(zip(obj["askVolumes"], obj["askPrices"], strict=True)),
+            "when": dt.datetime.fromtimestamp(obj["timestamp"] / 1000, SHANGHAI_TZ),
+        }  # fmt: skip
+        assert isinstance(q["volume"], int)
+        assert len(q["bids"]) == len(q["asks"]) == 5
+    else:
+        f = text.split("$")
+        if len(f) != 33:
+            raise Bad("field_count")
+        if not SYMBOL.fullmatch(f[0]):
+            raise Bad("bad_symbol")
+        ints = [9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29]
+        for i in range(2, 31):
+            if not (INTEGER if i in ints else PRICE).fullmatch(f[i]):
+                raise Bad("non_numeric")
+        n = [float(x) for x in f[2:11]]
+        q = {
+            "symbol": f[0], "name": f[1], "open": n[0], "prev_close": n[1], "price": n[2],
+            "high": n[3], "low": n[4], "bid": n[5], "ask": n[6], "volume": int(f[9]),
+            "amount": n[8],
+            "bids": [(int(f[i]), float(f[i + 1])) for i in range(11, 21, 2)],
+            "asks": [(int(f[i]), float(f[i + 1])) for i in range(21, 31, 2)],
+        }  # fmt: skip
+        assert q["bid"] == q["bids"][0][1] and q["ask"] == q["asks"][0][1]
+    if q["price"] < 0 or q["volume"] < 0:
+        raise Bad("negative")
+    if q["high"] and q["low"] and q["high"] < q["low"]:
+        raise Bad("high_low")
+    if not text.startswith("{"):
+        try:
+            q["when"] = dt.datetime.strptime(f"{f[31]} {f[32]}", "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise Bad("bad_datetime") from None
+        q["when"] = q["when"].replace(tzinfo=SHANGHAI_TZ)
+    return q
+
+
+def check_quote(q: dict[str, Any], trade_date: dt.date) -> None:
+    """What a good line must satisfy beyond parsing: limits, consistency, books."""
+    market, code = q["symbol"][:2].upper(), q["symbol"][2:]
+    up, down = limit_prices(q["prev_close"], board_of(market, code), is_st(q["name"]), trade_date)
+    if q["price"] == 0:  # not traded yet, or suspended
+        assert q["open"] == q["high"] == q["low"] == 0 and q["volume"] == 0 == q["amount"]
+    else:
+        assert down <= q["low"] <= q["price"] <= q["high"] <= up, q
+        assert down <= q["open"] <= up and q["volume"] > 0
+        assert q["low"] * q["volume"] - 0.01 <= q["amount"] <= q["high"] * q["volume"] + 0.01
+    bids = [p for v, p in q["bids"] if p]
+    asks = [p for v, p in q["asks"] if p]
+    assert all(down <= p <= up for p in bids + asks), q
+    assert bids == sorted(bids, reverse=True) and asks == sorted(asks)
+    if bids and asks:
+        assert bids[0] < asks[0]
+
+
+async def connect(
+    port: int, token: str = TOKEN
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(protocol.auth_request(token))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 5) == b'{"op":"auth","ok":true}\n'
+    return reader, writer
+
+
+async def read_quotes(reader: asyncio.StreamReader, n: int, timeout: float = 20) -> list[bytes]:
+    """The next ``n`` quote lines (control lines skipped), without their newline."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        line = await asyncio.wait_for(reader.readline(), deadline - time.monotonic())
+        assert line.endswith(b"\n"), "connection closed early"
+        if protocol.classify(line) != "control":
+            out.append(line[:-1])
+    return out
+
+
+async def run_sim(**kw: Any) -> FeedSimulator:
+    sim = FeedSimulator(SimConfig(token=TOKEN, **kw))
+    await sim.start()
+    return sim
+
+
+async def test_auth_ok_then_wrong_token_rejected_and_closed() -> None:
+    sim = await run_sim(stocks=50, interval_s=0.05, max_snapshots=1)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        writer.write(b'{"op":"auth","token":"nope"}\n')
+        await writer.drain()
+        assert await reader.readline() == b'{"op":"auth","ok":false,"error":"invalid token"}\n'
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+        assert sim.stats.auth_failures == 1 and sim.stats.snapshots_sent == 0
+        reader, writer = await connect(sim.port)  # the right token gets the stream
+        assert len(await read_quotes(reader, 50)) == 50
+        assert sim.stats.clients_connected == 1
+        writer.close()
+    finally:
+        await sim.stop()
+
+
+async def test_snapshots_are_valid_complete_and_move_forward() -> None:
+    stocks, snaps = 400, 6
+    sim = await run_sim(stocks=stocks, interval_s=1.0, rate=50, max_snapshots=snaps, start=START)
+    try:
+        reader, writer = await connect(sim.port)
+        lines = await read_quotes(reader, stocks * snaps)
+        writer.close()
+    finally:
+        await sim.stop()
+    expected_times = ["11:29:58", "11:29:59", "11:30:00", "13:00:00", "13:00:01", "13:00:02"]
+    last: dict[str, dict[str, Any]] = {}
+    for k in range(snaps):
+        chunk = [parse_line(line) for line in lines[k * stocks : (k + 1) * stocks]]
+        symbols = [q["symbol"] for q in chunk]
+        assert len(set(symbols)) == stocks  # one line per stock per snapshot
+        assert {q["when"].strftime("%H:%M:%S") for q in chunk} == {expected_times[k]}
+        for q in chunk:
+            check_quote(q, START.date())
+            prev = last.get(q["symbol"])
+            if prev is not None:
+                assert q["volume"] >= prev["volume"] and q["amount"] >= prev["amount"]
+                assert q["prev_close"] == prev["prev_close"] and q["name"] == prev["name"]
+            last[q["symbol"]] = q
+        if k == 0:  # shuffled, not in code order
+            assert symbols != sorted(symbols)
+    kinds = Counter(q["symbol"][:2] for q in last.values())
+    assert set(kinds) == {"sh", "sz", "bj"}
+    sse_line = next(line for line in lines if not line.startswith(b"{"))
+    assert sse_line.decode().split("$")[31] == "2026-11-23"
+    assert any(q["price"] == 0 for q in last.values())  # suspended / not yet traded
+    assert sum(q["volume"] for q in last.values()) > 0
+    assert sim.stats.lines_sent == stocks * snaps and sim.stats.snapshots_sent == snaps
+    assert sim.stats.malformed_sent == 0
+
+
+async def _collect(seed: int, max_rate: bool = False) -> bytes:
+    sim = await run_sim(
+        stocks=150, interval_s=0.01, max_snapshots=4, seed=seed, start=START,
+        malformed_fraction=0.05, max_rate=max_rate, pool_snapshots=3,
+    )  # fmt: skip
+    try:
+        reader, writer = await connect(sim.port)
+        data = b"\n".join(await read_quotes(reader, 600))
+        writer.close()
+        return data
+    finally:
+        await sim.stop()
+
+
+async def test_same_seed_same_feed() -> None:
+    first = await _collect(11)
+    assert await _collect(11) == first
+    assert await _collect(12) != first
+    assert await _collect(11, max_rate=True) == await _collect(11, max_rate=True)
+
+
+async def test_malformed_fraction_gives_each_kind_its_share() -> None:
+    stocks, snaps, fraction = 500, 10, 0.2
+    sim = await run_sim(
+        stocks=stocks, interval_s=0.01, max_snapshots=snaps, malformed_fraction=fraction,
+        start=START,
+    )  # fmt: skip
+    try:
+        reader, writer = await connect(sim.port)
+        lines = await read_quotes(reader, stocks * snaps)
+        writer.close()
+    finally:
+        await sim.stop()
+    seen: Counter[str] = Counter()
+    for line in lines:
+        assert b"\n" not in line and b"\r" not in line
+        try:
+            check_quote(parse_line(line), START.date())
+        except Bad as exc:
+            seen[exc.args[0]] += 1
+    total = sum(seen.values())
+    assert 0.17 * len(lines) <= total <= 0.23 * len(lines)
+    assert total == sim.stats.malformed_sent
+    assert dict(seen) == sim.stats.malformed_by_kind
+    assert set(seen) == set(MALFORMED_KINDS)
+    for kind in MALFORMED_KINDS:
+        assert abs(seen[kind] - total / 7) < 50, (kind, seen)
+    assert b"sx" in b"".join(lines)  # the spec's sx12345-style symbol appears
+
+
+async def test_heartbeat_when_idle() -> None:
+    sim = await run_sim(stocks=30, interval_s=0.01, max_snapshots=1, heartbeat_interval_s=0.3)
+    try:
+        reader, writer = await connect(sim.port)
+        await read_quotes(reader, 30)
+        quiet_from = time.monotonic()
+        line = await asyncio.wait_for(reader.readline(), 5)
+        waited = time.monotonic() - quiet_from
+        msg = orjson.loads(line)
+        assert line == protocol.heartbeat(msg["ts"])
+        assert abs(msg["ts"] - time.time() * 1000) < 2000
+        assert 0.2 <= waited <= 2.0
+        await asyncio.wait_for(reader.readline(), 5)  # and again while still idle
+        writer.close()
+    finally:
+        await sim.stop()
+
+
+async def test_sent_log_equals_what_the_client_received(tmp_path: Path) -> None:
+    log = tmp_path / "sent.log"
+    sim = await run_sim(
+        stocks=300, interval_s=0.01, max_snapshots=5, malformed_fraction=0.05, sent_log=log
+    )
+    try:
+        reader, writer = await connect(sim.port)
+        await sim.wait_done(20)
+        received = await read_quotes(reader, sim.stats.lines_sent)
+        # Nothing else is queued: the next line, if any, is a heartbeat.
+        logged = log.read_bytes()
+        writer.close()
+    finally:
+        await sim.stop()
+    assert logged == b"".join(line + b"\n" for line in received)
+    assert sim.stats.bytes_sent == len(logged) and sim.stats.lines_sent == 1500
+
+
+@pytest.mark.parametrize("max_rate", [False, True])
+async def test_client_that_stops_reading_is_dropped_others_continue(max_rate: bool) -> None:
+    stocks, snaps = 1000, 150  # ~30 MB in all, ~200 KB a snapshot
+    sim = await run_sim(
+        stocks=stocks, interval_s=0.005, max_snapshots=snaps, backlog_limit_bytes=1 << 20,
+        max_rate=max_rate, pool_snapshots=4,
+    )  # fmt: skip
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.connect(("127.0.0.1", sim.port))
+        stalled.sendall(protocol.auth_request(TOKEN))
+        await asyncio.sleep(0.2)  # authenticated, and now it never reads
+        reader, writer = await connect(sim.port)
+        lines = await read_quotes(reader, stocks * snaps, timeout=60)
+        await sim.wait_done(10)
+        assert len(lines) == stocks * snaps
+        assert sim.stats.clients_dropped == 1 and sim.stats.clients_connected == 1
+        # The stalled client finds its connection gone once it reads what it had.
+        stalled.settimeout(5)
+        got = 0
+        with pytest.raises((ConnectionResetError, EOFError)):
+            while chunk := stalled.recv(1 << 20):
+                got += len(chunk)
+            raise EOFError
+        assert got < sim.stats.bytes_sent
+        writer.close()
+    finally:
+        stalled.close()
+        await sim.stop()
+
+
+def test_session_clock_skips_lunch_and_stops_at_close() -> None:
+    d = dt.datetime(2026, 11, 23, tzinfo=SHANGHAI_TZ)
+    assert session_time(d.replace(hour=9)) == d.replace(hour=9, minute=30)
+    assert session_time(d.replace(hour=11, minute=30)) == d.replace(hour=11, minute=30)
+    assert session_time(d.replace(hour=11, minute=30, second=1)) == d.replace(hour=13)
+    assert session_time(d.replace(hour=14, minute=59)) == d.replace(hour=14, minute=59)
+    assert session_time(d.replace(hour=15, second=3)) == d.replace(hour=15)
+
+
+def test_cents_and_addresses() -> None:
+    assert [cents(x) for x in (0, 5, 105, 1105, 144800, -1105)] == [
+        "0.00", "0.05", "1.05", "11.05", "1448.00", "-11.05",
+    ]  # fmt: skip
+    assert Stamp.of(dt.datetime(2026, 11, 23, 14, 59, 57, tzinfo=SHANGHAI_TZ)) == Stamp(
+        "2026-11-23$14:59:57", "1795417197000"
+    )
+    assert parse_addr("127.0.0.1:7070") == ("127.0.0.1", 7070)
+    assert parse_addr("[::1]:7071") == ("::1", 7071)
+    with pytest.raises(SimulatorError):
+        parse_addr("localhost")
+    with pytest.raises(SimulatorError):
+        FeedSimulator(SimConfig(token=TOKEN, rate=0))
