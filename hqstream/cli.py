@@ -23,7 +23,9 @@ app = typer.Typer(
 )
 app.command("simulate", help="Run the vendor feed simulator (a TCP push server).")(simulate)
 app.command("produce", help="Run the feed receiver: vendor socket -> Kafka hq.ticks.raw.")(produce)
-app.command("streams", help="Run the Faust stream workers (parse, normalize, Redis, stats).")(streams)
+app.command("streams", help="Run the Faust stream workers (parse, normalize, Redis, stats).")(
+    streams
+)
 app.command("gateway", help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
 app.command("up", help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
 app.add_typer(bench_app, name="bench", help="Benchmarks (figures go to docs/benchmarks.md).")

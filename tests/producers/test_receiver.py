@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -244,3 +245,61 @@ async def test_broker_outage_of_twenty_seconds_loses_nothing(
     values = [m.value() for m in records]
     assert len(values) == len(sent), "every line exactly once"
     assert sorted(v for v in values if v is not None) == sorted(sent)
+
+
+async def test_simulator_lines_arrive_exactly_once_across_a_simulator_restart(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    from producers.simulator import FeedSimulator, SimConfig
+
+    token = "s3cret-token"
+    first = FeedSimulator(
+        SimConfig(
+            token=token,
+            stocks=300,
+            interval_s=0.2,
+            max_snapshots=3,
+            seed=1,
+            malformed_fraction=0.02,
+            sent_log=tmp_path / "sent1.log",
+        )
+    )
+    await first.start()
+    raw, dead = kafka.topic("raw", 6), kafka.topic("dlq", 1)
+    settings = make_settings(kafka.bootstrap, first.port, tmp_path, raw, dead)
+    async with running(settings) as h:
+        await first.wait_done(timeout=60)
+        await first.stop()  # the vendor restarts ...
+        second = FeedSimulator(
+            SimConfig(
+                token=token,
+                port=first.port,
+                stocks=300,
+                interval_s=0.2,
+                max_snapshots=3,
+                seed=2,
+                sent_log=tmp_path / "sent2.log",
+            )
+        )
+        await second.start()  # ... and the receiver reconnects by itself
+        try:
+            await second.wait_done(timeout=60)
+            sent = [
+                line
+                for name in ("sent1.log", "sent2.log")
+                for line in (tmp_path / name).read_bytes().split(b"\n")
+                if line
+            ]
+            await h.wait_acked(raw=len(sent))
+            assert h.receiver.stats.connects == 2
+        finally:
+            await second.stop()
+    records = consume_all(kafka.bootstrap, raw, expected=len(sent))
+    assert collections.Counter(m.value() for m in records) == collections.Counter(sent)
+    for m in records:
+        value = m.value() or b""
+        symbol = value.split(b"$", 1)[0]
+        if value[:1] != b"{" and len(symbol) == 8 and symbol[2:].isdigit():
+            assert m.key() == symbol[2:]
+        elif value[:1] != b"{":
+            assert m.key() is None, "an unreadable symbol is produced unkeyed, not dropped"
