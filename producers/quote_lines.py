@@ -256,7 +256,8 @@ class SnapshotSource:
     quotes of that many snapshots are rendered up front and cycled (for the
     max-rate benchmark mode); each cycle adds the pool's day totals to volume
     and amount so the cumulative fields keep growing, and the clock keeps
-    running, but prices repeat. ``malformed_fraction`` of the lines are
+    running, but prices repeat (high and low hold the pool's extremes after
+    the first cycle). ``malformed_fraction`` of the lines are
     replaced by bad records, kinds drawn uniformly.
     """
 
@@ -277,15 +278,28 @@ class SnapshotSource:
         self._fraction = malformed_fraction
         self._rng = random.Random(seed + 1)
         self._walk = MarketWalk(stocks, start.date(), seed, late_openers=pool_snapshots == 0)
-        self._pool: list[list[tuple[int, Template, Quote]]] = []
+        # Pool entries: (stock index, first-cycle template, later-cycle template, quote).
+        self._pool: list[list[tuple[int, Template, Template, Quote]]] = []
         self._pool_totals: list[tuple[int, int]] = []
         self.count = 0
-        for _ in range(pool_snapshots):
-            order = self._shuffled(self._walk.step())
-            self._pool.append([(i, template(stocks[i], q), q) for i, q in order])
-        if self._pool:
-            last = {i: q for i, _, q in self._pool[-1]}
-            self._pool_totals = [(last[i].volume, last[i].amount) for i in range(len(stocks))]
+        steps = [self._shuffled(self._walk.step()) for _ in range(pool_snapshots)]
+        if steps:
+            # Later cycles show the pool's whole-day high and low, so that
+            # low <= price <= high and amount/volume stays within [low, high].
+            final = dict(steps[-1])
+            self._pool_totals = [(final[i].volume, final[i].amount) for i in range(len(stocks))]
+            for order in steps:
+                self._pool.append(
+                    [
+                        (
+                            i,
+                            template(stocks[i], q),
+                            template(stocks[i], q._replace(high=final[i].high, low=final[i].low)),
+                            q,
+                        )
+                        for i, q in order
+                    ]
+                )
 
     def _shuffled(self, quotes: list[Quote]) -> list[tuple[int, Quote]]:
         order = list(enumerate(quotes))
@@ -301,10 +315,11 @@ class SnapshotSource:
         if self._pool:
             cycle, j = divmod(self.count, len(self._pool))
             totals = self._pool_totals
-            for i, tpl, q in self._pool[j]:
+            for i, first, later, q in self._pool[j]:
                 if fraction and rng.random() < fraction:
                     lines.append(self._bad(stocks[i], q, stamp, malformed))
                     continue
+                tpl = later if cycle else first
                 vol, amount = totals[i]
                 lines.append(tpl.fill(q.volume + cycle * vol, q.amount + cycle * amount, stamp))
         else:

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 10.0
 POLL_S = 0.001  # how often max-rate mode looks at the clients' write buffers
+#: Above this many lines/s snapshots come from a pre-rendered pool (see SnapshotSource):
+#: rendering each one afresh manages ~45,000 lines/s on one core.
+POOL_ABOVE_LINES_S = 20_000
 
 
 class SimulatorError(ProducersError):
@@ -78,7 +81,7 @@ class SimConfig:
     heartbeat_interval_s: float = protocol.HEARTBEAT_INTERVAL_S
     backlog_limit_bytes: int = protocol.BACKLOG_LIMIT_BYTES
     start: dt.datetime | None = None  # exchange clock start; None = today 09:30 Shanghai
-    pool_snapshots: int = 16  # snapshots pre-rendered and cycled in max-rate mode
+    pool_snapshots: int = 16  # pre-rendered and cycled with max_rate or > 20,000 lines/s
 
 
 @dataclass
@@ -119,7 +122,8 @@ class FeedSimulator:
         self.config = config
         self.stats = SimStats()
         self.port = config.port
-        self._clients: list[_Client] = []
+        self._clients: list[_Client] = []  # authenticated, receiving the stream
+        self._conns: set[asyncio.StreamWriter] = set()  # every open connection
         self._has_clients = asyncio.Event()
         self._done = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -131,14 +135,21 @@ class FeedSimulator:
         start = cfg.start or dt.datetime.now(SHANGHAI_TZ).replace(
             hour=9, minute=30, second=0, microsecond=0
         )
-        self._source = SnapshotSource(
-            build_universe(cfg.stocks, cfg.seed),
-            start,
-            cfg.interval_s,
-            cfg.seed,
-            cfg.malformed_fraction,
-            cfg.pool_snapshots if cfg.max_rate else 0,
-        )
+        fast = cfg.max_rate or cfg.stocks * cfg.rate / cfg.interval_s > POOL_ABOVE_LINES_S
+        try:
+            stocks = build_universe(cfg.stocks, cfg.seed)
+            # A pool takes a few seconds to render: keep the event loop free meanwhile.
+            self._source = await asyncio.to_thread(
+                SnapshotSource,
+                stocks,
+                start,
+                cfg.interval_s,
+                cfg.seed,
+                cfg.malformed_fraction,
+                cfg.pool_snapshots if fast else 0,
+            )
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from exc
         if cfg.sent_log is not None:
             self._log = cfg.sent_log.open("ab")
         self._server = await asyncio.start_server(
@@ -166,8 +177,8 @@ class FeedSimulator:
         self._tasks = []
         if self._server is not None:
             self._server.close()
-        for client in list(self._clients):
-            client.writer.close()
+        for writer in list(self._conns):
+            writer.close()
         self._clients.clear()
         self.stats.clients_connected = 0
         if self._server is not None:
@@ -188,6 +199,7 @@ class FeedSimulator:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = str(writer.get_extra_info("peername"))
+        self._conns.add(writer)
         try:
             token = await self._authenticate(reader, writer, peer)
             if token is None:
@@ -207,6 +219,7 @@ class FeedSimulator:
         except (ConnectionError, OSError) as exc:
             logger.info("client %s: %s", peer, exc)
         finally:
+            self._conns.discard(writer)
             writer.close()
 
     async def _authenticate(

@@ -21,6 +21,7 @@ event whose outputs are not durable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -63,6 +64,21 @@ def event_to_record(event: Any) -> RawRecord:
         offset=msg.offset,
         timestamp_ms=int((msg.timestamp or 0) * 1000),
     )
+
+
+async def event_batches(queue: Any, max_n: int, within_s: float) -> Any:
+    loop = asyncio.get_running_loop()
+    while True:
+        batch = [await queue.get()]
+        deadline = loop.time() + within_s
+        while len(batch) < max_n:
+            if queue.empty():
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.002)
+                continue
+            batch.append(queue.get_nowait())
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +133,11 @@ def create_app(
 
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
     async def process_raw(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+        channel = aiter(stream.channel)
+        async for events in event_batches(channel.queue, settings.batch_max, settings.batch_within_s):
             await rt.handle([event_to_record(e) for e in events])
             for event in events:
-                await stream.ack(event)
+                event.ack()
 
     @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:

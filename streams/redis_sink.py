@@ -4,23 +4,28 @@ Key layout: :mod:`schemas.redis_keys`. Every write is idempotent and
 newer-wins, so at-least-once replay (a restart, a rebalance, a rebuild over
 live data) can never move Redis backwards:
 
-* a quote is written by a Lua script (loaded once, called with EVALSHA) only
-  when its ``exchange_ts`` is newer than the stored ``ts``; the same script
-  appends the tick with the explicit id ``<exchange_ts>-0`` so a tick is never
-  added twice. It answers 1 (newer: written), 2 (same ts: already stored,
-  nothing written) or 0 (older: ignored). Rankings are updated only for 1 and 2.
+* a quote is written (Lua, loaded once, called with EVALSHA) only when its
+  ``exchange_ts`` is newer than the stored ``ts``; the same script appends the
+  tick with the explicit id ``<exchange_ts>-0`` so a tick is never added
+  twice. Each tick counts as won (newer: written), same (same ts: already
+  stored) or stale (older: ignored); rankings follow a stock's newest tick
+  unless it is stale.
 * an open candle never overwrites a closed one of the same minute;
 * an alert is appended only when its id (code|kind|exchange_ts) is new.
 
-One batch = two pipelined round trips (scripts, then rankings). Errors
-(Redis down) propagate to the caller, which retries the whole batch: this
-module never sleeps, never swallows an error and never drops data.
+One batch = ONE pipelined round trip: one script call for the alerts, one for
+the candles, one per ~``chunk_ticks`` quotes (grouped by code, rankings
+included); see :mod:`streams.redis_lua` for the scripts and their compact
+arguments (and why they need a standalone Redis, not a Cluster). The result
+equals one newer-wins write per quote in batch order. Errors (Redis down)
+propagate to the caller, which retries the whole batch: this module never
+sleeps, never swallows an error and never drops data.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,43 +34,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
+from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
 
 logger = logging.getLogger(__name__)
-
-QUOTE_LUA = """
-local ts = tonumber(ARGV[1])
-local cur = redis.call('HGET', KEYS[1], 'ts')
-if cur then
-  cur = tonumber(cur)
-  if ts < cur then return 0 end
-  if ts == cur then return 2 end
-end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'data', ARGV[2], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[1] .. '-0', 'data', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-return 1
-"""
-
-CANDLE_LUA = """
-if ARGV[3] == '0' then
-  local cur = redis.call('HGET', KEYS[1], ARGV[1])
-  if cur and string.find(cur, '"closed":true', 1, true) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return 1
-"""
-
-ALERT_LUA = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
-return 1
-"""
-
-FLAT_FIELDS = ("code", "name", "market", "price", "change", "change_pct", "volume", "amount")
-WON, SAME, STALE = 1, 2, 0
 
 
 @dataclass(slots=True)
@@ -75,6 +46,7 @@ class SinkBatch:
     quotes: list[tuple[dict[str, Any], int]]  # (quote, source partition), in order
     candles: list[dict[str, Any]]  # closed ones and current open ones
     alerts: list[dict[str, Any]]
+    data: list[bytes] | None = None  # each quote's JSON (orjson), when already encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,27 +57,25 @@ class WriteResult:
     alerts_new: int
 
 
-def alert_id(alert: dict[str, Any]) -> str:
-    return f"{alert['code']}|{alert['kind']}|{alert['exchange_ts']}"
-
-
 class RedisSink:
     """Batched, idempotent writer over one ``redis.asyncio`` client."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, chunk_ticks: int = 1000) -> None:
         self.client = client
+        self.chunk_ticks = chunk_ticks  # ticks per script call: bounds how long Redis is busy
         self._sha: dict[str, str] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> RedisSink:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3))
+    def from_url(cls, url: str, *, chunk_ticks: int = 1000) -> RedisSink:
+        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        return cls(client, chunk_ticks=chunk_ticks)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD the Lua scripts (again after a Redis restart flushed them)."""
-        for name, body in (("quote", QUOTE_LUA), ("candle", CANDLE_LUA), ("alert", ALERT_LUA)):
+        for name, body in SCRIPTS.items():
             self._sha[name] = str(await self.client.script_load(body))
 
     async def write(self, batch: SinkBatch) -> WriteResult:
@@ -120,70 +90,33 @@ class RedisSink:
             return await self._write(batch)
 
     async def _write(self, batch: SinkBatch) -> WriteResult:
+        """One pipeline: alerts, candles, then the quotes in chunks (one script call each).
+
+        Alerts and candles go first: when a tick is in Redis, its derived
+        records are too (a replay skips ticks already present).
+        """
         pipe = self.client.pipeline(transaction=False)
-        # Alerts and candles go first: when a tick is in Redis, its derived
-        # records are too (a replay skips ticks already present).
-        for alert in batch.alerts:
-            pipe.evalsha(
-                self._sha["alert"], 2, rk.ALERTS, rk.ALERTS_SEEN, alert_id(alert),
-                orjson.dumps(alert), rk.ALERTS_MAXLEN, rk.MARKET_TTL_S,
-            )  # fmt: skip
-        for candle in batch.candles:
-            pipe.evalsha(
-                self._sha["candle"], 1, rk.candles(candle["code"], candle["trade_date"]),
-                candle["minute_ts"], orjson.dumps(candle), "1" if candle["closed"] else "0",
-                rk.CANDLES_TTL_S,
-            )  # fmt: skip
-        for quote, partition in batch.quotes:
-            code = quote["code"]
-            data = orjson.dumps(quote)
-            flat: list[Any] = []
-            for name in FLAT_FIELDS:
-                flat += (name, quote[name])
-            flat += ("partition", partition)
-            pipe.evalsha(
-                self._sha["quote"], 2, rk.quote(code), rk.ticks(code), quote["exchange_ts"],
-                data, rk.TICKS_MAXLEN, rk.QUOTE_TTL_S, rk.TICKS_TTL_S, *flat,
-            )  # fmt: skip
+        sha = self._sha
+        if batch.alerts:
+            keys, argv = alert_call(batch.alerts)
+            pipe.evalsha(sha["alerts"], len(keys), *keys, *argv)
+        if batch.candles:
+            keys, argv = candle_call(batch.candles)
+            pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
+        data = batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
+        for keys, argv in quote_chunks(batch.quotes, data, self.chunk_ticks):
+            pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
         results = await pipe.execute(raise_on_error=False)
         for res in results:
-            if isinstance(res, NoScriptError):
-                raise res
             if isinstance(res, Exception):
                 raise res
-        n_alerts = len(batch.alerts)
-        n_candles = len(batch.candles)
-        alerts_new = sum(int(r) for r in results[:n_alerts])
-        quote_results = results[n_alerts + n_candles :]
-        winners: dict[str, dict[str, Any]] = {}
-        counts = {WON: 0, SAME: 0, STALE: 0}
-        for (quote, _), res in zip(batch.quotes, quote_results, strict=True):
-            counts[int(res)] += 1
-            if int(res) != STALE:
-                winners[quote["code"]] = quote
-        if winners:
-            await self._write_rankings(winners.values())
-        return WriteResult(counts[WON], counts[SAME], counts[STALE], alerts_new)
-
-    async def _write_rankings(self, quotes: Iterable[dict[str, Any]]) -> None:
-        by_key: dict[str, dict[str, float]] = {}
-        codes: dict[str, list[str]] = {}
-        for q in quotes:
-            market = q["market"]
-            codes.setdefault(market, []).append(q["code"])
-            for metric in rk.RANK_METRICS:
-                value = float(q[metric])
-                by_key.setdefault(rk.rank(market, metric), {})[q["code"]] = value
-                by_key.setdefault(rk.rank("ALL", metric), {})[q["code"]] = value
-        pipe = self.client.pipeline(transaction=False)
-        for key, mapping in by_key.items():
-            pipe.zadd(key, mapping)  # type: ignore[arg-type,unused-ignore]
-            pipe.expire(key, rk.MARKET_TTL_S)
-        for market, members in codes.items():
-            key = rk.codes(market)  # type: ignore[arg-type]
-            pipe.sadd(key, *members)
-            pipe.expire(key, rk.MARKET_TTL_S)
-        await pipe.execute()
+        alerts_new = int(results[0]) if batch.alerts else 0
+        won = same = stale = 0
+        for res in results[bool(batch.alerts) + bool(batch.candles) :]:
+            won += int(res[0])
+            same += int(res[1])
+            stale += int(res[2])
+        return WriteResult(won, same, stale, alerts_new)
 
     # -- market statistics -------------------------------------------------
 

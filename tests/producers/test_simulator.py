@@ -10,8 +10,9 @@ import asyncio
 import datetime as dt
 import re
 import socket
+import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,42 @@ async def test_malformed_fraction_gives_each_kind_its_share() -> None:
     assert b"sx" in b"".join(lines)  # the spec's sx12345-style symbol appears
 
 
+async def test_max_rate_cycles_the_pool_with_growing_volumes_and_clock() -> None:
+    stocks, snaps = 200, 7
+    sim = await run_sim(
+        stocks=stocks, max_rate=True, pool_snapshots=2, max_snapshots=snaps, start=START
+    )
+    try:
+        reader, writer = await connect(sim.port)
+        lines = await read_quotes(reader, stocks * snaps)
+        writer.close()
+    finally:
+        await sim.stop()
+    last: dict[str, dict[str, Any]] = {}
+    times = []
+    for k in range(snaps):
+        chunk = [parse_line(line) for line in lines[k * stocks : (k + 1) * stocks]]
+        assert len({q["symbol"] for q in chunk}) == stocks
+        times.append({q["when"] for q in chunk})
+        for q in chunk:
+            check_quote(q, START.date())
+            prev = last.get(q["symbol"])
+            if prev is not None and prev["volume"]:
+                assert q["volume"] > prev["volume"] or q["volume"] == prev["volume"] > 0
+                assert q["amount"] >= prev["amount"]
+            last[q["symbol"]] = q
+    assert all(len(t) == 1 for t in times)
+    assert [t.pop().strftime("%H:%M:%S") for t in times] == [
+        "11:29:58",
+        "13:00:00",
+        "13:00:03",
+        "13:00:06",
+        "13:00:09",
+        "13:00:12",
+        "13:00:15",
+    ]  # fmt: skip  (11:30:01 is lunch: the clock jumps to 13:00)
+
+
 async def test_heartbeat_when_idle() -> None:
     sim = await run_sim(stocks=30, interval_s=0.01, max_snapshots=1, heartbeat_interval_s=0.3)
     try:
@@ -280,24 +317,48 @@ async def test_sent_log_equals_what_the_client_received(tmp_path: Path) -> None:
     assert sim.stats.bytes_sent == len(logged) and sim.stats.lines_sent == 1500
 
 
+def read_in_thread(port: int, lines: int) -> tuple[threading.Thread, list[bytes]]:
+    """A client in its own thread (as a receiver would be in its own process)."""
+    chunks: list[bytes] = []
+
+    def run() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(protocol.auth_request(TOKEN))
+            seen = 0
+            while seen < lines + 1:  # + the auth answer
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                seen += chunk.count(b"\n")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, chunks
+
+
 @pytest.mark.parametrize("max_rate", [False, True])
 async def test_client_that_stops_reading_is_dropped_others_continue(max_rate: bool) -> None:
-    stocks, snaps = 1000, 150  # ~30 MB in all, ~200 KB a snapshot
+    stocks, snaps = 1000, 50  # ~200 KB a snapshot
     sim = await run_sim(
-        stocks=stocks, interval_s=0.005, max_snapshots=snaps, backlog_limit_bytes=1 << 20,
+        stocks=stocks, interval_s=0.05, max_snapshots=snaps, backlog_limit_bytes=1 << 20,
         max_rate=max_rate, pool_snapshots=4,
     )  # fmt: skip
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
+        thread, chunks = read_in_thread(sim.port, stocks * snaps)
+        while not sim.stats.clients_connected:  # the healthy client is first
+            await asyncio.sleep(0.001)
         stalled.connect(("127.0.0.1", sim.port))
-        stalled.sendall(protocol.auth_request(TOKEN))
-        await asyncio.sleep(0.2)  # authenticated, and now it never reads
-        reader, writer = await connect(sim.port)
-        lines = await read_quotes(reader, stocks * snaps, timeout=60)
-        await sim.wait_done(10)
-        assert len(lines) == stocks * snaps
-        assert sim.stats.clients_dropped == 1 and sim.stats.clients_connected == 1
+        stalled.sendall(protocol.auth_request(TOKEN))  # authenticates, then never reads
+        await sim.wait_done(30)
+        await asyncio.to_thread(thread.join, 30)
+        received = b"".join(chunks).split(b"\n")
+        assert received[0] == protocol.auth_ok().strip()
+        quotes = [line for line in received[1:] if line and not line.startswith(b'{"op"')]
+        assert len(quotes) == stocks * snaps
+        assert sim.stats.clients_dropped == 1  # the stalled one; the healthy one got it all
         # The stalled client finds its connection gone once it reads what it had.
         stalled.settimeout(5)
         got = 0
@@ -306,7 +367,6 @@ async def test_client_that_stops_reading_is_dropped_others_continue(max_rate: bo
                 got += len(chunk)
             raise EOFError
         assert got < sim.stats.bytes_sent
-        writer.close()
     finally:
         stalled.close()
         await sim.stop()
@@ -334,3 +394,21 @@ def test_cents_and_addresses() -> None:
         parse_addr("localhost")
     with pytest.raises(SimulatorError):
         FeedSimulator(SimConfig(token=TOKEN, rate=0))
+
+
+def test_command_refuses_to_run_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from producers import simulator
+
+    monkeypatch.delenv("HQ_FEED_TOKEN", raising=False)
+    simulator.get_settings.cache_clear()
+    app = typer.Typer()
+    app.command()(simulator.simulate_command)
+    try:
+        result = CliRunner().invoke(app, ["--addr", "127.0.0.1:1", "--stocks", "10"])
+    finally:
+        simulator.get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "HQ_FEED_TOKEN is not set" in result.output

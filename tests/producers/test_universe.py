@@ -12,6 +12,7 @@ from producers.universe import (
     CODES_PER_PREFIX,
     PREFIX_WEIGHTS,
     MarketWalk,
+    Stock,
     allocate,
     build_universe,
 )
@@ -21,11 +22,11 @@ TRADE_DATE = dt.date(2026, 11, 23)
 
 
 @pytest.fixture(scope="module")
-def universe():  # type: ignore[no-untyped-def]
+def universe() -> tuple[Stock, ...]:
     return build_universe(5000, seed=42)
 
 
-def test_board_mix_matches_the_listing(universe) -> None:  # type: ignore[no-untyped-def]
+def test_board_mix_matches_the_listing(universe: tuple[Stock, ...]) -> None:
     assert len(universe) == 5000
     boards = Counter(s.board for s in universe)
     # Real mix (2025): SH main ~1,700, STAR ~590, SZ main ~1,500, ChiNext ~1,390, BJ ~270.
@@ -40,7 +41,7 @@ def test_board_mix_matches_the_listing(universe) -> None:  # type: ignore[no-unt
         assert all(s.market == market for s in universe if s.code.startswith(prefix))
 
 
-def test_codes_are_unique_real_looking_and_on_their_board(universe) -> None:  # type: ignore[no-untyped-def]
+def test_codes_are_unique_real_looking_and_on_their_board(universe: tuple[Stock, ...]) -> None:
     codes = [s.code for s in universe]
     assert len(set(codes)) == len(codes)
     for s in universe:
@@ -50,7 +51,7 @@ def test_codes_are_unique_real_looking_and_on_their_board(universe) -> None:  # 
     assert all(s.code.startswith("920") for s in universe if s.market == "BJ")
 
 
-def test_names_st_share_suspended_and_prices(universe) -> None:  # type: ignore[no-untyped-def]
+def test_names_st_share_suspended_and_prices(universe: tuple[Stock, ...]) -> None:
     names = [s.name for s in universe]
     assert len(set(names)) == len(names)
     assert all(re.fullmatch(r"(\*?ST)?[\u4e00-\u9fff]{2,4}A?", n) for n in names), [
@@ -66,7 +67,7 @@ def test_names_st_share_suspended_and_prices(universe) -> None:  # type: ignore[
     suspended = sum(s.suspended for s in universe) / len(universe)
     assert 0.005 <= suspended <= 0.015
     closes = sorted(s.prev_close for s in universe)
-    assert 150 <= closes[0] and closes[-1] <= 180_000
+    assert closes[0] >= 150 and closes[-1] <= 180_000
     assert 800 <= closes[len(closes) // 2] <= 3000  # median around 10-20 yuan
     assert sum(c > 10_000 for c in closes) > 50  # a tail of expensive stocks
 

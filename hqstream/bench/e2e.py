@@ -1,0 +1,170 @@
+"""``hqstream bench e2e``: feed receive -> WebSocket delivery, the whole pipeline.
+
+Every component runs as its own process, exactly as ``hqstream up`` runs it:
+simulator -> receiver -> Kafka -> stream worker -> Kafka -> gateway -> a
+WebSocket client subscribed to everything. The receiver stamps ``receive_ts``
+when it reads a line; the quote carries it through the stream worker
+(``process_ts`` is added there); the client measures ``now - receive_ts`` at
+delivery. Reports p50/p99/max for the whole path and for receive -> normalized.
+The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
+choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s).
+Loopback only; bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+import websockets
+from rich.console import Console
+from rich.live import Live
+
+from hqstream.bench.common import bench_env, machine
+from hqstream.local_runner import create_topics, free_port, port_open
+from hqstream.up import Child
+from schemas import topics
+
+console = Console()
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+async def _measure(port: int, seconds: float, warmup: float) -> tuple[list[float], list[float]]:
+    total: list[float] = []
+    stage: list[float] = []
+    url = f"ws://127.0.0.1:{port}/api/realtime/ws"
+    async with websockets.connect(url, max_size=None, compression=None) as ws:
+        await ws.send('{"type":"subscribe_all"}')
+        start = time.monotonic()
+        with Live(console=console, refresh_per_second=2) as live:
+            while (elapsed := time.monotonic() - start) < warmup + seconds:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=1)
+                except TimeoutError:
+                    continue
+                now_ms = time.time() * 1000
+                msg = orjson.loads(raw)
+                if msg.get("type") != "quotes" or elapsed < warmup:
+                    continue
+                for quote in msg["data"]:
+                    total.append(now_ms - quote["receive_ts"])
+                    stage.append(quote["process_ts"] - quote["receive_ts"])
+                live.update(
+                    f"{elapsed - warmup:5.1f}s  quotes {len(total):,}  "
+                    f"p50 {_pct(total, 0.5):.1f} ms  p99 {_pct(total, 0.99):.1f} ms"
+                )
+    return total, stage
+
+
+def e2e_bench(
+    stocks: Annotated[int, typer.Option(help="stocks per snapshot burst")] = 5000,
+    interval: Annotated[float, typer.Option(help="seconds between snapshots")] = 3.0,
+    seconds: Annotated[float, typer.Option(help="measurement time")] = 30.0,
+    warmup: Annotated[float, typer.Option(help="seconds ignored at the start")] = 8.0,
+    flush_ms: Annotated[int, typer.Option(help="gateway flush interval")] = 20,
+) -> None:
+    """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
+    rate = stocks / interval
+    console.print(
+        f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
+        f"(bursts), {seconds:.0f} s measured; machine: {machine()}"
+    )
+    with bench_env(need_redis=True) as env, tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
+        feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
+        child_env = {
+            **os.environ,
+            "HQ_KAFKA_BOOTSTRAP": env.bootstrap,
+            "HQ_REDIS_URL": env.redis_url,
+            "HQ_TOPIC_PREFIX": prefix,
+            "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
+            "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
+            "HQ_JOURNAL_DIR": str(Path(tmp) / "journal"),
+            "HQ_LOG_LEVEL": "WARNING",
+            "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
+            "HQ_STREAMS_METRICS_PORT": str(free_port()),
+            "HQ_STREAMS_DATADIR": str(Path(tmp) / "streams"),
+            "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
+            "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
+            "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+        }
+        exe = [sys.executable, "-m", "hqstream.cli"]
+        logs = Path(tmp)
+        children = [
+            Child(
+                "gateway",
+                [*exe, "gateway", "--port", str(gw_port)],
+                child_env,
+                logs / "gateway.log",
+            ),
+            Child("streams", [*exe, "streams"], child_env, logs / "streams.log"),
+            Child(
+                "simulate",
+                [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval)],
+                child_env,
+                logs / "simulate.log",
+            ),
+            Child(
+                "produce",
+                [*exe, "produce", "--metrics-port", str(metrics_port)],
+                child_env,
+                logs / "produce.log",
+            ),
+        ]
+        try:
+            children[0].start()
+            children[1].start()
+            deadline = time.monotonic() + 90
+            while not _ready(gw_port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gateway not ready: " + (logs / "gateway.log").read_text())
+                time.sleep(0.3)
+            children[2].start()
+            while not port_open(feed_port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            children[3].start()
+            total, stage = asyncio.run(_measure(gw_port, seconds, warmup))
+            dead = [c.name for c in children if c.state != "running"]
+            if dead:
+                raise RuntimeError(f"components died during the run: {dead}")
+        finally:
+            for child in reversed(children):
+                child.stop()
+    console.print()
+    console.print("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
+    for label, values in (
+        ("receive -> WebSocket delivery", total),
+        ("receive -> normalized (stream worker)", stage),
+    ):
+        console.print(
+            f"| {label} | {_pct(values, 0.5):.1f} | {_pct(values, 0.99):.1f} | "
+            f"{max(values, default=float('nan')):.1f} |"
+        )
+    console.print(f"| quotes measured | {len(total):,} | | |")
+    if not total:
+        raise typer.Exit(1)

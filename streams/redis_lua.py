@@ -1,0 +1,232 @@
+"""The Lua scripts of the Redis sink and the compact arguments they take.
+
+One script call writes a whole chunk of a batch, so redis-py packs a handful
+of arguments per quote instead of ~25, and Redis runs one script instead of
+one per quote:
+
+* :data:`QUOTES_LUA` takes the chunk's quotes grouped by code. KEYS are each
+  code's quote HASH and ticks STREAM, then the rank ZSETs and code SETs
+  (:func:`rank_and_code_keys`). ARGV[1] is a JSON header, one array per code
+  ``[best, partition, code, name, market, price, change, change_pct, amount,
+  volume, ts_1 .. ts_n]`` (all strings, numbers formatted with ``repr`` as
+  redis-py would); ARGV[5 + k] is the JSON ``data`` of the chunk's k-th tick.
+  Per code it reads the stored ``ts`` once, appends every tick newer than
+  the running ``ts`` to the ticks stream (id ``<exchange_ts>-0``; such a tick
+  is "won", one with the running ``ts`` "same", an older one "stale" —
+  exactly the answers of one newer-wins write per quote in batch order),
+  writes the HASH once with the newest tick (``best``) when it is newer than
+  the stored one, and ranks the stock when the newest tick is not older than
+  the stored one. Then one ZADD per rank key and one SADD per code set for
+  the whole chunk. Returns ``{won, same, stale}``.
+* :data:`CANDLES_LUA`: every candle of the batch; an open candle never
+  overwrites a closed one of the same minute.
+* :data:`ALERTS_LUA`: every alert of the batch, appended once per alert id.
+
+Numbers reach Redis as the strings Python made (Redis 7.0 would format Lua
+numbers with ``%.17g``). Redis Cluster: these scripts touch keys of many hash
+slots (per-stock keys carry ``{code}`` tags, rank/alert keys none), so they
+need a standalone Redis (or a proxy); on a Cluster the sink would have to
+group each chunk by slot and rank outside the script. This module builds
+arguments only; it never talks to Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import orjson
+
+from schemas import redis_keys as rk
+
+logger = logging.getLogger(__name__)
+
+QUOTES_LUA: Final = r"""
+local hdr = cjson.decode(ARGV[1])
+local maxlen, qttl, tttl, rttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ncodes = #hdr
+local rbase = 2 * ncodes
+local market_index = {SH = 0, SZ = 1, BJ = 2}
+local zargs, sargs = {}, {}
+local won, same, stale = 0, 0, 0
+local a = 6
+for i = 1, ncodes do
+  local h = hdr[i]
+  local qkey, tkey = KEYS[2 * i - 1], KEYS[2 * i]
+  local stored = tonumber(redis.call('HGET', qkey, 'ts') or '-1')
+  local cur = stored
+  local added = false
+  local n = #h - 10
+  for j = 1, n do
+    local ts_s = h[10 + j]
+    local ts = tonumber(ts_s)
+    if ts > cur then
+      redis.pcall('XADD', tkey, 'MAXLEN', '~', maxlen, ts_s .. '-0', 'data', ARGV[a + j - 1])
+      cur = ts
+      won = won + 1
+      added = true
+    elseif ts == cur then
+      same = same + 1
+    else
+      stale = stale + 1
+    end
+  end
+  if added then redis.call('EXPIRE', tkey, tttl) end
+  local best = tonumber(h[1])
+  local best_ts = tonumber(h[11 + best])
+  if best_ts > stored then
+    redis.call('HSET', qkey, 'ts', h[11 + best], 'data', ARGV[a + best],
+      'code', h[3], 'name', h[4], 'market', h[5], 'price', h[6], 'change', h[7],
+      'change_pct', h[8], 'amount', h[9], 'volume', h[10], 'partition', h[2])
+    redis.call('EXPIRE', qkey, qttl)
+  end
+  if best_ts >= stored then
+    local m = market_index[h[5]]
+    for k = 1, 3 do
+      local t = zargs[m * 3 + k]
+      if not t then t = {}; zargs[m * 3 + k] = t end
+      t[#t + 1] = h[7 + k]
+      t[#t + 1] = h[3]
+      t = zargs[9 + k]
+      if not t then t = {}; zargs[9 + k] = t end
+      t[#t + 1] = h[7 + k]
+      t[#t + 1] = h[3]
+    end
+    local s = sargs[13 + m]
+    if not s then s = {}; sargs[13 + m] = s end
+    s[#s + 1] = h[3]
+  end
+  a = a + n
+end
+for idx, t in pairs(zargs) do
+  for i = 1, #t, 1000 do
+    redis.call('ZADD', KEYS[rbase + idx], unpack(t, i, math.min(i + 999, #t)))
+  end
+  redis.call('EXPIRE', KEYS[rbase + idx], rttl)
+end
+for idx, s in pairs(sargs) do
+  for i = 1, #s, 1000 do
+    redis.call('SADD', KEYS[rbase + idx], unpack(s, i, math.min(i + 999, #s)))
+  end
+  redis.call('EXPIRE', KEYS[rbase + idx], rttl)
+end
+return {won, same, stale}
+"""
+
+CANDLES_LUA: Final = r"""
+local hdr = cjson.decode(ARGV[1])
+local ttl = ARGV[2]
+local n = 0
+for i = 1, #hdr do
+  local key, minute, closed = KEYS[i], hdr[i][1], hdr[i][2]
+  local write = true
+  if closed == '0' then
+    local cur = redis.call('HGET', key, minute)
+    if cur and string.find(cur, '"closed":true', 1, true) then write = false end
+  end
+  if write then
+    redis.call('HSET', key, minute, ARGV[2 + i])
+    redis.call('EXPIRE', key, ttl)
+    n = n + 1
+  end
+end
+return n
+"""
+
+ALERTS_LUA: Final = r"""
+local n = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i + 1])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return n
+"""
+
+SCRIPTS: Final = {"quotes": QUOTES_LUA, "candles": CANDLES_LUA, "alerts": ALERTS_LUA}
+
+_MARKETS: Final = ("SH", "SZ", "BJ")
+
+
+def rank_and_code_keys() -> list[str]:
+    """The 12 rank ZSETs (SH, SZ, BJ, ALL x metrics) then the 3 code SETs."""
+    keys = [rk.rank(m, metric) for m in rk.MARKETS_AND_ALL for metric in rk.RANK_METRICS]
+    return keys + [rk.codes(m) for m in rk.MARKETS]
+
+
+_RANK_AND_CODE_KEYS: Final = tuple(rank_and_code_keys())
+
+
+def quote_chunks(
+    quotes: list[tuple[dict[str, Any], int]], data: list[bytes], max_ticks: int
+) -> list[tuple[list[str], list[Any]]]:
+    """(KEYS, ARGV) of each QUOTES_LUA call for ``quotes`` (grouped by code).
+
+    ``data`` holds each quote's JSON (same order). A code's ticks never span
+    two chunks; a chunk holds about ``max_ticks`` ticks.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, (q, _) in enumerate(quotes):
+        idx = groups.get(q["code"])
+        if idx is None:
+            groups[q["code"]] = [i]
+        else:
+            idx.append(i)
+    calls: list[tuple[list[str], list[Any]]] = []
+    keys: list[str] = []
+    header: list[list[str]] = []
+    blobs: list[bytes] = []
+    for code, idx in groups.items():
+        best = 0
+        best_ts = -1
+        tss: list[str] = []
+        for j, i in enumerate(idx):
+            ts = quotes[i][0]["exchange_ts"]
+            if ts >= best_ts:
+                best, best_ts = j, ts
+            tss.append(str(ts))
+            blobs.append(data[i])
+        q, partition = quotes[idx[best]]
+        header.append([
+            str(best), str(partition), code, q["name"], q["market"], repr(q["price"]),
+            repr(q["change"]), repr(q["change_pct"]), repr(q["amount"]), repr(q["volume"]),
+            *tss,
+        ])  # fmt: skip
+        keys += (rk.quote(code), rk.ticks(code))
+        if len(blobs) >= max_ticks:
+            calls.append(_quote_call(keys, header, blobs))
+            keys, header, blobs = [], [], []
+    if header:
+        calls.append(_quote_call(keys, header, blobs))
+    return calls
+
+
+def _quote_call(
+    keys: list[str], header: list[list[str]], blobs: list[bytes]
+) -> tuple[list[str], list[Any]]:
+    argv: list[Any] = [
+        orjson.dumps(header), rk.TICKS_MAXLEN, rk.QUOTE_TTL_S, rk.TICKS_TTL_S, rk.MARKET_TTL_S,
+        *blobs,
+    ]  # fmt: skip
+    return [*keys, *_RANK_AND_CODE_KEYS], argv
+
+
+def candle_call(candles: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+    """(KEYS, ARGV) of the CANDLES_LUA call for ``candles``."""
+    keys = [rk.candles(c["code"], c["trade_date"]) for c in candles]
+    header = [[str(c["minute_ts"]), "1" if c["closed"] else "0"] for c in candles]
+    return keys, [orjson.dumps(header), rk.CANDLES_TTL_S, *map(orjson.dumps, candles)]
+
+
+def alert_id(alert: dict[str, Any]) -> str:
+    return f"{alert['code']}|{alert['kind']}|{alert['exchange_ts']}"
+
+
+def alert_call(alerts: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+    """(KEYS, ARGV) of the ALERTS_LUA call for ``alerts``."""
+    argv: list[Any] = [rk.ALERTS_MAXLEN, rk.MARKET_TTL_S]
+    for alert in alerts:
+        argv += (alert_id(alert), orjson.dumps(alert))
+    return [rk.ALERTS, rk.ALERTS_SEEN], argv
