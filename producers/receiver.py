@@ -221,6 +221,10 @@ class Receiver:
             good.append(line)
         if good:
             self.stats.lines += len(good)
+            bse = sum(1 for line in good if line[:1] == b"{")
+            if bse:
+                metrics.LINES.labels("bse_json").inc(bse)
+            metrics.LINES.labels("sse_szse").inc(len(good) - bse)
             self.forwarder.submit(now_ms, good)
 
     def _control(self, line: bytes) -> None:
