@@ -112,9 +112,15 @@ class KafkaFeed:
         try:
             consumer.subscribe(list(self._codecs), on_assign=self._on_assign)
             while not self._stop.is_set():
-                messages = consumer.consume(BATCH, POLL_S)
+                # consume(n, timeout) waits for n messages or the timeout: at a few
+                # thousand quotes/s that is always the timeout. Block on the first
+                # message only, then take whatever else is already fetched.
+                messages = consumer.consume(BATCH, 0)
                 if not messages:
-                    continue
+                    first = consumer.poll(POLL_S)
+                    if first is None:
+                        continue
+                    messages = [first, *consumer.consume(BATCH - 1, 0)]
                 events = self._decode(messages)
                 if events:
                     self.loop.call_soon_threadsafe(self.hub.dispatch, events)
