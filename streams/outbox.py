@@ -49,6 +49,8 @@ class ConfluentOutbox:
             "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 500_000,
             "batch.size": 1_000_000,
+            # only failures call back (a success is "gone from the queue at flush")
+            "delivery.report.only.error": True,
         }
         conf.update(extra)
         self._producer = Producer(conf)

@@ -20,6 +20,7 @@ Never drops a record: every input ends in an output or the DLQ.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,10 @@ def receive_ts_of(record: RawRecord) -> int:
     return record.timestamp_ms
 
 
+#: records parsed between two turns of the event loop (see Processor.process)
+YIELD_EVERY = 250
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -106,7 +111,41 @@ class Processor:
         self.candles = CandleBuilder()
         self.alerts = AlertDetector(AlertConfig())
         self.last_ts: dict[str, int] = {}
+        self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
         self.warmed: set[str] = set()
+        self.newest_ts = 0  # newest exchange_ts applied (the exchange clock)
+        self.newest_wall_ms = 0  # wall clock when newest_ts last advanced
+
+    def forget_partitions(self, partitions: set[int]) -> int:
+        """Drop the market statistics of the stocks of revoked ``partitions``.
+
+        Else this worker's partial would count them as well as their new
+        owner's until its next reseed. Returns how many stocks were dropped.
+        """
+        codes = [c for c, p in self.partition_of.items() if p in partitions]
+        for code in codes:
+            del self.partition_of[code]
+        return self.stats.forget(codes)
+
+    def flush_candles(self, wall_ms: int, quiet_ms: int) -> list[dict[str, Any]]:
+        """Close the candles whose minute is over; returns them (``closed=True``).
+
+        The clock is the newest exchange_ts seen; once no newer tick came for
+        ``quiet_ms`` of wall time (lunch, the close, a quiet shard) it is the
+        wall clock if that is later, so the 11:29 and 14:59 candles of stocks
+        that stop ticking close too.
+        """
+        clock = self.newest_ts
+        if wall_ms - self.newest_wall_ms >= quiet_ms:
+            clock = max(clock, wall_ms)
+        return self.candles.flush(clock) if clock else []
+
+    def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
+        """The Kafka records of closed candles (none when not publishing)."""
+        if not self.publish_normalized:
+            return []
+        topic, encode = self.topics.candles, self.candle_codec.encode
+        return [KafkaOut(topic, c["code"].encode(), encode(c)) for c in closed]
 
     # -- state recovery ----------------------------------------------------
 
@@ -117,6 +156,7 @@ class Processor:
         for quote, partition in await sink.latest_quotes():
             if partitions is None or partition in partitions:
                 self.stats.update(quote)
+                self.partition_of[quote["code"]] = partition
                 n += 1
         logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
                     sorted(partitions) if partitions is not None else "all")  # fmt: skip
@@ -151,6 +191,7 @@ class Processor:
         encoded: list[bytes] = []
         dead: list[DlqRecord] = []
         encode = self.quote_codec.encode
+        quotes_add, encoded_add = quotes.append, encoded.append
         for rec in records:
             try:
                 quote = parse_record(rec.value, receive_ts_of(rec), now)
@@ -172,8 +213,8 @@ class Processor:
                     )
                 )
                 continue
-            quotes.append((quote, rec.partition))
-            encoded.append(payload)
+            quotes_add((quote, rec.partition))
+            encoded_add(payload)
         return quotes, encoded, dead
 
     def derive(
@@ -183,23 +224,49 @@ class Processor:
         closed: list[dict[str, Any]] = []
         alerts: list[dict[str, Any]] = []
         touched: dict[str, None] = {}
-        last_ts = self.last_ts
-        for quote, _ in quotes:
+        last_ts, partition_of = self.last_ts, self.partition_of
+        stats_update, candle_update = self.stats.update, self.candles.update
+        alert_update = self.alerts.update
+        newest = self.newest_ts
+        for quote, partition in quotes:
             code = quote["code"]
             ts = quote["exchange_ts"]
             if ts <= last_ts.get(code, -1):
                 continue  # replayed or out of order: state already has it (or newer)
             last_ts[code] = ts
-            self.stats.update(quote)
-            closed.extend(self.candles.update(quote))
-            alerts.extend(self.alerts.update(quote))
+            partition_of[code] = partition
+            stats_update(quote)
+            done = candle_update(quote)
+            if done:
+                closed += done
+            fired = alert_update(quote)
+            if fired:
+                alerts += fired
             touched[code] = None
+            if ts > newest:
+                newest = ts
+        if newest > self.newest_ts:
+            self.newest_ts = newest
+            self.newest_wall_ms = _now_ms()
         open_candles = [c for c in map(self.candles.current, touched) if c is not None]
         return closed, open_candles, alerts
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
-        """One batch: parse, (warm up from ``sink``), derive; nothing is written yet."""
-        quotes, encoded, dead = self.parse(records)
+        """One batch: parse, (warm up from ``sink``), derive; nothing is written yet.
+
+        Parses in slices of :data:`YIELD_EVERY` records and lets the event loop
+        run between them, so the previous batch's writes (a megabyte to Redis)
+        go out and its answers come in while this batch is parsed.
+        """
+        quotes: list[tuple[dict[str, Any], int]] = []
+        encoded: list[bytes] = []
+        dead: list[DlqRecord] = []
+        for start in range(0, len(records), YIELD_EVERY):
+            q, e, d = self.parse(records[start : start + YIELD_EVERY])
+            quotes += q
+            encoded += e
+            dead += d
+            await asyncio.sleep(0)
         if sink is not None:
             await self.warm_up(sink, {q["code"] for q, _ in quotes})
         else:
@@ -212,9 +279,7 @@ class Processor:
                 KafkaOut(t.normalized, q["code"].encode(), payload)
                 for (q, _), payload in zip(quotes, encoded, strict=True)
             ]
-            out += [
-                KafkaOut(t.candles, c["code"].encode(), self.candle_codec.encode(c)) for c in closed
-            ]
+            out += self.candle_outputs(closed)
             out += [
                 KafkaOut(t.alerts, a["code"].encode(), self.alert_codec.encode(a)) for a in alerts
             ]

@@ -23,11 +23,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streams.agents import StreamsRuntime, now_ms
+from streams.agents import StreamsRuntime, now_ms, tune_gc
 from streams.errors import StreamsError
 from streams.outbox import ConfluentOutbox
 from streams.pipeline import Processor, RawRecord
-from streams.redis_sink import RedisSink
+from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
@@ -92,10 +92,25 @@ async def consume_batches(
     on_batch: Callable[[int], None] | None = None,
     commit: bool = True,
 ) -> tuple[int, int, int]:
-    """Consume (assigned) partitions until each reaches ``ends``; returns counts."""
+    """Consume (assigned) partitions until each reaches ``ends``; returns counts.
+
+    Batches go through :meth:`StreamsRuntime.submit` (batch N+1 is parsed
+    while batch N is written); a batch's offsets are committed once it is
+    durable. Returns when the last batch is durable.
+    """
     position = {p: -1 for p in ends}
     remaining = {p for p, end in ends.items() if end > 0}
     records = quotes = dead = 0
+    topic = ""
+
+    def committer(offsets: dict[int, int]) -> Callable[[], None]:
+        def commit_batch() -> None:
+            if commit:
+                tps = [TopicPartition(topic, p, o + 1) for p, o in offsets.items()]
+                consumer.commit(offsets=tps, asynchronous=True)
+
+        return commit_batch
+
     while remaining:
         msgs = consumer.consume(num_messages=batch_max, timeout=0.2)
         batch: list[RawRecord] = []
@@ -109,22 +124,26 @@ async def consume_batches(
         if not batch:
             await asyncio.sleep(0)
             continue
-        result = await runtime.handle(batch)
+        done: dict[int, int] = {}
         for rec in batch:
-            position[rec.partition] = max(position[rec.partition], rec.offset)
-        if commit:
-            consumer.commit(asynchronous=True)
+            done[rec.partition] = max(done.get(rec.partition, -1), rec.offset)
+        topic = batch[0].topic
+        result = await runtime.submit(batch, committer(done))
+        for p, offset in done.items():
+            position[p] = max(position[p], offset)
         records += len(batch)
         quotes += len(result.sink.quotes)
         dead += len(result.dlq)
         remaining = {p for p in remaining if position[p] + 1 < ends[p]}
         if on_batch is not None:
             on_batch(len(batch))
+    await runtime.drain()
     return records, quotes, dead
 
 
 async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
-    sink = RedisSink.from_url(settings.redis_url)
+    tune_gc(settings.gc_threshold)
+    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
     try:
         existing = await sink.hq_key_count()
         if existing and not force:
@@ -156,6 +175,10 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
             )  # fmt: skip
             started = time.perf_counter()
             counts = await _with_progress(consumer, runtime, ends, total, settings.batch_max)
+            # what the live worker's candle timer would close by now
+            closed = processor.flush_candles(now_ms(), int(settings.candle_quiet_s * 1000))
+            if closed:
+                await sink.write(SinkBatch(quotes=[], candles=closed, alerts=[]))
             stats = processor.snapshots(now_ms())
             await sink.write_market(stats, now_ms())
             return RebuildSummary(*counts, seconds=time.perf_counter() - started)

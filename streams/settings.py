@@ -48,6 +48,30 @@ class StreamsSettings(CommonSettings):
     batch_max: int = Field(2000, ge=1, validation_alias=_env("batch_max"))
     batch_within_s: float = Field(0.05, gt=0, validation_alias=_env("batch_within_s"))
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
+    candle_flush_interval_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_env("candle_flush_interval_s"),
+        description="how often candles whose minute is over are closed",
+    )
+    candle_quiet_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("candle_quiet_s"),
+        description="after this long without a newer tick the candle clock follows the wall clock",
+    )
+    redis_chunk_ticks: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_env("redis_chunk_ticks"),
+        description="quotes per Redis script call (bounds how long one call blocks Redis)",
+    )
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        validation_alias=_env("gc_threshold"),
+        description="gen-0 threshold of Python's cyclic GC in a worker (0 = Python's default)",
+    )
     stats_top_n: int = Field(10, ge=1, validation_alias=_env("stats_top_n"))
     partial_ttl_s: float = Field(
         5.0, gt=0, validation_alias=_env("partial_ttl_s"), description="a worker is dead after"

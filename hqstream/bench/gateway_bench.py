@@ -320,7 +320,7 @@ def latency_bench(
     seconds: float = typer.Option(20.0, min=1, max=600, help="measured seconds"),
     rate: int = typer.Option(1667, min=1, max=20000, help="quotes per second"),
     universe: int = typer.Option(5000, min=1, max=20000, help="distinct stock codes"),
-    flush_ms: int = typer.Option(50, min=1, max=1000, help="gateway flush interval"),
+    flush_ms: int = typer.Option(20, min=1, max=1000, help="gateway flush interval"),
     compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
 ) -> None:
     """Feed receive -> WebSocket delivery latency at the full-market rate (one client, all)."""
@@ -338,7 +338,7 @@ def fanout_bench(
     seconds: float = typer.Option(20.0, min=1, max=600, help="measured seconds"),
     rate: int = typer.Option(1667, min=1, max=20000, help="quotes per second"),
     universe: int = typer.Option(5000, min=10, max=20000, help="distinct stock codes"),
-    flush_ms: int = typer.Option(50, min=1, max=1000, help="gateway flush interval"),
+    flush_ms: int = typer.Option(20, min=1, max=1000, help="gateway flush interval"),
     compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
 ) -> None:
     """Many concurrent WebSocket clients on one gateway process: latency and memory."""

@@ -114,64 +114,102 @@ def _quantiles_from_histogram(text: str, name: str) -> tuple[float, float]:
     return q(0.5), q(0.99)
 
 
-def _flush_db(url: str) -> None:
+def _hq_keys(url: str) -> int:
     import redis
 
     client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    try:
+        return sum(1 for _ in client.scan_iter(match="hq:*", count=1000))
+    finally:
+        client.close()
+
+
+def _delete_hq_keys(url: str) -> int:
+    """Delete the ``hq:*`` keys the run created (and nothing else)."""
+    from streams.redis_sink import RedisSink
+
+    async def run() -> int:
+        sink = RedisSink.from_url(url)
+        try:
+            return await sink.flush_hq()
+        finally:
+            await sink.close()
+
+    return asyncio.run(run())
+
+
+def _db_urls(url: str, db: int | None) -> tuple[str, str]:
+    """Redis URLs of the faust and plain runs: database ``db`` (default: the URL's) and the next."""
+    base, _, tail = url.rpartition("/")
+    if not base.startswith("redis") or not tail.isdigit():
+        base, tail = url.rstrip("/"), "0"
+    first = int(tail) if db is None else db
+    return f"{base}/{first}", f"{base}/{first + 1}"
 
 
 def run_faust(
     bootstrap: str, url: str, prefix: str, records: int, valid: int, codes: set[str],
-    partitions: int, batch: int,
+    partitions: int, batch: int, workers: int = 1,
 ) -> Result:  # fmt: skip
+    """``workers`` faust worker processes in one group; rate between the first and last commit.
+
+    The records committed by the first observed commit are not counted: the
+    rate is (last - first committed) / (time between them). Batch latency
+    quantiles come from the first worker's /metrics.
+    """
     group = f"bench-faust-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        **os.environ, "HQ_KAFKA_BOOTSTRAP": bootstrap, "HQ_REDIS_URL": url,
-        "HQ_TOPIC_PREFIX": prefix, "HQ_STREAMS_GROUP_ID": group,
-        "HQ_STREAMS_METRICS_PORT": str(port), "HQ_STREAMS_BATCH_MAX": str(batch),
-        "HQ_STREAMS_DATADIR": f"/tmp/hqstream-bench-{group}", "HQ_LOG_LEVEL": "WARNING",
-    }  # fmt: skip
-    log = Path(f"/tmp/hqstream-bench-{group}.log").open("wb")  # noqa: SIM115 (child's stdout)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    ports = [free_port() for _ in range(workers)]
+    procs: list[subprocess.Popen[bytes]] = []
+    log = Path(f"/tmp/hqstream-bench-{group}.log").open("wb")  # noqa: SIM115 (children's stdout)
+    for i, port in enumerate(ports):
+        env = {
+            **os.environ, "HQ_KAFKA_BOOTSTRAP": bootstrap, "HQ_REDIS_URL": url,
+            "HQ_TOPIC_PREFIX": prefix, "HQ_STREAMS_GROUP_ID": group,
+            "HQ_STREAMS_WORKER_ID": f"bench-{i}",
+            "HQ_STREAMS_METRICS_PORT": str(port), "HQ_STREAMS_BATCH_MAX": str(batch),
+            "HQ_STREAMS_DATADIR": f"/tmp/hqstream-bench-{group}", "HQ_LOG_LEVEL": "WARNING",
+        }  # fmt: skip
+        cmd = [sys.executable, "-c", WORKER]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))  # fmt: skip
     topic = prefix + RAW
     first = last = 0.0
-    done = 0
+    done = done_first = 0
     try:
         with Live(console=console, refresh_per_second=4) as live:
             deadline = time.monotonic() + 900
             while done < records and time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"faust worker exited with {proc.returncode}; see {log.name}"
-                    )
+                for proc in procs:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"faust worker exited with {proc.returncode}; see {log.name}"
+                        )
                 done = _committed(bootstrap, group, topic, partitions)
                 now = time.perf_counter()
                 if done and not first:
-                    first = now
+                    first, done_first = now, done
                 last = now
-                rate = done / (now - first) if first and now > first else 0.0
+                rate = (done - done_first) / (now - first) if first and now > first else 0.0
                 live.update(f"[bold]faust[/bold] committed {done:,}/{records:,}  {rate:,.0f}/s")
-                time.sleep(0.25)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+                time.sleep(0.1)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5).read()
         p50, p99 = _quantiles_from_histogram(metrics.decode(), "hq_streams_batch_seconds")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    # the first commit lands after the first batches: rate over the rest of the run
-    return Result("faust worker", records, last - first, p50, p99,
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    name = "faust worker" if workers == 1 else f"{workers} faust workers"
+    return Result(name, records - done_first, last - first, p50, p99,
                   _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes))  # fmt: skip
 
 
 async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int) -> Result:
-    from streams.agents import StreamsRuntime
+    from streams.agents import StreamsRuntime, tune_gc
     from streams.outbox import ConfluentOutbox
     from streams.pipeline import Processor
     from streams.rebuild import consume_batches, end_offsets
@@ -182,7 +220,8 @@ async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int
         kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix + "plain.",
         metrics_port=0, batch_max=batch,
     )  # fmt: skip
-    sink = RedisSink.from_url(url)
+    tune_gc(settings.gc_threshold)
+    sink = RedisSink.from_url(url, chunk_ticks=settings.redis_chunk_ticks)
     outbox = ConfluentOutbox(bootstrap)
     runtime = StreamsRuntime(settings, sink, outbox, "plain", processor=Processor(settings))
     topic = prefix + RAW
@@ -218,14 +257,24 @@ def streams_bench(
     partitions: int = typer.Option(4, help="Partitions of the bench topics."),
     batch: int = typer.Option(2000, help="Batch size (noack_take max / consume max)."),
     bootstrap: str = typer.Option("", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP)."),
-    redis_url: str = typer.Option("", help="Redis base URL (default HQ_REDIS_URL)."),
+    redis_url: str = typer.Option("", help="Redis URL (default HQ_REDIS_URL)."),
+    redis_db: int | None = typer.Option(
+        None, help="Database of the faust run (the plain run uses the next); default: the URL's."
+    ),
+    keep: bool = typer.Option(False, help="Keep the hq:* keys the run wrote."),
+    workers: int = typer.Option(1, min=1, help="Faust worker processes (one consumer group)."),
 ) -> None:
     """Faust worker vs plain confluent-kafka loop: ticks/s and batch latency, zero loss."""
     from streams.settings import get_settings
 
     settings = get_settings()
     bootstrap = bootstrap or settings.kafka_bootstrap
-    base = (redis_url or settings.redis_url).rsplit("/", 1)[0]
+    faust_url, plain_url = _db_urls(redis_url or settings.redis_url, redis_db)
+    for url in (faust_url, plain_url):
+        if _hq_keys(url):
+            console.print(f"[red]{url.split('@')[-1]} holds hq:* keys: pick free databases "
+                          "with --redis-db[/red]")  # fmt: skip
+            raise typer.Exit(2)
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
     create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "plain.")
@@ -246,14 +295,18 @@ def streams_bench(
                 producer.poll(0.1)
     producer.flush(60)
     console.print(f"preloaded {records:,} raw records ({valid:,} valid) into {prefix}{RAW}")
-    faust_url, plain_url = f"{base}/901", f"{base}/902"
-    _flush_db(faust_url)
-    _flush_db(plain_url)
-    results = [
-        run_faust(bootstrap, faust_url, prefix, records, valid, codes, partitions, batch),
-        asyncio.run(_plain(bootstrap, plain_url, prefix, records, batch)),
-    ]
-    results[1].redis_ticks = _redis_ticks(plain_url, codes)
+    try:
+        results = [
+            run_faust(
+                bootstrap, faust_url, prefix, records, valid, codes, partitions, batch, workers
+            ),
+            asyncio.run(_plain(bootstrap, plain_url, prefix, records, batch)),
+        ]
+        results[1].redis_ticks = _redis_ticks(plain_url, codes)
+    finally:
+        if not keep:
+            for url in (faust_url, plain_url):
+                _delete_hq_keys(url)
     table = Table(title=f"hqstream bench streams: {records:,} records, {partitions} partitions")
     for col in ("path", "ticks/s", "seconds", "batch p50 ms", "batch p99 ms", "normalized",
                 "redis ticks", "loss"):  # fmt: skip

@@ -1,9 +1,11 @@
-"""The faust agent: batching with noack_take, ack-after-persist, DLQ routing.
+"""The faust agent: bulk batches, ack-after-persist, DLQ routing, timers' work.
 
 Faust agents run under ``agent.test_context()`` (in-memory channel, no
 broker); Redis is real (the ``redis_url`` fixture). The first two tests pin
-down the faust behaviour our design relies on: ``take()`` acks a batch even
-when the agent body raised, ``noack_take()`` leaves acking to us.
+down the faust behaviour that made us stop iterating the Stream: ``take()``
+acks a batch even when the agent body raised, ``noack_take()`` leaves acking
+to us (as our bulk reader does). Our agent reads its channel's queue itself,
+so events are put with ``wait=False`` and acks are seen on ``Event.ack``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import faust
+import orjson
 import pytest
 import redis.asyncio as aioredis
-from faust.streams import Stream
+from confluent_kafka import Consumer
+from faust.events import Event
 
-from hqstream.bench.rawlines import generate
+from hqstream.bench.rawlines import generate, session_start_ms
+from hqstream.local_runner import create_topics
 from schemas import redis_keys as rk
+from schemas.topics import topic_specs
 from streams.agents import StreamsRuntime
 from streams.app import create_app
 from streams.errors import BadRecord
+from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
-from streams.pipeline import Processor
+from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
@@ -32,15 +39,15 @@ from tests.conftest import KafkaEndpoint
 
 @pytest.fixture
 def acked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
-    """Record the value of every event a stream acks."""
+    """Record the value of every event acked (by a Stream or by our agent)."""
     seen: list[bytes] = []
-    original = Stream.ack
+    original = Event.ack
 
-    async def recording_ack(self: Stream[Any], event: Any) -> bool:
-        seen.append(event.value)
-        return await original(self, event)
+    def recording_ack(self: Event) -> bool:
+        seen.append(self.value)
+        return original(self)
 
-    monkeypatch.setattr(Stream, "ack", recording_ack)
+    monkeypatch.setattr(Event, "ack", recording_ack)
     yield seen
 
 
@@ -121,7 +128,7 @@ async def test_agent_writes_redis_then_acks_every_event(
     built = create_app(runtime.settings, worker_id="unit", runtime=runtime)
     async with built.agent.test_context() as tc:
         for key, value, headers in lines:
-            await tc.put(key=key, value=value, headers=headers)
+            await tc.put(key=key, value=value, headers=headers, wait=False)
         for _ in range(100):
             if len(acked) == len(lines):
                 break
@@ -153,7 +160,144 @@ async def test_agent_does_not_ack_while_redis_is_unreachable(
     built = create_app(settings, worker_id="down", runtime=rt)
     async with built.agent.test_context() as tc:
         for key, value, headers in lines:
-            await tc.put(key=key, value=value, headers=headers)
+            await tc.put(key=key, value=value, headers=headers, wait=False)
         await asyncio.sleep(1.0)
         assert acked == []
     await sink.close()
+
+
+def _records(lines: list[Any], partition_of: Any = None) -> list[RawRecord]:
+    return [
+        RawRecord(k, v, h, "raw", partition_of(k) if partition_of else 0, i, 0)
+        for i, (k, v, h) in enumerate(lines)
+    ]
+
+
+async def test_submit_acks_each_batch_only_once_durable_and_in_order(
+    runtime: StreamsRuntime, redis_url: str
+) -> None:
+    lines, _ = generate(60, 6, seed=6)
+    records = _records(lines)
+    durable: list[int] = []
+    ticks_when_durable: list[int] = []
+    client = aioredis.Redis.from_url(redis_url)
+    codes = {parse_record(v, 0)["code"] for _, v, _ in lines}
+
+    def on_durable(n: int) -> Any:
+        def done() -> None:
+            durable.append(n)
+
+        return done
+
+    try:
+        for n, start in enumerate(range(0, len(records), 50)):
+            await runtime.submit(records[start : start + 50], on_durable(n))
+            # batch n may still be in flight, batch n-1 is durable by now
+            assert durable == list(range(n)) or durable == list(range(n + 1))
+            if durable:
+                ticks_when_durable.append(sum([await client.xlen(rk.ticks(c)) for c in codes]))
+        await runtime.drain()
+        assert durable == list(range(len(records) // 50 + bool(len(records) % 50)))
+        assert sum([await client.xlen(rk.ticks(c)) for c in codes]) == len(records)
+        assert ticks_when_durable == sorted(ticks_when_durable)
+    finally:
+        await client.aclose()
+
+
+def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> None:
+    processor = Processor(StreamsSettings(metrics_port=0), publish_normalized=False)
+    start = session_start_ms("2026-11-23", "11:29:40")
+    lines, _ = generate(10, 3, seed=8, start_ms=start)  # 11:29:40, :43, :46
+    quotes = [(parse_record(v, 0, 0), 0) for _, v, _ in lines]
+    processor.derive(quotes)
+    assert processor.newest_ts == start + 6_000
+    processor.newest_wall_ms = fed_at = start + 6_000  # as if fed live, at 11:29:46
+    assert processor.candles.open_count() == 10
+    lunch = session_start_ms("2026-11-23", "11:30:05")
+    # not quiet for 60 s yet: the exchange clock (11:29:46) closes nothing
+    assert processor.flush_candles(lunch, quiet_ms=60_000) == []
+    # quiet, but the wall clock is still inside the minute: nothing either
+    assert processor.flush_candles(fed_at + 5_000, quiet_ms=1_000) == []
+    # quiet after the lunch break started: the 11:29 candles close
+    closed = processor.flush_candles(lunch, quiet_ms=5_000)
+    assert len(closed) == 10 and all(c["closed"] for c in closed)
+    assert {c["minute_ts"] for c in closed} == {session_start_ms("2026-11-23", "11:29:00")}
+    assert processor.candles.open_count() == 0
+
+
+async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stopped(
+    redis_url: str, kafka: KafkaEndpoint
+) -> None:
+    prefix = f"{kafka.group('flush')}."
+    create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)
+    settings = StreamsSettings(
+        redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
+        metrics_port=0, candle_quiet_s=0.001,
+    )  # fmt: skip
+    sink = RedisSink.from_url(redis_url)
+    outbox = ConfluentOutbox(kafka.bootstrap)
+    rt = StreamsRuntime(settings, sink, outbox, "flush", processor=Processor(settings))
+    # a session that is over (the wall clock is later): 14:59:50 and 14:59:53
+    lines, _ = generate(8, 2, seed=9, start_ms=session_start_ms("2025-06-03", "14:59:50"))
+    try:
+        await rt.handle(_records(lines))
+        await asyncio.sleep(0.01)  # the feed is quiet
+        assert await rt.flush_candles() == 8
+        assert await rt.flush_candles() == 0  # closed once
+        minute = str(session_start_ms("2025-06-03", "14:59:00"))
+        stored = [
+            orjson.loads(
+                await sink.client.hget(rk.candles(q["code"], "2025-06-03"), minute) or b"{}"
+            )
+            for q in (parse_record(v, 0) for _, v, _ in lines[:8])
+        ]
+        assert all(c.get("closed") is True for c in stored)
+        consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": kafka.group("c"),
+                             "auto.offset.reset": "earliest"})  # fmt: skip
+        consumer.subscribe([settings.topic_names.candles])
+        got: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(got) < 8 and asyncio.get_running_loop().time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got.append(rt.processor.candle_codec.decode(msg.value() or b""))
+        consumer.close()
+        assert sorted(c["code"] for c in got) == sorted(c["code"] for c in stored)
+        assert all(c["closed"] and c["minute_ts"] == int(minute) for c in got)
+    finally:
+        await outbox.close()
+        await sink.close()
+
+
+async def test_revoked_partitions_are_not_counted_twice_in_merged_stats(
+    redis_url: str, kafka: KafkaEndpoint
+) -> None:
+    lines, _ = generate(90, 2, seed=10)
+    quotes = [parse_record(v, 0, 0) for _, v, _ in lines]
+
+    def partition(key: bytes) -> int:
+        return int(key) % 2
+
+    settings = StreamsSettings(redis_url=redis_url, metrics_port=0, partial_ttl_s=60)
+    runtimes = []
+    for worker in ("a", "b"):
+        sink = RedisSink.from_url(redis_url)
+        processor = Processor(settings, publish_normalized=False)
+        outbox = ConfluentOutbox(kafka.bootstrap)
+        runtimes.append(StreamsRuntime(settings, sink, outbox, worker, processor=processor))
+    a, b = runtimes
+    try:
+        # worker a owned both partitions, then partition 1 moved to worker b
+        await a.handle(_records(lines, partition))
+        await a.publish_stats()
+        assert await a.on_revoked({1}) == len({q["code"] for q in quotes if int(q["code"]) % 2})
+        await b.handle(_records([ln for ln in lines if partition(ln[0]) == 1], partition))
+        await b.publish_stats()
+        merged = await a.publish_stats()  # a has the smallest id: it merges
+        assert merged is not None
+        expected = recompute(quotes, settings.stats_top_n, now_ms=0)
+        for market in ("SH", "SZ", "BJ", "ALL"):
+            assert {**merged[market], "ts": 0} == {**expected[market], "ts": 0}
+    finally:
+        for rt in runtimes:
+            await rt.sink.close()

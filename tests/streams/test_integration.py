@@ -79,6 +79,10 @@ class Stack:
             "HQ_STREAMS_STATS_INTERVAL_S": "0.5",
             "HQ_STREAMS_PARTIAL_TTL_S": "3",
             "HQ_STREAMS_BATCH_MAX": "200",
+            # candles close on the exchange clock only: the wall clock (a day
+            # after the generated session) would close them at a time that
+            # depends on how fast the test runs
+            "HQ_STREAMS_CANDLE_QUIET_S": "3600",
         }
         log = (self.tmp / f"{name}.log").open("wb")
         proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def settings_for(stack: Stack, url: str) -> StreamsSettings:
     return StreamsSettings(
         kafka_bootstrap=stack.kafka.bootstrap, redis_url=url, topic_prefix=stack.prefix,
-        group_id=stack.kafka.group("rb"), metrics_port=0,
+        group_id=stack.kafka.group("rb"), metrics_port=0, candle_quiet_s=3600,
     )  # fmt: skip
 
 
