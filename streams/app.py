@@ -8,7 +8,10 @@ group id, broker) and wires it to a :class:`streams.agents.StreamsRuntime`:
   channel's queue (:func:`event_batches`: up to ``batch_max`` events or
   ``batch_within_s``) instead of iterating the faust Stream event by event:
   the Stream's per-event machinery (two asyncio tasks per event) capped a
-  worker at ~14k events/s before any work was done. Each event is acked only
+  worker at ~14k events/s before any work was done. The consumer
+  (:mod:`streams.faust_transport`) hands each fetched run of raw messages to
+  that queue in one call. Events of an old rebalance generation are skipped
+  (:func:`live_events`) as faust's Stream skips them. Each event is acked only
   when :meth:`StreamsRuntime.submit` reports its batch durable, i.e. after
   Redis and Kafka have the results; a batch whose processing raised is never
   acked. (Not ``take()``: it acks a batch in a ``finally`` even when the body
@@ -41,7 +44,7 @@ import faust
 from faust.types import TP
 
 from streams.agents import StreamsRuntime, tune_gc
-from streams.faust_transport import RawSchema
+from streams.faust_transport import FastConsumer, RawSchema, deliver_to
 from streams.faust_transport import install as install_fast_transport
 from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
 from streams.pipeline import RawRecord
@@ -77,6 +80,8 @@ def event_to_record(event: Any) -> RawRecord:
 
 #: how long event_batches sleeps while it waits for more events of a batch
 POLL_S = 0.002
+#: how long a stopping worker waits for its batch in flight to become durable
+SHUTDOWN_DRAIN_S = 10.0
 
 
 async def event_batches(queue: Any, max_n: int, within_s: float) -> AsyncIterator[list[Any]]:
@@ -187,6 +192,9 @@ def create_app(
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
     async def process_raw(stream: Any) -> None:
         channel = aiter(stream.channel)  # subscribes; we drain its queue in bulk
+        consumer = app.consumer
+        if isinstance(consumer, FastConsumer):  # install_fast_transport() made it
+            consumer.direct[names.raw] = deliver_to(app, channel.queue)
         batches = event_batches(channel.queue, settings.batch_max, settings.batch_within_s)
         async for batch in batches:
             events = live_events(app, batch)
@@ -211,6 +219,10 @@ def create_app(
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        try:  # the batch in flight becomes durable and acked, so its offsets get committed
+            await asyncio.wait_for(rt.drain(), SHUTDOWN_DRAIN_S)
+        except Exception as exc:  # TimeoutError, or what the persist raised
+            logger.warning("batch in flight not durable at shutdown (replayed later): %r", exc)
         logger.info("worker %s stopping after %d batches", worker_id, rt.batches)
 
     return StreamsApp(app, process_raw, rt)

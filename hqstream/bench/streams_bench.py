@@ -4,15 +4,19 @@ Preloads N realistic raw lines (hqstream.bench.rawlines) into a fresh uuid
 ``hq.ticks.raw``, then measures, on the same data:
 
 (a) the faust worker (``hqstream streams`` as a subprocess, its own group and
-    Redis database): parse + Avro + produce normalized + Redis, timed from
-    its first to its last committed offset; batch latency from its
-    ``hq_streams_batch_seconds`` histogram (scraped from /metrics);
+    Redis database; ``--workers N`` for N of them): parse + Avro + produce
+    normalized + Redis, timed by its durable-records counter (see
+    :func:`run_faust`); batch latency from its ``hq_streams_batch_seconds``
+    histogram (scraped from /metrics);
 (b) the same work (same Processor, StreamsRuntime, Redis sink, producer) in a
     plain confluent-kafka consumer loop in this process, so Faust's overhead
     is a measured ratio.
 
 Zero loss is checked for both: the normalized topic and the Redis ticks
 streams must hold exactly the valid records. Prints a markdown table.
+Redis: the database of ``HQ_REDIS_URL`` (or ``--redis-db``) and the next one,
+which must hold no ``hq:*`` keys; afterwards the run deletes the ``hq:*``
+keys and the topics it created (``--keep`` keeps them), nothing else.
 """
 
 from __future__ import annotations
@@ -66,6 +70,18 @@ def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
         return sum(max(0, tp.offset) for tp in tps)
     finally:
         c.close()
+
+
+def _records_in(port: int) -> int:
+    """A worker's ``hq_streams_records_in_total`` (0 while it is not serving yet)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return 0
+    for line in text.decode().splitlines():
+        if line.startswith("hq_streams_records_in_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 def _count(bootstrap: str, topic: str) -> int:
@@ -138,6 +154,16 @@ def _delete_hq_keys(url: str) -> int:
     return asyncio.run(run())
 
 
+def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete the topics this run created (and nothing else)."""
+    from confluent_kafka.admin import AdminClient
+
+    if names:
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures are done
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            fut.result(timeout=60)
+
+
 def _db_urls(url: str, db: int | None) -> tuple[str, str]:
     """Redis URLs of the faust and plain runs: database ``db`` (default: the URL's) and the next."""
     base, _, tail = url.rpartition("/")
@@ -151,10 +177,12 @@ def run_faust(
     bootstrap: str, url: str, prefix: str, records: int, valid: int, codes: set[str],
     partitions: int, batch: int, workers: int = 1,
 ) -> Result:  # fmt: skip
-    """``workers`` faust worker processes in one group; rate between the first and last commit.
+    """``workers`` faust worker processes in one group.
 
-    The records committed by the first observed commit are not counted: the
-    rate is (last - first committed) / (time between them). Batch latency
+    Rate: records made durable (the workers' ``hq_streams_records_in_total``,
+    polled every 0.1 s) from the first observation, when one batch is done,
+    to the one that sees them all, divided by the time between the two. Then
+    waits until every offset is committed (a loss check). Batch latency
     quantiles come from the first worker's /metrics.
     """
     group = f"bench-faust-{uuid.uuid4().hex[:8]}"
@@ -174,7 +202,7 @@ def run_faust(
                                       start_new_session=True))  # fmt: skip
     topic = prefix + RAW
     first = last = 0.0
-    done = done_first = 0
+    seen = seen_first = done = 0
     try:
         with Live(console=console, refresh_per_second=4) as live:
             deadline = time.monotonic() + 900
@@ -184,13 +212,17 @@ def run_faust(
                         raise RuntimeError(
                             f"faust worker exited with {proc.returncode}; see {log.name}"
                         )
-                done = _committed(bootstrap, group, topic, partitions)
-                now = time.perf_counter()
-                if done and not first:
-                    first, done_first = now, done
-                last = now
-                rate = (done - done_first) / (now - first) if first and now > first else 0.0
-                live.update(f"[bold]faust[/bold] committed {done:,}/{records:,}  {rate:,.0f}/s")
+                if seen < records:
+                    seen = sum(_records_in(port) for port in ports)
+                    now = time.perf_counter()
+                    if seen and not first:
+                        first, seen_first = now, seen
+                    last = now
+                else:
+                    done = _committed(bootstrap, group, topic, partitions)
+                rate = (seen - seen_first) / (last - first) if first and last > first else 0.0
+                live.update(f"[bold]faust[/bold] durable {seen:,}/{records:,}  {rate:,.0f}/s, "
+                            f"committed {done:,}")  # fmt: skip
                 time.sleep(0.1)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5).read()
         p50, p99 = _quantiles_from_histogram(metrics.decode(), "hq_streams_batch_seconds")
@@ -204,7 +236,7 @@ def run_faust(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     name = "faust worker" if workers == 1 else f"{workers} faust workers"
-    return Result(name, records - done_first, last - first, p50, p99,
+    return Result(name, seen - seen_first, last - first, p50, p99,
                   _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes))  # fmt: skip
 
 
@@ -261,7 +293,7 @@ def streams_bench(
     redis_db: int | None = typer.Option(
         None, help="Database of the faust run (the plain run uses the next); default: the URL's."
     ),
-    keep: bool = typer.Option(False, help="Keep the hq:* keys the run wrote."),
+    keep: bool = typer.Option(False, help="Keep the run's hq:* keys and topics."),
     workers: int = typer.Option(1, min=1, help="Faust worker processes (one consumer group)."),
 ) -> None:
     """Faust worker vs plain confluent-kafka loop: ticks/s and batch latency, zero loss."""
@@ -276,8 +308,8 @@ def streams_bench(
                           "with --redis-db[/red]")  # fmt: skip
             raise typer.Exit(2)
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
-    create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
-    create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "plain.")
+    created = create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
+    created += create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "plain.")
     snapshots = max(1, records // stocks)
     console.print(f"generating {stocks} stocks x {snapshots} snapshots ...")
     lines, bad = generate(stocks, snapshots, bad_fraction=0.001)
@@ -307,6 +339,7 @@ def streams_bench(
         if not keep:
             for url in (faust_url, plain_url):
                 _delete_hq_keys(url)
+            _delete_topics(bootstrap, created)
     table = Table(title=f"hqstream bench streams: {records:,} records, {partitions} partitions")
     for col in ("path", "ticks/s", "seconds", "batch p50 ms", "batch p99 ms", "normalized",
                 "redis ticks", "loss"):  # fmt: skip

@@ -20,14 +20,16 @@ import pytest
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 from faust.events import Event
+from faust.types import Message
 
 from hqstream.bench.rawlines import generate, session_start_ms
 from hqstream.local_runner import create_topics
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
 from streams.agents import StreamsRuntime
-from streams.app import create_app
+from streams.app import create_app, live_events
 from streams.errors import BadRecord
+from streams.faust_transport import deliver_to
 from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
@@ -301,3 +303,38 @@ async def test_revoked_partitions_are_not_counted_twice_in_merged_stats(
     finally:
         for rt in runtimes:
             await rt.sink.close()
+
+
+def _message(app: faust.App, offset: int, generation: int) -> Message:
+    return Message("raw", 0, offset, 0.0, 0, [], b"600000", str(offset).encode(), b"", 6, 1,
+                   generation_id=generation)  # fmt: skip
+
+
+async def test_live_events_skips_and_acks_events_of_an_old_rebalance_generation(
+    acked: list[bytes],
+) -> None:
+    app, _ = _app("generations")
+    app.flow_control.resume()  # as after an assignment
+    app.consumer_generation_id = 7
+    events = [
+        Event(app, b"600000", m.value, [], m)
+        for m in (_message(app, 0, 6), _message(app, 1, 7), _message(app, 2, 7))
+    ]
+    live = live_events(app, events)
+    assert [e.value for e in live] == [b"1", b"2"]
+    assert acked == [b"0"]  # skipped as faust's Stream skips it: acked, not processed
+    assert all(e.message.tracked for e in live)  # a rebalance waits for them
+
+
+async def test_direct_delivery_queues_raw_events_and_blocks_when_the_queue_is_full() -> None:
+    app, _ = _app("direct")
+    app.flow_control.resume()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
+    deliver = deliver_to(app, queue)
+    task = asyncio.create_task(deliver([_message(app, i, 0) for i in range(3)]))
+    await asyncio.sleep(0.05)
+    assert not task.done() and queue.qsize() == 2  # backpressure: the fetcher waits
+    first = queue.get_nowait()
+    await asyncio.wait_for(task, 5)
+    assert (first.key, first.value) == (b"600000", b"0")
+    assert [queue.get_nowait().value for _ in range(2)] == [b"1", b"2"]

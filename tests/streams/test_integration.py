@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -61,7 +61,7 @@ class Stack:
         p = Producer({"bootstrap.servers": self.kafka.bootstrap, "linger.ms": 5,
                       "partitioner": "murmur2_random"})  # fmt: skip
         for key, value, headers in lines:
-            p.produce(self.topic(RAW), value, key, headers=headers)
+            p.produce(self.topic(RAW), value, key, headers=cast(Any, headers))
             p.poll(0)
         assert p.flush(30) == 0
 
@@ -210,7 +210,9 @@ def dlq_reasons(stack: Stack, expected: int) -> Counter[str]:
             headers = dict(msg.headers() or [])
             assert headers[dlq.STAGE] == b"streams"
             assert headers[dlq.SOURCE_TOPIC] == stack.topic(RAW).encode()
-            reasons[headers[dlq.REASON].decode()] += 1
+            reason = headers[dlq.REASON]
+            assert isinstance(reason, bytes)
+            reasons[reason.decode()] += 1
     finally:
         consumer.close()
     return reasons

@@ -56,7 +56,8 @@ async def test_newer_wins_and_ticks_keep_exchange_order(sink: RedisSink) -> None
     assert int(stored[b"ts"]) == q2["exchange_ts"]
     assert orjson.loads(stored[b"data"])["price"] == q2["price"]
     assert float(stored[b"price"]) == q2["price"]
-    ids = [i.decode() for i, _ in await sink.client.xrange(rk.ticks(code))]
+    client: Any = sink.client
+    ids = [i.decode() for i, _ in await client.xrange(rk.ticks(code))]
     assert ids == [f"{q2['exchange_ts']}-0"]
     score = await sink.client.zscore(rk.rank("ALL", "volume"), code)
     assert score == q2["volume"]
