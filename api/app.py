@@ -29,6 +29,7 @@ from api.routes import router
 from api.settings import GatewaySettings, get_settings
 from api.status import StatusProbe
 from api.store import Store
+from api.wire import RawSendMiddleware
 from api.ws import websocket_endpoint
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         store = Store(cfg.redis_url)
-        hub = Hub()
+        hub = Hub(cfg.flush_interval_ms / 1000)
         app.state.settings = cfg
         app.state.store = store
         app.state.hub = hub
@@ -89,6 +90,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         lifespan=lifespan,
     )
     install_handlers(app)
+    app.add_middleware(RawSendMiddleware)
     app.include_router(router)
     app.add_api_websocket_route("/api/realtime/ws", websocket_endpoint)
 

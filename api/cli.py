@@ -1,4 +1,7 @@
-"""``hqstream gateway``: run the FastAPI gateway under uvicorn (websockets implementation).
+"""``hqstream gateway``: run the FastAPI gateway under uvicorn (websockets sans-I/O).
+
+The sans-I/O implementation lets the fan-out write frames straight to the
+transport (:mod:`api.wire`).
 
 permessage-deflate is offered to WebSocket clients. Logging is configured here
 (an entry point), nowhere else in api/.
@@ -32,7 +35,7 @@ def gateway(
         create_app(settings),
         host=host or settings.host,
         port=port if port is not None else settings.port,
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=True,
         log_level=settings.log_level.lower(),
         access_log=False,

@@ -5,6 +5,11 @@ candles), so routing a tick costs O(subscribers of that tick). Routing runs on
 the event loop, called by :mod:`api.feed` once per consumed batch; it only
 offers updates to sessions (:mod:`api.session`) and never awaits a send.
 
+Sessions that write frames directly (:meth:`Session.use_writer`) are flushed
+by one timer here: a session with something pending marks itself dirty, and
+at most once per flush interval the hub writes every dirty session's frames.
+Idle sessions cost nothing per flush; no session has a task or timer of its own.
+
 The hub also keeps the latest quote per code it has routed: a subscribe's
 snapshot is the newer of that and Redis, so nothing routed before the
 subscription was registered can be missed (see docs/websocket.md).
@@ -18,10 +23,11 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from api import metrics
-from api.session import CLOSE_TOO_SLOW, QuoteEvent, Session
+from api.session import CLOSE_TOO_SLOW, FrameWriter, QuoteEvent, Session
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,8 @@ class Event:
 class Hub:
     """Who is subscribed to what, and the last routed state."""
 
-    def __init__(self) -> None:
+    def __init__(self, flush_interval_s: float = 0.02) -> None:
+        self.flush_interval_s = flush_interval_s
         self.sessions: dict[int, Session] = {}
         self.by_code: defaultdict[str, set[Session]] = defaultdict(set)
         self.by_market: defaultdict[str, set[Session]] = defaultdict(set)
@@ -57,6 +64,10 @@ class Hub:
         self.routed = 0
         self.last_event_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[Session] = set()
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self.frames_sent = 0
 
     # ---- membership ------------------------------------------------------------------
 
@@ -78,6 +89,7 @@ class Hub:
         for code in session.candles:
             _discard(self.candle_subs, code, session)
         self.everything.discard(session)
+        self._dirty.discard(session)
         self.stats_subs.discard(session)
         self.alert_subs.discard(session)
         metrics.WS_CONNECTIONS.set(len(self.sessions))
@@ -155,6 +167,34 @@ class Hub:
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
+
+    # ---- the flush timer -------------------------------------------------------------
+
+    def attach_writer(self, s: Session, writer: FrameWriter) -> None:
+        """Let the hub's flush timer write ``s``'s frames through ``writer``."""
+        s.use_writer(writer, partial(self.mark_dirty, s))
+
+    def mark_dirty(self, s: Session) -> None:
+        """``s`` has something to send: flush it at the next tick (now, if idle)."""
+        self._dirty.add(s)
+        if self._flush_at is None:
+            loop = asyncio.get_running_loop()
+            delay = self._last_flush + self.flush_interval_s - loop.time()
+            self._flush_at = loop.call_later(max(0.0, delay), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        self._last_flush = asyncio.get_running_loop().time()
+        dirty, self._dirty = self._dirty, set()
+        frames = 0
+        for s in dirty:
+            try:
+                frames += s.flush()
+            except Exception:  # one broken socket must not stop the others' flush
+                logger.exception("flush of ws client %d failed", s.sid)
+        if frames:
+            self.frames_sent += frames
+            metrics.WS_MESSAGES_SENT.inc(frames)
 
     # ---- slow clients ----------------------------------------------------------------
 

@@ -1,10 +1,19 @@
-"""One WebSocket client's outbound side: conflating buffers and its own sender task.
+"""One WebSocket client's outbound side: conflating buffers, flushed at most once per interval.
 
 The fan-out (:mod:`api.hub`) only *offers* updates to a session: a dict write
-and an event set, never an await. The session's sender task wakes at most once
-per flush interval, takes everything pending and sends it, so a slow client
-only slows itself: its buffers conflate (latest quote per stock, latest stats
-per market, latest candle per minute) and it gets fewer, fresher updates.
+and a notification, never an await. Two ways to send, chosen per connection:
+
+- a :class:`FrameWriter` (the socket's transport, see :mod:`api.wire`): the
+  hub's single flush timer calls :meth:`Session.flush` on the sessions with
+  something pending, which writes their frames synchronously; no task, no
+  timer per client. A session whose transport is paused (the client does not
+  read) is skipped and retried at the next flush; it is "blocked" meanwhile.
+- otherwise a sender task of its own (ASGI ``send``, e.g. under TestClient)
+  that wakes at most once per flush interval.
+
+Either way a slow client only slows itself: its buffers conflate (latest quote
+per stock, latest stats per market, latest candle per minute) and it gets
+fewer, fresher updates.
 
 Snapshot-then-live uses *holds*: while a subscription's snapshot (or replay) is
 being read, live quotes of the held codes are parked in the hold instead of the
@@ -12,7 +21,7 @@ buffer; releasing the hold drops what the snapshot already covers (by
 ``exchange_ts``) and moves the rest to the buffer, after the snapshot message.
 
 This module never reads Redis or Kafka and never calls the socket directly:
-it is handed ``send``/``close`` callables.
+it is handed ``send``/``close`` callables or a :class:`FrameWriter`.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
@@ -30,13 +40,27 @@ from api import metrics
 
 logger = logging.getLogger(__name__)
 
-SendFn = Callable[[str], Awaitable[None]]
+SendFn = Callable[[bytes], Awaitable[None]]  # one text frame (UTF-8 JSON)
 CloseFn = Callable[[int, str], Awaitable[None]]
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_SLOW = 4008
 ALERTS_BUFFERED = 500
+CLOSE_TIMEOUT_S = 5.0
+
+
+class FrameWriter(Protocol):
+    """Synchronous writes of text frames to one socket (see :mod:`api.wire`)."""
+
+    def writable(self) -> bool:
+        """False while the transport's buffer is above its high-water mark."""
+
+    def write(self, message: bytes) -> None:
+        """Write one text frame; a no-op once the connection is closing."""
+
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake."""
 
 
 @dataclass(slots=True)
@@ -70,12 +94,17 @@ class Hold:
             self.latest[ev.code] = ev
 
 
-def frame(kind: str, **fields: object) -> str:
-    return orjson.dumps({"type": kind, **fields}).decode()
+def frame(kind: str, **fields: object) -> bytes:
+    return orjson.dumps({"type": kind, **fields})
 
 
-def _batch(kind: str, items: Iterable[bytes]) -> str:
-    return (b'{"type":"' + kind.encode() + b'","data":[' + b",".join(items) + b"]}").decode()
+_BATCH_HEAD = {
+    k: b'{"type":"' + k.encode() + b'","data":[' for k in ("quotes", "stats", "candles", "alerts")
+}
+
+
+def _batch(kind: str, items: Iterable[bytes]) -> bytes:
+    return _BATCH_HEAD[kind] + b",".join(items) + b"]}"
 
 
 class Session:
@@ -105,14 +134,16 @@ class Session:
         self.alerts = False
         self.candles: set[str] = set()
         # outbound
-        self._control: deque[str] = deque()
+        self._control: deque[bytes] = deque()
         self._quotes: dict[str, QuoteEvent] = {}
         self._stats: dict[str, bytes] = {}
         self._candles: dict[tuple[str, int], bytes] = {}
         self._alerts: deque[bytes] = deque(maxlen=ALERTS_BUFFERED)
         self.holds: list[Hold] = []
         self._wake = asyncio.Event()
-        self.send_started: float | None = None  # monotonic, while a send is in progress
+        self._notify: Callable[[], None] = self._wake.set
+        self._writer: FrameWriter | None = None
+        self.send_started: float | None = None  # monotonic, while a send is blocked
         self.overflow_since: float | None = None
         self.closing = False
         self.conflated = 0
@@ -134,24 +165,24 @@ class Session:
                 self.overflow_since = time.monotonic()
             return
         pending[ev.code] = ev
-        self._wake.set()
+        self._notify()
 
     def offer_stats(self, market: str, raw: bytes) -> None:
         self._stats[market] = raw
-        self._wake.set()
+        self._notify()
 
     def offer_candle(self, code: str, minute_ts: int, raw: bytes) -> None:
         self._candles[(code, minute_ts)] = raw
-        self._wake.set()
+        self._notify()
 
     def offer_alert(self, raw: bytes) -> None:
         self._alerts.append(raw)
-        self._wake.set()
+        self._notify()
 
-    def control(self, message: str) -> None:
+    def control(self, message: bytes) -> None:
         """Queue a control message (ack, snapshot, error, pong, replay); sent in order."""
         self._control.append(message)
-        self._wake.set()
+        self._notify()
 
     # ---- holds: snapshot then live ---------------------------------------------------
 
@@ -173,12 +204,12 @@ class Session:
         self._drop_pending_covered(covered)
         raws = [ev.raw for ev in snapshot]
         self.control(
-            '{"type":"snapshot",'
-            + orjson.dumps(extra).decode()[1:-1]
-            + ("," if extra else "")
-            + '"quotes":['
-            + b",".join(raws).decode()
-            + "]}"
+            b'{"type":"snapshot",'
+            + orjson.dumps(extra)[1:-1]
+            + (b"," if extra else b"")
+            + b'"quotes":['
+            + b",".join(raws)
+            + b"]}"
         )
         for ev in hold.latest.values():
             if ev.ts > covered.get(ev.code, -1):
@@ -201,11 +232,11 @@ class Session:
         for i in range(0, len(merged), 500):
             chunk = merged[i : i + 500]
             self.control(
-                '{"type":"replay","stock_code":"'
-                + code
-                + '","data":['
-                + b",".join(ev.raw for ev in chunk).decode()
-                + "]}"
+                b'{"type":"replay","stock_code":"'
+                + code.encode()
+                + b'","data":['
+                + b",".join(ev.raw for ev in chunk)
+                + b"]}"
             )
         self.control(frame("replay_done", stock_code=code, replayed=len(merged)))
 
@@ -215,12 +246,36 @@ class Session:
             if pending is not None and pending.ts <= ts:
                 del self._quotes[code]
 
-    # ---- the sender task ---------------------------------------------------------------
+    # ---- sending ---------------------------------------------------------------------
+
+    def use_writer(self, writer: FrameWriter, notify: Callable[[], None]) -> None:
+        """Send through ``writer`` when ``notify`` (the hub's flush timer) says so; no task."""
+        self._writer = writer
+        self._notify = notify
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ws-send-{self.sid}")
+        """Start the sender task (only without a writer)."""
+        if self._writer is None:
+            name = f"ws-send-{self.sid}"
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
 
-    def _take(self) -> list[str]:
+    def flush(self) -> int:
+        """Write everything pending through the writer, unless blocked; frames written."""
+        writer = self._writer
+        if writer is None or self.closing:
+            return 0
+        if not writer.writable():
+            if self.send_started is None:
+                self.send_started = time.monotonic()
+            self._notify()  # retry at the next flush
+            return 0
+        self.send_started = None
+        out = self._take()
+        for message in out:
+            writer.write(message)
+        return len(out)
+
+    def _take(self) -> list[bytes]:
         out = list(self._control)
         self._control.clear()
         if self._quotes:
@@ -268,16 +323,22 @@ class Session:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def kill(self, code: int, reason: str) -> None:
-        """Stop sending and close the socket with ``code``; idempotent."""
+        """Stop sending and close the socket with ``code``; idempotent.
+
+        The close frame waits behind what the socket already buffered; a client
+        that does not read it within :data:`CLOSE_TIMEOUT_S` is dropped.
+        """
         if self.closing:
             return
         self.closing = True
         await self.stop()
         logger.info("closing ws client %d: %d %s", self.sid, code, reason)
         try:
-            await self._close(code, reason)
-        except Exception as exc:  # the socket may already be gone
-            logger.debug("close of ws client %d failed: %s", self.sid, exc)
+            await asyncio.wait_for(self._close(code, reason), CLOSE_TIMEOUT_S)
+        except Exception as exc:  # the socket may already be gone, or never drains
+            logger.debug("close of ws client %d failed: %r", self.sid, exc)
+            if self._writer is not None:
+                self._writer.abort()
 
     async def flush_and_close(self, code: int, reason: str) -> None:
         """Send what is queued (control messages first), then close."""
@@ -287,7 +348,10 @@ class Session:
         await self.stop()
         try:
             for message in self._take():
-                await asyncio.wait_for(self._send(message), timeout=2.0)
-            await self._close(code, reason)
+                if self._writer is not None:
+                    self._writer.write(message)
+                else:
+                    await asyncio.wait_for(self._send(message), timeout=2.0)
+            await asyncio.wait_for(self._close(code, reason), CLOSE_TIMEOUT_S)
         except Exception as exc:
             logger.debug("close of ws client %d failed: %s", self.sid, exc)

@@ -4,8 +4,10 @@ Reads client requests, updates the hub's index, answers every request with an
 ``ack`` carrying the full subscription set (or an ``error`` with a code), and
 sends snapshots (Redis + the hub's latest) and replays (Kafka) around holds so
 no update is lost or duplicated. All outbound traffic goes through the
-session's sender task; this module never sends a live update itself, and
-never awaits a slow client's socket while handling another client.
+session (written by the hub's flush timer when :mod:`api.wire` offers a direct
+writer, else by the session's sender task); this module never sends a live
+update itself, and never awaits a slow client's socket while handling another
+client.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from api.replay import ReplayError, replay_quotes
 from api.session import CLOSE_POLICY, CLOSE_TRY_AGAIN, QuoteEvent, Session, frame
 from api.settings import GatewaySettings
 from api.store import Store
+from api.wire import writer_for
 from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
 
 logger = logging.getLogger(__name__)
@@ -239,7 +242,7 @@ class Connection:
                 pick = routed if orjson.loads(routed)["ts"] >= orjson.loads(raw)["ts"] else raw
             if pick is not None:
                 stats.append(pick)
-        self.s.control('{"type":"snapshot","stats":[' + b",".join(stats).decode() + "]}")
+        self.s.control(b'{"type":"snapshot","stats":[' + b",".join(stats) + b"]}")
 
     async def unsubscribe_stats(self, msg: dict[str, Any]) -> None:
         self.hub.set_stats(self.s, False)
@@ -260,11 +263,11 @@ class Connection:
         self.ack("subscribe_candles")
         raws = await self.store.candles_raw(code, today_shanghai())
         self.s.control(
-            '{"type":"snapshot","stock_code":"'
-            + code
-            + '","candles":['
-            + b",".join(raws).decode()
-            + "]}"
+            b'{"type":"snapshot","stock_code":"'
+            + code.encode()
+            + b'","candles":['
+            + b",".join(raws)
+            + b"]}"
         )
 
     async def unsubscribe_candles(self, msg: dict[str, Any]) -> None:
@@ -314,7 +317,7 @@ async def _authenticate(ws: WebSocket, settings: GatewaySettings) -> str | None:
     if found is None:
         metrics.WS_ERRORS.labels("not_authenticated").inc()
         await ws.send_text(
-            frame("error", code="not_authenticated", message="a valid api_key is required")
+            frame("error", code="not_authenticated", message="a valid api_key is required").decode()
         )
         await ws.close(CLOSE_POLICY, "not authenticated")
         return None
@@ -336,8 +339,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(CLOSE_TRY_AGAIN, "too many connections for this key")
         return
 
-    async def send(text: str) -> None:
-        await ws.send_text(text)
+    async def send(message: bytes) -> None:
+        await ws.send_text(message.decode())
 
     async def close(code: int, reason: str) -> None:
         await ws.close(code, reason)
@@ -350,6 +353,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         flush_interval_s=settings.flush_interval_ms / 1000,
         max_pending_quotes=settings.max_pending_quotes,
     )
+    writer = writer_for(ws.scope)
+    if writer is not None:
+        hub.attach_writer(session, writer)
     hub.add(session)
     session.start()
     conn = Connection(ws, session, hub, app.state.store, settings)

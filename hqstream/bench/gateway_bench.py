@@ -5,7 +5,17 @@ produced at the full-market rate (default 1,667/s over 5,000 codes) into the
 topic a gateway process consumes; a WebSocket client subscribed to everything
 measures ``now - receive_ts`` at delivery. ``fanout_bench``: many clients, each
 subscribed to 10 stocks, on one gateway process; reports connections held,
-delivery latency and the gateway's RSS per connection (/proc VmRSS).
+delivery latency, quotes and frames delivered per second against those due,
+the gateway's RSS per connection (/proc VmRSS) and where the CPU went: the
+gateway's, the clients', the producer's and the whole machine's CPU% over the
+measured window (/proc/<pid>/stat utime+stime, /proc/stat), so a saturated
+load generator is not mistaken for a slow gateway.
+
+The feed's shape: ``--burst`` produces the whole universe at once every
+``universe / rate`` seconds (the vendor's 3 s snapshots: same average rate),
+otherwise quotes are produced evenly. Clients are :mod:`hqstream.bench.wsclient`
+(a minimal RFC 6455 client, cheap per frame) or, with ``--client websockets``,
+the ``websockets`` library.
 
 The gateway runs as a subprocess (``python -m api``) on a loopback port with
 uuid-prefixed topics, which are deleted afterwards; the producer runs in a
@@ -25,9 +35,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -36,8 +47,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqstream.bench import wsclient
 from hqstream.bench.common import bench_env, machine
 from schemas import topics
+
+ClientKind = Literal["light", "websockets"]
+_TICK = os.sysconf("SC_CLK_TCK")
 
 console = Console()
 GATEWAY_TOPICS = (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M)
@@ -64,6 +79,53 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
+@dataclass
+class CpuWindow:
+    """CPU% of named processes and of the machine between ``start`` and ``stop``."""
+
+    pids: dict[str, int]
+    cpu0: dict[str, float] = field(default_factory=dict)
+    machine0: tuple[float, float] = (0.0, 0.0)
+    wall0: float = 0.0
+    result: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.cpu0 = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        self.machine0 = _machine_busy()
+        self.wall0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall0
+        busy, total = _machine_busy()
+        cores = os.cpu_count() or 1
+        self.result = {
+            name: 100 * (_cpu_s(pid) - self.cpu0[name]) / wall for name, pid in self.pids.items()
+        }
+        self.result["machine"] = (
+            100 * cores * (busy - self.machine0[0]) / max(1e-9, total - self.machine0[1])
+        )
+        return self.result
+
+
 def _percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -71,8 +133,12 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def _produce(bootstrap: str, topic: str, codes: list[str], rate: int, seconds: float) -> None:
-    """Producer process: ``rate`` quotes/s for ``seconds``, receive_ts = send time."""
+def _produce(bootstrap: str, topic: str, codes: list[str], rate: int, seconds: float,
+             burst: bool) -> None:  # fmt: skip
+    """Producer process: ``rate`` quotes/s for ``seconds``, receive_ts = send time.
+
+    ``burst``: every ``len(codes) / rate`` seconds all codes at once (a snapshot).
+    """
     from confluent_kafka import Producer
 
     from schemas.serde import make_codec
@@ -86,8 +152,11 @@ def _produce(bootstrap: str, topic: str, codes: list[str], rate: int, seconds: f
     sent = 0
     start = time.monotonic()
     i = 0
+    period = len(codes) / rate
     while (elapsed := time.monotonic() - start) < seconds:
         due = int(elapsed * rate) + 1
+        if burst:
+            due = (int(elapsed / period) + 1) * len(codes)
         while sent < due:
             code = codes[i % len(codes)]
             now = int(time.time() * 1000)
@@ -97,6 +166,8 @@ def _produce(bootstrap: str, topic: str, codes: list[str], rate: int, seconds: f
             producer.produce(topic, codec.encode(rec), key=code.encode())
             sent += 1
             i += 1
+            if sent % 1000 == 0:
+                producer.poll(0)
         producer.poll(0)
         time.sleep(0.002)
     producer.flush(10)
@@ -129,8 +200,12 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def _gateway(bootstrap: str, redis_url: str, flush_ms: int) -> Iterator[Gateway]:
-    """A gateway subprocess on uuid-prefixed topics (created and deleted here)."""
+def _gateway(bootstrap: str, redis_url: str, flush_ms: int,
+             profile: str | None = None) -> Iterator[Gateway]:  # fmt: skip
+    """A gateway subprocess on uuid-prefixed topics (created and deleted here).
+
+    ``profile``: run it under cProfile, stats written to that path on exit.
+    """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
@@ -151,8 +226,9 @@ def _gateway(bootstrap: str, redis_url: str, flush_ms: int) -> Iterator[Gateway]
     )
     env.pop("HQ_GATEWAY_API_KEYS", None)
     env.pop("HQ_GATEWAY_ADMIN_KEYS", None)
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)], env=env
+        [sys.executable, *prof, "-m", "api", "--host", "127.0.0.1", "--port", str(port)], env=env
     )
     try:
         deadline = time.monotonic() + 60
@@ -167,7 +243,7 @@ def _gateway(bootstrap: str, redis_url: str, flush_ms: int) -> Iterator[Gateway]
     finally:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(60 if profile else 15)
         except subprocess.TimeoutExpired:
             proc.kill()
         for fut in admin.delete_topics(names).values():
@@ -178,45 +254,86 @@ def _gateway(bootstrap: str, redis_url: str, flush_ms: int) -> Iterator[Gateway]
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
-    received: int = 0
+    received: int = 0  # quotes
+    frames: int = 0  # "quotes" messages
     connected: int = 0
     closed: int = 0
     errors: int = 0
-    error_kinds: dict[str, int] = field(default_factory=dict)
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    measuring: bool = False
+
+    def on_message(self, data: bytes) -> None:
+        if not data.startswith(b'{"type":"quotes"'):
+            return
+        quotes = orjson.loads(data)["data"]
+        self.frames += 1
+        self.received += len(quotes)
+        if self.measuring:
+            now = time.time() * 1000
+            self.latencies.extend([now - q["receive_ts"] for q in quotes])
+
+    def failed(self, kind: str, exc: BaseException | None = None) -> None:
+        self.error_kinds[kind] += 1
+        self.errors += 1
+        if self.errors <= 3 and exc is not None:
+            console.log(f"client failed: {exc!r}")
 
 
-async def _client(url: str, subscribe: list[dict[str, Any]], tally: Tally, stop: asyncio.Event,
-                  compression: bool, measuring: list[bool]) -> None:  # fmt: skip
+async def _light_client(gw: Gateway, subscribe: list[bytes], tally: Tally, stop: asyncio.Event,
+                        compression: bool) -> None:  # fmt: skip
+    try:
+        client = await asyncio.wait_for(
+            wsclient.connect(
+                "127.0.0.1", gw.port, "/api/realtime/ws", tally.on_message, compression
+            ),
+            60,
+        )
+    except Exception as exc:
+        tally.failed(type(exc).__name__, exc)
+        return
+    for msg in subscribe:
+        client.send_text(msg)
+    tally.connected += 1
+    stopping = asyncio.ensure_future(stop.wait())
+    waiters: list[asyncio.Future[Any]] = [stopping, client.closed]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        tally.connected -= 1
+    if client.closed.done():
+        tally.failed(f"closed({client.closed.result()})")
+        tally.closed += 1
+    else:
+        client.close()
+
+
+async def _ws_client(gw: Gateway, subscribe: list[bytes], tally: Tally, stop: asyncio.Event,
+                     compression: bool) -> None:  # fmt: skip
     import websockets
 
     try:
         async with websockets.connect(
-            url, compression="deflate" if compression else None, open_timeout=60, max_size=2**24
+            gw.ws_url,
+            compression="deflate" if compression else None,
+            open_timeout=60,
+            max_size=2**24,
         ) as ws:
             for msg in subscribe:
-                await ws.send(orjson.dumps(msg).decode())
+                await ws.send(msg.decode())
             tally.connected += 1
             try:
                 while not stop.is_set():
                     try:
-                        raw = await asyncio.wait_for(ws.recv(), 0.5)
+                        raw = await asyncio.wait_for(ws.recv(decode=False), 0.5)
                     except TimeoutError:
                         continue
-                    now = time.time() * 1000
-                    msg = orjson.loads(raw)
-                    if msg.get("type") == "quotes":
-                        tally.received += len(msg["data"])
-                        if measuring[0]:
-                            tally.latencies.extend(now - q["receive_ts"] for q in msg["data"])
+                    tally.on_message(raw)
             finally:
                 tally.connected -= 1
     except Exception as exc:
         rcvd = getattr(exc, "rcvd", None)
-        kind = type(exc).__name__ + (f"({rcvd.code})" if rcvd is not None else "")
-        tally.error_kinds[kind] = tally.error_kinds.get(kind, 0) + 1
-        tally.errors += 1
-        if tally.errors <= 3:
-            console.log(f"client failed: {exc!r} {getattr(exc, 'sent', None)}")
+        tally.failed(type(exc).__name__ + (f"({rcvd.code})" if rcvd is not None else ""), exc)
         tally.closed += 1
 
 
@@ -235,39 +352,51 @@ def _live_rows(tally: Tally, started: float, phase: str) -> dict[str, str]:
         "phase": phase,
         "elapsed s": f"{time.monotonic() - started:.0f}",
         "connections held": str(tally.connected),
-        "failed connections": f"{tally.errors} {tally.error_kinds or ''}",
+        "failed connections": f"{tally.errors} {dict(tally.error_kinds) or ''}",
         "quotes delivered": str(tally.received),
         "p50 ms (recent)": f"{_percentile(lat, 0.5):.1f}",
         "p99 ms (recent)": f"{_percentile(lat, 0.99):.1f}",
     }
 
 
-async def _run(gw: Gateway, bootstrap: str, clients: int, stocks_per_client: int,
-               seconds: float, rate: int, universe: int, compression: bool,
-               title: str) -> dict[str, str]:  # fmt: skip
-    codes = _codes(universe)
+@dataclass(frozen=True)
+class Load:
+    clients: int
+    stocks_per_client: int
+    seconds: float
+    rate: int
+    universe: int
+    compression: bool
+    burst: bool
+    client: ClientKind
+
+
+async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str, str]:
+    codes = _codes(load.universe)
     tally = Tally()
     stop = asyncio.Event()
-    measuring = [False]
     rss_before = _rss_kb(gw.pid)
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
     rng = random.Random(7)
+    subscribers = Counter[str]()
+    run_client = _light_client if load.client == "light" else _ws_client
     with Live(_table(title, _live_rows(tally, started, "connecting")), console=console,
               refresh_per_second=2) as live:  # fmt: skip
-        for i in range(clients):
-            if stocks_per_client <= 0:
-                subs: list[dict[str, Any]] = [{"type": "subscribe_all"}]
+        for i in range(load.clients):
+            if load.stocks_per_client <= 0:
+                subs: list[bytes] = [b'{"type":"subscribe_all"}']
+                subscribers.update(codes)
             else:
-                subs = [{"type": "subscribe_stock", "stock_code": c}
-                        for c in rng.sample(codes, stocks_per_client)]  # fmt: skip
-            tasks.append(asyncio.create_task(
-                _client(gw.ws_url, subs, tally, stop, compression, measuring)))  # fmt: skip
+                picked = rng.sample(codes, load.stocks_per_client)
+                subscribers.update(picked)
+                subs = [orjson.dumps({"type": "subscribe_stock", "stock_code": c}) for c in picked]
+            tasks.append(asyncio.create_task(run_client(gw, subs, tally, stop, load.compression)))
             if i % 100 == 99:
                 while tally.connected + tally.errors < i - 200:
                     await asyncio.sleep(0.05)
                 live.update(_table(title, _live_rows(tally, started, "connecting")))
-        while tally.connected + tally.errors < clients and time.monotonic() - started < 120:
+        while tally.connected + tally.errors < load.clients and time.monotonic() - started < 120:
             await asyncio.sleep(0.2)
             live.update(_table(title, _live_rows(tally, started, "connecting")))
         await asyncio.sleep(1.0)  # subscriptions acked and snapshots sent
@@ -275,17 +404,30 @@ async def _run(gw: Gateway, bootstrap: str, clients: int, stocks_per_client: int
         ctx = mp.get_context("spawn")
         producer = ctx.Process(
             target=_produce,
-            args=(bootstrap, gw.prefix + topics.NORMALIZED, codes, rate, seconds + 3),
+            args=(
+                bootstrap,
+                gw.prefix + topics.NORMALIZED,
+                codes,
+                load.rate,
+                load.seconds + 3,
+                load.burst,
+            ),
             daemon=True,
         )
         producer.start()
+        assert producer.pid is not None
+        cpu = CpuWindow({"gateway": gw.pid, "clients": os.getpid(), "producer": producer.pid})
         await asyncio.sleep(3.0)  # warm-up, not measured
-        measuring[0] = True
-        run_start = time.monotonic()
-        while time.monotonic() - run_start < seconds:
+        tally.measuring = True
+        received0, frames0 = tally.received, tally.frames
+        cpu.start()
+        while time.monotonic() - cpu.wall0 < load.seconds:
             await asyncio.sleep(0.5)
             live.update(_table(title, _live_rows(tally, started, "measuring")))
-        measuring[0] = False
+        tally.measuring = False
+        used = cpu.stop()
+        wall = time.monotonic() - cpu.wall0
+        received, frames = tally.received - received0, tally.frames - frames0
         rss_loaded = _rss_kb(gw.pid)
         held = tally.connected
         stop.set()
@@ -293,16 +435,29 @@ async def _run(gw: Gateway, bootstrap: str, clients: int, stocks_per_client: int
         await asyncio.gather(*tasks, return_exceptions=True)
     lat = tally.latencies
     per_conn = (rss_connected - rss_before) / max(1, held)
+    due = load.rate * sum(subscribers.values()) / len(codes)
+    shape = (
+        f"burst: {load.universe} every {load.universe / load.rate:.1f} s"
+        if load.burst
+        else f"even: {load.rate}/s"
+    )
     return {
         "machine": machine(),
-        "clients requested / held": f"{clients} / {held}",
-        "failed connections": f"{tally.errors} {tally.error_kinds or ''}",
-        "stocks per client": "all" if stocks_per_client <= 0 else str(stocks_per_client),
-        "rate (quotes/s) x seconds": f"{rate} x {seconds:g}",
-        "permessage-deflate": str(compression),
-        "quotes delivered (measured)": str(len(lat)),
-        "latency p50 / p99 / max ms": f"{_percentile(lat, 0.5):.1f} / "
-        f"{_percentile(lat, 0.99):.1f} / {max(lat, default=float('nan')):.1f}",
+        "clients requested / held": f"{load.clients} / {held}",
+        "failed connections": f"{tally.errors} {dict(tally.error_kinds) or ''}",
+        "client implementation": load.client,
+        "stocks per client": "all" if load.stocks_per_client <= 0 else str(load.stocks_per_client),
+        "feed shape (universe, seconds)": f"{shape} ({load.universe}, {load.seconds:g})",
+        "permessage-deflate": str(load.compression),
+        "quotes/s due / delivered": f"{due:,.0f} / {received / wall:,.0f}",
+        "frames/s delivered (quotes per frame)": f"{frames / wall:,.0f} "
+        f"({received / max(1, frames):.2f})",
+        "latency p50 / p90 / p99 / max ms": f"{_percentile(lat, 0.5):.1f} / "
+        f"{_percentile(lat, 0.9):.1f} / {_percentile(lat, 0.99):.1f} / "
+        f"{max(lat, default=float('nan')):.1f}",
+        "CPU % gateway / clients / producer": f"{used['gateway']:.0f} / {used['clients']:.0f} / "
+        f"{used['producer']:.0f}",
+        f"CPU % machine (of {100 * (os.cpu_count() or 1)})": f"{used['machine']:.0f}",
         "gateway RSS idle / connected / loaded MiB": f"{rss_before / 1024:.0f} / "
         f"{rss_connected / 1024:.0f} / {rss_loaded / 1024:.0f}",
         "gateway RSS per connection KiB": f"{per_conn:.1f}",
@@ -322,12 +477,12 @@ def latency_bench(
     universe: int = typer.Option(5000, min=1, max=20000, help="distinct stock codes"),
     flush_ms: int = typer.Option(20, min=1, max=1000, help="gateway flush interval"),
     compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
+    burst: bool = typer.Option(False, help="whole universe at once every universe/rate s"),
 ) -> None:
     """Feed receive -> WebSocket delivery latency at the full-market rate (one client, all)."""
+    load = Load(1, 0, seconds, rate, universe, compression, burst, "websockets")
     with bench_env(need_redis=True) as env, _gateway(env.bootstrap, env.redis_url, flush_ms) as gw:
-        result = asyncio.run(
-            _run(gw, env.bootstrap, 1, 0, seconds, rate, universe, compression, "gateway latency")
-        )
+        result = asyncio.run(_run(gw, env.bootstrap, load, "gateway latency"))
     result["flush interval ms"] = str(flush_ms)
     console.print(_table("gateway latency: receive_ts -> WebSocket delivery", result))
 
@@ -340,25 +495,23 @@ def fanout_bench(
     universe: int = typer.Option(5000, min=10, max=20000, help="distinct stock codes"),
     flush_ms: int = typer.Option(20, min=1, max=1000, help="gateway flush interval"),
     compression: bool = typer.Option(True, help="negotiate permessage-deflate"),
+    burst: bool = typer.Option(False, help="whole universe at once every universe/rate s"),
+    client: str = typer.Option("light", help="client implementation: light | websockets"),
+    profile: str | None = typer.Option(None, help="run the gateway under cProfile, stats here"),
 ) -> None:
-    """Many concurrent WebSocket clients on one gateway process: latency and memory."""
+    """Many concurrent WebSocket clients on one gateway process: latency, CPU and memory."""
+    if client not in ("light", "websockets"):
+        raise typer.BadParameter("--client is light or websockets")
     hard = _raise_nofile()
     if clients + 500 > hard:  # client sockets here, server sockets in the gateway process
         raise typer.BadParameter(f"RLIMIT_NOFILE hard limit {hard} is too low for {clients}")
-    with bench_env(need_redis=True) as env, _gateway(env.bootstrap, env.redis_url, flush_ms) as gw:
-        result = asyncio.run(
-            _run(
-                gw,
-                env.bootstrap,
-                clients,
-                stocks,
-                seconds,
-                rate,
-                universe,
-                compression,
-                "gateway fan-out",
-            )
-        )
+    kind: ClientKind = "light" if client == "light" else "websockets"
+    load = Load(clients, stocks, seconds, rate, universe, compression, burst, kind)
+    with (
+        bench_env(need_redis=True) as env,
+        _gateway(env.bootstrap, env.redis_url, flush_ms, profile) as gw,
+    ):
+        result = asyncio.run(_run(gw, env.bootstrap, load, "gateway fan-out"))
     result["flush interval ms"] = str(flush_ms)
     console.print(_table("gateway fan-out", result))
 

@@ -40,14 +40,14 @@ def free_port() -> int:
 
 @contextmanager
 def run_gateway(settings: GatewaySettings, ready_timeout: float = 60.0) -> Iterator[RunningGateway]:
-    """Serve the gateway with uvicorn (websockets + permessage-deflate) until the block ends."""
+    """Serve the gateway with uvicorn (sans-I/O websockets, deflate) until the block ends."""
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=True,
         log_level="warning",
         lifespan="on",

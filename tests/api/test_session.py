@@ -22,7 +22,7 @@ class Sink:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: bytes) -> None:
         await self.gate.wait()
         self.sent.append(json.loads(text))
 

@@ -17,20 +17,20 @@ CLI = ROOT / "hqstream" / "cli.py"
 
 def _from_import() -> dict[str, set[str] | None] | None:
     try:
-        import click
         import typer.main
 
         from hqstream.cli import app
     except ImportError:
         return None
+    # Recent typer vendors its own click: check the shape, not the class.
     group = typer.main.get_command(app)
-    assert isinstance(group, click.Group)
+    assert hasattr(group, "commands"), "hqstream must be a command group"
     commands: dict[str, set[str] | None] = {}
     for name, cmd in group.commands.items():
         opts: set[str] = set()
         for param in cmd.params:
             opts |= set(param.opts) | set(param.secondary_opts)
-        commands[name] = None if isinstance(cmd, click.Group) else opts
+        commands[name] = None if hasattr(cmd, "commands") else opts
     return commands
 
 

@@ -280,7 +280,12 @@ async def test_revoked_partitions_are_not_counted_twice_in_merged_stats(
     def partition(key: bytes) -> int:
         return int(key) % 2
 
-    settings = StreamsSettings(redis_url=redis_url, metrics_port=0, partial_ttl_s=60)
+    prefix = f"{kafka.group('revoke')}."
+    create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)  # no broker auto-create
+    settings = StreamsSettings(
+        redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
+        metrics_port=0, partial_ttl_s=60,
+    )  # fmt: skip
     runtimes = []
     for worker in ("a", "b"):
         sink = RedisSink.from_url(redis_url)
