@@ -27,6 +27,7 @@ from api.hub import Hub
 from api.models import Health
 from api.routes import router
 from api.settings import GatewaySettings, get_settings
+from api.snapshots import SnapshotReads
 from api.status import StatusProbe
 from api.store import Store
 from api.wire import RawSendMiddleware
@@ -66,6 +67,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         app.state.hub = hub
         app.state.probe = StatusProbe(cfg, store)
         app.state.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
+        app.state.snapshots = SnapshotReads(store)
         feed = KafkaFeed(cfg, hub, loop) if consume else None
         app.state.feed = feed
         if feed is not None:

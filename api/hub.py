@@ -6,9 +6,10 @@ the event loop, called by :mod:`api.feed` once per consumed batch; it only
 offers updates to sessions (:mod:`api.session`) and never awaits a send.
 
 Sessions that write frames directly (:meth:`Session.use_writer`) are flushed
-by one timer here: a session with something pending marks itself dirty, and
-at most once per flush interval the hub writes every dirty session's frames.
-Idle sessions cost nothing per flush; no session has a task or timer of its own.
+here: a session with something pending marks itself dirty; one not written
+during the last flush interval is written right after the current dispatch,
+the others when their interval is over (one timer for all of them). Idle
+sessions cost nothing; no session has a task or timer of its own.
 
 The hub also keeps the latest quote per code it has routed: a subscribe's
 snapshot is the newer of that and Redis, so nothing routed before the
@@ -64,9 +65,10 @@ class Hub:
         self.routed = 0
         self.last_event_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dirty: set[Session] = set()
-        self._flush_at: asyncio.TimerHandle | None = None
-        self._last_flush = 0.0
+        self._ready: list[Session] = []  # flushed right after the current dispatch
+        self._ready_scheduled = False
+        self._later: list[Session] = []  # flushed when their interval is over
+        self._later_at: asyncio.TimerHandle | None = None
         self.frames_sent = 0
 
     # ---- membership ------------------------------------------------------------------
@@ -89,7 +91,6 @@ class Hub:
         for code in session.candles:
             _discard(self.candle_subs, code, session)
         self.everything.discard(session)
-        self._dirty.discard(session)
         self.stats_subs.discard(session)
         self.alert_subs.discard(session)
         metrics.WS_CONNECTIONS.set(len(self.sessions))
@@ -175,19 +176,58 @@ class Hub:
         s.use_writer(writer, partial(self.mark_dirty, s))
 
     def mark_dirty(self, s: Session) -> None:
-        """``s`` has something to send: flush it at the next tick (now, if idle)."""
-        self._dirty.add(s)
-        if self._flush_at is None:
-            loop = asyncio.get_running_loop()
-            delay = self._last_flush + self.flush_interval_s - loop.time()
-            self._flush_at = loop.call_later(max(0.0, delay), self._flush)
+        """``s`` has something to send: flush it now, or once its flush interval is over.
 
-    def _flush(self) -> None:
-        self._flush_at = None
-        self._last_flush = asyncio.get_running_loop().time()
-        dirty, self._dirty = self._dirty, set()
+        Each session is written at most once per flush interval; one that was
+        not written during the last interval goes out right after the current
+        dispatch (one callback for all of them), the others at their due time.
+        """
+        if s.dirty:
+            return
+        s.dirty = True
+        loop = asyncio.get_running_loop()
+        due = s.flushed_at + self.flush_interval_s
+        if due <= loop.time():
+            self._ready.append(s)
+            if not self._ready_scheduled:
+                self._ready_scheduled = True
+                loop.call_soon(self._flush_ready)
+        else:
+            self._later.append(s)
+            if self._later_at is None:
+                self._later_at = loop.call_at(due, self._flush_later)
+
+    def _flush_ready(self) -> None:
+        self._ready_scheduled = False
+        ready, self._ready = self._ready, []
+        self._write(ready, asyncio.get_running_loop().time())
+
+    def _flush_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._later_at = None
+        now = loop.time()
+        horizon = now + 0.001  # timer granularity
+        interval = self.flush_interval_s
+        due_now: list[Session] = []
+        keep: list[Session] = []
+        next_due = float("inf")
+        for s in self._later:
+            due = s.flushed_at + interval
+            if due <= horizon:
+                due_now.append(s)
+            else:
+                keep.append(s)
+                next_due = min(next_due, due)
+        self._later = keep
+        if keep:
+            self._later_at = loop.call_at(next_due, self._flush_later)
+        self._write(due_now, now)
+
+    def _write(self, sessions: list[Session], now: float) -> None:
         frames = 0
-        for s in dirty:
+        for s in sessions:
+            s.dirty = False
+            s.flushed_at = now
             try:
                 frames += s.flush()
             except Exception:  # one broken socket must not stop the others' flush

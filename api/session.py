@@ -143,6 +143,8 @@ class Session:
         self._wake = asyncio.Event()
         self._notify: Callable[[], None] = self._wake.set
         self._writer: FrameWriter | None = None
+        self.dirty = False  # queued for a flush by the hub (writer only)
+        self.flushed_at = float("-inf")  # loop time of the last flush by the hub
         self.send_started: float | None = None  # monotonic, while a send is blocked
         self.overflow_since: float | None = None
         self.closing = False

@@ -30,6 +30,7 @@ from api.hub import Hub
 from api.replay import ReplayError, replay_quotes
 from api.session import CLOSE_POLICY, CLOSE_TRY_AGAIN, QuoteEvent, Session, frame
 from api.settings import GatewaySettings
+from api.snapshots import SnapshotReads
 from api.store import Store
 from api.wire import writer_for
 from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
@@ -66,6 +67,7 @@ class Connection:
         self.settings = settings
         self._invalid: deque[float] = deque()
         self._replays: asyncio.Semaphore = ws.app.state.replay_slots
+        self.snapshots: SnapshotReads = ws.app.state.snapshots
 
     def subscriptions(self) -> dict[str, Any]:
         s = self.s
@@ -151,7 +153,7 @@ class Connection:
 
     async def _snapshot(self, codes: list[str]) -> list[QuoteEvent]:
         """For each code the newer of Redis and the hub's last routed quote."""
-        stored = await self.store.quote_events(codes)
+        stored = await self.snapshots.quote_events(codes)
         out: list[QuoteEvent] = []
         for code, from_redis in zip(codes, stored, strict=True):
             routed = self.hub.latest.get(code)

@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -241,7 +242,9 @@ def _gateway(bootstrap: str, redis_url: str, flush_ms: int,
             time.sleep(0.3)
         yield Gateway(proc.pid, port, prefix, proc)
     finally:
-        proc.terminate()
+        # uvicorn re-raises SIGTERM after its shutdown (killing cProfile before it
+        # writes); SIGINT becomes a KeyboardInterrupt, and cProfile writes on the way out.
+        proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
         try:
             proc.wait(60 if profile else 15)
         except subprocess.TimeoutExpired:
@@ -260,10 +263,13 @@ class Tally:
     closed: int = 0
     errors: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
+    server_errors: Counter[str] = field(default_factory=Counter)  # "error" messages by code
     measuring: bool = False
 
     def on_message(self, data: bytes) -> None:
         if not data.startswith(b'{"type":"quotes"'):
+            if data.startswith(b'{"type":"error"'):
+                self.server_errors[orjson.loads(data)["code"]] += 1
             return
         quotes = orjson.loads(data)["data"]
         self.frames += 1
@@ -445,6 +451,8 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         "machine": machine(),
         "clients requested / held": f"{load.clients} / {held}",
         "failed connections": f"{tally.errors} {dict(tally.error_kinds) or ''}",
+        "error messages received": f"{sum(tally.server_errors.values())} "
+        f"{dict(tally.server_errors) or ''}",
         "client implementation": load.client,
         "stocks per client": "all" if load.stocks_per_client <= 0 else str(load.stocks_per_client),
         "feed shape (universe, seconds)": f"{shape} ({load.universe}, {load.seconds:g})",

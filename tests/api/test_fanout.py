@@ -1,0 +1,98 @@
+"""The fan-out's direct-write path: frame headers, and the hub's flush timer on a real server.
+
+Under uvicorn's sans-I/O WebSocket implementation sessions get a writer
+(:mod:`api.wire`) and no sender task; the hub flushes only sessions with
+something pending. Real uvicorn, Kafka and Redis; ``websockets`` clients with
+and without permessage-deflate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+from websockets.frames import Frame, Opcode
+
+from api.wire import SansIOWriter, text_header
+from tests.api import helpers as h
+from tests.api.conftest import push_settings
+from tests.api.server import run_gateway
+from tests.api.test_ws_push import QuoteProducer, _recv, _until, now_ms
+from tests.conftest import KafkaEndpoint
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_header_matches_websockets_framing(size: int) -> None:
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_header(size) + payload == expected
+
+
+@pytest.mark.integration
+async def test_direct_writes_with_and_without_deflate(kafka: KafkaEndpoint, redis_url: str) -> None:
+    settings = push_settings(kafka, redis_url, flush_interval_ms=20)
+    producer = QuoteProducer(settings)
+    t0 = now_ms()
+    with run_gateway(settings) as gw:
+        hub = gw.app.state.hub
+        async with (
+            websockets.connect(gw.ws_url, compression=None) as plain,
+            websockets.connect(gw.ws_url) as deflated,
+            websockets.connect(gw.ws_url) as idle,
+        ):
+            for ws, code in ((plain, "000001"), (deflated, "000001"), (idle, "000999")):
+                await ws.send(json.dumps({"type": "subscribe_stock", "stock_code": code}))
+                assert (await _recv(ws))["type"] == "ack"
+                assert (await _recv(ws))["type"] == "snapshot"
+            sessions = list(hub.sessions.values())
+            assert len(sessions) == 3
+            assert all(isinstance(s._writer, SansIOWriter) and s._task is None for s in sessions)
+            idle_session = next(s for s in sessions if "000999" in s.stocks)
+            frames_before = hub.frames_sent
+            for i in range(1, 21):
+                producer.send(h.quote("000001", t0 + i, receive_ts=now_ms(), name="y" * 300))
+                producer.flush()
+                await asyncio.sleep(0.01)
+            for ws in (plain, deflated):
+                stamps: list[int] = []
+                while not stamps or stamps[-1] < t0 + 20:
+                    msg = await _until(ws, "quotes")
+                    stamps += [q["exchange_ts"] for q in msg["data"]]
+                assert stamps == sorted(set(stamps)) and stamps[-1] == t0 + 20
+            # The idle client was never flushed: nothing pending, nothing sent.
+            assert idle_session.send_started is None and not idle_session._quotes
+            with pytest.raises(TimeoutError):
+                await _recv(idle, timeout=0.3)
+            assert hub.frames_sent - frames_before >= 2
+            # Control messages still go out in order through the writer.
+            await plain.send(json.dumps({"type": "ping", "id": 7}))
+            pong = await _until(plain, "pong")
+            assert pong["id"] == 7 and abs(pong["ts"] - time.time() * 1000) < 5000
+
+
+@pytest.mark.integration
+async def test_snapshot_reads_of_one_tick_share_a_pipeline(redis_url: str) -> None:
+    import redis
+
+    from api.snapshots import SnapshotReads
+    from api.store import Store
+
+    r = redis.Redis.from_url(redis_url)
+    t0 = now_ms()
+    h.write_quote(r, h.quote("000001", t0, price=10.1))
+    h.write_quote(r, h.quote("600519", t0 + 1, price=20.2))
+    r.close()
+    store = Store(redis_url)
+    reads = SnapshotReads(store)
+    try:
+        wanted = [["000001"], ["600519", "000001"], ["000404"], ["600519"]]
+        got = await asyncio.gather(*(reads.quote_events(codes) for codes in wanted))
+        assert reads.pipelines == 1
+        stamps = [[q.ts if q is not None else None for q in rows] for rows in got]
+        assert stamps == [[t0], [t0 + 1, t0], [None], [t0 + 1]]
+        assert await reads.quote_events([]) == []
+    finally:
+        await store.close()
