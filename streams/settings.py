@@ -46,7 +46,7 @@ class StreamsSettings(CommonSettings):
         9102, validation_alias=_env("metrics_port"), description="Prometheus + /healthz; 0 = off"
     )
     batch_max: int = Field(2000, ge=1, validation_alias=_env("batch_max"))
-    batch_within_s: float = Field(0.01, gt=0, validation_alias=_env("batch_within_s"))
+    batch_within_s: float = Field(0.05, gt=0, validation_alias=_env("batch_within_s"))
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     candle_flush_interval_s: float = Field(
         1.0,
