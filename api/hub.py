@@ -69,7 +69,9 @@ class Hub:
         self._ready_scheduled = False
         self._later: list[Session] = []  # flushed when their interval is over
         self._later_at: asyncio.TimerHandle | None = None
+        self._later_due = 0.0
         self.frames_sent = 0
+        self.removed = 0  # sessions removed so far (see api.app's collector tuning)
 
     # ---- membership ------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class Hub:
     def remove(self, session: Session) -> None:
         if self.sessions.pop(session.sid, None) is None:
             return
+        self.removed += 1
         self.per_key[session.key_id] -= 1
         if self.per_key[session.key_id] <= 0:
             del self.per_key[session.key_id]
@@ -194,7 +197,10 @@ class Hub:
                 loop.call_soon(self._flush_ready)
         else:
             self._later.append(s)
-            if self._later_at is None:
+            if self._later_at is None or due < self._later_due:
+                if self._later_at is not None:
+                    self._later_at.cancel()
+                self._later_due = due
                 self._later_at = loop.call_at(due, self._flush_later)
 
     def _flush_ready(self) -> None:
@@ -220,6 +226,7 @@ class Hub:
                 next_due = min(next_due, due)
         self._later = keep
         if keep:
+            self._later_due = next_due
             self._later_at = loop.call_at(next_due, self._flush_later)
         self._write(due_now, now)
 

@@ -134,14 +134,15 @@ class Session:
         self.alerts = False
         self.candles: set[str] = set()
         # outbound
-        self._control: deque[bytes] = deque()
+        # (deques and the Event are created on first use: 10,000 idle ones cost ~3 MiB)
+        self._control: list[bytes] = []
         self._quotes: dict[str, QuoteEvent] = {}
         self._stats: dict[str, bytes] = {}
         self._candles: dict[tuple[str, int], bytes] = {}
-        self._alerts: deque[bytes] = deque(maxlen=ALERTS_BUFFERED)
+        self._alerts: deque[bytes] | None = None
         self.holds: list[Hold] = []
-        self._wake = asyncio.Event()
-        self._notify: Callable[[], None] = self._wake.set
+        self._wake: asyncio.Event | None = None
+        self._notify: Callable[[], None] = self._wake_task
         self._writer: FrameWriter | None = None
         self.dirty = False  # queued for a flush by the hub (writer only)
         self.flushed_at = float("-inf")  # loop time of the last flush by the hub
@@ -167,7 +168,8 @@ class Session:
                 self.overflow_since = time.monotonic()
             return
         pending[ev.code] = ev
-        self._notify()
+        if not self.dirty:  # already queued for the hub's next flush: nothing to do
+            self._notify()
 
     def offer_stats(self, market: str, raw: bytes) -> None:
         self._stats[market] = raw
@@ -178,6 +180,8 @@ class Session:
         self._notify()
 
     def offer_alert(self, raw: bytes) -> None:
+        if self._alerts is None:
+            self._alerts = deque(maxlen=ALERTS_BUFFERED)
         self._alerts.append(raw)
         self._notify()
 
@@ -278,8 +282,8 @@ class Session:
         return len(out)
 
     def _take(self) -> list[bytes]:
-        out = list(self._control)
-        self._control.clear()
+        out = self._control
+        self._control = []
         if self._quotes:
             out.append(_batch("quotes", (ev.raw for ev in self._quotes.values())))
             self._quotes = {}
@@ -295,7 +299,14 @@ class Session:
             self._alerts.clear()
         return out
 
+    def _wake_task(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+
     async def _run(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
         next_flush = 0.0
         while True:
             await self._wake.wait()

@@ -66,6 +66,20 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("slow_client_deadline_s"),
         description="a client whose send stays blocked this long is closed with 4008",
     )
+    gc_freeze_interval_s: float = Field(
+        2.0,
+        ge=0,
+        validation_alias=_gw("gc_freeze_interval_s"),
+        description="move surviving objects out of the collector's reach this often (0: off); "
+        "with 10,000 connections a full collection otherwise pauses the loop for ~1 s",
+    )
+    gc_full_after_closed: int = Field(
+        500,
+        ge=1,
+        validation_alias=_gw("gc_full_after_closed"),
+        description="full collection (unfreeze, collect, freeze) once this many connections "
+        "(or a tenth of the open ones, if more) closed since the last one",
+    )
     auth_deadline_s: float = Field(5.0, gt=0, validation_alias=_gw("auth_deadline_s"))
     invalid_per_second: int = Field(
         20,

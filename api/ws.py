@@ -65,7 +65,7 @@ class Connection:
         self.hub = hub
         self.store = store
         self.settings = settings
-        self._invalid: deque[float] = deque()
+        self._invalid: deque[float] | None = None  # created on the first invalid message
         self._replays: asyncio.Semaphore = ws.app.state.replay_slots
         self.snapshots: SnapshotReads = ws.app.state.snapshots
 
@@ -89,6 +89,8 @@ class Connection:
 
     def too_many_invalid(self) -> bool:
         now = time.monotonic()
+        if self._invalid is None:
+            self._invalid = deque()
         self._invalid.append(now)
         while self._invalid and now - self._invalid[0] > 1.0:
             self._invalid.popleft()

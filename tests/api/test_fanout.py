@@ -96,3 +96,90 @@ async def test_snapshot_reads_of_one_tick_share_a_pipeline(redis_url: str) -> No
         assert await reads.quote_events([]) == []
     finally:
         await store.close()
+
+
+class MemoryWriter:
+    """A FrameWriter over a list (the socket side is tested with real uvicorn above)."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+        self.open = True
+        self.aborted = False
+
+    def writable(self) -> bool:
+        return self.open
+
+    def write(self, message: bytes) -> None:
+        self.frames.append(json.loads(message))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_hub_flush_leading_edge_then_once_per_interval_and_blocked_retry() -> None:
+    from api.hub import Event, Hub
+    from api.session import QuoteEvent, Session
+
+    def quote(ts: int) -> Event:
+        q = QuoteEvent("000001", "SZ", ts, json.dumps({"exchange_ts": ts}).encode())
+        return Event("quote", q.raw, quote=q)
+
+    async def never(*_: object) -> None:
+        raise AssertionError("the ASGI path must not be used with a writer")
+
+    hub = Hub(flush_interval_s=0.1)
+    writer = MemoryWriter()
+    s = Session(1, "k", never, never, flush_interval_s=0.1, max_pending_quotes=10)
+    hub.attach_writer(s, writer)
+    hub.add(s)
+    s.start()
+    hub.subscribe_stock(s, "000001")
+    hub.dispatch([quote(1)])
+    await asyncio.sleep(0.01)  # idle session: written right after the dispatch
+    assert [f["type"] for f in writer.frames] == ["quotes"]
+    hub.dispatch([quote(2)])
+    hub.dispatch([quote(3)])
+    await asyncio.sleep(0.03)  # within the interval: conflated, not yet written
+    assert len(writer.frames) == 1 and s.conflated == 1
+    await asyncio.sleep(0.12)
+    assert [[q["exchange_ts"] for q in f["data"]] for f in writer.frames] == [[1], [3]]  # type: ignore[attr-defined]
+    # A paused transport: nothing written, the session counts as blocked, retried.
+    writer.open = False
+    hub.dispatch([quote(4)])
+    await asyncio.sleep(0.15)
+    assert len(writer.frames) == 2 and s.send_started is not None
+    assert s.stalled_for(time.monotonic() + 1) > 1
+    writer.open = True
+    await asyncio.sleep(0.15)
+    assert writer.frames[-1]["data"] == [{"exchange_ts": 4}] and s.send_started is None
+    assert hub.frames_sent == 3
+
+
+async def test_gc_keeper_freezes_then_collects_frozen_cycles_after_churn() -> None:
+    import gc
+    import weakref
+
+    from api.app import keep_gc_off_live_objects
+    from api.hub import Hub
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    hub = Hub()
+    cycle = Node()
+    alive = weakref.ref(cycle)
+    keeper = asyncio.get_running_loop().create_task(keep_gc_off_live_objects(hub, 0.02, 5))
+    try:
+        await asyncio.sleep(0.1)
+        assert gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: the collector does not see it
+        hub.removed += 5  # five connections closed: the next tick collects everything
+        await asyncio.sleep(0.1)
+        assert alive() is None
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert gc.get_freeze_count() == 0
