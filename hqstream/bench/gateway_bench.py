@@ -31,7 +31,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from rich.table import Table
 
 from hqstream.bench import wsclient
 from hqstream.bench.common import bench_env, machine
+from hqstream.local_runner import free_port
 from schemas import topics
 
 ClientKind = Literal["light", "websockets"]
@@ -63,13 +63,6 @@ def _codes(n: int) -> list[str]:
     sz = [f"{i:06d}" for i in range(1, n // 2 + 1)]
     sh = [f"{600000 + i:06d}" for i in range(n - len(sz))]
     return sz + sh
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _rss_kb(pid: int) -> int:
@@ -215,7 +208,7 @@ def _gateway(bootstrap: str, redis_url: str, flush_ms: int,
     parts = {prefix + s.name: s.partitions for s in topics.topic_specs()}
     for fut in admin.create_topics([NewTopic(n, parts[n], 1) for n in names]).values():
         fut.result(30)
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         HQ_KAFKA_BOOTSTRAP=bootstrap,
