@@ -227,9 +227,7 @@ class StreamsRuntime:
                 if not is_redis_error(exc):
                     raise
                 attempt += 1
-                metrics.REDIS_RETRIES.inc()
-                metrics.REDIS_UP.set(0)
-                metrics.HEALTH.redis_ok = False
+                self._redis_down()
                 await self._backoff(attempt, f"redis write failed, retrying the batch: {exc!r}")
 
     async def _with_retry(self, what: str, fn: Any, *args: Any) -> Any:
@@ -243,10 +241,14 @@ class StreamsRuntime:
                 if not is_redis_error(exc):
                     raise
                 attempt += 1
-                metrics.REDIS_RETRIES.inc()
-                metrics.REDIS_UP.set(0)
-                metrics.HEALTH.redis_ok = False
+                self._redis_down()
                 await self._backoff(attempt, f"redis unavailable during {what}: {exc!r}")
+
+    @staticmethod
+    def _redis_down() -> None:
+        metrics.REDIS_RETRIES.inc()
+        metrics.REDIS_UP.set(0)
+        metrics.HEALTH.redis_ok = False
 
     def _redis_ok(self, attempts: int) -> None:
         if attempts:
