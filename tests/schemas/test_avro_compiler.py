@@ -1,0 +1,139 @@
+"""schemas.avro_compiler: compiled encoders write exactly fastavro's bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from typing import Any
+
+import fastavro
+import pytest
+
+from schemas import avro_compiler
+from schemas.avro_compiler import compile_encoder, zigzag_varint
+from schemas.serde import SerdeError, SingleObjectCodec, schema_json
+
+COMPILED = ("quote", "candle", "alert")
+
+
+def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), record)
+    return buf.getvalue()
+
+
+def random_value(schema: Any, rng: random.Random) -> Any:
+    """A random valid value of a field schema, edge values included."""
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if kind == "long":
+        return rng.choice([0, -1, 1, 63, -64, 64, 2**63 - 1, -(2**63), rng.getrandbits(62)])
+    if kind == "int":
+        return rng.choice([0, -1, 2**31 - 1, -(2**31), rng.randrange(-(2**31), 2**31)])
+    if kind == "double":
+        return rng.choice([0.0, -0.0, 1e-300, 1e300, math.inf, -math.inf, rng.uniform(-1e6, 1e6)])
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "string":
+        return rng.choice(["", "平安银行", "*ST中", "a" * 200, "x\x00y", str(rng.random())])
+    if kind == "enum":
+        return rng.choice(schema["symbols"])
+    if kind == "array":
+        return [random_value(schema["items"], rng) for _ in range(rng.choice([0, 1, 5, 70]))]
+    raise AssertionError(f"no generator for {schema!r}")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_bytes_equal_fastavro_for_random_records(name: str) -> None:
+    schema = schema_json(name)  # type: ignore[arg-type]
+    encode = compile_encoder(schema)
+    assert encode is not None, f"{name} should compile"
+    rng = random.Random(name)
+    for _ in range(2000):
+        record = {f["name"]: random_value(f["type"], rng) for f in schema["fields"]}
+        assert encode(record) == fastavro_bytes(schema, record), record
+
+
+def test_prefix_is_written_first() -> None:
+    schema = schema_json("alert")
+    encode = compile_encoder(schema, b"\xc3\x01HEADER!!")
+    assert encode is not None
+    record = {f["name"]: random_value(f["type"], random.Random(1)) for f in schema["fields"]}
+    assert encode(record) == b"\xc3\x01HEADER!!" + fastavro_bytes(schema, record)
+
+
+def test_cached_values_stay_correct_across_cache_clears(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(avro_compiler, "CACHE_MAX", 4)
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "n", "type": "long"}, {"name": "s", "type": "string"},
+        {"name": "a", "type": {"type": "array", "items": "long"}},
+    ]}  # fmt: skip
+    encode = compile_encoder(schema)
+    assert encode is not None
+    for i in range(50):
+        record = {"n": i * 1000, "s": f"s{i % 7}", "a": [i, i % 3, -i]}
+        assert encode(record) == fastavro_bytes(schema, record)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(0, b"\x00"), (-1, b"\x01"), (1, b"\x02"), (-64, b"\x7f"), (64, b"\x80\x01"),
+     (2**63 - 1, b"\xfe" + b"\xff" * 8 + b"\x01")],
+)  # fmt: skip
+def test_zigzag_varint_matches_the_spec(n: int, expected: bytes) -> None:
+    assert zigzag_varint(n) == expected
+
+
+@pytest.mark.parametrize("n", [2**63, -(2**63) - 1])
+def test_zigzag_varint_refuses_out_of_range(n: int) -> None:
+    with pytest.raises(OverflowError):
+        zigzag_varint(n)
+
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        ["null", "string"],
+        {"type": "map", "values": "long"},
+        {"type": "fixed", "name": "F", "size": 4},
+        {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "long"}]},
+        {"type": "array", "items": {"type": "record", "name": "I", "fields": []}},
+        "bytes",
+    ],
+)
+def test_unsupported_types_are_not_compiled(field_type: Any) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": field_type}]}
+    assert compile_encoder(schema) is None
+
+
+def test_market_stats_falls_back_to_fastavro() -> None:
+    """Its nested top-N records are not compiled; the codec still encodes it."""
+    assert compile_encoder(schema_json("market_stats")) is None
+
+
+def _quote() -> dict[str, Any]:
+    schema = schema_json("quote")
+    return {f["name"]: random_value(f["type"], random.Random(3)) for f in schema["fields"]}
+
+
+def test_codec_falls_back_to_fastavro_for_what_the_compiled_path_refuses() -> None:
+    codec = SingleObjectCodec("quote")
+    record = _quote()
+    record["volume"] = 12.9  # fastavro truncates a float in a long field
+    assert codec.decode(codec.encode(record))["volume"] == 12
+    record["volume"] = 2**64  # out of range for both
+    with pytest.raises(SerdeError):
+        codec.encode(record)
+    del record["volume"]  # missing, no default
+    with pytest.raises(SerdeError):
+        codec.encode(record)
+    record["volume"] = 1
+    record["market"] = "HK"  # not an enum symbol
+    with pytest.raises(SerdeError):
+        codec.encode(record)
+
+
+def test_codec_round_trips_through_the_compiled_path() -> None:
+    codec = SingleObjectCodec("quote")
+    record = _quote()
+    assert codec.decode(codec.encode(record)) == record  # no NaN among the random values
