@@ -40,6 +40,7 @@ from typing import Any
 
 from schemas.redis_keys import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
+from schemas.tuning import tune_malloc
 from streams import metrics
 from streams.market_stats import merge_partials
 from streams.outbox import KafkaOutputError, Outbox
@@ -58,14 +59,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def tune_gc(gen0_threshold: int) -> None:
-    """Make Python's cyclic GC cheap for a stream worker (``0`` leaves it alone).
+def tune_memory(gen0_threshold: int) -> None:
+    """Make Python's cyclic GC cheap for a stream worker (``0`` leaves it alone),
+    and keep glibc from returning each batch's memory to the kernel
+    (:func:`schemas.tuning.tune_malloc`).
 
     Each batch allocates ~100k short-lived dicts and lists (no cycles); with
     the default threshold (700) the collector runs every few hundred records
     and walks the ever older generations: measured ~40% of parse time. Objects
     alive now (modules, schemas) are frozen out of collection.
     """
+    tune_malloc()
     if gen0_threshold <= 0:
         return
     gc.collect()

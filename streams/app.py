@@ -4,18 +4,18 @@
 group id, broker) and wires it to a :class:`streams.agents.StreamsRuntime`:
 
 * the agent (concurrency 1: faust issue #606, with more it can commit past an
-  event still being processed) takes its events in bulk straight from its
-  channel's queue (:func:`event_batches`: up to ``batch_max`` events or
-  ``batch_within_s``) instead of iterating the faust Stream event by event:
-  the Stream's per-event machinery (two asyncio tasks per event) capped a
-  worker at ~14k events/s before any work was done. The consumer
-  (:mod:`streams.faust_transport`) hands each fetched run of raw messages to
-  that queue in one call. Events of an old rebalance generation are skipped
-  (:func:`live_events`) as faust's Stream skips them. Each event is acked only
-  when :meth:`StreamsRuntime.submit` reports its batch durable, i.e. after
-  Redis and Kafka have the results; a batch whose processing raised is never
-  acked. (Not ``take()``: it acks a batch in a ``finally`` even when the body
-  raised; see tests/streams/test_agents.py.)
+  event still being processed) takes its messages in batches (up to
+  ``batch_max`` or ``batch_within_s``) from the :class:`RunBuffer` the
+  consumer fills with whole fetched runs (:mod:`streams.faust_transport`)
+  instead of iterating the faust Stream event by event: the Stream's
+  per-event machinery (two asyncio tasks and an Event per message) capped a
+  worker at ~14k events/s before any work was done. Messages of an old
+  rebalance generation are acked and skipped (:func:`live_messages`) as
+  faust's Stream skips them. Each message is acked through faust's consumer
+  only when :meth:`StreamsRuntime.submit` reports its batch durable, i.e.
+  after Redis and Kafka have the results; a batch whose processing raised is
+  never acked. (Not ``take()``: it acks a batch in a ``finally`` even when
+  the body raised; see tests/streams/test_agents.py.)
 * processing_guarantee ``at_least_once`` (faust's ``exactly_once`` is
   experimental); duplicates are harmless because Redis writes are newer-wins.
 * 1-second timers publish market statistics (partials merged across workers)
@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.agents import StreamsRuntime, tune_gc
-from streams.faust_transport import FastConsumer, RawSchema, deliver_to
+from streams.agents import StreamsRuntime, tune_memory
+from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
 from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
 from streams.pipeline import RawRecord
@@ -62,77 +62,55 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
 
-def event_to_record(event: Any) -> RawRecord:
-    msg = event.message
-    headers = msg.headers or []
+def message_to_record(message: Any) -> RawRecord:
+    """A fetched faust message as the processor's :class:`RawRecord`."""
+    headers = message.headers or []
     if isinstance(headers, dict):
         headers = list(headers.items())
     return RawRecord(
-        key=msg.key,
-        value=msg.value if msg.value is not None else b"",
+        key=message.key,
+        value=message.value if message.value is not None else b"",
         headers=headers,  # (name, value) pairs as fetched; a value may be None
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        timestamp_ms=int((msg.timestamp or 0) * 1000),
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int((message.timestamp or 0) * 1000),
     )
 
 
-#: how long event_batches sleeps while it waits for more events of a batch
-POLL_S = 0.002
 #: how long a stopping worker waits for its batch in flight to become durable
 SHUTDOWN_DRAIN_S = 10.0
 
 
-async def event_batches(queue: Any, max_n: int, within_s: float) -> AsyncIterator[list[Any]]:
-    """Batches of events from a faust channel queue: up to ``max_n``, waiting ``within_s``.
-
-    A batch starts with the first event that arrives and is yielded when it
-    holds ``max_n`` events or ``within_s`` passed since it started.
-    """
-    loop = asyncio.get_running_loop()
-    while True:
-        batch = [await queue.get()]
-        deadline = loop.time() + within_s
-        while len(batch) < max_n:
-            if queue.empty():
-                if loop.time() >= deadline:
-                    break
-                await asyncio.sleep(POLL_S)
-                continue
-            batch.append(queue.get_nowait())
-        yield batch
-
-
-def live_events(app: Any, events: list[Any]) -> list[Any]:
+def live_messages(app: Any, messages: list[Any]) -> list[Any]:
     """What faust's Stream does with each event it takes, for a whole batch.
 
-    Events fetched before the current rebalance generation (or while the flow
-    is suspended) are acked and skipped, as faust skips them; the others are
-    tracked as unacked, so a rebalance waits for their batch to be durable.
+    Messages fetched before the current rebalance generation (or while the
+    flow is suspended) are acked and skipped, as faust skips them; the others
+    are tracked as unacked, so a rebalance waits for their batch to be durable.
     """
     generation = app.consumer_generation_id
     active = app.flow_control.is_active()
-    track = app.consumer.track_message
+    consumer = app.consumer
+    track = consumer.track_message
     live: list[Any] = []
-    for event in events:
-        message = event.message
+    for message in messages:
         if not active or message.generation_id != generation:
-            event.ack()
+            consumer.ack(message)
             continue
         if not message.tracked:
             message.tracked = True
             track(message)
-        live.append(event)
+        live.append(message)
     return live
 
 
-def ack_all(events: list[Any]) -> Callable[[], None]:
-    """A callback acking ``events`` (their offsets become committable)."""
+def ack_all(consumer: Any, messages: list[Any]) -> Callable[[], None]:
+    """A callback acking ``messages`` (their offsets become committable)."""
 
     def ack() -> None:
-        for event in events:
-            event.ack()
+        for message in messages:
+            consumer.ack(message)
 
     return ack
 
@@ -144,6 +122,7 @@ class StreamsApp:
     app: faust.App
     agent: Any
     runtime: StreamsRuntime
+    runs: RunBuffer  # what the consumer fetched for the agent (tests put runs here)
 
 
 def create_app(
@@ -153,7 +132,7 @@ def create_app(
     runtime: StreamsRuntime | None = None,
 ) -> StreamsApp:
     """The faust app wired to ``runtime`` (default: Redis and Kafka from settings)."""
-    tune_gc(settings.gc_threshold)
+    tune_memory(settings.gc_threshold)
     worker_id = worker_id or settings.worker_id or default_worker_id()
     names = settings.topic_names
     datadir = Path(settings.datadir) / worker_id
@@ -189,17 +168,20 @@ def create_app(
     rt = runtime
     raw_topic = app.topic(names.raw, schema=RawSchema(key_type=bytes, value_type=bytes), acks=True)
 
+    runs = RunBuffer(max(4096, settings.batch_max * 2))
+
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
     async def process_raw(stream: Any) -> None:
-        channel = aiter(stream.channel)  # subscribes; we drain its queue in bulk
+        aiter(stream.channel)  # subscribes the raw topic; its messages come through `runs`
         consumer = app.consumer
-        if isinstance(consumer, FastConsumer):  # install_fast_transport() made it
-            consumer.direct[names.raw] = deliver_to(app, channel.queue)
-        batches = event_batches(channel.queue, settings.batch_max, settings.batch_within_s)
-        async for batch in batches:
-            events = live_events(app, batch)
-            if events:
-                await rt.submit([event_to_record(e) for e in events], ack_all(events))
+        assert isinstance(consumer, FastConsumer)  # install_fast_transport() made it
+        consumer.direct[names.raw] = deliver_to(app, runs)
+        while True:
+            batch = await runs.batch(settings.batch_max, settings.batch_within_s)
+            messages = live_messages(app, batch)
+            if messages:
+                records = [message_to_record(m) for m in messages]
+                await rt.submit(records, ack_all(app.consumer, messages))
 
     @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:
@@ -225,4 +207,4 @@ def create_app(
             logger.warning("batch in flight not durable at shutdown (replayed later): %r", exc)
         logger.info("worker %s stopping after %d batches", worker_id, rt.batches)
 
-    return StreamsApp(app, process_raw, rt)
+    return StreamsApp(app, process_raw, rt, runs)

@@ -1,26 +1,31 @@
-"""faust fast paths for the raw topic: a cheaper consumer loop and a no-op decode.
+"""faust fast paths for the raw topic: whole runs of messages, no per-message events.
 
 faust's ``Consumer._drain_messages`` delivers every fetched message with
 ``await self.wait_first(callback(message), self.suspend_flow.wait())``:
-two asyncio tasks and several event-loop turns per message, about a third
-of a stream worker's CPU at 10k messages/s. :class:`FastConsumer` awaits the
-callback directly while the flow is running and, like faust, drops a message
-(no delivery, read offset still advanced: the consumer seeks back to the
-committed offsets) when the flow is suspended for a rebalance. What
-``wait_first`` also did, abandoning a delivery that is blocked on a full
-buffer when a rebalance starts, it cannot; such a late message carries the
-old ``generation_id``, and the agent (:mod:`streams.app`) skips events of an
-old generation without acking them.
+two asyncio tasks and several event-loop turns per message, then the
+conductor makes an Event and queues it for the agent's stream. At 15k
+messages/s that machinery alone was a worker's whole budget.
+:class:`FastConsumer` fetches with faust's own ``_wait_next_records`` and
+keeps its checks (flow active, rebalance generation, active partitions,
+read offsets, gaps, ``commit_every``) but makes them once per partition run
+(:meth:`FastConsumer.fetch_runs`), and hands a topic registered in
+``FastConsumer.direct`` (the raw topic) each run as one list of faust
+messages (:func:`deliver_to`) into a :class:`RunBuffer` the agent takes its
+batches from. The messages are faust's ``ConsumerMessage`` objects: the
+agent tracks and acks them through faust's consumer, so commits are
+computed by faust exactly as for a Stream.
 
-A topic registered in ``FastConsumer.direct`` (the raw topic: one agent, one
-channel) skips the conductor: each fetched run of its messages is turned
-into events and queued in one call (:func:`deliver_to`).
+While the flow is suspended for a rebalance, a run is dropped (read offset
+still advanced: the consumer seeks back to the committed offsets), and the
+rebalance clears the buffer as it clears the stream buffers. A run that was
+blocked on a full buffer when the rebalance started carries the old
+``generation_id``; the agent (:mod:`streams.app`) acks and skips it, as
+faust's Stream does.
 
 :class:`RawSchema` makes the raw topic's events straight from the message
 (key and value stay bytes) instead of going through faust's codec registry
-for the ``raw`` codec, which does the same thing at ~5 us per message.
+for the ``raw`` codec (used where events still exist: ``test_context``).
 
-Everything else (fetching, gaps, commits, rebalancing) is faust's own code.
 This module must never change what is committed.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
@@ -39,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 class FastConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with a cheaper per-message delivery loop.
+    """faust's aiokafka consumer delivering whole runs of messages.
 
     ``direct[topic]``, when set, receives each fetched run of that topic's
     messages in one call instead of the conductor's per-message callback.
@@ -51,56 +57,70 @@ class FastConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self.direct = {}
 
+    async def fetch_runs(self, timeout: float) -> list[tuple[Any, list[Any]]]:
+        """faust's ``getmany`` returning each partition's messages as one list.
+
+        Same checks as faust's (flow active, same rebalance generation,
+        partition active), made once per partition instead of once per
+        message; partitions keep their order (there is one topic here, so
+        faust's round-robin between topics has nothing to balance).
+        """
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            try:  # as faust: seek back to the committed offsets
+                await self.perform_seek()
+            except Exception as exc:
+                logger.warning("seek while the flow is suspended failed: %r", exc)
+            return []
+        app = self.app
+        generation = app.consumer_generation_id
+        to_message = self._to_message
+        runs: list[tuple[Any, list[Any]]] = []
+        for tp, tp_records in records.items():
+            if not self.flow_active or app.consumer_generation_id != generation:
+                break
+            if active is None or tp in active or tp in self._buffered_partitions:
+                app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                runs.append((tp, [to_message(tp, r) for r in tp_records]))
+        return runs
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust loop
         direct = self.direct
-        callback = self.callback
-        getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         suspended = self.suspend_flow.is_set
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
+        read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = getmany(timeout=1.0)
-                await sleep(0)
-                if not self.should_stop:
-                    runs: dict[str, list[Any]] = {}
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            if not suspended():
-                                run = runs.get(message.topic)
-                                if run is not None:
-                                    run.append(message)
-                                elif message.topic in direct:
-                                    runs[message.topic] = [message]
-                                else:
-                                    await callback(message)
-                            set_read_offset(tp, offset)
-                    for topic, run in runs.items():
-                        await direct[topic](run)
-                    unset_flag(flag_consumer_fetching)
+                self.diag.set_flag(CONSUMER_FETCHING)
+                runs = await self.fetch_runs(timeout=1.0)
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    continue
+                for tp, messages in runs:
+                    r_offset = read_offset[tp]
+                    if r_offset is not None:
+                        messages = [m for m in messages if m.offset >= r_offset]
+                    if not messages:
+                        continue
+                    if acks_enabled_for(tp.topic):
+                        await self._record_gaps(tp, r_offset, messages)
+                    commit_every = self._commit_every
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if not suspended():
+                        deliver = direct.get(tp.topic)
+                        if deliver is not None:
+                            await deliver(messages)
+                        else:
+                            for message in messages:
+                                await self.callback(message)
+                    read_offset[tp] = messages[-1].offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 logger.info("broker stopped the consumer, shutting down")
@@ -111,7 +131,93 @@ class FastConsumer(faust_aiokafka.Consumer):
                 return
             raise
         finally:
-            unset_flag(flag_consumer_fetching)
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _record_gaps(self, tp: Any, r_offset: int | None, messages: list[Any]) -> None:
+        """faust's gap bookkeeping (offsets skipped by the broker may be committed past)."""
+        first, last = messages[0].offset, messages[-1].offset
+        if last - first == len(messages) - 1 and not (r_offset and first - r_offset > 1):
+            return  # contiguous, the usual case
+        previous = r_offset
+        for message in messages:
+            offset = message.offset
+            if previous and offset - previous > 1:
+                await self._add_gap(tp, previous + 1, offset)
+            previous = offset
+
+
+class RunBuffer:
+    """The runs of fetched messages waiting for one agent, bounded in messages.
+
+    :meth:`put` blocks while ``max_messages`` are buffered (backpressure:
+    the fetcher is drained no further); :meth:`batch` takes up to ``max_n``
+    messages, waiting at most ``within_s`` after the first one for more.
+    Registered with faust's flow control, so a rebalance clears it as it
+    clears the stream buffers (nothing buffered is tracked or acked yet; the
+    consumer seeks back to the committed offsets).
+    """
+
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self._runs: deque[list[Any]] = deque()
+        self._size = 0
+        self._not_empty = asyncio.Event()
+        self._not_full = asyncio.Event()
+        self._not_full.set()
+
+    def __len__(self) -> int:
+        return self._size
+
+    async def put(self, run: list[Any]) -> None:
+        while self._size >= self.max_messages:
+            self._not_full.clear()
+            await self._not_full.wait()
+        self._runs.append(run)
+        self._size += len(run)
+        self._not_empty.set()
+
+    def clear(self) -> None:
+        self._runs.clear()
+        self._size = 0
+        self._not_empty.clear()
+        self._not_full.set()
+
+    def _pop(self, n: int) -> list[Any]:
+        out: list[Any] = []
+        runs = self._runs
+        while runs and len(out) < n:
+            run = runs[0]
+            need = n - len(out)
+            if len(run) <= need:
+                out += runs.popleft()
+            else:
+                out += run[:need]
+                runs[0] = run[need:]
+        self._size -= len(out)
+        if not runs:
+            self._not_empty.clear()
+        if self._size < self.max_messages:
+            self._not_full.set()
+        return out
+
+    async def batch(self, max_n: int, within_s: float) -> list[Any]:
+        """Up to ``max_n`` messages, returned at most ``within_s`` after the first one."""
+        while not self._runs:
+            await self._not_empty.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        batch = self._pop(max_n)
+        while len(batch) < max_n:
+            if not self._runs:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._not_empty.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch += self._pop(max_n - len(batch))
+        return batch
 
 
 class RawSchema(faust.Schema):  # type: ignore[type-arg]
@@ -132,24 +238,18 @@ class FastTransport(faust_aiokafka.Transport):
     Consumer = FastConsumer
 
 
-def deliver_to(app: Any, queue: Any) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
-    """A ``direct`` deliverer: each message as an event into ``queue`` (one channel's).
+def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
+    """A ``direct`` deliverer: each fetched run of messages into ``buffer``.
 
     What the conductor does per message, once per run: wait while the flow
-    is suspended, make the event (raw key and value), block while the queue
-    is full (that is the backpressure: the fetcher is drained no further).
+    is suspended, then queue (blocking while the buffer is full).
     """
-    event_cls = app.conf.Event
     flow_control = app.flow_control
+    flow_control.manage_queue(buffer)  # cleared when a rebalance clears the stream buffers
 
     async def deliver(messages: list[Any]) -> None:
         await flow_control.acquire()
-        for message in messages:
-            event = event_cls(app, message.key, message.value, message.headers, message)
-            if queue.full():
-                await queue.put(event)
-            else:
-                queue.put_nowait(event)
+        await buffer.put(messages)
 
     return deliver
 

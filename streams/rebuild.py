@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streams.agents import StreamsRuntime, now_ms, tune_gc
+from streams.agents import StreamsRuntime, now_ms, tune_memory
 from streams.errors import StreamsError
 from streams.outbox import ConfluentOutbox
 from streams.pipeline import Processor, RawRecord
@@ -142,7 +142,7 @@ async def consume_batches(
 
 
 async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
-    tune_gc(settings.gc_threshold)
+    tune_memory(settings.gc_threshold)
     sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
     try:
         existing = await sink.hq_key_count()

@@ -241,7 +241,7 @@ def run_faust(
 
 
 async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int) -> Result:
-    from streams.agents import StreamsRuntime, tune_gc
+    from streams.agents import StreamsRuntime, tune_memory
     from streams.outbox import ConfluentOutbox
     from streams.pipeline import Processor
     from streams.rebuild import consume_batches, end_offsets
@@ -252,7 +252,7 @@ async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int
         kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix + "plain.",
         metrics_port=0, batch_max=batch,
     )  # fmt: skip
-    tune_gc(settings.gc_threshold)
+    tune_memory(settings.gc_threshold)
     sink = RedisSink.from_url(url, chunk_ticks=settings.redis_chunk_ticks)
     outbox = ConfluentOutbox(bootstrap)
     runtime = StreamsRuntime(settings, sink, outbox, "plain", processor=Processor(settings))

@@ -5,7 +5,8 @@ broker); Redis is real (the ``redis_url`` fixture). The first two tests pin
 down the faust behaviour that made us stop iterating the Stream: ``take()``
 acks a batch even when the agent body raised, ``noack_take()`` leaves acking
 to us (as our bulk reader does). Our agent reads its channel's queue itself,
-so events are put with ``wait=False`` and acks are seen on ``Event.ack``.
+so the tests put runs of faust messages into its buffer as the consumer
+would, and see acks on the consumer (``Consumer.ack``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 from faust.events import Event
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import Message
 
 from hqstream.bench.rawlines import generate, session_start_ms
@@ -27,9 +29,9 @@ from hqstream.local_runner import create_topics
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
 from streams.agents import StreamsRuntime
-from streams.app import create_app, live_events
+from streams.app import StreamsApp, create_app, live_messages
 from streams.errors import BadRecord
-from streams.faust_transport import deliver_to
+from streams.faust_transport import RunBuffer, deliver_to
 from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
@@ -50,6 +52,20 @@ def acked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
         return original(self)
 
     monkeypatch.setattr(Event, "ack", recording_ack)
+    yield seen
+
+
+@pytest.fixture
+def consumer_acked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """Record the value of every message acked through faust's consumer."""
+    seen: list[bytes] = []
+    original = FaustConsumer.ack
+
+    def recording_ack(self: FaustConsumer, message: Message) -> bool:
+        seen.append(message.value)
+        return original(self, message)
+
+    monkeypatch.setattr(FaustConsumer, "ack", recording_ack)
     yield seen
 
 
@@ -123,14 +139,27 @@ async def runtime(redis_url: str, kafka: KafkaEndpoint) -> AsyncIterator[Streams
     await sink.close()
 
 
+async def _deliver(built: StreamsApp, lines: list[Any], run: int = 7) -> None:
+    """Put ``lines`` into the agent's buffer as the consumer would: runs of messages."""
+    app = built.app
+    messages = [
+        Message("raw", 0, i, 0.0, 0, headers, key, value, b"", len(key), len(value),
+                generation_id=app.consumer_generation_id)
+        for i, (key, value, headers) in enumerate(lines)
+    ]  # fmt: skip
+    for start in range(0, len(messages), run):
+        await built.runs.put(messages[start : start + run])
+
+
 async def test_agent_writes_redis_then_acks_every_event(
-    runtime: StreamsRuntime, redis_url: str, acked: list[bytes]
+    runtime: StreamsRuntime, redis_url: str, consumer_acked: list[bytes]
 ) -> None:
+    acked = consumer_acked
     lines, bad = generate(40, 2, bad_fraction=0.1, seed=3)
     built = create_app(runtime.settings, worker_id="unit", runtime=runtime)
-    async with built.agent.test_context() as tc:
-        for key, value, headers in lines:
-            await tc.put(key=key, value=value, headers=headers, wait=False)
+    async with built.agent.test_context():
+        built.app.flow_control.resume()  # as after an assignment
+        await _deliver(built, lines)
         for _ in range(100):
             if len(acked) == len(lines):
                 break
@@ -148,7 +177,7 @@ async def test_agent_writes_redis_then_acks_every_event(
 
 
 async def test_agent_does_not_ack_while_redis_is_unreachable(
-    acked: list[bytes], kafka: KafkaEndpoint
+    consumer_acked: list[bytes], kafka: KafkaEndpoint
 ) -> None:
     settings = StreamsSettings(
         redis_url="redis://127.0.0.1:1/0", metrics_port=0, redis_retry_max_s=0.1
@@ -160,11 +189,11 @@ async def test_agent_does_not_ack_while_redis_is_unreachable(
     )  # fmt: skip
     lines, _ = generate(5, 1, seed=4)
     built = create_app(settings, worker_id="down", runtime=rt)
-    async with built.agent.test_context() as tc:
-        for key, value, headers in lines:
-            await tc.put(key=key, value=value, headers=headers, wait=False)
+    async with built.agent.test_context():
+        built.app.flow_control.resume()
+        await _deliver(built, lines)
         await asyncio.sleep(1.0)
-        assert acked == []
+        assert consumer_acked == []
     await sink.close()
 
 
@@ -315,31 +344,50 @@ def _message(app: faust.App, offset: int, generation: int) -> Message:
                    generation_id=generation)  # fmt: skip
 
 
-async def test_live_events_skips_and_acks_events_of_an_old_rebalance_generation(
-    acked: list[bytes],
+async def test_live_messages_skips_and_acks_messages_of_an_old_rebalance_generation(
+    consumer_acked: list[bytes],
 ) -> None:
     app, _ = _app("generations")
     app.flow_control.resume()  # as after an assignment
     app.consumer_generation_id = 7
-    events = [
-        Event(app, b"600000", m.value, [], m)
-        for m in (_message(app, 0, 6), _message(app, 1, 7), _message(app, 2, 7))
-    ]
-    live = live_events(app, events)
-    assert [e.value for e in live] == [b"1", b"2"]
-    assert acked == [b"0"]  # skipped as faust's Stream skips it: acked, not processed
-    assert all(e.message.tracked for e in live)  # a rebalance waits for them
+    live = live_messages(app, [_message(app, 0, 6), _message(app, 1, 7), _message(app, 2, 7)])
+    assert [m.value for m in live] == [b"1", b"2"]
+    assert consumer_acked == [b"0"]  # skipped as faust's Stream skips it: acked, not processed
+    assert all(m.tracked for m in live)  # a rebalance waits for them
 
 
-async def test_direct_delivery_queues_raw_events_and_blocks_when_the_queue_is_full() -> None:
+async def test_direct_delivery_queues_whole_runs_and_blocks_when_the_buffer_is_full() -> None:
     app, _ = _app("direct")
     app.flow_control.resume()
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
-    deliver = deliver_to(app, queue)
-    task = asyncio.create_task(deliver([_message(app, i, 0) for i in range(3)]))
+    runs = RunBuffer(max_messages=3)
+    deliver = deliver_to(app, runs)
+    await deliver([_message(app, i, 0) for i in range(3)])
+    task = asyncio.create_task(deliver([_message(app, 3, 0)]))
     await asyncio.sleep(0.05)
-    assert not task.done() and queue.qsize() == 2  # backpressure: the fetcher waits
-    first = queue.get_nowait()
+    assert not task.done() and len(runs) == 3  # backpressure: the fetcher waits
+    first = await runs.batch(2, within_s=0.01)  # a batch may split a run
     await asyncio.wait_for(task, 5)
-    assert (first.key, first.value) == (b"600000", b"0")
-    assert [queue.get_nowait().value for _ in range(2)] == [b"1", b"2"]
+    assert [m.value for m in first] == [b"0", b"1"]
+    assert [m.value for m in await runs.batch(10, within_s=0.05)] == [b"2", b"3"]
+
+
+async def test_run_buffer_batches_wait_for_more_only_within_the_window() -> None:
+    runs = RunBuffer(max_messages=100)
+    await runs.put([1, 2])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    asyncio.get_running_loop().call_later(0.02, lambda: asyncio.ensure_future(runs.put([3])))
+    assert await runs.batch(10, within_s=0.2) == [1, 2, 3]
+    await runs.put([4])
+    assert await runs.batch(10, within_s=0.05) == [4]  # nothing more came: the window closes
+    assert loop.time() - started < 1.0
+
+
+async def test_a_rebalance_clears_the_run_buffer_as_it_clears_stream_buffers() -> None:
+    app, _ = _app("clear")
+    runs = RunBuffer(max_messages=1)
+    deliver_to(app, runs)  # registers the buffer with faust's flow control
+    await runs.put([_message(app, 0, 0)])
+    app.flow_control.clear()  # what faust calls on a rebalance
+    assert len(runs) == 0
+    await asyncio.wait_for(runs.put([_message(app, 1, 0)]), 1)  # room again
