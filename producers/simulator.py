@@ -3,7 +3,9 @@
 Stands in for the market-data vendor (shared/spec/feed-protocol.md) in tests,
 benchmarks and local runs: token auth, newline-framed quote lines (33-field
 ``$`` lines for Shanghai/Shenzhen, JSON for Beijing), a full snapshot burst
-every ``interval_s / rate`` seconds (or back to back with ``max_rate``),
+every ``interval_s / rate`` seconds (or back to back with ``max_rate``; or,
+with ``spread``, each snapshot's lines sent evenly over its period, a steady
+stream at the same average rate),
 heartbeats when idle, and the vendor's backlog rule: a client with more than
 ``backlog_limit_bytes`` unread is dropped. One slow client never delays the
 others. ``sent_log`` records exactly the quote lines pushed (control lines such
@@ -41,6 +43,7 @@ from schemas.market_rules import SHANGHAI_TZ
 logger = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 10.0
+SPREAD_TICK_S = 0.005  # with spread: a slice of the snapshot every 5 ms
 POLL_S = 0.001  # how often max-rate mode looks at the clients' write buffers
 #: Above this many lines/s snapshots come from a pre-rendered pool (see SnapshotSource):
 #: rendering each one afresh manages ~45,000 lines/s on one core.
@@ -74,6 +77,7 @@ class SimConfig:
     interval_s: float = protocol.SNAPSHOT_INTERVAL_S
     rate: float = 1.0
     max_rate: bool = False
+    spread: bool = False  # each snapshot's lines evenly over its period, not one burst
     seed: int = 42
     malformed_fraction: float = 0.0
     max_snapshots: int | None = None
@@ -271,7 +275,11 @@ class FeedSimulator:
                 await self._has_clients.wait()
                 next_at = time.monotonic()
             snapshot = self._source.next()
-            self._broadcast(snapshot.data)
+            spread = cfg.spread and not cfg.max_rate
+            if spread:
+                await self._spread(snapshot.data, period)  # paced: takes the whole period
+            else:
+                self._broadcast(snapshot.data)
             st = self.stats
             st.snapshots_sent += 1
             st.lines_sent += snapshot.lines
@@ -281,7 +289,7 @@ class FeedSimulator:
                 st.malformed_by_kind[kind] = st.malformed_by_kind.get(kind, 0) + n
             if cfg.max_rate:
                 await self._pace()
-            else:
+            elif not spread:
                 next_at = max(next_at + period, time.monotonic() - period)
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await self._drained()
@@ -299,6 +307,17 @@ class FeedSimulator:
             unread = client.buffered()
             if unread > limit:
                 self._drop(client, unread)
+
+    async def _spread(self, data: bytes, period: float) -> None:
+        """Send one snapshot's lines in equal slices every SPREAD_TICK_S over ``period``."""
+        lines = data.splitlines(keepends=True)
+        slices = max(1, min(len(lines), round(period / SPREAD_TICK_S)))
+        step = period / slices
+        start = time.monotonic()
+        for i in range(slices):
+            first, last = len(lines) * i // slices, len(lines) * (i + 1) // slices
+            self._broadcast(b"".join(lines[first:last]))
+            await asyncio.sleep(max(0.0, start + (i + 1) * step - time.monotonic()))
 
     async def _pace(self) -> None:
         """Max-rate mode: wait until the fastest client has taken most of its backlog.
@@ -384,6 +403,9 @@ def simulate_command(
         float, typer.Option(min=0.001, help="speed-up: a snapshot every interval/rate")
     ] = 1.0,
     max_rate: Annotated[bool, typer.Option(help="snapshots back to back (benchmarks)")] = False,
+    spread: Annotated[
+        bool, typer.Option(help="each snapshot's lines evenly over its interval, no burst")
+    ] = False,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same feed)")] = 42,
     malformed_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="share of lines replaced by bad records")
@@ -418,6 +440,7 @@ def simulate_command(
         interval_s=interval,
         rate=rate,
         max_rate=max_rate,
+        spread=spread,
         seed=seed,
         malformed_fraction=malformed_fraction,
         max_snapshots=snapshots,

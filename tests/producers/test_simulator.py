@@ -216,6 +216,42 @@ async def test_same_seed_same_feed() -> None:
     assert await _collect(11, max_rate=True) == await _collect(11, max_rate=True)
 
 
+async def test_spread_sends_the_same_lines_evenly_over_the_interval() -> None:
+    """--spread: a steady stream at the snapshot rate, not a burst; same lines as a burst."""
+    stocks, interval = 400, 0.6
+    sim = await run_sim(stocks=stocks, interval_s=interval, max_snapshots=2, seed=5, start=START,
+                        spread=True)  # fmt: skip
+    try:
+        reader, writer = await connect(sim.port)
+        arrivals: list[float] = []
+        lines: list[bytes] = []
+        for _ in range(2 * stocks):
+            lines += await read_quotes(reader, 1)
+            arrivals.append(time.monotonic())
+        writer.close()
+    finally:
+        await sim.stop()
+    first = arrivals[:stocks]
+    span = first[-1] - first[0]
+    assert 0.7 * interval <= span <= 1.5 * interval, span  # a burst arrives within milliseconds
+    # evenly: each quarter of the period carries about a quarter of the lines
+    quarters = Counter(min(3, int((t - first[0]) / (interval / 4))) for t in first)
+    assert all(0.15 * stocks <= quarters[q] <= 0.35 * stocks for q in range(4)), quarters
+    assert b"\n".join(lines) == await _burst_lines(stocks, interval, seed=5, snapshots=2)
+
+
+async def _burst_lines(stocks: int, interval: float, seed: int, snapshots: int) -> bytes:
+    sim = await run_sim(stocks=stocks, interval_s=interval, max_snapshots=snapshots, seed=seed,
+                        start=START)  # fmt: skip
+    try:
+        reader, writer = await connect(sim.port)
+        data = b"\n".join(await read_quotes(reader, stocks * snapshots))
+        writer.close()
+        return data
+    finally:
+        await sim.stop()
+
+
 async def test_malformed_fraction_gives_each_kind_its_share() -> None:
     stocks, snaps, fraction = 500, 10, 0.2
     sim = await run_sim(
