@@ -111,6 +111,7 @@ class StreamsRuntime:
         logger.info("worker %s assigned raw partitions %s", self.worker_id, sorted(partitions))
         self._assignment = set(partitions)
         self._reseed = True
+        metrics.ASSIGNED.set(len(partitions))
 
     async def on_revoked(self, partitions: set[int]) -> int:
         """Called when raw-topic partitions are revoked: forget their stocks' statistics.

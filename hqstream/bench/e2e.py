@@ -7,7 +7,8 @@ when it reads a line; the quote carries it through the stream worker
 (``process_ts`` is added there); the client measures ``now - receive_ts`` at
 delivery. Reports p50/p99/max for the whole path and for receive -> normalized.
 The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
-choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s).
+choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s);
+``--spread`` sends the same lines as a steady stream at that rate instead.
 Loopback only; bounded by ``--seconds``.
 """
 
@@ -86,12 +87,16 @@ def e2e_bench(
     seconds: Annotated[float, typer.Option(help="measurement time")] = 30.0,
     warmup: Annotated[float, typer.Option(help="seconds ignored at the start")] = 8.0,
     flush_ms: Annotated[int, typer.Option(help="gateway flush interval")] = 20,
+    spread: Annotated[
+        bool, typer.Option(help="the simulator sends each snapshot evenly over the interval")
+    ] = False,
 ) -> None:
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
+    shape = "steady, --spread" if spread else "bursts"
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"(bursts), {seconds:.0f} s measured; machine: {machine()}"
+        f"({shape}), {seconds:.0f} s measured; machine: {machine()}"
     )
     with bench_env(need_redis=True) as env, tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -125,7 +130,8 @@ def e2e_bench(
             Child("streams", [*exe, "streams"], child_env, logs / "streams.log"),
             Child(
                 "simulate",
-                [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval)],
+                [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval)]
+                + (["--spread"] if spread else []),
                 child_env,
                 logs / "simulate.log",
             ),

@@ -72,16 +72,18 @@ def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
         c.close()
 
 
-def _records_in(port: int) -> int:
-    """A worker's ``hq_streams_records_in_total`` (0 while it is not serving yet)."""
+def _progress(port: int) -> tuple[int, int]:
+    """A worker's ``(records made durable, raw partitions assigned)``; zeros before it serves."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
     except OSError:
-        return 0
+        return 0, 0
+    found = {"hq_streams_records_in_total": 0, "hq_streams_assigned_partitions": 0}
     for line in text.decode().splitlines():
-        if line.startswith("hq_streams_records_in_total "):
-            return int(float(line.split()[1]))
-    return 0
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = int(float(value))
+    return found["hq_streams_records_in_total"], found["hq_streams_assigned_partitions"]
 
 
 def _count(bootstrap: str, topic: str) -> int:
@@ -180,8 +182,11 @@ def run_faust(
     """``workers`` faust worker processes in one group.
 
     Rate: records made durable (the workers' ``hq_streams_records_in_total``,
-    polled every 0.1 s) from the first observation, when one batch is done,
-    to the one that sees them all, divided by the time between the two. Then
+    polled every 0.25 s) from the first observation after the group is
+    stable (every partition assigned, each worker holding some: with several
+    workers the first ones take everything until the others join, and that
+    rebalance is not the steady state) to the one that sees them all,
+    divided by the time between the two. Then
     waits until every offset is committed (a loss check). Batch latency
     quantiles come from the first worker's /metrics.
     """
@@ -213,9 +218,13 @@ def run_faust(
                             f"faust worker exited with {proc.returncode}; see {log.name}"
                         )
                 if seen < records:
-                    seen = sum(_records_in(port) for port in ports)
+                    progress = [_progress(port) for port in ports]
+                    seen = sum(n for n, _ in progress)
+                    stable = sum(a for _, a in progress) == partitions and all(
+                        a for _, a in progress[:partitions]
+                    )
                     now = time.perf_counter()
-                    if seen and not first:
+                    if seen and stable and not first:
                         first, seen_first = now, seen
                     last = now
                 else:
@@ -223,7 +232,7 @@ def run_faust(
                 rate = (seen - seen_first) / (last - first) if first and last > first else 0.0
                 live.update(f"[bold]faust[/bold] durable {seen:,}/{records:,}  {rate:,.0f}/s, "
                             f"committed {done:,}")  # fmt: skip
-                time.sleep(0.1)
+                time.sleep(0.25)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5).read()
         p50, p99 = _quantiles_from_histogram(metrics.decode(), "hq_streams_batch_seconds")
     finally:
