@@ -8,17 +8,15 @@ API keys are ``SecretStr``: never log them or put them in messages.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from schemas import topics
-from schemas.config import CommonSettings
+from schemas.config import CommonSettings, env_alias
 
-
-def _gw(name: str) -> AliasChoices:
-    """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
-    return AliasChoices(f"HQ_GATEWAY_{name.upper()}", name)
+_gw = partial(env_alias, "HQ_GATEWAY_")
+"""Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
 
 
 class GatewaySettings(CommonSettings):
@@ -34,7 +32,7 @@ class GatewaySettings(CommonSettings):
     )
     topic_prefix: str = Field(
         "",
-        validation_alias=AliasChoices("HQ_GATEWAY_TOPIC_PREFIX", "HQ_TOPIC_PREFIX", "topic_prefix"),
+        validation_alias=_gw("topic_prefix", "HQ_TOPIC_PREFIX"),
         description="prefix of every topic (tests); HQ_TOPIC_PREFIX is shared by all services",
     )
     streams_group: str = Field(

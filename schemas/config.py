@@ -7,8 +7,19 @@ Environment variables are read nowhere else.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def env_alias(prefix: str, name: str, *extra: str) -> AliasChoices:
+    """Let a field be read from ``<prefix><NAME>`` as well as by its own name in code.
+
+    A service's own fields live under a longer prefix (``HQ_GATEWAY_``,
+    ``HQ_STREAMS_``) than the shared ``HQ_`` one, so each needs an explicit alias.
+    ``extra`` names (for example a shared ``HQ_TOPIC_PREFIX``) are tried after the
+    prefixed name and before the bare field name; the first one set wins.
+    """
+    return AliasChoices(f"{prefix}{name.upper()}", *extra, name)
 
 
 class CommonSettings(BaseSettings):

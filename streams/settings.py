@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
-from schemas.config import CommonSettings
+from schemas.config import CommonSettings, env_alias
 
 logger = logging.getLogger(__name__)
 
-
-def _env(name: str) -> AliasChoices:
-    """Accept ``HQ_STREAMS_<NAME>`` from the environment and the field name in code."""
-    return AliasChoices(f"HQ_STREAMS_{name.upper()}", name)
+_env = partial(env_alias, "HQ_STREAMS_")
+"""Accept ``HQ_STREAMS_<NAME>`` from the environment and the field name in code."""
 
 
 class StreamsSettings(CommonSettings):

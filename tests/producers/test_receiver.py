@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pytest
 
 from producers.errors import FeedAuthRejected
@@ -22,39 +21,11 @@ from producers.receiver import Backoff, Receiver
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
 from tests.conftest import KafkaEndpoint
+from tests.feed_lines import bj_line, sh_line
 from tests.kafka_utils import consume_all
 from tests.producers.feed_server import ScriptedFeed
 
 pytestmark = pytest.mark.integration
-
-
-def sh_line(code: str, price: str = "11.05", name: str = "平安银行", market: str = "sz") -> bytes:
-    book = "$".join(["1200$11.04"] * 5 + ["800$11.05"] * 5)
-    return (
-        f"{market}{code}${name}$11.02$11.00${price}$11.10$10.98$11.04$11.05$58342100$"
-        f"643981234.50${book}$2026-11-23$14:59:57"
-    ).encode()
-
-
-def bj_line(code: str) -> bytes:
-    return orjson.dumps(
-        {
-            "symbol": f"bj{code}",
-            "name": "颖泰生物",
-            "lastPrice": 4.87,
-            "preClose": 4.80,
-            "open": 4.81,
-            "high": 4.92,
-            "low": 4.79,
-            "volume": 1523400,
-            "turnover": 7401234.0,
-            "bidPrices": [4.86, 4.85, 4.84, 4.83, 4.82],
-            "bidVolumes": [1, 2, 3, 4, 5],
-            "askPrices": [4.87, 4.88, 4.89, 4.90, 4.91],
-            "askVolumes": [1, 2, 3, 4, 5],
-            "timestamp": 1763881197000,
-        }
-    )
 
 
 @dataclass

@@ -8,12 +8,12 @@ import random
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 
 from schemas.serde import SingleObjectCodec, parsed_schema, schema_json
 from streams.errors import BadRecord, StreamsError
 from streams.parse import parse_record
+from tests.feed_lines import bse_line, sse_line
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECEIVE_TS = 1_795_000_000_123
@@ -24,65 +24,6 @@ def epoch_ms(date: str, time: str) -> int:
     """Independent of the parser: zoneinfo, not hand arithmetic."""
     local = dt.datetime.fromisoformat(f"{date}T{time}").replace(tzinfo=SHANGHAI)
     return int(local.timestamp() * 1000)
-
-
-BOOK = {
-    "bid": [(1200, "11.04"), (3400, "11.03"), (500, "11.02"), (7800, "11.01"), (9900, "11.00")],
-    "ask": [(1500, "11.05"), (2000, "11.06"), (300, "11.07"), (4100, "11.08"), (600, "11.09")],
-}
-
-
-def sse_line(**over: Any) -> bytes:
-    """A valid SH/SZ `$` line (平安银行 mid-afternoon); keyword overrides by field name.
-
-    ``bid3_price="x"`` style keys override single book fields.
-    """
-    f: dict[str, Any] = {
-        "symbol": "sz000001",
-        "name": "平安银行",
-        "open": "11.02",
-        "prev_close": "11.00",
-        "price": "11.05",
-        "high": "11.10",
-        "low": "10.98",
-        "bid": "11.04",
-        "ask": "11.05",
-        "volume": "58342100",
-        "amount": "643981234.50",
-    }
-    for side in ("bid", "ask"):
-        for i, (vol, px) in enumerate(BOOK[side], start=1):
-            f[f"{side}{i}_volume"] = str(vol)
-            f[f"{side}{i}_price"] = px
-    f["date"] = "2026-11-23"
-    f["time"] = "14:59:57"
-    f.update(over)
-    return "$".join(str(v) for v in f.values()).encode()
-
-
-BSE = {
-    "symbol": "bj920819",
-    "name": "颖泰生物",
-    "lastPrice": 4.87,
-    "preClose": 4.80,
-    "open": 4.81,
-    "high": 4.92,
-    "low": 4.79,
-    "volume": 1523400,
-    "turnover": 7401234.0,
-    "bidPrices": [4.86, 4.85, 4.84, 4.83, 4.82],
-    "bidVolumes": [3100, 5000, 200, 900, 1200],
-    "askPrices": [4.87, 4.88, 4.89, 4.90, 4.91],
-    "askVolumes": [800, 2300, 400, 1000, 600],
-    "timestamp": 1763881197000,
-}
-
-
-def bse_line(drop: str | None = None, **over: Any) -> bytes:
-    obj = {**BSE, **over}
-    if drop:
-        del obj[drop]
-    return orjson.dumps(obj)
 
 
 def parse(raw: bytes) -> dict[str, Any]:
