@@ -45,7 +45,7 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("producer_metrics_url"),
         description="the feed receiver's Prometheus endpoint",
     )
-    flush_interval_ms: int = Field(20, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
     max_stocks_per_connection: int = Field(
         500, ge=1, validation_alias=_gw("max_stocks_per_connection")
     )

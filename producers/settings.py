@@ -43,7 +43,7 @@ class ReceiverSettings(CommonSettings):
     journal_max_bytes: int = Field(2 * 1024 * 1024 * 1024, description="journal bound")
     journal_segment_bytes: int = Field(32 * 1024 * 1024)
 
-    linger_ms: int = 5
+    linger_ms: int = Field(1, ge=0, description="producer linger: latency vs batching")
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
     message_timeout_ms: int = 300_000

@@ -90,13 +90,14 @@ def e2e_bench(
     spread: Annotated[
         bool, typer.Option(help="the simulator sends each snapshot evenly over the interval")
     ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="stream worker processes (one group)")] = 1,
 ) -> None:
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
     shape = "steady, --spread" if spread else "bursts"
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"({shape}), {seconds:.0f} s measured; machine: {machine()}"
+        f"({shape}), {workers} stream worker(s), {seconds:.0f} s measured; machine: {machine()}"
     )
     with bench_env(need_redis=True) as env, tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -112,7 +113,6 @@ def e2e_bench(
             "HQ_JOURNAL_DIR": str(Path(tmp) / "journal"),
             "HQ_LOG_LEVEL": "WARNING",
             "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
-            "HQ_STREAMS_METRICS_PORT": str(free_port()),
             "HQ_STREAMS_DATADIR": str(Path(tmp) / "streams"),
             "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
             "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
@@ -127,7 +127,19 @@ def e2e_bench(
                 child_env,
                 logs / "gateway.log",
             ),
-            Child("streams", [*exe, "streams"], child_env, logs / "streams.log"),
+            *(
+                Child(
+                    f"streams-{i}",
+                    [*exe, "streams"],
+                    {
+                        **child_env,
+                        "HQ_STREAMS_METRICS_PORT": str(free_port()),
+                        "HQ_STREAMS_WORKER_ID": f"e2e-{i}",
+                    },
+                    logs / f"streams-{i}.log",
+                )
+                for i in range(workers)
+            ),
             Child(
                 "simulate",
                 [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval)]
@@ -143,17 +155,18 @@ def e2e_bench(
             ),
         ]
         try:
-            children[0].start()
-            children[1].start()
+            gateway, *stream_workers, simulator, receiver = children
+            for child in (gateway, *stream_workers):
+                child.start()
             deadline = time.monotonic() + 90
             while not _ready(gw_port):
                 if time.monotonic() > deadline:
                     raise RuntimeError("gateway not ready: " + (logs / "gateway.log").read_text())
                 time.sleep(0.3)
-            children[2].start()
+            simulator.start()
             while not port_open(feed_port) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            children[3].start()
+            receiver.start()
             total, stage = asyncio.run(_measure(gw_port, seconds, warmup))
             dead = [c.name for c in children if c.state != "running"]
             if dead:

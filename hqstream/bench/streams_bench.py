@@ -367,4 +367,6 @@ def streams_bench(
     console.print(table)
     ratio = results[0].rate / results[1].rate if results[1].rate else 0.0
     print("\n".join(lines_md))
-    print(f"\nfaust / plain throughput ratio: {ratio:.2f} (batch {batch}, {os.cpu_count()} cpus)")
+    who = "faust worker" if workers == 1 else f"{workers} faust workers"
+    print(f"\n{who} / one plain loop throughput ratio: {ratio:.2f} "
+          f"(batch {batch}, {os.cpu_count()} cpus)")  # fmt: skip
