@@ -1,8 +1,9 @@
 """Render simulated quotes as feed lines, good and deliberately bad.
 
-Used only by the feed simulator. Shanghai/Shenzhen quotes become the 33-field
-``$`` line and Beijing quotes the JSON object of shared/spec/feed-protocol.md,
-byte for byte in the field order the spec gives. A line is rendered once as a
+Used by the feed simulator, and by hqstream.bench.rawlines for the streams
+benchmark's lines. Shanghai/Shenzhen quotes become the 33-field ``$`` line and
+Beijing quotes the JSON object of shared/spec/feed-protocol.md, byte for byte
+in the field order the spec gives. A line is rendered once as a
 :class:`Template` with its cumulative fields (volume, amount) and its time left
 open, so a fast sender can re-fill them without rendering the rest again.
 
@@ -22,6 +23,7 @@ from typing import Final, Literal, NamedTuple
 import orjson
 
 from producers.universe import MarketWalk, Quote, Stock
+from schemas.market_rules import SHANGHAI_TZ
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ MALFORMED_KINDS: Final[tuple[MalformedKind, ...]] = (
     "bad_datetime",
 )
 SSE_FIELDS: Final = 33
+_SSE_STAMP: Final = "%Y-%m-%d$%H:%M:%S"  # date and time fields of a $ line, joined
 _SLOT: Final = "\x00"  # marks the open fields while rendering a template
 _JUNK_NUMBERS: Final = ("--", "abc", "1.2.3", "12,50", "0x1A", "N/A")
 
@@ -64,7 +67,17 @@ class Stamp(NamedTuple):
     @classmethod
     def of(cls, when: dt.datetime) -> Stamp:
         ms = int(when.timestamp() * 1000)
-        return cls(when.strftime("%Y-%m-%d$%H:%M:%S"), str(ms))
+        return cls(when.strftime(_SSE_STAMP), str(ms))
+
+    @classmethod
+    def of_ms(cls, ms: int) -> Stamp:
+        """The stamp of an exact epoch-ms instant, in exchange (Shanghai) time.
+
+        For callers that count time in milliseconds: going through a float
+        ``datetime`` could round the Beijing timestamp off by one.
+        """
+        when = dt.datetime.fromtimestamp(ms // 1000, SHANGHAI_TZ)
+        return cls(when.strftime(_SSE_STAMP), str(ms))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The simulated stock universe: listed A-shares with codes, names and prev_close.
 
-Used only by the feed simulator. Builds about 5,000 stocks across every board
-with the real board mix (SH main 600/601/603/605, STAR 688/689, SZ main
+Used by the feed simulator, and by hqstream.bench.rawlines for the streams
+benchmark's lines. Builds about 5,000 stocks across every board with the
+real board mix (SH main 600/601/603/605, STAR 688/689, SZ main
 000/001/002/003, ChiNext 300/301, Beijing 920xxx), unique real-looking codes,
 plausible Chinese names generated from syllable lists (plus a few well-known
 real ones), about 3% ST/*ST names and about 1% suspended stocks.
@@ -16,6 +17,7 @@ import datetime as dt
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -165,8 +167,17 @@ def _prev_close(rng: random.Random, board: Board, st: bool) -> int:
 
 def build_universe(count: int = 5000, seed: int = 42) -> tuple[Stock, ...]:
     """``count`` stocks in code order; the same arguments give the same universe."""
+    return build_listing(allocate(count), seed)
+
+
+def build_listing(plan: Sequence[tuple[Market, str, int]], seed: int = 42) -> tuple[Stock, ...]:
+    """The stocks of ``plan`` (``(market, code prefix, how many)`` in code order, as
+    :func:`allocate` gives it), deterministic per ``(plan, seed)``.
+
+    :func:`build_universe` passes the real listing mix; a caller that needs
+    another mix (every board in a handful of stocks) passes its own plan.
+    """
     rng = random.Random(seed)
-    plan = allocate(count)
     famous = {(m, c): (name, pc) for m, c, name, pc in FAMOUS}
     used_names = {name for name, _ in famous.values()}
     stocks: list[Stock] = []
