@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, NamedTuple, Protocol
 
 import orjson
 
@@ -58,6 +58,9 @@ class FrameWriter(Protocol):
 
     def write(self, message: bytes) -> None:
         """Write one text frame; a no-op once the connection is closing."""
+
+    def write_batch(self, batch: Batch) -> None:
+        """Write ``batch`` as one text frame (a writer may reuse work on its items)."""
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake."""
@@ -103,8 +106,30 @@ _BATCH_HEAD = {
 }
 
 
-def _batch(kind: str, items: Iterable[bytes]) -> bytes:
-    return _BATCH_HEAD[kind] + b",".join(items) + b"]}"
+BATCH_TAIL: Final = b"]}"
+
+
+class Batch(NamedTuple):
+    """An update message: ``head`` + the items joined by commas + ``]}``.
+
+    Kept in parts until written, so a compressing writer can compress each
+    item once for every connection (:class:`api.wire.SharedDeflate`).
+    """
+
+    head: bytes
+    items: list[bytes]
+
+    def joined(self) -> bytes:
+        return self.head + b",".join(self.items) + BATCH_TAIL
+
+
+def _batch(kind: str, items: Iterable[bytes]) -> Batch:
+    return Batch(_BATCH_HEAD[kind], list(items))
+
+
+def joined(message: bytes | Batch) -> bytes:
+    """The bytes of a queued message."""
+    return message.joined() if isinstance(message, Batch) else message
 
 
 class Session:
@@ -277,12 +302,11 @@ class Session:
             return 0
         self.send_started = None
         out = self._take()
-        for message in out:
-            writer.write(message)
+        _write_all(writer, out)
         return len(out)
 
-    def _take(self) -> list[bytes]:
-        out = self._control
+    def _take(self) -> list[bytes | Batch]:
+        out: list[bytes | Batch] = list(self._control)
         self._control = []
         if self._quotes:
             out.append(_batch("quotes", (ev.raw for ev in self._quotes.values())))
@@ -317,7 +341,7 @@ class Session:
             next_flush = time.monotonic() + self.flush_interval_s
             for message in self._take():
                 self.send_started = time.monotonic()
-                await self._send(message)
+                await self._send(joined(message))
                 self.send_started = None
                 metrics.WS_MESSAGES_SENT.inc()
 
@@ -360,11 +384,20 @@ class Session:
         self.closing = True
         await self.stop()
         try:
-            for message in self._take():
-                if self._writer is not None:
-                    self._writer.write(message)
-                else:
-                    await asyncio.wait_for(self._send(message), timeout=2.0)
+            messages = self._take()
+            if self._writer is not None:
+                _write_all(self._writer, messages)
+            else:
+                for message in messages:
+                    await asyncio.wait_for(self._send(joined(message)), timeout=2.0)
             await asyncio.wait_for(self._close(code, reason), CLOSE_TIMEOUT_S)
         except Exception as exc:
             logger.debug("close of ws client %d failed: %s", self.sid, exc)
+
+
+def _write_all(writer: FrameWriter, messages: list[bytes | Batch]) -> None:
+    for message in messages:
+        if isinstance(message, Batch):
+            writer.write_batch(message)
+        else:
+            writer.write(message)

@@ -3,7 +3,8 @@
 Under uvicorn's sans-I/O WebSocket implementation sessions get a writer
 (:mod:`api.wire`) and no sender task; the hub flushes only sessions with
 something pending. Real uvicorn, Kafka and Redis; ``websockets`` clients with
-and without permessage-deflate.
+and without permessage-deflate (the deflate client decodes the shared
+compressor's frames with its own, standard decompressor).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 
 import pytest
 import websockets
 from websockets.frames import Frame, Opcode
 
-from api.wire import SansIOWriter, text_header
+from api.session import Batch
+from api.wire import SansIOWriter, SharedDeflate, text_header
 from tests.api import helpers as h
 from tests.api.conftest import push_settings
 from tests.api.server import run_gateway
@@ -50,6 +53,8 @@ async def test_direct_writes_with_and_without_deflate(kafka: KafkaEndpoint, redi
             sessions = list(hub.sessions.values())
             assert len(sessions) == 3
             assert all(isinstance(s._writer, SansIOWriter) and s._task is None for s in sessions)
+            # the deflate client's frames come from the shared compressor, the plain one's not
+            assert sorted(s._writer._deflate is not None for s in sessions) == [False, True, True]
             idle_session = next(s for s in sessions if "000999" in s.stocks)
             frames_before = hub.frames_sent
             for i in range(1, 21):
@@ -67,10 +72,11 @@ async def test_direct_writes_with_and_without_deflate(kafka: KafkaEndpoint, redi
             with pytest.raises(TimeoutError):
                 await _recv(idle, timeout=0.3)
             assert hub.frames_sent - frames_before >= 2
-            # Control messages still go out in order through the writer.
-            await plain.send(json.dumps({"type": "ping", "id": 7}))
-            pong = await _until(plain, "pong")
-            assert pong["id"] == 7 and abs(pong["ts"] - time.time() * 1000) < 5000
+            # Control messages still go out in order through the writer (compressed or not).
+            for ws in (plain, deflated):
+                await ws.send(json.dumps({"type": "ping", "id": 7}))
+                pong = await _until(ws, "pong")
+                assert pong["id"] == 7 and abs(pong["ts"] - time.time() * 1000) < 5000
 
 
 @pytest.mark.integration
@@ -98,6 +104,32 @@ async def test_snapshot_reads_of_one_tick_share_a_pipeline(redis_url: str) -> No
         await store.close()
 
 
+def test_shared_deflate_messages_decode_in_one_client_context() -> None:
+    """RFC 7692: each payload + 00 00 ff ff inflates, in order, in one decompressor."""
+    shared = SharedDeflate(max_cached=3)
+    quotes = [json.dumps({"code": f"{i:06d}", "name": "平安银行" * i}).encode() for i in range(8)]
+    messages: list[bytes | Batch] = [
+        Batch(b'{"type":"quotes","data":[', quotes[:5]),
+        b'{"type":"ack","subscriptions":{"stocks":["000001"]}}',
+        Batch(b'{"type":"quotes","data":[', quotes[3:]),  # cached pieces, then a cache clear
+        Batch(b'{"type":"quotes","data":[', []),
+        b"x" * 100_000,  # longer than the window: back-references stay within the piece
+    ]
+    client = zlib.decompressobj(-15)  # the client's context, kept across messages
+    for message in messages:
+        if isinstance(message, Batch):
+            payload, expected = shared.batch_payload(message), message.joined()
+        else:
+            payload, expected = shared.message_payload(message), message
+        assert not payload.endswith(b"\x00\x00\xff\xff")
+        assert client.decompress(payload + b"\x00\x00\xff\xff") == expected
+
+
+def test_compressed_text_header_sets_rsv1() -> None:
+    for size in (0, 125, 126, 65535, 65536):  # same length encoding, RSV1 set
+        assert text_header(size, compressed=True) == b"\xc1" + text_header(size)[1:]
+
+
 class MemoryWriter:
     """A FrameWriter over a list (the socket side is tested with real uvicorn above)."""
 
@@ -111,6 +143,9 @@ class MemoryWriter:
 
     def write(self, message: bytes) -> None:
         self.frames.append(json.loads(message))
+
+    def write_batch(self, batch: Batch) -> None:
+        self.write(batch.joined())
 
     def abort(self) -> None:
         self.aborted = True
