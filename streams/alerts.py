@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -131,6 +132,11 @@ class AlertDetector:
         self._vol_window_ms = int(self.config.volume_window_s * 1000)
         self._min_history_ms = int(self.config.volume_min_history_s * 1000)
         self._cooldown_ms = int(self.config.cooldown_s * 1000)
+
+    def forget(self, codes: Iterable[str]) -> None:
+        """Drop the state of ``codes`` (their partitions moved to another worker)."""
+        for code in codes:
+            self._stocks.pop(code, None)
 
     def update(self, quote: Quote) -> list[Alert]:
         """The alerts this quote triggers (usually none)."""

@@ -33,6 +33,7 @@ reads the wall clock and never raises on a well-formed Quote.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,18 +212,24 @@ class CandleBuilder:
             return None
         return st.record(closed=False)
 
-    def flush(self, now_ms: int) -> list[Candle]:
+    def flush(self, now_ms: int, clock_of: Callable[[str], int] | None = None) -> list[Candle]:
         """Close every candle whose minute (plus grace) is over at ``now_ms``.
 
         ``now_ms`` is on the exchange clock: the newest exchange_ts the worker
         has seen, or the wall clock when the feed has gone quiet (lunch, close).
-        Costs O(candles closed): open candles are indexed by their end.
+        ``clock_of(code)``, when given, is the clock of that stock (its
+        partition's newest exchange_ts) and must also have passed the end: a
+        worker catching up on a backlog reads its partitions at different
+        positions, and a stock's last ticks of a minute may still be ahead of
+        it while another partition is already in the next minute.
+        Costs O(candles due): open candles are indexed by their end.
         """
         ends = sorted(end for end in self._open_by_end if end <= now_ms)
         closed: list[Candle] = []
         for end in ends:
             for code in sorted(self._open_by_end[end]):
-                closed.append(self._close(self._stocks[code]))
+                if clock_of is None or clock_of(code) >= end:
+                    closed.append(self._close(self._stocks[code]))
         return closed
 
     def close_all(self) -> list[Candle]:
@@ -232,6 +239,26 @@ class CandleBuilder:
             for code in sorted(self._open_by_end[end]):
                 closed.append(self._close(self._stocks[code]))
         return closed
+
+    def forget(self, codes: Iterable[str]) -> int:
+        """Drop the state of ``codes`` (their partitions moved to another worker).
+
+        Their open candles are not closed here: the new owner rebuilds them
+        from the Redis ticks and closes them. Returns how many were dropped.
+        """
+        dropped = 0
+        for code in codes:
+            st = self._stocks.pop(code, None)
+            if st is None:
+                continue
+            dropped += 1
+            if st.minute >= 0:
+                open_codes = self._open_by_end.get(st.end)
+                if open_codes is not None:
+                    open_codes.discard(code)
+                    if not open_codes:
+                        del self._open_by_end[st.end]
+        return dropped
 
     def open_count(self) -> int:
         return sum(len(codes) for codes in self._open_by_end.values())

@@ -19,8 +19,8 @@ While the flow is suspended for a rebalance, a run is dropped (read offset
 still advanced: the consumer seeks back to the committed offsets), and the
 rebalance clears the buffer as it clears the stream buffers. A run that was
 blocked on a full buffer when the rebalance started carries the old
-``generation_id``; the agent (:mod:`streams.app`) acks and skips it, as
-faust's Stream does.
+``generation_id``; the agent (:mod:`streams.app`) drops it without an ack
+(it is fetched again from the committed offsets).
 
 :class:`RawSchema` makes the raw topic's events straight from the message
 (key and value stay bytes) instead of going through faust's codec registry

@@ -114,31 +114,58 @@ class Processor:
         self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
         self.warmed: set[str] = set()
         self.newest_ts = 0  # newest exchange_ts applied (the exchange clock)
+        self.newest_by_partition: dict[int, int] = {}  # the same, per raw partition
+        self.partition_wall_ms: dict[int, int] = {}  # wall clock when that last advanced
         self.newest_wall_ms = 0  # wall clock when newest_ts last advanced
 
     def forget_partitions(self, partitions: set[int]) -> int:
-        """Drop the market statistics of the stocks of revoked ``partitions``.
+        """Drop everything this worker holds of the stocks of revoked ``partitions``.
 
         Else this worker's partial would count them as well as their new
-        owner's until its next reseed. Returns how many stocks were dropped.
+        owner's until its next reseed, and its candle timer would close their
+        candles from a state that misses the new owner's ticks, overwriting
+        the new owner's candles in Redis. If the partitions come back, the
+        stocks are warmed up again from Redis. Returns how many were dropped.
         """
         codes = [c for c, p in self.partition_of.items() if p in partitions]
+        for partition in partitions:
+            self.newest_by_partition.pop(partition, None)
+            self.partition_wall_ms.pop(partition, None)
         for code in codes:
             del self.partition_of[code]
+            self.last_ts.pop(code, None)
+            self.warmed.discard(code)
+        self.candles.forget(codes)
+        self.alerts.forget(codes)
         return self.stats.forget(codes)
 
     def flush_candles(self, wall_ms: int, quiet_ms: int) -> list[dict[str, Any]]:
         """Close the candles whose minute is over; returns them (``closed=True``).
 
-        The clock is the newest exchange_ts seen; once no newer tick came for
-        ``quiet_ms`` of wall time (lunch, the close, a quiet shard) it is the
-        wall clock if that is later, so the 11:29 and 14:59 candles of stocks
-        that stop ticking close too.
+        A stock's clock is the newest exchange_ts seen in its raw partition:
+        ticks of a partition come in exchange-time order, but the partitions
+        of a backlog do not progress together, so the worker's newest tick may
+        be a minute ahead of ticks still to come in another partition. A
+        partition that has not advanced for ``quiet_ms`` of wall time (its
+        stocks stopped ticking) follows the worker's newest exchange_ts; once
+        no newer tick came at all for ``quiet_ms`` (lunch, the close) every
+        clock is the wall clock if that is later, so the 11:29 and 14:59
+        candles of stocks that stop ticking close too.
         """
-        clock = self.newest_ts
-        if wall_ms - self.newest_wall_ms >= quiet_ms:
-            clock = max(clock, wall_ms)
-        return self.candles.flush(clock) if clock else []
+        quiet = wall_ms - self.newest_wall_ms >= quiet_ms
+        newest = max(self.newest_ts, wall_ms) if quiet else self.newest_ts
+        if not newest:
+            return []
+        by_partition, since = self.newest_by_partition, self.partition_wall_ms
+        partition_of = self.partition_of
+
+        def clock_of(code: str) -> int:
+            partition = partition_of.get(code, -1)
+            if quiet or wall_ms - since.get(partition, 0) >= quiet_ms:
+                return newest  # the feed, or this partition, went quiet (or is unknown)
+            return by_partition[partition]
+
+        return self.candles.flush(newest, clock_of)
 
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
         """The Kafka records of closed candles (none when not publishing)."""
@@ -228,9 +255,17 @@ class Processor:
         stats_update, candle_update = self.stats.update, self.candles.update
         alert_update = self.alerts.update
         newest = self.newest_ts
+        by_partition: dict[int, int] = self.newest_by_partition
+        advanced: set[int] = set()
         for quote, partition in quotes:
             code = quote["code"]
             ts = quote["exchange_ts"]
+            # the clocks count replayed ticks too: they show where the feed is
+            if ts > newest:
+                newest = ts
+            if ts > by_partition.get(partition, -1):
+                by_partition[partition] = ts
+                advanced.add(partition)
             if ts <= last_ts.get(code, -1):
                 continue  # replayed or out of order: state already has it (or newer)
             last_ts[code] = ts
@@ -243,8 +278,10 @@ class Processor:
             if fired:
                 alerts += fired
             touched[code] = None
-            if ts > newest:
-                newest = ts
+        if advanced:
+            now = _now_ms()
+            for partition in advanced:
+                self.partition_wall_ms[partition] = now
         if newest > self.newest_ts:
             self.newest_ts = newest
             self.newest_wall_ms = _now_ms()
