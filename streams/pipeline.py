@@ -113,7 +113,7 @@ class Processor:
         self.last_ts: dict[str, int] = {}
         self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
         self.warmed: set[str] = set()
-        self.newest_ts = 0  # newest exchange_ts applied (the exchange clock)
+        self.newest_ts = 0  # newest exchange_ts seen, replays included (the exchange clock)
         self.newest_by_partition: dict[int, int] = {}  # the same, per raw partition
         self.partition_wall_ms: dict[int, int] = {}  # wall clock when that last advanced
         self.newest_wall_ms = 0  # wall clock when newest_ts last advanced
