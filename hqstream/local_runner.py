@@ -70,6 +70,18 @@ def ensure_kafka_jars() -> None:
         subprocess.run(["bash", str(LOCAL_DIR / "fetch-kafka.sh")], check=True)
 
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka's ``Uuid`` makes them.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``:
+    the storage tool would read it as an option (1 start in 64 failed so).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class LocalKafka:
     """One KRaft broker+controller process on 127.0.0.1."""
@@ -97,7 +109,7 @@ class LocalKafka:
         (home / "server.properties").write_text(
             template.format(port=self.port, controller_port=self.controller_port, data_dir=data)
         )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         fmt = subprocess.run(
             [
                 *self._java(),
