@@ -142,6 +142,18 @@ async def run_sim(**kw: Any) -> FeedSimulator:
     return sim
 
 
+async def quotes_from(n: int, **kw: Any) -> list[bytes]:
+    """The first ``n`` quote lines of a simulator configured with ``kw``; then it stops."""
+    sim = await run_sim(**kw)
+    try:
+        reader, writer = await connect(sim.port)
+        lines = await read_quotes(reader, n)
+        writer.close()
+        return lines
+    finally:
+        await sim.stop()
+
+
 async def test_auth_ok_then_wrong_token_rejected_and_closed() -> None:
     sim = await run_sim(stocks=50, interval_s=0.05, max_snapshots=1)
     try:
@@ -196,17 +208,11 @@ async def test_snapshots_are_valid_complete_and_move_forward() -> None:
 
 
 async def _collect(seed: int, max_rate: bool = False) -> bytes:
-    sim = await run_sim(
-        stocks=150, interval_s=0.01, max_snapshots=4, seed=seed, start=START,
+    lines = await quotes_from(
+        600, stocks=150, interval_s=0.01, max_snapshots=4, seed=seed, start=START,
         malformed_fraction=0.05, max_rate=max_rate, pool_snapshots=3,
     )  # fmt: skip
-    try:
-        reader, writer = await connect(sim.port)
-        data = b"\n".join(await read_quotes(reader, 600))
-        writer.close()
-        return data
-    finally:
-        await sim.stop()
+    return b"\n".join(lines)
 
 
 async def test_same_seed_same_feed() -> None:
@@ -237,19 +243,10 @@ async def test_spread_sends_the_same_lines_evenly_over_the_interval() -> None:
     # evenly: each quarter of the period carries about a quarter of the lines
     quarters = Counter(min(3, int((t - first[0]) / (interval / 4))) for t in first)
     assert all(0.15 * stocks <= quarters[q] <= 0.35 * stocks for q in range(4)), quarters
-    assert b"\n".join(lines) == await _burst_lines(stocks, interval, seed=5, snapshots=2)
-
-
-async def _burst_lines(stocks: int, interval: float, seed: int, snapshots: int) -> bytes:
-    sim = await run_sim(stocks=stocks, interval_s=interval, max_snapshots=snapshots, seed=seed,
-                        start=START)  # fmt: skip
-    try:
-        reader, writer = await connect(sim.port)
-        data = b"\n".join(await read_quotes(reader, stocks * snapshots))
-        writer.close()
-        return data
-    finally:
-        await sim.stop()
+    burst = await quotes_from(
+        2 * stocks, stocks=stocks, interval_s=interval, max_snapshots=2, seed=5, start=START
+    )
+    assert lines == burst
 
 
 async def test_malformed_fraction_gives_each_kind_its_share() -> None:
@@ -283,15 +280,14 @@ async def test_malformed_fraction_gives_each_kind_its_share() -> None:
 
 async def test_max_rate_cycles_the_pool_with_growing_volumes_and_clock() -> None:
     stocks, snaps = 200, 7
-    sim = await run_sim(
-        stocks=stocks, max_rate=True, pool_snapshots=2, max_snapshots=snaps, start=START
+    lines = await quotes_from(
+        stocks * snaps,
+        stocks=stocks,
+        max_rate=True,
+        pool_snapshots=2,
+        max_snapshots=snaps,
+        start=START,
     )
-    try:
-        reader, writer = await connect(sim.port)
-        lines = await read_quotes(reader, stocks * snaps)
-        writer.close()
-    finally:
-        await sim.stop()
     last: dict[str, dict[str, Any]] = {}
     times = []
     for k in range(snaps):
