@@ -50,10 +50,6 @@ class ProtocolError(Exception):
         self.message = message
 
 
-def today_shanghai() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
-
-
 class Connection:
     """One client: request handling on top of a :class:`Session`."""
 
@@ -265,7 +261,7 @@ class Connection:
         self._room_for(code)
         self.hub.subscribe_candles(self.s, code)
         self.ack("subscribe_candles")
-        raws = await self.store.candles_raw(code, today_shanghai())
+        raws = await self.store.candles_raw(code, await self.store.trade_date(code))
         self.s.control(
             b'{"type":"snapshot","stock_code":"'
             + code.encode()

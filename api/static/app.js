@@ -592,23 +592,27 @@
     LIMIT_DOWN_TOUCH: ["跌停 Limit dn", "k-down"], LIMIT_DOWN_LEAVE: ["翘板 Off limit", "k-info"],
     FAST_MOVE: ["异动 Fast move", ""], VOLUME_SPIKE: ["放量 Vol spike", "k-info"],
   };
-  let pendingAlerts = [];
-  let alertsRendered = false;
+  // The list is always state.alerts, newest first: rendering reconciles the DOM
+  // with it by key (existing items are kept, new ones built), so alerts that
+  // arrive from REST and the WebSocket in any order and in the same frame all
+  // show. Items that arrived live (not in the initial load) flash once.
+  const alertNodes = new Map();
+  const liveAlertKeys = new Set();
   function alertKey(a) { return a.code + "|" + a.kind + "|" + a.exchange_ts; }
   function applyAlerts(list, initial) {
-    const fresh = [];
+    let added = 0;
     for (const a of list) {
       if (!a || !a.code) continue;
       const k = alertKey(a);
       if (state.alertKeys.has(k)) continue;
       state.alertKeys.add(k);
-      fresh.push(a);
+      state.alerts.push(a);
+      if (!initial) liveAlertKeys.add(k);
+      added += 1;
     }
-    if (!fresh.length) return;
-    fresh.sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
-    state.alerts = fresh.concat(state.alerts).sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
+    if (!added) return;
+    state.alerts.sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
     for (const a of state.alerts.splice(MAX_ALERTS)) state.alertKeys.delete(alertKey(a));
-    if (!initial) pendingAlerts = fresh.concat(pendingAlerts).slice(0, MAX_ALERTS);
     dirty.alerts = true;
     schedule();
   }
@@ -617,6 +621,7 @@
     const li = el("li", fresh ? "fresh" : "");
     li.tabIndex = 0;
     li.dataset.code = a.code;
+    li.dataset.key = alertKey(a);
     const kind = KIND[a.kind] || [a.kind, ""];
     let kcls = kind[1];
     if (a.kind === "FAST_MOVE") kcls = num(a.value) >= 0 ? "k-up" : "k-down";
@@ -629,19 +634,30 @@
   }
 
   function renderAlerts() {
-    if (!alertsRendered || pendingAlerts.length === 0) {
-      alertsEl.replaceChildren(...state.alerts.map((a) => alertItem(a, false)));
-      alertsRendered = true;
+    if (!state.alerts.length) {
+      alertNodes.clear();
+      alertsEl.replaceChildren(el("li", "none", "No alerts yet"));
     } else {
-      for (const none of alertsEl.querySelectorAll(".none")) none.remove();
-      const keep = new Set(state.alerts.map(alertKey));
-      const frag = document.createDocumentFragment();
-      for (const a of pendingAlerts) if (keep.has(alertKey(a))) frag.append(alertItem(a, true));
-      alertsEl.prepend(frag);
-      while (alertsEl.children.length > state.alerts.length) alertsEl.lastChild.remove();
+      const items = state.alerts.map((a) => {
+        const k = alertKey(a);
+        let li = alertNodes.get(k);
+        if (!li) {
+          li = alertItem(a, liveAlertKeys.has(k));
+          alertNodes.set(k, li);
+        }
+        return li;
+      });
+      const keep = new Set(items);
+      for (const [k, li] of alertNodes) if (!keep.has(li)) alertNodes.delete(k);
+      // moves only the nodes that are out of place; kept nodes stay put
+      let cursor = alertsEl.firstChild;
+      for (const li of items) {
+        if (li === cursor) cursor = cursor.nextSibling;
+        else alertsEl.insertBefore(li, cursor);
+      }
+      while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
     }
-    pendingAlerts = [];
-    if (!state.alerts.length) alertsEl.replaceChildren(el("li", "none", "No alerts yet"));
+    liveAlertKeys.clear();
     setText(alertsCount, String(state.alerts.length));
   }
 

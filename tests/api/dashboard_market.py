@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import queue
 import random
 import threading
 import time
@@ -54,6 +55,9 @@ TAILS = (
     "电气",
 )
 SPEED = 10.0  # simulated exchange seconds per real second: a new candle every 6 s
+# A fixed trade date (a Wednesday): the page and the gateway must follow the
+# exchange's day in the data, never the date of the machine running the test.
+TRADE_DATE = dt.date(2026, 6, 17)
 
 
 @dataclass
@@ -74,9 +78,14 @@ class Stock:
 class MarketSim:
     """A seeded A-share market: ~5,300 stocks, a clock inside the morning session."""
 
-    def __init__(self, seed: int = 7, stocks_per_market: tuple[int, int, int] = (2250, 2800, 260)):
+    def __init__(
+        self,
+        seed: int = 7,
+        stocks_per_market: tuple[int, int, int] = (2250, 2800, 260),
+        trade_date: dt.date = TRADE_DATE,
+    ) -> None:
         self.rng = random.Random(seed)
-        today = dt.datetime.now(SHANGHAI_TZ).date()
+        today = trade_date
         self.trade_date = today.isoformat()
         self.open_ms = int(
             dt.datetime.combine(today, dt.time(9, 30), SHANGHAI_TZ).timestamp() * 1e3
@@ -288,6 +297,11 @@ class LiveFeed(threading.Thread):
         self.halt = threading.Event()
         self.error: BaseException | None = None
         self.produced = 0
+        self._extra: queue.SimpleQueue[tuple[str, str, bytes]] = queue.SimpleQueue()
+
+    def send_alert(self, alert: dict[str, Any]) -> None:
+        """Produces ``alert`` (an Alert record) with the next batch."""
+        self._extra.put((topics.ALERTS, alert["code"], SingleObjectCodec("alert").encode(alert)))
 
     def run(self) -> None:
         try:
@@ -331,6 +345,8 @@ class LiveFeed(threading.Thread):
                     self._send(
                         producer, topics.ALERTS, s.code, codec["alert"].encode(sim.alert(s, ts))
                     )
+                while not self._extra.empty():
+                    self._send(producer, *self._extra.get())
                 producer.poll(0)
                 self.halt.wait(0.3)
         finally:
