@@ -12,7 +12,7 @@ would, and see acks on the consumer (``Consumer.ack``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import faust
@@ -39,6 +39,7 @@ from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.waits import eventually
 
 
 @pytest.fixture
@@ -74,12 +75,13 @@ def _app(name: str) -> tuple[faust.App, faust.TopicT]:
     return app, app.topic("raw", key_type=bytes, value_type=bytes)
 
 
-async def _put_three(agent: Any) -> list[Any]:
+async def _put_three(agent: Any, done: Callable[[], bool]) -> list[Any]:
+    """Puts three events and waits until ``done`` holds (the agent has seen them)."""
     events = []
     async with agent.test_context() as tc:
         for i in range(3):
             events.append(await tc.put(key=b"k", value=str(i).encode()))
-        await asyncio.sleep(0.4)
+        await eventually(done, "the agent's batch")
     return events
 
 
@@ -94,7 +96,7 @@ async def test_faust_take_acks_a_batch_whose_processing_raised(acked: list[bytes
             batches.append(list(batch))
             raise RuntimeError("redis is down")
 
-    await _put_three(agent)
+    await _put_three(agent, lambda: len(acked) == 3)
     assert batches == [[b"0", b"1", b"2"]]
     assert sorted(acked) == [b"0", b"1", b"2"]
 
@@ -109,7 +111,7 @@ async def test_faust_noack_take_leaves_a_failed_batch_unacked(acked: list[bytes]
             batches.append(len(events))
             raise RuntimeError("redis is down")
 
-    events = await _put_three(agent)
+    events = await _put_three(agent, lambda: batches == [3])
     assert batches == [3]
     assert acked == []
     assert not any(e.message.acked for e in events)
@@ -160,10 +162,7 @@ async def test_agent_writes_redis_then_acks_every_event(
     async with built.agent.test_context():
         built.app.flow_control.resume()  # as after an assignment
         await _deliver(built, lines)
-        for _ in range(100):
-            if len(acked) == len(lines):
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(acked) == len(lines), "every record acked")
     assert sorted(acked) == sorted(v for _, v, _ in lines)
     client = aioredis.Redis.from_url(redis_url)
     try:
