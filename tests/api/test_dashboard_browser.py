@@ -121,6 +121,7 @@ def gateway(kafka: KafkaEndpoint, redis_url: str, tmp_path: Path) -> Iterator[Ga
         "HQ_GATEWAY_TOPIC_PREFIX": prefix,
         "HQ_GATEWAY_API_KEYS": key,
         "HQ_GATEWAY_STATIC_DIR": str(ROOT / "api" / "static"),
+        "PYTHONFAULTHANDLER": "1",  # a crash leaves its traceback in the log
     }
     gw = Gateway(env, port, key, tmp_path / "gateway.log")
     gw.start()
