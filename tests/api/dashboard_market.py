@@ -288,6 +288,11 @@ class MarketSim:
             client.close()
 
 
+# Keys go to partitions as the stream workers put them (Kafka's murmur2), so
+# a replay finds a stock's quotes where the gateway looks for them.
+PARTITIONING = {"partitioner": "murmur2_random"}
+
+
 class LiveFeed(threading.Thread):
     """Produces live Avro records the way the stream workers would, until stopped."""
 
@@ -303,6 +308,19 @@ class LiveFeed(threading.Thread):
         """Produces ``alert`` (an Alert record) with the next batch."""
         self._extra.put((topics.ALERTS, alert["code"], SingleObjectCodec("alert").encode(alert)))
 
+    def send_history(self, code: str, minutes: int) -> None:
+        """Quotes of ``code`` every 20 s of the ``minutes`` before the sim's start, in
+        Kafka only (no candles in Redis): what a replay of the day finds. Call it
+        before :meth:`start`: a stock's quotes reach Kafka in exchange-time order."""
+        s, codec = self.sim.stocks[code], SingleObjectCodec("quote")
+        producer = Producer({"bootstrap.servers": self.bootstrap, **PARTITIONING})
+        base = self.sim.start_ms - minutes * 60_000
+        for i in range(minutes * 3):
+            self.sim.move(s, base + i * 20_000)
+            q = self.sim.quote(s, base + i * 20_000)
+            self._send(producer, topics.NORMALIZED, code, codec.encode(q))
+        assert producer.flush(30) == 0
+
     def run(self) -> None:
         try:
             self._run()
@@ -311,7 +329,7 @@ class LiveFeed(threading.Thread):
 
     def _run(self) -> None:
         sim, rng = self.sim, random.Random(11)
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 10})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 10, **PARTITIONING})
         codec = {n: SingleObjectCodec(n) for n in ("quote", "market_stats", "alert", "candle")}
         others = [s for s in sim.stocks.values() if s.code not in WATCH]
         pool = sim.alert_pool()

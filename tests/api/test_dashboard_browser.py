@@ -153,6 +153,7 @@ def test_dashboard_renders_live_data(
     sim = MarketSim()
     sim.seed_redis(redis_url)
     live = LiveFeed(sim, kafka.bootstrap, gateway.prefix)
+    live.send_history("000002", HISTORY_MINUTES)
     live.start()
     errors: list[str] = []
     try:
@@ -175,6 +176,7 @@ def test_dashboard_renders_live_data(
     assert errors == [], errors
 
 
+HISTORY_MINUTES = 30
 TEXT_CHANGED = "([sel, t]) => (document.querySelector(sel)?.textContent ?? t) !== t"
 HAS_DIGIT = "sel => /\\d/.test(document.querySelector(sel)?.textContent || '')"
 CONN_IS = "s => document.getElementById('conn').dataset.state === s"
@@ -260,6 +262,13 @@ def _check_page(page: Any, gw: Gateway, sim: MarketSim, live: LiveFeed) -> None:
     page.fill("#add-code", "000002")
     page.press("#add-code", "Enter")
     page.wait_for_function(HAS_DIGIT, arg=_price("000002"))
+    # 000002 has no candles in Redis, only its day's quotes in Kafka: selecting it
+    # back-fills the chart from a replay (one candle per minute of history)
+    page.locator('#watch-body tr[data-code="000002"]').click()
+    page.wait_for_function(
+        "n => window.hqDashboard.state.candles.size >= n", arg=HISTORY_MINUTES, timeout=30_000
+    )
+    assert "万科A" in page.locator("#chart-quote").inner_text()
     page.locator('#watch-body tr[data-code="000002"] .rm').click()
     assert page.locator('#watch-body tr[data-code="000002"]').count() == 0
 
