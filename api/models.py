@@ -53,6 +53,12 @@ class Quote(_Record):
     at_limit_down: bool
     receive_ts: int
     process_ts: int
+    limit_free: bool = Field(False, description="new listing without a daily price limit")
+    not_traded_yet: bool = Field(False, description="no trade yet today, not suspended")
+    phase: str = Field("", description="exchange session at exchange_ts (Avro v2)")
+    avg_price: float = Field(0.0, description="amount / volume, yuan per share")
+    amplitude: float = Field(0.0, description="(high - low) / prev_close, percent")
+    order_imbalance: float = Field(0.0, description="weibi: 5-level book imbalance, percent")
 
 
 class Candle(_Record):

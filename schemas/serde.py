@@ -35,7 +35,7 @@ CONFLUENT_MAGIC: Final = b"\x00"
 
 #: The current version of each schema; older versions stay readable.
 CURRENT_VERSION: Final[dict[SchemaName, int]] = {
-    "quote": 1,
+    "quote": 2,
     "candle": 1,
     "market_stats": 1,
     "alert": 1,

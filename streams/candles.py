@@ -1,6 +1,6 @@
 """1-minute OHLCV candles built incrementally from normalized quotes.
 
-``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v1.avsc)
+``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v2.avsc)
 into its stock's open candle and returns the candles that closed because of
 it; ``flush(now_ms)`` closes candles whose minute is over when a stock stops
 ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
