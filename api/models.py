@@ -104,6 +104,7 @@ class MarketStats(_Record):
     top_gainers: list[RankEntry]
     top_losers: list[RankEntry]
     top_turnover: list[RankEntry]
+    not_traded_yet: int = Field(0, description="no trade yet today, not suspended")
 
 
 class Alert(_Record):

@@ -37,7 +37,7 @@ CONFLUENT_MAGIC: Final = b"\x00"
 CURRENT_VERSION: Final[dict[SchemaName, int]] = {
     "quote": 2,
     "candle": 1,
-    "market_stats": 1,
+    "market_stats": 2,
     "alert": 1,
 }
 

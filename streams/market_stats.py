@@ -4,12 +4,18 @@
 market's counts and sums in O(1); ``snapshot(market)`` builds a MarketStats
 record (schemas/avro/market_stats.v1.avsc) for SH, SZ, BJ or ALL.
 
-Definitions (each stock counted by its newest quote, by exchange_ts):
+Definitions (each stock counted by its newest quote, by exchange_ts; only
+quotes of the current trade date, the newest one seen, count: a stock that
+stopped ticking does not carry yesterday's volume into today's totals):
 
-* ``stocks``: stocks seen; ``suspended``: their quote says suspended.
-* ``advancers`` / ``decliners``: traded, not suspended, change_pct > 0 / < 0.
-* ``unchanged`` = stocks - advancers - decliners (flat, not yet traded and
-  suspended stocks), so the three always add up to ``stocks``.
+* ``stocks``: stocks with a quote of the current trade date.
+* ``suspended``: their quote says suspended (halted, or no trade all day).
+* ``not_traded_yet``: neither traded nor suspended (pre-open, a late opener).
+* ``advancers`` / ``decliners``: traded, not suspended, price above / below
+  prev_close (compared in cents, not by the rounded change_pct: 1500.00 ->
+  1500.05 is +0.003%, shown as 0.00%, and is an advancer).
+* ``unchanged``: traded, not suspended, at prev_close (or without one).
+  advancers + decliners + unchanged + suspended + not_traded_yet = stocks.
 * ``limit_up`` / ``limit_down``: not suspended and at the limit.
 * ``volume`` / ``amount``: sums of the cumulative counters (today's totals).
 * ``avg_change_pct``: mean change_pct of the traded, non-suspended stocks.
@@ -83,6 +89,8 @@ class _Stock:
         "change_pct",
         "change_q",
         "code",
+        "counted",
+        "direction",
         "limit_down",
         "limit_up",
         "market",
@@ -90,12 +98,14 @@ class _Stock:
         "price",
         "ranked",
         "suspended",
+        "trade_date",
         "ts",
         "volume",
     )
 
     def __init__(self, quote: Quote) -> None:
         self.code: str = quote["code"]
+        self.counted = False  # in its market's totals (a quote of the current trade date)
         self.set(quote)
 
     def set(self, q: Quote) -> None:
@@ -110,6 +120,10 @@ class _Stock:
         self.amount_cents = round(self.amount * _AMOUNT_SCALE)
         self.suspended: bool = q["suspended"]
         self.ranked: bool = q["traded"] and not self.suspended  # in breadth and gainers
+        self.trade_date: str = q["trade_date"]
+        prev_cents = round(q["prev_close"] * 100)
+        diff = round(self.price * 100) - prev_cents if self.ranked and prev_cents > 0 else 0
+        self.direction = (diff > 0) - (diff < 0)  # price vs prev_close: +1, 0, -1
         self.limit_up: bool = q["at_limit_up"] and not self.suspended
         self.limit_down: bool = q["at_limit_down"] and not self.suspended
 
@@ -140,9 +154,9 @@ class _Totals:
         if s.ranked:
             self.traded += sign
             self.change_sum += sign * s.change_q
-            if s.change_pct > 0:
+            if s.direction > 0:
                 self.advancers += sign
-            elif s.change_pct < 0:
+            elif s.direction < 0:
                 self.decliners += sign
         if s.limit_up:
             self.limit_up += sign
@@ -177,7 +191,7 @@ _RANKINGS: Final[tuple[tuple[str, Callable[[Mapping[str, Any]], tuple[float, str
 
 def _local_tops(stocks: Iterable[_Stock], top_n: int) -> dict[str, list[Record]]:
     """Top-N entries of each ranking over a set of stocks."""
-    pool = list(stocks)
+    pool = [s for s in stocks if s.counted]
     ranked = [s for s in pool if s.ranked]
     turnover = [s for s in pool if s.amount > 0 and not s.suspended]
     gainers = heapq.nsmallest(top_n, ranked, key=lambda s: (-s.change_pct, s.code))
@@ -219,10 +233,11 @@ def _record(
         "stocks": totals["stocks"],
         "advancers": totals["advancers"],
         "decliners": totals["decliners"],
-        "unchanged": totals["stocks"] - totals["advancers"] - totals["decliners"],
+        "unchanged": traded - totals["advancers"] - totals["decliners"],
         "limit_up": totals["limit_up"],
         "limit_down": totals["limit_down"],
         "suspended": totals["suspended"],
+        "not_traded_yet": totals["stocks"] - traded - totals["suspended"],
         "volume": totals["volume"],
         "amount": totals["amount_cents"] / _AMOUNT_SCALE,
         "avg_change_pct": avg,
@@ -248,29 +263,48 @@ class MarketStats:
         self._by_market: dict[str, dict[str, _Stock]] = {m: {} for m in MARKETS}
         self._totals: dict[str, _Totals] = {m: _Totals() for m in MARKETS}
         self.replays_ignored = 0
+        self.trade_date = ""  # the newest trade date seen: only its quotes count
 
     def __len__(self) -> int:
         return len(self._stocks)
 
     def update(self, quote: Quote) -> None:
         """Replace the stock's contribution with this quote's, unless it is older."""
+        if quote["trade_date"] > self.trade_date:
+            self._new_day(quote["trade_date"])
         s = self._stocks.get(quote["code"])
         if s is None:
             s = _Stock(quote)
             self._stocks[s.code] = s
             self._by_market[s.market][s.code] = s
-            self._totals[s.market].apply(s, 1)
+            self._count(s)
             return
         if quote["exchange_ts"] < s.ts:
             self.replays_ignored += 1
             return
         old_market = s.market
-        self._totals[old_market].apply(s, -1)
+        if s.counted:
+            self._totals[old_market].apply(s, -1)
+            s.counted = False
         s.set(quote)
         if s.market != old_market:  # never for a real code; keep the books right anyway
             del self._by_market[old_market][s.code]
             self._by_market[s.market][s.code] = s
-        self._totals[s.market].apply(s, 1)
+        self._count(s)
+
+    def _count(self, s: _Stock) -> None:
+        """Add ``s`` to its market's totals if its quote is of the current trade date."""
+        if s.trade_date == self.trade_date:
+            self._totals[s.market].apply(s, 1)
+            s.counted = True
+
+    def _new_day(self, trade_date: str) -> None:
+        """A newer trade date: every stock still on an older one stops counting."""
+        self.trade_date = trade_date
+        for s in self._stocks.values():
+            if s.counted:
+                self._totals[s.market].apply(s, -1)
+                s.counted = False
 
     def forget(self, codes: Iterable[str]) -> int:
         """Drop stocks (partitions revoked from this worker); returns how many."""
@@ -278,7 +312,8 @@ class MarketStats:
         for code in codes:
             s = self._stocks.pop(code, None)
             if s is not None:
-                self._totals[s.market].apply(s, -1)
+                if s.counted:
+                    self._totals[s.market].apply(s, -1)
                 del self._by_market[s.market][code]
                 dropped += 1
         return dropped
@@ -352,22 +387,34 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
     """The same records as MarketStats, from scratch: a reference for tests.
 
     Takes the newest quote per code (a later one with an equal exchange_ts
-    wins, as in ``update``), then counts and fully sorts.
+    wins, as in ``update``), keeps those of the newest trade date, then counts
+    and fully sorts.
     """
     latest: dict[str, Quote] = {}
+    current = ""
     for q in quotes:
+        current = max(current, q["trade_date"])
         held = latest.get(q["code"])
         if held is None or q["exchange_ts"] >= held["exchange_ts"]:
             latest[q["code"]] = q
+
+    def move(q: Quote) -> int:
+        prev = round(q["prev_close"] * 100)
+        return 0 if prev <= 0 else round(q["price"] * 100) - prev
+
     out: dict[str, Record] = {}
     for market in MARKETS_AND_ALL:
-        qs = [q for q in latest.values() if market in ("ALL", q["market"])]
+        qs = [
+            q
+            for q in latest.values()
+            if market in ("ALL", q["market"]) and q["trade_date"] == current
+        ]
         live = [q for q in qs if not q["suspended"]]
         ranked = [q for q in live if q["traded"]]
         totals = {
             "stocks": len(qs),
-            "advancers": sum(1 for q in ranked if q["change_pct"] > 0),
-            "decliners": sum(1 for q in ranked if q["change_pct"] < 0),
+            "advancers": sum(1 for q in ranked if move(q) > 0),
+            "decliners": sum(1 for q in ranked if move(q) < 0),
             "limit_up": sum(1 for q in live if q["at_limit_up"]),
             "limit_down": sum(1 for q in live if q["at_limit_down"]),
             "suspended": len(qs) - len(live),

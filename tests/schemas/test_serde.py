@@ -91,6 +91,7 @@ SAMPLES: dict[SchemaName, dict[str, Any]] = {
         "top_losers": [],
         "top_turnover": [{"code": "600519", "name": "贵州茅台", "price": 1511.0,
                           "change_pct": 0.73, "amount": 1.5e10}],
+        "not_traded_yet": 0,
     },
     "alert": {
         "code": "300750", "name": "宁德时代", "market": "SZ", "kind": "LIMIT_UP_TOUCH",
