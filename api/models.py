@@ -86,6 +86,20 @@ class RankEntry(_Record):
     amount: float
 
 
+class BoardBreadth(_Record):
+    """The breadth of one board (Avro ``io.hqstream.v1.BoardBreadth``)."""
+
+    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    stocks: int
+    advancers: int
+    decliners: int
+    unchanged: int
+    suspended: int
+    not_traded_yet: int
+    limit_up: int
+    limit_down: int
+
+
 class MarketStats(_Record):
     """Statistics of one market at one moment (Avro ``io.hqstream.v1.MarketStats``)."""
 
@@ -105,6 +119,7 @@ class MarketStats(_Record):
     top_losers: list[RankEntry]
     top_turnover: list[RankEntry]
     not_traded_yet: int = Field(0, description="no trade yet today, not suspended")
+    boards: list[BoardBreadth] = Field(default_factory=list, description="breadth per board")
 
 
 class Alert(_Record):

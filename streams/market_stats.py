@@ -19,6 +19,10 @@ stopped ticking does not carry yesterday's volume into today's totals):
 * ``limit_up`` / ``limit_down``: not suspended and at the limit.
 * ``volume`` / ``amount``: sums of the cumulative counters (today's totals).
 * ``avg_change_pct``: mean change_pct of the traded, non-suspended stocks.
+* ``boards``: the same breadth (stocks, advancers, decliners, unchanged,
+  suspended, not_traded_yet, limit_up, limit_down) per board of the market
+  (SH: MAIN, STAR; SZ: MAIN, CHINEXT; BJ: BJ; ALL: all four), counted when a
+  snapshot is taken, not per tick.
 * top lists: gainers = highest change_pct, losers = lowest change_pct (both
   over traded, non-suspended stocks), turnover = highest amount (amount > 0,
   not suspended). Ties are broken by code, so every ranking is a total order.
@@ -86,6 +90,7 @@ class _Stock:
     __slots__ = (
         "amount",
         "amount_cents",
+        "board",
         "change_pct",
         "change_q",
         "code",
@@ -110,6 +115,7 @@ class _Stock:
 
     def set(self, q: Quote) -> None:
         self.market: Market = q["market"]
+        self.board: str = q["board"]
         self.name: str = q["name"]
         self.ts: int = q["exchange_ts"]
         self.price: float = q["price"]
@@ -204,6 +210,47 @@ def _local_tops(stocks: Iterable[_Stock], top_n: int) -> dict[str, list[Record]]
     }
 
 
+BOARDS: Final = ("MAIN", "STAR", "CHINEXT", "BJ")
+_BOARD_FIELDS: Final = ("stocks", "advancers", "decliners", "unchanged", "suspended",
+                        "not_traded_yet", "limit_up", "limit_down")  # fmt: skip
+
+
+def _board_counts(stocks: Iterable[_Stock]) -> dict[str, dict[str, int]]:
+    """Breadth per board over the counted stocks (boards without a stock left out)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in stocks:
+        if not s.counted:
+            continue
+        c = out.get(s.board)
+        if c is None:
+            c = out[s.board] = dict.fromkeys(_BOARD_FIELDS, 0)
+        c["stocks"] += 1
+        if s.suspended:
+            c["suspended"] += 1
+        elif not s.ranked:
+            c["not_traded_yet"] += 1
+        elif s.direction > 0:
+            c["advancers"] += 1
+        elif s.direction < 0:
+            c["decliners"] += 1
+        else:
+            c["unchanged"] += 1
+        c["limit_up"] += s.limit_up
+        c["limit_down"] += s.limit_down
+    return out
+
+
+def _sum_boards(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> list[Record]:
+    """The ``boards`` field: per-board counts summed over parts, in BOARDS order."""
+    total: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for board, counts in part.items():
+            t = total.setdefault(board, dict.fromkeys(_BOARD_FIELDS, 0))
+            for name in _BOARD_FIELDS:
+                t[name] += counts[name]
+    return [{"board": b, **total[b]} for b in BOARDS if b in total]
+
+
 def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict[str, list[Record]]:
     """Global top-N of each ranking from the local top-Ns (one entry per code)."""
     parts = list(parts)
@@ -223,7 +270,11 @@ def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict
 
 
 def _record(
-    market: str, totals: Mapping[str, int], tops: Mapping[str, list[Record]], ts: int
+    market: str,
+    totals: Mapping[str, int],
+    tops: Mapping[str, list[Record]],
+    ts: int,
+    boards: list[Record],
 ) -> Record:
     traded = totals["traded"]
     avg = round(totals["change_sum"] / _PCT_SCALE / traded, 4) if traded else 0.0
@@ -244,6 +295,7 @@ def _record(
         "top_gainers": tops["top_gainers"],
         "top_losers": tops["top_losers"],
         "top_turnover": tops["top_turnover"],
+        "boards": boards,
     }
 
 
@@ -324,16 +376,25 @@ class MarketStats:
             return self.snapshot_all(top_n, now_ms=now_ms)["ALL"]
         if market not in self._totals:
             raise ValueError(f"unknown market {market!r}")
-        tops = _local_tops(self._by_market[market].values(), top_n)
-        return _record(market, self._totals[market].as_dict(), tops, now_ms)
+        stocks = self._by_market[market].values()
+        tops = _local_tops(stocks, top_n)
+        boards = _sum_boards([_board_counts(stocks)])
+        return _record(market, self._totals[market].as_dict(), tops, now_ms, boards)
 
     def snapshot_all(self, top_n: int = 10, *, now_ms: int) -> dict[str, Record]:
         """Records for SH, SZ, BJ and ALL; ALL's top-N merged from the markets'."""
         totals = {m: self._totals[m].as_dict() for m in MARKETS}
         tops = {m: _local_tops(self._by_market[m].values(), top_n) for m in MARKETS}
-        out: dict[str, Record] = {m: _record(m, totals[m], tops[m], now_ms) for m in MARKETS}
+        boards = {m: _board_counts(self._by_market[m].values()) for m in MARKETS}
+        out: dict[str, Record] = {
+            m: _record(m, totals[m], tops[m], now_ms, _sum_boards([boards[m]])) for m in MARKETS
+        }
         out["ALL"] = _record(
-            "ALL", _sum_totals(totals.values()), _merge_tops(tops.values(), top_n), now_ms
+            "ALL",
+            _sum_totals(totals.values()),
+            _merge_tops(tops.values(), top_n),
+            now_ms,
+            _sum_boards(boards.values()),
         )
         return out
 
@@ -347,6 +408,7 @@ class MarketStats:
                 m: {
                     **self._totals[m].as_dict(),
                     **_local_tops(self._by_market[m].values(), top_n),
+                    "boards": _board_counts(self._by_market[m].values()),
                 }
                 for m in MARKETS
             },
@@ -379,7 +441,10 @@ def merge_partials(
         if not set(members) <= set(MARKETS):
             raise ValueError(f"unknown market {market!r}")
         shards = [p["markets"][m] for p in parts for m in members]
-        out[market] = _record(market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms)
+        boards = _sum_boards(shard.get("boards", {}) for shard in shards)  # none before v2
+        out[market] = _record(
+            market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms, boards
+        )
     return out
 
 
@@ -437,5 +502,21 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
             "top_losers": [entry(q) for q in by_loss[:top_n]],
             "top_turnover": [entry(q) for q in by_amount[:top_n]],
         }
-        out[market] = _record(market, totals, tops, now_ms)
+        boards: list[Record] = []
+        for board in BOARDS:
+            on = [q for q in qs if q["board"] == board]
+            if not on:
+                continue
+            traded = [q for q in on if q["traded"] and not q["suspended"]]
+            up = sum(1 for q in traded if move(q) > 0)
+            down = sum(1 for q in traded if move(q) < 0)
+            boards.append({
+                "board": board, "stocks": len(on), "advancers": up, "decliners": down,
+                "unchanged": len(traded) - up - down,
+                "suspended": sum(1 for q in on if q["suspended"]),
+                "not_traded_yet": sum(1 for q in on if not q["traded"] and not q["suspended"]),
+                "limit_up": sum(1 for q in on if q["at_limit_up"] and not q["suspended"]),
+                "limit_down": sum(1 for q in on if q["at_limit_down"] and not q["suspended"]),
+            })  # fmt: skip
+        out[market] = _record(market, totals, tops, now_ms, boards)
     return out

@@ -92,6 +92,9 @@ SAMPLES: dict[SchemaName, dict[str, Any]] = {
         "top_turnover": [{"code": "600519", "name": "贵州茅台", "price": 1511.0,
                           "change_pct": 0.73, "amount": 1.5e10}],
         "not_traded_yet": 0,
+        "boards": [{"board": "STAR", "stocks": 590, "advancers": 300, "decliners": 250,
+                    "unchanged": 30, "suspended": 2, "not_traded_yet": 8, "limit_up": 4,
+                    "limit_down": 1}],
     },
     "alert": {
         "code": "300750", "name": "宁德时代", "market": "SZ", "kind": "LIMIT_UP_TOUCH",

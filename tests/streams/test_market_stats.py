@@ -39,6 +39,7 @@ def quote(
     name: str | None = None,
     prev_close: float | None = None,
     trade_date: str = "2026-03-02",
+    board: str | None = None,
 ) -> dict[str, Any]:
     """A complete Quote record (quote.v2.avsc); only the fields stats read vary.
 
@@ -48,7 +49,7 @@ def quote(
         prev_close = round(price / (1 + change_pct / 100), 2)
     return {
         "symbol": PREFIX[market][0] + code, "code": code, "market": market,
-        "board": "BJ" if market == "BJ" else "MAIN", "name": name or f"A{code}",
+        "board": board or ("BJ" if market == "BJ" else "MAIN"), "name": name or f"A{code}",
         "is_st": False, "exchange_ts": ts, "trade_date": trade_date, "open": price,
         "prev_close": prev_close, "price": price, "high": price, "low": price, "bid": price,
         "ask": price, "volume": volume, "amount": amount, "bid_prices": [],
@@ -114,6 +115,28 @@ def test_breadth_fields_add_up_to_stocks() -> None:
     r = s.snapshot("SH", now_ms=0)
     assert (r["unchanged"], r["suspended"], r["not_traded_yet"]) == (1, 1, 1)
     assert breadth(r) == r["stocks"] == 4
+
+
+def test_breadth_per_board() -> None:
+    """Terminals show breadth per board (main boards, STAR, ChiNext, BJ): each
+    board's fields add up to its stocks, and ALL adds the markets' boards."""
+    s = MarketStats()
+    s.update(quote("600001", change_pct=1.0))
+    s.update(quote("688001", change_pct=-2.0, board="STAR"))
+    s.update(quote("688002", traded=False, volume=0, amount=0.0, board="STAR"))
+    s.update(quote("000001", change_pct=3.0, market="SZ"))
+    s.update(quote("920001", suspended=True, traded=False, volume=0, amount=0.0, market="BJ"))
+    stats = s.snapshot_all(now_ms=0)
+    sh = {b["board"]: b for b in stats["SH"]["boards"]}
+    assert list(sh) == ["MAIN", "STAR"]
+    star = sh["STAR"]
+    assert (star["stocks"], star["decliners"], star["not_traded_yet"]) == (2, 1, 1)
+    every = {b["board"]: b for b in stats["ALL"]["boards"]}
+    assert every["MAIN"]["stocks"] == 2 and every["MAIN"]["advancers"] == 2
+    assert every["BJ"]["suspended"] == 1
+    for b in every.values():
+        assert breadth(b) == b["stocks"]
+    assert STATS_CODEC.decode(STATS_CODEC.encode(stats["ALL"])) == stats["ALL"]
 
 
 def test_advancers_count_price_against_prev_close_not_rounded_pct() -> None:
