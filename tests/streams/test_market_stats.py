@@ -16,6 +16,8 @@ from streams.market_stats import (
     merge_partials,
     recompute,
 )
+from streams.parse import parse_record
+from tests.feed_lines import sse_line
 
 STATS_CODEC = SingleObjectCodec("market_stats")
 QUOTE_CODEC = SingleObjectCodec("quote")
@@ -137,6 +139,17 @@ def test_breadth_per_board() -> None:
     for b in every.values():
         assert breadth(b) == b["stocks"]
     assert STATS_CODEC.decode(STATS_CODEC.encode(stats["ALL"])) == stats["ALL"]
+
+
+def test_new_listing_is_no_limit_up_count() -> None:
+    """N中芯 at 82.92 on prev_close 27.46: no price limit on its first day, so
+    it is an advancer but not counted at limit-up."""
+    line = sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
+                    price="82.92", high="82.92", low="82.92")  # fmt: skip
+    s = MarketStats()
+    s.update(parse_record(line, receive_ts=0, process_ts=0))
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["advancers"], r["limit_up"]) == (1, 0)
 
 
 def test_advancers_count_price_against_prev_close_not_rounded_pct() -> None:
