@@ -243,12 +243,13 @@ def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> No
     assert processor.newest_ts == start + 6_000
     processor.newest_wall_ms = fed_at = start + 6_000  # as if fed live, at 11:29:46
     assert processor.candles.open_count() == 10
-    lunch = session_start_ms("2026-11-23", "11:30:05")
+    lunch = session_start_ms("2026-11-23", "11:30:35")  # past the 30 s grace for late ticks
     # not quiet for 60 s yet: the exchange clock (11:29:46) closes nothing
     assert processor.flush_candles(lunch, quiet_ms=60_000) == []
     # quiet, but the wall clock is still inside the minute: nothing either
     assert processor.flush_candles(fed_at + 5_000, quiet_ms=1_000) == []
     # quiet after the lunch break started: the 11:29 candles close
+    assert processor.flush_candles(lunch - 10_000, quiet_ms=5_000) == []  # 11:30:25: grace
     closed = processor.flush_candles(lunch, quiet_ms=5_000)
     assert len(closed) == 10 and all(c["closed"] for c in closed)
     assert {c["minute_ts"] for c in closed} == {session_start_ms("2026-11-23", "11:29:00")}
