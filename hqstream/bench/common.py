@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +99,41 @@ _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
 
+CALIBRATION_LOOP = 10_000_000
+
+
+@functools.cache
+def calibration_s() -> float:
+    """Seconds a fixed pure-Python loop of 10 M additions takes on this machine now
+    (best of three), measured once per benchmark run.
+
+    Machines of one kind differ from day to day (a shared host, another tenant's
+    load), so every benchmark table prints this figure beside its own: tables
+    from different days compare as ratios to it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def calibration_row() -> str:
+    """The calibration as a markdown table row."""
+    return f"| calibration: 10 M-addition Python loop, this run | {calibration_s():.2f} s |"
+
+
 def machine() -> str:
-    """One line describing the machine, for the results table."""
+    """One line describing the machine, for the results table (with the calibration)."""
     cpu = "unknown cpu"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+        f"calibration {calibration_s():.2f} s (10 M-addition loop)"
+    )

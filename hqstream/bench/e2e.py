@@ -31,7 +31,7 @@ import websockets
 from rich.console import Console
 from rich.live import Live
 
-from hqstream.bench.common import bench_env, machine
+from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.local_runner import create_topics, free_port, port_open
 from hqstream.up import Child
 from schemas import topics
@@ -185,5 +185,6 @@ def e2e_bench(
             f"{max(values, default=float('nan')):.1f} |"
         )
     console.print(f"| quotes measured | {len(total):,} | | |")
+    console.print(f"{calibration_row()} | |")
     if not total:
         raise typer.Exit(1)
