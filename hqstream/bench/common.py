@@ -10,7 +10,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class BenchEnv:
     bootstrap: str
     redis_url: str
     local: bool
+    pids: dict[str, int] = field(default_factory=dict)  # "broker", "redis" when local
 
 
 @contextlib.contextmanager
@@ -58,7 +59,12 @@ def bench_env(
     )
     with tempfile.TemporaryDirectory(prefix="hqbench-") as tmp, LocalStack(Path(tmp)) as stack:
         console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
-        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True)
+        pids = {
+            name: proc.pid
+            for name, proc in (("broker", stack.kafka.proc), ("redis", stack.redis.proc))
+            if proc is not None
+        }
+        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True, pids=pids)
 
 
 def _safe(url: str) -> str:
