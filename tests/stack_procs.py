@@ -1,5 +1,7 @@
 """The pipeline's components as separate processes, for the whole-stack tests."""
 
+__all__ = ["gateway_ready", "pipeline_env", "process", "wait_until"]
+
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +10,10 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from hqstream.bench.pipeline_rig import gateway_ready
 from hqstream.local_runner import create_topics, free_port
 from schemas import topics
 from tests.conftest import KafkaEndpoint
@@ -73,11 +75,3 @@ def wait_until(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def gateway_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
