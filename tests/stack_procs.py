@@ -1,7 +1,5 @@
 """The pipeline's components as separate processes, for the whole-stack tests."""
 
-__all__ = ["gateway_ready", "pipeline_env", "process", "wait_until"]
-
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +15,8 @@ from hqstream.bench.pipeline_rig import gateway_ready
 from hqstream.local_runner import create_topics, free_port
 from schemas import topics
 from tests.conftest import KafkaEndpoint
+
+__all__ = ["gateway_ready", "pipeline_env", "process", "wait_until"]
 
 
 def pipeline_env(
