@@ -68,20 +68,62 @@ def test_pods_do_not_mount_service_account_tokens(overlay: Rendered) -> None:
         assert template["spec"].get("automountServiceAccountToken") is False, workload
 
 
-def test_metrics_serving_pods_carry_prometheus_annotations(overlay: Rendered) -> None:
-    scraped = set()
+def _scraped_ports(rendered: Rendered) -> dict[str, set[int]]:
+    """Workload -> container ports some PodMonitor scrapes (by port name)."""
+    from tests.deploy.netpol import selector_matches
+
+    scraped: dict[str, set[int]] = {}
+    for monitor in rendered.of_kind("PodMonitor"):
+        names = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+        for workload, template in rendered.pod_templates():
+            if not selector_matches(monitor["spec"]["selector"], template["metadata"]["labels"]):
+                continue
+            for c in template["spec"]["containers"]:
+                for port in c.get("ports", []):
+                    if port.get("name") in names:
+                        scraped.setdefault(workload["metadata"]["name"], set()).add(
+                            port["containerPort"]
+                        )
+    return scraped
+
+
+def test_pod_monitors_scrape_every_metrics_endpoint(overlay: Rendered) -> None:
+    scraped = _scraped_ports(overlay)
+    assert scraped["hqstream-producer"] == {9101}
+    assert scraped["hqstream-streams"] == {9102}
+    assert scraped["hqstream-gateway"] == {8000}
+    assert scraped["redis"] == {9121}
     for workload, template in overlay.pod_templates():
         annotations = template["metadata"].get("annotations", {})
-        ports = {
-            p["containerPort"]: p.get("name")
-            for c in template["spec"]["containers"]
-            for p in c.get("ports", [])
-        }
-        if annotations.get("prometheus.io/scrape") == "true":
-            assert int(annotations["prometheus.io/port"]) in ports, workload["metadata"]["name"]
-            assert annotations["prometheus.io/path"] == "/metrics"
-            scraped.add(workload["metadata"]["name"])
-    assert {"hqstream-producer", "hqstream-streams", "hqstream-gateway"} <= scraped
+        assert "prometheus.io/scrape" not in annotations, workload["metadata"]["name"]
+    kafka = overlay.get("Kafka", "hq-kafka")["spec"]
+    assert kafka["kafka"]["metricsConfig"]["type"] == "strimziMetricsReporter"
+    assert "kafkaExporter" in kafka
+
+
+def test_alerts_and_dashboard_are_shipped(overlay: Rendered) -> None:
+    import json
+
+    rules = overlay.get("PrometheusRule", "hqstream")["spec"]["groups"]
+    alerts = {r["alert"] for g in rules for r in g["rules"] if "alert" in r}
+    for needed in (
+        "HqFeedDisconnected",
+        "HqReceiverSpooling",
+        "HqStreamsLag",
+        "HqStreamsRedisDown",
+        "HqRedisNoMaster",
+        "HqKafkaUnderReplicated",
+    ):
+        assert needed in alerts
+    for group in rules:
+        for rule in group["rules"]:
+            assert rule["expr"].count("(") == rule["expr"].count(")"), rule
+    (dashboard,) = [
+        m for m in overlay.of_kind("ConfigMap") if m["metadata"]["name"].startswith("hqstream-dash")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dashboard["data"]["hqstream-dashboard.json"])
+    assert len(board["panels"]) >= 10
 
 
 def test_producer_is_a_singleton(overlay: Rendered) -> None:
@@ -115,6 +157,9 @@ def test_no_secret_values_are_shipped(overlay: Rendered) -> None:
     assert overlay.of_kind("Secret") == []
     for workload, _pod, c in overlay.containers():
         for e in c.get("env", []):
+            if e["name"].endswith("_FILE"):  # a path to a mounted Secret file
+                assert e["value"].startswith("/"), e["name"]
+                continue
             if SECRET_ENV.search(e["name"]) and not e["name"].endswith("_MAX_BYTES"):
                 assert "value" not in e, f"{workload['metadata']['name']}: {e['name']} literal"
                 assert "secretKeyRef" in e["valueFrom"], e["name"]

@@ -180,13 +180,14 @@ def test_the_feed_is_reached_by_the_producer_only(overlay: Rendered) -> None:
 
 
 def test_prometheus_scrapes_every_metrics_endpoint(overlay: Rendered) -> None:
+    from tests.deploy.test_invariants import _scraped_ports
+
     net, p = policies(overlay), pods(overlay)
-    for _workload, template in overlay.pod_templates():
-        annotations = template["metadata"].get("annotations", {})
-        if annotations.get("prometheus.io/scrape") == "true":
-            pod = p[template["metadata"]["labels"]["app.kubernetes.io/name"]]
-            assert net.allowed(PROMETHEUS, pod, int(annotations["prometheus.io/port"])), pod.name
-            assert not net.allowed(STRANGER, pod, int(annotations["prometheus.io/port"]))
+    by_workload = {pod.name: pod for pod in p.values()}
+    for workload, ports in _scraped_ports(overlay).items():
+        for port in ports:
+            assert net.allowed(PROMETHEUS, by_workload[workload], port), (workload, port)
+            assert not net.allowed(STRANGER, by_workload[workload], port), (workload, port)
     assert net.allowed(PROMETHEUS, EXPORTER, 9404)
     assert not net.allowed(STRANGER, EXPORTER, 9404)
 

@@ -183,7 +183,7 @@ def test_prod_redis_is_highly_available(prod: Rendered) -> None:
     assert sts["replicas"] == 3
     spec = sts["template"]["spec"]
     names = [c["name"] for c in spec["containers"]]
-    assert names == ["redis", "sentinel"]
+    assert sorted(names) == ["exporter", "redis", "sentinel"]
     anti = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
     c = _redis_container(prod)

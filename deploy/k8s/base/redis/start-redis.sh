@@ -19,6 +19,7 @@ user admin on #$(sha admin) ~* &* +@all
 user replication on #$(sha replication) +psync +replconf +ping
 user sentinel on #$(sha sentinel) allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill
 user probe on #$(sha probe) +ping +info +role
+user metrics on #$(sha metrics) -@all +@connection +info +role +config|get +client|list +slowlog|get +slowlog|len +latency|latest +dbsize +memory|stats
 user streams on #$(sha streams) ~hq:* resetchannels +@all -@admin -@dangerous +info +scan
 user gateway on #$(sha gateway) ~hq:* resetchannels -@all +@read +@connection -@dangerous
 EOF
