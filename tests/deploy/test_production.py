@@ -113,6 +113,10 @@ EXPECTED_ACLS = {
         ("group", "hqstream-streams", "literal"): {"Describe"},
     },
 }
+KEDA_ACLS = {
+    ("topic", "hq.ticks.raw", "literal"): {"Describe"},
+    ("group", "hqstream-streams", "literal"): {"Describe"},
+}
 USER_OF = {
     "hqstream-producer": "hq-producer",
     "hqstream-streams": "hq-streams",
@@ -122,7 +126,10 @@ USER_OF = {
 
 def test_each_component_has_a_kafka_user_with_exactly_its_acls(overlay: Rendered) -> None:
     users = {u["metadata"]["name"]: u["spec"] for u in overlay.of_kind("KafkaUser")}
-    assert set(users) == set(EXPECTED_ACLS)
+    expected = dict(EXPECTED_ACLS)
+    if overlay.name.endswith("prod"):
+        expected["hq-keda"] = KEDA_ACLS  # the lag scaler reads offsets only
+    assert set(users) == set(expected)
     for name, spec in users.items():
         assert spec["authentication"]["type"] == "scram-sha-512"
         acls: dict[tuple[str, str, str], set[str]] = {}
@@ -131,7 +138,7 @@ def test_each_component_has_a_kafka_user_with_exactly_its_acls(overlay: Rendered
             assert acl.get("type", "allow") == "allow"
             key = (r["type"], r["name"], r.get("patternType", "literal"))
             acls.setdefault(key, set()).update(acl["operations"])
-        assert acls == EXPECTED_ACLS[name], name
+        assert acls == expected[name], name
         assert not any("All" in ops for ops in acls.values())
 
 
@@ -222,3 +229,54 @@ def test_prod_redis_traffic_goes_through_haproxy(prod: Rendered) -> None:
     assert net.allowed(redis, peer, 26379), "sentinel"
     assert not net.allowed(haproxy, redis, 26379)
     assert not net.allowed(STRANGER, redis, 26379)
+
+
+def test_prod_workers_scale_on_lag_up_to_the_partitions(prod: Rendered) -> None:
+    scaled = prod.get("ScaledObject", "hqstream-streams")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "hqstream-streams"
+    assert prod.get("Deployment", "hqstream-streams")
+    partitions = int(prod.config()["HQ_PARTITIONS"])
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] == partitions
+    (trigger,) = scaled["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    assert meta["consumerGroup"] == "hqstream-streams" and meta["topic"] == "hq.ticks.raw"
+    assert meta["allowIdleConsumers"] == "false"
+    assert meta["sasl"] == "scram_sha512" and meta["tls"] == "enable"
+    auth = prod.get("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    secrets = {r["parameter"]: r["name"] for r in auth["secretTargetRef"]}
+    assert secrets == {"password": "hq-keda", "ca": "hq-kafka-cluster-ca-cert"}
+    (username,) = auth["configMapTargetRef"]
+    assert prod.get("ConfigMap", username["name"])["data"][username["key"]] == "hq-keda"
+    assert not prod.of_kind("HorizontalPodAutoscaler") or all(
+        h["spec"]["scaleTargetRef"]["name"] != "hqstream-streams"
+        for h in prod.of_kind("HorizontalPodAutoscaler")
+    ), "KEDA owns the workers' HPA"
+    peers = prod.get("Kafka", "hq-kafka")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        "podSelector": {"matchLabels": {"app": "keda-operator"}},
+    } in peers
+
+
+def test_gateway_scales_on_connections(overlay: Rendered) -> None:
+    metrics = overlay.get("HorizontalPodAutoscaler", "hqstream-gateway")["spec"]["metrics"]
+    pods_metrics = [m["pods"] for m in metrics if m["type"] == "Pods"]
+    assert [m["metric"]["name"] for m in pods_metrics] == ["hq_gateway_ws_connections"]
+    assert pods_metrics[0]["target"]["type"] == "AverageValue"
+
+
+def test_prod_kafka_spreads_over_nodes_and_zones(prod: Rendered) -> None:
+    for pool in prod.of_kind("KafkaNodePool"):
+        pod = pool["spec"]["template"]["pod"]
+        anti = pod["affinity"]["podAntiAffinity"]
+        assert "preferredDuringSchedulingIgnoredDuringExecution" not in anti
+        (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+        assert spread["whenUnsatisfiable"] == "DoNotSchedule"
+        name = pool["metadata"]["name"]
+        assert term["labelSelector"]["matchLabels"]["strimzi.io/pool-name"] == name
+    kafka = prod.get("Kafka", "hq-kafka")["spec"]["kafka"]
+    assert kafka["rack"]["topologyKey"] == "topology.kubernetes.io/zone"
