@@ -252,20 +252,18 @@ def test_stream_workers_do_not_outnumber_partitions(overlay: Rendered) -> None:
     assert raw["spec"]["partitions"] == partitions
 
 
-def test_gateway_service_ingress_hpa_pdb(overlay: Rendered) -> None:
+def test_gateway_service_route_hpa_pdb(overlay: Rendered) -> None:
     gateway = overlay.get("Deployment", "hqstream-gateway")
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
     pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
     service = overlay.get("Service", "hqstream-gateway")
     assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
-    ingress = overlay.get("Ingress", "hqstream-gateway")
-    annotations = ingress["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
-    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
-    assert annotations["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
-    assert ingress["spec"]["ingressClassName"] == "nginx"
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "hqstream-gateway"
+    route = overlay.get("HTTPRoute", "hqstream-gateway")["spec"]
+    backends = {b["name"] for rule in route["rules"] for b in rule["backendRefs"]}
+    assert backends == {"hqstream-gateway"}
+    ports = {b["port"] for rule in route["rules"] for b in rule["backendRefs"]}
+    assert ports == {p["port"] for p in service["spec"]["ports"]}
+    assert overlay.of_kind("Ingress") == [], "the Ingress is an example only"
     hpa = overlay.get("HorizontalPodAutoscaler", "hqstream-gateway")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -358,3 +356,44 @@ def test_hqstream_containers_run_the_hqstream_image_as_uid_10001(
     ]
     writable = {m["mountPath"] for m in c.get("volumeMounts", [])}
     assert "/tmp" in writable
+
+
+PUBLIC = ("/api/realtime/quotes", "/api/realtime/ws", "/", "/dashboard", "/app.js")
+PRIVATE = ("/metrics", "/docs", "/openapi.json", "/redoc", "/healthz", "/readyz")
+
+
+def _routed(rules: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
+    for rule in rules:
+        for match in rule["matches"]:
+            m = match["path"]
+            prefix = m["value"].rstrip("/")
+            if m["type"] == "Exact" and path == m["value"]:
+                return rule
+            if m["type"] == "PathPrefix" and (path == prefix or path.startswith(prefix + "/")):
+                return rule
+    return None
+
+
+def test_only_public_paths_are_routed_and_websockets_do_not_time_out(
+    overlay: Rendered,
+) -> None:
+    rules = overlay.get("HTTPRoute", "hqstream-gateway")["spec"]["rules"]
+    for path in PUBLIC:
+        assert _routed(rules, path) is not None, path
+    for path in PRIVATE:
+        assert _routed(rules, path) is None, path
+    ws = _routed(rules, "/api/realtime/ws")
+    assert ws is not None and ws["timeouts"]["request"] == "0s"
+    rest = _routed(rules, "/api/realtime/quotes")
+    assert rest is not None and rest["timeouts"]["request"] != "0s"
+
+
+def test_the_ingress_example_validates_and_routes_only_public_paths() -> None:
+    import kubernetes_validate
+    import yaml
+
+    (ingress,) = yaml.safe_load_all((K8S_DIR / "examples" / "ingress-nginx.yaml").read_text())
+    kubernetes_validate.validate(ingress, "1.31.0", strict=True)
+    paths = {p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert not paths & set(PRIVATE)
+    assert "/api/realtime" in paths

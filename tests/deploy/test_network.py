@@ -49,6 +49,7 @@ EXPORTER = Pod(
     },
 )
 KAFKA_PORT = 9093  # the only client listener: TLS + SCRAM-SHA-512
+GATEWAY_PROXY = Pod("gateway-proxy", "gateway-system", {"app.kubernetes.io/name": "envoy"})
 INGRESS_NGINX = Pod("ingress-nginx", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 PROMETHEUS = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
 KUBE_DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
@@ -111,12 +112,13 @@ def test_the_namespace_denies_ingress_by_default(overlay: Rendered) -> None:
     assert not net.allowed(STRANGER, KAFKA, KAFKA_PORT)  # only the listener's networkPolicyPeers
 
 
-def test_gateway_is_reached_from_the_ingress_controller_and_prometheus_only(
+def test_gateway_is_reached_from_the_gateway_proxies_and_prometheus_only(
     overlay: Rendered,
 ) -> None:
     net, p = policies(overlay), pods(overlay)
     gateway = p["hqstream-gateway"]
-    assert net.allowed(INGRESS_NGINX, gateway, 8000)
+    assert net.allowed(GATEWAY_PROXY, gateway, 8000)
+    assert not net.allowed(INGRESS_NGINX, gateway, 8000)
     assert net.allowed(PROMETHEUS, gateway, 8000)
     assert not net.allowed(STRANGER, gateway, 8000)
     assert not net.allowed(p["hqstream-producer"], gateway, 8000)
