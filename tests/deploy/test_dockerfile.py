@@ -162,3 +162,15 @@ def test_dockerignore_evaluation_follows_docker_rules() -> None:
     assert not dockerfile.in_context("pkg/__pycache__/mod.pyc", rules)
     assert not dockerfile.in_context("other/mod.py", rules)
     assert not dockerfile.in_context("top.txt", rules)
+
+
+def test_license_file_and_a_setuptools_that_reads_the_license_expression() -> None:
+    from tests.deploy.manifests import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    requires = project["build-system"]["requires"]
+    (setuptools,) = [r for r in requires if r.startswith("setuptools")]
+    minimum = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", setuptools)
+    assert minimum and int(minimum.group(1)) >= 77, setuptools
