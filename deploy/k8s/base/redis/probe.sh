@@ -4,9 +4,10 @@
 #   probe.sh ready     dataset loaded and, on a replica, linked to its master
 #   probe.sh sentinel  the Sentinel answers PING
 set -u
+secrets=${REDIS_SECRETS_DIR:-/etc/redis-secrets}
 cli() {
-  REDISCLI_AUTH="$(cat /etc/redis-secrets/probe)" timeout 3 \
-    redis-cli --no-auth-warning --user probe "$@" 2>&1
+  REDISCLI_AUTH="$(cat "$secrets/probe")" timeout 3 \
+    redis-cli --no-auth-warning --user probe -p "${REDIS_PORT:-6379}" "$@" 2>&1
 }
 case "${1:-}" in
   alive)
@@ -20,7 +21,7 @@ case "${1:-}" in
     fi
     exit 0 ;;
   sentinel)
-    [ "$(cli -p 26379 ping | tr -d '\r')" = PONG ] ;;
+    [ "$(REDIS_PORT=26379 cli ping | tr -d '\r')" = PONG ] ;;
   *)
     echo "usage: probe.sh alive|ready|sentinel" >&2; exit 2 ;;
 esac

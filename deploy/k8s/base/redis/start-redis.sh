@@ -4,8 +4,8 @@
 # master or a replica of the master the Sentinels report. Extra arguments go to
 # redis-server (persistence, memory). Writes its config to /run/redis (memory).
 set -eu
-secrets=/etc/redis-secrets
-conf=/run/redis/redis.conf
+secrets=${REDIS_SECRETS_DIR:-/etc/redis-secrets}
+conf=${REDIS_RUN_DIR:-/run/redis}/redis.conf
 umask 077
 
 sha() { printf %s "$(cat "$secrets/$1")" | sha256sum | cut -d' ' -f1; }
@@ -13,7 +13,7 @@ sha() { printf %s "$(cat "$secrets/$1")" | sha256sum | cut -d' ' -f1; }
 # default is off: every client authenticates as its own user (docs/deploy.md).
 cat > "$conf" <<EOF
 port 6379
-dir /data
+dir ${REDIS_DATA_DIR:-/data}
 user default off
 user admin on #$(sha admin) ~* &* +@all
 user replication on #$(sha replication) +psync +replconf +ping

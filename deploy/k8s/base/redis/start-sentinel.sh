@@ -2,8 +2,8 @@
 # Starts a Sentinel monitoring the master "hq" (quorum 2 of 3). Sentinel
 # rewrites its config on failover: it lives on the pod's memory volume.
 set -eu
-secrets=/etc/redis-secrets
-conf=/run/sentinel/sentinel.conf
+secrets=${REDIS_SECRETS_DIR:-/etc/redis-secrets}
+conf=${SENTINEL_RUN_DIR:-/run/sentinel}/sentinel.conf
 umask 077
 domain="redis-headless.${POD_NAMESPACE}.svc.cluster.local"
 self="$(hostname).$domain"
