@@ -117,9 +117,7 @@ def _bare_producer(
 async def _run_pipeline(
     settings: ReceiverSettings, expected: int
 ) -> tuple[float, float, Receiver, Forwarder]:
-    journal = Journal(
-        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
-    )
+    journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
