@@ -167,6 +167,10 @@ class Forwarder:
     def queue_bytes(self) -> int:
         return self._queue_bytes
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 
