@@ -183,8 +183,7 @@ class Forwarder:
         remaining = self._producer.flush(timeout if self.kafka_up else 1.0)
         if remaining:
             logger.warning("%d record(s) not acked at shutdown: journaling them", remaining)
-            self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.poll(0.5)  # delivers the purge reports -> journal
+            self._purge()  # the purge reports journal them
         self.journal.close()
         self._report()
         del self._producer  # librdkafka closes its connections now, not at interpreter exit

@@ -223,8 +223,12 @@ class Journal:
             if not digits.isdigit():
                 logger.warning("journal %s: ignoring stray file %s", self.directory, p.name)
                 continue
-            with p.open("rb") as fh:
-                version = segment_version(fh.read(_SEGMENT_HEADER.size))
+            try:
+                with p.open("rb") as fh:
+                    version = segment_version(fh.read(_SEGMENT_HEADER.size))
+            except OSError as exc:
+                logger.error("cannot read journal segment %s: %s", p, exc)
+                version = FORMAT_VERSION  # listed; the replay moves it aside if unreadable
             if version > FORMAT_VERSION:
                 aside = p.with_name(f"{p.name}.v{version}")
                 p.rename(aside)
@@ -245,7 +249,11 @@ class Journal:
         """Cut a partial last record off the newest segment of the previous run; keep its
         bytes as corrupt records (in a new segment) so they still reach the DLQ."""
         path = self._path(seq)
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # the replay moves it aside if it stays unreadable
+            logger.error("cannot read journal segment %s: %s", path, exc)
+            return
         if segment_version(data[: _SEGMENT_HEADER.size]) != FORMAT_VERSION:
             return
         last: tuple[int, int, JournalRecord | None] | None = None
