@@ -622,3 +622,50 @@ def broker_pause(
         note=f"pause -> first record in the journal: {handoff:.1f}s; "
         f"journaled {forwarder.journal.records_written}",
     )
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def journal_faults_bench(
+    pause_s: float = 20.0, delivery_timeout_s: float = 10.0, rate: int = 2000
+) -> list[FaultResult]:
+    """Every check above against a broker of its own; prints one markdown table."""
+    import tempfile
+
+    from rich.console import Console
+
+    from hqstream.bench.common import machine
+
+    console = Console()
+    console.print(f"[bold]bench journal-faults[/]; machine: {machine()}")
+    rows: list[FaultResult] = []
+    with tempfile.TemporaryDirectory(prefix="hqfaults-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = LocalKafka(tmp / "broker")
+        broker.start()
+        try:
+            rows.append(journal_corruption(broker.bootstrap, tmp / "corrupt"))
+            rows.append(disk_full(tmp / "enospc"))
+            with small_disk(tmp) as mnt:
+                if mnt is not None:
+                    rows.append(disk_full(tmp / "tmpfs", journal_dir=mnt))
+            rows.append(
+                broker_pause(
+                    broker, tmp / "pause", rate, pause_s, delivery_timeout_s=delivery_timeout_s
+                )
+            )
+            rows.append(receiver_kill_while_spooling(broker, tmp / "kill"))
+        finally:
+            broker.stop()
+    console.print(
+        "\n| fault | sent | in Kafka | lost | dup | out of order | dropped (counted) "
+        "| seconds | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    for r in rows:
+        console.print(
+            f"| {r.fault} | {r.sent:,} | {r.in_kafka:,} | {r.lost} | {r.duplicated} | "
+            f"{r.out_of_order} | {r.dropped_counted:,} | {r.seconds:.1f} | {r.note} |"
+        )
+    console.print(f"load average after the run: {os.getloadavg()[0]:.2f}")
+    return rows
