@@ -254,6 +254,7 @@ def receiver_kill_while_spooling(broker: LocalKafka, work: Path, lines: int = 60
     more arrive; restarted, it journals ``lines`` more; the broker comes back. Every line
     it had accepted (journaled) must be in Kafka, in order per key; of the lines that
     arrived around the kill only a tail may be missing (never accepted), never a hole."""
+    work.mkdir(parents=True, exist_ok=True)
     raw, dead = create_topics(broker.bootstrap)
     broker.kill()
     token = secrets.token_urlsafe(12)
@@ -353,6 +354,7 @@ def receiver_kill_while_spooling(broker: LocalKafka, work: Path, lines: int = 60
 def journal_corruption(bootstrap: str, work: Path, lines: int = 3000) -> FaultResult:
     """A journal with a flipped kind byte, a corrupt length and a torn tail, replayed by
     a forwarder to a live broker."""
+    work.mkdir(parents=True, exist_ok=True)
     raw, dead = create_topics(bootstrap)
     directory = work / "journal-corrupt"
     journal = Journal(directory, 1 << 30, 64 * 1024)
@@ -544,6 +546,7 @@ def broker_pause(
     """A steady feed of ``rate`` lines/s; the broker is SIGSTOPped for ``pause_s``.
     ``seconds``: pause -> first record in the journal. Then every line must be in Kafka,
     in order per key."""
+    work.mkdir(parents=True, exist_ok=True)
     raw, dead = create_topics(broker.bootstrap)
     token = secrets.token_urlsafe(12)
     feed = LineFeed(token)
@@ -639,33 +642,38 @@ def journal_faults_bench(
 
     console = Console()
     console.print(f"[bold]bench journal-faults[/]; machine: {machine()}")
+    print(  # plain print: a markdown table must not be wrapped at the terminal width
+        "\n| fault | sent | in Kafka | lost | dup | out of order | dropped (counted) "
+        "| seconds | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        flush=True,
+    )
     rows: list[FaultResult] = []
+
+    def add(r: FaultResult) -> None:
+        rows.append(r)
+        print(
+            f"| {r.fault} | {r.sent:,} | {r.in_kafka:,} | {r.lost} | {r.duplicated} | "
+            f"{r.out_of_order} | {r.dropped_counted:,} | {r.seconds:.1f} | {r.note} |",
+            flush=True,
+        )
+
     with tempfile.TemporaryDirectory(prefix="hqfaults-") as tmp_name:
         tmp = Path(tmp_name)
         broker = LocalKafka(tmp / "broker")
         broker.start()
         try:
-            rows.append(journal_corruption(broker.bootstrap, tmp / "corrupt"))
-            rows.append(disk_full(tmp / "enospc"))
+            add(journal_corruption(broker.bootstrap, tmp / "corrupt"))
+            add(disk_full(tmp / "enospc"))
             with small_disk(tmp) as mnt:
                 if mnt is not None:
-                    rows.append(disk_full(tmp / "tmpfs", journal_dir=mnt))
-            rows.append(
+                    add(disk_full(tmp / "tmpfs", journal_dir=mnt))
+            add(
                 broker_pause(
                     broker, tmp / "pause", rate, pause_s, delivery_timeout_s=delivery_timeout_s
                 )
             )
-            rows.append(receiver_kill_while_spooling(broker, tmp / "kill"))
+            add(receiver_kill_while_spooling(broker, tmp / "kill"))
         finally:
             broker.stop()
-    console.print(
-        "\n| fault | sent | in Kafka | lost | dup | out of order | dropped (counted) "
-        "| seconds | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
-    )
-    for r in rows:
-        console.print(
-            f"| {r.fault} | {r.sent:,} | {r.in_kafka:,} | {r.lost} | {r.duplicated} | "
-            f"{r.out_of_order} | {r.dropped_counted:,} | {r.seconds:.1f} | {r.note} |"
-        )
     console.print(f"load average after the run: {os.getloadavg()[0]:.2f}")
     return rows
