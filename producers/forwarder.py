@@ -79,6 +79,38 @@ _FORMAT: Final = {
 _Item = tuple[int, list[bytes]] | JournalRecord
 
 
+class _Batch:
+    """The delivery callback of one batch produced directly: it knows the batch's place
+    in arrival order and, should records fail, each one's place in the batch.
+
+    librdkafka's delivery reports of a purge do not come in produce order (observed:
+    the newest queued batch first), so failed records are sorted by (batch, position)
+    before they are journaled. Holds the batch's lines while any of them is in flight.
+    """
+
+    __slots__ = ("_forwarder", "_lines", "_positions", "seq")
+
+    def __init__(self, forwarder: Forwarder, seq: int, lines: list[bytes]) -> None:
+        self._forwarder = forwarder
+        self.seq = seq
+        self._lines = lines
+        self._positions: dict[bytes, list[int]] | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self._forwarder._on_delivery(err, msg, self)
+
+    def position(self, value: bytes) -> int:
+        """Where ``value`` is in the batch (equal lines get their places in turn)."""
+        if self._positions is None:
+            self._positions = {}
+            for i, line in enumerate(self._lines):
+                self._positions.setdefault(line, []).append(i)
+            for indices in self._positions.values():
+                indices.reverse()
+        places = self._positions.get(value)
+        return places.pop() if places else len(self._lines)
+
+
 def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
     """Idempotent, acks=all, compressed, batched; murmur2 like the Java client."""
     return {
@@ -135,6 +167,8 @@ class Forwarder:
         self._reported_acked: collections.Counter[str] = collections.Counter()
         self._ack_seq = 0
         self._purge_pending = False
+        self._batch_seq = 0
+        self._failed: list[tuple[tuple[int, int], JournalRecord]] = []
         self._replaying = False
         self._replay_failed = False
         self._drop_lock = threading.Lock()
@@ -183,7 +217,8 @@ class Forwarder:
         remaining = self._producer.flush(timeout if self.kafka_up else 1.0)
         if remaining:
             logger.warning("%d record(s) not acked at shutdown: journaling them", remaining)
-            self._purge()  # the purge reports journal them
+            self._purge()
+        self._journal_failed()
         self.journal.close()
         self._report()
         del self._producer  # librdkafka closes its connections now, not at interpreter exit
@@ -202,6 +237,8 @@ class Forwarder:
                     # Shutting down: journal what librdkafka holds, then the newer records.
                     self._purge()
                     holding = False
+                if not holding:
+                    self._journal_failed()
                 items = [] if holding else self._take(0.05)
                 self._route_all(items)
                 self._producer.poll(0.05 if holding else 0)
@@ -224,6 +261,19 @@ class Forwarder:
         """While spooling, new records wait in memory until librdkafka holds none of the
         older ones (acked, or failed and journaled), so the journal stays in order."""
         return self.spooling and not self._replaying and len(self._producer) > 0
+
+    def _journal_failed(self) -> None:
+        """Journal the records Kafka did not take, in arrival order, once librdkafka has
+        reported on all of them (before any newer record is journaled)."""
+        if self._failed:
+            self._failed.sort(key=lambda pair: pair[0])
+            records = [rec for _, rec in self._failed]
+            self._failed = []
+            self._spool(records)
+
+    def _next_batch(self, lines: list[bytes]) -> _Batch:
+        self._batch_seq += 1
+        return _Batch(self, self._batch_seq, lines)
 
     def _purge(self) -> None:
         """Fail everything still in librdkafka now (its delivery reports journal it, in
@@ -267,7 +317,7 @@ class Forwarder:
         if isinstance(item, JournalRecord):
             if self.spooling:
                 self._spool([item])
-            elif not self._produce_record(item):
+            elif not self._produce_record(item, self._next_batch([item.payload])):
                 self._start_spooling("producer queue full")
                 return item
             return None
@@ -278,6 +328,7 @@ class Forwarder:
         ts = str(receive_ts).encode()
         produce = self._producer.produce
         raw_topic = self.settings.raw_topic
+        batch = self._next_batch(lines)
         for i, line in enumerate(lines):
             kind = RecordKind.BSE_JSON if line[:1] == b"{" else RecordKind.SSE_SZSE
             try:
@@ -290,6 +341,7 @@ class Forwarder:
                         (topics.H_RECEIVE_TS, ts),
                         (topics.H_SOURCE, self._source),
                     ],
+                    on_delivery=batch,
                 )
             except BufferError:
                 self._start_spooling("producer queue full")
@@ -308,12 +360,14 @@ class Forwarder:
             for line in lines
         ]
 
-    def _produce_record(self, rec: JournalRecord) -> bool:
-        """Produce one journaled/DLQ record; False when the producer queue is full."""
+    def _produce_record(self, rec: JournalRecord, batch: _Batch | None = None) -> bool:
+        """Produce one journaled/DLQ record; False when the producer queue is full.
+        ``batch``: produced directly (not replayed), with its place in arrival order."""
         ts = str(rec.receive_ts).encode()
+        cb: dict[str, Any] = {} if batch is None else {"on_delivery": batch}
         try:
             if rec.kind not in _FORMAT and rec.kind != RecordKind.DLQ:
-                self._produce_corrupt(rec, ts)
+                self._produce_corrupt(rec, ts, cb)
             elif rec.kind == RecordKind.DLQ:
                 reason = _CAUSE_REASON.get(rec.reason, "line_too_long")
                 detail = (
@@ -324,6 +378,7 @@ class Forwarder:
                 self._producer.produce(
                     self.settings.dlq_topic,
                     value=rec.payload,
+                    **cb,
                     headers=[
                         (dlq.REASON, reason.encode()),
                         (dlq.DETAIL, detail.encode()),
@@ -338,6 +393,7 @@ class Forwarder:
                 self._producer.produce(
                     self.settings.raw_topic,
                     value=rec.payload,
+                    **cb,
                     key=code_of(
                         rec.payload, "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"
                     ),
@@ -351,7 +407,7 @@ class Forwarder:
             return False
         return True
 
-    def _produce_corrupt(self, rec: JournalRecord, ts: bytes) -> None:
+    def _produce_corrupt(self, rec: JournalRecord, ts: bytes, cb: dict[str, Any]) -> None:
         """Journal bytes that failed their CRC/framing (or a kind this version does not
         know) go to the DLQ as ``journal_corrupt``, unchanged."""
         if rec.kind == RecordKind.JOURNAL_CORRUPT:
@@ -368,6 +424,7 @@ class Forwarder:
         self._producer.produce(
             self.settings.dlq_topic,
             value=rec.payload,
+            **cb,
             headers=[
                 (dlq.REASON, b"journal_corrupt"),
                 (dlq.DETAIL, detail.encode()),
@@ -513,7 +570,9 @@ class Forwarder:
         else:
             logger.warning("Kafka producer error: %s", err.str())
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(
+        self, err: KafkaError | None, msg: Message, batch: _Batch | None = None
+    ) -> None:
         if err is None:
             self._acked[msg.topic() or ""] += 1
             self.kafka_up = True
@@ -528,7 +587,7 @@ class Forwarder:
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:
             self.kafka_up = False
-        if self._replaying:
+        if batch is None and self._replaying:
             # A replayed record: its segment is still on disk and is replayed again from
             # the start; fail the rest of this replay so nothing after it is delivered.
             if not self._replay_failed:
@@ -536,7 +595,9 @@ class Forwarder:
                 self._purge_pending = True
             return
         self._start_spooling(f"delivery failed: {err.str()}", purge=not purged)
-        self._spool([self._record_of(msg)])
+        rec = self._record_of(msg)
+        place = (batch.seq, batch.position(rec.payload)) if batch else (self._batch_seq + 1, 0)
+        self._failed.append((place, rec))  # journaled, sorted, once librdkafka is empty
 
     def _record_of(self, msg: Message) -> JournalRecord:
         """The journal record of a message Kafka did not take."""

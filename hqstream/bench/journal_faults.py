@@ -232,14 +232,16 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _receiver_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _receiver_process(
+    env: dict[str, str], log: Path, root: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hqstream.cli", "produce"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=root,  # `python -m` puts the cwd first on sys.path: this tree's code runs
         )
     try:
         yield proc
@@ -249,11 +251,15 @@ def _receiver_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Pop
         proc.wait(30)
 
 
-def receiver_kill_while_spooling(broker: LocalKafka, work: Path, lines: int = 6000) -> FaultResult:
+def receiver_kill_while_spooling(
+    broker: LocalKafka, work: Path, lines: int = 6000, receiver_root: Path = ROOT
+) -> FaultResult:
     """Broker down; the receiver journals ``lines`` lines and is SIGKILLed mid-stream while
     more arrive; restarted, it journals ``lines`` more; the broker comes back. Every line
     it had accepted (journaled) must be in Kafka, in order per key; of the lines that
-    arrived around the kill only a tail may be missing (never accepted), never a hole."""
+    arrived around the kill only a tail may be missing (never accepted), never a hole.
+    ``receiver_root``: the source tree the receiver runs from (another checkout, to
+    compare)."""
     work.mkdir(parents=True, exist_ok=True)
     raw, dead = create_topics(broker.bootstrap)
     broker.kill()
@@ -285,7 +291,7 @@ def receiver_kill_while_spooling(broker: LocalKafka, work: Path, lines: int = 60
         return out
 
     try:
-        with _receiver_process(env, work / "receiver-1.log") as first:
+        with _receiver_process(env, work / "receiver-1.log", receiver_root) as first:
             feed.wait_client()
             for _ in range(lines // 200):
                 chunk = batch(200)
@@ -310,7 +316,7 @@ def receiver_kill_while_spooling(broker: LocalKafka, work: Path, lines: int = 60
             first.wait(10)
             stop.set()
             pumper.join(10)
-        with _receiver_process(env, work / "receiver-2.log"):
+        with _receiver_process(env, work / "receiver-2.log", receiver_root):
             feed.wait_client()
             later: list[bytes] = []
             for _ in range(lines // 200):
