@@ -126,6 +126,20 @@ class LineFeed:
             return False
         return True
 
+    def drop_client(self) -> None:
+        """Forget the current connection (its receiver is gone); the next one is awaited."""
+        conn, self._conn = self._conn, None
+        self._connected.clear()
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def send_surely(self, lines: list[bytes], timeout: float = 30) -> None:
+        """Send, waiting for a receiver to (re)connect first if there is none."""
+        deadline = time.monotonic() + timeout
+        while not self.send(lines):
+            self.wait_client(max(0.1, deadline - time.monotonic()))
+
     def close(self) -> None:
         self._closed = True
         with contextlib.suppress(OSError):
@@ -295,7 +309,7 @@ def receiver_kill_while_spooling(
             feed.wait_client()
             for _ in range(lines // 200):
                 chunk = batch(200)
-                feed.send(chunk)
+                feed.send_surely(chunk)
                 accepted.extend(chunk)
             _wait(lambda: _metric(port, "hq_receiver_journaled_total") >= len(accepted), 60,
                   "the first lines to be journaled")  # fmt: skip
@@ -316,12 +330,13 @@ def receiver_kill_while_spooling(
             first.wait(10)
             stop.set()
             pumper.join(10)
+            feed.drop_client()
         with _receiver_process(env, work / "receiver-2.log", receiver_root):
             feed.wait_client()
             later: list[bytes] = []
             for _ in range(lines // 200):
                 chunk = batch(200)
-                feed.send(chunk)
+                feed.send_surely(chunk)
                 later.extend(chunk)
             _wait(lambda: _metric(port, "hq_receiver_journaled_total") >= len(later), 60,
                   "the lines after the restart to be journaled")  # fmt: skip
