@@ -563,7 +563,8 @@ class Forwarder:
         elif err.code() == KafkaError._TRANSPORT:
             # One connection dropped: librdkafka retries (idempotently) on its own;
             # records it cannot deliver in time fail into the journal.
-            logger.warning("Kafka connection problem (%s)", err.str())
+            if self.kafka_up:
+                logger.warning("Kafka connection problem (%s)", err.str())
         elif err.fatal():
             logger.critical("fatal Kafka producer error: %s", err.str())
             self.failure = KafkaException(err)
