@@ -38,6 +38,7 @@ class _Figures:
     spool_s: float = 0.0
     journal_bytes: int = 0
     fsyncs: int = 0
+    fsync_s: float = 0.0
     broker_start_s: float = 0.0
     drain_s: float = 0.0
     dropped: int = 0
@@ -68,6 +69,7 @@ async def _spool_then_drain(
         fig.spool_s = time.perf_counter() - first
         fig.journal_bytes = journal.size_bytes
         fig.fsyncs = journal.fsyncs
+        fig.fsync_s = journal.fsync_seconds
         fig.dropped = forwarder.dropped
         console.print(f"spooled {expected:,} lines in {fig.spool_s:.1f}s; starting the broker ...")
         started = time.perf_counter()
@@ -134,7 +136,11 @@ def outage_bench(stocks: int, snapshots: int, partitions: int, fsync_ms: int | N
         f"| spooled to the journal (broker down) | **{expected / fig.spool_s:,.0f} lines/s** "
         f"({fig.spool_s:.1f} s, {fig.journal_bytes / 1e6:.0f} MB) |"
     )
-    console.print(f"| fdatasync calls while spooling | {fig.fsyncs:,} |")
+    console.print(
+        f"| fdatasync while spooling | {fig.fsyncs:,} calls, {fig.fsync_s:.2f} s in all "
+        f"({fig.fsync_s / max(1, fig.fsyncs) * 1000:.1f} ms each, "
+        f"{fig.fsync_s / fig.spool_s:.0%} of the spool time) |"
+    )
     console.print(f"| broker start | {fig.broker_start_s:.1f} s |")
     console.print(
         f"| drained to Kafka (replay) | **{expected / fig.drain_s:,.0f} lines/s** "
