@@ -127,27 +127,27 @@ def outage_bench(stocks: int, snapshots: int, partitions: int, fsync_ms: int | N
             load = os.getloadavg()[0]
         finally:
             broker.stop()
-    console.print()
-    console.print("| measure | value |\n|---|---|")
-    console.print(f"| lines sent by the simulator | {len(sent):,} |")
-    console.print(f"| lines in hq.ticks.raw | {sum(got.values()):,} |")
-    console.print(f"| lost / duplicated | {lost} / {dup} |")
-    console.print(
+    print()  # plain print: table rows must not wrap at the terminal width
+    print("| measure | value |\n|---|---|")
+    print(f"| lines sent by the simulator | {len(sent):,} |")
+    print(f"| lines in hq.ticks.raw | {sum(got.values()):,} |")
+    print(f"| lost / duplicated | {lost} / {dup} |")
+    print(
         f"| spooled to the journal (broker down) | **{expected / fig.spool_s:,.0f} lines/s** "
         f"({fig.spool_s:.1f} s, {fig.journal_bytes / 1e6:.0f} MB) |"
     )
-    console.print(
+    print(
         f"| fdatasync while spooling | {fig.fsyncs:,} calls, {fig.fsync_s:.2f} s in all "
         f"({fig.fsync_s / max(1, fig.fsyncs) * 1000:.1f} ms each, "
         f"{fig.fsync_s / fig.spool_s:.0%} of the spool time) |"
     )
-    console.print(f"| broker start | {fig.broker_start_s:.1f} s |")
-    console.print(
+    print(f"| broker start | {fig.broker_start_s:.1f} s |")
+    print(
         f"| drained to Kafka (replay) | **{expected / fig.drain_s:,.0f} lines/s** "
         f"({fig.drain_s:.1f} s) |"
     )
-    console.print(f"| dead-lettered / dropped | {fig.dlq} / {fig.dropped} |")
-    console.print(f"| load average after the run | {load:.2f} |")
+    print(f"| dead-lettered / dropped | {fig.dlq} / {fig.dropped} |")
+    print(f"| load average after the run | {load:.2f} |")
     if lost or dup or fig.dropped:
         raise typer.Exit(1)
 
