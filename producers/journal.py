@@ -232,7 +232,10 @@ class Journal:
                 version = FORMAT_VERSION  # listed; the replay moves it aside if unreadable
             if version > FORMAT_VERSION:
                 aside = p.with_name(f"{p.name}.v{version}")
-                p.rename(aside)
+                try:
+                    p.rename(aside)
+                except OSError as exc:
+                    logger.error("cannot move %s aside: %s", p, exc)
                 logger.error(
                     "journal segment %s has format version %d; this receiver reads 1-%d. "
                     "Moved aside to %s, not replayed and not deleted: replay it with a newer "
@@ -279,12 +282,16 @@ class Journal:
             return
         self._corrupt_seen.add((seq, start))
         self._count_corrupt(len(tail))
-        fd = os.open(path, os.O_WRONLY)
         try:
-            os.ftruncate(fd, start)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # the reader skips the tail again (not counted twice)
+            logger.error("cannot cut the torn tail off %s: %s", path, exc)
+            return
         self._size -= len(tail)
 
     def _path(self, seq: int) -> Path:
