@@ -182,7 +182,7 @@ def simulator(tmp: Path, stocks: int, snapshots: int) -> Iterator[tuple[int, str
             stderr=sim_log,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # pre-rendering 5,000 stocks on a loaded machine
         while not port_open(port):
             if time.monotonic() > deadline or sim.poll() is not None:
                 raise RuntimeError(f"simulator did not start: {(tmp / 'sim.log').read_text()}")
