@@ -502,6 +502,7 @@ class Forwarder:
             return
         if len(self._producer):
             return  # earlier records still in flight: keep order, wait for them
+        self._journal_failed()  # librdkafka is empty: every failure is known, journal it first
         self.kafka_up = True
         while self.spooling and not self._stopping:
             seq = self.journal.oldest_segment()
