@@ -10,39 +10,41 @@
   records reach the journal, then every line in Kafka, in order per key.
 
 Used by the tests (tests/producers/test_journal_faults.py) and by
-``hqstream bench journal-faults``. Loopback only; every process it starts it stops.
+``hqstream bench journal-faults``; the feed stand-in and the tally live in
+hqstream/bench/fault_plumbing.py. Loopback only; every process it starts it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import errno
-import itertools
 import logging
 import os
-import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
+from hqstream.bench.fault_plumbing import (
+    LineFeed,
+    create_topics,
+    metric,
+    quote_line,
+    read_topic,
+    tally,
+    wait_for,
+)
 from hqstream.local_runner import ROOT, LocalKafka, free_port
-from producers import protocol
 from producers.forwarder import Forwarder
 from producers.journal import Journal, JournalRecord, encode_record
 from producers.receiver import Receiver
@@ -66,180 +68,6 @@ class FaultResult:
     dlq: int = 0
     seconds: float = 0.0
     note: str = ""
-
-
-# -- plumbing -------------------------------------------------------------------------
-
-
-def quote_line(seq: int, stocks: int = 200) -> bytes:
-    """A `$` line keyed by one of ``stocks`` codes that carries a global sequence number."""
-    code = 600000 + seq % stocks
-    return f"sh{code}$s{seq:010d}$10.00$10.01$9.99$10.02$123400$1234567.00$x".encode()
-
-
-def _seq_of(line: bytes) -> int:
-    return int(line.split(b"$", 2)[1][1:])
-
-
-class LineFeed:
-    """A vendor stand-in on loopback: the auth handshake, then whatever lines it is given."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self._conn: socket.socket | None = None
-        self._connected = threading.Event()
-        self._closed = False
-        threading.Thread(target=self._accept, name="line-feed", daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                line = conn.makefile("rb").readline()
-                ok = protocol.parse_auth_request(line.strip()) == self.token
-                conn.sendall(protocol.auth_ok() if ok else protocol.auth_rejected())
-            except (OSError, protocol.ProtocolError):
-                conn.close()
-                continue
-            self._conn = conn
-            self._connected.set()
-
-    def wait_client(self, timeout: float = 30) -> None:
-        if not self._connected.wait(timeout):
-            raise TimeoutError("the receiver did not connect to the feed")
-
-    def send(self, lines: list[bytes]) -> bool:
-        """True when the lines were handed to the socket; False when no receiver is there."""
-        conn = self._conn
-        if conn is None:
-            return False
-        try:
-            conn.sendall(b"".join(line + b"\n" for line in lines))
-        except OSError:
-            self._conn = None
-            self._connected.clear()
-            return False
-        return True
-
-    def drop_client(self) -> None:
-        """Forget the current connection (its receiver is gone); the next one is awaited."""
-        conn, self._conn = self._conn, None
-        self._connected.clear()
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def send_surely(self, lines: list[bytes], timeout: float = 30) -> None:
-        """Send, waiting for a receiver to (re)connect first if there is none."""
-        deadline = time.monotonic() + timeout
-        while not self.send(lines):
-            self.wait_client(max(0.1, deadline - time.monotonic()))
-
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._server.close()
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-
-
-def create_topics(bootstrap: str, partitions: int = 6) -> tuple[str, str]:
-    raw, dead = f"faults.raw.{uuid.uuid4().hex[:8]}", f"faults.dlq.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(raw, partitions, 1), NewTopic(dead, 1, 1)])
-    for fut in futures.values():
-        fut.result(30)
-    return raw, dead
-
-
-def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list[Message]:
-    """Every record of ``topic`` up to its end offsets, partition by partition."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"faults-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        out: list[Message] = []
-        done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + timeout
-        while len(done) < len(parts) and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, timeout=0.5):
-                if msg.error() is not None:
-                    continue
-                out.append(msg)
-                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                    done.add(msg.partition() or 0)
-        return out
-    finally:
-        consumer.close()
-
-
-@dataclass(frozen=True)
-class Tally:
-    lost: int
-    duplicated: int
-    out_of_order: int
-
-
-def tally(
-    expected: list[bytes], got: list[bytes], optional: frozenset[bytes] = frozenset()
-) -> Tally:
-    """Compare lines read from Kafka (in partition order) with the lines expected.
-
-    ``lost``: expected lines missing. ``duplicated``: extra copies. ``out_of_order``:
-    per key (the code), lines whose first copy comes after a later-sent line's.
-    ``optional`` lines may or may not be there (sent while the receiver died).
-    """
-    counts = collections.Counter(got)
-    want = set(expected)
-    lost = sum(1 for line in want if counts[line] == 0)
-    duplicated = sum(n - 1 for n in counts.values() if n > 1)
-    by_key: dict[bytes, list[int]] = collections.defaultdict(list)
-    seen: set[bytes] = set()
-    for line in got:
-        if line in seen or (line not in want and line not in optional):
-            continue
-        seen.add(line)
-        by_key[line[2:8]].append(_seq_of(line))
-    out_of_order = sum(
-        sum(1 for a, b in itertools.pairwise(seqs) if b < a) for seqs in by_key.values()
-    )
-    return Tally(lost, duplicated, out_of_order)
-
-
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return -1.0
-    total = 0.0
-    for m in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.M):
-        total += float(m.group(1))
-    return total
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- 1. SIGKILL of the receiver while it spools ------------------------------------------
@@ -311,7 +139,7 @@ def receiver_kill_while_spooling(
                 chunk = batch(200)
                 feed.send_surely(chunk)
                 accepted.extend(chunk)
-            _wait(lambda: _metric(port, "hq_receiver_journaled_total") >= len(accepted), 60,
+            wait_for(lambda: metric(port, "hq_receiver_journaled_total") >= len(accepted), 60,
                   "the first lines to be journaled")  # fmt: skip
             stop = threading.Event()
 
@@ -338,14 +166,14 @@ def receiver_kill_while_spooling(
                 chunk = batch(200)
                 feed.send_surely(chunk)
                 later.extend(chunk)
-            _wait(lambda: _metric(port, "hq_receiver_journaled_total") >= len(later), 60,
+            wait_for(lambda: metric(port, "hq_receiver_journaled_total") >= len(later), 60,
                   "the lines after the restart to be journaled")  # fmt: skip
             accepted.extend(later)
             broker.restart()
-            _wait(
+            wait_for(
                 lambda: (
-                    _metric(port, "hq_receiver_journal_bytes") == 0
-                    and _metric(port, "hq_receiver_kafka_up") == 1
+                    metric(port, "hq_receiver_journal_bytes") == 0
+                    and metric(port, "hq_receiver_kafka_up") == 1
                 ),
                 180,
                 "the journal to be replayed",
@@ -410,7 +238,7 @@ def journal_corruption(bootstrap: str, work: Path, lines: int = 3000) -> FaultRe
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     try:
-        _wait(lambda: not forwarder.spooling or forwarder.failure is not None, 120, "replay")
+        wait_for(lambda: not forwarder.spooling or forwarder.failure is not None, 120, "replay")
     finally:
         forwarder.stop()
     if forwarder.failure is not None:
@@ -487,7 +315,7 @@ def disk_full(work: Path, journal_dir: Path | None = None, lines: int = 30_000) 
         for i in range(0, lines, 100):
             forwarder.submit(1_700_000_000_000, [quote_line(j) for j in range(i, i + 100)])
             time.sleep(0.001)
-        _wait(
+        wait_for(
             lambda: (
                 forwarder.queue_bytes == 0
                 and forwarder.journal.records_written + forwarder.dropped >= lines
