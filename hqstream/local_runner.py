@@ -243,6 +243,13 @@ class LocalRedis:
         _terminate(self.proc, "redis", grace=5)
         self.proc = None
 
+    def kill(self) -> None:
+        """Hard-kill Redis (fault tests; nothing is saved); :meth:`start` brings it back empty."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
 
 def _terminate(proc: subprocess.Popen[bytes] | None, what: str, grace: float) -> None:
     if proc is None or proc.poll() is not None:
