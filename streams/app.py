@@ -160,7 +160,7 @@ def create_app(
         producer_acks=-1,
         logging_config=None,
         # failover in seconds, not faust's 60 s session + 60 s rebalance defaults
-        # (docs/streams.md#failover)
+        # (docs/architecture.md, "Failover")
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,

@@ -93,7 +93,7 @@ class StreamsSettings(CommonSettings):
         description="Kafka producer of the faust worker's outputs: confluent | faust",
     )
     datadir: str = Field(".run/streams", validation_alias=_env("datadir"))
-    # -- group membership and failover (docs/streams.md#failover) -------------
+    # -- group membership and failover (docs/architecture.md, "Failover") --------
     session_timeout_s: float = Field(
         6.0,
         ge=1,
