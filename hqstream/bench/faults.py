@@ -54,12 +54,16 @@ POLL_S = 0.5
 
 @dataclass(frozen=True)
 class Scenario:
-    """One row: ``inject`` the fault, hold it, ``clear`` it (``None``: it ends when injected)."""
+    """One row: ``inject`` the fault, hold it, ``clear`` it (``None``: it ends when injected).
+
+    ``after`` runs once recovery was measured (a replacement joining later).
+    """
 
     name: str
     title: str
     inject: Callable[[FaultRig], None]
     clear: Callable[[FaultRig], None] | None = None
+    after: Callable[[FaultRig], None] | None = None
     default: bool = True  # run without --only
 
 
@@ -111,7 +115,22 @@ register(
     )
 )
 register(Scenario("none", "no fault (the measurement's floor)", lambda rig: None, default=False))
-register(Scenario("worker-kill", "stream worker SIGKILL, replacement started", _replace_worker))
+register(
+    Scenario(
+        "worker-kill",
+        "stream worker SIGKILL (replacement started after recovery)",
+        lambda rig: rig.kill(WORKERS[0]),
+        after=lambda rig: rig.start_again(WORKERS[0]),
+    )
+)
+register(
+    Scenario(
+        "worker-kill-replaced",
+        "stream worker SIGKILL, replacement started at once",
+        _replace_worker,
+        default=False,
+    )
+)
 register(
     Scenario(
         "worker-kill-broker-down",
@@ -372,6 +391,9 @@ def run_scenario(
             + "; recovered after "
             + (f"{recovered:.1f}s" if recovered is not None else f"NOT within {recover_timeout}s")
         )
+        if scenario.after is not None:
+            progress.say("after the fault: restoring the pipeline")
+            scenario.after(rig)
         _hold(rig, seconds / 2, progress, "normal")
         rig.stop_child("simulate")
         progress.say("feed stopped; draining")
