@@ -209,6 +209,17 @@ class FaultRig:
                 self._consumer.close()
             self._consumer = None
 
+    def delete_topics(self) -> None:
+        """Delete this scenario's topics: a broker restarted after SIGKILL recovers
+        every partition's log, so leftovers would slow the next scenario's restart."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.stack.kafka.bootstrap, "logger": _QUIET})
+        names = [self.prefix + spec.name for spec in topic_specs(self.partitions)]
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+
     # -- live figures -------------------------------------------------------------
 
     def _offsets_consumer(self) -> Consumer:

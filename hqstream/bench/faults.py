@@ -420,6 +420,7 @@ def run_scenario(
             stack.kafka.restart()
         if stack.redis.proc is None or stack.redis.proc.poll() is not None:
             stack.redis.start()
+        rig.delete_topics()
     return Row(scenario, counts, resumed, recovered, with_restarts, error)
 
 
