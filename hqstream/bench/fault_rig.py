@@ -214,7 +214,8 @@ class FaultRig:
         every partition's log, so leftovers would slow the next scenario's restart."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.stack.kafka.bootstrap, "logger": _QUIET})
+        config: dict[str, Any] = {"bootstrap.servers": self.stack.kafka.bootstrap, "logger": _QUIET}
+        admin = AdminClient(config)
         names = [self.prefix + spec.name for spec in topic_specs(self.partitions)]
         for future in admin.delete_topics(names, operation_timeout=30).values():
             with contextlib.suppress(Exception):
