@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from hqstream.bench.e2e import e2e_bench
+from hqstream.bench.failover import failover_bench
 from hqstream.bench.faults import faults_bench
 from hqstream.bench.gateway_bench import fanout_bench, latency_bench
 from hqstream.bench.ingest import ingest
@@ -17,3 +18,4 @@ bench_app.command("gateway-latency")(latency_bench)
 bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
 bench_app.command("faults")(faults_bench)
+bench_app.command("failover")(failover_bench)
