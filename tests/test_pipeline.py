@@ -104,11 +104,12 @@ def test_every_tick_is_accounted_for_end_to_end(
         # Subscribe before the feed starts: the client must see the first ticks.
         watched = ("000001", "600519")
         messages: list[dict[str, object]] = []
+        subscribed, stop = threading.Event(), threading.Event()
         client = threading.Thread(
-            target=lambda: messages.extend(asyncio.run(_watch(gw_port, watched, seconds=40)))
+            target=lambda: asyncio.run(_watch(gw_port, watched, messages, subscribed, stop))
         )
         client.start()
-        time.sleep(1.0)
+        wait_until(subscribed.is_set, 30, "the WebSocket client's subscriptions")
         with (
             process(
                 "simulate",
@@ -163,6 +164,10 @@ def test_every_tick_is_accounted_for_end_to_end(
                 60,
                 "Redis to hold the newest quote of every stock",
             )
+            wait_until(
+                lambda: any(m["type"] == "quotes" for m in messages), 30, "live quotes pushed"
+            )
+        stop.set()
         client.join(60)
 
     kinds = [m["type"] for m in messages]
@@ -189,16 +194,23 @@ def _stored_ts(r: redis.Redis, code: str) -> int:
     return int(value) if value else 0
 
 
-async def _watch(port: int, codes: tuple[str, ...], seconds: float) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+async def _watch(
+    port: int,
+    codes: tuple[str, ...],
+    out: list[dict[str, object]],
+    subscribed: threading.Event,
+    stop: threading.Event,
+) -> None:
+    """Subscribes to ``codes``, sets ``subscribed`` once every snapshot is in, then
+    collects messages into ``out`` until ``stop``."""
     async with websockets.connect(f"ws://127.0.0.1:{port}/api/realtime/ws") as ws:
         for code in codes:
             await ws.send(orjson.dumps({"type": "subscribe_stock", "stock_code": code}).decode())
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while not stop.is_set():
             try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=1)
+                raw = await asyncio.wait_for(ws.recv(), timeout=0.2)
             except TimeoutError:
                 continue
             out.append(orjson.loads(raw))
-    return out
+            if sum(1 for m in out if m["type"] == "snapshot") == len(codes):
+                subscribed.set()

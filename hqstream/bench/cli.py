@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from hqstream.bench.cost import cost_bench
 from hqstream.bench.e2e import e2e_bench
 from hqstream.bench.failover import failover_bench
 from hqstream.bench.faults import faults_bench
@@ -17,5 +18,6 @@ bench_app.command("streams")(streams_bench)
 bench_app.command("gateway-latency")(latency_bench)
 bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
+bench_app.command("cost")(cost_bench)
 bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
