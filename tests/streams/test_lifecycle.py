@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -129,3 +130,78 @@ def test_fatal_marks_unhealthy_once_and_schedules_the_exit(monkeypatch: pytest.M
         lifecycle.FATAL_STOP_DELAY_S,
         lifecycle.FATAL_HARD_EXIT_S,
     ]
+
+
+class FakeRecovery:
+    """What install_resume_streams uses of faust's Recovery service."""
+
+    def __init__(self) -> None:
+        self.signal_recovery_start = asyncio.Event()
+        self.completed = asyncio.Event()
+        self.should_stop = False
+
+    async def wait_first(self, coro: Any, signal: asyncio.Event, timeout: float) -> Any:
+        task = asyncio.ensure_future(coro)
+        waiter = asyncio.ensure_future(signal.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when="FIRST_COMPLETED")
+        for fut in (task, waiter):
+            if not fut.done():
+                fut.cancel()
+        if task in done and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return SimpleNamespace(done=[coro] * (task in done) + [signal] * (waiter in done))
+
+
+def resume_app(seek_failures: int) -> Any:
+    calls = SimpleNamespace(seeks=0, resumed_flow=0)
+
+    async def perform_seek() -> None:
+        calls.seeks += 1
+        if calls.seeks <= seek_failures:
+            raise RuntimeError("NotCoordinatorForGroupError")
+
+    async def noop_send() -> None:
+        return None
+
+    async def maybe_start() -> None:
+        return None
+
+    consumer = SimpleNamespace(
+        assignment=lambda: {1, 2},
+        resume_partitions=lambda tps: None,
+        perform_seek=perform_seek,
+        resume_flow=lambda: setattr(calls, "resumed_flow", calls.resumed_flow + 1),
+    )
+    app = SimpleNamespace(
+        consumer=consumer,
+        consumer_generation_id=7,
+        conf=SimpleNamespace(broker_request_timeout=5.0),
+        tables=SimpleNamespace(
+            recovery=FakeRecovery(), on_actives_ready=lambda: None, on_standbys_ready=lambda: None
+        ),
+        on_rebalance_complete=SimpleNamespace(send=noop_send),
+        flow_control=SimpleNamespace(resume=lambda: None),
+        _fetcher=SimpleNamespace(maybe_start=maybe_start),
+        on_rebalance_end=lambda: None,
+    )
+    return app, calls
+
+
+def test_resume_streams_retries_a_failed_seek_then_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle.asyncio, "sleep", _no_sleep)
+    app, calls = resume_app(seek_failures=2)
+    lifecycle.install_resume_streams(app)
+    asyncio.run(app.tables.recovery._resume_streams(generation_id=7))
+    assert calls.seeks == 3  # faust's own step crashed its recovery on the first failure
+    assert calls.resumed_flow == 1 and app.tables.recovery.completed.is_set()
+
+
+def test_resume_streams_leaves_a_newer_generation_alone() -> None:
+    app, calls = resume_app(seek_failures=0)
+    lifecycle.install_resume_streams(app)
+    asyncio.run(app.tables.recovery._resume_streams(generation_id=6))
+    assert calls.seeks == 0 and calls.resumed_flow == 0
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
