@@ -44,8 +44,10 @@ logger = logging.getLogger(__name__)
 EXIT_FATAL = 70
 #: /healthz shows the failure this long before the worker starts stopping
 FATAL_STOP_DELAY_S = 1.0
-#: a worker whose graceful stop hangs is ended this long after :func:`fatal`
-FATAL_HARD_EXIT_S = 30.0
+#: a worker whose graceful stop hangs is ended this long after :func:`fatal`. After
+#: an agent crash it always does: faust's supervisor, busy restarting the crashed
+#: actor, never finishes stopping (seen with faust-streaming 0.15.3)
+FATAL_HARD_EXIT_S = 20.0
 
 
 def fatal(reason: str, exc: BaseException | None = None) -> None:
