@@ -43,6 +43,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams import metrics
 from streams.agents import StreamsRuntime, tune_memory
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
@@ -191,6 +192,12 @@ def create_app(
         consumer.direct[names.raw] = deliver_to(app, runs)
         try:
             while True:
+                if metrics.HEALTH.fatal is not None:
+                    # The worker is exiting (faust restarted this agent after a
+                    # crash). Acking any later batch would let faust commit past
+                    # the batch that failed (it commits the first run of
+                    # consecutive acked offsets): that batch would be lost.
+                    await asyncio.Event().wait()
                 batch = await runs.batch(settings.batch_max, settings.batch_within_s)
                 messages = live_messages(app, batch)
                 if messages:

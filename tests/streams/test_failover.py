@@ -20,9 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from hqstream.bench.rawlines import generate
 from hqstream.local_runner import LocalKafka, LocalRedis, create_topics, free_port
+from schemas import redis_keys as rk
 from schemas.topics import topic_specs
 from streams.lifecycle import EXIT_FATAL
 from tests.conftest import KafkaEndpoint, RedisEndpoint
@@ -40,14 +42,21 @@ pytestmark = pytest.mark.integration
 #: (6 s session timeout + rejoin; 10 s is the target, the margin is for a loaded CI)
 FAILOVER_DEADLINE_S = 15.0
 
-#: a worker whose agent raises on its first batch (what a poison record did)
+#: a worker whose agent raises on its first batch only (what a poison record did);
+#: faust restarts the agent, which must not process (and ack) the later batches
 CRASHING_WORKER = """
 import typer
 from streams import pipeline
 from streams.cli import streams
 
+original = pipeline.Processor.process
+crashed = []
+
 async def process(self, *args, **kwargs):
-    raise RuntimeError("injected by test_failover")
+    if not crashed:
+        crashed.append(True)
+        raise RuntimeError("injected by test_failover")
+    return await original(self, *args, **kwargs)
 
 pipeline.Processor.process = process
 typer.run(streams)
@@ -186,12 +195,14 @@ def test_worker_started_while_redis_is_down_waits_then_processes(
 
 
 def test_crashed_agent_makes_the_worker_unhealthy_and_exit_non_zero(stack: Stack) -> None:
-    lines, _ = generate(50, 1, bad_fraction=0.0, seed=24)
+    lines, _ = generate(300, 2, bad_fraction=0.0, seed=24)
+    quotes, _ = valid_quotes(lines)
     stack.produce(lines)
     port = free_port()
+    group, url = stack.kafka.group("crash"), stack.redis_server.next_url()
     worker = stack.worker(
-        stack.kafka.group("crash"),
-        stack.redis_server.next_url(),
+        group,
+        url,
         "crash",
         extra_env={"HQ_STREAMS_METRICS_PORT": str(port)},
         code=CRASHING_WORKER,
@@ -207,3 +218,9 @@ def test_crashed_agent_makes_the_worker_unhealthy_and_exit_non_zero(stack: Stack
     assert worker.returncode == EXIT_FATAL, log
     assert 503 in statuses, statuses
     assert "the agent crashed: RuntimeError('injected by test_failover')" in log
+    # nothing was committed past the batch that failed: a successor processes every tick
+    stack.worker(group, url, "successor")
+    wait_for(latest_in_redis(url, quotes), 90, "the successor to process every tick")
+    client = redis.Redis.from_url(url)
+    codes = {q["code"] for q in quotes}
+    assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
