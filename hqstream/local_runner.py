@@ -101,6 +101,8 @@ class LocalKafka:
         ensure_kafka_jars()
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        while self.controller_port == self.port:  # free_port() may hand the same one out twice
+            self.controller_port = free_port()
         home = self.run_dir / "kafka"
         data = home / "data"
         shutil.rmtree(home, ignore_errors=True)
