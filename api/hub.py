@@ -13,7 +13,9 @@ sessions cost nothing; no session has a task or timer of its own.
 
 The hub also keeps the latest quote per code it has routed: a subscribe's
 snapshot is the newer of that and Redis, so nothing routed before the
-subscription was registered can be missed (see docs/websocket.md).
+subscription was registered can be missed (see docs/websocket.md). A market
+snapshot merged that way is computed once per routed batch and shared by
+every subscriber (:meth:`Hub.market_snapshot`).
 This module never reads Redis or Kafka.
 """
 
@@ -61,6 +63,8 @@ class Hub:
         self.per_key: defaultdict[str, int] = defaultdict(int)
         self.latest: dict[str, QuoteEvent] = {}
         self.latest_stats: dict[str, bytes] = {}
+        self.quote_version = 0  # bumped whenever ``latest`` changes
+        self._merged: dict[str, tuple[list[QuoteEvent], int, list[QuoteEvent]]] = {}
         self.pushing = True
         self.routed = 0
         self.last_event_at: float | None = None
@@ -141,6 +145,7 @@ class Hub:
         started = time.perf_counter()
         pushing = self.pushing
         latest = self.latest
+        self.quote_version += 1
         for ev in events:
             q = ev.quote
             if q is not None:
@@ -171,6 +176,26 @@ class Hub:
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def market_snapshot(self, market: str, stored: list[QuoteEvent]) -> list[QuoteEvent]:
+        """Per code of ``market`` (or ALL) the newer of ``stored`` and the last routed quote.
+
+        Sorted by code. Cached until ``stored`` (a shared read) or ``latest``
+        changes, so a burst of subscribers costs one merge; never modify the list.
+        """
+        hit = self._merged.get(market)
+        if hit is not None and hit[0] is stored and hit[1] == self.quote_version:
+            return hit[2]
+        merged = {ev.code: ev for ev in stored}
+        everything = market == "ALL"
+        for code, ev in self.latest.items():
+            if everything or ev.market == market:
+                old = merged.get(code)
+                if old is None or ev.ts > old.ts:
+                    merged[code] = ev
+        out = [merged[code] for code in sorted(merged)]
+        self._merged[market] = (stored, self.quote_version, out)
+        return out
 
     # ---- the flush timer -------------------------------------------------------------
 

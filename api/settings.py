@@ -3,12 +3,14 @@
 Shared fields (``HQ_KAFKA_BOOTSTRAP``, ``HQ_REDIS_URL``, ...) come from
 :class:`schemas.config.CommonSettings`; every gateway-specific field carries an
 explicit ``HQ_GATEWAY_`` alias. Environment variables are read nowhere else.
-API keys are ``SecretStr``: never log them or put them in messages.
+API keys are ``SecretStr``: never log them or put them in messages. Only
+``HQ_`` names configure the gateway (see :func:`schemas.config.env_alias`).
 """
 
 from __future__ import annotations
 
 from functools import cache, partial
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -17,6 +19,8 @@ from schemas.config import CommonSettings, env_alias
 
 _gw = partial(env_alias, "HQ_GATEWAY_")
 """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
+
+AuthMode = Literal["on", "off"]
 
 
 class GatewaySettings(CommonSettings):
@@ -29,6 +33,12 @@ class GatewaySettings(CommonSettings):
     )
     admin_keys: SecretStr = Field(
         SecretStr(""), validation_alias=_gw("admin_keys"), description="comma-separated admin keys"
+    )
+    auth: AuthMode = Field(
+        "on",
+        validation_alias=_gw("auth"),
+        description="'off' serves callers without a key (never as admins); with 'on' the "
+        "gateway refuses to start unless keys are configured",
     )
     topic_prefix: str = Field(
         "",
@@ -85,6 +95,41 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("invalid_per_second"),
         description="invalid messages per second tolerated before close 1008",
     )
+    max_message_bytes: int = Field(
+        4096,
+        ge=256,
+        le=1 << 20,
+        validation_alias=_gw("max_message_bytes"),
+        description="largest client WebSocket message (decompressed); larger: close 1009",
+    )
+    requests_per_second: float = Field(
+        50.0,
+        gt=0,
+        validation_alias=_gw("requests_per_second"),
+        description="sustained request rate per connection (token bucket refill)",
+    )
+    request_burst: int = Field(
+        600,
+        ge=1,
+        validation_alias=_gw("request_burst"),
+        description="token bucket size per connection (room to subscribe 500 stocks at once)",
+    )
+    max_queued_bytes: int = Field(
+        8 << 20,
+        ge=1 << 16,
+        validation_alias=_gw("max_queued_bytes"),
+        description="control messages (acks, snapshots, replays) queued for one client; "
+        "more: close 4008",
+    )
+    replay_slots: int = Field(
+        4, ge=1, validation_alias=_gw("replay_slots"), description="replays running at once"
+    )
+    replay_slots_per_key: int = Field(
+        1,
+        ge=1,
+        validation_alias=_gw("replay_slots_per_key"),
+        description="replays of one API key running at once (the others wait their turn)",
+    )
     replay_max_age_s: int = Field(3600, ge=1, validation_alias=_gw("replay_max_age_s"))
     replay_max_records: int = Field(2_000_000, ge=1, validation_alias=_gw("replay_max_records"))
     static_dir: str | None = Field(
@@ -118,7 +163,8 @@ class GatewaySettings(CommonSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.client_keys())
+        """Whether callers must present a key (``HQ_GATEWAY_AUTH``, default on)."""
+        return self.auth == "on"
 
 
 def _split(secret: SecretStr) -> tuple[str, ...]:

@@ -95,6 +95,7 @@ def test_every_tick_is_accounted_for_end_to_end(
         "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
         "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+        "HQ_GATEWAY_AUTH": "off",  # the test's client sends no key
     }
     with (
         process("gateway", ["gateway", "--port", str(gw_port)], env, tmp_path),

@@ -117,6 +117,7 @@ def e2e_bench(
             "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
             "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
             "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+            "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
         }
         exe = [sys.executable, "-m", "hqstream.cli"]
         logs = Path(tmp)
