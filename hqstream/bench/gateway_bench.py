@@ -11,6 +11,13 @@ gateway's, the clients', the producer's and the whole machine's CPU% over the
 measured window (/proc/<pid>/stat utime+stime, /proc/stat), so a saturated
 load generator is not mistaken for a slow gateway.
 
+``fanout_bench --abuse``: after the first measured window a second one of the
+same length runs with one hostile client beside the normal ones
+(:mod:`hqstream.bench.hostile`: oversized compressed frames, binary frames,
+``subscribe_all`` in a loop without reading); the table compares the normal
+clients' latency in both windows and shows the gateway's RSS before, at its
+peak during and after the hostile window.
+
 The feed's shape: ``--burst`` produces the whole universe at once every
 ``universe / rate`` seconds (the vendor's 3 s snapshots: same average rate),
 otherwise quotes are produced evenly. Clients are :mod:`hqstream.bench.wsclient`
@@ -59,6 +66,7 @@ from hqstream.bench.gateway_rig import (
     stock_codes,
     websockets_client,
 )
+from hqstream.bench.hostile import Abuse, run_hostile
 from schemas import topics
 
 
@@ -74,6 +82,7 @@ class Load:
     compression: bool
     burst: bool
     client: ClientKind
+    abuse: bool = False
 
 
 async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str, str]:
@@ -114,7 +123,7 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
                 gw.prefix + topics.NORMALIZED,
                 codes,
                 load.rate,
-                load.seconds + 3,
+                load.seconds * (2 if load.abuse else 1) + 6,
                 load.burst,
             ),
             daemon=True,
@@ -135,6 +144,9 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         received, frames = tally.received - received0, tally.frames - frames0
         rss_loaded = rss_kb(gw.pid)
         held = tally.connected
+        abuse_rows = {}
+        if load.abuse:
+            abuse_rows = await _hostile_window(gw, load, tally, cpu, live, title, started)
         stop.set()
         producer.join(30)
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -168,6 +180,52 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         "gateway RSS idle / connected / loaded MiB": f"{rss_before / 1024:.0f} / "
         f"{rss_connected / 1024:.0f} / {rss_loaded / 1024:.0f}",
         "gateway RSS per connection KiB": f"{per_conn:.1f}",
+        **abuse_rows,
+    }
+
+
+async def _hostile_window(gw: Gateway, load: Load, tally: Tally, cpu: CpuWindow, live: Live,
+                          title: str, started: float) -> dict[str, str]:  # fmt: skip
+    """A second measured window with one hostile client beside the normal ones."""
+    before = list(tally.latencies)
+    errors_before = sum(tally.server_errors.values())
+    closed_before = tally.closed + tally.errors
+    tally.latencies.clear()
+    rss_before = rss_kb(gw.pid)
+    abuse = Abuse()
+    stop_hostile = asyncio.Event()
+    hostile = asyncio.create_task(run_hostile(gw.port, abuse, stop_hostile))
+    tally.measuring = True
+    cpu.start()
+    peak = rss_before
+    while time.monotonic() - cpu.wall0 < load.seconds:
+        await asyncio.sleep(0.5)
+        peak = max(peak, rss_kb(gw.pid))
+        live.update(table(title, live_rows(tally, started, "measuring, hostile client on")))
+    tally.measuring = False
+    used = cpu.stop()
+    stop_hostile.set()
+    await asyncio.wait_for(hostile, 30)
+    await asyncio.sleep(2.0)  # the gateway closes what is left of the hostile connection
+    rss_after = rss_kb(gw.pid)
+    during = tally.latencies
+    p99_without, p99_with = percentile(before, 0.99), percentile(during, 0.99)
+    p50_without, p50_with = percentile(before, 0.5), percentile(during, 0.5)
+    return {
+        "ABUSE: normal p50 ms without / with hostile": f"{p50_without:.1f} / {p50_with:.1f}",
+        "ABUSE: normal p99 ms without / with hostile": f"{p99_without:.1f} / {p99_with:.1f}",
+        "ABUSE: p99 change": f"{100 * (p99_with - p99_without) / p99_without:+.1f} %",
+        "ABUSE: normal clients closed / errors during the hostile window": (
+            f"{tally.closed + tally.errors - closed_before} / "
+            f"{sum(tally.server_errors.values()) - errors_before}"
+        ),
+        "ABUSE: gateway RSS before / peak / after MiB": (
+            f"{rss_before / 1024:.0f} / {peak / 1024:.0f} / {rss_after / 1024:.0f}"
+        ),
+        "ABUSE: CPU % gateway / machine (hostile window)": (
+            f"{used['gateway']:.0f} / {used['machine']:.0f}"
+        ),
+        "ABUSE: hostile client": abuse.summary(),
     }
 
 
@@ -208,6 +266,9 @@ def fanout_bench(
     burst: bool = typer.Option(False, help="whole universe at once every universe/rate s"),
     client: str = typer.Option("light", help="client implementation: light | websockets"),
     profile: str | None = typer.Option(None, help="run the gateway under cProfile, stats here"),
+    abuse: bool = typer.Option(
+        False, help="a second window with one hostile client: p99 and RSS with and without it"
+    ),
 ) -> None:
     """Many concurrent WebSocket clients on one gateway process: latency, CPU and memory."""
     if client not in ("light", "websockets"):
@@ -216,7 +277,7 @@ def fanout_bench(
     if clients + 500 > hard:  # client sockets here, server sockets in the gateway process
         raise typer.BadParameter(f"RLIMIT_NOFILE hard limit {hard} is too low for {clients}")
     kind: ClientKind = "light" if client == "light" else "websockets"
-    load = Load(clients, stocks, seconds, rate, universe, compression, burst, kind)
+    load = Load(clients, stocks, seconds, rate, universe, compression, burst, kind, abuse)
     with (
         bench_env(need_redis=True) as env,
         gateway_process(env.bootstrap, env.redis_url, flush_ms, profile) as gw,
