@@ -250,6 +250,34 @@ def test_gateway_service_ingress_hpa_pdb(overlay: Rendered) -> None:
         assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "would block drains"
 
 
+def _routed(paths: list[dict[str, Any]], url_path: str) -> bool:
+    """Whether an Ingress path list sends ``url_path`` to a backend (Exact / Prefix rules)."""
+    for p in paths:
+        rule = p["path"]
+        if p["pathType"] == "Exact" and url_path == rule:
+            return True
+        if p["pathType"] == "Prefix" and (
+            url_path == rule or url_path.startswith(rule.rstrip("/") + "/")
+        ):
+            return True
+    return False
+
+
+def test_ingress_routes_the_api_and_dashboard_only(overlay: Rendered) -> None:
+    rules = overlay.get("Ingress", "hqstream-gateway")["spec"]["rules"]
+    assert len(rules) == 1
+    paths = rules[0]["http"]["paths"]
+    assert {p["backend"]["service"]["name"] for p in paths} == {"hqstream-gateway"}
+    public = ["/", "/dashboard", "/app.js", "/chart.js", "/style.css", "/index.html"]
+    public += ["/api/realtime/ws", "/api/realtime/stock/600000", "/api/realtime/status"]
+    for url_path in public:
+        assert _routed(paths, url_path), url_path
+    internal = ["/metrics", "/docs", "/redoc", "/openapi.json", "/readyz", "/healthz"]
+    internal += ["/docs/oauth2-redirect", "/metrics/x", "/api", "/static/../metrics"]
+    for url_path in internal:
+        assert not _routed(paths, url_path), url_path
+
+
 def test_redis_persistence_per_overlay(overlay: Rendered) -> None:
     redis = overlay.get("StatefulSet", "redis")
     args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
