@@ -94,11 +94,34 @@ class Hold:
     def matches(self, ev: QuoteEvent) -> bool:
         return self.everything or ev.code in self.codes or ev.market in self.markets
 
+    def add_routed_earlier(self, ev: QuoteEvent) -> None:
+        """Hold a quote routed before the hold opened (kept only if newer than the held one)."""
+        held = self.latest.get(ev.code)
+        if held is None or ev.ts > held.ts:
+            self.latest[ev.code] = ev
+
     def add(self, ev: QuoteEvent) -> None:
         if self.ordered:
             self.seq.append(ev)
         else:
             self.latest[ev.code] = ev
+
+
+@dataclass(slots=True, frozen=True)
+class Snapshot:
+    """The quotes of a snapshot, with what :meth:`Session.release_snapshot` needs of them.
+
+    Built once and shared by every subscriber of a market (see
+    :meth:`api.hub.Hub.market_snapshot`): never modify its parts.
+    """
+
+    events: list[QuoteEvent]
+    raws: list[bytes]
+    ts_by_code: dict[str, int]
+
+    @classmethod
+    def of(cls, events: list[QuoteEvent]) -> Snapshot:
+        return cls(events, [ev.raw for ev in events], {ev.code: ev.ts for ev in events})
 
 
 def frame(kind: str, **fields: object) -> bytes:
@@ -262,12 +285,16 @@ class Session:
         self.holds.append(hold)
         return hold
 
-    def release_snapshot(self, hold: Hold, snapshot: list[QuoteEvent], **extra: object) -> None:
+    def release_snapshot(
+        self, hold: Hold, snapshot: list[QuoteEvent] | Snapshot, **extra: object
+    ) -> None:
         """Send the snapshot, then every held update newer than it (by exchange_ts)."""
         self.holds.remove(hold)
-        covered = {ev.code: ev.ts for ev in snapshot}
+        if not isinstance(snapshot, Snapshot):
+            snapshot = Snapshot.of(snapshot)
+        covered = snapshot.ts_by_code
         self._drop_pending_covered(covered)
-        self.control(snapshot_batch([ev.raw for ev in snapshot], **extra))
+        self.control(snapshot_batch(snapshot.raws, **extra))
         for ev in hold.latest.values():
             if ev.ts > covered.get(ev.code, -1):
                 self.offer_quote(ev)
@@ -298,10 +325,14 @@ class Session:
         self.control(frame("replay_done", stock_code=code, replayed=len(merged)))
 
     def _drop_pending_covered(self, covered: dict[str, int]) -> None:
-        for code, ts in covered.items():
-            pending = self._quotes.get(code)
-            if pending is not None and pending.ts <= ts:
-                del self._quotes[code]
+        if len(covered) > len(self._quotes):  # a whole market: walk the (smaller) buffer
+            drop = [c for c, ev in self._quotes.items() if ev.ts <= covered.get(c, -1)]
+        else:
+            drop = [
+                c for c, ts in covered.items() if c in self._quotes and self._quotes[c].ts <= ts
+            ]
+        for code in drop:
+            del self._quotes[code]
 
     # ---- sending ---------------------------------------------------------------------
 

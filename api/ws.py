@@ -43,8 +43,10 @@ from api.session import (
     CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
+    Hold,
     QuoteEvent,
     Session,
+    Snapshot,
     frame,
 )
 from api.settings import GatewaySettings
@@ -220,10 +222,10 @@ class Connection:
                 f"at most {self.settings.max_stocks_per_connection} stock codes per connection",
             )
 
-    async def _market_snapshot(self, market: str) -> list[QuoteEvent]:
+    async def _market_snapshot(self, market: str, hold: Hold) -> Snapshot:
         """The market's (or ALL) stored quotes (cached read) merged with the hub's latest."""
         stored = await self.snapshots.market_events(market)  # type: ignore[arg-type]
-        return self.hub.market_snapshot(market, stored)
+        return self.hub.market_snapshot(market, stored, hold)
 
     async def _snapshot(self, codes: list[str]) -> list[QuoteEvent]:
         """For each code the newer of Redis and the hub's last routed quote."""
@@ -285,9 +287,9 @@ class Connection:
         hold = self.s.start_hold(markets=[market])
         self.hub.subscribe_market(self.s, market)
         self.ack("subscribe_market")
-        snapshot: list[QuoteEvent] = []
+        snapshot: list[QuoteEvent] | Snapshot = []
         try:
-            snapshot = await self._market_snapshot(market)
+            snapshot = await self._market_snapshot(market, hold)
         finally:
             self.s.release_snapshot(hold, snapshot, market=market)
 
@@ -299,9 +301,9 @@ class Connection:
         hold = self.s.start_hold(everything=True)
         self.hub.set_all(self.s, True)
         self.ack("subscribe_all")
-        snapshot: list[QuoteEvent] = []
+        snapshot: list[QuoteEvent] | Snapshot = []
         try:
-            snapshot = await self._market_snapshot("ALL")
+            snapshot = await self._market_snapshot("ALL", hold)
         finally:
             self.s.release_snapshot(hold, snapshot)
 
