@@ -11,12 +11,12 @@ gateway's, the clients', the producer's and the whole machine's CPU% over the
 measured window (/proc/<pid>/stat utime+stime, /proc/stat), so a saturated
 load generator is not mistaken for a slow gateway.
 
-``fanout_bench --abuse``: after the first measured window a second one of the
-same length runs with one hostile client beside the normal ones
-(:mod:`hqstream.bench.hostile`: oversized compressed frames, binary frames,
-``subscribe_all`` in a loop without reading); the table compares the normal
-clients' latency in both windows and shows the gateway's RSS before, at its
-peak during and after the hostile window.
+``fanout_bench --abuse``: after the first measured window three more of the
+same length run, with one hostile client beside the normal ones in the second
+and the fourth (:mod:`hqstream.bench.hostile`: oversized compressed frames,
+binary frames, ``subscribe_all`` in a loop without reading); the table
+compares the normal clients' latency with and without it and shows the
+gateway's RSS before, at its peak and after the hostile windows.
 
 The feed's shape: ``--burst`` produces the whole universe at once every
 ``universe / rate`` seconds (the vendor's 3 s snapshots: same average rate),
@@ -123,7 +123,7 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
                 gw.prefix + topics.NORMALIZED,
                 codes,
                 load.rate,
-                load.seconds * (2 if load.abuse else 1) + 6,
+                load.seconds * (4 if load.abuse else 1) + 15,
                 load.burst,
             ),
             daemon=True,
@@ -146,7 +146,7 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         held = tally.connected
         abuse_rows = {}
         if load.abuse:
-            abuse_rows = await _hostile_window(gw, load, tally, cpu, live, title, started)
+            abuse_rows = await _hostile_windows(gw, load, tally, cpu, live, title, started)
         stop.set()
         producer.join(30)
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -184,47 +184,60 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
     }
 
 
-async def _hostile_window(gw: Gateway, load: Load, tally: Tally, cpu: CpuWindow, live: Live,
-                          title: str, started: float) -> dict[str, str]:  # fmt: skip
-    """A second measured window with one hostile client beside the normal ones."""
-    before = list(tally.latencies)
+async def _hostile_windows(gw: Gateway, load: Load, tally: Tally, cpu: CpuWindow, live: Live,
+                           title: str, started: float) -> dict[str, str]:  # fmt: skip
+    """Three more measured windows: hostile client on, off, on (the first one was off).
+
+    Alternating the windows keeps a drift of the machine's load (shared cores)
+    from passing for the hostile client's effect. The normal clients' latencies
+    of the "off" windows and of the "on" windows are pooled.
+    """
+    without = list(tally.latencies)
+    with_hostile: list[float] = []
     errors_before = sum(tally.server_errors.values())
     closed_before = tally.closed + tally.errors
-    tally.latencies.clear()
-    rss_before = rss_kb(gw.pid)
+    rss_before = peak = rss_kb(gw.pid)
     abuse = Abuse()
-    stop_hostile = asyncio.Event()
-    hostile = asyncio.create_task(run_hostile(gw.port, abuse, stop_hostile))
-    tally.measuring = True
-    cpu.start()
-    peak = rss_before
-    while time.monotonic() - cpu.wall0 < load.seconds:
-        await asyncio.sleep(0.5)
-        peak = max(peak, rss_kb(gw.pid))
-        live.update(table(title, live_rows(tally, started, "measuring, hostile client on")))
-    tally.measuring = False
-    used = cpu.stop()
-    stop_hostile.set()
-    await asyncio.wait_for(hostile, 30)
-    await asyncio.sleep(2.0)  # the gateway closes what is left of the hostile connection
+    cpu_on: list[dict[str, float]] = []
+    for hostile_on in (True, False, True):
+        tally.latencies.clear()
+        stop_hostile = asyncio.Event()
+        hostile = None
+        if hostile_on:
+            hostile = asyncio.create_task(run_hostile(gw.port, abuse, stop_hostile))
+        phase = "measuring, hostile client " + ("on" if hostile_on else "off")
+        tally.measuring = True
+        cpu.start()
+        while time.monotonic() - cpu.wall0 < load.seconds:
+            await asyncio.sleep(0.5)
+            peak = max(peak, rss_kb(gw.pid))
+            live.update(table(title, live_rows(tally, started, phase)))
+        tally.measuring = False
+        used = cpu.stop()
+        (with_hostile if hostile_on else without).extend(tally.latencies)
+        if hostile is not None:
+            cpu_on.append(used)
+            stop_hostile.set()
+            await asyncio.wait_for(hostile, 30)
+            await asyncio.sleep(2.0)  # the gateway closes what is left of the hostile client
     rss_after = rss_kb(gw.pid)
-    during = tally.latencies
-    p99_without, p99_with = percentile(before, 0.99), percentile(during, 0.99)
-    p50_without, p50_with = percentile(before, 0.5), percentile(during, 0.5)
+    p99_without, p99_with = percentile(without, 0.99), percentile(with_hostile, 0.99)
+    p50_without, p50_with = percentile(without, 0.5), percentile(with_hostile, 0.5)
+    gw_cpu = sum(u["gateway"] for u in cpu_on) / len(cpu_on)
+    machine_cpu = sum(u["machine"] for u in cpu_on) / len(cpu_on)
     return {
+        "ABUSE: windows (s each)": f"off, on, off, on ({load.seconds:g})",
         "ABUSE: normal p50 ms without / with hostile": f"{p50_without:.1f} / {p50_with:.1f}",
         "ABUSE: normal p99 ms without / with hostile": f"{p99_without:.1f} / {p99_with:.1f}",
         "ABUSE: p99 change": f"{100 * (p99_with - p99_without) / p99_without:+.1f} %",
-        "ABUSE: normal clients closed / errors during the hostile window": (
+        "ABUSE: normal clients closed / errors while abused": (
             f"{tally.closed + tally.errors - closed_before} / "
             f"{sum(tally.server_errors.values()) - errors_before}"
         ),
         "ABUSE: gateway RSS before / peak / after MiB": (
             f"{rss_before / 1024:.0f} / {peak / 1024:.0f} / {rss_after / 1024:.0f}"
         ),
-        "ABUSE: CPU % gateway / machine (hostile window)": (
-            f"{used['gateway']:.0f} / {used['machine']:.0f}"
-        ),
+        "ABUSE: CPU % gateway / machine (hostile on)": f"{gw_cpu:.0f} / {machine_cpu:.0f}",
         "ABUSE: hostile client": abuse.summary(),
     }
 
