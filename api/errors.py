@@ -98,7 +98,11 @@ class Misconfigured(GatewayError):
 KEY_IN_URL = "hqstream.key_in_url"
 """Scope flag: the request had an ``api_key`` query parameter (removed from the scope)."""
 
-_KEY_PARAM = b"api_key"
+_KEY_NAMES = frozenset({"api_key", "apikey", "x_api_key"})
+
+
+def _is_key_name(name: str) -> bool:
+    return name.lower().replace("-", "_") in _KEY_NAMES
 
 
 class KeyInUrlGuard:
@@ -108,9 +112,9 @@ class KeyInUrlGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and _KEY_PARAM in scope["query_string"].lower():
+        if scope["type"] in ("http", "websocket") and b"api" in scope["query_string"].lower():
             pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            kept = [(k, v) for k, v in pairs if k.lower() != "api_key"]
+            kept = [(k, v) for k, v in pairs if not _is_key_name(k)]
             if len(kept) != len(pairs):
                 # In place: the server logs from this very dict (uvicorn's "[accepted]").
                 scope["query_string"] = urlencode(kept).encode("latin-1")

@@ -149,6 +149,7 @@ class Connection:
     async def run(self) -> None:
         limit = self.settings.max_message_bytes
         while True:
+            exc: ProtocolError | None = None
             try:
                 text = await receive_text(self.ws, limit)
                 await self.handle(text)
@@ -159,11 +160,11 @@ class Connection:
                 return
             except ProtocolError as err:
                 exc = err
-            else:
-                if self.s.overflowed:
-                    metrics.WS_CLOSED_SLOW.inc()
-                    await self.s.kill(CLOSE_TOO_SLOW, "client too slow: too much unread data")
-                    return
+            if self.s.overflowed:  # asked for more than it reads (snapshots, replays)
+                metrics.WS_CLOSED_SLOW.inc()
+                await self.s.kill(CLOSE_TOO_SLOW, "client too slow: too much unread data")
+                return
+            if exc is None:
                 continue
             self.error(exc.code, exc.message)
             if self.too_many_invalid():

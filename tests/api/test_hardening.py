@@ -185,7 +185,9 @@ def test_api_key_in_the_url_is_refused(rest_settings: GatewaySettings) -> None:
         resp = c.get("/api/realtime/alerts?api_key=k-client")
         assert resp.status_code == 400 and resp.json()["error"] == "bad_request"
         assert "k-client" not in resp.text and "X-API-Key" in resp.json()["message"]
-        assert c.get("/?API_KEY=k-client").status_code == 400
+        for query in ("API_KEY=k-client", "x=1&api%5Fkey=k-client", "apikey=k-client"):
+            assert c.get(f"/?{query}").status_code == 400, query
+        assert c.get("/?apis=1").status_code == 200  # other parameters are left alone
         with c.websocket_connect(f"{WS}?api_key=k-client") as ws:
             err = ws.receive_json()
             assert err["code"] == "not_authenticated" and "URL" in err["message"]
