@@ -144,13 +144,13 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         received, frames = tally.received - received0, tally.frames - frames0
         rss_loaded = rss_kb(gw.pid)
         held = tally.connected
+        lat = list(tally.latencies)  # the first window's (the hostile windows reuse the tally)
         abuse_rows = {}
         if load.abuse:
             abuse_rows = await _hostile_windows(gw, load, tally, cpu, live, title, started)
         stop.set()
         producer.join(30)
         await asyncio.gather(*tasks, return_exceptions=True)
-    lat = tally.latencies
     per_conn = (rss_connected - rss_before) / max(1, held)
     due = load.rate * sum(subscribers.values()) / len(codes)
     shape = (
