@@ -23,6 +23,7 @@ from api.errors import Misconfigured
 from api.limits import FairSlots, TokenBucket
 from api.session import Session
 from api.settings import GatewaySettings
+from api.wire import SharedDeflate
 from schemas.config import env_alias
 from tests.api import helpers as h
 
@@ -332,3 +333,23 @@ async def test_replay_slots_are_fair_between_keys() -> None:
     release.set()
     await asyncio.gather(*hostile, polite)
     assert order.count("hostile") == 4 and not slots.running
+
+
+def test_shared_deflate_keeps_the_latest_pieces_across_a_turnover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A market snapshot's pieces (the latest quote of each code) stay compressed.
+
+    Emptying the cache when full made the next subscribe_all compress 5,000
+    quotes again (~65 ms of the event loop, every client waiting).
+    """
+    shared = SharedDeflate(max_cached=3)
+    compressed: list[bytes] = []
+    real = shared.compress
+    monkeypatch.setattr(shared, "compress", lambda data: compressed.append(data) or real(data))
+    for item in (b"a", b"b", b"c", b"d"):  # "d" turns the cache over
+        shared.piece(item)
+    assert compressed == [b"a", b"b", b"c", b"d"]
+    for item in (b"a", b"b", b"c", b"d"):
+        shared.piece(item)
+    assert compressed == [b"a", b"b", b"c", b"d"]  # nothing compressed twice
