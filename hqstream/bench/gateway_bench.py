@@ -69,6 +69,8 @@ from hqstream.bench.gateway_rig import (
 from hqstream.bench.hostile import Abuse, run_hostile
 from schemas import topics
 
+SETTLE_LONGEST_S = 90.0
+
 
 @dataclass(frozen=True)
 class Load:
@@ -123,7 +125,7 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
                 gw.prefix + topics.NORMALIZED,
                 codes,
                 load.rate,
-                load.seconds * (4 if load.abuse else 1) + 15,
+                load.seconds * 4 + SETTLE_LONGEST_S + 20 if load.abuse else load.seconds + 3,
                 load.burst,
             ),
             daemon=True,
@@ -151,6 +153,8 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
         if load.abuse:
             abuse_rows = await _hostile_windows(gw, load, tally, cpu, live, title, started)
         stop.set()
+        if load.abuse and producer.is_alive():  # it was given time to spare for the settling
+            producer.terminate()
         producer.join(30)
         await asyncio.gather(*tasks, return_exceptions=True)
     per_conn = (rss_connected - rss_before) / max(1, held)
@@ -187,7 +191,7 @@ async def _run(gw: Gateway, bootstrap: str, load: Load, title: str) -> dict[str,
 
 
 async def _settle(tally: Tally, live: Live, title: str, started: float,
-                  p99_ms: float = 500.0, longest_s: float = 90.0) -> None:  # fmt: skip
+                  p99_ms: float = 500.0, longest_s: float = SETTLE_LONGEST_S) -> None:  # fmt: skip
     """Wait, unmeasured, until 2 s of quotes have a p99 under ``p99_ms`` (``longest_s`` at most).
 
     On a shared machine the first seconds of a run carry a backlog (connecting
