@@ -66,7 +66,7 @@ from hqstream.bench.gateway_rig import (
     stock_codes,
     websockets_client,
 )
-from hqstream.bench.hostile import Abuse, run_hostile
+from hqstream.bench.hostile import Abuse, hostile_process
 from schemas import topics
 
 SETTLE_LONGEST_S = 90.0
@@ -225,14 +225,19 @@ async def _hostile_windows(gw: Gateway, load: Load, tally: Tally, cpu: CpuWindow
     closed_before = tally.closed + tally.errors
     rss_before = peak = rss_kb(gw.pid)
     abuse = Abuse()
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
     cpu_on: list[dict[str, float]] = []
     per_window = [f"off {percentile(without, 0.99):.0f} ms, {rss_before / 1024:.0f} MiB"]
     for hostile_on in (True, True, False):
         tally.latencies.clear()
-        stop_hostile = asyncio.Event()
+        stop_hostile = ctx.Event()
         hostile = None
-        if hostile_on:
-            hostile = asyncio.create_task(run_hostile(gw.port, abuse, stop_hostile))
+        if hostile_on:  # in a process of its own: its work never delays the normal clients
+            hostile = ctx.Process(
+                target=hostile_process, args=(gw.port, stop_hostile, results), daemon=True
+            )
+            hostile.start()
         phase = "measuring, hostile client " + ("on" if hostile_on else "off")
         tally.measuring = True
         cpu.start()
@@ -250,7 +255,9 @@ async def _hostile_windows(gw: Gateway, load: Load, tally: Tally, cpu: CpuWindow
         if hostile is not None:
             cpu_on.append(used)
             stop_hostile.set()
-            await asyncio.wait_for(hostile, 30)
+            got: Abuse = await asyncio.to_thread(results.get, True, 60)
+            abuse.merge(got)
+            await asyncio.to_thread(hostile.join, 30)
             await asyncio.sleep(2.0)  # the gateway closes what is left of the hostile client
     rss_after = rss_kb(gw.pid)
     p99_without, p99_with = percentile(without, 0.99), percentile(with_hostile, 0.99)

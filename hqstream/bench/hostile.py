@@ -11,7 +11,10 @@ gateway closes it:
    snapshot of the whole market) until the gateway closes it.
 
 :class:`Abuse` counts connections, the close codes and the error codes the
-gateway answered with. Benchmark use only; loopback only.
+gateway answered with. :func:`hostile_process` runs it in a process of its
+own, so its work (building and inflating megabytes) never delays the normal
+clients' event loop, whose latencies are measured. Benchmark use only;
+loopback only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import logging
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as ProcessEvent
 
 import orjson
 
@@ -41,6 +46,12 @@ class Abuse:
     sent: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Abuse) -> None:
+        self.connections += other.connections
+        self.sent.update(other.sent)
+        self.closes.update(other.closes)
+        self.errors.update(other.errors)
 
     def on_message(self, data: bytes) -> None:
         if data.startswith(b'{"type":"error"'):
@@ -130,3 +141,23 @@ async def run_hostile(port: int, abuse: Abuse, stop: asyncio.Event) -> None:
                 logger.debug("hostile connection failed: %r", exc)
             if stop.is_set():
                 return
+
+
+def hostile_process(port: int, stop: ProcessEvent, results: Queue[Abuse]) -> None:
+    """Process target: attack until ``stop`` is set, then put the :class:`Abuse` tally."""
+
+    async def main() -> Abuse:
+        abuse = Abuse()
+        stopping = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            stopping.set()
+
+        watcher = asyncio.create_task(watch())
+        await run_hostile(port, abuse, stopping)
+        await watcher
+        return abuse
+
+    results.put(asyncio.run(main()))
