@@ -63,6 +63,7 @@ class Hub:
         self.candle_subs: defaultdict[str, set[Session]] = defaultdict(set)
         self.per_key: defaultdict[str, int] = defaultdict(int)
         self.latest: dict[str, QuoteEvent] = {}
+        self.exchange_now = 0  # the newest exchange_ts routed: the exchange clock, epoch ms
         self.latest_stats: dict[str, bytes] = {}
         # shared market snapshots: (Redis rows they merged, index in _routed_since) per market
         self._merged: dict[str, tuple[list[QuoteEvent], int, Snapshot]] = {}
@@ -161,6 +162,8 @@ class Hub:
                 latest[q.code] = q
                 if merged:
                     self._routed_since.append(q)
+                if q.ts > self.exchange_now:
+                    self.exchange_now = q.ts
                 if not pushing:
                     continue
                 for s in self.by_code.get(q.code, ()):

@@ -73,7 +73,7 @@ BOOK_LEVELS: Final = 5
 def parse_record(raw: bytes, receive_ts: int, process_ts: int | None = None) -> dict[str, Any]:
     """One raw feed line (SH/SZ ``$`` line or BJ JSON, no trailing newline; a
     trailing ``\\r`` is tolerated) -> a normalized Quote record dict exactly
-    matching schemas/avro/quote.v1.avsc (all fields).
+    matching schemas/avro/quote.v2.avsc (all fields).
 
     ``process_ts`` defaults to now (epoch ms). Raises ``BadRecord(reason,
     detail)`` for every bad record.
