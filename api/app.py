@@ -6,6 +6,13 @@ garbage-collector keeper (:func:`keep_gc_off_live_objects`) and stops them on
 shutdown. The dashboard (``api/static/``, built separately) is
 served at ``/`` and ``/dashboard``; the mount works even when the folder is
 missing or empty. Nothing here handles errors by hand (see api/errors.py).
+
+Not open by default: with auth on (the default) and no key configured
+``create_app`` raises :class:`api.errors.Misconfigured`; ``HQ_GATEWAY_AUTH=off``
+serves anonymous callers (never admins) and says so in a warning at start.
+``/readyz`` answers for what this replica can serve: REST needs Redis, push
+needs the replica's own Kafka consumer; the answer is cached for
+:data:`READY_CACHE_S` so probes cost nothing under load.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from api.errors import NotFound, install_handlers
+from api.errors import KeyInUrlGuard, Misconfigured, NotFound, install_handlers
 from api.feed import KafkaFeed
 from api.hub import Hub
+from api.limits import FairSlots
 from api.models import Health
 from api.routes import router
 from api.settings import GatewaySettings, get_settings
@@ -39,7 +47,7 @@ from api.ws import websocket_endpoint
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-REPLAY_SLOTS = 4
+READY_CACHE_S = 1.0
 
 
 class _OptionalStatic(StaticFiles):
@@ -88,6 +96,11 @@ async def keep_gc_off_live_objects(hub: Hub, interval_s: float, full_after_close
 def create_app(settings: GatewaySettings | None = None, *, consume: bool = True) -> FastAPI:
     """The gateway app. ``consume=False`` skips the Kafka feed (REST-only tests)."""
     cfg = settings or get_settings()
+    if cfg.auth_enabled and not cfg.client_keys():
+        raise Misconfigured(
+            "no API keys configured: set HQ_GATEWAY_API_KEYS (and HQ_GATEWAY_ADMIN_KEYS), "
+            "or HQ_GATEWAY_AUTH=off to serve without keys"
+        )
     static_dir = Path(cfg.static_dir) if cfg.static_dir else STATIC_DIR
 
     @contextlib.asynccontextmanager
@@ -99,8 +112,9 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         app.state.store = store
         app.state.hub = hub
         app.state.probe = StatusProbe(cfg, store)
-        app.state.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
-        app.state.snapshots = SnapshotReads(store)
+        app.state.replay_slots = FairSlots(cfg.replay_slots, cfg.replay_slots_per_key)
+        app.state.snapshots = SnapshotReads(store, max_age_s=cfg.flush_interval_ms / 1000)
+        app.state.ready = (float("-inf"), Health(status="not_ready"))
         feed = KafkaFeed(cfg, hub, loop) if consume else None
         app.state.feed = feed
         if feed is not None:
@@ -112,6 +126,10 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
                 keep_gc_off_live_objects(hub, cfg.gc_freeze_interval_s, cfg.gc_full_after_closed)
             )
         logger.info("gateway up (kafka %s, redis configured)", cfg.kafka_bootstrap)
+        if not cfg.auth_enabled:
+            logger.warning(
+                "HQ_GATEWAY_AUTH=off: serving callers without an API key (anonymous, never admin)"
+            )
         try:
             yield
         finally:
@@ -134,6 +152,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
     )
     install_handlers(app)
     app.add_middleware(RawSendMiddleware)
+    app.add_middleware(KeyInUrlGuard)  # added last: outermost
     app.include_router(router)
     app.add_api_websocket_route("/api/realtime/ws", websocket_endpoint)
 
@@ -143,14 +162,20 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
 
     @app.get("/readyz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
     async def readyz(request: Request) -> JSONResponse:
-        probe: StatusProbe = request.app.state.probe
-        feed: KafkaFeed | None = request.app.state.feed
-        redis_ok = (await probe.redis()).ok
-        kafka_ok = (await probe.kafka()).ok
-        checks = {"redis": redis_ok, "kafka": kafka_ok, "consumer": feed is None or feed.ready}
-        ready = all(checks.values())
-        body = Health(status="ok" if ready else "not_ready", checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+        state = request.app.state
+        at, body = state.ready
+        now = time.monotonic()
+        if now - at >= READY_CACHE_S:
+            probe: StatusProbe = state.probe
+            feed: KafkaFeed | None = state.feed
+            # REST reads Redis; push needs this replica's own consumer. The Kafka
+            # cluster's metadata is not asked: an outage that leaves the consumer
+            # assigned must not take every replica (and REST) out of service.
+            checks = {"redis": (await probe.redis()).ok, "consumer": feed is None or feed.ready}
+            ready = all(checks.values())
+            body = Health(status="ok" if ready else "not_ready", checks=checks)
+            state.ready = (time.monotonic(), body)
+        return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus_metrics() -> Response:

@@ -2,8 +2,13 @@
 
 Keys are compared in constant time (``hmac.compare_digest`` against every
 configured key). Only a short SHA-256 prefix of a key (``key_id``) is ever
-kept, counted or logged; never the key itself. With no keys configured the
-gateway is open and every caller is ``anonymous``.
+kept, counted or logged; never the key itself. Keys travel in the
+``X-API-Key`` header (REST) or the first WebSocket message, never in a URL
+(:class:`api.errors.KeyInUrlGuard` refuses ``?api_key=``).
+
+With ``HQ_GATEWAY_AUTH=off`` callers without a valid key are ``anonymous``
+clients: never admins (an admin key still makes its caller an admin). With
+auth on, the app refuses to start without keys (:func:`api.app.create_app`).
 """
 
 from __future__ import annotations
@@ -37,15 +42,14 @@ def _matches(candidate: str, keys: tuple[str, ...]) -> bool:
 
 
 def check_key(settings: GatewaySettings, key: str | None) -> tuple[str, Role] | None:
-    """``(key_id, role)`` for a valid key (or anonymous when auth is off); None if invalid."""
+    """``(key_id, role)`` for a valid key; with auth off an anonymous client; else None."""
+    if key:
+        if _matches(key, settings.admin_key_list()):
+            return key_id(key), "admin"
+        if _matches(key, settings.client_keys()):
+            return key_id(key), "client"
     if not settings.auth_enabled:
-        return ANONYMOUS, "admin"
-    if not key:
-        return None
-    if _matches(key, settings.admin_key_list()):
-        return key_id(key), "admin"
-    if _matches(key, settings.client_keys()):
-        return key_id(key), "client"
+        return ANONYMOUS, "client"
     return None
 
 

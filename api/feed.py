@@ -26,6 +26,7 @@ from api import metrics
 from api.hub import Event, Hub
 from api.session import QuoteEvent
 from api.settings import GatewaySettings
+from schemas.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ POLL_S = 0.05
 
 def consumer_config(settings: GatewaySettings, group: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **librdkafka_config(settings),
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "latest",

@@ -13,7 +13,10 @@ sessions cost nothing; no session has a task or timer of its own.
 
 The hub also keeps the latest quote per code it has routed: a subscribe's
 snapshot is the newer of that and Redis, so nothing routed before the
-subscription was registered can be missed (see docs/websocket.md).
+subscription was registered can be missed (see docs/websocket.md). A market
+snapshot merged that way is computed at most once per flush interval and
+shared by every subscriber (:meth:`Hub.market_snapshot`); quotes routed after
+it was merged are handed to each subscriber's hold instead.
 This module never reads Redis or Kafka.
 """
 
@@ -28,7 +31,7 @@ from functools import partial
 from typing import Literal
 
 from api import metrics
-from api.session import CLOSE_TOO_SLOW, FrameWriter, QuoteEvent, Session
+from api.session import CLOSE_TOO_SLOW, FrameWriter, Hold, QuoteEvent, Session, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ class Hub:
         self.latest: dict[str, QuoteEvent] = {}
         self.exchange_now = 0  # the newest exchange_ts routed: the exchange clock, epoch ms
         self.latest_stats: dict[str, bytes] = {}
+        # shared market snapshots: (Redis rows they merged, index in _routed_since) per market
+        self._merged: dict[str, tuple[list[QuoteEvent], int, Snapshot]] = {}
+        self._merged_at = 0.0  # monotonic; all of _merged is dropped a flush interval later
+        self._routed_since: list[QuoteEvent] = []  # quotes routed since _merged_at
         self.pushing = True
         self.routed = 0
         self.last_event_at: float | None = None
@@ -142,6 +149,10 @@ class Hub:
         started = time.perf_counter()
         pushing = self.pushing
         latest = self.latest
+        merged = self._merged
+        if merged and started - self._merged_at > self.flush_interval_s:
+            self._drop_merged()
+            merged = self._merged
         for ev in events:
             q = ev.quote
             if q is not None:
@@ -149,6 +160,8 @@ class Hub:
                 if prev is not None and prev.ts >= q.ts:
                     continue  # stale or duplicate (newer wins)
                 latest[q.code] = q
+                if merged:
+                    self._routed_since.append(q)
                 if q.ts > self.exchange_now:
                     self.exchange_now = q.ts
                 if not pushing:
@@ -174,6 +187,43 @@ class Hub:
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def market_snapshot(self, market: str, stored: list[QuoteEvent], hold: Hold) -> Snapshot:
+        """Per code of ``market`` (or ALL) the newer of ``stored`` and the last routed quote.
+
+        Merged (5,000 codes: milliseconds) at most once per flush interval per
+        market and shared: never modify it. Quotes of the market routed since
+        it was merged go to ``hold``, which the caller opened before asking, so
+        with the snapshot they cover everything routed before the hold opened.
+        """
+        now = time.perf_counter()
+        if self._merged and now - self._merged_at > self.flush_interval_s:
+            self._drop_merged()
+        hit = self._merged.get(market)
+        if hit is None or hit[0] is not stored:
+            if not self._merged:
+                self._merged_at = now
+            hit = (stored, len(self._routed_since), self._merge(market, stored))
+            self._merged[market] = hit
+        everything = market == "ALL"
+        for ev in self._routed_since[hit[1] :]:
+            if everything or ev.market == market:
+                hold.add_routed_earlier(ev)
+        return hit[2]
+
+    def _merge(self, market: str, stored: list[QuoteEvent]) -> Snapshot:
+        merged = {ev.code: ev for ev in stored}
+        everything = market == "ALL"
+        for code, ev in self.latest.items():
+            if everything or ev.market == market:
+                old = merged.get(code)
+                if old is None or ev.ts > old.ts:
+                    merged[code] = ev
+        return Snapshot.of([merged[code] for code in sorted(merged)])
+
+    def _drop_merged(self) -> None:
+        self._merged = {}
+        self._routed_since = []
 
     # ---- the flush timer -------------------------------------------------------------
 

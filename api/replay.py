@@ -34,6 +34,7 @@ from api.feed import to_event
 from api.murmur2 import partition_for
 from api.session import QuoteEvent
 from api.settings import GatewaySettings
+from schemas.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def replay_quotes(settings: GatewaySettings, code: str, since: int) -> list[Quot
     codec = make_codec("quote", settings.schema_registry_url, topic)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **librdkafka_config(settings),
             "group.id": f"hqstream-gateway-replay.{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

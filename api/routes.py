@@ -37,10 +37,11 @@ from schemas.redis_keys import MARKETS_AND_ALL, RANK_METRICS, MarketOrAll, RankM
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"^\d{6}$")
+CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
 MAX_CODES = 500
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "API key missing or invalid"},
+    503: {"model": ErrorBody, "description": "Redis unavailable"},
     404: {"model": ErrorBody, "description": "unknown code / market / metric"},
     422: {"model": ErrorBody, "description": "bad input (e.g. code not 6 digits)"},
 }
@@ -62,7 +63,7 @@ StoreDep = Annotated[Store, Depends(_store)]
 
 
 def valid_code(code: str) -> str:
-    if not CODE_RE.match(code):
+    if not CODE_RE.fullmatch(code):
         raise BadCode(f"stock code must be 6 digits, got {code[:20]!r}")
     return code
 

@@ -13,7 +13,11 @@ and a notification, never an await. Two ways to send, chosen per connection:
 
 Either way a slow client only slows itself: its buffers conflate (latest quote
 per stock, latest stats per market, latest candle per minute) and it gets
-fewer, fresher updates.
+fewer, fresher updates. Control messages (acks, snapshots, replays) cannot be
+conflated: their bytes are counted, and past ``max_queued_bytes`` the session
+stops queueing and is marked :attr:`Session.overflowed` (its connection closes
+it with 4008), so a client that asks for snapshots without reading them
+cannot grow the gateway's memory.
 
 Snapshot-then-live uses *holds*: while a subscription's snapshot (or replay) is
 being read, live quotes of the held codes are parked in the hold instead of the
@@ -90,11 +94,34 @@ class Hold:
     def matches(self, ev: QuoteEvent) -> bool:
         return self.everything or ev.code in self.codes or ev.market in self.markets
 
+    def add_routed_earlier(self, ev: QuoteEvent) -> None:
+        """Hold a quote routed before the hold opened (kept only if newer than the held one)."""
+        held = self.latest.get(ev.code)
+        if held is None or ev.ts > held.ts:
+            self.latest[ev.code] = ev
+
     def add(self, ev: QuoteEvent) -> None:
         if self.ordered:
             self.seq.append(ev)
         else:
             self.latest[ev.code] = ev
+
+
+@dataclass(slots=True, frozen=True)
+class Snapshot:
+    """The quotes of a snapshot, with what :meth:`Session.release_snapshot` needs of them.
+
+    Built once and shared by every subscriber of a market (see
+    :meth:`api.hub.Hub.market_snapshot`): never modify its parts.
+    """
+
+    events: list[QuoteEvent]
+    raws: list[bytes]
+    ts_by_code: dict[str, int]
+
+    @classmethod
+    def of(cls, events: list[QuoteEvent]) -> Snapshot:
+        return cls(events, [ev.raw for ev in events], {ev.code: ev.ts for ev in events})
 
 
 def frame(kind: str, **fields: object) -> bytes:
@@ -122,6 +149,20 @@ class Batch(NamedTuple):
     def joined(self) -> bytes:
         return self.head + b",".join(self.items) + BATCH_TAIL
 
+    def size(self) -> int:
+        """Bytes of :meth:`joined`, without joining."""
+        return len(self.head) + sum(map(len, self.items)) + len(self.items) + 1
+
+
+def snapshot_batch(raws: list[bytes], **extra: object) -> Batch:
+    """A ``snapshot`` message of quotes (``extra`` fields first) as a :class:`Batch`.
+
+    Kept in parts like an update batch: no copy of the quotes per client, and a
+    compressing writer reuses each quote's compressed piece.
+    """
+    fields = orjson.dumps(extra)[1:-1] + b"," if extra else b""
+    return Batch(b'{"type":"snapshot",' + fields + b'"quotes":[', raws)
+
 
 def _batch(kind: str, items: Iterable[bytes]) -> Batch:
     return Batch(_BATCH_HEAD[kind], list(items))
@@ -144,6 +185,7 @@ class Session:
         *,
         flush_interval_s: float,
         max_pending_quotes: int,
+        max_queued_bytes: int = 16 << 20,
     ) -> None:
         self.sid = sid
         self.key_id = key_id
@@ -151,6 +193,7 @@ class Session:
         self._close = close
         self.flush_interval_s = flush_interval_s
         self.max_pending_quotes = max_pending_quotes
+        self.max_queued_bytes = max_queued_bytes
         # subscriptions (the hub indexes them)
         self.stocks: set[str] = set()
         self.markets: set[str] = set()
@@ -160,7 +203,9 @@ class Session:
         self.candles: set[str] = set()
         # outbound
         # (deques and the Event are created on first use: 10,000 idle ones cost ~3 MiB)
-        self._control: list[bytes] = []
+        self._control: list[bytes | Batch] = []
+        self.queued_bytes = 0  # of _control
+        self.overflowed = False  # control past max_queued_bytes: to be closed (4008)
         self._quotes: dict[str, QuoteEvent] = {}
         self._stats: dict[str, bytes] = {}
         self._candles: dict[tuple[str, int], bytes] = {}
@@ -210,8 +255,20 @@ class Session:
         self._alerts.append(raw)
         self._notify()
 
-    def control(self, message: bytes) -> None:
-        """Queue a control message (ack, snapshot, error, pong, replay); sent in order."""
+    def control(self, message: bytes | Batch) -> None:
+        """Queue a control message (ack, snapshot, error, pong, replay); sent in order.
+
+        Past ``max_queued_bytes`` of unsent control messages nothing more is
+        queued and the session is marked :attr:`overflowed`.
+        """
+        if self.overflowed or self.closing:
+            return
+        size = message.size() if isinstance(message, Batch) else len(message)
+        if self.queued_bytes + size > self.max_queued_bytes and self._control:
+            self.overflowed = True
+            self._drop_queued()
+            return
+        self.queued_bytes += size
         self._control.append(message)
         self._notify()
 
@@ -228,20 +285,16 @@ class Session:
         self.holds.append(hold)
         return hold
 
-    def release_snapshot(self, hold: Hold, snapshot: list[QuoteEvent], **extra: object) -> None:
+    def release_snapshot(
+        self, hold: Hold, snapshot: list[QuoteEvent] | Snapshot, **extra: object
+    ) -> None:
         """Send the snapshot, then every held update newer than it (by exchange_ts)."""
         self.holds.remove(hold)
-        covered = {ev.code: ev.ts for ev in snapshot}
+        if not isinstance(snapshot, Snapshot):
+            snapshot = Snapshot.of(snapshot)
+        covered = snapshot.ts_by_code
         self._drop_pending_covered(covered)
-        raws = [ev.raw for ev in snapshot]
-        self.control(
-            b'{"type":"snapshot",'
-            + orjson.dumps(extra)[1:-1]
-            + (b"," if extra else b"")
-            + b'"quotes":['
-            + b",".join(raws)
-            + b"]}"
-        )
+        self.control(snapshot_batch(snapshot.raws, **extra))
         for ev in hold.latest.values():
             if ev.ts > covered.get(ev.code, -1):
                 self.offer_quote(ev)
@@ -272,10 +325,14 @@ class Session:
         self.control(frame("replay_done", stock_code=code, replayed=len(merged)))
 
     def _drop_pending_covered(self, covered: dict[str, int]) -> None:
-        for code, ts in covered.items():
-            pending = self._quotes.get(code)
-            if pending is not None and pending.ts <= ts:
-                del self._quotes[code]
+        if len(covered) > len(self._quotes):  # a whole market: walk the (smaller) buffer
+            drop = [c for c, ev in self._quotes.items() if ev.ts <= covered.get(c, -1)]
+        else:
+            drop = [
+                c for c, ts in covered.items() if c in self._quotes and self._quotes[c].ts <= ts
+            ]
+        for code in drop:
+            del self._quotes[code]
 
     # ---- sending ---------------------------------------------------------------------
 
@@ -306,8 +363,9 @@ class Session:
         return len(out)
 
     def _take(self) -> list[bytes | Batch]:
-        out: list[bytes | Batch] = list(self._control)
+        out: list[bytes | Batch] = self._control
         self._control = []
+        self.queued_bytes = 0
         if self._quotes:
             out.append(_batch("quotes", (ev.raw for ev in self._quotes.values())))
             self._quotes = {}
@@ -369,6 +427,7 @@ class Session:
             return
         self.closing = True
         await self.stop()
+        self._drop_queued()
         logger.info("closing ws client %d: %d %s", self.sid, code, reason)
         try:
             await asyncio.wait_for(self._close(code, reason), CLOSE_TIMEOUT_S)
@@ -376,6 +435,18 @@ class Session:
             logger.debug("close of ws client %d failed: %r", self.sid, exc)
             if self._writer is not None:
                 self._writer.abort()
+
+    def _drop_queued(self) -> None:
+        """Forget everything not yet sent (the connection is being closed)."""
+        self._control = []
+        self.queued_bytes = 0
+        self._quotes = {}
+        self._stats = {}
+        self._candles = {}
+        self._alerts = None
+        for hold in self.holds:
+            hold.latest.clear()
+            hold.seq.clear()
 
     async def flush_and_close(self, code: int, reason: str) -> None:
         """Send what is queued (control messages first), then close."""

@@ -3,7 +3,8 @@
 Shared fields (``HQ_KAFKA_BOOTSTRAP``, ``HQ_REDIS_URL``, ...) come from
 :class:`schemas.config.CommonSettings`; every gateway-specific field carries an
 explicit ``HQ_GATEWAY_`` alias. Environment variables are read nowhere else.
-API keys are ``SecretStr``: never log them or put them in messages.
+API keys are ``SecretStr``: never log them or put them in messages. Only
+``HQ_`` names configure the gateway (see :func:`schemas.config.env_alias`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from schemas.config import CommonSettings, env_alias
 _gw = partial(env_alias, "HQ_GATEWAY_")
 """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
 
+AuthMode = Literal["on", "off"]
+
 
 class GatewaySettings(CommonSettings):
     """Everything the gateway needs; see docs/websocket.md for the push protocol."""
@@ -30,6 +33,12 @@ class GatewaySettings(CommonSettings):
     )
     admin_keys: SecretStr = Field(
         SecretStr(""), validation_alias=_gw("admin_keys"), description="comma-separated admin keys"
+    )
+    auth: AuthMode = Field(
+        "on",
+        validation_alias=_gw("auth"),
+        description="'off' serves callers without a key (never as admins); with 'on' the "
+        "gateway refuses to start unless keys are configured",
     )
     topic_prefix: str = Field(
         "",
@@ -104,6 +113,41 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("replay_max_quotes"),
         description="quotes one replay may return (a trading day at 3 s is ~4,800)",
     )
+    max_message_bytes: int = Field(
+        4096,
+        ge=256,
+        le=1 << 20,
+        validation_alias=_gw("max_message_bytes"),
+        description="largest client WebSocket message (decompressed); larger: close 1009",
+    )
+    requests_per_second: float = Field(
+        50.0,
+        gt=0,
+        validation_alias=_gw("requests_per_second"),
+        description="sustained request rate per connection (token bucket refill)",
+    )
+    request_burst: int = Field(
+        600,
+        ge=1,
+        validation_alias=_gw("request_burst"),
+        description="token bucket size per connection (room to subscribe 500 stocks at once)",
+    )
+    max_queued_bytes: int = Field(
+        8 << 20,
+        ge=1 << 16,
+        validation_alias=_gw("max_queued_bytes"),
+        description="control messages (acks, snapshots, replays) queued for one client; "
+        "more: close 4008",
+    )
+    replay_slots: int = Field(
+        4, ge=1, validation_alias=_gw("replay_slots"), description="replays running at once"
+    )
+    replay_slots_per_key: int = Field(
+        1,
+        ge=1,
+        validation_alias=_gw("replay_slots_per_key"),
+        description="replays of one API key running at once (the others wait their turn)",
+    )
     static_dir: str | None = Field(
         None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
     )
@@ -135,7 +179,8 @@ class GatewaySettings(CommonSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.client_keys())
+        """Whether callers must present a key (``HQ_GATEWAY_AUTH``, default on)."""
+        return self.auth == "on"
 
 
 def _split(secret: SecretStr) -> tuple[str, ...]:

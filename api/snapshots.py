@@ -7,6 +7,13 @@ subscribes fail with ``unavailable``. :class:`SnapshotReads` gathers the codes
 asked for during one loop iteration and reads them in one pipeline, then hands
 each caller its own rows. A large request (a whole market) is read on its own.
 
+Market and ALL snapshots (thousands of codes, megabytes) are read from Redis
+at most once per ``max_age_s`` (the flush interval) whatever the number of
+subscribers, one read at a time (:meth:`SnapshotReads.market_events`). A
+cached read may be a flush interval old; that never loses an update, because
+the caller merges it with the hub's own latest quotes (every quote routed
+before the subscription was registered), see :mod:`api.ws`.
+
 This module only reads (through :class:`api.store.Store`); it never decides
 what a snapshot contains (see :mod:`api.ws`).
 """
@@ -18,6 +25,7 @@ import logging
 
 from api.session import QuoteEvent
 from api.store import Store
+from schemas.redis_keys import MarketOrAll
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +37,51 @@ Rows = list[QuoteEvent | None]
 class SnapshotReads:
     """Batches :meth:`Store.quote_events` calls made in the same loop iteration."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_age_s: float = 0.01) -> None:
         self.store = store
+        self.max_age_s = max_age_s
         self._waiting: list[tuple[list[str], asyncio.Future[Rows]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._markets: dict[str, tuple[float, list[QuoteEvent]]] = {}
+        self._market_reads: dict[str, asyncio.Future[list[QuoteEvent]]] = {}
         self.pipelines = 0
+        self.market_reads = 0
+
+    async def market_events(self, market: MarketOrAll) -> list[QuoteEvent]:
+        """The stored quotes of a market (or ALL), read at most once per ``max_age_s``.
+
+        Callers arriving while a read is under way share it. The list is shared
+        too: never modify it.
+        """
+        loop = asyncio.get_running_loop()
+        cached = self._markets.get(market)
+        if cached is not None and loop.time() - cached[0] < self.max_age_s:
+            return cached[1]
+        pending = self._market_reads.get(market)
+        if pending is None:
+            pending = loop.create_future()
+            self._market_reads[market] = pending
+            task = loop.create_task(self._read_market(market, pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(pending)
+
+    async def _read_market(
+        self, market: MarketOrAll, fut: asyncio.Future[list[QuoteEvent]]
+    ) -> None:
+        try:
+            started = asyncio.get_running_loop().time()
+            codes = await self.store.market_codes(market)
+            rows = await self.store.quote_events(codes)
+            self.market_reads += 1
+            events = [ev for ev in rows if ev is not None]
+            self._markets[market] = (started, events)
+            fut.set_result(events)
+        except Exception as exc:  # RedisError: every waiting caller answers "unavailable"
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+        finally:
+            del self._market_reads[market]
 
     async def quote_events(self, codes: list[str]) -> Rows:
         """The stored latest quote of each code (None when absent), like the store's."""

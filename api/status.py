@@ -24,6 +24,7 @@ from api.models import ComponentStatus
 from api.settings import GatewaySettings
 from api.store import Store
 from schemas import topics
+from schemas.kafka_client import librdkafka_config
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,7 @@ class StatusProbe:
     def __init__(self, settings: GatewaySettings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.admin = AdminClient(
-            {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000}
-        )
+        self.admin = AdminClient({**librdkafka_config(settings), "socket.timeout.ms": 3000})
         self._last: _Scrape | None = None
         self._reader: Consumer | None = None  # created on the first lag probe
         self._reader_lock = threading.Lock()
@@ -155,7 +154,7 @@ class StatusProbe:
         if self._reader is None:
             self._reader = Consumer(
                 {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    **librdkafka_config(self.settings),
                     "group.id": self.settings.streams_group,
                     "enable.auto.commit": False,
                     "socket.timeout.ms": 3000,

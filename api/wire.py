@@ -78,7 +78,11 @@ class SharedDeflate:
     def __init__(self, level: int = 6, max_cached: int = 16_384) -> None:
         self.level = level
         self.max_cached = max_cached
+        # Two generations: a full cache becomes the old one instead of being
+        # emptied, so the latest quote of every code (a market snapshot's
+        # pieces, thousands at once) stays cached across a turnover.
         self._cache: dict[bytes, bytes] = {}
+        self._old: dict[bytes, bytes] = {}
         self.comma = self.compress(b",")
         self.tail = self.compress(b"]}")
 
@@ -91,9 +95,11 @@ class SharedDeflate:
         """:meth:`compress`, cached (a quote's JSON goes to many connections)."""
         found = self._cache.get(data)
         if found is None:
-            found = self.compress(data)
+            found = self._old.get(data)
+            if found is None:
+                found = self.compress(data)
             if len(self._cache) >= self.max_cached:
-                self._cache.clear()
+                self._old, self._cache = self._cache, {}
             self._cache[data] = found
         return found
 

@@ -8,6 +8,14 @@ session (written by the hub's flush timer when :mod:`api.wire` offers a direct
 writer, else by the session's sender task); this module never sends a live
 update itself, and never awaits a slow client's socket while handling another
 client.
+
+Hostile input costs little and harms only its sender: binary frames and bad
+messages get an ``error``; messages over ``max_message_bytes`` close the
+connection (1009; uvicorn's ``ws_max_size`` stops them before they are even
+parsed); every request spends tokens of a per-connection bucket (``rate_limited``
+when empty; market snapshots and replays cost more); a client whose unsent
+control messages pass ``max_queued_bytes`` is closed (4008); replays are
+shared fairly between keys (:class:`api.limits.FairSlots`).
 """
 
 from __future__ import annotations
@@ -21,14 +29,26 @@ from collections import deque
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
 from api import metrics
 from api.auth import check_key
+from api.errors import KEY_IN_URL
 from api.hub import Hub
+from api.limits import FairSlots, TokenBucket
 from api.replay import ReplayError, ReplayUnavailable, describe_ms, replay_quotes, window_start
-from api.session import CLOSE_POLICY, CLOSE_TRY_AGAIN, QuoteEvent, Session, frame
+from api.session import (
+    CLOSE_POLICY,
+    CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN,
+    Hold,
+    QuoteEvent,
+    Session,
+    Snapshot,
+    frame,
+)
 from api.settings import GatewaySettings
 from api.snapshots import SnapshotReads
 from api.store import Store
@@ -37,8 +57,37 @@ from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"^\d{6}$")
+CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
+CLOSE_TOO_BIG = 1009
+MAX_ECHO_CHARS = 64
+#: tokens a request spends (default 1): what it makes the gateway read and send
+REQUEST_COST = {"subscribe_all": 50.0, "subscribe_market": 20.0, "replay": 20.0}
 _ids = itertools.count(1)
+
+
+class BinaryFrame(Exception):
+    """The client sent a binary message (the protocol is JSON text)."""
+
+
+class TooBig(Exception):
+    """The client sent a message over ``max_message_bytes``."""
+
+
+async def receive_text(ws: WebSocket, max_chars: int) -> str:
+    """The next text message; raises :class:`BinaryFrame`, :class:`TooBig` or a disconnect.
+
+    uvicorn enforces the byte limit (``ws_max_size``) before a message is read;
+    this check covers servers without one (TestClient).
+    """
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    if text is None:
+        raise BinaryFrame
+    if len(text) > max_chars:
+        raise TooBig
+    return str(text)
 
 
 class ProtocolError(Exception):
@@ -62,8 +111,9 @@ class Connection:
         self.store = store
         self.settings = settings
         self._invalid: deque[float] | None = None  # created on the first invalid message
-        self._replays: asyncio.Semaphore = ws.app.state.replay_slots
+        self._replays: FairSlots = ws.app.state.replay_slots
         self.snapshots: SnapshotReads = ws.app.state.snapshots
+        self.bucket = TokenBucket(settings.requests_per_second, settings.request_burst)
 
     def subscriptions(self) -> dict[str, Any]:
         s = self.s
@@ -93,16 +143,30 @@ class Connection:
         return len(self._invalid) > self.settings.invalid_per_second
 
     async def run(self) -> None:
+        limit = self.settings.max_message_bytes
         while True:
-            text = await self.ws.receive_text()
+            exc: ProtocolError | None = None
             try:
+                text = await receive_text(self.ws, limit)
                 await self.handle(text)
-            except ProtocolError as exc:
-                self.error(exc.code, exc.message)
-                if self.too_many_invalid():
-                    self.error("rate_limited", "too many invalid messages; closing")
-                    await self.s.flush_and_close(CLOSE_POLICY, "too many invalid messages")
-                    return
+            except BinaryFrame:
+                exc = ProtocolError("bad_request", "binary messages are not accepted: use text")
+            except TooBig:
+                await self.s.kill(CLOSE_TOO_BIG, f"message over {limit} bytes")
+                return
+            except ProtocolError as err:
+                exc = err
+            if self.s.overflowed:  # asked for more than it reads (snapshots, replays)
+                metrics.WS_CLOSED_SLOW.inc()
+                await self.s.kill(CLOSE_TOO_SLOW, "client too slow: too much unread data")
+                return
+            if exc is None:
+                continue
+            self.error(exc.code, exc.message)
+            if self.too_many_invalid():
+                self.error("rate_limited", "too many invalid messages; closing")
+                await self.s.flush_and_close(CLOSE_POLICY, "too many invalid messages")
+                return
 
     async def handle(self, text: str) -> None:
         try:
@@ -115,6 +179,12 @@ class Connection:
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
+        cost = REQUEST_COST.get("replay" if msg.get("since") is not None else kind, 1.0)
+        if not self.bucket.take(cost):
+            raise ProtocolError(
+                "rate_limited",
+                f"too many requests: {self.settings.requests_per_second:g}/s per connection",
+            )
         try:
             await handler(self, msg)
         except RedisError as exc:
@@ -125,7 +195,7 @@ class Connection:
 
     def _code(self, msg: dict[str, Any]) -> str:
         code = msg.get("stock_code")
-        if not isinstance(code, str) or not CODE_RE.match(code):
+        if not isinstance(code, str) or not CODE_RE.fullmatch(code):
             raise ProtocolError("bad_code", f"stock_code must be 6 digits, got {str(code)[:20]!r}")
         return code
 
@@ -148,6 +218,11 @@ class Connection:
                 "too_many_subscriptions",
                 f"at most {self.settings.max_stocks_per_connection} stock codes per connection",
             )
+
+    async def _market_snapshot(self, market: str, hold: Hold) -> Snapshot:
+        """The market's (or ALL) stored quotes (cached read) merged with the hub's latest."""
+        stored = await self.snapshots.market_events(market)  # type: ignore[arg-type]
+        return self.hub.market_snapshot(market, stored, hold)
 
     async def _snapshot(self, codes: list[str]) -> list[QuoteEvent]:
         """For each code the newer of Redis and the hub's last routed quote."""
@@ -185,13 +260,16 @@ class Connection:
             return
         replayed: list[QuoteEvent] = []
         try:
-            async with self._replays:
+            async with self._replays.slot(self.s.key_id):
                 replayed = await asyncio.to_thread(replay_quotes, self.settings, code, since)
             metrics.REPLAYS.inc()
         except ReplayUnavailable as exc:
             self.error("unavailable", f"replay failed: {exc}")
         except ReplayError as exc:
             self.error("bad_request", f"replay failed: {exc}")
+        except KafkaException as exc:
+            logger.warning("replay for ws client %d: kafka unavailable: %s", self.s.sid, exc)
+            self.error("unavailable", "replay unavailable (Kafka); try again")
         finally:
             self.s.release_replay(hold, code, replayed)
 
@@ -223,9 +301,9 @@ class Connection:
         hold = self.s.start_hold(markets=[market])
         self.hub.subscribe_market(self.s, market)
         self.ack("subscribe_market")
-        snapshot: list[QuoteEvent] = []
+        snapshot: list[QuoteEvent] | Snapshot = []
         try:
-            snapshot = await self._snapshot(await self.store.market_codes(market))  # type: ignore[arg-type]
+            snapshot = await self._market_snapshot(market, hold)
         finally:
             self.s.release_snapshot(hold, snapshot, market=market)
 
@@ -237,9 +315,9 @@ class Connection:
         hold = self.s.start_hold(everything=True)
         self.hub.set_all(self.s, True)
         self.ack("subscribe_all")
-        snapshot: list[QuoteEvent] = []
+        snapshot: list[QuoteEvent] | Snapshot = []
         try:
-            snapshot = await self._snapshot(await self.store.market_codes("ALL"))
+            snapshot = await self._market_snapshot("ALL", hold)
         finally:
             self.s.release_snapshot(hold, snapshot)
 
@@ -292,7 +370,17 @@ class Connection:
         self.ack("unsubscribe_candles")
 
     async def ping(self, msg: dict[str, Any]) -> None:
-        self.s.control(frame("pong", id=msg.get("id"), ts=int(time.time() * 1000)))
+        ping_id = msg.get("id")  # echoed: only small values
+        if not (
+            ping_id is None
+            or (isinstance(ping_id, int) and abs(ping_id) <= 2**53)
+            or (isinstance(ping_id, str) and len(ping_id) <= MAX_ECHO_CHARS)
+        ):
+            raise ProtocolError(
+                "bad_request",
+                f"id must be an integer or a string of at most {MAX_ECHO_CHARS} characters",
+            )
+        self.s.control(frame("pong", id=ping_id, ts=int(time.time() * 1000)))
 
     async def auth(self, msg: dict[str, Any]) -> None:
         raise ProtocolError("bad_request", "already authenticated")
@@ -319,24 +407,65 @@ _HANDLERS = {
 }
 
 
-async def _authenticate(ws: WebSocket, settings: GatewaySettings) -> str | None:
-    """The caller's key id, or None after closing the socket (1008)."""
-    key = ws.query_params.get("api_key")
-    if key is None and settings.auth_enabled:
+async def _refuse(ws: WebSocket, message: str) -> None:
+    metrics.WS_ERRORS.labels("not_authenticated").inc()
+    await ws.send_text(frame("error", code="not_authenticated", message=message).decode())
+    await ws.close(CLOSE_POLICY, "not authenticated")
+
+
+async def _first_message_key(ws: WebSocket, settings: GatewaySettings) -> str | None:
+    """The ``api_key`` of the first message, if it is an ``auth`` (within the deadline).
+
+    Binary frames before it get a ``bad_request`` error and are skipped; a message
+    over the size limit closes the connection (1009, raises WebSocketDisconnect).
+    """
+    deadline = time.monotonic() + settings.auth_deadline_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
         try:
-            text = await asyncio.wait_for(ws.receive_text(), settings.auth_deadline_s)
+            text = await asyncio.wait_for(receive_text(ws, settings.max_message_bytes), left)
+        except TimeoutError:
+            return None
+        except BinaryFrame:
+            metrics.WS_ERRORS.labels("bad_request").inc()
+            await ws.send_text(
+                frame(
+                    "error",
+                    code="bad_request",
+                    message='binary messages are not accepted: send {"type":"auth",...} first',
+                ).decode()
+            )
+            continue
+        except TooBig:
+            await ws.close(CLOSE_TOO_BIG, "message too big")
+            raise WebSocketDisconnect(CLOSE_TOO_BIG) from None
+        try:
             msg = orjson.loads(text)
-            if isinstance(msg, dict) and msg.get("type") == "auth":
-                key = msg.get("api_key") if isinstance(msg.get("api_key"), str) else None
-        except (TimeoutError, orjson.JSONDecodeError):
-            key = None
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(msg, dict) and msg.get("type") == "auth":
+            key = msg.get("api_key")
+            return key if isinstance(key, str) else None
+        return None
+
+
+async def _authenticate(ws: WebSocket, settings: GatewaySettings) -> str | None:
+    """The caller's key id, or None after closing the socket (1008).
+
+    The key comes only in the first message (``{"type":"auth","api_key":...}``);
+    a key in the URL is refused whatever it is (it would be in proxy logs).
+    """
+    if ws.scope.get(KEY_IN_URL):
+        await _refuse(
+            ws, 'API keys are not accepted in the URL: send {"type":"auth","api_key":...} first'
+        )
+        return None
+    key = await _first_message_key(ws, settings) if settings.auth_enabled else None
     found = check_key(settings, key)
     if found is None:
-        metrics.WS_ERRORS.labels("not_authenticated").inc()
-        await ws.send_text(
-            frame("error", code="not_authenticated", message="a valid api_key is required").decode()
-        )
-        await ws.close(CLOSE_POLICY, "not authenticated")
+        await _refuse(ws, "a valid api_key is required")
         return None
     return found[0]
 
@@ -369,6 +498,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         close,
         flush_interval_s=settings.flush_interval_ms / 1000,
         max_pending_quotes=settings.max_pending_quotes,
+        max_queued_bytes=settings.max_queued_bytes,
     )
     writer = writer_for(ws.scope)
     if writer is not None:

@@ -7,7 +7,11 @@ that exits (a stream worker whose agent crashed exits 70) is restarted, as
 Kubernetes would. Shows live figures until Ctrl-C, then stops everything in
 reverse order.
 The feed token is generated per run when HQ_FEED_TOKEN is unset and handed
-to the children through their environment only; it is never printed.
+to the children through their environment only; it is never printed. The
+gateway is never open by default: unless HQ_GATEWAY_API_KEYS is set (or
+HQ_GATEWAY_AUTH=off) a dev API key (also an admin key) is generated per run;
+it is printed once, inside the dashboard URL's fragment (``#api_key=...``),
+which the browser never sends to a server.
 """
 
 from __future__ import annotations
@@ -99,6 +103,18 @@ def _receiver_figures(port: int) -> dict[str, float]:
     return out
 
 
+def _dev_api_key(env: dict[str, str]) -> str | None:
+    """Generate a per-run dev key into ``env`` unless keys are set or auth is off."""
+    if env.get("HQ_GATEWAY_AUTH", "").lower() == "off":
+        return None
+    if env.get("HQ_GATEWAY_API_KEYS") or env.get("HQ_GATEWAY_ADMIN_KEYS"):
+        return None
+    key = secrets.token_urlsafe(24)
+    env["HQ_GATEWAY_API_KEYS"] = key
+    env["HQ_GATEWAY_ADMIN_KEYS"] = key
+    return key
+
+
 def _pick_port(preferred: int) -> int:
     return preferred if not port_open(preferred) else free_port()
 
@@ -146,6 +162,7 @@ def up(
             "HQ_JOURNAL_DIR": str(run_dir / "journal"),
             "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
         }
+        dev_key = _dev_api_key(env)
         if simulator:
             env["HQ_FEED_ADDR"] = f"127.0.0.1:{feed_port}"
             env.setdefault("HQ_FEED_TOKEN", secrets.token_urlsafe(24))
@@ -193,7 +210,11 @@ def up(
                 while not port_open(feed_port) and time.monotonic() < deadline:
                     time.sleep(0.1)
         url = f"http://127.0.0.1:{gateway_port}/"
-        console.print(f"\n[bold]dashboard:[/] [link={url}]{url}[/]   API docs: {url}docs")
+        dashboard = url + (f"#api_key={dev_key}" if dev_key else "")
+        console.print(f"\n[bold]dashboard:[/] [link={dashboard}]{dashboard}[/]")
+        console.print(f"API docs: {url}docs")
+        if dev_key:
+            console.print("(dev API key generated for this run; REST: X-API-Key header)")
         console.print(f"logs: {logs}/   Ctrl-C stops everything\n")
         _watch(console, children, metrics_port, lambda: stop_requested)
     except KeyboardInterrupt:

@@ -17,20 +17,29 @@ KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 def env_alias(prefix: str, name: str, *extra: str) -> AliasChoices:
-    """Let a field be read from ``<prefix><NAME>`` as well as by its own name in code.
+    """Let a field be read from the environment as ``<prefix><NAME>`` only.
 
     A service's own fields live under a longer prefix (``HQ_GATEWAY_``,
     ``HQ_STREAMS_``) than the shared ``HQ_`` one, so each needs an explicit alias.
     ``extra`` names (for example a shared ``HQ_TOPIC_PREFIX``) are tried after the
-    prefixed name and before the bare field name; the first one set wins.
+    prefixed name; the first one set wins. Every name must start with ``HQ_``:
+    a bare ``PORT``, ``HOST`` or ``STATIC_DIR`` set for something else must never
+    configure hqstream. In code a field is still set by its own name
+    (``validate_by_name`` in :class:`CommonSettings`).
     """
-    return AliasChoices(f"{prefix}{name.upper()}", *extra, name)
+    names = (f"{prefix}{name.upper()}", *extra)
+    for env_name in names:
+        if not env_name.startswith("HQ_"):
+            raise ValueError(f"{env_name!r}: hqstream reads only HQ_ environment variables")
+    return AliasChoices(*names)
 
 
 class CommonSettings(BaseSettings):
     """Where Kafka and Redis are, and how many partitions the tick topics have."""
 
-    model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore")
+    # validate_by_name: code may pass a field by its name; the environment is
+    # read only through the HQ_ names (env_prefix, or env_alias's).
+    model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", validate_by_name=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")

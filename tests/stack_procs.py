@@ -40,6 +40,7 @@ def pipeline_env(
         "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
         "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+        "HQ_GATEWAY_AUTH": "off",  # the stack tests' clients send no key
     }
     return env, (feed_port, metrics_port, gw_port)
 

@@ -26,7 +26,36 @@
   const CODE_RE = /^\d{6}$/;
 
   const params = new URLSearchParams(location.search);
-  const API_KEY = params.get("api_key") || "";
+  // The API key never travels in a URL a server sees (proxy logs, history): it comes
+  // from the fragment (#api_key=..., removed from the address bar at once) or a
+  // prompt, and is kept in sessionStorage (this tab only).
+  const KEY_SLOT = "hq.api_key";
+  const NEED_KEY = "This gateway requires an API key: open the page with #api_key=YOUR_KEY";
+  function readApiKey() {
+    const frag = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const given = frag.get("api_key");
+    if (given) {
+      frag.delete("api_key");
+      const rest = frag.toString();
+      history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+      try { sessionStorage.setItem(KEY_SLOT, given); } catch (e) { /* storage off: this page only */ }
+      return given;
+    }
+    try { return sessionStorage.getItem(KEY_SLOT) || ""; } catch (e) { return ""; }
+  }
+  const API_KEY = readApiKey();
+  let keyAsked = false;
+  // No key (or a refused one): ask once; a new key reloads the page with it.
+  function askForKey(refused) {
+    try { sessionStorage.removeItem(KEY_SLOT); } catch (e) { /* nothing stored */ }
+    if (keyAsked) return;
+    keyAsked = true;
+    const key = window.prompt(refused ? "The API key was refused. API key:" : "This gateway requires an API key:");
+    if (key && key.trim()) {
+      try { sessionStorage.setItem(KEY_SLOT, key.trim()); } catch (e) { /* storage off */ }
+      location.reload();
+    }
+  }
   // ?market=SH|SZ|BJ|ALL also streams every quote of that market; its codes join the table (capped).
   const FEED_MARKET = ["SH", "SZ", "BJ", "ALL"].includes((params.get("market") || "").toUpperCase()) ? params.get("market").toUpperCase() : "";
   const store = {
@@ -672,7 +701,8 @@
     if (API_KEY) headers["X-API-Key"] = API_KEY;
     const resp = await fetch(API + path, { headers, cache: "no-store" });
     if (resp.status === 401 || resp.status === 403) {
-      showBanner(API_KEY ? "The API key was refused by the gateway." : "This gateway requires an API key: open the page with ?api_key=YOUR_KEY");
+      showBanner(API_KEY ? "The API key was refused by the gateway." : NEED_KEY);
+      if (resp.status === 401) askForKey(Boolean(API_KEY));
       throw new Error("auth " + resp.status);
     }
     if (!resp.ok) throw new Error(path + " -> HTTP " + resp.status);
@@ -798,7 +828,7 @@
         clearInterval(this.pingTimer);
         if (ev.code === 1008) {
           this.setState("auth", "Not authorised");
-          showBanner(API_KEY ? "The gateway refused the API key (WebSocket closed 1008)." : "This gateway requires an API key: open the page with ?api_key=YOUR_KEY");
+          showBanner(API_KEY ? "The gateway refused the API key (WebSocket closed 1008)." : NEED_KEY);
           this.attempt = Math.max(this.attempt, 5);
         }
         this.retry();
@@ -862,7 +892,7 @@
           break;
         }
         case "error":
-          if (m.code === "not_authenticated") showBanner("The gateway requires an API key: open the page with ?api_key=YOUR_KEY");
+          if (m.code === "not_authenticated") showBanner(NEED_KEY);
           else if (m.code === "bad_code") { addMsg.className = "add-msg err"; addMsg.textContent = m.message || "Unknown code"; }
           break;
         default: break;

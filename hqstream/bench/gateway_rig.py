@@ -137,6 +137,7 @@ def gateway_process(bootstrap: str, redis_url: str, flush_ms: int,
         HQ_GATEWAY_FLUSH_INTERVAL_MS=str(flush_ms),
         HQ_GATEWAY_MAX_CONNECTIONS_PER_KEY="100000",
         HQ_LOG_LEVEL="WARNING",
+        HQ_GATEWAY_AUTH="off",  # loopback only; the clients send no key
     )
     env.pop("HQ_GATEWAY_API_KEYS", None)
     env.pop("HQ_GATEWAY_ADMIN_KEYS", None)

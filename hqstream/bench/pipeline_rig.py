@@ -103,6 +103,7 @@ def pipeline(env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20) ->
         "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
         "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+        "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
     }
     rig = Pipeline(child_env, logs, gw_port, metrics_port, feed_port)
     gateway = rig.child("gateway", ["gateway", "--port", str(gw_port)])

@@ -28,15 +28,16 @@ _WBITS = re.compile(rb"server_max_window_bits=(\d+)")
 OnMessage = Callable[[bytes], None]
 
 
-def _client_frame(opcode: int, data: bytes) -> bytes:
-    """One masked client frame (RFC 6455 5.3)."""
+def client_frame(opcode: int, data: bytes, compressed: bool = False) -> bytes:
+    """One masked client frame (RFC 6455 5.3); ``compressed`` sets RSV1 (permessage-deflate)."""
     n = len(data)
+    first = 0x80 | opcode | (0x40 if compressed else 0)
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        header = struct.pack("!BB", first, 0x80 | n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
     mask = os.urandom(4)
     key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
     masked = (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
@@ -92,12 +93,12 @@ class LightClient(asyncio.Protocol):
 
     def send_text(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_client_frame(0x1, data))
+            self.transport.write(client_frame(0x1, data))
 
     def close(self) -> None:
         """Send a close frame and drop the connection (no closing handshake wait)."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_client_frame(0x8, struct.pack("!H", 1000)))
+            self.transport.write(client_frame(0x8, struct.pack("!H", 1000)))
             self.transport.close()
 
     # ---- receiving --------------------------------------------------------------------
@@ -153,7 +154,7 @@ class LightClient(asyncio.Protocol):
             self._parts.append(payload)
         elif opcode == 0x9:
             if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(_client_frame(0xA, payload))
+                self.transport.write(client_frame(0xA, payload))
             return
         elif opcode == 0x8:
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005

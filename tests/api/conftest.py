@@ -23,8 +23,9 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def rest_settings(redis_url: str) -> GatewaySettings:
-    """Settings for REST tests: real Redis, Kafka not consumed."""
+    """Settings for REST tests: real Redis, Kafka not consumed, no keys (auth off)."""
     return GatewaySettings(
+        auth="off",
         redis_url=redis_url,
         kafka_bootstrap="127.0.0.1:1",
         producer_metrics_url="http://127.0.0.1:1/metrics",
@@ -38,11 +39,12 @@ def client(rest_settings: GatewaySettings) -> Iterator[TestClient]:
 
 
 def push_settings(kafka: KafkaEndpoint, redis_url: str, **over: object) -> GatewaySettings:
-    """Settings on uuid-prefixed topics (created here) of the shared broker."""
+    """Settings on uuid-prefixed topics (created here) of the shared broker; auth off by default."""
     prefix = f"{KafkaEndpoint.group('gwt')}."
     for spec in topics.topic_specs(partitions=3):
         if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M):
             kafka.create(prefix + spec.name, spec.partitions)
+    over.setdefault("auth", "off")
     return GatewaySettings(
         kafka_bootstrap=kafka.bootstrap,
         redis_url=redis_url,

@@ -49,6 +49,7 @@ def run_gateway(settings: GatewaySettings, ready_timeout: float = 60.0) -> Itera
         port=port,
         ws="websockets-sansio",
         ws_per_message_deflate=True,
+        ws_max_size=settings.max_message_bytes,
         log_level="warning",
         lifespan="on",
     )

@@ -196,13 +196,13 @@ def _price(code: str) -> str:
 
 
 def _check_page(page: Any, gw: Gateway, sim: MarketSim, live: LiveFeed) -> None:
-    # without ?api_key= the gateway refuses: the page says so instead of spinning
+    # without #api_key= the gateway refuses: the page says so instead of spinning
     page.goto(f"{gw.base_url}/dashboard", wait_until="domcontentloaded")
     page.wait_for_function(CONN_IS, arg="auth")
     page.wait_for_selector("#banner:not([hidden])")
     assert "api_key" in page.locator("#banner").inner_text()
 
-    page.goto(f"{gw.base_url}/?api_key={gw.api_key}", wait_until="domcontentloaded")
+    page.goto(f"{gw.base_url}/#api_key={gw.api_key}", wait_until="domcontentloaded")
     page.wait_for_function(CONN_IS, arg="open")
 
     # market summaries: REST first, then live stats messages
@@ -314,7 +314,7 @@ def _check_reconnect(page: Any, gw: Gateway) -> None:
 
 def _check_market_feed(page: Any, gw: Gateway) -> None:
     """``?market=SZ`` streams a whole market: its codes join the table, capped at 200 rows."""
-    page.goto(f"{gw.base_url}/?api_key={gw.api_key}&market=SZ", wait_until="domcontentloaded")
+    page.goto(f"{gw.base_url}/?market=SZ#api_key={gw.api_key}", wait_until="domcontentloaded")
     page.wait_for_function("document.querySelectorAll('#watch-body tr').length === 200")
     page.wait_for_timeout(1500)
     assert page.locator("#watch-body tr").count() == 200

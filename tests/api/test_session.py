@@ -144,3 +144,37 @@ async def test_watchdog_closes_a_stuck_client_4008(clock: VirtualClock) -> None:
     await clock.advance(0.1)
     watch.cancel()
     assert sink.closed is not None and sink.closed[0] == 4008
+
+
+async def test_a_shared_market_snapshot_misses_nothing_routed_after_it_was_merged() -> None:
+    """Subscribers share one merged snapshot; what was routed since goes to each one's hold."""
+    hub = Hub(flush_interval_s=60.0)  # the merge stays cached for the whole test
+    hub.dispatch(
+        [
+            Event("quote", b"", quote=ev("000001", 1)),
+            Event("quote", b"", quote=ev("600000", 1, "SH")),
+        ]
+    )
+    first, second = Sink(), Sink()
+    s1, s2 = session(first), session(second)
+    s1.start()
+    s2.start()
+    stored: list[QuoteEvent] = []  # the shared Redis read (api.snapshots): one list object
+    hold1 = s1.start_hold(everything=True)
+    snap1 = hub.market_snapshot("ALL", stored, hold1)
+    s1.release_snapshot(hold1, snap1)
+    hub.dispatch([Event("quote", b"", quote=ev("000001", 2))])  # after the merge
+    hold2 = s2.start_hold(markets=["SZ"])  # opened later: 000001@2 was not held live
+    snap2 = hub.market_snapshot("SZ", [ev("000002", 7)], hold2)
+    assert [e.code for e in snap2.events] == ["000001", "000002"]
+    hold3 = s2.start_hold(everything=True)
+    snap3 = hub.market_snapshot("ALL", stored, hold3)
+    assert snap3 is snap1  # shared, not merged again
+    assert [(e.code, e.ts) for e in hold3.latest.values()] == [("000001", 2)]
+    s2.release_snapshot(hold2, snap2)
+    s2.release_snapshot(hold3, snap3)
+    await asyncio.sleep(0.05)
+    assert [m["type"] for m in second.sent] == ["snapshot", "snapshot", "quotes"]
+    assert batches(second) == [[2]]  # 000001@2, newer than the shared snapshot: delivered
+    for s in (s1, s2):
+        await s.stop()

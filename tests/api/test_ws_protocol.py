@@ -141,8 +141,18 @@ def test_abusive_client_is_closed_1008(rest_settings: GatewaySettings) -> None:
 
 def _keyed(rest_settings: GatewaySettings, **over: Any) -> GatewaySettings:
     return GatewaySettings(
-        **{**rest_settings.model_dump(), "api_keys": "k-client", "admin_keys": "k-admin", **over}
+        **{
+            **rest_settings.model_dump(),
+            "auth": "on",
+            "api_keys": "k-client",
+            "admin_keys": "k-admin",
+            **over,
+        }
     )
+
+
+def _auth(ws: Any, key: str) -> None:
+    ws.send_json({"type": "auth", "api_key": key})
 
 
 def test_rest_auth(rest_settings: GatewaySettings) -> None:
@@ -160,12 +170,9 @@ def test_rest_auth(rest_settings: GatewaySettings) -> None:
         assert c.get("/healthz").status_code == 200  # probes stay open
 
 
-def test_ws_auth_by_query_or_first_message(rest_settings: GatewaySettings) -> None:
+def test_ws_auth_by_first_message(rest_settings: GatewaySettings) -> None:
     settings = _keyed(rest_settings, auth_deadline_s=0.5)
     with TestClient(create_app(settings, consume=False)) as c:
-        with c.websocket_connect(f"{WS}?api_key=k-client") as ws:
-            ws.send_json({"type": "ping"})
-            assert ws.receive_json()["type"] == "pong"
         with c.websocket_connect(WS) as ws:
             ws.send_json({"type": "auth", "api_key": "k-admin"})
             ws.send_json({"type": "ping"})
@@ -187,14 +194,17 @@ def test_connections_per_key(rest_settings: GatewaySettings) -> None:
     settings = _keyed(rest_settings, max_connections_per_key=1)
     with (
         TestClient(create_app(settings, consume=False)) as c,
-        c.websocket_connect(f"{WS}?api_key=k-client") as first,
+        c.websocket_connect(WS) as first,
     ):
+        _auth(first, "k-client")
         first.send_json({"type": "ping"})
         first.receive_json()
-        with c.websocket_connect(f"{WS}?api_key=k-client") as second:
+        with c.websocket_connect(WS) as second:
+            _auth(second, "k-client")
             with pytest.raises(WebSocketDisconnect) as exc:
                 second.receive_json()
             assert exc.value.code == 1013
-        with c.websocket_connect(f"{WS}?api_key=k-admin") as other_key:
+        with c.websocket_connect(WS) as other_key:
+            _auth(other_key, "k-admin")
             other_key.send_json({"type": "ping"})
             assert other_key.receive_json()["type"] == "pong"

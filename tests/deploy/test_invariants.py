@@ -358,8 +358,14 @@ def test_hqstream_containers_run_the_hqstream_image_as_uid_10001(
     assert "/tmp" in writable
 
 
-PUBLIC = ("/api/realtime/quotes", "/api/realtime/ws", "/", "/dashboard", "/app.js")
-PRIVATE = ("/metrics", "/docs", "/openapi.json", "/redoc", "/healthz", "/readyz")
+PUBLIC = (
+    "/api/realtime/quotes", "/api/realtime/ws", "/api/realtime/stock/600000",
+    "/api/realtime/status", "/", "/dashboard", "/index.html", "/app.js", "/chart.js", "/style.css",
+)  # fmt: skip
+PRIVATE = (
+    "/metrics", "/docs", "/openapi.json", "/redoc", "/healthz", "/readyz", "/metrics/x",
+    "/docs/oauth2-redirect", "/api", "/static/../metrics",
+)  # fmt: skip
 
 
 def _routed(rules: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
