@@ -4,7 +4,11 @@ A DLQ record's value is the offending raw bytes, unchanged; its key is the
 stock code when one could be read, else empty. Everything else travels in
 headers (the Kafka Connect DLQ convention), all UTF-8:
 
-* ``hq.dlq.reason``: one of :data:`DlqReason`
+* ``hq.dlq.reason``: one of :data:`DlqReason`. ``out_of_range``: a number no
+  real quote reaches (bounds in :mod:`streams.parse`); ``future_timestamp``:
+  stamped further after its receive time than the streams allow;
+  ``unprocessable``: anything else that failed on this one record (the
+  detail starts with the exception class)
 * ``hq.dlq.detail``: a human sentence (never contains secrets)
 * ``hq.dlq.stage``: ``receiver`` or ``streams``
 * ``hq.dlq.source.topic`` / ``.partition`` / ``.offset``: where it came from
@@ -28,6 +32,9 @@ DlqReason = Literal[
     "bad_datetime",
     "missing_field",
     "encode_error",
+    "out_of_range",
+    "future_timestamp",
+    "unprocessable",
 ]
 
 REASON: Final = "hq.dlq.reason"

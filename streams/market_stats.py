@@ -54,6 +54,7 @@ Record = dict[str, Any]
 MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
 MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 PARTIAL_VERSION: Final = 1
+LONG_MAX: Final = 2**63 - 1  # Avro long; every count and sum saturates there (and at -LONG_MAX)
 _PCT_SCALE: Final = 10_000  # change_pct summed in 1e-4 percent
 _AMOUNT_SCALE: Final = 100  # amount summed in cents
 _COUNT_FIELDS: Final = (
@@ -152,7 +153,12 @@ class _Totals:
         self.amount_cents += sign * s.amount_cents
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in _COUNT_FIELDS}
+        return {name: _saturate(getattr(self, name)) for name in _COUNT_FIELDS}
+
+
+def _saturate(value: int) -> int:
+    """``value`` clamped to an Avro long (quotes are bounded in parse; this holds whatever came)."""
+    return -LONG_MAX if value < -LONG_MAX else LONG_MAX if value > LONG_MAX else value
 
 
 # Rank keys: ascending order of each key is the ranking (ties by code).
@@ -223,7 +229,7 @@ def _record(
         "limit_up": totals["limit_up"],
         "limit_down": totals["limit_down"],
         "suspended": totals["suspended"],
-        "volume": totals["volume"],
+        "volume": _saturate(totals["volume"]),
         "amount": totals["amount_cents"] / _AMOUNT_SCALE,
         "avg_change_pct": avg,
         "top_gainers": tops["top_gainers"],
@@ -253,23 +259,21 @@ class MarketStats:
         return len(self._stocks)
 
     def update(self, quote: Quote) -> None:
-        """Replace the stock's contribution with this quote's, unless it is older."""
-        s = self._stocks.get(quote["code"])
-        if s is None:
-            s = _Stock(quote)
-            self._stocks[s.code] = s
-            self._by_market[s.market][s.code] = s
-            self._totals[s.market].apply(s, 1)
-            return
-        if quote["exchange_ts"] < s.ts:
+        """Replace the stock's contribution with this quote's, unless it is older.
+
+        A quote that raises (a missing field, a non-finite figure) changes nothing.
+        """
+        old = self._stocks.get(quote["code"])
+        if old is not None and quote["exchange_ts"] < old.ts:
             self.replays_ignored += 1
             return
-        old_market = s.market
-        self._totals[old_market].apply(s, -1)
-        s.set(quote)
-        if s.market != old_market:  # never for a real code; keep the books right anyway
-            del self._by_market[old_market][s.code]
-            self._by_market[s.market][s.code] = s
+        s = _Stock(quote)  # raises before anything changes
+        if old is not None:
+            self._totals[old.market].apply(old, -1)
+            if s.market != old.market:  # never for a real code; keep the books right anyway
+                del self._by_market[old.market][s.code]
+        self._stocks[s.code] = s
+        self._by_market[s.market][s.code] = s
         self._totals[s.market].apply(s, 1)
 
     def forget(self, codes: Iterable[str]) -> int:
