@@ -261,19 +261,29 @@ class MarketStats:
     def update(self, quote: Quote) -> None:
         """Replace the stock's contribution with this quote's, unless it is older.
 
-        A quote that raises (a missing field, a non-finite figure) changes nothing.
+        A quote that raises (a non-finite figure, a missing field) leaves the
+        books consistent: the stock is dropped (its old contribution is out).
         """
-        old = self._stocks.get(quote["code"])
-        if old is not None and quote["exchange_ts"] < old.ts:
+        s = self._stocks.get(quote["code"])
+        if s is None:
+            s = _Stock(quote)
+            self._stocks[s.code] = s
+            self._by_market[s.market][s.code] = s
+            self._totals[s.market].apply(s, 1)
+            return
+        if quote["exchange_ts"] < s.ts:
             self.replays_ignored += 1
             return
-        s = _Stock(quote)  # raises before anything changes
-        if old is not None:
-            self._totals[old.market].apply(old, -1)
-            if s.market != old.market:  # never for a real code; keep the books right anyway
-                del self._by_market[old.market][s.code]
-        self._stocks[s.code] = s
-        self._by_market[s.market][s.code] = s
+        old_market = s.market
+        self._totals[old_market].apply(s, -1)
+        try:
+            s.set(quote)
+        except Exception:
+            del self._stocks[s.code], self._by_market[old_market][s.code]
+            raise
+        if s.market != old_market:  # never for a real code; keep the books right anyway
+            del self._by_market[old_market][s.code]
+            self._by_market[s.market][s.code] = s
         self._totals[s.market].apply(s, 1)
 
     def forget(self, codes: Iterable[str]) -> int:
