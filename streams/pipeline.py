@@ -240,7 +240,11 @@ class Processor:
         n = 0
         for quote, partition in await sink.latest_quotes():
             if partitions is None or partition in partitions:
-                self.stats.update(quote)
+                try:
+                    self.stats.update(quote)
+                except Exception as exc:  # stored before a check refused such quotes
+                    logger.error("stored quote not seeded into the stats: %r", exc)
+                    continue
                 self.partition_of[quote["code"]] = partition
                 n += 1
         logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
@@ -255,15 +259,19 @@ class Processor:
         window_ms = self.settings.warmup_window_s * 1000
         ticks = await sink.recent_ticks(cold, window_ms) if window_ms else {}
         for code in cold:
-            for quote in ticks.get(code, ()):
-                ts = quote["exchange_ts"]
-                if ts > self.last_ts.get(code, -1):
-                    self.last_ts[code] = ts
-                    self.candles.update(quote)
-                    self.alerts.update(quote)
-            history = ticks.get(code)
-            if history:
-                self.stats.update(history[-1])
+            try:
+                for quote in ticks.get(code, ()):
+                    ts = quote["exchange_ts"]
+                    if ts > self.last_ts.get(code, -1):
+                        self.last_ts[code] = ts
+                        self.candles.update(quote)
+                        self.alerts.update(quote)
+                history = ticks.get(code)
+                if history:
+                    self.stats.update(history[-1])
+            except Exception as exc:  # stored before a check refused such ticks
+                logger.error("stock %s: recent ticks in redis not replayed: %r", code, exc)
+                self._forget_stock(code)  # starts afresh with its next tick
         self.warmed.update(cold)
 
     # -- the hot path -------------------------------------------------------

@@ -343,3 +343,20 @@ def test_a_redis_outage_dead_letters_nothing() -> None:
     result = asyncio.run(runtime(sink, outbox).handle(records))
     assert result.dlq == [] and len(sink.written) == len(records)
     assert not [t for t, _ in outbox.sent if t == "hq.ticks.dlq"]
+
+
+def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
+    """Redis may hold ticks stored before a check refused them: they cannot stop a batch."""
+    good = parse_record(sh_line("000001"), LINE_TS, LINE_TS)
+    broken = {**parse_record(sh_line("000002"), LINE_TS, LINE_TS), "amount": float("inf")}
+
+    class History(FakeSink):
+        async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
+            return {"000001": [{**good, "exchange_ts": LINE_TS - 3000}],
+                    "000002": [{**broken, "exchange_ts": LINE_TS - 3000}]}  # fmt: skip
+
+    processor = Processor(settings())
+    records = [record(sh_line("000001"), 0), record(sh_line("000002"), 1)]
+    result = asyncio.run(processor.process(records, History()))  # type: ignore[arg-type]
+    assert result.dlq == [] and len(result.sink.quotes) == 2
+    assert len(processor.stats) == 2 and processor.warmed >= {"000001", "000002"}
