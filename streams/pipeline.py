@@ -149,6 +149,22 @@ def unprocessable(rec: RawRecord, exc: BaseException, now_ms: int) -> DlqRecord:
     return dead_letter(rec, "unprocessable", f"{type(exc).__name__}: {exc}", now_ms)
 
 
+def derived_outputs(topic: str, codec: Codec, records: list[dict[str, Any]]) -> list[KafkaOut]:
+    """The Kafka records of candles or alerts (keyed by code).
+
+    One that cannot be encoded is logged as an error and left out of Kafka
+    (it still goes to Redis): it is no input record to dead-letter, and it
+    must not stop the batch. Bounded quotes make it impossible in practice.
+    """
+    out: list[KafkaOut] = []
+    for record in records:
+        try:
+            out.append(KafkaOut(topic, record["code"].encode(), codec.encode(record)))
+        except Exception as exc:
+            logger.error("not produced to %s, cannot be encoded: %r: %r", topic, exc, record)
+    return out
+
+
 class Processor:
     """Parse, encode and derive; owns the in-memory stats/candle/alert state."""
 
@@ -229,8 +245,7 @@ class Processor:
         """The Kafka records of closed candles (none when not publishing)."""
         if not self.publish_normalized:
             return []
-        topic, encode = self.topics.candles, self.candle_codec.encode
-        return [KafkaOut(topic, c["code"].encode(), encode(c)) for c in closed]
+        return derived_outputs(self.topics.candles, self.candle_codec, closed)
 
     # -- state recovery ----------------------------------------------------
 
@@ -397,9 +412,7 @@ class Processor:
                 for (q, _), payload in zip(quotes, p.encoded, strict=True)
             ]
             out += self.candle_outputs(closed)
-            out += [
-                KafkaOut(t.alerts, a["code"].encode(), self.alert_codec.encode(a)) for a in alerts
-            ]
+            out += derived_outputs(t.alerts, self.alert_codec, alerts)
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
         return BatchResult(
             sink=SinkBatch(

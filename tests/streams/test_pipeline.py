@@ -360,3 +360,25 @@ def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
     result = asyncio.run(processor.process(records, History()))  # type: ignore[arg-type]
     assert result.dlq == [] and len(result.sink.quotes) == 2
     assert len(processor.stats) == 2 and processor.warmed >= {"000001", "000002"}
+
+
+def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    processor = Processor(settings())
+    first = [record(sh_line(c, price="11.00"), i) for i, c in enumerate(("000001", "000002"))]
+    process(first, processor)
+
+    def refuse(record: dict[str, Any]) -> bytes:
+        raise ValueError(f"cannot encode {record['code']}")
+
+    processor.candle_codec.encode = refuse  # type: ignore[method-assign]
+    processor.alert_codec.encode = refuse  # type: ignore[method-assign]
+    # a minute later (closes the candles) and 10% up (a limit-up touch: an alert)
+    later = sse_line(price="12.10", high="12.10", time="15:00:57")  # sz000001
+    records = [record(later, 10), record(sh_line("000003"), 11)]
+    result = process(records, processor)
+    assert result.dlq == [] and len(result.sink.quotes) == 2
+    assert result.sink.alerts and any(c["closed"] for c in result.sink.candles)
+    assert not [o for o in result.kafka if not o.topic.endswith("hq.ticks.normalized")]
+    assert "cannot be encoded" in caplog.text
