@@ -2,7 +2,9 @@
 
 Two line formats (shared/spec/feed-protocol.md): Shanghai/Shenzhen lines of
 33 ``$``-separated fields, and Beijing JSON objects. :func:`parse_record`
-validates everything the spec calls a bad record and raises
+validates everything the spec calls a bad record, numbers beyond bounds no
+real quote reaches (``out_of_range``) and, when asked, quotes stamped ahead
+of their receive time (``future_timestamp``), and raises
 :class:`streams.errors.BadRecord` with a :data:`schemas.dlq.DlqReason`;
 :func:`streams.normalize.build_quote` then derives the computed fields.
 
