@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 KUSTOMIZE_VERSION := v5.6.0
 GOBIN_DIR := $(CURDIR)/.cache/bin
 
-.PHONY: run test setup system-deps python-deps kafka-jars kustomize lint typecheck unit clean bench
+.PHONY: run test setup system-deps python-deps kafka-jars kustomize lint typecheck unit clean bench screenshot
 
 run: setup
 	$(BIN)/hqstream up
@@ -60,6 +60,12 @@ typecheck:
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not integration and not browser"
+
+# Refreshes the README's dashboard picture from the browser test's screenshot
+# (tests write only to test-artifacts/; this is the one step that writes docs/).
+screenshot: setup
+	$(BIN)/python -m pytest tests/api/test_dashboard_browser.py -q
+	cp test-artifacts/dashboard.png docs/images/dashboard.png
 
 bench: setup
 	$(BIN)/hqstream bench ingest

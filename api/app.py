@@ -122,6 +122,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
                 await session.kill(1001, "server shutting down")
             if feed is not None:
                 await asyncio.to_thread(feed.stop)
+            await asyncio.to_thread(app.state.probe.close)
             await store.close()
 
     app = FastAPI(

@@ -60,6 +60,7 @@ class Hub:
         self.candle_subs: defaultdict[str, set[Session]] = defaultdict(set)
         self.per_key: defaultdict[str, int] = defaultdict(int)
         self.latest: dict[str, QuoteEvent] = {}
+        self.exchange_now = 0  # the newest exchange_ts routed: the exchange clock, epoch ms
         self.latest_stats: dict[str, bytes] = {}
         self.pushing = True
         self.routed = 0
@@ -148,6 +149,8 @@ class Hub:
                 if prev is not None and prev.ts >= q.ts:
                     continue  # stale or duplicate (newer wins)
                 latest[q.code] = q
+                if q.ts > self.exchange_now:
+                    self.exchange_now = q.ts
                 if not pushing:
                     continue
                 for s in self.by_code.get(q.code, ()):

@@ -53,6 +53,12 @@ class Quote(_Record):
     at_limit_down: bool
     receive_ts: int
     process_ts: int
+    limit_free: bool = Field(False, description="new listing without a daily price limit")
+    not_traded_yet: bool = Field(False, description="no trade yet today, not suspended")
+    phase: str = Field("", description="exchange session at exchange_ts (Avro v2)")
+    avg_price: float = Field(0.0, description="amount / volume, yuan per share")
+    amplitude: float = Field(0.0, description="(high - low) / prev_close, percent")
+    order_imbalance: float = Field(0.0, description="weibi: 5-level book imbalance, percent")
 
 
 class Candle(_Record):
@@ -80,6 +86,20 @@ class RankEntry(_Record):
     amount: float
 
 
+class BoardBreadth(_Record):
+    """The breadth of one board (Avro ``io.hqstream.v1.BoardBreadth``)."""
+
+    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    stocks: int
+    advancers: int
+    decliners: int
+    unchanged: int
+    suspended: int
+    not_traded_yet: int
+    limit_up: int
+    limit_down: int
+
+
 class MarketStats(_Record):
     """Statistics of one market at one moment (Avro ``io.hqstream.v1.MarketStats``)."""
 
@@ -98,6 +118,8 @@ class MarketStats(_Record):
     top_gainers: list[RankEntry]
     top_losers: list[RankEntry]
     top_turnover: list[RankEntry]
+    not_traded_yet: int = Field(0, description="no trade yet today, not suspended")
+    boards: list[BoardBreadth] = Field(default_factory=list, description="breadth per board")
 
 
 class Alert(_Record):

@@ -173,11 +173,13 @@ async def rank(
 async def candles(
     code: str,
     store: StoreDep,
-    date: Annotated[str | None, Query(description="YYYY-MM-DD (default: today, Shanghai)")] = None,
+    date: Annotated[
+        str | None, Query(description="YYYY-MM-DD (default: the trade date of its latest quote)")
+    ] = None,
 ) -> Any:
     valid_code(code)
     if date is None:
-        day = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).date().isoformat()
+        day = await store.trade_date(code)
     else:
         try:
             day = dt.date.fromisoformat(date).isoformat()

@@ -9,8 +9,9 @@ API keys are ``SecretStr``: never log them or put them in messages.
 from __future__ import annotations
 
 from functools import cache, partial
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PositiveInt, SecretStr
 
 from schemas import topics
 from schemas.config import CommonSettings, env_alias
@@ -85,8 +86,24 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("invalid_per_second"),
         description="invalid messages per second tolerated before close 1008",
     )
-    replay_max_age_s: int = Field(3600, ge=1, validation_alias=_gw("replay_max_age_s"))
-    replay_max_records: int = Field(2_000_000, ge=1, validation_alias=_gw("replay_max_records"))
+    replay_window: Literal["day"] | PositiveInt = Field(
+        "day",
+        validation_alias=_gw("replay_window"),
+        description="how far back `since` may reach on the exchange clock: `day` (the whole "
+        "trading day of the newest quote) or seconds; Kafka's retention bounds it either way",
+    )
+    replay_max_records: int = Field(
+        5_000_000,
+        ge=1,
+        validation_alias=_gw("replay_max_records"),
+        description="records one replay may scan (its partition holds other stocks too)",
+    )
+    replay_max_quotes: int = Field(
+        50_000,
+        ge=1,
+        validation_alias=_gw("replay_max_quotes"),
+        description="quotes one replay may return (a trading day at 3 s is ~4,800)",
+    )
     static_dir: str | None = Field(
         None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
     )

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
 import httpx
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.models import ComponentStatus
 from api.settings import GatewaySettings
 from api.store import Store
+from schemas import topics
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class StatusProbe:
             {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000}
         )
         self._last: _Scrape | None = None
+        self._reader: Consumer | None = None  # created on the first lag probe
+        self._reader_lock = threading.Lock()
 
     async def redis(self) -> ComponentStatus:
         try:
@@ -121,9 +125,7 @@ class StatusProbe:
         )
 
     def _lag_sync(self) -> tuple[int, int]:
-        group = self.settings.streams_group
-        fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        committed = [tp for tp in fut.result(timeout=TIMEOUT_S).topic_partitions if tp.offset >= 0]
+        committed = [tp for tp in self._committed() if tp.offset >= 0]
         if not committed:
             return 0, 0
         specs = {
@@ -136,6 +138,41 @@ class StatusProbe:
         }
         lag = sum(max(0, highs[(tp.topic, tp.partition)] - tp.offset) for tp in committed)
         return lag, len(committed)
+
+    def _committed(self) -> list[TopicPartition]:
+        """The stream workers' committed offsets on the raw topic.
+
+        Read with a consumer of their group that never subscribes or commits,
+        not with AdminClient.list_consumer_group_offsets: librdkafka's admin
+        path dereferences a missing consumer-group handle when the coordinator
+        answers NOT_COORDINATOR (a fresh cluster, a broker restart) and the
+        whole gateway dies with SIGSEGV (librdkafka#5040; seen here as 1 in 2
+        gateway starts on a fresh broker). A consumer handles that answer."""
+        with self._reader_lock:  # probes run in worker threads
+            return self._committed_locked()
+
+    def _committed_locked(self) -> list[TopicPartition]:
+        if self._reader is None:
+            self._reader = Consumer(
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "group.id": self.settings.streams_group,
+                    "enable.auto.commit": False,
+                    "socket.timeout.ms": 3000,
+                }
+            )
+        topic = self.settings.topic(topics.RAW)
+        meta = self._reader.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        return list(self._reader.committed(parts, timeout=TIMEOUT_S))
+
+    def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
 
 def parse_receiver_metrics(text: str) -> dict[str, float]:

@@ -6,6 +6,7 @@ validates them into models. This module never writes to Redis.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -19,6 +20,11 @@ from schemas.redis_keys import MarketOrAll, RankMetric
 logger = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 32
+SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
+
+
+def today_shanghai() -> str:
+    return dt.datetime.now(SHANGHAI).date().isoformat()
 
 
 class Store:
@@ -63,6 +69,16 @@ class Store:
     async def quote(self, code: str) -> dict[str, Any] | None:
         data = await self.redis.hget(keys.quote(code), "data")
         return None if data is None else _loads(data)
+
+    async def trade_date(self, code: str) -> str:
+        """The trade date of ``code``'s latest quote (the exchange's day, not the
+        server's), or today in Shanghai when the stock has no quote yet."""
+        data = await self.redis.hget(keys.quote(code), "data")
+        if data is not None:
+            day = _loads(data).get("trade_date")
+            if isinstance(day, str) and day:
+                return day
+        return today_shanghai()
 
     async def market_codes(self, market: MarketOrAll) -> list[str]:
         if market == "ALL":

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from api import metrics
 from api.auth import check_key
 from api.hub import Hub
-from api.replay import ReplayError, replay_quotes
+from api.replay import ReplayError, ReplayUnavailable, describe_ms, replay_quotes, window_start
 from api.session import CLOSE_POLICY, CLOSE_TRY_AGAIN, QuoteEvent, Session, frame
 from api.settings import GatewaySettings
 from api.snapshots import SnapshotReads
@@ -48,10 +48,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def today_shanghai() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
 
 
 class Connection:
@@ -174,11 +170,7 @@ class Connection:
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
             raise ProtocolError("bad_request", "since must be epoch milliseconds (integer)")
         if since is not None:
-            oldest = int(time.time() * 1000) - self.settings.replay_max_age_s * 1000
-            if since < oldest:
-                raise ProtocolError(
-                    "bad_request", f"since is older than {self.settings.replay_max_age_s} s"
-                )
+            await self._check_replay_window(code, since)
         self._room_for(code)
         # Register first (live updates of the code are held), then read, then release.
         hold = self.s.start_hold(codes=[code], ordered=since is not None)
@@ -196,10 +188,31 @@ class Connection:
             async with self._replays:
                 replayed = await asyncio.to_thread(replay_quotes, self.settings, code, since)
             metrics.REPLAYS.inc()
+        except ReplayUnavailable as exc:
+            self.error("unavailable", f"replay failed: {exc}")
         except ReplayError as exc:
             self.error("bad_request", f"replay failed: {exc}")
         finally:
             self.s.release_replay(hold, code, replayed)
+
+    async def _check_replay_window(self, code: str, since: int) -> None:
+        """``since`` is on the exchange clock: it is checked against the newest quote
+        the gateway knows (routed live, or the code's in Redis), never the server's clock."""
+        newest = self.hub.exchange_now
+        routed = self.hub.latest.get(code)
+        if routed is None:
+            stored = (await self.snapshots.quote_events([code]))[0]
+            if stored is not None:
+                newest = max(newest, stored.ts)
+        if newest == 0:  # no quote known yet: the server's clock is the best estimate
+            newest = int(time.time() * 1000)
+        oldest = window_start(newest, self.settings.replay_window)
+        if since < oldest:
+            raise ProtocolError(
+                "bad_request",
+                f"since ({describe_ms(since)}) is before the replay window, which starts at "
+                f"{describe_ms(oldest)} on the exchange clock (HQ_GATEWAY_REPLAY_WINDOW)",
+            )
 
     async def unsubscribe_stock(self, msg: dict[str, Any]) -> None:
         self.hub.unsubscribe_stock(self.s, self._code(msg))
@@ -265,7 +278,7 @@ class Connection:
         self._room_for(code)
         self.hub.subscribe_candles(self.s, code)
         self.ack("subscribe_candles")
-        raws = await self.store.candles_raw(code, today_shanghai())
+        raws = await self.store.candles_raw(code, await self.store.trade_date(code))
         self.s.control(
             b'{"type":"snapshot","stock_code":"'
             + code.encode()

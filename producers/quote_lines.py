@@ -66,6 +66,8 @@ class Stamp(NamedTuple):
 
     @classmethod
     def of(cls, when: dt.datetime) -> Stamp:
+        """The stamp of ``when``; a naive datetime is Shanghai time."""
+        when = exchange_time(when)
         ms = int(when.timestamp() * 1000)
         return cls(when.strftime(_SSE_STAMP), str(ms))
 
@@ -241,16 +243,73 @@ def malformed_line(
     return "$".join(values)
 
 
+# The exchange day (Asia/Shanghai), as the simulator plays it.
+PRE_OPEN: Final = dt.time(9, 15)  # opening call auction: orders, no trades
+AUCTION_PRINT: Final = dt.time(9, 25)  # the opening match; no trades 09:25-09:30
+CONTINUOUS: Final = dt.time(9, 30)
+MIDDAY: Final = dt.time(11, 30)
+AFTERNOON: Final = dt.time(13, 0)
+CLOSING_AUCTION: Final = dt.time(14, 57)  # closing call auction: orders, no trades
+CLOSE: Final = dt.time(15, 0)
+#: Vendors stamp a session's last ticks a few seconds late: the morning's last
+#: trades come at 11:30:02, the closing auction's result at 15:00:03.
+MIDDAY_LATE: Final = dt.timedelta(seconds=2)
+CLOSE_LATE: Final = dt.timedelta(seconds=3)
+
+Phase = Literal["pre_open", "auction_print", "continuous", "closing_auction", "closing_print"]
+
+
+def _at(when: dt.datetime, t: dt.time) -> dt.datetime:
+    return when.replace(hour=t.hour, minute=t.minute, second=t.second, microsecond=0)
+
+
+def exchange_time(when: dt.datetime) -> dt.datetime:
+    """``when`` in Asia/Shanghai time; a naive datetime is taken as Shanghai time
+    (not the machine's zone: that put Beijing epoch timestamps 8 h off)."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=SHANGHAI_TZ)
+    return when.astimezone(SHANGHAI_TZ)
+
+
 def session_time(when: dt.datetime) -> dt.datetime:
-    """``when`` moved into continuous trading: not before 09:30, none at lunch, none past 15:00."""
+    """A start moved into the exchange day: not before 09:15 (the opening call
+    auction), none in the lunch break. After the close it stays: the market is closed."""
+    when = exchange_time(when)
     t = when.time()
-    if t < dt.time(9, 30):
-        return when.replace(hour=9, minute=30, second=0, microsecond=0)
-    if dt.time(11, 30) < t < dt.time(13, 0):
-        return when.replace(hour=13, minute=0, second=0, microsecond=0)
-    if t > dt.time(15, 0):
-        return when.replace(hour=15, minute=0, second=0, microsecond=0)
+    if t < PRE_OPEN:
+        return _at(when, PRE_OPEN)
+    if _at(when, MIDDAY) + MIDDAY_LATE < when < _at(when, AFTERNOON):
+        return _at(when, AFTERNOON)
     return when
+
+
+def next_time(when: dt.datetime, interval: dt.timedelta) -> dt.datetime:
+    """The snapshot time after ``when``: ``interval`` later, except that the
+    session's last snapshot is stamped late (11:30:02, 15:00:03) and the lunch
+    break is skipped. After the close the clock runs on (prices do not move)."""
+    nxt = when + interval
+    midday, close = _at(when, MIDDAY), _at(when, CLOSE)
+    if when <= midday < nxt:
+        return min(nxt, midday + MIDDAY_LATE)
+    if midday < when < _at(when, AFTERNOON):
+        return _at(when, AFTERNOON)
+    if when <= close < nxt:
+        return min(nxt, close + CLOSE_LATE)
+    return nxt
+
+
+def phase_at(when: dt.datetime) -> Phase:
+    """What the market does in a snapshot stamped ``when`` (see SnapshotSource)."""
+    t = when.time()
+    if t < AUCTION_PRINT:
+        return "pre_open"
+    if t < CONTINUOUS:
+        return "auction_print"
+    if t < CLOSING_AUCTION:
+        return "continuous"  # includes the late-stamped 11:30:02 snapshot
+    if t <= CLOSE:
+        return "closing_auction"
+    return "closing_print"
 
 
 class Snapshot(NamedTuple):
@@ -264,8 +323,15 @@ class Snapshot(NamedTuple):
 class SnapshotSource:
     """Yields the feed's snapshots: every stock once, in shuffled order.
 
-    The exchange clock starts at ``start`` and advances by ``interval_s`` per
-    snapshot inside the trading sessions. With ``pool_snapshots`` > 0 the
+    The exchange clock starts at ``start`` (a naive time is Shanghai time) and
+    advances by ``interval_s`` per snapshot through the exchange day
+    (:func:`next_time`), which the snapshots follow: 09:15-09:25 the opening
+    call auction (no trade, orders in the book), the 09:25 opening print, no
+    trades until 09:30, continuous trading to 11:30 with a last snapshot
+    stamped 11:30:02, lunch skipped, continuous trading 13:00-14:57, the
+    closing call auction (no trades) and its result stamped 15:00:03; then the
+    market is closed: the clock runs on and the closing snapshot repeats.
+    With ``pool_snapshots`` > 0 the
     quotes of that many snapshots are rendered up front and cycled (for the
     max-rate benchmark mode); each cycle adds the pool's day totals to volume
     and amount so the cumulative fields keep growing, and the clock keeps
@@ -286,11 +352,13 @@ class SnapshotSource:
         if not 0.0 <= malformed_fraction <= 1.0:
             raise ValueError("malformed_fraction must be within 0..1")
         self.stocks = stocks
+        start = exchange_time(start)
         self.clock = session_time(start)
         self._interval = dt.timedelta(seconds=interval_s)
         self._fraction = malformed_fraction
         self._rng = random.Random(seed + 1)
         self._walk = MarketWalk(stocks, start.date(), seed, late_openers=pool_snapshots == 0)
+        self._printed = {"auction_print": False, "closing_print": False}
         # Pool entries: (stock index, first-cycle template, later-cycle template, quote).
         self._pool: list[list[tuple[int, Template, Template, Quote]]] = []
         self._pool_totals: list[tuple[int, int]] = []
@@ -336,15 +404,29 @@ class SnapshotSource:
                 vol, amount = totals[i]
                 lines.append(tpl.fill(q.volume + cycle * vol, q.amount + cycle * amount, stamp))
         else:
-            for i, q in self._shuffled(self._walk.step()):
+            for i, q in self._shuffled(self._quotes(phase_at(self.clock))):
                 if fraction and rng.random() < fraction:
                     lines.append(self._bad(stocks[i], q, stamp, malformed))
                 else:
                     lines.append(render(stocks[i], q, stamp))
         self.count += 1
-        self.clock = session_time(self.clock + self._interval)
+        self.clock = next_time(self.clock, self._interval)
         lines.append("")
         return Snapshot("\n".join(lines).encode(), len(lines) - 1, malformed)
+
+    def _quotes(self, phase: Phase) -> list[Quote]:
+        """The walk's snapshot for a phase: trades only in the continuous
+        sessions and in the two auction prints, each printed once."""
+        walk = self._walk
+        if phase == "pre_open":
+            return walk.indicative()
+        if phase == "continuous":
+            self._printed["auction_print"] = True  # a start after 09:30 opens at once
+            return walk.step()
+        if phase in self._printed and not self._printed[phase]:
+            self._printed[phase] = True
+            return walk.step()
+        return walk.hold()
 
     def _bad(self, stock: Stock, q: Quote, stamp: Stamp, seen: dict[MalformedKind, int]) -> str:
         kind = self._rng.choice(MALFORMED_KINDS)

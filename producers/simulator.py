@@ -99,7 +99,8 @@ class SimConfig:
     sent_log: Path | None = None
     heartbeat_interval_s: float = protocol.HEARTBEAT_INTERVAL_S
     backlog_limit_bytes: int = protocol.BACKLOG_LIMIT_BYTES
-    start: dt.datetime | None = None  # exchange clock start; None = default_start(now)
+    # exchange clock start (naive = Asia/Shanghai time); None = default_start(now)
+    start: dt.datetime | None = None
     pool_snapshots: int = 16  # pre-rendered and cycled with max_rate or > 20,000 lines/s
 
 
@@ -432,6 +433,13 @@ def simulate_command(
     heartbeat: Annotated[
         float, typer.Option(min=0.01, help="idle seconds before a heartbeat")
     ] = 10.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="exchange clock start, ISO 8601 (e.g. 2026-11-23T09:15:00; without an "
+            "offset it is Asia/Shanghai time) [default: today 09:30]"
+        ),
+    ] = None,
 ) -> None:
     """Run the vendor feed simulator; the token comes from HQ_FEED_TOKEN."""
     settings = get_settings()
@@ -445,6 +453,10 @@ def simulate_command(
         host, port = parse_addr(addr or settings.feed_addr)
     except SimulatorError as exc:
         raise typer.BadParameter(str(exc), param_hint="--addr") from exc
+    try:
+        start_at = None if start is None else dt.datetime.fromisoformat(start)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--start") from exc
     config = SimConfig(
         token=settings.feed_token.get_secret_value(),
         host=host,
@@ -459,5 +471,6 @@ def simulate_command(
         max_snapshots=snapshots,
         sent_log=sent_log,
         heartbeat_interval_s=heartbeat,
+        start=start_at,
     )
     asyncio.run(serve(config))

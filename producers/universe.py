@@ -3,9 +3,11 @@
 Used by the feed simulator, and by hqstream.bench.rawlines for the streams
 benchmark's lines. Builds about 5,000 stocks across every board with the
 real board mix (SH main 600/601/603/605, STAR 688/689, SZ main
-000/001/002/003, ChiNext 300/301, Beijing 920xxx), unique real-looking codes,
+000/001/002/003, ChiNext 300/301/302, Beijing 920xxx), unique real-looking codes,
 plausible Chinese names generated from syllable lists (plus a few well-known
-real ones), about 3% ST/*ST names and about 1% suspended stocks.
+real ones), about 3% ST/*ST names, about 1% suspended (halted) stocks, and a
+few new listings in their days without a price limit (``N`` first day, ``C``
+days 2-5; Beijing: ``N`` only).
 
 Deterministic: the same ``(count, seed)`` always gives the same universe.
 Pure data; it must never do I/O or read the clock.
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from schemas.market_rules import Board, Market, board_of, is_st, limit_prices
+from schemas.market_rules import Board, Market, board_of, is_limit_free, is_st, limit_prices
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,17 @@ PREFIX_WEIGHTS: Final[tuple[tuple[Market, str, int], ...]] = (
     ("SZ", "002", 840),
     ("SZ", "003", 40),
     ("SZ", "300", 935),
-    ("SZ", "301", 355),
+    ("SZ", "301", 354),
+    ("SZ", "302", 1),  # ChiNext's newer range: 302132
     ("BJ", "920", 270),
 )
 CODES_PER_PREFIX: Final = 1000
 ST_SHARE: Final = 0.03
 SUSPENDED_SHARE: Final = 0.01
+NEW_LISTING_SHARE: Final = 0.002
+#: A new listing's simulated price range, as a multiple of its issue price
+#: (prev_close): it has no daily limit, first-day gains of 100-300% are common.
+NEW_LISTING_RANGE: Final = (0.2, 5.0)
 MIN_PREV_CLOSE_CENTS: Final = 150
 MAX_PREV_CLOSE_CENTS: Final = 180_000
 
@@ -54,6 +61,7 @@ FAMOUS: Final[tuple[tuple[Market, str, str, float], ...]] = (
     ("SZ", "000858", "五粮液", 128.50),
     ("SZ", "002594", "比亚迪", 302.10),
     ("SZ", "300750", "宁德时代", 268.40),
+    ("SZ", "302132", "中航成飞", 60.12),
     ("SH", "600000", "浦发银行", 11.62),
     ("SH", "600036", "招商银行", 44.15),
     ("SH", "600519", "贵州茅台", 1448.00),
@@ -157,6 +165,13 @@ def _st_name(rng: random.Random, base: str, used: set[str]) -> str:
     return "*ST" + base
 
 
+def _new_listing_name(rng: random.Random, base: str, board: Board, used: set[str]) -> str:
+    """``N`` + name on the first day, ``C`` + name on days 2-5 (BJ: ``N`` only)."""
+    prefix = "N" if board == "BJ" or rng.random() < 0.4 else "C"
+    name = prefix + base[:3]
+    return base if name in used else name
+
+
 def _prev_close(rng: random.Random, board: Board, st: bool) -> int:
     median = {"MAIN": 11.0, "STAR": 32.0, "CHINEXT": 24.0, "BJ": 13.0}[board]
     if st:
@@ -178,6 +193,9 @@ def build_listing(plan: Sequence[tuple[Market, str, int]], seed: int = 42) -> tu
     another mix (every board in a handful of stocks) passes its own plan.
     """
     rng = random.Random(seed)
+    # New listings are drawn from their own stream: the rest of the universe
+    # stays what it was for every seed.
+    listing_rng = random.Random(seed * 7 + 3)
     famous = {(m, c): (name, pc) for m, c, name, pc in FAMOUS}
     used_names = {name for name, _ in famous.values()}
     stocks: list[Stock] = []
@@ -195,6 +213,8 @@ def build_listing(plan: Sequence[tuple[Market, str, int]], seed: int = 42) -> tu
                 name = _name(rng, used_names)
                 if rng.random() < ST_SHARE:
                     name = _st_name(rng, name, used_names)
+                elif listing_rng.random() < NEW_LISTING_SHARE:
+                    name = _new_listing_name(listing_rng, name, board, used_names)
                 prev_close = _prev_close(rng, board, is_st(name))
             used_names.add(name)
             stocks.append(
@@ -239,7 +259,9 @@ class MarketWalk:
     """Moves every stock's price by a bounded random walk, one snapshot per ``step()``.
 
     Prices stay within each board's daily limit for ``trade_date`` (from
-    ``schemas.market_rules``); cumulative volume and amount never decrease;
+    ``schemas.market_rules``; a new listing without a limit moves within
+    NEW_LISTING_RANGE of its issue price, an ``N`` name opening far above it);
+    cumulative volume and amount never decrease;
     drift regimes make some stocks run to a limit and stay there or leave.
     Without ``late_openers`` every stock that is not suspended trades in the
     first snapshot.
@@ -256,7 +278,12 @@ class MarketWalk:
         self._rng = random.Random(seed * 7919 + 17)
         rng = self._rng
         self.limits: list[tuple[int, int]] = []
-        for s in stocks:
+        self.limit_free = [is_limit_free(s.name, s.board, trade_date) for s in stocks]
+        low, high = NEW_LISTING_RANGE
+        for s, free in zip(stocks, self.limit_free, strict=True):
+            if free:
+                self.limits.append((round(s.prev_close * high), max(1, round(s.prev_close * low))))
+                continue
             up, down = limit_prices(s.prev_close / 100, s.board, s.st, trade_date)
             self.limits.append((round(up * 100), round(down * 100)))
         n = len(stocks)
@@ -287,11 +314,32 @@ class MarketWalk:
         self.steps += 1
         return out
 
+    def indicative(self) -> list[Quote]:
+        """A pre-open (09:15-09:25 call auction) snapshot: no trade yet, orders in
+        the book around prev_close; suspended stocks have an empty book."""
+        return [
+            _EMPTY_QUOTE if s.suspended else Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
+            for i, s in enumerate(self.stocks)
+        ]
+
+    def hold(self) -> list[Quote]:
+        """The last snapshot again: no trade (09:25-09:30, the closing call
+        auction's order collection, after the close)."""
+        return list(self._last)
+
     def _open(self, i: int, s: Stock) -> Quote:
         rng = self._rng
         up, down = self.limits[i]
         roll = rng.random()
-        if roll < 0.006:
+        if self.limit_free[i] and s.name.startswith("N"):  # first day: far above the issue
+            price = min(up, round(s.prev_close * rng.uniform(1.3, 3.0)))
+            self._fair[i] = float(price)
+            volume = s.liquidity * 40 // 100 * 100 + 100
+            bids, asks = self._book(price, i)
+            return Quote(price, price, price, price, volume, volume * price, bids, asks)
+        if self.limit_free[i]:  # no limit to open at
+            price = round(s.prev_close * math.exp(rng.gauss(0.0, 0.05)))
+        elif roll < 0.006:
             price, self._drift[i] = up, s.volatility
         elif roll < 0.009:
             price, self._drift[i] = down, -s.volatility

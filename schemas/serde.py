@@ -35,9 +35,9 @@ CONFLUENT_MAGIC: Final = b"\x00"
 
 #: The current version of each schema; older versions stay readable.
 CURRENT_VERSION: Final[dict[SchemaName, int]] = {
-    "quote": 1,
+    "quote": 2,
     "candle": 1,
-    "market_stats": 1,
+    "market_stats": 2,
     "alert": 1,
 }
 

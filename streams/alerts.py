@@ -19,9 +19,10 @@ Alert records (schemas/avro/alert.v1.avsc) it triggers:
   ``volume_min_history_s`` of history). Judged in continuous trading only:
   the auctions' single large matches are not spikes. ``value`` is the ratio.
 
-Windows run on ``streams.sessions.trading_clock_ms`` (trading time, so lunch
-does not count) of the exchange timestamps, never the wall clock. A
-``cooldown_s`` per (code, kind) limits repeats; a limit transition held back
+Windows and cooldowns run on ``streams.sessions.trading_clock_ms`` (trading
+time, so lunch does not count: 11:29:50 and 13:00:05 are 15 trading seconds
+apart) of the exchange timestamps, never the wall clock. A ``cooldown_s``
+per (code, kind) limits repeats; a limit transition held back
 by the cooldown is reported once the cooldown is over if it still holds, so
 the reported limit state never stays wrong. Ticks with exchange_ts <= the last
 seen for the stock (replays) and suspended quotes are ignored.
@@ -118,7 +119,7 @@ class _Stock:
         self.vol_points: deque[tuple[int, int]] = deque(maxlen=max_points)
         self.last_cum = 0
         self.last_continuous = False
-        self.cooldown: dict[str, int] = {}  # kind -> exchange_ts of the last alert
+        self.cooldown: dict[str, int] = {}  # kind -> trading clock of the last alert
 
 
 class AlertDetector:
@@ -273,11 +274,12 @@ class AlertDetector:
         self, st: _Stock, q: Quote, kind: AlertKind, value: float, message: str, out: list[Alert]
     ) -> bool:
         ts: int = q["exchange_ts"]
+        clock = trading_clock_ms(ts)
         last = st.cooldown.get(kind)
-        if last is not None and ts - last < self._cooldown_ms:
+        if last is not None and clock - last < self._cooldown_ms:
             self.counters.cooled_down += 1
             return False
-        st.cooldown[kind] = ts
+        st.cooldown[kind] = clock
         out.append(
             {
                 "code": q["code"],

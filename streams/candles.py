@@ -1,6 +1,6 @@
 """1-minute OHLCV candles built incrementally from normalized quotes.
 
-``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v1.avsc)
+``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v2.avsc)
 into its stock's open candle and returns the candles that closed because of
 it; ``flush(now_ms)`` closes candles whose minute is over when a stock stops
 ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
@@ -8,15 +8,21 @@ ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
 Rules:
 
 * The minute of a tick is ``streams.sessions.candle_minute`` (auction ticks
-  fold into 09:30, 11:30:00 into 11:29, 15:00:00 into 14:59; nothing in the
-  lunch break or outside sessions). A minute gets a candle only if at least
-  one in-session tick of the stock fell into it: gaps are not filled.
-* OHLC come from the price of traded ticks only. A candle with ticks but no
-  trade is flat at the last traded price seen (else the quote's prev_close).
-* volume / amount are deltas of the cumulative counters against the last
-  tick folded before (so the first candle of the day holds the opening
-  auction's volume). A counter that goes backwards (a data fix) contributes
-  0 and becomes the new base: candle volumes are never negative. A new
+  fold into 09:30; 11:30:00 and the late-stamped midday ticks after it
+  (11:30:02) into 11:29, 15:00:00 and the closing auction's late-stamped
+  ticks (15:00:03) into 14:59; nothing in the lunch break or outside
+  sessions). A minute gets a candle only if at least one in-session tick of
+  the stock fell into it: gaps are not filled.
+* No candle without a trade: a quote of a stock that has not traded today
+  (pre-open, a late opener, a suspended stock) opens no candle and is
+  counted in ``counters.no_trade``. Once the stock has traded, a minute
+  with ticks but no new trade is flat at the last traded price.
+* volume / amount are deltas of the cumulative counters against the highest
+  cumulative seen that day (so the first candle of the day holds the opening
+  auction's volume). A counter that goes backwards (a glitch: 1000, 2000,
+  500, 2100) contributes 0 and does not lower the base, so the glitch's
+  recovery is not counted twice (the minute gets 1100, not 2600): candle
+  volumes are never negative and add up to the day's final total. A new
   trade_date resets the base to 0 if the stock's first tick of the day falls
   in the 09:30 candle; otherwise (the worker joined mid-session) the base is
   the first tick's own cumulative value, so the day's earlier volume is not
@@ -56,6 +62,7 @@ class CandleCounters:
     suspended: int = 0
     counter_resets: int = 0  # cumulative volume/amount went backwards within a day
     joined_midday: int = 0  # first tick of a day after the 09:30 candle
+    no_trade: int = 0  # quotes of a stock without a trade yet today: no candle
 
 
 class _Stock:
@@ -88,8 +95,8 @@ class _Stock:
         self.market = market
         self.trade_date = ""
         self.last_ts = -1
-        self.base_volume = 0  # cumulative volume of the last tick folded
-        self.base_amount = 0.0
+        self.base_volume = 0  # highest cumulative volume folded today
+        self.base_amount = 0.0  # highest cumulative amount folded today
         self.last_price = 0.0  # last traded price seen (flat candles)
         self.closed_through = -1  # minute_ts of the last closed candle
         self.minute = -1  # minute_ts of the open candle, -1 when none
@@ -171,6 +178,9 @@ class CandleBuilder:
         if quote["suspended"]:  # the day's base is set, but no candle opens
             self.counters.suspended += 1
             return closed
+        if not quote["traded"]:  # no trade yet today: nothing to draw
+            self.counters.no_trade += 1
+            return closed
         if st.minute < 0:
             self._start(st, minute, quote)
         elif minute != st.minute:  # cannot happen: candle_minute is monotonic in ts
@@ -184,10 +194,10 @@ class CandleBuilder:
             logger.debug("%s: cumulative counters went backwards at %d", code, ts)
         if dv > 0:
             st.volume += dv
+            st.base_volume = volume
         if da > 0:
             st.amount += da
-        st.base_volume = volume
-        st.base_amount = amount
+            st.base_amount = amount
 
         price: float = quote["price"]
         if quote["traded"] and price > 0:

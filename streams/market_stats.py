@@ -4,15 +4,25 @@
 market's counts and sums in O(1); ``snapshot(market)`` builds a MarketStats
 record (schemas/avro/market_stats.v1.avsc) for SH, SZ, BJ or ALL.
 
-Definitions (each stock counted by its newest quote, by exchange_ts):
+Definitions (each stock counted by its newest quote, by exchange_ts; only
+quotes of the current trade date, the newest one seen, count: a stock that
+stopped ticking does not carry yesterday's volume into today's totals):
 
-* ``stocks``: stocks seen; ``suspended``: their quote says suspended.
-* ``advancers`` / ``decliners``: traded, not suspended, change_pct > 0 / < 0.
-* ``unchanged`` = stocks - advancers - decliners (flat, not yet traded and
-  suspended stocks), so the three always add up to ``stocks``.
+* ``stocks``: stocks with a quote of the current trade date.
+* ``suspended``: their quote says suspended (halted, or no trade all day).
+* ``not_traded_yet``: neither traded nor suspended (pre-open, a late opener).
+* ``advancers`` / ``decliners``: traded, not suspended, price above / below
+  prev_close (compared in cents, not by the rounded change_pct: 1500.00 ->
+  1500.05 is +0.003%, shown as 0.00%, and is an advancer).
+* ``unchanged``: traded, not suspended, at prev_close (or without one).
+  advancers + decliners + unchanged + suspended + not_traded_yet = stocks.
 * ``limit_up`` / ``limit_down``: not suspended and at the limit.
 * ``volume`` / ``amount``: sums of the cumulative counters (today's totals).
 * ``avg_change_pct``: mean change_pct of the traded, non-suspended stocks.
+* ``boards``: the same breadth (stocks, advancers, decliners, unchanged,
+  suspended, not_traded_yet, limit_up, limit_down) per board of the market
+  (SH: MAIN, STAR; SZ: MAIN, CHINEXT; BJ: BJ; ALL: all four), counted when a
+  snapshot is taken, not per tick.
 * top lists: gainers = highest change_pct, losers = lowest change_pct (both
   over traded, non-suspended stocks), turnover = highest amount (amount > 0,
   not suspended). Ties are broken by code, so every ranking is a total order.
@@ -81,9 +91,12 @@ class _Stock:
     __slots__ = (
         "amount",
         "amount_cents",
+        "board",
         "change_pct",
         "change_q",
         "code",
+        "counted",
+        "direction",
         "limit_down",
         "limit_up",
         "market",
@@ -91,16 +104,19 @@ class _Stock:
         "price",
         "ranked",
         "suspended",
+        "trade_date",
         "ts",
         "volume",
     )
 
     def __init__(self, quote: Quote) -> None:
         self.code: str = quote["code"]
+        self.counted = False  # in its market's totals (a quote of the current trade date)
         self.set(quote)
 
     def set(self, q: Quote) -> None:
         self.market: Market = q["market"]
+        self.board: str = q["board"]
         self.name: str = q["name"]
         self.ts: int = q["exchange_ts"]
         self.price: float = q["price"]
@@ -111,6 +127,10 @@ class _Stock:
         self.amount_cents = round(self.amount * _AMOUNT_SCALE)
         self.suspended: bool = q["suspended"]
         self.ranked: bool = q["traded"] and not self.suspended  # in breadth and gainers
+        self.trade_date: str = q["trade_date"]
+        prev_cents = round(q["prev_close"] * 100)
+        diff = round(self.price * 100) - prev_cents if self.ranked and prev_cents > 0 else 0
+        self.direction = (diff > 0) - (diff < 0)  # price vs prev_close: +1, 0, -1
         self.limit_up: bool = q["at_limit_up"] and not self.suspended
         self.limit_down: bool = q["at_limit_down"] and not self.suspended
 
@@ -141,9 +161,9 @@ class _Totals:
         if s.ranked:
             self.traded += sign
             self.change_sum += sign * s.change_q
-            if s.change_pct > 0:
+            if s.direction > 0:
                 self.advancers += sign
-            elif s.change_pct < 0:
+            elif s.direction < 0:
                 self.decliners += sign
         if s.limit_up:
             self.limit_up += sign
@@ -183,7 +203,7 @@ _RANKINGS: Final[tuple[tuple[str, Callable[[Mapping[str, Any]], tuple[float, str
 
 def _local_tops(stocks: Iterable[_Stock], top_n: int) -> dict[str, list[Record]]:
     """Top-N entries of each ranking over a set of stocks."""
-    pool = list(stocks)
+    pool = [s for s in stocks if s.counted]
     ranked = [s for s in pool if s.ranked]
     turnover = [s for s in pool if s.amount > 0 and not s.suspended]
     gainers = heapq.nsmallest(top_n, ranked, key=lambda s: (-s.change_pct, s.code))
@@ -194,6 +214,47 @@ def _local_tops(stocks: Iterable[_Stock], top_n: int) -> dict[str, list[Record]]
         "top_losers": [s.entry() for s in losers],
         "top_turnover": [s.entry() for s in by_amount],
     }
+
+
+BOARDS: Final = ("MAIN", "STAR", "CHINEXT", "BJ")
+_BOARD_FIELDS: Final = ("stocks", "advancers", "decliners", "unchanged", "suspended",
+                        "not_traded_yet", "limit_up", "limit_down")  # fmt: skip
+
+
+def _board_counts(stocks: Iterable[_Stock]) -> dict[str, dict[str, int]]:
+    """Breadth per board over the counted stocks (boards without a stock left out)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in stocks:
+        if not s.counted:
+            continue
+        c = out.get(s.board)
+        if c is None:
+            c = out[s.board] = dict.fromkeys(_BOARD_FIELDS, 0)
+        c["stocks"] += 1
+        if s.suspended:
+            c["suspended"] += 1
+        elif not s.ranked:
+            c["not_traded_yet"] += 1
+        elif s.direction > 0:
+            c["advancers"] += 1
+        elif s.direction < 0:
+            c["decliners"] += 1
+        else:
+            c["unchanged"] += 1
+        c["limit_up"] += s.limit_up
+        c["limit_down"] += s.limit_down
+    return out
+
+
+def _sum_boards(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> list[Record]:
+    """The ``boards`` field: per-board counts summed over parts, in BOARDS order."""
+    total: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for board, counts in part.items():
+            t = total.setdefault(board, dict.fromkeys(_BOARD_FIELDS, 0))
+            for name in _BOARD_FIELDS:
+                t[name] += counts[name]
+    return [{"board": b, **total[b]} for b in BOARDS if b in total]
 
 
 def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict[str, list[Record]]:
@@ -215,7 +276,11 @@ def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict
 
 
 def _record(
-    market: str, totals: Mapping[str, int], tops: Mapping[str, list[Record]], ts: int
+    market: str,
+    totals: Mapping[str, int],
+    tops: Mapping[str, list[Record]],
+    ts: int,
+    boards: list[Record],
 ) -> Record:
     traded = totals["traded"]
     avg = round(totals["change_sum"] / _PCT_SCALE / traded, 4) if traded else 0.0
@@ -225,16 +290,18 @@ def _record(
         "stocks": totals["stocks"],
         "advancers": totals["advancers"],
         "decliners": totals["decliners"],
-        "unchanged": totals["stocks"] - totals["advancers"] - totals["decliners"],
+        "unchanged": traded - totals["advancers"] - totals["decliners"],
         "limit_up": totals["limit_up"],
         "limit_down": totals["limit_down"],
         "suspended": totals["suspended"],
+        "not_traded_yet": totals["stocks"] - traded - totals["suspended"],
         "volume": _saturate(totals["volume"]),
         "amount": totals["amount_cents"] / _AMOUNT_SCALE,
         "avg_change_pct": avg,
         "top_gainers": tops["top_gainers"],
         "top_losers": tops["top_losers"],
         "top_turnover": tops["top_turnover"],
+        "boards": boards,
     }
 
 
@@ -254,6 +321,7 @@ class MarketStats:
         self._by_market: dict[str, dict[str, _Stock]] = {m: {} for m in MARKETS}
         self._totals: dict[str, _Totals] = {m: _Totals() for m in MARKETS}
         self.replays_ignored = 0
+        self.trade_date = ""  # the newest trade date seen: only its quotes count
 
     def __len__(self) -> int:
         return len(self._stocks)
@@ -264,18 +332,22 @@ class MarketStats:
         A quote that raises (a non-finite figure, a missing field) leaves the
         books consistent: the stock is dropped (its old contribution is out).
         """
+        if quote["trade_date"] > self.trade_date:
+            self._new_day(quote["trade_date"])
         s = self._stocks.get(quote["code"])
         if s is None:
             s = _Stock(quote)
             self._stocks[s.code] = s
             self._by_market[s.market][s.code] = s
-            self._totals[s.market].apply(s, 1)
+            self._count(s)
             return
         if quote["exchange_ts"] < s.ts:
             self.replays_ignored += 1
             return
         old_market = s.market
-        self._totals[old_market].apply(s, -1)
+        if s.counted:
+            self._totals[old_market].apply(s, -1)
+            s.counted = False
         try:
             s.set(quote)
         except Exception:
@@ -284,7 +356,21 @@ class MarketStats:
         if s.market != old_market:  # never for a real code; keep the books right anyway
             del self._by_market[old_market][s.code]
             self._by_market[s.market][s.code] = s
-        self._totals[s.market].apply(s, 1)
+        self._count(s)
+
+    def _count(self, s: _Stock) -> None:
+        """Add ``s`` to its market's totals if its quote is of the current trade date."""
+        if s.trade_date == self.trade_date:
+            self._totals[s.market].apply(s, 1)
+            s.counted = True
+
+    def _new_day(self, trade_date: str) -> None:
+        """A newer trade date: every stock still on an older one stops counting."""
+        self.trade_date = trade_date
+        for s in self._stocks.values():
+            if s.counted:
+                self._totals[s.market].apply(s, -1)
+                s.counted = False
 
     def forget(self, codes: Iterable[str]) -> int:
         """Drop stocks (partitions revoked from this worker); returns how many."""
@@ -292,7 +378,8 @@ class MarketStats:
         for code in codes:
             s = self._stocks.pop(code, None)
             if s is not None:
-                self._totals[s.market].apply(s, -1)
+                if s.counted:
+                    self._totals[s.market].apply(s, -1)
                 del self._by_market[s.market][code]
                 dropped += 1
         return dropped
@@ -303,16 +390,25 @@ class MarketStats:
             return self.snapshot_all(top_n, now_ms=now_ms)["ALL"]
         if market not in self._totals:
             raise ValueError(f"unknown market {market!r}")
-        tops = _local_tops(self._by_market[market].values(), top_n)
-        return _record(market, self._totals[market].as_dict(), tops, now_ms)
+        stocks = self._by_market[market].values()
+        tops = _local_tops(stocks, top_n)
+        boards = _sum_boards([_board_counts(stocks)])
+        return _record(market, self._totals[market].as_dict(), tops, now_ms, boards)
 
     def snapshot_all(self, top_n: int = 10, *, now_ms: int) -> dict[str, Record]:
         """Records for SH, SZ, BJ and ALL; ALL's top-N merged from the markets'."""
         totals = {m: self._totals[m].as_dict() for m in MARKETS}
         tops = {m: _local_tops(self._by_market[m].values(), top_n) for m in MARKETS}
-        out: dict[str, Record] = {m: _record(m, totals[m], tops[m], now_ms) for m in MARKETS}
+        boards = {m: _board_counts(self._by_market[m].values()) for m in MARKETS}
+        out: dict[str, Record] = {
+            m: _record(m, totals[m], tops[m], now_ms, _sum_boards([boards[m]])) for m in MARKETS
+        }
         out["ALL"] = _record(
-            "ALL", _sum_totals(totals.values()), _merge_tops(tops.values(), top_n), now_ms
+            "ALL",
+            _sum_totals(totals.values()),
+            _merge_tops(tops.values(), top_n),
+            now_ms,
+            _sum_boards(boards.values()),
         )
         return out
 
@@ -326,6 +422,7 @@ class MarketStats:
                 m: {
                     **self._totals[m].as_dict(),
                     **_local_tops(self._by_market[m].values(), top_n),
+                    "boards": _board_counts(self._by_market[m].values()),
                 }
                 for m in MARKETS
             },
@@ -358,7 +455,10 @@ def merge_partials(
         if not set(members) <= set(MARKETS):
             raise ValueError(f"unknown market {market!r}")
         shards = [p["markets"][m] for p in parts for m in members]
-        out[market] = _record(market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms)
+        boards = _sum_boards(shard.get("boards", {}) for shard in shards)  # none before v2
+        out[market] = _record(
+            market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms, boards
+        )
     return out
 
 
@@ -366,22 +466,34 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
     """The same records as MarketStats, from scratch: a reference for tests.
 
     Takes the newest quote per code (a later one with an equal exchange_ts
-    wins, as in ``update``), then counts and fully sorts.
+    wins, as in ``update``), keeps those of the newest trade date, then counts
+    and fully sorts.
     """
     latest: dict[str, Quote] = {}
+    current = ""
     for q in quotes:
+        current = max(current, q["trade_date"])
         held = latest.get(q["code"])
         if held is None or q["exchange_ts"] >= held["exchange_ts"]:
             latest[q["code"]] = q
+
+    def move(q: Quote) -> int:
+        prev = round(q["prev_close"] * 100)
+        return 0 if prev <= 0 else round(q["price"] * 100) - prev
+
     out: dict[str, Record] = {}
     for market in MARKETS_AND_ALL:
-        qs = [q for q in latest.values() if market in ("ALL", q["market"])]
+        qs = [
+            q
+            for q in latest.values()
+            if market in ("ALL", q["market"]) and q["trade_date"] == current
+        ]
         live = [q for q in qs if not q["suspended"]]
         ranked = [q for q in live if q["traded"]]
         totals = {
             "stocks": len(qs),
-            "advancers": sum(1 for q in ranked if q["change_pct"] > 0),
-            "decliners": sum(1 for q in ranked if q["change_pct"] < 0),
+            "advancers": sum(1 for q in ranked if move(q) > 0),
+            "decliners": sum(1 for q in ranked if move(q) < 0),
             "limit_up": sum(1 for q in live if q["at_limit_up"]),
             "limit_down": sum(1 for q in live if q["at_limit_down"]),
             "suspended": len(qs) - len(live),
@@ -404,5 +516,21 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
             "top_losers": [entry(q) for q in by_loss[:top_n]],
             "top_turnover": [entry(q) for q in by_amount[:top_n]],
         }
-        out[market] = _record(market, totals, tops, now_ms)
+        boards: list[Record] = []
+        for board in BOARDS:
+            on = [q for q in qs if q["board"] == board]
+            if not on:
+                continue
+            traded = [q for q in on if q["traded"] and not q["suspended"]]
+            up = sum(1 for q in traded if move(q) > 0)
+            down = sum(1 for q in traded if move(q) < 0)
+            boards.append({
+                "board": board, "stocks": len(on), "advancers": up, "decliners": down,
+                "unchanged": len(traded) - up - down,
+                "suspended": sum(1 for q in on if q["suspended"]),
+                "not_traded_yet": sum(1 for q in on if not q["traded"] and not q["suspended"]),
+                "limit_up": sum(1 for q in on if q["at_limit_up"] and not q["suspended"]),
+                "limit_down": sum(1 for q in on if q["at_limit_down"] and not q["suspended"]),
+            })  # fmt: skip
+        out[market] = _record(market, totals, tops, now_ms, boards)
     return out

@@ -1,4 +1,4 @@
-"""From validated feed values to a normalized Quote record (quote.v1.avsc).
+"""From validated feed values to a normalized Quote record (quote.v2.avsc).
 
 Turns exchange local date/time into epoch ms, looks up board and ST status in
 the shared market rules, computes the daily limit prices, change, change_pct
@@ -12,27 +12,47 @@ Everything that depends only on a date, a time string, a code, a name or a
 Rules worth knowing (the Avro docs repeat the field meanings):
 
 * ``traded``: price > 0 and volume > 0.
-* ``suspended``: price, volume and open all zero while the exchange time is
-  09:30 or later (Asia/Shanghai). Before the continuous session a zero quote
-  is simply pre-open. A stock that is not formally suspended but has had no
-  trade by 09:30 is flagged too: the feed carries no status field, and the
-  old system's status column is not part of our layout.
-* ``change``: price - prev_close rounded to 0.01 when traded and prev_close > 0,
-  else 0. ``change_pct``: percent, rounded to 2 decimals, same conditions.
+* ``suspended``: not traded, and either halted (from 09:30 on, an empty order
+  book: no bid and no ask at any level) or the session is over (15:00 on)
+  without a trade all day. ``not_traded_yet``: not traded and not suspended
+  (before the open, or a thin stock whose book has orders but no match yet).
+  The feed carries no status field, so these are derived; exactly one of
+  ``traded``, ``suspended``, ``not_traded_yet`` holds.
+* ``limit_free``: a new listing in its no-limit days (``N``/``C`` names,
+  ``schemas.market_rules.is_limit_free``): limit_up/limit_down are 0 and it
+  is never at a limit.
+* ``change``: price - prev_close in whole cents when traded and prev_close > 0,
+  else 0. ``change_pct``: percent, rounded half up (away from zero) to 2
+  decimals on the exact cent values (8.00 -> 8.01 is 0.125% -> 0.13), same
+  conditions.
 * A trade date before the board has any price-limit rule (a broken clock:
   BJ in 1970) raises ``BadRecord("bad_datetime")``.
 * ``at_limit_up`` / ``at_limit_down``: traded and price >= limit_up /
   <= limit_down, compared in integer cents; never set without a prev_close.
+* ``phase``: the exchange session at the quote's local time
+  (:func:`phase_of`). ``avg_price`` (amount / volume), ``amplitude``
+  ((high - low) / prev_close, percent) and ``order_imbalance`` (委比:
+  (bid - ask volume) / (bid + ask volume) over the 5 levels, percent) are 0
+  when undefined.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from bisect import bisect_right
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from schemas.market_rules import Board, Market, UnknownCode, board_of, is_st, limit_prices
+from schemas.market_rules import (
+    Board,
+    Market,
+    UnknownCode,
+    board_of,
+    is_limit_free,
+    is_st,
+    limit_prices,
+)
 from streams.errors import BadRecord
 
 logger = logging.getLogger(__name__)
@@ -40,6 +60,20 @@ logger = logging.getLogger(__name__)
 DAY_MS: Final = 86_400_000
 SHANGHAI_OFFSET_MS: Final = 8 * 3_600_000  # Asia/Shanghai is UTC+8, no DST since 1991
 OPENING_MS: Final = (9 * 3600 + 30 * 60) * 1000  # 09:30, start of continuous trading
+CLOSING_MS: Final = 15 * 3_600_000  # 15:00, end of the closing call auction
+Phase = Literal[
+    "pre_open", "opening_auction", "continuous", "midday_break", "closing_auction", "closed"
+]
+#: (start ms of local day, phase), in order; each phase runs to the next start.
+PHASES: Final[tuple[tuple[int, Phase], ...]] = (
+    (0, "pre_open"),
+    ((9 * 60 + 15) * 60_000, "opening_auction"),  # 09:15 call auction (+ 09:25-09:30 pause)
+    (OPENING_MS, "continuous"),
+    ((11 * 60 + 30) * 60_000, "midday_break"),
+    (13 * 3_600_000, "continuous"),
+    ((14 * 60 + 57) * 60_000, "closing_auction"),
+    (CLOSING_MS, "closed"),
+)
 _EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
 
 
@@ -90,6 +124,14 @@ def local_date_and_time(epoch_ms: int) -> tuple[str, int]:
         raise ValueError(f"timestamp {epoch_ms} is out of range") from exc
 
 
+_PHASE_STARTS: Final = tuple(start for start, _ in PHASES)
+
+
+def phase_of(time_of_day: int) -> Phase:
+    """The session phase at ``time_of_day`` (ms since local midnight)."""
+    return PHASES[bisect_right(_PHASE_STARTS, time_of_day) - 1][1]
+
+
 @lru_cache(maxsize=16384)
 def board_or_none(market: Market, code: str) -> Board | None:
     """The board of a code, or None when its prefix is on no board of ``market``."""
@@ -105,6 +147,12 @@ def name_is_st(name: str) -> bool:
     return is_st(name)
 
 
+@lru_cache(maxsize=16384)
+def name_is_limit_free(name: str, board: Board, trade_date: str) -> bool:
+    """Cached :func:`schemas.market_rules.is_limit_free`."""
+    return is_limit_free(name, board, dt.date.fromisoformat(trade_date))
+
+
 @lru_cache(maxsize=65536)
 def limits(
     prev_close: float, board: Board, st: bool, trade_date: str
@@ -112,6 +160,14 @@ def limits(
     """``(limit_up, limit_down, limit_up_cents, limit_down_cents)`` on ``trade_date``."""
     up, down = limit_prices(prev_close, board, st, dt.date.fromisoformat(trade_date))
     return up, down, round(up * 100), round(down * 100)
+
+
+def pct_half_up(delta_cents: int, base_cents: int) -> float:
+    """``delta / base`` in percent, rounded half up (away from zero) to 2 decimals,
+    exactly on integer cents (floats would turn 0.125 into 0.12499...)."""
+    num = abs(delta_cents) * 10_000  # hundredths of a percent, times base
+    hundredths = (2 * num + base_cents) // (2 * base_cents)
+    return (hundredths if delta_cents >= 0 else -hundredths) / 100
 
 
 def build_quote(
@@ -139,7 +195,7 @@ def build_quote(
     receive_ts: int,
     process_ts: int,
 ) -> dict[str, Any]:
-    """The Quote record dict (every field of quote.v1.avsc) from validated values.
+    """The Quote record dict (every field of quote.v2.avsc) from validated values.
 
     ``time_of_day`` is ms since local midnight of ``exchange_ts``; the other
     arguments must already be checked (non-negative, finite, real date).
@@ -152,14 +208,29 @@ def build_quote(
         raise BadRecord(
             "bad_datetime", f"trade date {trade_date} is before any {board} price-limit rule"
         ) from None
+    limit_free = name_is_limit_free(name, board, trade_date)
+    if limit_free:
+        limit_up = limit_down = 0.0
+        up_cents = 0
     traded = price > 0.0 and volume > 0
-    if traded and prev_close > 0.0:
-        diff = price - prev_close
-        change = round(diff, 2)
-        change_pct = round(diff / prev_close * 100.0, 2)
+    prev_cents = round(prev_close * 100.0)
+    if traded and prev_cents > 0:
+        cents = round(price * 100.0)
+        change = (cents - prev_cents) / 100
+        change_pct = pct_half_up(cents - prev_cents, prev_cents)
+        amplitude = pct_half_up(round(high * 100.0) - round(low * 100.0), prev_cents)
     else:
-        change = 0.0
-        change_pct = 0.0
+        change = change_pct = amplitude = 0.0
+    if traded:
+        suspended = not_traded_yet = False
+    elif time_of_day >= CLOSING_MS or (
+        time_of_day >= OPENING_MS and not any(bid_volumes) and not any(ask_volumes)
+    ):
+        suspended, not_traded_yet = True, False
+    else:
+        suspended, not_traded_yet = False, True
+    bid_depth = sum(bid_volumes)
+    depth = bid_depth + sum(ask_volumes)
     if traded and up_cents:
         cents = round(price * 100.0)
         at_limit_up = cents >= up_cents
@@ -193,9 +264,15 @@ def build_quote(
         "limit_up": limit_up,
         "limit_down": limit_down,
         "traded": traded,
-        "suspended": (price == 0.0 and volume == 0 and open_ == 0.0 and time_of_day >= OPENING_MS),
+        "suspended": suspended,
         "at_limit_up": at_limit_up,
         "at_limit_down": at_limit_down,
         "receive_ts": receive_ts,
         "process_ts": process_ts,
+        "limit_free": limit_free,
+        "not_traded_yet": not_traded_yet,
+        "phase": phase_of(time_of_day),
+        "avg_price": round(amount / volume, 3) if volume > 0 else 0.0,
+        "amplitude": amplitude,
+        "order_imbalance": round((2 * bid_depth - depth) * 100 / depth, 2) if depth else 0.0,
     }

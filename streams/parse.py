@@ -90,7 +90,7 @@ def parse_record(
 ) -> dict[str, Any]:
     """One raw feed line (SH/SZ ``$`` line or BJ JSON, no trailing newline; a
     trailing ``\\r`` is tolerated) -> a normalized Quote record dict exactly
-    matching schemas/avro/quote.v1.avsc (all fields).
+    matching schemas/avro/quote.v2.avsc (all fields).
 
     ``process_ts`` defaults to now (epoch ms). With ``max_ahead_ms``, a quote
     stamped more than that after ``receive_ts`` (after ``process_ts`` when

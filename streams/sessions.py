@@ -14,15 +14,19 @@ their start:
 * 09:15:00 - 09:29:59.999 (opening call auction and the pause after it)
   -> the 09:30 candle;
 * 09:30:00 - 11:29:59.999 -> its own minute;
-* 11:30:00 and the ``close_grace_ms`` after it (default: the whole 11:30:00
-  second, the feed's time resolution) -> the 11:29 candle;
+* 11:30:00 and the ``close_grace_ms`` after it (default 30 s) -> the 11:29
+  candle: vendors stamp the session's last ticks a few seconds late
+  (``11:30:02``), and they carry the morning's last trades;
 * lunch break, up to 12:59:59.999 -> ``None``;
 * 13:00:00 - 14:59:59.999 (including the 14:57-15:00 closing call auction)
   -> its own minute;
-* 15:00:00 and the ``close_grace_ms`` after it -> the 14:59 candle;
+* 15:00:00 and the ``close_grace_ms`` after it -> the 14:59 candle (the
+  closing call auction's result, stamped ``15:00:03`` by vendors);
 * later -> ``None``.
 
-So a full day has 240 candles: 09:30 ... 11:29 and 13:00 ... 14:59. The
+So a full day has 240 candles: 09:30 ... 11:29 and 13:00 ... 14:59, each
+labelled by the minute's start (terminals that label by the minute's end
+call the 09:30 candle 09:31 and the 14:59 one 15:00: add one minute). The
 exchange calendar (weekends, holidays) is not known here: ticks only arrive on
 trading days. This module is pure arithmetic: it never reads the wall clock
 and never does I/O.
@@ -43,8 +47,10 @@ DAY_MS: Final = 86_400_000
 #: Asia/Shanghai offset from UTC in ms (fixed: no DST).
 TZ_OFFSET_MS: Final = SHANGHAI_TZ.utcoffset(None) // dt.timedelta(milliseconds=1)
 #: Default grace after 11:30:00 and 15:00:00 that still folds into the last
-#: minute of the session: the whole final second (the feed has 1 s resolution).
-CLOSE_GRACE_MS: Final = 1_000
+#: minute of the session. Vendors stamp the midday and closing auction results
+#: a few seconds late (11:30:02, 15:00:03); 30 s covers that with margin, and
+#: the session's last candle closes that much later.
+CLOSE_GRACE_MS: Final = 30_000
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

@@ -386,6 +386,8 @@
     store.set("selected", code);
     for (const r of rows.values()) r.tr.setAttribute("aria-selected", String(r.code === code));
     if (old) feed.send({ type: "unsubscribe_candles", stock_code: old });
+    if (old && old === backfill.code) backfill.code = null;
+    if (old && !state.watch.includes(old)) feed.send({ type: "unsubscribe_stock", stock_code: old });
     state.candles = new Map();
     dirty.chart = true;
     dirty.detail = true;
@@ -592,23 +594,27 @@
     LIMIT_DOWN_TOUCH: ["跌停 Limit dn", "k-down"], LIMIT_DOWN_LEAVE: ["翘板 Off limit", "k-info"],
     FAST_MOVE: ["异动 Fast move", ""], VOLUME_SPIKE: ["放量 Vol spike", "k-info"],
   };
-  let pendingAlerts = [];
-  let alertsRendered = false;
+  // The list is always state.alerts, newest first: rendering reconciles the DOM
+  // with it by key (existing items are kept, new ones built), so alerts that
+  // arrive from REST and the WebSocket in any order and in the same frame all
+  // show. Items that arrived live (not in the initial load) flash once.
+  const alertNodes = new Map();
+  const liveAlertKeys = new Set();
   function alertKey(a) { return a.code + "|" + a.kind + "|" + a.exchange_ts; }
   function applyAlerts(list, initial) {
-    const fresh = [];
+    let added = 0;
     for (const a of list) {
       if (!a || !a.code) continue;
       const k = alertKey(a);
       if (state.alertKeys.has(k)) continue;
       state.alertKeys.add(k);
-      fresh.push(a);
+      state.alerts.push(a);
+      if (!initial) liveAlertKeys.add(k);
+      added += 1;
     }
-    if (!fresh.length) return;
-    fresh.sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
-    state.alerts = fresh.concat(state.alerts).sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
+    if (!added) return;
+    state.alerts.sort((a, b) => num(b.exchange_ts) - num(a.exchange_ts));
     for (const a of state.alerts.splice(MAX_ALERTS)) state.alertKeys.delete(alertKey(a));
-    if (!initial) pendingAlerts = fresh.concat(pendingAlerts).slice(0, MAX_ALERTS);
     dirty.alerts = true;
     schedule();
   }
@@ -617,6 +623,7 @@
     const li = el("li", fresh ? "fresh" : "");
     li.tabIndex = 0;
     li.dataset.code = a.code;
+    li.dataset.key = alertKey(a);
     const kind = KIND[a.kind] || [a.kind, ""];
     let kcls = kind[1];
     if (a.kind === "FAST_MOVE") kcls = num(a.value) >= 0 ? "k-up" : "k-down";
@@ -629,19 +636,30 @@
   }
 
   function renderAlerts() {
-    if (!alertsRendered || pendingAlerts.length === 0) {
-      alertsEl.replaceChildren(...state.alerts.map((a) => alertItem(a, false)));
-      alertsRendered = true;
+    if (!state.alerts.length) {
+      alertNodes.clear();
+      alertsEl.replaceChildren(el("li", "none", "No alerts yet"));
     } else {
-      for (const none of alertsEl.querySelectorAll(".none")) none.remove();
-      const keep = new Set(state.alerts.map(alertKey));
-      const frag = document.createDocumentFragment();
-      for (const a of pendingAlerts) if (keep.has(alertKey(a))) frag.append(alertItem(a, true));
-      alertsEl.prepend(frag);
-      while (alertsEl.children.length > state.alerts.length) alertsEl.lastChild.remove();
+      const items = state.alerts.map((a) => {
+        const k = alertKey(a);
+        let li = alertNodes.get(k);
+        if (!li) {
+          li = alertItem(a, liveAlertKeys.has(k));
+          alertNodes.set(k, li);
+        }
+        return li;
+      });
+      const keep = new Set(items);
+      for (const [k, li] of alertNodes) if (!keep.has(li)) alertNodes.delete(k);
+      // moves only the nodes that are out of place; kept nodes stay put
+      let cursor = alertsEl.firstChild;
+      for (const li of items) {
+        if (li === cursor) cursor = cursor.nextSibling;
+        else alertsEl.insertBefore(li, cursor);
+      }
+      while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
     }
-    pendingAlerts = [];
-    if (!state.alerts.length) alertsEl.replaceChildren(el("li", "none", "No alerts yet"));
+    liveAlertKeys.clear();
     setText(alertsCount, String(state.alerts.length));
   }
 
@@ -675,10 +693,43 @@
   async function loadCandles(code) {
     const q = state.quotes.get(code);
     const date = q && q.trade_date ? "?date=" + encodeURIComponent(q.trade_date) : "";
-    try {
-      const list = listOf(await api("/candles/" + code + date));
-      if (code === state.selected) applyCandles(list, false);
-    } catch (e) { /* live candles will fill in */ }
+    let list = [];
+    try { list = listOf(await api("/candles/" + code + date)); } catch (e) { /* none stored */ }
+    if (code !== state.selected) return;
+    if (list.length) applyCandles(list, false);
+    else backfillFromReplay(code);
+  }
+
+  // No stored candles for the day (a fresh stack, a Redis that lost them):
+  // the chart back-fills from a replay of the stock's trading day, which the
+  // gateway reads from Kafka on the exchange clock; the page folds the quotes
+  // into 1-minute candles (volume from the cumulative volume's growth).
+  const backfill = { code: null, candles: new Map(), volume: 0 };
+  function backfillFromReplay(code) {
+    const q = state.quotes.get(code);
+    const ts = q ? num(q.exchange_ts) : NaN;
+    if (!Number.isFinite(ts)) return;
+    const dayStart = ts - ((ts + 8 * 3600e3) % 86400e3); // midnight in Shanghai
+    Object.assign(backfill, { code, candles: new Map(), volume: 0 });
+    feed.send({ type: "subscribe_stock", stock_code: code, since: dayStart });
+  }
+  function applyReplay(code, quotes) {
+    applyQuotes(quotes.slice(-1));
+    if (code !== backfill.code || code !== state.selected) return;
+    for (const q of quotes) {
+      const ts = num(q.exchange_ts), price = num(q.price), volume = num(q.volume);
+      if (!Number.isFinite(ts) || !(price > 0)) continue;
+      const minute = ts - (ts % 60000);
+      const traded = Math.max(0, (Number.isFinite(volume) ? volume : 0) - backfill.volume);
+      backfill.volume = Math.max(backfill.volume, volume || 0);
+      const c = backfill.candles.get(minute);
+      if (!c) backfill.candles.set(minute, { code, minute_ts: minute, open: price, high: price, low: price, close: price, volume: traded, amount: traded * price, ticks: 1, closed: true });
+      else Object.assign(c, { high: Math.max(c.high, price), low: Math.min(c.low, price), close: price, volume: c.volume + traded, amount: c.amount + traded * price, ticks: c.ticks + 1 });
+    }
+    const built = Array.from(backfill.candles.values());
+    const newest = built.reduce((a, c) => Math.max(a, c.minute_ts), -Infinity);
+    // the newest minute may still be open: live candles of the workers take over
+    applyCandles(built.map((c) => (c.minute_ts === newest ? { ...c, closed: false, ticks: 0 } : c)), false);
   }
 
   const footerStatus = $("#footer-status");
@@ -792,6 +843,8 @@
         case "stats": rate.items += (m.data || []).length; applyStats(m.data || []); break;
         case "alerts": rate.items += (m.data || []).length; applyAlerts(m.data || [], false); break;
         case "candles": rate.items += (m.data || []).length; applyCandles(m.data || [], false); break;
+        case "replay": rate.items += (m.data || []).length; applyReplay(m.stock_code, m.data || []); break;
+        case "replay_done": if (m.stock_code === backfill.code) backfill.code = null; break;
         case "snapshot":
           if (Array.isArray(m.quotes)) applyQuotes(m.quotes);
           if (Array.isArray(m.stats)) applyStats(m.stats);

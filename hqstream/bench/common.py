@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import redis
+import typer
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
 
 from hqstream.local_runner import LocalStack
+
+console = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -18,26 +30,116 @@ class BenchEnv:
     bootstrap: str
     redis_url: str
     local: bool
+    pids: dict[str, int] = field(default_factory=dict)  # "broker", "redis" when local
 
 
 @contextlib.contextmanager
-def bench_env(need_redis: bool = False) -> Iterator[BenchEnv]:
-    """HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL when set, else a fresh local broker (and Redis)."""
-    bootstrap = os.environ.get("HQ_KAFKA_BOOTSTRAP")
-    redis_url = os.environ.get("HQ_REDIS_URL", "")
+def bench_env(
+    need_redis: bool = False, bootstrap: str = "", redis_url: str = ""
+) -> Iterator[BenchEnv]:
+    """The given endpoints, else HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL when set, else a
+    fresh local broker and Redis that live as long as the benchmark.
+
+    Endpoints given by the user are checked first: one that cannot be reached
+    ends the command with one line saying what was tried and what to set.
+    """
+    bootstrap = bootstrap or os.environ.get("HQ_KAFKA_BOOTSTRAP", "")
+    redis_url = redis_url or os.environ.get("HQ_REDIS_URL", "")
     if bootstrap and (redis_url or not need_redis):
+        check_kafka(bootstrap)
+        if need_redis:
+            check_redis(redis_url)
+        console.print(
+            f"using Kafka {bootstrap}" + (f", Redis {_safe(redis_url)}" if need_redis else "")
+        )
         yield BenchEnv(bootstrap, redis_url, local=False)
         return
+    console.print(
+        "HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL unset: starting a local Kafka broker and Redis ..."
+    )
     with tempfile.TemporaryDirectory(prefix="hqbench-") as tmp, LocalStack(Path(tmp)) as stack:
-        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True)
+        console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
+        pids = {
+            name: proc.pid
+            for name, proc in (("broker", stack.kafka.proc), ("redis", stack.redis.proc))
+            if proc is not None
+        }
+        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True, pids=pids)
+
+
+def _safe(url: str) -> str:
+    """A Redis URL without its credentials, for messages."""
+    return url.split("@")[-1] if "@" in url else url
+
+
+def unreachable(what: str, target: str, variable: str, why: object) -> typer.Exit:
+    """Prints the one line a user needs and returns the exit to raise."""
+    console.print(
+        f"[red]cannot reach {what} at {target} ({why}).[/] Start it, or set {variable} to a "
+        f"reachable one; a benchmark with {variable} unset starts its own."
+    )
+    return typer.Exit(2)
+
+
+def check_kafka(bootstrap: str, timeout: float = 10.0) -> None:
+    try:
+        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _quiet}
+        AdminClient(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise unreachable("Kafka", bootstrap, "HQ_KAFKA_BOOTSTRAP", exc.args[0].str()) from None
+
+
+def check_redis(url: str, timeout: float = 5.0) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise unreachable("Redis", _safe(url), "HQ_REDIS_URL", exc) from None
+    finally:
+        client.close()
+
+
+# librdkafka's connection errors are summed up in one line by check_kafka
+_quiet = logging.getLogger("hqstream.bench.kafka-check")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+CALIBRATION_LOOP = 10_000_000
+
+
+@functools.cache
+def calibration_s() -> float:
+    """Seconds a fixed pure-Python loop of 10 M additions takes on this machine now
+    (best of three), measured once per benchmark run.
+
+    Machines of one kind differ from day to day (a shared host, another tenant's
+    load), so every benchmark table prints this figure beside its own: tables
+    from different days compare as ratios to it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def calibration_row() -> str:
+    """The calibration as a markdown table row."""
+    return f"| calibration: 10 M-addition Python loop, this run | {calibration_s():.2f} s |"
 
 
 def machine() -> str:
-    """One line describing the machine, for the results table."""
+    """One line describing the machine, for the results table (with the calibration)."""
     cpu = "unknown cpu"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+        f"calibration {calibration_s():.2f} s (10 M-addition loop)"
+    )

@@ -94,6 +94,8 @@ def _quote_template() -> dict[str, Any]:
         "ask_volumes": [100, 200, 300, 400, 500], "change": 0.0, "change_pct": 0.0,
         "limit_up": 11.0, "limit_down": 9.0, "traded": True, "suspended": False,
         "at_limit_up": False, "at_limit_down": False, "receive_ts": 0, "process_ts": 0,
+        "limit_free": False, "not_traded_yet": False, "phase": "continuous",
+        "avg_price": 9.97, "amplitude": 7.0, "order_imbalance": 0.0,
     }  # fmt: skip
 
 

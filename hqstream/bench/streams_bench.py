@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqstream.bench.common import bench_env, machine
 from hqstream.bench.rawlines import generate
 from hqstream.local_runner import create_topics, free_port
 from schemas import redis_keys as rk
@@ -297,8 +298,12 @@ def streams_bench(
     stocks: int = typer.Option(5000, help="Stocks per snapshot."),
     partitions: int = typer.Option(4, help="Partitions of the bench topics."),
     batch: int = typer.Option(2000, help="Batch size (noack_take max / consume max)."),
-    bootstrap: str = typer.Option("", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP)."),
-    redis_url: str = typer.Option("", help="Redis URL (default HQ_REDIS_URL)."),
+    bootstrap: str = typer.Option(
+        "", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP; unset: a local broker)."
+    ),
+    redis_url: str = typer.Option(
+        "", help="Redis URL (default HQ_REDIS_URL; unset: a local Redis)."
+    ),
     redis_db: int | None = typer.Option(
         None, help="Database of the faust run (the plain run uses the next); default: the URL's."
     ),
@@ -306,11 +311,17 @@ def streams_bench(
     workers: int = typer.Option(1, min=1, help="Faust worker processes (one consumer group)."),
 ) -> None:
     """Faust worker vs plain confluent-kafka loop: ticks/s and batch latency, zero loss."""
-    from streams.settings import get_settings
+    with bench_env(need_redis=True, bootstrap=bootstrap, redis_url=redis_url) as env:
+        _streams_bench(env.bootstrap, env.redis_url, records, stocks, partitions, batch,
+                       redis_db, keep, workers)  # fmt: skip
 
-    settings = get_settings()
-    bootstrap = bootstrap or settings.kafka_bootstrap
-    faust_url, plain_url = _db_urls(redis_url or settings.redis_url, redis_db)
+
+def _streams_bench(
+    bootstrap: str, redis_url: str, records: int, stocks: int, partitions: int, batch: int,
+    redis_db: int | None, keep: bool, workers: int,
+) -> None:  # fmt: skip
+    console.print(f"machine: {machine()}")  # the calibration, before the run loads it
+    faust_url, plain_url = _db_urls(redis_url, redis_db)
     for url in (faust_url, plain_url):
         if _hq_keys(url):
             console.print(f"[red]{url.split('@')[-1]} holds hq:* keys: pick free databases "
@@ -370,3 +381,4 @@ def streams_bench(
     who = "faust worker" if workers == 1 else f"{workers} faust workers"
     print(f"\n{who} / one plain loop throughput ratio: {ratio:.2f} "
           f"(batch {batch}, {os.cpu_count()} cpus)")  # fmt: skip
+    print(f"machine: {machine()}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import queue
 import random
 import threading
 import time
@@ -54,6 +55,9 @@ TAILS = (
     "电气",
 )
 SPEED = 10.0  # simulated exchange seconds per real second: a new candle every 6 s
+# A fixed trade date (a Wednesday): the page and the gateway must follow the
+# exchange's day in the data, never the date of the machine running the test.
+TRADE_DATE = dt.date(2026, 6, 17)
 
 
 @dataclass
@@ -74,9 +78,14 @@ class Stock:
 class MarketSim:
     """A seeded A-share market: ~5,300 stocks, a clock inside the morning session."""
 
-    def __init__(self, seed: int = 7, stocks_per_market: tuple[int, int, int] = (2250, 2800, 260)):
+    def __init__(
+        self,
+        seed: int = 7,
+        stocks_per_market: tuple[int, int, int] = (2250, 2800, 260),
+        trade_date: dt.date = TRADE_DATE,
+    ) -> None:
         self.rng = random.Random(seed)
-        today = dt.datetime.now(SHANGHAI_TZ).date()
+        today = trade_date
         self.trade_date = today.isoformat()
         self.open_ms = int(
             dt.datetime.combine(today, dt.time(9, 30), SHANGHAI_TZ).timestamp() * 1e3
@@ -279,6 +288,11 @@ class MarketSim:
             client.close()
 
 
+# Keys go to partitions as the stream workers put them (Kafka's murmur2), so
+# a replay finds a stock's quotes where the gateway looks for them.
+PARTITIONING = {"partitioner": "murmur2_random"}
+
+
 class LiveFeed(threading.Thread):
     """Produces live Avro records the way the stream workers would, until stopped."""
 
@@ -288,6 +302,24 @@ class LiveFeed(threading.Thread):
         self.halt = threading.Event()
         self.error: BaseException | None = None
         self.produced = 0
+        self._extra: queue.SimpleQueue[tuple[str, str, bytes]] = queue.SimpleQueue()
+
+    def send_alert(self, alert: dict[str, Any]) -> None:
+        """Produces ``alert`` (an Alert record) with the next batch."""
+        self._extra.put((topics.ALERTS, alert["code"], SingleObjectCodec("alert").encode(alert)))
+
+    def send_history(self, code: str, minutes: int) -> None:
+        """Quotes of ``code`` every 20 s of the ``minutes`` before the sim's start, in
+        Kafka only (no candles in Redis): what a replay of the day finds. Call it
+        before :meth:`start`: a stock's quotes reach Kafka in exchange-time order."""
+        s, codec = self.sim.stocks[code], SingleObjectCodec("quote")
+        producer = Producer({"bootstrap.servers": self.bootstrap, **PARTITIONING})
+        base = self.sim.start_ms - minutes * 60_000
+        for i in range(minutes * 3):
+            self.sim.move(s, base + i * 20_000)
+            q = self.sim.quote(s, base + i * 20_000)
+            self._send(producer, topics.NORMALIZED, code, codec.encode(q))
+        assert producer.flush(30) == 0
 
     def run(self) -> None:
         try:
@@ -297,7 +329,7 @@ class LiveFeed(threading.Thread):
 
     def _run(self) -> None:
         sim, rng = self.sim, random.Random(11)
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 10})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 10, **PARTITIONING})
         codec = {n: SingleObjectCodec(n) for n in ("quote", "market_stats", "alert", "candle")}
         others = [s for s in sim.stocks.values() if s.code not in WATCH]
         pool = sim.alert_pool()
@@ -331,6 +363,8 @@ class LiveFeed(threading.Thread):
                     self._send(
                         producer, topics.ALERTS, s.code, codec["alert"].encode(sim.alert(s, ts))
                     )
+                while not self._extra.empty():
+                    self._send(producer, *self._extra.get())
                 producer.poll(0)
                 self.halt.wait(0.3)
         finally:

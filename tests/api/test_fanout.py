@@ -24,6 +24,7 @@ from tests.api import helpers as h
 from tests.api.conftest import push_settings
 from tests.api.server import run_gateway
 from tests.api.test_ws_push import QuoteProducer, _recv, _until, now_ms
+from tests.api.vclock import VirtualClock
 from tests.conftest import KafkaEndpoint
 
 
@@ -151,9 +152,13 @@ class MemoryWriter:
         self.aborted = True
 
 
-async def test_hub_flush_leading_edge_then_once_per_interval_and_blocked_retry() -> None:
+async def test_hub_flush_leading_edge_then_once_per_interval_and_blocked_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from api.hub import Event, Hub
     from api.session import QuoteEvent, Session
+
+    clock = VirtualClock(monkeypatch)
 
     def quote(ts: int) -> Event:
         q = QuoteEvent("000001", "SZ", ts, json.dumps({"exchange_ts": ts}).encode())
@@ -170,27 +175,29 @@ async def test_hub_flush_leading_edge_then_once_per_interval_and_blocked_retry()
     s.start()
     hub.subscribe_stock(s, "000001")
     hub.dispatch([quote(1)])
-    await asyncio.sleep(0.01)  # idle session: written right after the dispatch
+    await clock.run()  # idle session: written right after the dispatch, no time passing
     assert [f["type"] for f in writer.frames] == ["quotes"]
     hub.dispatch([quote(2)])
     hub.dispatch([quote(3)])
-    await asyncio.sleep(0.03)  # within the interval: conflated, not yet written
+    await clock.advance(0.09)  # within the interval: conflated, not yet written
     assert len(writer.frames) == 1 and s.conflated == 1
-    await asyncio.sleep(0.12)
+    await clock.advance(0.02)  # the interval is over
     assert [[q["exchange_ts"] for q in f["data"]] for f in writer.frames] == [[1], [3]]  # type: ignore[attr-defined]
     # A paused transport: nothing written, the session counts as blocked, retried.
     writer.open = False
     hub.dispatch([quote(4)])
-    await asyncio.sleep(0.15)
+    await clock.advance(0.15)
     assert len(writer.frames) == 2 and s.send_started is not None
-    assert s.stalled_for(time.monotonic() + 1) > 1
+    assert s.stalled_for(clock.now + 1) > 1
     writer.open = True
-    await asyncio.sleep(0.15)
+    await clock.advance(0.15)
     assert writer.frames[-1]["data"] == [{"exchange_ts": 4}] and s.send_started is None
     assert hub.frames_sent == 3
 
 
-async def test_gc_keeper_freezes_then_collects_frozen_cycles_after_churn() -> None:
+async def test_gc_keeper_freezes_then_collects_frozen_cycles_after_churn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import gc
     import weakref
 
@@ -201,18 +208,19 @@ async def test_gc_keeper_freezes_then_collects_frozen_cycles_after_churn() -> No
         def __init__(self) -> None:
             self.me = self
 
+    clock = VirtualClock(monkeypatch)
     hub = Hub()
     cycle = Node()
     alive = weakref.ref(cycle)
     keeper = asyncio.get_running_loop().create_task(keep_gc_off_live_objects(hub, 0.02, 5))
     try:
-        await asyncio.sleep(0.1)
+        await clock.advance(0.1)
         assert gc.get_freeze_count() > 0
         del cycle
         gc.collect()
         assert alive() is not None  # frozen: the collector does not see it
         hub.removed += 5  # five connections closed: the next tick collects everything
-        await asyncio.sleep(0.1)
+        await clock.advance(0.1)
         assert alive() is None
     finally:
         keeper.cancel()

@@ -172,3 +172,18 @@ def test_dashboard_mount_without_static_files(rest_settings, tmp_path) -> None: 
         assert "<h1>hq</h1>" in c.get("/").text
         assert "<h1>hq</h1>" in c.get("/dashboard").text
         assert c.get("/app.js").text == "1"
+
+
+def test_candles_default_to_the_stocks_trade_date(client: TestClient, r: redis.Redis) -> None:
+    """Without ``date`` the candles are those of the day of the stock's latest quote:
+    the exchange's day, whatever the date on the server's clock (a replayed or
+    simulated day, or a server past midnight in Shanghai)."""
+    past = 1_781_661_600_000  # 2026-06-17 10:00 Shanghai
+    minute = past - past % 60_000
+    h.write_quote(r, h.quote("000002", past))
+    h.write_candle(r, h.candle("000002", minute))
+    resp = client.get("/api/realtime/candles/000002")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["date"] == "2026-06-17"
+    assert [c["minute_ts"] for c in body["candles"]] == [minute]

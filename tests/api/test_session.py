@@ -9,6 +9,13 @@ import pytest
 
 from api.hub import Event, Hub
 from api.session import QuoteEvent, Session
+from tests.api.vclock import VirtualClock
+
+
+@pytest.fixture
+async def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """Every timer of these tests runs on a clock the test moves (none on the machine's)."""
+    return VirtualClock(monkeypatch)
 
 
 def ev(code: str, ts: int, market: str = "SZ") -> QuoteEvent:
@@ -45,7 +52,7 @@ def batches(sink: Sink) -> list[list[int]]:
     return [[q["exchange_ts"] for q in m["data"]] for m in sink.sent if m["type"] == "quotes"]  # type: ignore[union-attr]
 
 
-async def test_routing_by_code_market_all_and_newer_wins() -> None:
+async def test_routing_by_code_market_all_and_newer_wins(clock: VirtualClock) -> None:
     hub = Hub()
     a, b, c = Sink(), Sink(), Sink()
     sa, sb, sc = session(a), session(b), session(c)
@@ -57,7 +64,7 @@ async def test_routing_by_code_market_all_and_newer_wins() -> None:
     hub.set_all(sc, True)
     hub.dispatch([Event("quote", e.raw, quote=e) for e in (ev("000001", 5), ev("600000", 5, "SH"))])
     hub.dispatch([Event("quote", b"", quote=ev("000001", 4))])  # stale: dropped
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     assert batches(a) == [[5]] and batches(b) == [[5]] and batches(c) == [[5, 5]]
     hub.remove(sa)
     assert "000001" not in hub.by_code
@@ -65,25 +72,25 @@ async def test_routing_by_code_market_all_and_newer_wins() -> None:
         await s.stop()
 
 
-async def test_slow_sender_conflates_to_the_latest() -> None:
+async def test_slow_sender_conflates_to_the_latest(clock: VirtualClock) -> None:
     sink = Sink()
     s = session(sink)
     s.start()
     sink.gate.clear()  # the socket is stuck
     s.offer_quote(ev("000001", 1))
-    await asyncio.sleep(0.02)
+    await clock.advance(0.02)
     for ts in range(2, 50):
         s.offer_quote(ev("000001", ts))
         s.offer_quote(ev("000002", ts))
-    assert s.stalled_for(asyncio.get_running_loop().time() + 1e9) > 0
+    assert s.stalled_for(clock.now + 1) > 1
     sink.gate.set()
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     assert batches(sink) == [[1], [49, 49]]
     assert s.conflated == 47 * 2
     await s.stop()
 
 
-async def test_snapshot_release_drops_what_the_snapshot_covers() -> None:
+async def test_snapshot_release_drops_what_the_snapshot_covers(clock: VirtualClock) -> None:
     sink = Sink()
     s = session(sink)
     s.offer_quote(ev("000001", 3))  # pending before the subscribe
@@ -93,13 +100,13 @@ async def test_snapshot_release_drops_what_the_snapshot_covers() -> None:
     s.offer_quote(ev("000002", 1))  # not held
     s.release_snapshot(hold, [ev("000001", 5)])
     s.start()
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     assert sink.sent[0]["type"] == "snapshot"
     assert batches(sink) == [[1, 6]]
     await s.stop()
 
 
-async def test_replay_release_merges_held_updates_in_order() -> None:
+async def test_replay_release_merges_held_updates_in_order(clock: VirtualClock) -> None:
     sink = Sink()
     s = session(sink)
     hold = s.start_hold(codes=["000001"], ordered=True)
@@ -107,7 +114,7 @@ async def test_replay_release_merges_held_updates_in_order() -> None:
         s.offer_quote(ev("000001", ts))
     s.release_replay(hold, "000001", [ev("000001", t) for t in (1, 2, 3, 4)])
     s.start()
-    await asyncio.sleep(0.05)
+    await clock.advance(0.05)
     replayed = [q["exchange_ts"] for m in sink.sent if m["type"] == "replay" for q in m["data"]]  # type: ignore[union-attr]
     assert replayed == [1, 2, 3, 4, 5, 6]
     assert sink.sent[-1] == {"type": "replay_done", "stock_code": "000001", "replayed": 6}
@@ -122,8 +129,8 @@ async def test_overflow_counts_as_stalled() -> None:
     assert s.overflow_since is not None
 
 
-@pytest.mark.parametrize("deadline", [0.1])
-async def test_watchdog_closes_a_stuck_client_4008(deadline: float) -> None:
+async def test_watchdog_closes_a_stuck_client_4008(clock: VirtualClock) -> None:
+    deadline = 0.1
     hub = Hub()
     sink = Sink()
     s = session(sink)
@@ -132,6 +139,8 @@ async def test_watchdog_closes_a_stuck_client_4008(deadline: float) -> None:
     sink.gate.clear()
     s.offer_quote(ev("000001", 1))
     watch = asyncio.get_running_loop().create_task(hub.watch_slow_clients(deadline, 0.02))
-    await asyncio.sleep(deadline + 0.2)
+    await clock.advance(deadline - 0.03)
+    assert sink.closed is None  # stuck, but not yet for the deadline
+    await clock.advance(0.1)
     watch.cancel()
     assert sink.closed is not None and sink.closed[0] == 4008

@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from producers import protocol
-from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, session_time
+from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
 from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start, parse_addr
-from schemas.market_rules import SHANGHAI_TZ, board_of, is_st, limit_prices
+from schemas.market_rules import SHANGHAI_TZ, board_of, is_limit_free, is_st, limit_prices
 
 TOKEN = "test-token-not-secret"
 START = dt.datetime(2026, 11, 23, 11, 29, 58, tzinfo=SHANGHAI_TZ)
@@ -99,7 +99,10 @@ def parse_line(line: bytes) -> dict[str, Any]:
 def check_quote(q: dict[str, Any], trade_date: dt.date) -> None:
     """What a good line must satisfy beyond parsing: limits, consistency, books."""
     market, code = q["symbol"][:2].upper(), q["symbol"][2:]
-    up, down = limit_prices(q["prev_close"], board_of(market, code), is_st(q["name"]), trade_date)
+    board = board_of(market, code)
+    up, down = limit_prices(q["prev_close"], board, is_st(q["name"]), trade_date)
+    if is_limit_free(q["name"], board, trade_date):  # a new listing: no daily limit
+        up, down = q["prev_close"] * 5, q["prev_close"] * 0.2
     if q["price"] == 0:  # not traded yet, or suspended
         assert q["open"] == q["high"] == q["low"] == 0 and q["volume"] == 0 == q["amount"]
     else:
@@ -181,7 +184,8 @@ async def test_snapshots_are_valid_complete_and_move_forward() -> None:
         writer.close()
     finally:
         await sim.stop()
-    expected_times = ["11:29:58", "11:29:59", "11:30:00", "13:00:00", "13:00:01", "13:00:02"]
+    # the morning's last snapshot is stamped after 11:30, then lunch is skipped
+    expected_times = ["11:29:58", "11:29:59", "11:30:00", "11:30:01", "13:00:00", "13:00:01"]
     last: dict[str, dict[str, Any]] = {}
     for k in range(snaps):
         chunk = [parse_line(line) for line in lines[k * stocks : (k + 1) * stocks]]
@@ -304,13 +308,13 @@ async def test_max_rate_cycles_the_pool_with_growing_volumes_and_clock() -> None
     assert all(len(t) == 1 for t in times)
     assert [t.pop().strftime("%H:%M:%S") for t in times] == [
         "11:29:58",
+        "11:30:01",
         "13:00:00",
         "13:00:03",
         "13:00:06",
         "13:00:09",
         "13:00:12",
-        "13:00:15",
-    ]  # fmt: skip  (11:30:01 is lunch: the clock jumps to 13:00)
+    ]  # fmt: skip  (11:30:01 is the morning's late-stamped last snapshot, then lunch)
 
 
 async def test_heartbeat_when_idle() -> None:
@@ -404,13 +408,36 @@ async def test_client_that_stops_reading_is_dropped_others_continue(max_rate: bo
         await sim.stop()
 
 
-def test_session_clock_skips_lunch_and_stops_at_close() -> None:
+def test_session_clock_follows_the_exchange_day() -> None:
+    """Sessions (Asia/Shanghai): call auction from 09:15, lunch 11:30-13:00,
+    close 15:00; vendors stamp the last ticks late (11:30:02, 15:00:03); after
+    the close the clock runs on instead of standing at 15:00."""
     d = dt.datetime(2026, 11, 23, tzinfo=SHANGHAI_TZ)
-    assert session_time(d.replace(hour=9)) == d.replace(hour=9, minute=30)
-    assert session_time(d.replace(hour=11, minute=30)) == d.replace(hour=11, minute=30)
-    assert session_time(d.replace(hour=11, minute=30, second=1)) == d.replace(hour=13)
-    assert session_time(d.replace(hour=14, minute=59)) == d.replace(hour=14, minute=59)
-    assert session_time(d.replace(hour=15, second=3)) == d.replace(hour=15)
+    three = dt.timedelta(seconds=3)
+    assert session_time(d.replace(hour=9)) == d.replace(hour=9, minute=15)
+    assert session_time(d.replace(hour=12)) == d.replace(hour=13)
+    assert session_time(d.replace(hour=16)) == d.replace(hour=16)  # closed: not pinned
+    assert next_time(d.replace(hour=11, minute=29, second=57), three) == d.replace(
+        hour=11, minute=30
+    )
+    assert next_time(d.replace(hour=11, minute=30), three) == d.replace(
+        hour=11, minute=30, second=2
+    )
+    assert next_time(d.replace(hour=11, minute=30, second=2), three) == d.replace(hour=13)
+    assert next_time(d.replace(hour=14, minute=59, second=58), three) == d.replace(
+        hour=15, second=1
+    )
+    assert next_time(d.replace(hour=15), three) == d.replace(hour=15, second=3)
+    assert next_time(d.replace(hour=15, second=3), three) == d.replace(hour=15, second=6)
+
+
+def test_a_start_without_timezone_is_shanghai_time() -> None:
+    """A naive start is exchange time: the BJ epoch timestamp agrees with the
+    SH/SZ date and time fields (it was 8 h off on a UTC machine)."""
+    naive = Stamp.of(dt.datetime(2026, 11, 23, 14, 59, 57))
+    assert naive == Stamp.of(dt.datetime(2026, 11, 23, 14, 59, 57, tzinfo=SHANGHAI_TZ))
+    utc = dt.datetime(2026, 11, 23, 6, 59, 57, tzinfo=dt.UTC)
+    assert Stamp.of(utc) == naive == Stamp("2026-11-23$14:59:57", "1795417197000")
 
 
 def test_cents_and_addresses() -> None:

@@ -16,7 +16,7 @@ from producers.universe import (
     allocate,
     build_universe,
 )
-from schemas.market_rules import board_of, is_st, limit_prices
+from schemas.market_rules import board_of, is_limit_free, is_st, limit_prices
 
 TRADE_DATE = dt.date(2026, 11, 23)
 
@@ -54,8 +54,9 @@ def test_codes_are_unique_real_looking_and_on_their_board(universe: tuple[Stock,
 def test_names_st_share_suspended_and_prices(universe: tuple[Stock, ...]) -> None:
     names = [s.name for s in universe]
     assert len(set(names)) == len(names)
-    assert all(re.fullmatch(r"(\*?ST)?[\u4e00-\u9fff]{2,4}A?", n) for n in names), [
-        n for n in names if not re.fullmatch(r"(\*?ST)?[\u4e00-\u9fff]{2,4}A?", n)
+    name_re = r"(\*?ST|N|C)?[\u4e00-\u9fff]{2,4}A?"
+    assert all(re.fullmatch(name_re, n) for n in names), [
+        n for n in names if not re.fullmatch(name_re, n)
     ][:5]
     by_code = {s.code: s for s in universe}
     assert by_code["000001"].name == "平安银行" and by_code["000001"].market == "SZ"
@@ -64,6 +65,11 @@ def test_names_st_share_suspended_and_prices(universe: tuple[Stock, ...]) -> Non
     assert 0.02 <= st_share <= 0.04
     assert any(n.startswith("*ST") for n in names) and any(n.startswith("ST") for n in names)
     assert all(s.st == is_st(s.name) for s in universe)
+    assert by_code["302132"].board == "CHINEXT"  # ChiNext's 302xxx range is listed
+    new = [s for s in universe if is_limit_free(s.name, s.board, TRADE_DATE)]
+    assert 3 <= len(new) <= 25  # N (first day) and C (days 2-5) listings, no price limit
+    assert {s.name[0] for s in new} == {"N", "C"}
+    assert all(s.name[0] == "N" for s in new if s.board == "BJ")
     suspended = sum(s.suspended for s in universe) / len(universe)
     assert 0.005 <= suspended <= 0.015
     closes = sorted(s.prev_close for s in universe)
@@ -98,9 +104,13 @@ def test_walk_respects_limits_books_and_cumulative_fields() -> None:
     for _ in range(300):
         quotes = walk.step()
         for s, (up, down), prev, q in zip(stocks, walk.limits, last, quotes, strict=True):
-            assert (up, down) == tuple(
-                round(x * 100) for x in limit_prices(s.prev_close / 100, s.board, s.st, TRADE_DATE)
-            )
+            if is_limit_free(s.name, s.board, TRADE_DATE):  # a new listing: no daily limit
+                assert (up, down) == (s.prev_close * 5, round(s.prev_close * 0.2))
+            else:
+                assert (up, down) == tuple(
+                    round(x * 100)
+                    for x in limit_prices(s.prev_close / 100, s.board, s.st, TRADE_DATE)
+                )
             traded = q.price > 0
             if s.suspended or not traded:
                 assert (q.open, q.price, q.high, q.low, q.volume, q.amount) == (0,) * 6
@@ -145,3 +155,27 @@ def test_without_late_openers_everyone_trades_at_once() -> None:
     stocks = build_universe(300, seed=5)
     quotes = MarketWalk(stocks, TRADE_DATE, seed=5, late_openers=False).step()
     assert all((q.price > 0) != s.suspended for s, q in zip(stocks, quotes, strict=True))
+
+
+def test_new_listings_trade_beyond_the_board_limit() -> None:
+    """N-prefixed first-day listings have no price limit: they open far above
+    their issue price (prev_close), beyond any board's limit-up."""
+    stocks = build_universe(5000, seed=42)
+    walk = MarketWalk(stocks, TRADE_DATE, seed=42, late_openers=False)
+    quotes = walk.step()
+    firsts = [(s, q) for s, q in zip(stocks, quotes, strict=True)
+              if s.name.startswith("N") and not s.suspended]  # fmt: skip
+    assert firsts
+    for s, q in firsts:
+        up, _ = limit_prices(s.prev_close / 100, s.board, False, TRADE_DATE)
+        assert q.price > round(up * 100), (s, q)
+
+
+def test_pre_open_and_hold_snapshots_trade_nothing() -> None:
+    stocks = build_universe(300, seed=5)
+    walk = MarketWalk(stocks, TRADE_DATE, seed=5)
+    for s, q in zip(stocks, walk.indicative(), strict=True):
+        assert (q.price, q.volume, q.open) == (0, 0, 0)
+        assert (q.bids[0][0] > 0) != s.suspended  # orders in the book; a halt has none
+    traded = walk.step()
+    assert walk.hold() == traded

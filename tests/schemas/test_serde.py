@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import uuid
 from typing import Any
 
 import avro.schema
+import fastavro
 import pytest
 
 from schemas.serde import (
@@ -71,7 +73,9 @@ SAMPLES: dict[SchemaName, dict[str, Any]] = {
         "ask_volumes": [1500, 2000, 300, 4100, 600], "change": 0.05, "change_pct": 0.45,
         "limit_up": 12.1, "limit_down": 9.9, "traded": True, "suspended": False,
         "at_limit_up": False, "at_limit_down": False, "receive_ts": 1795417197010,
-        "process_ts": 1795417197020,
+        "process_ts": 1795417197020, "limit_free": False, "not_traded_yet": False,
+        "phase": "continuous", "avg_price": 11.038, "amplitude": 1.09,
+        "order_imbalance": 31.33,
     },
     "candle": {
         "code": "600519", "market": "SH", "trade_date": "2026-11-23",
@@ -87,6 +91,10 @@ SAMPLES: dict[SchemaName, dict[str, Any]] = {
         "top_losers": [],
         "top_turnover": [{"code": "600519", "name": "贵州茅台", "price": 1511.0,
                           "change_pct": 0.73, "amount": 1.5e10}],
+        "not_traded_yet": 0,
+        "boards": [{"board": "STAR", "stocks": 590, "advancers": 300, "decliners": 250,
+                    "unchanged": 30, "suspended": 2, "not_traded_yet": 8, "limit_up": 4,
+                    "limit_down": 1}],
     },
     "alert": {
         "code": "300750", "name": "宁德时代", "market": "SZ", "kind": "LIMIT_UP_TOUCH",
@@ -176,3 +184,18 @@ def test_registry_codec_with_mock_registry(name: SchemaName) -> None:
 def test_make_codec_without_registry_is_single_object() -> None:
     assert isinstance(make_codec("quote"), SingleObjectCodec)
     assert isinstance(make_codec("quote", None, "x"), SingleObjectCodec)
+
+
+def test_quote_v1_payloads_decode_with_the_v2_defaults() -> None:
+    """Quotes written before v2 (already on the topics) still decode: the new
+    fields take their defaults (no limit-free listing, phase unknown)."""
+    v1_fields = {f["name"] for f in schema_json("quote", 1)["fields"]}
+    v1 = {k: v for k, v in SAMPLES["quote"].items() if k in v1_fields}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema_json("quote", 1)), v1)
+    payload = SINGLE_OBJECT_MAGIC + schema_fingerprint(schema_json("quote", 1)) + buf.getvalue()
+    decoded = SingleObjectCodec("quote").decode(payload)
+    assert decoded == {
+        **v1, "limit_free": False, "not_traded_yet": False, "phase": "",
+        "avg_price": 0.0, "amplitude": 0.0, "order_imbalance": 0.0,
+    }  # fmt: skip

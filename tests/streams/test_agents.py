@@ -12,7 +12,7 @@ would, and see acks on the consumer (``Consumer.ack``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import faust
@@ -39,6 +39,7 @@ from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.waits import eventually
 
 
 @pytest.fixture
@@ -74,12 +75,13 @@ def _app(name: str) -> tuple[faust.App, faust.TopicT]:
     return app, app.topic("raw", key_type=bytes, value_type=bytes)
 
 
-async def _put_three(agent: Any) -> list[Any]:
+async def _put_three(agent: Any, done: Callable[[], bool]) -> list[Any]:
+    """Puts three events and waits until ``done`` holds (the agent has seen them)."""
     events = []
     async with agent.test_context() as tc:
         for i in range(3):
             events.append(await tc.put(key=b"k", value=str(i).encode()))
-        await asyncio.sleep(0.4)
+        await eventually(done, "the agent's batch")
     return events
 
 
@@ -94,7 +96,7 @@ async def test_faust_take_acks_a_batch_whose_processing_raised(acked: list[bytes
             batches.append(list(batch))
             raise RuntimeError("redis is down")
 
-    await _put_three(agent)
+    await _put_three(agent, lambda: len(acked) == 3)
     assert batches == [[b"0", b"1", b"2"]]
     assert sorted(acked) == [b"0", b"1", b"2"]
 
@@ -109,7 +111,7 @@ async def test_faust_noack_take_leaves_a_failed_batch_unacked(acked: list[bytes]
             batches.append(len(events))
             raise RuntimeError("redis is down")
 
-    events = await _put_three(agent)
+    events = await _put_three(agent, lambda: batches == [3])
     assert batches == [3]
     assert acked == []
     assert not any(e.message.acked for e in events)
@@ -160,10 +162,7 @@ async def test_agent_writes_redis_then_acks_every_event(
     async with built.agent.test_context():
         built.app.flow_control.resume()  # as after an assignment
         await _deliver(built, lines)
-        for _ in range(100):
-            if len(acked) == len(lines):
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(acked) == len(lines), "every record acked")
     assert sorted(acked) == sorted(v for _, v, _ in lines)
     client = aioredis.Redis.from_url(redis_url)
     try:
@@ -244,12 +243,13 @@ def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> No
     assert processor.newest_ts == start + 6_000
     processor.newest_wall_ms = fed_at = start + 6_000  # as if fed live, at 11:29:46
     assert processor.candles.open_count() == 10
-    lunch = session_start_ms("2026-11-23", "11:30:05")
+    lunch = session_start_ms("2026-11-23", "11:30:35")  # past the 30 s grace for late ticks
     # not quiet for 60 s yet: the exchange clock (11:29:46) closes nothing
     assert processor.flush_candles(lunch, quiet_ms=60_000) == []
     # quiet, but the wall clock is still inside the minute: nothing either
     assert processor.flush_candles(fed_at + 5_000, quiet_ms=1_000) == []
     # quiet after the lunch break started: the 11:29 candles close
+    assert processor.flush_candles(lunch - 10_000, quiet_ms=5_000) == []  # 11:30:25: grace
     closed = processor.flush_candles(lunch, quiet_ms=5_000)
     assert len(closed) == 10 and all(c["closed"] for c in closed)
     assert {c["minute_ts"] for c in closed} == {session_start_ms("2026-11-23", "11:29:00")}

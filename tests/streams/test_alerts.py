@@ -10,7 +10,9 @@ import pytest
 
 from schemas.serde import SingleObjectCodec
 from streams.alerts import AlertConfig, AlertConfigError, AlertDetector
+from streams.parse import parse_record
 from streams.sessions import exchange_ts_of, local_datetime
+from tests.feed_lines import sse_line
 
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = dt.date(2026, 3, 3)
@@ -48,7 +50,9 @@ def quote(
         "suspended": suspended,
         "at_limit_up": traded and round(price * 100) >= round(limit_up * 100),
         "at_limit_down": traded and round(price * 100) <= round(limit_down * 100),
-        "receive_ts": ts, "process_ts": ts,
+        "receive_ts": ts, "process_ts": ts, "limit_free": False,
+        "not_traded_yet": not traded and not suspended, "phase": "continuous",
+        "avg_price": 0.0, "amplitude": 0.0, "order_imbalance": 0.0,
     }  # fmt: skip
 
 
@@ -126,6 +130,28 @@ def test_cooldown_defers_a_limit_transition_until_it_is_over() -> None:
     late = det.update(quote(at(10, 1, 3), 11.0))
     assert kinds(late) == ["LIMIT_UP_TOUCH"] and late[0]["exchange_ts"] == at(10, 1, 3)
     assert det.update(quote(at(10, 1, 6), 11.0)) == []
+
+
+def test_cooldown_runs_in_trading_seconds_across_lunch() -> None:
+    """A touch at 11:29:50 and a touch again at 13:00:05 are 15 trading seconds
+    apart (the market is closed 11:30-13:00): within a 60 s cooldown."""
+    det = AlertDetector(AlertConfig(cooldown_s=60, fast_move_pct=50))
+    det.update(quote(at(11, 29, 40), 10.8))
+    assert kinds(det.update(quote(at(11, 29, 50), 11.0))) == ["LIMIT_UP_TOUCH"]
+    assert kinds(det.update(quote(at(11, 29, 53), 10.9))) == ["LIMIT_UP_LEAVE"]
+    assert det.update(quote(at(13, 0, 5), 11.0)) == []  # 15 trading seconds: held back
+    assert det.counters.cooled_down == 1
+    assert det.update(quote(at(13, 0, 47), 11.0)) == []  # 57 trading seconds
+    assert kinds(det.update(quote(at(13, 0, 50), 11.0))) == ["LIMIT_UP_TOUCH"]  # 60
+
+
+def test_new_listing_without_limit_never_alerts_a_limit() -> None:
+    """N中芯 opening at 82.92 on prev_close 27.46 (first day: no price limit,
+    exchange rule) is at no limit: no LIMIT_UP_TOUCH from the parsed line."""
+    det = AlertDetector(AlertConfig(fast_move_pct=500))
+    line = sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
+                    price="82.92", high="82.92", low="82.92", time="09:25:03")  # fmt: skip
+    assert det.update(parse_record(line, receive_ts=0, process_ts=0)) == []
 
 
 def test_a_held_back_transition_that_reverted_is_not_reported() -> None:

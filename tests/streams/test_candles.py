@@ -42,7 +42,7 @@ def quote(
     suspended: bool = False,
     day: dt.date | None = None,
 ) -> dict[str, Any]:
-    """A complete Quote record (quote.v1.avsc) with consistent derived fields."""
+    """A complete Quote record (quote.v2.avsc) with consistent derived fields."""
     traded = (price > 0 and volume > 0) if traded is None else traded
     amount = round(volume * price, 2) if amount is None else amount
     day = day or local_datetime(ts).date()
@@ -58,6 +58,8 @@ def quote(
         "limit_up": round(prev_close * 1.1, 2), "limit_down": round(prev_close * 0.9, 2),
         "traded": traded, "suspended": suspended, "at_limit_up": False,
         "at_limit_down": False, "receive_ts": ts + 5, "process_ts": ts + 9,
+        "limit_free": False, "not_traded_yet": not traded and not suspended,
+        "phase": "continuous", "avg_price": 0.0, "amplitude": 0.0, "order_imbalance": 0.0,
     }  # fmt: skip
 
 
@@ -83,7 +85,9 @@ def test_quote_helper_matches_schema() -> None:
         ((10, 0, 30), (10, 0)),
         ((11, 29, 59), (11, 29)),
         ((11, 30, 0), (11, 29)),
-        ((11, 30, 1), None),
+        ((11, 30, 2), (11, 29)),  # the midday result, stamped late
+        ((11, 30, 29), (11, 29)),
+        ((11, 30, 30), None),
         ((12, 0, 0), None),
         ((12, 59, 59), None),
         ((13, 0, 0), (13, 0)),
@@ -92,7 +96,8 @@ def test_quote_helper_matches_schema() -> None:
         ((14, 58, 30), (14, 58)),
         ((14, 59, 59), (14, 59)),
         ((15, 0, 0), (14, 59)),
-        ((15, 0, 1), None),
+        ((15, 0, 3), (14, 59)),  # the closing auction's result, stamped late
+        ((15, 0, 30), None),
         ((23, 59, 59), None),
     ],
 )
@@ -103,7 +108,8 @@ def test_candle_minute(tick: tuple[int, int, int], minute: tuple[int, int] | Non
 
 def test_candle_minute_close_grace() -> None:
     assert candle_minute(at(11, 30, 0, 999)) == at(11, 29)
-    assert candle_minute(at(15, 0, 4)) is None
+    assert candle_minute(at(15, 0, 4)) == at(14, 59)
+    assert candle_minute(at(15, 0, 4), close_grace_ms=1000) is None
     assert candle_minute(at(15, 0, 4), close_grace_ms=5000) == at(14, 59)
     assert candle_minute(at(15, 0, 5), close_grace_ms=5000) is None
     assert candle_minute(at(15, 0, 0), close_grace_ms=0) is None
@@ -122,8 +128,8 @@ def test_a_day_has_240_minutes_on_whole_minutes() -> None:
 
 def test_candle_end() -> None:
     assert candle_end(at(9, 30)) == at(9, 31)
-    assert candle_end(at(11, 29)) == at(11, 30, 1)
-    assert candle_end(at(14, 59)) == at(15, 0, 1)
+    assert candle_end(at(11, 29)) == at(11, 30, 30)
+    assert candle_end(at(14, 59)) == at(15, 0, 30)
     assert candle_end(at(14, 59), close_grace_ms=0) == at(15, 0)
     assert candle_end(at(13, 0)) == at(13, 1)
     assert is_opening_minute(at(9, 30)) and not is_opening_minute(at(9, 31))
@@ -184,7 +190,8 @@ def test_auction_folds_into_0930_and_first_candle_counts_from_zero() -> None:
     [c] = b.update(quote(at(9, 31, 0), 10.3, 7000, 71_550.0))
     assert c["minute_ts"] == at(9, 30)
     assert (c["open"], c["high"], c["low"], c["close"]) == (10.2, 10.25, 10.2, 10.25)
-    assert c["volume"] == 6000 and c["amount"] == 61_250.0 and c["ticks"] == 3
+    assert c["volume"] == 6000 and c["amount"] == 61_250.0
+    assert c["ticks"] == 2 and b.counters.no_trade == 1  # the indicative tick draws nothing
     assert b.counters.joined_midday == 0
 
 
@@ -194,11 +201,24 @@ def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price() -> No
     b.update(quote(at(9, 30, 30), 0.0, 5000, 51_000.0, traded=False))  # no price
     [c930] = b.update(quote(at(9, 31, 0), 10.5, 5000, 51_000.0))
     assert (c930["open"], c930["high"], c930["low"], c930["close"]) == (10.2,) * 4
-    # a minute with ticks but no trade is flat at the last traded price
-    b2 = CandleBuilder()
-    b2.update(quote(at(9, 29), 0.0, 0, 0.0, traded=False, prev_close=9.9))
-    [flat] = b2.update(quote(at(9, 31), 0.0, 0, 0.0, traded=False, prev_close=9.9))
-    assert (flat["open"], flat["close"], flat["volume"]) == (9.9, 9.9, 0)
+    # a minute with ticks but no new trade is flat at the last traded price
+    [flat] = b.update(quote(at(9, 32, 0), 10.5, 5000, 51_000.0))
+    assert (flat["open"], flat["close"], flat["volume"]) == (10.5, 10.5, 0)
+
+
+def test_no_candle_without_a_trade() -> None:
+    """A stock that has not traded today (pre-open ticks, a suspended or late
+    opening stock) has no candle: exchanges draw none for a minute without trades."""
+    b = CandleBuilder()
+    b.update(quote(at(9, 20), 0.0, 0, 0.0, traded=False, prev_close=9.9))
+    assert b.current("600000") is None
+    assert b.update(quote(at(9, 31), 0.0, 0, 0.0, traded=False, prev_close=9.9)) == []
+    assert b.update(quote(at(9, 32), 0.0, 0, 0.0, traded=False, prev_close=9.9)) == []
+    assert b.close_all() == [] and b.counters.no_trade == 3
+    # its first trade at 10:05 opens the day's first candle with the whole volume
+    b.update(quote(at(10, 5, 3), 10.0, 3000))
+    c = b.current("600000")
+    assert c is not None and c["minute_ts"] == at(10, 5) and c["volume"] == 3000
 
 
 def test_lunch_break() -> None:
@@ -208,16 +228,44 @@ def test_lunch_break() -> None:
     assert b.update(quote(at(11, 30, 0), 10.1, 6000, 60_100.0)) == []  # folds into 11:29
     cur = b.current("600000")
     assert cur is not None and cur["minute_ts"] == at(11, 29) and cur["close"] == 10.1
-    # a snapshot during lunch closes the 11:29 candle but opens nothing
-    [c1129] = b.update(quote(at(11, 30, 3), 10.1, 6500, 65_150.0))
+    # a snapshot during lunch, past the grace, closes the 11:29 candle but opens nothing
+    [c1129] = b.update(quote(at(11, 31, 0), 10.1, 6000, 60_100.0))
     assert c1129["minute_ts"] == at(11, 29) and c1129["volume"] == (5000 - 1000) + (6000 - 5000)
     assert b.current("600000") is None and b.counters.out_of_session == 1
-    assert b.update(quote(at(12, 15), 10.1, 6500, 65_150.0)) == []
-    # 13:00 starts the 13:00 candle; the lunch ticks' extra volume lands here
+    assert b.update(quote(at(12, 15), 10.1, 6000, 60_100.0)) == []
     assert b.update(quote(at(13, 0, 0), 10.2, 7000, 70_250.0)) == []
     c = b.current("600000")
     assert c is not None and c["minute_ts"] == at(13, 0)
     assert c["volume"] == 7000 - 6000 and c["amount"] == pytest.approx(70_250.0 - 60_100.0)
+
+
+def test_late_stamped_midday_tick_belongs_to_the_morning() -> None:
+    """Vendors stamp the morning's last trades a few seconds after 11:30
+    (11:30:02): they are the 11:29 candle's, not the 13:00 candle's."""
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.0, 1000))
+    b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
+    assert b.update(quote(at(11, 30, 2), 10.1, 6500, 65_150.0)) == []
+    [c1129] = b.update(quote(at(11, 35), 10.1, 6500, 65_150.0))
+    assert c1129["minute_ts"] == at(11, 29) and c1129["volume"] == 6500 - 1000
+    b.update(quote(at(13, 0, 3), 10.2, 7000, 70_250.0))
+    c = b.current("600000")
+    assert c is not None and c["volume"] == 500
+
+
+def test_late_stamped_closing_auction_tick_belongs_to_1459() -> None:
+    """The closing call auction's result comes stamped 15:00:03: ticks to
+    15:00:00 have 95,000 shares, the 15:00:03 print at 11.08 has 120,000; the
+    14:59 candle closes at 11.08 with all 25,000 of the auction's shares."""
+    b = CandleBuilder()
+    b.update(quote(at(14, 58, 57), 11.05, 80_000, prev_close=11.0))
+    b.update(quote(at(14, 59, 30), 11.06, 95_000, prev_close=11.0))
+    b.update(quote(at(15, 0, 0), 11.06, 95_000, prev_close=11.0))
+    assert b.update(quote(at(15, 0, 3), 11.08, 120_000, prev_close=11.0)) == []
+    assert b.flush(at(15, 0, 6)) == []
+    [c1459] = b.flush(at(15, 0, 30))
+    assert c1459["minute_ts"] == at(14, 59)
+    assert (c1459["close"], c1459["high"], c1459["volume"]) == (11.08, 11.08, 120_000 - 80_000)
 
 
 def test_closing_auction_and_flush_at_session_end() -> None:
@@ -228,8 +276,8 @@ def test_closing_auction_and_flush_at_session_end() -> None:
     assert c1457["minute_ts"] == at(14, 57)
     b.update(quote(at(14, 59, 30), 10.0, 2000, 20_000.0))
     assert b.update(quote(at(15, 0, 0), 10.3, 9000, 92_100.0)) == []  # closing match
-    assert b.flush(at(15, 0, 0, 999)) == []
-    [c1459] = b.flush(at(15, 0, 1))
+    assert b.flush(at(15, 0, 29, 999)) == []
+    [c1459] = b.flush(at(15, 0, 30))
     assert c1459["minute_ts"] == at(14, 59) and c1459["close"] == 10.3
     assert c1459["volume"] == 7000 and b.open_count() == 0
     assert b.flush(at(16, 0)) == [] and b.close_all() == []
@@ -266,11 +314,23 @@ def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> Non
     b = CandleBuilder()
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(9, 30, 10), 10.0, 5000))
-    b.update(quote(at(9, 30, 20), 10.0, 4000))  # data fix: back to 4000
+    b.update(quote(at(9, 30, 20), 10.0, 4000))  # glitch: back to 4000
     b.update(quote(at(9, 30, 30), 10.0, 4500))
-    [c] = b.update(quote(at(9, 31, 0), 10.0, 4500))
-    assert c["volume"] == 5000 + 500 and c["amount"] >= 0
-    assert b.counters.counter_resets == 1
+    [c] = b.update(quote(at(9, 31, 0), 10.0, 5200))
+    assert c["volume"] == 5000 and c["amount"] == 50_000.0
+    nxt = b.current("600000")
+    assert nxt is not None and nxt["volume"] == 200  # counted from the highest, 5000
+    assert b.counters.counter_resets == 2
+
+
+def test_volume_glitch_keeps_the_highest_cumulative_as_base() -> None:
+    """Cumulative volume 1000, 2000, 500, 2100 in one minute is 1,100 shares
+    traded (the 500 is a glitch), not 2,600 (counting 500 -> 2100 again)."""
+    b = CandleBuilder()
+    for s, volume in ((3, 1000), (15, 2000), (30, 500), (45, 2100)):
+        b.update(quote(at(10, 0, s), 10.0, volume))  # joined mid-session: base 1000
+    c = b.current("600000")
+    assert c is not None and c["volume"] == 1100
 
 
 def test_new_day_resets_the_base() -> None:

@@ -16,6 +16,8 @@ from streams.market_stats import (
     merge_partials,
     recompute,
 )
+from streams.parse import parse_record
+from tests.feed_lines import sse_line
 
 STATS_CODEC = SingleObjectCodec("market_stats")
 QUOTE_CODEC = SingleObjectCodec("quote")
@@ -37,18 +39,28 @@ def quote(
     at_limit_up: bool = False,
     at_limit_down: bool = False,
     name: str | None = None,
+    prev_close: float | None = None,
+    trade_date: str = "2026-03-02",
+    board: str | None = None,
 ) -> dict[str, Any]:
-    """A complete Quote record (quote.v1.avsc); only the fields stats read vary."""
+    """A complete Quote record (quote.v2.avsc); only the fields stats read vary.
+
+    prev_close defaults to the one ``change_pct`` implies (to the cent).
+    """
+    if prev_close is None:
+        prev_close = round(price / (1 + change_pct / 100), 2)
     return {
         "symbol": PREFIX[market][0] + code, "code": code, "market": market,
-        "board": "BJ" if market == "BJ" else "MAIN", "name": name or f"N{code}",
-        "is_st": False, "exchange_ts": ts, "trade_date": "2026-03-02", "open": price,
-        "prev_close": price, "price": price, "high": price, "low": price, "bid": price,
+        "board": board or ("BJ" if market == "BJ" else "MAIN"), "name": name or f"A{code}",
+        "is_st": False, "exchange_ts": ts, "trade_date": trade_date, "open": price,
+        "prev_close": prev_close, "price": price, "high": price, "low": price, "bid": price,
         "ask": price, "volume": volume, "amount": amount, "bid_prices": [],
         "bid_volumes": [], "ask_prices": [], "ask_volumes": [], "change": 0.0,
         "change_pct": change_pct, "limit_up": price * 1.1, "limit_down": price * 0.9,
         "traded": traded, "suspended": suspended, "at_limit_up": at_limit_up,
         "at_limit_down": at_limit_down, "receive_ts": ts, "process_ts": ts,
+        "limit_free": False, "not_traded_yet": not traded and not suspended,
+        "phase": "continuous", "avg_price": 0.0, "amplitude": 0.0, "order_imbalance": 0.0,
     }  # fmt: skip
 
 
@@ -69,8 +81,8 @@ def test_definitions() -> None:
     s.update(quote("000001", change_pct=3.0, market="SZ", amount=1.0, volume=1))
     r = s.snapshot("SH", now_ms=123)
     assert r["market"] == "SH" and r["ts"] == 123
-    assert (r["stocks"], r["advancers"], r["decliners"], r["unchanged"]) == (7, 2, 2, 3)
-    assert (r["limit_up"], r["limit_down"], r["suspended"]) == (1, 1, 1)
+    assert (r["stocks"], r["advancers"], r["decliners"], r["unchanged"]) == (7, 2, 2, 1)
+    assert (r["limit_up"], r["limit_down"], r["suspended"], r["not_traded_yet"]) == (1, 1, 1, 1)
     assert r["volume"] == 500 + 700 + 10 + 9 + 1
     assert r["amount"] == pytest.approx(5_000.5 + 7_000.25 + 100.0 + 1e6 + 2e5)
     assert r["avg_change_pct"] == pytest.approx((2.0 - 1.0 + 0.0 + 10.0 - 10.0) / 5)
@@ -80,13 +92,96 @@ def test_definitions() -> None:
     assert [e["code"] for e in r["top_turnover"]] == ["600006", "600007", "600002", "600001",
                                                       "600003"]  # fmt: skip
     assert r["top_gainers"][0] == {
-        "code": "600006", "name": "N600006", "price": 10.0, "change_pct": 10.0, "amount": 1e6,
+        "code": "600006", "name": "A600006", "price": 10.0, "change_pct": 10.0, "amount": 1e6,
     }  # fmt: skip
     a = s.snapshot("ALL", now_ms=123)
     assert (a["market"], a["stocks"], a["advancers"], a["volume"]) == ("ALL", 8, 3, 1221)
     assert [e["code"] for e in a["top_gainers"]][:3] == ["600006", "000001", "600001"]
     for rec in (r, a, s.snapshot("BJ", now_ms=1)):
         assert STATS_CODEC.decode(STATS_CODEC.encode(rec)) == rec
+
+
+def breadth(r: dict[str, Any]) -> int:
+    keys = ("advancers", "decliners", "unchanged", "suspended", "not_traded_yet")
+    return sum(r[k] for k in keys)
+
+
+def test_breadth_fields_add_up_to_stocks() -> None:
+    """Suspended and not-yet-traded stocks are neither advancers, decliners nor
+    unchanged: the five breadth fields partition ``stocks``."""
+    s = MarketStats()
+    s.update(quote("600001", change_pct=1.0))
+    s.update(quote("600002", change_pct=0.0))
+    s.update(quote("600003", traded=False, volume=0, amount=0.0))
+    s.update(quote("600004", suspended=True, traded=False, volume=0, amount=0.0))
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["unchanged"], r["suspended"], r["not_traded_yet"]) == (1, 1, 1)
+    assert breadth(r) == r["stocks"] == 4
+
+
+def test_breadth_per_board() -> None:
+    """Terminals show breadth per board (main boards, STAR, ChiNext, BJ): each
+    board's fields add up to its stocks, and ALL adds the markets' boards."""
+    s = MarketStats()
+    s.update(quote("600001", change_pct=1.0))
+    s.update(quote("688001", change_pct=-2.0, board="STAR"))
+    s.update(quote("688002", traded=False, volume=0, amount=0.0, board="STAR"))
+    s.update(quote("000001", change_pct=3.0, market="SZ"))
+    s.update(quote("920001", suspended=True, traded=False, volume=0, amount=0.0, market="BJ"))
+    stats = s.snapshot_all(now_ms=0)
+    sh = {b["board"]: b for b in stats["SH"]["boards"]}
+    assert list(sh) == ["MAIN", "STAR"]
+    star = sh["STAR"]
+    assert (star["stocks"], star["decliners"], star["not_traded_yet"]) == (2, 1, 1)
+    every = {b["board"]: b for b in stats["ALL"]["boards"]}
+    assert every["MAIN"]["stocks"] == 2 and every["MAIN"]["advancers"] == 2
+    assert every["BJ"]["suspended"] == 1
+    for b in every.values():
+        assert breadth(b) == b["stocks"]
+    assert STATS_CODEC.decode(STATS_CODEC.encode(stats["ALL"])) == stats["ALL"]
+
+
+def test_new_listing_is_no_limit_up_count() -> None:
+    """N中芯 at 82.92 on prev_close 27.46: no price limit on its first day, so
+    it is an advancer but not counted at limit-up."""
+    line = sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
+                    price="82.92", high="82.92", low="82.92")  # fmt: skip
+    s = MarketStats()
+    s.update(parse_record(line, receive_ts=0, process_ts=0))
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["advancers"], r["limit_up"]) == (1, 0)
+
+
+def test_advancers_count_price_against_prev_close_not_rounded_pct() -> None:
+    """1500.00 -> 1500.05 is +0.0033%, shown as change_pct 0.0, and is an
+    advancer: exchanges count 上涨家数 by price, not by the rounded percent."""
+    s = MarketStats()
+    s.update(quote("600519", change_pct=0.0, price=1500.05, prev_close=1500.0))
+    s.update(quote("600520", change_pct=0.0, price=1499.95, prev_close=1500.0))
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["advancers"], r["decliners"], r["unchanged"]) == (1, 1, 0)
+
+
+def test_only_quotes_of_the_current_trade_date_count() -> None:
+    """A stock that stopped ticking yesterday does not carry yesterday's
+    cumulative volume (or its place in the breadth) into today's statistics."""
+    s = MarketStats()
+    s.update(quote("600001", T0, 1.0, volume=5_000_000, amount=5e7, trade_date="2026-03-02"))
+    s.update(quote("600002", T0, 1.0, volume=1_000, amount=1e4, trade_date="2026-03-02"))
+    s.update(quote("600002", T0 + 86_400_000, -1.0, volume=200, amount=2e3,
+                   trade_date="2026-03-03"))  # fmt: skip
+    r = s.snapshot("SH", now_ms=0)
+    assert (r["stocks"], r["volume"], r["amount"], r["decliners"]) == (1, 200, 2e3, 1)
+    assert [e["code"] for e in r["top_turnover"]] == ["600002"]
+    assert r == recompute(
+        [quote("600001", T0, 1.0, volume=5_000_000, amount=5e7),
+         quote("600002", T0 + 86_400_000, -1.0, volume=200, amount=2e3,
+               trade_date="2026-03-03")], now_ms=0,
+    )["SH"]  # fmt: skip
+    s.update(quote("600001", T0 + 86_400_000 + 3000, 2.0, volume=10, amount=100.0,
+                   trade_date="2026-03-03"))  # fmt: skip
+    assert s.snapshot("SH", now_ms=0)["volume"] == 210
+    assert s.forget(["600001", "600002"]) == 2 and s.snapshot("SH", now_ms=0)["stocks"] == 0
 
 
 def test_empty_market_and_unknown_market() -> None:
@@ -120,8 +215,13 @@ def test_ties_are_broken_by_code() -> None:
     assert [e["code"] for e in r["top_turnover"]] == ["600001", "600002"]
 
 
-def _random_quotes(rnd: random.Random, n_codes: int, n_updates: int) -> list[dict[str, Any]]:
-    """A stream of quotes over several markets, with replays of old quotes."""
+def _random_quotes(
+    rnd: random.Random, n_codes: int, n_updates: int, new_day_at: int | None = None
+) -> list[dict[str, Any]]:
+    """A stream of quotes over several markets, with replays of old quotes.
+
+    With ``new_day_at``, quotes after that many updates are of the next trade date.
+    """
     codes = [(m, f"{PREFIX[m][1]}{i:04d}") for m in ("SH", "SZ", "BJ") for i in range(n_codes)]
     sent: list[dict[str, Any]] = []
     clock = {c: T0 for c in codes}
@@ -136,9 +236,12 @@ def _random_quotes(rnd: random.Random, n_codes: int, n_updates: int) -> list[dic
         pct = round(rnd.uniform(-10, 10), 2) if traded else 0.0
         pct = rnd.choice((pct, pct, 0.0, 10.0, -10.0))
         volume = rnd.randint(0, 10**9) if traded else 0
+        day = "2026-03-03" if new_day_at is not None and len(sent) >= new_day_at else "2026-03-02"
+        if day == "2026-03-03":
+            clock[(market, code)] = max(clock[(market, code)], T0 + 86_400_000)
         sent.append(
             quote(
-                code, clock[(market, code)], pct, market=market,
+                code, clock[(market, code)], pct, market=market, trade_date=day,
                 price=round(rnd.uniform(1, 300), 2), volume=volume,
                 amount=round(volume * rnd.uniform(1, 300), 2) if traded else 0.0,
                 traded=traded, suspended=suspended,
@@ -151,7 +254,7 @@ def _random_quotes(rnd: random.Random, n_codes: int, n_updates: int) -> list[dic
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_incremental_equals_recompute(seed: int) -> None:
     rnd = random.Random(seed)
-    quotes = _random_quotes(rnd, n_codes=40, n_updates=3000)
+    quotes = _random_quotes(rnd, n_codes=40, n_updates=3000, new_day_at=2500)
     s = MarketStats()
     checkpoints = [*sorted(rnd.sample(range(1, len(quotes) + 1), 6)), len(quotes)]
     done = 0
@@ -164,6 +267,7 @@ def test_incremental_equals_recompute(seed: int) -> None:
         assert s.snapshot_all(top_n, now_ms=upto) == expected
         for market in MARKETS_AND_ALL:
             assert s.snapshot(market, top_n, now_ms=upto) == expected[market]
+            assert breadth(expected[market]) == expected[market]["stocks"]
     assert s.replays_ignored > 0
     final = s.snapshot_all(10, now_ms=1)
     assert final["ALL"]["stocks"] == sum(final[m]["stocks"] for m in ("SH", "SZ", "BJ"))

@@ -17,6 +17,7 @@ from streams.normalize import (
     local_date_and_time,
     local_midnight_ms,
     name_is_st,
+    phase_of,
     time_of_day_ms,
 )
 
@@ -159,25 +160,110 @@ def test_at_limit_compares_cents_not_floats() -> None:
     assert quote(price=12.1, volume=0)["at_limit_up"] is False
 
 
+EMPTY_BOOK: dict[str, Any] = {
+    "bid_prices": [0.0] * 5, "bid_volumes": [0] * 5,
+    "ask_prices": [0.0] * 5, "ask_volumes": [0] * 5,
+}  # fmt: skip
+NO_TRADE: dict[str, Any] = {
+    "open_": 0.0, "price": 0.0, "high": 0.0, "low": 0.0, "volume": 0, "amount": 0.0,
+}  # fmt: skip
+
+
+def hms(h: int, m: int, s: int) -> int:
+    return ((h * 60 + m) * 60 + s) * 1000
+
+
 @pytest.mark.parametrize(
-    ("tod_hms", "zeros", "suspended"),
+    ("tod_hms", "no_trade", "empty_book", "status"),
     [
-        ((9, 29, 59), True, False),
-        ((9, 30, 0), True, True),
-        ((14, 59, 57), True, True),
-        ((14, 59, 57), False, False),
+        ((9, 20, 0), True, True, "not_traded_yet"),  # pre-open: a halt cannot be told yet
+        ((9, 30, 0), True, True, "suspended"),  # halted: no order book in the session
+        ((9, 30, 3), True, False, "not_traded_yet"),  # orders, no match yet: not suspended
+        ((14, 59, 57), True, False, "not_traded_yet"),  # a thin name, still quoting
+        ((15, 0, 3), True, False, "suspended"),  # no trade all day
+        ((14, 59, 57), False, False, "traded"),
+        ((14, 59, 57), False, True, "traded"),  # traded, book emptied at a limit
     ],
 )
-def test_suspended_rule(tod_hms: tuple[int, int, int], zeros: bool, suspended: bool) -> None:
-    h, m, s = tod_hms
-    over: dict[str, Any] = {"time_of_day": ((h * 60 + m) * 60 + s) * 1000}
-    if zeros:
-        over.update(open_=0.0, price=0.0, high=0.0, low=0.0, volume=0, amount=0.0)
+def test_suspended_is_a_halt_or_no_trade_all_day_not_a_late_first_trade(
+    tod_hms: tuple[int, int, int], no_trade: bool, empty_book: bool, status: str
+) -> None:
+    """A stock with no trade yet at 09:30:03 but orders in its book is waiting
+    for its first match, not suspended (thin BJ names): only a halt (no book
+    at all in the session) or a day without any trade is suspended."""
+    over: dict[str, Any] = {"time_of_day": hms(*tod_hms)}
+    if no_trade:
+        over.update(NO_TRADE)
+    if empty_book:
+        over.update(EMPTY_BOOK)
     rec = quote(**over)
-    assert rec["suspended"] is suspended
-    assert rec["traded"] is not zeros
+    flags = {k for k in ("traded", "suspended", "not_traded_yet") if rec[k]}
+    assert flags == {status}
 
 
 def test_opened_but_price_zero_is_not_suspended() -> None:
     # An auction print (open set) without a last price is odd, not suspended.
     assert quote(price=0.0, volume=0, open_=11.02, time_of_day=OPENING_MS)["suspended"] is False
+
+
+def test_change_pct_rounds_half_up_on_decimals() -> None:
+    """Terminals show 8.00 -> 8.01 as +0.13% (0.125 rounded half up); float
+    round() gave 0.12 (0.01 / 8 * 100 == 0.12499999999999734)."""
+    assert quote(prev_close=8.0, price=8.01, high=8.01, low=8.0)["change_pct"] == 0.13
+    assert quote(prev_close=8.0, price=7.99, high=8.0, low=7.99)["change_pct"] == -0.13
+    assert quote(prev_close=1500.0, price=1500.05, high=1500.05, low=1500.0)["change_pct"] == 0.0
+    assert quote(prev_close=11.0, price=11.0)["change_pct"] == 0.0
+
+
+def test_new_listing_has_no_limit_prices_or_flags() -> None:
+    """Exchange rule: an N-prefixed name trades its first day without a price
+    limit (N中芯 at 82.92 against prev_close 27.46 is +202%, not at limit-up)."""
+    rec = quote(
+        symbol="sh688981", code="688981", market="SH", board="STAR", name="N中芯",
+        prev_close=27.46, open_=82.92, price=82.92, high=82.92, low=82.92,
+    )  # fmt: skip
+    assert rec["limit_free"] is True
+    assert (rec["limit_up"], rec["limit_down"]) == (0.0, 0.0)
+    assert rec["at_limit_up"] is False and rec["at_limit_down"] is False
+    assert rec["change_pct"] == 201.97
+    assert quote(name="C华电")["limit_free"] is True  # main board, days 2-5
+    assert quote(name="平安银行")["limit_free"] is False
+
+
+def test_bj_c_name_has_a_limit_again() -> None:
+    """BJ new listings are limit-free on the first day only."""
+    rec = quote(
+        symbol="bj920819", code="920819", market="BJ", board="BJ", name="C颖泰",
+        prev_close=4.8, price=6.24, high=6.24, low=6.0,
+    )  # fmt: skip
+    assert rec["limit_free"] is False and rec["at_limit_up"] is True
+
+
+@pytest.mark.parametrize(
+    ("tod_hms", "phase"),
+    [
+        ((9, 0, 0), "pre_open"),
+        ((9, 15, 0), "opening_auction"),
+        ((9, 25, 3), "opening_auction"),
+        ((9, 30, 0), "continuous"),
+        ((11, 29, 59), "continuous"),
+        ((11, 30, 2), "midday_break"),
+        ((13, 0, 0), "continuous"),
+        ((14, 57, 0), "closing_auction"),
+        ((15, 0, 3), "closed"),
+    ],
+)
+def test_phase_follows_the_exchange_sessions(tod_hms: tuple[int, int, int], phase: str) -> None:
+    """SSE/SZSE/BSE sessions: call auction 09:15-09:25, continuous 09:30-11:30 and
+    13:00-14:57, closing call auction 14:57-15:00."""
+    assert phase_of(hms(*tod_hms)) == phase
+    assert quote(time_of_day=hms(*tod_hms))["phase"] == phase
+
+
+def test_avg_price_amplitude_and_order_imbalance() -> None:
+    rec = quote()
+    assert rec["avg_price"] == 11.038  # 643,981,234.50 / 58,342,100
+    assert rec["amplitude"] == 1.09  # (11.10 - 10.98) / 11.00
+    assert rec["order_imbalance"] == 45.69  # (22,800 - 8,500) / 31,300 bid/ask shares
+    empty = quote(**NO_TRADE, **EMPTY_BOOK)
+    assert (empty["avg_price"], empty["amplitude"], empty["order_imbalance"]) == (0.0, 0.0, 0.0)

@@ -192,6 +192,12 @@ def test_golden_sz_main() -> None:
         "at_limit_down": False,
         "receive_ts": RECEIVE_TS,
         "process_ts": PROCESS_TS,
+        "limit_free": False,
+        "not_traded_yet": False,
+        "phase": "closing_auction",
+        "avg_price": 11.038,
+        "amplitude": 1.09,
+        "order_imbalance": 45.69,
     }
     assert rec["exchange_ts"] == 1795417197000
     assert_encodes(rec)
@@ -231,6 +237,12 @@ def test_golden_bj_json() -> None:
         "at_limit_down": False,
         "receive_ts": RECEIVE_TS,
         "process_ts": PROCESS_TS,
+        "limit_free": False,
+        "not_traded_yet": False,
+        "phase": "closing_auction",
+        "avg_price": 4.858,
+        "amplitude": 2.71,
+        "order_imbalance": 34.19,
     }
     assert_encodes(rec)
 
@@ -269,15 +281,28 @@ def test_bj_trade_date_is_shanghai_date() -> None:
         ),
         pytest.param(
             {"symbol": "sh600898", "name": "*ST美讯", "open": "3.12", "prev_close": "3.10",
-             "price": "3.26", "high": "3.26", "low": "3.10", "date": "2025-07-04"},
+             "price": "3.26", "high": "3.26", "low": "3.10", "date": "2026-07-03"},
             {"is_st": True, "limit_up": 3.26, "limit_down": 2.95, "at_limit_up": True},
-            id="st-before-2025-07-07-5pct",
+            id="st-before-2026-07-06-5pct",
+        ),
+        pytest.param(
+            {"symbol": "sh600898", "name": "*ST美讯", "open": "3.12", "prev_close": "3.10",
+             "price": "3.26", "high": "3.26", "low": "3.10", "date": "2026-07-06"},
+            {"is_st": True, "limit_up": 3.41, "limit_down": 2.79, "at_limit_up": False},
+            id="st-from-2026-07-06-10pct",
         ),
         pytest.param(
             {"symbol": "sh600898", "name": "*ST美讯", "open": "3.12", "prev_close": "3.10",
              "price": "3.26", "high": "3.26", "low": "3.10", "date": "2025-07-07"},
-            {"is_st": True, "limit_up": 3.41, "limit_down": 2.79, "at_limit_up": False},
-            id="st-from-2025-07-07-10pct",
+            {"is_st": True, "limit_up": 3.26, "limit_down": 2.95, "at_limit_up": True},
+            id="st-2025-07-07-draft-date-still-5pct",
+        ),
+        pytest.param(
+            {"symbol": "sz302132", "name": "中航成飞", "prev_close": "60.00", "price": "61.00",
+             "open": "60.50", "high": "61.50", "low": "60.00"},
+            {"market": "SZ", "board": "CHINEXT", "code": "302132", "limit_up": 72.0,
+             "limit_down": 48.0},
+            id="chinext-302-range-is-listed",
         ),
         pytest.param(
             {"symbol": "sz000002", "name": "万 科Ａ"},
@@ -326,7 +351,9 @@ def test_pre_open_zeros_are_not_suspended() -> None:
 
 
 def test_suspended_after_the_open() -> None:
-    rec = parse(sse_line(**ZEROS, time="10:15:00", bid="0.00", ask="0.00"))
+    halted = {f"{side}{i}_{what}": "0" for side in ("bid", "ask") for i in range(1, 6)
+              for what in ("volume", "price")}  # fmt: skip
+    rec = parse(sse_line(**ZEROS, **halted, time="10:15:00", bid="0.00", ask="0.00"))
     assert rec["traded"] is False and rec["suspended"] is True
     assert (rec["change"], rec["change_pct"]) == (0.0, 0.0)
     assert_encodes(rec)
@@ -446,3 +473,25 @@ def test_old_quotes_are_not_refused() -> None:
     """A replay of old data (a rebuild, a backfill) is fine: only the future is refused."""
     rec = parse_record(sse_line(date="2020-01-02"), RECEIVE_TS, PROCESS_TS, max_ahead_ms=300_000)
     assert rec["trade_date"] == "2020-01-02"
+
+
+def test_no_trade_yet_with_orders_in_the_book_is_not_suspended() -> None:
+    """A thin stock quoting at 09:30:03 without a match yet is not suspended."""
+    rec = parse(sse_line(**ZEROS, time="09:30:03"))
+    assert (rec["traded"], rec["suspended"], rec["not_traded_yet"]) == (False, False, True)
+
+
+@pytest.mark.parametrize("code", ["302132", "300750", "301236"])
+def test_chinext_codes_are_never_dead_lettered(code: str) -> None:
+    """SZSE ChiNext lists 300xxx, 301xxx and 302xxx codes (302132 trades):
+    none may go to the DLQ as bad_symbol."""
+    rec = parse(sse_line(symbol=f"sz{code}"))
+    assert (rec["code"], rec["board"]) == (code, "CHINEXT")
+
+
+def test_new_listing_line_has_no_limit() -> None:
+    """N中芯 opening at 82.92 on prev_close 27.46: no limit, no limit flag."""
+    rec = parse(sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
+                         price="82.92", high="82.92", low="82.92"))  # fmt: skip
+    assert rec["limit_free"] is True and rec["at_limit_up"] is False
+    assert (rec["limit_up"], rec["limit_down"]) == (0.0, 0.0)
