@@ -54,6 +54,21 @@ class SimulatorError(ProducersError):
     """The simulator cannot run as configured (bad address, interval or rate)."""
 
 
+def default_start(now: dt.datetime) -> dt.datetime:
+    """Where the exchange clock starts by default: 09:30 Shanghai today, or
+    yesterday when today's 09:30 is still ahead.
+
+    Never in the future: the stream workers dead-letter quotes stamped more
+    than a few minutes after they were received (``future_timestamp``), so a
+    feed started at night must not stamp the coming morning. (A clock run
+    faster than real time, ``rate`` > 1, or one that jumps over the lunch
+    break can still get ahead of the wall clock during a trading day.)
+    """
+    local = now.astimezone(SHANGHAI_TZ)
+    opening = local.replace(hour=9, minute=30, second=0, microsecond=0)
+    return opening if opening <= local else opening - dt.timedelta(days=1)
+
+
 class SimulatorSettings(CommonSettings):
     """``HQ_FEED_TOKEN`` (required to serve) and ``HQ_FEED_ADDR``."""
 
@@ -84,7 +99,7 @@ class SimConfig:
     sent_log: Path | None = None
     heartbeat_interval_s: float = protocol.HEARTBEAT_INTERVAL_S
     backlog_limit_bytes: int = protocol.BACKLOG_LIMIT_BYTES
-    # exchange clock start (naive = Asia/Shanghai time); None = today 09:30 Shanghai
+    # exchange clock start (naive = Asia/Shanghai time); None = default_start(now)
     start: dt.datetime | None = None
     pool_snapshots: int = 16  # pre-rendered and cycled with max_rate or > 20,000 lines/s
 
@@ -137,9 +152,7 @@ class FeedSimulator:
 
     async def start(self) -> None:
         cfg = self.config
-        start = cfg.start or dt.datetime.now(SHANGHAI_TZ).replace(
-            hour=9, minute=30, second=0, microsecond=0
-        )
+        start = cfg.start or default_start(dt.datetime.now(SHANGHAI_TZ))
         fast = cfg.max_rate or cfg.stocks * cfg.rate / cfg.interval_s > POOL_ABOVE_LINES_S
         try:
             stocks = build_universe(cfg.stocks, cfg.seed)

@@ -4,9 +4,13 @@ A DLQ record's value is the offending raw bytes, unchanged; its key is the
 stock code when one could be read, else empty. Everything else travels in
 headers (the Kafka Connect DLQ convention), all UTF-8:
 
-* ``hq.dlq.reason``: one of :data:`DlqReason` (``journal_corrupt``: bytes of the
-  receiver's on-disk journal that failed their CRC or framing; the value is
-  those bytes, a record's header included, in pieces of at most 256 KiB)
+* ``hq.dlq.reason``: one of :data:`DlqReason`. ``journal_corrupt``: bytes of
+  the receiver's on-disk journal that failed their CRC or framing (the value is
+  those bytes, a record's header included, in pieces of at most 256 KiB);
+  ``out_of_range``: a number no real quote reaches (bounds in
+  :mod:`streams.parse`); ``future_timestamp``: stamped further after its
+  receive time than the streams allow; ``unprocessable``: anything else that
+  failed on this one record (the detail starts with the exception class)
 * ``hq.dlq.detail``: a human sentence (never contains secrets)
 * ``hq.dlq.stage``: ``receiver`` or ``streams``
 * ``hq.dlq.source.topic`` / ``.partition`` / ``.offset``: where it came from
@@ -31,6 +35,9 @@ DlqReason = Literal[
     "missing_field",
     "encode_error",
     "journal_corrupt",
+    "out_of_range",
+    "future_timestamp",
+    "unprocessable",
 ]
 
 REASON: Final = "hq.dlq.reason"

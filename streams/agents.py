@@ -16,7 +16,11 @@ Two ways to drive it:
 
 A failure of Redis or Kafka is retried with backoff for as long as it takes
 (logged loudly, counted): a batch is never skipped and the stream never
-stops. :meth:`StreamsRuntime.publish_stats` runs once a second,
+stops. An outage is never a reason to dead-letter; but when Redis refuses a
+batch with an error that is not an outage (a script error: something in one
+record), its quotes are written one by one and the ones Redis refuses go to
+the DLQ as ``unprocessable`` (their normalized records are already queued to
+Kafka by then). :meth:`StreamsRuntime.publish_stats` runs once a second,
 :meth:`StreamsRuntime.flush_candles` too (it closes the candles of stocks
 that stopped ticking), and :meth:`StreamsRuntime.on_revoked` drops revoked
 partitions' stocks from this worker's market statistics.
@@ -45,8 +49,8 @@ from streams import metrics
 from streams.lifecycle import fatal
 from streams.market_stats import merge_partials
 from streams.outbox import KafkaOutputError, Outbox
-from streams.pipeline import BatchResult, Processor, RawRecord
-from streams.redis_sink import RedisSink, SinkBatch, is_redis_error
+from streams.pipeline import BatchResult, KafkaOut, Processor, RawRecord, unprocessable
+from streams.redis_sink import RedisSink, SinkBatch, WriteResult, is_redis_error
 from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
@@ -224,7 +228,7 @@ class StreamsRuntime:
                     sent = True
                 if not redis_done:
                     started = time.perf_counter()
-                    write = await self.sink.write(result.sink)
+                    write = await self._write_redis(result)
                     metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
                     metrics.STALE.inc(write.stale)
                     redis_done = True
@@ -242,6 +246,45 @@ class StreamsRuntime:
                 attempt += 1
                 self._redis_down()
                 await self._backoff(attempt, f"redis write failed, retrying the batch: {exc!r}")
+
+    async def _write_redis(self, result: BatchResult) -> WriteResult:
+        """Write the batch to Redis; if Redis refuses it (not an outage), quote by quote."""
+        try:
+            return await self.sink.write(result.sink)
+        except Exception as exc:
+            if is_redis_error(exc) or len(result.sources) != len(result.sink.quotes):
+                raise
+            logger.error("redis refused a batch of %d quotes (%r): writing them one by one",
+                         len(result.sink.quotes), exc)  # fmt: skip
+        batch = result.sink
+        derived = await self.sink.write(SinkBatch(quotes=[], candles=batch.candles,
+                                                  alerts=batch.alerts))  # fmt: skip
+        won = same = stale = 0
+        data = batch.data if batch.data is not None else [None] * len(batch.quotes)
+        dlq_topic = self.settings.topic_names.dlq
+        now = now_ms()
+        for i, (quote, blob, source) in enumerate(
+            zip(batch.quotes, data, result.sources, strict=True)
+        ):
+            if i in result.refused:
+                continue  # dead-lettered on an earlier try of this batch
+            one = SinkBatch(quotes=[quote], candles=[], alerts=[],
+                            data=None if blob is None else [blob])  # fmt: skip
+            try:
+                write = await self.sink.write(one)
+            except Exception as exc:
+                if is_redis_error(exc):
+                    raise
+                dead = unprocessable(source, exc, now)
+                result.refused.add(i)
+                result.dlq.append(dead)
+                if self.processor.publish_normalized:
+                    out = KafkaOut(dlq_topic, dead.key, dead.value, dead.headers)
+                    result.kafka.append(out)  # sent again with the batch if Kafka fails
+                    await self.outbox.send(out.topic, out.key, out.value, out.headers)
+                continue
+            won, same, stale = won + write.won, same + write.same, stale + write.stale
+        return WriteResult(won, same, stale, derived.alerts_new)
 
     async def _with_retry(self, what: str, fn: Any, *args: Any) -> Any:
         attempt = 0

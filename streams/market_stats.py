@@ -64,6 +64,7 @@ Record = dict[str, Any]
 MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
 MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 PARTIAL_VERSION: Final = 1
+LONG_MAX: Final = 2**63 - 1  # Avro long; every count and sum saturates there (and at -LONG_MAX)
 _PCT_SCALE: Final = 10_000  # change_pct summed in 1e-4 percent
 _AMOUNT_SCALE: Final = 100  # amount summed in cents
 _COUNT_FIELDS: Final = (
@@ -172,7 +173,12 @@ class _Totals:
         self.amount_cents += sign * s.amount_cents
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in _COUNT_FIELDS}
+        return {name: _saturate(getattr(self, name)) for name in _COUNT_FIELDS}
+
+
+def _saturate(value: int) -> int:
+    """``value`` clamped to an Avro long (quotes are bounded in parse; this holds whatever came)."""
+    return -LONG_MAX if value < -LONG_MAX else LONG_MAX if value > LONG_MAX else value
 
 
 # Rank keys: ascending order of each key is the ranking (ties by code).
@@ -289,7 +295,7 @@ def _record(
         "limit_down": totals["limit_down"],
         "suspended": totals["suspended"],
         "not_traded_yet": totals["stocks"] - traded - totals["suspended"],
-        "volume": totals["volume"],
+        "volume": _saturate(totals["volume"]),
         "amount": totals["amount_cents"] / _AMOUNT_SCALE,
         "avg_change_pct": avg,
         "top_gainers": tops["top_gainers"],
@@ -321,7 +327,11 @@ class MarketStats:
         return len(self._stocks)
 
     def update(self, quote: Quote) -> None:
-        """Replace the stock's contribution with this quote's, unless it is older."""
+        """Replace the stock's contribution with this quote's, unless it is older.
+
+        A quote that raises (a non-finite figure, a missing field) leaves the
+        books consistent: the stock is dropped (its old contribution is out).
+        """
         if quote["trade_date"] > self.trade_date:
             self._new_day(quote["trade_date"])
         s = self._stocks.get(quote["code"])
@@ -338,7 +348,11 @@ class MarketStats:
         if s.counted:
             self._totals[old_market].apply(s, -1)
             s.counted = False
-        s.set(quote)
+        try:
+            s.set(quote)
+        except Exception:
+            del self._stocks[s.code], self._by_market[old_market][s.code]
+            raise
         if s.market != old_market:  # never for a real code; keep the books right anyway
             del self._by_market[old_market][s.code]
             self._by_market[s.market][s.code] = s

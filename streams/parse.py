@@ -2,7 +2,9 @@
 
 Two line formats (shared/spec/feed-protocol.md): Shanghai/Shenzhen lines of
 33 ``$``-separated fields, and Beijing JSON objects. :func:`parse_record`
-validates everything the spec calls a bad record and raises
+validates everything the spec calls a bad record, numbers beyond bounds no
+real quote reaches (``out_of_range``) and, when asked, quotes stamped ahead
+of their receive time (``future_timestamp``), and raises
 :class:`streams.errors.BadRecord` with a :data:`schemas.dlq.DlqReason`;
 :func:`streams.normalize.build_quote` then derives the computed fields.
 
@@ -37,8 +39,21 @@ from streams.normalize import (
 logger = logging.getLogger(__name__)
 
 FIELD_COUNT: Final = 33
-LONG_MAX: Final = 2**63 - 1
 _SHOWN_CHARS: Final = 40
+
+# Bounds no real quote reaches (out_of_range beyond them). They keep absurd
+# numbers out of everything downstream: Decimal limit prices (28 digits),
+# rounding in normalize and market stats, Avro longs, sums over a market.
+#: yuan; the dearest A-share has traded below 3,000
+MAX_PRICE: Final = 1_000_000.0
+#: yuan; a non-zero prev_close below this (prices tick by 0.01) is a unit
+#: error, and change_pct divides by it
+MIN_PREV_CLOSE: Final = 0.001
+#: shares (volumes, book volumes); the largest A-share has ~3.6e11 shares
+#: issued, and 5,000 stocks x this stays far below the Avro long (9.2e18)
+MAX_VOLUME: Final = 10**13
+#: yuan of cumulative turnover; a whole market day is ~1e12
+MAX_AMOUNT: Final = 1e15
 
 # Shanghai/Shenzhen layout: where each number sits in the 33 fields.
 _FLOAT_FIELDS: Final = (
@@ -49,9 +64,9 @@ _FLOAT_FIELDS: Final = (
     (6, "low"),
     (7, "bid"),
     (8, "ask"),
-    (10, "amount"),
     *((11 + 2 * i + 1, f"bid{i + 1}_price") for i in range(5)),
     *((21 + 2 * i + 1, f"ask{i + 1}_price") for i in range(5)),
+    (10, "amount"),  # last: the prices are everything before it
 )
 _INT_FIELDS: Final = (
     (9, "volume"),
@@ -70,25 +85,42 @@ _BSE_ARRAYS: Final = ("bidPrices", "bidVolumes", "askPrices", "askVolumes")
 BOOK_LEVELS: Final = 5
 
 
-def parse_record(raw: bytes, receive_ts: int, process_ts: int | None = None) -> dict[str, Any]:
+def parse_record(
+    raw: bytes, receive_ts: int, process_ts: int | None = None, *, max_ahead_ms: int | None = None
+) -> dict[str, Any]:
     """One raw feed line (SH/SZ ``$`` line or BJ JSON, no trailing newline; a
     trailing ``\\r`` is tolerated) -> a normalized Quote record dict exactly
     matching schemas/avro/quote.v2.avsc (all fields).
 
-    ``process_ts`` defaults to now (epoch ms). Raises ``BadRecord(reason,
-    detail)`` for every bad record.
+    ``process_ts`` defaults to now (epoch ms). With ``max_ahead_ms``, a quote
+    stamped more than that after ``receive_ts`` (after ``process_ts`` when
+    ``receive_ts`` is unknown, <= 0) is refused as ``future_timestamp``; old
+    quotes (replays) are fine. Raises ``BadRecord(reason, detail)`` for every
+    bad record.
     """
     if raw[-1:] == b"\r":
         raw = raw[:-1]
     if process_ts is None:
         process_ts = time.time_ns() // 1_000_000
     if raw[:1] == b"{":
-        return _parse_bse_json(raw, receive_ts, process_ts)
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRecord("invalid_utf8", f"line is not valid UTF-8 at byte {exc.start}") from None
-    return _parse_sse_szse(line, receive_ts, process_ts)
+        quote = _parse_bse_json(raw, receive_ts, process_ts)
+    else:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRecord(
+                "invalid_utf8", f"line is not valid UTF-8 at byte {exc.start}"
+            ) from None
+        quote = _parse_sse_szse(line, receive_ts, process_ts)
+    if max_ahead_ms is not None:
+        ahead = quote["exchange_ts"] - (receive_ts if receive_ts > 0 else process_ts)
+        if ahead > max_ahead_ms:
+            raise BadRecord(
+                "future_timestamp",
+                f"exchange time {quote['trade_date']} is {ahead // 1000} s after receive time "
+                f"(at most {max_ahead_ms // 1000} s allowed)",
+            )
+    return quote
 
 
 def show(value: object) -> str:
@@ -132,10 +164,12 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
         _raise_first_non_finite(floats)
     if min(floats) < 0.0 or min(ints) < 0:
         _raise_first_negative(floats, ints)
-    if max(ints) > LONG_MAX:
-        index, name = _INT_FIELDS[ints.index(max(ints))]
-        raise BadRecord("not_a_number", f"{name} (field {index}) is out of range: {show(f[index])}")
-    open_, prev_close, price, high, low, bid, ask, amount = floats[:8]
+    amount = floats.pop()  # the rest are prices
+    if max(floats) > MAX_PRICE or amount >= MAX_AMOUNT or max(ints) >= MAX_VOLUME:
+        _raise_first_out_of_range(f, floats, amount, ints)
+    open_, prev_close, price, high, low, bid, ask = floats[:7]
+    if 0.0 < prev_close < MIN_PREV_CLOSE:
+        raise BadRecord("out_of_range", f"prev_close (field 3) is too small: {prev_close!r}")
     if high < low and high != 0.0:
         raise BadRecord("high_below_low", f"high {high} is below low {low}")
     date, clock = f[31], f[32]
@@ -162,9 +196,9 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
         ask,
         ints[0],
         amount,
-        floats[8:13],
+        floats[7:12],
         ints[1:6],
-        floats[13:18],
+        floats[12:17],
         ints[6:11],
         receive_ts,
         process_ts,
@@ -192,7 +226,25 @@ def _raise_first_non_finite(floats: list[float]) -> NoReturn:
     for (index, name), value in zip(_FLOAT_FIELDS, floats, strict=True):
         if not math.isfinite(value):
             raise BadRecord("not_a_number", f"{name} (field {index}) is not finite: {value}")
-    raise BadRecord("not_a_number", "prices are too large to add up")
+    raise BadRecord("out_of_range", "prices are too large to add up")
+
+
+def _raise_first_out_of_range(
+    f: list[str], prices: list[float], amount: float, ints: list[int]
+) -> NoReturn:
+    for (index, name), price in zip(_FLOAT_FIELDS, prices, strict=False):
+        if price > MAX_PRICE:
+            raise BadRecord("out_of_range", f"{name} (field {index}) is above {MAX_PRICE:.0f}: "
+                            f"{show(f[index])}")  # fmt: skip
+    if amount >= MAX_AMOUNT:
+        raise BadRecord("out_of_range", f"amount (field 10) is not below {MAX_AMOUNT:.0e}: "
+                        f"{show(f[10])}")  # fmt: skip
+    for (index, name), volume in zip(_INT_FIELDS, ints, strict=True):
+        if volume >= MAX_VOLUME:
+            limit = f"{MAX_VOLUME:.0e}"
+            raise BadRecord("out_of_range", f"{name} (field {index}) is not below {limit}: "
+                            f"{show(f[index])}")  # fmt: skip
+    raise AssertionError("no field was out of range")  # pragma: no cover
 
 
 def _raise_first_negative(floats: list[float], ints: list[int]) -> NoReturn:
@@ -225,8 +277,8 @@ def _whole(key: str, value: object) -> int:
         number = int(value)
         if number < 0:
             raise BadRecord("negative_value", f"{key} is negative: {value}")
-        if number > LONG_MAX:
-            raise BadRecord("not_a_number", f"{key} is out of range: {show(value)}")
+        if number >= MAX_VOLUME:
+            raise BadRecord("out_of_range", f"{key} is not below {MAX_VOLUME:.0e}: {show(value)}")
         return number
     raise BadRecord("missing_field", f"{key} is {show(value)}, not a whole number")
 
@@ -243,6 +295,8 @@ def _book(obj: dict[str, Any], key: str) -> list[Any]:
             raise BadRecord("missing_field", f"{key} holds {show(v)}, not a number")
         if v < 0:
             raise BadRecord("negative_value", f"{key} holds a negative price: {v}")
+        if v > MAX_PRICE:
+            raise BadRecord("out_of_range", f"{key} holds a price above {MAX_PRICE:.0f}: {show(v)}")
         out.append(float(v))
     return out
 
@@ -269,6 +323,13 @@ def _parse_bse_json(raw: bytes, receive_ts: int, process_ts: int) -> dict[str, A
         bid_prices, bid_volumes, ask_prices, ask_volumes = (_book(obj, k) for k in _BSE_ARRAYS)
     except KeyError as exc:
         raise BadRecord("missing_field", f"JSON quote lacks key {show(exc.args[0])}") from None
+    top = max(price, prev_close, open_, high, low)
+    if top > MAX_PRICE:
+        raise BadRecord("out_of_range", f"a price is above {MAX_PRICE:.0f}: {show(top)}")
+    if amount >= MAX_AMOUNT:
+        raise BadRecord("out_of_range", f"turnover is not below {MAX_AMOUNT:.0e}: {show(amount)}")
+    if 0.0 < prev_close < MIN_PREV_CLOSE:
+        raise BadRecord("out_of_range", f"preClose is too small: {prev_close!r}")
     if high < low and high != 0.0:
         raise BadRecord("high_below_low", f"high {high} is below low {low}")
     if timestamp <= 0:

@@ -16,6 +16,17 @@ A quote whose ``exchange_ts`` is not newer than the last one this worker
 applied (an at-least-once replay) still goes to Redis (newer-wins makes it a
 no-op) and to Kafka, but never into the in-memory state twice.
 Never drops a record: every input ends in an output or the DLQ.
+
+No record can stop a partition: whatever one record raises while it is
+parsed, encoded (Avro, and the JSON Redis stores) or folded into the
+stats/candles/alerts goes to the DLQ with its reason (``unprocessable`` and
+the exception class for what no check foresaw) and the batch goes on. A
+record that fails in the in-memory state also makes this worker forget that
+stock's state, which is rebuilt from Redis (without the record) on its next
+tick. Everything per record is done here, before the batch's Redis and Kafka
+writes, so those batch steps only fail for an outage (retried, never
+dead-lettered); :class:`streams.agents.StreamsRuntime` still isolates a
+record Redis itself refuses.
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
 from schemas.topics import H_RECEIVE_TS
 from streams.alerts import AlertConfig, AlertDetector
@@ -72,6 +86,28 @@ class BatchResult:
     dlq: list[DlqRecord]
     receive_ts: list[int] = field(default_factory=list)
     n_in: int = 0
+    sources: list[RawRecord] = field(default_factory=list)  # the raw record of each sink quote
+    refused: set[int] = field(default_factory=set)  # sink quotes Redis refused (dead-lettered)
+
+
+@dataclass(slots=True)
+class Parsed:
+    """The valid records of a batch (four parallel lists) and its dead letters."""
+
+    quotes: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # (quote, partition)
+    encoded: list[bytes] = field(default_factory=list)  # Avro
+    data: list[bytes] = field(default_factory=list)  # JSON, as Redis stores it
+    sources: list[RawRecord] = field(default_factory=list)
+    dead: list[DlqRecord] = field(default_factory=list)
+
+    def drop(self, failed: dict[int, DlqRecord]) -> None:
+        """Move the records at the indices of ``failed`` to the dead letters."""
+        keep = [i for i in range(len(self.quotes)) if i not in failed]
+        self.quotes = [self.quotes[i] for i in keep]
+        self.encoded = [self.encoded[i] for i in keep]
+        self.data = [self.data[i] for i in keep]
+        self.sources = [self.sources[i] for i in keep]
+        self.dead += failed.values()
 
 
 def receive_ts_of(record: RawRecord) -> int:
@@ -92,6 +128,43 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def dead_letter(rec: RawRecord, reason: DlqReason, detail: str, now_ms: int) -> DlqRecord:
+    """The DLQ record of ``rec``."""
+    return dlq_record(
+        key=rec.key,
+        value=rec.value,
+        reason=reason,
+        detail=detail,
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        now_ms=now_ms,
+    )
+
+
+def unprocessable(rec: RawRecord, exc: BaseException, now_ms: int) -> DlqRecord:
+    """The DLQ record of ``rec`` whose processing raised ``exc`` (no check foresaw it)."""
+    logger.error("record %s[%d]@%d is unprocessable, dead-lettered: %r",
+                 rec.topic, rec.partition, rec.offset, exc)  # fmt: skip
+    return dead_letter(rec, "unprocessable", f"{type(exc).__name__}: {exc}", now_ms)
+
+
+def derived_outputs(topic: str, codec: Codec, records: list[dict[str, Any]]) -> list[KafkaOut]:
+    """The Kafka records of candles or alerts (keyed by code).
+
+    One that cannot be encoded is logged as an error and left out of Kafka
+    (it still goes to Redis): it is no input record to dead-letter, and it
+    must not stop the batch. Bounded quotes make it impossible in practice.
+    """
+    out: list[KafkaOut] = []
+    for record in records:
+        try:
+            out.append(KafkaOut(topic, record["code"].encode(), codec.encode(record)))
+        except Exception as exc:
+            logger.error("not produced to %s, cannot be encoded: %r: %r", topic, exc, record)
+    return out
+
+
 class Processor:
     """Parse, encode and derive; owns the in-memory stats/candle/alert state."""
 
@@ -103,6 +176,7 @@ class Processor:
         self.quote_codec: Codec = make_codec("quote", url, self.topics.normalized)
         self.candle_codec: Codec = make_codec("candle", url, self.topics.candles)
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
+        self.max_ahead_ms = round(settings.max_ahead_s * 1000)
         self.reset()
 
     def reset(self) -> None:
@@ -171,8 +245,7 @@ class Processor:
         """The Kafka records of closed candles (none when not publishing)."""
         if not self.publish_normalized:
             return []
-        topic, encode = self.topics.candles, self.candle_codec.encode
-        return [KafkaOut(topic, c["code"].encode(), encode(c)) for c in closed]
+        return derived_outputs(self.topics.candles, self.candle_codec, closed)
 
     # -- state recovery ----------------------------------------------------
 
@@ -182,7 +255,11 @@ class Processor:
         n = 0
         for quote, partition in await sink.latest_quotes():
             if partitions is None or partition in partitions:
-                self.stats.update(quote)
+                try:
+                    self.stats.update(quote)
+                except Exception as exc:  # stored before a check refused such quotes
+                    logger.error("stored quote not seeded into the stats: %r", exc)
+                    continue
                 self.partition_of[quote["code"]] = partition
                 n += 1
         logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
@@ -197,57 +274,59 @@ class Processor:
         window_ms = self.settings.warmup_window_s * 1000
         ticks = await sink.recent_ticks(cold, window_ms) if window_ms else {}
         for code in cold:
-            for quote in ticks.get(code, ()):
-                ts = quote["exchange_ts"]
-                if ts > self.last_ts.get(code, -1):
-                    self.last_ts[code] = ts
-                    self.candles.update(quote)
-                    self.alerts.update(quote)
-            history = ticks.get(code)
-            if history:
-                self.stats.update(history[-1])
+            try:
+                for quote in ticks.get(code, ()):
+                    ts = quote["exchange_ts"]
+                    if ts > self.last_ts.get(code, -1):
+                        self.last_ts[code] = ts
+                        self.candles.update(quote)
+                        self.alerts.update(quote)
+                history = ticks.get(code)
+                if history:
+                    self.stats.update(history[-1])
+            except Exception as exc:  # stored before a check refused such ticks
+                logger.error("stock %s: recent ticks in redis not replayed: %r", code, exc)
+                self._forget_stock(code)  # starts afresh with its next tick
         self.warmed.update(cold)
 
     # -- the hot path -------------------------------------------------------
 
-    def parse(self, records: list[RawRecord]) -> tuple[list[tuple[dict[str, Any], int]],
-                                                        list[bytes], list[DlqRecord]]:  # fmt: skip
-        """Valid quotes (with partition) + their Avro bytes, and the DLQ records."""
+    def parse(self, records: list[RawRecord], into: Parsed) -> None:
+        """Parse, check and encode ``records``: the valid ones and the dead letters go ``into``."""
         now = _now_ms()
-        quotes: list[tuple[dict[str, Any], int]] = []
-        encoded: list[bytes] = []
-        dead: list[DlqRecord] = []
-        encode = self.quote_codec.encode
-        quotes_add, encoded_add = quotes.append, encoded.append
+        encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
+        quotes_add, encoded_add = into.quotes.append, into.encoded.append
+        data_add, sources_add, dead_add = into.data.append, into.sources.append, into.dead.append
         for rec in records:
             try:
-                quote = parse_record(rec.value, receive_ts_of(rec), now)
-                try:
-                    payload = encode(quote)
-                except SerdeError as exc:
-                    raise BadRecord("encode_error", str(exc)) from exc
+                quote = parse_record(rec.value, receive_ts_of(rec), now, max_ahead_ms=max_ahead)
+                payload = encode(quote)
+                data = dumps(quote)
             except BadRecord as bad:
-                dead.append(
-                    dlq_record(
-                        key=rec.key,
-                        value=rec.value,
-                        reason=bad.reason,
-                        detail=bad.detail,
-                        topic=rec.topic,
-                        partition=rec.partition,
-                        offset=rec.offset,
-                        now_ms=now,
-                    )
-                )
+                dead_add(dead_letter(rec, bad.reason, bad.detail, now))
+                continue
+            except SerdeError as exc:
+                dead_add(dead_letter(rec, "encode_error", str(exc), now))
+                continue
+            except Exception as exc:
+                dead_add(unprocessable(rec, exc, now))
                 continue
             quotes_add((quote, rec.partition))
             encoded_add(payload)
-        return quotes, encoded, dead
+            data_add(data)
+            sources_add(rec)
 
     def derive(
-        self, quotes: list[tuple[dict[str, Any], int]]
+        self,
+        quotes: list[tuple[dict[str, Any], int]],
+        failed: dict[int, BaseException] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Feed new quotes to stats/candles/alerts: (closed candles, open candles, alerts)."""
+        """Feed new quotes to stats/candles/alerts: (closed candles, open candles, alerts).
+
+        A quote that raises there is put in ``failed`` (by index; re-raised
+        when ``failed`` is None) and its stock's state is forgotten, to be
+        warmed up again from Redis.
+        """
         closed: list[dict[str, Any]] = []
         alerts: list[dict[str, Any]] = []
         touched: dict[str, None] = {}
@@ -257,7 +336,7 @@ class Processor:
         newest = self.newest_ts
         by_partition: dict[int, int] = self.newest_by_partition
         advanced: set[int] = set()
-        for quote, partition in quotes:
+        for index, (quote, partition) in enumerate(quotes):
             code = quote["code"]
             ts = quote["exchange_ts"]
             # the clocks count replayed ticks too: they show where the feed is
@@ -268,15 +347,22 @@ class Processor:
                 advanced.add(partition)
             if ts <= last_ts.get(code, -1):
                 continue  # replayed or out of order: state already has it (or newer)
-            last_ts[code] = ts
-            partition_of[code] = partition
-            stats_update(quote)
-            done = candle_update(quote)
-            if done:
-                closed += done
-            fired = alert_update(quote)
-            if fired:
-                alerts += fired
+            try:
+                last_ts[code] = ts
+                partition_of[code] = partition
+                stats_update(quote)
+                done = candle_update(quote)
+                if done:
+                    closed += done
+                fired = alert_update(quote)
+                if fired:
+                    alerts += fired
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed[index] = exc
+                self._forget_stock(code)
+                continue
             touched[code] = None
         if advanced:
             now = _now_ms()
@@ -288,6 +374,15 @@ class Processor:
         open_candles = [c for c in map(self.candles.current, touched) if c is not None]
         return closed, open_candles, alerts
 
+    def _forget_stock(self, code: str) -> None:
+        """Drop one stock's in-memory state after a quote of it failed half-way in."""
+        self.last_ts.pop(code, None)
+        self.partition_of.pop(code, None)
+        self.warmed.discard(code)
+        self.stats.forget((code,))
+        self.candles.forget((code,))
+        self.alerts.forget((code,))
+
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
         """One batch: parse, (warm up from ``sink``), derive; nothing is written yet.
 
@@ -295,38 +390,39 @@ class Processor:
         run between them, so the previous batch's writes (a megabyte to Redis)
         go out and its answers come in while this batch is parsed.
         """
-        quotes: list[tuple[dict[str, Any], int]] = []
-        encoded: list[bytes] = []
-        dead: list[DlqRecord] = []
+        p = Parsed()
         for start in range(0, len(records), YIELD_EVERY):
-            q, e, d = self.parse(records[start : start + YIELD_EVERY])
-            quotes += q
-            encoded += e
-            dead += d
+            self.parse(records[start : start + YIELD_EVERY], p)
             await asyncio.sleep(0)
         if sink is not None:
-            await self.warm_up(sink, {q["code"] for q, _ in quotes})
+            await self.warm_up(sink, {q["code"] for q, _ in p.quotes})
         else:
-            self.warmed.update(q["code"] for q, _ in quotes)
-        closed, open_candles, alerts = self.derive(quotes)
+            self.warmed.update(q["code"] for q, _ in p.quotes)
+        failed: dict[int, BaseException] = {}
+        closed, open_candles, alerts = self.derive(p.quotes, failed)
+        if failed:
+            now = _now_ms()
+            p.drop({i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()})
+        quotes, dead = p.quotes, p.dead
         out: list[KafkaOut] = []
         if self.publish_normalized:
             t = self.topics
             out = [
                 KafkaOut(t.normalized, q["code"].encode(), payload)
-                for (q, _), payload in zip(quotes, encoded, strict=True)
+                for (q, _), payload in zip(quotes, p.encoded, strict=True)
             ]
             out += self.candle_outputs(closed)
-            out += [
-                KafkaOut(t.alerts, a["code"].encode(), self.alert_codec.encode(a)) for a in alerts
-            ]
+            out += derived_outputs(t.alerts, self.alert_codec, alerts)
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
         return BatchResult(
-            sink=SinkBatch(quotes=quotes, candles=closed + open_candles, alerts=alerts),
+            sink=SinkBatch(
+                quotes=quotes, candles=closed + open_candles, alerts=alerts, data=p.data
+            ),
             kafka=out,
             dlq=dead,
             receive_ts=[q["receive_ts"] for q, _ in quotes],
             n_in=len(records),
+            sources=p.sources,
         )
 
     # -- market statistics ---------------------------------------------------

@@ -87,6 +87,13 @@ class StreamsSettings(CommonSettings):
         description="exchange-time history replayed from the Redis ticks stream per stock",
     )
     redis_retry_max_s: float = Field(5.0, gt=0, validation_alias=_env("redis_retry_max_s"))
+    max_ahead_s: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_env("max_ahead_s"),
+        description="a quote whose exchange time is more than this after its receive time is "
+        "dead-lettered (future_timestamp); older quotes (replays) are always accepted",
+    )
     producer: str = Field(
         "confluent",
         validation_alias=_env("producer"),

@@ -21,7 +21,7 @@ import pytest
 
 from producers import protocol
 from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
-from producers.simulator import FeedSimulator, SimConfig, SimulatorError, parse_addr
+from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start, parse_addr
 from schemas.market_rules import SHANGHAI_TZ, board_of, is_limit_free, is_st, limit_prices
 
 TOKEN = "test-token-not-secret"
@@ -471,3 +471,20 @@ def test_command_refuses_to_run_without_a_token(monkeypatch: pytest.MonkeyPatch)
         simulator.get_settings.cache_clear()
     assert result.exit_code == 2
     assert "HQ_FEED_TOKEN is not set" in result.output
+
+
+@pytest.mark.parametrize(
+    ("now", "start"),
+    [
+        ("2026-11-23T03:00:00+08:00", "2026-11-22T09:30:00+08:00"),  # the night: yesterday
+        ("2026-11-23T09:29:59+08:00", "2026-11-22T09:30:00+08:00"),
+        ("2026-11-23T09:30:00+08:00", "2026-11-23T09:30:00+08:00"),
+        ("2026-11-23T18:00:00+08:00", "2026-11-23T09:30:00+08:00"),
+        ("2026-11-22T20:00:00+00:00", "2026-11-22T09:30:00+08:00"),  # 04:00 on the 23rd, UTC+8
+    ],
+)
+def test_default_start_is_never_ahead_of_the_wall_clock(now: str, start: str) -> None:
+    """The stream workers refuse quotes from the future (future_timestamp)."""
+    got = default_start(dt.datetime.fromisoformat(now))
+    assert got == dt.datetime.fromisoformat(start)
+    assert got <= dt.datetime.fromisoformat(now)

@@ -30,16 +30,17 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from hqstream.bench.rawlines import RawLine, generate
+from hqstream.bench.rawlines import RawLine, generate, session_start_ms
 from hqstream.local_runner import create_topics
 from schemas import dlq
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+from schemas.topics import DLQ, H_RECEIVE_TS, NORMALIZED, RAW, topic_specs
 from streams.errors import BadRecord
 from streams.market_stats import recompute
 from streams.parse import parse_record
 from streams.redis_sink import canonical_state
 from tests.conftest import KafkaEndpoint, RedisEndpoint
+from tests.feed_lines import bse_line, sh_line, sse_line
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3
@@ -317,3 +318,51 @@ def test_workers_joining_mid_stream_lose_nothing(stack: Stack) -> None:
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
     assert state(joined_url) == state(clean_url)
+
+
+def test_poison_records_amid_good_ones_are_dead_lettered_and_the_worker_goes_on(
+    stack: Stack,
+) -> None:
+    """Issue 10: records that crashed the agent (a prev_close of 1e27), overflowed
+    normalize or the stats (1e308, volumes near 9e18), or came from 2099, and
+    the malformed kinds, between good records in every partition: each one is in
+    the DLQ with its reason, every good tick in Redis, and the worker processes
+    what comes after them."""
+    first, _ = generate(300, 2, seed=15)
+    later, _ = generate(300, 2, seed=15, start_ms=session_start_ms("2026-11-23", "10:01:00"))
+    quotes, _ = valid_quotes(first + later)
+    poison = {
+        sse_line(symbol="sz000009", prev_close="1000000000000000000000000000.00"): "out_of_range",
+        sse_line(symbol="sz000010", price="1e308"): "out_of_range",
+        sse_line(symbol="sz000011", amount="1e308"): "out_of_range",
+        sh_line("000012").replace(b"$58342100$", b"$9000000000000000000$"): "out_of_range",
+        sh_line("000013").replace(b"$58342100$", b"$9000000000000000000$"): "out_of_range",
+        sse_line(symbol="sz000014", date="2099-01-01"): "future_timestamp",
+        sse_line().rsplit(b"$", 1)[0]: "wrong_field_count",
+        sse_line(price="abc"): "not_a_number",
+        sse_line(symbol="sx000001"): "bad_symbol",
+        sse_line(price="-11.05"): "negative_value",
+        bse_line()[:25]: "invalid_json",
+        sse_line(date="2026-02-30"): "bad_datetime",
+        sse_line(time="25:61:00"): "bad_datetime",
+    }
+    stamp = [(H_RECEIVE_TS, str(session_start_ms("2026-11-23", "14:59:57")).encode())]
+    keys = [key for key, _, _ in first[: len(poison)]]  # spread over the partitions
+    bad = [(key, value, stamp) for key, value in zip(keys, poison, strict=True)]
+    middle = len(first) // 2
+    stack.produce(first[:middle] + bad + first[middle:])
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("poison")
+    worker = stack.worker(group, url, "poisoned")
+    wait_for(committed_all(stack, group), 60, "the poisoned records committed past")
+    assert dlq_reasons(stack, len(poison)) == Counter(poison.values())
+    stack.produce(later)  # after the poison: still processed
+    run_to_end(stack, group, url, quotes)
+    assert worker.poll() is None, (stack.tmp / "poisoned.log").read_text()[-3000:]
+    assert topic_count(stack, DLQ) == len(poison)
+    assert topic_count(stack, NORMALIZED) == len(quotes)
+    client = redis.Redis.from_url(url)
+    codes = {q["code"] for q in quotes}
+    assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
+    log = (stack.tmp / "poisoned.log").read_text()
+    assert "Crashed" not in log  # faust's word for an agent that died

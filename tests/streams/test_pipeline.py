@@ -1,0 +1,384 @@
+"""streams.pipeline and the runtime's writes: no record can stop a partition.
+
+Every poison input of issue 10 goes through ``Processor.process`` in the middle
+of a batch of good records: it must come out as a DLQ record with its reason,
+and every other record of the batch must come out as if it were not there
+(normalized output, Redis batch). Then the last-resort paths: whatever a
+record raises in parse, encode, stats, candles or alerts is ``unprocessable``;
+a record Redis refuses is isolated without dead-lettering anything during an
+outage; market statistics saturate instead of overflowing the Avro long.
+No broker and no Redis: the sink and the outbox are small fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from schemas import dlq
+from schemas.serde import SingleObjectCodec
+from schemas.topics import H_RECEIVE_TS
+from streams import pipeline
+from streams.agents import StreamsRuntime
+from streams.dlq import DlqRecord, headers_dict
+from streams.market_stats import LONG_MAX, MarketStats, merge_partials, recompute
+from streams.parse import parse_record
+from streams.pipeline import BatchResult, Processor, RawRecord
+from streams.redis_sink import SinkBatch, WriteResult
+from streams.settings import StreamsSettings
+from tests.feed_lines import bj_line, bse_line, sh_line, sse_line
+
+#: the lines' own time: 2026-11-23 14:59:57 Asia/Shanghai (tests.feed_lines)
+LINE_TS = 1_795_417_197_000
+GOOD_CODES = ("000001", "000002", "600000", "600519", "300750")
+
+
+def settings() -> StreamsSettings:
+    return StreamsSettings(metrics_port=0, redis_retry_max_s=0.05)
+
+
+def record(value: bytes, offset: int, key: bytes = b"000009") -> RawRecord:
+    headers = [(H_RECEIVE_TS, str(LINE_TS).encode())]
+    return RawRecord(key, value, headers, "raw", offset % 3, offset, LINE_TS)
+
+
+def good_lines() -> list[bytes]:
+    market = {"6": "sh"}
+    return [sh_line(c, market=market.get(c[0], "sz")) for c in GOOD_CODES] + [bj_line("920819")]
+
+
+def batch_around(poison: Sequence[bytes]) -> list[RawRecord]:
+    """Good lines, the poison in the middle, good lines again (other stocks)."""
+    good = good_lines()
+    later = [sh_line(c, market="sz") for c in ("000004", "000005", "000006")]
+    values = [*good, *poison, *later]
+    return [record(v, i) for i, v in enumerate(values)]
+
+
+def good_count(poison: Sequence[bytes]) -> int:
+    return len(batch_around(poison)) - len(poison)
+
+
+def process(records: list[RawRecord], processor: Processor | None = None) -> BatchResult:
+    return asyncio.run((processor or Processor(settings())).process(records, None))
+
+
+def reasons(result: BatchResult) -> dict[int, str]:
+    """Source offset -> reason of each DLQ record."""
+    out: dict[int, str] = {}
+    for dead in result.dlq:
+        h = headers_dict(dead.headers)
+        out[int(h[dlq.SOURCE_OFFSET])] = h[dlq.REASON]
+    return out
+
+
+def assert_rest_processed(result: BatchResult, records: list[RawRecord], dead: set[int]) -> None:
+    """Every record not dead-lettered is in the Redis batch and the normalized output."""
+    alive = [parse_record(r.value, 0, 0)["code"] for r in records if r.offset not in dead]
+    assert [q["code"] for q, _ in result.sink.quotes] == alive
+    if result.sink.data is not None:
+        assert [orjson.loads(d) for d in result.sink.data] == [q for q, _ in result.sink.quotes]
+    normalized = [o for o in result.kafka if o.topic.endswith("hq.ticks.normalized")]
+    assert len(normalized) == len(alive)
+    codec = SingleObjectCodec("quote")
+    for out, (quote, _) in zip(normalized, result.sink.quotes, strict=True):
+        assert codec.decode(out.value) == quote
+    dlq_out = [o for o in result.kafka if o.topic.endswith("hq.ticks.dlq")]
+    assert sorted(v.value for v in dlq_out) == sorted(r.value for r in records if r.offset in dead)
+
+
+# --------------------------------------------------------------------------- issue 10's inputs
+
+ISSUE_POISON: list[tuple[str, list[bytes], str]] = [
+    # decimal.InvalidOperation in the limit prices: crashed the agent of both workers
+    ("prev-close-1e27", [sse_line(prev_close="1000000000000000000000000000.00")], "out_of_range"),
+    ("price-1e308", [sse_line(price="1e308")], "out_of_range"),  # OverflowError in normalize
+    ("amount-1e308", [sse_line(amount="1e308")], "out_of_range"),  # market stats
+    # two quotes of themselves valid, whose merged market volume overflowed the Avro long
+    (
+        "two-volumes-near-9e18",
+        [
+            sh_line("000007").replace(b"$58342100$", b"$9000000000000000000$"),
+            sh_line("000008").replace(b"$58342100$", b"$9000000000000000000$"),
+        ],
+        "out_of_range",
+    ),
+    # pinned the stock's Redis quote and the partition's candle clock to 2099
+    ("dated-2099", [sse_line(symbol="sz000009", date="2099-01-01")], "future_timestamp"),
+    (
+        "bj-dated-2099",
+        [bse_line(symbol="bj920001", timestamp=4_070_908_800_000)],
+        "future_timestamp",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [(p, why) for _, p, why in ISSUE_POISON],
+    ids=[i for i, *_ in ISSUE_POISON],
+)
+def test_issue_poison_is_dead_lettered_and_the_batch_goes_on(
+    poison: list[bytes], reason: str
+) -> None:
+    records = batch_around(poison)
+    result = process(records)
+    dead = {r.offset for r in records if r.value in poison}
+    assert reasons(result) == dict.fromkeys(dead, reason)
+    assert_rest_processed(result, records, dead)
+
+
+#: the malformed kinds of issue 10's run, each with its reason (dead-lettered before too)
+MALFORMED: list[tuple[str, bytes, str]] = [
+    ("wrong-field-count", sse_line().rsplit(b"$", 1)[0], "wrong_field_count"),
+    ("abc-price", sse_line(price="abc"), "not_a_number"),
+    ("bad-symbol", sse_line(symbol="sx000001"), "bad_symbol"),
+    ("negative-price", sse_line(price="-11.05"), "negative_value"),
+    ("truncated-json", bse_line()[:25], "invalid_json"),
+    ("feb-30", sse_line(date="2026-02-30"), "bad_datetime"),
+    ("25-61-00", sse_line(time="25:61:00"), "bad_datetime"),
+    ("high-below-low", sse_line(high="10.90", low="10.98"), "high_below_low"),
+    ("not-utf8", b"sz000001$\xff\xfe" + sse_line()[21:], "invalid_utf8"),
+    ("json-without-price", bse_line(drop="lastPrice"), "missing_field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"), [(p, why) for _, p, why in MALFORMED], ids=[i for i, *_ in MALFORMED]
+)
+def test_malformed_record_is_dead_lettered_and_the_batch_goes_on(
+    poison: bytes, reason: str
+) -> None:
+    records = batch_around([poison])
+    result = process(records)
+    dead = {r.offset for r in records if r.value == poison}
+    assert reasons(result) == dict.fromkeys(dead, reason)
+    assert_rest_processed(result, records, dead)
+
+
+def test_every_poison_of_the_issue_in_one_batch() -> None:
+    """All of them at once, between good records: one batch, every good record out."""
+    poison = [line for _, lines, _ in ISSUE_POISON for line in lines]
+    poison += [line for _, line, _ in MALFORMED]
+    records = batch_around(poison)
+    processor = Processor(settings())
+    result = process(records, processor)
+    expected = {line: why for _, lines, why in ISSUE_POISON for line in lines}
+    expected.update({line: why for _, line, why in MALFORMED})
+    assert reasons(result) == {r.offset: expected[r.value] for r in records if r.value in expected}
+    assert_rest_processed(result, records, {r.offset for r in records if r.value in expected})
+    # and the worker's state took the good records only: the clock is not in 2099
+    assert processor.newest_ts == LINE_TS
+    assert len(processor.stats) == good_count(poison)
+    snapshots = processor.snapshots(LINE_TS)
+    codec = SingleObjectCodec("market_stats")
+    for snapshot in snapshots.values():
+        codec.encode(snapshot)
+    # the next batch is processed as usual
+    again = process([record(sh_line("000001", price="11.06"), 100)], processor)
+    assert len(again.sink.quotes) == 1 and again.dlq == []
+
+
+def test_future_tolerance_is_a_setting_and_old_data_is_accepted() -> None:
+    ahead = sse_line(symbol="sz000009", time="15:04:57")  # 5 min after its receive time
+    late = sse_line(symbol="sz000010", date="2021-03-01")  # a replay of old data
+    strict = Processor(StreamsSettings(metrics_port=0, max_ahead_s=60))
+    result = process([record(ahead, 0), record(late, 1)], strict)
+    assert reasons(result) == {0: "future_timestamp"}
+    relaxed = Processor(StreamsSettings(metrics_port=0, max_ahead_s=600))
+    assert process([record(ahead, 0), record(late, 1)], relaxed).dlq == []
+
+
+# --------------------------------------------------------------------------- what no check foresaw
+
+
+def test_an_unforeseen_parse_error_is_unprocessable(monkeypatch: pytest.MonkeyPatch) -> None:
+    poison = sh_line("000009")
+
+    def parse_or_raise(raw: bytes, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if raw == poison:
+            raise ZeroDivisionError("float division by zero")
+        return parse_record(raw, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "parse_record", parse_or_raise)
+    records = batch_around([poison])
+    result = process(records)
+    (dead,) = result.dlq
+    h = headers_dict(dead.headers)
+    assert h[dlq.REASON] == "unprocessable"
+    assert h[dlq.DETAIL].startswith("ZeroDivisionError: float division by zero")
+    assert_rest_processed(result, records, {int(h[dlq.SOURCE_OFFSET])})
+
+
+@pytest.mark.parametrize("step", ["stats", "candles", "alerts"])
+def test_a_record_that_raises_in_the_aggregates_is_unprocessable(step: str) -> None:
+    poison_code = "000009"
+    processor = Processor(settings())
+    target: Any = {"stats": processor.stats, "candles": processor.candles,
+                   "alerts": processor.alerts}[step]  # fmt: skip
+    original = target.update
+
+    def update_or_raise(quote: dict[str, Any]) -> Any:
+        if quote["code"] == poison_code:
+            raise OverflowError("cannot convert float infinity to integer")
+        return original(quote)
+
+    target.update = update_or_raise
+    poison = sh_line(poison_code)
+    records = batch_around([poison])
+    result = process(records, processor)
+    (dead,) = result.dlq
+    h = headers_dict(dead.headers)
+    assert (h[dlq.REASON], h[dlq.DETAIL].split(":")[0]) == ("unprocessable", "OverflowError")
+    assert_rest_processed(result, records, {int(h[dlq.SOURCE_OFFSET])})
+    # the stock's half-updated state is gone, to be warmed up from Redis again
+    assert poison_code not in processor.last_ts and poison_code not in processor.warmed
+    assert processor.candles.current(poison_code) is None
+    assert {c["code"] for c in result.sink.candles} == {q["code"] for q, _ in result.sink.quotes}
+    assert len(processor.stats) == len(result.sink.quotes)
+
+
+def test_market_stats_stay_consistent_when_a_quote_raises() -> None:
+    q = parse_record(sse_line(), LINE_TS, LINE_TS)
+    other = parse_record(sse_line(symbol="sz000002"), LINE_TS, LINE_TS)
+    stats = MarketStats()
+    stats.update(q)
+    stats.update(other)
+    with pytest.raises(OverflowError):
+        stats.update({**q, "exchange_ts": q["exchange_ts"] + 1, "amount": float("inf")})
+    # the stock is out of the books (the pipeline rewarms it from Redis), nothing else moved
+    assert stats.snapshot_all(now_ms=0) == recompute([other], now_ms=0)
+    fixed = {**q, "exchange_ts": q["exchange_ts"] + 2, "amount": 1.0}
+    stats.update(fixed)
+    assert stats.snapshot_all(now_ms=0) == recompute([other, fixed], now_ms=0)
+
+
+def test_market_stats_saturate_instead_of_overflowing_the_avro_long() -> None:
+    """Two quotes near 9e18 (say, stored in Redis before the bounds) cannot stop publishing."""
+    stats = MarketStats()
+    for code in ("000001", "000002", "600000"):
+        q = parse_record(sh_line(code, market="sh" if code[0] == "6" else "sz"), LINE_TS, LINE_TS)
+        stats.update({**q, "volume": 9_000_000_000_000_000_000, "amount": 9e16})
+    codec = SingleObjectCodec("market_stats")
+    records = stats.snapshot_all(now_ms=0)
+    for snapshot in records.values():
+        codec.decode(codec.encode(snapshot))
+    assert records["ALL"]["volume"] == LONG_MAX
+    partial = stats.partial_state(now_ms=0)
+    other = orjson.loads(orjson.dumps(partial))  # a second worker, as read back from Redis
+    merged = merge_partials([partial, other], now_ms=0)
+    assert merged["SZ"]["volume"] == LONG_MAX
+    for snapshot in merged.values():
+        codec.encode(snapshot)
+
+
+# --------------------------------------------------------------------------- the batch writes
+
+
+class FakeSink:
+    """A RedisSink stand-in: refuses batches holding ``refuse`` (a script error), or is down."""
+
+    def __init__(self, refuse: str = "", down_for: int = 0) -> None:
+        self.refuse = refuse
+        self.down_for = down_for
+        self.written: list[str] = []
+
+    async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
+        return {}
+
+    async def write(self, batch: SinkBatch) -> WriteResult:
+        if self.down_for:
+            self.down_for -= 1
+            raise RedisConnectionError("Connection refused")
+        codes = [q["code"] for q, _ in batch.quotes]
+        if self.refuse in codes:
+            raise ResponseError("Error running script: user_script:1: bad argument")
+        self.written += codes
+        return WriteResult(len(codes), 0, 0, 0)
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        self.sent.append((topic, value))
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def runtime(sink: FakeSink, outbox: FakeOutbox) -> StreamsRuntime:
+    s = settings()
+    return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s))  # type: ignore[arg-type]
+
+
+def test_a_record_redis_refuses_is_isolated_and_dead_lettered() -> None:
+    sink, outbox = FakeSink(refuse="000009"), FakeOutbox()
+    poison = sh_line("000009")
+    records = batch_around([poison])
+    result = asyncio.run(runtime(sink, outbox).handle(records))
+    good = [parse_record(r.value, 0, 0)["code"] for r in records if r.value != poison]
+    assert sink.written == good
+    (dead,) = result.dlq
+    assert isinstance(dead, DlqRecord) and dead.value == poison
+    assert headers_dict(dead.headers)[dlq.REASON] == "unprocessable"
+    assert ("hq.ticks.dlq", poison) in outbox.sent
+
+
+def test_a_redis_outage_dead_letters_nothing() -> None:
+    sink, outbox = FakeSink(down_for=3), FakeOutbox()
+    records = batch_around([])
+    result = asyncio.run(runtime(sink, outbox).handle(records))
+    assert result.dlq == [] and len(sink.written) == len(records)
+    assert not [t for t, _ in outbox.sent if t == "hq.ticks.dlq"]
+
+
+def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
+    """Redis may hold ticks stored before a check refused them: they cannot stop a batch."""
+    good = parse_record(sh_line("000001"), LINE_TS, LINE_TS)
+    broken = {**parse_record(sh_line("000002"), LINE_TS, LINE_TS), "amount": float("inf")}
+
+    class History(FakeSink):
+        async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
+            return {"000001": [{**good, "exchange_ts": LINE_TS - 3000}],
+                    "000002": [{**broken, "exchange_ts": LINE_TS - 3000}]}  # fmt: skip
+
+    processor = Processor(settings())
+    records = [record(sh_line("000001"), 0), record(sh_line("000002"), 1)]
+    result = asyncio.run(processor.process(records, History()))  # type: ignore[arg-type]
+    assert result.dlq == [] and len(result.sink.quotes) == 2
+    assert len(processor.stats) == 2 and processor.warmed >= {"000001", "000002"}
+
+
+def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    processor = Processor(settings())
+    first = [record(sh_line(c, price="11.00"), i) for i, c in enumerate(("000001", "000002"))]
+    process(first, processor)
+
+    def refuse(record: dict[str, Any]) -> bytes:
+        raise ValueError(f"cannot encode {record['code']}")
+
+    processor.candle_codec.encode = refuse  # type: ignore[method-assign]
+    processor.alert_codec.encode = refuse  # type: ignore[method-assign]
+    # a minute later (closes the candles) and 10% up (a limit-up touch: an alert)
+    later = sse_line(price="12.10", high="12.10", time="15:00:57")  # sz000001
+    records = [record(later, 10), record(sh_line("000003"), 11)]
+    result = process(records, processor)
+    assert result.dlq == [] and len(result.sink.quotes) == 2
+    assert result.sink.alerts and any(c["closed"] for c in result.sink.candles)
+    assert not [o for o in result.kafka if not o.topic.endswith("hq.ticks.normalized")]
+    assert "cannot be encoded" in caplog.text
