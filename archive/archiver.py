@@ -181,7 +181,7 @@ class Archiver:
         for (topic, partition), last in self.archived.items():
             try:
                 _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=5, cached=False
+                    TopicPartition(topic, partition), cached=True
                 )
             except Exception:
                 continue
@@ -195,16 +195,18 @@ class Archiver:
     def run(self, on_figures: Callable[[Figures, float], None] | None = None) -> None:
         """Consumes until :attr:`stop` is set; writes what is buffered on the way out."""
         s = self.settings
-        consumer = Consumer(
-            {
-                "bootstrap.servers": s.kafka_bootstrap,
-                "group.id": s.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-                "isolation.level": "read_committed",
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": s.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "session.timeout.ms": s.session_timeout_ms,
+        }
+        if s.instance_id:
+            conf["group.instance.id"] = s.instance_id
+        consumer = Consumer(conf)
         self.consumer = consumer
         consumer.subscribe(list(self.by_topic), on_assign=self.on_assign, on_revoke=self.on_revoke)
         metrics.HEALTH.running = True

@@ -33,6 +33,13 @@ class ArchiveSettings(CommonSettings):
         description="a local directory, or a filesystem URL (s3://bucket/path?region=...)",
     )
     group_id: str = Field("hqstream-archive", validation_alias=_env("group_id"))
+    instance_id: str = Field(
+        "",
+        validation_alias=_env("instance_id"),
+        description="static group membership (the pod name of a StatefulSet): a restarted "
+        "archiver gets its partitions back at once instead of after the session timeout",
+    )
+    session_timeout_ms: int = Field(45_000, ge=1000, validation_alias=_env("session_timeout_ms"))
     datasets: str = Field(
         "ticks,candles,alerts",
         validation_alias=_env("datasets"),
