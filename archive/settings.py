@@ -59,10 +59,10 @@ class ArchiveSettings(CommonSettings):
         description="... or once its first record has waited this long",
     )
     row_group_rows: int = Field(
-        1_000_000,
+        500_000,
         ge=1,
         validation_alias=_env("row_group_rows"),
-        description="rows per Parquet row group (analytics: large, ~50-150 MB uncompressed)",
+        description="rows per Parquet row group (analytics: large; ~200 MB of quotes uncompressed)",
     )
     zstd_level: int = Field(3, ge=1, le=22, validation_alias=_env("zstd_level"))
     compact_max_rows: int = Field(

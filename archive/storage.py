@@ -93,10 +93,18 @@ class Storage:
 
 
 class AtomicWriter:
-    """A Parquet writer fed table by table, published by :meth:`commit`."""
+    """A Parquet writer fed table by table, published by :meth:`commit`.
+
+    Tables are gathered into row groups of ``row_group_size`` rows, however
+    small the tables written (compaction feeds it one small file at a time).
+    """
 
     def __init__(self, storage: Storage, path: str, schema: pa.Schema, options: dict[str, Any]):
         self.storage, self.path = storage, path
+        options = dict(options)
+        self._group_rows = int(options.pop("row_group_size", 1_000_000))
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         directory = path.rsplit("/", 1)[0]
         if storage.local:
             _makedirs_durably(directory)
@@ -109,9 +117,25 @@ class AtomicWriter:
         self._writer = pq.ParquetWriter(self._fh, schema, **options)
 
     def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._group_rows:
+            self._drain(final=False)
+
+    def _drain(self, final: bool) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        full = table.num_rows // self._group_rows * self._group_rows
+        cut = table.num_rows if final else full
+        if cut:
+            self._writer.write_table(table.slice(0, cut), row_group_size=self._group_rows)
+        rest = table.slice(cut)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
 
     def commit(self) -> None:
+        self._drain(final=True)
         self._writer.close()
         if self.storage.local:
             self._fh.flush()

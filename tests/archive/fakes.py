@@ -58,6 +58,10 @@ def quote_messages(quotes: list[dict[str, Any]], partitions: int = 2) -> list[Fa
     return out
 
 
-def feed(archiver: Archiver, messages: list[FakeMessage]) -> None:
-    for m in messages:
-        archiver.add(m)  # type: ignore[arg-type]
+def feed(archiver: Archiver, messages: list[FakeMessage], chunk: int = 100) -> None:
+    """Adds the messages ``chunk`` at a time, writing due batches after each chunk (as the
+    consume loop does after each ``consume``)."""
+    for i in range(0, len(messages), chunk):
+        for m in messages[i : i + chunk]:
+            archiver.add(m)  # type: ignore[arg-type]
+        archiver.flush_due()
