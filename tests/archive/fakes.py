@@ -65,3 +65,17 @@ def feed(archiver: Archiver, messages: list[FakeMessage], chunk: int = 100) -> N
         for m in messages[i : i + chunk]:
             archiver.add(m)  # type: ignore[arg-type]
         archiver.flush_due()
+
+
+def record_messages(
+    topic: str, schema: str, records: list[dict[str, Any]], partitions: int = 2
+) -> list[FakeMessage]:
+    """Any records as messages of ``topic`` (partition by code)."""
+    codec = make_codec(schema)  # type: ignore[arg-type]
+    offsets = [0] * partitions
+    out = []
+    for r in records:
+        p = int(r["code"]) % partitions
+        out.append(FakeMessage(topic, p, offsets[p], codec.encode(r)))
+        offsets[p] += 1
+    return out
