@@ -74,10 +74,14 @@ class Archiver:
         self.consumer: Consumer | None = None
 
     # ------------------------------------------------------------ recovery --
-    def recover(self, topic: str, partition: int) -> int:
-        """Cleans up after a crash and returns the last archived offset (-1: none)."""
+    def recover(self, topic: str, partition: int, index: layout.ArchiveIndex | None = None) -> int:
+        """Cleans up after a crash and returns the last archived offset (-1: none).
+
+        ``index`` is the dataset's scan when the caller has one (one scan per
+        dataset per assignment, not per partition).
+        """
         dataset = self.by_topic[topic]
-        index = layout.scan(self.storage, dataset)
+        index = index or layout.scan(self.storage, dataset)
         stale = [p for p in index.temporary if f"/{topic}+{partition}+" in p]
         orphans = index.incomplete_paths(topic, partition)
         leftovers = index.leftover_paths()
@@ -88,15 +92,20 @@ class Archiver:
                 topic, partition, len(orphans), len(stale), len(leftovers),
             )  # fmt: skip
             self.storage.delete(orphans + stale + leftovers)
+            index.forget(orphans + stale + leftovers)
         return index.archived_through(topic, partition)
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)
         }
+        scans: dict[str, layout.ArchiveIndex] = {}
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            last = self.recover(tp.topic, tp.partition)
+            dataset = self.by_topic[tp.topic]
+            if dataset not in scans:
+                scans[dataset] = layout.scan(self.storage, dataset)
+            last = self.recover(tp.topic, tp.partition, scans[dataset])
             self.archived[key] = last
             self.batches.pop(key, None)
             start = committed.get(key, OFFSET_INVALID)

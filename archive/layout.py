@@ -128,6 +128,14 @@ class ArchiveIndex:
         bad = {r for r, ks in self.ranges[(topic, partition)].items() if len(ks) != r.parts}
         return sorted(p for n, p in self.live.items() if parse_live(n).range in bad)
 
+    def forget(self, paths: list[str]) -> None:
+        """Drops deleted files from the index (the ranges they counted for stay as they were:
+        an orphan's range was incomplete anyway, a leftover's is held by a compacted file)."""
+        gone = set(paths)
+        self.live = {n: p for n, p in self.live.items() if p not in gone}
+        self.compacted = {n: p for n, p in self.compacted.items() if p not in gone}
+        self.temporary = [p for p in self.temporary if p not in gone]
+
     def leftover_paths(self) -> list[str]:
         """Files a compaction already holds (a crash before it deleted them)."""
         out = [p for n, p in self.live.items() if n in self.covered]
