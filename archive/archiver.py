@@ -162,9 +162,9 @@ class Archiver:
         paths = self.writer.write(batch)
         key = (batch.topic, batch.partition)
         self.archived[key] = batch.last
-        self.figures.rows += len(batch.rows)
+        self.figures.rows += batch.row_count
         self.figures.files += len(paths)
-        metrics.ROWS.labels(batch.dataset).inc(len(batch.rows))
+        metrics.ROWS.labels(batch.dataset).inc(batch.row_count)
         metrics.FILES.labels(batch.dataset).inc(len(paths))
         if self.consumer is not None:
             tp = TopicPartition(batch.topic, batch.partition, batch.last + 1)
@@ -173,7 +173,7 @@ class Archiver:
             except Exception as exc:  # the files are the truth: a restart skips them
                 logger.warning("%s[%d]: commit failed after archiving: %s", *key, exc)
         logger.debug("%s[%d] %d-%d: %d rows in %d files", *key, batch.first, batch.last,
-                     len(batch.rows), len(paths))  # fmt: skip
+                     batch.row_count, len(paths))  # fmt: skip
 
     def flush_due(self, force: bool = False) -> None:
         now = self.clock()

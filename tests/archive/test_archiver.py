@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from archive import layout
@@ -85,7 +86,7 @@ def test_crash_between_two_renames_of_a_batch_is_undone(tmp_path: Path) -> None:
     feed(first, messages[:40])
     first.flush_due(force=True)
     feed(first, messages[40:80])
-    batch = next(b for b in first.batches.values() if len(b.rows) > 0 and b.partition == 0)
+    batch = next(b for b in first.batches.values() if b.row_count > 0 and b.partition == 0)
     written = first.writer.write(batch)
     assert len(written) > 1
     Path(written[-1]).unlink()  # the crash: the last part never got its rename
@@ -128,3 +129,21 @@ def test_object_store_urls_write_through_fsspec(tmp_path: Path) -> None:
     assert files and all(f.endswith(".parquet") for f in files)
     assert sum(storage.num_rows(f) for f in files) == len(trading_day(DATE, 5).quotes)
     assert layout.scan(storage, "ticks").archived_through(topics.NORMALIZED, 0) >= 0
+
+
+def test_a_batch_of_many_chunks_keeps_every_row_in_its_directory(tmp_path: Path) -> None:
+    from archive.writer import CHUNK_ROWS
+
+    quotes = trading_day(DATE, 1500).quotes
+    archiver = _archiver(tmp_path, roll_bytes=1 << 30)
+    feed(archiver, quote_messages(quotes, partitions=1), chunk=len(quotes))
+    (batch,) = archiver.batches.values()
+    assert batch.row_count == len(quotes) > 2 * CHUNK_ROWS
+    archiver.flush_due(force=True)
+    for path in tmp_path.rglob("*.parquet"):
+        table = pq.ParquetFile(path).read(columns=["market", "trade_date", OFFSET_COLUMN])
+        assert set(table["market"].to_pylist()) == {path.parent.name.split("=")[1]}
+        offsets = table[OFFSET_COLUMN].to_pylist()
+        assert offsets == sorted(offsets)
+    rows = _rows(tmp_path)
+    assert sorted(rows) == sorted((q["code"], q["exchange_ts"]) for q in quotes)
