@@ -116,6 +116,7 @@ class Archiver:
         consumer.assign(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A revoked partition's batch is written and committed before it moves on."""
         for tp in partitions:
             key = (tp.topic, tp.partition)
             batch = self.batches.pop(key, None)
@@ -124,6 +125,17 @@ class Archiver:
                     self.flush(batch)
                 except Exception:
                     logger.exception("%s[%d]: batch not written on revoke (read again)", *key)
+            self.archived.pop(key, None)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A *lost* partition's batch is dropped, not written: another archiver may own
+        the partition already (this one missed its session), and it reads them again."""
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            batch = self.batches.pop(key, None)
+            if batch is not None and not batch.empty:
+                logger.warning("%s[%d]: partition lost, %d buffered records dropped "
+                               "(its new owner reads them)", *key, batch.row_count)  # fmt: skip
             self.archived.pop(key, None)
 
     # --------------------------------------------------------------- batches --
@@ -217,7 +229,12 @@ class Archiver:
             conf["group.instance.id"] = s.instance_id
         consumer = Consumer(conf)
         self.consumer = consumer
-        consumer.subscribe(list(self.by_topic), on_assign=self.on_assign, on_revoke=self.on_revoke)
+        consumer.subscribe(
+            list(self.by_topic),
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            on_lost=self.on_lost,
+        )
         metrics.HEALTH.running = True
         last_report, rows_then = self.clock(), 0
         try:

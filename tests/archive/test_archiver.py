@@ -147,3 +147,16 @@ def test_a_batch_of_many_chunks_keeps_every_row_in_its_directory(tmp_path: Path)
         assert offsets == sorted(offsets)
     rows = _rows(tmp_path)
     assert sorted(rows) == sorted((q["code"], q["exchange_ts"]) for q in quotes)
+
+
+def test_a_revoked_partition_is_written_and_a_lost_one_dropped(tmp_path: Path) -> None:
+    from confluent_kafka import TopicPartition
+
+    archiver = _archiver(tmp_path)
+    feed(archiver, quote_messages(trading_day(DATE, 10).quotes))
+    assert {p for _, p in archiver.batches} == {0, 1}
+    archiver.on_lost(None, [TopicPartition(topics.NORMALIZED, 0)])  # type: ignore[arg-type]
+    archiver.on_revoke(None, [TopicPartition(topics.NORMALIZED, 1)])  # type: ignore[arg-type]
+    assert not archiver.batches
+    parts = {layout.parse_live(p.name).range.partition for p in tmp_path.rglob("*.parquet")}
+    assert parts == {1}
