@@ -7,8 +7,13 @@ Environment variables are read nowhere else.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 def env_alias(prefix: str, name: str, *extra: str) -> AliasChoices:
@@ -34,3 +39,17 @@ class CommonSettings(BaseSettings):
         None, description="Confluent schema registry; unset = Avro single-object encoding"
     )
     log_level: str = "INFO"
+
+    # How clients authenticate to Kafka. The defaults (PLAINTEXT, no user) are
+    # what the local runner's broker speaks; Kubernetes sets SASL_SSL +
+    # SCRAM-SHA-512, the component's KafkaUser and the cluster CA (docs/deploy.md).
+    # Build client configs with schemas.kafka_client, never by hand.
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str = Field("", description="the component's KafkaUser")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="its password (secret)")
+    kafka_ssl_ca_location: str | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates"
+    )

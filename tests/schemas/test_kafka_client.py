@@ -1,0 +1,72 @@
+"""Kafka client security settings: PLAINTEXT stays minimal, SASL_SSL is complete."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from pydantic import SecretStr
+
+from schemas.config import CommonSettings
+from schemas.kafka_client import (
+    KafkaClientConfigError,
+    aiokafka_kwargs,
+    librdkafka_config,
+)
+
+
+def _settings(**kw: object) -> CommonSettings:
+    return CommonSettings.model_validate({"kafka_bootstrap": "k:9093", **kw})
+
+
+def test_plaintext_default_is_just_the_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HQ_KAFKA_SECURITY_PROTOCOL", "HQ_KAFKA_SASL_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    s = _settings()
+    assert librdkafka_config(s) == {"bootstrap.servers": "k:9093"}
+    assert aiokafka_kwargs(s) == {"bootstrap_servers": "k:9093", "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_scram_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HQ_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("HQ_KAFKA_SASL_USERNAME", "hq-producer")
+    monkeypatch.setenv("HQ_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("HQ_KAFKA_SSL_CA_LOCATION", "/etc/hqstream/kafka-ca/ca.crt")
+    s = CommonSettings()
+    assert librdkafka_config(s) == {
+        "bootstrap.servers": s.kafka_bootstrap,
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "hq-producer",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/hqstream/kafka-ca/ca.crt",
+    }
+    assert "s3cret" not in repr(s)
+
+
+def test_aiokafka_gets_a_verifying_context() -> None:
+    s = _settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="hq-streams",
+        kafka_sasl_password=SecretStr("pw"),
+    )
+    kw = aiokafka_kwargs(s)
+    assert kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kw["sasl_plain_username"] == "hq-streams"
+    assert kw["sasl_plain_password"] == "pw"
+    context = kw["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_sasl_without_credentials_is_refused() -> None:
+    s = _settings(kafka_security_protocol="SASL_SSL")
+    with pytest.raises(KafkaClientConfigError, match="HQ_KAFKA_SASL_USERNAME"):
+        librdkafka_config(s)
+    with pytest.raises(KafkaClientConfigError):
+        aiokafka_kwargs(s)
+
+
+def test_unknown_protocol_is_a_settings_error() -> None:
+    with pytest.raises(ValueError):
+        _settings(kafka_security_protocol="SASL_PLAIN")
