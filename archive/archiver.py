@@ -29,6 +29,7 @@ from archive.arrow_schema import SPECS, Dataset
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
 from archive.writer import Batch, BatchWriter
+from schemas.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class Archiver:
         """Consumes until :attr:`stop` is set; writes what is buffered on the way out."""
         s = self.settings
         conf: dict[str, Any] = {
-            "bootstrap.servers": s.kafka_bootstrap,
+            **librdkafka_config(s),
             "group.id": s.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -185,11 +185,12 @@ def run_replay(
     """Publishes ``job`` to Kafka under its prefix; returns the records published."""
     from confluent_kafka import KafkaException, Producer
 
+    from schemas.kafka_client import librdkafka_config
     from schemas.serde import make_codec
 
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **librdkafka_config(settings),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
