@@ -26,6 +26,7 @@ def produce(
     ] = None,
 ) -> None:
     """Read the vendor feed and produce every line to hq.ticks.raw (token: HQ_FEED_TOKEN)."""
+    from producers.lease import elector_for, run_as_leader
     from producers.receiver import run_receiver
     from producers.settings import ReceiverSettings
 
@@ -40,4 +41,8 @@ def produce(
     }
     settings = ReceiverSettings(**overrides)  # explicit options win over HQ_* env
     configure_logging(settings.log_level, "produce")
-    raise typer.Exit(asyncio.run(run_receiver(settings)))
+
+    async def run() -> int:  # the feed is read only while this pod holds the Lease
+        return await run_as_leader(elector_for(settings), lambda: run_receiver(settings))
+
+    raise typer.Exit(asyncio.run(run()))

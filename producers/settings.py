@@ -43,6 +43,16 @@ class ReceiverSettings(CommonSettings):
     journal_max_bytes: int = Field(2 * 1024 * 1024 * 1024, description="journal bound")
     journal_segment_bytes: int = Field(32 * 1024 * 1024)
 
+    # Leader election (producers/lease.py): only the holder of this Lease
+    # connects to the vendor. Empty name = no election (the local runner).
+    lease_name: str = Field("", description="coordination.k8s.io/v1 Lease; empty = off")
+    lease_namespace: str = Field("", description="default: the service account's namespace")
+    lease_identity: str = Field("", description="this candidate (the pod name); default: host")
+    lease_duration_s: float = Field(15.0, gt=0, description="a silent holder is replaced after")
+    lease_renew_deadline_s: float = Field(10.0, gt=0, description="stop the feed when unrenewed")
+    lease_retry_s: float = Field(2.0, gt=0, description="renew / retry period")
+    kube_api_url: str = Field("https://kubernetes.default.svc", description="Kubernetes API")
+
     linger_ms: int = Field(1, ge=0, description="producer linger: latency vs batching")
     batch_size: int = 1024 * 1024
     compression: str = "lz4"

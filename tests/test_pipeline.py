@@ -10,17 +10,9 @@ stocks it subscribed to, snapshot first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -28,12 +20,13 @@ import pytest
 import redis
 import websockets
 
-from hqstream.local_runner import create_topics, free_port, port_open
+from hqstream.local_runner import port_open
 from schemas import dlq, redis_keys, topics
 from streams.errors import BadRecord
 from streams.parse import parse_record
 from tests.conftest import KafkaEndpoint
 from tests.kafka_utils import consume_all
+from tests.stack_procs import gateway_ready, pipeline_env, process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,66 +34,17 @@ STOCKS = 400
 SNAPSHOTS = 4
 
 
-@contextlib.contextmanager
-def process(name: str, args: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
-    log = (logs / f"{name}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hqstream.cli", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield
-        assert proc.poll() is None, f"{name} died: {(logs / f'{name}.log').read_text()[-3000:]}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_every_tick_is_accounted_for_end_to_end(
     kafka: KafkaEndpoint, redis_url: str, tmp_path: Path
 ) -> None:
     prefix = f"e2e{uuid.uuid4().hex[:8]}."
-    create_topics(kafka.bootstrap, topics.topic_specs(4), prefix=prefix)
-    feed_port, metrics_port, gw_port = free_port(), free_port(), free_port()
     sent_log = tmp_path / "sent.log"
-    env = {
-        **os.environ,
-        "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "HQ_REDIS_URL": redis_url,
-        "HQ_PARTITIONS": "4",
-        "HQ_TOPIC_PREFIX": prefix,
-        "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
-        "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
-        "HQ_JOURNAL_DIR": str(tmp_path / "journal"),
-        "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
-        "HQ_STREAMS_METRICS_PORT": str(free_port()),
-        "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
-        "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
-        "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
-    }
+    env, (feed_port, metrics_port, gw_port) = pipeline_env(kafka, redis_url, tmp_path, prefix)
     with (
         process("gateway", ["gateway", "--port", str(gw_port)], env, tmp_path),
         process("streams", ["streams"], env, tmp_path),
     ):
-        wait_until(lambda: _ready(gw_port), 60, "the gateway to be ready")
+        wait_until(lambda: gateway_ready(gw_port), 60, "the gateway to be ready")
         # Subscribe before the feed starts: the client must see the first ticks.
         watched = ("000001", "600519")
         messages: list[dict[str, object]] = []
@@ -175,14 +119,6 @@ def test_every_tick_is_accounted_for_end_to_end(
     assert "snapshot" in kinds and kinds.index("snapshot") < kinds.index("quotes")
     codes = {q["code"] for m in messages if m["type"] == "quotes" for q in m["data"]}
     assert codes == set(watched), f"exactly the subscribed stocks, got {codes}"
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def _count_lines(path: Path) -> int:

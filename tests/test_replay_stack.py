@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,12 @@ import httpx
 import pytest
 import websockets
 
-from hqstream.local_runner import create_topics, free_port
 from schemas import topics
 from schemas.serde import make_codec
 from tests.conftest import KafkaEndpoint
 from tests.kafka_utils import consume_all
-from tests.test_pipeline import _ready, process, wait_until
+from tests.replay_client import replay_then_live
+from tests.stack_procs import gateway_ready, pipeline_env, process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,48 +45,17 @@ def _exchange_ts(port: int, code: str) -> int:
     return int(resp.json()["exchange_ts"]) if resp.status_code == 200 else 0
 
 
-async def _replay_then_live(url: str, code: str, since: int, live_updates: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"order": [], "replayed": [], "live": [], "done": None}
+async def _replay(url: str, code: str, since: int) -> dict[str, Any]:
     async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "subscribe_stock", "stock_code": code, "since": since}))
-        while len(out["live"]) < live_updates:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            out["order"].append(msg["type"])
-            if msg["type"] == "error":
-                raise AssertionError(msg)
-            if msg["type"] == "replay":
-                assert out["done"] is None, "replay after replay_done"
-                out["replayed"] += [q["exchange_ts"] for q in msg["data"]]
-            elif msg["type"] == "replay_done":
-                out["done"] = msg
-            elif msg["type"] == "quotes":
-                assert out["done"] is not None, "a live update before replay_done"
-                out["live"] += [q["exchange_ts"] for q in msg["data"] if q["code"] == code]
-    return out
+        return await replay_then_live(ws, code, since, lambda live: len(live) >= 20)
 
 
 def test_replay_30s_and_30min_back_on_the_simulators_clock(
     kafka: KafkaEndpoint, redis_url: str, tmp_path: Path
 ) -> None:
     prefix = f"rp{uuid.uuid4().hex[:8]}."
-    create_topics(kafka.bootstrap, topics.topic_specs(4), prefix=prefix)
-    feed_port, metrics_port, gw_port = free_port(), free_port(), free_port()
     sent_log = tmp_path / "sent.log"
-    env = {
-        **os.environ,
-        "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "HQ_REDIS_URL": redis_url,
-        "HQ_PARTITIONS": "4",
-        "HQ_TOPIC_PREFIX": prefix,
-        "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
-        "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
-        "HQ_JOURNAL_DIR": str(tmp_path / "journal"),
-        "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
-        "HQ_STREAMS_METRICS_PORT": str(free_port()),
-        "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
-        "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
-        "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
-    }
+    env, (_, metrics_port, gw_port) = pipeline_env(kafka, redis_url, tmp_path, prefix)
     simulate = ["simulate", "--stocks", str(STOCKS), "--interval", "3", "--rate", "40",
                 "--snapshots", "4000", "--seed", "20", "--sent-log", str(sent_log)]  # fmt: skip
     with (
@@ -97,7 +64,7 @@ def test_replay_30s_and_30min_back_on_the_simulators_clock(
         process("produce", ["produce", "--metrics-port", str(metrics_port)], env, tmp_path),
         process("simulate", simulate, env, tmp_path),
     ):
-        wait_until(lambda: _ready(gw_port), 90, "the gateway to be ready")
+        wait_until(lambda: gateway_ready(gw_port), 90, "the gateway to be ready")
         wait_until(lambda: sent_log.exists() and sent_log.stat().st_size > 0, 60, "the feed")
         first_line = sent_log.read_bytes().split(b"\n", 1)[0]
         code = first_line.decode().split("$", 1)[0][2:] if b"$" in first_line else ""
@@ -112,7 +79,7 @@ def test_replay_30s_and_30min_back_on_the_simulators_clock(
         runs: dict[int, tuple[int, dict[str, Any]]] = {}
         for back_ms in (30_000, 30 * 60_000):
             since = _exchange_ts(gw_port, code) - back_ms
-            runs[back_ms] = (since, asyncio.run(_replay_then_live(url, code, since, 20)))
+            runs[back_ms] = (since, asyncio.run(_replay(url, code, since)))
 
     codec = make_codec("quote")
     stored = sorted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from hqstream.bench.archive_bench import archive_bench
+from hqstream.bench.cost import cost_bench
 from hqstream.bench.e2e import e2e_bench
 from hqstream.bench.gateway_bench import fanout_bench, latency_bench
 from hqstream.bench.ingest import ingest
@@ -16,4 +17,5 @@ bench_app.command("streams")(streams_bench)
 bench_app.command("gateway-latency")(latency_bench)
 bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
+bench_app.command("cost")(cost_bench)
 bench_app.command("archive")(archive_bench)

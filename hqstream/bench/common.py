@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ class BenchEnv:
     bootstrap: str
     redis_url: str
     local: bool
+    pids: dict[str, int] = field(default_factory=dict)  # "broker", "redis" when local
 
 
 @contextlib.contextmanager
@@ -56,7 +59,12 @@ def bench_env(
     )
     with tempfile.TemporaryDirectory(prefix="hqbench-") as tmp, LocalStack(Path(tmp)) as stack:
         console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
-        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True)
+        pids = {
+            name: proc.pid
+            for name, proc in (("broker", stack.kafka.proc), ("redis", stack.redis.proc))
+            if proc is not None
+        }
+        yield BenchEnv(stack.kafka.bootstrap, stack.redis.url, local=True, pids=pids)
 
 
 def _safe(url: str) -> str:
@@ -97,12 +105,41 @@ _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
 
+CALIBRATION_LOOP = 10_000_000
+
+
+@functools.cache
+def calibration_s() -> float:
+    """Seconds a fixed pure-Python loop of 10 M additions takes on this machine now
+    (best of three), measured once per benchmark run.
+
+    Machines of one kind differ from day to day (a shared host, another tenant's
+    load), so every benchmark table prints this figure beside its own: tables
+    from different days compare as ratios to it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def calibration_row() -> str:
+    """The calibration as a markdown table row."""
+    return f"| calibration: 10 M-addition Python loop, this run | {calibration_s():.2f} s |"
+
+
 def machine() -> str:
-    """One line describing the machine, for the results table."""
+    """One line describing the machine, for the results table (with the calibration)."""
     cpu = "unknown cpu"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+        f"calibration {calibration_s():.2f} s (10 M-addition loop)"
+    )

@@ -15,13 +15,8 @@ Loopback only; bounded by ``--seconds``.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -31,10 +26,8 @@ import websockets
 from rich.console import Console
 from rich.live import Live
 
-from hqstream.bench.common import bench_env, machine
-from hqstream.local_runner import create_topics, free_port, port_open
-from hqstream.up import Child
-from schemas import topics
+from hqstream.bench.common import bench_env, calibration_row, machine
+from hqstream.bench.pipeline_rig import pipeline
 
 console = Console()
 
@@ -44,14 +37,6 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 async def _measure(port: int, seconds: float, warmup: float) -> tuple[list[float], list[float]]:
@@ -99,81 +84,15 @@ def e2e_bench(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
         f"({shape}), {workers} stream worker(s), {seconds:.0f} s measured; machine: {machine()}"
     )
-    with bench_env(need_redis=True) as env, tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
-        feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
-        child_env = {
-            **os.environ,
-            "HQ_KAFKA_BOOTSTRAP": env.bootstrap,
-            "HQ_REDIS_URL": env.redis_url,
-            "HQ_TOPIC_PREFIX": prefix,
-            "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
-            "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
-            "HQ_JOURNAL_DIR": str(Path(tmp) / "journal"),
-            "HQ_LOG_LEVEL": "WARNING",
-            "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
-            "HQ_STREAMS_DATADIR": str(Path(tmp) / "streams"),
-            "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
-            "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
-            "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
-        }
-        exe = [sys.executable, "-m", "hqstream.cli"]
-        logs = Path(tmp)
-        children = [
-            Child(
-                "gateway",
-                [*exe, "gateway", "--port", str(gw_port)],
-                child_env,
-                logs / "gateway.log",
-            ),
-            *(
-                Child(
-                    f"streams-{i}",
-                    [*exe, "streams"],
-                    {
-                        **child_env,
-                        "HQ_STREAMS_METRICS_PORT": str(free_port()),
-                        "HQ_STREAMS_WORKER_ID": f"e2e-{i}",
-                    },
-                    logs / f"streams-{i}.log",
-                )
-                for i in range(workers)
-            ),
-            Child(
-                "simulate",
-                [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval)]
-                + (["--spread"] if spread else []),
-                child_env,
-                logs / "simulate.log",
-            ),
-            Child(
-                "produce",
-                [*exe, "produce", "--metrics-port", str(metrics_port)],
-                child_env,
-                logs / "produce.log",
-            ),
-        ]
-        try:
-            gateway, *stream_workers, simulator, receiver = children
-            for child in (gateway, *stream_workers):
-                child.start()
-            deadline = time.monotonic() + 90
-            while not _ready(gw_port):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gateway not ready: " + (logs / "gateway.log").read_text())
-                time.sleep(0.3)
-            simulator.start()
-            while not port_open(feed_port) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            receiver.start()
-            total, stage = asyncio.run(_measure(gw_port, seconds, warmup))
-            dead = [c.name for c in children if c.state != "running"]
-            if dead:
-                raise RuntimeError(f"components died during the run: {dead}")
-        finally:
-            for child in reversed(children):
-                child.stop()
+    with (
+        bench_env(need_redis=True) as env,
+        tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
+        pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
+    ):
+        rig.feed(stocks, interval, spread)
+        total, stage = asyncio.run(_measure(rig.gateway_port, seconds, warmup))
+        if dead := rig.dead():
+            raise RuntimeError(f"components died during the run: {dead}")
     console.print()
     console.print("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
     for label, values in (
@@ -185,5 +104,6 @@ def e2e_bench(
             f"{max(values, default=float('nan')):.1f} |"
         )
     console.print(f"| quotes measured | {len(total):,} | | |")
+    console.print(f"{calibration_row()} | |")
     if not total:
         raise typer.Exit(1)

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 
-from hqstream.bench.common import bench_env, machine
+from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.local_runner import free_port, port_open
 from producers.forwarder import Forwarder, producer_config
 from producers.journal import Journal
@@ -235,5 +235,6 @@ def ingest(
     console.print(f"| ratio receiver / bare | {pipeline_rate / bare_rate:.2f} |")
     console.print(f"| vs full-market rate (1,667 lines/s) | {pipeline_rate / 1667:.0f}x |")
     console.print(f"| dead-lettered / dropped | {receiver.stats.dlq} / {forwarder.dropped} |")
+    console.print(calibration_row())
     if lost or dup or forwarder.dropped:
         raise typer.Exit(1)

@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from hqstream.bench.common import bench_env
+from hqstream.bench.common import bench_env, machine
 from hqstream.bench.rawlines import generate
 from hqstream.local_runner import create_topics, free_port
 from schemas import redis_keys as rk
@@ -320,6 +320,7 @@ def _streams_bench(
     bootstrap: str, redis_url: str, records: int, stocks: int, partitions: int, batch: int,
     redis_db: int | None, keep: bool, workers: int,
 ) -> None:  # fmt: skip
+    console.print(f"machine: {machine()}")  # the calibration, before the run loads it
     faust_url, plain_url = _db_urls(redis_url, redis_db)
     for url in (faust_url, plain_url):
         if _hq_keys(url):
@@ -380,3 +381,4 @@ def _streams_bench(
     who = "faust worker" if workers == 1 else f"{workers} faust workers"
     print(f"\n{who} / one plain loop throughput ratio: {ratio:.2f} "
           f"(batch {batch}, {os.cpu_count()} cpus)")  # fmt: skip
+    print(f"machine: {machine()}")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import redis
 import websockets
-from websockets.asyncio.client import ClientConnection
 
 from api.murmur2 import partition_for
 from api.replay import SHANGHAI, window_start
@@ -26,6 +25,7 @@ from tests.api.conftest import push_settings
 from tests.api.server import run_gateway
 from tests.api.test_ws_push import QuoteProducer, _recv
 from tests.conftest import KafkaEndpoint
+from tests.replay_client import replay_then_live
 
 STEP = 3_000  # a snapshot every 3 s of exchange time
 OPEN = int(dt.datetime(2026, 6, 17, 9, 30, tzinfo=SHANGHAI).timestamp() * 1000)
@@ -44,32 +44,16 @@ def _same_partition(code: str, partitions: int, n: int) -> list[str]:
     return found[:n]
 
 
+def _past(ts: int) -> Callable[[list[int]], bool]:
+    """Enough live updates once one at ``ts`` or later has arrived."""
+    return lambda live: live[-1:] >= [ts]
+
+
 def test_window_is_the_trading_day_of_the_newest_quote_or_seconds_before_it() -> None:
     at_1400 = OPEN + (4 * 3600 + 30 * 60) * 1000
     midnight = int(dt.datetime(2026, 6, 17, tzinfo=SHANGHAI).timestamp() * 1000)
     assert window_start(at_1400, "day") == midnight  # 14:00 may ask for 09:30
     assert window_start(at_1400, 3600) == at_1400 - 3_600_000
-
-
-async def _replay_then_live(ws: ClientConnection, since: int, live_until: int) -> dict[str, Any]:
-    """Subscribes with ``since``; collects the replay, then live quotes of CODE
-    until one at ``live_until`` or later has arrived."""
-    await ws.send(json.dumps({"type": "subscribe_stock", "stock_code": CODE, "since": since}))
-    out: dict[str, Any] = {"order": [], "replayed": [], "live": [], "done": None}
-    while not out["live"] or out["live"][-1] < live_until:
-        msg = await _recv(ws, timeout=30)
-        out["order"].append(msg["type"])
-        if msg["type"] == "replay":
-            assert out["done"] is None, "replay after replay_done"
-            out["replayed"] += [q["exchange_ts"] for q in msg["data"]]
-        elif msg["type"] == "replay_done":
-            out["done"] = msg
-        elif msg["type"] == "quotes":
-            assert out["done"] is not None, "a live update before replay_done"
-            out["live"] += [q["exchange_ts"] for q in msg["data"] if q["code"] == CODE]
-        elif msg["type"] == "error":
-            raise AssertionError(msg)
-    return out
 
 
 @pytest.mark.integration
@@ -111,10 +95,8 @@ async def test_replay_since_30s_and_30min_on_the_exchange_clock_then_live(
             for back_ms in (30_000, 30 * 60_000):
                 async with websockets.connect(gw.ws_url) as ws:
                     since = newest - back_ms
-                    results[back_ms] = (
-                        since,
-                        await _replay_then_live(ws, since, live_until=next_live[0] + 10 * STEP),
-                    )
+                    got = await replay_then_live(ws, CODE, since, _past(next_live[0] + 10 * STEP))
+                    results[back_ms] = (since, got)
             async with websockets.connect(gw.ws_url) as ws:
                 day_before = OPEN - 24 * 3600 * 1000
                 await ws.send(

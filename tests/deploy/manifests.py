@@ -25,7 +25,13 @@ NAMESPACE = "hqstream"
 STRIMZI_GROUP = "kafka.strimzi.io"
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 CLUSTER_SCOPED_KINDS = frozenset(
-    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+    }
 )
 
 Resource = dict[str, Any]

@@ -150,7 +150,7 @@ def test_dockerignore_sends_the_packages_and_nothing_else() -> None:
             data = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).glob(glob)}
             assert data <= files, f"package data {package}/{glob} missing from the context"
     leaked = {f for f in files if f.split("/")[0] in {"tests", "docs", "deploy", ".run", ".git"}}
-    assert not leaked
+    assert leaked == {"deploy/requirements.lock"}, "only the lock file of deploy/"
     assert not {f for f in files if "__pycache__" in f or f.endswith(".pyc")}
     assert not {f for f in files if f == ".env" or f.endswith("/.env")}
 
@@ -162,3 +162,34 @@ def test_dockerignore_evaluation_follows_docker_rules() -> None:
     assert not dockerfile.in_context("pkg/__pycache__/mod.pyc", rules)
     assert not dockerfile.in_context("other/mod.py", rules)
     assert not dockerfile.in_context("top.txt", rules)
+
+
+def test_license_file_and_a_setuptools_that_reads_the_license_expression() -> None:
+    from tests.deploy.manifests import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    requires = project["build-system"]["requires"]
+    (setuptools,) = [r for r in requires if r.startswith("setuptools")]
+    minimum = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", setuptools)
+    assert minimum and int(minimum.group(1)) >= 77, setuptools
+
+
+def test_dependencies_are_locked_with_hashes() -> None:
+    """The image installs deploy/requirements.lock (pinned, hashed), which covers
+    every dependency of pyproject.toml."""
+    from tests.deploy.manifests import ROOT
+
+    lock = (ROOT / "deploy" / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock, re.MULTILINE))
+    normalized = {re.sub(r"[-_.]+", "-", name).lower() for name in pinned}
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.split(r"[\[<>=!~;\s]", dep, maxsplit=1)[0]
+        assert re.sub(r"[-_.]+", "-", name).lower() in normalized, dep
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock.split("\n\n", 1)[1])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
+    assert "!deploy/requirements.lock" in (ROOT / ".dockerignore").read_text()

@@ -68,35 +68,62 @@ def test_pods_do_not_mount_service_account_tokens(overlay: Rendered) -> None:
         assert template["spec"].get("automountServiceAccountToken") is False, workload
 
 
-def test_metrics_serving_pods_carry_prometheus_annotations(overlay: Rendered) -> None:
-    scraped = set()
+def _scraped_ports(rendered: Rendered) -> dict[str, set[int]]:
+    """Workload -> container ports some PodMonitor scrapes (by port name)."""
+    from tests.deploy.netpol import selector_matches
+
+    scraped: dict[str, set[int]] = {}
+    for monitor in rendered.of_kind("PodMonitor"):
+        names = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+        for workload, template in rendered.pod_templates():
+            if not selector_matches(monitor["spec"]["selector"], template["metadata"]["labels"]):
+                continue
+            for c in template["spec"]["containers"]:
+                for port in c.get("ports", []):
+                    if port.get("name") in names:
+                        scraped.setdefault(workload["metadata"]["name"], set()).add(
+                            port["containerPort"]
+                        )
+    return scraped
+
+
+def test_pod_monitors_scrape_every_metrics_endpoint(overlay: Rendered) -> None:
+    scraped = _scraped_ports(overlay)
+    assert scraped["hqstream-producer"] == {9101}
+    assert scraped["hqstream-streams"] == {9102}
+    assert scraped["hqstream-gateway"] == {8000}
+    assert scraped["redis"] == {9121}
     for workload, template in overlay.pod_templates():
         annotations = template["metadata"].get("annotations", {})
-        ports = {
-            p["containerPort"]: p.get("name")
-            for c in template["spec"]["containers"]
-            for p in c.get("ports", [])
-        }
-        if annotations.get("prometheus.io/scrape") == "true":
-            assert int(annotations["prometheus.io/port"]) in ports, workload["metadata"]["name"]
-            assert annotations["prometheus.io/path"] == "/metrics"
-            scraped.add(workload["metadata"]["name"])
-    assert {"hqstream-producer", "hqstream-streams", "hqstream-gateway"} <= scraped
+        assert "prometheus.io/scrape" not in annotations, workload["metadata"]["name"]
+    kafka = overlay.get("Kafka", "hq-kafka")["spec"]
+    assert kafka["kafka"]["metricsConfig"]["type"] == "strimziMetricsReporter"
+    assert "kafkaExporter" in kafka
 
 
-def test_probes_use_the_components_health_endpoints(overlay: Rendered) -> None:
-    expected = {
-        "hqstream-producer": ("/readyz", "/healthz", 9101),
-        "hqstream-streams": ("/healthz", "/healthz", 9102),
-        "hqstream-gateway": ("/readyz", "/healthz", 8000),
-    }
-    for name, (ready, live, port) in expected.items():
-        (c,) = overlay.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
-        named = {p["name"]: p["containerPort"] for p in c["ports"]}
-        for probe, path in (("readinessProbe", ready), ("livenessProbe", live)):
-            http = c[probe]["httpGet"]
-            assert http["path"] == path, (name, probe)
-            assert named.get(http["port"], http["port"]) == port, (name, probe)
+def test_alerts_and_dashboard_are_shipped(overlay: Rendered) -> None:
+    import json
+
+    rules = overlay.get("PrometheusRule", "hqstream")["spec"]["groups"]
+    alerts = {r["alert"] for g in rules for r in g["rules"] if "alert" in r}
+    for needed in (
+        "HqFeedDisconnected",
+        "HqReceiverSpooling",
+        "HqStreamsLag",
+        "HqStreamsRedisDown",
+        "HqRedisNoMaster",
+        "HqKafkaUnderReplicated",
+    ):
+        assert needed in alerts
+    for group in rules:
+        for rule in group["rules"]:
+            assert rule["expr"].count("(") == rule["expr"].count(")"), rule
+    (dashboard,) = [
+        m for m in overlay.of_kind("ConfigMap") if m["metadata"]["name"].startswith("hqstream-dash")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dashboard["data"]["hqstream-dashboard.json"])
+    assert len(board["panels"]) >= 10
 
 
 def test_producer_is_a_singleton(overlay: Rendered) -> None:
@@ -130,6 +157,9 @@ def test_no_secret_values_are_shipped(overlay: Rendered) -> None:
     assert overlay.of_kind("Secret") == []
     for workload, _pod, c in overlay.containers():
         for e in c.get("env", []):
+            if e["name"].endswith("_FILE"):  # a path to a mounted Secret file
+                assert e["value"].startswith("/"), e["name"]
+                continue
             if SECRET_ENV.search(e["name"]) and not e["name"].endswith("_MAX_BYTES"):
                 assert "value" not in e, f"{workload['metadata']['name']}: {e['name']} literal"
                 assert "secretKeyRef" in e["valueFrom"], e["name"]
@@ -222,20 +252,18 @@ def test_stream_workers_do_not_outnumber_partitions(overlay: Rendered) -> None:
     assert raw["spec"]["partitions"] == partitions
 
 
-def test_gateway_service_ingress_hpa_pdb(overlay: Rendered) -> None:
+def test_gateway_service_route_hpa_pdb(overlay: Rendered) -> None:
     gateway = overlay.get("Deployment", "hqstream-gateway")
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
     pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
     service = overlay.get("Service", "hqstream-gateway")
     assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
-    ingress = overlay.get("Ingress", "hqstream-gateway")
-    annotations = ingress["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
-    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
-    assert annotations["nginx.ingress.kubernetes.io/proxy-http-version"] == "1.1"
-    assert ingress["spec"]["ingressClassName"] == "nginx"
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "hqstream-gateway"
+    route = overlay.get("HTTPRoute", "hqstream-gateway")["spec"]
+    backends = {b["name"] for rule in route["rules"] for b in rule["backendRefs"]}
+    assert backends == {"hqstream-gateway"}
+    ports = {b["port"] for rule in route["rules"] for b in rule["backendRefs"]}
+    assert ports == {p["port"] for p in service["spec"]["ports"]}
+    assert overlay.of_kind("Ingress") == [], "the Ingress is an example only"
     hpa = overlay.get("HorizontalPodAutoscaler", "hqstream-gateway")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -307,6 +335,11 @@ def test_every_env_var_is_read_by_its_component(overlay: Rendered) -> None:
         if accepted is None:
             continue  # redis, the simulator: not hqstream settings classes
         for e in c.get("env", []):
+            if not e["name"].startswith("HQ_"):
+                # only a helper for $(VAR) expansion in an HQ_* value
+                used = [v.get("value", "") for v in c["env"] if v["name"].startswith("HQ_")]
+                assert any(f"$({e['name']})" in v for v in used), e["name"]
+                continue
             assert e["name"] in accepted, f"{workload['metadata']['name']} ignores {e['name']}"
 
 
@@ -341,3 +374,44 @@ def test_archive_is_a_statefulset_with_static_membership(overlay: Rendered) -> N
     else:
         assert env["HQ_ARCHIVE_ROOT"]["value"] == "/var/lib/hqstream/archive"
         assert secrets == []
+
+
+PUBLIC = ("/api/realtime/quotes", "/api/realtime/ws", "/", "/dashboard", "/app.js")
+PRIVATE = ("/metrics", "/docs", "/openapi.json", "/redoc", "/healthz", "/readyz")
+
+
+def _routed(rules: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
+    for rule in rules:
+        for match in rule["matches"]:
+            m = match["path"]
+            prefix = m["value"].rstrip("/")
+            if m["type"] == "Exact" and path == m["value"]:
+                return rule
+            if m["type"] == "PathPrefix" and (path == prefix or path.startswith(prefix + "/")):
+                return rule
+    return None
+
+
+def test_only_public_paths_are_routed_and_websockets_do_not_time_out(
+    overlay: Rendered,
+) -> None:
+    rules = overlay.get("HTTPRoute", "hqstream-gateway")["spec"]["rules"]
+    for path in PUBLIC:
+        assert _routed(rules, path) is not None, path
+    for path in PRIVATE:
+        assert _routed(rules, path) is None, path
+    ws = _routed(rules, "/api/realtime/ws")
+    assert ws is not None and ws["timeouts"]["request"] == "0s"
+    rest = _routed(rules, "/api/realtime/quotes")
+    assert rest is not None and rest["timeouts"]["request"] != "0s"
+
+
+def test_the_ingress_example_validates_and_routes_only_public_paths() -> None:
+    import kubernetes_validate
+    import yaml
+
+    (ingress,) = yaml.safe_load_all((K8S_DIR / "examples" / "ingress-nginx.yaml").read_text())
+    kubernetes_validate.validate(ingress, "1.31.0", strict=True)
+    paths = {p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert not paths & set(PRIVATE)
+    assert "/api/realtime" in paths

@@ -37,6 +37,13 @@ def test_main_writes_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out == k8s_topics.render_topics(6, 1, "other")
     assert "strimzi.io/cluster: other" in out
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    by_name = {d["spec"]["topicName"]: d["spec"] for d in docs}
+    assert by_name == {
+        s.name: {**by_name[s.name], "partitions": s.partitions} for s in topic_specs(6)
+    }
+    assert by_name["hq.ticks.raw"]["partitions"] == 6, "--partitions sets the tick topics"
+    assert {spec["replicas"] for spec in by_name.values()} == {1}
 
 
 def test_main_rejects_nonsense() -> None:

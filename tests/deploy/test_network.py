@@ -9,6 +9,9 @@ import pytest
 from tests.deploy.manifests import NAMESPACE, Rendered
 from tests.deploy.netpol import Pod, Policies
 
+# The labels Strimzi 0.48 puts on its pods (operator-common Labels.java:
+# strimzi.io/cluster, kind, name, component-type, pool-name, broker-role,
+# controller-role).
 KAFKA = Pod(
     "kafka-broker",
     NAMESPACE,
@@ -16,13 +19,37 @@ KAFKA = Pod(
         "strimzi.io/cluster": "hq-kafka",
         "strimzi.io/kind": "Kafka",
         "strimzi.io/name": "hq-kafka-kafka",
+        "strimzi.io/component-type": "kafka",
+        "strimzi.io/pool-name": "broker",
+        "strimzi.io/broker-role": "true",
+        "strimzi.io/controller-role": "false",
+    },
+)
+CONTROLLER = Pod(
+    "kafka-controller",
+    NAMESPACE,
+    {
+        "strimzi.io/cluster": "hq-kafka",
+        "strimzi.io/kind": "Kafka",
+        "strimzi.io/name": "hq-kafka-kafka",
+        "strimzi.io/component-type": "kafka",
+        "strimzi.io/pool-name": "controller",
+        "strimzi.io/broker-role": "false",
+        "strimzi.io/controller-role": "true",
     },
 )
 EXPORTER = Pod(
     "kafka-exporter",
     NAMESPACE,
-    {"strimzi.io/cluster": "hq-kafka", "strimzi.io/name": "hq-kafka-kafka-exporter"},
+    {
+        "strimzi.io/cluster": "hq-kafka",
+        "strimzi.io/kind": "Kafka",
+        "strimzi.io/name": "hq-kafka-kafka-exporter",
+        "strimzi.io/component-type": "kafka-exporter",
+    },
 )
+KAFKA_PORT = 9093  # the only client listener: TLS + SCRAM-SHA-512
+GATEWAY_PROXY = Pod("gateway-proxy", "gateway-system", {"app.kubernetes.io/name": "envoy"})
 INGRESS_NGINX = Pod("ingress-nginx", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 PROMETHEUS = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
 KUBE_DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
@@ -46,7 +73,14 @@ def strimzi_listener_policy(rendered: Rendered) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {"name": "hq-kafka-network-policy-kafka", "namespace": NAMESPACE},
         "spec": {
-            "podSelector": {"matchLabels": {"strimzi.io/name": "hq-kafka-kafka"}},
+            # Strimzi selects its pods by strimziSelectorLabels: cluster, name, kind.
+            "podSelector": {
+                "matchLabels": {
+                    "strimzi.io/cluster": "hq-kafka",
+                    "strimzi.io/kind": "Kafka",
+                    "strimzi.io/name": "hq-kafka-kafka",
+                }
+            },
             "policyTypes": ["Ingress"],
             "ingress": rules,
         },
@@ -75,15 +109,16 @@ def test_the_namespace_denies_ingress_by_default(overlay: Rendered) -> None:
     net = policies(overlay)
     unknown = Pod("new-pod", NAMESPACE, {"app": "new"})
     assert not net.allowed(STRANGER, unknown, 80)
-    assert not net.allowed(STRANGER, KAFKA, 9092)  # only the listener's networkPolicyPeers
+    assert not net.allowed(STRANGER, KAFKA, KAFKA_PORT)  # only the listener's networkPolicyPeers
 
 
-def test_gateway_is_reached_from_the_ingress_controller_and_prometheus_only(
+def test_gateway_is_reached_from_the_gateway_proxies_and_prometheus_only(
     overlay: Rendered,
 ) -> None:
     net, p = policies(overlay), pods(overlay)
     gateway = p["hqstream-gateway"]
-    assert net.allowed(INGRESS_NGINX, gateway, 8000)
+    assert net.allowed(GATEWAY_PROXY, gateway, 8000)
+    assert not net.allowed(INGRESS_NGINX, gateway, 8000)
     assert net.allowed(PROMETHEUS, gateway, 8000)
     assert not net.allowed(STRANGER, gateway, 8000)
     assert not net.allowed(p["hqstream-producer"], gateway, 8000)
@@ -99,7 +134,7 @@ def test_redis_only_from_streams_and_gateway(overlay: Rendered) -> None:
         others.append(p["hqstream-simulator"])
     for other in others:
         assert not net.allowed(other, redis, 6379), other.name
-    assert not net.allowed(redis, KAFKA, 9092)
+    assert not net.allowed(redis, KAFKA, KAFKA_PORT)
     assert not net.allowed(redis, INTERNET, 443)
 
 
@@ -108,9 +143,24 @@ def test_redis_only_from_streams_and_gateway(overlay: Rendered) -> None:
 )
 def test_components_reach_kafka_and_dns(overlay: Rendered, name: str) -> None:
     net, p = policies(overlay), pods(overlay)
-    assert net.allowed(p[name], KAFKA, 9092)
+    assert net.allowed(p[name], KAFKA, KAFKA_PORT)
     assert net.allowed(p[name], KUBE_DNS, 53)
     assert not net.allowed(p[name], INTERNET, 443)
+    assert not net.allowed(p[name], CONTROLLER, KAFKA_PORT), "brokers only"
+    assert not net.allowed(p[name], EXPORTER, KAFKA_PORT)
+
+
+def test_every_client_listener_authenticates_and_admits_only_hqstream(overlay: Rendered) -> None:
+    kafka = overlay.get("Kafka", "hq-kafka")["spec"]["kafka"]
+    assert kafka["authorization"]["type"] == "simple"
+    assert [listener["port"] for listener in kafka["listeners"]] == [KAFKA_PORT]
+    for listener in kafka["listeners"]:
+        assert listener["tls"] is True, listener["name"]
+        assert listener["authentication"]["type"] == "scram-sha-512", listener["name"]
+        assert listener["networkPolicyPeers"], listener["name"]
+    net = policies(overlay)
+    for other in (STRANGER, INGRESS_NGINX, PROMETHEUS):
+        assert not net.allowed(other, KAFKA, KAFKA_PORT), other.name
 
 
 def test_only_streams_and_gateway_egress_to_redis(overlay: Rendered) -> None:
@@ -134,14 +184,16 @@ def test_the_feed_is_reached_by_the_producer_only(overlay: Rendered) -> None:
 
 
 def test_prometheus_scrapes_every_metrics_endpoint(overlay: Rendered) -> None:
+    from tests.deploy.test_invariants import _scraped_ports
+
     net, p = policies(overlay), pods(overlay)
-    for _workload, template in overlay.pod_templates():
-        annotations = template["metadata"].get("annotations", {})
-        if annotations.get("prometheus.io/scrape") == "true":
-            pod = p[template["metadata"]["labels"]["app.kubernetes.io/name"]]
-            assert net.allowed(PROMETHEUS, pod, int(annotations["prometheus.io/port"])), pod.name
-            assert not net.allowed(STRANGER, pod, int(annotations["prometheus.io/port"]))
+    by_workload = {pod.name: pod for pod in p.values()}
+    for workload, ports in _scraped_ports(overlay).items():
+        for port in ports:
+            assert net.allowed(PROMETHEUS, by_workload[workload], port), (workload, port)
+            assert not net.allowed(STRANGER, by_workload[workload], port), (workload, port)
     assert net.allowed(PROMETHEUS, EXPORTER, 9404)
+    assert not net.allowed(STRANGER, EXPORTER, 9404)
 
 
 def test_gateway_reads_producer_metrics(overlay: Rendered) -> None:

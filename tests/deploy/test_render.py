@@ -1,8 +1,8 @@
 """Every overlay renders, and every rendered resource is well-formed.
 
 Built-in kinds are validated against the Kubernetes JSON schemas shipped with
-kubernetes-validate (strict: unknown fields fail); Strimzi resources get the
-structural check in tests/deploy/strimzi.py.
+kubernetes-validate (strict: unknown fields fail); custom resources against the
+vendored CRD schemas in deploy/vendor/ (tests/deploy/crds.py, equally strict).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.deploy import strimzi
+from tests.deploy import crds, strimzi
 from tests.deploy.manifests import (
     CLUSTER_SCOPED_KINDS,
     NAMESPACE,
@@ -41,8 +41,13 @@ def _validate(doc: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _is_custom(doc: dict[str, Any]) -> bool:
+    """A custom resource: its group has a vendored CRD (validated in crds.py)."""
+    return str(doc["apiVersion"]).split("/")[0] in crds.groups()
+
+
 def test_builtin_resources_match_kubernetes_schemas(overlay: Rendered) -> None:
-    builtin = [d for d in overlay.docs if not is_strimzi(d)]
+    builtin = [d for d in overlay.docs if not _is_custom(d)]
     assert builtin
     errors = [e for doc in builtin for e in _validate(doc)]
     assert not errors, "\n".join(errors)
@@ -50,7 +55,7 @@ def test_builtin_resources_match_kubernetes_schemas(overlay: Rendered) -> None:
 
 def test_base_renders_and_validates() -> None:
     base = render("base")
-    errors = [e for doc in base.docs if not is_strimzi(doc) for e in _validate(doc)]
+    errors = [e for doc in base.docs if not _is_custom(doc) for e in _validate(doc)]
     assert not errors, "\n".join(errors)
 
 
@@ -61,29 +66,79 @@ def test_schema_validation_rejects_a_typo(overlay: Rendered) -> None:
     assert _validate(deployment)
 
 
-def test_strimzi_resources_are_structurally_valid(overlay: Rendered) -> None:
+def test_strimzi_resources_match_the_vendored_crds(overlay: Rendered) -> None:
     kinds = {d["kind"] for d in overlay.docs if is_strimzi(d)}
-    assert kinds == {"Kafka", "KafkaNodePool", "KafkaTopic"}
+    assert kinds == {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
     assert strimzi.problems(overlay.docs) == []
+
+
+def test_other_custom_resources_match_their_vendored_crds(overlay: Rendered) -> None:
+    """PodMonitors, PrometheusRules, ScaledObjects, HTTPRoutes, ...: strict too."""
+    others = [d for d in overlay.docs if not is_strimzi(d)]
+    assert crds.all_problems(others) == []
+
+
+def test_vendored_crds_reject_nested_unknown_fields(prod: Rendered) -> None:
+    for kind in ("PodMonitor", "PrometheusRule"):
+        doc = copy.deepcopy(prod.of_kind(kind)[0])
+        doc["spec"]["selectr"] = {}
+        assert crds.problems(doc), kind
+    monitor = copy.deepcopy(prod.get("PodMonitor", "hqstream"))
+    monitor["spec"]["podMetricsEndpoints"][0]["intervall"] = "5s"
+    assert crds.problems(monitor)
+
+
+def test_every_custom_resource_has_a_vendored_crd(overlay: Rendered) -> None:
+    """No custom resource escapes validation: its group has a vendored CRD."""
+    custom = [d for d in overlay.docs if "." in str(d["apiVersion"]).split("/")[0]]
+    builtin_groups = {
+        "apps",
+        "policy",
+        "autoscaling",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+    }
+    unvalidated = [
+        f"{d['kind']}/{d['metadata']['name']}"
+        for d in custom
+        if d["apiVersion"].split("/")[0] not in builtin_groups
+        and (d["apiVersion"], d["kind"]) not in crds.schemas()
+    ]
+    assert not unvalidated
 
 
 @pytest.mark.parametrize(
     ("kind", "path", "value"),
     [
-        ("KafkaTopic", ("spec", "partitions"), None),
+        # nested typos the old top-level check let through (issue 15)
+        ("KafkaNodePool", ("spec", "storage", "volumes", 0, "kraftMetadata"), "sharedx"),
+        ("Kafka", ("spec", "entityOperator", "topicOperatr"), {}),
+        ("Kafka", ("spec", "kafka", "listeners", 0, "authentication", "type"), "scram"),
+        ("Kafka", ("spec", "kafka", "listeners", 0, "networkPolicyPeer"), []),
+        ("Kafka", ("spec", "kafka", "authorization", "type"), "acl"),
+        ("KafkaNodePool", ("spec", "template", "pod", "affinityy"), {}),
+        ("KafkaUser", ("spec", "authorization", "acls", 0, "operations"), ["Writ"]),
+        ("KafkaUser", ("spec", "authentication", "type"), "scram-sha-256"),
         ("KafkaTopic", ("spec", "replica"), 3),
+        ("KafkaTopic", ("spec", "partitions"), "12"),
         ("KafkaTopic", ("metadata", "labels", "strimzi.io/cluster"), "other"),
         ("KafkaNodePool", ("spec", "roles"), ["zookeeper"]),
-        ("KafkaNodePool", ("spec", "storage"), {"type": "persistent-claim"}),
         ("Kafka", ("spec", "kafka", "listeners"), []),
     ],
 )
 def test_strimzi_check_catches_broken_resources(
-    prod: Rendered, kind: str, path: tuple[str, ...], value: object
+    prod: Rendered, kind: str, path: tuple[str | int, ...], value: object
 ) -> None:
     docs = [copy.deepcopy(d) for d in prod.docs]
-    target = next(d for d in docs if d["kind"] == kind)
-    node = target
+    # the first of the kind (a node pool with a pod template for the nested case)
+    target = next(
+        d
+        for d in docs
+        if d["kind"] == kind and (kind != "KafkaNodePool" or "template" in d["spec"])
+    )
+    node: Any = target
     for key in path[:-1]:
         node = node[key]
     if value is None:

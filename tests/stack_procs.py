@@ -1,0 +1,77 @@
+"""The pipeline's components as separate processes, for the whole-stack tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from hqstream.bench.pipeline_rig import gateway_ready
+from hqstream.local_runner import create_topics, free_port
+from schemas import topics
+from tests.conftest import KafkaEndpoint
+
+__all__ = ["gateway_ready", "pipeline_env", "process", "wait_until"]
+
+
+def pipeline_env(
+    kafka: KafkaEndpoint, redis_url: str, tmp_path: Path, prefix: str, partitions: int = 4
+) -> tuple[dict[str, str], tuple[int, int, int]]:
+    """The environment of every component on ``prefix``-ed topics (created here),
+    and the feed, receiver-metrics and gateway ports."""
+    create_topics(kafka.bootstrap, topics.topic_specs(partitions), prefix=prefix)
+    feed_port, metrics_port, gw_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "HQ_REDIS_URL": redis_url,
+        "HQ_PARTITIONS": str(partitions),
+        "HQ_TOPIC_PREFIX": prefix,
+        "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
+        "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
+        "HQ_JOURNAL_DIR": str(tmp_path / "journal"),
+        "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
+        "HQ_STREAMS_METRICS_PORT": str(free_port()),
+        "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
+        "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
+        "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
+    }
+    return env, (feed_port, metrics_port, gw_port)
+
+
+@contextlib.contextmanager
+def process(name: str, args: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
+    log = (logs / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hqstream.cli", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield
+        assert proc.poll() is None, f"{name} died: {(logs / f'{name}.log').read_text()[-3000:]}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
