@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from archive.archiver import Archiver
 from archive.settings import ArchiveSettings
-from hqstream.bench.common import bench_env, console
+from hqstream.bench.common import bench_env, calibration_row, console
 from hqstream.local_runner import create_topics
 from schemas.serde import make_codec
 from schemas.topics import NORMALIZED, topic_specs
@@ -115,3 +115,4 @@ def _bench(bootstrap: str, records: int, stocks: int, partitions: int) -> None:
           f"{seconds:.1f} | {records / seconds:,.0f} | {len(files)} | {size / records:.0f} | "
           f"{rows - records} |")  # fmt: skip
     print(f"rows archived {rows:,} of {records:,} ({os.cpu_count()} cpus)")
+    console.print(calibration_row())
