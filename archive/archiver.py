@@ -115,6 +115,7 @@ class Archiver:
             tp.offset = start if start >= 0 else tp.offset
             logger.info("%s[%d]: archived through %d, reading from %s", *key, last, tp.offset)
         consumer.assign(partitions)
+        metrics.HEALTH.joined = True
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A revoked partition's batch is written and committed before it moves on."""
@@ -130,7 +131,9 @@ class Archiver:
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A *lost* partition's batch is dropped, not written: another archiver may own
-        the partition already (this one missed its session), and it reads them again."""
+        the partition already (this one missed its session), and it reads them again.
+        The whole assignment is lost at once: not ready until the next assignment."""
+        metrics.HEALTH.joined = False
         for tp in partitions:
             key = (tp.topic, tp.partition)
             batch = self.batches.pop(key, None)
@@ -257,6 +260,7 @@ class Archiver:
             self.flush_due(force=True)
         finally:
             metrics.HEALTH.running = False
+            metrics.HEALTH.joined = False
             consumer.close()
             self.consumer = None
 

@@ -1,8 +1,10 @@
 """Prometheus metrics of the archiver and the tiny HTTP server exposing them.
 
-``GET /metrics`` and ``GET /healthz`` (200 while the consume loop runs) on
-``HQ_ARCHIVE_METRICS_PORT``. Module-level singletons, one registry per
-process. This module never touches Kafka or the archive.
+``GET /metrics``, ``GET /healthz`` (liveness: 200 while the consume loop runs)
+and ``GET /readyz`` (readiness: the loop runs and the consumer is a member of
+its group; an empty assignment counts) on ``HQ_ARCHIVE_METRICS_PORT``.
+Module-level singletons, one registry per process. This module never touches
+Kafka or the archive.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ LAG = Gauge("hq_archive_lag", "records not yet archived (high watermark - archiv
 class HealthState:
     def __init__(self) -> None:
         self.running = False
+        self.joined = False  # set by the assignment callback, cleared when lost or closed
 
 
 HEALTH = HealthState()
@@ -43,6 +46,13 @@ class _Handler(BaseHTTPRequestHandler):
                 (200 if ok else 503),
                 "text/plain",
             )
+        elif self.path.startswith("/readyz"):
+            ok = HEALTH.running and HEALTH.joined
+            body, status, ctype = (
+                (b"ready\n" if ok else b"not in the consumer group\n"),
+                (200 if ok else 503),
+                "text/plain",
+            )
         else:
             body, status, ctype = b"not found\n", 404, "text/plain"
         self.send_response(status)
@@ -56,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve_metrics(port: int) -> ThreadingHTTPServer | None:
-    """Serves /metrics and /healthz on a daemon thread; ``port`` 0 = off."""
+    """Serves /metrics, /healthz and /readyz on a daemon thread; ``port`` 0 = off."""
     if not port:
         return None
     server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)

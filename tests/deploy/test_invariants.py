@@ -92,6 +92,7 @@ def test_pod_monitors_scrape_every_metrics_endpoint(overlay: Rendered) -> None:
     assert scraped["hqstream-producer"] == {9101}
     assert scraped["hqstream-streams"] == {9102}
     assert scraped["hqstream-gateway"] == {8000}
+    assert scraped["hqstream-archive"] == {9104}
     assert scraped["redis"] == {9121}
     for workload, template in overlay.pod_templates():
         annotations = template["metadata"].get("annotations", {})
