@@ -101,6 +101,8 @@ class LocalKafka:
         ensure_kafka_jars()
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        while self.controller_port == self.port:  # free_port() may hand the same one out twice
+            self.controller_port = free_port()
         home = self.run_dir / "kafka"
         data = home / "data"
         shutil.rmtree(home, ignore_errors=True)
@@ -242,6 +244,13 @@ class LocalRedis:
     def stop(self) -> None:
         _terminate(self.proc, "redis", grace=5)
         self.proc = None
+
+    def kill(self) -> None:
+        """Hard-kill Redis (fault tests; nothing is saved); :meth:`start` brings it back empty."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, what: str, grace: float) -> None:

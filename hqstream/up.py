@@ -2,8 +2,10 @@
 
 Starts a real Kafka broker and Redis (``hqstream.local_runner``), creates the
 topics, then runs the feed simulator, the receiver, N stream workers and the
-gateway as child processes, each logging to ``.run/logs/<name>.log``. Shows
-live figures until Ctrl-C, then stops everything in reverse order.
+gateway as child processes, each logging to ``.run/logs/<name>.log``. A child
+that exits (a stream worker whose agent crashed exits 70) is restarted, as
+Kubernetes would. Shows live figures until Ctrl-C, then stops everything in
+reverse order.
 The feed token is generated per run when HQ_FEED_TOKEN is unset and handed
 to the children through their environment only; it is never printed.
 """
@@ -207,9 +209,17 @@ def up(
 def _watch(console: Console, children: list[Child], metrics_port: int, stopping: object) -> None:
     assert callable(stopping)
     last_lines, last_t = 0.0, time.monotonic()
+    restarts: dict[str, int] = {}
     with Live(console=console, refresh_per_second=1) as live:
         while not stopping():
             time.sleep(1)
+            for child in children:  # like Kubernetes: a component that exits is restarted
+                if child.proc is not None and child.proc.poll() is not None:
+                    logger.warning("%s %s; restarting it", child.name, child.state)
+                    restarts[child.name] = restarts.get(child.name, 0) + 1
+                    if child.log is not None:
+                        child.log.close()
+                    child.start()
             figures = _receiver_figures(metrics_port)
             now = time.monotonic()
             lines = figures.get("hq_receiver_lines_total", 0.0)
@@ -220,7 +230,8 @@ def _watch(console: Console, children: list[Child], metrics_port: int, stopping:
             table.add_column("state")
             for child in children:
                 colour = "green" if child.state == "running" else "red"
-                table.add_row(child.name, f"[{colour}]{child.state}[/]")
+                again = f" (restarted {restarts[child.name]}x)" if child.name in restarts else ""
+                table.add_row(child.name, f"[{colour}]{child.state}[/]{again}")
             table.add_row("feed", "connected" if figures.get("hq_receiver_connected") else "-")
             table.add_row("lines/s", f"{rate:,.0f}")
             table.add_row("lines total", f"{lines:,.0f}")

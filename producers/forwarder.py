@@ -4,8 +4,17 @@ and replays the journal in order once the broker is back.
 
 Nothing is lost: every line handed to :meth:`Forwarder.submit` ends up
 acknowledged by Kafka, in the journal, or counted in ``hq_receiver_dropped_total``
-with a loud log line (only when both the queue and the journal are full).
-This thread never touches the socket, so reading never waits on Kafka.
+with a loud log line (only when the queue is full, or the journal is full or
+its disk refuses writes). This thread never touches the socket, so reading
+never waits on Kafka, and nothing the journal does (a full disk, a corrupt
+segment) stops it.
+
+Order per key holds across a hand-off to the journal: a record waits in
+librdkafka at most ``HQ_PRODUCER_DELIVERY_TIMEOUT_S``; on the first failure
+everything still in librdkafka is purged and journaled in order, and newer
+records wait in memory until librdkafka holds nothing, so they are journaled
+after every older one. A replayed segment that fails half-way is not
+re-journaled but replayed again from its start (duplicates, never a gap).
 """
 
 from __future__ import annotations
@@ -21,7 +30,14 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producers import metrics
-from producers.journal import Journal, JournalFull, JournalRecord
+from producers.errors import JournalError
+from producers.journal import (
+    KIND_CORRUPT,
+    CorruptCause,
+    Journal,
+    JournalRecord,
+    JournalRefused,
+)
 from producers.protocol import code_of
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
@@ -30,12 +46,18 @@ logger = logging.getLogger(__name__)
 
 _LATENCY_SAMPLE: Final = 64  # one ack in N feeds the latency histogram
 _PROBE_INTERVAL_S: Final = 1.0
+_DROP_LOG_INTERVAL_S: Final = 10.0  # one error line per reason per interval
+_PURGE_WAIT_S: Final = 5.0
 
 
 class RecordKind(enum.IntEnum):
     SSE_SZSE = 0
     BSE_JSON = 1
     DLQ = 2
+    JOURNAL_CORRUPT = 3  # bytes of the journal that were not a valid record
+
+
+assert int(RecordKind.JOURNAL_CORRUPT) == KIND_CORRUPT
 
 
 class DlqCause(enum.IntEnum):
@@ -57,6 +79,38 @@ _FORMAT: Final = {
 _Item = tuple[int, list[bytes]] | JournalRecord
 
 
+class _Batch:
+    """The delivery callback of one batch produced directly: it knows the batch's place
+    in arrival order and, should records fail, each one's place in the batch.
+
+    librdkafka's delivery reports of a purge do not come in produce order (observed:
+    the newest queued batch first), so failed records are sorted by (batch, position)
+    before they are journaled. Holds the batch's lines while any of them is in flight.
+    """
+
+    __slots__ = ("_forwarder", "_lines", "_positions", "seq")
+
+    def __init__(self, forwarder: Forwarder, seq: int, lines: list[bytes]) -> None:
+        self._forwarder = forwarder
+        self.seq = seq
+        self._lines = lines
+        self._positions: dict[bytes, list[int]] | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self._forwarder._on_delivery(err, msg, self)
+
+    def position(self, value: bytes) -> int:
+        """Where ``value`` is in the batch (equal lines get their places in turn)."""
+        if self._positions is None:
+            self._positions = {}
+            for i, line in enumerate(self._lines):
+                self._positions.setdefault(line, []).append(i)
+            for indices in self._positions.values():
+                indices.reverse()
+        places = self._positions.get(value)
+        return places.pop() if places else len(self._lines)
+
+
 def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
     """Idempotent, acks=all, compressed, batched; murmur2 like the Java client."""
     return {
@@ -70,7 +124,7 @@ def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
         "batch.num.messages": 100_000,
         "queue.buffering.max.messages": 2_000_000,
         "queue.buffering.max.kbytes": 512 * 1024,
-        "message.timeout.ms": settings.message_timeout_ms,
+        "message.timeout.ms": int(settings.producer_delivery_timeout_s * 1000),
         "partitioner": "murmur2_random",
         "socket.send.buffer.bytes": 4 * 1024 * 1024,
         "reconnect.backoff.max.ms": 2000,
@@ -112,6 +166,15 @@ class Forwarder:
         self._acked: collections.Counter[str] = collections.Counter()
         self._reported_acked: collections.Counter[str] = collections.Counter()
         self._ack_seq = 0
+        self._purge_pending = False
+        self._batch_seq = 0
+        self._failed: list[tuple[tuple[int, int], JournalRecord]] = []
+        self._replaying = False
+        self._replay_failed = False
+        self._drop_lock = threading.Lock()
+        self._unlogged_drops: collections.Counter[str] = collections.Counter()
+        self._last_drop_log: dict[str, float] = {}
+        self._drop_why: dict[str, str] = {}
         self.delivery_errors = 0
         self.dropped = 0
         self.failure: BaseException | None = None
@@ -138,6 +201,10 @@ class Forwarder:
     def queue_bytes(self) -> int:
         return self._queue_bytes
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 
@@ -150,8 +217,8 @@ class Forwarder:
         remaining = self._producer.flush(timeout if self.kafka_up else 1.0)
         if remaining:
             logger.warning("%d record(s) not acked at shutdown: journaling them", remaining)
-            self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.poll(0.5)  # delivers the purge reports -> journal
+            self._purge()
+        self._journal_failed()
         self.journal.close()
         self._report()
         del self._producer  # librdkafka closes its connections now, not at interpreter exit
@@ -163,23 +230,61 @@ class Forwarder:
         last_report = 0.0
         try:
             while True:
-                items = self._take(0.05)
-                for item in items:
-                    self._route(item)
-                self._producer.poll(0)
-                if self.spooling:
+                if self._purge_pending:
+                    self._purge()
+                holding = self._holding()
+                if holding and self._stopping:
+                    # Shutting down: journal what librdkafka holds, then the newer records.
+                    self._purge()
+                    holding = False
+                if not holding:
+                    self._journal_failed()
+                items = [] if holding else self._take(0.05)
+                self._route_all(items)
+                self._producer.poll(0.05 if holding else 0)
+                self.journal.sync_if_due()
+                if self.spooling and not holding:
                     self._maybe_replay()
                 now = time.monotonic()
                 if now - last_report > 0.5:
                     self._report()
                     last_report = now
-                if not items and self._stopping and not self._queue:
+                if not items and not holding and self._stopping and not self._queue:
                     break
         except BaseException as exc:  # surfaced by the receiver, never swallowed
             logger.exception("forwarder thread failed")
             self.failure = exc
         finally:
             self.journal.flush()
+
+    def _holding(self) -> bool:
+        """While spooling, new records wait in memory until librdkafka holds none of the
+        older ones (acked, or failed and journaled), so the journal stays in order."""
+        return self.spooling and not self._replaying and len(self._producer) > 0
+
+    def _journal_failed(self) -> None:
+        """Journal the records Kafka did not take, in arrival order, once librdkafka has
+        reported on all of them (before any newer record is journaled)."""
+        if self._failed:
+            self._failed.sort(key=lambda pair: pair[0])
+            records = [rec for _, rec in self._failed]
+            self._failed = []
+            self._spool(records)
+
+    def _next_batch(self, lines: list[bytes]) -> _Batch:
+        self._batch_seq += 1
+        return _Batch(self, self._batch_seq, lines)
+
+    def _purge(self) -> None:
+        """Fail everything still in librdkafka now (its delivery reports journal it, in
+        order) so no newer record reaches Kafka after an older one failed. In-flight
+        records may have been written by the broker: duplicates, never a gap."""
+        self._purge_pending = False
+        self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+        deadline = time.monotonic() + _PURGE_WAIT_S
+        self._producer.poll(0)
+        while len(self._producer) and time.monotonic() < deadline:
+            self._producer.poll(0.05)
 
     def _take(self, timeout: float) -> list[_Item]:
         with self._cond:
@@ -190,21 +295,40 @@ class Forwarder:
             self._queue_bytes = 0
         return items
 
-    def _route(self, item: _Item) -> None:
+    def _route_all(self, items: list[_Item]) -> None:
+        for i, item in enumerate(items):
+            rest = self._route(item)
+            if rest is not None:
+                # librdkafka is full: this and every later item wait in memory (in order)
+                # until it has sent what it holds; then they go to the journal.
+                self._requeue([rest, *items[i + 1 :]])
+                return
+
+    def _requeue(self, items: list[_Item]) -> None:
+        with self._cond:
+            for item in reversed(items):
+                self._queue.appendleft(item)
+                self._queue_bytes += (
+                    len(item.payload) if isinstance(item, JournalRecord) else sum(map(len, item[1]))
+                )
+
+    def _route(self, item: _Item) -> _Item | None:
+        """Produce or journal one item; returns what librdkafka had no room for."""
         if isinstance(item, JournalRecord):
             if self.spooling:
                 self._spool([item])
-            elif not self._produce_record(item):
+            elif not self._produce_record(item, self._next_batch([item.payload])):
                 self._start_spooling("producer queue full")
-                self._spool([item])
-            return
+                return item
+            return None
         receive_ts, lines = item
         if self.spooling:
             self._spool(self._records(receive_ts, lines))
-            return
+            return None
         ts = str(receive_ts).encode()
         produce = self._producer.produce
         raw_topic = self.settings.raw_topic
+        batch = self._next_batch(lines)
         for i, line in enumerate(lines):
             kind = RecordKind.BSE_JSON if line[:1] == b"{" else RecordKind.SSE_SZSE
             try:
@@ -217,11 +341,12 @@ class Forwarder:
                         (topics.H_RECEIVE_TS, ts),
                         (topics.H_SOURCE, self._source),
                     ],
+                    on_delivery=batch,
                 )
             except BufferError:
                 self._start_spooling("producer queue full")
-                self._spool(self._records(receive_ts, lines[i:]))
-                return
+                return (receive_ts, lines[i:])
+        return None
 
     @staticmethod
     def _records(receive_ts: int, lines: Iterable[bytes]) -> list[JournalRecord]:
@@ -235,11 +360,15 @@ class Forwarder:
             for line in lines
         ]
 
-    def _produce_record(self, rec: JournalRecord) -> bool:
-        """Produce one journaled/DLQ record; False when the producer queue is full."""
+    def _produce_record(self, rec: JournalRecord, batch: _Batch | None = None) -> bool:
+        """Produce one journaled/DLQ record; False when the producer queue is full.
+        ``batch``: produced directly (not replayed), with its place in arrival order."""
         ts = str(rec.receive_ts).encode()
+        cb: dict[str, Any] = {} if batch is None else {"on_delivery": batch}
         try:
-            if rec.kind == RecordKind.DLQ:
+            if rec.kind not in _FORMAT and rec.kind != RecordKind.DLQ:
+                self._produce_corrupt(rec, ts, cb)
+            elif rec.kind == RecordKind.DLQ:
                 reason = _CAUSE_REASON.get(rec.reason, "line_too_long")
                 detail = (
                     f"line of {len(rec.payload)}+ bytes exceeds the 64 KiB limit"
@@ -249,6 +378,7 @@ class Forwarder:
                 self._producer.produce(
                     self.settings.dlq_topic,
                     value=rec.payload,
+                    **cb,
                     headers=[
                         (dlq.REASON, reason.encode()),
                         (dlq.DETAIL, detail.encode()),
@@ -263,6 +393,7 @@ class Forwarder:
                 self._producer.produce(
                     self.settings.raw_topic,
                     value=rec.payload,
+                    **cb,
                     key=code_of(
                         rec.payload, "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"
                     ),
@@ -276,37 +407,89 @@ class Forwarder:
             return False
         return True
 
+    def _produce_corrupt(self, rec: JournalRecord, ts: bytes, cb: dict[str, Any]) -> None:
+        """Journal bytes that failed their CRC/framing (or a kind this version does not
+        know) go to the DLQ as ``journal_corrupt``, unchanged."""
+        if rec.kind == RecordKind.JOURNAL_CORRUPT:
+            try:
+                cause = CorruptCause(rec.reason).name.lower()
+            except ValueError:
+                cause = CorruptCause.BAD_RECORD.name.lower()
+            detail = f"{cause}: {len(rec.payload)} byte(s) of the receiver's journal"
+        else:
+            detail = (
+                f"bad_record: a journal record of unknown kind {rec.kind} "
+                f"({len(rec.payload)} byte(s) of payload)"
+            )
+        self._producer.produce(
+            self.settings.dlq_topic,
+            value=rec.payload,
+            **cb,
+            headers=[
+                (dlq.REASON, b"journal_corrupt"),
+                (dlq.DETAIL, detail.encode()),
+                (dlq.STAGE, b"receiver"),
+                (dlq.TS, str(time.time_ns() // 1_000_000).encode()),
+                (topics.H_RECEIVE_TS, ts),
+                (topics.H_SOURCE, self._source),
+            ],
+        )
+
     # -- spooling and replay ------------------------------------------------------
 
-    def _start_spooling(self, why: str) -> None:
+    def _start_spooling(self, why: str, purge: bool = False) -> None:
+        """From now on records go to the journal. ``purge``: also fail everything
+        librdkafka still holds (done by the thread's loop, never inside a callback)."""
         if not self.spooling:
             logger.warning(
                 "Kafka not taking records (%s): spooling to journal %s", why, self.journal.directory
             )
             self.spooling = True
+        if purge:
+            self._purge_pending = True
 
     def _spool(self, records: list[JournalRecord]) -> None:
         try:
             self.journal.append_many(records)
-        except JournalFull as exc:
-            self._drop(exc.not_written, "journal_full")
+        except JournalRefused as exc:
+            self._drop(exc.not_written, exc.reason, str(exc))
             metrics.JOURNALED.inc(len(records) - exc.not_written)
+        except (JournalError, OSError) as exc:  # never let the journal stop the receiver
+            self._drop(len(records), "journal_error", str(exc))
         else:
             metrics.JOURNALED.inc(len(records))
 
-    def _drop(self, count: int, reason: str) -> None:
-        self.dropped += count
+    def _drop(self, count: int, reason: str, why: str = "") -> None:
+        """Count lost lines at once; log them as one error line per reason per interval."""
+        if count <= 0:
+            return
         metrics.DROPPED.labels(reason).inc(count)
-        logger.error(
-            "LOST %d feed line(s): %s (queue %d bytes, journal %d of %d bytes). "
-            "Kafka has been unreachable too long or the disk is too slow; "
-            "raise HQ_JOURNAL_MAX_BYTES / HQ_QUEUE_MAX_BYTES or restore Kafka.",
-            count,
-            reason,
-            self._queue_bytes,
-            self.journal.size_bytes,
-            self.settings.journal_max_bytes,
-        )
+        with self._drop_lock:
+            self.dropped += count
+            self._unlogged_drops[reason] += count
+            if why:
+                self._drop_why[reason] = why
+            self._log_drops(time.monotonic())
+
+    def _log_drops(self, now: float) -> None:
+        """Caller holds _drop_lock."""
+        for reason, count in list(self._unlogged_drops.items()):
+            if not count or now - self._last_drop_log.get(reason, -1e9) < _DROP_LOG_INTERVAL_S:
+                continue
+            self._last_drop_log[reason] = now
+            self._unlogged_drops[reason] = 0
+            logger.error(
+                "LOST %d feed line(s) since the last report: %s%s (queue %d bytes, journal "
+                "%d of %d bytes). Kafka has been unreachable too long, or the journal's disk "
+                "is full or failing; raise HQ_JOURNAL_MAX_BYTES / HQ_QUEUE_MAX_BYTES, free "
+                "space under HQ_JOURNAL_DIR or restore Kafka.",
+                count,
+                reason,
+                f" ({self._drop_why[reason]})" if reason in self._drop_why else "",
+                self._queue_bytes,
+                self.journal.size_bytes,
+                self.settings.journal_max_bytes,
+            )
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
@@ -319,6 +502,7 @@ class Forwarder:
             return
         if len(self._producer):
             return  # earlier records still in flight: keep order, wait for them
+        self._journal_failed()  # librdkafka is empty: every failure is known, journal it first
         self.kafka_up = True
         while self.spooling and not self._stopping:
             seq = self.journal.oldest_segment()
@@ -326,7 +510,12 @@ class Forwarder:
                 logger.info("journal replayed: Kafka is back, producing directly")
                 self.spooling = False
                 return
-            replayed = self._replay_segment(seq)
+            try:
+                replayed = self._replay_segment(seq)
+            except JournalError as exc:
+                logger.error("%s: moving the segment aside, not replayed", exc)
+                self.journal.quarantine(seq)
+                continue
             if replayed is None:
                 return  # Kafka went away again; the segment stays for later
             self.journal.release(seq)
@@ -335,42 +524,57 @@ class Forwarder:
                 return
 
     def _replay_segment(self, seq: int) -> int | None:
-        errors_before = self.delivery_errors
+        """Produce one segment; the count once every record is acked, None when one
+        failed (the segment stays whole and is replayed from its start later)."""
+        self._replaying, self._replay_failed = True, False
         count = 0
-        for rec in self.journal.read_segment(seq):
-            while not self._produce_record(rec):
+        try:
+            for rec in self.journal.read_segment(seq):
+                while not self._produce_record(rec) and not self._replay_failed:
+                    self._serve_while_waiting()
+                if self._replay_failed:
+                    break
+                count += 1
+            while len(self._producer):
                 self._serve_while_waiting()
-            count += 1
-        while len(self._producer):
-            self._serve_while_waiting()
-            if self.delivery_errors != errors_before and not self.kafka_up:
-                # Failed records were re-journaled at the tail by _on_delivery; the
-                # rest were acked, so the segment is still fully accounted for.
-                break
+        finally:
+            self._replaying = False
+        if self._replay_failed:
+            logger.warning("replay of journal segment %d failed: it stays for the next try", seq)
+            return None
         return count
 
     def _serve_while_waiting(self) -> None:
         """While replay waits on Kafka, keep draining the queue into the journal."""
+        if self._purge_pending:
+            self._purge()
         self._producer.poll(0.05)
-        for item in self._take(0):
-            self._route(item)
+        self._route_all(self._take(0))
+        self.journal.sync_if_due()
         self._report()
 
     # -- librdkafka callbacks (run inside poll/flush on this thread) --------------
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self.kafka_up:
                 logger.warning("Kafka unreachable (%s)", err.str())
             self.kafka_up = False
-            self._start_spooling(err.str())
+            self._start_spooling(err.str(), purge=True)
+        elif err.code() == KafkaError._TRANSPORT:
+            # One connection dropped: librdkafka retries (idempotently) on its own;
+            # records it cannot deliver in time fail into the journal.
+            if self.kafka_up:
+                logger.warning("Kafka connection problem (%s)", err.str())
         elif err.fatal():
             logger.critical("fatal Kafka producer error: %s", err.str())
             self.failure = KafkaException(err)
         else:
             logger.warning("Kafka producer error: %s", err.str())
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(
+        self, err: KafkaError | None, msg: Message, batch: _Batch | None = None
+    ) -> None:
         if err is None:
             self._acked[msg.topic() or ""] += 1
             self.kafka_up = True
@@ -382,21 +586,42 @@ class Forwarder:
             return
         self.delivery_errors += 1
         metrics.DELIVERY_ERRORS.inc()
-        if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+        if not purged:
             self.kafka_up = False
+        if batch is None and self._replaying:
+            # A replayed record: its segment is still on disk and is replayed again from
+            # the start; fail the rest of this replay so nothing after it is delivered.
+            if not self._replay_failed:
+                self._replay_failed = True
+                self._purge_pending = True
+            return
+        self._start_spooling(f"delivery failed: {err.str()}", purge=not purged)
+        rec = self._record_of(msg)
+        place = (batch.seq, batch.position(rec.payload)) if batch else (self._batch_seq + 1, 0)
+        self._failed.append((place, rec))  # journaled, sorted, once librdkafka is empty
+
+    def _record_of(self, msg: Message) -> JournalRecord:
+        """The journal record of a message Kafka did not take."""
         receive_ts = int(_header(msg, topics.H_RECEIVE_TS) or 0)
         value = msg.value() or b""
         if msg.topic() == self.settings.dlq_topic:
             reason = (_header(msg, dlq.REASON) or b"").decode()
-            cause = DlqCause.INVALID_UTF8 if reason == "invalid_utf8" else DlqCause.LINE_TOO_LONG
-            rec = JournalRecord(receive_ts, RecordKind.DLQ, cause, value)
-        else:
-            kind = RecordKind.BSE_JSON if value[:1] == b"{" else RecordKind.SSE_SZSE
-            rec = JournalRecord(receive_ts, kind, DlqCause.NONE, value)
-        self._start_spooling(f"delivery failed: {err.str()}")
-        self._spool([rec])
+            if reason == "journal_corrupt":
+                detail = (_header(msg, dlq.DETAIL) or b"").decode()
+                name = detail.split(":", 1)[0].upper()
+                cause = CorruptCause[name] if name in CorruptCause.__members__ else 0
+                return JournalRecord(receive_ts, RecordKind.JOURNAL_CORRUPT, cause, value)
+            dlq_cause = (
+                DlqCause.INVALID_UTF8 if reason == "invalid_utf8" else DlqCause.LINE_TOO_LONG
+            )
+            return JournalRecord(receive_ts, RecordKind.DLQ, dlq_cause, value)
+        kind = RecordKind.BSE_JSON if value[:1] == b"{" else RecordKind.SSE_SZSE
+        return JournalRecord(receive_ts, kind, DlqCause.NONE, value)
 
     def _report(self) -> None:
+        with self._drop_lock:
+            self._log_drops(time.monotonic())
         for topic, n in self._acked.items():
             delta = n - self._reported_acked[topic]
             if delta:

@@ -20,6 +20,10 @@ DROPPED = Counter(
 QUEUE_DEPTH = Gauge("hq_receiver_queue_bytes", "bytes waiting in the in-memory queue")
 JOURNAL_BYTES = Gauge("hq_receiver_journal_bytes", "bytes spooled in the on-disk journal")
 JOURNALED = Counter("hq_receiver_journaled_total", "records written to the journal")
+JOURNAL_CORRUPT = Counter(
+    "hq_receiver_journal_corrupt_total",
+    "journal stretches that were not a valid record (CRC, framing, torn tail); sent to the DLQ",
+)
 KAFKA_UP = Gauge("hq_receiver_kafka_up", "1 while the producer reaches the brokers")
 INFLIGHT = Gauge("hq_receiver_kafka_inflight", "records handed to the producer, not yet acked")
 ACK_LATENCY = Histogram(

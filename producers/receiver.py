@@ -247,9 +247,7 @@ async def run_receiver(settings: ReceiverSettings) -> int:
     if not settings.feed_token.get_secret_value():
         logger.error("HQ_FEED_TOKEN is not set: the feed requires a token")
         return 2
-    journal = Journal(
-        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
-    )
+    journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)

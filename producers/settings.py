@@ -42,6 +42,12 @@ class ReceiverSettings(CommonSettings):
     journal_dir: Path = Field(Path(".run/journal"), description="on-disk spool when Kafka is down")
     journal_max_bytes: int = Field(2 * 1024 * 1024 * 1024, description="journal bound")
     journal_segment_bytes: int = Field(32 * 1024 * 1024)
+    journal_fsync_ms: int = Field(
+        200,
+        ge=0,
+        description="fdatasync the journal at most this often (0: after every batch); "
+        "every batch is written to the OS at once whatever this is",
+    )
 
     # Leader election (producers/lease.py): only the holder of this Lease
     # connects to the vendor. Empty name = no election (the local runner).
@@ -56,7 +62,13 @@ class ReceiverSettings(CommonSettings):
     linger_ms: int = Field(1, ge=0, description="producer linger: latency vs batching")
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
-    message_timeout_ms: int = 300_000
+    producer_delivery_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="message.timeout.ms: how long a record may wait for a Kafka ack "
+        "before it is handed to the journal (a stalled broker)",
+    )
 
     @model_validator(mode="after")
     def _topic_names(self) -> ReceiverSettings:

@@ -300,7 +300,7 @@ class FeedSimulator:
         self._done.set()
 
     def _broadcast(self, data: bytes) -> None:
-        if self._log is not None:
+        if self._log is not None and self._clients:  # pushed to nobody is not sent
             self._log.write(data)
         limit = self.config.backlog_limit_bytes
         for client in list(self._clients):

@@ -4,7 +4,9 @@ A DLQ record's value is the offending raw bytes, unchanged; its key is the
 stock code when one could be read, else empty. Everything else travels in
 headers (the Kafka Connect DLQ convention), all UTF-8:
 
-* ``hq.dlq.reason``: one of :data:`DlqReason`
+* ``hq.dlq.reason``: one of :data:`DlqReason` (``journal_corrupt``: bytes of the
+  receiver's on-disk journal that failed their CRC or framing; the value is
+  those bytes, a record's header included, in pieces of at most 256 KiB)
 * ``hq.dlq.detail``: a human sentence (never contains secrets)
 * ``hq.dlq.stage``: ``receiver`` or ``streams``
 * ``hq.dlq.source.topic`` / ``.partition`` / ``.offset``: where it came from
@@ -28,6 +30,7 @@ DlqReason = Literal[
     "bad_datetime",
     "missing_field",
     "encode_error",
+    "journal_corrupt",
 ]
 
 REASON: Final = "hq.dlq.reason"

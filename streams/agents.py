@@ -42,6 +42,7 @@ from schemas.redis_keys import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
 from schemas.tuning import tune_malloc
 from streams import metrics
+from streams.lifecycle import fatal
 from streams.market_stats import merge_partials
 from streams.outbox import KafkaOutputError, Outbox
 from streams.pipeline import BatchResult, Processor, RawRecord
@@ -188,7 +189,13 @@ class StreamsRuntime:
     async def _persist_then(
         self, result: BatchResult, on_durable: Callable[[], None], started: float
     ) -> None:
-        await self._persist(result)
+        try:
+            await self._persist(result)
+        except Exception as exc:
+            # not an outage (those are retried): this batch can never be acked,
+            # so nothing after it would be committed; the worker must restart
+            fatal(f"a batch could not be persisted: {exc!r}", exc)
+            raise
         on_durable()
         self.last_batch_s = time.perf_counter() - started
         metrics.BATCH_LATENCY.observe(self.last_batch_s)

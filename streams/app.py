@@ -43,9 +43,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams import metrics
 from streams.agents import StreamsRuntime, tune_memory
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
+from streams.lifecycle import Watchdog, fatal, install_resume_streams
 from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
 from streams.pipeline import RawRecord
 from streams.redis_sink import RedisSink
@@ -158,8 +160,17 @@ def create_app(
         broker_max_poll_records=max(500, settings.batch_max),
         producer_acks=-1,
         logging_config=None,
+        # failover in seconds, not faust's 60 s session + 60 s rebalance defaults
+        # (docs/architecture.md, "Failover")
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_request_timeout=max(settings.request_timeout_s, settings.session_timeout_s),
+        broker_max_poll_interval=settings.max_poll_interval_s,
+        consumer_group_instance_id=settings.group_instance_id or None,
     )
     install_fast_transport(app)
+    install_resume_streams(app)
     if runtime is None:
         outbox: Outbox = (
             FaustOutbox(app)
@@ -179,12 +190,30 @@ def create_app(
         consumer = app.consumer
         assert isinstance(consumer, FastConsumer)  # install_fast_transport() made it
         consumer.direct[names.raw] = deliver_to(app, runs)
-        while True:
-            batch = await runs.batch(settings.batch_max, settings.batch_within_s)
-            messages = live_messages(app, batch)
-            if messages:
-                records = [message_to_record(m) for m in messages]
-                await rt.submit(records, ack_all(app.consumer, messages))
+        try:
+            while True:
+                if metrics.HEALTH.fatal is not None:
+                    # The worker is exiting (faust restarted this agent after a
+                    # crash). Acking any later batch would let faust commit past
+                    # the batch that failed (it commits the first run of
+                    # consecutive acked offsets): that batch would be lost.
+                    await asyncio.Event().wait()
+                batch = await runs.batch(settings.batch_max, settings.batch_within_s)
+                messages = live_messages(app, batch)
+                if messages:
+                    records = [message_to_record(m) for m in messages]
+                    await rt.submit(records, ack_all(app.consumer, messages))
+        except asyncio.CancelledError:
+            raise  # stopping, or faust restarting the agent on a rebalance
+        except Exception as exc:  # nothing would process this worker's partitions again
+            fatal(f"the agent crashed: {exc!r}", exc)
+            raise
+
+    watchdog = Watchdog(app, settings.stall_exit_s)
+
+    @app.timer(1.0, name="hqstream.streams.watchdog")  # type: ignore[untyped-decorator,unused-ignore]
+    async def check_progress() -> None:
+        watchdog.check()
 
     @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:

@@ -72,12 +72,14 @@ def run_worker(settings: object) -> None:
 
     from streams import metrics
     from streams.app import create_app
+    from streams.lifecycle import EXIT_FATAL, wait_for_dependencies
     from streams.settings import StreamsSettings
 
     assert isinstance(settings, StreamsSettings)
+    metrics.serve_metrics(settings.metrics_port)  # /healthz is 503 until the worker runs
+    wait_for_dependencies(settings)
     built = create_app(settings)
     app, runtime = built.app, built.runtime
-    metrics.serve_metrics(settings.metrics_port)
     metrics.HEALTH.running = True
     logger.info(
         "stream worker %s: group %s, raw topic %s, redis %s",
@@ -95,5 +97,11 @@ def run_worker(settings: object) -> None:
     )
     try:
         worker.execute_from_commandline()
+    except SystemExit:
+        if metrics.HEALTH.fatal is None:
+            raise
     finally:
         metrics.HEALTH.running = False
+    if metrics.HEALTH.fatal is not None:  # stopped by streams.lifecycle.fatal
+        logger.critical("worker exits with status %d: %s", EXIT_FATAL, metrics.HEALTH.fatal)
+        raise SystemExit(EXIT_FATAL)

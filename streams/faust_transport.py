@@ -20,7 +20,10 @@ still advanced: the consumer seeks back to the committed offsets), and the
 rebalance clears the buffer as it clears the stream buffers. A run that was
 blocked on a full buffer when the rebalance started carries the old
 ``generation_id``; the agent (:mod:`streams.app`) drops it without an ack
-(it is fetched again from the committed offsets).
+(it is fetched again from the committed offsets), and the fetch loop leaves
+the read offsets as the rebalance's seek set them: advancing them past the
+old run would filter those records out when they come again, and the
+partition would never be processed or committed past them.
 
 :class:`RawSchema` makes the raw topic's events straight from the message
 (key and value stay bytes) instead of going through faust's codec registry
@@ -92,7 +95,8 @@ class FastConsumer(faust_aiokafka.Consumer):
         fetcher_should_stop = fetcher._stopped.is_set
         suspended = self.suspend_flow.is_set
         read_offset = self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        app = self.app
+        acks_enabled_for = app.topics.acks_enabled_for
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -119,6 +123,14 @@ class FastConsumer(faust_aiokafka.Consumer):
                         else:
                             for message in messages:
                                 await self.callback(message)
+                    if messages[0].generation_id != app.consumer_generation_id:
+                        # A rebalance finished while this run waited to be
+                        # delivered: its seek set the read offsets to the
+                        # committed ones. Advancing them now would filter out
+                        # (never process, never ack) every record up to this
+                        # run's end when they are fetched again, and faust
+                        # would commit nothing of the partition after them.
+                        break
                     read_offset[tp] = messages[-1].offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

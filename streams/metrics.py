@@ -55,10 +55,11 @@ class HealthState:
     def __init__(self) -> None:
         self.running = False
         self.redis_ok = True
+        self.fatal: str | None = None  # why the worker is exiting (streams.lifecycle.fatal)
 
     @property
     def healthy(self) -> bool:
-        return self.running and self.redis_ok
+        return self.running and self.redis_ok and self.fatal is None
 
 
 HEALTH = HealthState()
@@ -70,7 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
             body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
         elif self.path.startswith("/healthz"):
             ok = HEALTH.healthy
-            body = b"ok\n" if ok else b"unhealthy\n"
+            why = HEALTH.fatal or "starting, or redis down"
+            body = b"ok\n" if ok else f"unhealthy: {why}\n".encode()
             status, ctype = (200 if ok else 503), "text/plain"
         else:
             body, status, ctype = b"not found\n", 404, "text/plain"

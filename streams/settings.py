@@ -93,6 +93,66 @@ class StreamsSettings(CommonSettings):
         description="Kafka producer of the faust worker's outputs: confluent | faust",
     )
     datadir: str = Field(".run/streams", validation_alias=_env("datadir"))
+    # -- group membership and failover (docs/architecture.md, "Failover") --------
+    session_timeout_s: float = Field(
+        6.0,
+        ge=1,
+        validation_alias=_env("session_timeout_s"),
+        description="a worker that stops heartbeating (SIGKILL, frozen) loses its partitions "
+        "after this long; the broker's group.min.session.timeout.ms (6 s) is the floor",
+    )
+    heartbeat_interval_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_env("heartbeat_interval_s"),
+        description="how often a worker heartbeats, and so learns that a rebalance started",
+    )
+    rebalance_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        validation_alias=_env("rebalance_timeout_s"),
+        description="how long the coordinator waits for members to rejoin a rebalance; a "
+        "worker still finishing its batch after this is dropped from that generation",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        validation_alias=_env("request_timeout_s"),
+        description="Kafka request timeout (>= session timeout); also bounds one rebalance seek",
+    )
+    max_poll_interval_s: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_env("max_poll_interval_s"),
+        description="a worker whose fetcher does not poll for this long leaves the group",
+    )
+    group_instance_id: str = Field(
+        "",
+        validation_alias=_env("group_instance_id"),
+        description="static membership (KIP-345), e.g. a StatefulSet pod name: a restarted "
+        "worker gets its partitions back without a rebalance, but a worker that never comes "
+        "back holds them for the whole session timeout, and so does a clean stop; "
+        "empty = dynamic membership",
+    )
+    dependency_retry_max_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("dependency_retry_max_s"),
+        description="longest pause between attempts to reach Kafka/Redis at start-up",
+    )
+    dependency_log_every_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("dependency_log_every_s"),
+        description="while waiting for Kafka/Redis at start-up, log once per this interval",
+    )
+    stall_exit_s: float = Field(
+        180.0,
+        gt=0,
+        validation_alias=_env("stall_exit_s"),
+        description="a worker whose rebalance has not resumed its flow for this long exits "
+        "non-zero (and is restarted) instead of holding partitions it does not process",
+    )
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}{self.topic_suffix}"

@@ -7,8 +7,11 @@ import typer
 from hqstream.bench.archive_bench import archive_bench
 from hqstream.bench.cost import cost_bench
 from hqstream.bench.e2e import e2e_bench
+from hqstream.bench.failover import failover_bench
+from hqstream.bench.faults import faults_bench
 from hqstream.bench.gateway_bench import fanout_bench, latency_bench
 from hqstream.bench.ingest import ingest
+from hqstream.bench.journal_faults import journal_faults_bench
 from hqstream.bench.streams_bench import streams_bench
 
 bench_app = typer.Typer(no_args_is_help=True)
@@ -18,4 +21,21 @@ bench_app.command("gateway-latency")(latency_bench)
 bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
 bench_app.command("cost")(cost_bench)
+bench_app.command("faults")(faults_bench)
+bench_app.command("failover")(failover_bench)
 bench_app.command("archive")(archive_bench)
+
+
+@bench_app.command("journal-faults")
+def journal_faults(
+    pause_s: float = typer.Option(20.0, help="how long the broker is SIGSTOPped"),
+    delivery_timeout_s: float = typer.Option(10.0, help="HQ_PRODUCER_DELIVERY_TIMEOUT_S"),
+    rate: int = typer.Option(2000, help="lines/s of the steady feed during the pause"),
+) -> None:
+    """The receiver journal's faults (kill, corruption, disk full, broker pause): 0 lost."""
+    from schemas.logs import configure_logging
+
+    configure_logging("WARNING", "bench")
+    rows = journal_faults_bench(pause_s, delivery_timeout_s, rate)
+    if any(r.lost or r.out_of_order for r in rows):
+        raise typer.Exit(1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import os
 import secrets
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -117,9 +119,7 @@ def _bare_producer(
 async def _run_pipeline(
     settings: ReceiverSettings, expected: int
 ) -> tuple[float, float, Receiver, Forwarder]:
-    journal = Journal(
-        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
-    )
+    journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
@@ -153,27 +153,14 @@ async def _run_pipeline(
     return first, done, receiver, forwarder
 
 
-def ingest(
-    stocks: Annotated[int, typer.Option(help="stocks per snapshot")] = 5000,
-    snapshots: Annotated[int, typer.Option(help="snapshots the simulator sends")] = 100,
-    partitions: Annotated[int, typer.Option(help="partitions of the bench topic")] = 12,
-) -> None:
-    """Simulator at max rate -> receiver -> Kafka; zero-loss check; bare-producer baseline."""
-    configure_logging("WARNING", "bench")
-    expected = stocks * snapshots
-    console.print(
-        f"[bold]bench ingest[/]: {stocks} stocks x {snapshots} snapshots = "
-        f"{expected:,} lines; machine: {machine()}"
-    )
-    with (
-        bench_env() as env,
-        tempfile.TemporaryDirectory(prefix="hqingest-") as tmp,
-        open(Path(tmp) / "sim.log", "w") as sim_log,
-    ):
-        token = secrets.token_urlsafe(16)
-        port = free_port()
-        sent_log = Path(tmp) / "sent.log"
-        sim_env = {**os.environ, "HQ_FEED_TOKEN": token}
+@contextlib.contextmanager
+def simulator(tmp: Path, stocks: int, snapshots: int) -> Iterator[tuple[int, str, Path]]:
+    """The feed simulator at max rate as its own process: (port, token, sent log)."""
+    token = secrets.token_urlsafe(16)
+    port = free_port()
+    sent_log = tmp / "sent.log"
+    sim_env = {**os.environ, "HQ_FEED_TOKEN": token}
+    with open(tmp / "sim.log", "w") as sim_log:
         sim = subprocess.Popen(
             [
                 sys.executable,
@@ -194,14 +181,50 @@ def ingest(
             stdout=subprocess.DEVNULL,
             stderr=sim_log,
         )
-        try:
-            deadline = time.monotonic() + 60
-            while not port_open(port):
-                if time.monotonic() > deadline or sim.poll() is not None:
-                    raise RuntimeError(
-                        f"simulator did not start: {(Path(tmp) / 'sim.log').read_text()}"
-                    )
-                time.sleep(0.1)
+    try:
+        deadline = time.monotonic() + 180  # pre-rendering 5,000 stocks on a loaded machine
+        while not port_open(port):
+            if time.monotonic() > deadline or sim.poll() is not None:
+                raise RuntimeError(f"simulator did not start: {(tmp / 'sim.log').read_text()}")
+            time.sleep(0.1)
+        yield port, token, sent_log
+    finally:
+        sim.terminate()
+        sim.wait(30)
+
+
+def ingest(
+    stocks: Annotated[int, typer.Option(help="stocks per snapshot")] = 5000,
+    snapshots: Annotated[int, typer.Option(help="snapshots the simulator sends")] = 100,
+    partitions: Annotated[int, typer.Option(help="partitions of the bench topic")] = 12,
+    outage: Annotated[
+        bool,
+        typer.Option(
+            help="broker down for the whole feed: everything is spooled to the journal, "
+            "then the broker starts and the journal drains (always a broker of its own)"
+        ),
+    ] = False,
+    fsync_ms: Annotated[
+        int | None, typer.Option(help="HQ_JOURNAL_FSYNC_MS for this run (0: every batch)")
+    ] = None,
+) -> None:
+    """Simulator at max rate -> receiver -> Kafka; zero-loss check; bare-producer baseline."""
+    configure_logging("WARNING", "bench")
+    if outage:
+        from hqstream.bench.ingest_outage import outage_bench
+
+        outage_bench(stocks, snapshots, partitions, fsync_ms)
+        return
+    expected = stocks * snapshots
+    console.print(
+        f"[bold]bench ingest[/]: {stocks} stocks x {snapshots} snapshots = "
+        f"{expected:,} lines; machine: {machine()}"
+    )
+    with (
+        bench_env() as env,
+        tempfile.TemporaryDirectory(prefix="hqingest-") as tmp,
+    ):
+        with simulator(Path(tmp), stocks, snapshots) as (port, token, sent_log):
             raw = _create(env.bootstrap, partitions)
             settings = ReceiverSettings(
                 kafka_bootstrap=env.bootstrap,
@@ -211,10 +234,9 @@ def ingest(
                 dlq_topic=raw,
                 journal_dir=Path(tmp) / "journal",
             )
+            if fsync_ms is not None:
+                settings = settings.model_copy(update={"journal_fsync_ms": fsync_ms})
             first, done, receiver, forwarder = asyncio.run(_run_pipeline(settings, expected))
-        finally:
-            sim.terminate()
-            sim.wait(30)
         pipeline_rate = expected / (done - first)
         console.print("\nverifying: reading every line back from Kafka ...")
         sent = [line for line in sent_log.read_bytes().split(b"\n") if line]

@@ -68,9 +68,7 @@ def make_settings(
 
 @contextlib.asynccontextmanager
 async def running(settings: ReceiverSettings) -> AsyncIterator[Harness]:
-    journal = Journal(
-        settings.journal_dir, settings.journal_max_bytes, settings.journal_segment_bytes
-    )
+    journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
@@ -184,7 +182,13 @@ async def test_broker_outage_of_twenty_seconds_loses_nothing(
     endpoint = KafkaEndpoint(own_kafka.bootstrap)
     raw, dead = endpoint.topic("raw", 6), endpoint.topic("dlq", 1)
     settings = make_settings(
-        own_kafka.bootstrap, feed.port, tmp_path, raw, dead, message_timeout_ms=10_000
+        own_kafka.bootstrap,
+        feed.port,
+        tmp_path,
+        raw,
+        dead,
+        producer_delivery_timeout_s=10,
+        heartbeat_timeout_s=300,  # the feed is silent while the broker restarts (30+ s loaded)
     )
     sent: list[bytes] = []
     async with running(settings) as h:

@@ -65,7 +65,15 @@ class Stack:
             p.poll(0)
         assert p.flush(30) == 0
 
-    def worker(self, group: str, redis_url: str, name: str) -> subprocess.Popen[bytes]:
+    def worker(
+        self,
+        group: str,
+        redis_url: str,
+        name: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        code: str = WORKER,
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "HQ_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
@@ -83,9 +91,10 @@ class Stack:
             # after the generated session) would close them at a time that
             # depends on how fast the test runs
             "HQ_STREAMS_CANDLE_QUIET_S": "3600",
+            **(extra_env or {}),
         }
         log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.procs.append(proc)
         return proc

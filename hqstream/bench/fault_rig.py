@@ -1,0 +1,407 @@
+"""The processes and the counting behind ``hqstream bench faults``.
+
+:class:`FaultRig` runs one scenario's pipeline on a shared local broker and
+Redis (:class:`hqstream.local_runner.LocalStack`), each scenario on its own
+uuid topics, consumer group and Redis database: the feed simulator (with a
+sent log), the receiver and two stream workers, as separate processes like
+``hqstream up`` runs them. Like Kubernetes, it restarts a worker or receiver
+that exits unless a scenario took it down on purpose (and counts restarts).
+
+:func:`count` compares what the simulator sent (its sent log, plus records a
+scenario put on the raw topic itself) with the raw topic, the normalized
+topic, the DLQ and Redis after the pipeline drained. Loopback only; every
+process started here is stopped by :meth:`FaultRig.stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
+from hqstream.up import Child, _receiver_figures
+from schemas import redis_keys as rk
+from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+
+logger = logging.getLogger(__name__)
+
+WORKERS = ("streams-1", "streams-2")
+#: librdkafka's own log lines (broker down: one per reconnect) stay out of the console
+_QUIET = logging.getLogger("hqstream.bench.faults.kafka")
+_QUIET.setLevel(logging.CRITICAL)
+
+
+def digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=10).digest()
+
+
+def tick_id(line: bytes) -> tuple[str, int] | None:
+    """``(code, exchange_ts)`` of a valid quote line, ``None`` for a bad one."""
+    from streams.errors import BadRecord
+    from streams.parse import parse_record
+
+    try:
+        quote = parse_record(line, 0, 0)
+    except BadRecord:
+        return None
+    except Exception:  # what a hostile line may raise in a parser without bounds
+        return None
+    return str(quote["code"]), int(quote["exchange_ts"])
+
+
+@dataclass
+class SentLog:
+    """The simulator's sent log, read incrementally: newest exchange ts per stock."""
+
+    path: Path
+    offset: int = 0
+    newest: dict[str, int] = field(default_factory=dict)
+    _tail: bytes = b""
+
+    def update(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        self.offset += len(data)
+        data = self._tail + data
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            ident = tick_id(line.rstrip(b"\r")) if line else None
+            if ident is not None and ident[1] > self.newest.get(ident[0], 0):
+                self.newest[ident[0]] = ident[1]
+
+
+class FaultRig:
+    """One scenario's topics, group, Redis database and processes."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        run_dir: Path,
+        *,
+        redis_db: int,
+        stocks: int,
+        interval_s: float,
+        spread: bool,
+        partitions: int = 12,
+    ) -> None:
+        self.stack = stack
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.partitions = partitions
+        self.prefix = f"faults{secrets.token_hex(3)}."
+        self.group = f"{self.prefix}streams"
+        self.redis_url = f"{stack.redis.url.rsplit('/', 1)[0]}/{redis_db}"
+        self.sent_log = SentLog(run_dir / "sent.log")
+        self.injected: Counter[bytes] = Counter()  # digests of records put on the raw topic here
+        self.restarts: Counter[str] = Counter()
+        self.down: set[str] = set()  # taken down on purpose: not restarted
+        create_topics(stack.kafka.bootstrap, topic_specs(partitions), prefix=self.prefix)
+        self._flush_redis()
+        feed_port = free_port()
+        self.feed_port = feed_port
+        self.receiver_metrics = free_port()
+        env = {
+            **os.environ,
+            "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap,
+            "HQ_REDIS_URL": self.redis_url,
+            "HQ_TOPIC_PREFIX": self.prefix,
+            "HQ_PARTITIONS": str(partitions),
+            "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
+            "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
+            "HQ_JOURNAL_DIR": str(run_dir / "journal"),
+            "HQ_LOG_LEVEL": "INFO",
+            "HQ_STREAMS_GROUP_ID": self.group,
+            "HQ_STREAMS_DATADIR": str(run_dir / "streams"),
+        }
+        exe = [sys.executable, "-m", "hqstream.cli"]
+        simulate = [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval_s)]
+        simulate += ["--sent-log", str(self.sent_log.path)] + (["--spread"] if spread else [])
+        self.children: dict[str, Child] = {
+            "simulate": Child("simulate", simulate, env, run_dir / "simulate.log"),
+            "produce": Child(
+                "produce",
+                [*exe, "produce", "--metrics-port", str(self.receiver_metrics)],
+                env,
+                run_dir / "produce.log",
+            ),
+        }
+        self.worker_metrics: dict[str, int] = {}
+        for name in WORKERS:
+            port = free_port()
+            self.worker_metrics[name] = port
+            worker_env = {
+                **env,
+                "HQ_STREAMS_METRICS_PORT": str(port),
+                "HQ_STREAMS_WORKER_ID": f"{self.prefix}{name}",
+            }
+            log = run_dir / f"{name}.log"
+            self.children[name] = Child(name, [*exe, "streams"], worker_env, log)
+        self._consumer: Consumer | None = None
+
+    # -- processes ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Workers first (they join the group), then the simulator and the receiver."""
+        for name in WORKERS:
+            self.children[name].start()
+        self.children["simulate"].start()
+        deadline = time.monotonic() + 30
+        while not port_open(self.feed_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.children["produce"].start()
+
+    def kill(self, name: str, *, keep_down: bool = True) -> None:
+        """SIGKILL a child (its whole process group); restarted later unless ``keep_down``."""
+        child = self.children[name]
+        if keep_down:
+            self.down.add(name)
+        if child.proc is not None and child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+
+    def start_again(self, name: str) -> None:
+        self.down.discard(name)
+        child = self.children[name]
+        if child.log is not None:
+            child.log.close()
+        child.start()
+
+    def stop_child(self, name: str, grace: float = 20.0) -> None:
+        self.down.add(name)
+        self.children[name].stop(grace)
+
+    def supervise(self) -> list[str]:
+        """Restart children that exited on their own; returns their names."""
+        restarted = []
+        for name, child in self.children.items():
+            if name in self.down or child.proc is None or child.proc.poll() is None:
+                continue
+            logger.warning("%s exited (%s); restarting it", name, child.state)
+            self.restarts[name] += 1
+            self.start_again(name)
+            restarted.append(name)
+        return restarted
+
+    def stop(self) -> None:
+        for name in ("simulate", "produce", *WORKERS):
+            self.down.add(name)
+            self.children[name].stop()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._consumer.close()
+            self._consumer = None
+
+    def delete_topics(self) -> None:
+        """Delete this scenario's topics: a broker restarted after SIGKILL recovers
+        every partition's log, so leftovers would slow the next scenario's restart."""
+        from confluent_kafka.admin import AdminClient
+
+        config: dict[str, Any] = {"bootstrap.servers": self.stack.kafka.bootstrap, "logger": _QUIET}
+        admin = AdminClient(config)
+        names = [self.prefix + spec.name for spec in topic_specs(self.partitions)]
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+
+    # -- live figures -------------------------------------------------------------
+
+    def _offsets_consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self.stack.kafka.bootstrap,
+                    "group.id": self.group,  # never subscribes: reads the group's commits
+                    "enable.auto.commit": False,
+                    "logger": _QUIET,
+                }
+            )
+        return self._consumer
+
+    def raw_tps(self) -> list[TopicPartition]:
+        return [TopicPartition(self.prefix + RAW, p) for p in range(self.partitions)]
+
+    def end_offsets(self, timeout: float = 2.0) -> list[int] | None:
+        try:
+            c = self._offsets_consumer()
+            return [int(c.get_watermark_offsets(tp, timeout=timeout)[1]) for tp in self.raw_tps()]
+        except Exception:
+            return None
+
+    def committed(self, timeout: float = 2.0) -> list[int] | None:
+        try:
+            done = self._offsets_consumer().committed(self.raw_tps(), timeout=timeout)
+        except Exception:
+            return None
+        return [max(0, int(tp.offset)) for tp in done]
+
+    def stale_quotes(self, newest: dict[str, int], *, strict: bool = False) -> int | None:
+        """Stocks whose Redis quote is older than ``newest`` says (``None``: Redis down).
+
+        ``strict``: the quote must be newer than ``newest`` (a later tick got through).
+        """
+        import redis
+
+        if not newest:
+            return 0
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            pipe = client.pipeline(transaction=False)
+            codes = list(newest)
+            for code in codes:
+                pipe.hget(rk.quote(code), "ts")
+            stored = pipe.execute()
+        except Exception:
+            return None
+        finally:
+            client.close()
+        behind = [
+            ts is None or int(ts) < newest[c] + strict for c, ts in zip(codes, stored, strict=True)
+        ]
+        return sum(behind)
+
+    def receiver_drained(self) -> bool:
+        figures = _receiver_figures(self.receiver_metrics)
+        if not figures:
+            return False
+        lines = figures.get("hq_receiver_lines_total", 0.0)
+        produced = figures.get("hq_receiver_produced_total", 0.0)
+        return produced >= lines and figures.get("hq_receiver_journal_bytes", 0.0) == 0
+
+    def produce_raw(self, records: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
+        """Put records on the raw topic directly (as the receiver would); returns how many."""
+        producer = Producer(
+            {
+                "bootstrap.servers": self.stack.kafka.bootstrap,
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "logger": _QUIET,
+            }
+        )
+        n = 0
+        for key, value, headers in records:
+            producer.produce(self.prefix + RAW, value, key, headers=cast(Any, headers))
+            self.injected[digest(value)] += 1
+            n += 1
+        if producer.flush(30) != 0:
+            raise RuntimeError("records for the raw topic not acknowledged within 30 s")
+        return n
+
+    def _flush_redis(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One scenario's figures once the pipeline drained."""
+
+    sent: int
+    lost_at_receiver: int  # sent (or put on the raw topic) but not in the raw topic
+    lost_in_streams: int  # valid in the raw topic but never normalized, or bad and not in the DLQ
+    duplicated: int  # raw-topic records beyond what was sent
+    not_newest: int  # stocks whose Redis quote is not their newest tick sent
+    dlq: int
+
+    @property
+    def lost(self) -> int:
+        return self.lost_at_receiver + self.lost_in_streams
+
+
+def _read_topic(bootstrap: str, topic: str) -> Iterable[bytes]:
+    """Every record value of ``topic``, from the beginning to the current end."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"faults-count-{secrets.token_hex(4)}",
+            "enable.auto.commit": False,
+            "logger": _QUIET,
+        }
+    )
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        pending = {p for p, end in ends.items() if end > 0}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        deadline = time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            for msg in c.consume(10_000, timeout=1.0):
+                p, offset = msg.partition(), msg.offset()
+                if msg.error() or p is None or offset is None:
+                    continue
+                if offset >= ends[p] - 1:
+                    pending.discard(p)
+                if offset < ends[p]:
+                    yield msg.value() or b""
+        if pending:
+            raise RuntimeError(f"{topic}: partitions {sorted(pending)} not read to their end")
+    finally:
+        c.close()
+
+
+def count(rig: FaultRig) -> Counts:
+    """Compare sent, raw, normalized, DLQ and Redis (call after the pipeline drained)."""
+    from schemas.serde import make_codec
+
+    bootstrap = rig.stack.kafka.bootstrap
+    rig.sent_log.update()
+    expected: Counter[bytes] = Counter(rig.injected)
+    sent = 0
+    if rig.sent_log.path.exists():
+        for line in rig.sent_log.path.read_bytes().split(b"\n"):
+            if line:
+                expected[digest(line.rstrip(b"\r"))] += 1
+                sent += 1
+    raw: Counter[bytes] = Counter()
+    valid: set[tuple[str, int]] = set()
+    bad: set[bytes] = set()
+    for value in _read_topic(bootstrap, rig.prefix + RAW):
+        d = digest(value)
+        if d not in raw:
+            ident = tick_id(value)
+            if ident is None:
+                bad.add(d)
+            else:
+                valid.add(ident)
+        raw[d] += 1
+    lost_at_receiver = sum(max(0, n - raw[d]) for d, n in expected.items())
+    duplicated = sum(max(0, n - expected[d]) for d, n in raw.items())
+    codec = make_codec("quote")
+    normalized: set[tuple[str, int]] = set()
+    for value in _read_topic(bootstrap, rig.prefix + NORMALIZED):
+        quote = codec.decode(value)
+        normalized.add((str(quote["code"]), int(quote["exchange_ts"])))
+    dead = {digest(value) for value in _read_topic(bootstrap, rig.prefix + DLQ)}
+    dlq_records = sum(1 for _ in _read_topic(bootstrap, rig.prefix + DLQ))
+    lost_in_streams = len(valid - normalized) + len(bad - dead)
+    not_newest = rig.stale_quotes(rig.sent_log.newest)
+    return Counts(
+        sent=sent,
+        lost_at_receiver=lost_at_receiver,
+        lost_in_streams=lost_in_streams,
+        duplicated=duplicated,
+        not_newest=len(rig.sent_log.newest) if not_newest is None else not_newest,
+        dlq=dlq_records,
+    )

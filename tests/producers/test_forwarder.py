@@ -1,0 +1,120 @@
+"""The forwarder's hand-off to the journal, without a broker (delivery reports are faked)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError
+
+from hqstream.local_runner import free_port
+from producers.forwarder import Forwarder, RecordKind, producer_config
+from producers.journal import KIND_CORRUPT, Journal, JournalRecord
+from producers.settings import ReceiverSettings
+from schemas import topics
+
+
+@dataclass
+class FakeMessage:
+    """What a delivery report carries, as far as the forwarder reads it."""
+
+    _value: bytes
+    _topic: str = "raw"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(topics.H_RECEIVE_TS, b"1700000000000")]
+
+
+@pytest.fixture
+def forwarder(tmp_path: Path) -> Iterator[Forwarder]:
+    settings = ReceiverSettings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nothing listens
+        raw_topic="raw",
+        dlq_topic="dlq",
+        journal_dir=tmp_path / "journal",
+    )
+    fwd = Forwarder(settings, Journal.from_settings(settings))
+    yield fwd
+    fwd.journal.close()
+    del fwd  # librdkafka stops retrying the dead port now
+    gc.collect()
+
+
+def _journaled(journal: Journal) -> list[bytes]:
+    out: list[bytes] = []
+    while (seq := journal.oldest_segment()) is not None:
+        out.extend(r.payload for r in journal.read_segment(seq))
+        journal.release(seq)
+    return out
+
+
+def test_failed_records_are_journaled_in_arrival_order_not_report_order(
+    forwarder: Forwarder,
+) -> None:
+    first = forwarder._next_batch([b"sh600000$a", b"sh600000$b", b"sh600001$c", b"sh600000$b"])
+    second = forwarder._next_batch([b"sh600000$d", b"sh600001$e"])
+    purged = KafkaError(KafkaError._PURGE_QUEUE)
+    # librdkafka reports a purge newest batch first (seen with a paused broker)
+    for batch, value in [
+        (second, b"sh600001$e"),
+        (second, b"sh600000$d"),
+        (first, b"sh600000$b"),
+        (first, b"sh600001$c"),
+        (first, b"sh600000$a"),
+        (first, b"sh600000$b"),
+    ]:
+        batch(purged, FakeMessage(value))  # type: ignore[arg-type]
+    assert forwarder.spooling
+    assert forwarder.journal.records_written == 0, "nothing journaled until librdkafka is empty"
+    forwarder._journal_failed()
+    assert _journaled(forwarder.journal) == [
+        b"sh600000$a",
+        b"sh600000$b",
+        b"sh600001$c",
+        b"sh600000$b",
+        b"sh600000$d",
+        b"sh600001$e",
+    ]
+
+
+def test_a_timed_out_record_purges_the_rest_a_purged_one_does_not(forwarder: Forwarder) -> None:
+    batch = forwarder._next_batch([b"sh600000$a", b"sh600000$b"])
+    batch(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(b"sh600000$b"))  # type: ignore[arg-type]
+    assert not forwarder._purge_pending
+    batch(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"sh600000$a"))  # type: ignore[arg-type]
+    assert forwarder._purge_pending, "newer records must not reach Kafka after this one"
+    assert not forwarder.kafka_up
+
+
+def test_a_failed_replayed_record_is_not_journaled_again(forwarder: Forwarder) -> None:
+    forwarder._replaying = True
+    forwarder._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"x"))  # type: ignore[arg-type]
+    assert forwarder._replay_failed and forwarder._purge_pending
+    assert not forwarder._failed, "its segment stays on disk and is replayed from its start"
+
+
+def test_a_corrupt_journal_record_that_fails_keeps_its_kind(forwarder: Forwarder) -> None:
+    msg = FakeMessage(b"\xff\x00junk", "dlq")
+    msg.headers = lambda: [  # type: ignore[method-assign]
+        ("hq.dlq.reason", b"journal_corrupt"),
+        ("hq.dlq.detail", b"torn_tail: 6 byte(s) of the receiver's journal"),
+        (topics.H_RECEIVE_TS, b"1"),
+    ]
+    rec = forwarder._record_of(msg)  # type: ignore[arg-type]
+    assert rec == JournalRecord(1, KIND_CORRUPT, 1, b"\xff\x00junk")
+    assert RecordKind.JOURNAL_CORRUPT == KIND_CORRUPT
+
+
+def test_delivery_timeout_is_bounded_and_configurable() -> None:
+    assert producer_config(ReceiverSettings())["message.timeout.ms"] == 10_000
+    settings = ReceiverSettings(producer_delivery_timeout_s=2.5)
+    assert producer_config(settings)["message.timeout.ms"] == 2_500
