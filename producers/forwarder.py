@@ -41,6 +41,7 @@ from producers.journal import (
 from producers.protocol import code_of
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
+from schemas.kafka_client import librdkafka_config
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class _Batch:
 def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
     """Idempotent, acks=all, compressed, batched; murmur2 like the Java client."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **librdkafka_config(settings),  # bootstrap servers and TLS/SASL from the settings
         "client.id": "hqstream-receiver",
         "enable.idempotence": True,
         "acks": "all",

@@ -113,6 +113,7 @@ class StreamsRuntime:
         self._assignment = set(partitions)
         self._reseed = True
         metrics.ASSIGNED.set(len(partitions))
+        metrics.HEALTH.joined = True
 
     async def on_revoked(self, partitions: set[int]) -> int:
         """Called when raw-topic partitions are revoked: forget their stocks' statistics.

@@ -43,6 +43,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from schemas.kafka_client import librdkafka_config, ssl_context
 from streams import metrics
 from streams.agents import StreamsRuntime, tune_memory
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
@@ -58,6 +59,21 @@ logger = logging.getLogger(__name__)
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def broker_credentials(settings: StreamsSettings) -> faust.types.auth.CredentialsT | None:
+    """TLS/SASL for faust's aiokafka clients, from the same settings as every other
+    client (schemas.kafka_client); None for the local runner's PLAINTEXT."""
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        librdkafka_config(settings)  # refuses SASL without a user or password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -168,6 +184,7 @@ def create_app(
         broker_request_timeout=max(settings.request_timeout_s, settings.session_timeout_s),
         broker_max_poll_interval=settings.max_poll_interval_s,
         consumer_group_instance_id=settings.group_instance_id or None,
+        broker_credentials=broker_credentials(settings),
     )
     install_fast_transport(app)
     install_resume_streams(app)
@@ -175,7 +192,7 @@ def create_app(
         outbox: Outbox = (
             FaustOutbox(app)
             if settings.producer == "faust"
-            else ConfluentOutbox(settings.kafka_bootstrap)
+            else ConfluentOutbox(**librdkafka_config(settings))
         )
         sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
         runtime = StreamsRuntime(settings, sink, outbox, worker_id)

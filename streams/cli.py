@@ -76,7 +76,7 @@ def run_worker(settings: object) -> None:
     from streams.settings import StreamsSettings
 
     assert isinstance(settings, StreamsSettings)
-    metrics.serve_metrics(settings.metrics_port)  # /healthz is 503 until the worker runs
+    metrics.serve_metrics(settings.metrics_port)  # /readyz is 503 until the worker joined
     wait_for_dependencies(settings)
     built = create_app(settings)
     app, runtime = built.app, built.runtime

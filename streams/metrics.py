@@ -50,16 +50,37 @@ WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats parti
 
 
 class HealthState:
-    """What /healthz reports; set by the worker."""
+    """What /healthz and /readyz report; set by the worker.
+
+    Liveness (``/healthz``) is "this process is alive and not giving up": it
+    stays 200 while the worker waits for Kafka or Redis (it retries; a restart
+    would not help) and turns 503 only when the worker is exiting
+    (:func:`streams.lifecycle.fatal`). Readiness (``/readyz``) is "this worker
+    is doing its job now": it has joined its consumer group (an empty
+    assignment counts), its agent runs, and its last Redis write succeeded.
+    """
 
     def __init__(self) -> None:
         self.running = False
+        self.joined = False  # the group assigned partitions at least once
         self.redis_ok = True
         self.fatal: str | None = None  # why the worker is exiting (streams.lifecycle.fatal)
 
     @property
     def healthy(self) -> bool:
-        return self.running and self.redis_ok and self.fatal is None
+        return self.fatal is None
+
+    def not_ready(self) -> str | None:
+        """Why the worker is not ready, or None when it is."""
+        if self.fatal is not None:
+            return self.fatal
+        if not self.running:
+            return "starting: waiting for Kafka and Redis"
+        if not self.joined:
+            return "not yet in its consumer group"
+        if not self.redis_ok:
+            return "redis down (retrying)"
+        return None
 
 
 HEALTH = HealthState()
@@ -71,9 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
             body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
         elif self.path.startswith("/healthz"):
             ok = HEALTH.healthy
-            why = HEALTH.fatal or "starting, or redis down"
-            body = b"ok\n" if ok else f"unhealthy: {why}\n".encode()
+            body = b"ok\n" if ok else f"unhealthy: {HEALTH.fatal}\n".encode()
             status, ctype = (200 if ok else 503), "text/plain"
+        elif self.path.startswith("/readyz"):
+            why = HEALTH.not_ready()
+            body = b"ready\n" if why is None else f"not ready: {why}\n".encode()
+            status, ctype = (200 if why is None else 503), "text/plain"
         else:
             body, status, ctype = b"not found\n", 404, "text/plain"
         self.send_response(status)
@@ -87,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
-    """Start the /metrics + /healthz server in a daemon thread; ``port`` 0 = off."""
+    """Start the /metrics, /healthz and /readyz server in a daemon thread; ``port`` 0 = off."""
     if port <= 0:
         return None
     server = ThreadingHTTPServer((host, port), _Handler)

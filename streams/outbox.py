@@ -39,7 +39,8 @@ class Outbox(Protocol):
 class ConfluentOutbox:
     """librdkafka producer; delivery reports are collected in :meth:`flush`."""
 
-    def __init__(self, bootstrap: str, **extra: Any) -> None:
+    def __init__(self, bootstrap: str = "", **extra: Any) -> None:
+        """``extra`` are librdkafka options (e.g. schemas.kafka_client.librdkafka_config)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "acks": "all",

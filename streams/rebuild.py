@@ -23,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from schemas.kafka_client import librdkafka_config
 from streams.agents import StreamsRuntime, now_ms, tune_memory
 from streams.errors import StreamsError
 from streams.outbox import ConfluentOutbox
@@ -155,7 +156,7 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
         topic = settings.topic_names.raw
         consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **librdkafka_config(settings),
                 "group.id": f"{settings.group_id}-rebuild-{now_ms()}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -170,7 +171,7 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in marks])
             processor = Processor(settings, publish_normalized=False)
             runtime = StreamsRuntime(
-                settings, sink, ConfluentOutbox(settings.kafka_bootstrap), "rebuild",
+                settings, sink, ConfluentOutbox(**librdkafka_config(settings)), "rebuild",
                 processor=processor,
             )  # fmt: skip
             started = time.perf_counter()

@@ -205,3 +205,27 @@ def test_resume_streams_leaves_a_newer_generation_alone() -> None:
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def test_liveness_ignores_dependencies_readiness_needs_the_group_and_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kubernetes probes: 30 s of Redis outage must not get a worker killed
+    (liveness), but it is not ready until it joined its group and writes Redis."""
+    for field, value in (
+        ("fatal", None),
+        ("running", False),
+        ("joined", False),
+        ("redis_ok", True),
+    ):
+        monkeypatch.setattr(metrics.HEALTH, field, value)
+    assert metrics.HEALTH.healthy  # waiting for Kafka/Redis is alive
+    assert "starting" in (metrics.HEALTH.not_ready() or "")
+    metrics.HEALTH.running = True
+    assert "consumer group" in (metrics.HEALTH.not_ready() or "")
+    metrics.HEALTH.joined = True
+    assert metrics.HEALTH.not_ready() is None
+    metrics.HEALTH.redis_ok = False
+    assert metrics.HEALTH.healthy and "redis" in (metrics.HEALTH.not_ready() or "")
+    metrics.HEALTH.fatal = "the agent crashed"
+    assert not metrics.HEALTH.healthy and metrics.HEALTH.not_ready() == "the agent crashed"
