@@ -1,6 +1,6 @@
 """The ``hqstream`` command: one subcommand per component.
 
-``hqstream simulate | produce | streams | gateway | up | bench ...``.
+``hqstream simulate | produce | streams | gateway | archive | replay | up | bench ...``.
 Each component's command lives in its own package's ``cli.py`` and is
 registered here; heavy imports happen inside the commands.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from api.cli import gateway
+from archive.cli import archive_app, replay
 from hqstream.bench.cli import bench_app
 from hqstream.up import up
 from producers.cli import produce, simulate
@@ -28,6 +29,12 @@ app.command("streams", help="Run the Faust stream workers (parse, normalize, Red
 )
 app.command("gateway", help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
 app.command("up", help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
+app.add_typer(
+    archive_app,
+    name="archive",
+    help="Archive quotes, candles and alerts as Parquet; `archive compact` merges a day.",
+)
+app.command("replay", help="Publish an archived day to a topic prefix at a chosen speed.")(replay)
 app.add_typer(bench_app, name="bench", help="Benchmarks (figures go to docs/benchmarks.md).")
 
 

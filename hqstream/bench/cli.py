@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from hqstream.bench.archive_bench import archive_bench
 from hqstream.bench.cost import cost_bench
 from hqstream.bench.e2e import e2e_bench
 from hqstream.bench.failover import failover_bench
@@ -22,6 +23,7 @@ bench_app.command("e2e")(e2e_bench)
 bench_app.command("cost")(cost_bench)
 bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
+bench_app.command("archive")(archive_bench)
 
 
 @bench_app.command("journal-faults")

@@ -92,6 +92,7 @@ def test_pod_monitors_scrape_every_metrics_endpoint(overlay: Rendered) -> None:
     assert scraped["hqstream-producer"] == {9101}
     assert scraped["hqstream-streams"] == {9102}
     assert scraped["hqstream-gateway"] == {8000}
+    assert scraped["hqstream-archive"] == {9104}
     assert scraped["redis"] == {9121}
     for workload, template in overlay.pod_templates():
         annotations = template["metadata"].get("annotations", {})
@@ -312,6 +313,7 @@ def _env_names(settings: type[BaseSettings]) -> set[str]:
 
 def _component_settings() -> dict[str, type[BaseSettings]]:
     from api.settings import GatewaySettings
+    from archive.settings import ArchiveSettings
     from producers.settings import ReceiverSettings
     from streams.settings import StreamsSettings
 
@@ -319,6 +321,7 @@ def _component_settings() -> dict[str, type[BaseSettings]]:
         "hqstream-producer": ReceiverSettings,
         "hqstream-streams": StreamsSettings,
         "hqstream-gateway": GatewaySettings,
+        "hqstream-archive": ArchiveSettings,
     }
 
 
@@ -356,6 +359,22 @@ def test_hqstream_containers_run_the_hqstream_image_as_uid_10001(
     ]
     writable = {m["mountPath"] for m in c.get("volumeMounts", [])}
     assert "/tmp" in writable
+
+
+def test_archive_is_a_statefulset_with_static_membership(overlay: Rendered) -> None:
+    archive = overlay.get("StatefulSet", "hqstream-archive")
+    (c,) = archive["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["archive"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HQ_ARCHIVE_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert archive["spec"]["replicas"] <= int(overlay.config()["HQ_PARTITIONS"])
+    secrets = [e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e]
+    if overlay.name.endswith("prod"):
+        assert env["HQ_ARCHIVE_ROOT"]["value"].startswith("s3://")
+        assert secrets == ["hqstream-archive-s3"]  # by reference: no Secret is shipped
+    else:
+        assert env["HQ_ARCHIVE_ROOT"]["value"] == "/var/lib/hqstream/archive"
+        assert secrets == []
 
 
 PUBLIC = (

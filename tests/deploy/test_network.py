@@ -138,7 +138,9 @@ def test_redis_only_from_streams_and_gateway(overlay: Rendered) -> None:
     assert not net.allowed(redis, INTERNET, 443)
 
 
-@pytest.mark.parametrize("name", ["hqstream-producer", "hqstream-streams", "hqstream-gateway"])
+@pytest.mark.parametrize(
+    "name", ["hqstream-producer", "hqstream-streams", "hqstream-gateway", "hqstream-archive"]
+)
 def test_components_reach_kafka_and_dns(overlay: Rendered, name: str) -> None:
     net, p = policies(overlay), pods(overlay)
     assert net.allowed(p[name], KAFKA, KAFKA_PORT)
@@ -204,3 +206,12 @@ def test_every_hqstream_pod_has_restricted_egress(overlay: Rendered) -> None:
     net = policies(overlay)
     for name, pod in pods(overlay).items():
         assert not net.allowed(pod, STRANGER, 80), name
+
+
+def test_the_archive_reaches_object_storage_in_prod_only(overlay: Rendered) -> None:
+    net, p = policies(overlay), pods(overlay)
+    store = Pod("object-store", None, ip="198.51.100.20")  # overlays/prod placeholder address
+    archive = p["hqstream-archive"]
+    assert net.allowed(archive, store, 443) == overlay.name.endswith("prod")
+    assert not net.allowed(p["hqstream-streams"], store, 443)
+    assert not net.allowed(archive, p["redis"], 6379)

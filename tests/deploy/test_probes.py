@@ -52,12 +52,19 @@ CONTRACT = {
     "hqstream-gateway": Contract(
         8000, ALIVE, Probe("/readyz", frozenset({"redis", "kafka-consumer"}), 3.0), ALIVE
     ),
+    # liveness: the consume loop runs; readiness: a member of its consumer group.
+    # Kafka and object-store outages are waited out, not probed.
+    "hqstream-archive": Contract(
+        9104, ALIVE, Probe("/readyz", frozenset({"consumer-group"}), 0.0), ALIVE
+    ),
 }
+KIND_OF = {"hqstream-archive": "StatefulSet"}  # the others are Deployments
 SHARED_DEPENDENCIES = {"redis", "kafka", "kafka|journal"}
 
 
 def _container(rendered: Rendered, name: str) -> dict[str, Any]:
-    (c,) = rendered.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
+    kind = KIND_OF.get(name, "Deployment")
+    (c,) = rendered.get(kind, name)["spec"]["template"]["spec"]["containers"]
     return c
 
 

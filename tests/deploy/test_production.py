@@ -112,6 +112,13 @@ EXPECTED_ACLS = {
         ("topic", "hq.ticks.raw", "literal"): {"Describe"},
         ("group", "hqstream-streams", "literal"): {"Describe"},
     },
+    # Read alone on its group: Read implies Describe (offset fetch and commit).
+    "hq-archive": {
+        ("topic", "hq.ticks.normalized", "literal"): {"Read", "Describe"},
+        ("topic", "hq.candles.1m", "literal"): {"Read", "Describe"},
+        ("topic", "hq.alerts", "literal"): {"Read", "Describe"},
+        ("group", "hqstream-archive", "literal"): {"Read"},
+    },
 }
 KEDA_ACLS = {
     ("topic", "hq.ticks.raw", "literal"): {"Describe"},
@@ -121,7 +128,9 @@ USER_OF = {
     "hqstream-producer": "hq-producer",
     "hqstream-streams": "hq-streams",
     "hqstream-gateway": "hq-gateway",
+    "hqstream-archive": "hq-archive",
 }
+KIND_OF = {"hqstream-archive": "StatefulSet"}  # the others are Deployments
 
 
 def test_each_component_has_a_kafka_user_with_exactly_its_acls(overlay: Rendered) -> None:
@@ -148,7 +157,7 @@ def test_components_authenticate_to_kafka_from_secrets(overlay: Rendered, name: 
     assert config["HQ_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert config["HQ_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert config["HQ_KAFKA_BOOTSTRAP"].endswith(":9093")
-    spec = overlay.get("Deployment", name)["spec"]["template"]["spec"]
+    spec = overlay.get(KIND_OF.get(name, "Deployment"), name)["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     env = {e["name"]: e for e in c["env"]}
     assert env["HQ_KAFKA_SASL_USERNAME"]["value"] == USER_OF[name]
