@@ -120,10 +120,7 @@ class Client(threading.Thread):
 def _measure(
     rig: Pipeline, env: BenchEnv, phase: Phase, seconds: float, warmup: float
 ) -> dict[str, float]:
-    if phase.stocks:
-        rig.feed(phase.stocks, phase.interval, spread=True)
-    else:
-        rig.stop_feed()
+    rig.feed(phase.stocks, phase.interval, spread=True, snapshots=phase.snapshots)
     with Live(console=console, refresh_per_second=2) as live:
         until = time.monotonic() + warmup
         while (left := until - time.monotonic()) > 0:
