@@ -65,13 +65,8 @@ def _assigned(port: int) -> int:
     return 0
 
 
-def _newest_in_redis(url: str, lines: list[RawLine]) -> Callable[[], bool]:
-    from streams.parse import parse_record
-
-    newest: dict[str, int] = {}
-    for _, value, _ in lines:
-        quote = parse_record(value, 0, 0)
-        newest[quote["code"]] = max(newest.get(quote["code"], 0), quote["exchange_ts"])
+def quotes_at_newest(url: str, newest: dict[str, int]) -> Callable[[], bool]:
+    """A check: every code's quote in Redis is at (or past) its ``newest`` exchange_ts."""
     client = redis.Redis.from_url(url)
 
     def check() -> bool:
@@ -83,6 +78,16 @@ def _newest_in_redis(url: str, lines: list[RawLine]) -> Callable[[], bool]:
         return all(s is not None and int(s) >= newest[c] for c, s in pairs)
 
     return check
+
+
+def _newest_in_redis(url: str, lines: list[RawLine]) -> Callable[[], bool]:
+    from streams.parse import parse_record
+
+    newest: dict[str, int] = {}
+    for _, value, _ in lines:
+        quote = parse_record(value, 0, 0)
+        newest[quote["code"]] = max(newest.get(quote["code"], 0), quote["exchange_ts"])
+    return quotes_at_newest(url, newest)
 
 
 def _one_run(

@@ -30,6 +30,7 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from hqstream.bench.failover import quotes_at_newest
 from hqstream.bench.rawlines import RawLine, generate, session_start_ms
 from hqstream.local_runner import create_topics
 from schemas import dlq
@@ -158,17 +159,7 @@ def latest_in_redis(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool
     newest: dict[str, int] = {}
     for q in quotes:
         newest[q["code"]] = max(newest.get(q["code"], 0), q["exchange_ts"])
-    client = redis.Redis.from_url(url)
-
-    def check() -> bool:
-        pipe = client.pipeline(transaction=False)
-        for code in newest:
-            pipe.hget(rk.quote(code), "ts")
-        stored = pipe.execute()
-        return all(s is not None and int(s) >= newest[c]
-                   for c, s in zip(newest, stored, strict=True))  # fmt: skip
-
-    return check
+    return quotes_at_newest(url, newest)
 
 
 def stats_match(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool]:
