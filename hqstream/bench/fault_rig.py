@@ -33,7 +33,7 @@ from typing import Any, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
-from hqstream.up import Child, _receiver_figures
+from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
 from schemas import redis_keys as rk
 from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
 
@@ -97,9 +97,6 @@ class SentLog:
                 self.newest[ident[0]] = ident[1]
 
 
-#: the second vendor of two-feed runs: its own jitter, a small delay, a few lines missing
-SECOND_FEED_OPTIONS = ("--delay", "0.05", "--jitter", "0.1", "--missing-fraction", "0.01",
-                       "--variant-seed", "1")  # fmt: skip
 #: two-feed runs start their simulators' shared schedule this long after the rig is made
 SCHEDULE_LEAD_S = 15.0
 
