@@ -122,6 +122,7 @@ def test_a_killed_and_a_stalled_feed_leave_no_gap_and_no_duplicate(
             r = redis.Redis.from_url(redis_url)
             newest = _newest(union)
             wait_until(lambda: _redis_at_newest(r, newest), 60, "Redis at every newest tick")
+            wait_until(lambda: live.reached(newest), 60, "the live client at every newest tick")
             live.stop()
             watched = max(newest, key=lambda code: sum(1 for c, _ in union if c == code))
             replayed = asyncio.run(_replay(gw_port, watched, _exchange_ms(START)))
@@ -206,6 +207,11 @@ class _LiveClient:
                         self.quotes.setdefault(quote["code"], []).append(
                             quote["exchange_ts"] // 1000
                         )
+
+    def reached(self, newest: dict[str, int]) -> bool:
+        """Every subscribed stock's live quotes are at its ``newest`` second."""
+        quotes = dict(self.quotes)
+        return all(seconds[-1] >= newest[code] for code, seconds in quotes.items() if seconds)
 
     def stop(self) -> None:
         self._stop.set()
