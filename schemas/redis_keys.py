@@ -19,7 +19,8 @@ hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts`
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
 hq:codes:<market>               SET     codes seen today per market
 hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = JSON
-                                        ``[ts // precision, source, price, volume]``
+                                        ``[ts // precision, source, price, volume,
+                                        published-units mask]``
 ==============================  ======  ==========================================
 
 Markets are SH, SZ, BJ and ALL (rankings and summaries only).

@@ -11,12 +11,16 @@ O(1), whether it is published:
   (``precision_ms``, default 1 s: Shanghai/Shenzhen lines carry seconds,
   Beijing lines milliseconds).
 * **First copy wins.** A quote newer than the stock's winner is published
-  and becomes the winner. A copy of the winner from another source
-  (``duplicate``), or an older quote from another source (``late``: that
-  source lags, and the stock's stream stays in time order), is dropped and
-  counted per source. A quote from the winner's own source that is not newer
-  passes through as before (an at-least-once replay, or the only feed): with
-  one feed, or no ``source`` header (one implicit source), nothing changes.
+  and becomes the winner. Each stock remembers which of its last
+  :data:`WINDOW` time units were published (a 64-bit mask, O(1)): a copy of
+  one of them from another source is dropped (``duplicate``); an older quote
+  from another source of a unit no feed published (the leading feed missed
+  that stock in that snapshot, the lagging one had it) is published late
+  (counted in ``filled``), so no snapshot any feed delivered is lost; one
+  older than the window is dropped (``late``). A quote from the winner's own
+  source that is not newer passes through as before (an at-least-once replay,
+  or the only feed): with one feed, or no ``source`` header (one implicit
+  source), nothing changes.
 * **Stale sources.** Per raw partition, each source's newest exchange time is
   tracked; a source more than ``stale_after_ms`` behind the newest source is
   stale, and its quotes are dropped (``stale``) until it catches up (its own
@@ -53,8 +57,13 @@ DROP_REASONS: Final[tuple[DropReason, ...]] = ("duplicate", "late", "stale")
 IMPLICIT_SOURCE: Final = ""
 LOG_EVERY_S: Final = 10.0
 
-#: a stock's winner: (exchange time in units of precision, source, price, volume)
-Winner = tuple[int, str, float, int]
+#: time units (of ``precision_ms``) behind a stock's newest in which copies are recognized
+WINDOW: Final = 64
+_MASK: Final = (1 << WINDOW) - 1
+
+#: a stock's winner: (exchange time in units of precision, source, price, volume,
+#: bit i set = unit ``winner - i`` was published)
+Winner = tuple[int, str, float, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,7 @@ class Arbiter:
         self.changes: dict[int, dict[str, Winner]] = {}  # not yet handed to the store
         self.sources: set[str] = set()
         self.accepted: Counter[str] = Counter()
+        self.filled: Counter[str] = Counter()  # late quotes of snapshots no feed had published
         self.dropped: Counter[tuple[str, DropReason]] = Counter()
         self.disagreements: Counter[str] = Counter()
         self._logged_at: dict[str, float] = {}
@@ -103,25 +113,40 @@ class Arbiter:
         unit = ts // self.config.precision_ms
         winner = self.winners.get(code)
         if winner is None or unit > winner[0]:
-            won: Winner = (unit, source, price, volume)
-            self.winners[code] = won
-            self.winner_partition[code] = partition
-            changes = self.changes.get(partition)
-            if changes is None:
-                changes = self.changes[partition] = {}
-            changes[code] = won
+            shift = WINDOW if winner is None else unit - winner[0]
+            seen = (
+                ((winner[4] << shift) | 1) & _MASK if winner is not None and shift < WINDOW else 1
+            )
+            self._set(code, partition, (unit, source, price, volume, seen))
             self.accepted[source] += 1
             return None
-        if winner[1] == source:
+        age = winner[0] - unit
+        published = age < WINDOW and (winner[4] >> age) & 1
+        if winner[1] == source:  # its own source again: a replay, as with a single feed
+            if age < WINDOW and not published:
+                self._set(code, partition, (*winner[:4], winner[4] | 1 << age))
             self.accepted[source] += 1
-            return None  # its own source again: a replay, as with a single feed
-        if unit < winner[0]:
+            return None
+        if age >= WINDOW:
             self.dropped[source, "late"] += 1
             return "late"
+        if not published:  # the leading feed missed this snapshot: publish it late
+            self._set(code, partition, (*winner[:4], winner[4] | 1 << age))
+            self.accepted[source] += 1
+            self.filled[source] += 1
+            return None
         self.dropped[source, "duplicate"] += 1
-        if self._disagree(winner, price, volume):
+        if age == 0 and self._disagree(winner, price, volume):
             self._disagreement(code, ts, source, winner, price, volume)
         return "duplicate"
+
+    def _set(self, code: str, partition: int, winner: Winner) -> None:
+        self.winners[code] = winner
+        self.winner_partition[code] = partition
+        changes = self.changes.get(partition)
+        if changes is None:
+            changes = self.changes[partition] = {}
+        changes[code] = winner
 
     def _disagree(self, winner: Winner, price: float, volume: int) -> bool:
         cfg = self.config

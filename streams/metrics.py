@@ -50,6 +50,11 @@ REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded"
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
 FEED_QUOTES = Counter("hq_feed_quotes_total", "quotes published, by the feed that won", ["source"])
+FEED_FILLED = Counter(
+    "hq_feed_filled_total",
+    "quotes a lagging feed delivered late of a snapshot no feed had published (published)",
+    ["source"],
+)
 FEED_DROPPED = Counter(
     "hq_feed_dropped_total",
     "quotes of a feed dropped by arbitration (duplicate, late, stale)",
@@ -73,6 +78,7 @@ class FeedExport:
 
     def __init__(self) -> None:
         self._quotes: dict[str, int] = {}
+        self._filled: dict[str, int] = {}
         self._dropped: dict[tuple[str, str], int] = {}
         self._disagreements: dict[str, int] = {}
 
@@ -80,6 +86,9 @@ class FeedExport:
         for source, n in arbiter.accepted.items():
             FEED_QUOTES.labels(label(source)).inc(n - self._quotes.get(source, 0))
             self._quotes[source] = n
+        for source, n in arbiter.filled.items():
+            FEED_FILLED.labels(label(source)).inc(n - self._filled.get(source, 0))
+            self._filled[source] = n
         for (source, reason), n in arbiter.dropped.items():
             before = self._dropped.get((source, reason), 0)
             FEED_DROPPED.labels(label(source), reason).inc(n - before)

@@ -186,8 +186,9 @@ class RedisSink:
         for partition, stored in zip(partitions, await pipe.execute(), strict=True):
             winners: dict[str, Winner] = {}
             for code, blob in stored.items():
-                unit, source, price, volume = orjson.loads(blob)
-                winners[code.decode()] = (int(unit), str(source), float(price), int(volume))
+                unit, source, price, volume, seen = orjson.loads(blob)
+                winners[code.decode()] = (int(unit), str(source), float(price), int(volume),
+                                          int(seen))  # fmt: skip
             out[partition] = winners
         return out
 

@@ -10,8 +10,9 @@ stalled (SIGSTOP) for 5 s, resumed, and receiver A is started again. Then:
 
 * the normalized topic has every (stock, exchange second) that reached the
   raw topic from either feed exactly once;
-* a client that subscribed with ``since`` before the faults got every one of
-  its stock's ticks of the run, in order, once;
+* a client that subscribes with ``since`` the start gets every one of its
+  stock's ticks of the run, once (a snapshot the leading feed missed and the
+  lagging one delivered late comes after a newer tick of that stock);
 * the candles in Redis equal those of one feed carrying the same ticks
   (computed here by the same processor, fed one copy of each, no ``source``);
 * the worker counted the second copies per feed.
@@ -76,6 +77,10 @@ def test_a_killed_and_a_stalled_feed_leave_no_gap_and_no_duplicate(
             for i, (name, (feed, metrics)) in enumerate(ports.items())
         ]
     ).decode()  # fmt: skip
+    # The simulators run 6x the exchange clock: 10 s of exchange time (the default)
+    # would be 1.7 s of wall time, which a receiver on a loaded machine may trail
+    # by; staleness is tested in tests/streams/test_arbitration.py.
+    env["HQ_STREAMS_FEED_STALE_AFTER_S"] = "60"
     epoch = time.time() + 20  # the receivers are connected by then
     simulate = ["simulate", "--stocks", str(STOCKS), "--interval", "3", "--rate", str(RATE),
                 "--start", START, "--snapshots", str(SNAPSHOTS), "--seed", "18",
@@ -141,13 +146,15 @@ def test_a_killed_and_a_stalled_feed_leave_no_gap_and_no_duplicate(
     assert set(sources) == {b"a", b"b"}
     assert len(raw) > len(union) * 1.5, "most ticks came twice"
 
-    assert [ts // 1000 for ts in replayed] == sorted(s for c, s in union if c == watched), (
-        "a client replaying the run got a tick twice, out of order, or not at all"
-    )
+    # A snapshot the leading feed missed and the lagging one delivered late is
+    # published late: complete, once, but after a newer tick of that stock.
+    replayed_s = [ts // 1000 for ts in replayed]
+    assert len(replayed_s) == len(set(replayed_s)), "a replaying client got a tick twice"
+    assert set(replayed_s) == {s for c, s in union if c == watched}, "a replay missed ticks"
     assert live.quotes, "the live client got no quotes"
     for code, seconds in live.quotes.items():
-        assert seconds == sorted(set(seconds)), f"live {code}: a tick twice or out of order"
-        assert seconds[-1] == newest[code], f"live {code}: not at its newest tick"
+        assert len(seconds) == len(set(seconds)), f"live {code}: a tick twice"
+        assert max(seconds) == newest[code], f"live {code}: not at its newest tick"
 
     expected = _single_feed_candles(raw)
     stored = _stored_candles(r, expected)
@@ -174,7 +181,7 @@ class _LiveClient:
 
     Live pushes are conflated per client (the newest quote of a stock per
     flush), so a burst (feed b's 5 s backlog) may skip ticks here by design;
-    what a client must never see is a tick twice or going back in time.
+    what a client must never see is a tick twice.
     """
 
     def __init__(self, port: int, codes: list[str]) -> None:
@@ -211,7 +218,7 @@ class _LiveClient:
     def reached(self, newest: dict[str, int]) -> bool:
         """Every subscribed stock's live quotes are at its ``newest`` second."""
         quotes = dict(self.quotes)
-        return all(seconds[-1] >= newest[code] for code, seconds in quotes.items() if seconds)
+        return all(max(seconds) >= newest[code] for code, seconds in quotes.items() if seconds)
 
     def stop(self) -> None:
         self._stop.set()

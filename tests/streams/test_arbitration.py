@@ -41,11 +41,17 @@ def test_equality_is_at_the_coarser_precision() -> None:
     assert arb.judge("920819", T0 + 1000, "b", 0, 4.88, 150) is None
 
 
-def test_an_older_copy_from_a_lagging_source_is_late() -> None:
+def test_a_lagging_source_fills_a_snapshot_the_leader_missed_and_nothing_else() -> None:
     arb = arbiter()
-    assert arb.judge("000001", T0 + 3000, "a", 0, 11.05, 100) is None
-    assert arb.judge("000001", T0, "b", 0, 11.04, 90) == "late"
-    assert arb.dropped == {("b", "late"): 1}
+    assert arb.judge("000001", T0, "a", 0, 11.04, 90) is None
+    assert arb.judge("000001", T0 + 6000, "a", 0, 11.06, 110) is None  # a missed T0 + 3 s
+    assert arb.judge("000001", T0, "b", 0, 11.04, 90) == "duplicate"  # b lags a
+    assert arb.judge("000001", T0 + 3000, "b", 0, 11.05, 100) is None  # published late
+    assert arb.judge("000001", T0 + 3000, "c", 0, 11.05, 100) == "duplicate"
+    assert arb.judge("000001", T0 + 6000, "b", 0, 11.06, 110) == "duplicate"
+    assert arb.judge("000001", T0 - 64_000, "b", 0, 11.0, 10) == "late"  # beyond the window
+    assert arb.filled == {"b": 1}
+    assert arb.dropped == {("b", "duplicate"): 2, ("c", "duplicate"): 1, ("b", "late"): 1}
 
 
 def test_one_source_passes_everything_as_before() -> None:
