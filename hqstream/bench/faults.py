@@ -506,7 +506,7 @@ def faults_bench(
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
     console.print(
         f"[bold]bench faults[/]: {len(chosen)} scenario(s), {stocks:,} stocks every {interval:g} s"
-        f", {feeds} feed(s)"
+        f", {feeds} feed(s) (rows registered with two feeds: two)"
         f"{' (spread)' if spread else ''}, 2 workers, fault held {fault_seconds:g} s; "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}"
     )
