@@ -56,6 +56,13 @@ class GatewaySettings(CommonSettings):
         description="the feed receiver's Prometheus endpoint",
     )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    market_snapshot_max_age_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_gw("market_snapshot_max_age_s"),
+        description="a market (or ALL) snapshot's Redis read is shared this long (merged with "
+        "the gateway's own latest quotes, so never stale)",
+    )
     max_stocks_per_connection: int = Field(
         500, ge=1, validation_alias=_gw("max_stocks_per_connection")
     )
