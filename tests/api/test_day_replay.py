@@ -24,6 +24,7 @@ from archive.archiver import Archiver
 from schemas import topics
 from tests.archive.fakes import FakeClock, feed, record_messages, settings
 from tests.archive.records import trading_day
+from tests.archive.test_replay import VirtualTime as SyncVirtualTime
 
 DATE = "2026-11-23"
 SNAPSHOTS = 100
@@ -40,19 +41,11 @@ def archive_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class VirtualTime:
-    """A clock that moves only when the replay sleeps."""
+class VirtualTime(SyncVirtualTime):
+    """A clock that moves only when the replay sleeps (asynchronously here)."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+    async def sleep(self, seconds: float) -> None:  # type: ignore[override]
+        super().sleep(seconds)
         await asyncio.sleep(0)
 
 
@@ -66,6 +59,12 @@ class Sent:
     async def close(self, code: int, reason: str) -> None:
         pass
 
+    async def done(self, timeout: float = 30.0) -> None:
+        """Until the session's sender has sent ``day_replay_done``."""
+        async with asyncio.timeout(timeout):
+            while not (self.messages and self.messages[-1]["type"] == "day_replay_done"):
+                await asyncio.sleep(0.001)
+
 
 async def _replay(
     root: Path, request: DayReplayRequest
@@ -76,10 +75,7 @@ async def _replay(
     vt = VirtualTime()
     reader = await asyncio.to_thread(DayReader, str(root), request)
     await stream_day(session, reader, clock=vt.clock, sleep=vt.sleep)
-    for _ in range(1000):
-        if sent.messages and sent.messages[-1]["type"] == "day_replay_done":
-            break
-        await asyncio.sleep(0.001)
+    await sent.done()
     await session.stop()
     return sent.messages, vt
 
@@ -138,10 +134,7 @@ async def test_a_client_that_does_not_read_stops_the_reading(
     assert chunks <= 20_000 // (10 * 600) + 2  # 200 SZ quotes in 20 chunks: most never read
     session.start()  # the client reads again: the replay goes on to the end
     await asyncio.wait_for(task, 30)
-    for _ in range(1000):
-        if sent.messages and sent.messages[-1]["type"] == "day_replay_done":
-            break
-        await asyncio.sleep(0.005)
+    await sent.done()
     await session.stop()
     assert sent.messages[-1]["replayed"] == 2 * SNAPSHOTS
 
