@@ -207,6 +207,8 @@ class Connection:
         except RedisError as exc:
             logger.warning("redis read failed for ws client %d: %s", self.s.sid, type(exc).__name__)
             raise ProtocolError("unavailable", "quote store unavailable; try again") from None
+        except DayReplayError as exc:
+            raise ProtocolError(exc.code, exc.message) from None
 
     # ---- helpers -------------------------------------------------------------------
 
@@ -409,15 +411,9 @@ class Connection:
             raise ProtocolError("no_archive", "this gateway has no archive to replay from")
         limits: DayReplayLimits = self.ws.app.state.day_replay_limits
         key = self.s.key_id
-        try:
-            limits.acquire(key)
-        except DayReplayError as exc:
-            raise ProtocolError(exc.code, exc.message) from None
+        limits.acquire(key)
         try:
             reader = await asyncio.to_thread(DayReader, self.settings.archive_root, request)
-        except DayReplayError as exc:
-            limits.release(key)
-            raise ProtocolError(exc.code, exc.message) from None
         except BaseException:
             limits.release(key)
             raise
@@ -432,7 +428,6 @@ class Connection:
     async def _stream_day(self, reader: DayReader, release: Callable[[], None]) -> None:
         try:
             await stream_day(self.s, reader, clock=asyncio.get_running_loop().time)
-            metrics.REPLAYS.inc()
         except (OSError, ArchiveError) as exc:
             logger.warning("day replay for ws client %d failed: %r", self.s.sid, exc)
             self.error("unavailable", "day replay failed reading the archive; try again")
@@ -440,10 +435,7 @@ class Connection:
             release()
 
     def _day_replay_request(self, msg: dict[str, Any]) -> DayReplayRequest:
-        try:
-            trade_date = parse_date(msg.get("date"))
-        except DayReplayError as exc:
-            raise ProtocolError(exc.code, exc.message) from None
+        trade_date = parse_date(msg.get("date"))
         speed = msg.get("speed", 1)
         cap = self.settings.day_replay_max_speed
         if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= cap:
