@@ -30,11 +30,11 @@ from typing import Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from api.feed import to_event
+from api.kafka_feed import to_event
 from api.murmur2 import partition_for
-from api.session import QuoteEvent
 from api.settings import GatewaySettings
-from schemas.kafka_client import librdkafka_config
+from api.ws_session import QuoteEvent
+from hqcore.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from api.session import QuoteEvent
 from api.store import Store
+from api.ws_session import QuoteEvent
 from schemas.redis_keys import MarketOrAll
 
 logger = logging.getLogger(__name__)

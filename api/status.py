@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.models import ComponentStatus
 from api.settings import GatewaySettings
 from api.store import Store
+from hqcore.kafka_client import librdkafka_config
 from schemas import topics
-from schemas.kafka_client import librdkafka_config
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from api.session import QuoteEvent
+from api.ws_session import QuoteEvent
 from schemas import redis_keys as keys
 from schemas.redis_keys import MarketOrAll, RankMetric
 

@@ -39,7 +39,11 @@ from api.errors import KEY_IN_URL
 from api.hub import Hub
 from api.limits import FairSlots, TokenBucket
 from api.replay import ReplayError, ReplayUnavailable, describe_ms, replay_quotes, window_start
-from api.session import (
+from api.settings import GatewaySettings
+from api.snapshots import SnapshotReads
+from api.store import Store
+from api.wire import writer_for
+from api.ws_session import (
     CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
@@ -49,10 +53,6 @@ from api.session import (
     Snapshot,
     frame,
 )
-from api.settings import GatewaySettings
-from api.snapshots import SnapshotReads
-from api.store import Store
-from api.wire import writer_for
 from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from archive.arrow_schema import SPECS, Dataset
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
 from archive.writer import Batch, BatchWriter
-from schemas.kafka_client import librdkafka_config
+from hqcore.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import logging
 
 import typer
 
-from schemas.logs import configure_logging
+from hqcore.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 

@@ -185,7 +185,7 @@ def run_replay(
     """Publishes ``job`` to Kafka under its prefix; returns the records published."""
     from confluent_kafka import KafkaException, Producer
 
-    from schemas.kafka_client import librdkafka_config
+    from hqcore.kafka_client import librdkafka_config
     from schemas.serde import make_codec
 
     producer = Producer(

@@ -1,7 +1,7 @@
 """Settings of the archiver and the replay (``hqstream archive`` / ``replay``).
 
 Shared settings (Kafka, partitions, schema registry) come from
-:class:`schemas.config.CommonSettings` (``HQ_*``); the archive's own use
+:class:`hqcore.settings.CommonSettings` (``HQ_*``); the archive's own use
 ``HQ_ARCHIVE_*``, except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
 ``HQ_TOPIC_SUFFIX``) that every service agrees on. Environment variables are
 read nowhere else (the object-store client reads its own credentials, see
@@ -15,7 +15,7 @@ from functools import cache, partial
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from schemas.config import CommonSettings, env_alias
+from hqcore.settings import CommonSettings, env_alias
 
 _env = partial(env_alias, "HQ_ARCHIVE_")
 

@@ -52,7 +52,7 @@ class CommonSettings(BaseSettings):
     # How clients authenticate to Kafka. The defaults (PLAINTEXT, no user) are
     # what the local runner's broker speaks; Kubernetes sets SASL_SSL +
     # SCRAM-SHA-512, the component's KafkaUser and the cluster CA (docs/deploy.md).
-    # Build client configs with schemas.kafka_client, never by hand.
+    # Build client configs with hqcore.kafka_client, never by hand.
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
     )

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hqcore.logs import configure_logging
 from producers.simulator import simulate_command as simulate
-from schemas.logs import configure_logging
 
 __all__ = ["produce", "simulate"]
 

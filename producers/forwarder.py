@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from hqcore.kafka_client import librdkafka_config
 from producers import metrics
 from producers.errors import JournalError
 from producers.journal import (
@@ -41,7 +42,6 @@ from producers.journal import (
 from producers.protocol import code_of
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
-from schemas.kafka_client import librdkafka_config
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Render simulated quotes as feed lines, good and deliberately bad.
 
-Used by the feed simulator, and by hqstream.bench.rawlines for the streams
+Used by the feed simulator, and by producers.sample_feed for the streams
 benchmark's lines. Shanghai/Shenzhen quotes become the 33-field ``$`` line and
 Beijing quotes the JSON object of shared/spec/feed-protocol.md, byte for byte
 in the field order the spec gives. A line is rendered once as a

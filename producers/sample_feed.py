@@ -1,4 +1,4 @@
-"""Deterministic raw feed lines for the streams benchmark and tests.
+"""Deterministic raw-topic records from the feed simulator, for benchmarks and tests.
 
 The lines come from the feed simulator's own universe, random walk and
 renderer (:mod:`producers.universe`, :mod:`producers.quote_lines`), so there

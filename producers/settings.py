@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from hqcore.settings import CommonSettings
 from schemas import topics
-from schemas.config import CommonSettings
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -32,12 +32,12 @@ from typing import IO, Annotated
 import typer
 from pydantic import Field, SecretStr
 
+from hqcore.logs import configure_logging
+from hqcore.settings import CommonSettings
 from producers import protocol
 from producers.errors import ProducersError
 from producers.quote_lines import MalformedKind, SnapshotSource
 from producers.universe import build_universe
-from schemas.config import CommonSettings
-from schemas.logs import configure_logging
 from schemas.market_rules import SHANGHAI_TZ
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ class ConfluentOutbox:
     """librdkafka producer; delivery reports are collected in :meth:`flush`."""
 
     def __init__(self, bootstrap: str = "", **extra: Any) -> None:
-        """``extra`` are librdkafka options (e.g. schemas.kafka_client.librdkafka_config)."""
+        """``extra`` are librdkafka options (e.g. hqcore.kafka_client.librdkafka_config)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "acks": "all",

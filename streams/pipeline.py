@@ -25,7 +25,7 @@ record that fails in the in-memory state also makes this worker forget that
 stock's state, which is rebuilt from Redis (without the record) on its next
 tick. Everything per record is done here, before the batch's Redis and Kafka
 writes, so those batch steps only fail for an outage (retried, never
-dead-lettered); :class:`streams.agents.StreamsRuntime` still isolates a
+dead-lettered); :class:`streams.runtime.StreamsRuntime` still isolates a
 record Redis itself refuses.
 """
 

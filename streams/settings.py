@@ -1,7 +1,7 @@
 """Settings of the stream workers (``hqstream streams``), read once via :func:`get_settings`.
 
 Shared settings (Kafka, Redis, partitions, schema registry) come from
-:class:`schemas.config.CommonSettings` (``HQ_*``). The streams' own settings use
+:class:`hqcore.settings.CommonSettings` (``HQ_*``). The streams' own settings use
 ``HQ_STREAMS_*`` except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
 ``HQ_TOPIC_SUFFIX``), which every service must agree on. Environment variables
 are read nowhere else; this module never connects to anything.
@@ -16,8 +16,8 @@ from functools import cache, partial
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-from schemas.config import CommonSettings, env_alias
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 
+from hqcore.logs import configure_logging
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.local_runner import free_port, port_open
 from producers.forwarder import Forwarder, producer_config
@@ -40,7 +41,6 @@ from producers.journal import Journal
 from producers.protocol import LineKind, code_of
 from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
-from schemas.logs import configure_logging
 
 console = Console()
 

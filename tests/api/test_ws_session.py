@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api.hub import Event, Hub
-from api.session import QuoteEvent, Session
+from api.ws_session import QuoteEvent, Session
 from tests.api.vclock import VirtualClock
 
 

@@ -11,7 +11,7 @@ import pytest
 from schemas.serde import SingleObjectCodec
 from streams.alerts import AlertConfig, AlertConfigError, AlertDetector
 from streams.parse import parse_record
-from streams.sessions import exchange_ts_of, local_datetime
+from streams.trading_clock import exchange_ts_of, local_datetime
 from tests.feed_lines import sse_line
 
 DAY = dt.date(2026, 3, 2)

@@ -1,4 +1,4 @@
-"""streams.sessions (minute alignment, trading clock) and streams.candles."""
+"""streams.trading_clock (minute alignment, trading clock) and streams.candles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from schemas.serde import SingleObjectCodec
 from streams.candles import CandleBuilder
-from streams.sessions import (
+from streams.trading_clock import (
     candle_end,
     candle_minute,
     exchange_ts_of,

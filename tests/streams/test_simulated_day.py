@@ -24,8 +24,8 @@ from producers.quote_lines import SnapshotSource
 from producers.universe import build_listing
 from streams.parse import parse_record
 from streams.pipeline import Processor
-from streams.sessions import local_datetime
 from streams.settings import StreamsSettings
+from streams.trading_clock import local_datetime
 
 DAY = dt.date(2026, 11, 23)
 PLAN = [("SH", "600", 3), ("SH", "688", 3), ("SZ", "000", 2), ("SZ", "300", 2),
