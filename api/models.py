@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.redis_keys import MarketOrAll, RankMetric
+from schemas.exchange import MarketOrAll
+from schemas.redis_keys import RankMetric
 
 
 class _Record(BaseModel):

@@ -25,7 +25,7 @@ import logging
 
 from api.store import Store
 from api.ws_session import QuoteEvent
-from schemas.redis_keys import MarketOrAll
+from schemas.exchange import MarketOrAll
 
 logger = logging.getLogger(__name__)
 

@@ -61,9 +61,10 @@ def compact(
 ) -> None:
     """Merge a closed day's files into few large ones (atomic, idempotent)."""
     from archive.arrow_schema import SPECS
-    from archive.compact import DayNotClosed, compact_day, today_in_shanghai
+    from archive.compact import DayNotClosed, compact_day
     from archive.settings import ArchiveSettings
     from archive.storage import open_storage
+    from schemas.exchange import today_in_shanghai
 
     settings: ArchiveSettings = ctx.obj
     storage = open_storage(settings.root)

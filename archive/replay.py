@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -28,6 +27,7 @@ from archive.arrow_schema import DATASETS, OFFSET_COLUMN, PARTITION_COLUMN, SPEC
 from archive.errors import NoSuchDay
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
+from schemas.exchange import shanghai_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Replay:
 
 
 def _shanghai_clock(ts: int) -> str:
-    return (datetime.fromtimestamp(ts / 1000, UTC) + layout.SHANGHAI_OFFSET).strftime("%H:%M:%S")
+    return shanghai_datetime(ts).strftime("%H:%M:%S")
 
 
 def run_replay(

@@ -20,6 +20,7 @@ import pyarrow as pa
 from archive import layout
 from archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN, SPECS, Dataset, dataset_schema
 from archive.storage import Storage
+from schemas.exchange import trade_date_of
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def write_options(row_group_rows: int, zstd_level: int) -> dict[str, Any]:
 
 
 def directory_of(dataset: Dataset, row: dict[str, Any]) -> tuple[str, str, str]:
-    date = row.get("trade_date") or layout.trade_date_of(int(row[SPECS[dataset].time_column]))
+    date = row.get("trade_date") or trade_date_of(int(row[SPECS[dataset].time_column]))
     return layout.partition_dir(dataset, str(date), str(row.get("market", "")))
 
 

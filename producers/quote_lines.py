@@ -23,7 +23,7 @@ from typing import Final, Literal, NamedTuple
 import orjson
 
 from producers.universe import MarketWalk, Quote, Stock
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import SHANGHAI_TZ
 
 logger = logging.getLogger(__name__)
 

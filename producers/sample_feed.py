@@ -19,7 +19,7 @@ from typing import Final
 from producers.quote_lines import MALFORMED_KINDS, MalformedKind, Stamp, malformed_line, render
 from producers.universe import MarketWalk, Stock, allocate, build_listing
 from schemas.dlq import DlqReason
-from schemas.market_rules import SHANGHAI_TZ, Market
+from schemas.exchange import SHANGHAI_TZ, Market
 from schemas.topics import FORMAT_BSE_JSON, FORMAT_SSE_SZSE, H_FORMAT, H_RECEIVE_TS, H_SOURCE
 
 RawLine = tuple[bytes, bytes, list[tuple[str, bytes]]]

@@ -38,7 +38,7 @@ from producers import protocol
 from producers.errors import ProducersError
 from producers.quote_lines import MalformedKind, SnapshotSource
 from producers.universe import build_universe
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import SHANGHAI_TZ
 
 logger = logging.getLogger(__name__)
 

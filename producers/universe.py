@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from schemas.market_rules import Board, Market, board_of, is_limit_free, is_st, limit_prices
+from schemas.exchange import Market
+from schemas.market_rules import Board, board_of, is_limit_free, is_st, limit_prices
 
 logger = logging.getLogger(__name__)
 

@@ -50,19 +50,16 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from schemas.exchange import MARKETS, MARKETS_AND_ALL, Market, MarketOrAll
 from streams.errors import StreamsError
 
 logger = logging.getLogger(__name__)
 
-Market = Literal["SH", "SZ", "BJ"]
-MarketOrAll = Literal["SH", "SZ", "BJ", "ALL"]
 Quote = Mapping[str, Any]
 Record = dict[str, Any]
 
-MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
-MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 PARTIAL_VERSION: Final = 1
 LONG_MAX: Final = 2**63 - 1  # Avro long; every count and sum saturates there (and at -LONG_MAX)
 _PCT_SCALE: Final = 10_000  # change_pct summed in 1e-4 percent

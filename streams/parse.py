@@ -26,7 +26,7 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from schemas.dlq import DlqReason
-from schemas.market_rules import Market
+from schemas.exchange import Market, is_stock_code
 from streams.errors import BadRecord
 from streams.normalize import (
     board_or_none,
@@ -134,7 +134,7 @@ def show(value: object) -> str:
 def _symbol_code(symbol: str, markets: dict[str, Market]) -> tuple[Market, str]:
     market = markets.get(symbol[:2])
     code = symbol[2:]
-    if market is None or len(code) != 6 or not (code.isascii() and code.isdigit()):
+    if market is None or not is_stock_code(code):
         allowed = "|".join(markets)
         raise BadRecord("bad_symbol", f"symbol {show(symbol)} is not {allowed} + 6 digits")
     return market, code

@@ -38,6 +38,7 @@ from typing import Any, Final
 import orjson
 
 from schemas import redis_keys as rk
+from schemas.exchange import MARKETS, MARKETS_AND_ALL
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +153,8 @@ _MARKETS: Final = ("SH", "SZ", "BJ")
 
 def rank_and_code_keys() -> list[str]:
     """The 12 rank ZSETs (SH, SZ, BJ, ALL x metrics) then the 3 code SETs."""
-    keys = [rk.rank(m, metric) for m in rk.MARKETS_AND_ALL for metric in rk.RANK_METRICS]
-    return keys + [rk.codes(m) for m in rk.MARKETS]
+    keys = [rk.rank(m, metric) for m in MARKETS_AND_ALL for metric in rk.RANK_METRICS]
+    return keys + [rk.codes(m) for m in MARKETS]
 
 
 _RANK_AND_CODE_KEYS: Final = tuple(rank_and_code_keys())

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
+from schemas.exchange import MARKETS
 from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class RedisSink:
     async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
         """Every stored latest quote with the raw partition it came from."""
         pipe: Any = self.client.pipeline(transaction=False)
-        for market in rk.MARKETS:
+        for market in MARKETS:
             pipe.smembers(rk.codes(market))
         codes = sorted({c.decode() for members in await pipe.execute() for c in members})
         out: list[tuple[dict[str, Any], int]] = []

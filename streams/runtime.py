@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hqcore.tuning import tune_malloc
-from schemas.redis_keys import MARKETS_AND_ALL
+from schemas.exchange import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.lifecycle import fatal

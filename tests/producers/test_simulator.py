@@ -22,7 +22,8 @@ import pytest
 from producers import protocol
 from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
 from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start, parse_addr
-from schemas.market_rules import SHANGHAI_TZ, board_of, is_limit_free, is_st, limit_prices
+from schemas.exchange import SHANGHAI_TZ
+from schemas.market_rules import board_of, is_limit_free, is_st, limit_prices
 
 TOKEN = "test-token-not-secret"
 START = dt.datetime(2026, 11, 23, 11, 29, 58, tzinfo=SHANGHAI_TZ)
