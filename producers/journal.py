@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from producers import metrics
 from producers.errors import JournalError
+from schemas.dlq import DlqReason
+from schemas.topics import LineKind
 
 if TYPE_CHECKING:
     from producers.settings import ReceiverSettings
@@ -64,11 +66,56 @@ _V1_HEADER: Final = struct.Struct(">IqBB")
 _V1_KINDS: Final = frozenset({0, 1, 2})
 MAX_PAYLOAD: Final = 1 << 20  # lines are <= 64 KiB, DLQ copies <= 256 KiB
 CORRUPT_CHUNK: Final = 256 * 1024  # corrupt bytes are handed out in pieces of this size
-KIND_CORRUPT: Final = 3  # producers.forwarder.RecordKind.JOURNAL_CORRUPT
 _PREFIX: Final = "journal-"
 _SUFFIX: Final = ".log"
 
 RefusalReason = Literal["journal_full", "disk_full", "journal_error"]
+
+
+class RecordKind(enum.IntEnum):
+    """What a journal record holds (its ``kind`` byte; values are on disk: never renumber)."""
+
+    SSE_SZSE = 0  # a quote line for hq.ticks.raw (LineKind "sse_szse")
+    BSE_JSON = 1  # a quote line for hq.ticks.raw (LineKind "bse_json")
+    DLQ = 2  # a line the receiver dead-letters; ``reason`` is its DlqCause
+    JOURNAL_CORRUPT = 3  # bytes of the journal that were not a valid record
+
+    @classmethod
+    def of_line(cls, kind: LineKind) -> RecordKind:
+        return cls.BSE_JSON if kind == "bse_json" else cls.SSE_SZSE
+
+    @property
+    def line_kind(self) -> LineKind:
+        """The raw topic's LineKind of a quote-line record."""
+        return "bse_json" if self is RecordKind.BSE_JSON else "sse_szse"
+
+
+class DlqCause(enum.IntEnum):
+    """Why the receiver dead-letters a line (the ``reason`` byte of a DLQ record)."""
+
+    NONE = 0
+    LINE_TOO_LONG = 1
+    INVALID_UTF8 = 2
+
+    @property
+    def reason(self) -> DlqReason:
+        return "invalid_utf8" if self is DlqCause.INVALID_UTF8 else "line_too_long"
+
+    @classmethod
+    def of(cls, reason_byte: int) -> DlqCause:
+        """The cause of a journaled DLQ record (a byte this version does not know:
+        ``LINE_TOO_LONG``, as before)."""
+        return cls.INVALID_UTF8 if reason_byte == cls.INVALID_UTF8 else cls.LINE_TOO_LONG
+
+    @classmethod
+    def of_reason(cls, reason: str) -> DlqCause:
+        return cls.INVALID_UTF8 if reason == "invalid_utf8" else cls.LINE_TOO_LONG
+
+    def detail(self, payload: bytes) -> str:
+        """The DLQ detail sentence of a line dead-lettered for this cause."""
+        if self is DlqCause.INVALID_UTF8:
+            return "line is not valid UTF-8"
+        return f"line of {len(payload)}+ bytes exceeds the 64 KiB limit"
 
 
 class CorruptCause(enum.IntEnum):
@@ -106,7 +153,7 @@ class JournalRecord:
     """One spooled feed record."""
 
     receive_ts: int
-    kind: int  # see producers.forwarder.RecordKind
+    kind: int  # a RecordKind (an int: a record of an unknown kind is kept, not lost)
     reason: int
     payload: bytes
 
@@ -524,7 +571,7 @@ class Journal:
     def _corrupt_records(data: bytes, cause: CorruptCause) -> list[JournalRecord]:
         now = time.time_ns() // 1_000_000
         return [
-            JournalRecord(now, KIND_CORRUPT, cause, data[i : i + CORRUPT_CHUNK])
+            JournalRecord(now, RecordKind.JOURNAL_CORRUPT, cause, data[i : i + CORRUPT_CHUNK])
             for i in range(0, max(1, len(data)), CORRUPT_CHUNK)
         ]
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from producers import metrics, protocol
 from producers.errors import FeedAuthRejected, FeedConnectionLost
-from producers.forwarder import DlqCause, Forwarder
+from producers.forwarder import Forwarder, KindLine
 from producers.health import serve_health
-from producers.journal import Journal
+from producers.journal import DlqCause, Journal
 from producers.settings import ReceiverSettings, split_addr
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,8 @@ class Receiver:
         except UnicodeDecodeError:
             utf8_ok = False
         lines = block.split(b"\n")
-        good: list[bytes] = []
+        good: list[KindLine] = []
+        bse = 0
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -215,13 +216,15 @@ class Receiver:
                 except UnicodeDecodeError:
                     self._dead_letter(now_ms, DlqCause.INVALID_UTF8, line)
                     continue
-            if line[:1] == b"{" and protocol.classify(line) == "control":
+            kind = protocol.classify(line)
+            if kind == "control":
                 self._control(line)
                 continue
-            good.append(line)
+            if kind == "bse_json":
+                bse += 1
+            good.append((kind, line))
         if good:
             self.stats.lines += len(good)
-            bse = sum(1 for line in good if line[:1] == b"{")
             if bse:
                 metrics.LINES.labels("bse_json").inc(bse)
             metrics.LINES.labels("sse_szse").inc(len(good) - bse)
@@ -236,7 +239,7 @@ class Receiver:
 
     def _dead_letter(self, now_ms: int, cause: DlqCause, payload: bytes) -> None:
         self.stats.dlq += 1
-        reason = "line_too_long" if cause == DlqCause.LINE_TOO_LONG else "invalid_utf8"
+        reason = cause.reason
         metrics.DLQ.labels(reason).inc()
         logger.warning("feed line dead-lettered (%s, %d bytes kept)", reason, len(payload))
         self.forwarder.submit_dlq(now_ms, cause, payload)

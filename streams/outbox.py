@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from schemas.topics import Headers
 from streams.errors import StreamsError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class KafkaOutputError(StreamsError):
 
 class Outbox(Protocol):
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None: ...
 
     async def flush(self) -> None: ...
@@ -62,7 +63,7 @@ class ConfluentOutbox:
             self._errors.append(f"{msg.topic()}: {err}")
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None:
         while True:
             try:
@@ -99,7 +100,7 @@ class FaustOutbox:
         self._pending: list[asyncio.Future[Any]] = []
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None:
         fut = await self._app.producer.send(
             topic, key, value, partition=None, timestamp=None, headers=headers

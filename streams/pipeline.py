@@ -41,7 +41,7 @@ import orjson
 
 from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
-from schemas.topics import H_RECEIVE_TS
+from schemas.topics import H_RECEIVE_TS, Headers
 from streams.alerts import AlertConfig, AlertDetector
 from streams.candles import CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
@@ -74,7 +74,7 @@ class KafkaOut:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+    headers: Headers | None = None
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
 from hqstream.up import Child, _receiver_figures
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+from schemas.topics import DLQ, NORMALIZED, RAW, Headers, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class FaultRig:
         produced = figures.get("hq_receiver_produced_total", 0.0)
         return produced >= lines and figures.get("hq_receiver_journal_bytes", 0.0) == 0
 
-    def produce_raw(self, records: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
+    def produce_raw(self, records: Iterable[tuple[bytes, bytes, Headers]]) -> int:
         """Put records on the raw topic directly (as the receiver would); returns how many."""
         producer = Producer(
             {

@@ -25,7 +25,7 @@ from schemas import dlq
 from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
 from streams import pipeline
-from streams.dlq import DlqRecord, headers_dict
+from streams.dlq import DlqRecord
 from streams.market_stats import LONG_MAX, MarketStats, merge_partials, recompute
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
@@ -33,6 +33,7 @@ from streams.redis_sink import SinkBatch, WriteResult
 from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.feed_lines import bj_line, bse_line, sh_line, sse_line
+from tests.kafka_utils import headers_dict
 
 #: the lines' own time: 2026-11-23 14:59:57 Asia/Shanghai (tests.feed_lines)
 LINE_TS = 1_795_417_197_000
