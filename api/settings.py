@@ -152,9 +152,6 @@ class GatewaySettings(CommonSettings):
         None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
     )
 
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
-
     @property
     def normalized_topic(self) -> str:
         return self.topic(topics.NORMALIZED)

@@ -201,7 +201,7 @@ def run_replay(
     codecs = {}
     topic_of = {}
     for name, spec in SPECS.items():
-        topic = f"{job.prefix}{spec.topic}{settings.topic_suffix}"
+        topic = f"{job.prefix}{spec.topic}"
         topic_of[name] = topic
         codecs[name] = make_codec(spec.schema, settings.schema_registry_url, topic)
     failures: list[str] = []

@@ -48,6 +48,9 @@ class CommonSettings(BaseSettings):
         None, description="Confluent schema registry; unset = Avro single-object encoding"
     )
     log_level: str = "INFO"
+    topic_prefix: str = Field(
+        "", description="prepended to every topic name (HQ_TOPIC_PREFIX; tests: a uuid)"
+    )
 
     # How clients authenticate to Kafka. The defaults (PLAINTEXT, no user) are
     # what the local runner's broker speaks; Kubernetes sets SASL_SSL +
@@ -62,3 +65,7 @@ class CommonSettings(BaseSettings):
     kafka_ssl_ca_location: str | None = Field(
         None, description="PEM file of the CA that signed the brokers' certificates"
     )
+
+    def topic(self, base: str) -> str:
+        """A topic of :mod:`schemas.topics` (``base``) as named in this deployment."""
+        return f"{self.topic_prefix}{base}"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from hqcore.logs import configure_logging
-from producers.simulator import simulate_command as simulate
 
 __all__ = ["produce", "simulate"]
 
@@ -46,3 +46,75 @@ def produce(
         return await run_as_leader(elector_for(settings), lambda: run_receiver(settings))
 
     raise typer.Exit(asyncio.run(run()))
+
+
+def simulate(
+    addr: Annotated[
+        str | None, typer.Option(help="host:port to listen on [default: HQ_FEED_ADDR]")
+    ] = None,
+    stocks: Annotated[int, typer.Option(min=1, help="stocks in the universe")] = 5000,
+    interval: Annotated[float, typer.Option(min=0.001, help="seconds between snapshots")] = 3.0,
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="speed-up: a snapshot every interval/rate")
+    ] = 1.0,
+    max_rate: Annotated[bool, typer.Option(help="snapshots back to back (benchmarks)")] = False,
+    spread: Annotated[
+        bool, typer.Option(help="each snapshot's lines evenly over its interval, no burst")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same feed)")] = 42,
+    malformed_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of lines replaced by bad records")
+    ] = 0.0,
+    snapshots: Annotated[
+        int | None, typer.Option(min=1, help="stop pushing after N snapshots")
+    ] = None,
+    sent_log: Annotated[
+        Path | None, typer.Option(help="append every quote line sent to this file")
+    ] = None,
+    heartbeat: Annotated[
+        float, typer.Option(min=0.01, help="idle seconds before a heartbeat")
+    ] = 10.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="exchange clock start, ISO 8601 (e.g. 2026-11-23T09:15:00; without an "
+            "offset it is Asia/Shanghai time) [default: today 09:30]"
+        ),
+    ] = None,
+) -> None:
+    """Run the vendor feed simulator; the token comes from HQ_FEED_TOKEN."""
+    from producers.settings import split_addr
+    from producers.simulator import SimConfig, get_settings, serve
+
+    settings = get_settings()
+    configure_logging(settings.log_level, "simulate")
+    if settings.feed_token is None or not settings.feed_token.get_secret_value():
+        typer.echo(
+            "HQ_FEED_TOKEN is not set: the simulator needs the token clients must send.", err=True
+        )
+        raise typer.Exit(2)
+    try:
+        host, port = split_addr(addr or settings.feed_addr, default_host="127.0.0.1")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--addr") from exc
+    try:
+        start_at = None if start is None else dt.datetime.fromisoformat(start)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--start") from exc
+    config = SimConfig(
+        token=settings.feed_token.get_secret_value(),
+        host=host,
+        port=port,
+        stocks=stocks,
+        interval_s=interval,
+        rate=rate,
+        max_rate=max_rate,
+        spread=spread,
+        seed=seed,
+        malformed_fraction=malformed_fraction,
+        max_snapshots=snapshots,
+        sent_log=sent_log,
+        heartbeat_interval_s=heartbeat,
+        start=start_at,
+    )
+    asyncio.run(serve(config))

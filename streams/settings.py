@@ -2,8 +2,8 @@
 
 Shared settings (Kafka, Redis, partitions, schema registry) come from
 :class:`hqcore.settings.CommonSettings` (``HQ_*``). The streams' own settings use
-``HQ_STREAMS_*`` except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
-``HQ_TOPIC_SUFFIX``), which every service must agree on. Environment variables
+``HQ_STREAMS_*`` except the topic prefix (``HQ_TOPIC_PREFIX``, in
+CommonSettings), which every service must agree on. Environment variables
 are read nowhere else; this module never connects to anything.
 """
 
@@ -30,8 +30,6 @@ class StreamsSettings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
 
-    topic_prefix: str = Field("", description="prepended to every topic name (tests: uuid)")
-    topic_suffix: str = Field("", description="appended to every topic name")
     group_id: str = Field(
         "hqstream-streams", validation_alias=_env("group_id"), description="Kafka group / app id"
     )
@@ -161,9 +159,6 @@ class StreamsSettings(CommonSettings):
         "non-zero (and is restarted) instead of holding partitions it does not process",
     )
 
-    def topic(self, base: str) -> str:
-        return f"{self.topic_prefix}{base}{self.topic_suffix}"
-
     @property
     def topic_names(self) -> TopicNames:
         return TopicNames(
@@ -178,7 +173,7 @@ class StreamsSettings(CommonSettings):
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """The concrete topic names after prefix/suffix."""
+    """The concrete topic names after the prefix."""
 
     raw: str
     normalized: str
