@@ -37,21 +37,14 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from schemas.records import AlertKind
 from streams.errors import StreamsError
 from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
 
 logger = logging.getLogger(__name__)
 
-AlertKind = Literal[
-    "LIMIT_UP_TOUCH",
-    "LIMIT_UP_LEAVE",
-    "LIMIT_DOWN_TOUCH",
-    "LIMIT_DOWN_LEAVE",
-    "FAST_MOVE",
-    "VOLUME_SPIKE",
-]
 Quote = dict[str, Any]
 Alert = dict[str, Any]
 
