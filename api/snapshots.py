@@ -21,13 +21,10 @@ what a snapshot contains (see :mod:`api.ws`).
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from api.store import Store
 from api.ws_session import QuoteEvent
 from schemas.exchange import MarketOrAll
-
-logger = logging.getLogger(__name__)
 
 MAX_BATCH_CODES = 1000
 

@@ -10,7 +10,6 @@ failure instead of raising; none of them writes anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from api.settings import GatewaySettings
 from api.store import Store
 from hqcore.kafka_client import librdkafka_config
 from schemas import topics
-
-logger = logging.getLogger(__name__)
 
 TIMEOUT_S = 3.0
 RECEIVER_METRICS = (

@@ -6,7 +6,6 @@ validates them into models. This module never writes to Redis.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -16,8 +15,6 @@ from api.ws_session import QuoteEvent
 from schemas import redis_keys as keys
 from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
 from schemas.redis_keys import RankMetric
-
-logger = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 32
 

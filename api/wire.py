@@ -30,7 +30,6 @@ writes after the closing handshake has started.
 
 from __future__ import annotations
 
-import logging
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any, Final
@@ -43,7 +42,6 @@ from websockets.protocol import State
 if TYPE_CHECKING:
     from api.ws_session import Batch
 
-logger = logging.getLogger(__name__)
 
 RAW_SEND = "hqstream.raw_send"
 

@@ -6,13 +6,9 @@ cleanly: buffered batches are written and committed.
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from hqcore.logs import configure_logging
-
-logger = logging.getLogger(__name__)
 
 archive_app = typer.Typer(
     help="Archive the normalized quotes, candles and alerts as Parquet (docs/archive.md).",

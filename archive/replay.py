@@ -14,7 +14,6 @@ keyed by code and partitioned with murmur2 like the live ones.
 from __future__ import annotations
 
 import heapq
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ from archive.errors import NoSuchDay
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
 from schemas.exchange import shanghai_datetime
-
-logger = logging.getLogger(__name__)
 
 Event = tuple[int, Dataset, dict[str, Any]]  # (publish time on the exchange clock, dataset, row)
 

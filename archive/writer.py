@@ -9,7 +9,6 @@ This module never talks to Kafka.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,9 +20,6 @@ from archive import layout
 from archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN, SPECS, Dataset, dataset_schema
 from archive.storage import Storage
 from schemas.exchange import trade_date_of
-
-logger = logging.getLogger(__name__)
-
 
 CHUNK_ROWS = 4096
 """Decoded records are turned into Arrow every this many rows: a batch of five

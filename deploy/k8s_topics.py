@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
 from schemas.topics import TopicSpec, topic_specs
-
-logger = logging.getLogger(__name__)
 
 CLUSTER_NAME = "hq-kafka"
 DEFAULT_PARTITIONS = 12

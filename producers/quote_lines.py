@@ -15,7 +15,6 @@ Lines never contain a newline; this module never does I/O.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import random
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
@@ -24,8 +23,6 @@ import orjson
 
 from producers.universe import MarketWalk, Quote, Stock
 from schemas.exchange import SHANGHAI_TZ
-
-logger = logging.getLogger(__name__)
 
 MalformedKind = Literal[
     "field_count",

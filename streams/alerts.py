@@ -33,7 +33,6 @@ in-memory computation; this module never does I/O.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,8 +41,6 @@ from typing import Any, Final
 from schemas.records import AlertKind
 from streams.errors import StreamsError
 from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
-
-logger = logging.getLogger(__name__)
 
 Quote = dict[str, Any]
 Alert = dict[str, Any]

@@ -39,7 +39,6 @@ Rules worth knowing (the Avro docs repeat the field meanings):
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from bisect import bisect_right
 from functools import lru_cache
 from typing import Any, Final, Literal
@@ -55,8 +54,6 @@ from schemas.market_rules import (
     limit_prices,
 )
 from streams.errors import BadRecord
-
-logger = logging.getLogger(__name__)
 
 OPENING_MS: Final = (9 * 3600 + 30 * 60) * 1000  # 09:30, start of continuous trading
 CLOSING_MS: Final = 15 * 3_600_000  # 15:00, end of the closing call auction

@@ -12,15 +12,12 @@ Keys are partitioned with murmur2 (the Java client's partitioner) everywhere.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.topics import Headers
 from streams.errors import StreamsError
-
-logger = logging.getLogger(__name__)
 
 
 class KafkaOutputError(StreamsError):

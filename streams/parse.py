@@ -17,7 +17,6 @@ never logs a record (the DLQ carries it).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from operator import itemgetter
@@ -35,8 +34,6 @@ from streams.normalize import (
     local_midnight_ms,
     time_of_day_ms,
 )
-
-logger = logging.getLogger(__name__)
 
 FIELD_COUNT: Final = 33
 _SHOWN_CHARS: Final = 40

@@ -32,15 +32,12 @@ arguments only; it never talks to Redis.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 import orjson
 
 from schemas import redis_keys as rk
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
-
-logger = logging.getLogger(__name__)
 
 QUOTES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])

@@ -9,7 +9,6 @@ are read nowhere else; this module never connects to anything.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import cache, partial
 
@@ -18,8 +17,6 @@ from pydantic_settings import SettingsConfigDict
 
 from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-
-logger = logging.getLogger(__name__)
 
 _env = partial(env_alias, "HQ_STREAMS_")
 """Accept ``HQ_STREAMS_<NAME>`` from the environment and the field name in code."""

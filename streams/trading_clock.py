@@ -35,13 +35,10 @@ and never does I/O.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Final
 
 from schemas.exchange import DAY_MS, SHANGHAI_OFFSET_MS
 from schemas.market_rules import SESSIONS
-
-logger = logging.getLogger(__name__)
 
 MINUTE_MS: Final = 60_000
 #: Default grace after 11:30:00 and 15:00:00 that still folds into the last

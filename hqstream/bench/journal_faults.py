@@ -51,8 +51,6 @@ from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
 from schemas import dlq
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class FaultResult:

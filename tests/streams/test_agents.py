@@ -31,7 +31,6 @@ from schemas.topics import topic_specs
 from streams.app import StreamsApp, create_app, live_messages
 from streams.errors import BadRecord
 from streams.faust_transport import RunBuffer, deliver_to
-from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
@@ -39,6 +38,7 @@ from streams.redis_sink import RedisSink
 from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.streams.stats_reference import recompute
 from tests.waits import eventually
 
 

@@ -37,11 +37,11 @@ from schemas import dlq
 from schemas import redis_keys as rk
 from schemas.topics import DLQ, H_RECEIVE_TS, NORMALIZED, RAW, topic_specs
 from streams.errors import BadRecord
-from streams.market_stats import recompute
 from streams.parse import parse_record
-from streams.redis_sink import canonical_state
 from tests.conftest import KafkaEndpoint, RedisEndpoint
 from tests.feed_lines import bse_line, sh_line, sse_line
+from tests.streams.redis_state import canonical_state
+from tests.streams.stats_reference import recompute
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3

@@ -19,10 +19,11 @@ from streams.errors import BadRecord
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
-from streams.redis_sink import RedisSink, SinkBatch, canonical_state
+from streams.redis_sink import RedisSink, SinkBatch
 from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.streams.redis_state import canonical_state
 
 
 def quotes(stocks: int, snapshots: int, seed: int = 1) -> list[dict[str, Any]]:
