@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+from typing import Final
+
+#: libraries whose INFO lines drown ours; held at WARNING unless the caller says otherwise
+CHATTY: Final = ("aiokafka", "faust", "mode", "uvicorn.access", "httpx")
 
 
-def configure_logging(level: str = "INFO", component: str = "hqstream") -> None:
-    """Plain, greppable lines on stderr: time, level, component, logger, message."""
+def configure_logging(
+    level: str = "INFO", component: str = "hqstream", quiet: Iterable[str] = CHATTY
+) -> None:
+    """Plain, greppable lines on stderr: time, level, component, logger, message.
+
+    The one logging set-up of every command. ``quiet``: loggers held at WARNING
+    or above (the stream workers and the gateway keep their libraries' lines).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(
@@ -18,5 +29,5 @@ def configure_logging(level: str = "INFO", component: str = "hqstream") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "faust", "mode", "uvicorn.access", "httpx"):
+    for noisy in quiet:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
