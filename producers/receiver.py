@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hqcore.signals import on_stop_signals
 from producers import metrics, protocol
 from producers.errors import FeedAuthRejected, FeedConnectionLost
 from producers.forwarder import Forwarder, KindLine
@@ -255,8 +255,7 @@ async def run_receiver(settings: ReceiverSettings) -> int:
     forwarder.start()
     receiver = Receiver(settings, forwarder)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, receiver.stop)
+    on_stop_signals(lambda _signum: receiver.stop(), loop)
 
     def status() -> tuple[bool, bool, dict[str, Any]]:
         healthy = forwarder.failure is None

@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +31,7 @@ from typing import IO
 from pydantic import Field, SecretStr
 
 from hqcore.settings import CommonSettings
+from hqcore.signals import on_stop_signals
 from producers import protocol
 from producers.errors import ProducersError
 from producers.quote_lines import MalformedKind, SnapshotSource
@@ -380,8 +380,7 @@ async def serve(config: SimConfig, report_every_s: float = 5.0) -> None:
     sim = FeedSimulator(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    remove_handlers = on_stop_signals(lambda _signum: stopping.set(), loop)
     await sim.start()
     reporter = asyncio.create_task(_report(sim, report_every_s))
     try:
@@ -390,5 +389,4 @@ async def serve(config: SimConfig, report_every_s: float = 5.0) -> None:
     finally:
         reporter.cancel()
         await sim.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        remove_handlers()
