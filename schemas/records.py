@@ -7,7 +7,7 @@ the gateway that validates them) and tests/schemas checks they stay equal.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 #: ``io.hqstream.v1.AlertKind`` (alert.v1.avsc)
 AlertKind = Literal[
@@ -18,11 +18,4 @@ AlertKind = Literal[
     "FAST_MOVE",
     "VOLUME_SPIKE",
 ]
-ALERT_KINDS: Final[tuple[AlertKind, ...]] = (
-    "LIMIT_UP_TOUCH",
-    "LIMIT_UP_LEAVE",
-    "LIMIT_DOWN_TOUCH",
-    "LIMIT_DOWN_LEAVE",
-    "FAST_MOVE",
-    "VOLUME_SPIKE",
-)
+ALERT_KINDS: Final[tuple[AlertKind, ...]] = get_args(AlertKind)
