@@ -5,7 +5,8 @@ order, and replays it in the same order when the broker is back. Single-threaded
 use (the forwarder thread owns it). It must never lose a record silently and
 never stop the receiver: every refusal is an exception that says how many
 records were not written (the caller counts and logs them), and every byte it
-cannot read back is handed out as a ``KIND_CORRUPT`` record for the DLQ.
+cannot read back is handed out as a ``RecordKind.JOURNAL_CORRUPT`` record for
+the DLQ.
 
 On-disk format, version 2 (``journal-<seq>.log``):
 
@@ -21,13 +22,14 @@ every append), which bounds what a node crash can lose.
 
 Reading: a record whose magic, length or CRC is wrong is skipped by scanning
 forward to the next offset where magic *and* CRC hold (a corrupt length never
-drops the rest of a segment); the skipped bytes come back as ``KIND_CORRUPT``
-records. A torn tail (a partial record at the end of the newest segment after a
-crash) is cut off at start-up and its bytes kept as such a record. Version-1
-segments (no header, ``>IqBB`` frames, no checksum) from an older receiver are
-still read; from the first frame that does not make sense the rest of such a
-segment is handed out as corrupt. Segments of an unknown (newer) version are
-renamed ``*.log.v<N>`` and left alone, with an error in the log.
+drops the rest of a segment); the skipped bytes come back as
+``RecordKind.JOURNAL_CORRUPT`` records. A torn tail (a partial record at the
+end of the newest segment after a crash) is cut off at start-up and its bytes
+kept as such a record. Version-1 segments (no header, ``>IqBB`` frames, no
+checksum) from an older receiver are still read; from the first frame that
+does not make sense the rest of such a segment is handed out as corrupt.
+Segments of an unknown (newer) version are renamed ``*.log.v<N>`` and left
+alone, with an error in the log.
 """
 
 from __future__ import annotations
@@ -514,7 +516,8 @@ class Journal:
 
     def read_segment(self, seq: int) -> Iterator[JournalRecord]:
         """Every record of a sealed segment, in order; bytes that are not a valid record
-        come out as ``KIND_CORRUPT`` records (counted, logged), never silently skipped."""
+        come out as ``RecordKind.JOURNAL_CORRUPT`` records (counted, logged), never
+        silently skipped."""
         path = self._path(seq)
         try:
             data = path.read_bytes()
