@@ -27,6 +27,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "archive": frozenset({"archive", "hqcore", "schemas"}),
     "deploy": frozenset({"schemas"}),  # deploy/*.py: tools that render manifests
 }
+#: Known breaches, each to be removed: (file, package it imports). The gateway's
+#: replay of an archived day (issue 17, merged from gateway2) reads Parquet through
+#: archive's reader; that reader belongs below both services (a shared package),
+#: not inside one of them.
+KNOWN_BREACHES: frozenset[tuple[str, str]] = frozenset(
+    {("api/day_replay.py", "archive"), ("api/ws.py", "archive")}
+)
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:
@@ -48,7 +55,8 @@ def violations(package: str) -> list[str]:
     out = []
     for path in sorted((ROOT / package).rglob("*.py")):
         for imported, line in sorted(imported_packages(path)):
-            if imported not in allowed:
+            where = path.relative_to(ROOT).as_posix()
+            if imported not in allowed and (where, imported) not in KNOWN_BREACHES:
                 out.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
     return out
 
@@ -56,6 +64,12 @@ def violations(package: str) -> list[str]:
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_go_one_way(package: str) -> None:
     assert violations(package) == []
+
+
+def test_known_breaches_still_exist() -> None:
+    """A breach that was fixed must leave the list (so the list never hides a new one)."""
+    for where, imported in KNOWN_BREACHES:
+        assert imported in {name for name, _ in imported_packages(ROOT / where)}, where
 
 
 def test_the_rule_catches_a_service_importing_another(tmp_path: Path) -> None:
