@@ -33,8 +33,8 @@ from starlette.types import Scope
 
 from api.day_replay import DayReplayLimits
 from api.errors import KeyInUrlGuard, Misconfigured, NotFound, install_handlers
-from api.feed import KafkaFeed
 from api.hub import Hub
+from api.kafka_feed import KafkaFeed
 from api.limits import FairSlots
 from api.models import Health
 from api.routes import router

@@ -34,7 +34,7 @@ from datetime import date
 
 import pyarrow.compute as pc
 
-from api.session import Session, dumps, frame
+from api.ws_session import Session, dumps, frame
 from archive.errors import ArchiveError
 from archive.replay import Pacer, events, index_day
 from archive.storage import open_storage

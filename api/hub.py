@@ -2,8 +2,8 @@
 
 Subscribers are indexed by code, by market and "all" (plus stats, alerts and
 candles), so routing a tick costs O(subscribers of that tick). Routing runs on
-the event loop, called by :mod:`api.feed` once per consumed batch; it only
-offers updates to sessions (:mod:`api.session`) and never awaits a send.
+the event loop, called by :mod:`api.kafka_feed` once per consumed batch; it only
+offers updates to sessions (:mod:`api.ws_session`) and never awaits a send.
 
 Sessions that write frames directly (:meth:`Session.use_writer`) are flushed
 here: a session with something pending marks itself dirty; one not written
@@ -31,7 +31,7 @@ from functools import partial
 from typing import Literal
 
 from api import metrics
-from api.session import CLOSE_TOO_SLOW, FrameWriter, Hold, QuoteEvent, Session, Snapshot
+from api.ws_session import CLOSE_TOO_SLOW, FrameWriter, Hold, QuoteEvent, Session, Snapshot
 
 logger = logging.getLogger(__name__)
 

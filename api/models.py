@@ -12,7 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.redis_keys import MarketOrAll, RankMetric
+from schemas.exchange import Market, MarketOrAll
+from schemas.market_rules import Board
+from schemas.records import AlertKind
+from schemas.redis_keys import RankMetric
 
 
 class _Record(BaseModel):
@@ -24,8 +27,8 @@ class Quote(_Record):
 
     symbol: str = Field(description="exchange prefix + code, e.g. sz000001")
     code: str
-    market: Literal["SH", "SZ", "BJ"]
-    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    market: Market
+    board: Board
     name: str
     is_st: bool = False
     exchange_ts: int = Field(description="exchange time, epoch ms")
@@ -89,7 +92,7 @@ class RankEntry(_Record):
 class BoardBreadth(_Record):
     """The breadth of one board (Avro ``io.hqstream.v1.BoardBreadth``)."""
 
-    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    board: Board
     stocks: int
     advancers: int
     decliners: int
@@ -128,14 +131,7 @@ class Alert(_Record):
     code: str
     name: str
     market: str
-    kind: Literal[
-        "LIMIT_UP_TOUCH",
-        "LIMIT_UP_LEAVE",
-        "LIMIT_DOWN_TOUCH",
-        "LIMIT_DOWN_LEAVE",
-        "FAST_MOVE",
-        "VOLUME_SPIKE",
-    ]
+    kind: AlertKind
     exchange_ts: int
     price: float
     change_pct: float

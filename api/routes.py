@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -33,11 +32,11 @@ from api.models import (
 )
 from api.status import StatusProbe
 from api.store import Store
-from schemas.redis_keys import MARKETS_AND_ALL, RANK_METRICS, MarketOrAll, RankMetric
+from schemas.exchange import MARKETS_AND_ALL, MarketOrAll, is_stock_code
+from schemas.redis_keys import RANK_METRICS, RankMetric
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
 MAX_CODES = 500
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "API key missing or invalid"},
@@ -63,7 +62,7 @@ StoreDep = Annotated[Store, Depends(_store)]
 
 
 def valid_code(code: str) -> str:
-    if not CODE_RE.fullmatch(code):
+    if not is_stock_code(code):
         raise BadCode(f"stock code must be 6 digits, got {code[:20]!r}")
     return code
 

@@ -1,10 +1,10 @@
 """Settings of the gateway: ``HQ_GATEWAY_*`` plus the shared ``HQ_*`` ones.
 
 Shared fields (``HQ_KAFKA_BOOTSTRAP``, ``HQ_REDIS_URL``, ...) come from
-:class:`schemas.config.CommonSettings`; every gateway-specific field carries an
+:class:`hqcore.settings.CommonSettings`; every gateway-specific field carries an
 explicit ``HQ_GATEWAY_`` alias. Environment variables are read nowhere else.
 API keys are ``SecretStr``: never log them or put them in messages. Only
-``HQ_`` names configure the gateway (see :func:`schemas.config.env_alias`).
+``HQ_`` names configure the gateway (see :func:`hqcore.settings.env_alias`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, SecretStr
 
+from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-from schemas.config import CommonSettings, env_alias
 
 _gw = partial(env_alias, "HQ_GATEWAY_")
 """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
@@ -182,9 +182,6 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("day_replay_max_speed"),
         description="fastest `replay_day` speed (the exchange's pacing divided by it)",
     )
-
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
 
     @property
     def normalized_topic(self) -> str:

@@ -24,13 +24,10 @@ what a snapshot contains (see :mod:`api.ws`).
 from __future__ import annotations
 
 import asyncio
-import logging
 
-from api.session import QuoteEvent
 from api.store import Store
-from schemas.redis_keys import MarketOrAll
-
-logger = logging.getLogger(__name__)
+from api.ws_session import QuoteEvent
+from schemas.exchange import MarketOrAll
 
 MAX_BATCH_CODES = 1000
 MARKET_READ_CHUNK = 250  # codes per pipeline of a market read: one loop step each

@@ -13,7 +13,6 @@ failure instead of raising; none of them writes anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -26,11 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.models import ComponentStatus
 from api.settings import GatewaySettings
 from api.store import Store
+from hqcore.kafka_client import librdkafka_config
 from schemas import topics
 from schemas.feeds import by_priority
-from schemas.kafka_client import librdkafka_config
-
-logger = logging.getLogger(__name__)
 
 TIMEOUT_S = 3.0
 RECEIVER_METRICS = (

@@ -6,25 +6,17 @@ validates them into models. This module never writes to Redis.
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from api.session import QuoteEvent
+from api.ws_session import QuoteEvent
 from schemas import redis_keys as keys
-from schemas.redis_keys import MarketOrAll, RankMetric
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
+from schemas.redis_keys import RankMetric
 
 MAX_CONNECTIONS = 32
-SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
-
-
-def today_shanghai() -> str:
-    return dt.datetime.now(SHANGHAI).date().isoformat()
 
 
 class Store:
@@ -78,11 +70,11 @@ class Store:
             day = _loads(data).get("trade_date")
             if isinstance(day, str) and day:
                 return day
-        return today_shanghai()
+        return today_in_shanghai()
 
     async def market_codes(self, market: MarketOrAll) -> list[str]:
         if market == "ALL":
-            members = await self.redis.sunion([keys.codes(m) for m in keys.MARKETS])
+            members = await self.redis.sunion([keys.codes(m) for m in MARKETS])
         else:
             members = await self.redis.smembers(keys.codes(market))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)

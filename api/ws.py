@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,8 +47,12 @@ from api.day_replay import (
 from api.errors import KEY_IN_URL
 from api.hub import Hub
 from api.limits import FairSlots, TokenBucket
-from api.replay import ReplayError, ReplayUnavailable, describe_ms, replay_quotes, window_start
-from api.session import (
+from api.replay import ReplayError, ReplayUnavailable, replay_quotes, window_start
+from api.settings import GatewaySettings
+from api.snapshots import SnapshotReads
+from api.store import Store
+from api.wire import writer_for
+from api.ws_session import (
     CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
@@ -59,16 +62,11 @@ from api.session import (
     Snapshot,
     frame,
 )
-from api.settings import GatewaySettings
-from api.snapshots import SnapshotReads
-from api.store import Store
-from api.wire import writer_for
 from archive.errors import ArchiveError
-from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
+from schemas.exchange import MARKETS, MARKETS_AND_ALL, describe_ms, is_stock_code
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
 CLOSE_TOO_BIG = 1009
 MAX_ECHO_CHARS = 64
 #: tokens a request spends (default 1): what it makes the gateway read and send
@@ -214,7 +212,7 @@ class Connection:
 
     def _code(self, msg: dict[str, Any]) -> str:
         code = msg.get("stock_code")
-        if not isinstance(code, str) or not CODE_RE.fullmatch(code):
+        if not isinstance(code, str) or not is_stock_code(code):
             raise ProtocolError("bad_code", f"stock_code must be 6 digits, got {str(code)[:20]!r}")
         return code
 

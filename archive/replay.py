@@ -14,11 +14,9 @@ keyed by code and partitioned with murmur2 like the live ones.
 from __future__ import annotations
 
 import heapq
-import logging
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow.compute as pc
@@ -29,8 +27,7 @@ from archive.arrow_schema import DATASETS, OFFSET_COLUMN, PARTITION_COLUMN, SPEC
 from archive.errors import NoSuchDay
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import shanghai_datetime
 
 Event = tuple[int, Dataset, dict[str, Any]]  # (publish time on the exchange clock, dataset, row)
 
@@ -192,7 +189,7 @@ class Replay:
 
 
 def _shanghai_clock(ts: int) -> str:
-    return (datetime.fromtimestamp(ts / 1000, UTC) + layout.SHANGHAI_OFFSET).strftime("%H:%M:%S")
+    return shanghai_datetime(ts).strftime("%H:%M:%S")
 
 
 def run_replay(
@@ -203,7 +200,7 @@ def run_replay(
     """Publishes ``job`` to Kafka under its prefix; returns the records published."""
     from confluent_kafka import KafkaException, Producer
 
-    from schemas.kafka_client import librdkafka_config
+    from hqcore.kafka_client import librdkafka_config
     from schemas.serde import make_codec
 
     producer = Producer(
@@ -219,7 +216,7 @@ def run_replay(
     codecs = {}
     topic_of = {}
     for name, spec in SPECS.items():
-        topic = f"{job.prefix}{spec.topic}{settings.topic_suffix}"
+        topic = f"{job.prefix}{spec.topic}"
         topic_of[name] = topic
         codecs[name] = make_codec(spec.schema, settings.schema_registry_url, topic)
     failures: list[str] = []

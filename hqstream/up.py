@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqcore.logs import configure_logging
 from hqstream.local_runner import DEFAULT_RUN_DIR, LocalStack, create_topics, free_port, port_open
-from schemas.logs import configure_logging
 from schemas.topics import topic_specs
 
 logger = logging.getLogger(__name__)

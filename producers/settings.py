@@ -8,16 +8,22 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from hqcore.settings import CommonSettings
 from schemas import topics
-from schemas.config import CommonSettings
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); raises ValueError with a clear message."""
+def split_addr(addr: str, default_host: str | None = None) -> tuple[str, int]:
+    """``host:port`` (``[::1]:7070`` for IPv6) -> ``(host, port)``; raises ValueError.
+
+    The one host:port parser (the receiver's feed address, the simulator's listening
+    address). ``default_host`` stands in for an empty host (``:7070``, a listening
+    address); without it an empty host is an error.
+    """
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host = host.strip("[]") or (default_host or "")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"expected host:port, got {addr!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 class ReceiverSettings(CommonSettings):
@@ -31,7 +37,6 @@ class ReceiverSettings(CommonSettings):
         description="HQ_FEED: the entry of HQ_FEEDS this receiver reads (its address, token, "
         "source label; its journal in <journal_dir>/<feed>)",
     )
-    topic_prefix: str = Field("", description="prepended to topic names (HQ_TOPIC_PREFIX)")
     raw_topic: str = Field("", description="default: <prefix>hq.ticks.raw")
     dlq_topic: str = Field("", description="default: <prefix>hq.ticks.dlq")
 
@@ -97,14 +102,15 @@ class ReceiverSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _topic_names(self) -> ReceiverSettings:
-        self.raw_topic = self.raw_topic or f"{self.topic_prefix}{topics.RAW}"
-        self.dlq_topic = self.dlq_topic or f"{self.topic_prefix}{topics.DLQ}"
+        self.raw_topic = self.raw_topic or self.topic(topics.RAW)
+        self.dlq_topic = self.dlq_topic or self.topic(topics.DLQ)
         return self
 
     @field_validator("feed_addr")
     @classmethod
     def _valid_addr(cls, value: str) -> str:
-        split_addr(value)
+        if split_addr(value)[1] == 0:  # an address to connect to: port 0 is no port
+            raise ValueError(f"expected host:port, got {value!r}")
         return value
 
 

@@ -23,19 +23,17 @@ hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = 
                                         published-units mask]``
 ==============================  ======  ==========================================
 
-Markets are SH, SZ, BJ and ALL (rankings and summaries only).
+Markets are SH, SZ, BJ and ALL (rankings and summaries only): see :mod:`schemas.exchange`.
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
-Market = Literal["SH", "SZ", "BJ"]
-MarketOrAll = Literal["SH", "SZ", "BJ", "ALL"]
+from schemas.exchange import Market, MarketOrAll
+
 RankMetric = Literal["change_pct", "amount", "volume"]
 
-MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
-MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 RANK_METRICS: Final[tuple[RankMetric, ...]] = ("change_pct", "amount", "volume")
 
 QUOTE_TTL_S: Final = 2 * 24 * 3600

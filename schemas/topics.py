@@ -8,7 +8,7 @@ Never create topics anywhere else, and never rely on broker auto-create.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 RAW: Final = "hq.ticks.raw"
 NORMALIZED: Final = "hq.ticks.normalized"
@@ -19,12 +19,26 @@ ALERTS: Final = "hq.alerts"
 
 DAY_MS: Final = 24 * 3600 * 1000
 
+#: What a feed quote line is: a Shanghai/Shenzhen ``$`` line or a Beijing JSON
+#: line. The value of a raw record's ``format`` header.
+LineKind = Literal["sse_szse", "bse_json"]
+LINE_KINDS: Final[tuple[LineKind, ...]] = ("sse_szse", "bse_json")
+
 # Headers the receiver puts on every hq.ticks.raw record (values are ASCII).
-H_FORMAT: Final = "format"  # "sse_szse" | "bse_json"
+H_FORMAT: Final = "format"  # a LineKind
 H_RECEIVE_TS: Final = "receive_ts"  # epoch ms when the line was read
 H_SOURCE: Final = "source"  # feed address label, never the token
-FORMAT_SSE_SZSE: Final = "sse_szse"
-FORMAT_BSE_JSON: Final = "bse_json"
+
+#: Record headers as hqstream builds them (values are bytes; typed as the Kafka
+#: clients accept them, so a built list can be handed to ``produce`` as it is).
+Headers = list[tuple[str, bytes | str | None]]
+
+
+def raw_headers(kind: LineKind, receive_ts: int | bytes, source: bytes) -> Headers:
+    """The headers of one ``hq.ticks.raw`` record (``receive_ts``: epoch ms, or its
+    ASCII bytes when a caller stamps many records with one time)."""
+    ts = receive_ts if isinstance(receive_ts, bytes) else str(receive_ts).encode()
+    return [(H_FORMAT, kind.encode()), (H_RECEIVE_TS, ts), (H_SOURCE, source)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ import logging
 
 import typer
 
+from hqcore.logs import configure_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,10 +48,7 @@ def streams(
         updates["metrics_port"] = metrics_port
     if updates:
         settings = settings.model_copy(update=updates)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, "streams", quiet=())
     if rebuild:
         from streams.rebuild import RebuildRefused, run_rebuild
 

@@ -8,15 +8,12 @@ Kafka or Redis.
 
 from __future__ import annotations
 
-import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
+from hqcore.probe_server import serve_probes
 from streams.arbitration import Arbiter
-
-logger = logging.getLogger(__name__)
 
 RECORDS_IN = Counter("hq_streams_records_in_total", "raw records consumed")
 NORMALIZED = Counter("hq_streams_normalized_total", "quotes normalized and produced")
@@ -144,36 +141,16 @@ class HealthState:
 HEALTH = HealthState()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path.startswith("/metrics"):
-            body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
-        elif self.path.startswith("/healthz"):
-            ok = HEALTH.healthy
-            body = b"ok\n" if ok else f"unhealthy: {HEALTH.fatal}\n".encode()
-            status, ctype = (200 if ok else 503), "text/plain"
-        elif self.path.startswith("/readyz"):
-            why = HEALTH.not_ready()
-            body = b"ready\n" if why is None else f"not ready: {why}\n".encode()
-            status, ctype = (200 if why is None else 503), "text/plain"
-        else:
-            body, status, ctype = b"not found\n", 404, "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def healthz() -> tuple[bool, bytes]:
+    ok = HEALTH.healthy
+    return ok, b"ok\n" if ok else f"unhealthy: {HEALTH.fatal}\n".encode()
 
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("metrics http: " + format, *args)
+
+def readyz() -> tuple[bool, bytes]:
+    why = HEALTH.not_ready()
+    return why is None, b"ready\n" if why is None else f"not ready: {why}\n".encode()
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
     """Start the /metrics, /healthz and /readyz server in a daemon thread; ``port`` 0 = off."""
-    if port <= 0:
-        return None
-    server = ThreadingHTTPServer((host, port), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    logger.info("metrics and /healthz on http://%s:%d", host, port)
-    return server
+    return serve_probes(port, healthz, readyz, host, name="metrics-http")

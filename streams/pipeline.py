@@ -27,7 +27,7 @@ record that fails in the in-memory state also makes this worker forget that
 stock's state, which is rebuilt from Redis (without the record) on its next
 tick. Everything per record is done here, before the batch's Redis and Kafka
 writes, so those batch steps only fail for an outage (retried, never
-dead-lettered); :class:`streams.agents.StreamsRuntime` still isolates a
+dead-lettered); :class:`streams.runtime.StreamsRuntime` still isolates a
 record Redis itself refuses.
 """
 
@@ -43,7 +43,7 @@ import orjson
 
 from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
-from schemas.topics import H_RECEIVE_TS, H_SOURCE
+from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
 from streams.alerts import AlertConfig, AlertDetector
 from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
 from streams.candles import CandleBuilder
@@ -77,7 +77,7 @@ class KafkaOut:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+    headers: Headers | None = None
 
 
 @dataclass(slots=True)

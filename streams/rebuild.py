@@ -3,7 +3,7 @@
 A plain confluent-kafka consumer (own consumer group, every partition assigned
 from the earliest retained offset) reads up to the end offsets taken at the
 start and hands batches to the very same :class:`streams.pipeline.Processor`
-and :class:`streams.agents.StreamsRuntime` as the faust worker, so Redis ends
+and :class:`streams.runtime.StreamsRuntime` as the faust worker, so Redis ends
 in the state live processing leaves (quotes, ticks, rankings, candles,
 alerts, market summaries). Nothing is produced to Kafka: the normalized,
 candle, alert and DLQ topics already hold the live run's outputs; bad records
@@ -23,12 +23,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from schemas.kafka_client import librdkafka_config
-from streams.agents import StreamsRuntime, now_ms, tune_memory
+from hqcore.kafka_client import librdkafka_config
 from streams.errors import StreamsError
 from streams.outbox import ConfluentOutbox
 from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink, SinkBatch
+from streams.runtime import StreamsRuntime, now_ms, tune_memory
 from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)

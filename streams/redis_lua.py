@@ -32,14 +32,12 @@ arguments only; it never talks to Redis.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 import orjson
 
 from schemas import redis_keys as rk
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import MARKETS, MARKETS_AND_ALL
 
 QUOTES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])
@@ -152,8 +150,8 @@ _MARKETS: Final = ("SH", "SZ", "BJ")
 
 def rank_and_code_keys() -> list[str]:
     """The 12 rank ZSETs (SH, SZ, BJ, ALL x metrics) then the 3 code SETs."""
-    keys = [rk.rank(m, metric) for m in rk.MARKETS_AND_ALL for metric in rk.RANK_METRICS]
-    return keys + [rk.codes(m) for m in rk.MARKETS]
+    keys = [rk.rank(m, metric) for m in MARKETS_AND_ALL for metric in rk.RANK_METRICS]
+    return keys + [rk.codes(m) for m in MARKETS]
 
 
 _RANK_AND_CODE_KEYS: Final = tuple(rank_and_code_keys())

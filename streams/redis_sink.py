@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
+from schemas.exchange import MARKETS
 from streams.arbitration import Winner
 from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
 
@@ -155,7 +156,7 @@ class RedisSink:
     async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
         """Every stored latest quote with the raw partition it came from."""
         pipe: Any = self.client.pipeline(transaction=False)
-        for market in rk.MARKETS:
+        for market in MARKETS:
             pipe.smembers(rk.codes(market))
         codes = sorted({c.decode() for members in await pipe.execute() for c in members})
         out: list[tuple[dict[str, Any], int]] = []
@@ -242,54 +243,3 @@ def is_redis_error(exc: BaseException) -> bool:
         "LOADING" in str(exc) or "BUSY" in str(exc) or "NOSCRIPT" in str(exc)
     )
     return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy
-
-
-VOLATILE_QUOTE_FIELDS = ("process_ts",)
-
-
-async def canonical_state(client: Any) -> dict[str, Any]:
-    """Every ``hq:*`` key's content minus what legitimately differs between runs.
-
-    Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, and the alert stream's ids and order (alerts are
-    compared as a sorted list). Two runs over the same raw records, whatever
-    their worker count or crashes, must give equal results. For tests and
-    benchmarks; reads everything, so never call it on a production Redis.
-    """
-
-    def strip(data: bytes) -> dict[str, Any]:
-        obj: dict[str, Any] = orjson.loads(data)
-        for name in VOLATILE_QUOTE_FIELDS:
-            obj.pop(name, None)
-        return obj
-
-    state: dict[str, Any] = {}
-    keys = sorted([k.decode() async for k in client.scan_iter(match="hq:*", count=1000)])
-    for key in keys:
-        kind = (await client.type(key)).decode()
-        if key in (rk.STATS_PARTIALS,):
-            continue
-        if key == rk.ALERTS:
-            entries = await client.xrange(key)
-            state[key] = sorted(orjson.dumps(orjson.loads(f[b"data"])).decode()
-                                for _, f in entries)  # fmt: skip
-        elif key.startswith("hq:quote:"):
-            h = await client.hgetall(key)
-            state[key] = {"ts": int(h[b"ts"]), "data": strip(h[b"data"])}
-        elif key.startswith("hq:ticks:"):
-            entries = await client.xrange(key)
-            state[key] = [(i.decode(), strip(f[b"data"])) for i, f in entries]
-        elif key.startswith("hq:market:"):
-            record = orjson.loads((await client.hget(key, "data")) or b"{}")
-            record.pop("ts", None)
-            state[key] = record
-        elif kind == "hash":
-            state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
-        elif kind == "zset":
-            members = await client.zrange(key, 0, -1, withscores=True)
-            state[key] = [(m.decode(), s) for m, s in members]
-        elif kind == "set":
-            state[key] = sorted(m.decode() for m in await client.smembers(key))
-        else:
-            state[key] = kind
-    return state

@@ -1,26 +1,23 @@
 """Settings of the stream workers (``hqstream streams``), read once via :func:`get_settings`.
 
 Shared settings (Kafka, Redis, partitions, schema registry) come from
-:class:`schemas.config.CommonSettings` (``HQ_*``). The streams' own settings use
-``HQ_STREAMS_*`` except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
-``HQ_TOPIC_SUFFIX``), which every service must agree on. Environment variables
+:class:`hqcore.settings.CommonSettings` (``HQ_*``). The streams' own settings use
+``HQ_STREAMS_*`` except the topic prefix (``HQ_TOPIC_PREFIX``, in
+CommonSettings), which every service must agree on. Environment variables
 are read nowhere else; this module never connects to anything.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import cache, partial
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-from schemas.config import CommonSettings, env_alias
 from streams.arbitration import ArbitrationConfig
-
-logger = logging.getLogger(__name__)
 
 _env = partial(env_alias, "HQ_STREAMS_")
 """Accept ``HQ_STREAMS_<NAME>`` from the environment and the field name in code."""
@@ -31,8 +28,6 @@ class StreamsSettings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
 
-    topic_prefix: str = Field("", description="prepended to every topic name (tests: uuid)")
-    topic_suffix: str = Field("", description="appended to every topic name")
     group_id: str = Field(
         "hqstream-streams", validation_alias=_env("group_id"), description="Kafka group / app id"
     )
@@ -197,9 +192,6 @@ class StreamsSettings(CommonSettings):
             volume_tolerance=self.feed_volume_tolerance,
         )
 
-    def topic(self, base: str) -> str:
-        return f"{self.topic_prefix}{base}{self.topic_suffix}"
-
     @property
     def topic_names(self) -> TopicNames:
         return TopicNames(
@@ -214,7 +206,7 @@ class StreamsSettings(CommonSettings):
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """The concrete topic names after prefix/suffix."""
+    """The concrete topic names after the prefix."""
 
     raw: str
     normalized: str

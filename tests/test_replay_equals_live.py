@@ -35,8 +35,9 @@ from archive.archiver import Archiver
 from archive.replay import Pacer, Replay
 from hqstream.local_runner import create_topics
 from schemas import topics
-from schemas.redis_keys import MARKETS_AND_ALL, market_summary
+from schemas.exchange import MARKETS_AND_ALL
 from schemas.redis_keys import candles as candle_key
+from schemas.redis_keys import market_summary
 from schemas.serde import make_codec
 from streams.pipeline import Processor
 from streams.settings import StreamsSettings

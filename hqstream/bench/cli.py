@@ -55,7 +55,7 @@ def journal_faults(
     rate: int = typer.Option(2000, help="lines/s of the steady feed during the pause"),
 ) -> None:
     """The receiver journal's faults (kill, corruption, disk full, broker pause): 0 lost."""
-    from schemas.logs import configure_logging
+    from hqcore.logs import configure_logging
 
     configure_logging("WARNING", "bench")
     rows = journal_faults_bench(pause_s, delivery_timeout_s, rate)

@@ -35,7 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
 from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+from schemas.topics import DLQ, NORMALIZED, RAW, Headers, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class FaultRig:
         """Every receiver forwarded every line it read."""
         return all(map(_receiver_drained, self.receiver_metrics))
 
-    def produce_raw(self, records: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
+    def produce_raw(self, records: Iterable[tuple[bytes, bytes, Headers]]) -> int:
         """Put records on the raw topic directly (as the receiver would); returns how many."""
         producer = Producer(
             {

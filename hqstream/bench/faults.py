@@ -48,9 +48,9 @@ from rich.console import Console
 
 from hqstream.bench.common import machine
 from hqstream.bench.fault_rig import WORKERS, Counts, FaultRig, count, tick_id
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import LocalStack
-from schemas.topics import FORMAT_SSE_SZSE, H_FORMAT, H_RECEIVE_TS, H_SOURCE
+from producers.sample_feed import generate
+from schemas.topics import Headers, raw_headers
 
 console = Console()
 
@@ -183,10 +183,10 @@ register(
 )
 
 
-def poison_lines(kind: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def poison_lines(kind: str) -> list[tuple[bytes, bytes, Headers]]:
     """Records as the receiver would put them on the raw topic.
 
-    ``malformed``: every malformed kind of :mod:`hqstream.bench.rawlines` (wrong
+    ``malformed``: every malformed kind of :mod:`producers.sample_feed` (wrong
     field count, not a number, bad symbol, negative, high below low, bad date,
     truncated JSON). ``hostile``: well-formed lines with numbers or dates no
     real quote has (issue 10): prev_close 1e27, price and amount 1e308, a
@@ -210,7 +210,7 @@ def poison_lines(kind: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]
         fields = value.decode().split("$")
         for i, text in edit.items():
             fields[i] = text
-        headers = [(H_FORMAT, FORMAT_SSE_SZSE.encode()), (H_RECEIVE_TS, now), (H_SOURCE, b"faults")]
+        headers = raw_headers("sse_szse", now, b"faults")
         out.append((key, "$".join(fields).encode(), headers))
     return out
 

@@ -26,7 +26,8 @@ from confluent_kafka import Producer
 
 from schemas import redis_keys as keys
 from schemas import topics
-from schemas.market_rules import SHANGHAI_TZ, board_of, limit_prices
+from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
+from schemas.market_rules import board_of, limit_prices
 from schemas.serde import SingleObjectCodec
 
 WATCH = ("000001", "600519", "300750", "688981", "920819", "601318", "000858", "002594", "600036",
@@ -205,7 +206,7 @@ class MarketSim:
 
     def stats(self, ts: int) -> list[dict[str, Any]]:
         out = []
-        for market in keys.MARKETS_AND_ALL:
+        for market in MARKETS_AND_ALL:
             group = [s for s in self.stocks.values() if market in ("ALL", s.market)]
             live = [s for s in group if not s.suspended]
             pct = {s.code: 100 * (s.price - s.prev_close) / s.prev_close for s in live}

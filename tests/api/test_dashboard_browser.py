@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import redis_keys as keys
 from schemas import topics
+from schemas.exchange import MARKETS_AND_ALL
 from tests.api.dashboard_market import WATCH, LiveFeed, MarketSim
 from tests.conftest import KafkaEndpoint
 
@@ -206,7 +206,7 @@ def _check_page(page: Any, gw: Gateway, sim: MarketSim, live: LiveFeed) -> None:
     page.wait_for_function(CONN_IS, arg="open")
 
     # market summaries: REST first, then live stats messages
-    for market in keys.MARKETS_AND_ALL:
+    for market in MARKETS_AND_ALL:
         count = sum(1 for s in sim.stocks.values() if market in ("ALL", s.market))
         card = f'.card[data-market="{market}"]'
         page.wait_for_function(

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from api import day_replay
 from api.app import create_app
 from api.day_replay import DayReader, DayReplayError, DayReplayRequest, stream_day
-from api.session import Session
 from api.settings import GatewaySettings
+from api.ws_session import Session
 from archive.archiver import Archiver
 from schemas import topics
 from tests.archive.fakes import FakeClock, feed, record_messages, settings

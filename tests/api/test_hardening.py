@@ -21,10 +21,10 @@ from starlette.websockets import WebSocketDisconnect
 from api.app import create_app
 from api.errors import Misconfigured
 from api.limits import FairSlots, TokenBucket
-from api.session import Session
 from api.settings import GatewaySettings
 from api.wire import SharedDeflate
-from schemas.config import env_alias
+from api.ws_session import Session
+from hqcore.settings import env_alias
 from tests.api import helpers as h
 
 pytestmark = pytest.mark.integration

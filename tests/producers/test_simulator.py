@@ -21,8 +21,10 @@ import pytest
 
 from producers import protocol
 from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
-from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start, parse_addr
-from schemas.market_rules import SHANGHAI_TZ, board_of, is_limit_free, is_st, limit_prices
+from producers.settings import split_addr
+from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start
+from schemas.exchange import SHANGHAI_TZ
+from schemas.market_rules import board_of, is_limit_free, is_st, limit_prices
 
 TOKEN = "test-token-not-secret"
 START = dt.datetime(2026, 11, 23, 11, 29, 58, tzinfo=SHANGHAI_TZ)
@@ -447,10 +449,11 @@ def test_cents_and_addresses() -> None:
     assert Stamp.of(dt.datetime(2026, 11, 23, 14, 59, 57, tzinfo=SHANGHAI_TZ)) == Stamp(
         "2026-11-23$14:59:57", "1795417197000"
     )
-    assert parse_addr("127.0.0.1:7070") == ("127.0.0.1", 7070)
-    assert parse_addr("[::1]:7071") == ("::1", 7071)
-    with pytest.raises(SimulatorError):
-        parse_addr("localhost")
+    assert split_addr("127.0.0.1:7070") == ("127.0.0.1", 7070)
+    assert split_addr("[::1]:7071") == ("::1", 7071)
+    assert split_addr(":7072", default_host="127.0.0.1") == ("127.0.0.1", 7072)
+    with pytest.raises(ValueError):
+        split_addr("localhost")
     with pytest.raises(SimulatorError):
         FeedSimulator(SimConfig(token=TOKEN, rate=0))
 
@@ -460,11 +463,12 @@ def test_command_refuses_to_run_without_a_token(monkeypatch: pytest.MonkeyPatch)
     from typer.testing import CliRunner
 
     from producers import simulator
+    from producers.cli import simulate
 
     monkeypatch.delenv("HQ_FEED_TOKEN", raising=False)
     simulator.get_settings.cache_clear()
     app = typer.Typer()
-    app.command()(simulator.simulate_command)
+    app.command()(simulate)
     try:
         result = CliRunner().invoke(app, ["--addr", "127.0.0.1:1", "--stocks", "10"])
     finally:

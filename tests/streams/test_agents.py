@@ -24,21 +24,21 @@ from faust.events import Event
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import Message
 
-from hqstream.bench.rawlines import generate, session_start_ms
 from hqstream.local_runner import create_topics
+from producers.sample_feed import generate, session_start_ms
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
-from streams.agents import StreamsRuntime
 from streams.app import StreamsApp, create_app, live_messages
 from streams.errors import BadRecord
 from streams.faust_transport import RunBuffer, deliver_to
-from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink
+from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.streams.stats_reference import recompute
 from tests.waits import eventually
 
 

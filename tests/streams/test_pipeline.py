@@ -25,14 +25,16 @@ from schemas import dlq
 from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
 from streams import pipeline
-from streams.agents import StreamsRuntime
-from streams.dlq import DlqRecord, headers_dict
-from streams.market_stats import LONG_MAX, MarketStats, merge_partials, recompute
+from streams.dlq import DlqRecord
+from streams.market_stats import LONG_MAX, MarketStats, merge_partials
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
 from streams.redis_sink import SinkBatch, WriteResult
+from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.feed_lines import bj_line, bse_line, sh_line, sse_line
+from tests.kafka_utils import headers_dict
+from tests.streams.stats_reference import recompute
 
 #: the lines' own time: 2026-11-23 14:59:57 Asia/Shanghai (tests.feed_lines)
 LINE_TS = 1_795_417_197_000

@@ -23,9 +23,9 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPart
 
 from api import metrics
 from api.hub import Event, Hub
-from api.session import QuoteEvent, dumps
 from api.settings import GatewaySettings
-from schemas.kafka_client import librdkafka_config
+from api.ws_session import QuoteEvent, dumps
+from hqcore.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)

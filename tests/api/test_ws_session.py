@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api.hub import Event, Hub
-from api.session import QuoteEvent, Session
+from api.ws_session import QuoteEvent, Session
 from tests.api.vclock import VirtualClock
 
 
@@ -219,8 +219,8 @@ def test_kept_json_is_its_own_size() -> None:
     gateway keeps thousands (latest quote per code, buffers, queued control messages)."""
     import tracemalloc
 
-    from api.feed import to_event
-    from api.session import frame
+    from api.kafka_feed import to_event
+    from api.ws_session import frame
 
     rec = {"code": "600000", "market": "SH", "exchange_ts": 1, "name": "x" * 600}
     tracemalloc.start()

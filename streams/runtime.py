@@ -42,9 +42,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from schemas.redis_keys import MARKETS_AND_ALL
+from hqcore.tuning import tune_malloc
+from schemas.exchange import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
-from schemas.tuning import tune_malloc
 from streams import metrics
 from streams.lifecycle import fatal
 from streams.market_stats import merge_partials
@@ -67,7 +67,7 @@ def now_ms() -> int:
 def tune_memory(gen0_threshold: int) -> None:
     """Make Python's cyclic GC cheap for a stream worker (``0`` leaves it alone),
     and keep glibc from returning each batch's memory to the kernel
-    (:func:`schemas.tuning.tune_malloc`).
+    (:func:`hqcore.tuning.tune_malloc`).
 
     Each batch allocates ~100k short-lived dicts and lists (no cycles); with
     the default threshold (700) the collector runs every few hundred records
