@@ -351,7 +351,9 @@ def _mean_with(closes: deque[float], c: float, period: int) -> float:
     return (total + c) / period
 
 
-def _ema_step(prev: float | None, c: float, period: int, n: int, closes: deque[float]) -> float | None:
+def _ema_step(
+    prev: float | None, c: float, period: int, n: int, closes: deque[float]
+) -> float | None:
     if prev is not None:
         return (c - prev) * _K[period] + prev
     if n == period:
