@@ -89,5 +89,17 @@ def compose(
         rows = rows[-limit:]
     if groups is not None:
         for row in rows:
-            row["indicators"] = select(row.get("indicators"), groups) if groups else None
+            row["indicators"] = only(row.get("indicators"), groups)
     return rows
+
+
+def only(values: dict[str, Any] | None, groups: frozenset[str] | None) -> dict[str, Any] | None:
+    """The values of the indicator ``groups`` (None: all; the empty set: none at all)."""
+    if groups is not None and not groups:
+        return None
+    return select(values, groups)
+
+
+def render_bar(record: dict[str, Any], groups: frozenset[str] | None) -> bytes:
+    """A bar's JSON with only the indicator ``groups``."""
+    return orjson.dumps(dict(record, indicators=only(record.get("indicators"), groups)))
