@@ -96,6 +96,20 @@ class BarSeries:
             closed.append(self.close_partial())
         return closed
 
+    def add_bar(self, bar: Bar) -> Bar | None:
+        """Fold a complete bar of this timeframe in (a backfill of history); None if not newer.
+
+        ``bar["minute_ts"]`` is its start (for 1d: 09:30 of the day).
+        """
+        last = bucket(self.tf, bar["minute_ts"])[1]
+        if last <= self.through:
+            return None
+        self.through = last
+        self.partial = None
+        closed = dict(bar, tf=self.tf, closed=True)
+        closed["indicators"] = self.state.close(closed, self.intraday)
+        return closed
+
     def close_partial(self) -> Bar:
         """Close the open bar (its last minute closed, or its time is over)."""
         bar = self.partial
