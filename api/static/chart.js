@@ -278,7 +278,13 @@
         ctx.stroke();
         ctx.lineWidth = 1;
       };
-      const newest = visible[visible.length - 1];
+      const newest = (name) => {  // the newest bar that has the value
+        for (let i = visible.length - 1; i >= 0; i--) {
+          const v = ind(visible[i], name);
+          if (Number.isFinite(v)) return v;
+        }
+        return NaN;
+      };
       let legendX = padL + 6;
       const legend = (text, color, yy) => {
         ctx.fillStyle = color;
@@ -288,7 +294,7 @@
       };
       for (const [name, color] of MA_LINES) {
         line(name, color, y);
-        const v = ind(newest, name);
+        const v = newest(name);
         legend(name.toUpperCase() + " " + (Number.isFinite(v) ? v.toFixed(dec) : "--"), color, priceTop + 9);
       }
 
@@ -337,7 +343,7 @@
       legend(PANE_TITLE[pane], AXIS_TEXT, paneTop + 9);
       for (const [name, color] of PANE_LINES[pane]) {
         line(name, color, yPane);
-        const v = ind(newest, name);
+        const v = newest(name);
         legend((name === "macd" ? "DIF" : name === "macd_signal" ? "DEA" : name.toUpperCase()) + " " + (Number.isFinite(v) ? v.toFixed(pane === "rsi" ? 2 : 3) : "--"), color, paneTop + 9);
       }
 
