@@ -135,14 +135,15 @@ class IndicatorState:
         self.highs: deque[float] = deque(maxlen=KDJ_N - 1)  # the KDJ window before this bar
         self.lows: deque[float] = deque(maxlen=KDJ_N - 1)
         self.prev_close = 0.0
-        self.ma_sum = [0.0] * len(MA_PERIODS)  # the last n-1 closes (TA-Lib's periodTotal)
-        self.ema: list[float | None] = [None] * len(EMA_PERIODS)
+        # tuples, replaced whole when a bar closes: the cyclic GC does not track them
+        self.ma_sum = (0.0,) * len(MA_PERIODS)  # the last n-1 closes (TA-Lib's periodTotal)
+        self.ema: tuple[float | None, ...] = (None,) * len(EMA_PERIODS)
         self.macd_fast: float | None = None
         self.macd_slow: float | None = None
         self.signal_sum = 0.0  # sum of the first DIFs, until the signal is seeded
         self.macd_signal: float | None = None
-        self.rsi_gain = [0.0] * len(RSI_PERIODS)  # sums, then Wilder averages
-        self.rsi_loss = [0.0] * len(RSI_PERIODS)
+        self.rsi_gain = (0.0,) * len(RSI_PERIODS)  # sums, then Wilder averages
+        self.rsi_loss = (0.0,) * len(RSI_PERIODS)
         self.kdj_k = 50.0
         self.kdj_d = 50.0
         self.tr_sum = 0.0  # sum of the first true ranges, until the ATR is seeded
@@ -175,6 +176,8 @@ class IndicatorState:
         for name in cls.__slots__:
             if name in ("closes", "highs", "lows"):
                 getattr(state, name).extend(data[name])
+            elif isinstance(data[name], list):
+                setattr(state, name, tuple(data[name]))
             else:
                 setattr(state, name, data[name])
         return state
@@ -328,11 +331,11 @@ class IndicatorState:
             self.highs.append(h)
             self.lows.append(lo)
             self.prev_close = c
-            self.ma_sum = new_sums
-            self.ema = new_ema
+            self.ma_sum = tuple(new_sums)
+            self.ema = tuple(new_ema)
             self.macd_fast, self.macd_slow = fast, slow
             self.signal_sum, self.macd_signal = signal_sum, signal
-            self.rsi_gain, self.rsi_loss = new_gain, new_loss
+            self.rsi_gain, self.rsi_loss = tuple(new_gain), tuple(new_loss)
             self.kdj_k, self.kdj_d = k, d
             self.tr_sum, self.atr = tr_sum, atr
             self.day, self.day_amount, self.day_volume = day, day_amount, day_volume

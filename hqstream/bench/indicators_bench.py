@@ -7,7 +7,8 @@ This measures only what indicators change: the worker's processing step
 bars and indicators, alerts; no Redis or Kafka I/O) over the same simulated
 snapshots (``--stocks`` stocks every 3 s from 09:30, so a 1-minute candle
 closes every 20 ticks of a stock, as live), in one process, alternating on and
-off ``--rounds`` times. CPU is the process's (user + system); the lines are
+off ``--rounds`` times, with the garbage-collector tuning a worker starts with. CPU
+is the process's (user + system); the lines are
 rendered before the clock starts.
 """
 
@@ -29,6 +30,7 @@ from producers.quote_lines import SnapshotSource
 from producers.universe import build_listing
 from schemas.redis_keys import Market
 from schemas.topics import H_RECEIVE_TS
+from streams.agents import tune_memory
 from streams.pipeline import Processor, RawRecord
 from streams.settings import StreamsSettings
 
@@ -83,6 +85,7 @@ def indicators_bench(
     console.print(f"[bold]bench indicators[/]: {stocks} stocks x {snapshots} snapshots, "
                   f"{rounds} rounds; machine: {machine()}")  # fmt: skip
     batches = _batches(stocks, snapshots, batch)
+    tune_memory(StreamsSettings(metrics_port=0).gc_threshold)  # as a worker starts
     ticks = sum(len(b) for b in batches)
     rows = []
     print(f"\n{ticks:,} ticks per run ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
