@@ -7,9 +7,9 @@ This measures only what indicators change: the worker's processing step
 bars and indicators, alerts; no Redis or Kafka I/O) over the same simulated
 snapshots (``--stocks`` stocks every 3 s from 09:30, so a 1-minute candle
 closes every 20 ticks of a stock, as live), in one process, alternating on and
-off ``--rounds`` times, with the garbage-collector tuning a worker starts with. CPU
-is the process's (user + system); the lines are
-rendered before the clock starts.
+off ``--rounds`` times, with the garbage-collector tuning a worker starts with.
+CPU is the process's (user + system); the lines are rendered before the clock
+starts.
 """
 
 from __future__ import annotations
