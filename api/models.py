@@ -212,6 +212,10 @@ class StatusResponse(BaseModel):
     pushing: bool
     websocket_clients: int
     components: dict[str, ComponentStatus]
+    feeds: dict[str, ComponentStatus] = Field(
+        default_factory=dict,
+        description="each vendor feed's receiver (HQ_FEEDS; `default` when there is one feed)",
+    )
 
 
 class Health(BaseModel):

@@ -98,8 +98,9 @@ async def status(request: Request) -> StatusResponse:
     hub = _hub(request)
     feed = request.app.state.feed
 
+    feeds = await probe.feeds()
     components = {
-        "receiver": await probe.receiver(),
+        "receiver": probe.any_feed(feeds),
         "streams": await probe.streams_lag(),
         "redis": await probe.redis(),
         "kafka": await probe.kafka(),
@@ -114,6 +115,7 @@ async def status(request: Request) -> StatusResponse:
         pushing=hub.pushing,
         websocket_clients=len(hub.sessions),
         components=components,
+        feeds=feeds,
     )
 
 

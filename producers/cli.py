@@ -24,6 +24,9 @@ def produce(
     journal_dir: Annotated[
         Path | None, typer.Option(help="on-disk spool used while Kafka is down")
     ] = None,
+    feed: Annotated[
+        str | None, typer.Option("--feed", help="the HQ_FEEDS entry to read (HQ_FEED)")
+    ] = None,
 ) -> None:
     """Read the vendor feed and produce every line to hq.ticks.raw (token: HQ_FEED_TOKEN)."""
     from producers.lease import elector_for, run_as_leader
@@ -36,6 +39,7 @@ def produce(
             "feed_addr": feed_addr,
             "metrics_port": metrics_port,
             "journal_dir": journal_dir,
+            "feed": feed,
         }.items()
         if v is not None
     }

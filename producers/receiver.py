@@ -168,6 +168,7 @@ class Receiver:
                 self.stats.bytes += len(chunk)
                 metrics.BYTES.inc(len(chunk))
                 self.stats.last_data_monotonic = time.monotonic()
+                metrics.LAST_DATA.set(time.time())
 
                 if overlong is not None:
                     nl = chunk.find(b"\n")
@@ -245,8 +246,9 @@ class Receiver:
 async def run_receiver(settings: ReceiverSettings) -> int:
     """Run the receiver until SIGINT/SIGTERM. Returns the process exit code."""
     if not settings.feed_token.get_secret_value():
-        logger.error("HQ_FEED_TOKEN is not set: the feed requires a token")
+        logger.error("HQ_FEED_TOKEN is not set (or the token_env of this HQ_FEEDS entry)")
         return 2
+    metrics.FEED_INFO.labels(settings.feed_source).set(1)
     journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +26,11 @@ class ReceiverSettings(CommonSettings):
     feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
     feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
     feed_source: str = Field("vendor", description="label put in the `source` header")
+    feed: str = Field(
+        "",
+        description="HQ_FEED: the entry of HQ_FEEDS this receiver reads (its address, token, "
+        "source label; its journal in <journal_dir>/<feed>)",
+    )
     topic_prefix: str = Field("", description="prepended to topic names (HQ_TOPIC_PREFIX)")
     raw_topic: str = Field("", description="default: <prefix>hq.ticks.raw")
     dlq_topic: str = Field("", description="default: <prefix>hq.ticks.dlq")
@@ -69,6 +75,25 @@ class ReceiverSettings(CommonSettings):
         description="message.timeout.ms: how long a record may wait for a Kafka ack "
         "before it is handed to the journal (a stalled broker)",
     )
+
+    @model_validator(mode="after")
+    def _chosen_feed(self) -> ReceiverSettings:
+        if not self.feeds:
+            if self.feed:
+                raise ValueError(f"feed {self.feed!r} chosen but HQ_FEEDS lists no feeds")
+            return self
+        if not self.feed and len(self.feeds) > 1:
+            names = ", ".join(f.name for f in self.feeds)
+            raise ValueError(f"HQ_FEEDS lists several feeds ({names}): choose one with --feed")
+        chosen = [f for f in self.feeds if f.name == (self.feed or self.feeds[0].name)]
+        if not chosen:
+            raise ValueError(f"feed {self.feed!r} is not in HQ_FEEDS")
+        feed = chosen[0]
+        split_addr(feed.addr)
+        self.feed, self.feed_addr, self.feed_source = feed.name, feed.addr, feed.name
+        self.feed_token = SecretStr(os.environ.get(feed.token_env, ""))  # the Secret's key
+        self.journal_dir = self.journal_dir / feed.name  # each receiver its own spool
+        return self
 
     @model_validator(mode="after")
     def _topic_names(self) -> ReceiverSettings:

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
+import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,18 @@ class SimConfig:
     # exchange clock start (naive = Asia/Shanghai time); None = default_start(now)
     start: dt.datetime | None = None
     pool_snapshots: int = 16  # pre-rendered and cycled with max_rate or > 20,000 lines/s
+    # A second vendor (A/B feeds): with ``epoch`` (wall-clock seconds) snapshot k
+    # is due at epoch + k * period, whether or not a client is connected (one
+    # pushed to nobody is skipped, as a real feed's), so simulators sharing
+    # seed, start and epoch push the same market at the same time. Then
+    # ``delay_s`` later, up to ``jitter_s`` more at random, and with
+    # ``missing_fraction`` of the lines left out of each snapshot (drawn from
+    # ``variant_seed``, never from the market's seed).
+    epoch: float | None = None
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    missing_fraction: float = 0.0
+    variant_seed: int = 0
 
 
 @dataclass
@@ -109,6 +122,7 @@ class SimStats:
     """Counters. Quote lines and bytes count once per snapshot, whatever the client count."""
 
     lines_sent: int = 0
+    lines_missing: int = 0  # left out on purpose (``missing_fraction``)
     bytes_sent: int = 0
     malformed_sent: int = 0
     snapshots_sent: int = 0
@@ -281,6 +295,44 @@ class FeedSimulator:
     # -- pushing ---------------------------------------------------------------
 
     async def _push(self) -> None:
+        if self.config.epoch is not None:
+            await self._push_on_schedule(self.config.epoch)
+        else:
+            await self._push_when_connected()
+
+    async def _push_on_schedule(self, epoch: float) -> None:
+        """Snapshot k at epoch + k * period (+ delay and jitter), clients or not."""
+        cfg = self.config
+        period = cfg.interval_s / cfg.rate
+        variant = random.Random(cfg.variant_seed)
+        index = 0
+        while cfg.max_snapshots is None or index < cfg.max_snapshots:
+            due = epoch + index * period + cfg.delay_s + variant.uniform(0.0, cfg.jitter_s)
+            await asyncio.sleep(max(0.0, due - time.time()))
+            snapshot = self._source.next()
+            index += 1
+            if not self._clients:
+                continue  # pushed to nobody: this snapshot is not sent
+            data, lines = snapshot.data, snapshot.lines
+            if cfg.missing_fraction:
+                kept = [
+                    line
+                    for line in data.splitlines(keepends=True)
+                    if variant.random() >= cfg.missing_fraction
+                ]
+                data, lines = b"".join(kept), len(kept)
+                self.stats.lines_missing += snapshot.lines - lines
+            self._broadcast(data)
+            st = self.stats
+            st.snapshots_sent += 1
+            st.lines_sent += lines
+            st.bytes_sent += len(data)
+        await self._drained()
+        if self._log is not None:
+            self._log.flush()
+        self._done.set()
+
+    async def _push_when_connected(self) -> None:
         cfg = self.config
         period = cfg.interval_s / cfg.rate
         next_at = 0.0
@@ -440,6 +492,26 @@ def simulate_command(
             "offset it is Asia/Shanghai time) [default: today 09:30]"
         ),
     ] = None,
+    epoch: Annotated[
+        float | None,
+        typer.Option(
+            help="wall-clock schedule (Unix seconds): snapshot k at epoch + k x period, "
+            "connected or not; give A/B simulators the same seed, --start and --epoch"
+        ),
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(min=0.0, help="with --epoch: push each snapshot this much later")
+    ] = 0.0,
+    jitter: Annotated[
+        float, typer.Option(min=0.0, help="with --epoch: up to this much more, at random")
+    ] = 0.0,
+    missing_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="with --epoch: share of lines left out at random"),
+    ] = 0.0,
+    variant_seed: Annotated[
+        int, typer.Option(help="seed of the delay jitter and missing lines (not of the market)")
+    ] = 0,
 ) -> None:
     """Run the vendor feed simulator; the token comes from HQ_FEED_TOKEN."""
     settings = get_settings()
@@ -472,5 +544,10 @@ def simulate_command(
         sent_log=sent_log,
         heartbeat_interval_s=heartbeat,
         start=start_at,
+        epoch=epoch,
+        delay_s=delay,
+        jitter_s=jitter,
+        missing_fraction=missing_fraction,
+        variant_seed=variant_seed,
     )
     asyncio.run(serve(config))

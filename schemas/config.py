@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.feeds import FeedConfig
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
@@ -48,6 +50,11 @@ class CommonSettings(BaseSettings):
         None, description="Confluent schema registry; unset = Avro single-object encoding"
     )
     log_level: str = "INFO"
+    feeds: list[FeedConfig] = Field(
+        default_factory=list,
+        description="HQ_FEEDS: the vendor feeds, a JSON list (schemas/feeds.py); "
+        "empty = one feed from HQ_FEED_ADDR / HQ_FEED_TOKEN",
+    )
 
     # How clients authenticate to Kafka. The defaults (PLAINTEXT, no user) are
     # what the local runner's broker speaks; Kubernetes sets SASL_SSL +

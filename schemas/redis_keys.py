@@ -25,6 +25,9 @@ hq:rank:<market>:<metric>       ZSET    member = code, score = metric
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
 hq:codes:<market>               SET     codes seen today per market
+hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = JSON
+                                        ``[ts // precision, source, price, volume,
+                                        published-units mask]``
 ==============================  ======  ==========================================
 
 Markets are SH, SZ, BJ and ALL (rankings and summaries only).
@@ -91,6 +94,11 @@ def market_summary(market: MarketOrAll) -> str:
 
 def codes(market: Market) -> str:
     return f"hq:codes:{market}"
+
+
+def feed_winners(partition: int) -> str:
+    """The arbitration winners of the stocks of one raw-topic partition (streams/arbitration)."""
+    return f"hq:feeds:winners:{partition}"
 
 
 ALERTS: Final = "hq:alerts"

@@ -108,6 +108,7 @@ class StreamsRuntime:
         self._reseed = False
         self.batches = 0
         self.last_batch_s = 0.0
+        self._feed_metrics = metrics.FeedExport()
 
     # -- rebalance -----------------------------------------------------------
 
@@ -234,6 +235,9 @@ class StreamsRuntime:
                     redis_done = True
                     self._redis_ok(attempt)
                 await self.outbox.flush()
+                if result.feed_winners:  # never ahead of the normalized topic
+                    await self.sink.write_feed_winners(result.feed_winners)
+                    result.feed_winners = {}
                 return
             except KafkaOutputError as exc:
                 attempt += 1
@@ -330,6 +334,7 @@ class StreamsRuntime:
         for alert in result.sink.alerts:
             metrics.ALERTS.labels(alert["kind"]).inc()
         metrics.CANDLES.inc(sum(1 for c in result.sink.candles if c["closed"]))
+        self._feed_metrics.update(self.processor.arbiter)
         now = time.time()
         # a sample (at most E2E_SAMPLES per batch): one observe costs ~1 us
         stride = max(1, len(result.receive_ts) // E2E_SAMPLES)

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from streams.arbitration import Arbiter
+
 logger = logging.getLogger(__name__)
 
 RECORDS_IN = Counter("hq_streams_records_in_total", "raw records consumed")
@@ -47,6 +49,62 @@ E2E_LATENCY = Histogram(
 REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
+FEED_QUOTES = Counter("hq_feed_quotes_total", "quotes published, by the feed that won", ["source"])
+FEED_FILLED = Counter(
+    "hq_feed_filled_total",
+    "quotes a lagging feed delivered late of a snapshot no feed had published (published)",
+    ["source"],
+)
+FEED_DROPPED = Counter(
+    "hq_feed_dropped_total",
+    "quotes of a feed dropped by arbitration (duplicate, late, stale)",
+    ["source", "reason"],
+)
+FEED_DISAGREEMENTS = Counter(
+    "hq_feed_disagreements_total",
+    "copies of a snapshot whose price or volume differ from the winning feed's beyond tolerance",
+    ["source"],
+)
+FEED_BEHIND = Gauge(
+    "hq_feed_behind_seconds",
+    "exchange time a feed is behind the newest feed (worst of this worker's partitions)",
+    ["source"],
+)
+FEED_STALE = Gauge("hq_feed_stale", "1 while a feed is stale (its quotes are dropped)", ["source"])
+
+
+class FeedExport:
+    """Copies a :class:`streams.arbitration.Arbiter`'s figures into the metrics above."""
+
+    def __init__(self) -> None:
+        self._quotes: dict[str, int] = {}
+        self._filled: dict[str, int] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._disagreements: dict[str, int] = {}
+
+    def update(self, arbiter: Arbiter) -> None:
+        for source, n in arbiter.accepted.items():
+            FEED_QUOTES.labels(label(source)).inc(n - self._quotes.get(source, 0))
+            self._quotes[source] = n
+        for source, n in arbiter.filled.items():
+            FEED_FILLED.labels(label(source)).inc(n - self._filled.get(source, 0))
+            self._filled[source] = n
+        for (source, reason), n in arbiter.dropped.items():
+            before = self._dropped.get((source, reason), 0)
+            FEED_DROPPED.labels(label(source), reason).inc(n - before)
+            self._dropped[source, reason] = n
+        for source, n in arbiter.disagreements.items():
+            FEED_DISAGREEMENTS.labels(label(source)).inc(n - self._disagreements.get(source, 0))
+            self._disagreements[source] = n
+        stale_ms = arbiter.config.stale_after_ms
+        for source, behind in arbiter.behind_ms().items():
+            FEED_BEHIND.labels(label(source)).set(behind / 1000)
+            FEED_STALE.labels(label(source)).set(1 if behind > stale_ms else 0)
+
+
+def label(source: str) -> str:
+    """The metric label of a feed (records without a ``source`` header: ``implicit``)."""
+    return source or "implicit"
 
 
 class HealthState:

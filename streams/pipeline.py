@@ -15,7 +15,9 @@ partitions are seeded from the stored latest quotes on every assignment.
 A quote whose ``exchange_ts`` is not newer than the last one this worker
 applied (an at-least-once replay) still goes to Redis (newer-wins makes it a
 no-op) and to Kafka, but never into the in-memory state twice.
-Never drops a record: every input ends in an output or the DLQ.
+Never drops a record: every input ends in an output or the DLQ, except the
+copies of a snapshot another feed delivered first, which the feed arbiter
+(:mod:`streams.arbitration`) drops and counts per feed and reason.
 
 No record can stop a partition: whatever one record raises while it is
 parsed, encoded (Avro, and the JSON Redis stores) or folded into the
@@ -41,8 +43,9 @@ import orjson
 
 from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
-from schemas.topics import H_RECEIVE_TS
+from schemas.topics import H_RECEIVE_TS, H_SOURCE
 from streams.alerts import AlertConfig, AlertDetector
+from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
 from streams.bars import TimeframeBars
 from streams.candles import CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
@@ -89,6 +92,9 @@ class BatchResult:
     n_in: int = 0
     sources: list[RawRecord] = field(default_factory=list)  # the raw record of each sink quote
     refused: set[int] = field(default_factory=set)  # sink quotes Redis refused (dead-lettered)
+    arbitrated: int = 0  # copies of another feed's quotes dropped by the arbiter
+    #: the arbiter's new winners, by raw partition: stored once Kafka has the batch
+    feed_winners: dict[int, dict[str, Winner]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -100,6 +106,7 @@ class Parsed:
     data: list[bytes] = field(default_factory=list)  # JSON, as Redis stores it
     sources: list[RawRecord] = field(default_factory=list)
     dead: list[DlqRecord] = field(default_factory=list)
+    arbitrated: int = 0  # copies of another feed's quotes, dropped by the arbiter
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
         """Move the records at the indices of ``failed`` to the dead letters."""
@@ -111,14 +118,18 @@ class Parsed:
         self.dead += failed.values()
 
 
-def receive_ts_of(record: RawRecord) -> int:
+def receive_ts_and_source(record: RawRecord) -> tuple[int, str]:
+    """The receiver's ``receive_ts`` (else the Kafka timestamp) and feed (``source``) headers."""
+    receive_ts, source = record.timestamp_ms, IMPLICIT_SOURCE
     for name, value in record.headers:
         if name == H_RECEIVE_TS:
             try:
-                return int(value)
+                receive_ts = int(value)
             except (TypeError, ValueError):
-                break
-    return record.timestamp_ms
+                receive_ts = record.timestamp_ms
+        elif name == H_SOURCE:
+            source = value.decode("utf-8", "replace")
+    return receive_ts, source
 
 
 #: records parsed between two turns of the event loop (see Processor.process)
@@ -182,6 +193,7 @@ class Processor:
         }
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
         self.max_ahead_ms = round(settings.max_ahead_s * 1000)
+        self.arbiter = Arbiter(settings.arbitration)
         self.reset()
 
     def reset(self) -> None:
@@ -208,6 +220,7 @@ class Processor:
         stocks are warmed up again from Redis. Returns how many were dropped.
         """
         codes = [c for c, p in self.partition_of.items() if p in partitions]
+        self.arbiter.forget_partitions(partitions)
         for partition in partitions:
             self.newest_by_partition.pop(partition, None)
             self.partition_wall_ms.pop(partition, None)
@@ -290,7 +303,18 @@ class Processor:
                 n += 1
         logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
                     sorted(partitions) if partitions is not None else "all")  # fmt: skip
+        await self.restore_feed_winners(sink, partitions)
         return n
+
+    async def restore_feed_winners(self, sink: RedisSink, partitions: set[int] | None) -> None:
+        """Load the feed arbitration winners of ``partitions`` (all: None) stored in Redis."""
+        wanted = sorted(partitions) if partitions is not None else range(self.settings.partitions)
+        stored = await sink.feed_winners(list(wanted))
+        for partition, winners in stored.items():
+            self.arbiter.restore(partition, winners)
+        if any(stored.values()):
+            logger.info("feed arbitration: %d stocks' winners restored from redis",
+                        sum(map(len, stored.values())))  # fmt: skip
 
     async def warm_up(self, sink: RedisSink, codes: set[str]) -> None:
         """Replay the recent Redis ticks of stocks this worker has not seen yet."""
@@ -323,14 +347,21 @@ class Processor:
     # -- the hot path -------------------------------------------------------
 
     def parse(self, records: list[RawRecord], into: Parsed) -> None:
-        """Parse, check and encode ``records``: the valid ones and the dead letters go ``into``."""
+        """Parse, check, arbitrate and encode ``records``: the published quotes and the
+        dead letters go ``into``; copies the arbiter drops are counted there, not encoded."""
         now = _now_ms()
         encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
         quotes_add, encoded_add = into.quotes.append, into.encoded.append
         data_add, sources_add, dead_add = into.data.append, into.sources.append, into.dead.append
+        judge = self.arbiter.judge
         for rec in records:
             try:
-                quote = parse_record(rec.value, receive_ts_of(rec), now, max_ahead_ms=max_ahead)
+                receive_ts, source = receive_ts_and_source(rec)
+                quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                if judge(quote["code"], quote["exchange_ts"], source, rec.partition,
+                         quote["price"], quote["volume"]):  # fmt: skip
+                    into.arbitrated += 1
+                    continue
                 payload = encode(quote)
                 data = dumps(quote)
             except BadRecord as bad:
@@ -461,7 +492,14 @@ class Processor:
             receive_ts=[q["receive_ts"] for q, _ in quotes],
             n_in=len(records),
             sources=p.sources,
+            arbitrated=p.arbitrated,
+            feed_winners=self._feed_winners_to_store(),
         )
+
+    def _feed_winners_to_store(self) -> dict[int, dict[str, Winner]]:
+        """The arbiter's new winners; nothing to store while one feed is all there is."""
+        changes = self.arbiter.take_changes()
+        return changes if self.arbiter.multi_source else {}
 
     # -- market statistics ---------------------------------------------------
 

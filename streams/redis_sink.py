@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
+from streams.arbitration import Winner
 from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,30 @@ class RedisSink:
             for data, partition in await pipe.execute():
                 if data is not None:
                     out.append((orjson.loads(data), int(partition or -1)))
+        return out
+
+    async def write_feed_winners(self, changes: dict[int, dict[str, Winner]]) -> None:
+        """Store the arbitration winners of processed, acknowledged batches."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for partition, winners in changes.items():
+            key = rk.feed_winners(partition)
+            pipe.hset(key, mapping={code: orjson.dumps(w) for code, w in winners.items()})
+            pipe.expire(key, rk.QUOTE_TTL_S)
+        await pipe.execute()
+
+    async def feed_winners(self, partitions: Sequence[int]) -> dict[int, dict[str, Winner]]:
+        """The stored arbitration winners of ``partitions``."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hgetall(rk.feed_winners(partition))
+        out: dict[int, dict[str, Winner]] = {}
+        for partition, stored in zip(partitions, await pipe.execute(), strict=True):
+            winners: dict[str, Winner] = {}
+            for code, blob in stored.items():
+                unit, source, price, volume, seen = orjson.loads(blob)
+                winners[code.decode()] = (int(unit), str(source), float(price), int(volume),
+                                          int(seen))  # fmt: skip
+            out[partition] = winners
         return out
 
     async def recent_ticks(

@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
 from schemas.config import CommonSettings, env_alias
+from streams.arbitration import ArbitrationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,32 @@ class StreamsSettings(CommonSettings):
         description="a quote whose exchange time is more than this after its receive time is "
         "dead-lettered (future_timestamp); older quotes (replays) are always accepted",
     )
+    feed_precision_ms: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_env("feed_precision_ms"),
+        description="two feeds' quotes of a stock are one snapshot when their exchange times "
+        "are equal at this precision (the coarser of the vendors': whole seconds)",
+    )
+    feed_stale_after_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("feed_stale_after_s"),
+        description="a feed this far behind the newest feed (exchange time, per partition) "
+        "is stale: its quotes are dropped until it catches up",
+    )
+    feed_price_tolerance: float = Field(
+        0.005,
+        ge=0,
+        validation_alias=_env("feed_price_tolerance"),
+        description="yuan: two feeds' prices of one snapshot further apart disagree",
+    )
+    feed_volume_tolerance: float = Field(
+        0.001,
+        ge=0,
+        validation_alias=_env("feed_volume_tolerance"),
+        description="share of the cumulative volume: two feeds' volumes further apart disagree",
+    )
     producer: str = Field(
         "confluent",
         validation_alias=_env("producer"),
@@ -166,6 +193,15 @@ class StreamsSettings(CommonSettings):
         description="a worker whose rebalance has not resumed its flow for this long exits "
         "non-zero (and is restarted) instead of holding partitions it does not process",
     )
+
+    @property
+    def arbitration(self) -> ArbitrationConfig:
+        return ArbitrationConfig(
+            precision_ms=self.feed_precision_ms,
+            stale_after_ms=round(self.feed_stale_after_s * 1000),
+            price_tolerance=self.feed_price_tolerance,
+            volume_tolerance=self.feed_volume_tolerance,
+        )
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}{self.topic_suffix}"

@@ -488,3 +488,33 @@ def test_default_start_is_never_ahead_of_the_wall_clock(now: str, start: str) ->
     got = default_start(dt.datetime.fromisoformat(now))
     assert got == dt.datetime.fromisoformat(start)
     assert got <= dt.datetime.fromisoformat(now)
+
+
+async def test_a_second_vendor_on_the_same_schedule_sends_the_same_market_with_gaps() -> None:
+    """A/B simulators (same seed, start, epoch): B's lines are A's, a few left out.
+
+    The schedule runs on the wall clock whether or not anyone listens, so the
+    comparison starts at the first snapshot both clients got, however late
+    either connected on a loaded machine.
+    """
+    epoch = time.time() + 0.5
+    common: dict[str, Any] = {"stocks": 200, "interval_s": 0.2, "max_snapshots": 15, "epoch": epoch}
+    a = await run_sim(**common)
+    b = await run_sim(**common, delay_s=0.05, jitter_s=0.05, missing_fraction=0.1, variant_seed=7)
+    try:
+        (ra, wa), (rb, wb) = await connect(a.port), await connect(b.port)
+        await a.wait_done(30)
+        await b.wait_done(30)
+        got_a = await read_quotes(ra, a.stats.lines_sent)
+        got_b = await read_quotes(rb, b.stats.lines_sent)
+        wa.close()
+        wb.close()
+    finally:
+        await a.stop()
+        await b.stop()
+    first_both = max(parse_line(got_a[0])["when"], parse_line(got_b[0])["when"])
+    in_a = {line for line in got_a if parse_line(line)["when"] >= first_both}
+    in_b = {line for line in got_b if parse_line(line)["when"] >= first_both}
+    assert in_b <= in_a
+    assert 0 < len(in_a - in_b) < 0.2 * len(in_a)  # about 10 % left out
+    assert b.stats.lines_missing > 0 and a.stats.lines_missing == 0
