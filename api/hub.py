@@ -28,10 +28,19 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from api import metrics
-from api.ws_session import CLOSE_TOO_SLOW, FrameWriter, Hold, QuoteEvent, Session, Snapshot
+from api.bars import render_bar
+from api.ws_session import (
+    CLOSE_TOO_SLOW,
+    CandleStream,
+    FrameWriter,
+    Hold,
+    QuoteEvent,
+    Session,
+    Snapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,20 @@ class Event:
     quote: QuoteEvent | None = None
     key: str = ""  # market for stats, code for candles
     minute_ts: int = 0
+    tf: str = "1m"  # candles: the timeframe
+    record: dict[str, Any] | None = None  # candles: the decoded bar (indicators re-rendered)
+    _rendered: dict[frozenset[str] | None, bytes] | None = None
+
+    def candle_json(self, groups: frozenset[str] | None) -> bytes:
+        """The bar's JSON with only the indicator ``groups`` (rendered once per set)."""
+        if groups is None or self.record is None:
+            return self.raw
+        if self._rendered is None:
+            self._rendered = {}
+        found = self._rendered.get(groups)
+        if found is None:
+            found = self._rendered[groups] = render_bar(self.record, groups)
+        return found
 
 
 class Hub:
@@ -146,13 +169,14 @@ class Hub:
         s.alerts = on
         (self.alert_subs.add if on and not s.closing else self.alert_subs.discard)(s)
 
-    def subscribe_candles(self, s: Session, code: str) -> None:
-        s.candles.add(code)
+    def subscribe_candles(self, s: Session, code: str, stream: CandleStream) -> None:
+        """One timeframe per stock and connection: subscribing again switches it."""
+        s.candles[code] = stream
         if not s.closing:
             self.candle_subs[code].add(s)
 
     def unsubscribe_candles(self, s: Session, code: str) -> None:
-        s.candles.discard(code)
+        s.candles.pop(code, None)
         _discard(self.candle_subs, code, s)
 
     # ---- routing ---------------------------------------------------------------------
@@ -196,7 +220,9 @@ class Hub:
                         s.offer_alert(ev.raw)
             elif ev.kind == "candle" and pushing:
                 for s in self.candle_subs.get(ev.key, ()):
-                    s.offer_candle(ev.key, ev.minute_ts, ev.raw)
+                    stream = s.candles.get(ev.key)
+                    if stream is not None and stream.tf == ev.tf:
+                        s.offer_candle(ev.key, ev.minute_ts, ev.candle_json(stream.groups))
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)

@@ -64,7 +64,10 @@ class KafkaFeed:
             ),
             settings.stats_topic: ("stats", make_codec("market_stats", reg, settings.stats_topic)),
             settings.alerts_topic: ("alert", make_codec("alert", reg, settings.alerts_topic)),
-            settings.candles_topic: ("candle", make_codec("candle", reg, settings.candles_topic)),
+            **{
+                topic: ("candle", make_codec("candle", reg, topic))
+                for topic in settings.candle_topics.values()
+            },
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hq-gateway-feed", daemon=True)
@@ -164,5 +167,6 @@ def to_event(kind: str, rec: dict[str, Any]) -> Event:
     if kind == "stats":
         return Event("stats", raw, key=rec["market"])
     if kind == "candle":
-        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]))
+        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]),
+                     tf=rec.get("tf", "1m"), record=rec)  # fmt: skip
     return Event("alert", raw)

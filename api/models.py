@@ -65,7 +65,7 @@ class Quote(_Record):
 
 
 class Candle(_Record):
-    """A 1-minute OHLCV candle (Avro ``io.hqstream.v1.Candle``)."""
+    """An OHLCV bar of one timeframe with its indicators (Avro ``io.hqstream.v1.Candle``)."""
 
     code: str
     market: str
@@ -79,6 +79,12 @@ class Candle(_Record):
     amount: float
     ticks: int
     closed: bool
+    tf: str = Field("1m", description="1m, 5m, 15m, 30m, 60m or 1d")
+    indicators: dict[str, float | None] | None = Field(
+        None,
+        description="ma5 ... atr14 as of now (open bar) or the close; only the groups asked "
+        "for; null when none were asked for (schemas/indicators.py: the definitions)",
+    )
 
 
 class RankEntry(_Record):
@@ -168,6 +174,13 @@ class RankResponse(BaseModel):
 class CandlesResponse(BaseModel):
     code: str
     date: str
+    candles: list[Candle]
+
+
+class BarsResponse(BaseModel):
+    code: str
+    tf: str
+    date: str = Field(description="the trade date of the intraday bars (1d: of the newest)")
     candles: list[Candle]
 
 

@@ -13,11 +13,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 
+from api import bars
 from api.auth import require_admin, require_key
 from api.errors import BadCode, BadRequest, NotFound, UnknownMarket, UnknownMetric
 from api.hub import Hub
 from api.models import (
     AlertsResponse,
+    BarsResponse,
     CandlesResponse,
     ComponentStatus,
     ErrorBody,
@@ -65,6 +67,13 @@ def valid_code(code: str) -> str:
     if not is_stock_code(code):
         raise BadCode(f"stock code must be 6 digits, got {code[:20]!r}")
     return code
+
+
+def _iso_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BadRequest(f"date must be YYYY-MM-DD, got {text[:20]!r}") from None
 
 
 def valid_market(market: str) -> MarketOrAll:
@@ -180,17 +189,48 @@ async def candles(
     ] = None,
 ) -> Any:
     valid_code(code)
-    if date is None:
-        day = await store.trade_date(code)
-    else:
-        try:
-            day = dt.date.fromisoformat(date).isoformat()
-        except ValueError:
-            raise BadRequest(f"date must be YYYY-MM-DD, got {date[:20]!r}") from None
+    day = await store.trade_date(code) if date is None else _iso_date(date)
     rows = await store.candles(code, day)
     if not rows and not await store.has_ticks(code):
         raise NotFound(f"no data for stock {code}")
     return {"code": code, "date": day, "candles": rows}
+
+
+@router.get(
+    "/stock/{code}/candles",
+    response_model=BarsResponse,
+    summary="Bars of a timeframe with technical indicators",
+)
+async def stock_candles(
+    code: str,
+    store: StoreDep,
+    tf: Annotated[str, Query(description="1m, 5m, 15m, 30m, 60m or 1d")] = "1m",
+    indicators: Annotated[
+        str | None,
+        Query(
+            description="comma-separated groups: ma, ema, macd, rsi, kdj, boll, vwap, atr; "
+            "all (default) or none"
+        ),
+    ] = None,
+    date: Annotated[
+        str | None, Query(description="YYYY-MM-DD (default: the trade date of its latest quote)")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=0, le=5000, description="the newest N bars (0: all; 1d default 250)")
+    ] = 0,
+) -> Any:
+    """The closed bars of the day (daily: the newest days), then the open bar, whose
+    indicator values are evaluated now and are final when it closes."""
+    valid_code(code)
+    frame, groups = bars.timeframe(tf), bars.indicator_groups(indicators)
+    day = await store.trade_date(code) if date is None else _iso_date(date)
+    closed, series, minutes = await store.bar_parts(code, frame, day)
+    if frame == "1d" and limit == 0:
+        limit = bars.DAILY_LIMIT
+    rows = bars.compose(frame, closed, series, minutes, groups, limit)
+    if not rows and not await store.has_ticks(code):
+        raise NotFound(f"no data for stock {code}")
+    return {"code": code, "tf": frame, "date": day, "candles": rows}
 
 
 @router.get("/ticks/{code}", response_model=TicksResponse, summary="Recent ticks of a stock")

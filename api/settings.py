@@ -199,6 +199,11 @@ class GatewaySettings(CommonSettings):
     def candles_topic(self) -> str:
         return self.topic(topics.CANDLES_1M)
 
+    @property
+    def candle_topics(self) -> dict[str, str]:
+        """Every timeframe's closed-bar topic (1m is :attr:`candles_topic`)."""
+        return {tf: self.topic(name) for tf, name in topics.CANDLES.items()}
+
     def client_keys(self) -> tuple[str, ...]:
         return _split(self.api_keys) + self.admin_key_list()
 

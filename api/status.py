@@ -73,7 +73,7 @@ class StatusProbe:
             self.settings.normalized_topic,
             self.settings.stats_topic,
             self.settings.alerts_topic,
-            self.settings.candles_topic,
+            *self.settings.candle_topics.values(),
         ]
         missing = [t for t in wanted if t not in md.topics]
         return ComponentStatus(

@@ -15,6 +15,7 @@ from api.ws_session import QuoteEvent
 from schemas import redis_keys as keys
 from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
 from schemas.redis_keys import RankMetric
+from schemas.timeframes import Timeframe
 
 MAX_CONNECTIONS = 32
 
@@ -98,6 +99,21 @@ class Store:
     async def candles_raw(self, code: str, trade_date: str) -> list[bytes]:
         rows: Any = await self.redis.hgetall(keys.candles(code, trade_date))
         return [bytes(rows[k]) for k in sorted(rows, key=int)]
+
+    async def bar_parts(
+        self, code: str, tf: Timeframe, trade_date: str
+    ) -> tuple[list[bytes], bytes | None, list[bytes]]:
+        """What :func:`api.bars.compose` needs: the closed ``tf`` bars (by start), the
+        stock's stored ``tf`` series and, for other timeframes than 1m, the day's minutes."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.candles(code, trade_date, tf))
+            pipe.hget(keys.bars(code), tf)
+            if tf != "1m":
+                pipe.hgetall(keys.candles(code, trade_date))
+            found: list[Any] = await pipe.execute()
+        closed = [bytes(found[0][k]) for k in sorted(found[0], key=int)]
+        minutes = [bytes(v) for v in found[2].values()] if tf != "1m" else []
+        return closed, None if found[1] is None else bytes(found[1]), minutes
 
     async def ticks(self, code: str, start: int | None, end: int | None, limit: int) -> list[Any]:
         """Quotes with ``start <= exchange_ts <= end``, oldest first; the latest ``limit``."""

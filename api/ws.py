@@ -34,7 +34,7 @@ from confluent_kafka import KafkaException
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
-from api import metrics
+from api import bars, metrics
 from api.auth import check_key
 from api.day_replay import (
     DayReader,
@@ -44,7 +44,7 @@ from api.day_replay import (
     parse_date,
     stream_day,
 )
-from api.errors import KEY_IN_URL
+from api.errors import KEY_IN_URL, BadRequest
 from api.hub import Hub
 from api.limits import FairSlots, TokenBucket
 from api.replay import ReplayError, ReplayUnavailable, replay_quotes, window_start
@@ -56,6 +56,7 @@ from api.ws_session import (
     CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
+    CandleStream,
     Hold,
     QuoteEvent,
     Session,
@@ -139,6 +140,13 @@ class Connection:
             "stats": s.stats,
             "alerts": s.alerts,
             "candles": sorted(s.candles),
+            "candle_streams": {
+                code: {
+                    "tf": stream.tf,
+                    "indicators": "all" if stream.groups is None else sorted(stream.groups),
+                }
+                for code, stream in sorted(s.candles.items())
+            },
         }
 
     def ack(self, request: str) -> None:
@@ -227,7 +235,7 @@ class Connection:
 
     def _room_for(self, code: str) -> None:
         s = self.s
-        used = len(s.stocks | s.candles)
+        used = len(s.stocks | s.candles.keys())
         if code not in s.stocks and code not in s.candles:
             used += 1
         if used > self.settings.max_stocks_per_connection:
@@ -370,17 +378,23 @@ class Connection:
 
     async def subscribe_candles(self, msg: dict[str, Any]) -> None:
         code = self._code(msg)
+        try:
+            tf = bars.timeframe(str(msg.get("tf", "1m")))
+            indicators = msg.get("indicators")
+            if indicators is not None and not isinstance(indicators, str | list):
+                raise BadRequest("indicators must be a list or a comma-separated string")
+            groups = bars.indicator_groups(indicators)
+        except BadRequest as exc:
+            raise ProtocolError("bad_request", exc.message) from None
         self._room_for(code)
-        self.hub.subscribe_candles(self.s, code)
+        self.hub.subscribe_candles(self.s, code, CandleStream(tf, groups))
         self.ack("subscribe_candles")
-        raws = await self.store.candles_raw(code, await self.store.trade_date(code))
-        self.s.control(
-            b'{"type":"snapshot","stock_code":"'
-            + code.encode()
-            + b'","candles":['
-            + b",".join(raws)
-            + b"]}"
+        closed, series, minutes = await self.store.bar_parts(
+            code, tf, await self.store.trade_date(code)
         )
+        limit = bars.DAILY_LIMIT if tf == "1d" else 0
+        rows = bars.compose(tf, closed, series, minutes, groups, limit)
+        self.s.control(frame("snapshot", stock_code=code, tf=tf, candles=rows))
 
     async def unsubscribe_candles(self, msg: dict[str, Any]) -> None:
         self.hub.unsubscribe_candles(self.s, self._code(msg))

@@ -184,6 +184,13 @@ def joined(message: bytes | Batch) -> bytes:
     return message.joined() if isinstance(message, Batch) else message
 
 
+class CandleStream(NamedTuple):
+    """A candle subscription: the timeframe, and the indicator groups (None: all)."""
+
+    tf: str
+    groups: frozenset[str] | None
+
+
 class Session:
     """Subscriptions and outbound buffers of one connection."""
 
@@ -211,7 +218,7 @@ class Session:
         self.all = False
         self.stats = False
         self.alerts = False
-        self.candles: set[str] = set()
+        self.candles: dict[str, CandleStream] = {}  # code -> its timeframe and indicators
         # outbound
         # (deques and the Event are created on first use: 10,000 idle ones cost ~3 MiB)
         self._control: list[bytes | Batch] = []

@@ -13,7 +13,14 @@ hq:quote:{<code>}               HASH    latest quote: ``ts`` (exchange ms), ``da
                                         (JSON of the whole quote) + flat fields
 hq:ticks:{<code>}               STREAM  recent quotes, id = ``<exchange_ts>-0``,
                                         capped at TICKS_MAXLEN
-hq:candles:{<code>}:<YYYYMMDD>  HASH    field = minute start (epoch ms), value = JSON
+hq:candles:{<code>}:<YYYYMMDD>  HASH    1-minute candles: field = minute start (epoch ms),
+                                        value = JSON (Avro Candle v2 fields)
+hq:candles:{<code>}:<tf>:<YMD>  HASH    closed 5m/15m/30m/60m bars of a day, field = bar start
+hq:candles:{<code>}:1d          HASH    closed daily bars (and backfilled history), field =
+                                        the day's 09:30 (epoch ms)
+hq:bars:{<code>}                HASH    field = timeframe, value = JSON of the stock's
+                                        schemas.bar_series.BarSeries (indicator state, the
+                                        open bar's closed minutes): warm-up, open-bar views
 hq:rank:<market>:<metric>       ZSET    member = code, score = metric
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
@@ -31,6 +38,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from schemas.exchange import Market, MarketOrAll
+from schemas.timeframes import Timeframe
 
 RankMetric = Literal["change_pct", "amount", "volume"]
 
@@ -39,6 +47,9 @@ RANK_METRICS: Final[tuple[RankMetric, ...]] = ("change_pct", "amount", "volume")
 QUOTE_TTL_S: Final = 2 * 24 * 3600
 TICKS_TTL_S: Final = 2 * 24 * 3600
 CANDLES_TTL_S: Final = 3 * 24 * 3600
+DAILY_CANDLES_TTL_S: Final = 400 * 24 * 3600
+#: a halted stock keeps its indicator state this long (then it starts afresh)
+BARS_TTL_S: Final = 30 * 24 * 3600
 MARKET_TTL_S: Final = 24 * 3600
 TICKS_MAXLEN: Final = 2000
 ALERTS_MAXLEN: Final = 5000
@@ -52,9 +63,22 @@ def ticks(code: str) -> str:
     return f"hq:ticks:{{{code}}}"
 
 
-def candles(code: str, trade_date: str) -> str:
-    """``trade_date`` as YYYY-MM-DD or YYYYMMDD."""
-    return f"hq:candles:{{{code}}}:{trade_date.replace('-', '')}"
+def candles(code: str, trade_date: str, tf: Timeframe = "1m") -> str:
+    """The closed bars of ``tf`` (``trade_date`` as YYYY-MM-DD or YYYYMMDD; unused for 1d)."""
+    if tf == "1d":
+        return f"hq:candles:{{{code}}}:1d"
+    day = trade_date.replace("-", "")
+    if tf == "1m":
+        return f"hq:candles:{{{code}}}:{day}"
+    return f"hq:candles:{{{code}}}:{tf}:{day}"
+
+
+def candles_ttl_s(tf: Timeframe) -> int:
+    return DAILY_CANDLES_TTL_S if tf == "1d" else CANDLES_TTL_S
+
+
+def bars(code: str) -> str:
+    return f"hq:bars:{{{code}}}"
 
 
 def rank(market: MarketOrAll, metric: RankMetric) -> str:

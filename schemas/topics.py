@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from schemas.timeframes import HIGHER, TIMEFRAMES, Timeframe
+
 RAW: Final = "hq.ticks.raw"
 NORMALIZED: Final = "hq.ticks.normalized"
 DLQ: Final = "hq.ticks.dlq"
 MARKET_STATS: Final = "hq.market.stats"
 CANDLES_1M: Final = "hq.candles.1m"
+#: closed bars of every timeframe, one topic each (``hq.candles.1m`` ... ``hq.candles.1d``)
+CANDLES: Final[dict[Timeframe, str]] = {tf: f"hq.candles.{tf}" for tf in TIMEFRAMES}
 ALERTS: Final = "hq.alerts"
 
 DAY_MS: Final = 24 * 3600 * 1000
@@ -78,7 +82,19 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
             CANDLES_1M,
             partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
-            "closed 1-minute OHLCV candles, key = code",
+            "closed 1-minute OHLCV candles with their indicators, key = code",
+        ),
+        *(
+            TopicSpec(
+                CANDLES[tf],
+                partitions,
+                {
+                    "cleanup.policy": "delete",
+                    "retention.ms": str((30 if tf == "1d" else 7) * DAY_MS),
+                },
+                f"closed {tf} bars with their indicators, key = code",
+            )
+            for tf in HIGHER
         ),
         TopicSpec(
             ALERTS,

@@ -3,7 +3,8 @@
 ``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v2.avsc)
 into its stock's open candle and returns the candles that closed because of
 it; ``flush(now_ms)`` closes candles whose minute is over when a stock stops
-ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
+ticking (lunch, the close). Output dicts match schemas/avro/candle.v2.avsc (``indicators`` are
+added by streams/bars.py when a candle closes).
 
 Rules:
 
@@ -126,6 +127,8 @@ class _Stock:
             "amount": round(self.amount, 2),
             "ticks": self.ticks,
             "closed": closed,
+            "tf": "1m",
+            "indicators": None,  # set when the candle closes (streams/bars.py)
         }
 
 

@@ -46,6 +46,7 @@ from schemas.serde import Codec, SerdeError, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
 from streams.alerts import AlertConfig, AlertDetector
 from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
+from streams.bars import TimeframeBars
 from streams.candles import CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
@@ -186,6 +187,10 @@ class Processor:
         url = settings.schema_registry_url
         self.quote_codec: Codec = make_codec("quote", url, self.topics.normalized)
         self.candle_codec: Codec = make_codec("candle", url, self.topics.candles)
+        self.bar_codecs: dict[str, Codec] = {
+            tf: self.candle_codec if tf == "1m" else make_codec("candle", url, topic)
+            for tf, topic in self.topics.candles_by_tf.items()
+        }
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
         self.max_ahead_ms = round(settings.max_ahead_s * 1000)
         self.arbiter = Arbiter(settings.arbitration)
@@ -195,6 +200,7 @@ class Processor:
         """Forget all in-memory state (after a rebalance it is rebuilt from Redis)."""
         self.stats = MarketStats()
         self.candles = CandleBuilder()
+        self.bars = TimeframeBars() if self.settings.indicators else None
         self.alerts = AlertDetector(AlertConfig())
         self.last_ts: dict[str, int] = {}
         self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
@@ -223,6 +229,8 @@ class Processor:
             self.last_ts.pop(code, None)
             self.warmed.discard(code)
         self.candles.forget(codes)
+        if self.bars is not None:
+            self.bars.forget(codes)
         self.alerts.forget(codes)
         return self.stats.forget(codes)
 
@@ -252,13 +260,31 @@ class Processor:
                 return newest  # the feed, or this partition, went quiet (or is unknown)
             return by_partition[partition]
 
-        return self.candles.flush(newest, clock_of)
+        closed = self.candles.flush(newest, clock_of)
+        if self.bars is None:
+            return closed
+        return self.bars.add_minutes(closed) + self.bars.flush(newest, clock_of)
+
+    def close_bars(self, minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Closed 1-minute candles -> the closed bars of every timeframe, with indicators."""
+        return minutes if self.bars is None else self.bars.add_minutes(minutes)
+
+    def take_bar_states(self) -> dict[str, dict[str, bytes]] | None:
+        """The stored form of the bar series changed since the last call (for Redis)."""
+        return None if self.bars is None else self.bars.take_changed() or None
 
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
-        """The Kafka records of closed candles (none when not publishing)."""
+        """The closed bars' Kafka records, to their timeframe's topic (none when not publishing)."""
         if not self.publish_normalized:
             return []
-        return derived_outputs(self.topics.candles, self.candle_codec, closed)
+        by_tf: dict[str, list[dict[str, Any]]] = {}
+        for bar in closed:
+            by_tf.setdefault(bar.get("tf", "1m"), []).append(bar)
+        out: list[KafkaOut] = []
+        for tf, bars in by_tf.items():
+            topic = self.topics.candles_by_tf[tf]
+            out += derived_outputs(topic, self.bar_codecs[tf], bars)
+        return out
 
     # -- state recovery ----------------------------------------------------
 
@@ -297,13 +323,18 @@ class Processor:
             return
         window_ms = self.settings.warmup_window_s * 1000
         ticks = await sink.recent_ticks(cold, window_ms) if window_ms else {}
+        stored_bars = await sink.stored_bars(cold) if self.bars is not None else {}
         for code in cold:
             try:
+                if self.bars is not None:
+                    self.bars.restore(code, stored_bars.get(code, {}))
                 for quote in ticks.get(code, ()):
                     ts = quote["exchange_ts"]
                     if ts > self.last_ts.get(code, -1):
                         self.last_ts[code] = ts
-                        self.candles.update(quote)
+                        replayed = self.candles.update(quote)
+                        if replayed and self.bars is not None:
+                            self.bars.add_minutes(replayed)  # minutes the stored bars hold: no-ops
                         self.alerts.update(quote)
                 history = ticks.get(code)
                 if history:
@@ -412,6 +443,8 @@ class Processor:
         self.warmed.discard(code)
         self.stats.forget((code,))
         self.candles.forget((code,))
+        if self.bars is not None:
+            self.bars.forget((code,))
         self.alerts.forget((code,))
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
@@ -430,7 +463,8 @@ class Processor:
         else:
             self.warmed.update(q["code"] for q, _ in p.quotes)
         failed: dict[int, BaseException] = {}
-        closed, open_candles, alerts = self.derive(p.quotes, failed)
+        minutes, open_candles, alerts = self.derive(p.quotes, failed)
+        closed = self.close_bars(minutes)
         if failed:
             now = _now_ms()
             p.drop({i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()})
@@ -447,7 +481,11 @@ class Processor:
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
         return BatchResult(
             sink=SinkBatch(
-                quotes=quotes, candles=closed + open_candles, alerts=alerts, data=p.data
+                quotes=quotes,
+                candles=closed + open_candles,
+                alerts=alerts,
+                data=p.data,
+                bars=self.take_bar_states(),
             ),
             kafka=out,
             dlq=dead,

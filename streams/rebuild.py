@@ -179,7 +179,8 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
             # what the live worker's candle timer would close by now
             closed = processor.flush_candles(now_ms(), int(settings.candle_quiet_s * 1000))
             if closed:
-                await sink.write(SinkBatch(quotes=[], candles=closed, alerts=[]))
+                await sink.write(SinkBatch(quotes=[], candles=closed, alerts=[],
+                                           bars=processor.take_bar_states()))  # fmt: skip
             stats = processor.snapshots(now_ms())
             await sink.write_market(stats, now_ms())
             return RebuildSummary(*counts, seconds=time.perf_counter() - started)

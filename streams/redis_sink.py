@@ -49,6 +49,7 @@ class SinkBatch:
     candles: list[dict[str, Any]]  # closed ones and current open ones
     alerts: list[dict[str, Any]]
     data: list[bytes] | None = None  # each quote's JSON (orjson), when already encoded
+    bars: dict[str, dict[str, bytes]] | None = None  # code -> stored bar series by timeframe
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,10 @@ class RedisSink:
         if batch.candles:
             keys, argv = candle_call(batch.candles)
             pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
+        for code, series in (batch.bars or {}).items():
+            pipe.hset(rk.bars(code), mapping=series)  # type: ignore[arg-type]
+            pipe.expire(rk.bars(code), rk.BARS_TTL_S)
+        n_bars = 2 * len(batch.bars or ())
         data = batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
         for keys, argv in quote_chunks(batch.quotes, data, self.chunk_ticks):
             pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
@@ -114,7 +119,7 @@ class RedisSink:
                 raise res
         alerts_new = int(results[0]) if batch.alerts else 0
         won = same = stale = 0
-        for res in results[bool(batch.alerts) + bool(batch.candles) :]:
+        for res in results[bool(batch.alerts) + bool(batch.candles) + n_bars :]:
             won += int(res[0])
             same += int(res[1])
             stale += int(res[2])
@@ -211,6 +216,18 @@ class RedisSink:
         for (code, _), entries in zip(present, await pipe.execute(), strict=True):
             out[code] = [orjson.loads(fields[b"data"]) for _, fields in entries]
         return out
+
+    async def stored_bars(self, codes: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """Per code, its stored bar series (``hq:bars:{code}``: timeframe -> JSON)."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for code in codes:
+            pipe.hgetall(rk.bars(code))
+        found = await pipe.execute()
+        return {
+            code: {k.decode(): v for k, v in stored.items()}
+            for code, stored in zip(codes, found, strict=True)
+            if stored
+        }
 
     # -- rebuild -----------------------------------------------------------
 

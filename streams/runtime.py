@@ -261,8 +261,9 @@ class StreamsRuntime:
             logger.error("redis refused a batch of %d quotes (%r): writing them one by one",
                          len(result.sink.quotes), exc)  # fmt: skip
         batch = result.sink
-        derived = await self.sink.write(SinkBatch(quotes=[], candles=batch.candles,
-                                                  alerts=batch.alerts))  # fmt: skip
+        derived = await self.sink.write(
+            SinkBatch(quotes=[], candles=batch.candles, alerts=batch.alerts, bars=batch.bars)
+        )
         won = same = stale = 0
         data = batch.data if batch.data is not None else [None] * len(batch.quotes)
         dlq_topic = self.settings.topic_names.dlq
@@ -354,7 +355,12 @@ class StreamsRuntime:
                 closed = self.processor.flush_candles(now_ms(), quiet_ms)
                 if closed:
                     result = BatchResult(
-                        sink=SinkBatch(quotes=[], candles=closed, alerts=[]),
+                        sink=SinkBatch(
+                            quotes=[],
+                            candles=closed,
+                            alerts=[],
+                            bars=self.processor.take_bar_states(),
+                        ),
                         kafka=self.processor.candle_outputs(closed),
                         dlq=[],
                     )

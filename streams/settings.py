@@ -54,6 +54,12 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("candle_flush_interval_s"),
         description="how often candles whose minute is over are closed",
     )
+    indicators: bool = Field(
+        True,
+        validation_alias=_env("indicators"),
+        description="build the 5m/15m/30m/60m/1d bars and every timeframe's indicators "
+        "(off: 1-minute candles only, without indicators)",
+    )
     candle_quiet_s: float = Field(
         5.0,
         gt=0,
@@ -201,6 +207,7 @@ class StreamsSettings(CommonSettings):
             market_stats=self.topic(topics.MARKET_STATS),
             candles=self.topic(topics.CANDLES_1M),
             alerts=self.topic(topics.ALERTS),
+            candles_by_tf={tf: self.topic(name) for tf, name in topics.CANDLES.items()},
         )
 
 
@@ -214,6 +221,7 @@ class TopicNames:
     market_stats: str
     candles: str
     alerts: str
+    candles_by_tf: dict[str, str]  # timeframe -> its topic (1m is ``candles``)
 
 
 @cache

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from schemas import topics
 from tests.deploy.manifests import K8S_DIR, Rendered
 from tests.deploy.netpol import Pod
 from tests.deploy.test_network import STRANGER, pods, policies
@@ -89,6 +90,8 @@ def test_producer_is_a_lease_holding_guaranteed_singleton(overlay: Rendered) -> 
         assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"]
 
 
+#: every timeframe's bars: the workers write them, the gateway reads them (the archive: 1m)
+CANDLE_TOPICS = tuple(topics.CANDLES.values())
 EXPECTED_ACLS = {
     "hq-producer": {
         ("topic", "hq.ticks.raw", "literal"): {"Write", "Describe"},
@@ -99,14 +102,14 @@ EXPECTED_ACLS = {
         ("group", "hqstream-streams", "prefix"): {"Read", "Describe"},
         ("topic", "hq.ticks.normalized", "literal"): {"Write", "Describe"},
         ("topic", "hq.market.stats", "literal"): {"Write", "Describe"},
-        ("topic", "hq.candles.1m", "literal"): {"Write", "Describe"},
+        **{("topic", topic, "literal"): {"Write", "Describe"} for topic in CANDLE_TOPICS},
         ("topic", "hq.alerts", "literal"): {"Write", "Describe"},
         ("topic", "hq.ticks.dlq", "literal"): {"Write", "Describe"},
     },
     "hq-gateway": {
         ("topic", "hq.ticks.normalized", "literal"): {"Read", "Describe"},
         ("topic", "hq.market.stats", "literal"): {"Read", "Describe"},
-        ("topic", "hq.candles.1m", "literal"): {"Read", "Describe"},
+        **{("topic", topic, "literal"): {"Read", "Describe"} for topic in CANDLE_TOPICS},
         ("topic", "hq.alerts", "literal"): {"Read", "Describe"},
         ("group", "hqstream-gateway", "prefix"): {"Read", "Describe"},
         ("topic", "hq.ticks.raw", "literal"): {"Describe"},

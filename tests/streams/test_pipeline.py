@@ -294,6 +294,9 @@ class FakeSink:
     async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
         return {}
 
+    async def stored_bars(self, codes: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        return {}
+
     async def write(self, batch: SinkBatch) -> WriteResult:
         if self.down_for:
             self.down_for -= 1
@@ -374,7 +377,8 @@ def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     def refuse(record: dict[str, Any]) -> bytes:
         raise ValueError(f"cannot encode {record['code']}")
 
-    processor.candle_codec.encode = refuse  # type: ignore[method-assign]
+    for codec in processor.bar_codecs.values():  # every timeframe's
+        codec.encode = refuse  # type: ignore[method-assign]
     processor.alert_codec.encode = refuse  # type: ignore[method-assign]
     # a minute later (closes the candles) and 10% up (a limit-up touch: an alert)
     later = sse_line(price="12.10", high="12.10", time="15:00:57")  # sz000001
