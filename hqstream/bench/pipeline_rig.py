@@ -4,7 +4,10 @@ simulator -> receiver -> Kafka -> stream worker(s) -> Kafka -> gateway, each its
 own process (:class:`hqstream.up.Child`) on uuid-prefixed topics of the bench's
 broker, with logs in the run's temporary folder. The simulator is started and
 stopped separately (:meth:`Pipeline.feed`), so a benchmark can change the feed's
-rate between phases; the receiver reconnects to each new one.
+rate between phases; the receiver reconnects to each new one. ``code`` runs every
+component from another checkout (``hqstream bench cost --compare``): its folder
+is the children's ``PYTHONPATH``, and ``python -P`` keeps the current directory
+off their import path.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def gateway_ready(port: int) -> bool:
 @dataclass
 class Pipeline:
     env: dict[str, str]
+    exe: list[str]
     logs: Path
     gateway_port: int
     metrics_port: int
@@ -48,7 +52,7 @@ class Pipeline:
     receiver: Child | None = None  # started once the first feed listens
 
     def child(self, name: str, args: list[str], **env: str) -> Child:
-        c = Child(name, [*EXE, *args], {**self.env, **env}, self.logs / f"{name}.log")
+        c = Child(name, [*self.exe, *args], {**self.env, **env}, self.logs / f"{name}.log")
         self.children.append(c)
         return c
 
@@ -83,9 +87,11 @@ class Pipeline:
 
 
 @contextlib.contextmanager
-def pipeline(env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20) -> Iterator[Pipeline]:
-    """Gateway and ``workers`` stream workers running; the receiver starts with the
-    first :meth:`Pipeline.feed`."""
+def pipeline(
+    env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20, code: Path | None = None
+) -> Iterator[Pipeline]:
+    """Gateway and ``workers`` stream workers running (this checkout's code, or
+    ``code``'s); the receiver starts with the first :meth:`Pipeline.feed`."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
@@ -105,7 +111,11 @@ def pipeline(env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20) ->
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
         "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
     }
-    rig = Pipeline(child_env, logs, gw_port, metrics_port, feed_port)
+    exe = EXE
+    if code is not None:
+        child_env["PYTHONPATH"] = str(code)
+        exe = [sys.executable, "-P", "-m", "hqstream.cli"]
+    rig = Pipeline(child_env, exe, logs, gw_port, metrics_port, feed_port)
     gateway = rig.child("gateway", ["gateway", "--port", str(gw_port)])
     for i in range(workers):
         rig.child(
