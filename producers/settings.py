@@ -59,7 +59,14 @@ class ReceiverSettings(CommonSettings):
     lease_retry_s: float = Field(2.0, gt=0, description="renew / retry period")
     kube_api_url: str = Field("https://kubernetes.default.svc", description="Kubernetes API")
 
-    linger_ms: int = Field(1, ge=0, description="producer linger: latency vs batching")
+    linger_ms: int = Field(
+        10,
+        ge=0,
+        description="producer linger: every stage downstream (the workers' fetches, batches, "
+        "Redis writes and produce requests, the gateway's fetches) follows the receiver's "
+        "produce requests, so this one window sets the pipeline's request rate; "
+        "docs/architecture.md, 'Cost per tick'",
+    )
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
     producer_delivery_timeout_s: float = Field(
