@@ -47,6 +47,7 @@ from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 console = Console()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
+FEED_TIMEOUT_S = 120.0
 LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
 
 
@@ -151,9 +152,18 @@ Usage = dict[str, float]  # CPU seconds by process, and "_wall"/"_ticks"
 
 def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     rig, env = side.rig, side.env
+    lines_before = _lines_received(rig)
     rig.feed(phase.stocks, phase.interval, spread=True, snapshots=phase.snapshots)
     client_cpu = side.client.cpu_s
     with Live(console=console, refresh_per_second=2) as live:
+        # The receiver reconnects with a backoff after the feed restarted: the
+        # warm-up starts once a whole snapshot came through (idle's only one).
+        deadline = time.monotonic() + FEED_TIMEOUT_S
+        while (got := _lines_received(rig) - lines_before) < phase.stocks:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{side.label}: the feed did not flow ({got:.0f} lines)")
+            live.update(f"{side.label}, {phase.name}: waiting for the feed, {got:,.0f} lines")
+            time.sleep(0.5)
         until = time.monotonic() + warmup
         while (left := until - time.monotonic()) > 0:
             live.update(f"{side.label}, {phase.name}: warming up, {left:4.1f} s")
