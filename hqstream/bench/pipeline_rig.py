@@ -31,6 +31,14 @@ from schemas import topics
 EXE = [sys.executable, "-m", "hqstream.cli"]
 
 
+def command_of(code: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The ``hqstream`` command of the components and what it adds to their environment:
+    this checkout's, or the checkout at ``code`` (on this interpreter and its packages)."""
+    if code is None:
+        return EXE, {}
+    return [sys.executable, "-P", "-m", "hqstream.cli"], {"PYTHONPATH": str(code)}
+
+
 def gateway_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
@@ -111,11 +119,8 @@ def pipeline(
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
         "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
     }
-    exe = EXE
-    if code is not None:
-        child_env["PYTHONPATH"] = str(code)
-        exe = [sys.executable, "-P", "-m", "hqstream.cli"]
-    rig = Pipeline(child_env, exe, logs, gw_port, metrics_port, feed_port)
+    exe, code_env = command_of(code)
+    rig = Pipeline({**child_env, **code_env}, exe, logs, gw_port, metrics_port, feed_port)
     gateway = rig.child("gateway", ["gateway", "--port", str(gw_port)])
     for i in range(workers):
         rig.child(
