@@ -49,6 +49,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
 FEED_TIMEOUT_S = 120.0
 LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
+BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,26 @@ def _cpu_s(stat: bytes) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _lines_received(rig: Pipeline) -> float:
-    url = f"http://127.0.0.1:{rig.metrics_port}/metrics"
+def _metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
+    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             body = resp.read()
     except OSError:
-        return 0.0  # not serving yet: nothing received
-    return sum(float(m) for m in LINES.findall(body))
+        return 0.0  # not serving yet: nothing counted
+    return sum(float(m) for m in pattern.findall(body))
+
+
+def _lines_received(rig: Pipeline) -> float:
+    return _metric_sum(rig.metrics_port, LINES)
+
+
+def _worker_batches(rig: Pipeline) -> float:
+    """Batches the stream workers processed so far."""
+    ports = [
+        int(c.env["HQ_STREAMS_METRICS_PORT"]) for c in rig.children if c.name.startswith("streams-")
+    ]
+    return sum(_metric_sum(port, BATCHES) for port in ports)
 
 
 def _groups(rig: Pipeline, env: BenchEnv) -> dict[str, int]:
@@ -171,6 +184,7 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
         groups = _groups(rig, env)
         before = {name: group_cpu_s(g) for name, g in groups.items()}
         own0, lines0, t0 = client_cpu(), _lines_received(rig), time.monotonic()
+        batches0 = _worker_batches(rig)
         while (elapsed := time.monotonic() - t0) < seconds:
             lines = _lines_received(rig) - lines0
             live.update(
@@ -182,11 +196,12 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
         wall = time.monotonic() - t0
         after = {name: group_cpu_s(g) for name, g in groups.items()}
         lines = _lines_received(rig) - lines0
+        batches = _worker_batches(rig) - batches0
     if dead := rig.dead():
         raise RuntimeError(f"{side.label}: components died during {phase.name}: {dead}")
     out = {name: after[name] - before[name] for name in groups}
     out["client"] = client_cpu() - own0
-    out["_wall"], out["_ticks"] = wall, lines
+    out["_wall"], out["_ticks"], out["_batches"] = wall, lines, batches
     return out
 
 
@@ -292,6 +307,12 @@ def _cell(usage: Usage, pick: list[str]) -> str:
     return f"{share:.1f}% · {per_k:.1f}" if per_k == per_k else f"{share:.1f}% · -"
 
 
+def _batches(usage: Usage) -> str:
+    n = usage.get("_batches", 0.0)
+    per = f" ({usage['_ticks'] / n:,.1f})" if n > 0 else ""
+    return f"{n / usage['_wall']:,.0f}/s{per}"
+
+
 def _report(results: list[tuple[Phase, Usage]]) -> None:
     rows = _process_rows(results[0][1])
     head = "| process | " + " | ".join(f"{p.name}: % core, ms/1k ticks" for p, _ in results) + " |"
@@ -302,6 +323,8 @@ def _report(results: list[tuple[Phase, Usage]]) -> None:
         print(f"| {name} | {' | '.join(_cell(u, pick) for _, u in results)} |")
     ticks = " | ".join(f"{u['_ticks'] / u['_wall']:,.0f}/s" for _, u in results)
     print(f"| ticks received | {ticks} |")
+    batches = " | ".join(_batches(u) for _, u in results)
+    print(f"| stream worker batches (ticks per batch) | {batches} |")
     print(calibration_row() + " |" * (len(results) - 1))
 
 
@@ -329,5 +352,7 @@ def _report_compare(labels: list[str], results: list[tuple[Phase, list[Usage]]],
             print(f"| {name} | {_cell(ref_usage, pick)} | {_cell(this_usage, pick)} | {ratio} |")
         rates = [f"{u['_ticks'] / u['_wall']:,.0f}/s" for u in (ref_usage, this_usage)]
         print(f"| ticks received | {rates[0]} | {rates[1]} | |")
+        batches = [_batches(u) for u in (ref_usage, this_usage)]
+        print(f"| stream worker batches (ticks per batch) | {batches[0]} | {batches[1]} | |")
     print()
     print(f"{calibration_row()}; load average at the end: {load}")
