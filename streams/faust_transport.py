@@ -28,6 +28,8 @@ partition would never be processed or committed past them.
 :class:`RawSchema` makes the raw topic's events straight from the message
 (key and value stay bytes) instead of going through faust's codec registry
 for the ``raw`` codec (used where events still exist: ``test_context``).
+:class:`FetchWindow` sets the aiokafka consumer's ``fetch_min_bytes`` and
+``fetch_max_wait_ms``, which faust does not pass on.
 
 This module must never change what is committed.
 """
@@ -38,6 +40,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -45,6 +48,30 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchWindow:
+    """How long the broker may hold a fetch (``fetch_max_wait_ms``) until it has
+    ``fetch_min_bytes``: a live feed is fetched at most once per window, a backlog
+    or a burst at once."""
+
+    min_bytes: int
+    max_wait_ms: int
+
+
+class WindowedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's aiokafka consumer thread with the transport's :class:`FetchWindow`
+    (faust passes neither setting: ``fetch_min_bytes`` stays 1 and
+    ``fetch_max_wait_ms`` 1,500)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        window = getattr(transport, "fetch_window", None)
+        if window is not None:  # read by the consumer's start(), which builds the fetcher
+            consumer._fetch_min_bytes = window.min_bytes
+            consumer._fetch_max_wait_ms = window.max_wait_ms
+        return consumer
 
 
 class FastConsumer(faust_aiokafka.Consumer):
@@ -59,6 +86,9 @@ class FastConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct = {}
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return WindowedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def fetch_runs(self, timeout: float) -> list[tuple[Any, list[Any]]]:
         """faust's ``getmany`` returning each partition's messages as one list.
@@ -248,6 +278,7 @@ class FastTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport using :class:`FastConsumer`."""
 
     Consumer = FastConsumer
+    fetch_window: FetchWindow | None = None
 
 
 def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
@@ -266,6 +297,9 @@ def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[A
     return deliver
 
 
-def install(app: Any) -> None:
-    """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``."""
-    app.transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
+def install(app: Any, fetch_window: FetchWindow | None = None) -> None:
+    """Make ``app`` consume through :class:`FastTransport` (fetching with
+    ``fetch_window`` when given); call right after ``faust.App()``."""
+    transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
+    transport.fetch_window = fetch_window
+    app.transport = transport
