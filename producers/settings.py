@@ -60,7 +60,7 @@ class ReceiverSettings(CommonSettings):
     kube_api_url: str = Field("https://kubernetes.default.svc", description="Kubernetes API")
 
     linger_ms: int = Field(
-        10,
+        5,
         ge=0,
         description="producer linger: every stage downstream (the workers' fetches, batches, "
         "Redis writes and produce requests, the gateway's fetches) follows the receiver's "

@@ -46,7 +46,7 @@ from faust.types import TP
 from schemas.kafka_client import librdkafka_config, ssl_context
 from streams import metrics
 from streams.agents import StreamsRuntime, tune_memory
-from streams.faust_transport import FastConsumer, FetchWindow, RawSchema, RunBuffer, deliver_to
+from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
 from streams.lifecycle import Watchdog, fatal, install_resume_streams
 from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
@@ -186,7 +186,7 @@ def create_app(
         consumer_group_instance_id=settings.group_instance_id or None,
         broker_credentials=broker_credentials(settings),
     )
-    install_fast_transport(app, FetchWindow(settings.fetch_min_bytes, settings.fetch_max_wait_ms))
+    install_fast_transport(app, settings.fetch_interval_ms / 1000)
     install_resume_streams(app)
     if runtime is None:
         outbox: Outbox = (

@@ -28,8 +28,12 @@ partition would never be processed or committed past them.
 :class:`RawSchema` makes the raw topic's events straight from the message
 (key and value stay bytes) instead of going through faust's codec registry
 for the ``raw`` codec (used where events still exist: ``test_context``).
-:class:`FetchWindow` sets the aiokafka consumer's ``fetch_min_bytes`` and
-``fetch_max_wait_ms``, which faust does not pass on.
+
+Pacing: after a fetch that returned records the loop waits ``fetch_interval_s``
+before the next (:func:`install`). aiokafka fetches a broker's partitions again
+only once their fetched records were taken, so this bounds the broker's fetch
+requests as well as the agent's batches, Redis writes and produce requests;
+a fetch after a quiet spell is answered as soon as a record arrives.
 
 This module must never change what is committed.
 """
@@ -40,7 +44,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -48,30 +51,6 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class FetchWindow:
-    """How long the broker may hold a fetch (``fetch_max_wait_ms``) until it has
-    ``fetch_min_bytes``: a live feed is fetched at most once per window, a backlog
-    or a burst at once."""
-
-    min_bytes: int
-    max_wait_ms: int
-
-
-class WindowedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's aiokafka consumer thread with the transport's :class:`FetchWindow`
-    (faust passes neither setting: ``fetch_min_bytes`` stays 1 and
-    ``fetch_max_wait_ms`` 1,500)."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        window = getattr(transport, "fetch_window", None)
-        if window is not None:  # read by the consumer's start(), which builds the fetcher
-            consumer._fetch_min_bytes = window.min_bytes
-            consumer._fetch_max_wait_ms = window.max_wait_ms
-        return consumer
 
 
 class FastConsumer(faust_aiokafka.Consumer):
@@ -86,9 +65,7 @@ class FastConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct = {}
-
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return WindowedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        self.fetch_interval_s: float = getattr(self.transport, "fetch_interval_s", 0.0)
 
     async def fetch_runs(self, timeout: float) -> list[tuple[Any, list[Any]]]:
         """faust's ``getmany`` returning each partition's messages as one list.
@@ -127,11 +104,18 @@ class FastConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         app = self.app
         acks_enabled_for = app.topics.acks_enabled_for
+        clock = asyncio.get_running_loop().time
+        interval = self.fetch_interval_s
+        next_fetch = 0.0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                # aiokafka fetches a broker's partitions again only once what it
+                # fetched from them was taken: pausing here paces the fetches too.
+                await asyncio.sleep(max(0.0, next_fetch - clock()))
                 self.diag.set_flag(CONSUMER_FETCHING)
                 runs = await self.fetch_runs(timeout=1.0)
-                await asyncio.sleep(0)
+                if runs:
+                    next_fetch = clock() + interval
                 if self.should_stop:
                     continue
                 for tp, messages in runs:
@@ -278,7 +262,7 @@ class FastTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport using :class:`FastConsumer`."""
 
     Consumer = FastConsumer
-    fetch_window: FetchWindow | None = None
+    fetch_interval_s = 0.0  # for its consumers: see install()
 
 
 def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
@@ -297,9 +281,11 @@ def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[A
     return deliver
 
 
-def install(app: Any, fetch_window: FetchWindow | None = None) -> None:
-    """Make ``app`` consume through :class:`FastTransport` (fetching with
-    ``fetch_window`` when given); call right after ``faust.App()``."""
+def install(app: Any, fetch_interval_s: float = 0.0) -> None:
+    """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``.
+
+    ``fetch_interval_s``: after a fetch that returned records, the next one waits
+    this long (records arriving meanwhile come in one fetch, one batch)."""
     transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
-    transport.fetch_window = fetch_window
+    transport.fetch_interval_s = fetch_interval_s
     app.transport = transport

@@ -51,19 +51,14 @@ class StreamsSettings(CommonSettings):
         description="how long a batch waits for more records after its first (a backlog fills "
         "batches at once; live, a short wait keeps latency low)",
     )
-    fetch_max_wait_ms: int = Field(
-        1500,
+    fetch_interval_ms: float = Field(
+        15.0,
         ge=0,
-        validation_alias=_env("fetch_max_wait_ms"),
-        description="how long the broker may hold a fetch until it has fetch_min_bytes "
+        validation_alias=_env("fetch_interval_ms"),
+        description="after a fetch that returned records, the next one waits this long: a "
+        "live feed is fetched (and batched, written, produced) at most ~1,000/N times a "
+        "second, a quiet one answered at once; 0 = fetch again at once "
         "(docs/architecture.md, 'Cost per tick')",
-    )
-    fetch_min_bytes: int = Field(
-        1,
-        ge=1,
-        validation_alias=_env("fetch_min_bytes"),
-        description="bytes a fetch waits for (up to fetch_max_wait_ms); 1 = answer at the "
-        "first record",
     )
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     candle_flush_interval_s: float = Field(
