@@ -252,6 +252,7 @@ def cost_bench(
         f"(in {rounds} slice(s) after {warmup:.0f} s warm-up), {workers} worker(s); "
         f"machine: {machine()}; load average {_loadavg()}"
     )
+    this = head_label() if compare else "this checkout"
     with contextlib.ExitStack() as stack:
         sides: list[Side] = []
         if compare:
@@ -261,9 +262,9 @@ def cost_bench(
                     f"[yellow]{ref.label} declares other dependencies ({', '.join(drift)}); "
                     "it runs on this checkout's packages[/]"
                 )
-            console.print(f"comparing {ref.label}, checked out in {ref.path}, with {head_label()}")
+            console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
             sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path)))
-        sides.append(stack.enter_context(_side(stack, head_label(), workers, None)))
+        sides.append(stack.enter_context(_side(stack, this, workers, None)))
         results: list[tuple[Phase, list[Usage]]] = []
         for phase in chosen:
             usage: list[Usage] = [{} for _ in sides]
