@@ -111,11 +111,13 @@ class FastConsumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 # aiokafka fetches a broker's partitions again only once what it
                 # fetched from them was taken: pausing here paces the fetches too.
-                await asyncio.sleep(max(0.0, next_fetch - clock()))
+                if (pause := next_fetch - clock()) > 0:
+                    await asyncio.sleep(pause)
                 self.diag.set_flag(CONSUMER_FETCHING)
                 runs = await self.fetch_runs(timeout=1.0)
                 if runs:
                     next_fetch = clock() + interval
+                await asyncio.sleep(0)
                 if self.should_stop:
                     continue
                 for tp, messages in runs:
