@@ -62,10 +62,8 @@ class ReceiverSettings(CommonSettings):
     linger_ms: int = Field(
         5,
         ge=0,
-        description="producer linger: every stage downstream (the workers' fetches, batches, "
-        "Redis writes and produce requests, the gateway's fetches) follows the receiver's "
-        "produce requests, so this one window sets the pipeline's request rate; "
-        "docs/architecture.md, 'Cost per tick'",
+        description="producer linger: a tick waits at most this long for the produce request "
+        "that carries it (latency vs requests; docs/architecture.md, 'Cost per tick')",
     )
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
