@@ -19,12 +19,11 @@ import threading
 import uuid
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from api import metrics
 from api.hub import Event, Hub
-from api.session import QuoteEvent
+from api.session import QuoteEvent, dumps
 from api.settings import GatewaySettings
 from schemas.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
@@ -158,7 +157,7 @@ class KafkaFeed:
 
 def to_event(kind: str, rec: dict[str, Any]) -> Event:
     """An :class:`Event` from a decoded record; JSON serialized here, once."""
-    raw = orjson.dumps(rec)
+    raw = dumps(rec)
     if kind == "quote":
         q = QuoteEvent(rec["code"], rec["market"], int(rec["exchange_ts"]), raw)
         return Event("quote", raw, quote=q)

@@ -86,6 +86,7 @@ class Hub:
     def add(self, session: Session) -> None:
         self.sessions[session.sid] = session
         self.per_key[session.key_id] += 1
+        session.on_condemned = partial(self.detach, session)
         metrics.WS_CONNECTIONS.set(len(self.sessions))
 
     def remove(self, session: Session) -> None:
@@ -95,6 +96,16 @@ class Hub:
         self.per_key[session.key_id] -= 1
         if self.per_key[session.key_id] <= 0:
             del self.per_key[session.key_id]
+        self.detach(session)
+        metrics.WS_CONNECTIONS.set(len(self.sessions))
+
+    def detach(self, session: Session) -> None:
+        """Route nothing more to ``session``: called as soon as it is condemned.
+
+        Its close can take seconds (the close frame waits behind what the
+        client does not read); meanwhile it must cost the fan-out nothing and
+        hold no updates. It still counts as a connection until :meth:`remove`.
+        """
         for code in session.stocks:
             _discard(self.by_code, code, session)
         for market in session.markets:
@@ -104,11 +115,11 @@ class Hub:
         self.everything.discard(session)
         self.stats_subs.discard(session)
         self.alert_subs.discard(session)
-        metrics.WS_CONNECTIONS.set(len(self.sessions))
 
     def subscribe_stock(self, s: Session, code: str) -> None:
         s.stocks.add(code)
-        self.by_code[code].add(s)
+        if not s.closing:  # a request under way when its connection was condemned
+            self.by_code[code].add(s)
 
     def unsubscribe_stock(self, s: Session, code: str) -> None:
         s.stocks.discard(code)
@@ -116,7 +127,8 @@ class Hub:
 
     def subscribe_market(self, s: Session, market: str) -> None:
         s.markets.add(market)
-        self.by_market[market].add(s)
+        if not s.closing:
+            self.by_market[market].add(s)
 
     def unsubscribe_market(self, s: Session, market: str) -> None:
         s.markets.discard(market)
@@ -124,19 +136,20 @@ class Hub:
 
     def set_all(self, s: Session, on: bool) -> None:
         s.all = on
-        (self.everything.add if on else self.everything.discard)(s)
+        (self.everything.add if on and not s.closing else self.everything.discard)(s)
 
     def set_stats(self, s: Session, on: bool) -> None:
         s.stats = on
-        (self.stats_subs.add if on else self.stats_subs.discard)(s)
+        (self.stats_subs.add if on and not s.closing else self.stats_subs.discard)(s)
 
     def set_alerts(self, s: Session, on: bool) -> None:
         s.alerts = on
-        (self.alert_subs.add if on else self.alert_subs.discard)(s)
+        (self.alert_subs.add if on and not s.closing else self.alert_subs.discard)(s)
 
     def subscribe_candles(self, s: Session, code: str) -> None:
         s.candles.add(code)
-        self.candle_subs[code].add(s)
+        if not s.closing:
+            self.candle_subs[code].add(s)
 
     def unsubscribe_candles(self, s: Session, code: str) -> None:
         s.candles.discard(code)

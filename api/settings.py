@@ -56,6 +56,13 @@ class GatewaySettings(CommonSettings):
         description="the feed receiver's Prometheus endpoint",
     )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    market_snapshot_max_age_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_gw("market_snapshot_max_age_s"),
+        description="a market (or ALL) snapshot's Redis read is shared this long (merged with "
+        "the gateway's own latest quotes, so never stale)",
+    )
     max_stocks_per_connection: int = Field(
         500, ge=1, validation_alias=_gw("max_stocks_per_connection")
     )
@@ -150,6 +157,30 @@ class GatewaySettings(CommonSettings):
     )
     static_dir: str | None = Field(
         None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
+    )
+    archive_root: str = Field(
+        "",
+        validation_alias=_gw("archive_root"),
+        description="the Parquet archive (HQ_ARCHIVE_ROOT of the archiver: a directory or a "
+        "filesystem URL) that `replay_day` reads; empty: day replays are not offered",
+    )
+    day_replays_per_key: int = Field(
+        1,
+        ge=0,
+        validation_alias=_gw("day_replays_per_key"),
+        description="`replay_day` replays one API key may run at once (more: rate_limited)",
+    )
+    day_replay_slots: int = Field(
+        8,
+        ge=0,
+        validation_alias=_gw("day_replay_slots"),
+        description="`replay_day` replays running at once on this gateway (more: rate_limited)",
+    )
+    day_replay_max_speed: float = Field(
+        100.0,
+        gt=0,
+        validation_alias=_gw("day_replay_max_speed"),
+        description="fastest `replay_day` speed (the exchange's pacing divided by it)",
     )
 
     def topic(self, name: str) -> str:
