@@ -56,6 +56,14 @@ class GatewaySettings(CommonSettings):
         description="the feed receiver's Prometheus endpoint",
     )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    open_bar_interval_ms: int = Field(
+        100,
+        ge=1,
+        le=60_000,
+        validation_alias=_gw("open_bar_interval_ms"),
+        description="candle subscribers' open bars are read from Redis at most this often "
+        "(once per round for every watched stock that got a quote)",
+    )
     market_snapshot_max_age_s: float = Field(
         1.0,
         gt=0,
