@@ -63,7 +63,7 @@ from api.ws_session import (
     Snapshot,
     frame,
 )
-from archive.errors import ArchiveError
+from hqcore.parquet_archive.errors import ArchiveError
 from schemas.exchange import MARKETS, MARKETS_AND_ALL, describe_ms, is_stock_code
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -152,6 +153,12 @@ async def subscribed(gw: RunningGateway) -> AsyncIterator[Client]:
             client.task.cancel()
 
 
+def shows(client: Client, bar: dict[str, Any]) -> bool:
+    """Whether the newest update of ``bar``'s start has its close and volume."""
+    got = client.latest(bar["minute_ts"])
+    return got is not None and (got["close"], got["volume"]) == (bar["close"], bar["volume"])
+
+
 async def rest_bars(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     resp = await http.get(
         f"/api/realtime/stock/{CODE}/candles", params={"tf": "5m", "indicators": INDICATORS}
@@ -188,16 +195,11 @@ async def test_open_bar_follows_every_tick_then_closes_with_its_last_values(
                     for second in range(0, 60, TICK_S):
                         line, ts = ticks.line(at(minute, second))
                         await worker.tick(line, ts)
-                        price = ticks.price
-
-                        def has_tick() -> bool:
-                            bar = client.latest(bar_start)
-                            return bar is not None and bar["close"] == price and (
-                                bar["volume"] == rest_open["volume"])  # fmt: skip
-
                         rest_open = (await rest_bars(http))[-1]
                         assert rest_open["minute_ts"] == bar_start and not rest_open["closed"]
-                        await eventually(has_tick, f"the open bar after the tick at {ts}")
+                        await eventually(
+                            partial(shows, client, rest_open), f"the open bar after the tick {ts}"
+                        )
                         last_open = client.latest(bar_start)
                         assert last_open == rest_open  # indicator values included
                 assert last_open is not None and last_open["indicators"]["rsi6"] is not None
@@ -240,16 +242,20 @@ async def test_redis_behind_kafka_the_gateway_waits_for_the_tick(
                 behind_before = metrics.OPEN_BAR_BEHIND._value.get()
                 worker.to_kafka(result)  # Kafka first: the gateway routes the quote ...
                 await eventually(
-                    lambda: hub.latest[CODE].ts == ts
-                    and metrics.OPEN_BAR_BEHIND._value.get() > behind_before,
+                    lambda: (
+                        hub.latest[CODE].ts == ts
+                        and metrics.OPEN_BAR_BEHIND._value.get() > behind_before
+                    ),
                     "the gateway to route the quote and find Redis behind it",
                 )
                 bar_start = exchange_ts_of(DAY, at(40))
                 assert client.latest(bar_start) is None  # nothing pushed without the tick
                 await worker.to_redis(result)  # ... then Redis catches up
                 await eventually(
-                    lambda: (bar := client.latest(bar_start)) is not None
-                    and bar["close"] == ticks.price,
+                    lambda: (
+                        (bar := client.latest(bar_start)) is not None
+                        and bar["close"] == ticks.price
+                    ),
                     "the open bar with the tick",
                 )
                 assert client.latest(bar_start) == (await rest_bars(http))[-1]
