@@ -40,13 +40,8 @@ class GatewaySettings(CommonSettings):
         description="'off' serves callers without a key (never as admins); with 'on' the "
         "gateway refuses to start unless keys are configured",
     )
-    topic_prefix: str = Field(
-        "",
-        validation_alias=_gw("topic_prefix", "HQ_TOPIC_PREFIX"),
-        description="prefix of every topic (tests); HQ_TOPIC_PREFIX is shared by all services",
-    )
     streams_group: str = Field(
-        "hqstream-streams",
+        topics.STREAMS_GROUP,
         validation_alias=_gw("streams_group"),
         description="consumer group of the stream workers (for lag)",
     )

@@ -26,11 +26,17 @@ def split_addr(addr: str, default_host: str | None = None) -> tuple[str, int]:
     return host, int(port)
 
 
-class ReceiverSettings(CommonSettings):
-    """The receiver: where the feed is, how to talk to Kafka, how much to buffer."""
+class FeedSettings(CommonSettings):
+    """The vendor feed (``HQ_FEED_ADDR``, ``HQ_FEED_TOKEN``): where the receiver connects
+    and what token it sends; where the simulator listens and the token it requires."""
 
     feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
     feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
+
+
+class ReceiverSettings(FeedSettings):
+    """The receiver: where the feed is, how to talk to Kafka, how much to buffer."""
+
     feed_source: str = Field("vendor", description="label put in the `source` header")
     feed: str = Field(
         "",
