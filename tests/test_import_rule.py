@@ -62,6 +62,24 @@ def test_imports_go_one_way(package: str) -> None:
     assert violations(package) == []
 
 
+def test_tests_import_no_benchmark() -> None:
+    """What a test shares with a benchmark lives outside hqstream/bench (only the
+    benches' own tests, in tests/bench/, import them)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.parent.name == "bench":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if any(n == "hqstream.bench" or n.startswith("hqstream.bench.") for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
+
+
 def test_known_breaches_still_exist() -> None:
     """A breach that was fixed must leave the list (so the list never hides a new one)."""
     for where, imported in KNOWN_BREACHES:

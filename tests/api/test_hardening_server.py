@@ -23,7 +23,7 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from hqstream.bench import wsclient
+from hqstream import wsclient
 from schemas import topics
 from tests.api import helpers as h
 from tests.api.conftest import push_settings
