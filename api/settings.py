@@ -199,12 +199,8 @@ class GatewaySettings(CommonSettings):
         return self.topic(topics.ALERTS)
 
     @property
-    def candles_topic(self) -> str:
-        return self.topic(topics.CANDLES_1M)
-
-    @property
     def candle_topics(self) -> dict[str, str]:
-        """Every timeframe's closed-bar topic (1m is :attr:`candles_topic`)."""
+        """Every timeframe's closed-bar topic."""
         return {tf: self.topic(name) for tf, name in topics.CANDLES.items()}
 
     def client_keys(self) -> tuple[str, ...]:

@@ -96,10 +96,6 @@ class Store:
         rows = await self.redis.hgetall(keys.candles(code, trade_date))
         return sorted((_loads(v) for v in rows.values()), key=lambda c: int(c["minute_ts"]))
 
-    async def candles_raw(self, code: str, trade_date: str) -> list[bytes]:
-        rows: Any = await self.redis.hgetall(keys.candles(code, trade_date))
-        return [bytes(rows[k]) for k in sorted(rows, key=int)]
-
     async def bar_parts(
         self, code: str, tf: Timeframe, trade_date: str
     ) -> tuple[list[bytes], bytes | None, list[bytes]]:

@@ -156,7 +156,6 @@ class Forwarder:
         self._unlogged_drops: collections.Counter[str] = collections.Counter()
         self._last_drop_log: dict[str, float] = {}
         self._drop_why: dict[str, str] = {}
-        self.delivery_errors = 0
         self.dropped = 0
         self.failure: BaseException | None = None
 
@@ -540,7 +539,6 @@ class Forwarder:
                 if sent:
                     metrics.ACK_LATENCY.observe(max(0.0, time.time() - int(sent) / 1000))
             return
-        self.delivery_errors += 1
         metrics.DELIVERY_ERRORS.inc()
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hqcore.settings import CommonSettings
+from producers import protocol
 from schemas import topics
 
 
@@ -50,7 +51,9 @@ class ReceiverSettings(FeedSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
 
     socket_rcvbuf: int = Field(8 * 1024 * 1024, description="SO_RCVBUF bytes")
-    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        protocol.DEAD_AFTER_S, gt=0, description="nothing heard this long: the feed is dead"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)

@@ -76,7 +76,6 @@ AM_START, AM_END = session_ms("continuous_am")
 PM_START = session_ms("continuous_pm")[0]
 PM_END = session_ms("closing_auction")[1]
 AM_MINUTES: Final = (AM_END - AM_START) // MINUTE_MS  # 120
-DAY_MINUTES: Final = AM_MINUTES + (PM_END - PM_START) // MINUTE_MS  # 240
 #: Default grace after 11:30:00 and 15:00:00 that still folds into the last
 #: minute of the session. Vendors stamp the midday and closing auction results
 #: a few seconds late (11:30:02, 15:00:03); 30 s covers that with margin, and

@@ -56,7 +56,6 @@ Candle = dict[str, Any]
 class CandleCounters:
     """What the builder did with the ticks it was given."""
 
-    folded: int = 0
     closed: int = 0
     late: int = 0  # exchange_ts <= last seen, or for a minute already closed
     out_of_session: int = 0
@@ -215,7 +214,6 @@ class CandleBuilder:
             st.close = price
             st.last_price = price
         st.ticks += 1
-        self.counters.folded += 1
         return closed
 
     def current(self, code: str) -> Candle | None:
