@@ -21,6 +21,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,8 +29,8 @@ import httpx
 import pytest
 import websockets
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 
-from api import metrics
 from api.settings import GatewaySettings
 from schemas.exchange import exchange_ts_of
 from schemas.topics import H_RECEIVE_TS
@@ -138,19 +139,43 @@ class Client:
         return found[-1] if found else None
 
 
+@dataclass
+class Stack:
+    """A gateway with a client subscribed to 5-minute bars, after 40 minutes of history."""
+
+    worker: Worker
+    ticks: Ticks
+    gateway: RunningGateway
+    http: httpx.AsyncClient  # REST of the same gateway
+    client: Client
+
+
 @asynccontextmanager
-async def subscribed(gw: RunningGateway) -> AsyncIterator[Client]:
-    async with websockets.connect(gw.ws_url) as ws:
-        client = Client(ws)
-        await ws.send(json.dumps({"type": "subscribe_candles", "stock_code": CODE, "tf": "5m",
-                                  "indicators": INDICATORS}))  # fmt: skip
-        await eventually(
-            lambda: any(m["type"] == "snapshot" for m in client.messages), "the candle snapshot"
-        )
-        try:
-            yield client
-        finally:
-            client.task.cancel()
+async def stack(kafka: KafkaEndpoint, redis_url: str) -> AsyncIterator[Stack]:
+    settings = push_settings(kafka, redis_url, flush_interval_ms=10, open_bar_interval_ms=10)
+    worker, ticks = Worker(settings), Ticks()
+    try:
+        with run_gateway(settings) as gw:
+            for minute in range(HISTORY_MINUTES):
+                for second in range(0, 60, TICK_S):
+                    await worker.tick(*ticks.line(at(minute, second)))
+            async with (
+                httpx.AsyncClient(base_url=gw.http_url) as http,
+                websockets.connect(gw.ws_url) as ws,
+            ):
+                client = Client(ws)
+                await ws.send(json.dumps({"type": "subscribe_candles", "stock_code": CODE,
+                                          "tf": "5m", "indicators": INDICATORS}))  # fmt: skip
+                await eventually(
+                    lambda: any(m["type"] == "snapshot" for m in client.messages),
+                    "the candle snapshot",
+                )
+                try:
+                    yield Stack(worker, ticks, gw, http, client)
+                finally:
+                    client.task.cancel()
+    finally:
+        await worker.close()
 
 
 def shows(client: Client, bar: dict[str, Any]) -> bool:
@@ -168,96 +193,69 @@ async def rest_bars(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     return bars
 
 
-async def history(worker: Worker, ticks: Ticks) -> None:
-    for minute in range(HISTORY_MINUTES):
-        for second in range(0, 60, TICK_S):
-            await worker.tick(*ticks.line(at(minute, second)))
-
-
 async def test_open_bar_follows_every_tick_then_closes_with_its_last_values(
     kafka: KafkaEndpoint, redis_url: str
 ) -> None:
-    settings = push_settings(kafka, redis_url, flush_interval_ms=10, open_bar_interval_ms=10)
-    worker, ticks = Worker(settings), Ticks()
-    try:
-        with run_gateway(settings) as gw:
-            await history(worker, ticks)
-            async with (
-                httpx.AsyncClient(base_url=gw.http_url) as http,
-                subscribed(gw) as client,
-            ):
-                [snapshot] = [m for m in client.messages if m["type"] == "snapshot"]
-                assert snapshot["candles"] == await rest_bars(http)
-                assert snapshot["candles"][-1]["indicators"]["rsi6"] is not None
-                bar_start = exchange_ts_of(DAY, at(40))  # the 10:10 bar: minutes 40..44
-                last_open: dict[str, Any] | None = None
-                for minute in range(40, 45):
-                    for second in range(0, 60, TICK_S):
-                        line, ts = ticks.line(at(minute, second))
-                        await worker.tick(line, ts)
-                        rest_open = (await rest_bars(http))[-1]
-                        assert rest_open["minute_ts"] == bar_start and not rest_open["closed"]
-                        await eventually(
-                            partial(shows, client, rest_open), f"the open bar after the tick {ts}"
-                        )
-                        last_open = client.latest(bar_start)
-                        assert last_open == rest_open  # indicator values included
-                assert last_open is not None and last_open["indicators"]["rsi6"] is not None
-                # 10:15:00 closes the 10:14 minute, and with it the 10:10 bar
-                await worker.tick(*ticks.line(at(45)))
+    async with stack(kafka, redis_url) as st:
+        client, http = st.client, st.http
+        [snapshot] = [m for m in client.messages if m["type"] == "snapshot"]
+        assert snapshot["candles"] == await rest_bars(http)
+        assert snapshot["candles"][-1]["indicators"]["rsi6"] is not None
+        bar_start = exchange_ts_of(DAY, at(40))  # the 10:10 bar: minutes 40..44
+        last_open: dict[str, Any] | None = None
+        for minute in range(40, 45):
+            for second in range(0, 60, TICK_S):
+                line, ts = st.ticks.line(at(minute, second))
+                await st.worker.tick(line, ts)
+                rest_open = (await rest_bars(http))[-1]
+                assert rest_open["minute_ts"] == bar_start and not rest_open["closed"]
                 await eventually(
-                    lambda: any(b["closed"] for b in client.bars if b["minute_ts"] == bar_start),
-                    "the closed 10:10 bar",
+                    partial(shows, client, rest_open), f"the open bar after the tick {ts}"
                 )
-                closed = next(b for b in client.bars if b["minute_ts"] == bar_start and b["closed"])
-                assert closed == dict(last_open, closed=True)  # final = the last values shown
-                rest = await rest_bars(http)
-                assert dict(closed) in rest
-                # the next bar is open, and nothing older came after the closed one
-                await eventually(
-                    lambda: client.latest(bar_start + 5 * 60_000) is not None, "the 10:15 bar"
-                )
-                after = client.bars[client.bars.index(closed) + 1 :]
-                assert all(b["minute_ts"] > bar_start for b in after)
-    finally:
-        await worker.close()
+                last_open = client.latest(bar_start)
+                assert last_open == rest_open  # indicator values included
+        assert last_open is not None and last_open["indicators"]["rsi6"] is not None
+        # 10:15:00 closes the 10:14 minute, and with it the 10:10 bar
+        await st.worker.tick(*st.ticks.line(at(45)))
+        await eventually(
+            lambda: any(b["closed"] for b in client.bars if b["minute_ts"] == bar_start),
+            "the closed 10:10 bar",
+        )
+        closed = next(b for b in client.bars if b["minute_ts"] == bar_start and b["closed"])
+        assert closed == dict(last_open, closed=True)  # final = the last values shown
+        assert closed in await rest_bars(http)
+        # the next bar is open, and nothing older came after the closed one
+        await eventually(lambda: client.latest(bar_start + 5 * 60_000) is not None, "10:15 bar")
+        after = client.bars[client.bars.index(closed) + 1 :]
+        assert all(b["minute_ts"] > bar_start for b in after)
+
+
+def behind_reads() -> float:
+    """Open-bar reads that found Redis behind the routed quote (the gateway's metric)."""
+    return REGISTRY.get_sample_value("hq_gateway_open_bar_behind_total") or 0.0
 
 
 async def test_redis_behind_kafka_the_gateway_waits_for_the_tick(
     kafka: KafkaEndpoint, redis_url: str
 ) -> None:
     """The quote reaches the gateway before Redis has it: the pushed bar still includes it."""
-    settings = push_settings(kafka, redis_url, flush_interval_ms=10, open_bar_interval_ms=10)
-    worker, ticks = Worker(settings), Ticks()
-    try:
-        with run_gateway(settings) as gw:
-            await history(worker, ticks)
-            async with (
-                httpx.AsyncClient(base_url=gw.http_url) as http,
-                subscribed(gw) as client,
-            ):
-                hub = gw.app.state.hub
-                line, ts = ticks.line(at(40, 30))
-                result = await worker.process(line, ts)
-                behind_before = metrics.OPEN_BAR_BEHIND._value.get()
-                worker.to_kafka(result)  # Kafka first: the gateway routes the quote ...
-                await eventually(
-                    lambda: (
-                        hub.latest[CODE].ts == ts
-                        and metrics.OPEN_BAR_BEHIND._value.get() > behind_before
-                    ),
-                    "the gateway to route the quote and find Redis behind it",
-                )
-                bar_start = exchange_ts_of(DAY, at(40))
-                assert client.latest(bar_start) is None  # nothing pushed without the tick
-                await worker.to_redis(result)  # ... then Redis catches up
-                await eventually(
-                    lambda: (
-                        (bar := client.latest(bar_start)) is not None
-                        and bar["close"] == ticks.price
-                    ),
-                    "the open bar with the tick",
-                )
-                assert client.latest(bar_start) == (await rest_bars(http))[-1]
-    finally:
-        await worker.close()
+    async with stack(kafka, redis_url) as st:
+        hub = st.gateway.app.state.hub
+        line, ts = st.ticks.line(at(40, 30))
+        result = await st.worker.process(line, ts)
+        behind_before = behind_reads()
+        st.worker.to_kafka(result)  # Kafka first: the gateway routes the quote ...
+        await eventually(
+            lambda: hub.latest[CODE].ts == ts and behind_reads() > behind_before,
+            "the gateway to route the quote and find Redis behind it",
+        )
+        bar_start = exchange_ts_of(DAY, at(40))
+        assert st.client.latest(bar_start) is None  # nothing pushed without the tick
+        await st.worker.to_redis(result)  # ... then Redis catches up
+        await eventually(
+            lambda: (
+                (bar := st.client.latest(bar_start)) is not None and bar["close"] == st.ticks.price
+            ),
+            "the open bar with the tick",
+        )
+        assert st.client.latest(bar_start) == (await rest_bars(st.http))[-1]
