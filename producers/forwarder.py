@@ -563,7 +563,7 @@ class Forwarder:
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:
             self.kafka_up = False
-        self._in_doubt.add_failed(msg, err)
+        self._in_doubt.add_failed(msg)
         if batch is None and self._replaying:
             # A replayed record: its segment is still on disk and is replayed again from
             # the start; fail the rest of this replay so nothing after it is delivered.

@@ -5,11 +5,11 @@ acknowledgement (purged in flight, or timed out) although the broker may have
 written them before it died. The forwarder journals them with everything else,
 and a plain replay would write them a second time. So:
 
-* each failed record that may have reached the broker (it has a partition and was
-  not purged from librdkafka's queue) is remembered *in doubt*, with where it
-  would be: its topic and partition, and what identifies it there (value,
-  receive time and source headers);
-* before the journal is replayed, :func:`find_in_kafka` reads each of those
+* each failed record that may have reached the broker (any that was given a
+  partition: even one purged from librdkafka's queue may be a retry) is
+  remembered *in doubt*, with where it would be: its topic and partition, and
+  what identifies it there (value, receive time and source headers);
+* before the journal is replayed, :meth:`InDoubt.find_in_kafka` reads each of those
   partitions from the oldest doubtful record's receive time (a record's Kafka
   timestamp is when it was produced, never earlier) to its end, and counts
   which doubtful records are there;
@@ -81,11 +81,15 @@ class InDoubt:
     def __len__(self) -> int:
         return sum(c.total() for c in self._by_partition.values())
 
-    def add_failed(self, msg: Message, err: KafkaError) -> None:
-        """Remember a failed ``msg`` if it may have reached the broker."""
+    def add_failed(self, msg: Message) -> None:
+        """Remember a failed ``msg`` if it may have reached the broker.
+
+        Even a record purged from librdkafka's queue may have: a request that
+        failed with the connection goes back to the queue to be retried.
+        """
         partition = msg.partition()
-        if err.code() == KafkaError._PURGE_QUEUE or partition is None or partition < 0:
-            return  # still in librdkafka's queue, or never given a partition: not sent
+        if partition is None or partition < 0:
+            return  # never given a partition: never sent
         self.add(partition, record_id(msg))
 
     def add(self, partition: int, rid: RecordId) -> None:
