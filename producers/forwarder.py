@@ -53,6 +53,7 @@ _LATENCY_SAMPLE: Final = 64  # one ack in N feeds the latency histogram
 _PROBE_INTERVAL_S: Final = 1.0
 _DROP_LOG_INTERVAL_S: Final = 10.0  # one error line per reason per interval
 _PURGE_WAIT_S: Final = 5.0
+_IN_DOUBT_CHECK_S: Final = 5.0
 
 
 #: A quote line as the receiver classified it.
@@ -147,6 +148,7 @@ class Forwarder:
         self._replay_failed = False
         # records that may be in Kafka although not acked, and those known to be there
         self._in_doubt = InDoubt()
+        self._in_doubt_since = 0.0
         self._skips = Skips()
         self._replay_delivered: collections.Counter[RecordId] = collections.Counter()
         self._drop_lock = threading.Lock()
@@ -465,13 +467,8 @@ class Forwarder:
         if len(self._producer):
             return  # earlier records still in flight: keep order, wait for them
         self._journal_failed()  # librdkafka is empty: every failure is known, journal it first
-        if len(self._in_doubt):
-            try:  # what the broker wrote before it went away is not replayed
-                self._skips.add(self._in_doubt.find_in_kafka(librdkafka_config(self.settings)))
-            except (KafkaException, TimeoutError) as exc:
-                logger.warning("records in doubt not checked yet (%s): replay waits", exc)
-                return
-            self._in_doubt.clear()
+        if len(self._in_doubt) and not self._check_in_doubt(now):
+            return
         self.kafka_up = True
         while self.spooling and not self._stopping:
             seq = self.journal.oldest_segment()
@@ -492,6 +489,27 @@ class Forwarder:
             logger.info("replayed journal segment %d (%d records)", seq, replayed)
             if not self.kafka_up:
                 return
+
+    def _check_in_doubt(self, now: float) -> bool:
+        """Find the records in doubt that Kafka holds (they are not replayed); False
+        to try again at the next probe. Gives up after ``_IN_DOUBT_CHECK_S``: a
+        replay that waits longer costs more than a few duplicates."""
+        self._in_doubt_since = self._in_doubt_since or now
+        budget = max(_PROBE_INTERVAL_S, _IN_DOUBT_CHECK_S - (now - self._in_doubt_since))
+        try:
+            self._skips.add(self._in_doubt.find_in_kafka(librdkafka_config(self.settings), budget))
+        except (KafkaException, TimeoutError) as exc:
+            if now - self._in_doubt_since < _IN_DOUBT_CHECK_S:
+                logger.info("records in doubt not checked yet (%s): trying again", exc)
+                return False
+            logger.warning(
+                "%d record(s) in doubt replayed unchecked (%s): some may now be in Kafka twice",
+                len(self._in_doubt),
+                exc,
+            )
+        self._in_doubt.clear()
+        self._in_doubt_since = 0.0
+        return True
 
     def _replay_segment(self, seq: int) -> int | None:
         """Produce one segment; the count once every record is acked, None when one

@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     OFFSET_END,
@@ -41,8 +41,6 @@ from confluent_kafka import (
 from schemas import topics
 
 logger = logging.getLogger(__name__)
-
-_READ_TIMEOUT_S: Final = 30.0
 
 
 class RecordId(NamedTuple):
@@ -98,9 +96,11 @@ class InDoubt:
     def clear(self) -> None:
         self._by_partition.clear()
 
-    def find_in_kafka(self, config: dict[str, Any]) -> collections.Counter[RecordId]:
-        """Which doubtful records the partitions hold (raises KafkaException if Kafka
-        cannot be read; the doubt is then kept for the next try)."""
+    def find_in_kafka(
+        self, config: dict[str, Any], timeout_s: float
+    ) -> collections.Counter[RecordId]:
+        """Which doubtful records the partitions hold. Raises KafkaException or
+        TimeoutError if Kafka cannot be read within ``timeout_s``."""
         if not self._by_partition:
             return collections.Counter()
         started = time.monotonic()
@@ -110,11 +110,11 @@ class InDoubt:
                 "group.id": "hqstream-receiver-in-doubt",  # never joins, never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 20,
             }
         )
         try:
-            found = self._scan(consumer)
+            found = self._scan(consumer, started + timeout_s)
         finally:
             consumer.close()
         logger.info(
@@ -125,52 +125,39 @@ class InDoubt:
         )
         return found
 
-    def _scan(self, consumer: Consumer) -> collections.Counter[RecordId]:
+    def _scan(self, consumer: Consumer, deadline: float) -> collections.Counter[RecordId]:
         starts = [
             TopicPartition(topic, partition, min(int(r.receive_ts or 0) for r in doubt))
             for (topic, partition), doubt in self._by_partition.items()
         ]
-        starts = consumer.offsets_for_times(starts, timeout=10)
-        ends = {}
-        for tp in starts:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            ends[(tp.topic, tp.partition)] = high
+        starts = consumer.offsets_for_times(starts, timeout=max(0.1, deadline - time.monotonic()))
         # OFFSET_END: nothing was written since the oldest doubtful record was received
-        todo = [
-            tp
-            for tp in starts
-            if tp.offset != OFFSET_END and 0 <= tp.offset < ends[(tp.topic, tp.partition)]
-        ]
-        remaining = {
-            (tp.topic, tp.partition): collections.Counter(
-                self._by_partition[(tp.topic, tp.partition)]
-            )
-            for tp in todo
-        }
+        todo = [tp for tp in starts if tp.offset != OFFSET_END and tp.offset >= 0]
         found: collections.Counter[RecordId] = collections.Counter()
         if not todo:
             return found
+        remaining = {
+            (tp.topic, tp.partition): self._by_partition[(tp.topic, tp.partition)].copy()
+            for tp in todo
+        }
         consumer.assign(todo)
-        open_partitions = {(tp.topic, tp.partition) for tp in todo}
-        deadline = time.monotonic() + _READ_TIMEOUT_S
-        while open_partitions and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, timeout=0.5):
+        open_partitions = set(remaining)
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions {sorted(open_partitions)} not read to their end")
+            for msg in consumer.consume(10_000, timeout=0.1):
                 where = (msg.topic() or "", msg.partition() or 0)
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(where)
-                        continue
-                    raise KafkaException(err)
-                if (msg.offset() or 0) + 1 >= ends[where]:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
                     open_partitions.discard(where)
+                    continue
                 rid = record_id(msg)
-                doubt = remaining.get(where)
-                if doubt is not None and doubt[rid] > 0:
+                doubt = remaining[where]
+                if doubt[rid] > 0:
                     doubt[rid] -= 1
                     found[rid] += 1
-        if open_partitions:
-            raise TimeoutError(f"partitions {sorted(open_partitions)} not read to their end")
         return found
 
 

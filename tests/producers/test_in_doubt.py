@@ -70,14 +70,17 @@ def test_only_the_records_the_broker_wrote_are_found_once_each(kafka: KafkaEndpo
     # another feed's copy of a written line is not ours
     doubt.add(partitions[20], RecordId(topic, written[0][0], written[0][1], b"b"))
 
-    found = doubt.find_in_kafka({"bootstrap.servers": kafka.bootstrap})
+    found = doubt.find_in_kafka({"bootstrap.servers": kafka.bootstrap}, timeout_s=30)
 
     expected = collections.Counter(RecordId(topic, v, ts, SOURCE) for v, ts in [*written, twice])
     assert found == expected
 
 
 def test_nothing_in_doubt_reads_nothing() -> None:
-    assert InDoubt().find_in_kafka({"bootstrap.servers": "127.0.0.1:1"}) == collections.Counter()
+    assert (
+        InDoubt().find_in_kafka({"bootstrap.servers": "127.0.0.1:1"}, timeout_s=1)
+        == collections.Counter()
+    )
 
 
 def test_skips_take_each_known_record_once() -> None:
