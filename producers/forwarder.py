@@ -187,7 +187,6 @@ class Forwarder:
         self._unlogged_drops: collections.Counter[str] = collections.Counter()
         self._last_drop_log: dict[str, float] = {}
         self._drop_why: dict[str, str] = {}
-        self.delivery_errors = 0
         self.dropped = 0
         self.failure: BaseException | None = None
 
@@ -628,7 +627,6 @@ class Forwarder:
 
     def _delivery_failed(self, err: KafkaError) -> bool:
         """Count a failed delivery; True if it was purged (by us) rather than refused."""
-        self.delivery_errors += 1
         metrics.DELIVERY_ERRORS.inc()
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:
