@@ -371,9 +371,11 @@ class Forwarder:
         """Produce one journaled/DLQ record; False when the producer queue is full.
         ``batch``: produced directly (not replayed), with its place in arrival order."""
         ts = str(rec.receive_ts).encode()
-        if batch is None and len(self._skips) and self._skips.take(self._record_id(rec)):
+        if batch is None and len(self._skips) and self._skips.take(rid := self._record_id(rec)):
+            # the broker had written it before it went away: it counts as acknowledged
+            self._acked[rid.topic] += 1
             metrics.REPLAY_SKIPPED.inc()
-            return True  # the broker had written it before it went away
+            return True
         cb: dict[str, Any] = {"on_delivery": batch or _Replayed(self, rec)}
         try:
             if rec.kind in _LINE_RECORD_KINDS:

@@ -24,7 +24,8 @@ JOURNAL_BYTES = Gauge("hq_receiver_journal_bytes", "bytes spooled in the on-disk
 JOURNALED = Counter("hq_receiver_journaled_total", "records written to the journal")
 REPLAY_SKIPPED = Counter(
     "hq_receiver_replay_skipped_total",
-    "journaled records not replayed: the broker had written them before it went away",
+    "journaled records not replayed: the broker had written them before it went away "
+    "(counted in hq_receiver_produced_total too)",
 )
 JOURNAL_CORRUPT = Counter(
     "hq_receiver_journal_corrupt_total",
