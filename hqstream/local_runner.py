@@ -198,6 +198,8 @@ class LocalRedis:
 
     run_dir: Path
     port: int = 0
+    name: str = "redis"  # its folder under the run dir
+    options: tuple[str, ...] = ()  # more redis-server options (a cluster node's)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -211,7 +213,7 @@ class LocalRedis:
                 "redis-server not found: run `make setup` (installs Debian's redis-server)"
             )
         self.port = self.port or free_port()
-        data = self.run_dir / "redis"
+        data = self.run_dir / self.name
         data.mkdir(parents=True, exist_ok=True)
         log = (data / "redis.log").open("wb")
         self.proc = subprocess.Popen(
@@ -231,8 +233,7 @@ class LocalRedis:
                 "yes",
                 "--maxclients",
                 "20000",
-                "--databases",
-                "1024",
+                *(self.options or ("--databases", "1024")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
