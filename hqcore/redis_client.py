@@ -75,7 +75,7 @@ def sync_client(url: str, **options: Any) -> AnyRedis:
         return redis.Redis.from_url(url, **options)
     address = parse_cluster_url(url)
     return redis.RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+        startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],  # type: ignore[no-untyped-call]
         **address.options(),
         **options,
     )

@@ -78,9 +78,10 @@ class LocalRedisCluster:
         try:
             for node in self.nodes:
                 node.start()
+            seeds = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
             create = subprocess.run(
-                [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],  # fmt: skip
+                [cli, "--cluster", "create", *seeds, *replicas],
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -16,10 +16,20 @@ live data) can never move Redis backwards:
 One batch = ONE pipelined round trip: one script call for the alerts, one for
 the candles, one per ~``chunk_ticks`` quotes (grouped by code, rankings
 included); see :mod:`streams.redis_lua` for the scripts and their compact
-arguments (and why they need a standalone Redis, not a Cluster). The result
-equals one newer-wins write per quote in batch order. Errors (Redis down)
-propagate to the caller, which retries the whole batch: this module never
-sleeps, never swallows an error and never drops data.
+arguments. The result equals one newer-wins write per quote in batch order.
+
+On a Redis Cluster (``HQ_REDIS_URL=redis+cluster://...``, see
+:mod:`hqcore.redis_client`) a script may touch one hash slot only: the batch
+is one script call per slot for the quotes (per stock, in practice) and the
+candles, sent in one pipeline that redis-py splits by node; the calls return
+which stocks to rank, and a second pipeline ranks them with single-key
+ZADD/SADD. Newer-wins holds per stock exactly as on one server (a stock's
+keys share its slot); a ranking is written after its quote instead of in
+the same script, so it may lag the quote by one round trip.
+
+Errors (Redis down, a master failing over) propagate to the caller, which
+retries the whole batch: this module never sleeps, never swallows an error
+and never drops data.
 """
 
 from __future__ import annotations
@@ -31,12 +41,22 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
+from hqcore.redis_client import AnyAsyncRedis, async_client
 from schemas import redis_keys as rk
 from schemas.exchange import MARKETS
 from streams.arbitration import Winner
-from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
+from streams.redis_lua import (
+    SCRIPTS,
+    QuoteRow,
+    alert_call,
+    candle_call,
+    candle_slot_calls,
+    quote_chunks,
+    quote_slot_calls,
+    ranking_updates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +83,24 @@ class WriteResult:
 class RedisSink:
     """Batched, idempotent writer over one ``redis.asyncio`` client."""
 
-    def __init__(self, client: aioredis.Redis, *, chunk_ticks: int = 1000) -> None:
+    def __init__(self, client: AnyAsyncRedis, *, chunk_ticks: int = 1000) -> None:
         self.client = client
+        self.cluster = isinstance(client, aioredis.RedisCluster)
         self.chunk_ticks = chunk_ticks  # ticks per script call: bounds how long Redis is busy
         self._sha: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str, *, chunk_ticks: int = 1000) -> RedisSink:
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        """A sink on ``url``: one server or a Redis Cluster (``redis+cluster://``)."""
+        client = async_client(url, socket_timeout=5, socket_connect_timeout=3)
         return cls(client, chunk_ticks=chunk_ticks)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD the Lua scripts (again after a Redis restart flushed them)."""
+        """SCRIPT LOAD the Lua scripts (on every master of a cluster; again after a
+        restart or a failover left a master without them)."""
         for name, body in SCRIPTS.items():
             self._sha[name] = str(await self.client.script_load(body))
 
@@ -93,37 +116,63 @@ class RedisSink:
             return await self._write(batch)
 
     async def _write(self, batch: SinkBatch) -> WriteResult:
-        """One pipeline: alerts, candles, then the quotes in chunks (one script call each).
+        """One pipeline: alerts, candles, bars, then the quotes (one script call per chunk).
 
         Alerts and candles go first: when a tick is in Redis, its derived
         records are too (a replay skips ticks already present).
         """
-        pipe = self.client.pipeline(transaction=False)
+        pipe: Any = self.client.pipeline(transaction=False)
         sha = self._sha
         if batch.alerts:
-            keys, argv = alert_call(batch.alerts)
+            keys, argv = alert_call(batch.alerts, cluster=self.cluster)
             pipe.evalsha(sha["alerts"], len(keys), *keys, *argv)
+        candle_calls = []
         if batch.candles:
-            keys, argv = candle_call(batch.candles)
+            candle_calls = (
+                candle_slot_calls(batch.candles) if self.cluster else [candle_call(batch.candles)]
+            )
+        for keys, argv in candle_calls:
             pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
         for code, series in (batch.bars or {}).items():
-            pipe.hset(rk.bars(code), mapping=series)  # type: ignore[arg-type]
+            pipe.hset(rk.bars(code), mapping=series)
             pipe.expire(rk.bars(code), rk.BARS_TTL_S)
-        n_bars = 2 * len(batch.bars or ())
+        n_before_quotes = bool(batch.alerts) + len(candle_calls) + 2 * len(batch.bars or ())
         data = batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
-        for keys, argv in quote_chunks(batch.quotes, data, self.chunk_ticks):
+        if self.cluster:
+            slot_calls = quote_slot_calls(batch.quotes, data)
+            quote_calls = [call for call, _ in slot_calls]
+        else:
+            quote_calls = quote_chunks(batch.quotes, data, self.chunk_ticks)
+        for keys, argv in quote_calls:
             pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
-        results = await pipe.execute(raise_on_error=False)
-        for res in results:
-            if isinstance(res, Exception):
-                raise res
+        results = _raise_first_error(await pipe.execute(raise_on_error=False))
         alerts_new = int(results[0]) if batch.alerts else 0
-        won = same = stale = 0
-        for res in results[bool(batch.alerts) + bool(batch.candles) + n_bars :]:
-            won += int(res[0])
-            same += int(res[1])
-            stale += int(res[2])
+        quote_results = results[n_before_quotes:]
+        won = sum(int(res[0]) for res in quote_results)
+        same = sum(int(res[1]) for res in quote_results)
+        stale = sum(int(res[2]) for res in quote_results)
+        if self.cluster:
+            to_rank = [
+                header[int(i) - 1]
+                for (_, header), res in zip(slot_calls, quote_results, strict=True)
+                for i in res[3:]
+            ]
+            await self._rank(to_rank)
         return WriteResult(won, same, stale, alerts_new)
+
+    async def _rank(self, rows: list[QuoteRow]) -> None:
+        """Redis Cluster: rank the stocks the quote scripts asked for (single-key commands)."""
+        if not rows:
+            return
+        zadds, sadds = ranking_updates(rows)
+        pipe: Any = self.client.pipeline(transaction=False)
+        for key, scores in zadds.items():
+            pipe.zadd(key, scores)
+            pipe.expire(key, rk.MARKET_TTL_S)
+        for key, members in sadds.items():
+            pipe.sadd(key, *members)
+            pipe.expire(key, rk.MARKET_TTL_S)
+        _raise_first_error(await pipe.execute(raise_on_error=False))
 
     # -- market statistics -------------------------------------------------
 
@@ -251,12 +300,28 @@ class RedisSink:
         return deleted
 
 
+def _raise_first_error(results: list[Any]) -> list[Any]:
+    for res in results:
+        if isinstance(res, Exception):
+            raise res
+    return results
+
+
 def is_redis_error(exc: BaseException) -> bool:
-    """Errors that mean "Redis is unavailable": retry, never skip."""
+    """Errors that mean "Redis is unavailable": retry, never skip.
+
+    On a cluster also a failover under way: the slot's master is down or not
+    yet replaced (CLUSTERDOWN, TRYAGAIN, a slot no node serves, a topology
+    the client cannot refresh yet).
+    """
+    from redis.exceptions import ClusterError, SlotNotCoveredError, TryAgainError
     from redis.exceptions import ConnectionError as RConnectionError
     from redis.exceptions import TimeoutError as RTimeoutError
 
     busy = isinstance(exc, ResponseError) and (
         "LOADING" in str(exc) or "BUSY" in str(exc) or "NOSCRIPT" in str(exc)
     )
-    return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy
+    failing_over = isinstance(exc, ClusterError | TryAgainError | SlotNotCoveredError) or (
+        isinstance(exc, RedisClusterException) and "connect" in str(exc)
+    )
+    return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy or failing_over
