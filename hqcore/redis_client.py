@@ -95,4 +95,5 @@ def async_client(url: str, **options: Any) -> AnyAsyncRedis:
 
 def redacted(url: str) -> str:
     """``url`` without its credentials, for logs."""
-    return url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[-1].split("://")[-1]
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
