@@ -125,14 +125,14 @@ class RedisSink:
         sha = self._sha
         if batch.alerts:
             keys, argv = alert_call(batch.alerts, cluster=self.cluster)
-            pipe.evalsha(sha["alerts"], len(keys), *keys, *argv)
+            pipe.execute_command("EVALSHA", sha["alerts"], len(keys), *keys, *argv)
         candle_calls = []
         if batch.candles:
             candle_calls = (
                 candle_slot_calls(batch.candles) if self.cluster else [candle_call(batch.candles)]
             )
         for keys, argv in candle_calls:
-            pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
+            pipe.execute_command("EVALSHA", sha["candles"], len(keys), *keys, *argv)
         for code, series in (batch.bars or {}).items():
             pipe.hset(rk.bars(code), mapping=series)
             pipe.expire(rk.bars(code), rk.BARS_TTL_S)
@@ -144,7 +144,7 @@ class RedisSink:
         else:
             quote_calls = quote_chunks(batch.quotes, data, self.chunk_ticks)
         for keys, argv in quote_calls:
-            pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
+            pipe.execute_command("EVALSHA", sha["quotes"], len(keys), *keys, *argv)
         results = _raise_first_error(await pipe.execute(raise_on_error=False))
         alerts_new = int(results[0]) if batch.alerts else 0
         quote_results = results[n_before_quotes:]
