@@ -83,17 +83,23 @@ class WriteResult:
 class RedisSink:
     """Batched, idempotent writer over one ``redis.asyncio`` client."""
 
-    def __init__(self, client: AnyAsyncRedis, *, chunk_ticks: int = 1000) -> None:
+    def __init__(
+        self, client: AnyAsyncRedis, *, chunk_ticks: int = 1000, replica_wait_ms: int = 500
+    ) -> None:
         self.client = client
         self.cluster = isinstance(client, aioredis.RedisCluster)
         self.chunk_ticks = chunk_ticks  # ticks per script call: bounds how long Redis is busy
+        self.replica_wait_ms = replica_wait_ms  # cluster: WAIT this long for a replica's ack
         self._sha: dict[str, str] = {}
+        self._unreplicated = False
 
     @classmethod
-    def from_url(cls, url: str, *, chunk_ticks: int = 1000) -> RedisSink:
+    def from_url(
+        cls, url: str, *, chunk_ticks: int = 1000, replica_wait_ms: int = 500
+    ) -> RedisSink:
         """A sink on ``url``: one server or a Redis Cluster (``redis+cluster://``)."""
         client = async_client(url, socket_timeout=5, socket_connect_timeout=3)
-        return cls(client, chunk_ticks=chunk_ticks)
+        return cls(client, chunk_ticks=chunk_ticks, replica_wait_ms=replica_wait_ms)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -145,9 +151,11 @@ class RedisSink:
             quote_calls = quote_chunks(batch.quotes, data, self.chunk_ticks)
         for keys, argv in quote_calls:
             pipe.execute_command("EVALSHA", sha["quotes"], len(keys), *keys, *argv)
+        n_waits = self._wait_for_replicas(pipe, [keys for keys, _ in quote_calls + candle_calls])
         results = _raise_first_error(await pipe.execute(raise_on_error=False))
         alerts_new = int(results[0]) if batch.alerts else 0
-        quote_results = results[n_before_quotes:]
+        quote_results = results[n_before_quotes : len(results) - n_waits]
+        self._note_replication(results[len(results) - n_waits :])
         won = sum(int(res[0]) for res in quote_results)
         same = sum(int(res[1]) for res in quote_results)
         stale = sum(int(res[2]) for res in quote_results)
@@ -159,6 +167,39 @@ class RedisSink:
             ]
             await self._rank(to_rank)
         return WriteResult(won, same, stale, alerts_new)
+
+    def _wait_for_replicas(self, pipe: Any, written: list[list[str]]) -> int:
+        """Redis Cluster: end each written master's commands with ``WAIT 1 <ms>``.
+
+        A master acknowledges a write before its replica has it; killed then,
+        its promoted replica would lack the write while Kafka offsets move on.
+        WAIT (on the connection that wrote: redis-py sends a node's share of
+        the pipeline on one) holds the batch until a replica has it, for at
+        most ``replica_wait_ms``: a master without a replica (its old one
+        not back yet after a failover) still writes, with a warning.
+        """
+        if not self.cluster or not self.replica_wait_ms:
+            return 0
+        client: Any = self.client
+        nodes = {}
+        for keys in written:
+            node = client.get_node_from_key(keys[0])
+            if node is not None:  # None: the slot map is being refreshed; the write fails
+                nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command("WAIT", 1, self.replica_wait_ms, target_nodes=node)
+        return len(nodes)
+
+    def _note_replication(self, replicas_acked: list[Any]) -> None:
+        unreplicated = sum(1 for acked in replicas_acked if int(acked) < 1)
+        if unreplicated and not self._unreplicated:
+            logger.warning("%d redis master(s) wrote without a replica's ack within %d ms "
+                           "(a replica down or behind); writing on", unreplicated,
+                           self.replica_wait_ms)  # fmt: skip
+        elif self._unreplicated and not unreplicated and replicas_acked:
+            logger.warning("every written redis master has a replica again")
+        if replicas_acked:
+            self._unreplicated = bool(unreplicated)
 
     async def _rank(self, rows: list[QuoteRow]) -> None:
         """Redis Cluster: rank the stocks the quote scripts asked for (single-key commands)."""

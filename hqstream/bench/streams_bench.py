@@ -263,7 +263,9 @@ async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int
         metrics_port=0, batch_max=batch,
     )  # fmt: skip
     tune_memory(settings.gc_threshold)
-    sink = RedisSink.from_url(url, chunk_ticks=settings.redis_chunk_ticks)
+    sink = RedisSink.from_url(
+        url, chunk_ticks=settings.redis_chunk_ticks, replica_wait_ms=settings.redis_replica_wait_ms
+    )
     outbox = ConfluentOutbox(bootstrap)
     runtime = StreamsRuntime(settings, sink, outbox, "plain", processor=Processor(settings))
     topic = prefix + RAW
