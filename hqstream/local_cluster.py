@@ -127,8 +127,11 @@ class LocalRedisCluster:
         for node in self.nodes:
             if node.proc is None:
                 continue
-            with self._node_client(node) as client:
-                role = client.execute_command("ROLE")[0]
+            try:
+                with self._node_client(node) as client:
+                    role = client.execute_command("ROLE")[0]
+            except redis.RedisError:
+                continue
             if role in (b"master", "master"):
                 masters.append(node)
         return masters
@@ -144,6 +147,19 @@ class LocalRedisCluster:
         node = self.master_nodes()[0]
         node.kill()
         return node
+
+    def wait_promoted(self, timeout: float = 60.0) -> None:
+        """Until a replica replaced every dead master and the cluster is ``ok`` again.
+
+        Restart a killed master only after this: back before its replica took
+        over, it would return as the (empty, no persistence) master of its
+        slots and its replica would copy the emptiness.
+        """
+        deadline = time.monotonic() + timeout
+        while len(self.master_nodes()) < self.masters or not self.ready():
+            if time.monotonic() > deadline:
+                raise LocalRunnerError(f"no replica promoted within {timeout:.0f}s")
+            time.sleep(0.1)
 
     def restart(self, node: LocalRedis) -> None:
         """Start a killed node again on its port and data: it rejoins (as a replica)."""

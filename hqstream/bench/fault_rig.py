@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from hqcore.redis_client import sync_client
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
 from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
 from schemas import redis_keys as rk
@@ -289,11 +290,9 @@ class FaultRig:
 
         ``strict``: the quote must be newer than ``newest`` (a later tick got through).
         """
-        import redis
-
         if not newest:
             return 0
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = sync_client(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             pipe = client.pipeline(transaction=False)
             codes = list(newest)
@@ -333,9 +332,7 @@ class FaultRig:
         return n
 
     def _flush_redis(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url)
+        client = sync_client(self.redis_url)
         try:
             client.flushdb()
         finally:

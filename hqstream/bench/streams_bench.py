@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqcore.redis_client import sync_client
 from hqstream.bench.common import bench_env, machine
 from hqstream.local_runner import create_topics, free_port
 from producers.sample_feed import generate
@@ -99,9 +100,7 @@ def _count(bootstrap: str, topic: str) -> int:
 
 
 def _redis_ticks(url: str, codes: set[str]) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     pipe = client.pipeline(transaction=False)
     for code in codes:
         pipe.xlen(rk.ticks(code))
@@ -134,9 +133,7 @@ def _quantiles_from_histogram(text: str, name: str) -> tuple[float, float]:
 
 
 def _hq_keys(url: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         return sum(1 for _ in client.scan_iter(match="hq:*", count=1000))
     finally:
