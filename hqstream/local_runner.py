@@ -303,6 +303,7 @@ class LocalStack:
     run_dir: Path = DEFAULT_RUN_DIR
     kafka_port: int = 0
     redis_port: int = 0
+    with_redis: bool = True  # False: Kafka only (``hqstream up --redis-cluster`` brings its own)
     kafka: LocalKafka = field(init=False)
     redis: LocalRedis = field(init=False)
 
@@ -313,7 +314,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.redis.start()
+            if self.with_redis:
+                self.redis.start()
             self.kafka.start()
         except BaseException:
             self.stop()
