@@ -27,18 +27,24 @@ one per quote:
 Numbers reach Redis as the strings Python made (Redis 7.0 would format Lua
 numbers with ``%.17g``).
 
-Redis Cluster: a script may touch keys of one hash slot only. Per-stock keys
-carry the code as a hash tag (``{600000}``), so :func:`quote_slot_calls` and
-:func:`candle_slot_calls` make one call per slot (in practice one per stock:
-5,000 codes over 16,384 slots), without the rank keys; the sink then ranks
-with single-key ZADD/SADD (:func:`ranking_updates`). The alert stream and its
-id set share a slot through :func:`schemas.redis_keys.alerts_seen`. This
-module builds arguments only; it never talks to Redis.
+Redis Cluster: a script's declared keys must hash to one slot, and one call
+per slot would be one call per stock (5,000 codes over 16,384 slots): ~100 µs
+of client CPU each. :data:`CLUSTER_SCRIPTS` are the same scripts with the
+Redis 7 flag ``allow-cross-slot-keys``: a call may touch keys of every slot
+its master serves, declares its first key only and takes the key list as its
+last ARGV. :func:`quote_node_chunks` and :func:`candle_node_calls` group the
+batch per master (chunked as on one server), without the rank keys; the sink
+then ranks the stocks they name with one :data:`RANKS_LUA` call per master
+(:func:`rank_node_calls`). A slot that moved
+meanwhile makes the script fail on a "non local key" (the sink retries the
+batch: every write is newer-wins). The alert stream and its id set share a
+slot through :func:`schemas.redis_keys.alerts_seen`. This module builds
+arguments only; it never talks to Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import orjson
@@ -160,6 +166,35 @@ return n
 
 SCRIPTS: Final = {"quotes": QUOTES_LUA, "candles": CANDLES_LUA, "alerts": ALERTS_LUA}
 
+#: Redis Cluster: the rankings of a batch on one master. ARGV[1] is a JSON list
+#: aligned with KEYS, ``["z", score, code, ...]`` (a rank ZSET) or ``["s", code,
+#: ...]`` (a code SET); ARGV[2] the TTL.
+RANKS_LUA: Final = r"""
+local updates = cjson.decode(ARGV[1])
+for i = 1, #KEYS do
+  local u = updates[i]
+  local command = u[1] == 'z' and 'ZADD' or 'SADD'
+  for j = 2, #u, 1000 do
+    redis.call(command, KEYS[i], unpack(u, j, math.min(j + 999, #u)))
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS
+"""
+
+#: Redis Cluster (Redis 7+): the script may touch keys of several slots of the
+#: master it runs on; it declares its first key only (for routing) and reads
+#: them all from its last ARGV (:func:`cross_slot_call`).
+CROSS_SLOT_PROLOGUE: Final = (
+    "#!lua flags=allow-cross-slot-keys\nlocal KEYS = cjson.decode(ARGV[#ARGV])\n"
+)
+CLUSTER_SCRIPTS: Final = {
+    "quotes": CROSS_SLOT_PROLOGUE + QUOTES_LUA,
+    "candles": CROSS_SLOT_PROLOGUE + CANDLES_LUA,
+    "alerts": ALERTS_LUA,  # its two keys share a slot (schemas.redis_keys.alerts_seen)
+    "ranks": CROSS_SLOT_PROLOGUE + RANKS_LUA,
+}
+
 _MARKETS: Final = ("SH", "SZ", "BJ")
 
 
@@ -213,61 +248,76 @@ def quote_chunks(
     ``data`` holds each quote's JSON (same order). A code's ticks never span
     two chunks; a chunk holds about ``max_ticks`` ticks.
     """
-    calls: list[ScriptCall] = []
+    return [
+        _quote_call(keys, header, blobs, _RANK_AND_CODE_KEYS)
+        for keys, header, blobs in _chunks(_code_rows(quotes, data), max_ticks)
+    ]
+
+
+def quote_node_chunks(
+    quotes: list[tuple[dict[str, Any], int]],
+    data: list[bytes],
+    max_ticks: int,
+    node_of: Callable[[int], str],
+) -> list[tuple[ScriptCall, list[QuoteRow]]]:
+    """Redis Cluster: the CLUSTER_SCRIPTS quotes calls, chunked per master, with their header.
+
+    ``node_of`` names the master of a hash slot. Each call's keys are of one
+    master (:func:`cross_slot_call`); it ranks nothing and returns the indices
+    (1-based) of the header rows to rank: see :func:`rank_node_calls`.
+    """
+    by_node: dict[str, list[tuple[str, QuoteRow, list[bytes]]]] = {}
+    for code, row, ticks in _code_rows(quotes, data):
+        by_node.setdefault(node_of(code_slot(code)), []).append((code, row, ticks))
+    return [
+        (cross_slot_call(_quote_call(keys, header, blobs, ())), header)
+        for rows in by_node.values()
+        for keys, header, blobs in _chunks(iter(rows), max_ticks)
+    ]
+
+
+def _chunks(
+    rows: Iterator[tuple[str, QuoteRow, list[bytes]]], max_ticks: int
+) -> Iterator[tuple[list[str], list[QuoteRow], list[bytes]]]:
+    """Per chunk of about ``max_ticks`` ticks (a code never split): keys, header, ticks."""
     keys: list[str] = []
     header: list[QuoteRow] = []
     blobs: list[bytes] = []
-    for code, row, ticks in _code_rows(quotes, data):
+    for code, row, ticks in rows:
         header.append(row)
         blobs += ticks
         keys += (rk.quote(code), rk.ticks(code))
         if len(blobs) >= max_ticks:
-            calls.append(_quote_call(keys, header, blobs, _RANK_AND_CODE_KEYS))
+            yield keys, header, blobs
             keys, header, blobs = [], [], []
     if header:
-        calls.append(_quote_call(keys, header, blobs, _RANK_AND_CODE_KEYS))
-    return calls
+        yield keys, header, blobs
 
 
-def quote_slot_calls(
-    quotes: list[tuple[dict[str, Any], int]], data: list[bytes]
-) -> list[tuple[ScriptCall, list[QuoteRow]]]:
-    """Redis Cluster: one QUOTES_LUA call per hash slot (no rank keys), with its header.
-
-    The call returns the indices (1-based) of the header rows to rank: see
-    :func:`ranking_updates`.
-    """
-    by_slot: dict[int, tuple[list[str], list[QuoteRow], list[bytes]]] = {}
-    for code, row, ticks in _code_rows(quotes, data):
-        slot = code_slot(code)
-        group = by_slot.get(slot)
-        if group is None:
-            group = by_slot[slot] = ([], [], [])
-        keys, header, blobs = group
-        keys += (rk.quote(code), rk.ticks(code))
-        header.append(row)
-        blobs += ticks
-    return [
-        (_quote_call(keys, header, blobs, ()), header) for keys, header, blobs in by_slot.values()
-    ]
+def cross_slot_call(call: ScriptCall) -> ScriptCall:
+    """A CLUSTER_SCRIPTS call of ``call``: the first key declared, every key in the last ARGV."""
+    keys, argv = call
+    return keys[:1], [*argv, orjson.dumps(keys)]
 
 
-def ranking_updates(
-    rows: list[QuoteRow],
-) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
-    """The ZADD mapping of each rank ZSET and the SADD members of each code SET for ``rows``.
-
-    The same rankings QUOTES_LUA makes inside the script on a standalone Redis.
-    """
-    zadds: dict[str, dict[str, float]] = {}
-    sadds: dict[str, list[str]] = {}
+def rank_node_calls(rows: list[QuoteRow], node_of: Callable[[int], str]) -> list[ScriptCall]:
+    """Redis Cluster: the RANKS_LUA calls (one per master) ranking the stocks of ``rows``,
+    as QUOTES_LUA ranks them inside the script on one server."""
+    updates: dict[str, list[str]] = {}
     for row in rows:
         code, market = row[2], row[4]
         for metric, score in zip(rk.RANK_METRICS, row[7:10], strict=True):
             for where in (market, "ALL"):
-                zadds.setdefault(rk.rank(where, metric), {})[code] = float(score)  # type: ignore[arg-type]
-        sadds.setdefault(rk.codes(market), []).append(code)  # type: ignore[arg-type]
-    return zadds, sadds
+                key = rk.rank(where, metric)  # type: ignore[arg-type]
+                updates.setdefault(key, ["z"]).extend((score, code))
+        updates.setdefault(rk.codes(market), ["s"]).append(code)  # type: ignore[arg-type]
+    by_node: dict[str, list[str]] = {}
+    for key in updates:
+        by_node.setdefault(node_of(key_slot(key.encode())), []).append(key)
+    return [
+        cross_slot_call((keys, [orjson.dumps([updates[k] for k in keys]), rk.MARKET_TTL_S]))
+        for keys in by_node.values()
+    ]
 
 
 def code_slot(code: str) -> int:
@@ -295,12 +345,14 @@ def candle_call(candles: list[dict[str, Any]]) -> ScriptCall:
     return keys, [orjson.dumps(header), *map(orjson.dumps, candles)]
 
 
-def candle_slot_calls(candles: list[dict[str, Any]]) -> list[ScriptCall]:
-    """Redis Cluster: one CANDLES_LUA call per hash slot."""
-    by_slot: dict[int, list[dict[str, Any]]] = {}
+def candle_node_calls(
+    candles: list[dict[str, Any]], node_of: Callable[[int], str]
+) -> list[ScriptCall]:
+    """Redis Cluster: one CLUSTER_SCRIPTS candles call per master (``node_of``: a slot's)."""
+    by_node: dict[str, list[dict[str, Any]]] = {}
     for candle in candles:
-        by_slot.setdefault(code_slot(candle["code"]), []).append(candle)
-    return [candle_call(group) for group in by_slot.values()]
+        by_node.setdefault(node_of(code_slot(candle["code"])), []).append(candle)
+    return [cross_slot_call(candle_call(group)) for group in by_node.values()]
 
 
 def alert_id(alert: dict[str, Any]) -> str:

@@ -1,0 +1,112 @@
+"""Many single-slot commands to a Redis Cluster: one plain pipeline per master, all at once.
+
+The sink sends each master its share of a batch (script calls that touch
+the keys of several of its slots). redis-py's ``ClusterPipeline`` refuses
+such calls (it routes every command by its own keys' slot) and resolves each
+command on its own; here the calls are grouped by the master that serves
+the slot their caller named (the cluster client's slot map) and each group
+goes over a plain ``redis.asyncio`` pipeline of its own: one connection, so
+a ``WAIT`` at its end covers exactly its writes.
+
+A MOVED/ASK answer, a script's "non local key" error (a slot moved
+meanwhile) or an unreachable node (a failover) refreshes the slot map; the
+caller raises and retries the batch, which the newer-wins scripts make
+harmless. Never retries by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import AskError, RedisError, ResponseError
+
+logger = logging.getLogger(__name__)
+
+Command = tuple[Any, ...]  # the command's words, as for execute_command
+
+
+class NodePipelines:
+    """Plain pipelines to the masters of ``cluster``, by hash slot."""
+
+    def __init__(self, cluster: aioredis.RedisCluster, node_options: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.node_options = node_options  # credentials, TLS, timeouts of a node's client
+        self._clients: dict[str, aioredis.Redis] = {}
+
+    async def learn_slots(self) -> None:
+        """Fetch the slot map unless the cluster client knows it already."""
+        if self.cluster._initialize:  # the client's own "slot map unknown" flag
+            await self.cluster.initialize()
+
+    def node_of(self, slot: int) -> str:
+        """The name (``host:port``) of the master serving ``slot`` (after :meth:`learn_slots`)."""
+        return str(self.cluster.nodes_manager.get_node_from_slot(slot).name)
+
+    async def execute(
+        self, commands: Sequence[tuple[int, Command]], wait_ms: int = 0
+    ) -> tuple[list[Any], list[int]]:
+        """Run ``(slot, command)`` pairs; their results in order (errors as exceptions),
+        and, with ``wait_ms``, each written master's ``WAIT 1 wait_ms`` answer."""
+        await self.learn_slots()
+        by_node: dict[str, list[int]] = {}
+        for i, (slot, _) in enumerate(commands):
+            by_node.setdefault(self.node_of(slot), []).append(i)
+        names = list(by_node)
+        try:
+            sends = [
+                self._node_pipeline(name, [commands[i][1] for i in by_node[name]], wait_ms)
+                for name in names
+            ]
+            answers = await asyncio.gather(*sends)
+        except (RedisError, OSError):
+            await self._refresh()
+            raise
+        results: list[Any] = [None] * len(commands)
+        acks: list[int] = []
+        for name, answer in zip(names, answers, strict=True):
+            if wait_ms:
+                acks.append(int(answer.pop()))
+            for i, result in zip(by_node[name], answer, strict=True):
+                results[i] = result
+        if any(isinstance(r, AskError) or non_local_key(r) for r in results):  # MOVED: an AskError
+            await self._refresh()
+        return results, acks
+
+    async def _node_pipeline(self, name: str, commands: list[Command], wait_ms: int) -> list[Any]:
+        client = self._clients.get(name)
+        if client is None:
+            host, _, port = name.rpartition(":")
+            client = self._clients[name] = aioredis.Redis(
+                host=host, port=int(port), **self.node_options
+            )
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        if wait_ms:
+            pipe.execute_command("WAIT", 1, wait_ms)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def _refresh(self) -> None:
+        """Learn the slot map again (and forget the clients of nodes that left)."""
+        try:
+            await self.cluster.nodes_manager.initialize()
+        except (RedisError, OSError) as exc:  # the failover is still under way
+            logger.debug("redis cluster slot map not refreshed yet: %r", exc)
+            return
+        known = {node.name for node in self.cluster.get_nodes()}
+        for name in [n for n in self._clients if n not in known]:
+            await self._clients.pop(name).aclose()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def non_local_key(error: object) -> bool:
+    """A cross-slot script touched a key its master no longer serves (a slot moved)."""
+    return isinstance(error, ResponseError) and "non local key" in str(error)
