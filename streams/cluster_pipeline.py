@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import AskError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +67,18 @@ class NodePipelines:
             await self._refresh()
             raise
         results: list[Any] = [None] * len(commands)
-        acks: list[int] = []
+        waits: list[Any] = []
         for name, answer in zip(names, answers, strict=True):
             if wait_ms:
-                acks.append(int(answer.pop()))
+                waits.append(answer.pop())
             for i, result in zip(by_node[name], answer, strict=True):
                 results[i] = result
-        if any(isinstance(r, AskError) or non_local_key(r) for r in results):  # MOVED: an AskError
+        moved = next((r for r in [*results, *waits] if _slot_moved(r)), None)
+        if moved is not None:
             await self._refresh()
-        return results, acks
+            raise SlotMapChanged(f"redis cluster slots moved under the batch: {moved}")
+        _raise_first_error(waits)
+        return results, [int(acked) for acked in waits]
 
     async def _node_pipeline(self, name: str, commands: list[Command], wait_ms: int) -> list[Any]:
         client = self._clients.get(name)
@@ -105,6 +109,33 @@ class NodePipelines:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+class SlotMapChanged(RedisConnectionError):
+    """A master lost slots while a batch was sent (a failover, a resharding): retry it.
+
+    A connection error to the caller (:func:`streams.redis_sink.is_redis_error`):
+    the batch is retried with backoff once the slot map is fresh, never skipped.
+    """
+
+
+def _slot_moved(answer: object) -> bool:
+    """MOVED/ASK, a script's non local key, or a master turned replica (READONLY, WAIT)."""
+    if not isinstance(answer, ResponseError):
+        return False
+    text = str(answer)
+    return (
+        isinstance(answer, AskError)  # MOVED is an AskError too
+        or non_local_key(answer)
+        or text.startswith("READONLY")
+        or "replica" in text
+    )
+
+
+def _raise_first_error(answers: list[Any]) -> None:
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
 
 
 def non_local_key(error: object) -> bool:
