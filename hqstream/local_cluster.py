@@ -100,7 +100,7 @@ class LocalRedisCluster:
                 "--cluster-replica-validity-factor", "0")  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until every running node sees the whole cluster ``ok`` with every slot served."""
+        """Until :meth:`ready`."""
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() > deadline:
@@ -108,12 +108,17 @@ class LocalRedisCluster:
             time.sleep(0.2)
 
     def ready(self) -> bool:
+        """Every running node sees the whole cluster ``ok``, and every replica has synced
+        with its master (a master killed before that would take its data along)."""
         running = [n for n in self.nodes if n.proc is not None]
         for node in running:
             try:
                 with self._node_client(node) as client:
                     info = client.execute_command("CLUSTER INFO")
+                    replication = client.info("replication")
             except redis.RedisError:
+                return False
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
                 return False
             if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
                 return False
