@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 Command = tuple[Any, ...]  # the command's words, as for execute_command
 
+#: WAIT of a master whose last WAIT saw no replica: long enough for a replica
+#: back on a LAN to answer (the master then gets the full wait again)
+UNREPLICATED_WAIT_MS = 10
+
 
 class NodePipelines:
     """Plain pipelines to the masters of ``cluster``, by hash slot."""
@@ -37,6 +41,7 @@ class NodePipelines:
         self.cluster = cluster
         self.node_options = node_options  # credentials, TLS, timeouts of a node's client
         self._clients: dict[str, aioredis.Redis] = {}
+        self._unreplicated: set[str] = set()  # masters whose last WAIT saw no replica
 
     async def learn_slots(self) -> None:
         """Fetch the slot map unless the cluster client knows it already."""
@@ -59,7 +64,9 @@ class NodePipelines:
         names = list(by_node)
         try:
             sends = [
-                self._node_pipeline(name, [commands[i][1] for i in by_node[name]], wait_ms)
+                self._node_pipeline(
+                    name, [commands[i][1] for i in by_node[name]], self._wait_ms(name, wait_ms)
+                )
                 for name in names
             ]
             answers = await asyncio.gather(*sends)
@@ -78,7 +85,18 @@ class NodePipelines:
             await self._refresh()
             raise SlotMapChanged(f"redis cluster slots moved under the batch: {moved}")
         _raise_first_error(waits)
-        return results, [int(acked) for acked in waits]
+        acks = [int(acked) for acked in waits]
+        for name, acked in zip(names if wait_ms else [], acks, strict=True):
+            if acked < 1:
+                self._unreplicated.add(name)
+            else:
+                self._unreplicated.discard(name)
+        return results, acks
+
+    def _wait_ms(self, name: str, wait_ms: int) -> int:
+        """How long ``name``'s WAIT may block: briefly while it has shown no replica
+        (its replica down after a failover), lest every batch stall that long."""
+        return min(wait_ms, UNREPLICATED_WAIT_MS) if name in self._unreplicated else wait_ms
 
     async def _node_pipeline(self, name: str, commands: list[Command], wait_ms: int) -> list[Any]:
         client = self._clients.get(name)
