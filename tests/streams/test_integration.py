@@ -29,8 +29,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hqcore.redis_client import async_client, sync_client
-from hqstream.bench.failover import quotes_at_newest
 from hqstream.local_runner import create_topics
+from hqstream.stack_checks import quotes_at_newest
 from producers.sample_feed import RawLine, generate, session_start_ms
 from schemas import dlq
 from schemas import redis_keys as rk
