@@ -20,11 +20,13 @@ test: setup lint typecheck
 
 setup: system-deps python-deps kafka-jars kafka-class-archive kustomize
 
-# Debian packages: Java 17 and Maven are on the machine; redis-server and
-# chromium (for the dashboard browser test) are installed when missing.
+# Debian packages: Java 17 and Maven are on the machine; redis-server, redis-tools
+# (redis-cli makes the local Redis Cluster) and chromium (for the dashboard
+# browser test) are installed when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "WenQuanYi" || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \

@@ -12,18 +12,31 @@ import orjson
 import redis.asyncio as aioredis
 
 from api.ws_session import QuoteEvent
+from hqcore.redis_client import async_client, is_cluster_url
 from schemas import redis_keys as keys
 from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
 from schemas.redis_keys import RankMetric
 from schemas.timeframes import Timeframe
 
 MAX_CONNECTIONS = 32
+#: per node of a Redis Cluster, whose pools fail (MaxConnectionsError) instead of waiting
+MAX_CONNECTIONS_PER_CLUSTER_NODE = 256
 
 
 class Store:
-    """The gateway's Redis reads."""
+    """The gateway's Redis reads (one server, or a Redis Cluster: ``redis+cluster://``)."""
 
     def __init__(self, url: str) -> None:
+        self.redis: Any
+        if is_cluster_url(url):
+            self.redis = async_client(
+                url,
+                max_connections=MAX_CONNECTIONS_PER_CLUSTER_NODE,
+                socket_timeout=5,
+                socket_connect_timeout=3,
+                health_check_interval=30,
+            )
+            return
         # Blocking pool: a burst of subscribes waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
@@ -33,7 +46,7 @@ class Store:
             socket_connect_timeout=3,
             health_check_interval=30,
         )
-        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.redis = aioredis.Redis(connection_pool=pool)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -74,10 +87,12 @@ class Store:
         return today_in_shanghai()
 
     async def market_codes(self, market: MarketOrAll) -> list[str]:
-        if market == "ALL":
-            members = await self.redis.sunion([keys.codes(m) for m in MARKETS])
-        else:
-            members = await self.redis.smembers(keys.codes(market))
+        markets = MARKETS if market == "ALL" else (market,)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for one in markets:  # one SMEMBERS per set: on a cluster they live in other slots
+                pipe.smembers(keys.codes(one))
+            found: list[Any] = await pipe.execute()
+        members = set().union(*found)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def market_stats_raw(self, market: MarketOrAll) -> bytes | None:

@@ -242,6 +242,8 @@ class LocalRedis:
 
     run_dir: Path
     port: int = 0
+    name: str = "redis"  # its folder under the run dir
+    options: tuple[str, ...] = ()  # more redis-server options (a cluster node's)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -255,7 +257,7 @@ class LocalRedis:
                 "redis-server not found: run `make setup` (installs Debian's redis-server)"
             )
         self.port = self.port or free_port()
-        data = self.run_dir / "redis"
+        data = self.run_dir / self.name
         data.mkdir(parents=True, exist_ok=True)
         log = (data / "redis.log").open("wb")
         self.proc = subprocess.Popen(
@@ -275,8 +277,7 @@ class LocalRedis:
                 "yes",
                 "--maxclients",
                 "20000",
-                "--databases",
-                "1024",
+                *(self.options or ("--databases", "1024")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -346,6 +347,7 @@ class LocalStack:
     run_dir: Path = DEFAULT_RUN_DIR
     kafka_port: int = 0
     redis_port: int = 0
+    with_redis: bool = True  # False: Kafka only (``hqstream up --redis-cluster`` brings its own)
     kafka: LocalKafka = field(init=False)
     redis: LocalRedis = field(init=False)
 
@@ -356,7 +358,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.redis.start()
+            if self.with_redis:
+                self.redis.start()
             self.kafka.start()
         except BaseException:
             self.stop()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Callable
 
-import redis
-
+from hqcore.redis_client import sync_client
 from schemas import redis_keys as rk
 
 
@@ -25,7 +24,7 @@ def gateway_ready(port: int) -> bool:
 
 def quotes_at_newest(url: str, newest: dict[str, int]) -> Callable[[], bool]:
     """A check: every code's quote in Redis is at (or past) its ``newest`` exchange_ts."""
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)  # one server or a cluster
 
     def check() -> bool:
         pipe = client.pipeline(transaction=False)

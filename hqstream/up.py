@@ -1,12 +1,14 @@
 """``hqstream up``: the whole platform on one machine, with one command.
 
-Starts a real Kafka broker and Redis (``hqstream.local_runner``), creates the
-topics, then runs the feed simulator, the receiver, N stream workers and the
-gateway as child processes (``--feeds 2``: two simulators of one market, the
-second with jitter, a delay and missing lines, and a receiver for each), each
-logging to ``.run/logs/<name>.log``. A child that exits (a stream worker whose
-agent crashed exits 70) is restarted, as Kubernetes would. Shows live figures
-until Ctrl-C, then stops everything in reverse order.
+Starts a real Kafka broker and Redis (``hqstream.local_runner``; with
+``--redis-cluster`` a Redis Cluster of 3 masters and 3 replicas,
+``hqstream.local_cluster``), creates the topics, then runs the feed
+simulator, the receiver, N stream workers and the gateway as child processes
+(``--feeds 2``: two simulators of one market, the second with jitter, a delay
+and missing lines, and a receiver for each), each logging to
+``.run/logs/<name>.log``. A child that exits (a stream worker whose agent
+crashed exits 70) is restarted, as Kubernetes would. Shows live figures until
+Ctrl-C, then stops everything in reverse order.
 The feed token is generated per run when HQ_FEED_TOKEN is unset and handed
 to the children through their environment only; it is never printed. The
 gateway is never open by default: unless HQ_GATEWAY_API_KEYS is set (or
@@ -38,6 +40,7 @@ from rich.live import Live
 from rich.table import Table
 
 from hqcore.logs import configure_logging
+from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import DEFAULT_RUN_DIR, LocalStack, create_topics, free_port, port_open
 from schemas.topics import topic_specs
 
@@ -162,13 +165,23 @@ def up(
         ),
     ] = 1,
     run_dir: Annotated[Path, typer.Option(help="where data and logs go")] = DEFAULT_RUN_DIR,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="a Redis Cluster (3 masters, 3 replicas on loopback, cluster-node-timeout "
+            "2 s) instead of one Redis server",
+        ),
+    ] = False,
 ) -> None:
     """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
     configure_logging("INFO", "up")
     console = Console()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(run_dir, kafka_port=_pick_port(9092), redis_port=_pick_port(6379))
+    stack = LocalStack(run_dir, kafka_port=_pick_port(9092), redis_port=_pick_port(6379),
+                       with_redis=not redis_cluster)  # fmt: skip
+    cluster = LocalRedisCluster(run_dir) if redis_cluster else None
     children: list[Child] = []
     stop_requested = False
 
@@ -180,10 +193,11 @@ def up(
     try:
         with console.status("starting Kafka (KRaft) and Redis ..."):
             stack.start()
+            if cluster is not None:
+                cluster.start()
             create_topics(stack.kafka.bootstrap, topic_specs(partitions))
-        console.print(
-            f"[green]Kafka[/] {stack.kafka.bootstrap}   [green]Redis[/] {stack.redis.url}"
-        )
+        redis_url = stack.redis.url if cluster is None else cluster.url
+        console.print(f"[green]Kafka[/] {stack.kafka.bootstrap}   [green]Redis[/] {redis_url}")
         local_feeds = [
             LocalFeed(name, _pick_port(7070 + i), _pick_port(9101 + i))
             for i, name in enumerate("ab"[:feeds])
@@ -193,7 +207,7 @@ def up(
         env = {
             **os.environ,
             "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap,
-            "HQ_REDIS_URL": stack.redis.url,
+            "HQ_REDIS_URL": redis_url,
             "HQ_PARTITIONS": str(partitions),
             "HQ_JOURNAL_DIR": str(run_dir / "journal"),
             "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
@@ -260,6 +274,8 @@ def up(
         for child in reversed(children):
             child.stop()
         stack.stop()
+        if cluster is not None:
+            cluster.stop()
         console.print("stopped.")
 
 

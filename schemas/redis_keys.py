@@ -24,6 +24,8 @@ hq:bars:{<code>}                HASH    field = timeframe, value = JSON of the s
 hq:rank:<market>:<metric>       ZSET    member = code, score = metric
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
+hq:alerts:seen                  SET     ids of the alerts in hq:alerts (cluster:
+                                        ``hq:alerts:seen{hq:alerts}``, same slot)
 hq:codes:<market>               SET     codes seen today per market
 hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = JSON
                                         ``[ts // precision, source, price, volume,
@@ -100,9 +102,19 @@ def feed_winners(partition: int) -> str:
 
 ALERTS: Final = "hq:alerts"
 
-#: HASH of alert ids (``code|kind|exchange_ts``) already in :data:`ALERTS`: makes
-#: at-least-once replay idempotent. Expires with MARKET_TTL_S.
+#: SET of alert ids (``code|kind|exchange_ts``) already in :data:`ALERTS`: makes
+#: at-least-once replay idempotent. Expires with MARKET_TTL_S. See :func:`alerts_seen`.
 ALERTS_SEEN: Final = "hq:alerts:seen"
+#: :data:`ALERTS_SEEN` on a Redis Cluster: its hash tag is the whole name of
+#: :data:`ALERTS`, so both hash to one slot and one script updates both.
+ALERTS_SEEN_CLUSTER: Final = "hq:alerts:seen{hq:alerts}"
+
+
+def alerts_seen(*, cluster: bool) -> str:
+    """The alert id SET: standalone keeps its historical name, a cluster needs ALERTS's slot."""
+    return ALERTS_SEEN_CLUSTER if cluster else ALERTS_SEEN
+
+
 #: HASH field = stream worker id, value = JSON ``{"ts": ms, "state": partial}``:
 #: each worker's market-statistics partial; entries older than a few seconds
 #: belong to dead workers and are ignored and deleted.

@@ -194,7 +194,11 @@ def create_app(
             if settings.producer == "faust"
             else ConfluentOutbox(**librdkafka_config(settings))
         )
-        sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+        sink = RedisSink.from_url(
+            settings.redis_url,
+            chunk_ticks=settings.redis_chunk_ticks,
+            replica_wait_ms=settings.redis_replica_wait_ms,
+        )
         runtime = StreamsRuntime(settings, sink, outbox, worker_id)
     rt = runtime
     raw_topic = app.topic(names.raw, schema=RawSchema(key_type=bytes, value_type=bytes), acks=True)

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hqcore.redis_client import redacted, sync_client
 from streams import metrics
 from streams.settings import StreamsSettings
 
@@ -100,16 +101,16 @@ def kafka_answers(bootstrap: str, timeout_s: float = 3.0) -> str | None:
 
 
 def redis_answers(url: str, timeout_s: float = 3.0) -> str | None:
-    """``None`` when Redis at ``url`` answers PING, else why not."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
+    """``None`` when Redis (one server or a cluster) at ``url`` answers PING, else why not."""
+    client = None
+    try:  # a cluster client connects (to learn the slots) when it is made
+        client = sync_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         client.ping()
     except Exception as exc:
         return repr(exc)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return None
 
 
@@ -128,7 +129,7 @@ def wait_for_dependencies(
     if probes is None:
         probes = {
             f"kafka {settings.kafka_bootstrap}": lambda: kafka_answers(settings.kafka_bootstrap),
-            f"redis {settings.redis_url.split('@')[-1]}": lambda: redis_answers(settings.redis_url),
+            f"redis {redacted(settings.redis_url)}": lambda: redis_answers(settings.redis_url),
         }
     started = clock()
     next_log = started

@@ -144,7 +144,11 @@ async def consume_batches(
 
 async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
     tune_memory(settings.gc_threshold)
-    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    sink = RedisSink.from_url(
+        settings.redis_url,
+        chunk_ticks=settings.redis_chunk_ticks,
+        replica_wait_ms=settings.redis_replica_wait_ms,
+    )
     try:
         existing = await sink.hq_key_count()
         if existing and not force:

@@ -5,36 +5,50 @@ of arguments per quote instead of ~25, and Redis runs one script instead of
 one per quote:
 
 * :data:`QUOTES_LUA` takes the chunk's quotes grouped by code. KEYS are each
-  code's quote HASH and ticks STREAM, then the rank ZSETs and code SETs
-  (:func:`rank_and_code_keys`). ARGV[1] is a JSON header, one array per code
-  ``[best, partition, code, name, market, price, change, change_pct, amount,
-  volume, ts_1 .. ts_n]`` (all strings, numbers formatted with ``repr`` as
-  redis-py would); ARGV[5 + k] is the JSON ``data`` of the chunk's k-th tick.
-  Per code it reads the stored ``ts`` once, appends every tick newer than
-  the running ``ts`` to the ticks stream (id ``<exchange_ts>-0``; such a tick
-  is "won", one with the running ``ts`` "same", an older one "stale" —
-  exactly the answers of one newer-wins write per quote in batch order),
-  writes the HASH once with the newest tick (``best``) when it is newer than
-  the stored one, and ranks the stock when the newest tick is not older than
-  the stored one. Then one ZADD per rank key and one SADD per code set for
-  the whole chunk. Returns ``{won, same, stale}``.
-* :data:`CANDLES_LUA`: every candle of the batch; an open candle never
+  code's quote HASH and ticks STREAM, then (standalone only) the rank ZSETs
+  and code SETs (:func:`rank_and_code_keys`). ARGV[1] is a JSON header, one
+  array per code ``[best, partition, code, name, market, price, change,
+  change_pct, amount, volume, ts_1 .. ts_n]`` (all strings, numbers formatted
+  with ``repr`` as redis-py would); ARGV[5 + k] is the JSON ``data`` of the
+  chunk's k-th tick. Per code it reads the stored ``ts`` once, appends every
+  tick newer than the running ``ts`` to the ticks stream (id
+  ``<exchange_ts>-0``; such a tick is "won", one with the running ``ts``
+  "same", an older one "stale" — exactly the answers of one newer-wins write
+  per quote in batch order), writes the HASH once with the newest tick
+  (``best``) when it is newer than the stored one, and ranks the stock when
+  the newest tick is not older than the stored one: with the rank keys, one
+  ZADD per rank key and one SADD per code set for the whole chunk, returning
+  ``{won, same, stale}``; without them, it returns ``{won, same, stale,
+  i_1 .. i_k}``, the header rows to rank, and the caller ranks them.
+* :data:`CANDLES_LUA`: every candle of the chunk; an open candle never
   overwrites a closed one of the same minute.
 * :data:`ALERTS_LUA`: every alert of the batch, appended once per alert id.
 
 Numbers reach Redis as the strings Python made (Redis 7.0 would format Lua
-numbers with ``%.17g``). Redis Cluster: these scripts touch keys of many hash
-slots (per-stock keys carry ``{code}`` tags, rank/alert keys none), so they
-need a standalone Redis (or a proxy); on a Cluster the sink would have to
-group each chunk by slot and rank outside the script. This module builds
+numbers with ``%.17g``).
+
+Redis Cluster: a script's declared keys must hash to one slot, and one call
+per slot would be one call per stock (5,000 codes over 16,384 slots): ~100 µs
+of client CPU each. :data:`CLUSTER_SCRIPTS` are the same scripts with the
+Redis 7 flag ``allow-cross-slot-keys``: a call may touch keys of every slot
+its master serves, declares its first key only and takes the key list as its
+last ARGV. :func:`quote_node_chunks` and :func:`candle_node_calls` group the
+batch per master (chunked as on one server), without the rank keys; the sink
+then ranks the stocks they name with one :data:`RANKS_LUA` call per master
+(:func:`rank_node_calls`). A slot that moved
+meanwhile makes the script fail on a "non local key" (the sink retries the
+batch: every write is newer-wins). The alert stream and its id set share a
+slot through :func:`schemas.redis_keys.alerts_seen`. This module builds
 arguments only; it never talks to Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import orjson
+from redis.crc import key_slot
 
 from schemas import redis_keys as rk
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
@@ -45,7 +59,8 @@ local maxlen, qttl, tttl, rttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ncodes = #hdr
 local rbase = 2 * ncodes
 local market_index = {SH = 0, SZ = 1, BJ = 2}
-local zargs, sargs = {}, {}
+local rank_here = #KEYS > rbase
+local zargs, sargs, to_rank = {}, {}, {}
 local won, same, stale = 0, 0, 0
 local a = 6
 for i = 1, ncodes do
@@ -78,7 +93,9 @@ for i = 1, ncodes do
       'change_pct', h[8], 'amount', h[9], 'volume', h[10], 'partition', h[2])
     redis.call('EXPIRE', qkey, qttl)
   end
-  if best_ts >= stored then
+  if best_ts >= stored and not rank_here then
+    to_rank[#to_rank + 1] = i
+  elseif best_ts >= stored then
     local m = market_index[h[5]]
     for k = 1, 3 do
       local t = zargs[m * 3 + k]
@@ -95,6 +112,11 @@ for i = 1, ncodes do
     s[#s + 1] = h[3]
   end
   a = a + n
+end
+if not rank_here then
+  local out = {won, same, stale}
+  for k = 1, #to_rank do out[3 + k] = to_rank[k] end
+  return out
 end
 for idx, t in pairs(zargs) do
   for i = 1, #t, 1000 do
@@ -144,6 +166,35 @@ return n
 
 SCRIPTS: Final = {"quotes": QUOTES_LUA, "candles": CANDLES_LUA, "alerts": ALERTS_LUA}
 
+#: Redis Cluster: the rankings of a batch on one master. ARGV[1] is a JSON list
+#: aligned with KEYS, ``["z", score, code, ...]`` (a rank ZSET) or ``["s", code,
+#: ...]`` (a code SET); ARGV[2] the TTL.
+RANKS_LUA: Final = r"""
+local updates = cjson.decode(ARGV[1])
+for i = 1, #KEYS do
+  local u = updates[i]
+  local command = u[1] == 'z' and 'ZADD' or 'SADD'
+  for j = 2, #u, 1000 do
+    redis.call(command, KEYS[i], unpack(u, j, math.min(j + 999, #u)))
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS
+"""
+
+#: Redis Cluster (Redis 7+): the script may touch keys of several slots of the
+#: master it runs on; it declares its first key only (for routing) and reads
+#: them all from its last ARGV (:func:`cross_slot_call`).
+CROSS_SLOT_PROLOGUE: Final = (
+    "#!lua flags=allow-cross-slot-keys\nlocal KEYS = cjson.decode(ARGV[#ARGV])\n"
+)
+CLUSTER_SCRIPTS: Final = {
+    "quotes": CROSS_SLOT_PROLOGUE + QUOTES_LUA,
+    "candles": CROSS_SLOT_PROLOGUE + CANDLES_LUA,
+    "alerts": ALERTS_LUA,  # its two keys share a slot (schemas.redis_keys.alerts_seen)
+    "ranks": CROSS_SLOT_PROLOGUE + RANKS_LUA,
+}
+
 _MARKETS: Final = ("SH", "SZ", "BJ")
 
 
@@ -156,14 +207,14 @@ def rank_and_code_keys() -> list[str]:
 _RANK_AND_CODE_KEYS: Final = tuple(rank_and_code_keys())
 
 
-def quote_chunks(
-    quotes: list[tuple[dict[str, Any], int]], data: list[bytes], max_ticks: int
-) -> list[tuple[list[str], list[Any]]]:
-    """(KEYS, ARGV) of each QUOTES_LUA call for ``quotes`` (grouped by code).
+QuoteRow = list[str]  # one code's header row (see QUOTES_LUA)
+ScriptCall = tuple[list[str], list[Any]]  # (KEYS, ARGV)
 
-    ``data`` holds each quote's JSON (same order). A code's ticks never span
-    two chunks; a chunk holds about ``max_ticks`` ticks.
-    """
+
+def _code_rows(
+    quotes: list[tuple[dict[str, Any], int]], data: list[bytes]
+) -> Iterator[tuple[str, QuoteRow, list[bytes]]]:
+    """Per code (first-seen order): the code, its header row and its ticks' JSON."""
     groups: dict[str, list[int]] = {}
     for i, (q, _) in enumerate(quotes):
         idx = groups.get(q["code"])
@@ -171,10 +222,6 @@ def quote_chunks(
             groups[q["code"]] = [i]
         else:
             idx.append(i)
-    calls: list[tuple[list[str], list[Any]]] = []
-    keys: list[str] = []
-    header: list[list[str]] = []
-    blobs: list[bytes] = []
     for code, idx in groups.items():
         best = 0
         best_ts = -1
@@ -184,33 +231,111 @@ def quote_chunks(
             if ts >= best_ts:
                 best, best_ts = j, ts
             tss.append(str(ts))
-            blobs.append(data[i])
         q, partition = quotes[idx[best]]
-        header.append([
+        row = [
             str(best), str(partition), code, q["name"], q["market"], repr(q["price"]),
             repr(q["change"]), repr(q["change_pct"]), repr(q["amount"]), repr(q["volume"]),
             *tss,
-        ])  # fmt: skip
+        ]  # fmt: skip
+        yield code, row, [data[i] for i in idx]
+
+
+def quote_chunks(
+    quotes: list[tuple[dict[str, Any], int]], data: list[bytes], max_ticks: int
+) -> list[ScriptCall]:
+    """(KEYS, ARGV) of each standalone QUOTES_LUA call for ``quotes`` (ranking included).
+
+    ``data`` holds each quote's JSON (same order). A code's ticks never span
+    two chunks; a chunk holds about ``max_ticks`` ticks.
+    """
+    return [
+        _quote_call(keys, header, blobs, _RANK_AND_CODE_KEYS)
+        for keys, header, blobs in _chunks(_code_rows(quotes, data), max_ticks)
+    ]
+
+
+def quote_node_chunks(
+    quotes: list[tuple[dict[str, Any], int]],
+    data: list[bytes],
+    max_ticks: int,
+    node_of: Callable[[int], str],
+) -> list[tuple[ScriptCall, list[QuoteRow]]]:
+    """Redis Cluster: the CLUSTER_SCRIPTS quotes calls, chunked per master, with their header.
+
+    ``node_of`` names the master of a hash slot. Each call's keys are of one
+    master (:func:`cross_slot_call`); it ranks nothing and returns the indices
+    (1-based) of the header rows to rank: see :func:`rank_node_calls`.
+    """
+    by_node: dict[str, list[tuple[str, QuoteRow, list[bytes]]]] = {}
+    for code, row, ticks in _code_rows(quotes, data):
+        by_node.setdefault(node_of(code_slot(code)), []).append((code, row, ticks))
+    return [
+        (cross_slot_call(_quote_call(keys, header, blobs, ())), header)
+        for rows in by_node.values()
+        for keys, header, blobs in _chunks(iter(rows), max_ticks)
+    ]
+
+
+def _chunks(
+    rows: Iterator[tuple[str, QuoteRow, list[bytes]]], max_ticks: int
+) -> Iterator[tuple[list[str], list[QuoteRow], list[bytes]]]:
+    """Per chunk of about ``max_ticks`` ticks (a code never split): keys, header, ticks."""
+    keys: list[str] = []
+    header: list[QuoteRow] = []
+    blobs: list[bytes] = []
+    for code, row, ticks in rows:
+        header.append(row)
+        blobs += ticks
         keys += (rk.quote(code), rk.ticks(code))
         if len(blobs) >= max_ticks:
-            calls.append(_quote_call(keys, header, blobs))
+            yield keys, header, blobs
             keys, header, blobs = [], [], []
     if header:
-        calls.append(_quote_call(keys, header, blobs))
-    return calls
+        yield keys, header, blobs
+
+
+def cross_slot_call(call: ScriptCall) -> ScriptCall:
+    """A CLUSTER_SCRIPTS call of ``call``: the first key declared, every key in the last ARGV."""
+    keys, argv = call
+    return keys[:1], [*argv, orjson.dumps(keys)]
+
+
+def rank_node_calls(rows: list[QuoteRow], node_of: Callable[[int], str]) -> list[ScriptCall]:
+    """Redis Cluster: the RANKS_LUA calls (one per master) ranking the stocks of ``rows``,
+    as QUOTES_LUA ranks them inside the script on one server."""
+    updates: dict[str, list[str]] = {}
+    for row in rows:
+        code, market = row[2], row[4]
+        for metric, score in zip(rk.RANK_METRICS, row[7:10], strict=True):
+            for where in (market, "ALL"):
+                key = rk.rank(where, metric)  # type: ignore[arg-type]
+                updates.setdefault(key, ["z"]).extend((score, code))
+        updates.setdefault(rk.codes(market), ["s"]).append(code)  # type: ignore[arg-type]
+    by_node: dict[str, list[str]] = {}
+    for key in updates:
+        by_node.setdefault(node_of(key_slot(key.encode())), []).append(key)
+    return [
+        cross_slot_call((keys, [orjson.dumps([updates[k] for k in keys]), rk.MARKET_TTL_S]))
+        for keys in by_node.values()
+    ]
+
+
+def code_slot(code: str) -> int:
+    """The Redis Cluster hash slot of every per-stock key of ``code`` (its hash tag)."""
+    return key_slot(code.encode())
 
 
 def _quote_call(
-    keys: list[str], header: list[list[str]], blobs: list[bytes]
-) -> tuple[list[str], list[Any]]:
+    keys: list[str], header: list[QuoteRow], blobs: list[bytes], rank_keys: tuple[str, ...]
+) -> ScriptCall:
     argv: list[Any] = [
         orjson.dumps(header), rk.TICKS_MAXLEN, rk.QUOTE_TTL_S, rk.TICKS_TTL_S, rk.MARKET_TTL_S,
         *blobs,
     ]  # fmt: skip
-    return [*keys, *_RANK_AND_CODE_KEYS], argv
+    return [*keys, *rank_keys], argv
 
 
-def candle_call(candles: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+def candle_call(candles: list[dict[str, Any]]) -> ScriptCall:
     """(KEYS, ARGV) of the CANDLES_LUA call for ``candles``."""
     keys = [rk.candles(c["code"], c["trade_date"], c.get("tf", "1m")) for c in candles]
     header = [
@@ -220,13 +345,23 @@ def candle_call(candles: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
     return keys, [orjson.dumps(header), *map(orjson.dumps, candles)]
 
 
+def candle_node_calls(
+    candles: list[dict[str, Any]], node_of: Callable[[int], str]
+) -> list[ScriptCall]:
+    """Redis Cluster: one CLUSTER_SCRIPTS candles call per master (``node_of``: a slot's)."""
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for candle in candles:
+        by_node.setdefault(node_of(code_slot(candle["code"])), []).append(candle)
+    return [cross_slot_call(candle_call(group)) for group in by_node.values()]
+
+
 def alert_id(alert: dict[str, Any]) -> str:
     return f"{alert['code']}|{alert['kind']}|{alert['exchange_ts']}"
 
 
-def alert_call(alerts: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+def alert_call(alerts: list[dict[str, Any]], *, cluster: bool = False) -> ScriptCall:
     """(KEYS, ARGV) of the ALERTS_LUA call for ``alerts``."""
     argv: list[Any] = [rk.ALERTS_MAXLEN, rk.MARKET_TTL_S]
     for alert in alerts:
         argv += (alert_id(alert), orjson.dumps(alert))
-    return [rk.ALERTS, rk.ALERTS_SEEN], argv
+    return [rk.ALERTS, rk.alerts_seen(cluster=cluster)], argv

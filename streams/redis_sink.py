@@ -16,10 +16,22 @@ live data) can never move Redis backwards:
 One batch = ONE pipelined round trip: one script call for the alerts, one for
 the candles, one per ~``chunk_ticks`` quotes (grouped by code, rankings
 included); see :mod:`streams.redis_lua` for the scripts and their compact
-arguments (and why they need a standalone Redis, not a Cluster). The result
-equals one newer-wins write per quote in batch order. Errors (Redis down)
-propagate to the caller, which retries the whole batch: this module never
-sleeps, never swallows an error and never drops data.
+arguments. The result equals one newer-wins write per quote in batch order.
+
+On a Redis Cluster (``HQ_REDIS_URL=redis+cluster://...``, see
+:mod:`hqcore.redis_client`) each master gets its share of the batch in
+script calls of ~``chunk_ticks`` quotes that touch the keys of all its slots
+(``allow-cross-slot-keys``, :data:`streams.redis_lua.CLUSTER_SCRIPTS`), over
+a pipeline of its own ending with a WAIT for a replica, all masters at once
+(:mod:`streams.cluster_pipeline`); the calls return which stocks to rank,
+and one more call per master ranks them (ZADD/SADD). Newer-wins holds
+per stock exactly as on one server (the same script per stock); a ranking is
+written after its quote instead of in the same script, so it may lag the
+quote by one round trip.
+
+Errors (Redis down, a master failing over) propagate to the caller, which
+retries the whole batch: this module never sleeps, never swallows an error
+and never drops data.
 """
 
 from __future__ import annotations
@@ -31,12 +43,26 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
+from hqcore.redis_client import AnyAsyncRedis, async_client, is_cluster_url, parse_cluster_url
 from schemas import redis_keys as rk
 from schemas.exchange import MARKETS
 from streams.arbitration import Winner
-from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
+from streams.cluster_pipeline import Command, NodePipelines, non_local_key
+from streams.redis_lua import (
+    CLUSTER_SCRIPTS,
+    SCRIPTS,
+    QuoteRow,
+    ScriptCall,
+    alert_call,
+    candle_call,
+    candle_node_calls,
+    quote_chunks,
+    quote_node_chunks,
+    rank_node_calls,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,67 +89,155 @@ class WriteResult:
 class RedisSink:
     """Batched, idempotent writer over one ``redis.asyncio`` client."""
 
-    def __init__(self, client: aioredis.Redis, *, chunk_ticks: int = 1000) -> None:
+    def __init__(
+        self,
+        client: AnyAsyncRedis,
+        *,
+        chunk_ticks: int = 1000,
+        replica_wait_ms: int = 500,
+        node_options: dict[str, Any] | None = None,
+    ) -> None:
         self.client = client
         self.chunk_ticks = chunk_ticks  # ticks per script call: bounds how long Redis is busy
+        self.replica_wait_ms = replica_wait_ms  # cluster: WAIT this long for a replica's ack
+        #: on a Redis Cluster: the batch's script calls, by master (None: one server)
+        self.nodes = (
+            NodePipelines(client, node_options or {})
+            if isinstance(client, aioredis.RedisCluster)
+            else None
+        )
         self._sha: dict[str, str] = {}
+        self._unreplicated = False
+
+    @property
+    def cluster(self) -> bool:
+        return self.nodes is not None
 
     @classmethod
-    def from_url(cls, url: str, *, chunk_ticks: int = 1000) -> RedisSink:
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
-        return cls(client, chunk_ticks=chunk_ticks)
+    def from_url(
+        cls, url: str, *, chunk_ticks: int = 1000, replica_wait_ms: int = 500
+    ) -> RedisSink:
+        """A sink on ``url``: one server or a Redis Cluster (``redis+cluster://``)."""
+        timeouts = {"socket_timeout": 5, "socket_connect_timeout": 3}
+        client = async_client(url, **timeouts)
+        node_options = (
+            {**parse_cluster_url(url).options(), **timeouts} if is_cluster_url(url) else {}
+        )
+        return cls(
+            client, chunk_ticks=chunk_ticks, replica_wait_ms=replica_wait_ms,
+            node_options=node_options,
+        )  # fmt: skip
 
     async def close(self) -> None:
+        if self.nodes is not None:
+            await self.nodes.aclose()
         await self.client.aclose()
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD the Lua scripts (again after a Redis restart flushed them)."""
-        for name, body in SCRIPTS.items():
+        """SCRIPT LOAD the Lua scripts (on every master of a cluster; again after a
+        restart or a failover left a master without them)."""
+        for name, body in (SCRIPTS if self.nodes is None else CLUSTER_SCRIPTS).items():
             self._sha[name] = str(await self.client.script_load(body))
 
     async def write(self, batch: SinkBatch) -> WriteResult:
         """Write one batch; raises on any Redis error (the caller retries it all)."""
         if not self._sha:
             await self.load_scripts()
+        write = self._write if self.nodes is None else self._write_cluster
         try:
-            return await self._write(batch)
+            return await write(batch)
         except NoScriptError:
             logger.warning("redis lost the Lua scripts (restarted?); loading them again")
             await self.load_scripts()
-            return await self._write(batch)
+            return await write(batch)
 
     async def _write(self, batch: SinkBatch) -> WriteResult:
-        """One pipeline: alerts, candles, then the quotes in chunks (one script call each).
+        """One pipeline: alerts, candles, bars, then the quotes in chunks (one script call each).
 
         Alerts and candles go first: when a tick is in Redis, its derived
         records are too (a replay skips ticks already present).
         """
-        pipe = self.client.pipeline(transaction=False)
-        sha = self._sha
+        pipe: Any = self.client.pipeline(transaction=False)
+        derived = self._derived_commands(batch, [candle_call(batch.candles)])
+        for _, command in derived:
+            pipe.execute_command(*command)
+        for keys, argv in quote_chunks(batch.quotes, _quote_data(batch), self.chunk_ticks):
+            pipe.execute_command("EVALSHA", self._sha["quotes"], len(keys), *keys, *argv)
+        results = _raise_first_error(await pipe.execute(raise_on_error=False))
+        return _write_result(batch, results, results[len(derived) :])
+
+    async def _write_cluster(self, batch: SinkBatch) -> WriteResult:
+        """Redis Cluster: per master, its share of the batch in ~``chunk_ticks`` script
+        calls over a pipeline of its own ending with a WAIT for its replica, all
+        masters at once; then the rankings."""
+        nodes = self.nodes
+        assert nodes is not None
+        await nodes.learn_slots()
+        candle_calls = candle_node_calls(batch.candles, nodes.node_of) if batch.candles else []
+        commands = [
+            (key_slot(key.encode()), command)
+            for key, command in self._derived_commands(batch, candle_calls)
+        ]
+        n_derived = len(commands)
+        quote_calls = quote_node_chunks(
+            batch.quotes, _quote_data(batch), self.chunk_ticks, nodes.node_of
+        )
+        for (keys, argv), _ in quote_calls:
+            command = ("EVALSHA", self._sha["quotes"], len(keys), *keys, *argv)
+            commands.append((key_slot(keys[0].encode()), command))
+        results, acks = await nodes.execute(commands, self.replica_wait_ms)
+        _raise_first_error(results)
+        self._note_replication(acks)
+        quote_results = results[n_derived:]
+        to_rank = [
+            header[int(i) - 1]
+            for (_, header), res in zip(quote_calls, quote_results, strict=True)
+            for i in res[3:]
+        ]
+        await self._rank(to_rank)
+        return _write_result(batch, results, quote_results)
+
+    def _derived_commands(
+        self, batch: SinkBatch, candle_calls: list[ScriptCall]
+    ) -> list[tuple[str, Command]]:
+        """(a key, the command) of the batch's alerts, candles and bars, in that order."""
+        commands: list[tuple[str, Command]] = []
         if batch.alerts:
-            keys, argv = alert_call(batch.alerts)
-            pipe.evalsha(sha["alerts"], len(keys), *keys, *argv)
-        if batch.candles:
-            keys, argv = candle_call(batch.candles)
-            pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
+            keys, argv = alert_call(batch.alerts, cluster=self.cluster)
+            commands.append((keys[0], ("EVALSHA", self._sha["alerts"], len(keys), *keys, *argv)))
+        for keys, argv in candle_calls if batch.candles else []:
+            commands.append((keys[0], ("EVALSHA", self._sha["candles"], len(keys), *keys, *argv)))
         for code, series in (batch.bars or {}).items():
-            pipe.hset(rk.bars(code), mapping=series)  # type: ignore[arg-type]
-            pipe.expire(rk.bars(code), rk.BARS_TTL_S)
-        n_bars = 2 * len(batch.bars or ())
-        data = batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
-        for keys, argv in quote_chunks(batch.quotes, data, self.chunk_ticks):
-            pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
-        results = await pipe.execute(raise_on_error=False)
-        for res in results:
-            if isinstance(res, Exception):
-                raise res
-        alerts_new = int(results[0]) if batch.alerts else 0
-        won = same = stale = 0
-        for res in results[bool(batch.alerts) + bool(batch.candles) + n_bars :]:
-            won += int(res[0])
-            same += int(res[1])
-            stale += int(res[2])
-        return WriteResult(won, same, stale, alerts_new)
+            key = rk.bars(code)
+            fields = [part for item in series.items() for part in item]
+            commands.append((key, ("HSET", key, *fields)))
+            commands.append((key, ("EXPIRE", key, rk.BARS_TTL_S)))
+        return commands
+
+    def _note_replication(self, replicas_acked: list[int]) -> None:
+        """Warn once when a written master had no replica's ack within the wait (and when
+        every one has again)."""
+        unreplicated = sum(1 for acked in replicas_acked if acked < 1)
+        if unreplicated and not self._unreplicated:
+            logger.warning("%d redis master(s) wrote without a replica's ack within %d ms "
+                           "(a replica down or behind); writing on", unreplicated,
+                           self.replica_wait_ms)  # fmt: skip
+        elif self._unreplicated and not unreplicated and replicas_acked:
+            logger.warning("every written redis master has a replica again")
+        if replicas_acked:
+            self._unreplicated = bool(unreplicated)
+
+    async def _rank(self, rows: list[QuoteRow]) -> None:
+        """Redis Cluster: rank the stocks the quote scripts asked for (a call per master)."""
+        nodes = self.nodes
+        if not rows or nodes is None:
+            return
+        commands = [
+            (key_slot(keys[0].encode()), ("EVALSHA", self._sha["ranks"], len(keys), *keys, *argv))
+            for keys, argv in rank_node_calls(rows, nodes.node_of)
+        ]
+        results, _ = await nodes.execute(commands)
+        _raise_first_error(results)
 
     # -- market statistics -------------------------------------------------
 
@@ -251,12 +365,45 @@ class RedisSink:
         return deleted
 
 
+def _quote_data(batch: SinkBatch) -> list[bytes]:
+    return batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
+
+
+def _write_result(batch: SinkBatch, results: list[Any], quote_results: list[Any]) -> WriteResult:
+    """The batch's counts from its script answers (the alerts' come first)."""
+    return WriteResult(
+        won=sum(int(res[0]) for res in quote_results),
+        same=sum(int(res[1]) for res in quote_results),
+        stale=sum(int(res[2]) for res in quote_results),
+        alerts_new=int(results[0]) if batch.alerts else 0,
+    )
+
+
+def _raise_first_error(results: list[Any]) -> list[Any]:
+    for res in results:
+        if isinstance(res, Exception):
+            raise res
+    return results
+
+
 def is_redis_error(exc: BaseException) -> bool:
-    """Errors that mean "Redis is unavailable": retry, never skip."""
+    """Errors that mean "Redis is unavailable": retry, never skip.
+
+    On a cluster also a failover under way: the slot's master is down or not
+    yet replaced (CLUSTERDOWN, TRYAGAIN, a slot no node serves, a topology
+    the client cannot refresh yet), or a slot moved (MOVED, ASK, a script's
+    non local key).
+    """
+    from redis.exceptions import AskError, ClusterError, SlotNotCoveredError, TryAgainError
     from redis.exceptions import ConnectionError as RConnectionError
     from redis.exceptions import TimeoutError as RTimeoutError
 
     busy = isinstance(exc, ResponseError) and (
         "LOADING" in str(exc) or "BUSY" in str(exc) or "NOSCRIPT" in str(exc)
     )
-    return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy
+    failing_over = (
+        isinstance(exc, ClusterError | TryAgainError | SlotNotCoveredError | AskError)
+        or non_local_key(exc)
+        or (isinstance(exc, RedisClusterException) and "connect" in str(exc))
+    )
+    return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy or failing_over

@@ -78,6 +78,13 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("redis_chunk_ticks"),
         description="quotes per Redis script call (bounds how long one call blocks Redis)",
     )
+    redis_replica_wait_ms: int = Field(
+        500,
+        ge=0,
+        validation_alias=_env("redis_replica_wait_ms"),
+        description="Redis Cluster: how long a batch waits for a replica to hold its writes "
+        "(WAIT) before offsets move on; 0 = never wait",
+    )
     gc_threshold: int = Field(
         50_000,
         ge=0,

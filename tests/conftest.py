@@ -11,6 +11,11 @@ They are session-scoped; each test gets its own uuid topic names and consumer
 group (``kafka.topic()``, ``kafka.group()``) and its own Redis database
 (``redis_url``). If no broker can be had the fixture fails: integration tests
 never skip silently.
+
+A test marked :data:`ON_BOTH_REDIS` runs twice: on one server and on a real
+Redis Cluster (3 masters, 3 replicas of Debian's redis-server, started once
+per session by :class:`hqstream.local_cluster.LocalRedisCluster`; a cluster
+has one database, so it is flushed before each such test).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalKafka, LocalRedis, LocalStack
 
 
@@ -147,10 +154,31 @@ def redis_server(_local_stack: LocalStack | None) -> Iterator[RedisEndpoint]:
     yield RedisEndpoint(f"redis://127.0.0.1:{_local_stack.redis.port}")
 
 
+RedisMode = Literal["standalone", "cluster"]
+
+#: run the test on one Redis server and again on a Redis Cluster (``redis_url`` by mode)
+ON_BOTH_REDIS = pytest.mark.parametrize("redis_url", ["standalone", "cluster"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real 3-master, 3-replica Redis Cluster on loopback, for the whole session."""
+    cluster = LocalRedisCluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisEndpoint) -> str:
-    """A Redis URL with a database of its own, flushed before the test."""
-    return redis_server.next_url()
+def redis_url(request: pytest.FixtureRequest, redis_server: RedisEndpoint) -> str:
+    """A Redis URL with a database of its own, flushed before the test
+    (under :data:`ON_BOTH_REDIS`, the session's flushed cluster the second time)."""
+    mode: RedisMode = getattr(request, "param", "standalone")
+    if mode == "standalone":
+        return redis_server.next_url()
+    cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return cluster.url
 
 
 @pytest.fixture

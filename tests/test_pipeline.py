@@ -20,11 +20,12 @@ import pytest
 import redis
 import websockets
 
+from hqcore.redis_client import sync_client
 from hqstream.local_runner import port_open
 from schemas import dlq, redis_keys, topics
 from streams.errors import BadRecord
 from streams.parse import parse_record
-from tests.conftest import KafkaEndpoint
+from tests.conftest import ON_BOTH_REDIS, KafkaEndpoint
 from tests.kafka_utils import consume_all
 from tests.stack_procs import gateway_ready, pipeline_env, process, wait_until
 
@@ -34,6 +35,7 @@ STOCKS = 400
 SNAPSHOTS = 4
 
 
+@ON_BOTH_REDIS
 def test_every_tick_is_accounted_for_end_to_end(
     kafka: KafkaEndpoint, redis_url: str, tmp_path: Path
 ) -> None:
@@ -102,7 +104,7 @@ def test_every_tick_is_accounted_for_end_to_end(
             normalized = consume_all(kafka.bootstrap, prefix + topics.NORMALIZED, expected=n_valid)
             assert len(normalized) == n_valid
 
-            r = redis.Redis.from_url(redis_url)
+            r = sync_client(redis_url)
             wait_until(
                 lambda: all(_stored_ts(r, c) == ts for c, ts in valid.items()),
                 60,

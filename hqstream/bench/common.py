@@ -18,8 +18,10 @@ import redis
 import typer
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from redis.exceptions import RedisClusterException
 from rich.console import Console
 
+from hqcore.redis_client import sync_client
 from hqstream.local_runner import LocalStack
 
 console = Console(stderr=True)
@@ -90,13 +92,16 @@ def check_kafka(bootstrap: str, timeout: float = 10.0) -> None:
 
 
 def check_redis(url: str, timeout: float = 5.0) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
+    """Exit 2 with a hint unless Redis (one server or a cluster) answers PING."""
+    client = None
+    try:  # a cluster client connects (to learn the slots) when it is made
+        client = sync_client(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         client.ping()
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise unreachable("Redis", _safe(url), "HQ_REDIS_URL", exc) from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 # librdkafka's connection errors are summed up in one line by check_kafka

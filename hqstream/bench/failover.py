@@ -27,11 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-import redis
 import typer
 from confluent_kafka import Producer
 from rich.console import Console
 
+from hqcore.redis_client import sync_client
 from hqstream.bench.common import machine
 from hqstream.local_runner import LocalStack, create_topics, free_port
 from hqstream.stack_checks import quotes_at_newest
@@ -90,7 +90,7 @@ def _one_run(
         if producer.flush(30) != 0:
             raise RuntimeError("raw records not acknowledged")
 
-    redis.Redis.from_url(redis_url).flushdb()
+    sync_client(redis_url).flushdb()
     group = f"{prefix}streams"
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -32,6 +32,8 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from hqcore.redis_client import sync_client
+from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
 from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
 from schemas import redis_keys as rk
@@ -115,16 +117,22 @@ class FaultRig:
         spread: bool,
         partitions: int = 12,
         feeds: int = 1,
+        redis_cluster: LocalRedisCluster | None = None,
     ) -> None:
         if feeds not in (1, 2):
             raise ValueError("one or two feeds")
         self.stack = stack
+        self.redis_cluster = redis_cluster  # set: the workers write to it, not stack.redis
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.partitions = partitions
         self.prefix = f"faults{secrets.token_hex(3)}."
         self.group = f"{self.prefix}streams"
-        self.redis_url = f"{stack.redis.url.rsplit('/', 1)[0]}/{redis_db}"
+        self.redis_url = (
+            redis_cluster.url
+            if redis_cluster is not None
+            else f"{stack.redis.url.rsplit('/', 1)[0]}/{redis_db}"
+        )
         #: feed names; the first one's processes keep the single-feed names
         self.feeds = ("a", "b")[:feeds]
         self.simulators = [_suffixed("simulate", feed) for feed in self.feeds]
@@ -289,11 +297,9 @@ class FaultRig:
 
         ``strict``: the quote must be newer than ``newest`` (a later tick got through).
         """
-        import redis
-
         if not newest:
             return 0
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = sync_client(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             pipe = client.pipeline(transaction=False)
             codes = list(newest)
@@ -333,9 +339,10 @@ class FaultRig:
         return n
 
     def _flush_redis(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url)
+        if self.redis_cluster is not None:  # one database: the cluster is the scenario's own
+            self.redis_cluster.flush()
+            return
+        client = sync_client(self.redis_url)
         try:
             client.flushdb()
         finally:

@@ -27,6 +27,12 @@ jitter, a small delay and 1 % of its lines missing, and a second receiver
 reads it (``HQ_FEEDS``); feed a's processes keep their names (``simulate``,
 ``produce``), so ``receiver-kill`` kills feed a's receiver.
 
+``redis-master-kill`` runs its workers on a Redis Cluster of 3 masters and 3
+replicas (:class:`hqstream.local_cluster.LocalRedisCluster`, started when a
+chosen row needs it, ``cluster-node-timeout`` 2 s): a master is SIGKILLed,
+the time until its replica is promoted is printed, the killed node is started
+again (it rejoins as a replica) and recovery is measured from then on.
+
 Scenarios are a registry (:data:`SCENARIOS`, :func:`register`): a row is an
 ``inject`` and an optional ``clear`` acting on the rig; add more (journal
 corruption, disk full) with :func:`register`.
@@ -48,6 +54,7 @@ from rich.console import Console
 
 from hqstream.bench.common import machine
 from hqstream.bench.fault_rig import WORKERS, Counts, FaultRig, count, tick_id
+from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalStack
 from producers.sample_feed import generate
 from schemas.topics import Headers, raw_headers
@@ -73,6 +80,7 @@ class Scenario:
     after: Callable[[FaultRig], None] | None = None
     default: bool = True  # run without --only
     feeds: int = 1  # vendor feeds (--feeds raises it for every row)
+    redis_cluster: bool = False  # the workers write to a Redis Cluster (3 masters, 3 replicas)
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -96,6 +104,19 @@ def _replace_worker(rig: FaultRig) -> None:
 def _kill_broker_and_worker(rig: FaultRig) -> None:
     rig.stack.kafka.kill()
     _replace_worker(rig)  # the replacement starts while the broker is down
+
+
+def _kill_redis_master(rig: FaultRig) -> None:
+    """SIGKILL a Redis Cluster master; once its replica took over, start it again (it
+    rejoins as a replica, as a restarted pod would)."""
+    cluster = rig.redis_cluster
+    assert cluster is not None
+    killed_at = time.monotonic()
+    killed = cluster.kill_master()
+    cluster.wait_promoted()
+    console.print(f"    replica promoted {time.monotonic() - killed_at:.1f} s after the kill "
+                  f"(cluster-node-timeout {cluster.node_timeout_ms} ms)")  # fmt: skip
+    cluster.restart(killed)
 
 
 def _poison(kind: str) -> Callable[[FaultRig], None]:
@@ -153,6 +174,14 @@ register(
         "Redis SIGKILL, restarted empty",
         lambda rig: rig.stack.redis.kill(),
         lambda rig: rig.stack.redis.start(),
+    )
+)
+register(
+    Scenario(
+        "redis-master-kill",
+        "Redis Cluster master SIGKILL, replica promoted",
+        _kill_redis_master,
+        redis_cluster=True,
     )
 )
 register(
@@ -366,6 +395,7 @@ def run_scenario(
     fault_s: float,
     recover_timeout: float,
     feeds: int = 1,
+    redis_cluster: LocalRedisCluster | None = None,
 ) -> Row:
     progress = Progress(scenario.name)
     rig = FaultRig(
@@ -376,6 +406,7 @@ def run_scenario(
         interval_s=interval_s,
         spread=spread,
         feeds=max(feeds, scenario.feeds),
+        redis_cluster=redis_cluster if scenario.redis_cluster else None,
     )
     recovered: float | None = None
     resumed: float | None = None
@@ -443,6 +474,10 @@ def run_scenario(
             stack.kafka.restart()
         if stack.redis.proc is None or stack.redis.proc.poll() is not None:
             stack.redis.start()
+        if rig.redis_cluster is not None:
+            for node in rig.redis_cluster.nodes:
+                if node.proc is None:
+                    node.start()
         rig.delete_topics()
     return Row(scenario, counts, resumed, recovered, with_restarts, error, len(rig.feeds))
 
@@ -515,6 +550,11 @@ def faults_bench(
         base = run_dir or Path(tmp)
         with console.status("starting Kafka (KRaft) and Redis ..."):
             stack = LocalStack(base / "stack").start()
+        redis_cluster = None
+        if any(SCENARIOS[name].redis_cluster for name in chosen):
+            with console.status("starting a Redis Cluster (3 masters, 3 replicas) ..."):
+                redis_cluster = LocalRedisCluster(base / "redis-cluster")
+                redis_cluster.start()
         try:
             for i, name in enumerate(chosen):
                 console.print(f"[bold]{name}[/]: {SCENARIOS[name].title}")
@@ -531,10 +571,13 @@ def faults_bench(
                         fault_s=fault_seconds,
                         recover_timeout=recover_timeout,
                         feeds=feeds,
+                        redis_cluster=redis_cluster,
                     )
                 )
         finally:
             stack.stop()
+            if redis_cluster is not None:
+                redis_cluster.stop()
     typer.echo("")
     typer.echo(table(rows))
     if not all(row.ok for row in rows):

@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -39,7 +40,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqcore.redis_client import is_cluster_url, sync_client
 from hqstream.bench.common import bench_env, machine
+from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import create_topics, free_port
 from producers.sample_feed import generate
 from schemas import redis_keys as rk
@@ -99,9 +102,7 @@ def _count(bootstrap: str, topic: str) -> int:
 
 
 def _redis_ticks(url: str, codes: set[str]) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     pipe = client.pipeline(transaction=False)
     for code in codes:
         pipe.xlen(rk.ticks(code))
@@ -134,9 +135,7 @@ def _quantiles_from_histogram(text: str, name: str) -> tuple[float, float]:
 
 
 def _hq_keys(url: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         return sum(1 for _ in client.scan_iter(match="hq:*", count=1000))
     finally:
@@ -250,7 +249,10 @@ def run_faust(
                   _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes))  # fmt: skip
 
 
-async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int) -> Result:
+async def _plain(
+    bootstrap: str, url: str, prefix: str, records: int, batch: int, out: str = "plain."
+) -> Result:
+    """The plain loop on ``prefix``'s raw topic, writing to ``url`` and ``prefix + out`` topics."""
     from streams.outbox import ConfluentOutbox
     from streams.pipeline import Processor
     from streams.rebuild import consume_batches, end_offsets
@@ -259,11 +261,13 @@ async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int
     from streams.settings import StreamsSettings
 
     settings = StreamsSettings(
-        kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix + "plain.",
+        kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix + out,
         metrics_port=0, batch_max=batch,
     )  # fmt: skip
     tune_memory(settings.gc_threshold)
-    sink = RedisSink.from_url(url, chunk_ticks=settings.redis_chunk_ticks)
+    sink = RedisSink.from_url(
+        url, chunk_ticks=settings.redis_chunk_ticks, replica_wait_ms=settings.redis_replica_wait_ms
+    )
     outbox = ConfluentOutbox(bootstrap)
     runtime = StreamsRuntime(settings, sink, outbox, "plain", processor=Processor(settings))
     topic = prefix + RAW
@@ -289,7 +293,8 @@ async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int
     await outbox.close()
     await sink.close()
     qs = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return Result("plain confluent loop", records, seconds, qs[49] * 1000, qs[98] * 1000,
+    name = "plain confluent loop" + (", Redis Cluster" if is_cluster_url(url) else "")
+    return Result(name, records, seconds, qs[49] * 1000, qs[98] * 1000,
                   _count(bootstrap, settings.topic_names.normalized), 0)  # fmt: skip
 
 
@@ -309,16 +314,22 @@ def streams_bench(
     ),
     keep: bool = typer.Option(False, help="Keep the run's hq:* keys and topics."),
     workers: int = typer.Option(1, min=1, help="Faust worker processes (one consumer group)."),
+    redis_cluster: bool = typer.Option(
+        False,
+        "--redis-cluster",
+        help="Also run the plain loop on a local Redis Cluster (3 masters, 3 replicas) and "
+        "print its throughput over the one-server plain loop's.",
+    ),
 ) -> None:
     """Faust worker vs plain confluent-kafka loop: ticks/s and batch latency, zero loss."""
     with bench_env(need_redis=True, bootstrap=bootstrap, redis_url=redis_url) as env:
         _streams_bench(env.bootstrap, env.redis_url, records, stocks, partitions, batch,
-                       redis_db, keep, workers)  # fmt: skip
+                       redis_db, keep, workers, redis_cluster)  # fmt: skip
 
 
 def _streams_bench(
     bootstrap: str, redis_url: str, records: int, stocks: int, partitions: int, batch: int,
-    redis_db: int | None, keep: bool, workers: int,
+    redis_db: int | None, keep: bool, workers: int, redis_cluster: bool = False,
 ) -> None:  # fmt: skip
     console.print(f"machine: {machine()}")  # the calibration, before the run loads it
     faust_url, plain_url = _db_urls(redis_url, redis_db)
@@ -330,6 +341,8 @@ def _streams_bench(
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     created = create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
     created += create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "plain.")
+    if redis_cluster:
+        created += create_topics(bootstrap, topic_specs(partitions), prefix=prefix + "cluster.")
     snapshots = max(1, records // stocks)
     console.print(f"generating {stocks} stocks x {snapshots} snapshots ...")
     lines, bad = generate(stocks, snapshots, bad_fraction=0.001)
@@ -355,6 +368,8 @@ def _streams_bench(
             asyncio.run(_plain(bootstrap, plain_url, prefix, records, batch)),
         ]
         results[1].redis_ticks = _redis_ticks(plain_url, codes)
+        if redis_cluster:
+            results.append(_plain_on_a_cluster(bootstrap, prefix, records, batch, codes))
     finally:
         if not keep:
             for url in (faust_url, plain_url):
@@ -381,4 +396,25 @@ def _streams_bench(
     who = "faust worker" if workers == 1 else f"{workers} faust workers"
     print(f"\n{who} / one plain loop throughput ratio: {ratio:.2f} "
           f"(batch {batch}, {os.cpu_count()} cpus)")  # fmt: skip
+    if redis_cluster:
+        on_cluster = results[2].rate / results[1].rate if results[1].rate else 0.0
+        print(f"plain loop on a Redis Cluster / on one Redis server throughput ratio: "
+              f"{on_cluster:.2f} (3 masters + 3 replicas on this machine, WAIT for a replica "
+              f"per batch)")  # fmt: skip
     print(f"machine: {machine()}")
+
+
+def _plain_on_a_cluster(
+    bootstrap: str, prefix: str, records: int, batch: int, codes: set[str]
+) -> Result:
+    """The plain loop again, on a Redis Cluster of its own (deleted afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="hqbench-cluster-") as tmp:
+        with console.status("starting a Redis Cluster (3 masters, 3 replicas) ..."):
+            cluster = LocalRedisCluster(Path(tmp))
+            cluster.start()
+        try:
+            result = asyncio.run(_plain(bootstrap, cluster.url, prefix, records, batch, "cluster."))
+            result.redis_ticks = _redis_ticks(cluster.url, codes)
+        finally:
+            cluster.stop()
+    return result

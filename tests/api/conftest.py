@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -10,13 +11,14 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import GatewaySettings
+from hqcore.redis_client import sync_client
 from schemas import topics
 from tests.conftest import KafkaEndpoint
 
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client: Any = sync_client(redis_url)  # a RedisCluster under ON_BOTH_REDIS
     yield client
     client.close()
 

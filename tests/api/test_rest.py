@@ -9,12 +9,14 @@ import redis
 from fastapi.testclient import TestClient
 
 from tests.api import helpers as h
+from tests.conftest import ON_BOTH_REDIS
 
 pytestmark = pytest.mark.integration
 
 NOW = int(time.time() * 1000)
 
 
+@ON_BOTH_REDIS
 def test_stock_returns_the_stored_quote(client: TestClient, r: redis.Redis) -> None:
     h.write_quote(r, h.quote("000001", NOW, price=10.5))
     resp = client.get("/api/realtime/stock/000001")
@@ -46,6 +48,7 @@ def test_unknown_market_is_404_listing_valid_ones(client: TestClient) -> None:
         assert m in body["message"]
 
 
+@ON_BOTH_REDIS
 def test_market_summary(client: TestClient, r: redis.Redis) -> None:
     h.write_stats(r, h.market_stats("SZ", NOW))
     resp = client.get("/api/realtime/market/sz/summary")
@@ -54,6 +57,7 @@ def test_market_summary(client: TestClient, r: redis.Redis) -> None:
     assert client.get("/api/realtime/market/BJ/summary").status_code == 404
 
 
+@ON_BOTH_REDIS
 def test_quotes_many(client: TestClient, r: redis.Redis) -> None:
     h.write_quote(r, h.quote("000001", NOW))
     h.write_quote(r, h.quote("600519", NOW, price=11.0))
@@ -66,6 +70,7 @@ def test_quotes_many(client: TestClient, r: redis.Redis) -> None:
     assert bad.status_code == 422 and bad.json()["error"] == "bad_code"
 
 
+@ON_BOTH_REDIS
 def test_rank(client: TestClient, r: redis.Redis) -> None:
     for i, price in enumerate((10.5, 9.5, 10.9)):
         h.write_quote(r, h.quote(f"00000{i + 1}", NOW, price=price))
@@ -82,6 +87,7 @@ def test_rank(client: TestClient, r: redis.Redis) -> None:
     assert client.get("/api/realtime/rank/SZ/amount", params={"order": "up"}).status_code == 422
 
 
+@ON_BOTH_REDIS
 def test_candles(client: TestClient, r: redis.Redis) -> None:
     minute = NOW - NOW % 60000
     h.write_quote(r, h.quote("000001", NOW))
@@ -99,6 +105,7 @@ def test_candles(client: TestClient, r: redis.Redis) -> None:
     assert client.get("/api/realtime/candles/999999").status_code == 404
 
 
+@ON_BOTH_REDIS
 def test_ticks_range_and_limit(client: TestClient, r: redis.Redis) -> None:
     base = NOW - 100_000
     for i in range(10):
@@ -123,6 +130,7 @@ def test_ticks_range_and_limit(client: TestClient, r: redis.Redis) -> None:
     assert client.get("/api/realtime/ticks/123456").status_code == 404
 
 
+@ON_BOTH_REDIS
 def test_alerts_newest_first(client: TestClient, r: redis.Redis) -> None:
     for i in range(5):
         h.write_alert(r, h.alert(f"00000{i}", NOW + i))

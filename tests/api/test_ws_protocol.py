@@ -13,6 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.app import create_app
 from api.settings import GatewaySettings
 from tests.api import helpers as h
+from tests.conftest import ON_BOTH_REDIS
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,7 @@ def _ack(ws: Any, request: str) -> dict[str, Any]:
     return subs
 
 
+@ON_BOTH_REDIS
 def test_ack_carries_the_full_subscription_set(client: TestClient, r: redis.Redis) -> None:
     h.write_quote(r, h.quote("000001", NOW, price=10.3))
     with client.websocket_connect(WS) as ws:
@@ -69,6 +71,7 @@ def test_ack_carries_the_full_subscription_set(client: TestClient, r: redis.Redi
         )
 
 
+@ON_BOTH_REDIS
 def test_candles_and_stats_snapshots(client: TestClient, r: redis.Redis) -> None:
     minute = NOW - NOW % 60000
     h.write_candle(r, h.candle("000001", minute, closed=False))

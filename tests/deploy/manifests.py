@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / ".cache" / "bin" / "kustomize"
 K8S_DIR = ROOT / "deploy" / "k8s"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-redis-cluster")
 NAMESPACE = "hqstream"
 STRIMZI_GROUP = "kafka.strimzi.io"
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
@@ -79,6 +79,11 @@ class Rendered:
 
     name: str
     docs: tuple[Resource, ...]
+
+    @property
+    def is_prod(self) -> bool:
+        """overlays/prod or an overlay built on it (overlays/prod-redis-cluster)."""
+        return self.name.rsplit("/", 1)[-1].startswith("prod")
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [d for d in self.docs if d["kind"] == kind]

@@ -85,7 +85,7 @@ def test_producer_is_a_lease_holding_guaranteed_singleton(overlay: Rendered) -> 
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "hqstream-producer", "namespace": "hqstream"}
     ]
-    if overlay.name.endswith("prod"):
+    if overlay.is_prod:
         claim = overlay.get("PersistentVolumeClaim", "hqstream-producer-journal")
         assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"]
 
@@ -140,7 +140,7 @@ KIND_OF = {"hqstream-archive": "StatefulSet"}  # the others are Deployments
 def test_each_component_has_a_kafka_user_with_exactly_its_acls(overlay: Rendered) -> None:
     users = {u["metadata"]["name"]: u["spec"] for u in overlay.of_kind("KafkaUser")}
     expected = dict(EXPECTED_ACLS)
-    if overlay.name.endswith("prod"):
+    if overlay.is_prod:
         expected["hq-keda"] = KEDA_ACLS  # the lag scaler reads offsets only
     assert set(users) == set(expected)
     for name, spec in users.items():
@@ -190,7 +190,12 @@ def test_redis_is_current_and_authenticated(overlay: Rendered) -> None:
     for name, user in (("hqstream-streams", "streams"), ("hqstream-gateway", "gateway")):
         (client,) = overlay.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in client["env"]}
-        assert env["HQ_REDIS_URL"]["value"] == f"redis://{user}:$(REDIS_PASSWORD)@redis:6379/0"
+        if overlay.name.endswith("redis-cluster"):
+            seeds = ",".join(f"redis-{i}.redis-headless:6379" for i in range(3))
+            url = f"redis+cluster://{user}:$(REDIS_PASSWORD)@{seeds}"
+        else:
+            url = f"redis://{user}:$(REDIS_PASSWORD)@redis:6379/0"
+        assert env["HQ_REDIS_URL"]["value"] == url
         assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": "hqstream-redis",
             "key": user,

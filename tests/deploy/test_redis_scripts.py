@@ -55,11 +55,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
+def _start(root: Path, *extra: str, **env_extra: str) -> Iterator[RedisUnderTest]:
+    """start-redis.sh on a free loopback port, its secrets, run and data dirs under ``root``."""
     if not (shutil.which("redis-server") and shutil.which("redis-cli")):
         pytest.skip("redis-server / redis-cli not installed")
-    root = tmp_path_factory.mktemp("redis")
     secrets, run, data = root / "secrets", root / "run", root / "data"
     for d in (secrets, run, data):
         d.mkdir()
@@ -71,8 +70,9 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
         "REDIS_SECRETS_DIR": str(secrets),
         "REDIS_RUN_DIR": str(run),
         "REDIS_DATA_DIR": str(data),
+        **env_extra,
     }
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
     proc = subprocess.Popen(
         ["sh", str(SCRIPTS / "start-redis.sh"), *args],
         env=env,
@@ -92,6 +92,19 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
+    yield from _start(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture(scope="module")
+def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisUnderTest]:
+    """A node of components/redis-cluster (REDIS_CLUSTER=yes), not joined to others."""
+    root = tmp_path_factory.mktemp("redis-node")
+    bus = ("--cluster-port", str(_free_port()))  # (the default, port + 10000, may not exist)
+    yield from _start(root, *bus, REDIS_CLUSTER="yes", POD_NAMESPACE="hqstream")
 
 
 def test_the_config_keeps_no_password_in_clear(redis: RedisUnderTest) -> None:
@@ -145,3 +158,19 @@ def test_probe_script_fails_when_redis_is_gone(redis: RedisUnderTest) -> None:
     gone = RedisUnderTest(_free_port(), redis.secrets)
     assert gone.probe("alive") != 0
     assert gone.probe("ready") != 0
+
+
+def test_a_cluster_node_announces_its_pod_name_and_clients_read_the_slot_map(
+    cluster_node: RedisUnderTest,
+) -> None:
+    assert "cluster_enabled:1" in cluster_node.cli("probe", "info", "cluster")
+    conf = (cluster_node.secrets.parent / "run" / "redis.conf").read_text()
+    assert "cluster-announce-hostname " in conf and ".redis-headless.hqstream.svc" in conf
+    assert (cluster_node.secrets.parent / "data" / "nodes.conf").exists()
+    for user in ("streams", "gateway"):  # what a cluster client asks first
+        assert "NOPERM" not in cluster_node.cli(user, "cluster", "slots"), user
+        assert "NOPERM" not in cluster_node.cli(user, "cluster", "shards"), user
+    assert "NOPERM" in cluster_node.cli("gateway", "set", "hq:market:SH", "x")
+    assert "NOPERM" in cluster_node.cli("gateway", "cluster", "reset")
+    assert "NOPERM" in cluster_node.cli("streams", "cluster", "addslots", "1")
+    assert cluster_node.probe("alive") == 0

@@ -17,8 +17,9 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
     the stats partials, and the alert stream's ids and order (alerts are
     compared as a sorted list). Two runs over the same raw records, whatever
-    their worker count or crashes, must give equal results. Reads
-    everything, so never call it on a production Redis.
+    their worker count or crashes, must give equal results, and a cluster's
+    state equals one server's. Reads everything, so never call it on a
+    production Redis.
     """
 
     def strip(data: bytes) -> dict[str, Any]:
@@ -31,6 +32,9 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     keys = sorted([k.decode() async for k in client.scan_iter(match="hq:*", count=1000)])
     for key in keys:
         kind = (await client.type(key)).decode()
+        if key == rk.ALERTS_SEEN_CLUSTER:  # the same set as on one server, in ALERTS's slot
+            state[rk.ALERTS_SEEN] = sorted(m.decode() for m in await client.smembers(key))
+            continue
         if key in (rk.STATS_PARTIALS,):
             continue
         if key == rk.ALERTS:

@@ -26,10 +26,9 @@ from typing import Any, cast
 
 import orjson
 import pytest
-import redis
-import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from hqcore.redis_client import async_client, sync_client
 from hqstream.local_runner import create_topics
 from hqstream.stack_checks import quotes_at_newest
 from producers.sample_feed import RawLine, generate, session_start_ms
@@ -164,7 +163,7 @@ def latest_in_redis(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool
 
 def stats_match(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool]:
     expected = recompute(quotes, 10, now_ms=0)
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
 
     def check() -> bool:
         for market, record in expected.items():
@@ -181,7 +180,7 @@ def stats_match(url: str, quotes: list[dict[str, Any]]) -> Callable[[], bool]:
 
 def state(url: str) -> dict[str, Any]:
     async def read() -> dict[str, Any]:
-        client = aioredis.Redis.from_url(url)
+        client = async_client(url)
         try:
             return await canonical_state(client)
         finally:
@@ -263,7 +262,7 @@ def test_worker_materializes_everything_and_dead_letters_bad_records(stack: Stac
     run_to_end(stack, group, url, quotes)
     assert dlq_reasons(stack, sum(bad.values())) == Counter(bad)
     assert topic_count(stack, NORMALIZED) == len(quotes)  # no crash: exactly once each
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
 
@@ -323,7 +322,7 @@ def test_workers_joining_mid_stream_lose_nothing(stack: Stack) -> None:
     stack.worker(clean_group, clean_url, "clean")
     run_to_end(stack, group, joined_url, quotes)
     run_to_end(stack, clean_group, clean_url, quotes)
-    client = redis.Redis.from_url(joined_url)
+    client = sync_client(joined_url)
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
     assert_same_state(joined_url, clean_url)
@@ -370,7 +369,7 @@ def test_poison_records_amid_good_ones_are_dead_lettered_and_the_worker_goes_on(
     assert worker.poll() is None, (stack.tmp / "poisoned.log").read_text()[-3000:]
     assert topic_count(stack, DLQ) == len(poison)
     assert topic_count(stack, NORMALIZED) == len(quotes)
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
     log = (stack.tmp / "poisoned.log").read_text()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
-import redis
 
+from hqcore.redis_client import sync_client
 from producers.sample_feed import generate
 from streams.rebuild import RebuildRefused, run_rebuild
 from streams.settings import StreamsSettings
+from tests.conftest import ON_BOTH_REDIS
 from tests.streams.test_integration import Stack, run_to_end, stack, state, valid_quotes
 
 __all__ = ["stack"]  # the fixture, shared with test_integration
@@ -25,11 +27,13 @@ def settings_for(stack: Stack, url: str) -> StreamsSettings:
     )  # fmt: skip
 
 
-def test_rebuild_equals_live_processing(stack: Stack) -> None:
+@ON_BOTH_REDIS
+def test_rebuild_equals_live_processing(stack: Stack, redis_url: str) -> None:
+    """Live on one server, rebuilt on ``redis_url`` (one server, then a cluster)."""
     lines, _ = generate(400, 4, bad_fraction=0.02, seed=21)
     quotes, bad = valid_quotes(lines)
     stack.produce(lines)
-    live_url, rebuilt_url = stack.redis_server.next_url(), stack.redis_server.next_url()
+    live_url, rebuilt_url = stack.redis_server.next_url(), redis_url
     group = stack.kafka.group("live")
     stack.worker(group, live_url, "live")
     run_to_end(stack, group, live_url, quotes)
@@ -41,13 +45,14 @@ def test_rebuild_equals_live_processing(stack: Stack) -> None:
     assert state(rebuilt_url) == state(live_url)
 
 
+@ON_BOTH_REDIS
 def test_rebuild_refuses_a_non_empty_redis_and_force_deletes_only_hq_keys(
-    stack: Stack,
+    stack: Stack, redis_url: str
 ) -> None:
     lines, _ = generate(50, 2, seed=22)
     stack.produce(lines)
-    url = stack.redis_server.next_url()
-    client = redis.Redis.from_url(url)
+    url = redis_url
+    client: Any = sync_client(url)
     client.set("hq:stale", "1")
     client.set("other:key", "kept")
     with pytest.raises(RebuildRefused):

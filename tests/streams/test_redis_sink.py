@@ -22,7 +22,7 @@ from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
-from tests.conftest import KafkaEndpoint
+from tests.conftest import ON_BOTH_REDIS, KafkaEndpoint
 from tests.streams.redis_state import canonical_state
 
 
@@ -45,6 +45,7 @@ async def sink(redis_url: str) -> AsyncIterator[RedisSink]:
     await s.close()
 
 
+@ON_BOTH_REDIS
 async def test_newer_wins_and_ticks_keep_exchange_order(sink: RedisSink) -> None:
     q1, q2 = quotes(1, 2)
     assert q2["exchange_ts"] > q1["exchange_ts"]
@@ -64,6 +65,7 @@ async def test_newer_wins_and_ticks_keep_exchange_order(sink: RedisSink) -> None
     assert score == q2["volume"]
 
 
+@ON_BOTH_REDIS
 async def test_replaying_a_batch_changes_nothing(sink: RedisSink) -> None:
     qs = quotes(50, 3)
     alert = {
@@ -82,6 +84,7 @@ async def test_replaying_a_batch_changes_nothing(sink: RedisSink) -> None:
     assert sum([await sink.client.xlen(rk.ticks(q["code"])) for q in qs[:50]]) == len(qs)
 
 
+@ON_BOTH_REDIS
 async def test_one_batch_equals_one_write_per_quote(sink: RedisSink, redis_url: str) -> None:
     qs = quotes(200, 4, seed=9)
     await sink.write(batch(qs))
@@ -94,6 +97,7 @@ async def test_one_batch_equals_one_write_per_quote(sink: RedisSink, redis_url: 
     assert await sink.client.zcard(rk.rank("ALL", "change_pct")) == len(latest)
 
 
+@ON_BOTH_REDIS
 async def test_an_open_candle_never_overwrites_the_closed_one(sink: RedisSink) -> None:
     candle = {
         "code": "600000", "market": "SH", "trade_date": "2026-11-23", "minute_ts": 60_000,

@@ -1,14 +1,22 @@
 #!/bin/sh
 # Starts redis-server with the hqstream ACL users (passwords from the Secret
 # hqstream-redis, mounted at /etc/redis-secrets) and, with REDIS_HA=yes, as the
-# master or a replica of the master the Sentinels report. Extra arguments go to
-# redis-server (persistence, memory). Writes its config to /run/redis (memory).
+# master or a replica of the master the Sentinels report; with
+# REDIS_CLUSTER=yes as a Redis Cluster node announcing its pod DNS name
+# (components/redis-cluster; its bootstrap Job assigns the slots). Extra
+# arguments go to redis-server (persistence, memory). Writes its config to
+# /run/redis (memory).
 set -eu
 secrets=${REDIS_SECRETS_DIR:-/etc/redis-secrets}
 conf=${REDIS_RUN_DIR:-/run/redis}/redis.conf
 umask 077
 
 sha() { printf %s "$(cat "$secrets/$1")" | sha256sum | cut -d' ' -f1; }
+
+# A cluster client learns the slot map first (CLUSTER SLOTS/SHARDS): the
+# read-only gateway needs those too.
+cluster_reads=""
+[ "${REDIS_CLUSTER:-no}" = yes ] && cluster_reads="+cluster|slots +cluster|shards +cluster|nodes"
 
 # default is off: every client authenticates as its own user (docs/deploy.md).
 cat > "$conf" <<EOF
@@ -21,8 +29,21 @@ user sentinel on #$(sha sentinel) allchannels +multi +slaveof +ping +exec +subsc
 user probe on #$(sha probe) +ping +info +role
 user metrics on #$(sha metrics) -@all +@connection +info +role +config|get +client|list +slowlog|get +slowlog|len +latency|latest +dbsize +memory|stats
 user streams on #$(sha streams) ~hq:* resetchannels +@all -@admin -@dangerous +info +scan
-user gateway on #$(sha gateway) ~hq:* resetchannels -@all +@read +@connection -@dangerous
+user gateway on #$(sha gateway) ~hq:* resetchannels -@all +@read +@connection -@dangerous $cluster_reads
 EOF
+
+if [ "${REDIS_CLUSTER:-no}" = yes ]; then
+  self="$(hostname).redis-headless.${POD_NAMESPACE}.svc.cluster.local"
+  # nodes.conf on the data volume: a restarted pod keeps its node id and slots.
+  cat >> "$conf" <<EOF
+cluster-enabled yes
+cluster-config-file ${REDIS_DATA_DIR:-/data}/nodes.conf
+cluster-announce-hostname $self
+cluster-preferred-endpoint-type hostname
+masteruser replication
+masterauth $(cat "$secrets/replication")
+EOF
+fi
 
 if [ "${REDIS_HA:-no}" = yes ]; then
   domain="redis-headless.${POD_NAMESPACE}.svc.cluster.local"
