@@ -18,6 +18,8 @@ hq:rank:<market>:<metric>       ZSET    member = code, score = metric
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
 hq:codes:<market>               SET     codes seen today per market
+hq:state:ready                  HASH    marker written with the state: field
+                                        ``p<N>`` per partition, ``market``
 ==============================  ======  ==========================================
 
 Markets are SH, SZ, BJ and ALL (rankings and summaries only).
@@ -77,3 +79,16 @@ ALERTS_SEEN: Final = "hq:alerts:seen"
 #: each worker's market-statistics partial; entries older than a few seconds
 #: belong to dead workers and are ignored and deleted.
 STATS_PARTIALS: Final = "hq:stats:partials"
+
+#: HASH written with the state (the marker a worker checks before each batch):
+#: field ``p<N>`` once partition N's stocks are in Redis, ``market`` once the
+#: market summaries and alerts are; value = epoch ms. A Redis that lost its data
+#: (FLUSHDB, a restart without persistence) lost this too, and the workers
+#: rebuild the missing part from Kafka (streams/state_rebuild.py). No TTL.
+STATE_READY: Final = "hq:state:ready"
+STATE_MARKET: Final = "market"
+
+
+def state_partition(partition: int) -> str:
+    """The :data:`STATE_READY` field of one partition's stocks."""
+    return f"p{partition}"

@@ -16,8 +16,10 @@ DLQ: Final = "hq.ticks.dlq"
 MARKET_STATS: Final = "hq.market.stats"
 CANDLES_1M: Final = "hq.candles.1m"
 ALERTS: Final = "hq.alerts"
+QUOTES_LATEST: Final = "hq.quotes.latest"
 
 DAY_MS: Final = 24 * 3600 * 1000
+MINUTE_MS: Final = 60 * 1000
 
 # Headers the receiver puts on every hq.ticks.raw record (values are ASCII).
 H_FORMAT: Final = "format"  # "sse_szse" | "bse_json"
@@ -72,4 +74,36 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "quote alerts, key = code",
         ),
+        TopicSpec(
+            QUOTES_LATEST,
+            partitions,
+            latest_quote_configs(),
+            "the newest normalized quote (Avro) of every stock, key = code, compacted",
+        ),
     )
+
+
+def latest_quote_configs() -> dict[str, str]:
+    """Compaction of ``hq.quotes.latest`` (docs/architecture.md, "Cold start").
+
+    The workers write every stock's newest quote of each batch, so the topic
+    receives about as many records as ``hq.ticks.normalized``; compaction keeps
+    one per code. Only closed segments are compacted, so the active segment is
+    what a reader reads beyond the ~5,000 live keys: ``segment.ms`` (10 min)
+    and ``segment.bytes`` (64 MiB, ~200k quotes) bound it. The cleaner takes a
+    closed segment once half the log is dirty (``min.cleanable.dirty.ratio``),
+    which is at once here: the cleaned part is a few MB. A key is never deleted
+    (no tombstones are written), and ``delete.retention.ms`` keeps tombstones a
+    day should an operator delist a code. ``min.compaction.lag.ms`` 0: a quote
+    superseded by a newer one of its code is garbage at once.
+    """
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": str(10 * MINUTE_MS),
+        "segment.bytes": str(64 * 1024 * 1024),
+        "min.cleanable.dirty.ratio": "0.5",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": str(DAY_MS),
+        "compression.type": "producer",
+        "max.message.bytes": str(2 * 1024 * 1024),
+    }

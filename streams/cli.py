@@ -1,8 +1,11 @@
 """``hqstream streams``: run one stream worker process, or the rebuild.
 
 One process = one faust worker; run N processes (same group id) to share the
-raw topic's partitions. ``--rebuild`` replays ``hq.ticks.raw`` into an empty
-Redis instead (see :mod:`streams.rebuild`). Ctrl-C / SIGTERM stop cleanly:
+raw topic's partitions. ``--rebuild`` restores the Redis state from the
+workers' Kafka outputs instead (:mod:`streams.state_rebuild`; a worker does it
+by itself when it finds the state marker missing), ``--rebuild-from-raw``
+replays ``hq.ticks.raw`` from the earliest offset (:mod:`streams.rebuild`: for
+when the outputs themselves are wrong, e.g. after a parser fix). Ctrl-C / SIGTERM stop cleanly:
 the current batch finishes or is not acked, offsets are committed, the
 producer is flushed. Heavy imports happen inside the command.
 """
@@ -18,10 +21,18 @@ logger = logging.getLogger(__name__)
 
 def streams(
     rebuild: bool = typer.Option(
-        False, "--rebuild", help="Replay hq.ticks.raw from the earliest offset into empty Redis."
+        False,
+        "--rebuild",
+        help="Restore Redis from the compacted latest quotes, the normalized tail, today's "
+        "candles, stats and alerts (newer-wins: safe beside running workers).",
+    ),
+    rebuild_from_raw: bool = typer.Option(
+        False,
+        "--rebuild-from-raw",
+        help="Replay hq.ticks.raw from the earliest offset into empty Redis (slow: the retention).",
     ),
     force: bool = typer.Option(
-        False, "--force", help="With --rebuild: delete existing hq:* keys first."
+        False, "--force", help="With --rebuild-from-raw: delete existing hq:* keys first."
     ),
     partitions: int | None = typer.Option(
         None, "--partitions", help="Partitions of the tick topics (default HQ_PARTITIONS)."
@@ -51,6 +62,11 @@ def streams(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if rebuild:
+        from streams.state_rebuild import run_state_rebuild
+
+        typer.echo(run_state_rebuild(settings))
+        return
+    if rebuild_from_raw:
         from streams.rebuild import RebuildRefused, run_rebuild
 
         try:
@@ -61,7 +77,7 @@ def streams(
         typer.echo(summary)
         return
     if force:
-        typer.echo("--force only applies to --rebuild", err=True)
+        typer.echo("--force only applies to --rebuild-from-raw", err=True)
         raise typer.Exit(2)
     run_worker(settings)
 

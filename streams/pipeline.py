@@ -241,6 +241,24 @@ class Processor:
 
         return self.candles.flush(newest, clock_of)
 
+    def latest_outputs(
+        self, quotes: list[tuple[dict[str, Any], int]], encoded: list[bytes]
+    ) -> list[KafkaOut]:
+        """``hq.quotes.latest`` records: each stock's newest quote of the batch.
+
+        Only a quote at the stock's newest applied ``exchange_ts`` qualifies, so
+        an older tick (a replay, a vendor glitch) never follows a newer one into
+        the compacted topic, which keeps the last record of each key.
+        """
+        last_ts = self.last_ts
+        newest: dict[str, bytes] = {}
+        for (quote, _), payload in zip(quotes, encoded, strict=True):
+            code = quote["code"]
+            if quote["exchange_ts"] == last_ts.get(code):
+                newest[code] = payload
+        topic = self.topics.quotes_latest
+        return [KafkaOut(topic, code.encode(), payload) for code, payload in newest.items()]
+
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
         """The Kafka records of closed candles (none when not publishing)."""
         if not self.publish_normalized:
@@ -411,6 +429,7 @@ class Processor:
                 KafkaOut(t.normalized, q["code"].encode(), payload)
                 for (q, _), payload in zip(quotes, p.encoded, strict=True)
             ]
+            out += self.latest_outputs(quotes, p.encoded)
             out += self.candle_outputs(closed)
             out += derived_outputs(t.alerts, self.alert_codec, alerts)
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
-from streams.redis_lua import SCRIPTS, alert_call, candle_call, quote_chunks
+from streams.redis_lua import SCRIPTS, alert_call, candle_call, history_calls, quote_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,48 @@ class RedisSink:
         return out
 
     # -- rebuild -----------------------------------------------------------
+
+    async def write_history(self, ticks: dict[str, list[tuple[int, bytes]]]) -> int:
+        """Append older ticks to the ticks streams (HISTORY_LUA); returns how many were added."""
+        if not self._sha:
+            await self.load_scripts()
+        calls = history_calls(ticks, self.chunk_ticks)
+        try:
+            return await self._history(calls)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._history(calls)
+
+    async def _history(self, calls: list[tuple[list[str], list[Any]]]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, argv in calls:
+            pipe.evalsha(self._sha["history"], len(keys), *keys, *argv)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def state_missing(self, partitions: set[int]) -> tuple[set[int], bool]:
+        """The partitions whose state marker is missing, and whether the market's is."""
+        ordered = sorted(partitions)
+        fields = [rk.state_partition(p) for p in ordered] + [rk.STATE_MARKET]
+        client: Any = self.client
+        values = await client.hmget(rk.STATE_READY, fields)
+        missing = {p for p, v in zip(ordered, values, strict=False) if v is None}
+        return missing, values[-1] is None
+
+    async def mark_state(self, partitions: set[int], market: bool, now_ms: int) -> None:
+        """Write the state markers of ``partitions`` (and of the market)."""
+        fields: dict[str, int] = {rk.state_partition(p): now_ms for p in partitions}
+        if market:
+            fields[rk.STATE_MARKET] = now_ms
+        if fields:
+            await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
+
+    async def markets_missing(self) -> list[str]:
+        """The market summaries (SH, SZ, BJ, ALL) Redis does not hold."""
+        pipe = self.client.pipeline(transaction=False)
+        for market in rk.MARKETS_AND_ALL:
+            pipe.exists(rk.market_summary(market))
+        found = await pipe.execute()
+        return [m for m, n in zip(rk.MARKETS_AND_ALL, found, strict=True) if not n]
 
     async def hq_key_count(self) -> int:
         count = 0

@@ -86,6 +86,19 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("warmup_window_s"),
         description="exchange-time history replayed from the Redis ticks stream per stock",
     )
+    auto_rebuild: bool = Field(
+        True,
+        validation_alias=_env("auto_rebuild"),
+        description="before each batch, check the state marker of this worker's partitions in "
+        "Redis and rebuild what is missing from Kafka (streams/state_rebuild.py)",
+    )
+    rebuild_ticks_s: int = Field(
+        900,
+        ge=0,
+        validation_alias=_env("rebuild_ticks_s"),
+        description="history of each stock's ticks stream a rebuild restores, in time before "
+        "the newest normalized record (>= warmup_window_s keeps the candles and alerts exact)",
+    )
     redis_retry_max_s: float = Field(5.0, gt=0, validation_alias=_env("redis_retry_max_s"))
     max_ahead_s: float = Field(
         300.0,
@@ -173,6 +186,7 @@ class StreamsSettings(CommonSettings):
             market_stats=self.topic(topics.MARKET_STATS),
             candles=self.topic(topics.CANDLES_1M),
             alerts=self.topic(topics.ALERTS),
+            quotes_latest=self.topic(topics.QUOTES_LATEST),
         )
 
 
@@ -186,6 +200,7 @@ class TopicNames:
     market_stats: str
     candles: str
     alerts: str
+    quotes_latest: str
 
 
 @cache

@@ -1,0 +1,451 @@
+"""Rebuild the Redis state from the workers' own Kafka outputs: cost = the state, not the retention.
+
+What Redis holds is what the workers wrote to Kafka, so a lost Redis is
+restored without reparsing a raw line or producing anything:
+
+1. **recent ticks**: the tail of ``hq.ticks.normalized`` from
+   ``offsets_for_times(newest record's timestamp - rebuild_ticks_s)``, per
+   partition, into each stock's ticks stream (``HISTORY_LUA``: ascending,
+   merged with any newer tick a live batch wrote first);
+2. **latest quotes**: the compacted ``hq.quotes.latest`` (one record per code
+   after compaction, plus the not yet compacted head), merged with the tail's
+   newest per code, written through the live sink's newer-wins ``QUOTES_LUA``
+   (quote HASH, rankings, code sets), so a quote a live worker wrote meanwhile
+   is never replaced by an older one;
+3. **today's candles**: ``hq.candles.1m`` from the start of the newest record's
+   (Shanghai) day, only the newest trade date (closed candles never lose to
+   open ones);
+4. **market** (once, by whichever worker finds its marker missing): the last
+   record of each market in ``hq.market.stats`` where Redis has none, and
+   today's alerts (the newest ``ALERTS_MAXLEN``) from ``hq.alerts``.
+
+Then the markers (``hq:state:ready``) of the rebuilt partitions and of the
+market are written: a worker that dies mid-rebuild leaves them missing and
+the next owner of those partitions rebuilds them again (every write here is
+idempotent). Used by the stream worker before its next batch when a marker
+is missing (:class:`streams.agents.StreamsRuntime`) and by
+``hqstream streams --rebuild``. Never writes to Kafka; commits no offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from schemas import redis_keys as rk
+from schemas.kafka_client import librdkafka_config
+from schemas.market_rules import SHANGHAI_TZ
+from schemas.serde import Codec, make_codec
+from streams import metrics
+from streams.errors import StreamsError
+from streams.redis_sink import RedisSink, SinkBatch
+from streams.settings import StreamsSettings
+
+logger = logging.getLogger(__name__)
+
+#: records one ``consume`` call returns at most
+FETCH_MAX = 10_000
+#: records of hq.market.stats read back from its end (every market publishes each second)
+STATS_TAIL = 64
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, records read so far, records to read)``."""
+
+
+@dataclass
+class StateRebuildSummary:
+    """What one rebuild restored."""
+
+    partitions: set[int]
+    market: bool
+    records: dict[str, int] = field(default_factory=dict)  # read, per source topic
+    stocks: int = 0
+    ticks: int = 0
+    candles: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        read = sum(self.records.values())
+        return (
+            f"state rebuilt in {self.seconds:.1f}s: {self.stocks} stocks, {self.ticks} ticks, "
+            f"{self.candles} candles from {read} records ({len(self.partitions)} partitions"
+            f"{', market' if self.market else ''})"
+        )
+
+
+def shanghai_day_start_ms(ts_ms: int) -> int:
+    """Epoch ms of 00:00 Shanghai time of the day holding ``ts_ms``."""
+    day = dt.datetime.fromtimestamp(ts_ms / 1000, SHANGHAI_TZ).date()
+    return int(dt.datetime.combine(day, dt.time(), SHANGHAI_TZ).timestamp() * 1000)
+
+
+class KafkaRanges:
+    """A plain consumer reading given offset ranges of a topic (no group, no commits)."""
+
+    def __init__(self, settings: StreamsSettings) -> None:
+        self.consumer = Consumer(
+            {
+                **librdkafka_config(settings),
+                "group.id": f"{settings.group_id}-state-rebuild-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "queued.min.messages": 200_000,
+            }
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def watermarks(self, topic: str, partitions: set[int] | None) -> dict[int, tuple[int, int]]:
+        """``partition -> (low, high)`` of ``topic`` (all partitions when None)."""
+        md = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            raise StreamsError(f"topic {topic} does not exist")
+        out: dict[int, tuple[int, int]] = {}
+        for p in sorted(md.partitions):
+            if partitions is None or p in partitions:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+                out[p] = (int(low), int(high))
+        return out
+
+    def offsets_at(self, topic: str, times: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
+        """The first offset at or after each partition's timestamp (its end when none)."""
+        if not times:
+            return {}
+        found = self.consumer.offsets_for_times(
+            [TopicPartition(topic, p, ts) for p, ts in times.items()], timeout=10
+        )
+        return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+    async def last_timestamps(
+        self, topic: str, marks: dict[int, tuple[int, int]]
+    ) -> dict[int, int]:
+        """The timestamp of the last record of each non-empty partition."""
+        stamps: dict[int, int] = {}
+
+        def keep(msg: Message) -> None:
+            stamps[int(msg.partition() or 0)] = int(msg.timestamp()[1])
+
+        tails = {p: (max(low, high - 1), high) for p, (low, high) in marks.items() if high > low}
+        await self.read(topic, tails, keep)
+        return stamps
+
+    async def read(
+        self,
+        topic: str,
+        ranges: dict[int, tuple[int, int]],
+        handle: Callable[[Message], None],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Hand every record of ``ranges`` (``partition -> [start, end)``) to ``handle``.
+
+        A partition is done at its end offset or at its end of log (a
+        compacted topic may have no record at ``end - 1``). Fetches run in a
+        thread, so the event loop (heartbeats, metrics) goes on meanwhile.
+        """
+        todo = {p: end for p, (start, end) in ranges.items() if end > start}
+        if not todo:
+            return 0
+        consumer = self.consumer
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in todo])
+        read = 0
+        try:
+            while todo:
+                msgs = await asyncio.to_thread(consumer.consume, FETCH_MAX, 0.5)
+                for msg in msgs:
+                    p = int(msg.partition() or 0)
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            todo.pop(p, None)
+                            continue
+                        if err.retriable():
+                            continue
+                        raise KafkaException(err)
+                    end = todo.get(p)
+                    offset = int(msg.offset() or 0)
+                    if end is None or offset >= end:
+                        continue
+                    handle(msg)
+                    read += 1
+                    if offset + 1 >= end:
+                        del todo[p]
+                if progress is not None and msgs:
+                    progress(len(msgs))
+                await asyncio.sleep(0)
+        finally:
+            consumer.unassign()
+        return read
+
+
+class StateRebuilder:
+    """Restores the Redis state of some partitions (and of the market) from Kafka."""
+
+    def __init__(self, settings: StreamsSettings, sink: RedisSink) -> None:
+        self.settings = settings
+        self.sink = sink
+        names = settings.topic_names
+        self.topics = names
+        url = settings.schema_registry_url
+        self.quote_codec: Codec = make_codec("quote", url, names.normalized)
+        self.candle_codec: Codec = make_codec("candle", url, names.candles)
+        self.alert_codec: Codec = make_codec("alert", url, names.alerts)
+        self.stats_codec: Codec = make_codec("market_stats", url, names.market_stats)
+
+    async def missing(self, partitions: set[int]) -> tuple[set[int], bool]:
+        """Partitions (of ``partitions``) and market whose state marker is missing."""
+        return await self.sink.state_missing(partitions)
+
+    async def rebuild(
+        self,
+        partitions: set[int] | None,
+        market: bool = True,
+        progress: Progress | None = None,
+    ) -> StateRebuildSummary:
+        """Rebuild ``partitions`` (None: all) and, when ``market``, the market; then mark them."""
+        started = time.perf_counter()
+        metrics.REBUILD_RUNNING.set(1)
+        metrics.REBUILD_PROGRESS.set(0)
+        metrics.HEALTH.rebuilding = True
+        kafka = await asyncio.to_thread(KafkaRanges, self.settings)
+        try:
+            run = _Run(self, kafka, progress)
+            summary = await run.execute(partitions, market)
+        finally:
+            await asyncio.to_thread(kafka.close)
+            metrics.REBUILD_RUNNING.set(0)
+            metrics.HEALTH.rebuilding = False
+        summary.seconds = time.perf_counter() - started
+        metrics.REBUILDS.inc()
+        metrics.REBUILD_SECONDS.set(summary.seconds)
+        metrics.REBUILD_PROGRESS.set(1)
+        logger.info("%s", summary)
+        return summary
+
+
+class _Run:
+    """One rebuild: plans the ranges to read (so progress has a total), reads, writes."""
+
+    def __init__(self, owner: StateRebuilder, kafka: KafkaRanges, progress: Progress | None):
+        self.owner = owner
+        self.kafka = kafka
+        self.sink = owner.sink
+        self.topics = owner.topics
+        self.progress = progress
+        self.total = 0
+        self.done = 0
+
+    def _advance(self, phase: str, source: str) -> Callable[[int], None]:
+        def advance(n: int) -> None:
+            self.done += n
+            metrics.REBUILD_RECORDS.labels(source).inc(n)
+            if self.total:
+                metrics.REBUILD_PROGRESS.set(min(1.0, self.done / self.total))
+            if self.progress is not None:
+                self.progress(phase, self.done, self.total)
+
+        return advance
+
+    async def _tail_ranges(
+        self, topic: str, partitions: set[int] | None, since: Callable[[int], int]
+    ) -> dict[int, tuple[int, int]]:
+        """``[offset at since(newest timestamp), end)`` of each partition of ``topic``.
+
+        ``since`` maps the topic's newest record timestamp (over the partitions
+        read) to the first timestamp to read.
+        """
+        kafka = self.kafka
+        marks = await asyncio.to_thread(kafka.watermarks, topic, partitions)
+        stamps = await kafka.last_timestamps(topic, marks)
+        if not stamps:
+            return {}
+        start_ts = since(max(stamps.values()))
+        ends = {p: high for p, (_, high) in marks.items()}
+        starts = await asyncio.to_thread(
+            kafka.offsets_at, topic, {p: start_ts for p in stamps}, ends
+        )
+        return {p: (max(marks[p][0], starts[p]), ends[p]) for p in stamps}
+
+    async def execute(self, partitions: set[int] | None, market: bool) -> StateRebuildSummary:
+        t = self.topics
+        window_ms = self.owner.settings.rebuild_ticks_s * 1000
+        ticks_ranges = await self._tail_ranges(t.normalized, partitions, lambda ts: ts - window_ms)
+        latest_marks = await asyncio.to_thread(self.kafka.watermarks, t.quotes_latest, partitions)
+        candle_ranges = await self._tail_ranges(t.candles, partitions, shanghai_day_start_ms)
+        alert_ranges: dict[int, tuple[int, int]] = {}
+        stats_ranges: dict[int, tuple[int, int]] = {}
+        if market:
+            alert_ranges = await self._tail_ranges(t.alerts, None, shanghai_day_start_ms)
+            stats_marks = await asyncio.to_thread(self.kafka.watermarks, t.market_stats, None)
+            stats_ranges = {
+                p: (max(lo, hi - STATS_TAIL), hi) for p, (lo, hi) in stats_marks.items()
+            }
+        for ranges in (ticks_ranges, latest_marks, candle_ranges, alert_ranges, stats_ranges):
+            self.total += sum(end - start for start, end in ranges.values())
+        rebuilt = set(partitions) if partitions is not None else set(latest_marks)
+        summary = StateRebuildSummary(partitions=rebuilt, market=market)
+
+        newest = await self._ticks(ticks_ranges, summary)
+        await self._latest(latest_marks, newest, summary)
+        await self._candles(candle_ranges, summary)
+        if market:
+            await self._alerts(alert_ranges, summary)
+            await self._market_stats(stats_ranges, summary)
+        await self.sink.mark_state(rebuilt, market, int(time.time() * 1000))
+        return summary
+
+    # -- the parts -------------------------------------------------------------
+
+    async def _ticks(
+        self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
+    ) -> dict[str, tuple[dict[str, Any], int]]:
+        """Each partition's tail into the ticks streams; returns each code's newest quote."""
+        decode = self.owner.quote_codec.decode
+        dumps = orjson.dumps
+        newest: dict[str, tuple[dict[str, Any], int]] = {}
+        advance = self._advance("ticks", "normalized")
+        for partition in sorted(ranges):
+            history: dict[str, dict[int, bytes]] = {}
+
+            def keep(msg: Message, history: dict[str, dict[int, bytes]] = history) -> None:
+                quote = decode(msg.value() or b"")
+                code, ts = quote["code"], quote["exchange_ts"]
+                history.setdefault(code, {})[ts] = dumps(quote)
+                best = newest.get(code)
+                if best is None or ts >= best[0]["exchange_ts"]:
+                    newest[code] = (quote, int(msg.partition() or 0))
+
+            n = await self.kafka.read(
+                self.topics.normalized, {partition: ranges[partition]}, keep, advance
+            )
+            summary.records["normalized"] = summary.records.get("normalized", 0) + n
+            ordered = {code: sorted(by_ts.items()) for code, by_ts in history.items()}
+            summary.ticks += await self.sink.write_history(ordered)
+        return newest
+
+    async def _latest(
+        self,
+        marks: dict[int, tuple[int, int]],
+        newest: dict[str, tuple[dict[str, Any], int]],
+        summary: StateRebuildSummary,
+    ) -> None:
+        """The compacted latest quotes, merged with the tail's newest, newer-wins into Redis."""
+        decode = self.owner.quote_codec.decode
+
+        def keep(msg: Message) -> None:
+            quote = decode(msg.value() or b"")
+            best = newest.get(quote["code"])
+            if best is None or quote["exchange_ts"] > best[0]["exchange_ts"]:
+                newest[quote["code"]] = (quote, int(msg.partition() or 0))
+
+        n = await self.kafka.read(
+            self.topics.quotes_latest, marks, keep, self._advance("latest quotes", "latest")
+        )
+        summary.records["latest"] = n
+        quotes = list(newest.values())
+        for start in range(0, len(quotes), self.sink.chunk_ticks):
+            chunk = quotes[start : start + self.sink.chunk_ticks]
+            await self.sink.write(SinkBatch(quotes=chunk, candles=[], alerts=[]))
+        summary.stocks = len(quotes)
+
+    async def _candles(
+        self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
+    ) -> None:
+        """Today's candles (the newest trade date read) into the candle hashes."""
+        decode = self.owner.candle_codec.decode
+        candles: list[dict[str, Any]] = []
+
+        def keep(msg: Message) -> None:
+            candles.append(decode(msg.value() or b""))
+
+        n = await self.kafka.read(
+            self.topics.candles, ranges, keep, self._advance("candles", "candles")
+        )
+        summary.records["candles"] = n
+        if not candles:
+            return
+        today = max(c["trade_date"] for c in candles)
+        todays = [c for c in candles if c["trade_date"] == today]
+        for start in range(0, len(todays), 5000):
+            batch = SinkBatch(quotes=[], candles=todays[start : start + 5000], alerts=[])
+            await self.sink.write(batch)
+        summary.candles = len(todays)
+
+    async def _alerts(
+        self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
+    ) -> None:
+        """Today's newest alerts (at most the stream's cap), oldest first."""
+        decode = self.owner.alert_codec.decode
+        alerts: list[dict[str, Any]] = []
+
+        def keep(msg: Message) -> None:
+            alerts.append(decode(msg.value() or b""))
+
+        n = await self.kafka.read(
+            self.topics.alerts, ranges, keep, self._advance("market", "alerts")
+        )
+        summary.records["alerts"] = n
+        alerts.sort(key=lambda a: a["exchange_ts"])
+        recent = alerts[-rk.ALERTS_MAXLEN :]
+        if recent:
+            await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=recent))
+
+    async def _market_stats(
+        self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
+    ) -> None:
+        """The last published statistics of each market Redis holds none of."""
+        decode = self.owner.stats_codec.decode
+        last: dict[str, dict[str, Any]] = {}
+
+        def keep(msg: Message) -> None:
+            record = decode(msg.value() or b"")
+            prior = last.get(record["market"])
+            if prior is None or record["ts"] >= prior["ts"]:
+                last[record["market"]] = record
+
+        n = await self.kafka.read(
+            self.topics.market_stats, ranges, keep, self._advance("market", "market_stats")
+        )
+        summary.records["market_stats"] = n
+        missing = set(await self.sink.markets_missing())
+        wanted = {m: r for m, r in last.items() if m in missing}
+        if wanted:
+            await self.sink.write_market(wanted, max(r["ts"] for r in wanted.values()))
+
+
+async def _rebuild_all(settings: StreamsSettings, progress: Progress) -> StateRebuildSummary:
+    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    try:
+        return await StateRebuilder(settings, sink).rebuild(None, True, progress)
+    finally:
+        await sink.close()
+
+
+def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
+    """``hqstream streams --rebuild``: every partition and the market, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]rebuild[/bold] {task.fields[phase]:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("rebuild", total=None, phase="planning")
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None, phase=phase)
+
+        return asyncio.run(_rebuild_all(settings, show))
