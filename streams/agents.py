@@ -413,6 +413,7 @@ class StreamsRuntime:
             return None
 
     async def _publish_stats(self) -> dict[str, dict[str, Any]] | None:
+        await self._ensure_state()  # also when no batch comes (a quiet feed, after the close)
         await self._maybe_reseed()
         now = now_ms()
         partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)

@@ -268,7 +268,7 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     """Every ``hq:*`` key's content minus what legitimately differs between runs.
 
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, and the alert stream's ids and order (alerts are
+    the stats partials, the state markers' times, and the alert stream's ids and order (alerts are
     compared as a sorted list). Two runs over the same raw records, whatever
     their worker count or crashes, must give equal results. For tests and
     benchmarks; reads everything, so never call it on a production Redis.
@@ -285,6 +285,9 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     for key in keys:
         kind = (await client.type(key)).decode()
         if key in (rk.STATS_PARTIALS,):
+            continue
+        if key == rk.STATE_READY:  # which parts are marked, not when
+            state[key] = sorted(k.decode() for k in await client.hkeys(key))
             continue
         if key == rk.ALERTS:
             entries = await client.xrange(key)

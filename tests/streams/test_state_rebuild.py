@@ -1,0 +1,136 @@
+"""Issue 21: a lost Redis is rebuilt from the workers' Kafka outputs, by the workers themselves.
+
+Real Kafka, real Redis, ``hqstream streams`` workers as processes (the
+:class:`tests.streams.test_integration.Stack`). A worker processes a few
+minutes of ticks; then Redis is flushed and the state must come back, by
+itself, equal to what the worker had written (quotes at their newest tick,
+ticks streams, rankings, closed candles, alerts, market statistics), without
+a raw record being read again or any record being produced. The open candle
+of each stock's current minute is not on Kafka (only closed candles are
+produced): it comes back with the stock's next tick, so it is left out of
+the comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.request
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from hqstream.bench.rawlines import generate
+from hqstream.local_runner import free_port
+from schemas import redis_keys as rk
+from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST
+from tests.streams.test_integration import (
+    Stack,
+    committed_all,
+    run_to_end,
+    stack,  # noqa: F401  (the fixture)
+    state,
+    topic_count,
+    valid_quotes,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+#: the outputs of records (hq.market.stats is published every second whatever comes)
+OUTPUTS = (NORMALIZED, DLQ, CANDLES_1M, ALERTS, QUOTES_LATEST)
+#: every tick of the test is within the restored window
+REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
+
+
+def closed_state(url: str) -> dict[str, Any]:
+    """The canonical Redis state without open candles (see the module doc)."""
+    out = state(url)
+    for key in [k for k in out if k.startswith("hq:candles:")]:
+        closed = {m: c for m, c in out[key].items() if orjson.loads(c)["closed"]}
+        if closed:
+            out[key] = closed
+        else:
+            del out[key]
+    return out
+
+
+def metric(port: int, name: str) -> float:
+    """The value of an unlabelled metric (0 when not exposed yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[str, Any]]:
+    """A worker processes ~3 minutes of 300 stocks (closed candles, alerts); returns the quotes."""
+    lines, _ = generate(300, 9, bad_fraction=0.01, seed=21, interval_ms=20_000)
+    quotes, _ = valid_quotes(lines)
+    stack.produce(lines)
+    env = {**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
+    stack.worker(group, url, "first", extra_env=env)
+    run_to_end(stack, group, url, quotes)
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: bool(client.keys("hq:candles:*")), 30, "candles in redis")
+    return quotes
+
+
+def output_counts(stack: Stack) -> dict[str, int]:
+    return {base: topic_count(stack, base) for base in OUTPUTS}
+
+
+def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: Stack) -> None:
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("flush")
+    port = free_port()
+    quotes = processed_day(stack, url, group, port)
+    before = closed_state(url)
+    assert any(k.startswith("hq:candles:") for k in before) and rk.ALERTS in before
+    assert before[rk.STATE_READY] == ["market", "p0", "p1", "p2"]
+    outputs = output_counts(stack)
+    records_in = metric(port, "hq_streams_records_in_total")
+
+    redis.Redis.from_url(url).flushdb()
+    wait_for(lambda: metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
+    run_to_end(stack, group, url, quotes)
+    wait_for(lambda: closed_state(url) == before, 30, "the state before the flush")
+
+    assert output_counts(stack) == outputs  # nothing produced again
+    assert metric(port, "hq_streams_records_in_total") == records_in  # no raw record reread
+    assert committed_all(stack, group)()
+
+
+def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> None:
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("killed")
+    quotes = processed_day(stack, url, group, free_port())
+    before = closed_state(url)
+    outputs = output_counts(stack)
+    stack.stop_all()
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.execute_command("CLIENT", "PAUSE", "120000", "WRITE")  # the rebuild cannot finish
+    try:
+        port = free_port()
+        victim = stack.worker(
+            group, url, "victim", extra_env={**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
+        )
+        wait_for(lambda: metric(port, "hq_streams_rebuild_running") == 1, 60, "rebuild started")
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    assert not client.exists(rk.STATE_READY)
+
+    stack.worker(group, url, "successor", extra_env=REBUILD_ENV)
+    run_to_end(stack, group, url, quotes)
+    wait_for(lambda: closed_state(url) == before, 60, "the state before the flush")
+    assert output_counts(stack) == outputs
