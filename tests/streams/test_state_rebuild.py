@@ -30,11 +30,13 @@ from tests.streams.test_integration import (
     Stack,
     committed_all,
     run_to_end,
-    stack,  # noqa: F401  (the fixture)
     state,
     topic_count,
     valid_quotes,
     wait_for,
+)
+from tests.streams.test_integration import (
+    stack as stack_fixture,  # noqa: F401  (registers the fixture `stack` here)
 )
 
 pytestmark = pytest.mark.integration
@@ -117,7 +119,7 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
 
     client = redis.Redis.from_url(url)
     client.flushdb()
-    client.execute_command("CLIENT", "PAUSE", "120000", "WRITE")  # the rebuild cannot finish
+    client.client_pause(120_000, all=False)  # the rebuild cannot finish
     try:
         port = free_port()
         victim = stack.worker(
@@ -127,7 +129,7 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
     finally:
-        client.execute_command("CLIENT", "UNPAUSE")
+        client.client_unpause()
     assert not client.exists(rk.STATE_READY)
 
     stack.worker(group, url, "successor", extra_env=REBUILD_ENV)
