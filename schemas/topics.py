@@ -87,19 +87,20 @@ def latest_quote_configs() -> dict[str, str]:
     """Compaction of ``hq.quotes.latest`` (docs/architecture.md, "Cold start").
 
     The workers write every stock's newest quote of each batch, so the topic
-    receives about as many records as ``hq.ticks.normalized``; compaction keeps
-    one per code. Only closed segments are compacted, so the active segment is
-    what a reader reads beyond the ~5,000 live keys: ``segment.ms`` (10 min)
-    and ``segment.bytes`` (64 MiB, ~200k quotes) bound it. The cleaner takes a
-    closed segment once half the log is dirty (``min.cleanable.dirty.ratio``),
-    which is at once here: the cleaned part is a few MB. A key is never deleted
+    receives about as many records as ``hq.ticks.normalized`` (~1,700/s);
+    compaction keeps one per code. Only closed segments are compacted, so the
+    not yet cleaned head is what a reader reads beyond the ~5,000 live keys:
+    ``segment.ms`` (1 min, ~100k quotes) and ``segment.bytes`` (64 MiB) bound
+    the active segment. The cleaner takes closed segments once half the log is
+    dirty (``min.cleanable.dirty.ratio``), which is after every roll here (the
+    cleaned part is ~2 MB), so the head stays around two segments. A key is never deleted
     (no tombstones are written), and ``delete.retention.ms`` keeps tombstones a
     day should an operator delist a code. ``min.compaction.lag.ms`` 0: a quote
     superseded by a newer one of its code is garbage at once.
     """
     return {
         "cleanup.policy": "compact",
-        "segment.ms": str(10 * MINUTE_MS),
+        "segment.ms": str(MINUTE_MS),
         "segment.bytes": str(64 * 1024 * 1024),
         "min.cleanable.dirty.ratio": "0.5",
         "min.compaction.lag.ms": "0",

@@ -93,11 +93,13 @@ class StreamsSettings(CommonSettings):
         "Redis and rebuild what is missing from Kafka (streams/state_rebuild.py)",
     )
     rebuild_ticks_s: int = Field(
-        900,
+        300,
         ge=0,
         validation_alias=_env("rebuild_ticks_s"),
-        description="history of each stock's ticks stream a rebuild restores, in time before "
-        "the newest normalized record (>= warmup_window_s keeps the candles and alerts exact)",
+        description="history of each stock's ticks stream a rebuild restores, in Kafka time "
+        "before the newest normalized record; the default covers the alert windows (300 s) "
+        "and the current candle; 6000 restores the whole cap (2,000 ticks 3 s apart) at 20x "
+        "the cost (docs/architecture.md, 'Cold start')",
     )
     redis_retry_max_s: float = Field(5.0, gt=0, validation_alias=_env("redis_retry_max_s"))
     max_ahead_s: float = Field(

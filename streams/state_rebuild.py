@@ -8,7 +8,8 @@ restored without reparsing a raw line or producing anything:
    partition, into each stock's ticks stream (``HISTORY_LUA``: ascending,
    merged with any newer tick a live batch wrote first);
 2. **latest quotes**: the compacted ``hq.quotes.latest`` (one record per code
-   after compaction, plus the not yet compacted head), merged with the tail's
+   after compaction, plus the not yet compacted head; only the last record of
+   each key is decoded), merged with the tail's
    newest per code, written through the live sink's newer-wins ``QUOTES_LUA``
    (quote HASH, rankings, code sets), so a quote a live worker wrote meanwhile
    is never replaced by an older one;
@@ -341,17 +342,20 @@ class _Run:
         summary: StateRebuildSummary,
     ) -> None:
         """The compacted latest quotes, merged with the tail's newest, newer-wins into Redis."""
-        decode = self.owner.quote_codec.decode
+        last: dict[bytes, tuple[bytes, int]] = {}  # key -> its last value: decoded once
 
         def keep(msg: Message) -> None:
-            quote = decode(msg.value() or b"")
-            best = newest.get(quote["code"])
-            if best is None or quote["exchange_ts"] > best[0]["exchange_ts"]:
-                newest[quote["code"]] = (quote, int(msg.partition() or 0))
+            last[msg.key() or b""] = (msg.value() or b"", int(msg.partition() or 0))
 
         n = await self.kafka.read(
             self.topics.quotes_latest, marks, keep, self._advance("latest quotes", "latest")
         )
+        decode = self.owner.quote_codec.decode
+        for value, partition in last.values():
+            quote = decode(value)
+            best = newest.get(quote["code"])
+            if best is None or quote["exchange_ts"] > best[0]["exchange_ts"]:
+                newest[quote["code"]] = (quote, partition)
         summary.records["latest"] = n
         quotes = list(newest.values())
         for start in range(0, len(quotes), self.sink.chunk_ticks):
