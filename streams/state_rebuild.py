@@ -35,7 +35,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: records one ``consume`` call returns at most
 FETCH_MAX = 10_000
+#: ticks decoded before they are written to Redis (bounds the rebuild's memory)
+HISTORY_FLUSH = 50_000
 #: records of hq.market.stats read back from its end (every market publishes each second)
 STATS_TAIL = 64
 
@@ -102,6 +104,7 @@ class KafkaRanges:
                 "auto.offset.reset": "earliest",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "queued.min.messages": 200_000,
+                "fetch.wait.max.ms": 50,  # a partition at its end answers at once
             }
         )
 
@@ -148,6 +151,7 @@ class KafkaRanges:
         ranges: dict[int, tuple[int, int]],
         handle: Callable[[Message], None],
         progress: Callable[[int], None] | None = None,
+        after_fetch: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
         """Hand every record of ``ranges`` (``partition -> [start, end)``) to ``handle``.
 
@@ -163,7 +167,7 @@ class KafkaRanges:
         read = 0
         try:
             while todo:
-                msgs = await asyncio.to_thread(consumer.consume, FETCH_MAX, 0.5)
+                msgs = await asyncio.to_thread(consumer.consume, FETCH_MAX, 0.1)
                 for msg in msgs:
                     p = int(msg.partition() or 0)
                     err = msg.error()
@@ -184,6 +188,8 @@ class KafkaRanges:
                         del todo[p]
                 if progress is not None and msgs:
                     progress(len(msgs))
+                if after_fetch is not None:
+                    await after_fetch()
                 await asyncio.sleep(0)
         finally:
             consumer.unassign()
@@ -246,6 +252,7 @@ class _Run:
         self.progress = progress
         self.total = 0
         self.done = 0
+        self.started = time.perf_counter()
 
     def _advance(self, phase: str, source: str) -> Callable[[int], None]:
         def advance(n: int) -> None:
@@ -297,12 +304,17 @@ class _Run:
         rebuilt = set(partitions) if partitions is not None else set(latest_marks)
         summary = StateRebuildSummary(partitions=rebuilt, market=market)
 
+        planned = time.perf_counter()
         newest = await self._ticks(ticks_ranges, summary)
+        ticked = time.perf_counter()
         await self._latest(latest_marks, newest, summary)
         await self._candles(candle_ranges, summary)
         if market:
             await self._alerts(alert_ranges, summary)
             await self._market_stats(stats_ranges, summary)
+        logger.info("rebuild: planned in %.1fs, ticks %.1fs, the rest %.1fs; read %s",
+                    planned - self.started, ticked - planned, time.perf_counter() - ticked,
+                    summary.records)  # fmt: skip
         await self.sink.mark_state(rebuilt, market, int(time.time() * 1000))
         return summary
 
@@ -311,28 +323,40 @@ class _Run:
     async def _ticks(
         self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
     ) -> dict[str, tuple[dict[str, Any], int]]:
-        """Each partition's tail into the ticks streams; returns each code's newest quote."""
+        """The tail into the ticks streams; returns each code's newest quote.
+
+        Every partition is read at once; the ticks are written every
+        :data:`HISTORY_FLUSH` ticks (a stock's ticks come in exchange-time order
+        within its partition, so later writes append), which bounds memory.
+        """
         decode = self.owner.quote_codec.decode
         dumps = orjson.dumps
         newest: dict[str, tuple[dict[str, Any], int]] = {}
+        history: dict[str, dict[int, bytes]] = {}
+        pending = 0
+
+        def keep(msg: Message) -> None:
+            nonlocal pending
+            quote = decode(msg.value() or b"")
+            code, ts = quote["code"], quote["exchange_ts"]
+            history.setdefault(code, {})[ts] = dumps(quote)
+            pending += 1
+            best = newest.get(code)
+            if best is None or ts >= best[0]["exchange_ts"]:
+                newest[code] = (quote, int(msg.partition() or 0))
+
+        async def flush(force: bool = False) -> None:
+            nonlocal pending
+            if pending and (force or pending >= HISTORY_FLUSH):
+                ordered = {code: sorted(by_ts.items()) for code, by_ts in history.items()}
+                history.clear()
+                pending = 0
+                summary.ticks += await self.sink.write_history(ordered)
+
         advance = self._advance("ticks", "normalized")
-        for partition in sorted(ranges):
-            history: dict[str, dict[int, bytes]] = {}
-
-            def keep(msg: Message, history: dict[str, dict[int, bytes]] = history) -> None:
-                quote = decode(msg.value() or b"")
-                code, ts = quote["code"], quote["exchange_ts"]
-                history.setdefault(code, {})[ts] = dumps(quote)
-                best = newest.get(code)
-                if best is None or ts >= best[0]["exchange_ts"]:
-                    newest[code] = (quote, int(msg.partition() or 0))
-
-            n = await self.kafka.read(
-                self.topics.normalized, {partition: ranges[partition]}, keep, advance
-            )
-            summary.records["normalized"] = summary.records.get("normalized", 0) + n
-            ordered = {code: sorted(by_ts.items()) for code, by_ts in history.items()}
-            summary.ticks += await self.sink.write_history(ordered)
+        n = await self.kafka.read(self.topics.normalized, ranges, keep, advance, flush)
+        await flush(force=True)
+        summary.records["normalized"] = n
         return newest
 
     async def _latest(

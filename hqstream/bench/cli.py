@@ -12,6 +12,7 @@ from hqstream.bench.faults import faults_bench
 from hqstream.bench.gateway_bench import fanout_bench, latency_bench
 from hqstream.bench.ingest import ingest
 from hqstream.bench.journal_faults import journal_faults_bench
+from hqstream.bench.rebuild_bench import rebuild_bench
 from hqstream.bench.streams_bench import streams_bench
 
 bench_app = typer.Typer(no_args_is_help=True)
@@ -24,6 +25,7 @@ bench_app.command("cost")(cost_bench)
 bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
 bench_app.command("archive")(archive_bench)
+bench_app.command("rebuild")(rebuild_bench)
 
 
 @bench_app.command("journal-faults")
