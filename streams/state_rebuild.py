@@ -14,8 +14,8 @@ restored without reparsing a raw line or producing anything:
    (quote HASH, rankings, code sets), so a quote a live worker wrote meanwhile
    is never replaced by an older one;
 3. **today's candles**: ``hq.candles.1m`` from the start of the newest record's
-   (Shanghai) day, only the newest trade date (closed candles never lose to
-   open ones);
+   (Shanghai) day, only the newest trade date read (closed candles never lose
+   to open ones);
 4. **market** (once, by whichever worker finds its marker missing): the last
    record of each market in ``hq.market.stats`` where Redis has none, and
    today's alerts (the newest ``ALERTS_MAXLEN``) from ``hq.alerts``.
@@ -35,12 +35,13 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from schemas import redis_keys as rk
 from schemas.kafka_client import librdkafka_config
@@ -56,9 +57,14 @@ logger = logging.getLogger(__name__)
 #: records one ``consume`` call returns at most
 FETCH_MAX = 10_000
 #: ticks decoded before they are written to Redis (bounds the rebuild's memory)
-HISTORY_FLUSH = 50_000
+HISTORY_FLUSH = 10_000
+#: candles decoded before they are written
+CANDLE_FLUSH = 20_000
 #: records of hq.market.stats read back from its end (every market publishes each second)
 STATS_TAIL = 64
+
+Ranges = dict[int, tuple[int, int]]
+"""``partition -> [start offset, end offset)`` of one topic."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, records read so far, records to read)``."""
@@ -92,9 +98,11 @@ def shanghai_day_start_ms(ts_ms: int) -> int:
 
 
 class KafkaRanges:
-    """A plain consumer reading given offset ranges of a topic (no group, no commits)."""
+    """Plans and reads offset ranges of topics: an admin client for the offsets (never
+    ``list_consumer_group_offsets``), a plain consumer (no group, no commits) to read."""
 
     def __init__(self, settings: StreamsSettings) -> None:
+        self.admin = AdminClient(librdkafka_config(settings))
         self.consumer = Consumer(
             {
                 **librdkafka_config(settings),
@@ -111,39 +119,32 @@ class KafkaRanges:
     def close(self) -> None:
         self.consumer.close()
 
-    def watermarks(self, topic: str, partitions: set[int] | None) -> dict[int, tuple[int, int]]:
-        """``partition -> (low, high)`` of ``topic`` (all partitions when None)."""
-        md = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+    def partitions(self, topic: str, only: set[int] | None) -> list[int]:
+        """The partitions of ``topic`` (those in ``only`` when given)."""
+        md = self.admin.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None or not md.partitions:
             raise StreamsError(f"topic {topic} does not exist")
-        out: dict[int, tuple[int, int]] = {}
-        for p in sorted(md.partitions):
-            if partitions is None or p in partitions:
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
-                out[p] = (int(low), int(high))
-        return out
+        return sorted(p for p in md.partitions if only is None or p in only)
 
-    def offsets_at(self, topic: str, times: dict[int, int], ends: dict[int, int]) -> dict[int, int]:
-        """The first offset at or after each partition's timestamp (its end when none)."""
-        if not times:
+    def offsets(
+        self, specs: dict[tuple[str, int], OffsetSpec]
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(topic, partition) -> (offset, timestamp)`` for each spec: one request per broker.
+
+        ``OffsetSpec.max_timestamp()`` gives the newest record's timestamp
+        without reading it; ``for_timestamp`` the first offset at or after a
+        time (-1 when there is none).
+        """
+        if not specs:
             return {}
-        found = self.consumer.offsets_for_times(
-            [TopicPartition(topic, p, ts) for p, ts in times.items()], timeout=10
+        futures = self.admin.list_offsets(
+            {TopicPartition(t, p): spec for (t, p), spec in specs.items()}, request_timeout=30
         )
-        return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
-
-    async def last_timestamps(
-        self, topic: str, marks: dict[int, tuple[int, int]]
-    ) -> dict[int, int]:
-        """The timestamp of the last record of each non-empty partition."""
-        stamps: dict[int, int] = {}
-
-        def keep(msg: Message) -> None:
-            stamps[int(msg.partition() or 0)] = int(msg.timestamp()[1])
-
-        tails = {p: (max(low, high - 1), high) for p, (low, high) in marks.items() if high > low}
-        await self.read(topic, tails, keep)
-        return stamps
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for tp, future in futures.items():
+            info = future.result()
+            out[(tp.topic, tp.partition)] = (int(info.offset), int(info.timestamp))
+        return out
 
     async def read(
         self,
@@ -194,6 +195,23 @@ class KafkaRanges:
         finally:
             consumer.unassign()
         return read
+
+
+class OneInFlight:
+    """Redis writes of a rebuild, one at a time in order, each overlapping the next decode."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[int] | None = None
+        self.done = 0  # what the finished writes returned, summed
+
+    async def submit(self, write: Coroutine[Any, Any, int]) -> None:
+        await self.drain()
+        self._task = asyncio.create_task(write)
+
+    async def drain(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self.done += await task
 
 
 class StateRebuilder:
@@ -253,6 +271,7 @@ class _Run:
         self.total = 0
         self.done = 0
         self.started = time.perf_counter()
+        self.trade_date = ""  # of the candles written: the newest read
 
     def _advance(self, phase: str, source: str) -> Callable[[int], None]:
         def advance(n: int) -> None:
@@ -265,40 +284,64 @@ class _Run:
 
         return advance
 
-    async def _tail_ranges(
-        self, topic: str, partitions: set[int] | None, since: Callable[[int], int]
-    ) -> dict[int, tuple[int, int]]:
-        """``[offset at since(newest timestamp), end)`` of each partition of ``topic``.
+    def _plan(self, partitions: set[int] | None, market: bool) -> dict[str, Ranges]:
+        """Every topic's ``partition -> [start, end)`` to read: four offset requests in all.
 
-        ``since`` maps the topic's newest record timestamp (over the partitions
-        read) to the first timestamp to read.
+        The tick tail starts ``rebuild_ticks_s`` before the newest normalized
+        record, candles and alerts at 00:00 Shanghai of their newest record,
+        the statistics :data:`STATS_TAIL` records before the end; the latest
+        quotes are read whole.
         """
-        kafka = self.kafka
-        marks = await asyncio.to_thread(kafka.watermarks, topic, partitions)
-        stamps = await kafka.last_timestamps(topic, marks)
-        if not stamps:
-            return {}
-        start_ts = since(max(stamps.values()))
-        ends = {p: high for p, (_, high) in marks.items()}
-        starts = await asyncio.to_thread(
-            kafka.offsets_at, topic, {p: start_ts for p in stamps}, ends
-        )
-        return {p: (max(marks[p][0], starts[p]), ends[p]) for p in stamps}
+        t, kafka = self.topics, self.kafka
+        window_ms = self.owner.settings.rebuild_ticks_s * 1000
+        since: dict[str, Callable[[int], int]] = {
+            t.normalized: lambda newest: newest - window_ms,
+            t.candles: shanghai_day_start_ms,
+        }
+        topics = {
+            name: kafka.partitions(name, partitions)
+            for name in (t.normalized, t.quotes_latest, t.candles)
+        }
+        if market:
+            since[t.alerts] = shanghai_day_start_ms
+            topics[t.alerts] = kafka.partitions(t.alerts, None)
+            topics[t.market_stats] = kafka.partitions(t.market_stats, None)
+        tps = [(name, p) for name, parts in topics.items() for p in parts]
+        earliest, latest = OffsetSpec.earliest(), OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        newest_spec = OffsetSpec.max_timestamp()  # type: ignore[no-untyped-call]
+        low = kafka.offsets(dict.fromkeys(tps, earliest))
+        high = kafka.offsets(dict.fromkeys(tps, latest))
+        newest = kafka.offsets({tp: newest_spec for tp in tps if tp[0] in since})
+        starts: dict[tuple[str, int], OffsetSpec] = {}
+        for name, cut in since.items():
+            stamps = [
+                ts for (topic, _), (offset, ts) in newest.items() if topic == name and offset >= 0
+            ]
+            if stamps:
+                start_ts = cut(max(stamps))
+                starts.update(
+                    {tp: OffsetSpec.for_timestamp(start_ts) for tp in tps if tp[0] == name}
+                )
+        found = kafka.offsets(starts)
+        plan: dict[str, Ranges] = {name: {} for name in topics}
+        for tp in tps:
+            name, p = tp
+            lo, hi = low[tp][0], high[tp][0]
+            if name == t.market_stats:
+                lo = max(lo, hi - STATS_TAIL)
+            elif name in since:
+                start = found.get(tp, (hi, 0))[0]
+                lo = max(lo, start if start >= 0 else hi)
+            plan[name][p] = (lo, hi)
+        return plan
 
     async def execute(self, partitions: set[int] | None, market: bool) -> StateRebuildSummary:
         t = self.topics
-        window_ms = self.owner.settings.rebuild_ticks_s * 1000
-        ticks_ranges = await self._tail_ranges(t.normalized, partitions, lambda ts: ts - window_ms)
-        latest_marks = await asyncio.to_thread(self.kafka.watermarks, t.quotes_latest, partitions)
-        candle_ranges = await self._tail_ranges(t.candles, partitions, shanghai_day_start_ms)
-        alert_ranges: dict[int, tuple[int, int]] = {}
-        stats_ranges: dict[int, tuple[int, int]] = {}
-        if market:
-            alert_ranges = await self._tail_ranges(t.alerts, None, shanghai_day_start_ms)
-            stats_marks = await asyncio.to_thread(self.kafka.watermarks, t.market_stats, None)
-            stats_ranges = {
-                p: (max(lo, hi - STATS_TAIL), hi) for p, (lo, hi) in stats_marks.items()
-            }
+        plan = await asyncio.to_thread(self._plan, partitions, market)
+        ticks_ranges, latest_marks = plan[t.normalized], plan[t.quotes_latest]
+        candle_ranges = plan[t.candles]
+        alert_ranges = plan.get(t.alerts, {})
+        stats_ranges = plan.get(t.market_stats, {})
         for ranges in (ticks_ranges, latest_marks, candle_ranges, alert_ranges, stats_ranges):
             self.total += sum(end - start for start, end in ranges.values())
         rebuilt = set(partitions) if partitions is not None else set(latest_marks)
@@ -345,17 +388,23 @@ class _Run:
             if best is None or ts >= best[0]["exchange_ts"]:
                 newest[code] = (quote, int(msg.partition() or 0))
 
+        writes = OneInFlight()
+
         async def flush(force: bool = False) -> None:
             nonlocal pending
             if pending and (force or pending >= HISTORY_FLUSH):
                 ordered = {code: sorted(by_ts.items()) for code, by_ts in history.items()}
                 history.clear()
                 pending = 0
-                summary.ticks += await self.sink.write_history(ordered)
+                await writes.submit(self.sink.write_history(ordered))
 
         advance = self._advance("ticks", "normalized")
-        n = await self.kafka.read(self.topics.normalized, ranges, keep, advance, flush)
-        await flush(force=True)
+        try:
+            n = await self.kafka.read(self.topics.normalized, ranges, keep, advance, flush)
+            await flush(force=True)
+        finally:
+            await writes.drain()
+            summary.ticks = writes.done
         summary.records["normalized"] = n
         return newest
 
@@ -393,22 +442,32 @@ class _Run:
         """Today's candles (the newest trade date read) into the candle hashes."""
         decode = self.owner.candle_codec.decode
         candles: list[dict[str, Any]] = []
+        writes = OneInFlight()
+
+        async def write(batch: list[dict[str, Any]]) -> int:
+            await self.sink.write(SinkBatch(quotes=[], candles=batch, alerts=[]))
+            return len(batch)
+
+        async def flush(force: bool = False) -> None:
+            if candles and (force or len(candles) >= CANDLE_FLUSH):
+                newest = max(c["trade_date"] for c in candles)
+                if newest > self.trade_date:  # records of a later day than the first read
+                    self.trade_date = newest
+                todays = [c for c in candles if c["trade_date"] == self.trade_date]
+                candles.clear()
+                await writes.submit(write(todays))
 
         def keep(msg: Message) -> None:
             candles.append(decode(msg.value() or b""))
 
-        n = await self.kafka.read(
-            self.topics.candles, ranges, keep, self._advance("candles", "candles")
-        )
+        advance = self._advance("candles", "candles")
+        try:
+            n = await self.kafka.read(self.topics.candles, ranges, keep, advance, flush)
+            await flush(force=True)
+        finally:
+            await writes.drain()
         summary.records["candles"] = n
-        if not candles:
-            return
-        today = max(c["trade_date"] for c in candles)
-        todays = [c for c in candles if c["trade_date"] == today]
-        for start in range(0, len(todays), 5000):
-            batch = SinkBatch(quotes=[], candles=todays[start : start + 5000], alerts=[])
-            await self.sink.write(batch)
-        summary.candles = len(todays)
+        summary.candles = writes.done
 
     async def _alerts(
         self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
