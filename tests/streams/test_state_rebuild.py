@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import signal
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,10 +25,12 @@ import pytest
 import redis
 
 from hqstream.bench.rawlines import generate
-from hqstream.local_runner import free_port
+from hqstream.local_runner import create_topics, free_port
 from schemas import redis_keys as rk
-from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST
+from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST, topic_specs
+from tests.conftest import KafkaEndpoint, RedisEndpoint
 from tests.streams.test_integration import (
+    PARTITIONS,
     Stack,
     committed_all,
     run_to_end,
@@ -35,15 +39,21 @@ from tests.streams.test_integration import (
     valid_quotes,
     wait_for,
 )
-from tests.streams.test_integration import (
-    stack as stack_fixture,  # noqa: F401  (registers the fixture `stack` here)
-)
 
 pytestmark = pytest.mark.integration
 #: the outputs of records (hq.market.stats is published every second whatever comes)
 OUTPUTS = (NORMALIZED, DLQ, CANDLES_1M, ALERTS, QUOTES_LATEST)
 #: every tick of the test is within the restored window
 REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
+
+
+@pytest.fixture
+def stack(kafka: KafkaEndpoint, redis_server: RedisEndpoint, tmp_path: Path) -> Iterator[Stack]:
+    prefix = f"{kafka.group('rebuild')}."
+    create_topics(kafka.bootstrap, topic_specs(PARTITIONS), prefix=prefix)
+    s = Stack(kafka, redis_server, tmp_path, prefix)
+    yield s
+    s.stop_all()
 
 
 def closed_state(url: str) -> dict[str, Any]:
