@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST, t
 from tests.conftest import KafkaEndpoint, RedisEndpoint
 from tests.streams.test_integration import (
     PARTITIONS,
+    WORKER,
     Stack,
     committed_all,
     run_to_end,
@@ -146,3 +149,33 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
     run_to_end(stack, group, url, quotes)
     wait_for(lambda: closed_state(url) == before, 60, "the state before the flush")
     assert output_counts(stack) == outputs
+
+
+def test_the_command_rebuilds_by_hand_with_a_progress_bar(stack: Stack) -> None:
+    """``hqstream streams --rebuild`` (workers that never rebuild by themselves)."""
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("by-hand")
+    lines, _ = generate(200, 6, seed=23, interval_ms=20_000)
+    quotes, _ = valid_quotes(lines)
+    stack.produce(lines)
+    stack.worker(group, url, "manual", extra_env={"HQ_STREAMS_AUTO_REBUILD": "false"})
+    run_to_end(stack, group, url, quotes)
+    stack.stop_all()
+    before = closed_state(url)
+    assert rk.STATE_READY not in before  # no worker marked anything
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.set("other:key", "kept")
+    env = {
+        **os.environ, "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap, "HQ_REDIS_URL": url,
+        "HQ_TOPIC_PREFIX": stack.prefix, "HQ_PARTITIONS": str(PARTITIONS),
+        "HQ_STREAMS_METRICS_PORT": "0", **REBUILD_ENV,
+    }  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", WORKER, "--rebuild"], env=env,
+                          capture_output=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert b"state rebuilt" in done.stdout and b"rebuild" in done.stdout
+    after = closed_state(url)
+    assert after.pop(rk.STATE_READY) == ["market", "p0", "p1", "p2"]
+    assert after == before
+    assert client.get("other:key") == b"kept"
