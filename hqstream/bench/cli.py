@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import typer
 
 from hqstream.bench.archive_bench import archive_bench
@@ -16,6 +19,25 @@ from hqstream.bench.rebuild_bench import rebuild_bench
 from hqstream.bench.streams_bench import streams_bench
 
 bench_app = typer.Typer(no_args_is_help=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@bench_app.callback()
+def _stop_on_sigterm() -> None:
+    """A bench stopped with SIGTERM (``kill``, a CI timeout) cleans up as on Ctrl-C.
+
+    Benches start brokers, Redis, workers and clients in process groups of their
+    own, so a signal to the bench reaches none of them: without this, SIGTERM's
+    default action ends the bench before its ``finally`` blocks and context
+    managers run, and everything it started keeps running (and loading the
+    machine) with nobody to stop it.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 bench_app.command("ingest")(ingest)
 bench_app.command("streams")(streams_bench)
 bench_app.command("gateway-latency")(latency_bench)

@@ -5,6 +5,7 @@ with an endpoint that cannot be reached it prints one line and exits 2."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KafkaEndpoint
+from tests.stack_procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HQSTREAM = [sys.executable, "-m", "hqstream.cli"]
@@ -67,3 +69,54 @@ def test_bench_streams_starts_its_own_stack_when_unset() -> None:
     assert "starting a local Kafka broker and Redis" in out, out[-4000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| faust worker")]
     assert rows and rows[0].rstrip(" |").endswith("| 0"), out[-4000:]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children in sessions of their own included)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.integration
+def test_sigterm_stops_everything_the_bench_started() -> None:
+    """``kill`` (or a CI timeout) on a bench leaves no broker, Redis or worker behind."""
+    proc = subprocess.Popen(
+        [*HQSTREAM, "bench", "streams", "--records", "400000", "--stocks", "1000"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("local Kafka"):
+                break
+        assert seen and seen[-1].startswith("local Kafka"), "".join(seen)[-4000:]
+        started = _descendants(proc.pid)
+        assert any("java" in Path(f"/proc/{p}/cmdline").read_text() for p in started if _alive(p))
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: not [p for p in started if _alive(p)], 60, "the bench's processes to stop")

@@ -190,6 +190,29 @@ def state(url: str) -> dict[str, Any]:
     return asyncio.run(read())
 
 
+def assert_same_state(url: str, reference_url: str, timeout: float = 30.0) -> None:
+    """The two Redis databases hold the same state, or come to within ``timeout``.
+
+    Market statistics are merged from every worker's partial, and a partial
+    that was not refreshed within HQ_STREAMS_PARTIAL_TTL_S (a worker starved of
+    CPU for that long) drops out of the merge until it is: one published record
+    may then differ for a second. A real difference stays, and is reported.
+    """
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+
+    def same() -> bool:
+        nonlocal a, b
+        a, b = state(url), state(reference_url)
+        return a == b
+
+    with contextlib.suppress(AssertionError):
+        wait_for(same, timeout, "the same state in both Redis databases")
+        return
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    raise AssertionError(f"{len(differing)} keys differ, e.g. {differing[:5]}")
+
+
 def run_to_end(stack: Stack, group: str, url: str, quotes: list[dict[str, Any]]) -> None:
     wait_for(latest_in_redis(url, quotes), 90, "the newest quotes in redis")
     wait_for(committed_all(stack, group), 60, "offsets committed to the end")
@@ -262,7 +285,7 @@ def test_sigkill_mid_stream_and_restart_equals_an_uninterrupted_run(stack: Stack
     stack.worker(clean_group, clean_url, "clean")
     run_to_end(stack, group, killed_url, quotes)
     run_to_end(stack, clean_group, clean_url, quotes)
-    assert state(killed_url) == state(clean_url)
+    assert_same_state(killed_url, clean_url)
 
 
 def test_one_and_three_workers_give_identical_redis(stack: Stack) -> None:
@@ -276,12 +299,7 @@ def test_one_and_three_workers_give_identical_redis(stack: Stack) -> None:
         stack.worker(three, three_url, f"w{i}")
     run_to_end(stack, one, one_url, quotes)
     run_to_end(stack, three, three_url, quotes)
-    with contextlib.suppress(Exception):
-        assert state(one_url) == state(three_url)
-        return
-    a, b = state(one_url), state(three_url)
-    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    raise AssertionError(f"{len(differing)} keys differ, e.g. {differing[:5]}")
+    assert_same_state(three_url, one_url)
 
 
 def test_workers_joining_mid_stream_lose_nothing(stack: Stack) -> None:
@@ -308,7 +326,7 @@ def test_workers_joining_mid_stream_lose_nothing(stack: Stack) -> None:
     client = redis.Redis.from_url(joined_url)
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)
-    assert state(joined_url) == state(clean_url)
+    assert_same_state(joined_url, clean_url)
 
 
 def test_poison_records_amid_good_ones_are_dead_lettered_and_the_worker_goes_on(
