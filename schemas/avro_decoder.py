@@ -76,18 +76,12 @@ def _array_reader(items: Any) -> Callable[[bytes, int], tuple[list[Any], int]]:
             append = out.append
             for _ in range(n):
                 b = buf[pos]
-                pos += 1
-                if b < 0x80:  # most sizes fit one byte... or two: the loop below
+                if b < 0x80:  # a one-byte varint (order-book sizes often are): inline
                     append((b >> 1) ^ -(b & 1))
-                    continue
-                v = b & 0x7F
-                shift = 7
-                while b & 0x80:
-                    b = buf[pos]
                     pos += 1
-                    v |= (b & 0x7F) << shift
-                    shift += 7
-                append((v >> 1) ^ -(v & 1))
+                else:
+                    value, pos = read_long(buf, pos)
+                    append(value)
             return pos
 
     else:

@@ -17,46 +17,37 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
 
+from hqstream.bench.failover import worker_metric
 from hqstream.bench.rawlines import generate
-from hqstream.local_runner import create_topics, free_port
+from hqstream.local_runner import free_port
 from schemas import redis_keys as rk
-from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST, topic_specs
-from tests.conftest import KafkaEndpoint, RedisEndpoint
+from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST
 from tests.streams.test_integration import (
     PARTITIONS,
     WORKER,
     Stack,
     committed_all,
     run_to_end,
+    stack,
     state,
     topic_count,
     valid_quotes,
     wait_for,
 )
 
+__all__ = ["stack"]  # the fixture, shared with test_integration
+
 pytestmark = pytest.mark.integration
 #: the outputs of records (hq.market.stats is published every second whatever comes)
 OUTPUTS = (NORMALIZED, DLQ, CANDLES_1M, ALERTS, QUOTES_LATEST)
 #: every tick of the test is within the restored window
 REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
-
-
-@pytest.fixture
-def stack(kafka: KafkaEndpoint, redis_server: RedisEndpoint, tmp_path: Path) -> Iterator[Stack]:
-    prefix = f"{kafka.group('rebuild')}."
-    create_topics(kafka.bootstrap, topic_specs(PARTITIONS), prefix=prefix)
-    s = Stack(kafka, redis_server, tmp_path, prefix)
-    yield s
-    s.stop_all()
 
 
 def closed_state(url: str) -> dict[str, Any]:
@@ -69,19 +60,6 @@ def closed_state(url: str) -> dict[str, Any]:
         else:
             del out[key]
     return out
-
-
-def metric(port: int, name: str) -> float:
-    """The value of an unlabelled metric (0 when not exposed yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[str, Any]]:
@@ -110,15 +88,15 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: St
     assert any(k.startswith("hq:candles:") for k in before) and rk.ALERTS in before
     assert before[rk.STATE_READY] == ["market", "p0", "p1", "p2"]
     outputs = output_counts(stack)
-    records_in = metric(port, "hq_streams_records_in_total")
+    records_in = worker_metric(port, "hq_streams_records_in_total")
 
     redis.Redis.from_url(url).flushdb()
-    wait_for(lambda: metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
+    wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
     run_to_end(stack, group, url, quotes)
     wait_for(lambda: closed_state(url) == before, 30, "the state before the flush")
 
     assert output_counts(stack) == outputs  # nothing produced again
-    assert metric(port, "hq_streams_records_in_total") == records_in  # no raw record reread
+    assert worker_metric(port, "hq_streams_records_in_total") == records_in  # no raw record reread
     assert committed_all(stack, group)()
 
 
@@ -138,7 +116,9 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
         victim = stack.worker(
             group, url, "victim", extra_env={**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
         )
-        wait_for(lambda: metric(port, "hq_streams_rebuild_running") == 1, 60, "rebuild started")
+        wait_for(
+            lambda: worker_metric(port, "hq_streams_rebuild_running") == 1, 60, "rebuild started"
+        )
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
     finally:
