@@ -97,10 +97,12 @@ EXPECTED_ACLS = {
     "hq-streams": {
         ("topic", "hq.ticks.raw", "literal"): {"Read", "Describe"},
         ("group", "hqstream-streams", "prefix"): {"Read", "Describe"},
-        ("topic", "hq.ticks.normalized", "literal"): {"Write", "Describe"},
-        ("topic", "hq.market.stats", "literal"): {"Write", "Describe"},
-        ("topic", "hq.candles.1m", "literal"): {"Write", "Describe"},
-        ("topic", "hq.alerts", "literal"): {"Write", "Describe"},
+        # Read on its outputs: the state rebuild reads them back (no group)
+        ("topic", "hq.ticks.normalized", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.market.stats", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.candles.1m", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.alerts", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.quotes.latest", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.ticks.dlq", "literal"): {"Write", "Describe"},
     },
     "hq-gateway": {

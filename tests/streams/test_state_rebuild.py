@@ -62,6 +62,10 @@ def closed_state(url: str) -> dict[str, Any]:
     return out
 
 
+def rebuilding(port: int) -> bool:
+    return worker_metric(port, "hq_streams_rebuild_running") == 1
+
+
 def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[str, Any]]:
     """A worker processes ~3 minutes of 300 stocks (closed candles, alerts); returns the quotes."""
     lines, _ = generate(300, 9, bad_fraction=0.01, seed=21, interval_ms=20_000)
