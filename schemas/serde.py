@@ -11,7 +11,9 @@ Two wire formats, chosen by configuration:
 
 Encoding uses an encoder compiled per schema (:mod:`schemas.avro_compiler`,
 byte-identical to fastavro and ~3x faster) with fastavro as the fallback;
-decoding uses fastavro. Schemas are the ``.avsc`` files under
+decoding the current version uses a decoder compiled the same way
+(:mod:`schemas.avro_decoder`, ~6x fastavro), older versions and payloads it
+cannot read go to fastavro. Schemas are the ``.avsc`` files under
 ``schemas/avro/`` loaded by path. This module never talks to Kafka.
 """
 
