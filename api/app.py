@@ -31,9 +31,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from api.day_replay import DayReplayLimits
 from api.errors import KeyInUrlGuard, Misconfigured, NotFound, install_handlers
-from api.feed import KafkaFeed
 from api.hub import Hub
+from api.kafka_feed import KafkaFeed
 from api.limits import FairSlots
 from api.models import Health
 from api.routes import router
@@ -113,7 +114,8 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         app.state.hub = hub
         app.state.probe = StatusProbe(cfg, store)
         app.state.replay_slots = FairSlots(cfg.replay_slots, cfg.replay_slots_per_key)
-        app.state.snapshots = SnapshotReads(store, max_age_s=cfg.flush_interval_ms / 1000)
+        app.state.day_replay_limits = DayReplayLimits(cfg.day_replay_slots, cfg.day_replays_per_key)
+        app.state.snapshots = SnapshotReads(store, max_age_s=cfg.market_snapshot_max_age_s)
         app.state.ready = (float("-inf"), Health(status="not_ready"))
         feed = KafkaFeed(cfg, hub, loop) if consume else None
         app.state.feed = feed

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
 
 from api.errors import Forbidden, NotAuthenticated
 from api.settings import GatewaySettings
-
-logger = logging.getLogger(__name__)
 
 Role = Literal["client", "admin"]
 ANONYMOUS = "anonymous"

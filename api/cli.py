@@ -19,6 +19,8 @@ import sys
 
 import typer
 
+from hqcore.logs import configure_logging
+
 _KEY_IN_TEXT = re.compile(r"(api[_-]?key[\"']?\s*[=:]\s*[\"']?)[^&\s\"',;}]+", re.IGNORECASE)
 
 
@@ -53,10 +55,7 @@ def gateway(
     from api.settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, "gateway", quiet=())
     install_redaction()
     try:
         app = create_app(settings)

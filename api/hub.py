@@ -2,8 +2,8 @@
 
 Subscribers are indexed by code, by market and "all" (plus stats, alerts and
 candles), so routing a tick costs O(subscribers of that tick). Routing runs on
-the event loop, called by :mod:`api.feed` once per consumed batch; it only
-offers updates to sessions (:mod:`api.session`) and never awaits a send.
+the event loop, called by :mod:`api.kafka_feed` once per consumed batch; it only
+offers updates to sessions (:mod:`api.ws_session`) and never awaits a send.
 
 Sessions that write frames directly (:meth:`Session.use_writer`) are flushed
 here: a session with something pending marks itself dirty; one not written
@@ -28,10 +28,19 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from api import metrics
-from api.session import CLOSE_TOO_SLOW, FrameWriter, Hold, QuoteEvent, Session, Snapshot
+from api.bars import render_bar
+from api.ws_session import (
+    CLOSE_TOO_SLOW,
+    CandleStream,
+    FrameWriter,
+    Hold,
+    QuoteEvent,
+    Session,
+    Snapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,20 @@ class Event:
     quote: QuoteEvent | None = None
     key: str = ""  # market for stats, code for candles
     minute_ts: int = 0
+    tf: str = "1m"  # candles: the timeframe
+    record: dict[str, Any] | None = None  # candles: the decoded bar (indicators re-rendered)
+    _rendered: dict[frozenset[str] | None, bytes] | None = None
+
+    def candle_json(self, groups: frozenset[str] | None) -> bytes:
+        """The bar's JSON with only the indicator ``groups`` (rendered once per set)."""
+        if groups is None or self.record is None:
+            return self.raw
+        if self._rendered is None:
+            self._rendered = {}
+        found = self._rendered.get(groups)
+        if found is None:
+            found = self._rendered[groups] = render_bar(self.record, groups)
+        return found
 
 
 class Hub:
@@ -86,6 +109,7 @@ class Hub:
     def add(self, session: Session) -> None:
         self.sessions[session.sid] = session
         self.per_key[session.key_id] += 1
+        session.on_condemned = partial(self.detach, session)
         metrics.WS_CONNECTIONS.set(len(self.sessions))
 
     def remove(self, session: Session) -> None:
@@ -95,6 +119,16 @@ class Hub:
         self.per_key[session.key_id] -= 1
         if self.per_key[session.key_id] <= 0:
             del self.per_key[session.key_id]
+        self.detach(session)
+        metrics.WS_CONNECTIONS.set(len(self.sessions))
+
+    def detach(self, session: Session) -> None:
+        """Route nothing more to ``session``: called as soon as it is condemned.
+
+        Its close can take seconds (the close frame waits behind what the
+        client does not read); meanwhile it must cost the fan-out nothing and
+        hold no updates. It still counts as a connection until :meth:`remove`.
+        """
         for code in session.stocks:
             _discard(self.by_code, code, session)
         for market in session.markets:
@@ -104,11 +138,11 @@ class Hub:
         self.everything.discard(session)
         self.stats_subs.discard(session)
         self.alert_subs.discard(session)
-        metrics.WS_CONNECTIONS.set(len(self.sessions))
 
     def subscribe_stock(self, s: Session, code: str) -> None:
         s.stocks.add(code)
-        self.by_code[code].add(s)
+        if not s.closing:  # a request under way when its connection was condemned
+            self.by_code[code].add(s)
 
     def unsubscribe_stock(self, s: Session, code: str) -> None:
         s.stocks.discard(code)
@@ -116,7 +150,8 @@ class Hub:
 
     def subscribe_market(self, s: Session, market: str) -> None:
         s.markets.add(market)
-        self.by_market[market].add(s)
+        if not s.closing:
+            self.by_market[market].add(s)
 
     def unsubscribe_market(self, s: Session, market: str) -> None:
         s.markets.discard(market)
@@ -124,22 +159,24 @@ class Hub:
 
     def set_all(self, s: Session, on: bool) -> None:
         s.all = on
-        (self.everything.add if on else self.everything.discard)(s)
+        (self.everything.add if on and not s.closing else self.everything.discard)(s)
 
     def set_stats(self, s: Session, on: bool) -> None:
         s.stats = on
-        (self.stats_subs.add if on else self.stats_subs.discard)(s)
+        (self.stats_subs.add if on and not s.closing else self.stats_subs.discard)(s)
 
     def set_alerts(self, s: Session, on: bool) -> None:
         s.alerts = on
-        (self.alert_subs.add if on else self.alert_subs.discard)(s)
+        (self.alert_subs.add if on and not s.closing else self.alert_subs.discard)(s)
 
-    def subscribe_candles(self, s: Session, code: str) -> None:
-        s.candles.add(code)
-        self.candle_subs[code].add(s)
+    def subscribe_candles(self, s: Session, code: str, stream: CandleStream) -> None:
+        """One timeframe per stock and connection: subscribing again switches it."""
+        s.candles[code] = stream
+        if not s.closing:
+            self.candle_subs[code].add(s)
 
     def unsubscribe_candles(self, s: Session, code: str) -> None:
-        s.candles.discard(code)
+        s.candles.pop(code, None)
         _discard(self.candle_subs, code, s)
 
     # ---- routing ---------------------------------------------------------------------
@@ -183,7 +220,9 @@ class Hub:
                         s.offer_alert(ev.raw)
             elif ev.kind == "candle" and pushing:
                 for s in self.candle_subs.get(ev.key, ()):
-                    s.offer_candle(ev.key, ev.minute_ts, ev.raw)
+                    stream = s.candles.get(ev.key)
+                    if stream is not None and stream.tf == ev.tf:
+                        s.offer_candle(ev.key, ev.minute_ts, ev.candle_json(stream.groups))
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
-
-logger = logging.getLogger(__name__)
 
 
 class TokenBucket:

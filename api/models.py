@@ -12,7 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.redis_keys import MarketOrAll, RankMetric
+from schemas.exchange import Market, MarketOrAll
+from schemas.market_rules import Board
+from schemas.records import AlertKind
+from schemas.redis_keys import RankMetric
 
 
 class _Record(BaseModel):
@@ -24,8 +27,8 @@ class Quote(_Record):
 
     symbol: str = Field(description="exchange prefix + code, e.g. sz000001")
     code: str
-    market: Literal["SH", "SZ", "BJ"]
-    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    market: Market
+    board: Board
     name: str
     is_st: bool = False
     exchange_ts: int = Field(description="exchange time, epoch ms")
@@ -62,7 +65,7 @@ class Quote(_Record):
 
 
 class Candle(_Record):
-    """A 1-minute OHLCV candle (Avro ``io.hqstream.v1.Candle``)."""
+    """An OHLCV bar of one timeframe with its indicators (Avro ``io.hqstream.v1.Candle``)."""
 
     code: str
     market: str
@@ -76,6 +79,12 @@ class Candle(_Record):
     amount: float
     ticks: int
     closed: bool
+    tf: str = Field("1m", description="1m, 5m, 15m, 30m, 60m or 1d")
+    indicators: dict[str, float | None] | None = Field(
+        None,
+        description="ma5 ... atr14 as of now (open bar) or the close; only the groups asked "
+        "for; null when none were asked for (schemas/indicators.py: the definitions)",
+    )
 
 
 class RankEntry(_Record):
@@ -89,7 +98,7 @@ class RankEntry(_Record):
 class BoardBreadth(_Record):
     """The breadth of one board (Avro ``io.hqstream.v1.BoardBreadth``)."""
 
-    board: Literal["MAIN", "STAR", "CHINEXT", "BJ"]
+    board: Board
     stocks: int
     advancers: int
     decliners: int
@@ -128,14 +137,7 @@ class Alert(_Record):
     code: str
     name: str
     market: str
-    kind: Literal[
-        "LIMIT_UP_TOUCH",
-        "LIMIT_UP_LEAVE",
-        "LIMIT_DOWN_TOUCH",
-        "LIMIT_DOWN_LEAVE",
-        "FAST_MOVE",
-        "VOLUME_SPIKE",
-    ]
+    kind: AlertKind
     exchange_ts: int
     price: float
     change_pct: float
@@ -175,6 +177,13 @@ class CandlesResponse(BaseModel):
     candles: list[Candle]
 
 
+class BarsResponse(BaseModel):
+    code: str
+    tf: str
+    date: str = Field(description="the trade date of the intraday bars (1d: of the newest)")
+    candles: list[Candle]
+
+
 class TicksResponse(BaseModel):
     code: str
     ticks: list[Quote]
@@ -199,6 +208,10 @@ class StatusResponse(BaseModel):
     pushing: bool
     websocket_clients: int
     components: dict[str, ComponentStatus]
+    feeds: dict[str, ComponentStatus] = Field(
+        default_factory=dict,
+        description="each vendor feed's receiver (HQ_FEEDS; `default` when there is one feed)",
+    )
 
 
 class Health(BaseModel):

@@ -30,16 +30,16 @@ from typing import Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from api.feed import to_event
+from api.kafka_feed import to_event
 from api.murmur2 import partition_for
-from api.session import QuoteEvent
 from api.settings import GatewaySettings
-from schemas.kafka_client import librdkafka_config
+from api.ws_session import QuoteEvent
+from hqcore.kafka_client import librdkafka_config
+from schemas.exchange import SHANGHAI_TZ, describe_ms, shanghai_datetime
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
 
-SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 TS_MARGIN_MS = 60_000  # how far out of exchange-time order a partition's records may be
 TIMEOUT_S = 60.0
 PAGE = 1000  # records read per call; the GIL is yielded between pages
@@ -61,14 +61,9 @@ def window_start(newest_ms: int, window: Literal["day"] | int) -> int:
     14:00 may replay from the open; seconds: that long before it. Both on the
     exchange clock, never the server's."""
     if window == "day":
-        day = dt.datetime.fromtimestamp(newest_ms / 1000, SHANGHAI).date()
-        return int(dt.datetime.combine(day, dt.time(0, 0), SHANGHAI).timestamp() * 1000)
+        day = shanghai_datetime(newest_ms).date()
+        return int(dt.datetime.combine(day, dt.time(0, 0), SHANGHAI_TZ).timestamp() * 1000)
     return newest_ms - window * 1000
-
-
-def describe_ms(ms: int) -> str:
-    """An exchange timestamp as Shanghai time, for messages."""
-    return dt.datetime.fromtimestamp(ms / 1000, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def replay_quotes(settings: GatewaySettings, code: str, since: int) -> list[QuoteEvent]:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 
+from api import bars
 from api.auth import require_admin, require_key
 from api.errors import BadCode, BadRequest, NotFound, UnknownMarket, UnknownMetric
 from api.hub import Hub
 from api.models import (
     AlertsResponse,
+    BarsResponse,
     CandlesResponse,
     ComponentStatus,
     ErrorBody,
@@ -33,11 +34,11 @@ from api.models import (
 )
 from api.status import StatusProbe
 from api.store import Store
-from schemas.redis_keys import MARKETS_AND_ALL, RANK_METRICS, MarketOrAll, RankMetric
+from schemas.exchange import MARKETS_AND_ALL, MarketOrAll, is_stock_code
+from schemas.redis_keys import RANK_METRICS, RankMetric
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
 MAX_CODES = 500
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "API key missing or invalid"},
@@ -63,9 +64,16 @@ StoreDep = Annotated[Store, Depends(_store)]
 
 
 def valid_code(code: str) -> str:
-    if not CODE_RE.fullmatch(code):
+    if not is_stock_code(code):
         raise BadCode(f"stock code must be 6 digits, got {code[:20]!r}")
     return code
+
+
+def _iso_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BadRequest(f"date must be YYYY-MM-DD, got {text[:20]!r}") from None
 
 
 def valid_market(market: str) -> MarketOrAll:
@@ -89,8 +97,9 @@ async def status(request: Request) -> StatusResponse:
     hub = _hub(request)
     feed = request.app.state.feed
 
+    feeds = await probe.feeds()
     components = {
-        "receiver": await probe.receiver(),
+        "receiver": probe.any_feed(feeds),
         "streams": await probe.streams_lag(),
         "redis": await probe.redis(),
         "kafka": await probe.kafka(),
@@ -105,6 +114,7 @@ async def status(request: Request) -> StatusResponse:
         pushing=hub.pushing,
         websocket_clients=len(hub.sessions),
         components=components,
+        feeds=feeds,
     )
 
 
@@ -179,17 +189,48 @@ async def candles(
     ] = None,
 ) -> Any:
     valid_code(code)
-    if date is None:
-        day = await store.trade_date(code)
-    else:
-        try:
-            day = dt.date.fromisoformat(date).isoformat()
-        except ValueError:
-            raise BadRequest(f"date must be YYYY-MM-DD, got {date[:20]!r}") from None
+    day = await store.trade_date(code) if date is None else _iso_date(date)
     rows = await store.candles(code, day)
     if not rows and not await store.has_ticks(code):
         raise NotFound(f"no data for stock {code}")
     return {"code": code, "date": day, "candles": rows}
+
+
+@router.get(
+    "/stock/{code}/candles",
+    response_model=BarsResponse,
+    summary="Bars of a timeframe with technical indicators",
+)
+async def stock_candles(
+    code: str,
+    store: StoreDep,
+    tf: Annotated[str, Query(description="1m, 5m, 15m, 30m, 60m or 1d")] = "1m",
+    indicators: Annotated[
+        str | None,
+        Query(
+            description="comma-separated groups: ma, ema, macd, rsi, kdj, boll, vwap, atr; "
+            "all (default) or none"
+        ),
+    ] = None,
+    date: Annotated[
+        str | None, Query(description="YYYY-MM-DD (default: the trade date of its latest quote)")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=0, le=5000, description="the newest N bars (0: all; 1d default 250)")
+    ] = 0,
+) -> Any:
+    """The closed bars of the day (daily: the newest days), then the open bar, whose
+    indicator values are evaluated now and are final when it closes."""
+    valid_code(code)
+    frame, groups = bars.timeframe(tf), bars.indicator_groups(indicators)
+    day = await store.trade_date(code) if date is None else _iso_date(date)
+    closed, series, minutes = await store.bar_parts(code, frame, day)
+    if frame == "1d" and limit == 0:
+        limit = bars.DAILY_LIMIT
+    rows = bars.compose(frame, closed, series, minutes, groups, limit)
+    if not rows and not await store.has_ticks(code):
+        raise NotFound(f"no data for stock {code}")
+    return {"code": code, "tf": frame, "date": day, "candles": rows}
 
 
 @router.get("/ticks/{code}", response_model=TicksResponse, summary="Recent ticks of a stock")

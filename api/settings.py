@@ -1,10 +1,10 @@
 """Settings of the gateway: ``HQ_GATEWAY_*`` plus the shared ``HQ_*`` ones.
 
 Shared fields (``HQ_KAFKA_BOOTSTRAP``, ``HQ_REDIS_URL``, ...) come from
-:class:`schemas.config.CommonSettings`; every gateway-specific field carries an
+:class:`hqcore.settings.CommonSettings`; every gateway-specific field carries an
 explicit ``HQ_GATEWAY_`` alias. Environment variables are read nowhere else.
 API keys are ``SecretStr``: never log them or put them in messages. Only
-``HQ_`` names configure the gateway (see :func:`schemas.config.env_alias`).
+``HQ_`` names configure the gateway (see :func:`hqcore.settings.env_alias`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, SecretStr
 
+from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-from schemas.config import CommonSettings, env_alias
 
 _gw = partial(env_alias, "HQ_GATEWAY_")
 """Read a field from ``HQ_GATEWAY_<NAME>``, or by its own name in code."""
@@ -56,6 +56,13 @@ class GatewaySettings(CommonSettings):
         description="the feed receiver's Prometheus endpoint",
     )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    market_snapshot_max_age_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_gw("market_snapshot_max_age_s"),
+        description="a market (or ALL) snapshot's Redis read is shared this long (merged with "
+        "the gateway's own latest quotes, so never stale)",
+    )
     max_stocks_per_connection: int = Field(
         500, ge=1, validation_alias=_gw("max_stocks_per_connection")
     )
@@ -151,9 +158,30 @@ class GatewaySettings(CommonSettings):
     static_dir: str | None = Field(
         None, validation_alias=_gw("static_dir"), description="dashboard folder (api/static)"
     )
-
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
+    archive_root: str = Field(
+        "",
+        validation_alias=_gw("archive_root"),
+        description="the Parquet archive (HQ_ARCHIVE_ROOT of the archiver: a directory or a "
+        "filesystem URL) that `replay_day` reads; empty: day replays are not offered",
+    )
+    day_replays_per_key: int = Field(
+        1,
+        ge=0,
+        validation_alias=_gw("day_replays_per_key"),
+        description="`replay_day` replays one API key may run at once (more: rate_limited)",
+    )
+    day_replay_slots: int = Field(
+        8,
+        ge=0,
+        validation_alias=_gw("day_replay_slots"),
+        description="`replay_day` replays running at once on this gateway (more: rate_limited)",
+    )
+    day_replay_max_speed: float = Field(
+        100.0,
+        gt=0,
+        validation_alias=_gw("day_replay_max_speed"),
+        description="fastest `replay_day` speed (the exchange's pacing divided by it)",
+    )
 
     @property
     def normalized_topic(self) -> str:
@@ -170,6 +198,11 @@ class GatewaySettings(CommonSettings):
     @property
     def candles_topic(self) -> str:
         return self.topic(topics.CANDLES_1M)
+
+    @property
+    def candle_topics(self) -> dict[str, str]:
+        """Every timeframe's closed-bar topic (1m is :attr:`candles_topic`)."""
+        return {tf: self.topic(name) for tf, name in topics.CANDLES.items()}
 
     def client_keys(self) -> tuple[str, ...]:
         return _split(self.api_keys) + self.admin_key_list()

@@ -1,7 +1,10 @@
 """Health of every component for ``GET /api/realtime/status`` and ``/readyz``.
 
-Feed receiver: scraped from its Prometheus endpoint (connected gauge, lines and
-produced counters; rates from the previous scrape). Stream workers: consumer
+Feed receivers: each feed's (``HQ_FEEDS``, else the one at
+``HQ_GATEWAY_PRODUCER_METRICS_URL``) scraped from its Prometheus endpoint
+(connected gauge, lines and produced counters, rates from the previous
+scrape, seconds since its last data); ``receiver`` is ok while any feed is
+connected. Stream workers: consumer
 lag of their group (committed offsets vs. high watermarks). Redis: ping.
 Kafka: cluster metadata. Every probe is bounded by a timeout and reports a
 failure instead of raising; none of them writes anything.
@@ -10,7 +13,6 @@ failure instead of raising; none of them writes anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,17 +25,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.models import ComponentStatus
 from api.settings import GatewaySettings
 from api.store import Store
+from hqcore.kafka_client import librdkafka_config
 from schemas import topics
-from schemas.kafka_client import librdkafka_config
-
-logger = logging.getLogger(__name__)
+from schemas.feeds import by_priority
 
 TIMEOUT_S = 3.0
 RECEIVER_METRICS = (
     "hq_receiver_connected",
     "hq_receiver_lines_total",
     "hq_receiver_produced_total",
+    "hq_receiver_last_data_seconds",
 )
+#: the feed's name in the status when HQ_FEEDS is unset (one feed)
+DEFAULT_FEED = "default"
 
 
 @dataclass
@@ -49,7 +53,7 @@ class StatusProbe:
         self.settings = settings
         self.store = store
         self.admin = AdminClient({**librdkafka_config(settings), "socket.timeout.ms": 3000})
-        self._last: _Scrape | None = None
+        self._last: dict[str, _Scrape] = {}  # per metrics URL
         self._reader: Consumer | None = None  # created on the first lag probe
         self._reader_lock = threading.Lock()
 
@@ -69,7 +73,7 @@ class StatusProbe:
             self.settings.normalized_topic,
             self.settings.stats_topic,
             self.settings.alerts_topic,
-            self.settings.candles_topic,
+            *self.settings.candle_topics.values(),
         ]
         missing = [t for t in wanted if t not in md.topics]
         return ComponentStatus(
@@ -78,8 +82,35 @@ class StatusProbe:
             data={"brokers": len(md.brokers), "topics": len(md.topics)},
         )
 
-    async def receiver(self) -> ComponentStatus:
-        url = self.settings.producer_metrics_url
+    def feed_urls(self) -> dict[str, str]:
+        """Each feed's receiver metrics URL, the primary first."""
+        feeds = by_priority(self.settings.feeds)
+        if not feeds:
+            return {DEFAULT_FEED: self.settings.producer_metrics_url}
+        return {f.name: f.metrics_url for f in feeds}
+
+    async def feeds(self) -> dict[str, ComponentStatus]:
+        """The status of every feed's receiver."""
+        urls = self.feed_urls()
+        found = await asyncio.gather(*(self.receiver(url) for url in urls.values()))
+        return dict(zip(urls, found, strict=True))
+
+    @staticmethod
+    def any_feed(feeds: dict[str, ComponentStatus]) -> ComponentStatus:
+        """Quotes flow while any feed is connected (the others are the spare lines)."""
+        up = [name for name, status in feeds.items() if status.ok]
+        if len(feeds) == 1:
+            return next(iter(feeds.values()))
+        return ComponentStatus(
+            ok=bool(up),
+            detail=f"{len(up)} of {len(feeds)} feeds connected",
+            data={"connected": ",".join(up)},
+        )
+
+    async def receiver(self, url: str | None = None) -> ComponentStatus:
+        url = url or self.settings.producer_metrics_url
+        if not url:
+            return ComponentStatus(ok=False, detail="no metrics_url for this feed in HQ_FEEDS")
         try:
             async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
                 resp = await client.get(url)
@@ -88,14 +119,16 @@ class StatusProbe:
             return ComponentStatus(ok=False, detail=f"receiver metrics unreachable: {exc}")
         values = parse_receiver_metrics(resp.text)
         now = time.monotonic()
+        last_data = values.get("hq_receiver_last_data_seconds")
         data: dict[str, float | int | str | bool | None] = {
             "connected": values.get("hq_receiver_connected", 0.0) >= 1.0,
             "lines_total": values.get("hq_receiver_lines_total"),
             "produced_total": values.get("hq_receiver_produced_total"),
             "lines_per_s": None,
             "produced_per_s": None,
+            "data_age_s": round(time.time() - last_data, 1) if last_data else None,
         }
-        last = self._last
+        last = self._last.get(url)
         if last is not None and now - last.at > 0.5:
             for name, key in (
                 ("hq_receiver_lines_total", "lines_per_s"),
@@ -104,7 +137,7 @@ class StatusProbe:
                 if name in values and name in last.values:
                     data[key] = round((values[name] - last.values[name]) / (now - last.at), 1)
         if last is None or now - last.at > 0.5:
-            self._last = _Scrape(now, values)
+            self._last[url] = _Scrape(now, values)
         connected = bool(data["connected"])
         return ComponentStatus(
             ok=connected, detail="feed connected" if connected else "feed disconnected", data=data

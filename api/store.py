@@ -6,25 +6,18 @@ validates them into models. This module never writes to Redis.
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from api.session import QuoteEvent
+from api.ws_session import QuoteEvent
 from schemas import redis_keys as keys
-from schemas.redis_keys import MarketOrAll, RankMetric
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
+from schemas.redis_keys import RankMetric
+from schemas.timeframes import Timeframe
 
 MAX_CONNECTIONS = 32
-SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
-
-
-def today_shanghai() -> str:
-    return dt.datetime.now(SHANGHAI).date().isoformat()
 
 
 class Store:
@@ -78,11 +71,11 @@ class Store:
             day = _loads(data).get("trade_date")
             if isinstance(day, str) and day:
                 return day
-        return today_shanghai()
+        return today_in_shanghai()
 
     async def market_codes(self, market: MarketOrAll) -> list[str]:
         if market == "ALL":
-            members = await self.redis.sunion([keys.codes(m) for m in keys.MARKETS])
+            members = await self.redis.sunion([keys.codes(m) for m in MARKETS])
         else:
             members = await self.redis.smembers(keys.codes(market))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
@@ -106,6 +99,21 @@ class Store:
     async def candles_raw(self, code: str, trade_date: str) -> list[bytes]:
         rows: Any = await self.redis.hgetall(keys.candles(code, trade_date))
         return [bytes(rows[k]) for k in sorted(rows, key=int)]
+
+    async def bar_parts(
+        self, code: str, tf: Timeframe, trade_date: str
+    ) -> tuple[list[bytes], bytes | None, list[bytes]]:
+        """What :func:`api.bars.compose` needs: the closed ``tf`` bars (by start), the
+        stock's stored ``tf`` series and, for other timeframes than 1m, the day's minutes."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.candles(code, trade_date, tf))
+            pipe.hget(keys.bars(code), tf)
+            if tf != "1m":
+                pipe.hgetall(keys.candles(code, trade_date))
+            found: list[Any] = await pipe.execute()
+        closed = [bytes(found[0][k]) for k in sorted(found[0], key=int)]
+        minutes = [bytes(v) for v in found[2].values()] if tf != "1m" else []
+        return closed, None if found[1] is None else bytes(found[1]), minutes
 
     async def ticks(self, code: str, start: int | None, end: int | None, limit: int) -> list[Any]:
         """Quotes with ``start <= exchange_ts <= end``, oldest first; the latest ``limit``."""

@@ -24,13 +24,12 @@ piece refers only to its own bytes, and the message drops the final
 ``00 00 ff ff``; a client's decompressor keeps its context as usual. Every
 data frame of such a connection is written this way, never by ``websockets``'
 own compressor (whose context would then not match the client's).
-This module never buffers or conflates (see :mod:`api.session`) and never
+This module never buffers or conflates (see :mod:`api.ws_session`) and never
 writes after the closing handshake has started.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any, Final
@@ -41,9 +40,8 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import State
 
 if TYPE_CHECKING:
-    from api.session import Batch
+    from api.ws_session import Batch
 
-logger = logging.getLogger(__name__)
 
 RAW_SEND = "hqstream.raw_send"
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,35 +34,49 @@ from confluent_kafka import KafkaException
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
-from api import metrics
+from api import bars, metrics
 from api.auth import check_key
-from api.errors import KEY_IN_URL
+from api.day_replay import (
+    DayReader,
+    DayReplayError,
+    DayReplayLimits,
+    DayReplayRequest,
+    parse_date,
+    stream_day,
+)
+from api.errors import KEY_IN_URL, BadRequest
 from api.hub import Hub
 from api.limits import FairSlots, TokenBucket
-from api.replay import ReplayError, ReplayUnavailable, describe_ms, replay_quotes, window_start
-from api.session import (
+from api.replay import ReplayError, ReplayUnavailable, replay_quotes, window_start
+from api.settings import GatewaySettings
+from api.snapshots import SnapshotReads
+from api.store import Store
+from api.wire import writer_for
+from api.ws_session import (
     CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
+    CandleStream,
     Hold,
     QuoteEvent,
     Session,
     Snapshot,
     frame,
 )
-from api.settings import GatewaySettings
-from api.snapshots import SnapshotReads
-from api.store import Store
-from api.wire import writer_for
-from schemas.redis_keys import MARKETS, MARKETS_AND_ALL
+from archive.errors import ArchiveError
+from schemas.exchange import MARKETS, MARKETS_AND_ALL, describe_ms, is_stock_code
 
 logger = logging.getLogger(__name__)
 
-CODE_RE = re.compile(r"[0-9]{6}")  # fullmatch only: no Unicode digits, no trailing newline
 CLOSE_TOO_BIG = 1009
 MAX_ECHO_CHARS = 64
 #: tokens a request spends (default 1): what it makes the gateway read and send
-REQUEST_COST = {"subscribe_all": 50.0, "subscribe_market": 20.0, "replay": 20.0}
+REQUEST_COST = {
+    "subscribe_all": 50.0,
+    "subscribe_market": 20.0,
+    "replay": 20.0,
+    "replay_day": 20.0,
+}
 _ids = itertools.count(1)
 
 
@@ -114,6 +129,7 @@ class Connection:
         self._replays: FairSlots = ws.app.state.replay_slots
         self.snapshots: SnapshotReads = ws.app.state.snapshots
         self.bucket = TokenBucket(settings.requests_per_second, settings.request_burst)
+        self.day_replays: set[asyncio.Task[None]] = set()
 
     def subscriptions(self) -> dict[str, Any]:
         s = self.s
@@ -124,6 +140,13 @@ class Connection:
             "stats": s.stats,
             "alerts": s.alerts,
             "candles": sorted(s.candles),
+            "candle_streams": {
+                code: {
+                    "tf": stream.tf,
+                    "indicators": "all" if stream.groups is None else sorted(stream.groups),
+                }
+                for code, stream in sorted(s.candles.items())
+            },
         }
 
     def ack(self, request: str) -> None:
@@ -190,12 +213,14 @@ class Connection:
         except RedisError as exc:
             logger.warning("redis read failed for ws client %d: %s", self.s.sid, type(exc).__name__)
             raise ProtocolError("unavailable", "quote store unavailable; try again") from None
+        except DayReplayError as exc:
+            raise ProtocolError(exc.code, exc.message) from None
 
     # ---- helpers -------------------------------------------------------------------
 
     def _code(self, msg: dict[str, Any]) -> str:
         code = msg.get("stock_code")
-        if not isinstance(code, str) or not CODE_RE.fullmatch(code):
+        if not isinstance(code, str) or not is_stock_code(code):
             raise ProtocolError("bad_code", f"stock_code must be 6 digits, got {str(code)[:20]!r}")
         return code
 
@@ -210,7 +235,7 @@ class Connection:
 
     def _room_for(self, code: str) -> None:
         s = self.s
-        used = len(s.stocks | s.candles)
+        used = len(s.stocks | s.candles.keys())
         if code not in s.stocks and code not in s.candles:
             used += 1
         if used > self.settings.max_stocks_per_connection:
@@ -353,17 +378,23 @@ class Connection:
 
     async def subscribe_candles(self, msg: dict[str, Any]) -> None:
         code = self._code(msg)
+        try:
+            tf = bars.timeframe(str(msg.get("tf", "1m")))
+            indicators = msg.get("indicators")
+            if indicators is not None and not isinstance(indicators, str | list):
+                raise BadRequest("indicators must be a list or a comma-separated string")
+            groups = bars.indicator_groups(indicators)
+        except BadRequest as exc:
+            raise ProtocolError("bad_request", exc.message) from None
         self._room_for(code)
-        self.hub.subscribe_candles(self.s, code)
+        self.hub.subscribe_candles(self.s, code, CandleStream(tf, groups))
         self.ack("subscribe_candles")
-        raws = await self.store.candles_raw(code, await self.store.trade_date(code))
-        self.s.control(
-            b'{"type":"snapshot","stock_code":"'
-            + code.encode()
-            + b'","candles":['
-            + b",".join(raws)
-            + b"]}"
+        closed, series, minutes = await self.store.bar_parts(
+            code, tf, await self.store.trade_date(code)
         )
+        limit = bars.DAILY_LIMIT if tf == "1d" else 0
+        rows = bars.compose(tf, closed, series, minutes, groups, limit)
+        self.s.control(frame("snapshot", stock_code=code, tf=tf, candles=rows))
 
     async def unsubscribe_candles(self, msg: dict[str, Any]) -> None:
         self.hub.unsubscribe_candles(self.s, self._code(msg))
@@ -385,6 +416,54 @@ class Connection:
     async def auth(self, msg: dict[str, Any]) -> None:
         raise ProtocolError("bad_request", "already authenticated")
 
+    async def replay_day(self, msg: dict[str, Any]) -> None:
+        """A private replay of an archived day (:mod:`api.day_replay`), beside live updates."""
+        request = self._day_replay_request(msg)
+        if not self.settings.archive_root:
+            raise ProtocolError("no_archive", "this gateway has no archive to replay from")
+        limits: DayReplayLimits = self.ws.app.state.day_replay_limits
+        key = self.s.key_id
+        limits.acquire(key)
+        try:
+            reader = await asyncio.to_thread(DayReader, self.settings.archive_root, request)
+        except BaseException:
+            limits.release(key)
+            raise
+        self.ack("replay_day")
+        task = asyncio.get_running_loop().create_task(
+            self._stream_day(reader, partial(limits.release, key)),
+            name=f"day-replay-{self.s.sid}",
+        )
+        self.day_replays.add(task)
+        task.add_done_callback(self.day_replays.discard)
+
+    async def _stream_day(self, reader: DayReader, release: Callable[[], None]) -> None:
+        try:
+            await stream_day(self.s, reader, clock=asyncio.get_running_loop().time)
+        except (OSError, ArchiveError) as exc:
+            logger.warning("day replay for ws client %d failed: %r", self.s.sid, exc)
+            self.error("unavailable", "day replay failed reading the archive; try again")
+        finally:
+            release()
+
+    def _day_replay_request(self, msg: dict[str, Any]) -> DayReplayRequest:
+        trade_date = parse_date(msg.get("date"))
+        speed = msg.get("speed", 1)
+        cap = self.settings.day_replay_max_speed
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= cap:
+            raise ProtocolError("bad_request", f"speed must be a number above 0, at most {cap:g}")
+        if msg.get("market") is not None:
+            return DayReplayRequest(trade_date, float(speed), market=self._market(msg))
+        if "stock_code" not in msg and "code" in msg:  # the short name is accepted too
+            msg = {**msg, "stock_code": msg["code"]}
+        return DayReplayRequest(trade_date, float(speed), code=self._code(msg))
+
+    async def stop(self) -> None:
+        """The connection is over: cancel its day replays."""
+        for task in list(self.day_replays):
+            task.cancel()
+        await asyncio.gather(*self.day_replays, return_exceptions=True)
+
 
 _HANDLERS = {
     name: getattr(Connection, name)
@@ -403,6 +482,7 @@ _HANDLERS = {
         "unsubscribe_candles",
         "ping",
         "auth",
+        "replay_day",
     )
 }
 
@@ -512,4 +592,5 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         pass  # client went away, or we closed the socket (slow / abusive client)
     finally:
         hub.remove(session)
+        await conn.stop()
         await session.stop()

@@ -15,7 +15,6 @@ Several archivers in one group share the partitions like the stream workers.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,8 @@ from archive.arrow_schema import SPECS, Dataset
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
 from archive.writer import Batch, BatchWriter
-from schemas.kafka_client import librdkafka_config
+from hqcore.kafka_client import librdkafka_config
+from hqcore.signals import on_stop_signals
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -269,12 +269,11 @@ def run_archiver(settings: ArchiveSettings) -> Figures:
     """``hqstream archive``: runs until SIGINT/SIGTERM, logging live figures."""
     archiver = Archiver(settings)
 
-    def _stop(signum: int, _frame: object) -> None:
+    def _stop(signum: int) -> None:
         logger.info("signal %d: writing buffered batches and stopping", signum)
         archiver.stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    on_stop_signals(_stop)
     metrics.serve_metrics(settings.metrics_port)
     logger.info(
         "archiving %s to %s (group %s)", ", ".join(archiver.by_topic), settings.root,

@@ -6,13 +6,9 @@ cleanly: buffered batches are written and committed.
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
-from schemas.logs import configure_logging
-
-logger = logging.getLogger(__name__)
+from hqcore.logs import configure_logging
 
 archive_app = typer.Typer(
     help="Archive the normalized quotes, candles and alerts as Parquet (docs/archive.md).",
@@ -61,9 +57,10 @@ def compact(
 ) -> None:
     """Merge a closed day's files into few large ones (atomic, idempotent)."""
     from archive.arrow_schema import SPECS
-    from archive.compact import DayNotClosed, compact_day, today_in_shanghai
+    from archive.compact import DayNotClosed, compact_day
     from archive.settings import ArchiveSettings
     from archive.storage import open_storage
+    from schemas.exchange import today_in_shanghai
 
     settings: ArchiveSettings = ctx.obj
     storage = open_storage(settings.root)

@@ -16,7 +16,6 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
@@ -40,11 +39,6 @@ class CompactionReport:
     rows: int = 0
     leftovers_deleted: int = 0
     directories: list[str] = field(default_factory=list)
-
-
-def today_in_shanghai(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return (now.astimezone(UTC) + layout.SHANGHAI_OFFSET).date().isoformat()
 
 
 def compact_day(

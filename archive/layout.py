@@ -24,13 +24,11 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from archive.errors import BadFileName
 from archive.storage import TMP_SUFFIX, Storage
 
-SHANGHAI_OFFSET: Final = timedelta(hours=8)  # China has no daylight saving time
 SOURCES_KEY: Final = b"hqstream.sources"
 REPLACES_KEY: Final = b"hqstream.replaces"
 
@@ -84,11 +82,6 @@ def compacted_name(topic: str, sources: list[str]) -> str:
 
 def is_compacted(name: str) -> bool:
     return _COMPACTED.match(name) is not None
-
-
-def trade_date_of(exchange_ts_ms: int) -> str:
-    """The exchange's local date of an epoch-ms timestamp (Asia/Shanghai, UTC+8)."""
-    return (datetime.fromtimestamp(exchange_ts_ms / 1000, UTC) + SHANGHAI_OFFSET).date().isoformat()
 
 
 def partition_dir(dataset: str, trade_date: str, market: str) -> tuple[str, str, str]:

@@ -9,13 +9,11 @@ Kafka or the archive.
 
 from __future__ import annotations
 
-import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge
 
-logger = logging.getLogger(__name__)
+from hqcore.probe_server import serve_probes
 
 ROWS = Counter("hq_archive_rows_total", "rows written to archive files", ["dataset"])
 FILES = Counter("hq_archive_files_total", "archive files written", ["dataset"])
@@ -35,41 +33,15 @@ class HealthState:
 HEALTH = HealthState()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path.startswith("/metrics"):
-            body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
-        elif self.path.startswith("/healthz"):
-            ok = HEALTH.running
-            body, status, ctype = (
-                (b"ok\n" if ok else b"stopped\n"),
-                (200 if ok else 503),
-                "text/plain",
-            )
-        elif self.path.startswith("/readyz"):
-            ok = HEALTH.running and HEALTH.joined
-            body, status, ctype = (
-                (b"ready\n" if ok else b"not in the consumer group\n"),
-                (200 if ok else 503),
-                "text/plain",
-            )
-        else:
-            body, status, ctype = b"not found\n", 404, "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def healthz() -> tuple[bool, bytes]:
+    return HEALTH.running, b"ok\n" if HEALTH.running else b"stopped\n"
 
-    def log_message(self, format: str, *args: object) -> None:
-        return
+
+def readyz() -> tuple[bool, bytes]:
+    ok = HEALTH.running and HEALTH.joined
+    return ok, b"ready\n" if ok else b"not in the consumer group\n"
 
 
 def serve_metrics(port: int) -> ThreadingHTTPServer | None:
-    """Serves /metrics, /healthz and /readyz on a daemon thread; ``port`` 0 = off."""
-    if not port:
-        return None
-    server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)
-    threading.Thread(target=server.serve_forever, name="archive-metrics", daemon=True).start()
-    logger.info("metrics on :%d/metrics", port)
-    return server
+    """The /metrics, /healthz and /readyz server in a daemon thread; ``port`` 0 = off."""
+    return serve_probes(port, healthz, readyz, name="archive-metrics")

@@ -14,13 +14,12 @@ keyed by code and partitioned with murmur2 like the live ones.
 from __future__ import annotations
 
 import heapq
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive import layout
@@ -28,8 +27,7 @@ from archive.arrow_schema import DATASETS, OFFSET_COLUMN, PARTITION_COLUMN, SPEC
 from archive.errors import NoSuchDay
 from archive.settings import ArchiveSettings
 from archive.storage import Storage, open_storage
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import shanghai_datetime
 
 Event = tuple[int, Dataset, dict[str, Any]]  # (publish time on the exchange clock, dataset, row)
 
@@ -43,9 +41,16 @@ class RowGroupRef:
     rows: int = field(compare=False)
 
 
-def index_day(storage: Storage, trade_date: str, datasets: list[Dataset]) -> list[RowGroupRef]:
-    """Every row group of the day's complete files, with its earliest publish time."""
+def index_day(
+    storage: Storage,
+    trade_date: str,
+    datasets: list[Dataset],
+    markets: Collection[str] | None = None,
+) -> list[RowGroupRef]:
+    """Every row group of the day's complete files (of ``markets`` only, if given),
+    with its earliest publish time."""
     refs: list[RowGroupRef] = []
+    wanted = None if markets is None else {f"/market={m}/" for m in markets}
     for dataset in datasets:
         spec = SPECS[dataset]
         index = layout.scan(storage, dataset, trade_date)
@@ -56,6 +61,8 @@ def index_day(storage: Storage, trade_date: str, datasets: list[Dataset]) -> lis
             p for n, p in index.live.items()
             if p not in covered and layout.parse_live(n).range in complete
         ]  # fmt: skip
+        if wanted is not None:
+            paths = [p for p in paths if any(part in p for part in wanted)]
         for path in sorted(paths):
             with storage.fs.open_input_file(path) as fh:
                 meta = pq.ParquetFile(fh).metadata
@@ -68,15 +75,19 @@ def index_day(storage: Storage, trade_date: str, datasets: list[Dataset]) -> lis
     return sorted(refs)
 
 
-def events(storage: Storage, refs: list[RowGroupRef]) -> Iterator[Event]:
-    """The records of ``refs`` in publish-time order (ties: dataset, partition, offset)."""
+def events(
+    storage: Storage, refs: list[RowGroupRef], where: pc.Expression | None = None
+) -> Iterator[Event]:
+    """The records of ``refs`` in publish-time order (ties: dataset, partition, offset);
+    with ``where``, only the rows it keeps (filtered by Arrow before they become dicts)."""
     order = {d: i for i, d in enumerate(DATASETS)}
     heap: list[tuple[int, int, int, int, int, Dataset, dict[str, Any]]] = []
     seq = 0
     for i, ref in enumerate(refs):
         spec = SPECS[ref.dataset]
         with storage.fs.open_input_file(ref.path) as fh:
-            rows = pq.ParquetFile(fh).read_row_group(ref.index).to_pylist()
+            table = pq.ParquetFile(fh).read_row_group(ref.index)
+        rows = (table if where is None else table.filter(where)).to_pylist()
         for row in rows:
             ts = int(row[spec.time_column]) + spec.time_offset_ms
             part, off = int(row.pop(PARTITION_COLUMN)), int(row.pop(OFFSET_COLUMN))
@@ -104,19 +115,23 @@ class Pacer:
         self._due = 0.0  # seconds after the start
 
     def wait(self, ts: int) -> None:
+        delay = self.delay(ts)
+        if delay > 0:
+            self.sleep(delay)
+
+    def delay(self, ts: int) -> float:
+        """Seconds to wait before publishing ``ts`` (callers that sleep their own way)."""
         if self.speed <= 0:
-            return
+            return 0.0
         if self._start is None:
             self._start, self._last_ts = self.clock(), ts
-            return
+            return 0.0
         gap = max(0, ts - self._last_ts) / 1000 / self.speed
         if self.max_gap_s is not None:
             gap = min(gap, self.max_gap_s)
         self._due += gap
         self._last_ts = max(self._last_ts, ts)
-        delay = self._start + self._due - self.clock()
-        if delay > 0:
-            self.sleep(delay)
+        return self._start + self._due - self.clock()
 
 
 @dataclass
@@ -174,7 +189,7 @@ class Replay:
 
 
 def _shanghai_clock(ts: int) -> str:
-    return (datetime.fromtimestamp(ts / 1000, UTC) + layout.SHANGHAI_OFFSET).strftime("%H:%M:%S")
+    return shanghai_datetime(ts).strftime("%H:%M:%S")
 
 
 def run_replay(
@@ -185,7 +200,7 @@ def run_replay(
     """Publishes ``job`` to Kafka under its prefix; returns the records published."""
     from confluent_kafka import KafkaException, Producer
 
-    from schemas.kafka_client import librdkafka_config
+    from hqcore.kafka_client import librdkafka_config
     from schemas.serde import make_codec
 
     producer = Producer(
@@ -201,7 +216,7 @@ def run_replay(
     codecs = {}
     topic_of = {}
     for name, spec in SPECS.items():
-        topic = f"{job.prefix}{spec.topic}{settings.topic_suffix}"
+        topic = f"{job.prefix}{spec.topic}"
         topic_of[name] = topic
         codecs[name] = make_codec(spec.schema, settings.schema_registry_url, topic)
     failures: list[str] = []

@@ -1,9 +1,9 @@
 """Settings of the archiver and the replay (``hqstream archive`` / ``replay``).
 
 Shared settings (Kafka, partitions, schema registry) come from
-:class:`schemas.config.CommonSettings` (``HQ_*``); the archive's own use
-``HQ_ARCHIVE_*``, except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
-``HQ_TOPIC_SUFFIX``) that every service agrees on. Environment variables are
+:class:`hqcore.settings.CommonSettings` (``HQ_*``); the archive's own use
+``HQ_ARCHIVE_*``, except the topic prefix (``HQ_TOPIC_PREFIX``, in
+CommonSettings) that every service agrees on. Environment variables are
 read nowhere else (the object-store client reads its own credentials, see
 docs/archive.md); this module never connects to anything.
 """
@@ -15,7 +15,7 @@ from functools import cache, partial
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from schemas.config import CommonSettings, env_alias
+from hqcore.settings import CommonSettings, env_alias
 
 _env = partial(env_alias, "HQ_ARCHIVE_")
 
@@ -25,8 +25,6 @@ class ArchiveSettings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
 
-    topic_prefix: str = Field("", description="prepended to every topic name (HQ_TOPIC_PREFIX)")
-    topic_suffix: str = Field("", description="appended to every topic name (HQ_TOPIC_SUFFIX)")
     root: str = Field(
         ".run/archive",
         validation_alias=_env("root"),
@@ -75,9 +73,6 @@ class ArchiveSettings(CommonSettings):
     metrics_port: int = Field(
         9104, validation_alias=_env("metrics_port"), description="Prometheus + /healthz; 0 = off"
     )
-
-    def topic(self, base: str) -> str:
-        return f"{self.topic_prefix}{base}{self.topic_suffix}"
 
     @property
     def dataset_names(self) -> list[str]:

@@ -10,7 +10,6 @@ final key. This module knows nothing about Kafka.
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-
-logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
 

@@ -9,7 +9,6 @@ This module never talks to Kafka.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,9 +19,7 @@ import pyarrow as pa
 from archive import layout
 from archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN, SPECS, Dataset, dataset_schema
 from archive.storage import Storage
-
-logger = logging.getLogger(__name__)
-
+from schemas.exchange import trade_date_of
 
 CHUNK_ROWS = 4096
 """Decoded records are turned into Arrow every this many rows: a batch of five
@@ -95,7 +92,7 @@ def write_options(row_group_rows: int, zstd_level: int) -> dict[str, Any]:
 
 
 def directory_of(dataset: Dataset, row: dict[str, Any]) -> tuple[str, str, str]:
-    date = row.get("trade_date") or layout.trade_date_of(int(row[SPECS[dataset].time_column]))
+    date = row.get("trade_date") or trade_date_of(int(row[SPECS[dataset].time_column]))
     return layout.partition_dir(dataset, str(date), str(row.get("market", "")))
 
 

@@ -14,7 +14,7 @@ from archive.cli import archive_app, replay
 from hqstream.bench.cli import bench_app
 from hqstream.up import up
 from producers.cli import produce, simulate
-from streams.cli import streams
+from streams.cli import backfill, streams
 
 app = typer.Typer(
     name="hqstream",
@@ -27,6 +27,9 @@ app.command("produce", help="Run the feed receiver: vendor socket -> Kafka hq.ti
 app.command("streams", help="Run the Faust stream workers (parse, normalize, Redis, stats).")(
     streams
 )
+app.command(
+    "backfill", help="Bars and indicators of history (daily or minute bars, CSV/Parquet) to Redis."
+)(backfill)
 app.command("gateway", help="Run the FastAPI gateway (REST + WebSocket + dashboard).")(gateway)
 app.command("up", help="Start everything locally: Kafka, Redis, simulator and all components.")(up)
 app.add_typer(

@@ -2,10 +2,11 @@
 
 Starts a real Kafka broker and Redis (``hqstream.local_runner``), creates the
 topics, then runs the feed simulator, the receiver, N stream workers and the
-gateway as child processes, each logging to ``.run/logs/<name>.log``. A child
-that exits (a stream worker whose agent crashed exits 70) is restarted, as
-Kubernetes would. Shows live figures until Ctrl-C, then stops everything in
-reverse order.
+gateway as child processes (``--feeds 2``: two simulators of one market, the
+second with jitter, a delay and missing lines, and a receiver for each), each
+logging to ``.run/logs/<name>.log``. A child that exits (a stream worker whose
+agent crashed exits 70) is restarted, as Kubernetes would. Shows live figures
+until Ctrl-C, then stops everything in reverse order.
 The feed token is generated per run when HQ_FEED_TOKEN is unset and handed
 to the children through their environment only; it is never printed. The
 gateway is never open by default: unless HQ_GATEWAY_API_KEYS is set (or
@@ -17,6 +18,7 @@ which the browser never sends to a server.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -35,8 +37,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hqcore.logs import configure_logging
 from hqstream.local_runner import DEFAULT_RUN_DIR, LocalStack, create_topics, free_port, port_open
-from schemas.logs import configure_logging
 from schemas.topics import topic_specs
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,28 @@ def _pick_port(preferred: int) -> int:
     return preferred if not port_open(preferred) else free_port()
 
 
+#: the second vendor of a two-feed run: its own jitter, a small delay, a few lines missing
+SECOND_FEED_OPTIONS = ("--delay", "0.05", "--jitter", "0.1", "--missing-fraction", "0.01",
+                       "--variant-seed", "1")  # fmt: skip
+#: two simulators share a wall-clock schedule that starts this long after ``up`` made it
+SCHEDULE_LEAD_S = 5.0
+
+
+@dataclass(frozen=True)
+class LocalFeed:
+    """One simulated vendor feed of ``hqstream up --feeds N`` and its receiver."""
+
+    name: str
+    feed_port: int
+    metrics_port: int
+
+    def entry(self) -> dict[str, object]:
+        """Its ``HQ_FEEDS`` entry (the token: HQ_FEED_TOKEN, shared by the simulators)."""
+        return {"name": self.name, "addr": f"127.0.0.1:{self.feed_port}",
+                "priority": ord(self.name) - ord("a"),
+                "metrics_url": f"http://127.0.0.1:{self.metrics_port}/metrics"}  # fmt: skip
+
+
 def up(
     stocks: Annotated[int, typer.Option(help="stocks in the simulated universe")] = 5000,
     rate: Annotated[float, typer.Option(help="simulator cadence multiplier (1 = every 3 s)")] = 1.0,
@@ -144,6 +168,15 @@ def up(
     simulator: Annotated[
         bool, typer.Option(help="run the feed simulator (off: use HQ_FEED_ADDR)")
     ] = True,
+    feeds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="simulated vendor feeds: 2 = two simulators on one schedule (the second "
+            "with jitter, a delay and missing lines) and a receiver for each (HQ_FEEDS)",
+        ),
+    ] = 1,
     run_dir: Annotated[Path, typer.Option(help="where data and logs go")] = DEFAULT_RUN_DIR,
 ) -> None:
     """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
@@ -167,8 +200,11 @@ def up(
         console.print(
             f"[green]Kafka[/] {stack.kafka.bootstrap}   [green]Redis[/] {stack.redis.url}"
         )
-        feed_port = _pick_port(7070)
-        metrics_port = _pick_port(9101)
+        local_feeds = [
+            LocalFeed(name, _pick_port(7070 + i), _pick_port(9101 + i))
+            for i, name in enumerate("ab"[:feeds])
+        ]
+        metrics_port = local_feeds[0].metrics_port
         gateway_port = _pick_port(port)
         env = {
             **os.environ,
@@ -180,29 +216,27 @@ def up(
         }
         dev_key = _dev_api_key(env)
         if simulator:
-            env["HQ_FEED_ADDR"] = f"127.0.0.1:{feed_port}"
+            env["HQ_FEED_ADDR"] = f"127.0.0.1:{local_feeds[0].feed_port}"
             env.setdefault("HQ_FEED_TOKEN", secrets.token_urlsafe(24))
         elif not env.get("HQ_FEED_TOKEN"):
             console.print("[red]HQ_FEED_TOKEN is not set; the vendor feed needs it[/]")
             raise typer.Exit(2)
+        if feeds > 1:
+            env["HQ_FEEDS"] = json.dumps([feed.entry() for feed in local_feeds])
         exe = [sys.executable, "-m", "hqstream.cli"]
-        if simulator:
-            children.append(
-                Child(
-                    "simulate",
-                    [*exe, "simulate", "--stocks", str(stocks), "--rate", str(rate)],
-                    env,
-                    logs / "simulate.log",
+        schedule = ["--epoch", str(time.time() + SCHEDULE_LEAD_S)] if feeds > 1 else []
+        for i, feed in enumerate(local_feeds):
+            suffix = f"-{feed.name}" if feeds > 1 else ""
+            if simulator:
+                simulate = [*exe, "simulate", "--stocks", str(stocks), "--rate", str(rate),
+                            "--addr", f"127.0.0.1:{feed.feed_port}", *schedule]  # fmt: skip
+                simulate += list(SECOND_FEED_OPTIONS) if i else []
+                children.append(
+                    Child(f"simulate{suffix}", simulate, env, logs / f"simulate{suffix}.log")
                 )
-            )
-        children.append(
-            Child(
-                "produce",
-                [*exe, "produce", "--metrics-port", str(metrics_port)],
-                env,
-                logs / "produce.log",
-            )
-        )
+            produce = [*exe, "produce", "--metrics-port", str(feed.metrics_port)]
+            produce += ["--feed", feed.name] if feeds > 1 else []
+            children.append(Child(f"produce{suffix}", produce, env, logs / f"produce{suffix}.log"))
         for i in range(workers):
             worker_env = {
                 **env,
@@ -219,11 +253,13 @@ def up(
                 "gateway", [*exe, "gateway", "--port", str(gateway_port)], env, logs / "gateway.log"
             )
         )
+        feed_ports = {f"simulate-{f.name}": f.feed_port for f in local_feeds}
+        feed_ports["simulate"] = local_feeds[0].feed_port
         for child in children:
             child.start()
-            if child.name == "simulate":
+            if child.name in feed_ports:
                 deadline = time.monotonic() + 20
-                while not port_open(feed_port) and time.monotonic() < deadline:
+                while not port_open(feed_ports[child.name]) and time.monotonic() < deadline:
                     time.sleep(0.1)
         url = f"http://127.0.0.1:{gateway_port}/"
         dashboard = url + (f"#api_key={dev_key}" if dev_key else "")
@@ -232,7 +268,7 @@ def up(
         if dev_key:
             console.print("(dev API key generated for this run; REST: X-API-Key header)")
         console.print(f"logs: {logs}/   Ctrl-C stops everything\n")
-        _watch(console, children, metrics_port, lambda: stop_requested)
+        _watch(console, children, [f.metrics_port for f in local_feeds], lambda: stop_requested)
     except KeyboardInterrupt:
         pass
     finally:
@@ -243,7 +279,9 @@ def up(
         console.print("stopped.")
 
 
-def _watch(console: Console, children: list[Child], metrics_port: int, stopping: object) -> None:
+def _watch(
+    console: Console, children: list[Child], metrics_ports: list[int], stopping: object
+) -> None:
     assert callable(stopping)
     last_lines, last_t = 0.0, time.monotonic()
     restarts: dict[str, int] = {}
@@ -257,7 +295,13 @@ def _watch(console: Console, children: list[Child], metrics_port: int, stopping:
                     if child.log is not None:
                         child.log.close()
                     child.start()
-            figures = _receiver_figures(metrics_port)
+            figures: dict[str, float] = {}
+            connected = 0
+            for port in metrics_ports:  # every feed's receiver, summed
+                one = _receiver_figures(port)
+                connected += bool(one.get("hq_receiver_connected"))
+                for name, value in one.items():
+                    figures[name] = figures.get(name, 0.0) + value
             now = time.monotonic()
             lines = figures.get("hq_receiver_lines_total", 0.0)
             rate = (lines - last_lines) / (now - last_t) if lines >= last_lines else 0.0
@@ -271,7 +315,7 @@ def _watch(console: Console, children: list[Child], metrics_port: int, stopping:
                 rebuild = _rebuild_progress(child)
                 doing = "" if rebuild is None else f" [yellow]rebuilding Redis {rebuild:.0%}[/]"
                 table.add_row(child.name, f"[{colour}]{child.state}[/]{doing}{again}")
-            table.add_row("feed", "connected" if figures.get("hq_receiver_connected") else "-")
+            table.add_row("feeds connected", f"{connected} of {len(metrics_ports)}")
             table.add_row("lines/s", f"{rate:,.0f}")
             table.add_row("lines total", f"{lines:,.0f}")
             table.add_row("acked by Kafka", f"{figures.get('hq_receiver_produced_total', 0):,.0f}")

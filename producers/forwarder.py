@@ -20,7 +20,6 @@ re-journaled but replayed again from its start (duplicates, never a gap).
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import threading
 import time
@@ -29,19 +28,22 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from hqcore.kafka_client import librdkafka_config
 from producers import metrics
 from producers.errors import JournalError
 from producers.journal import (
-    KIND_CORRUPT,
     CorruptCause,
+    DlqCause,
     Journal,
     JournalRecord,
     JournalRefused,
+    RecordKind,
 )
 from producers.protocol import code_of
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
-from schemas.kafka_client import librdkafka_config
+from schemas.dlq import dlq_headers
+from schemas.topics import LINE_KINDS, LineKind
 
 logger = logging.getLogger(__name__)
 
@@ -51,33 +53,11 @@ _DROP_LOG_INTERVAL_S: Final = 10.0  # one error line per reason per interval
 _PURGE_WAIT_S: Final = 5.0
 
 
-class RecordKind(enum.IntEnum):
-    SSE_SZSE = 0
-    BSE_JSON = 1
-    DLQ = 2
-    JOURNAL_CORRUPT = 3  # bytes of the journal that were not a valid record
-
-
-assert int(RecordKind.JOURNAL_CORRUPT) == KIND_CORRUPT
-
-
-class DlqCause(enum.IntEnum):
-    NONE = 0
-    LINE_TOO_LONG = 1
-    INVALID_UTF8 = 2
-
-
-_CAUSE_REASON: Final[dict[int, dlq.DlqReason]] = {
-    DlqCause.LINE_TOO_LONG: "line_too_long",
-    DlqCause.INVALID_UTF8: "invalid_utf8",
-}
-_FORMAT: Final = {
-    RecordKind.SSE_SZSE: topics.FORMAT_SSE_SZSE.encode(),
-    RecordKind.BSE_JSON: topics.FORMAT_BSE_JSON.encode(),
-}
-
+#: A quote line as the receiver classified it.
+KindLine = tuple[LineKind, bytes]
+_LINE_RECORD_KINDS: Final = frozenset({RecordKind.SSE_SZSE, RecordKind.BSE_JSON})
 # A queue item: (receive_ts, lines) for feed lines, or a single DLQ record.
-_Item = tuple[int, list[bytes]] | JournalRecord
+_Item = tuple[int, list[KindLine]] | JournalRecord
 
 
 class _Batch:
@@ -91,7 +71,7 @@ class _Batch:
 
     __slots__ = ("_forwarder", "_lines", "_positions", "seq")
 
-    def __init__(self, forwarder: Forwarder, seq: int, lines: list[bytes]) -> None:
+    def __init__(self, forwarder: Forwarder, seq: int, lines: list[KindLine]) -> None:
         self._forwarder = forwarder
         self.seq = seq
         self._lines = lines
@@ -104,7 +84,7 @@ class _Batch:
         """Where ``value`` is in the batch (equal lines get their places in turn)."""
         if self._positions is None:
             self._positions = {}
-            for i, line in enumerate(self._lines):
+            for i, (_, line) in enumerate(self._lines):
                 self._positions.setdefault(line, []).append(i)
             for indices in self._positions.values():
                 indices.reverse()
@@ -182,8 +162,9 @@ class Forwarder:
 
     # -- called from the reader (event loop thread): never blocks on Kafka ---------
 
-    def submit(self, receive_ts: int, lines: list[bytes]) -> None:
-        size = sum(map(len, lines))
+    def submit(self, receive_ts: int, lines: list[KindLine]) -> None:
+        """Hand over quote lines read at ``receive_ts``, each with its kind."""
+        size = sum(len(line) for _, line in lines)
         with self._cond:
             if self._queue_bytes + size > self.settings.queue_max_bytes:
                 self._drop(len(lines), "queue_full")
@@ -272,7 +253,7 @@ class Forwarder:
             self._failed = []
             self._spool(records)
 
-    def _next_batch(self, lines: list[bytes]) -> _Batch:
+    def _next_batch(self, lines: list[KindLine]) -> _Batch:
         self._batch_seq += 1
         return _Batch(self, self._batch_seq, lines)
 
@@ -310,7 +291,9 @@ class Forwarder:
             for item in reversed(items):
                 self._queue.appendleft(item)
                 self._queue_bytes += (
-                    len(item.payload) if isinstance(item, JournalRecord) else sum(map(len, item[1]))
+                    len(item.payload)
+                    if isinstance(item, JournalRecord)
+                    else sum(len(line) for _, line in item[1])
                 )
 
     def _route(self, item: _Item) -> _Item | None:
@@ -318,7 +301,7 @@ class Forwarder:
         if isinstance(item, JournalRecord):
             if self.spooling:
                 self._spool([item])
-            elif not self._produce_record(item, self._next_batch([item.payload])):
+            elif not self._produce_record(item, self._next_batch([("sse_szse", item.payload)])):
                 self._start_spooling("producer queue full")
                 return item
             return None
@@ -327,21 +310,17 @@ class Forwarder:
             self._spool(self._records(receive_ts, lines))
             return None
         ts = str(receive_ts).encode()
+        headers = {kind: topics.raw_headers(kind, ts, self._source) for kind in LINE_KINDS}
         produce = self._producer.produce
         raw_topic = self.settings.raw_topic
         batch = self._next_batch(lines)
-        for i, line in enumerate(lines):
-            kind = RecordKind.BSE_JSON if line[:1] == b"{" else RecordKind.SSE_SZSE
+        for i, (kind, line) in enumerate(lines):
             try:
                 produce(
                     raw_topic,
                     value=line,
-                    key=code_of(line, "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"),
-                    headers=[
-                        (topics.H_FORMAT, _FORMAT[kind]),
-                        (topics.H_RECEIVE_TS, ts),
-                        (topics.H_SOURCE, self._source),
-                    ],
+                    key=code_of(line, kind),
+                    headers=headers[kind],
                     on_delivery=batch,
                 )
             except BufferError:
@@ -350,15 +329,10 @@ class Forwarder:
         return None
 
     @staticmethod
-    def _records(receive_ts: int, lines: Iterable[bytes]) -> list[JournalRecord]:
+    def _records(receive_ts: int, lines: Iterable[KindLine]) -> list[JournalRecord]:
         return [
-            JournalRecord(
-                receive_ts,
-                RecordKind.BSE_JSON if line[:1] == b"{" else RecordKind.SSE_SZSE,
-                DlqCause.NONE,
-                line,
-            )
-            for line in lines
+            JournalRecord(receive_ts, RecordKind.of_line(kind), DlqCause.NONE, line)
+            for kind, line in lines
         ]
 
     def _produce_record(self, rec: JournalRecord, batch: _Batch | None = None) -> bool:
@@ -367,43 +341,20 @@ class Forwarder:
         ts = str(rec.receive_ts).encode()
         cb: dict[str, Any] = {} if batch is None else {"on_delivery": batch}
         try:
-            if rec.kind not in _FORMAT and rec.kind != RecordKind.DLQ:
-                self._produce_corrupt(rec, ts, cb)
-            elif rec.kind == RecordKind.DLQ:
-                reason = _CAUSE_REASON.get(rec.reason, "line_too_long")
-                detail = (
-                    f"line of {len(rec.payload)}+ bytes exceeds the 64 KiB limit"
-                    if reason == "line_too_long"
-                    else "line is not valid UTF-8"
-                )
-                self._producer.produce(
-                    self.settings.dlq_topic,
-                    value=rec.payload,
-                    **cb,
-                    headers=[
-                        (dlq.REASON, reason.encode()),
-                        (dlq.DETAIL, detail.encode()),
-                        (dlq.STAGE, b"receiver"),
-                        (dlq.TS, ts),
-                        (topics.H_RECEIVE_TS, ts),
-                        (topics.H_SOURCE, self._source),
-                    ],
-                )
-            else:
-                kind = RecordKind(rec.kind)
+            if rec.kind in _LINE_RECORD_KINDS:
+                kind = RecordKind(rec.kind).line_kind
                 self._producer.produce(
                     self.settings.raw_topic,
                     value=rec.payload,
                     **cb,
-                    key=code_of(
-                        rec.payload, "bse_json" if kind == RecordKind.BSE_JSON else "sse_szse"
-                    ),
-                    headers=[
-                        (topics.H_FORMAT, _FORMAT[kind]),
-                        (topics.H_RECEIVE_TS, ts),
-                        (topics.H_SOURCE, self._source),
-                    ],
+                    key=code_of(rec.payload, kind),
+                    headers=topics.raw_headers(kind, ts, self._source),
                 )
+            elif rec.kind == RecordKind.DLQ:
+                cause = DlqCause.of(rec.reason)
+                self._produce_dlq(rec, cause.reason, cause.detail(rec.payload), ts, ts, cb)
+            else:
+                self._produce_corrupt(rec, ts, cb)
         except BufferError:
             return False
         return True
@@ -422,19 +373,23 @@ class Forwarder:
                 f"bad_record: a journal record of unknown kind {rec.kind} "
                 f"({len(rec.payload)} byte(s) of payload)"
             )
-        self._producer.produce(
-            self.settings.dlq_topic,
-            value=rec.payload,
-            **cb,
-            headers=[
-                (dlq.REASON, b"journal_corrupt"),
-                (dlq.DETAIL, detail.encode()),
-                (dlq.STAGE, b"receiver"),
-                (dlq.TS, str(time.time_ns() // 1_000_000).encode()),
-                (topics.H_RECEIVE_TS, ts),
-                (topics.H_SOURCE, self._source),
-            ],
-        )
+        now_ms = str(time.time_ns() // 1_000_000).encode()
+        self._produce_dlq(rec, "journal_corrupt", detail, now_ms, ts, cb)
+
+    def _produce_dlq(
+        self,
+        rec: JournalRecord,
+        reason: dlq.DlqReason,
+        detail: str,
+        dlq_ts: bytes,
+        receive_ts: bytes,
+        cb: dict[str, Any],
+    ) -> None:
+        """The receiver's DLQ record: the DLQ headers, then the raw topic's receive time
+        and source."""
+        headers = dlq_headers(reason=reason, detail=detail, stage="receiver", ts_ms=dlq_ts)
+        headers += [(topics.H_RECEIVE_TS, receive_ts), (topics.H_SOURCE, self._source)]
+        self._producer.produce(self.settings.dlq_topic, value=rec.payload, **cb, headers=headers)
 
     # -- spooling and replay ------------------------------------------------------
 
@@ -613,12 +568,9 @@ class Forwarder:
                 name = detail.split(":", 1)[0].upper()
                 cause = CorruptCause[name] if name in CorruptCause.__members__ else 0
                 return JournalRecord(receive_ts, RecordKind.JOURNAL_CORRUPT, cause, value)
-            dlq_cause = (
-                DlqCause.INVALID_UTF8 if reason == "invalid_utf8" else DlqCause.LINE_TOO_LONG
-            )
-            return JournalRecord(receive_ts, RecordKind.DLQ, dlq_cause, value)
-        kind = RecordKind.BSE_JSON if value[:1] == b"{" else RecordKind.SSE_SZSE
-        return JournalRecord(receive_ts, kind, DlqCause.NONE, value)
+            return JournalRecord(receive_ts, RecordKind.DLQ, DlqCause.of_reason(reason), value)
+        kind: LineKind = "bse_json" if _header(msg, topics.H_FORMAT) == b"bse_json" else "sse_szse"
+        return JournalRecord(receive_ts, RecordKind.of_line(kind), DlqCause.NONE, value)
 
     def _report(self) -> None:
         with self._drop_lock:

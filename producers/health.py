@@ -1,7 +1,8 @@
-"""A tiny HTTP server for ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
+"""The receiver's ``/metrics``, ``/healthz`` and ``/readyz``, answered from its event loop.
 
-The receiver is not a web app; this keeps its dependencies to the standard
-library plus prometheus-client. It answers only GET on those three paths.
+The routing is :func:`hqcore.probe_server.probe_response` (as for the other
+processes); probes answer JSON (``{"ok": ..., **details}``). The receiver is
+not a web app: this is a minimal HTTP/1.1 responder on asyncio streams.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hqcore.probe_server import probe_response
 
 logger = logging.getLogger(__name__)
 
@@ -22,22 +24,22 @@ StatusFn = Callable[[], tuple[bool, bool, dict[str, Any]]]  # (healthy, ready, d
 async def serve_health(host: str, port: int, status: StatusFn) -> asyncio.Server:
     """Start serving; returns the server (``server.sockets[0]`` has the bound port)."""
 
+    def healthz() -> tuple[bool, bytes]:
+        healthy, _, details = status()
+        return healthy, orjson.dumps({"ok": healthy, **details})
+
+    def readyz() -> tuple[bool, bytes]:
+        _, ready, details = status()
+        return ready, orjson.dumps({"ok": ready, **details})
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), timeout=5)
             while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b""):
                 pass
             parts = request.split()
-            path = parts[1].decode("latin-1").split("?", 1)[0] if len(parts) > 1 else ""
-            if path == "/metrics":
-                code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest()
-            elif path in ("/healthz", "/readyz"):
-                healthy, ready, details = status()
-                ok = healthy if path == "/healthz" else ready
-                code, ctype = (200 if ok else 503), "application/json"
-                body = orjson.dumps({"ok": ok, **details})
-            else:
-                code, ctype, body = 404, "text/plain", b"not found\n"
+            path = parts[1].decode("latin-1") if len(parts) > 1 else ""
+            code, ctype, body = probe_response(path, healthz, readyz, "application/json")
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
             writer.write(
                 f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"

@@ -5,7 +5,8 @@ order, and replays it in the same order when the broker is back. Single-threaded
 use (the forwarder thread owns it). It must never lose a record silently and
 never stop the receiver: every refusal is an exception that says how many
 records were not written (the caller counts and logs them), and every byte it
-cannot read back is handed out as a ``KIND_CORRUPT`` record for the DLQ.
+cannot read back is handed out as a ``RecordKind.JOURNAL_CORRUPT`` record for
+the DLQ.
 
 On-disk format, version 2 (``journal-<seq>.log``):
 
@@ -21,13 +22,14 @@ every append), which bounds what a node crash can lose.
 
 Reading: a record whose magic, length or CRC is wrong is skipped by scanning
 forward to the next offset where magic *and* CRC hold (a corrupt length never
-drops the rest of a segment); the skipped bytes come back as ``KIND_CORRUPT``
-records. A torn tail (a partial record at the end of the newest segment after a
-crash) is cut off at start-up and its bytes kept as such a record. Version-1
-segments (no header, ``>IqBB`` frames, no checksum) from an older receiver are
-still read; from the first frame that does not make sense the rest of such a
-segment is handed out as corrupt. Segments of an unknown (newer) version are
-renamed ``*.log.v<N>`` and left alone, with an error in the log.
+drops the rest of a segment); the skipped bytes come back as
+``RecordKind.JOURNAL_CORRUPT`` records. A torn tail (a partial record at the
+end of the newest segment after a crash) is cut off at start-up and its bytes
+kept as such a record. Version-1 segments (no header, ``>IqBB`` frames, no
+checksum) from an older receiver are still read; from the first frame that
+does not make sense the rest of such a segment is handed out as corrupt.
+Segments of an unknown (newer) version are renamed ``*.log.v<N>`` and left
+alone, with an error in the log.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from producers import metrics
 from producers.errors import JournalError
+from schemas.dlq import DlqReason
+from schemas.topics import LineKind
 
 if TYPE_CHECKING:
     from producers.settings import ReceiverSettings
@@ -64,11 +68,56 @@ _V1_HEADER: Final = struct.Struct(">IqBB")
 _V1_KINDS: Final = frozenset({0, 1, 2})
 MAX_PAYLOAD: Final = 1 << 20  # lines are <= 64 KiB, DLQ copies <= 256 KiB
 CORRUPT_CHUNK: Final = 256 * 1024  # corrupt bytes are handed out in pieces of this size
-KIND_CORRUPT: Final = 3  # producers.forwarder.RecordKind.JOURNAL_CORRUPT
 _PREFIX: Final = "journal-"
 _SUFFIX: Final = ".log"
 
 RefusalReason = Literal["journal_full", "disk_full", "journal_error"]
+
+
+class RecordKind(enum.IntEnum):
+    """What a journal record holds (its ``kind`` byte; values are on disk: never renumber)."""
+
+    SSE_SZSE = 0  # a quote line for hq.ticks.raw (LineKind "sse_szse")
+    BSE_JSON = 1  # a quote line for hq.ticks.raw (LineKind "bse_json")
+    DLQ = 2  # a line the receiver dead-letters; ``reason`` is its DlqCause
+    JOURNAL_CORRUPT = 3  # bytes of the journal that were not a valid record
+
+    @classmethod
+    def of_line(cls, kind: LineKind) -> RecordKind:
+        return cls.BSE_JSON if kind == "bse_json" else cls.SSE_SZSE
+
+    @property
+    def line_kind(self) -> LineKind:
+        """The raw topic's LineKind of a quote-line record."""
+        return "bse_json" if self is RecordKind.BSE_JSON else "sse_szse"
+
+
+class DlqCause(enum.IntEnum):
+    """Why the receiver dead-letters a line (the ``reason`` byte of a DLQ record)."""
+
+    NONE = 0
+    LINE_TOO_LONG = 1
+    INVALID_UTF8 = 2
+
+    @property
+    def reason(self) -> DlqReason:
+        return "invalid_utf8" if self is DlqCause.INVALID_UTF8 else "line_too_long"
+
+    @classmethod
+    def of(cls, reason_byte: int) -> DlqCause:
+        """The cause of a journaled DLQ record (a byte this version does not know:
+        ``LINE_TOO_LONG``, as before)."""
+        return cls.INVALID_UTF8 if reason_byte == cls.INVALID_UTF8 else cls.LINE_TOO_LONG
+
+    @classmethod
+    def of_reason(cls, reason: str) -> DlqCause:
+        return cls.INVALID_UTF8 if reason == "invalid_utf8" else cls.LINE_TOO_LONG
+
+    def detail(self, payload: bytes) -> str:
+        """The DLQ detail sentence of a line dead-lettered for this cause."""
+        if self is DlqCause.INVALID_UTF8:
+            return "line is not valid UTF-8"
+        return f"line of {len(payload)}+ bytes exceeds the 64 KiB limit"
 
 
 class CorruptCause(enum.IntEnum):
@@ -106,7 +155,7 @@ class JournalRecord:
     """One spooled feed record."""
 
     receive_ts: int
-    kind: int  # see producers.forwarder.RecordKind
+    kind: int  # a RecordKind (an int: a record of an unknown kind is kept, not lost)
     reason: int
     payload: bytes
 
@@ -467,7 +516,8 @@ class Journal:
 
     def read_segment(self, seq: int) -> Iterator[JournalRecord]:
         """Every record of a sealed segment, in order; bytes that are not a valid record
-        come out as ``KIND_CORRUPT`` records (counted, logged), never silently skipped."""
+        come out as ``RecordKind.JOURNAL_CORRUPT`` records (counted, logged), never
+        silently skipped."""
         path = self._path(seq)
         try:
             data = path.read_bytes()
@@ -524,7 +574,7 @@ class Journal:
     def _corrupt_records(data: bytes, cause: CorruptCause) -> list[JournalRecord]:
         now = time.time_ns() // 1_000_000
         return [
-            JournalRecord(now, KIND_CORRUPT, cause, data[i : i + CORRUPT_CHUNK])
+            JournalRecord(now, RecordKind.JOURNAL_CORRUPT, cause, data[i : i + CORRUPT_CHUNK])
             for i in range(0, max(1, len(data)), CORRUPT_CHUNK)
         ]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTED = Gauge("hq_receiver_connected", "1 while an authenticated feed connection is up")
+FEED_INFO = Gauge("hq_receiver_feed_info", "the feed this receiver reads (always 1)", ["source"])
+LAST_DATA = Gauge("hq_receiver_last_data_seconds", "Unix time of the last bytes from the feed")
 LINES = Counter("hq_receiver_lines_total", "feed lines received", ["format"])
 BYTES = Counter("hq_receiver_bytes_total", "feed bytes received")
 HEARTBEATS = Counter("hq_receiver_heartbeats_total", "heartbeats received")

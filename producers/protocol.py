@@ -12,13 +12,13 @@ from typing import Final, Literal
 
 import orjson
 
+from schemas.topics import LineKind
+
 MAX_LINE_BYTES: Final = 64 * 1024
 BACKLOG_LIMIT_BYTES: Final = 104_857_600  # the vendor drops a client past this
 HEARTBEAT_INTERVAL_S: Final = 10.0
 DEAD_AFTER_S: Final = 30.0
 SNAPSHOT_INTERVAL_S: Final = 3.0
-
-LineKind = Literal["sse_szse", "bse_json", "control"]
 
 
 class ProtocolError(ValueError):
@@ -68,7 +68,7 @@ def parse_auth_reply(line: bytes) -> tuple[bool, str]:
     return bool(msg["ok"]), str(msg.get("error", ""))
 
 
-def classify(line: bytes) -> LineKind:
+def classify(line: bytes) -> LineKind | Literal["control"]:
     """What a (complete, newline-stripped) line is, from its first byte.
 
     A line starting with ``{`` is JSON: a control message when it has an

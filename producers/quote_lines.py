@@ -1,6 +1,6 @@
 """Render simulated quotes as feed lines, good and deliberately bad.
 
-Used by the feed simulator, and by hqstream.bench.rawlines for the streams
+Used by the feed simulator, and by producers.sample_feed for the streams
 benchmark's lines. Shanghai/Shenzhen quotes become the 33-field ``$`` line and
 Beijing quotes the JSON object of shared/spec/feed-protocol.md, byte for byte
 in the field order the spec gives. A line is rendered once as a
@@ -15,7 +15,6 @@ Lines never contain a newline; this module never does I/O.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import random
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
@@ -23,9 +22,7 @@ from typing import Final, Literal, NamedTuple
 import orjson
 
 from producers.universe import MarketWalk, Quote, Stock
-from schemas.market_rules import SHANGHAI_TZ
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import SHANGHAI_TZ
 
 MalformedKind = Literal[
     "field_count",

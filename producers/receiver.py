@@ -15,17 +15,17 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hqcore.signals import on_stop_signals
 from producers import metrics, protocol
 from producers.errors import FeedAuthRejected, FeedConnectionLost
-from producers.forwarder import DlqCause, Forwarder
+from producers.forwarder import Forwarder, KindLine
 from producers.health import serve_health
-from producers.journal import Journal
+from producers.journal import DlqCause, Journal
 from producers.settings import ReceiverSettings, split_addr
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Receiver:
                 self.stats.bytes += len(chunk)
                 metrics.BYTES.inc(len(chunk))
                 self.stats.last_data_monotonic = time.monotonic()
+                metrics.LAST_DATA.set(time.time())
 
                 if overlong is not None:
                     nl = chunk.find(b"\n")
@@ -200,7 +201,8 @@ class Receiver:
         except UnicodeDecodeError:
             utf8_ok = False
         lines = block.split(b"\n")
-        good: list[bytes] = []
+        good: list[KindLine] = []
+        bse = 0
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
@@ -215,13 +217,15 @@ class Receiver:
                 except UnicodeDecodeError:
                     self._dead_letter(now_ms, DlqCause.INVALID_UTF8, line)
                     continue
-            if line[:1] == b"{" and protocol.classify(line) == "control":
+            kind = protocol.classify(line)
+            if kind == "control":
                 self._control(line)
                 continue
-            good.append(line)
+            if kind == "bse_json":
+                bse += 1
+            good.append((kind, line))
         if good:
             self.stats.lines += len(good)
-            bse = sum(1 for line in good if line[:1] == b"{")
             if bse:
                 metrics.LINES.labels("bse_json").inc(bse)
             metrics.LINES.labels("sse_szse").inc(len(good) - bse)
@@ -236,7 +240,7 @@ class Receiver:
 
     def _dead_letter(self, now_ms: int, cause: DlqCause, payload: bytes) -> None:
         self.stats.dlq += 1
-        reason = "line_too_long" if cause == DlqCause.LINE_TOO_LONG else "invalid_utf8"
+        reason = cause.reason
         metrics.DLQ.labels(reason).inc()
         logger.warning("feed line dead-lettered (%s, %d bytes kept)", reason, len(payload))
         self.forwarder.submit_dlq(now_ms, cause, payload)
@@ -245,15 +249,15 @@ class Receiver:
 async def run_receiver(settings: ReceiverSettings) -> int:
     """Run the receiver until SIGINT/SIGTERM. Returns the process exit code."""
     if not settings.feed_token.get_secret_value():
-        logger.error("HQ_FEED_TOKEN is not set: the feed requires a token")
+        logger.error("HQ_FEED_TOKEN is not set (or the token_env of this HQ_FEEDS entry)")
         return 2
+    metrics.FEED_INFO.labels(settings.feed_source).set(1)
     journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, receiver.stop)
+    on_stop_signals(lambda _signum: receiver.stop(), loop)
 
     def status() -> tuple[bool, bool, dict[str, Any]]:
         healthy = forwarder.failure is None

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from hqcore.settings import CommonSettings
 from schemas import topics
-from schemas.config import CommonSettings
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); raises ValueError with a clear message."""
+def split_addr(addr: str, default_host: str | None = None) -> tuple[str, int]:
+    """``host:port`` (``[::1]:7070`` for IPv6) -> ``(host, port)``; raises ValueError.
+
+    The one host:port parser (the receiver's feed address, the simulator's listening
+    address). ``default_host`` stands in for an empty host (``:7070``, a listening
+    address); without it an empty host is an error.
+    """
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host = host.strip("[]") or (default_host or "")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"expected host:port, got {addr!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 class ReceiverSettings(CommonSettings):
@@ -25,7 +32,11 @@ class ReceiverSettings(CommonSettings):
     feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
     feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
     feed_source: str = Field("vendor", description="label put in the `source` header")
-    topic_prefix: str = Field("", description="prepended to topic names (HQ_TOPIC_PREFIX)")
+    feed: str = Field(
+        "",
+        description="HQ_FEED: the entry of HQ_FEEDS this receiver reads (its address, token, "
+        "source label; its journal in <journal_dir>/<feed>)",
+    )
     raw_topic: str = Field("", description="default: <prefix>hq.ticks.raw")
     dlq_topic: str = Field("", description="default: <prefix>hq.ticks.dlq")
 
@@ -71,15 +82,35 @@ class ReceiverSettings(CommonSettings):
     )
 
     @model_validator(mode="after")
+    def _chosen_feed(self) -> ReceiverSettings:
+        if not self.feeds:
+            if self.feed:
+                raise ValueError(f"feed {self.feed!r} chosen but HQ_FEEDS lists no feeds")
+            return self
+        if not self.feed and len(self.feeds) > 1:
+            names = ", ".join(f.name for f in self.feeds)
+            raise ValueError(f"HQ_FEEDS lists several feeds ({names}): choose one with --feed")
+        chosen = [f for f in self.feeds if f.name == (self.feed or self.feeds[0].name)]
+        if not chosen:
+            raise ValueError(f"feed {self.feed!r} is not in HQ_FEEDS")
+        feed = chosen[0]
+        split_addr(feed.addr)
+        self.feed, self.feed_addr, self.feed_source = feed.name, feed.addr, feed.name
+        self.feed_token = SecretStr(os.environ.get(feed.token_env, ""))  # the Secret's key
+        self.journal_dir = self.journal_dir / feed.name  # each receiver its own spool
+        return self
+
+    @model_validator(mode="after")
     def _topic_names(self) -> ReceiverSettings:
-        self.raw_topic = self.raw_topic or f"{self.topic_prefix}{topics.RAW}"
-        self.dlq_topic = self.dlq_topic or f"{self.topic_prefix}{topics.DLQ}"
+        self.raw_topic = self.raw_topic or self.topic(topics.RAW)
+        self.dlq_topic = self.dlq_topic or self.topic(topics.DLQ)
         return self
 
     @field_validator("feed_addr")
     @classmethod
     def _valid_addr(cls, value: str) -> str:
-        split_addr(value)
+        if split_addr(value)[1] == 0:  # an address to connect to: port 0 is no port
+            raise ValueError(f"expected host:port, got {value!r}")
         return value
 
 

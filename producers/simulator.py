@@ -22,23 +22,22 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
-import signal
+import random
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO
 
-import typer
 from pydantic import Field, SecretStr
 
+from hqcore.settings import CommonSettings
+from hqcore.signals import on_stop_signals
 from producers import protocol
 from producers.errors import ProducersError
 from producers.quote_lines import MalformedKind, SnapshotSource
 from producers.universe import build_universe
-from schemas.config import CommonSettings
-from schemas.logs import configure_logging
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import SHANGHAI_TZ
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +101,18 @@ class SimConfig:
     # exchange clock start (naive = Asia/Shanghai time); None = default_start(now)
     start: dt.datetime | None = None
     pool_snapshots: int = 16  # pre-rendered and cycled with max_rate or > 20,000 lines/s
+    # A second vendor (A/B feeds): with ``epoch`` (wall-clock seconds) snapshot k
+    # is due at epoch + k * period, whether or not a client is connected (one
+    # pushed to nobody is skipped, as a real feed's), so simulators sharing
+    # seed, start and epoch push the same market at the same time. Then
+    # ``delay_s`` later, up to ``jitter_s`` more at random, and with
+    # ``missing_fraction`` of the lines left out of each snapshot (drawn from
+    # ``variant_seed``, never from the market's seed).
+    epoch: float | None = None
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    missing_fraction: float = 0.0
+    variant_seed: int = 0
 
 
 @dataclass
@@ -109,6 +120,7 @@ class SimStats:
     """Counters. Quote lines and bytes count once per snapshot, whatever the client count."""
 
     lines_sent: int = 0
+    lines_missing: int = 0  # left out on purpose (``missing_fraction``)
     bytes_sent: int = 0
     malformed_sent: int = 0
     snapshots_sent: int = 0
@@ -281,6 +293,44 @@ class FeedSimulator:
     # -- pushing ---------------------------------------------------------------
 
     async def _push(self) -> None:
+        if self.config.epoch is not None:
+            await self._push_on_schedule(self.config.epoch)
+        else:
+            await self._push_when_connected()
+
+    async def _push_on_schedule(self, epoch: float) -> None:
+        """Snapshot k at epoch + k * period (+ delay and jitter), clients or not."""
+        cfg = self.config
+        period = cfg.interval_s / cfg.rate
+        variant = random.Random(cfg.variant_seed)
+        index = 0
+        while cfg.max_snapshots is None or index < cfg.max_snapshots:
+            due = epoch + index * period + cfg.delay_s + variant.uniform(0.0, cfg.jitter_s)
+            await asyncio.sleep(max(0.0, due - time.time()))
+            snapshot = self._source.next()
+            index += 1
+            if not self._clients:
+                continue  # pushed to nobody: this snapshot is not sent
+            data, lines = snapshot.data, snapshot.lines
+            if cfg.missing_fraction:
+                kept = [
+                    line
+                    for line in data.splitlines(keepends=True)
+                    if variant.random() >= cfg.missing_fraction
+                ]
+                data, lines = b"".join(kept), len(kept)
+                self.stats.lines_missing += snapshot.lines - lines
+            self._broadcast(data)
+            st = self.stats
+            st.snapshots_sent += 1
+            st.lines_sent += lines
+            st.bytes_sent += len(data)
+        await self._drained()
+        if self._log is not None:
+            self._log.flush()
+        self._done.set()
+
+    async def _push_when_connected(self) -> None:
         cfg = self.config
         period = cfg.interval_s / cfg.rate
         next_at = 0.0
@@ -359,17 +409,6 @@ class FeedSimulator:
                     client.send(protocol.heartbeat(int(time.time() * 1000)))
 
 
-# -- command line ----------------------------------------------------------------
-
-
-def parse_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:7070`` for IPv6) -> ``(host, port)``."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise SimulatorError(f"expected host:port, got {addr!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 async def _report(sim: FeedSimulator, every_s: float) -> None:
     last_lines, last_t = 0, time.monotonic()
     while True:
@@ -393,8 +432,7 @@ async def serve(config: SimConfig, report_every_s: float = 5.0) -> None:
     sim = FeedSimulator(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    remove_handlers = on_stop_signals(lambda _signum: stopping.set(), loop)
     await sim.start()
     reporter = asyncio.create_task(_report(sim, report_every_s))
     try:
@@ -403,74 +441,4 @@ async def serve(config: SimConfig, report_every_s: float = 5.0) -> None:
     finally:
         reporter.cancel()
         await sim.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-def simulate_command(
-    addr: Annotated[
-        str | None, typer.Option(help="host:port to listen on [default: HQ_FEED_ADDR]")
-    ] = None,
-    stocks: Annotated[int, typer.Option(min=1, help="stocks in the universe")] = 5000,
-    interval: Annotated[float, typer.Option(min=0.001, help="seconds between snapshots")] = 3.0,
-    rate: Annotated[
-        float, typer.Option(min=0.001, help="speed-up: a snapshot every interval/rate")
-    ] = 1.0,
-    max_rate: Annotated[bool, typer.Option(help="snapshots back to back (benchmarks)")] = False,
-    spread: Annotated[
-        bool, typer.Option(help="each snapshot's lines evenly over its interval, no burst")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="random seed (same seed, same feed)")] = 42,
-    malformed_fraction: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="share of lines replaced by bad records")
-    ] = 0.0,
-    snapshots: Annotated[
-        int | None, typer.Option(min=1, help="stop pushing after N snapshots")
-    ] = None,
-    sent_log: Annotated[
-        Path | None, typer.Option(help="append every quote line sent to this file")
-    ] = None,
-    heartbeat: Annotated[
-        float, typer.Option(min=0.01, help="idle seconds before a heartbeat")
-    ] = 10.0,
-    start: Annotated[
-        str | None,
-        typer.Option(
-            help="exchange clock start, ISO 8601 (e.g. 2026-11-23T09:15:00; without an "
-            "offset it is Asia/Shanghai time) [default: today 09:30]"
-        ),
-    ] = None,
-) -> None:
-    """Run the vendor feed simulator; the token comes from HQ_FEED_TOKEN."""
-    settings = get_settings()
-    configure_logging(settings.log_level, "simulate")
-    if settings.feed_token is None or not settings.feed_token.get_secret_value():
-        typer.echo(
-            "HQ_FEED_TOKEN is not set: the simulator needs the token clients must send.", err=True
-        )
-        raise typer.Exit(2)
-    try:
-        host, port = parse_addr(addr or settings.feed_addr)
-    except SimulatorError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--addr") from exc
-    try:
-        start_at = None if start is None else dt.datetime.fromisoformat(start)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--start") from exc
-    config = SimConfig(
-        token=settings.feed_token.get_secret_value(),
-        host=host,
-        port=port,
-        stocks=stocks,
-        interval_s=interval,
-        rate=rate,
-        max_rate=max_rate,
-        spread=spread,
-        seed=seed,
-        malformed_fraction=malformed_fraction,
-        max_snapshots=snapshots,
-        sent_log=sent_log,
-        heartbeat_interval_s=heartbeat,
-        start=start_at,
-    )
-    asyncio.run(serve(config))
+        remove_handlers()

@@ -1,6 +1,6 @@
 """The simulated stock universe: listed A-shares with codes, names and prev_close.
 
-Used by the feed simulator, and by hqstream.bench.rawlines for the streams
+Used by the feed simulator, and by producers.sample_feed for the streams
 benchmark's lines. Builds about 5,000 stocks across every board with the
 real board mix (SH main 600/601/603/605, STAR 688/689, SZ main
 000/001/002/003, ChiNext 300/301/302, Beijing 920xxx), unique real-looking codes,
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from schemas.market_rules import Board, Market, board_of, is_limit_free, is_st, limit_prices
+from schemas.exchange import Market
+from schemas.market_rules import Board, board_of, is_limit_free, is_st, limit_prices
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+from schemas.topics import Headers
+
 DlqReason = Literal[
     "line_too_long",
     "invalid_utf8",
@@ -47,3 +49,37 @@ SOURCE_TOPIC: Final = "hq.dlq.source.topic"
 SOURCE_PARTITION: Final = "hq.dlq.source.partition"
 SOURCE_OFFSET: Final = "hq.dlq.source.offset"
 TS: Final = "hq.dlq.ts"
+
+DlqStage = Literal["receiver", "streams"]
+#: a detail sentence is cut to this many characters
+MAX_DETAIL: Final = 300
+
+
+def dlq_headers(
+    *,
+    reason: DlqReason,
+    detail: str,
+    stage: DlqStage,
+    ts_ms: int | bytes,
+    source: tuple[str, int, int] | None = None,
+) -> Headers:
+    """The headers of one DLQ record (the format above), in this order: reason,
+    detail, stage, the source ``(topic, partition, offset)`` when there is one, ts.
+
+    ``ts_ms``: epoch ms, or its ASCII bytes. A stage adds its own headers after
+    these (the receiver: the raw topic's ``receive_ts`` and ``source``).
+    """
+    headers: Headers = [
+        (REASON, reason.encode()),
+        (DETAIL, detail[:MAX_DETAIL].encode("utf-8", "replace")),
+        (STAGE, stage.encode()),
+    ]
+    if source is not None:
+        topic, partition, offset = source
+        headers += [
+            (SOURCE_TOPIC, topic.encode()),
+            (SOURCE_PARTITION, str(partition).encode()),
+            (SOURCE_OFFSET, str(offset).encode()),
+        ]
+    headers.append((TS, ts_ms if isinstance(ts_ms, bytes) else str(ts_ms).encode()))
+    return headers

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
-Market = Literal["SH", "SZ", "BJ"]
+from schemas.exchange import Market
+
 Board = Literal["MAIN", "STAR", "CHINEXT", "BJ"]
 #: How a limit price is rounded to 0.01 yuan. ``HALF_UP``: both limits half up
 #: (SSE/SZSE trading rules). ``INWARD``: toward prev_close (limit-up down,
@@ -205,4 +206,3 @@ SESSIONS: Final[tuple[tuple[dt.time, dt.time, str], ...]] = (
     (dt.time(13, 0), dt.time(14, 57), "continuous_pm"),
     (dt.time(14, 57), dt.time(15, 0), "closing_auction"),
 )
-SHANGHAI_TZ: Final = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991

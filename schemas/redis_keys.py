@@ -13,33 +13,45 @@ hq:quote:{<code>}               HASH    latest quote: ``ts`` (exchange ms), ``da
                                         (JSON of the whole quote) + flat fields
 hq:ticks:{<code>}               STREAM  recent quotes, id = ``<exchange_ts>-0``,
                                         capped at TICKS_MAXLEN
-hq:candles:{<code>}:<YYYYMMDD>  HASH    field = minute start (epoch ms), value = JSON
+hq:candles:{<code>}:<YYYYMMDD>  HASH    1-minute candles: field = minute start (epoch ms),
+                                        value = JSON (Avro Candle v2 fields)
+hq:candles:{<code>}:<tf>:<YMD>  HASH    closed 5m/15m/30m/60m bars of a day, field = bar start
+hq:candles:{<code>}:1d          HASH    closed daily bars (and backfilled history), field =
+                                        the day's 09:30 (epoch ms)
+hq:bars:{<code>}                HASH    field = timeframe, value = JSON of the stock's
+                                        schemas.bar_series.BarSeries (indicator state, the
+                                        open bar's closed minutes): warm-up, open-bar views
 hq:rank:<market>:<metric>       ZSET    member = code, score = metric
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
 hq:codes:<market>               SET     codes seen today per market
+hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = JSON
+                                        ``[ts // precision, source, price, volume,
+                                        published-units mask]``
 hq:state:ready                  HASH    marker written with the state: field
                                         ``p<N>`` per partition, ``market``
 ==============================  ======  ==========================================
 
-Markets are SH, SZ, BJ and ALL (rankings and summaries only).
+Markets are SH, SZ, BJ and ALL (rankings and summaries only): see :mod:`schemas.exchange`.
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
-Market = Literal["SH", "SZ", "BJ"]
-MarketOrAll = Literal["SH", "SZ", "BJ", "ALL"]
+from schemas.exchange import Market, MarketOrAll
+from schemas.timeframes import Timeframe
+
 RankMetric = Literal["change_pct", "amount", "volume"]
 
-MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
-MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 RANK_METRICS: Final[tuple[RankMetric, ...]] = ("change_pct", "amount", "volume")
 
 QUOTE_TTL_S: Final = 2 * 24 * 3600
 TICKS_TTL_S: Final = 2 * 24 * 3600
 CANDLES_TTL_S: Final = 3 * 24 * 3600
+DAILY_CANDLES_TTL_S: Final = 400 * 24 * 3600
+#: a halted stock keeps its indicator state this long (then it starts afresh)
+BARS_TTL_S: Final = 30 * 24 * 3600
 MARKET_TTL_S: Final = 24 * 3600
 TICKS_MAXLEN: Final = 2000
 ALERTS_MAXLEN: Final = 5000
@@ -53,9 +65,22 @@ def ticks(code: str) -> str:
     return f"hq:ticks:{{{code}}}"
 
 
-def candles(code: str, trade_date: str) -> str:
-    """``trade_date`` as YYYY-MM-DD or YYYYMMDD."""
-    return f"hq:candles:{{{code}}}:{trade_date.replace('-', '')}"
+def candles(code: str, trade_date: str, tf: Timeframe = "1m") -> str:
+    """The closed bars of ``tf`` (``trade_date`` as YYYY-MM-DD or YYYYMMDD; unused for 1d)."""
+    if tf == "1d":
+        return f"hq:candles:{{{code}}}:1d"
+    day = trade_date.replace("-", "")
+    if tf == "1m":
+        return f"hq:candles:{{{code}}}:{day}"
+    return f"hq:candles:{{{code}}}:{tf}:{day}"
+
+
+def candles_ttl_s(tf: Timeframe) -> int:
+    return DAILY_CANDLES_TTL_S if tf == "1d" else CANDLES_TTL_S
+
+
+def bars(code: str) -> str:
+    return f"hq:bars:{{{code}}}"
 
 
 def rank(market: MarketOrAll, metric: RankMetric) -> str:
@@ -68,6 +93,11 @@ def market_summary(market: MarketOrAll) -> str:
 
 def codes(market: Market) -> str:
     return f"hq:codes:{market}"
+
+
+def feed_winners(partition: int) -> str:
+    """The arbitration winners of the stocks of one raw-topic partition (streams/arbitration)."""
+    return f"hq:feeds:winners:{partition}"
 
 
 ALERTS: Final = "hq:alerts"

@@ -39,7 +39,7 @@ CONFLUENT_MAGIC: Final = b"\x00"
 #: The current version of each schema; older versions stay readable.
 CURRENT_VERSION: Final[dict[SchemaName, int]] = {
     "quote": 2,
-    "candle": 1,
+    "candle": 2,
     "market_stats": 2,
     "alert": 1,
 }

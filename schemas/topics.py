@@ -8,25 +8,43 @@ Never create topics anywhere else, and never rely on broker auto-create.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
+
+from schemas.timeframes import HIGHER, TIMEFRAMES, Timeframe
 
 RAW: Final = "hq.ticks.raw"
 NORMALIZED: Final = "hq.ticks.normalized"
 DLQ: Final = "hq.ticks.dlq"
 MARKET_STATS: Final = "hq.market.stats"
 CANDLES_1M: Final = "hq.candles.1m"
+#: closed bars of every timeframe, one topic each (``hq.candles.1m`` ... ``hq.candles.1d``)
+CANDLES: Final[dict[Timeframe, str]] = {tf: f"hq.candles.{tf}" for tf in TIMEFRAMES}
 ALERTS: Final = "hq.alerts"
 QUOTES_LATEST: Final = "hq.quotes.latest"
 
 DAY_MS: Final = 24 * 3600 * 1000
 MINUTE_MS: Final = 60 * 1000
 
+#: What a feed quote line is: a Shanghai/Shenzhen ``$`` line or a Beijing JSON
+#: line. The value of a raw record's ``format`` header.
+LineKind = Literal["sse_szse", "bse_json"]
+LINE_KINDS: Final[tuple[LineKind, ...]] = ("sse_szse", "bse_json")
+
 # Headers the receiver puts on every hq.ticks.raw record (values are ASCII).
-H_FORMAT: Final = "format"  # "sse_szse" | "bse_json"
+H_FORMAT: Final = "format"  # a LineKind
 H_RECEIVE_TS: Final = "receive_ts"  # epoch ms when the line was read
 H_SOURCE: Final = "source"  # feed address label, never the token
-FORMAT_SSE_SZSE: Final = "sse_szse"
-FORMAT_BSE_JSON: Final = "bse_json"
+
+#: Record headers as hqstream builds them (values are bytes; typed as the Kafka
+#: clients accept them, so a built list can be handed to ``produce`` as it is).
+Headers = list[tuple[str, bytes | str | None]]
+
+
+def raw_headers(kind: LineKind, receive_ts: int | bytes, source: bytes) -> Headers:
+    """The headers of one ``hq.ticks.raw`` record (``receive_ts``: epoch ms, or its
+    ASCII bytes when a caller stamps many records with one time)."""
+    ts = receive_ts if isinstance(receive_ts, bytes) else str(receive_ts).encode()
+    return [(H_FORMAT, kind.encode()), (H_RECEIVE_TS, ts), (H_SOURCE, source)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +84,19 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
             CANDLES_1M,
             partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
-            "closed 1-minute OHLCV candles, key = code",
+            "closed 1-minute OHLCV candles with their indicators, key = code",
+        ),
+        *(
+            TopicSpec(
+                CANDLES[tf],
+                partitions,
+                {
+                    "cleanup.policy": "delete",
+                    "retention.ms": str((30 if tf == "1d" else 7) * DAY_MS),
+                },
+                f"closed {tf} bars with their indicators, key = code",
+            )
+            for tf in HIGHER
         ),
         TopicSpec(
             ALERTS,

@@ -19,7 +19,7 @@ Alert records (schemas/avro/alert.v1.avsc) it triggers:
   ``volume_min_history_s`` of history). Judged in continuous trading only:
   the auctions' single large matches are not spikes. ``value`` is the ratio.
 
-Windows and cooldowns run on ``streams.sessions.trading_clock_ms`` (trading
+Windows and cooldowns run on ``streams.trading_clock.trading_clock_ms`` (trading
 time, so lunch does not count: 11:29:50 and 13:00:05 are 15 trading seconds
 apart) of the exchange timestamps, never the wall clock. A ``cooldown_s``
 per (code, kind) limits repeats; a limit transition held back
@@ -33,25 +33,15 @@ in-memory computation; this module never does I/O.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from schemas.records import AlertKind
 from streams.errors import StreamsError
-from streams.sessions import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
+from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
 
-logger = logging.getLogger(__name__)
-
-AlertKind = Literal[
-    "LIMIT_UP_TOUCH",
-    "LIMIT_UP_LEAVE",
-    "LIMIT_DOWN_TOUCH",
-    "LIMIT_DOWN_LEAVE",
-    "FAST_MOVE",
-    "VOLUME_SPIKE",
-]
 Quote = dict[str, Any]
 Alert = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """The faust-streaming application: one agent on ``hq.ticks.raw`` and the stats timer.
 
 :func:`create_app` builds a faust App for the given settings (topic names,
-group id, broker) and wires it to a :class:`streams.agents.StreamsRuntime`:
+group id, broker) and wires it to a :class:`streams.runtime.StreamsRuntime`:
 
 * the agent (concurrency 1: faust issue #606, with more it can commit past an
   event still being processed) takes its messages in batches (up to
@@ -46,15 +46,15 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas.kafka_client import librdkafka_config, ssl_context
+from hqcore.kafka_client import librdkafka_config, ssl_context
 from streams import metrics
-from streams.agents import StreamsRuntime, tune_memory
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
 from streams.lifecycle import Watchdog, fatal, install_resume_streams
 from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
 from streams.pipeline import RawRecord
 from streams.redis_sink import RedisSink
+from streams.runtime import StreamsRuntime, tune_memory
 from streams.settings import StreamsSettings
 from streams.state_rebuild import StateRebuilder
 
@@ -67,7 +67,7 @@ def default_worker_id() -> str:
 
 def broker_credentials(settings: StreamsSettings) -> faust.types.auth.CredentialsT | None:
     """TLS/SASL for faust's aiokafka clients, from the same settings as every other
-    client (schemas.kafka_client); None for the local runner's PLAINTEXT."""
+    client (hqcore.kafka_client); None for the local runner's PLAINTEXT."""
     context = ssl_context(settings)
     if settings.kafka_security_protocol.startswith("SASL_"):
         librdkafka_config(settings)  # refuses SASL without a user or password

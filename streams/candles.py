@@ -3,11 +3,12 @@
 ``CandleBuilder.update(quote)`` folds one Quote (schemas/avro/quote.v2.avsc)
 into its stock's open candle and returns the candles that closed because of
 it; ``flush(now_ms)`` closes candles whose minute is over when a stock stops
-ticking (lunch, the close). Output dicts match schemas/avro/candle.v1.avsc.
+ticking (lunch, the close). Output dicts match schemas/avro/candle.v2.avsc (``indicators`` are
+added by streams/bars.py when a candle closes).
 
 Rules:
 
-* The minute of a tick is ``streams.sessions.candle_minute`` (auction ticks
+* The minute of a tick is ``streams.trading_clock.candle_minute`` (auction ticks
   fold into 09:30; 11:30:00 and the late-stamped midday ticks after it
   (11:30:02) into 11:29, 15:00:00 and the closing auction's late-stamped
   ticks (15:00:03) into 14:59; nothing in the lunch break or outside
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.sessions import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
+from streams.trading_clock import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class _Stock:
             "amount": round(self.amount, 2),
             "ticks": self.ticks,
             "closed": closed,
+            "tf": "1m",
+            "indicators": None,  # set when the candle closes (streams/bars.py)
         }
 
 

@@ -13,8 +13,11 @@ producer is flushed. Heavy imports happen inside the command.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
+
+from hqcore.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +60,7 @@ def streams(
         updates["metrics_port"] = metrics_port
     if updates:
         settings = settings.model_copy(update=updates)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, "streams", quiet=())
     if rebuild:
         from streams.state_rebuild import run_state_rebuild
 
@@ -80,6 +80,35 @@ def streams(
         typer.echo("--force only applies to --rebuild-from-raw", err=True)
         raise typer.Exit(2)
     run_worker(settings)
+
+
+def backfill(
+    bars: Path = typer.Option(
+        ..., "--bars", help="A .csv or .parquet file of daily or minute bars."
+    ),
+    label: str = typer.Option(
+        "end", "--label", help="Minute bars labelled by their 'end' (09:31 ... 15:00) or 'start'."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Start each stock's series from the file (drops the stored one)."
+    ),
+) -> None:
+    """Bars and indicators of history into Redis (see streams/backfill.py for the format)."""
+    from streams.backfill import BackfillError, run_backfill
+    from streams.settings import get_settings
+
+    if label not in ("end", "start"):
+        typer.echo("--label is 'end' or 'start'", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        summary = run_backfill(bars, get_settings().redis_url, label, replace)  # type: ignore[arg-type]
+    except BackfillError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary)
 
 
 def run_worker(settings: object) -> None:

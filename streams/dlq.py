@@ -8,15 +8,10 @@ records: it never produces them and never drops one.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from schemas import dlq
-from schemas.dlq import DlqReason
-
-logger = logging.getLogger(__name__)
-
-MAX_DETAIL = 300
+from schemas.dlq import DlqReason, dlq_headers
+from schemas.topics import Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +20,7 @@ class DlqRecord:
 
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: Headers
     reason: DlqReason
 
 
@@ -41,18 +36,11 @@ def dlq_record(
     now_ms: int,
 ) -> DlqRecord:
     """The DLQ record for a raw record that failed in the streams stage."""
-    headers = [
-        (dlq.REASON, reason.encode()),
-        (dlq.DETAIL, detail[:MAX_DETAIL].encode("utf-8", "replace")),
-        (dlq.STAGE, b"streams"),
-        (dlq.SOURCE_TOPIC, topic.encode()),
-        (dlq.SOURCE_PARTITION, str(partition).encode()),
-        (dlq.SOURCE_OFFSET, str(offset).encode()),
-        (dlq.TS, str(now_ms).encode()),
-    ]
+    headers = dlq_headers(
+        reason=reason,
+        detail=detail,
+        stage="streams",
+        ts_ms=now_ms,
+        source=(topic, partition, offset),
+    )
     return DlqRecord(key=key or None, value=value, headers=headers, reason=reason)
-
-
-def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
-    """Decode a DLQ record's headers (for tests and tools)."""
-    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}

@@ -8,11 +8,7 @@ contain secrets.
 
 from __future__ import annotations
 
-import logging
-
 from schemas.dlq import DlqReason
-
-logger = logging.getLogger(__name__)
 
 
 class StreamsError(Exception):

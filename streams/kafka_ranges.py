@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.kafka_client import librdkafka_config
+from hqcore.kafka_client import librdkafka_config
 from streams.errors import StreamsError
 from streams.settings import StreamsSettings
 

@@ -28,11 +28,12 @@ stopped ticking does not carry yesterday's volume into today's totals):
   not suspended). Ties are broken by code, so every ranking is a total order.
 
 Sums are kept in integers (amount in cents, change_pct in 1e-4 percent) so
-add/subtract never drifts: the incremental result equals ``recompute`` and
-merged partials exactly. Top-N lists are not maintained per tick: a snapshot
-runs ``heapq.nsmallest`` over the market's stocks (~2,000; about a
-millisecond), which is fine at the intended rate of at most one snapshot per
-second; ALL is merged from the three markets' top-N.
+add/subtract never drifts: the incremental result equals a recount from
+scratch (tests/streams/stats_reference.py) and merged partials exactly.
+Top-N lists are not maintained per tick: a snapshot runs
+``heapq.nsmallest`` over the market's stocks (~2,000; about a millisecond),
+which is fine at the intended rate of at most one snapshot per second;
+ALL is merged from the three markets' top-N.
 
 Several workers: each sees only its partitions' stocks. Each publishes
 ``partial_state()`` (a JSON-ready dict of its counts, sums and local top-N
@@ -48,21 +49,15 @@ Pure in-memory computation; never does I/O or reads the clock.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from schemas.exchange import MARKETS, MARKETS_AND_ALL, Market, MarketOrAll
 from streams.errors import StreamsError
 
-logger = logging.getLogger(__name__)
-
-Market = Literal["SH", "SZ", "BJ"]
-MarketOrAll = Literal["SH", "SZ", "BJ", "ALL"]
 Quote = Mapping[str, Any]
 Record = dict[str, Any]
 
-MARKETS: Final[tuple[Market, ...]] = ("SH", "SZ", "BJ")
-MARKETS_AND_ALL: Final[tuple[MarketOrAll, ...]] = ("SH", "SZ", "BJ", "ALL")
 PARTIAL_VERSION: Final = 1
 LONG_MAX: Final = 2**63 - 1  # Avro long; every count and sum saturates there (and at -LONG_MAX)
 _PCT_SCALE: Final = 10_000  # change_pct summed in 1e-4 percent
@@ -459,78 +454,4 @@ def merge_partials(
         out[market] = _record(
             market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms, boards
         )
-    return out
-
-
-def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> dict[str, Record]:
-    """The same records as MarketStats, from scratch: a reference for tests.
-
-    Takes the newest quote per code (a later one with an equal exchange_ts
-    wins, as in ``update``), keeps those of the newest trade date, then counts
-    and fully sorts.
-    """
-    latest: dict[str, Quote] = {}
-    current = ""
-    for q in quotes:
-        current = max(current, q["trade_date"])
-        held = latest.get(q["code"])
-        if held is None or q["exchange_ts"] >= held["exchange_ts"]:
-            latest[q["code"]] = q
-
-    def move(q: Quote) -> int:
-        prev = round(q["prev_close"] * 100)
-        return 0 if prev <= 0 else round(q["price"] * 100) - prev
-
-    out: dict[str, Record] = {}
-    for market in MARKETS_AND_ALL:
-        qs = [
-            q
-            for q in latest.values()
-            if market in ("ALL", q["market"]) and q["trade_date"] == current
-        ]
-        live = [q for q in qs if not q["suspended"]]
-        ranked = [q for q in live if q["traded"]]
-        totals = {
-            "stocks": len(qs),
-            "advancers": sum(1 for q in ranked if move(q) > 0),
-            "decliners": sum(1 for q in ranked if move(q) < 0),
-            "limit_up": sum(1 for q in live if q["at_limit_up"]),
-            "limit_down": sum(1 for q in live if q["at_limit_down"]),
-            "suspended": len(qs) - len(live),
-            "traded": len(ranked),
-            "volume": sum(q["volume"] for q in qs),
-            "amount_cents": sum(round(q["amount"] * _AMOUNT_SCALE) for q in qs),
-            "change_sum": sum(round(q["change_pct"] * _PCT_SCALE) for q in ranked),
-        }
-
-        def entry(q: Quote) -> Record:
-            return {k: q[k] for k in ("code", "name", "price", "change_pct", "amount")}
-
-        by_gain = sorted(ranked, key=lambda q: (-q["change_pct"], q["code"]))
-        by_loss = sorted(ranked, key=lambda q: (q["change_pct"], q["code"]))
-        by_amount = sorted(
-            (q for q in live if q["amount"] > 0), key=lambda q: (-q["amount"], q["code"])
-        )
-        tops = {
-            "top_gainers": [entry(q) for q in by_gain[:top_n]],
-            "top_losers": [entry(q) for q in by_loss[:top_n]],
-            "top_turnover": [entry(q) for q in by_amount[:top_n]],
-        }
-        boards: list[Record] = []
-        for board in BOARDS:
-            on = [q for q in qs if q["board"] == board]
-            if not on:
-                continue
-            traded = [q for q in on if q["traded"] and not q["suspended"]]
-            up = sum(1 for q in traded if move(q) > 0)
-            down = sum(1 for q in traded if move(q) < 0)
-            boards.append({
-                "board": board, "stocks": len(on), "advancers": up, "decliners": down,
-                "unchanged": len(traded) - up - down,
-                "suspended": sum(1 for q in on if q["suspended"]),
-                "not_traded_yet": sum(1 for q in on if not q["traded"] and not q["suspended"]),
-                "limit_up": sum(1 for q in on if q["at_limit_up"] and not q["suspended"]),
-                "limit_down": sum(1 for q in on if q["at_limit_down"] and not q["suspended"]),
-            })  # fmt: skip
-        out[market] = _record(market, totals, tops, now_ms, boards)
     return out

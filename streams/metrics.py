@@ -8,13 +8,12 @@ Kafka or Redis.
 
 from __future__ import annotations
 
-import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
-logger = logging.getLogger(__name__)
+from hqcore.probe_server import serve_probes
+from streams.arbitration import Arbiter
 
 RECORDS_IN = Counter("hq_streams_records_in_total", "raw records consumed")
 NORMALIZED = Counter("hq_streams_normalized_total", "quotes normalized and produced")
@@ -56,6 +55,62 @@ REBUILD_SECONDS = Gauge("hq_streams_rebuild_last_seconds", "duration of the last
 REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
+FEED_QUOTES = Counter("hq_feed_quotes_total", "quotes published, by the feed that won", ["source"])
+FEED_FILLED = Counter(
+    "hq_feed_filled_total",
+    "quotes a lagging feed delivered late of a snapshot no feed had published (published)",
+    ["source"],
+)
+FEED_DROPPED = Counter(
+    "hq_feed_dropped_total",
+    "quotes of a feed dropped by arbitration (duplicate, late, stale)",
+    ["source", "reason"],
+)
+FEED_DISAGREEMENTS = Counter(
+    "hq_feed_disagreements_total",
+    "copies of a snapshot whose price or volume differ from the winning feed's beyond tolerance",
+    ["source"],
+)
+FEED_BEHIND = Gauge(
+    "hq_feed_behind_seconds",
+    "exchange time a feed is behind the newest feed (worst of this worker's partitions)",
+    ["source"],
+)
+FEED_STALE = Gauge("hq_feed_stale", "1 while a feed is stale (its quotes are dropped)", ["source"])
+
+
+class FeedExport:
+    """Copies a :class:`streams.arbitration.Arbiter`'s figures into the metrics above."""
+
+    def __init__(self) -> None:
+        self._quotes: dict[str, int] = {}
+        self._filled: dict[str, int] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+        self._disagreements: dict[str, int] = {}
+
+    def update(self, arbiter: Arbiter) -> None:
+        for source, n in arbiter.accepted.items():
+            FEED_QUOTES.labels(label(source)).inc(n - self._quotes.get(source, 0))
+            self._quotes[source] = n
+        for source, n in arbiter.filled.items():
+            FEED_FILLED.labels(label(source)).inc(n - self._filled.get(source, 0))
+            self._filled[source] = n
+        for (source, reason), n in arbiter.dropped.items():
+            before = self._dropped.get((source, reason), 0)
+            FEED_DROPPED.labels(label(source), reason).inc(n - before)
+            self._dropped[source, reason] = n
+        for source, n in arbiter.disagreements.items():
+            FEED_DISAGREEMENTS.labels(label(source)).inc(n - self._disagreements.get(source, 0))
+            self._disagreements[source] = n
+        stale_ms = arbiter.config.stale_after_ms
+        for source, behind in arbiter.behind_ms().items():
+            FEED_BEHIND.labels(label(source)).set(behind / 1000)
+            FEED_STALE.labels(label(source)).set(1 if behind > stale_ms else 0)
+
+
+def label(source: str) -> str:
+    """The metric label of a feed (records without a ``source`` header: ``implicit``)."""
+    return source or "implicit"
 
 
 class HealthState:
@@ -98,36 +153,16 @@ class HealthState:
 HEALTH = HealthState()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path.startswith("/metrics"):
-            body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
-        elif self.path.startswith("/healthz"):
-            ok = HEALTH.healthy
-            body = b"ok\n" if ok else f"unhealthy: {HEALTH.fatal}\n".encode()
-            status, ctype = (200 if ok else 503), "text/plain"
-        elif self.path.startswith("/readyz"):
-            why = HEALTH.not_ready()
-            body = b"ready\n" if why is None else f"not ready: {why}\n".encode()
-            status, ctype = (200 if why is None else 503), "text/plain"
-        else:
-            body, status, ctype = b"not found\n", 404, "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def healthz() -> tuple[bool, bytes]:
+    ok = HEALTH.healthy
+    return ok, b"ok\n" if ok else f"unhealthy: {HEALTH.fatal}\n".encode()
 
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("metrics http: " + format, *args)
+
+def readyz() -> tuple[bool, bytes]:
+    why = HEALTH.not_ready()
+    return why is None, b"ready\n" if why is None else f"not ready: {why}\n".encode()
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
     """Start the /metrics, /healthz and /readyz server in a daemon thread; ``port`` 0 = off."""
-    if port <= 0:
-        return None
-    server = ThreadingHTTPServer((host, port), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    logger.info("metrics and /healthz on http://%s:%d", host, port)
-    return server
+    return serve_probes(port, healthz, readyz, host, name="metrics-http")

@@ -39,11 +39,11 @@ Rules worth knowing (the Avro docs repeat the field meanings):
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from bisect import bisect_right
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+from schemas.exchange import DAY_MS, SHANGHAI_OFFSET_MS
 from schemas.market_rules import (
     Board,
     Market,
@@ -55,10 +55,6 @@ from schemas.market_rules import (
 )
 from streams.errors import BadRecord
 
-logger = logging.getLogger(__name__)
-
-DAY_MS: Final = 86_400_000
-SHANGHAI_OFFSET_MS: Final = 8 * 3_600_000  # Asia/Shanghai is UTC+8, no DST since 1991
 OPENING_MS: Final = (9 * 3600 + 30 * 60) * 1000  # 09:30, start of continuous trading
 CLOSING_MS: Final = 15 * 3_600_000  # 15:00, end of the closing call auction
 Phase = Literal[

@@ -12,14 +12,12 @@ Keys are partitioned with murmur2 (the Java client's partitioner) everywhere.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from schemas.topics import Headers
 from streams.errors import StreamsError
-
-logger = logging.getLogger(__name__)
 
 
 class KafkaOutputError(StreamsError):
@@ -28,7 +26,7 @@ class KafkaOutputError(StreamsError):
 
 class Outbox(Protocol):
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None: ...
 
     async def flush(self) -> None: ...
@@ -40,7 +38,7 @@ class ConfluentOutbox:
     """librdkafka producer; delivery reports are collected in :meth:`flush`."""
 
     def __init__(self, bootstrap: str = "", **extra: Any) -> None:
-        """``extra`` are librdkafka options (e.g. schemas.kafka_client.librdkafka_config)."""
+        """``extra`` are librdkafka options (e.g. hqcore.kafka_client.librdkafka_config)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -62,7 +60,7 @@ class ConfluentOutbox:
             self._errors.append(f"{msg.topic()}: {err}")
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None:
         while True:
             try:
@@ -99,7 +97,7 @@ class FaustOutbox:
         self._pending: list[asyncio.Future[Any]] = []
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None
     ) -> None:
         fut = await self._app.producer.send(
             topic, key, value, partition=None, timestamp=None, headers=headers

@@ -17,7 +17,6 @@ never logs a record (the DLQ carries it).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from operator import itemgetter
@@ -26,7 +25,7 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from schemas.dlq import DlqReason
-from schemas.market_rules import Market
+from schemas.exchange import Market, is_stock_code
 from streams.errors import BadRecord
 from streams.normalize import (
     board_or_none,
@@ -35,8 +34,6 @@ from streams.normalize import (
     local_midnight_ms,
     time_of_day_ms,
 )
-
-logger = logging.getLogger(__name__)
 
 FIELD_COUNT: Final = 33
 _SHOWN_CHARS: Final = 40
@@ -134,7 +131,7 @@ def show(value: object) -> str:
 def _symbol_code(symbol: str, markets: dict[str, Market]) -> tuple[Market, str]:
     market = markets.get(symbol[:2])
     code = symbol[2:]
-    if market is None or len(code) != 6 or not (code.isascii() and code.isdigit()):
+    if market is None or not is_stock_code(code):
         allowed = "|".join(markets)
         raise BadRecord("bad_symbol", f"symbol {show(symbol)} is not {allowed} + 6 digits")
     return market, code

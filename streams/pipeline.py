@@ -15,7 +15,9 @@ partitions are seeded from the stored latest quotes on every assignment.
 A quote whose ``exchange_ts`` is not newer than the last one this worker
 applied (an at-least-once replay) still goes to Redis (newer-wins makes it a
 no-op) and to Kafka, but never into the in-memory state twice.
-Never drops a record: every input ends in an output or the DLQ.
+Never drops a record: every input ends in an output or the DLQ, except the
+copies of a snapshot another feed delivered first, which the feed arbiter
+(:mod:`streams.arbitration`) drops and counts per feed and reason.
 
 No record can stop a partition: whatever one record raises while it is
 parsed, encoded (Avro, and the JSON Redis stores) or folded into the
@@ -25,7 +27,7 @@ record that fails in the in-memory state also makes this worker forget that
 stock's state, which is rebuilt from Redis (without the record) on its next
 tick. Everything per record is done here, before the batch's Redis and Kafka
 writes, so those batch steps only fail for an outage (retried, never
-dead-lettered); :class:`streams.agents.StreamsRuntime` still isolates a
+dead-lettered); :class:`streams.runtime.StreamsRuntime` still isolates a
 record Redis itself refuses.
 """
 
@@ -41,8 +43,10 @@ import orjson
 
 from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
-from schemas.topics import H_RECEIVE_TS
+from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
 from streams.alerts import AlertConfig, AlertDetector
+from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
+from streams.bars import TimeframeBars
 from streams.candles import CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
@@ -74,7 +78,7 @@ class KafkaOut:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+    headers: Headers | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +92,9 @@ class BatchResult:
     n_in: int = 0
     sources: list[RawRecord] = field(default_factory=list)  # the raw record of each sink quote
     refused: set[int] = field(default_factory=set)  # sink quotes Redis refused (dead-lettered)
+    arbitrated: int = 0  # copies of another feed's quotes dropped by the arbiter
+    #: the arbiter's new winners, by raw partition: stored once Kafka has the batch
+    feed_winners: dict[int, dict[str, Winner]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -99,6 +106,7 @@ class Parsed:
     data: list[bytes] = field(default_factory=list)  # JSON, as Redis stores it
     sources: list[RawRecord] = field(default_factory=list)
     dead: list[DlqRecord] = field(default_factory=list)
+    arbitrated: int = 0  # copies of another feed's quotes, dropped by the arbiter
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
         """Move the records at the indices of ``failed`` to the dead letters."""
@@ -110,14 +118,18 @@ class Parsed:
         self.dead += failed.values()
 
 
-def receive_ts_of(record: RawRecord) -> int:
+def receive_ts_and_source(record: RawRecord) -> tuple[int, str]:
+    """The receiver's ``receive_ts`` (else the Kafka timestamp) and feed (``source``) headers."""
+    receive_ts, source = record.timestamp_ms, IMPLICIT_SOURCE
     for name, value in record.headers:
         if name == H_RECEIVE_TS:
             try:
-                return int(value)
+                receive_ts = int(value)
             except (TypeError, ValueError):
-                break
-    return record.timestamp_ms
+                receive_ts = record.timestamp_ms
+        elif name == H_SOURCE:
+            source = value.decode("utf-8", "replace")
+    return receive_ts, source
 
 
 #: records parsed between two turns of the event loop (see Processor.process)
@@ -175,14 +187,20 @@ class Processor:
         url = settings.schema_registry_url
         self.quote_codec: Codec = make_codec("quote", url, self.topics.normalized)
         self.candle_codec: Codec = make_codec("candle", url, self.topics.candles)
+        self.bar_codecs: dict[str, Codec] = {
+            tf: self.candle_codec if tf == "1m" else make_codec("candle", url, topic)
+            for tf, topic in self.topics.candles_by_tf.items()
+        }
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
         self.max_ahead_ms = round(settings.max_ahead_s * 1000)
+        self.arbiter = Arbiter(settings.arbitration)
         self.reset()
 
     def reset(self) -> None:
         """Forget all in-memory state (after a rebalance it is rebuilt from Redis)."""
         self.stats = MarketStats()
         self.candles = CandleBuilder()
+        self.bars = TimeframeBars() if self.settings.indicators else None
         self.alerts = AlertDetector(AlertConfig())
         self.last_ts: dict[str, int] = {}
         self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
@@ -202,6 +220,7 @@ class Processor:
         stocks are warmed up again from Redis. Returns how many were dropped.
         """
         codes = [c for c, p in self.partition_of.items() if p in partitions]
+        self.arbiter.forget_partitions(partitions)
         for partition in partitions:
             self.newest_by_partition.pop(partition, None)
             self.partition_wall_ms.pop(partition, None)
@@ -210,6 +229,8 @@ class Processor:
             self.last_ts.pop(code, None)
             self.warmed.discard(code)
         self.candles.forget(codes)
+        if self.bars is not None:
+            self.bars.forget(codes)
         self.alerts.forget(codes)
         return self.stats.forget(codes)
 
@@ -239,7 +260,18 @@ class Processor:
                 return newest  # the feed, or this partition, went quiet (or is unknown)
             return by_partition[partition]
 
-        return self.candles.flush(newest, clock_of)
+        closed = self.candles.flush(newest, clock_of)
+        if self.bars is None:
+            return closed
+        return self.bars.add_minutes(closed) + self.bars.flush(newest, clock_of)
+
+    def close_bars(self, minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Closed 1-minute candles -> the closed bars of every timeframe, with indicators."""
+        return minutes if self.bars is None else self.bars.add_minutes(minutes)
+
+    def take_bar_states(self) -> dict[str, dict[str, bytes]] | None:
+        """The stored form of the bar series changed since the last call (for Redis)."""
+        return None if self.bars is None else self.bars.take_changed() or None
 
     def latest_outputs(
         self, quotes: list[tuple[dict[str, Any], int]], encoded: list[bytes]
@@ -260,10 +292,17 @@ class Processor:
         return [KafkaOut(topic, code.encode(), payload) for code, payload in newest.items()]
 
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
-        """The Kafka records of closed candles (none when not publishing)."""
+        """The closed bars' Kafka records, to their timeframe's topic (none when not publishing)."""
         if not self.publish_normalized:
             return []
-        return derived_outputs(self.topics.candles, self.candle_codec, closed)
+        by_tf: dict[str, list[dict[str, Any]]] = {}
+        for bar in closed:
+            by_tf.setdefault(bar.get("tf", "1m"), []).append(bar)
+        out: list[KafkaOut] = []
+        for tf, bars in by_tf.items():
+            topic = self.topics.candles_by_tf[tf]
+            out += derived_outputs(topic, self.bar_codecs[tf], bars)
+        return out
 
     # -- state recovery ----------------------------------------------------
 
@@ -282,7 +321,18 @@ class Processor:
                 n += 1
         logger.info("market stats seeded from redis with %d stocks of partitions %s", n,
                     sorted(partitions) if partitions is not None else "all")  # fmt: skip
+        await self.restore_feed_winners(sink, partitions)
         return n
+
+    async def restore_feed_winners(self, sink: RedisSink, partitions: set[int] | None) -> None:
+        """Load the feed arbitration winners of ``partitions`` (all: None) stored in Redis."""
+        wanted = sorted(partitions) if partitions is not None else range(self.settings.partitions)
+        stored = await sink.feed_winners(list(wanted))
+        for partition, winners in stored.items():
+            self.arbiter.restore(partition, winners)
+        if any(stored.values()):
+            logger.info("feed arbitration: %d stocks' winners restored from redis",
+                        sum(map(len, stored.values())))  # fmt: skip
 
     async def warm_up(self, sink: RedisSink, codes: set[str]) -> None:
         """Replay the recent Redis ticks of stocks this worker has not seen yet."""
@@ -291,13 +341,18 @@ class Processor:
             return
         window_ms = self.settings.warmup_window_s * 1000
         ticks = await sink.recent_ticks(cold, window_ms) if window_ms else {}
+        stored_bars = await sink.stored_bars(cold) if self.bars is not None else {}
         for code in cold:
             try:
+                if self.bars is not None:
+                    self.bars.restore(code, stored_bars.get(code, {}))
                 for quote in ticks.get(code, ()):
                     ts = quote["exchange_ts"]
                     if ts > self.last_ts.get(code, -1):
                         self.last_ts[code] = ts
-                        self.candles.update(quote)
+                        replayed = self.candles.update(quote)
+                        if replayed and self.bars is not None:
+                            self.bars.add_minutes(replayed)  # minutes the stored bars hold: no-ops
                         self.alerts.update(quote)
                 history = ticks.get(code)
                 if history:
@@ -310,14 +365,21 @@ class Processor:
     # -- the hot path -------------------------------------------------------
 
     def parse(self, records: list[RawRecord], into: Parsed) -> None:
-        """Parse, check and encode ``records``: the valid ones and the dead letters go ``into``."""
+        """Parse, check, arbitrate and encode ``records``: the published quotes and the
+        dead letters go ``into``; copies the arbiter drops are counted there, not encoded."""
         now = _now_ms()
         encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
         quotes_add, encoded_add = into.quotes.append, into.encoded.append
         data_add, sources_add, dead_add = into.data.append, into.sources.append, into.dead.append
+        judge = self.arbiter.judge
         for rec in records:
             try:
-                quote = parse_record(rec.value, receive_ts_of(rec), now, max_ahead_ms=max_ahead)
+                receive_ts, source = receive_ts_and_source(rec)
+                quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                if judge(quote["code"], quote["exchange_ts"], source, rec.partition,
+                         quote["price"], quote["volume"]):  # fmt: skip
+                    into.arbitrated += 1
+                    continue
                 payload = encode(quote)
                 data = dumps(quote)
             except BadRecord as bad:
@@ -399,6 +461,8 @@ class Processor:
         self.warmed.discard(code)
         self.stats.forget((code,))
         self.candles.forget((code,))
+        if self.bars is not None:
+            self.bars.forget((code,))
         self.alerts.forget((code,))
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
@@ -417,7 +481,8 @@ class Processor:
         else:
             self.warmed.update(q["code"] for q, _ in p.quotes)
         failed: dict[int, BaseException] = {}
-        closed, open_candles, alerts = self.derive(p.quotes, failed)
+        minutes, open_candles, alerts = self.derive(p.quotes, failed)
+        closed = self.close_bars(minutes)
         if failed:
             now = _now_ms()
             p.drop({i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()})
@@ -435,14 +500,25 @@ class Processor:
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
         return BatchResult(
             sink=SinkBatch(
-                quotes=quotes, candles=closed + open_candles, alerts=alerts, data=p.data
+                quotes=quotes,
+                candles=closed + open_candles,
+                alerts=alerts,
+                data=p.data,
+                bars=self.take_bar_states(),
             ),
             kafka=out,
             dlq=dead,
             receive_ts=[q["receive_ts"] for q, _ in quotes],
             n_in=len(records),
             sources=p.sources,
+            arbitrated=p.arbitrated,
+            feed_winners=self._feed_winners_to_store(),
         )
+
+    def _feed_winners_to_store(self) -> dict[int, dict[str, Winner]]:
+        """The arbiter's new winners; nothing to store while one feed is all there is."""
+        changes = self.arbiter.take_changes()
+        return changes if self.arbiter.multi_source else {}
 
     # -- market statistics ---------------------------------------------------
 

@@ -6,7 +6,7 @@ this one reparses every retained raw line: for when the outputs are wrong.)
 A plain confluent-kafka consumer (own consumer group, every partition assigned
 from the earliest retained offset) reads up to the end offsets taken at the
 start and hands batches to the very same :class:`streams.pipeline.Processor`
-and :class:`streams.agents.StreamsRuntime` as the faust worker, so Redis ends
+and :class:`streams.runtime.StreamsRuntime` as the faust worker, so Redis ends
 in the state live processing leaves (quotes, ticks, rankings, candles,
 alerts, market summaries). Nothing is produced to Kafka: the normalized,
 candle, alert and DLQ topics already hold the live run's outputs; bad records
@@ -26,12 +26,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from schemas.kafka_client import librdkafka_config
-from streams.agents import StreamsRuntime, now_ms, tune_memory
+from hqcore.kafka_client import librdkafka_config
 from streams.errors import StreamsError
 from streams.outbox import ConfluentOutbox
 from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink, SinkBatch
+from streams.runtime import StreamsRuntime, now_ms, tune_memory
 from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
             # what the live worker's candle timer would close by now
             closed = processor.flush_candles(now_ms(), int(settings.candle_quiet_s * 1000))
             if closed:
-                await sink.write(SinkBatch(quotes=[], candles=closed, alerts=[]))
+                await sink.write(SinkBatch(quotes=[], candles=closed, alerts=[],
+                                           bars=processor.take_bar_states()))  # fmt: skip
             stats = processor.snapshots(now_ms())
             await sink.write_market(stats, now_ms())
             await sink.mark_state(set(marks), True, now_ms())  # the workers need not rebuild

@@ -37,14 +37,12 @@ arguments only; it never talks to Redis.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 import orjson
 
 from schemas import redis_keys as rk
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import MARKETS, MARKETS_AND_ALL
 
 QUOTES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])
@@ -120,17 +118,16 @@ return {won, same, stale}
 
 CANDLES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])
-local ttl = ARGV[2]
 local n = 0
 for i = 1, #hdr do
-  local key, minute, closed = KEYS[i], hdr[i][1], hdr[i][2]
+  local key, minute, closed, ttl = KEYS[i], hdr[i][1], hdr[i][2], hdr[i][3]
   local write = true
   if closed == '0' then
     local cur = redis.call('HGET', key, minute)
     if cur and string.find(cur, '"closed":true', 1, true) then write = false end
   end
   if write then
-    redis.call('HSET', key, minute, ARGV[2 + i])
+    redis.call('HSET', key, minute, ARGV[1 + i])
     redis.call('EXPIRE', key, ttl)
     n = n + 1
   end
@@ -206,8 +203,8 @@ _MARKETS: Final = ("SH", "SZ", "BJ")
 
 def rank_and_code_keys() -> list[str]:
     """The 12 rank ZSETs (SH, SZ, BJ, ALL x metrics) then the 3 code SETs."""
-    keys = [rk.rank(m, metric) for m in rk.MARKETS_AND_ALL for metric in rk.RANK_METRICS]
-    return keys + [rk.codes(m) for m in rk.MARKETS]
+    keys = [rk.rank(m, metric) for m in MARKETS_AND_ALL for metric in rk.RANK_METRICS]
+    return keys + [rk.codes(m) for m in MARKETS]
 
 
 _RANK_AND_CODE_KEYS: Final = tuple(rank_and_code_keys())
@@ -269,9 +266,12 @@ def _quote_call(
 
 def candle_call(candles: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
     """(KEYS, ARGV) of the CANDLES_LUA call for ``candles``."""
-    keys = [rk.candles(c["code"], c["trade_date"]) for c in candles]
-    header = [[str(c["minute_ts"]), "1" if c["closed"] else "0"] for c in candles]
-    return keys, [orjson.dumps(header), rk.CANDLES_TTL_S, *map(orjson.dumps, candles)]
+    keys = [rk.candles(c["code"], c["trade_date"], c.get("tf", "1m")) for c in candles]
+    header = [
+        [str(c["minute_ts"]), "1" if c["closed"] else "0", str(rk.candles_ttl_s(c.get("tf", "1m")))]
+        for c in candles
+    ]
+    return keys, [orjson.dumps(header), *map(orjson.dumps, candles)]
 
 
 def alert_id(alert: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from schemas import redis_keys as rk
+from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from streams.arbitration import Winner
 from streams.redis_lua import SCRIPTS, alert_call, candle_call, history_calls, quote_chunks
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class SinkBatch:
     candles: list[dict[str, Any]]  # closed ones and current open ones
     alerts: list[dict[str, Any]]
     data: list[bytes] | None = None  # each quote's JSON (orjson), when already encoded
+    bars: dict[str, dict[str, bytes]] | None = None  # code -> stored bar series by timeframe
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,10 @@ class RedisSink:
         if batch.candles:
             keys, argv = candle_call(batch.candles)
             pipe.evalsha(sha["candles"], len(keys), *keys, *argv)
+        for code, series in (batch.bars or {}).items():
+            pipe.hset(rk.bars(code), mapping=series)  # type: ignore[arg-type]
+            pipe.expire(rk.bars(code), rk.BARS_TTL_S)
+        n_bars = 2 * len(batch.bars or ())
         data = batch.data if batch.data is not None else [orjson.dumps(q) for q, _ in batch.quotes]
         for keys, argv in quote_chunks(batch.quotes, data, self.chunk_ticks):
             pipe.evalsha(sha["quotes"], len(keys), *keys, *argv)
@@ -112,7 +119,7 @@ class RedisSink:
                 raise res
         alerts_new = int(results[0]) if batch.alerts else 0
         won = same = stale = 0
-        for res in results[bool(batch.alerts) + bool(batch.candles) :]:
+        for res in results[bool(batch.alerts) + bool(batch.candles) + n_bars :]:
             won += int(res[0])
             same += int(res[1])
             stale += int(res[2])
@@ -154,7 +161,7 @@ class RedisSink:
     async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
         """Every stored latest quote with the raw partition it came from."""
         pipe: Any = self.client.pipeline(transaction=False)
-        for market in rk.MARKETS:
+        for market in MARKETS:
             pipe.smembers(rk.codes(market))
         codes = sorted({c.decode() for members in await pipe.execute() for c in members})
         out: list[tuple[dict[str, Any], int]] = []
@@ -165,6 +172,30 @@ class RedisSink:
             for data, partition in await pipe.execute():
                 if data is not None:
                     out.append((orjson.loads(data), int(partition or -1)))
+        return out
+
+    async def write_feed_winners(self, changes: dict[int, dict[str, Winner]]) -> None:
+        """Store the arbitration winners of processed, acknowledged batches."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for partition, winners in changes.items():
+            key = rk.feed_winners(partition)
+            pipe.hset(key, mapping={code: orjson.dumps(w) for code, w in winners.items()})
+            pipe.expire(key, rk.QUOTE_TTL_S)
+        await pipe.execute()
+
+    async def feed_winners(self, partitions: Sequence[int]) -> dict[int, dict[str, Winner]]:
+        """The stored arbitration winners of ``partitions``."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hgetall(rk.feed_winners(partition))
+        out: dict[int, dict[str, Winner]] = {}
+        for partition, stored in zip(partitions, await pipe.execute(), strict=True):
+            winners: dict[str, Winner] = {}
+            for code, blob in stored.items():
+                unit, source, price, volume, seen = orjson.loads(blob)
+                winners[code.decode()] = (int(unit), str(source), float(price), int(volume),
+                                          int(seen))  # fmt: skip
+            out[partition] = winners
         return out
 
     async def recent_ticks(
@@ -185,6 +216,18 @@ class RedisSink:
         for (code, _), entries in zip(present, await pipe.execute(), strict=True):
             out[code] = [orjson.loads(fields[b"data"]) for _, fields in entries]
         return out
+
+    async def stored_bars(self, codes: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """Per code, its stored bar series (``hq:bars:{code}``: timeframe -> JSON)."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        for code in codes:
+            pipe.hgetall(rk.bars(code))
+        found = await pipe.execute()
+        return {
+            code: {k.decode(): v for k, v in stored.items()}
+            for code, stored in zip(codes, found, strict=True)
+            if stored
+        }
 
     # -- rebuild -----------------------------------------------------------
 
@@ -225,10 +268,10 @@ class RedisSink:
     async def markets_missing(self) -> list[str]:
         """The market summaries (SH, SZ, BJ, ALL) Redis does not hold."""
         pipe = self.client.pipeline(transaction=False)
-        for market in rk.MARKETS_AND_ALL:
+        for market in MARKETS_AND_ALL:
             pipe.exists(rk.market_summary(market))
         found = await pipe.execute()
-        return [m for m, n in zip(rk.MARKETS_AND_ALL, found, strict=True) if not n]
+        return [m for m, n in zip(MARKETS_AND_ALL, found, strict=True) if not n]
 
     async def hq_key_count(self) -> int:
         count = 0
@@ -259,57 +302,3 @@ def is_redis_error(exc: BaseException) -> bool:
         "LOADING" in str(exc) or "BUSY" in str(exc) or "NOSCRIPT" in str(exc)
     )
     return isinstance(exc, RConnectionError | RTimeoutError | OSError) or busy
-
-
-VOLATILE_QUOTE_FIELDS = ("process_ts",)
-
-
-async def canonical_state(client: Any) -> dict[str, Any]:
-    """Every ``hq:*`` key's content minus what legitimately differs between runs.
-
-    Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, the state markers' times, and the alert stream's ids and order (alerts are
-    compared as a sorted list). Two runs over the same raw records, whatever
-    their worker count or crashes, must give equal results. For tests and
-    benchmarks; reads everything, so never call it on a production Redis.
-    """
-
-    def strip(data: bytes) -> dict[str, Any]:
-        obj: dict[str, Any] = orjson.loads(data)
-        for name in VOLATILE_QUOTE_FIELDS:
-            obj.pop(name, None)
-        return obj
-
-    state: dict[str, Any] = {}
-    keys = sorted([k.decode() async for k in client.scan_iter(match="hq:*", count=1000)])
-    for key in keys:
-        kind = (await client.type(key)).decode()
-        if key in (rk.STATS_PARTIALS,):
-            continue
-        if key == rk.STATE_READY:  # which parts are marked, not when
-            state[key] = sorted(k.decode() for k in await client.hkeys(key))
-            continue
-        if key == rk.ALERTS:
-            entries = await client.xrange(key)
-            state[key] = sorted(orjson.dumps(orjson.loads(f[b"data"])).decode()
-                                for _, f in entries)  # fmt: skip
-        elif key.startswith("hq:quote:"):
-            h = await client.hgetall(key)
-            state[key] = {"ts": int(h[b"ts"]), "data": strip(h[b"data"])}
-        elif key.startswith("hq:ticks:"):
-            entries = await client.xrange(key)
-            state[key] = [(i.decode(), strip(f[b"data"])) for i, f in entries]
-        elif key.startswith("hq:market:"):
-            record = orjson.loads((await client.hget(key, "data")) or b"{}")
-            record.pop("ts", None)
-            state[key] = record
-        elif kind == "hash":
-            state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
-        elif kind == "zset":
-            members = await client.zrange(key, 0, -1, withscores=True)
-            state[key] = [(m.decode(), s) for m, s in members]
-        elif kind == "set":
-            state[key] = sorted(m.decode() for m in await client.smembers(key))
-        else:
-            state[key] = kind
-    return state

@@ -1,25 +1,23 @@
 """Settings of the stream workers (``hqstream streams``), read once via :func:`get_settings`.
 
 Shared settings (Kafka, Redis, partitions, schema registry) come from
-:class:`schemas.config.CommonSettings` (``HQ_*``). The streams' own settings use
-``HQ_STREAMS_*`` except the topic prefix/suffix (``HQ_TOPIC_PREFIX`` /
-``HQ_TOPIC_SUFFIX``), which every service must agree on. Environment variables
+:class:`hqcore.settings.CommonSettings` (``HQ_*``). The streams' own settings use
+``HQ_STREAMS_*`` except the topic prefix (``HQ_TOPIC_PREFIX``, in
+CommonSettings), which every service must agree on. Environment variables
 are read nowhere else; this module never connects to anything.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import cache, partial
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
-from schemas.config import CommonSettings, env_alias
-
-logger = logging.getLogger(__name__)
+from streams.arbitration import ArbitrationConfig
 
 _env = partial(env_alias, "HQ_STREAMS_")
 """Accept ``HQ_STREAMS_<NAME>`` from the environment and the field name in code."""
@@ -30,8 +28,6 @@ class StreamsSettings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
 
-    topic_prefix: str = Field("", description="prepended to every topic name (tests: uuid)")
-    topic_suffix: str = Field("", description="appended to every topic name")
     group_id: str = Field(
         "hqstream-streams", validation_alias=_env("group_id"), description="Kafka group / app id"
     )
@@ -57,6 +53,12 @@ class StreamsSettings(CommonSettings):
         gt=0,
         validation_alias=_env("candle_flush_interval_s"),
         description="how often candles whose minute is over are closed",
+    )
+    indicators: bool = Field(
+        True,
+        validation_alias=_env("indicators"),
+        description="build the 5m/15m/30m/60m/1d bars and every timeframe's indicators "
+        "(off: 1-minute candles only, without indicators)",
     )
     candle_quiet_s: float = Field(
         5.0,
@@ -108,6 +110,32 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("max_ahead_s"),
         description="a quote whose exchange time is more than this after its receive time is "
         "dead-lettered (future_timestamp); older quotes (replays) are always accepted",
+    )
+    feed_precision_ms: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_env("feed_precision_ms"),
+        description="two feeds' quotes of a stock are one snapshot when their exchange times "
+        "are equal at this precision (the coarser of the vendors': whole seconds)",
+    )
+    feed_stale_after_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("feed_stale_after_s"),
+        description="a feed this far behind the newest feed (exchange time, per partition) "
+        "is stale: its quotes are dropped until it catches up",
+    )
+    feed_price_tolerance: float = Field(
+        0.005,
+        ge=0,
+        validation_alias=_env("feed_price_tolerance"),
+        description="yuan: two feeds' prices of one snapshot further apart disagree",
+    )
+    feed_volume_tolerance: float = Field(
+        0.001,
+        ge=0,
+        validation_alias=_env("feed_volume_tolerance"),
+        description="share of the cumulative volume: two feeds' volumes further apart disagree",
     )
     producer: str = Field(
         "confluent",
@@ -176,8 +204,14 @@ class StreamsSettings(CommonSettings):
         "non-zero (and is restarted) instead of holding partitions it does not process",
     )
 
-    def topic(self, base: str) -> str:
-        return f"{self.topic_prefix}{base}{self.topic_suffix}"
+    @property
+    def arbitration(self) -> ArbitrationConfig:
+        return ArbitrationConfig(
+            precision_ms=self.feed_precision_ms,
+            stale_after_ms=round(self.feed_stale_after_s * 1000),
+            price_tolerance=self.feed_price_tolerance,
+            volume_tolerance=self.feed_volume_tolerance,
+        )
 
     @property
     def topic_names(self) -> TopicNames:
@@ -188,13 +222,14 @@ class StreamsSettings(CommonSettings):
             market_stats=self.topic(topics.MARKET_STATS),
             candles=self.topic(topics.CANDLES_1M),
             alerts=self.topic(topics.ALERTS),
+            candles_by_tf={tf: self.topic(name) for tf, name in topics.CANDLES.items()},
             quotes_latest=self.topic(topics.QUOTES_LATEST),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """The concrete topic names after prefix/suffix."""
+    """The concrete topic names after the prefix."""
 
     raw: str
     normalized: str
@@ -202,6 +237,7 @@ class TopicNames:
     market_stats: str
     candles: str
     alerts: str
+    candles_by_tf: dict[str, str]  # timeframe -> its topic (1m is ``candles``)
     quotes_latest: str
 
 

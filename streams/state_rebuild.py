@@ -24,7 +24,7 @@ Then the markers (``hq:state:ready``) of the rebuilt partitions and of the
 market are written: a worker that dies mid-rebuild leaves them missing and
 the next owner of those partitions rebuilds them again (every write here is
 idempotent). Used by the stream worker before its next batch when a marker
-is missing (:class:`streams.agents.StreamsRuntime`) and by
+is missing (:class:`streams.runtime.StreamsRuntime`) and by
 ``hqstream streams --rebuild``. Never writes to Kafka; commits no offsets.
 """
 
@@ -43,7 +43,7 @@ from confluent_kafka import Message
 from confluent_kafka.admin import OffsetSpec
 
 from schemas import redis_keys as rk
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import SHANGHAI_TZ
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.kafka_ranges import KafkaRanges, Ranges

@@ -49,3 +49,8 @@ def consume_all(
     finally:
         consumer.close()
     return out
+
+
+def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """A record's headers decoded to text (e.g. a DLQ record's reason and detail)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}

@@ -16,7 +16,7 @@ from hqstream.local_runner import create_topics, free_port
 from schemas import topics
 from tests.conftest import KafkaEndpoint
 
-__all__ = ["gateway_ready", "pipeline_env", "process", "wait_until"]
+__all__ = ["gateway_ready", "pipeline_env", "process", "spawn", "stop", "wait_until"]
 
 
 def pipeline_env(
@@ -45,27 +45,37 @@ def pipeline_env(
     return env, (feed_port, metrics_port, gw_port)
 
 
+def spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    """``hqstream <args>`` in its own session, its output appended to ``logs/<name>.log``."""
+    with (logs / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hqstream.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def process(name: str, args: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
-    log = (logs / f"{name}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hqstream.cli", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    (logs / f"{name}.log").unlink(missing_ok=True)
+    proc = spawn(name, args, env, logs)
     try:
         yield
         assert proc.poll() is None, f"{name} died: {(logs / f'{name}.log').read_text()[-3000:]}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop(proc)
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:

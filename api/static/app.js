@@ -66,6 +66,10 @@
   // ------------------------------------------------------------------ state
   const urlCodes = (params.get("codes") || "").split(",").map((s) => s.trim()).filter((s) => CODE_RE.test(s));
   const savedWatch = store.get("watch", null);
+  // the chart's timeframes and the indicator groups it draws (MA overlays, MACD or RSI pane)
+  const TIMEFRAMES = ["1m", "5m", "15m", "30m", "60m", "1d"];
+  const CHART_INDICATORS = ["ma", "macd", "rsi"];
+  const OPEN_BAR_REFRESH_MS = 3000;
   const state = {
     watch: dedupe(urlCodes.length ? urlCodes : Array.isArray(savedWatch) ? savedWatch.filter((c) => CODE_RE.test(c)) : DEFAULT_WATCH).slice(0, MAX_ROWS),
     removed: new Set(),
@@ -75,6 +79,8 @@
     alerts: [],
     alertKeys: new Set(),
     candles: new Map(),
+    tf: TIMEFRAMES.includes(store.get("tf", "1m")) ? store.get("tf", "1m") : "1m",
+    pane: store.get("pane", "macd") === "rsi" ? "rsi" : "macd",
     selected: null,
     rankMarket: "ALL",
     rankRest: new Map(),
@@ -414,17 +420,20 @@
     state.selected = code;
     store.set("selected", code);
     for (const r of rows.values()) r.tr.setAttribute("aria-selected", String(r.code === code));
-    if (old) feed.send({ type: "unsubscribe_candles", stock_code: old });
+    if (old && old !== code) feed.send({ type: "unsubscribe_candles", stock_code: old });
     if (old && old === backfill.code) backfill.code = null;
     if (old && !state.watch.includes(old)) feed.send({ type: "unsubscribe_stock", stock_code: old });
     state.candles = new Map();
     dirty.chart = true;
     dirty.detail = true;
-    if (code) {
-      feed.send({ type: "subscribe_candles", stock_code: code });
-      loadCandles(code);
-    }
+    if (code) subscribeChart(code);
     schedule();
+  }
+
+  function subscribeChart(code) {
+    // subscribing again switches the timeframe (one per stock and connection)
+    feed.send({ type: "subscribe_candles", stock_code: code, tf: state.tf, indicators: CHART_INDICATORS });
+    loadCandles(code);
   }
 
   tbody.addEventListener("click", (e) => {
@@ -529,13 +538,14 @@
   function applyCandles(list, replace) {
     if (replace) state.candles = new Map();
     for (const c of list) {
-      if (!c || c.code !== state.selected) continue;
+      if (!c || c.code !== state.selected || (c.tf || "1m") !== state.tf) continue;
       const t = num(c.minute_ts);
       if (!Number.isFinite(t)) continue;
       const old = state.candles.get(t);
       if (old && old.closed && c.closed === false) continue;
       if (old && !c.closed && num(old.ticks) > num(c.ticks)) continue;
-      state.candles.set(t, { minute_ts: t, open: num(c.open), high: num(c.high), low: num(c.low), close: num(c.close), volume: num(c.volume) || 0, amount: num(c.amount) || 0, ticks: num(c.ticks), closed: c.closed !== false });
+      const indicators = c.indicators || (old && old.indicators) || null;
+      state.candles.set(t, { minute_ts: t, open: num(c.open), high: num(c.high), low: num(c.low), close: num(c.close), volume: num(c.volume) || 0, amount: num(c.amount) || 0, ticks: num(c.ticks), closed: c.closed !== false, indicators });
     }
     if (state.candles.size > MAX_CANDLES) {
       const keys = Array.from(state.candles.keys()).sort((a, b) => a - b);
@@ -549,6 +559,7 @@
     const list = Array.from(state.candles.values()).filter((c) => Number.isFinite(c.open) && Number.isFinite(c.close) && Number.isFinite(c.high) && Number.isFinite(c.low)).sort((a, b) => a.minute_ts - b.minute_ts);
     const q = state.selected ? state.quotes.get(state.selected) : null;
     chart.setData(list, q ? num(q.prev_close) : NaN, q && num(q.price) > 0 ? num(q.price) : NaN);
+    chart.setView(state.tf, state.pane);
     chart.draw();
     chartEmpty.hidden = list.length > 0;
     chartEmpty.textContent = state.selected ? "Waiting for candles of " + state.selected + "…" : "Select a stock";
@@ -720,15 +731,58 @@
     }
   }
 
-  async function loadCandles(code) {
+  function candlesPath(code, limit) {
     const q = state.quotes.get(code);
-    const date = q && q.trade_date ? "?date=" + encodeURIComponent(q.trade_date) : "";
-    let list = [];
-    try { list = listOf(await api("/candles/" + code + date)); } catch (e) { /* none stored */ }
-    if (code !== state.selected) return;
-    if (list.length) applyCandles(list, false);
-    else backfillFromReplay(code);
+    const date = q && q.trade_date && state.tf !== "1d" ? "&date=" + encodeURIComponent(q.trade_date) : "";
+    return "/stock/" + code + "/candles?tf=" + state.tf + "&indicators=" + CHART_INDICATORS.join(",") + date + (limit ? "&limit=" + limit : "");
   }
+
+  async function loadCandles(code) {
+    const tf = state.tf;
+    let list = [];
+    try { list = listOf(await api(candlesPath(code, 0))); } catch (e) { /* none stored */ }
+    if (code !== state.selected || tf !== state.tf) return;
+    if (list.length) applyCandles(list, false);
+    else if (tf === "1m") backfillFromReplay(code);
+  }
+
+  // The open bar's indicator values are evaluated by the gateway when asked
+  // (the workers store the state, not a value per tick): refresh the newest bars.
+  setInterval(async () => {
+    const code = state.selected, tf = state.tf;
+    if (!code || document.hidden) return;
+    let list = [];
+    try { list = listOf(await api(candlesPath(code, 2))); } catch (e) { return; }
+    if (code === state.selected && tf === state.tf) applyCandles(list, false);
+  }, OPEN_BAR_REFRESH_MS);
+
+  const tfTabs = $("#tf-tabs"), paneTabs = $("#pane-tabs");
+  function markTabs() {
+    for (const b of tfTabs.querySelectorAll("button")) b.setAttribute("aria-selected", String(b.dataset.tf === state.tf));
+    for (const b of paneTabs.querySelectorAll("button")) b.setAttribute("aria-selected", String(b.dataset.pane === state.pane));
+  }
+  tfTabs.addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-tf]");
+    if (!b || b.dataset.tf === state.tf) return;
+    state.tf = b.dataset.tf;
+    store.set("tf", state.tf);
+    markTabs();
+    state.candles = new Map();
+    if (backfill.code === state.selected) backfill.code = null;
+    if (state.selected) subscribeChart(state.selected);
+    dirty.chart = true;
+    schedule();
+  });
+  paneTabs.addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-pane]");
+    if (!b) return;
+    state.pane = b.dataset.pane;
+    store.set("pane", state.pane);
+    markTabs();
+    dirty.chart = true;
+    schedule();
+  });
+  markTabs();
 
   // No stored candles for the day (a fresh stack, a Redis that lost them):
   // the chart back-fills from a replay of the stock's trading day, which the
@@ -745,7 +799,7 @@
   }
   function applyReplay(code, quotes) {
     applyQuotes(quotes.slice(-1));
-    if (code !== backfill.code || code !== state.selected) return;
+    if (code !== backfill.code || code !== state.selected || state.tf !== "1m") return;
     for (const q of quotes) {
       const ts = num(q.exchange_ts), price = num(q.price), volume = num(q.volume);
       if (!Number.isFinite(ts) || !(price > 0)) continue;
@@ -753,7 +807,7 @@
       const traded = Math.max(0, (Number.isFinite(volume) ? volume : 0) - backfill.volume);
       backfill.volume = Math.max(backfill.volume, volume || 0);
       const c = backfill.candles.get(minute);
-      if (!c) backfill.candles.set(minute, { code, minute_ts: minute, open: price, high: price, low: price, close: price, volume: traded, amount: traded * price, ticks: 1, closed: true });
+      if (!c) backfill.candles.set(minute, { code, tf: "1m", minute_ts: minute, open: price, high: price, low: price, close: price, volume: traded, amount: traded * price, ticks: 1, closed: true });
       else Object.assign(c, { high: Math.max(c.high, price), low: Math.min(c.low, price), close: price, volume: c.volume + traded, amount: c.amount + traded * price, ticks: c.ticks + 1 });
     }
     const built = Array.from(backfill.candles.values());
@@ -815,7 +869,7 @@
         for (const code of state.watch) this.send({ type: "subscribe_stock", stock_code: code });
         if (FEED_MARKET === "ALL") this.send({ type: "subscribe_all" });
         else if (FEED_MARKET) this.send({ type: "subscribe_market", market: FEED_MARKET });
-        if (state.selected) this.send({ type: "subscribe_candles", stock_code: state.selected });
+        if (state.selected) this.send({ type: "subscribe_candles", stock_code: state.selected, tf: state.tf, indicators: CHART_INDICATORS });
         this.setState("open", "Live");
         this.ping();
         clearInterval(this.pingTimer);

@@ -1,8 +1,10 @@
-/* hqstream dashboard: 1-minute candlestick chart drawn on a <canvas>.
+/* hqstream dashboard: candlestick chart of any timeframe drawn on a <canvas>.
  *
- * Pure drawing: it is given candles (Candle objects of candle.v1.avsc) and
- * draws price candles, volume bars, a right-hand price axis, a time axis, the
- * previous close and last price, and a crosshair with an OHLCV tooltip.
+ * Pure drawing: it is given bars (Candle objects of candle.v2.avsc, with their
+ * indicators) and draws price candles with MA5/10/20/60 overlays, volume bars,
+ * a MACD (DIF, DEA, histogram) or RSI (6, 12, 24) pane, a right-hand price
+ * axis, a time axis, the previous close and last price, and a crosshair with
+ * an OHLCV + indicator tooltip. Values are the gateway's (TA-Lib definitions).
  * It never fetches data and never touches the DOM outside its canvas and tooltip.
  */
 (function () {
@@ -23,6 +25,20 @@
   const timeFmt = new Intl.DateTimeFormat("zh-CN", {
     timeZone: "Asia/Shanghai", hour: "2-digit", minute: "2-digit", hour12: false,
   });
+  const dayFmt = new Intl.DateTimeFormat("zh-CN", {
+    timeZone: "Asia/Shanghai", month: "2-digit", day: "2-digit",
+  });
+  const MA_LINES = [["ma5", "#f0b90b"], ["ma10", "#4c8dff"], ["ma20", "#c084fc"], ["ma60", "#22d3ee"]];
+  const PANE_LINES = {
+    macd: [["macd", "#f0b90b"], ["macd_signal", "#4c8dff"]],
+    rsi: [["rsi6", "#f0b90b"], ["rsi12", "#4c8dff"], ["rsi24", "#c084fc"]],
+  };
+  const PANE_TITLE = { macd: "MACD(12,26,9)", rsi: "RSI(6,12,24)" };
+
+  function ind(c, name) {
+    const v = c.indicators ? c.indicators[name] : null;
+    return typeof v === "number" && Number.isFinite(v) ? v : NaN;
+  }
 
   function niceStep(raw) {
     if (!(raw > 0)) return 1;
@@ -53,6 +69,8 @@
       this.prevClose = NaN;
       this.lastPrice = NaN;
       this.conv = "cn";
+      this.tf = "1m";
+      this.pane = "macd";
       this.mouse = null;
       this.layout = null;
       this.onNeedsDraw = null;
@@ -79,6 +97,16 @@
       this.candles = candles;
       this.prevClose = prevClose;
       this.lastPrice = lastPrice;
+    }
+
+    /** tf: the bars' timeframe (labels); pane: "macd" or "rsi". */
+    setView(tf, pane) {
+      this.tf = tf || "1m";
+      this.pane = pane === "rsi" ? "rsi" : "macd";
+    }
+
+    label(ts) {
+      return this.tf === "1d" ? dayFmt.format(ts) : timeFmt.format(ts);
     }
 
     setConvention(conv) {
@@ -112,10 +140,12 @@
       const plotW = cssW - padL - axisW;
       const plotH = cssH - padT - axisH;
       const gap = 10;
-      const volH = Math.max(40, Math.round(plotH * 0.22));
-      const priceH = plotH - volH - gap;
+      const volH = Math.max(32, Math.round(plotH * 0.14));
+      const paneH = Math.max(48, Math.round(plotH * 0.22));
+      const priceH = plotH - volH - paneH - 2 * gap;
       const priceTop = padT;
       const volTop = padT + priceH + gap;
+      const paneTop = volTop + volH + gap;
       const maxVisible = Math.max(1, Math.floor(plotW / MIN_STEP));
       const visible = this.candles.slice(-maxVisible);
       const slots = Math.max(MIN_SLOTS, visible.length);
@@ -127,6 +157,7 @@
       ctx.lineWidth = 1;
       ctx.strokeRect(padL + 0.5, priceTop + 0.5, plotW, priceH);
       ctx.strokeRect(padL + 0.5, volTop + 0.5, plotW, volH);
+      ctx.strokeRect(padL + 0.5, paneTop + 0.5, plotW, paneH);
       this.layout = null;
       if (!visible.length) return;
 
@@ -137,6 +168,11 @@
         if (c.low < lo) lo = c.low;
         if (c.high > hi) hi = c.high;
         if (c.volume > vmax) vmax = c.volume;
+        for (const [name] of MA_LINES) {
+          const v = ind(c, name);
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
       }
       if (Number.isFinite(this.lastPrice)) {
         lo = Math.min(lo, this.lastPrice);
@@ -181,13 +217,13 @@
         ctx.strokeStyle = GRID;
         ctx.beginPath();
         ctx.moveTo(xx, priceTop);
-        ctx.lineTo(xx, volTop + volH);
+        ctx.lineTo(xx, paneTop + paneH);
         ctx.stroke();
         ctx.fillStyle = AXIS_TEXT;
-        const label = timeFmt.format(visible[i].minute_ts);
+        const label = this.label(visible[i].minute_ts);
         const half = ctx.measureText(label).width / 2;
         const lx = Math.min(padL + plotW - half, Math.max(padL + half, xx));
-        ctx.fillText(label, lx, volTop + volH + axisH / 2 + 1);
+        ctx.fillText(label, lx, paneTop + paneH + axisH / 2 + 1);
       }
 
       // previous close reference
@@ -226,6 +262,91 @@
         ctx.globalAlpha = 1;
       }
 
+      // moving averages over the candles, and their legend
+      const line = (name, color, yOf) => {
+        ctx.strokeStyle = color;
+        ctx.lineWidth = 1.2;
+        ctx.beginPath();
+        let pen = false;
+        for (let i = 0; i < visible.length; i++) {
+          const v = ind(visible[i], name);
+          if (!Number.isFinite(v)) { pen = false; continue; }
+          if (pen) ctx.lineTo(xOf(i), yOf(v));
+          else ctx.moveTo(xOf(i), yOf(v));
+          pen = true;
+        }
+        ctx.stroke();
+        ctx.lineWidth = 1;
+      };
+      const newest = (name) => {  // the newest bar that has the value
+        for (let i = visible.length - 1; i >= 0; i--) {
+          const v = ind(visible[i], name);
+          if (Number.isFinite(v)) return v;
+        }
+        return NaN;
+      };
+      let legendX = padL + 6;
+      const legend = (text, color, yy) => {
+        ctx.fillStyle = color;
+        ctx.textAlign = "left";
+        ctx.fillText(text, legendX, yy);
+        legendX += ctx.measureText(text).width + 10;
+      };
+      for (const [name, color] of MA_LINES) {
+        line(name, color, y);
+        const v = newest(name);
+        legend(name.toUpperCase() + " " + (Number.isFinite(v) ? v.toFixed(dec) : "--"), color, priceTop + 9);
+      }
+
+      // the indicator pane: MACD (histogram + DIF/DEA) or RSI (6/12/24, guides at 30/70)
+      const pane = this.pane;
+      let pLo = pane === "rsi" ? 0 : Infinity;
+      let pHi = pane === "rsi" ? 100 : -Infinity;
+      if (pane === "macd") {
+        for (const c of visible) {
+          for (const name of ["macd", "macd_signal", "macd_hist"]) {
+            const v = ind(c, name);
+            if (v < pLo) pLo = v;
+            if (v > pHi) pHi = v;
+          }
+        }
+        const m = Math.max(Math.abs(pLo), Math.abs(pHi));
+        pLo = Number.isFinite(m) && m > 0 ? -m * 1.1 : -1;
+        pHi = -pLo;
+      }
+      const yPane = (v) => paneTop + ((pHi - v) / (pHi - pLo)) * paneH;
+      const guides = pane === "rsi" ? [30, 70] : [0];
+      ctx.save();
+      ctx.setLineDash([2, 4]);
+      ctx.strokeStyle = GRID;
+      for (const g of guides) {
+        const yy = Math.round(yPane(g)) + 0.5;
+        ctx.beginPath();
+        ctx.moveTo(padL, yy);
+        ctx.lineTo(padL + plotW, yy);
+        ctx.stroke();
+        ctx.fillStyle = AXIS_TEXT;
+        ctx.fillText(pane === "rsi" ? String(g) : "0", padL + plotW + 6, yy);
+      }
+      ctx.restore();
+      if (pane === "macd") {
+        const zero = yPane(0);
+        for (let i = 0; i < visible.length; i++) {
+          const v = ind(visible[i], "macd_hist");
+          if (!Number.isFinite(v)) continue;
+          ctx.fillStyle = v >= 0 ? pal.up : pal.down;
+          const yy = yPane(v);
+          ctx.fillRect(Math.round(xOf(i)) - Math.floor(bodyW / 2), Math.min(yy, zero), bodyW, Math.max(1, Math.abs(yy - zero)));
+        }
+      }
+      legendX = padL + 6;
+      legend(PANE_TITLE[pane], AXIS_TEXT, paneTop + 9);
+      for (const [name, color] of PANE_LINES[pane]) {
+        line(name, color, yPane);
+        const v = newest(name);
+        legend((name === "macd" ? "DIF" : name === "macd_signal" ? "DEA" : name.toUpperCase()) + " " + (Number.isFinite(v) ? v.toFixed(pane === "rsi" ? 2 : 3) : "--"), color, paneTop + 9);
+      }
+
       // last price line and tag
       const last = Number.isFinite(this.lastPrice) ? this.lastPrice : visible[visible.length - 1].close;
       const ref = Number.isFinite(this.prevClose) ? this.prevClose : visible[0].open;
@@ -242,7 +363,7 @@
       ctx.restore();
       this.tag(padL + plotW + 1, ly, last.toFixed(dec), lastCol, "#fff");
 
-      this.layout = { padL, plotW, priceTop, priceH, volTop, volH, step, lo, hi, visible, dec };
+      this.layout = { padL, plotW, priceTop, priceH, volTop, volH, paneTop, paneH, step, lo, hi, visible, dec };
       this.drawCrosshair(y);
     }
 
@@ -272,7 +393,7 @@
       ctx.strokeStyle = CROSS;
       ctx.beginPath();
       ctx.moveTo(cx, L.priceTop);
-      ctx.lineTo(cx, L.volTop + L.volH);
+      ctx.lineTo(cx, L.paneTop + L.paneH);
       if (m.y >= L.priceTop && m.y <= L.priceTop + L.priceH) {
         ctx.moveTo(L.padL, Math.round(m.y) + 0.5);
         ctx.lineTo(L.padL + L.plotW, Math.round(m.y) + 0.5);
@@ -286,11 +407,17 @@
       const chg = c.close - c.open;
       const cls = chg > 0 ? "up" : chg < 0 ? "down" : "flat";
       this.tip.hidden = false;
+      const fmt = (name, d) => (Number.isFinite(ind(c, name)) ? ind(c, name).toFixed(d) : "--");
       this.tip.innerHTML =
-        `<b>${timeFmt.format(c.minute_ts)}</b>${c.closed === false ? " · open" : ""}<br>` +
+        `<b>${this.label(c.minute_ts)}</b>${c.closed === false ? " · open" : ""}<br>` +
         `O <b>${c.open.toFixed(2)}</b> H <b>${c.high.toFixed(2)}</b><br>` +
         `L <b>${c.low.toFixed(2)}</b> C <b class="${cls}">${c.close.toFixed(2)}</b><br>` +
-        `Vol <b>${compact(c.volume)}</b> Amt <b>${compact(c.amount)}</b>`;
+        `Vol <b>${compact(c.volume)}</b> Amt <b>${compact(c.amount)}</b>` +
+        (c.indicators
+          ? `<br>MA5 <b>${fmt("ma5", 2)}</b> MA20 <b>${fmt("ma20", 2)}</b>` +
+            `<br>DIF <b>${fmt("macd", 3)}</b> DEA <b>${fmt("macd_signal", 3)}</b>` +
+            `<br>RSI6 <b>${fmt("rsi6", 1)}</b> RSI12 <b>${fmt("rsi12", 1)}</b>`
+          : "");
       this.tip.style.left = m.x > L.padL + L.plotW / 2 ? "10px" : "";
       this.tip.style.right = "";
       if (m.x <= L.padL + L.plotW / 2) {

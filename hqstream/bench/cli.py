@@ -13,6 +13,7 @@ from hqstream.bench.e2e import e2e_bench
 from hqstream.bench.failover import failover_bench
 from hqstream.bench.faults import faults_bench
 from hqstream.bench.gateway_bench import fanout_bench, latency_bench
+from hqstream.bench.indicators_bench import indicators_bench
 from hqstream.bench.ingest import ingest
 from hqstream.bench.journal_faults import journal_faults_bench
 from hqstream.bench.rebuild_bench import rebuild_bench
@@ -44,6 +45,7 @@ bench_app.command("gateway-latency")(latency_bench)
 bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
 bench_app.command("cost")(cost_bench)
+bench_app.command("indicators")(indicators_bench)
 bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
 bench_app.command("archive")(archive_bench)
@@ -57,7 +59,7 @@ def journal_faults(
     rate: int = typer.Option(2000, help="lines/s of the steady feed during the pause"),
 ) -> None:
     """The receiver journal's faults (kill, corruption, disk full, broker pause): 0 lost."""
-    from schemas.logs import configure_logging
+    from hqcore.logs import configure_logging
 
     configure_logging("WARNING", "bench")
     rows = journal_faults_bench(pause_s, delivery_timeout_s, rate)

@@ -154,18 +154,46 @@ def cost_bench(
         str, typer.Option(help="comma-separated phases: idle, 333, 1667, 5000 (ticks/s)")
     ] = "idle,333,1667,5000",
     workers: Annotated[int, typer.Option(min=1, help="stream worker processes")] = 1,
+    indicators: Annotated[
+        str,
+        typer.Option(
+            help="the workers' HQ_STREAMS_INDICATORS: on, off, or compare (pipelines with "
+            "them on and off alternately, --rounds times, and the workers' cost of each)"
+        ),
+    ] = "on",
+    rounds: Annotated[int, typer.Option(min=1, help="with --indicators compare")] = 1,
 ) -> None:
     """CPU-ms per 1,000 ticks of every process of the pipeline, idle and at steady rates."""
     chosen = [PHASES[p.strip()] for p in phases.split(",") if p.strip()]
+    if indicators not in ("on", "off", "compare"):
+        raise typer.BadParameter("--indicators is on, off or compare")
+    modes = ["on", "off"] * rounds if indicators == "compare" else [indicators]
     console.print(
         f"[bold]bench cost[/]: {', '.join(p.name for p in chosen)}; {seconds:.0f} s each after "
-        f"{warmup:.0f} s warm-up, {workers} worker(s); machine: {machine()}"
+        f"{warmup:.0f} s warm-up, {workers} worker(s), indicators {' / '.join(modes)}; "
+        f"machine: {machine()}"
     )
+    runs: list[tuple[str, list[tuple[Phase, dict[str, float]]]]] = []
+    with bench_env(need_redis=True) as env:
+        for mode in modes:
+            runs.append((mode, _run_pipeline(env, chosen, seconds, warmup, workers, mode)))
+            console.print(f"indicators {mode}: done (load average {os.getloadavg()[0]:.1f})")
+    for mode, results in runs:
+        print(f"\nindicators {mode}:")
+        _report(results)
+    if indicators == "compare":
+        _report_indicator_cost(runs)
+
+
+def _run_pipeline(
+    env: BenchEnv, chosen: list[Phase], seconds: float, warmup: float, workers: int, mode: str
+) -> list[tuple[Phase, dict[str, float]]]:
+    """Every phase measured on a fresh pipeline whose workers run with indicators ``mode``."""
     results: list[tuple[Phase, dict[str, float]]] = []
+    worker_env = {"HQ_STREAMS_INDICATORS": "true" if mode == "on" else "false"}
     with (
-        bench_env(need_redis=True) as env,
         tempfile.TemporaryDirectory(prefix="hqcost-") as tmp,
-        pipeline(env, Path(tmp), workers=workers) as rig,
+        pipeline(env, Path(tmp), workers=workers, worker_env=worker_env) as rig,
     ):
         client = Client(rig.gateway_port)
         client.start()
@@ -175,7 +203,30 @@ def cost_bench(
         finally:
             client.stop.set()
             client.join(10)
-    _report(results)
+    return results
+
+
+def _report_indicator_cost(runs: list[tuple[str, list[tuple[Phase, dict[str, float]]]]]) -> None:
+    """The stream workers' CPU-ms per 1,000 ticks, indicators on vs off, per phase and round."""
+    phases = [p for p, _ in runs[0][1] if p.snapshots == 0]  # idle has no ticks to divide by
+
+    def per_k(results: list[tuple[Phase, dict[str, float]]], phase: Phase) -> float:
+        for p, r in results:
+            if p == phase:
+                cpu = sum(v for n, v in r.items() if n.startswith("streams"))
+                return 1e6 * cpu / r["_ticks"] if r["_ticks"] > 0 else float("nan")
+        return float("nan")
+
+    print("\n| stream workers, ms CPU per 1k ticks | " + " | ".join(p.name for p in phases) + " |")
+    print("|---|" + "---:|" * len(phases))
+    on = [r for mode, r in runs if mode == "on"]
+    off = [r for mode, r in runs if mode == "off"]
+    for i, (a, b) in enumerate(zip(on, off, strict=True), start=1):
+        cells = []
+        for phase in phases:
+            x, y = per_k(a, phase), per_k(b, phase)
+            cells.append(f"{x:.1f} vs {y:.1f} ({100 * (x - y) / y:+.0f}%)")
+        print(f"| round {i}: indicators on vs off | " + " | ".join(cells) + " |")
 
 
 def _report(results: list[tuple[Phase, dict[str, float]]]) -> None:

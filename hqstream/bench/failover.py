@@ -33,8 +33,8 @@ from confluent_kafka import Producer
 from rich.console import Console
 
 from hqstream.bench.common import machine
-from hqstream.bench.rawlines import RawLine, generate
 from hqstream.local_runner import LocalStack, create_topics, free_port
+from producers.sample_feed import RawLine, generate
 from schemas import redis_keys as rk
 from schemas.topics import RAW, topic_specs
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -25,16 +26,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
-from hqstream.up import Child, _receiver_figures
+from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, NORMALIZED, RAW, topic_specs
+from schemas.topics import DLQ, NORMALIZED, RAW, Headers, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +63,42 @@ def tick_id(line: bytes) -> tuple[str, int] | None:
     return str(quote["code"]), int(quote["exchange_ts"])
 
 
-@dataclass
 class SentLog:
-    """The simulator's sent log, read incrementally: newest exchange ts per stock."""
+    """The simulators' sent logs (one per feed), read incrementally: newest exchange ts
+    per stock over all of them."""
 
-    path: Path
-    offset: int = 0
-    newest: dict[str, int] = field(default_factory=dict)
-    _tail: bytes = b""
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.offsets = dict.fromkeys(paths, 0)
+        self.newest: dict[str, int] = {}
+        self._tails = dict.fromkeys(paths, b"")
+
+    @property
+    def offset(self) -> int:
+        """Bytes read so far, over every log."""
+        return sum(self.offsets.values())
 
     def update(self) -> None:
-        if not self.path.exists():
+        for path in self.paths:
+            self._update(path)
+
+    def _update(self, path: Path) -> None:
+        if not path.exists():
             return
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
+        with path.open("rb") as fh:
+            fh.seek(self.offsets[path])
             data = fh.read()
-        self.offset += len(data)
-        data = self._tail + data
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
+        self.offsets[path] += len(data)
+        lines = (self._tails[path] + data).split(b"\n")
+        self._tails[path] = lines.pop()
         for line in lines:
             ident = tick_id(line.rstrip(b"\r")) if line else None
             if ident is not None and ident[1] > self.newest.get(ident[0], 0):
                 self.newest[ident[0]] = ident[1]
+
+
+#: two-feed runs start their simulators' shared schedule this long after the rig is made
+SCHEDULE_LEAD_S = 15.0
 
 
 class FaultRig:
@@ -100,7 +114,10 @@ class FaultRig:
         interval_s: float,
         spread: bool,
         partitions: int = 12,
+        feeds: int = 1,
     ) -> None:
+        if feeds not in (1, 2):
+            raise ValueError("one or two feeds")
         self.stack = stack
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,40 +125,53 @@ class FaultRig:
         self.prefix = f"faults{secrets.token_hex(3)}."
         self.group = f"{self.prefix}streams"
         self.redis_url = f"{stack.redis.url.rsplit('/', 1)[0]}/{redis_db}"
-        self.sent_log = SentLog(run_dir / "sent.log")
+        #: feed names; the first one's processes keep the single-feed names
+        self.feeds = ("a", "b")[:feeds]
+        self.simulators = [_suffixed("simulate", feed) for feed in self.feeds]
+        self.receivers = [_suffixed("produce", feed) for feed in self.feeds]
+        self.sent_log = SentLog([run_dir / f"{_suffixed('sent', f)}.log" for f in self.feeds])
         self.injected: Counter[bytes] = Counter()  # digests of records put on the raw topic here
         self.restarts: Counter[str] = Counter()
         self.down: set[str] = set()  # taken down on purpose: not restarted
         create_topics(stack.kafka.bootstrap, topic_specs(partitions), prefix=self.prefix)
         self._flush_redis()
-        feed_port = free_port()
-        self.feed_port = feed_port
-        self.receiver_metrics = free_port()
+        self.feed_ports = [free_port() for _ in self.feeds]
+        self.receiver_metrics = [free_port() for _ in self.feeds]
         env = {
             **os.environ,
             "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap,
             "HQ_REDIS_URL": self.redis_url,
             "HQ_TOPIC_PREFIX": self.prefix,
             "HQ_PARTITIONS": str(partitions),
-            "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
+            "HQ_FEED_ADDR": f"127.0.0.1:{self.feed_ports[0]}",
             "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
             "HQ_JOURNAL_DIR": str(run_dir / "journal"),
             "HQ_LOG_LEVEL": "INFO",
             "HQ_STREAMS_GROUP_ID": self.group,
             "HQ_STREAMS_DATADIR": str(run_dir / "streams"),
         }
+        if feeds > 1:  # one token for both: the HQ_FEEDS entries name HQ_FEED_TOKEN
+            env["HQ_FEEDS"] = json.dumps(
+                [
+                    {"name": f, "addr": f"127.0.0.1:{port}"}
+                    for f, port in zip(self.feeds, self.feed_ports, strict=True)
+                ]
+            )
         exe = [sys.executable, "-m", "hqstream.cli"]
         simulate = [*exe, "simulate", "--stocks", str(stocks), "--interval", str(interval_s)]
-        simulate += ["--sent-log", str(self.sent_log.path)] + (["--spread"] if spread else [])
-        self.children: dict[str, Child] = {
-            "simulate": Child("simulate", simulate, env, run_dir / "simulate.log"),
-            "produce": Child(
-                "produce",
-                [*exe, "produce", "--metrics-port", str(self.receiver_metrics)],
-                env,
-                run_dir / "produce.log",
-            ),
-        }
+        simulate += ["--spread"] if spread else []
+        if feeds > 1:  # one market on one wall-clock schedule
+            simulate += ["--epoch", str(time.time() + SCHEDULE_LEAD_S)]
+        self.children: dict[str, Child] = {}
+        for i, feed in enumerate(self.feeds):
+            name, receiver = self.simulators[i], self.receivers[i]
+            args = [*simulate, "--addr", f"127.0.0.1:{self.feed_ports[i]}",
+                    "--sent-log", str(self.sent_log.paths[i])]  # fmt: skip
+            args += list(SECOND_FEED_OPTIONS) if i else []
+            self.children[name] = Child(name, args, env, run_dir / f"{name}.log")
+            produce = [*exe, "produce", "--metrics-port", str(self.receiver_metrics[i])]
+            produce += ["--feed", feed] if feeds > 1 else []
+            self.children[receiver] = Child(receiver, produce, env, run_dir / f"{receiver}.log")
         self.worker_metrics: dict[str, int] = {}
         for name in WORKERS:
             port = free_port()
@@ -158,14 +188,16 @@ class FaultRig:
     # -- processes ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Workers first (they join the group), then the simulator and the receiver."""
+        """Workers first (they join the group), then the simulators and the receivers."""
         for name in WORKERS:
             self.children[name].start()
-        self.children["simulate"].start()
+        for name in self.simulators:
+            self.children[name].start()
         deadline = time.monotonic() + 30
-        while not port_open(self.feed_port) and time.monotonic() < deadline:
+        while not all(map(port_open, self.feed_ports)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.children["produce"].start()
+        for name in self.receivers:
+            self.children[name].start()
 
     def kill(self, name: str, *, keep_down: bool = True) -> None:
         """SIGKILL a child (its whole process group); restarted later unless ``keep_down``."""
@@ -201,7 +233,7 @@ class FaultRig:
         return restarted
 
     def stop(self) -> None:
-        for name in ("simulate", "produce", *WORKERS):
+        for name in (*self.simulators, *self.receivers, *WORKERS):
             self.down.add(name)
             self.children[name].stop()
         if self._consumer is not None:
@@ -278,14 +310,10 @@ class FaultRig:
         return sum(behind)
 
     def receiver_drained(self) -> bool:
-        figures = _receiver_figures(self.receiver_metrics)
-        if not figures:
-            return False
-        lines = figures.get("hq_receiver_lines_total", 0.0)
-        produced = figures.get("hq_receiver_produced_total", 0.0)
-        return produced >= lines and figures.get("hq_receiver_journal_bytes", 0.0) == 0
+        """Every receiver forwarded every line it read."""
+        return all(map(_receiver_drained, self.receiver_metrics))
 
-    def produce_raw(self, records: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> int:
+    def produce_raw(self, records: Iterable[tuple[bytes, bytes, Headers]]) -> int:
         """Put records on the raw topic directly (as the receiver would); returns how many."""
         producer = Producer(
             {
@@ -314,14 +342,31 @@ class FaultRig:
             client.close()
 
 
+def _receiver_drained(metrics_port: int) -> bool:
+    figures = _receiver_figures(metrics_port)
+    if not figures:
+        return False
+    lines = figures.get("hq_receiver_lines_total", 0.0)
+    produced = figures.get("hq_receiver_produced_total", 0.0)
+    return produced >= lines and figures.get("hq_receiver_journal_bytes", 0.0) == 0
+
+
+def _suffixed(name: str, feed: str) -> str:
+    """Feed a's processes and files keep the single-feed names; feed b's end in ``-b``."""
+    return name if feed == "a" else f"{name}-{feed}"
+
+
 @dataclass(frozen=True)
 class Counts:
     """One scenario's figures once the pipeline drained."""
 
     sent: int
-    lost_at_receiver: int  # sent (or put on the raw topic) but not in the raw topic
+    #: sent (or put on the raw topic) but not in the raw topic; with two feeds: a
+    #: line neither feed's receiver put on the raw topic
+    lost_at_receiver: int
     lost_in_streams: int  # valid in the raw topic but never normalized, or bad and not in the DLQ
     duplicated: int  # raw-topic records beyond what was sent
+    published_twice: int  # (stock, exchange_ts) on the normalized topic more than once
     not_newest: int  # stocks whose Redis quote is not their newest tick sent
     dlq: int
 
@@ -369,8 +414,10 @@ def count(rig: FaultRig) -> Counts:
     rig.sent_log.update()
     expected: Counter[bytes] = Counter(rig.injected)
     sent = 0
-    if rig.sent_log.path.exists():
-        for line in rig.sent_log.path.read_bytes().split(b"\n"):
+    for path in rig.sent_log.paths:
+        if not path.exists():
+            continue
+        for line in path.read_bytes().split(b"\n"):
             if line:
                 expected[digest(line.rstrip(b"\r"))] += 1
                 sent += 1
@@ -386,22 +433,26 @@ def count(rig: FaultRig) -> Counts:
             else:
                 valid.add(ident)
         raw[d] += 1
-    lost_at_receiver = sum(max(0, n - raw[d]) for d, n in expected.items())
+    if len(rig.feeds) > 1:  # a line is lost when no feed's copy reached the raw topic
+        lost_at_receiver = sum(1 for d in expected if not raw[d])
+    else:
+        lost_at_receiver = sum(max(0, n - raw[d]) for d, n in expected.items())
     duplicated = sum(max(0, n - expected[d]) for d, n in raw.items())
     codec = make_codec("quote")
-    normalized: set[tuple[str, int]] = set()
+    normalized: Counter[tuple[str, int]] = Counter()
     for value in _read_topic(bootstrap, rig.prefix + NORMALIZED):
         quote = codec.decode(value)
-        normalized.add((str(quote["code"]), int(quote["exchange_ts"])))
+        normalized[str(quote["code"]), int(quote["exchange_ts"])] += 1
     dead = {digest(value) for value in _read_topic(bootstrap, rig.prefix + DLQ)}
     dlq_records = sum(1 for _ in _read_topic(bootstrap, rig.prefix + DLQ))
-    lost_in_streams = len(valid - normalized) + len(bad - dead)
+    lost_in_streams = len(valid - normalized.keys()) + len(bad - dead)
     not_newest = rig.stale_quotes(rig.sent_log.newest)
     return Counts(
         sent=sent,
         lost_at_receiver=lost_at_receiver,
         lost_in_streams=lost_in_streams,
         duplicated=duplicated,
+        published_twice=sum(n - 1 for n in normalized.values()),
         not_newest=len(rig.sent_log.newest) if not_newest is None else not_newest,
         dlq=dlq_records,
     )

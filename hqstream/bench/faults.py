@@ -12,13 +12,20 @@ feed runs on, stops, and everything drains before counting:
   by the group (lag 0 up to the commit interval) **and** every stock's Redis
   quote is at least at the newest tick the simulator had sent when the fault
   ended (quotes flow again, the failed worker's partitions too);
-* lost = lines sent but not on the raw topic, plus valid raw records never
-  normalized and bad ones not in the DLQ; duplicated = raw records beyond
-  those sent; not at newest = stocks whose Redis quote is not their newest
-  tick sent.
+* lost = lines sent but not on the raw topic (with two feeds: lines neither
+  feed's receiver put there), plus valid raw records never normalized and bad
+  ones not in the DLQ; duplicated = raw records beyond those sent; published
+  twice = (stock, exchange_ts) on the normalized topic more than once; not at
+  newest = stocks whose Redis quote is not their newest tick sent.
 
 Prints live progress and one markdown table; exits 1 when a row lost ticks,
 left a quote behind, or did not recover within ``--recover-timeout``.
+
+With two feeds (``--feeds 2``, or a row registered with ``feeds=2``) a second
+simulator plays the same market on a shared wall-clock schedule with its own
+jitter, a small delay and 1 % of its lines missing, and a second receiver
+reads it (``HQ_FEEDS``); feed a's processes keep their names (``simulate``,
+``produce``), so ``receiver-kill`` kills feed a's receiver.
 
 Scenarios are a registry (:data:`SCENARIOS`, :func:`register`): a row is an
 ``inject`` and an optional ``clear`` acting on the rig; add more (journal
@@ -41,9 +48,9 @@ from rich.console import Console
 
 from hqstream.bench.common import machine
 from hqstream.bench.fault_rig import WORKERS, Counts, FaultRig, count, tick_id
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import LocalStack
-from schemas.topics import FORMAT_SSE_SZSE, H_FORMAT, H_RECEIVE_TS, H_SOURCE
+from producers.sample_feed import generate
+from schemas.topics import Headers, raw_headers
 
 console = Console()
 
@@ -65,6 +72,7 @@ class Scenario:
     clear: Callable[[FaultRig], None] | None = None
     after: Callable[[FaultRig], None] | None = None
     default: bool = True  # run without --only
+    feeds: int = 1  # vendor feeds (--feeds raises it for every row)
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -155,6 +163,15 @@ register(
         lambda rig: rig.start_again("produce"),
     )
 )
+register(
+    Scenario(
+        "receiver-kill-second-feed",
+        "receiver SIGKILL with a second feed, restarted",
+        lambda rig: rig.kill("produce"),
+        lambda rig: rig.start_again("produce"),
+        feeds=2,
+    )
+)
 register(Scenario("poison", "poison records (malformed lines)", _poison("malformed")))
 register(
     Scenario(
@@ -166,10 +183,10 @@ register(
 )
 
 
-def poison_lines(kind: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def poison_lines(kind: str) -> list[tuple[bytes, bytes, Headers]]:
     """Records as the receiver would put them on the raw topic.
 
-    ``malformed``: every malformed kind of :mod:`hqstream.bench.rawlines` (wrong
+    ``malformed``: every malformed kind of :mod:`producers.sample_feed` (wrong
     field count, not a number, bad symbol, negative, high below low, bad date,
     truncated JSON). ``hostile``: well-formed lines with numbers or dates no
     real quote has (issue 10): prev_close 1e27, price and amount 1e308, a
@@ -193,7 +210,7 @@ def poison_lines(kind: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]
         fields = value.decode().split("$")
         for i, text in edit.items():
             fields[i] = text
-        headers = [(H_FORMAT, FORMAT_SSE_SZSE.encode()), (H_RECEIVE_TS, now), (H_SOURCE, b"faults")]
+        headers = raw_headers("sse_szse", now, b"faults")
         out.append((key, "$".join(fields).encode(), headers))
     return out
 
@@ -209,6 +226,7 @@ class Row:
     recovered_s: float | None
     restarts: int
     error: str = ""
+    feeds: int = 1
 
     @property
     def ok(self) -> bool:
@@ -347,6 +365,7 @@ def run_scenario(
     seconds: float,
     fault_s: float,
     recover_timeout: float,
+    feeds: int = 1,
 ) -> Row:
     progress = Progress(scenario.name)
     rig = FaultRig(
@@ -356,6 +375,7 @@ def run_scenario(
         stocks=stocks,
         interval_s=interval_s,
         spread=spread,
+        feeds=max(feeds, scenario.feeds),
     )
     recovered: float | None = None
     resumed: float | None = None
@@ -363,7 +383,8 @@ def run_scenario(
     counts: Counts | None = None
     try:
         rig.start()
-        progress.say(f"started simulator, receiver, 2 workers (logs in {rig.run_dir})")
+        progress.say(f"started {len(rig.feeds)} simulator(s) and receiver(s), 2 workers "
+                     f"(logs in {rig.run_dir})")  # fmt: skip
         started = time.monotonic()
         while len(rig.sent_log.newest) < stocks * 0.95 and time.monotonic() - started < 60:
             rig.supervise()
@@ -395,17 +416,19 @@ def run_scenario(
             progress.say("after the fault: restoring the pipeline")
             scenario.after(rig)
         _hold(rig, seconds / 2, progress, "normal")
-        rig.stop_child("simulate")
+        for name in rig.simulators:
+            rig.stop_child(name)
         progress.say("feed stopped; draining")
         if not _drain(rig, progress):
             error = "did not drain"
             progress.say("NOT drained within 180 s")
-        for name in ("produce", *WORKERS):
+        for name in (*rig.receivers, *WORKERS):
             rig.stop_child(name)
         counts = count(rig)
         progress.say(
             f"sent {counts.sent:,}, lost {counts.lost:,} (receiver {counts.lost_at_receiver:,}, "
             f"streams {counts.lost_in_streams:,}), duplicated {counts.duplicated:,}, "
+            f"published twice {counts.published_twice:,}, "
             f"not at newest {counts.not_newest:,}, DLQ {counts.dlq:,}"
         )
     except Exception as exc:
@@ -421,21 +444,29 @@ def run_scenario(
         if stack.redis.proc is None or stack.redis.proc.poll() is not None:
             stack.redis.start()
         rig.delete_topics()
-    return Row(scenario, counts, resumed, recovered, with_restarts, error)
+    return Row(scenario, counts, resumed, recovered, with_restarts, error, len(rig.feeds))
 
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| fault | ticks sent | lost | duplicated in Kafka | Redis quotes not at newest tick "
-        "| DLQ records | partitions processing again (s) | recovered after (s) | restarts | |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fault | feeds | ticks sent | lost | duplicated in Kafka | published twice "
+        "| Redis quotes not at newest tick | DLQ records | partitions processing again (s) "
+        "| recovered after (s) | restarts | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         c = row.counts
-        cells = (
-            [f"{c.sent:,}", f"{c.lost:,}", f"{c.duplicated:,}", f"{c.not_newest:,}", f"{c.dlq:,}"]
+        cells = [str(row.feeds)] + (
+            [
+                f"{c.sent:,}",
+                f"{c.lost:,}",
+                f"{c.duplicated:,}",
+                f"{c.published_twice:,}",
+                f"{c.not_newest:,}",
+                f"{c.dlq:,}",
+            ]
             if c is not None
-            else ["-"] * 5
+            else ["-"] * 6
         )
         res = f"{row.resumed_s:.1f}" if row.resumed_s is not None else "-"
         rec = f"{row.recovered_s:.1f}" if row.recovered_s is not None else "not recovered"
@@ -461,6 +492,12 @@ def faults_bench(
     run_dir: Annotated[
         Path | None, typer.Option(help="logs and data (default: a temporary directory)")
     ] = None,
+    feeds: Annotated[
+        int,
+        typer.Option(
+            min=1, max=2, help="vendor feeds: 2 runs every row with a second simulator and receiver"
+        ),
+    ] = 1,
 ) -> None:
     """Inject faults one at a time into the running pipeline; a table of what survived."""
     chosen = only or [name for name, sc in SCENARIOS.items() if sc.default]
@@ -469,6 +506,7 @@ def faults_bench(
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
     console.print(
         f"[bold]bench faults[/]: {len(chosen)} scenario(s), {stocks:,} stocks every {interval:g} s"
+        f", {feeds} feed(s) (rows registered with two feeds: two)"
         f"{' (spread)' if spread else ''}, 2 workers, fault held {fault_seconds:g} s; "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}"
     )
@@ -492,6 +530,7 @@ def faults_bench(
                         seconds=seconds,
                         fault_s=fault_seconds,
                         recover_timeout=recover_timeout,
+                        feeds=feeds,
                     )
                 )
         finally:

@@ -33,7 +33,7 @@ from hqstream.local_runner import free_port
 from schemas import topics
 
 ClientKind = Literal["light", "websockets"]
-GATEWAY_TOPICS = (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M)
+GATEWAY_TOPICS = (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, *topics.CANDLES.values())
 
 
 def stock_codes(n: int) -> list[str]:

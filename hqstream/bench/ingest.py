@@ -33,14 +33,15 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 
+from hqcore.logs import configure_logging
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.local_runner import free_port, port_open
 from producers.forwarder import Forwarder, producer_config
 from producers.journal import Journal
-from producers.protocol import LineKind, code_of
+from producers.protocol import code_of
 from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
-from schemas.logs import configure_logging
+from schemas.topics import LineKind, raw_headers
 
 console = Console()
 
@@ -102,7 +103,7 @@ def _bare_producer(
                     topic,
                     value=line,
                     key=code_of(line, fmt),
-                    headers=[("format", fmt.encode()), ("receive_ts", ts), ("source", b"bench")],
+                    headers=raw_headers(fmt, ts, b"bench"),
                 )
                 break
             except BufferError:

@@ -51,8 +51,6 @@ from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
 from schemas import dlq
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class FaultResult:
@@ -313,7 +311,9 @@ def disk_full(work: Path, journal_dir: Path | None = None, lines: int = 30_000) 
     started = time.monotonic()
     try:
         for i in range(0, lines, 100):
-            forwarder.submit(1_700_000_000_000, [quote_line(j) for j in range(i, i + 100)])
+            forwarder.submit(
+                1_700_000_000_000, [("sse_szse", quote_line(j)) for j in range(i, i + 100)]
+            )
             time.sleep(0.001)
         wait_for(
             lambda: (

@@ -83,9 +83,15 @@ class Pipeline:
 
 
 @contextlib.contextmanager
-def pipeline(env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20) -> Iterator[Pipeline]:
-    """Gateway and ``workers`` stream workers running; the receiver starts with the
-    first :meth:`Pipeline.feed`."""
+def pipeline(
+    env: BenchEnv,
+    logs: Path,
+    workers: int = 1,
+    flush_ms: int = 20,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[Pipeline]:
+    """Gateway and ``workers`` stream workers running (with ``worker_env`` added to
+    their environment); the receiver starts with the first :meth:`Pipeline.feed`."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
@@ -113,6 +119,7 @@ def pipeline(env: BenchEnv, logs: Path, workers: int = 1, flush_ms: int = 20) ->
             ["streams"],
             HQ_STREAMS_METRICS_PORT=str(free_port()),
             HQ_STREAMS_WORKER_ID=f"bench-{i}",
+            **(worker_env or {}),
         )
     rig.receiver = rig.child("produce", ["produce", "--metrics-port", str(metrics_port)])
     try:

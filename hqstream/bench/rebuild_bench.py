@@ -48,13 +48,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hqstream.bench.common import bench_env, calibration_row, console, machine
 from hqstream.bench.failover import quotes_at_newest
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import create_topics
+from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas import topics
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
 from schemas.serde import make_codec
-from streams.market_stats import recompute
+from streams.market_stats import MarketStats
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink
 from streams.settings import StreamsSettings
@@ -106,7 +106,10 @@ class DayProducer:
         self.stats_codec = make_codec("market_stats")
         lines, _ = generate(stocks, 1, seed=21)
         self.base = [parse_record(value, 0, 0) for _, value, _ in lines]
-        self.stats = recompute(self.base, 10, now_ms=0)
+        stats = MarketStats()
+        for quote in self.base:
+            stats.update(quote)
+        self.stats = stats.snapshot_all(10, now_ms=0)
         self.sent = 0
 
     def send(self, base_topic: str, key: bytes, value: bytes, ts: int) -> None:
@@ -288,7 +291,7 @@ def check_state(url: str, producer: DayProducer, day: Day, window_ms: int, inter
     expected_ticks = min(window_ms // interval_ms + 1, len(day.stamps))
     assert min(ticks) >= min(expected_ticks, rk.TICKS_MAXLEN), (min(ticks), expected_ticks)
     assert min(candles) == max(candles) == len(day.minutes) - 1, (min(candles), max(candles))
-    assert all(client.exists(rk.market_summary(m)) for m in rk.MARKETS_AND_ALL)
+    assert all(client.exists(rk.market_summary(m)) for m in MARKETS_AND_ALL)
     alerts = int(client.xlen(rk.ALERTS))
     assert alerts > 0
     return (f"checked: {len(newest):,} stocks at their newest tick, >= {min(ticks)} ticks each, "

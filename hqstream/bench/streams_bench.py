@@ -1,6 +1,6 @@
 """``hqstream bench streams``: sustained throughput of the stream workers.
 
-Preloads N realistic raw lines (hqstream.bench.rawlines) into a fresh uuid
+Preloads N realistic raw lines (producers.sample_feed) into a fresh uuid
 ``hq.ticks.raw``, then measures, on the same data:
 
 (a) the faust worker (``hqstream streams`` as a subprocess, its own group and
@@ -40,8 +40,8 @@ from rich.live import Live
 from rich.table import Table
 
 from hqstream.bench.common import bench_env, machine
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import create_topics, free_port
+from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas.topics import NORMALIZED, RAW, topic_specs
 
@@ -251,11 +251,11 @@ def run_faust(
 
 
 async def _plain(bootstrap: str, url: str, prefix: str, records: int, batch: int) -> Result:
-    from streams.agents import StreamsRuntime, tune_memory
     from streams.outbox import ConfluentOutbox
     from streams.pipeline import Processor
     from streams.rebuild import consume_batches, end_offsets
     from streams.redis_sink import RedisSink
+    from streams.runtime import StreamsRuntime, tune_memory
     from streams.settings import StreamsSettings
 
     settings = StreamsSettings(

@@ -42,7 +42,8 @@ def push_settings(kafka: KafkaEndpoint, redis_url: str, **over: object) -> Gatew
     """Settings on uuid-prefixed topics (created here) of the shared broker; auth off by default."""
     prefix = f"{KafkaEndpoint.group('gwt')}."
     for spec in topics.topic_specs(partitions=3):
-        if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M):
+        if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS,
+                         *topics.CANDLES.values()):  # fmt: skip
             kafka.create(prefix + spec.name, spec.partitions)
     over.setdefault("auth", "off")
     return GatewaySettings(

@@ -26,8 +26,10 @@ from confluent_kafka import Producer
 
 from schemas import redis_keys as keys
 from schemas import topics
-from schemas.market_rules import SHANGHAI_TZ, board_of, limit_prices
+from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
+from schemas.market_rules import board_of, limit_prices
 from schemas.serde import SingleObjectCodec
+from streams.bars import TimeframeBars
 
 WATCH = ("000001", "600519", "300750", "688981", "920819", "601318", "000858", "002594", "600036",
          "300059")  # fmt: skip
@@ -205,7 +207,7 @@ class MarketSim:
 
     def stats(self, ts: int) -> list[dict[str, Any]]:
         out = []
-        for market in keys.MARKETS_AND_ALL:
+        for market in MARKETS_AND_ALL:
             group = [s for s in self.stocks.values() if market in ("ALL", s.market)]
             live = [s for s in group if not s.suspended]
             pct = {s.code: 100 * (s.price - s.prev_close) / s.prev_close for s in live}
@@ -276,6 +278,15 @@ class MarketSim:
             for code, book in self.candles.items():
                 for minute, c in book.items():
                     pipe.hset(keys.candles(code, self.trade_date), str(minute), json.dumps(c))
+            # what the workers write as the minutes close: every timeframe's bars with
+            # their indicators, and the series the gateway shows the open bars from
+            frames = TimeframeBars()
+            for code, book in self.candles.items():
+                for bar in frames.add_minutes([book[m] for m in sorted(book) if book[m]["closed"]]):
+                    key = keys.candles(code, self.trade_date, bar["tf"])
+                    pipe.hset(key, str(bar["minute_ts"]), json.dumps(bar))
+            for code, series in frames.take_changed().items():
+                pipe.hset(keys.bars(code), mapping=series)  # type: ignore[arg-type]
             for st in self.stats(ts):
                 pipe.hset(keys.market_summary(st["market"]), mapping={
                     "ts": ts, "data": json.dumps(st, ensure_ascii=False)})  # fmt: skip

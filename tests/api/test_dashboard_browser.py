@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import redis_keys as keys
 from schemas import topics
+from schemas.exchange import MARKETS_AND_ALL
 from tests.api.dashboard_market import WATCH, LiveFeed, MarketSim
 from tests.conftest import KafkaEndpoint
 
@@ -131,6 +131,19 @@ def gateway(kafka: KafkaEndpoint, redis_url: str, tmp_path: Path) -> Iterator[Ga
         gw.stop()
 
 
+HAS_INDICATOR = """name => [...window.hqDashboard.state.candles.values()].some(
+  c => c.indicators && Number.isFinite(c.indicators[name]))"""
+MA5_COLOR = [240, 185, 11]  # api/static/chart.js MA_LINES
+CANVAS_COLOR = """([r0, g0, b0]) => {
+  const c = document.getElementById("chart");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const [r, g, b] = [d[i], d[i + 1], d[i + 2]];
+    if (Math.abs(r - r0) < 30 && Math.abs(g - g0) < 30 && Math.abs(b - b0) < 30) n++;
+  }
+  return n;
+}"""
 CANVAS_PIXELS = """() => {
   const c = document.getElementById("chart");
   const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
@@ -206,7 +219,7 @@ def _check_page(page: Any, gw: Gateway, sim: MarketSim, live: LiveFeed) -> None:
     page.wait_for_function(CONN_IS, arg="open")
 
     # market summaries: REST first, then live stats messages
-    for market in keys.MARKETS_AND_ALL:
+    for market in MARKETS_AND_ALL:
         count = sum(1 for s in sim.stocks.values() if market in ("ALL", s.market))
         card = f'.card[data-market="{market}"]'
         page.wait_for_function(
@@ -246,6 +259,26 @@ def _check_page(page: Any, gw: Gateway, sim: MarketSim, live: LiveFeed) -> None:
     pixels = page.evaluate(CANVAS_PIXELS)
     assert pixels["up"] > 300 and pixels["down"] > 300, pixels
     assert pixels["ink"] > 0.02 * pixels["width"] * pixels["height"], pixels
+
+    # indicators: MA overlays and the MACD pane from the bars' values (REST, then live)
+    page.wait_for_function(HAS_INDICATOR, arg="macd")
+    assert page.evaluate(CANVAS_COLOR, MA5_COLOR) > 100  # the MA5 line is drawn
+    # the timeframe switch: 5-minute bars with their MAs, then the RSI pane
+    page.click('#tf-tabs button[data-tf="5m"]')
+    page.wait_for_function(
+        "() => window.hqDashboard.state.tf === '5m' && window.hqDashboard.state.candles.size >= 15"
+    )
+    page.wait_for_function(HAS_INDICATOR, arg="ma10")
+    starts = page.evaluate("() => [...window.hqDashboard.state.candles.keys()]")
+    assert all((t - sim.open_ms) % 300_000 == 0 for t in starts), starts
+    page.click('#pane-tabs button[data-pane="rsi"]')
+    page.wait_for_function("() => window.hqDashboard.state.pane === 'rsi'")
+    page.wait_for_function(HAS_INDICATOR, arg="rsi6")
+    page.wait_for_timeout(300)  # a frame
+    assert page.evaluate(CANVAS_COLOR, MA5_COLOR) > 50  # MA5 and RSI6 share the colour
+    page.click('#pane-tabs button[data-pane="macd"]')
+    page.click('#tf-tabs button[data-tf="1m"]')
+    page.wait_for_function("window.hqDashboard.state.candles.size > 60")
 
     # keyboard: select another stock with Enter; the chart follows it
     row = page.locator('#watch-body tr[data-code="300750"]')

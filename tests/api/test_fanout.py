@@ -18,8 +18,8 @@ import pytest
 import websockets
 from websockets.frames import Frame, Opcode
 
-from api.session import Batch
 from api.wire import SansIOWriter, SharedDeflate, text_header
+from api.ws_session import Batch
 from tests.api import helpers as h
 from tests.api.conftest import push_settings
 from tests.api.server import run_gateway
@@ -156,7 +156,7 @@ async def test_hub_flush_leading_edge_then_once_per_interval_and_blocked_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from api.hub import Event, Hub
-    from api.session import QuoteEvent, Session
+    from api.ws_session import QuoteEvent, Session
 
     clock = VirtualClock(monkeypatch)
 

@@ -130,7 +130,8 @@ def test_api_keys_never_reach_a_log_line(
 ) -> None:
     prefix = f"{KafkaEndpoint.group('gwlog')}."
     for spec in topics.topic_specs(partitions=3):
-        if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS, topics.CANDLES_1M):
+        if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS,
+                         *topics.CANDLES.values()):  # fmt: skip
             kafka.create(prefix + spec.name, spec.partitions)
     client_key, admin_key = f"ck{uuid.uuid4().hex}", f"ak{uuid.uuid4().hex}"
     port = free_port()

@@ -19,7 +19,8 @@ import redis
 import websockets
 
 from api.murmur2 import partition_for
-from api.replay import SHANGHAI, window_start
+from api.replay import window_start
+from schemas.exchange import SHANGHAI_TZ as SHANGHAI
 from tests.api import helpers as h
 from tests.api.conftest import push_settings
 from tests.api.server import run_gateway

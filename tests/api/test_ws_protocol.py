@@ -58,6 +58,7 @@ def test_ack_carries_the_full_subscription_set(client: TestClient, r: redis.Redi
             "stats": True,
             "alerts": True,
             "candles": [],
+            "candle_streams": {},
         }
         ws.send_json({"type": "ping", "id": 7})
         pong = ws.receive_json()

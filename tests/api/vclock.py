@@ -17,7 +17,7 @@ import types
 import pytest
 
 import api.hub
-import api.session
+import api.ws_session
 
 
 class VirtualClock:
@@ -26,7 +26,7 @@ class VirtualClock:
         loop = asyncio.get_running_loop()
         monkeypatch.setattr(loop, "time", self.monotonic)
         fake_time = _TimeModule(self)
-        for module in (api.hub, api.session):
+        for module in (api.hub, api.ws_session):
             monkeypatch.setattr(module, "time", fake_time)
 
     def monotonic(self) -> float:

@@ -83,7 +83,7 @@ def trading_day(trade_date: str, snapshots: int, seed: int = 17) -> Day:
                 minute = {"code": code, "market": market, "trade_date": trade_date,
                           "minute_ts": minute_ts, "open": price, "high": price, "low": price,
                           "close": price, "volume": 0, "amount": 0.0, "ticks": 0,
-                          "closed": True}  # fmt: skip
+                          "closed": True, "tf": "1m", "indicators": None}  # fmt: skip
             minute["high"], minute["low"] = max(minute["high"], price), min(minute["low"], price)
             minute["close"] = price
             minute["volume"] += step

@@ -6,6 +6,7 @@ import pytest
 
 from archive import layout
 from archive.errors import BadFileName
+from schemas.exchange import trade_date_of
 
 
 def test_live_names_round_trip() -> None:
@@ -35,8 +36,8 @@ def test_other_names_are_not_live_files(name: str) -> None:
 
 
 def test_trade_date_is_the_shanghai_date() -> None:
-    assert layout.trade_date_of(1_795_363_200_000) == "2026-11-23"  # 2026-11-22T16:00Z
-    assert layout.trade_date_of(1_795_363_199_999) == "2026-11-22"
+    assert trade_date_of(1_795_363_200_000) == "2026-11-23"  # 2026-11-22T16:00Z
+    assert trade_date_of(1_795_363_199_999) == "2026-11-22"
 
 
 def test_partition_dirs_are_hive_style_and_safe() -> None:

@@ -14,13 +14,15 @@ from confluent_kafka import TopicPartition
 
 from archive import metrics
 from archive.archiver import Archiver
+from hqcore.probe_server import probe_handler
 from schemas import topics
 from tests.archive.fakes import settings
 
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), metrics._Handler)
+    handler = probe_handler(metrics.healthz, metrics.readyz)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield int(httpd.server_address[1])

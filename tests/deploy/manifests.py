@@ -7,11 +7,13 @@ Makefile installs at ``.cache/bin/kustomize``; never talks to a cluster.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -35,6 +37,15 @@ CLUSTER_SCOPED_KINDS = frozenset(
 )
 
 Resource = dict[str, Any]
+
+
+def load_deploy_module(name: str) -> ModuleType:
+    """A deploy tool (``deploy/<name>.py``, a script, not part of the installed packages)."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def kustomize() -> Path:

@@ -323,6 +323,7 @@ def _component_settings() -> dict[str, type[BaseSettings]]:
 
     return {
         "hqstream-producer": ReceiverSettings,
+        "hqstream-producer-b": ReceiverSettings,  # overlays/prod: components/second-feed
         "hqstream-streams": StreamsSettings,
         "hqstream-gateway": GatewaySettings,
         "hqstream-archive": ArchiveSettings,

@@ -1,4 +1,4 @@
-"""The committed KafkaTopic manifest is exactly what hqstream.k8s_topics renders
+"""The committed KafkaTopic manifest is exactly what deploy/k8s_topics.py renders
 from schemas/topics.py (one source of truth for topics)."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from hqstream import k8s_topics
 from schemas.topics import topic_specs
-from tests.deploy.manifests import K8S_DIR
+from tests.deploy.manifests import K8S_DIR, load_deploy_module
 
+k8s_topics = load_deploy_module("k8s_topics")
 COMMITTED = K8S_DIR / "base" / "kafka" / "topics.yaml"
-REGENERATE = "python -m hqstream.k8s_topics > deploy/k8s/base/kafka/topics.yaml"
+REGENERATE = "python deploy/k8s_topics.py > deploy/k8s/base/kafka/topics.yaml"
 
 
 def test_committed_topics_yaml_is_generated() -> None:

@@ -56,6 +56,7 @@ KUBE_DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
 STRANGER = Pod("stranger", "default", {"app": "stranger"})
 INTERNET = Pod("internet", None, ip="8.8.8.8")
 VENDOR = Pod("vendor", None, ip="203.0.113.10")  # overlays/prod placeholder address
+VENDOR_B = Pod("vendor-b", None, ip="203.0.113.20")  # components/second-feed placeholder
 
 
 def strimzi_listener_policy(rendered: Rendered) -> dict[str, Any]:
@@ -92,12 +93,14 @@ def policies(rendered: Rendered) -> Policies:
 
 
 def pods(rendered: Rendered) -> dict[str, Pod]:
+    """Pods by app name label (the first workload with it) and by workload name
+    (feed b's receiver, ``hqstream-producer-b``, carries the receiver's name label)."""
     found = {}
     for workload, template in rendered.pod_templates():
         labels = template["metadata"]["labels"]
-        found[labels["app.kubernetes.io/name"]] = Pod(
-            workload["metadata"]["name"], workload["metadata"]["namespace"], labels
-        )
+        pod = Pod(workload["metadata"]["name"], workload["metadata"]["namespace"], labels)
+        found.setdefault(labels["app.kubernetes.io/name"], pod)
+        found[workload["metadata"]["name"]] = pod
     return found
 
 
@@ -178,6 +181,9 @@ def test_the_feed_is_reached_by_the_producer_only(overlay: Rendered) -> None:
         assert not net.allowed(feed, INTERNET, 443)
     else:
         assert net.allowed(p["hqstream-producer"], VENDOR, 7070)
+        if "hqstream-producer-b" in p:
+            assert net.allowed(p["hqstream-producer-b"], VENDOR_B, 7070)
+            assert not net.allowed(p["hqstream-streams"], VENDOR_B, 7070)
         assert not net.allowed(p["hqstream-streams"], VENDOR, 7070)
         assert not net.allowed(p["hqstream-gateway"], VENDOR, 7070)
         assert not net.allowed(p["hqstream-producer"], INTERNET, 7070)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from schemas import topics
 from tests.deploy.manifests import K8S_DIR, Rendered
 from tests.deploy.netpol import Pod
 from tests.deploy.test_network import STRANGER, pods, policies
@@ -89,6 +90,8 @@ def test_producer_is_a_lease_holding_guaranteed_singleton(overlay: Rendered) -> 
         assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"]
 
 
+#: every timeframe's bars: the workers write them, the gateway reads them (the archive: 1m)
+CANDLE_TOPICS = tuple(topics.CANDLES.values())
 EXPECTED_ACLS = {
     "hq-producer": {
         ("topic", "hq.ticks.raw", "literal"): {"Write", "Describe"},
@@ -100,6 +103,7 @@ EXPECTED_ACLS = {
         # Read on its outputs: the state rebuild reads them back (no group)
         ("topic", "hq.ticks.normalized", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.market.stats", "literal"): {"Write", "Read", "Describe"},
+        **{("topic", topic, "literal"): {"Write", "Describe"} for topic in CANDLE_TOPICS},
         ("topic", "hq.candles.1m", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.alerts", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.quotes.latest", "literal"): {"Write", "Read", "Describe"},
@@ -108,7 +112,7 @@ EXPECTED_ACLS = {
     "hq-gateway": {
         ("topic", "hq.ticks.normalized", "literal"): {"Read", "Describe"},
         ("topic", "hq.market.stats", "literal"): {"Read", "Describe"},
-        ("topic", "hq.candles.1m", "literal"): {"Read", "Describe"},
+        **{("topic", topic, "literal"): {"Read", "Describe"} for topic in CANDLE_TOPICS},
         ("topic", "hq.alerts", "literal"): {"Read", "Describe"},
         ("group", "hqstream-gateway", "prefix"): {"Read", "Describe"},
         ("topic", "hq.ticks.raw", "literal"): {"Describe"},
@@ -291,3 +295,46 @@ def test_prod_kafka_spreads_over_nodes_and_zones(prod: Rendered) -> None:
         assert term["labelSelector"]["matchLabels"]["strimzi.io/pool-name"] == name
     kafka = prod.get("Kafka", "hq-kafka")["spec"]["kafka"]
     assert kafka["rack"]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def test_prod_runs_one_lease_holding_receiver_per_feed(prod: Rendered) -> None:
+    """components/second-feed: each HQ_FEEDS entry has its own singleton receiver,
+    Lease, token Secret, journal and metrics Service; no pod belongs to both."""
+    import json
+
+    from schemas.feeds import FeedConfig
+
+    feeds = {f["name"]: FeedConfig.model_validate(f) for f in json.loads(prod.config()["HQ_FEEDS"])}
+    receivers = [
+        d
+        for d in prod.of_kind("Deployment")
+        if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        == "hqstream-producer"
+    ]
+    by_feed: dict[str, tuple[str, str, str]] = {}
+    for deployment in receivers:
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        spec = deployment["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        feed = env["HQ_FEED"]["value"]
+        assert deployment["spec"]["selector"]["matchLabels"]["hqstream.io/feed"] == feed
+        lease = env["HQ_LEASE_NAME"]["value"]
+        role_names = [
+            b["roleRef"]["name"]
+            for b in prod.of_kind("RoleBinding")
+            if b["subjects"][0]["name"] == spec["serviceAccountName"]
+        ]
+        (role,) = [prod.get("Role", name) for name in role_names]
+        assert [r["resourceNames"] for r in role["rules"] if r.get("resourceNames")] == [[lease]]
+        token = env["HQ_FEED_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+        journal = next(v for v in spec["volumes"] if v["name"] == "journal")
+        claim = journal["persistentVolumeClaim"]["claimName"]
+        assert prod.get("PersistentVolumeClaim", claim)
+        service = feeds[feed].metrics_url.split("//")[1].split(":")[0]
+        assert prod.get("Service", service)["spec"]["selector"]["hqstream.io/feed"] == feed
+        by_feed[feed] = (lease, token, claim)
+    assert set(by_feed) == set(feeds) == {"a", "b"}
+    for i in range(3):  # Lease, token Secret, journal: none shared
+        assert len({values[i] for values in by_feed.values()}) == len(by_feed)

@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from hqstream.local_runner import free_port
-from producers.forwarder import Forwarder, RecordKind, producer_config
-from producers.journal import KIND_CORRUPT, Journal, JournalRecord
+from producers.forwarder import Forwarder, producer_config
+from producers.journal import Journal, JournalRecord, RecordKind
 from producers.settings import ReceiverSettings
 from schemas import topics
 
@@ -60,8 +60,15 @@ def _journaled(journal: Journal) -> list[bytes]:
 def test_failed_records_are_journaled_in_arrival_order_not_report_order(
     forwarder: Forwarder,
 ) -> None:
-    first = forwarder._next_batch([b"sh600000$a", b"sh600000$b", b"sh600001$c", b"sh600000$b"])
-    second = forwarder._next_batch([b"sh600000$d", b"sh600001$e"])
+    first = forwarder._next_batch(
+        [
+            ("sse_szse", b"sh600000$a"),
+            ("sse_szse", b"sh600000$b"),
+            ("sse_szse", b"sh600001$c"),
+            ("sse_szse", b"sh600000$b"),
+        ]
+    )
+    second = forwarder._next_batch([("sse_szse", b"sh600000$d"), ("sse_szse", b"sh600001$e")])
     purged = KafkaError(KafkaError._PURGE_QUEUE)
     # librdkafka reports a purge newest batch first (seen with a paused broker)
     for batch, value in [
@@ -87,7 +94,7 @@ def test_failed_records_are_journaled_in_arrival_order_not_report_order(
 
 
 def test_a_timed_out_record_purges_the_rest_a_purged_one_does_not(forwarder: Forwarder) -> None:
-    batch = forwarder._next_batch([b"sh600000$a", b"sh600000$b"])
+    batch = forwarder._next_batch([("sse_szse", b"sh600000$a"), ("sse_szse", b"sh600000$b")])
     batch(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(b"sh600000$b"))  # type: ignore[arg-type]
     assert not forwarder._purge_pending
     batch(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"sh600000$a"))  # type: ignore[arg-type]
@@ -110,8 +117,7 @@ def test_a_corrupt_journal_record_that_fails_keeps_its_kind(forwarder: Forwarder
         (topics.H_RECEIVE_TS, b"1"),
     ]
     rec = forwarder._record_of(msg)  # type: ignore[arg-type]
-    assert rec == JournalRecord(1, KIND_CORRUPT, 1, b"\xff\x00junk")
-    assert RecordKind.JOURNAL_CORRUPT == KIND_CORRUPT
+    assert rec == JournalRecord(1, RecordKind.JOURNAL_CORRUPT, 1, b"\xff\x00junk")
 
 
 def test_delivery_timeout_is_bounded_and_configurable() -> None:

@@ -14,12 +14,12 @@ import pytest
 from producers import journal as journal_mod
 from producers.errors import JournalError
 from producers.journal import (
-    KIND_CORRUPT,
     CorruptCause,
     Journal,
     JournalDiskFull,
     JournalFull,
     JournalRecord,
+    RecordKind,
     encode_record,
 )
 
@@ -37,11 +37,11 @@ def _drain(journal: Journal) -> list[JournalRecord]:
 
 
 def _good(records: list[JournalRecord]) -> list[JournalRecord]:
-    return [r for r in records if r.kind != KIND_CORRUPT]
+    return [r for r in records if r.kind != RecordKind.JOURNAL_CORRUPT]
 
 
 def _corrupt(records: list[JournalRecord]) -> list[JournalRecord]:
-    return [r for r in records if r.kind == KIND_CORRUPT]
+    return [r for r in records if r.kind == RecordKind.JOURNAL_CORRUPT]
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -237,7 +237,7 @@ def test_a_segment_that_is_all_garbage_is_dlq_in_pieces(tmp_path: Path) -> None:
     seg = _write_and_close(tmp_path, [_rec(0)])
     seg.write_bytes(seg.read_bytes()[:HEADER] + b"\x00" * (600 * 1024))
     got = _drain(Journal(tmp_path, 1 << 30, 1 << 30))
-    assert all(r.kind == KIND_CORRUPT for r in got)
+    assert all(r.kind == RecordKind.JOURNAL_CORRUPT for r in got)
     assert [len(r.payload) for r in got] == [256 * 1024, 256 * 1024, 88 * 1024]
 
 

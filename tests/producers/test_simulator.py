@@ -21,8 +21,10 @@ import pytest
 
 from producers import protocol
 from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
-from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start, parse_addr
-from schemas.market_rules import SHANGHAI_TZ, board_of, is_limit_free, is_st, limit_prices
+from producers.settings import split_addr
+from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start
+from schemas.exchange import SHANGHAI_TZ
+from schemas.market_rules import board_of, is_limit_free, is_st, limit_prices
 
 TOKEN = "test-token-not-secret"
 START = dt.datetime(2026, 11, 23, 11, 29, 58, tzinfo=SHANGHAI_TZ)
@@ -447,10 +449,11 @@ def test_cents_and_addresses() -> None:
     assert Stamp.of(dt.datetime(2026, 11, 23, 14, 59, 57, tzinfo=SHANGHAI_TZ)) == Stamp(
         "2026-11-23$14:59:57", "1795417197000"
     )
-    assert parse_addr("127.0.0.1:7070") == ("127.0.0.1", 7070)
-    assert parse_addr("[::1]:7071") == ("::1", 7071)
-    with pytest.raises(SimulatorError):
-        parse_addr("localhost")
+    assert split_addr("127.0.0.1:7070") == ("127.0.0.1", 7070)
+    assert split_addr("[::1]:7071") == ("::1", 7071)
+    assert split_addr(":7072", default_host="127.0.0.1") == ("127.0.0.1", 7072)
+    with pytest.raises(ValueError):
+        split_addr("localhost")
     with pytest.raises(SimulatorError):
         FeedSimulator(SimConfig(token=TOKEN, rate=0))
 
@@ -460,11 +463,12 @@ def test_command_refuses_to_run_without_a_token(monkeypatch: pytest.MonkeyPatch)
     from typer.testing import CliRunner
 
     from producers import simulator
+    from producers.cli import simulate
 
     monkeypatch.delenv("HQ_FEED_TOKEN", raising=False)
     simulator.get_settings.cache_clear()
     app = typer.Typer()
-    app.command()(simulator.simulate_command)
+    app.command()(simulate)
     try:
         result = CliRunner().invoke(app, ["--addr", "127.0.0.1:1", "--stocks", "10"])
     finally:
@@ -488,3 +492,33 @@ def test_default_start_is_never_ahead_of_the_wall_clock(now: str, start: str) ->
     got = default_start(dt.datetime.fromisoformat(now))
     assert got == dt.datetime.fromisoformat(start)
     assert got <= dt.datetime.fromisoformat(now)
+
+
+async def test_a_second_vendor_on_the_same_schedule_sends_the_same_market_with_gaps() -> None:
+    """A/B simulators (same seed, start, epoch): B's lines are A's, a few left out.
+
+    The schedule runs on the wall clock whether or not anyone listens, so the
+    comparison starts at the first snapshot both clients got, however late
+    either connected on a loaded machine.
+    """
+    epoch = time.time() + 0.5
+    common: dict[str, Any] = {"stocks": 200, "interval_s": 0.2, "max_snapshots": 15, "epoch": epoch}
+    a = await run_sim(**common)
+    b = await run_sim(**common, delay_s=0.05, jitter_s=0.05, missing_fraction=0.1, variant_seed=7)
+    try:
+        (ra, wa), (rb, wb) = await connect(a.port), await connect(b.port)
+        await a.wait_done(30)
+        await b.wait_done(30)
+        got_a = await read_quotes(ra, a.stats.lines_sent)
+        got_b = await read_quotes(rb, b.stats.lines_sent)
+        wa.close()
+        wb.close()
+    finally:
+        await a.stop()
+        await b.stop()
+    first_both = max(parse_line(got_a[0])["when"], parse_line(got_b[0])["when"])
+    in_a = {line for line in got_a if parse_line(line)["when"] >= first_both}
+    in_b = {line for line in got_b if parse_line(line)["when"] >= first_both}
+    assert in_b <= in_a
+    assert 0 < len(in_a - in_b) < 0.2 * len(in_a)  # about 10 % left out
+    assert b.stats.lines_missing > 0 and a.stats.lines_missing == 0

@@ -14,7 +14,8 @@ from schemas import avro_compiler
 from schemas.avro_compiler import compile_encoder, zigzag_varint
 from schemas.serde import SerdeError, SingleObjectCodec, schema_json
 
-COMPILED = ("quote", "candle", "alert")
+# candle v2 has a nullable nested record (indicators): fastavro encodes it, once per closed bar
+COMPILED = ("quote", "alert")
 
 
 def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:

@@ -97,3 +97,13 @@ def test_negative_control_narrowed_type() -> None:
     volume = next(f for f in v2["fields"] if f["name"] == "volume")
     volume["type"] = "int"  # long -> int cannot be read
     assert not backward_compatible(v2, schema_json("quote"))[0]
+
+
+def test_alert_kinds_are_the_avro_enum() -> None:
+    from typing import get_args
+
+    from schemas.records import ALERT_KINDS, AlertKind
+    from schemas.serde import schema_json
+
+    (kind,) = [f for f in schema_json("alert")["fields"] if f["name"] == "kind"]
+    assert list(ALERT_KINDS) == list(get_args(AlertKind)) == kind["type"]["symbols"]

@@ -11,6 +11,7 @@ import avro.schema
 import fastavro
 import pytest
 
+from schemas.indicators import NAMES
 from schemas.serde import (
     CONFLUENT_MAGIC,
     CURRENT_VERSION,
@@ -81,6 +82,7 @@ SAMPLES: dict[SchemaName, dict[str, Any]] = {
         "code": "600519", "market": "SH", "trade_date": "2026-11-23",
         "minute_ts": 1795417140000, "open": 1510.0, "high": 1512.5, "low": 1509.0,
         "close": 1511.0, "volume": 12300, "amount": 18581300.0, "ticks": 20, "closed": True,
+        "tf": "5m", "indicators": {**dict.fromkeys(NAMES), "ma5": 1509.2, "rsi6": 61.5},
     },
     "market_stats": {
         "market": "ALL", "ts": 1795417197500, "stocks": 5123, "advancers": 3001,

@@ -12,6 +12,7 @@ would, and see acks on the consumer (``Consumer.ack``).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -24,21 +25,21 @@ from faust.events import Event
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import Message
 
-from hqstream.bench.rawlines import generate, session_start_ms
 from hqstream.local_runner import create_topics
+from producers.sample_feed import generate, session_start_ms
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
-from streams.agents import StreamsRuntime
 from streams.app import StreamsApp, create_app, live_messages
 from streams.errors import BadRecord
 from streams.faust_transport import RunBuffer, deliver_to
-from streams.market_stats import recompute
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
 from streams.redis_sink import RedisSink
+from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.streams.stats_reference import recompute
 from tests.waits import eventually
 
 
@@ -251,8 +252,14 @@ def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> No
     # quiet after the lunch break started: the 11:29 candles close
     assert processor.flush_candles(lunch - 10_000, quiet_ms=5_000) == []  # 11:30:25: grace
     closed = processor.flush_candles(lunch, quiet_ms=5_000)
-    assert len(closed) == 10 and all(c["closed"] for c in closed)
-    assert {c["minute_ts"] for c in closed} == {session_start_ms("2026-11-23", "11:29:00")}
+    assert all(c["closed"] for c in closed)
+    minutes = [c for c in closed if c["tf"] == "1m"]
+    assert len(minutes) == 10
+    assert {c["minute_ts"] for c in minutes} == {session_start_ms("2026-11-23", "11:29:00")}
+    # with them, the morning's last 5/15/30/60-minute bars (the daily one stays open)
+    assert Counter(c["tf"] for c in closed if c["tf"] != "1m") == dict.fromkeys(
+        ("5m", "15m", "30m", "60m"), 10
+    )
     assert processor.candles.open_count() == 0
 
 
@@ -273,7 +280,7 @@ async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stop
     try:
         await rt.handle(_records(lines))
         await asyncio.sleep(0.01)  # the feed is quiet
-        assert await rt.flush_candles() == 8
+        assert await rt.flush_candles() == 8 * 6  # each 14:59 candle closes a bar of every tf
         assert await rt.flush_candles() == 0  # closed once
         minute = str(session_start_ms("2025-06-03", "14:59:00"))
         stored = [

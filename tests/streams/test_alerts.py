@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from schemas.exchange import exchange_ts_of, shanghai_datetime
 from schemas.serde import SingleObjectCodec
 from streams.alerts import AlertConfig, AlertConfigError, AlertDetector
 from streams.parse import parse_record
-from streams.sessions import exchange_ts_of, local_datetime
 from tests.feed_lines import sse_line
 
 DAY = dt.date(2026, 3, 2)
@@ -41,7 +41,7 @@ def quote(
     return {
         "symbol": f"sh{code}", "code": code, "market": "SH", "board": "MAIN",
         "name": "浦发银行", "is_st": False, "exchange_ts": ts,
-        "trade_date": local_datetime(ts).date().isoformat(), "open": prev_close,
+        "trade_date": shanghai_datetime(ts).date().isoformat(), "open": prev_close,
         "prev_close": prev_close, "price": price, "high": price, "low": price,
         "bid": price, "ask": price, "volume": volume, "amount": volume * price,
         "bid_prices": [], "bid_volumes": [], "ask_prices": [], "ask_volumes": [],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.timeframes import TIMEFRAMES
 from streams.parse import parse_record
 from streams.pipeline import Processor
 from streams.settings import StreamsSettings
@@ -64,4 +65,5 @@ def test_replays_after_a_reseed_keep_the_wall_clock_rule_from_closing_candles() 
     assert closed == [] and p.candles.current("000001") is not None
     # when the feed really is quiet, the wall clock (two days later) closes it
     later = p.newest_wall_ms + QUIET_MS + DAY_LATER_MS
-    assert [c["code"] for c in p.flush_candles(later, QUIET_MS)] == ["000001"]
+    closed = p.flush_candles(later, QUIET_MS)  # with its 5m ... 1d bars
+    assert [(c["code"], c["tf"]) for c in closed] == [("000001", tf) for tf in TIMEFRAMES]

@@ -1,4 +1,4 @@
-"""streams.sessions (minute alignment, trading clock) and streams.candles."""
+"""streams.trading_clock (minute alignment, trading clock) and streams.candles."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
+from schemas.exchange import exchange_ts_of, shanghai_datetime
 from schemas.serde import SingleObjectCodec
 from streams.candles import CandleBuilder
-from streams.sessions import (
+from streams.trading_clock import (
     candle_end,
     candle_minute,
-    exchange_ts_of,
     is_continuous,
     is_opening_minute,
-    local_datetime,
     trading_clock_ms,
 )
 
@@ -45,7 +44,7 @@ def quote(
     """A complete Quote record (quote.v2.avsc) with consistent derived fields."""
     traded = (price > 0 and volume > 0) if traded is None else traded
     amount = round(volume * price, 2) if amount is None else amount
-    day = day or local_datetime(ts).date()
+    day = day or shanghai_datetime(ts).date()
     change = round(price - prev_close, 2) if traded else 0.0
     return {
         "symbol": f"sh{code}", "code": code, "market": "SH", "board": "MAIN",
@@ -122,7 +121,7 @@ def test_a_day_has_240_minutes_on_whole_minutes() -> None:
     for m in minutes:
         assert m is not None
         assert m % 60_000 == 0
-        local = local_datetime(m).time()
+        local = shanghai_datetime(m).time()
         assert dt.time(9, 30) <= local < dt.time(11, 30) or dt.time(13) <= local < dt.time(15)
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import LocalKafka, LocalRedis, create_topics, free_port
+from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
 from streams.lifecycle import EXIT_FATAL

@@ -1,6 +1,6 @@
 """Stream workers as real processes on real Kafka and Redis.
 
-Raw lines (hqstream.bench.rawlines: SH/SZ ``$`` lines and BJ JSON, with bad
+Raw lines (producers.sample_feed: SH/SZ ``$`` lines and BJ JSON, with bad
 records of known reasons) are produced to a uuid-prefixed ``hq.ticks.raw``;
 ``hqstream streams`` workers run as subprocesses (``streams.cli.streams``).
 Checks: every valid record's newest quote is in Redis, every bad one is in
@@ -31,17 +31,17 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hqstream.bench.failover import quotes_at_newest
-from hqstream.bench.rawlines import RawLine, generate, session_start_ms
 from hqstream.local_runner import create_topics
+from producers.sample_feed import RawLine, generate, session_start_ms
 from schemas import dlq
 from schemas import redis_keys as rk
 from schemas.topics import DLQ, H_RECEIVE_TS, NORMALIZED, RAW, topic_specs
 from streams.errors import BadRecord
-from streams.market_stats import recompute
 from streams.parse import parse_record
-from streams.redis_sink import canonical_state
 from tests.conftest import KafkaEndpoint, RedisEndpoint
 from tests.feed_lines import bse_line, sh_line, sse_line
+from tests.streams.redis_state import canonical_state
+from tests.streams.stats_reference import recompute
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 import pytest
 
-from schemas.kafka_client import KafkaClientConfigError
+from hqcore.kafka_client import KafkaClientConfigError
 from streams.app import broker_credentials
 from streams.settings import StreamsSettings
 

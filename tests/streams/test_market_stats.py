@@ -14,10 +14,10 @@ from streams.market_stats import (
     MarketStats,
     PartialStateError,
     merge_partials,
-    recompute,
 )
 from streams.parse import parse_record
 from tests.feed_lines import sse_line
+from tests.streams.stats_reference import recompute
 
 STATS_CODEC = SingleObjectCodec("market_stats")
 QUOTE_CODEC = SingleObjectCodec("quote")

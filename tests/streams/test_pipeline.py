@@ -25,14 +25,16 @@ from schemas import dlq
 from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
 from streams import pipeline
-from streams.agents import StreamsRuntime
-from streams.dlq import DlqRecord, headers_dict
-from streams.market_stats import LONG_MAX, MarketStats, merge_partials, recompute
+from streams.dlq import DlqRecord
+from streams.market_stats import LONG_MAX, MarketStats, merge_partials
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
 from streams.redis_sink import SinkBatch, WriteResult
+from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.feed_lines import bj_line, bse_line, sh_line, sse_line
+from tests.kafka_utils import headers_dict
+from tests.streams.stats_reference import recompute
 
 #: the lines' own time: 2026-11-23 14:59:57 Asia/Shanghai (tests.feed_lines)
 LINE_TS = 1_795_417_197_000
@@ -292,6 +294,9 @@ class FakeSink:
     async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
         return {}
 
+    async def stored_bars(self, codes: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        return {}
+
     async def write(self, batch: SinkBatch) -> WriteResult:
         if self.down_for:
             self.down_for -= 1
@@ -372,7 +377,8 @@ def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     def refuse(record: dict[str, Any]) -> bytes:
         raise ValueError(f"cannot encode {record['code']}")
 
-    processor.candle_codec.encode = refuse  # type: ignore[method-assign]
+    for codec in processor.bar_codecs.values():  # every timeframe's
+        codec.encode = refuse  # type: ignore[method-assign]
     processor.alert_codec.encode = refuse  # type: ignore[method-assign]
     # a minute later (closes the candles) and 10% up (a limit-up touch: an alert)
     later = sse_line(price="12.10", high="12.10", time="15:00:57")  # sz000001

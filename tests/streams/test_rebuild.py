@@ -8,7 +8,7 @@ import sys
 import pytest
 import redis
 
-from hqstream.bench.rawlines import generate
+from producers.sample_feed import generate
 from streams.rebuild import RebuildRefused, run_rebuild
 from streams.settings import StreamsSettings
 from tests.streams.test_integration import Stack, run_to_end, stack, state, valid_quotes

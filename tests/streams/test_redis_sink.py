@@ -11,18 +11,19 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import LocalRedis, create_topics
+from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
-from streams.agents import StreamsRuntime
 from streams.errors import BadRecord
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
-from streams.redis_sink import RedisSink, SinkBatch, canonical_state
+from streams.redis_sink import RedisSink, SinkBatch
+from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.streams.redis_state import canonical_state
 
 
 def quotes(stocks: int, snapshots: int, seed: int = 1) -> list[dict[str, Any]]:

@@ -22,9 +22,9 @@ import pytest
 
 from producers.quote_lines import SnapshotSource
 from producers.universe import build_listing
+from schemas.exchange import shanghai_datetime
 from streams.parse import parse_record
 from streams.pipeline import Processor
-from streams.sessions import local_datetime
 from streams.settings import StreamsSettings
 
 DAY = dt.date(2026, 11, 23)
@@ -92,8 +92,8 @@ def test_a_simulated_day_gives_240_candles_whose_volumes_add_up() -> None:
         mine = by_code[s.code]
         assert sum(c["volume"] for c in mine) == q["volume"], s.code
         assert sum(c["amount"] for c in mine) == pytest.approx(q["amount"]), s.code
-        labels = [local_datetime(c["minute_ts"]).time() for c in mine]
-        opened = local_datetime(first_trade[s.code]).time()
+        labels = [shanghai_datetime(c["minute_ts"]).time() for c in mine]
+        opened = shanghai_datetime(first_trade[s.code]).time()
         # every minute from the first trade (the 09:25 print folds into 09:30) on
         assert labels == [m for m in MINUTES if m >= min(opened, dt.time(9, 30)).replace(second=0)]
         if opened < dt.time(9, 31):

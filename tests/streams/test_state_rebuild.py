@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from hqstream.bench.failover import worker_metric
-from hqstream.bench.rawlines import generate
 from hqstream.local_runner import free_port
+from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST
 from tests.streams.test_integration import (

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from schemas.config import CommonSettings
+from hqcore.settings import CommonSettings
 
 
 class KafkaClientConfigError(ValueError):

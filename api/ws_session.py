@@ -124,8 +124,19 @@ class Snapshot:
         return cls(events, [ev.raw for ev in events], {ev.code: ev.ts for ev in events})
 
 
+def dumps(obj: object) -> bytes:
+    """``obj`` as JSON, in a bytes object of its own size.
+
+    orjson's result keeps the whole buffer it was written into: measured with
+    orjson 3.13, 20,000 quotes of 695 bytes held 157 MiB of RSS (8 KiB each),
+    their copies 14 MiB. Every JSON the gateway keeps (the latest quote per
+    code, conflation buffers, queued control messages) is made here.
+    """
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
 def frame(kind: str, **fields: object) -> bytes:
-    return orjson.dumps({"type": kind, **fields})
+    return dumps({"type": kind, **fields})
 
 
 _BATCH_HEAD = {
@@ -160,7 +171,7 @@ def snapshot_batch(raws: list[bytes], **extra: object) -> Batch:
     Kept in parts like an update batch: no copy of the quotes per client, and a
     compressing writer reuses each quote's compressed piece.
     """
-    fields = orjson.dumps(extra)[1:-1] + b"," if extra else b""
+    fields = orjson.dumps(extra)[1:-1] + b"," if extra else b""  # a slice: a copy
     return Batch(b'{"type":"snapshot",' + fields + b'"quotes":[', raws)
 
 
@@ -171,6 +182,13 @@ def _batch(kind: str, items: Iterable[bytes]) -> Batch:
 def joined(message: bytes | Batch) -> bytes:
     """The bytes of a queued message."""
     return message.joined() if isinstance(message, Batch) else message
+
+
+class CandleStream(NamedTuple):
+    """A candle subscription: the timeframe, and the indicator groups (None: all)."""
+
+    tf: str
+    groups: frozenset[str] | None
 
 
 class Session:
@@ -200,7 +218,7 @@ class Session:
         self.all = False
         self.stats = False
         self.alerts = False
-        self.candles: set[str] = set()
+        self.candles: dict[str, CandleStream] = {}  # code -> its timeframe and indicators
         # outbound
         # (deques and the Event are created on first use: 10,000 idle ones cost ~3 MiB)
         self._control: list[bytes | Batch] = []
@@ -219,6 +237,7 @@ class Session:
         self.send_started: float | None = None  # monotonic, while a send is blocked
         self.overflow_since: float | None = None
         self.closing = False
+        self.on_condemned: Callable[[], None] | None = None  # the hub detaches it (api.hub)
         self.conflated = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -425,7 +444,7 @@ class Session:
         """
         if self.closing:
             return
-        self.closing = True
+        self._condemn()
         await self.stop()
         self._drop_queued()
         logger.info("closing ws client %d: %d %s", self.sid, code, reason)
@@ -435,6 +454,12 @@ class Session:
             logger.debug("close of ws client %d failed: %r", self.sid, exc)
             if self._writer is not None:
                 self._writer.abort()
+
+    def _condemn(self) -> None:
+        """Closing: nothing more is queued, and the hub routes nothing more here."""
+        self.closing = True
+        if self.on_condemned is not None:
+            self.on_condemned()
 
     def _drop_queued(self) -> None:
         """Forget everything not yet sent (the connection is being closed)."""
@@ -452,7 +477,7 @@ class Session:
         """Send what is queued (control messages first), then close."""
         if self.closing:
             return
-        self.closing = True
+        self._condemn()
         await self.stop()
         try:
             messages = self._take()

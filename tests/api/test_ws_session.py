@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api.hub import Event, Hub
-from api.session import QuoteEvent, Session
+from api.ws_session import QuoteEvent, Session
 from tests.api.vclock import VirtualClock
 
 
@@ -178,3 +178,58 @@ async def test_a_shared_market_snapshot_misses_nothing_routed_after_it_was_merge
     assert batches(second) == [[2]]  # 000001@2, newer than the shared snapshot: delivered
     for s in (s1, s2):
         await s.stop()
+
+
+async def test_a_condemned_client_is_detached_before_its_close_completes() -> None:
+    """4008/1009: from the moment it is condemned the client gets no update and holds none,
+    although its close frame waits (seconds) behind what it does not read."""
+    hub = Hub()
+    never = asyncio.Event()
+
+    async def close_never_read(code: int, reason: str) -> None:
+        await never.wait()
+
+    condemned = Session(
+        1, "k", Sink().send, close_never_read, flush_interval_s=0.01, max_pending_quotes=100
+    )
+    bystander_sink = Sink()
+    bystander = session(bystander_sink)
+    for s in (condemned, bystander):
+        hub.add(s)
+    hub.set_all(condemned, True)
+    hub.subscribe_stock(condemned, "000001")
+    hub.subscribe_market(bystander, "SZ")
+    closing = asyncio.get_running_loop().create_task(condemned.kill(4008, "too slow"))
+    await asyncio.sleep(0)  # the kill has started; its close is pending
+    assert not closing.done()
+    hub.dispatch([Event("quote", b"", quote=ev(f"{i:06d}", 1)) for i in range(1, 51)])
+    assert condemned not in hub.everything and "000001" not in hub.by_code
+    assert condemned.stalled_for(0) == 0 and not condemned.flush()  # nothing pending
+    hub.set_all(condemned, True)  # a request that was under way: still routed nothing
+    assert condemned not in hub.everything
+    assert hub.per_key["k"] == 1  # still a connection of its key until it is removed
+    never.set()
+    await closing
+    hub.remove(condemned)
+    assert "k" not in hub.per_key and hub.by_market["SZ"] == {bystander}
+
+
+def test_kept_json_is_its_own_size() -> None:
+    """orjson's result holds its whole write buffer (~8 KiB for a 700-byte quote): the
+    gateway keeps thousands (latest quote per code, buffers, queued control messages)."""
+    import tracemalloc
+
+    from api.kafka_feed import to_event
+    from api.ws_session import frame
+
+    rec = {"code": "600000", "market": "SH", "exchange_ts": 1, "name": "x" * 600}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [to_event("quote", rec).raw for _ in range(200)]
+        kept += [frame("error", code="rate_limited", message="y" * 100) for _ in range(200)]
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    payload = sum(map(len, kept))
+    assert grown < 2 * payload + 200 * 400, f"{grown} bytes held for {payload} bytes of JSON"

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.feeds import FeedConfig
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
@@ -48,11 +50,19 @@ class CommonSettings(BaseSettings):
         None, description="Confluent schema registry; unset = Avro single-object encoding"
     )
     log_level: str = "INFO"
+    feeds: list[FeedConfig] = Field(
+        default_factory=list,
+        description="HQ_FEEDS: the vendor feeds, a JSON list (schemas/feeds.py); "
+        "empty = one feed from HQ_FEED_ADDR / HQ_FEED_TOKEN",
+    )
+    topic_prefix: str = Field(
+        "", description="prepended to every topic name (HQ_TOPIC_PREFIX; tests: a uuid)"
+    )
 
     # How clients authenticate to Kafka. The defaults (PLAINTEXT, no user) are
     # what the local runner's broker speaks; Kubernetes sets SASL_SSL +
     # SCRAM-SHA-512, the component's KafkaUser and the cluster CA (docs/deploy.md).
-    # Build client configs with schemas.kafka_client, never by hand.
+    # Build client configs with hqcore.kafka_client, never by hand.
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
     )
@@ -62,3 +72,7 @@ class CommonSettings(BaseSettings):
     kafka_ssl_ca_location: str | None = Field(
         None, description="PEM file of the CA that signed the brokers' certificates"
     )
+
+    def topic(self, base: str) -> str:
+        """A topic of :mod:`schemas.topics` (``base``) as named in this deployment."""
+        return f"{self.topic_prefix}{base}"

@@ -1,4 +1,4 @@
-"""Deterministic raw feed lines for the streams benchmark and tests.
+"""Deterministic raw-topic records from the feed simulator, for benchmarks and tests.
 
 The lines come from the feed simulator's own universe, random walk and
 renderer (:mod:`producers.universe`, :mod:`producers.quote_lines`), so there
@@ -19,10 +19,10 @@ from typing import Final
 from producers.quote_lines import MALFORMED_KINDS, MalformedKind, Stamp, malformed_line, render
 from producers.universe import MarketWalk, Stock, allocate, build_listing
 from schemas.dlq import DlqReason
-from schemas.market_rules import SHANGHAI_TZ, Market
-from schemas.topics import FORMAT_BSE_JSON, FORMAT_SSE_SZSE, H_FORMAT, H_RECEIVE_TS, H_SOURCE
+from schemas.exchange import SHANGHAI_TZ, Market
+from schemas.topics import Headers, LineKind, raw_headers
 
-RawLine = tuple[bytes, bytes, list[tuple[str, bytes]]]
+RawLine = tuple[bytes, bytes, Headers]
 
 #: One code prefix per board (SH main, STAR, SZ main, ChiNext, BJ), each given a
 #: stock before the rest follow the real listing mix, so a handful covers them all.
@@ -108,7 +108,6 @@ def generate(
             else:
                 value = render(stock, quote, stamp).encode()
             # The receiver tells the formats apart by the first byte alone.
-            fmt = FORMAT_BSE_JSON if value[:1] == b"{" else FORMAT_SSE_SZSE
-            headers = [(H_FORMAT, fmt.encode()), (H_RECEIVE_TS, recv), (H_SOURCE, b"bench")]
-            lines.append((stock.code.encode(), value, headers))
+            line_kind: LineKind = "bse_json" if value[:1] == b"{" else "sse_szse"
+            lines.append((stock.code.encode(), value, raw_headers(line_kind, recv, b"bench")))
     return lines, bad

@@ -35,23 +35,17 @@ and never does I/O.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Final
 
-from schemas.market_rules import SESSIONS, SHANGHAI_TZ
-
-logger = logging.getLogger(__name__)
+from schemas.exchange import DAY_MS, SHANGHAI_OFFSET_MS
+from schemas.market_rules import SESSIONS
 
 MINUTE_MS: Final = 60_000
-DAY_MS: Final = 86_400_000
-#: Asia/Shanghai offset from UTC in ms (fixed: no DST).
-TZ_OFFSET_MS: Final = SHANGHAI_TZ.utcoffset(None) // dt.timedelta(milliseconds=1)
 #: Default grace after 11:30:00 and 15:00:00 that still folds into the last
 #: minute of the session. Vendors stamp the midday and closing auction results
 #: a few seconds late (11:30:02, 15:00:03); 30 s covers that with margin, and
 #: the session's last candle closes that much later.
 CLOSE_GRACE_MS: Final = 30_000
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _ms_of(t: dt.time) -> int:
@@ -77,12 +71,12 @@ TRADING_DAY_MS: Final = AM_LEN + PM_LEN
 
 def local_ms_of_day(exchange_ts: int) -> int:
     """Milliseconds since local (Asia/Shanghai) midnight."""
-    return (exchange_ts + TZ_OFFSET_MS) % DAY_MS
+    return (exchange_ts + SHANGHAI_OFFSET_MS) % DAY_MS
 
 
 def local_day(exchange_ts: int) -> int:
     """Local day number (days since 1970-01-01 on the Asia/Shanghai calendar)."""
-    return (exchange_ts + TZ_OFFSET_MS) // DAY_MS
+    return (exchange_ts + SHANGHAI_OFFSET_MS) // DAY_MS
 
 
 def candle_minute(exchange_ts: int, close_grace_ms: int = CLOSE_GRACE_MS) -> int | None:
@@ -92,7 +86,7 @@ def candle_minute(exchange_ts: int, close_grace_ms: int = CLOSE_GRACE_MS) -> int
     after 11:30:00 and 15:00:00 a tick still folds into the session's last
     minute (half-open: ``[11:30:00, 11:30:00 + grace)``).
     """
-    tod = (exchange_ts + TZ_OFFSET_MS) % DAY_MS
+    tod = (exchange_ts + SHANGHAI_OFFSET_MS) % DAY_MS
     if tod < OPEN_AUCTION_START:
         return None
     if tod < AM_START:
@@ -116,7 +110,7 @@ def candle_end(minute_ts: int, close_grace_ms: int = CLOSE_GRACE_MS) -> int:
     ``minute_ts + 1 min``, plus the grace for the last minute of a session.
     """
     end = minute_ts + MINUTE_MS
-    tod_end = (end + TZ_OFFSET_MS) % DAY_MS
+    tod_end = (end + SHANGHAI_OFFSET_MS) % DAY_MS
     if tod_end in (AM_END, PM_END):
         end += close_grace_ms
     return end
@@ -124,12 +118,12 @@ def candle_end(minute_ts: int, close_grace_ms: int = CLOSE_GRACE_MS) -> int:
 
 def is_opening_minute(minute_ts: int) -> bool:
     """Whether ``minute_ts`` is the day's first candle (09:30)."""
-    return (minute_ts + TZ_OFFSET_MS) % DAY_MS == AM_START
+    return (minute_ts + SHANGHAI_OFFSET_MS) % DAY_MS == AM_START
 
 
 def is_continuous(exchange_ts: int) -> bool:
     """In continuous trading: 09:30-11:30 or 13:00-14:57 (auctions excluded)."""
-    tod = (exchange_ts + TZ_OFFSET_MS) % DAY_MS
+    tod = (exchange_ts + SHANGHAI_OFFSET_MS) % DAY_MS
     return AM_START <= tod < AM_END or PM_START <= tod < PM_CONT_END
 
 
@@ -142,7 +136,7 @@ def trading_clock_ms(exchange_ts: int) -> int:
     window of N trading seconds therefore spans lunch the way traders expect
     (11:28 -> 13:02 is four trading minutes).
     """
-    local = exchange_ts + TZ_OFFSET_MS
+    local = exchange_ts + SHANGHAI_OFFSET_MS
     tod = local % DAY_MS
     base = local - tod
     if tod < AM_START:
@@ -154,14 +148,3 @@ def trading_clock_ms(exchange_ts: int) -> int:
     if tod < PM_END:
         return base + AM_LEN + tod - PM_START
     return base + TRADING_DAY_MS
-
-
-def local_datetime(exchange_ts: int) -> dt.datetime:
-    """The exchange-local datetime of an epoch-ms timestamp (for messages, tests)."""
-    return dt.datetime.fromtimestamp(exchange_ts / 1000, SHANGHAI_TZ)
-
-
-def exchange_ts_of(day: dt.date, time: dt.time) -> int:
-    """Epoch ms of a local (Asia/Shanghai) date and time."""
-    since_epoch = dt.datetime.combine(day, time, SHANGHAI_TZ) - _EPOCH
-    return since_epoch // dt.timedelta(milliseconds=1)

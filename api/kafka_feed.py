@@ -19,14 +19,13 @@ import threading
 import uuid
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from api import metrics
 from api.hub import Event, Hub
-from api.session import QuoteEvent
 from api.settings import GatewaySettings
-from schemas.kafka_client import librdkafka_config
+from api.ws_session import QuoteEvent, dumps
+from hqcore.kafka_client import librdkafka_config
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,10 @@ class KafkaFeed:
             ),
             settings.stats_topic: ("stats", make_codec("market_stats", reg, settings.stats_topic)),
             settings.alerts_topic: ("alert", make_codec("alert", reg, settings.alerts_topic)),
-            settings.candles_topic: ("candle", make_codec("candle", reg, settings.candles_topic)),
+            **{
+                topic: ("candle", make_codec("candle", reg, topic))
+                for topic in settings.candle_topics.values()
+            },
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hq-gateway-feed", daemon=True)
@@ -158,12 +160,13 @@ class KafkaFeed:
 
 def to_event(kind: str, rec: dict[str, Any]) -> Event:
     """An :class:`Event` from a decoded record; JSON serialized here, once."""
-    raw = orjson.dumps(rec)
+    raw = dumps(rec)
     if kind == "quote":
         q = QuoteEvent(rec["code"], rec["market"], int(rec["exchange_ts"]), raw)
         return Event("quote", raw, quote=q)
     if kind == "stats":
         return Event("stats", raw, key=rec["market"])
     if kind == "candle":
-        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]))
+        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]),
+                     tf=rec.get("tf", "1m"), record=rec)  # fmt: skip
     return Event("alert", raw)

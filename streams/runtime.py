@@ -44,9 +44,9 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from schemas.redis_keys import MARKETS_AND_ALL
+from hqcore.tuning import tune_malloc
+from schemas.exchange import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
-from schemas.tuning import tune_malloc
 from streams import metrics
 from streams.errors import StreamsError
 from streams.lifecycle import fatal
@@ -71,7 +71,7 @@ def now_ms() -> int:
 def tune_memory(gen0_threshold: int) -> None:
     """Make Python's cyclic GC cheap for a stream worker (``0`` leaves it alone),
     and keep glibc from returning each batch's memory to the kernel
-    (:func:`schemas.tuning.tune_malloc`).
+    (:func:`hqcore.tuning.tune_malloc`).
 
     Each batch allocates ~100k short-lived dicts and lists (no cycles); with
     the default threshold (700) the collector runs every few hundred records
@@ -114,6 +114,7 @@ class StreamsRuntime:
         self._reseed = False
         self.batches = 0
         self.last_batch_s = 0.0
+        self._feed_metrics = metrics.FeedExport()
 
     # -- rebalance -----------------------------------------------------------
 
@@ -272,6 +273,9 @@ class StreamsRuntime:
                     redis_done = True
                     self._redis_ok(attempt)
                 await self.outbox.flush()
+                if result.feed_winners:  # never ahead of the normalized topic
+                    await self.sink.write_feed_winners(result.feed_winners)
+                    result.feed_winners = {}
                 return
             except KafkaOutputError as exc:
                 attempt += 1
@@ -295,8 +299,9 @@ class StreamsRuntime:
             logger.error("redis refused a batch of %d quotes (%r): writing them one by one",
                          len(result.sink.quotes), exc)  # fmt: skip
         batch = result.sink
-        derived = await self.sink.write(SinkBatch(quotes=[], candles=batch.candles,
-                                                  alerts=batch.alerts))  # fmt: skip
+        derived = await self.sink.write(
+            SinkBatch(quotes=[], candles=batch.candles, alerts=batch.alerts, bars=batch.bars)
+        )
         won = same = stale = 0
         data = batch.data if batch.data is not None else [None] * len(batch.quotes)
         dlq_topic = self.settings.topic_names.dlq
@@ -367,6 +372,7 @@ class StreamsRuntime:
         for alert in result.sink.alerts:
             metrics.ALERTS.labels(alert["kind"]).inc()
         metrics.CANDLES.inc(sum(1 for c in result.sink.candles if c["closed"]))
+        self._feed_metrics.update(self.processor.arbiter)
         now = time.time()
         # a sample (at most E2E_SAMPLES per batch): one observe costs ~1 us
         stride = max(1, len(result.receive_ts) // E2E_SAMPLES)
@@ -387,7 +393,12 @@ class StreamsRuntime:
                 closed = self.processor.flush_candles(now_ms(), quiet_ms)
                 if closed:
                     result = BatchResult(
-                        sink=SinkBatch(quotes=[], candles=closed, alerts=[]),
+                        sink=SinkBatch(
+                            quotes=[],
+                            candles=closed,
+                            alerts=[],
+                            bars=self.processor.take_bar_states(),
+                        ),
                         kafka=self.processor.candle_outputs(closed),
                         dlq=[],
                     )

@@ -7,12 +7,12 @@ import ssl
 import pytest
 from pydantic import SecretStr
 
-from schemas.config import CommonSettings
-from schemas.kafka_client import (
+from hqcore.kafka_client import (
     KafkaClientConfigError,
     aiokafka_kwargs,
     librdkafka_config,
 )
+from hqcore.settings import CommonSettings
 
 
 def _settings(**kw: object) -> CommonSettings:

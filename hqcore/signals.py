@@ -1,0 +1,41 @@
+"""Stop on SIGINT or SIGTERM: the one way a long-running command hears it should end.
+
+:func:`on_stop_signals` installs ``stop(signum)`` for both signals, through the
+running event loop when given one (asyncio commands: the callback runs in the
+loop), else with :func:`signal.signal` (threaded commands: it runs in the main
+thread between bytecodes, so it should only set a flag or an Event). It
+returns a function that puts the previous handlers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Final
+
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+def on_stop_signals(
+    stop: Callable[[int], object], loop: asyncio.AbstractEventLoop | None = None
+) -> Callable[[], None]:
+    """Call ``stop(signum)`` on SIGINT/SIGTERM; returns the undo."""
+    if loop is not None:
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, int(sig))
+
+        def remove_loop_handlers() -> None:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+        return remove_loop_handlers
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stop(signum)) for sig in STOP_SIGNALS
+    }
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

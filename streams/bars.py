@@ -1,0 +1,135 @@
+"""Every timeframe's bars and indicators of a worker's stocks, from their closed 1-minute candles.
+
+:class:`TimeframeBars` keeps one :class:`schemas.bar_series.BarSeries` per
+(stock, timeframe) and is fed the 1-minute candles the
+:class:`streams.candles.CandleBuilder` closes: a closed candle gets its final
+indicators, and the 5/15/30/60-minute and daily bars it completes close with
+theirs. That is O(1) work per closed minute per timeframe and nothing per
+tick: the open bars are shown by whoever reads them, from the stored series
+and the open 1-minute candle (``BarSeries.view``).
+
+A bar whose last minute had no candle (a gap: no tick of the stock in it) is
+closed by :meth:`TimeframeBars.flush` once the stock's clock has passed its
+end, like the 1-minute candles. The series of the stocks that changed are
+handed out by :meth:`TimeframeBars.take_changed` for Redis (``hq:bars:{code}``),
+from where a worker that takes a stock over restores them
+(:meth:`TimeframeBars.restore`) before it replays the stock's recent ticks:
+a minute the stored series already holds is not folded again, so values
+never jump and never count a minute twice.
+
+In memory only; never does I/O, never reads the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from schemas.bar_series import Bar, BarSeries
+from schemas.timeframes import TIMEFRAMES, Timeframe
+from streams.trading_clock import CLOSE_GRACE_MS, candle_end
+
+logger = logging.getLogger(__name__)
+
+
+class TimeframeBars:
+    """The bar series of every stock this worker owns; see the module docstring."""
+
+    def __init__(
+        self, timeframes: tuple[Timeframe, ...] = TIMEFRAMES, close_grace_ms: int = CLOSE_GRACE_MS
+    ) -> None:
+        self.timeframes = timeframes
+        self.close_grace_ms = close_grace_ms
+        self._series: dict[str, dict[Timeframe, BarSeries]] = {}
+        self._open_by_end: dict[int, set[tuple[str, Timeframe]]] = {}
+        self._end_of: dict[tuple[str, Timeframe], int] = {}
+        self._changed: set[str] = set()
+
+    def series_of(self, code: str) -> dict[Timeframe, BarSeries]:
+        found = self._series.get(code)
+        if found is None:
+            found = self._series[code] = {tf: BarSeries(tf) for tf in self.timeframes}
+        return found
+
+    def add_minutes(self, candles: Iterable[Bar]) -> list[Bar]:
+        """Fold closed 1-minute candles in; returns the closed bars of every timeframe.
+
+        A 1-minute candle comes back as a ``1m`` bar carrying its indicators.
+        """
+        closed: list[Bar] = []
+        for candle in candles:
+            code = candle["code"]
+            for tf, series in self.series_of(code).items():
+                done = series.add_minute(candle)
+                if done:
+                    closed += done
+                if tf != "1m":
+                    self._index(code, tf, series)
+            self._changed.add(code)
+        return closed
+
+    def flush(self, now_ms: int, clock_of: Callable[[str], int] | None = None) -> list[Bar]:
+        """Close the bars whose time is over at ``now_ms`` (and at their stock's clock)."""
+        closed: list[Bar] = []
+        for end in sorted(e for e in self._open_by_end if e <= now_ms):
+            for code, tf in sorted(self._open_by_end[end]):
+                if clock_of is None or clock_of(code) >= end:
+                    series = self._series[code][tf]
+                    closed.append(series.close_partial())
+                    self._index(code, tf, series)
+                    self._changed.add(code)
+        return closed
+
+    def take_changed(self) -> dict[str, dict[str, bytes]]:
+        """The stored form (tf -> JSON) of every stock's series changed since the last call."""
+        out = {
+            code: {str(tf): orjson.dumps(s.to_json()) for tf, s in self._series[code].items()}
+            for code in self._changed
+            if code in self._series
+        }
+        self._changed = set()
+        return out
+
+    def restore(self, code: str, stored: dict[str, Any]) -> None:
+        """Take a stock's series from their stored form (``hq:bars:{code}``), if any."""
+        series = self.series_of(code)
+        for tf in self.timeframes:
+            data = stored.get(tf)
+            if data is None:
+                continue
+            try:
+                series[tf] = BarSeries.from_json(orjson.loads(data))
+            except Exception as exc:  # a foreign or older shape: start that series afresh
+                logger.error("%s %s: stored bars not restored: %r", code, tf, exc)
+                continue
+            if tf != "1m":
+                self._index(code, tf, series[tf])
+
+    def forget(self, codes: Iterable[str]) -> None:
+        """Drop the series of ``codes`` (their partitions moved to another worker)."""
+        for code in codes:
+            series = self._series.pop(code, None)
+            self._changed.discard(code)
+            for tf in series or ():
+                self._unindex(code, tf)
+
+    def _index(self, code: str, tf: Timeframe, series: BarSeries) -> None:
+        self._unindex(code, tf)
+        last = series.last_minute()
+        if last is None:
+            return
+        end = candle_end(last, self.close_grace_ms)
+        self._end_of[(code, tf)] = end
+        self._open_by_end.setdefault(end, set()).add((code, tf))
+
+    def _unindex(self, code: str, tf: Timeframe) -> None:
+        end = self._end_of.pop((code, tf), None)
+        if end is None:
+            return
+        keys = self._open_by_end[end]
+        keys.discard((code, tf))
+        if not keys:
+            del self._open_by_end[end]
