@@ -52,10 +52,10 @@ def test_not_compiled_schemas_return_none() -> None:
 
 
 def test_the_codec_answers_as_fastavro_did_for_damaged_payloads() -> None:
-    codec = SingleObjectCodec("candle")
-    record = {"code": "600000", "market": "SH", "trade_date": "2026-11-23",
-              "minute_ts": 1, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
-              "volume": 1, "amount": 1.0, "ticks": 1, "closed": True}  # fmt: skip
+    codec = SingleObjectCodec("alert")
+    record = {"code": "600000", "name": "浦发银行", "market": "SH", "kind": "FAST_MOVE",
+              "exchange_ts": 1, "price": 1.0, "change_pct": 5.0, "value": 5.0,
+              "message": "m"}  # fmt: skip
     payload = codec.encode(record)
     assert codec.decode(payload) == record
     with pytest.raises(SerdeError):
