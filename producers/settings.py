@@ -70,7 +70,12 @@ class ReceiverSettings(CommonSettings):
     lease_retry_s: float = Field(2.0, gt=0, description="renew / retry period")
     kube_api_url: str = Field("https://kubernetes.default.svc", description="Kubernetes API")
 
-    linger_ms: int = Field(1, ge=0, description="producer linger: latency vs batching")
+    linger_ms: int = Field(
+        5,
+        ge=0,
+        description="producer linger: a tick waits at most this long for the produce request "
+        "that carries it (latency vs requests; docs/architecture.md, 'Cost per tick')",
+    )
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
     producer_delivery_timeout_s: float = Field(

@@ -190,7 +190,7 @@ def create_app(
         consumer_group_instance_id=settings.group_instance_id or None,
         broker_credentials=broker_credentials(settings),
     )
-    install_fast_transport(app)
+    install_fast_transport(app, settings.fetch_interval_ms / 1000)
     install_resume_streams(app)
     if runtime is None:
         outbox: Outbox = (

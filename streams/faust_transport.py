@@ -29,6 +29,12 @@ partition would never be processed or committed past them.
 (key and value stay bytes) instead of going through faust's codec registry
 for the ``raw`` codec (used where events still exist: ``test_context``).
 
+Pacing: after a fetch that returned records the loop waits ``fetch_interval_s``
+before the next (:func:`install`). aiokafka fetches a broker's partitions again
+only once their fetched records were taken, so this bounds the broker's fetch
+requests as well as the agent's batches, Redis writes and produce requests;
+a fetch after a quiet spell is answered as soon as a record arrives.
+
 This module must never change what is committed.
 """
 
@@ -59,6 +65,7 @@ class FastConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct = {}
+        self.fetch_interval_s: float = getattr(self.transport, "fetch_interval_s", 0.0)
 
     async def fetch_runs(self, timeout: float) -> list[tuple[Any, list[Any]]]:
         """faust's ``getmany`` returning each partition's messages as one list.
@@ -97,10 +104,19 @@ class FastConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         app = self.app
         acks_enabled_for = app.topics.acks_enabled_for
+        clock = asyncio.get_running_loop().time
+        interval = self.fetch_interval_s
+        next_fetch = 0.0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                # aiokafka fetches a broker's partitions again only once what it
+                # fetched from them was taken: pausing here paces the fetches too.
+                if (pause := next_fetch - clock()) > 0:
+                    await asyncio.sleep(pause)
                 self.diag.set_flag(CONSUMER_FETCHING)
                 runs = await self.fetch_runs(timeout=1.0)
+                if runs:
+                    next_fetch = clock() + interval
                 await asyncio.sleep(0)
                 if self.should_stop:
                     continue
@@ -248,6 +264,7 @@ class FastTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport using :class:`FastConsumer`."""
 
     Consumer = FastConsumer
+    fetch_interval_s = 0.0  # for its consumers: see install()
 
 
 def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
@@ -266,6 +283,11 @@ def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[A
     return deliver
 
 
-def install(app: Any) -> None:
-    """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``."""
-    app.transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
+def install(app: Any, fetch_interval_s: float = 0.0) -> None:
+    """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``.
+
+    ``fetch_interval_s``: after a fetch that returned records, the next one waits
+    this long (records arriving meanwhile come in one fetch, one batch)."""
+    transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
+    transport.fetch_interval_s = fetch_interval_s
+    app.transport = transport

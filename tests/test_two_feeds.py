@@ -40,7 +40,7 @@ import websockets
 from hqstream.local_runner import free_port, port_open
 from producers.universe import build_universe
 from schemas import redis_keys, topics
-from schemas.market_rules import SHANGHAI_TZ
+from schemas.exchange import SHANGHAI_TZ
 from schemas.serde import make_codec
 from schemas.topics import H_SOURCE
 from streams.errors import BadRecord

@@ -10,17 +10,27 @@ The broker and Redis are measured when the bench started them (variables
 unset). The simulator and the client are shown apart: they stand for the
 vendor and the front ends, not for hqstream. A calibration figure measured in
 the same run lets tables of different days be compared as ratios.
+
+``--compare REF`` runs the same phases for another git ref in the same run:
+the ref is checked out in a temporary worktree (:mod:`hqstream.bench.ref_code`)
+and gets a pipeline of its own, with its own broker and Redis, beside this
+checkout's. Only one side is fed at a time (the other idles, feed stopped), and
+each phase is measured in ``--rounds`` slices per side in the order A B B A ...,
+so a change of the machine's load during the run weighs on both sides equally.
+One table per phase gives both sides and the ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -32,11 +42,14 @@ from rich.live import Live
 
 from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import Pipeline, pipeline
+from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 
 console = Console()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
+FEED_TIMEOUT_S = 120.0
 LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
+BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ PHASES = {
 
 def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``."""
-    total = 0
+    total = 0.0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -66,25 +79,37 @@ def group_cpu_s(pgid: int) -> float:
                 stat = fh.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        if int(stat[stat.rindex(b")") + 2 :].split()[2]) == pgid:
+            total += _cpu_s(stat)
+    return total
 
 
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+def _cpu_s(stat: bytes) -> float:
+    """User + system CPU seconds in the text of a /proc ``stat`` file."""
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
+    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            body = resp.read()
+    except OSError:
+        return 0.0  # not serving yet: nothing counted
+    return sum(float(m) for m in pattern.findall(body))
 
 
 def _lines_received(rig: Pipeline) -> float:
-    url = f"http://127.0.0.1:{rig.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            body = resp.read()
-    except OSError:
-        return 0.0  # not serving yet: nothing received
-    return sum(float(m) for m in LINES.findall(body))
+    return _metric_sum(rig.metrics_port, LINES)
+
+
+def _worker_batches(rig: Pipeline) -> float:
+    """Batches the stream workers processed so far."""
+    ports = [
+        int(c.env["HQ_STREAMS_METRICS_PORT"]) for c in rig.children if c.name.startswith("streams-")
+    ]
+    return sum(_metric_sum(port, BATCHES) for port in ports)
 
 
 def _groups(rig: Pipeline, env: BenchEnv) -> dict[str, int]:
@@ -106,6 +131,14 @@ class Client(threading.Thread):
     def run(self) -> None:
         asyncio.run(self._run())
 
+    def cpu_s(self) -> float:
+        """CPU seconds this client's thread has used (0 before it started)."""
+        try:
+            with open(f"/proc/self/task/{self.native_id}/stat", "rb") as fh:
+                return _cpu_s(fh.read())
+        except (OSError, TypeError):
+            return 0.0
+
     async def _run(self) -> None:
         async with websockets.connect(self.url, max_size=None, compression=None) as ws:
             await ws.send('{"type":"subscribe_all"}')
@@ -117,143 +150,235 @@ class Client(threading.Thread):
                 self.frames += 1
 
 
-def _measure(
-    rig: Pipeline, env: BenchEnv, phase: Phase, seconds: float, warmup: float
-) -> dict[str, float]:
+@dataclass
+class Side:
+    """One pipeline under measurement: this checkout's, or a ref's."""
+
+    label: str
+    env: BenchEnv
+    rig: Pipeline
+    client: Client
+
+
+Usage = dict[str, float]  # CPU seconds by process, and "_wall"/"_ticks"
+
+
+def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
+    rig, env = side.rig, side.env
+    lines_before = _lines_received(rig)
     rig.feed(phase.stocks, phase.interval, spread=True, snapshots=phase.snapshots)
+    client_cpu = side.client.cpu_s
     with Live(console=console, refresh_per_second=2) as live:
+        # The receiver reconnects with a backoff after the feed restarted: the
+        # warm-up starts once a whole snapshot came through (idle's only one).
+        deadline = time.monotonic() + FEED_TIMEOUT_S
+        while (got := _lines_received(rig) - lines_before) < phase.stocks:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{side.label}: the feed did not flow ({got:.0f} lines)")
+            live.update(f"{side.label}, {phase.name}: waiting for the feed, {got:,.0f} lines")
+            time.sleep(0.5)
         until = time.monotonic() + warmup
         while (left := until - time.monotonic()) > 0:
-            live.update(f"{phase.name}: warming up, {left:4.1f} s")
+            live.update(f"{side.label}, {phase.name}: warming up, {left:4.1f} s")
             time.sleep(min(0.5, left))
         groups = _groups(rig, env)
         before = {name: group_cpu_s(g) for name, g in groups.items()}
-        own0, lines0, t0 = _own_cpu_s(), _lines_received(rig), time.monotonic()
+        own0, lines0, t0 = client_cpu(), _lines_received(rig), time.monotonic()
+        batches0 = _worker_batches(rig)
         while (elapsed := time.monotonic() - t0) < seconds:
             lines = _lines_received(rig) - lines0
             live.update(
-                f"{phase.name}: {elapsed:4.1f}/{seconds:.0f} s, "
-                f"{lines / max(elapsed, 1e-9):,.0f} ticks/s received"
+                f"{side.label}, {phase.name}: {elapsed:4.1f}/{seconds:.0f} s, "
+                f"{lines / max(elapsed, 1e-9):,.0f} ticks/s received, "
+                f"load average {os.getloadavg()[0]:.1f}"
             )
             time.sleep(0.5)
         wall = time.monotonic() - t0
         after = {name: group_cpu_s(g) for name, g in groups.items()}
         lines = _lines_received(rig) - lines0
+        batches = _worker_batches(rig) - batches0
     if dead := rig.dead():
-        raise RuntimeError(f"components died during {phase.name}: {dead}")
+        raise RuntimeError(f"{side.label}: components died during {phase.name}: {dead}")
     out = {name: after[name] - before[name] for name in groups}
-    out["client"] = _own_cpu_s() - own0
-    out["_wall"], out["_ticks"] = wall, lines
+    out["client"] = client_cpu() - own0
+    out["_wall"], out["_ticks"], out["_batches"] = wall, lines, batches
     return out
 
 
+def _add(total: Usage, more: Usage) -> None:
+    for name, value in more.items():
+        total[name] = total.get(name, 0.0) + value
+
+
+@contextlib.contextmanager
+def _side(
+    stack: contextlib.ExitStack,
+    label: str,
+    workers: int,
+    code: Path | None,
+    indicators: bool,
+) -> Iterator[Side]:
+    env = stack.enter_context(bench_env(need_redis=True))
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hqcost-"))
+    worker_env = {"HQ_STREAMS_INDICATORS": "true" if indicators else "false"}
+    rig = stack.enter_context(
+        pipeline(env, Path(tmp), workers=workers, code=code, worker_env=worker_env)
+    )
+    client = Client(rig.gateway_port)
+    client.start()
+    try:
+        yield Side(label, env, rig, client)
+    finally:
+        client.stop.set()
+        client.join(10)
+
+
 def cost_bench(
-    seconds: Annotated[float, typer.Option(help="measured seconds per phase")] = 60.0,
-    warmup: Annotated[float, typer.Option(help="seconds before each phase is measured")] = 10.0,
+    seconds: Annotated[float, typer.Option(help="measured seconds per phase (and side)")] = 60.0,
+    warmup: Annotated[float, typer.Option(help="seconds before each slice is measured")] = 10.0,
     phases: Annotated[
         str, typer.Option(help="comma-separated phases: idle, 333, 1667, 5000 (ticks/s)")
     ] = "idle,333,1667,5000",
     workers: Annotated[int, typer.Option(min=1, help="stream worker processes")] = 1,
+    compare: Annotated[
+        str,
+        typer.Option(
+            help="another git ref (branch, tag, commit) measured side by side in the same run"
+        ),
+    ] = "",
     indicators: Annotated[
         str,
         typer.Option(
-            help="the workers' HQ_STREAMS_INDICATORS: on, off, or compare (pipelines with "
-            "them on and off alternately, --rounds times, and the workers' cost of each)"
+            help="the workers' HQ_STREAMS_INDICATORS: on, off, or compare (two pipelines of "
+            "this checkout, indicators off and on, side by side as with --compare)"
         ),
     ] = "on",
-    rounds: Annotated[int, typer.Option(min=1, help="with --indicators compare")] = 1,
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="with two sides: slices per phase and side, measured A B B A ..."),
+    ] = 2,
 ) -> None:
     """CPU-ms per 1,000 ticks of every process of the pipeline, idle and at steady rates."""
     chosen = [PHASES[p.strip()] for p in phases.split(",") if p.strip()]
     if indicators not in ("on", "off", "compare"):
-        raise typer.BadParameter("--indicators is on, off or compare")
-    modes = ["on", "off"] * rounds if indicators == "compare" else [indicators]
+        raise typer.BadParameter("on, off or compare", param_hint="--indicators")
+    if compare and indicators == "compare":
+        raise typer.BadParameter("one comparison at a time", param_hint="--indicators compare")
+    rounds = rounds if compare or indicators == "compare" else 1
     console.print(
-        f"[bold]bench cost[/]: {', '.join(p.name for p in chosen)}; {seconds:.0f} s each after "
-        f"{warmup:.0f} s warm-up, {workers} worker(s), indicators {' / '.join(modes)}; "
-        f"machine: {machine()}"
+        f"[bold]bench cost[/]: {', '.join(p.name for p in chosen)}; {seconds:.0f} s each "
+        f"(in {rounds} slice(s) after {warmup:.0f} s warm-up), {workers} worker(s); "
+        f"machine: {machine()}; load average {_loadavg()}"
     )
-    runs: list[tuple[str, list[tuple[Phase, dict[str, float]]]]] = []
-    with bench_env(need_redis=True) as env:
-        for mode in modes:
-            runs.append((mode, _run_pipeline(env, chosen, seconds, warmup, workers, mode)))
-            console.print(f"indicators {mode}: done (load average {os.getloadavg()[0]:.1f})")
-    for mode, results in runs:
-        print(f"\nindicators {mode}:")
-        _report(results)
-    if indicators == "compare":
-        _report_indicator_cost(runs)
+    this = head_label() if compare else "this checkout"
+    with contextlib.ExitStack() as stack:
+        sides: list[Side] = []
+        if compare:
+            ref = stack.enter_context(ref_checkout(compare))
+            if drift := dependency_drift(ref.commit):
+                console.print(
+                    f"[yellow]{ref.label} declares other dependencies ({', '.join(drift)}); "
+                    "it runs on this checkout's packages[/]"
+                )
+            console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
+            on = indicators == "on"
+            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on)))
+            sides.append(stack.enter_context(_side(stack, this, workers, None, on)))
+        elif indicators == "compare":
+            for on in (False, True):
+                label = f"indicators {'on' if on else 'off'}"
+                sides.append(stack.enter_context(_side(stack, label, workers, None, on)))
+        else:
+            sides.append(stack.enter_context(_side(stack, this, workers, None, indicators == "on")))
+        results: list[tuple[Phase, list[Usage]]] = []
+        for phase in chosen:
+            usage: list[Usage] = [{} for _ in sides]
+            for slice_no in range(rounds):
+                order = list(enumerate(sides))
+                for i, side in order if slice_no % 2 == 0 else reversed(order):
+                    _add(usage[i], _measure(side, phase, seconds / rounds, warmup))
+                    if len(sides) > 1:
+                        side.rig.stop_feed()  # the other side runs alone
+            results.append((phase, usage))
+    load = _loadavg()
+    if len(sides) == 1:
+        _report([(phase, usage[0]) for phase, usage in results])
+        print(f"load average at the end: {load}")
+    else:
+        _report_compare([s.label for s in sides], results, load)
 
 
-def _run_pipeline(
-    env: BenchEnv, chosen: list[Phase], seconds: float, warmup: float, workers: int, mode: str
-) -> list[tuple[Phase, dict[str, float]]]:
-    """Every phase measured on a fresh pipeline whose workers run with indicators ``mode``."""
-    results: list[tuple[Phase, dict[str, float]]] = []
-    worker_env = {"HQ_STREAMS_INDICATORS": "true" if mode == "on" else "false"}
-    with (
-        tempfile.TemporaryDirectory(prefix="hqcost-") as tmp,
-        pipeline(env, Path(tmp), workers=workers, worker_env=worker_env) as rig,
-    ):
-        client = Client(rig.gateway_port)
-        client.start()
-        try:
-            for phase in chosen:
-                results.append((phase, _measure(rig, env, phase, seconds, warmup)))
-        finally:
-            client.stop.set()
-            client.join(10)
-    return results
+def _loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _report_indicator_cost(runs: list[tuple[str, list[tuple[Phase, dict[str, float]]]]]) -> None:
-    """The stream workers' CPU-ms per 1,000 ticks, indicators on vs off, per phase and round."""
-    phases = [p for p, _ in runs[0][1] if p.snapshots == 0]  # idle has no ticks to divide by
-
-    def per_k(results: list[tuple[Phase, dict[str, float]]], phase: Phase) -> float:
-        for p, r in results:
-            if p == phase:
-                cpu = sum(v for n, v in r.items() if n.startswith("streams"))
-                return 1e6 * cpu / r["_ticks"] if r["_ticks"] > 0 else float("nan")
-        return float("nan")
-
-    print("\n| stream workers, ms CPU per 1k ticks | " + " | ".join(p.name for p in phases) + " |")
-    print("|---|" + "---:|" * len(phases))
-    on = [r for mode, r in runs if mode == "on"]
-    off = [r for mode, r in runs if mode == "off"]
-    for i, (a, b) in enumerate(zip(on, off, strict=True), start=1):
-        cells = []
-        for phase in phases:
-            x, y = per_k(a, phase), per_k(b, phase)
-            cells.append(f"{x:.1f} vs {y:.1f} ({100 * (x - y) / y:+.0f}%)")
-        print(f"| round {i}: indicators on vs off | " + " | ".join(cells) + " |")
-
-
-def _report(results: list[tuple[Phase, dict[str, float]]]) -> None:
-    names = [n for n in results[0][1] if not n.startswith("_") and n not in ("simulate", "client")]
-    rows = sorted(
+def _process_rows(usage: Usage) -> list[str]:
+    """hqstream's own processes, in pipeline order (simulator and client apart)."""
+    names = [n for n in usage if not n.startswith("_") and n not in ("simulate", "client")]
+    return sorted(
         names,
         key=lambda n: (HQSTREAM.index(n.split("-")[0]) if n.split("-")[0] in HQSTREAM else 9, n),
     )
+
+
+def _cost(usage: Usage, pick: list[str]) -> tuple[float, float]:
+    """(% of a core, CPU-ms per 1,000 ticks; NaN without ticks) of the processes ``pick``."""
+    cpu = sum(usage.get(n, 0.0) for n in pick)
+    per_k = 1e6 * cpu / usage["_ticks"] if usage["_ticks"] > 0 else float("nan")
+    return 100 * cpu / usage["_wall"], per_k
+
+
+def _cell(usage: Usage, pick: list[str]) -> str:
+    share, per_k = _cost(usage, pick)
+    return f"{share:.1f}% · {per_k:.1f}" if per_k == per_k else f"{share:.1f}% · -"
+
+
+def _batches(usage: Usage) -> str:
+    n = usage.get("_batches", 0.0)
+    per = f" ({usage['_ticks'] / n:,.1f})" if n > 0 else ""
+    return f"{n / usage['_wall']:,.0f}/s{per}"
+
+
+def _report(results: list[tuple[Phase, Usage]]) -> None:
+    rows = _process_rows(results[0][1])
     head = "| process | " + " | ".join(f"{p.name}: % core, ms/1k ticks" for p, _ in results) + " |"
     print()
     print(head)
     print("|---|" + "---:|" * len(results))
-
-    def cells(pick: list[str]) -> str:
-        out = []
-        for _, r in results:
-            cpu = sum(r.get(n, 0.0) for n in pick)
-            per_k = 1e6 * cpu / r["_ticks"] if r["_ticks"] > 0 else float("nan")
-            share = 100 * cpu / r["_wall"]
-            out.append(f"{share:.1f}% · {per_k:.1f}" if per_k == per_k else f"{share:.1f}% · -")
-        return " | ".join(out)
-
-    for name in rows:
-        print(f"| {name} | {cells([name])} |")
-    print(f"| **pipeline** ({' + '.join(rows)}) | {cells(rows)} |")
-    for name in ("simulate", "client"):
-        print(f"| {name} (apart) | {cells([name])} |")
-    ticks = " | ".join(f"{r['_ticks'] / r['_wall']:,.0f}/s" for _, r in results)
+    for name, pick in _row_picks(rows):
+        print(f"| {name} | {' | '.join(_cell(u, pick) for _, u in results)} |")
+    ticks = " | ".join(f"{u['_ticks'] / u['_wall']:,.0f}/s" for _, u in results)
     print(f"| ticks received | {ticks} |")
+    batches = " | ".join(_batches(u) for _, u in results)
+    print(f"| stream worker batches (ticks per batch) | {batches} |")
     print(calibration_row() + " |" * (len(results) - 1))
+
+
+def _row_picks(rows: list[str]) -> list[tuple[str, list[str]]]:
+    """Table rows: each process, the pipeline's sum, then the simulator and client apart."""
+    picks = [(name, [name]) for name in rows]
+    picks.append((f"**pipeline** ({' + '.join(rows)})", rows))
+    picks += [(f"{name} (apart)", [name]) for name in ("simulate", "client")]
+    return picks
+
+
+def _report_compare(labels: list[str], results: list[tuple[Phase, list[Usage]]], load: str) -> None:
+    ref, this = labels
+    for phase, (ref_usage, this_usage) in results:
+        idle = not (ref_usage["_ticks"] and this_usage["_ticks"])
+        unit = "% core" if idle else "% core · ms/1k ticks"
+        print(f"\n{phase.name}\n")
+        print(f"| process | {ref}: {unit} | {this}: {unit} | ratio {ref} / {this} |")
+        print("|---|---:|---:|---:|")
+        for name, pick in _row_picks(_process_rows({**ref_usage, **this_usage})):
+            ref_share, ref_k = _cost(ref_usage, pick)
+            this_share, this_k = _cost(this_usage, pick)
+            num, den = (ref_share, this_share) if idle else (ref_k, this_k)
+            ratio = f"{num / den:.2f}x" if den > 0 else "-"
+            print(f"| {name} | {_cell(ref_usage, pick)} | {_cell(this_usage, pick)} | {ratio} |")
+        rates = [f"{u['_ticks'] / u['_wall']:,.0f}/s" for u in (ref_usage, this_usage)]
+        print(f"| ticks received | {rates[0]} | {rates[1]} | |")
+        batches = [_batches(u) for u in (ref_usage, this_usage)]
+        print(f"| stream worker batches (ticks per batch) | {batches[0]} | {batches[1]} | |")
+    print()
+    print(f"{calibration_row()}; load average at the end: {load}")

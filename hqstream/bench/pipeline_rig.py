@@ -4,7 +4,10 @@ simulator -> receiver -> Kafka -> stream worker(s) -> Kafka -> gateway, each its
 own process (:class:`hqstream.up.Child`) on uuid-prefixed topics of the bench's
 broker, with logs in the run's temporary folder. The simulator is started and
 stopped separately (:meth:`Pipeline.feed`), so a benchmark can change the feed's
-rate between phases; the receiver reconnects to each new one.
+rate between phases; the receiver reconnects to each new one. ``code`` runs every
+component from another checkout (``hqstream bench cost --compare``): its folder
+is the children's ``PYTHONPATH``, and ``python -P`` keeps the current directory
+off their import path.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from schemas import topics
 EXE = [sys.executable, "-m", "hqstream.cli"]
 
 
+def command_of(code: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The ``hqstream`` command of the components and what it adds to their environment:
+    this checkout's, or the checkout at ``code`` (on this interpreter and its packages)."""
+    if code is None:
+        return EXE, {}
+    return [sys.executable, "-P", "-m", "hqstream.cli"], {"PYTHONPATH": str(code)}
+
+
 def gateway_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
@@ -39,6 +50,7 @@ def gateway_ready(port: int) -> bool:
 @dataclass
 class Pipeline:
     env: dict[str, str]
+    exe: list[str]
     logs: Path
     gateway_port: int
     metrics_port: int
@@ -48,7 +60,7 @@ class Pipeline:
     receiver: Child | None = None  # started once the first feed listens
 
     def child(self, name: str, args: list[str], **env: str) -> Child:
-        c = Child(name, [*EXE, *args], {**self.env, **env}, self.logs / f"{name}.log")
+        c = Child(name, [*self.exe, *args], {**self.env, **env}, self.logs / f"{name}.log")
         self.children.append(c)
         return c
 
@@ -88,10 +100,12 @@ def pipeline(
     logs: Path,
     workers: int = 1,
     flush_ms: int = 20,
+    code: Path | None = None,
     worker_env: dict[str, str] | None = None,
 ) -> Iterator[Pipeline]:
-    """Gateway and ``workers`` stream workers running (with ``worker_env`` added to
-    their environment); the receiver starts with the first :meth:`Pipeline.feed`."""
+    """Gateway and ``workers`` stream workers running (this checkout's code, or
+    ``code``'s; ``worker_env`` added to the workers' environment); the receiver
+    starts with the first :meth:`Pipeline.feed`."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
@@ -111,7 +125,8 @@ def pipeline(
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
         "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
     }
-    rig = Pipeline(child_env, logs, gw_port, metrics_port, feed_port)
+    exe, code_env = command_of(code)
+    rig = Pipeline({**child_env, **code_env}, exe, logs, gw_port, metrics_port, feed_port)
     gateway = rig.child("gateway", ["gateway", "--port", str(gw_port)])
     for i in range(workers):
         rig.child(

@@ -1,0 +1,83 @@
+"""``hqstream bench cost --compare REF``: the ref's code in a temporary worktree, run by
+the components instead of this checkout's, and the side-by-side table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hqstream.bench.cost import PHASES, Usage, _report_compare
+from hqstream.bench.pipeline_rig import command_of
+from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_ref_is_checked_out_in_an_ignored_worktree_then_removed() -> None:
+    head = _git("rev-parse", "HEAD")
+    with ref_checkout("HEAD") as ref:
+        assert ref.commit == head
+        assert ref.path.parent == REPO / ".bench"
+        assert (ref.path / "hqstream" / "bench" / "cost.py").is_file()
+        assert str(ref.path) in _git("worktree", "list")
+        assert _git("status", "--porcelain", "--", ".bench") == ""  # ignored
+    assert not ref.path.exists()
+    assert str(ref.path) not in _git("worktree", "list")
+
+
+def test_unknown_ref_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="rev-parse"), ref_checkout("no-such-ref-xyz"):
+        pass
+
+
+def test_head_declares_its_own_dependencies() -> None:
+    assert dependency_drift(_git("rev-parse", "HEAD")) == []
+
+
+def test_components_import_the_other_checkout(tmp_path: Path) -> None:
+    """The command and environment the rig starts each component with import the
+    ``hqstream`` package of ``code``, not this checkout's (nor the current folder's)."""
+    package = tmp_path / "hqstream"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "cli.py").write_text("print(__file__)\n")
+    exe, env = command_of(tmp_path)
+    done = subprocess.run(
+        exe, env={"PATH": "/usr/bin:/bin", **env}, cwd=REPO, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == str(package / "cli.py"), done.stderr
+    this_exe, this_env = command_of(None)
+    assert this_env == {} and this_exe[0] == sys.executable
+
+
+def _usage(cpu: dict[str, float], ticks: float, wall: float = 10.0) -> Usage:
+    return {**cpu, "simulate": 0.1, "client": 0.1, "_ticks": ticks, "_wall": wall}
+
+
+def test_compare_table_has_both_sides_and_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _usage({"produce": 1.0, "streams-0": 6.0, "broker": 5.0}, ticks=3000)
+    this = _usage({"produce": 0.5, "streams-0": 1.5, "broker": 1.0}, ticks=3000)
+    idle_ref = _usage({"produce": 0.1, "streams-0": 0.1, "broker": 2.0}, ticks=0)
+    idle_this = _usage({"produce": 0.1, "streams-0": 0.1, "broker": 0.2}, ticks=0)
+    _report_compare(
+        ["main (abc)", "cost (def)"],
+        [(PHASES["idle"], [idle_ref, idle_this]), (PHASES["333"], [ref, this])],
+        "1.0 2.0 3.0",
+    )
+    out = capsys.readouterr().out
+    # 333: 12 CPU-s over 3,000 ticks = 4,000 ms/1k against 3 CPU-s = 1,000 ms/1k
+    assert (
+        "| **pipeline** (produce + streams-0 + broker) | 120.0% · 4000.0 | 30.0% · 1000.0 | 4.00x |"
+        in out
+    )
+    assert "| streams-0 | 60.0% · 2000.0 | 15.0% · 500.0 | 4.00x |" in out
+    # idle: no ticks, the ratio is of the share of a core
+    assert "| broker | 20.0% · - | 2.0% · - | 10.00x |" in out
+    assert "load average at the end: 1.0 2.0 3.0" in out
