@@ -21,6 +21,9 @@ CANDLES_1M: Final = "hq.candles.1m"
 CANDLES: Final[dict[Timeframe, str]] = {tf: f"hq.candles.{tf}" for tf in TIMEFRAMES}
 ALERTS: Final = "hq.alerts"
 QUOTES_LATEST: Final = "hq.quotes.latest"
+#: compacted worker state Redis holds and no output carries (the state rebuild reads it back)
+BARS_STATE: Final = "hq.bars.state"
+FEED_WINNERS: Final = "hq.feeds.winners"
 
 DAY_MS: Final = 24 * 3600 * 1000
 MINUTE_MS: Final = 60 * 1000
@@ -107,14 +110,29 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
         TopicSpec(
             QUOTES_LATEST,
             partitions,
-            latest_quote_configs(),
+            compacted_configs(),
             "the newest normalized quote (Avro) of every stock, key = code, compacted",
+        ),
+        TopicSpec(
+            BARS_STATE,
+            partitions,
+            compacted_configs(),
+            "every stock's bar series and indicator state (JSON of hq:bars:{code}, "
+            "timeframe -> BarSeries), key = code, compacted",
+        ),
+        TopicSpec(
+            FEED_WINNERS,
+            partitions,
+            compacted_configs(),
+            "every stock's feed arbitration winner (JSON [raw partition, unit, source, price, "
+            "volume, mask]), key = code, compacted",
         ),
     )
 
 
-def latest_quote_configs() -> dict[str, str]:
-    """Compaction of ``hq.quotes.latest`` (docs/architecture.md, "Cold start").
+def compacted_configs() -> dict[str, str]:
+    """Compaction of ``hq.quotes.latest``, ``hq.bars.state`` and ``hq.feeds.winners``
+    (docs/architecture.md, "Cold start"); figures below are those of the quotes.
 
     The workers write every stock's newest quote of each batch, so the topic
     receives about as many records as ``hq.ticks.normalized`` (~1,700/s);

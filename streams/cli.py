@@ -12,12 +12,18 @@ producer is flushed. Heavy imports happen inside the command.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hqcore.logs import configure_logging
+
+if TYPE_CHECKING:
+    from streams.settings import StreamsSettings
+    from streams.state_rebuild import Progress, StateRebuildSummary
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +32,8 @@ def streams(
     rebuild: bool = typer.Option(
         False,
         "--rebuild",
-        help="Restore Redis from the compacted latest quotes, the normalized tail, today's "
-        "candles, stats and alerts (newer-wins: safe beside running workers).",
+        help="Restore Redis from the compacted latest quotes, bar series and feed winners, "
+        "the normalized tail, today's bars of every timeframe, stats and alerts.",
     ),
     rebuild_from_raw: bool = typer.Option(
         False,
@@ -62,8 +68,6 @@ def streams(
         settings = settings.model_copy(update=updates)
     configure_logging(settings.log_level, "streams", quiet=())
     if rebuild:
-        from streams.state_rebuild import run_state_rebuild
-
         typer.echo(run_state_rebuild(settings))
         return
     if rebuild_from_raw:
@@ -150,3 +154,33 @@ def run_worker(settings: object) -> None:
     if metrics.HEALTH.fatal is not None:  # stopped by streams.lifecycle.fatal
         logger.critical("worker exits with status %d: %s", EXIT_FATAL, metrics.HEALTH.fatal)
         raise SystemExit(EXIT_FATAL)
+
+
+async def _rebuild_all(settings: StreamsSettings, progress: Progress) -> StateRebuildSummary:
+    from streams.redis_sink import RedisSink
+    from streams.state_rebuild import StateRebuilder
+
+    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    try:
+        return await StateRebuilder(settings, sink).rebuild(None, True, progress)
+    finally:
+        await sink.close()
+
+
+def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
+    """``hqstream streams --rebuild``: every partition and the market, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]rebuild[/bold] {task.fields[phase]:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("rebuild", total=None, phase="planning")
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None, phase=phase)
+
+        return asyncio.run(_rebuild_all(settings, show))

@@ -291,6 +291,35 @@ class Processor:
         topic = self.topics.quotes_latest
         return [KafkaOut(topic, code.encode(), payload) for code, payload in newest.items()]
 
+    def bar_state_outputs(self, states: dict[str, dict[str, bytes]] | None) -> list[KafkaOut]:
+        """``hq.bars.state`` records: the stored form of each changed stock's bar series.
+
+        The value is the JSON object of ``hq:bars:{code}`` (timeframe -> series),
+        so the state rebuild restores that hash exactly from the compacted topic.
+        """
+        if not self.publish_normalized or not states:
+            return []
+        topic = self.topics.bars_state
+        return [
+            KafkaOut(
+                topic,
+                code.encode(),
+                orjson.dumps({tf: orjson.Fragment(v) for tf, v in by_tf.items()}),
+            )
+            for code, by_tf in states.items()
+        ]
+
+    def feed_winner_outputs(self, changes: dict[int, dict[str, Winner]]) -> list[KafkaOut]:
+        """``hq.feeds.winners`` records: ``[raw partition, *winner]`` of each changed stock."""
+        if not self.publish_normalized:
+            return []
+        topic = self.topics.feed_winners
+        return [
+            KafkaOut(topic, code.encode(), orjson.dumps([partition, *winner]))
+            for partition, winners in changes.items()
+            for code, winner in winners.items()
+        ]
+
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
         """The closed bars' Kafka records, to their timeframe's topic (none when not publishing)."""
         if not self.publish_normalized:
@@ -498,13 +527,15 @@ class Processor:
             out += self.candle_outputs(closed)
             out += derived_outputs(t.alerts, self.alert_codec, alerts)
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
+        bars = self.take_bar_states()
+        out += self.bar_state_outputs(bars)
         return BatchResult(
             sink=SinkBatch(
                 quotes=quotes,
                 candles=closed + open_candles,
                 alerts=alerts,
                 data=p.data,
-                bars=self.take_bar_states(),
+                bars=bars,
             ),
             kafka=out,
             dlq=dead,

@@ -274,6 +274,8 @@ class StreamsRuntime:
                     self._redis_ok(attempt)
                 await self.outbox.flush()
                 if result.feed_winners:  # never ahead of the normalized topic
+                    for out in self.processor.feed_winner_outputs(result.feed_winners):
+                        await self.outbox.send(out.topic, out.key, out.value, out.headers)
                     await self.sink.write_feed_winners(result.feed_winners)
                     result.feed_winners = {}
                 return
@@ -392,14 +394,11 @@ class StreamsRuntime:
                 quiet_ms = int(self.settings.candle_quiet_s * 1000)
                 closed = self.processor.flush_candles(now_ms(), quiet_ms)
                 if closed:
+                    bars = self.processor.take_bar_states()
                     result = BatchResult(
-                        sink=SinkBatch(
-                            quotes=[],
-                            candles=closed,
-                            alerts=[],
-                            bars=self.processor.take_bar_states(),
-                        ),
-                        kafka=self.processor.candle_outputs(closed),
+                        sink=SinkBatch(quotes=[], candles=closed, alerts=[], bars=bars),
+                        kafka=self.processor.candle_outputs(closed)
+                        + self.processor.bar_state_outputs(bars),
                         dlq=[],
                     )
                     await self._persist(result)

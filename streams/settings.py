@@ -233,6 +233,8 @@ class StreamsSettings(CommonSettings):
             alerts=self.topic(topics.ALERTS),
             candles_by_tf={tf: self.topic(name) for tf, name in topics.CANDLES.items()},
             quotes_latest=self.topic(topics.QUOTES_LATEST),
+            bars_state=self.topic(topics.BARS_STATE),
+            feed_winners=self.topic(topics.FEED_WINNERS),
         )
 
 
@@ -248,6 +250,8 @@ class TopicNames:
     alerts: str
     candles_by_tf: dict[str, str]  # timeframe -> its topic (1m is ``candles``)
     quotes_latest: str
+    bars_state: str
+    feed_winners: str
 
 
 @cache

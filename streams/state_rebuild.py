@@ -46,6 +46,7 @@ from schemas import redis_keys as rk
 from schemas.exchange import SHANGHAI_TZ
 from schemas.serde import Codec, make_codec
 from streams import metrics
+from streams.arbitration import Winner
 from streams.kafka_ranges import KafkaRanges, Ranges
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings
@@ -118,6 +119,11 @@ class StateRebuilder:
         url = settings.schema_registry_url
         self.quote_codec: Codec = make_codec("quote", url, names.normalized)
         self.candle_codec: Codec = make_codec("candle", url, names.candles)
+        self.bar_codecs: dict[str, Codec] = {
+            tf: make_codec("candle", url, topic)
+            for tf, topic in names.candles_by_tf.items()
+            if tf != "1m"
+        }
         self.alert_codec: Codec = make_codec("alert", url, names.alerts)
         self.stats_codec: Codec = make_codec("market_stats", url, names.market_stats)
 
@@ -164,7 +170,6 @@ class _Run:
         self.total = 0
         self.done = 0
         self.started = time.perf_counter()
-        self.trade_date = ""  # of the candles written: the newest read
 
     def _advance(self, phase: str, source: str) -> Callable[[int], None]:
         def advance(n: int) -> None:
@@ -181,20 +186,20 @@ class _Run:
         """Every topic's ``partition -> [start, end)`` to read: four offset requests in all.
 
         The tick tail starts ``rebuild_ticks_s`` before the newest normalized
-        record, candles and alerts at 00:00 Shanghai of their newest record,
-        the statistics :data:`STATS_TAIL` records before the end; the latest
-        quotes are read whole.
+        record, intraday bars and alerts at 00:00 Shanghai of their newest
+        record, the statistics :data:`STATS_TAIL` records before the end; the
+        compacted topics (latest quotes, bar series, feed winners) and the
+        daily bars (their retention: the newest month) are read whole.
         """
         t, kafka = self.topics, self.kafka
         window_ms = self.owner.settings.rebuild_ticks_s * 1000
         since: dict[str, Callable[[int], int]] = {
             t.normalized: lambda newest: newest - window_ms,
-            t.candles: shanghai_day_start_ms,
+            **{topic: shanghai_day_start_ms for tf, topic in t.candles_by_tf.items() if tf != "1d"},
         }
-        topics = {
-            name: kafka.partitions(name, partitions)
-            for name in (t.normalized, t.quotes_latest, t.candles)
-        }
+        per_stock = (t.normalized, t.quotes_latest, t.bars_state, t.feed_winners,
+                     *t.candles_by_tf.values())  # fmt: skip
+        topics = {name: kafka.partitions(name, partitions) for name in per_stock}
         if market:
             since[t.alerts] = shanghai_day_start_ms
             topics[t.alerts] = kafka.partitions(t.alerts, None)
@@ -232,10 +237,7 @@ class _Run:
         t = self.topics
         plan = await asyncio.to_thread(self._plan, partitions, market)
         ticks_ranges, latest_marks = plan[t.normalized], plan[t.quotes_latest]
-        candle_ranges = plan[t.candles]
-        alert_ranges = plan.get(t.alerts, {})
-        stats_ranges = plan.get(t.market_stats, {})
-        for ranges in (ticks_ranges, latest_marks, candle_ranges, alert_ranges, stats_ranges):
+        for ranges in plan.values():
             self.total += sum(end - start for start, end in ranges.values())
         rebuilt = set(partitions) if partitions is not None else set(latest_marks)
         summary = StateRebuildSummary(partitions=rebuilt, market=market)
@@ -244,10 +246,13 @@ class _Run:
         newest = await self._ticks(ticks_ranges, summary)
         ticked = time.perf_counter()
         await self._latest(latest_marks, newest, summary)
-        await self._candles(candle_ranges, summary)
+        for tf, topic in t.candles_by_tf.items():
+            await self._candles(tf, topic, plan[topic], summary)
+        await self._bars(plan[t.bars_state], summary)
+        await self._feed_winners(plan[t.feed_winners], summary)
         if market:
-            await self._alerts(alert_ranges, summary)
-            await self._market_stats(stats_ranges, summary)
+            await self._alerts(plan[t.alerts], summary)
+            await self._market_stats(plan[t.market_stats], summary)
         logger.info("rebuild: planned in %.1fs, ticks %.1fs, the rest %.1fs; read %s",
                     planned - self.started, ticked - planned, time.perf_counter() - ticked,
                     summary.records)  # fmt: skip
@@ -301,6 +306,20 @@ class _Run:
         summary.records["normalized"] = n
         return newest
 
+    async def _last_per_key(
+        self, topic: str, ranges: Ranges, phase: str, source: str, summary: StateRebuildSummary
+    ) -> dict[bytes, tuple[bytes, int]]:
+        """A compacted topic's last value (and partition) of each key: only those get decoded."""
+        last: dict[bytes, tuple[bytes, int]] = {}
+
+        def keep(msg: Message) -> None:
+            last[msg.key() or b""] = (msg.value() or b"", int(msg.partition() or 0))
+
+        summary.records[source] = await self.kafka.read(
+            topic, ranges, keep, self._advance(phase, source)
+        )
+        return last
+
     async def _latest(
         self,
         marks: dict[int, tuple[int, int]],
@@ -308,13 +327,8 @@ class _Run:
         summary: StateRebuildSummary,
     ) -> None:
         """The compacted latest quotes, merged with the tail's newest, newer-wins into Redis."""
-        last: dict[bytes, tuple[bytes, int]] = {}  # key -> its last value: decoded once
-
-        def keep(msg: Message) -> None:
-            last[msg.key() or b""] = (msg.value() or b"", int(msg.partition() or 0))
-
-        n = await self.kafka.read(
-            self.topics.quotes_latest, marks, keep, self._advance("latest quotes", "latest")
+        last = await self._last_per_key(
+            self.topics.quotes_latest, marks, "latest quotes", "latest", summary
         )
         decode = self.owner.quote_codec.decode
         for value, partition in last.values():
@@ -322,18 +336,45 @@ class _Run:
             best = newest.get(quote["code"])
             if best is None or quote["exchange_ts"] > best[0]["exchange_ts"]:
                 newest[quote["code"]] = (quote, partition)
-        summary.records["latest"] = n
         quotes = list(newest.values())
         for start in range(0, len(quotes), self.sink.chunk_ticks):
             chunk = quotes[start : start + self.sink.chunk_ticks]
             await self.sink.write(SinkBatch(quotes=chunk, candles=[], alerts=[]))
         summary.stocks = len(quotes)
 
+    async def _bars(self, ranges: Ranges, summary: StateRebuildSummary) -> None:
+        """Each stock's newest bar series (``hq.bars.state``) into ``hq:bars:{code}``."""
+        last = await self._last_per_key(self.topics.bars_state, ranges, "bars", "bars", summary)
+        dumps, loads = orjson.dumps, orjson.loads
+        bars = {
+            key.decode(): {tf: dumps(series) for tf, series in loads(value).items()}
+            for key, (value, _) in last.items()
+        }
+        codes = list(bars)
+        for start in range(0, len(codes), self.sink.chunk_ticks):
+            chunk = {code: bars[code] for code in codes[start : start + self.sink.chunk_ticks]}
+            await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=[], bars=chunk))
+
+    async def _feed_winners(self, ranges: Ranges, summary: StateRebuildSummary) -> None:
+        """Each stock's newest feed winner (``hq.feeds.winners``) into its partition's hash."""
+        last = await self._last_per_key(
+            self.topics.feed_winners, ranges, "feed winners", "winners", summary
+        )
+        by_partition: dict[int, dict[str, Winner]] = {}
+        for key, (value, _) in last.items():
+            partition, unit, source, price, volume, seen = orjson.loads(value)
+            winner = (int(unit), str(source), float(price), int(volume), int(seen))
+            by_partition.setdefault(int(partition), {})[key.decode()] = winner
+        if by_partition:
+            await self.sink.write_feed_winners(by_partition)
+
     async def _candles(
-        self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
+        self, tf: str, topic: str, ranges: Ranges, summary: StateRebuildSummary
     ) -> None:
-        """Today's candles (the newest trade date read) into the candle hashes."""
-        decode = self.owner.candle_codec.decode
+        """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis."""
+        decode = (self.owner.candle_codec if tf == "1m" else self.owner.bar_codecs[tf]).decode
+        intraday = tf != "1d"
+        trade_date = ""  # of the bars written: the newest read
         candles: list[dict[str, Any]] = []
         writes = OneInFlight()
 
@@ -342,25 +383,24 @@ class _Run:
             return len(batch)
 
         async def flush(force: bool = False) -> None:
+            nonlocal trade_date
             if candles and (force or len(candles) >= CANDLE_FLUSH):
-                newest = max(c["trade_date"] for c in candles)
-                if newest > self.trade_date:  # records of a later day than the first read
-                    self.trade_date = newest
-                todays = [c for c in candles if c["trade_date"] == self.trade_date]
+                trade_date = max(trade_date, *(c["trade_date"] for c in candles))
+                todays = [c for c in candles if not intraday or c["trade_date"] == trade_date]
                 candles.clear()
                 await writes.submit(write(todays))
 
         def keep(msg: Message) -> None:
             candles.append(decode(msg.value() or b""))
 
-        advance = self._advance("candles", "candles")
+        advance = self._advance(f"candles {tf}", f"candles_{tf}")
         try:
-            n = await self.kafka.read(self.topics.candles, ranges, keep, advance, flush)
+            n = await self.kafka.read(topic, ranges, keep, advance, flush)
             await flush(force=True)
         finally:
             await writes.drain()
-        summary.records["candles"] = n
-        summary.candles = writes.done
+        summary.records[f"candles_{tf}"] = n
+        summary.candles += writes.done
 
     async def _alerts(
         self, ranges: dict[int, tuple[int, int]], summary: StateRebuildSummary
@@ -402,30 +442,3 @@ class _Run:
         wanted = {m: r for m, r in last.items() if m in missing}
         if wanted:
             await self.sink.write_market(wanted, max(r["ts"] for r in wanted.values()))
-
-
-async def _rebuild_all(settings: StreamsSettings, progress: Progress) -> StateRebuildSummary:
-    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
-    try:
-        return await StateRebuilder(settings, sink).rebuild(None, True, progress)
-    finally:
-        await sink.close()
-
-
-def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
-    """``hqstream streams --rebuild``: every partition and the market, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (
-        TextColumn("[bold]rebuild[/bold] {task.fields[phase]:<13}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("rebuild", total=None, phase="planning")
-
-        def show(phase: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None, phase=phase)
-
-        return asyncio.run(_rebuild_all(settings, show))

@@ -107,6 +107,8 @@ EXPECTED_ACLS = {
         ("topic", "hq.candles.1m", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.alerts", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.quotes.latest", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.bars.state", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.feeds.winners", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.ticks.dlq", "literal"): {"Write", "Describe"},
     },
     "hq-gateway": {

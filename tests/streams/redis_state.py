@@ -15,8 +15,8 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     """Every ``hq:*`` key's content minus what legitimately differs between runs.
 
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, the state markers' times, and the alert stream's ids and order (alerts are
-    compared as a sorted list). Two runs over the same raw records, whatever
+    the stats partials, the state markers' times, the alert stream's ids and order (alerts are
+    compared as a sorted list), and the order of the fields of candles' JSON. Two runs over the same raw records, whatever
     their worker count or crashes, must give equal results. Reads
     everything, so never call it on a production Redis.
     """
@@ -50,6 +50,9 @@ async def canonical_state(client: Any) -> dict[str, Any]:
             record = orjson.loads((await client.hget(key, "data")) or b"{}")
             record.pop("ts", None)
             state[key] = record
+        elif key.startswith("hq:candles:"):  # JSON objects: their fields, not their order
+            found = await client.hgetall(key)
+            state[key] = {k.decode(): orjson.loads(v) for k, v in found.items()}
         elif kind == "hash":
             state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
         elif kind == "zset":

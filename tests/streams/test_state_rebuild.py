@@ -27,7 +27,17 @@ from hqstream.bench.failover import worker_metric
 from hqstream.local_runner import free_port
 from producers.sample_feed import generate
 from schemas import redis_keys as rk
-from schemas.topics import ALERTS, CANDLES_1M, DLQ, NORMALIZED, QUOTES_LATEST
+from producers.sample_feed import RawLine
+from schemas.topics import (
+    ALERTS,
+    BARS_STATE,
+    CANDLES,
+    DLQ,
+    FEED_WINNERS,
+    H_SOURCE,
+    NORMALIZED,
+    QUOTES_LATEST,
+)
 from tests.streams.test_integration import (
     PARTITIONS,
     WORKER,
@@ -45,7 +55,7 @@ __all__ = ["stack"]  # the fixture, shared with test_integration
 
 pytestmark = pytest.mark.integration
 #: the outputs of records (hq.market.stats is published every second whatever comes)
-OUTPUTS = (NORMALIZED, DLQ, CANDLES_1M, ALERTS, QUOTES_LATEST)
+OUTPUTS = (NORMALIZED, DLQ, *CANDLES.values(), ALERTS, QUOTES_LATEST, BARS_STATE, FEED_WINNERS)
 #: every tick of the test is within the restored window
 REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
 
@@ -54,7 +64,7 @@ def closed_state(url: str) -> dict[str, Any]:
     """The canonical Redis state without open candles (see the module doc)."""
     out = state(url)
     for key in [k for k in out if k.startswith("hq:candles:")]:
-        closed = {m: c for m, c in out[key].items() if orjson.loads(c)["closed"]}
+        closed = {m: c for m, c in out[key].items() if c["closed"]}
         if closed:
             out[key] = closed
         else:
@@ -62,15 +72,36 @@ def closed_state(url: str) -> dict[str, Any]:
     return out
 
 
+def wait_for_state(url: str, before: dict[str, Any], timeout: float) -> None:
+    """Wait until Redis holds ``before`` again; on a timeout, say which keys differ."""
+    try:
+        wait_for(lambda: closed_state(url) == before, timeout, "the state before the flush")
+    except AssertionError:
+        after = closed_state(url)
+        differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        sample = {k: (before.get(k), after.get(k)) for k in differ[:1]}
+        raise AssertionError(f"{len(differ)} keys differ, e.g. {differ[:10]}: {sample}") from None
+
+
 def rebuilding(port: int) -> bool:
     return worker_metric(port, "hq_streams_rebuild_running") == 1
 
 
+def two_feeds(lines: list[RawLine]) -> list[RawLine]:
+    """Each line from feed ``a``, then its copy from feed ``b`` (the arbiter drops the copies)."""
+    out: list[RawLine] = []
+    for key, value, headers in lines:
+        for source in (b"a", b"b"):
+            out.append((key, value, [(k, source if k == H_SOURCE else v) for k, v in headers]))
+    return out
+
+
 def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[str, Any]]:
-    """A worker processes ~3 minutes of 300 stocks (closed candles, alerts); returns the quotes."""
-    lines, _ = generate(300, 9, bad_fraction=0.01, seed=21, interval_ms=20_000)
+    """A worker processes 6 minutes of 300 stocks from two feeds (closed 1m and 5m bars,
+    indicators, alerts, feed winners); returns the quotes."""
+    lines, _ = generate(300, 18, bad_fraction=0.01, seed=21, interval_ms=20_000)
     quotes, _ = valid_quotes(lines)
-    stack.produce(lines)
+    stack.produce(two_feeds(lines))
     env = {**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
     stack.worker(group, url, "first", extra_env=env)
     run_to_end(stack, group, url, quotes)
@@ -90,6 +121,9 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: St
     quotes = processed_day(stack, url, group, port)
     before = closed_state(url)
     assert any(k.startswith("hq:candles:") for k in before) and rk.ALERTS in before
+    assert any(k.startswith("hq:bars:") for k in before)
+    assert any(k.startswith("hq:feeds:winners:") for k in before)
+    assert any(":5m:" in k for k in before)
     assert before[rk.STATE_READY] == ["market", "p0", "p1", "p2"]
     outputs = output_counts(stack)
     records_in = worker_metric(port, "hq_streams_records_in_total")
@@ -97,7 +131,7 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: St
     redis.Redis.from_url(url).flushdb()
     wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
     run_to_end(stack, group, url, quotes)
-    wait_for(lambda: closed_state(url) == before, 30, "the state before the flush")
+    wait_for_state(url, before, 30)
 
     assert output_counts(stack) == outputs  # nothing produced again
     assert worker_metric(port, "hq_streams_records_in_total") == records_in  # no raw record reread
@@ -131,7 +165,7 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
 
     stack.worker(group, url, "successor", extra_env=REBUILD_ENV)
     run_to_end(stack, group, url, quotes)
-    wait_for(lambda: closed_state(url) == before, 60, "the state before the flush")
+    wait_for_state(url, before, 60)
     assert output_counts(stack) == outputs
 
 
