@@ -47,6 +47,7 @@ from schemas.exchange import SHANGHAI_TZ
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.arbitration import Winner
+from streams.candles import CandleBuilder
 from streams.kafka_ranges import KafkaRanges, Ranges
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings
@@ -170,6 +171,7 @@ class _Run:
         self.total = 0
         self.done = 0
         self.started = time.perf_counter()
+        self.open_candles = CandleBuilder()  # the tail's ticks folded
 
     def _advance(self, phase: str, source: str) -> Callable[[int], None]:
         def advance(n: int) -> None:
@@ -246,6 +248,9 @@ class _Run:
         newest = await self._ticks(ticks_ranges, summary)
         ticked = time.perf_counter()
         await self._latest(latest_marks, newest, summary)
+        opened = [c for c in map(self.open_candles.current, newest) if c is not None]
+        if opened:  # before the closed ones of the topic: a closed candle wins over an open one
+            await self.sink.write(SinkBatch(quotes=[], candles=opened, alerts=[]))
         for tf, topic in t.candles_by_tf.items():
             await self._candles(tf, topic, plan[topic], summary)
         await self._bars(plan[t.bars_state], summary)
@@ -266,6 +271,11 @@ class _Run:
     ) -> dict[str, tuple[dict[str, Any], int]]:
         """The tail into the ticks streams; returns each code's newest quote.
 
+        The tail is also folded into candles, as the worker folded it: each
+        stock's open candle (the minute of its newest tick) is the worker's
+        whenever the tail holds a tick of the minute before (only closed
+        candles are on Kafka).
+
         Every partition is read at once; the ticks are written every
         :data:`HISTORY_FLUSH` ticks (a stock's ticks come in exchange-time order
         within its partition, so later writes append), which bounds memory.
@@ -275,11 +285,13 @@ class _Run:
         newest: dict[str, tuple[dict[str, Any], int]] = {}
         history: dict[str, dict[int, bytes]] = {}
         pending = 0
+        fold = self.open_candles.update
 
         def keep(msg: Message) -> None:
             nonlocal pending
             quote = decode(msg.value() or b"")
             code, ts = quote["code"], quote["exchange_ts"]
+            fold(quote)
             history.setdefault(code, {})[ts] = dumps(quote)
             pending += 1
             best = newest.get(code)

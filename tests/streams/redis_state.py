@@ -15,10 +15,11 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     """Every ``hq:*`` key's content minus what legitimately differs between runs.
 
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, the state markers' times, the alert stream's ids and order (alerts are
-    compared as a sorted list), and the order of the fields of candles' JSON. Two runs over the same raw records, whatever
-    their worker count or crashes, must give equal results. Reads
-    everything, so never call it on a production Redis.
+    the stats partials, the state markers' times, the alert stream's ids and
+    order (alerts are compared as a sorted list), and the order of the fields
+    of candles' JSON. Two runs over the same raw records, whatever their
+    worker count or crashes, must give equal results. Reads everything, so
+    never call it on a production Redis.
     """
 
     def strip(data: bytes) -> dict[str, Any]:

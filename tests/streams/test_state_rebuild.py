@@ -2,13 +2,12 @@
 
 Real Kafka, real Redis, ``hqstream streams`` workers as processes (the
 :class:`tests.streams.test_integration.Stack`). A worker processes a few
-minutes of ticks; then Redis is flushed and the state must come back, by
-itself, equal to what the worker had written (quotes at their newest tick,
-ticks streams, rankings, closed candles, alerts, market statistics), without
-a raw record being read again or any record being produced. The open candle
-of each stock's current minute is not on Kafka (only closed candles are
-produced): it comes back with the stock's next tick, so it is left out of
-the comparison.
+minutes of ticks from two feeds; then Redis is flushed and the whole
+canonical state must come back, by itself, equal to what the worker had
+written (quotes at their newest tick, ticks streams, rankings, candles of
+every timeframe, open ones included, bar series and indicator state, feed
+winners, alerts, market statistics), without a raw record being read again
+or any record being produced.
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ import subprocess
 import sys
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
 from hqstream.bench.failover import worker_metric
 from hqstream.local_runner import free_port
-from producers.sample_feed import generate
+from producers.sample_feed import RawLine, generate
 from schemas import redis_keys as rk
-from producers.sample_feed import RawLine
 from schemas.topics import (
     ALERTS,
     BARS_STATE,
@@ -60,24 +57,12 @@ OUTPUTS = (NORMALIZED, DLQ, *CANDLES.values(), ALERTS, QUOTES_LATEST, BARS_STATE
 REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
 
 
-def closed_state(url: str) -> dict[str, Any]:
-    """The canonical Redis state without open candles (see the module doc)."""
-    out = state(url)
-    for key in [k for k in out if k.startswith("hq:candles:")]:
-        closed = {m: c for m, c in out[key].items() if c["closed"]}
-        if closed:
-            out[key] = closed
-        else:
-            del out[key]
-    return out
-
-
 def wait_for_state(url: str, before: dict[str, Any], timeout: float) -> None:
     """Wait until Redis holds ``before`` again; on a timeout, say which keys differ."""
     try:
-        wait_for(lambda: closed_state(url) == before, timeout, "the state before the flush")
+        wait_for(lambda: state(url) == before, timeout, "the state before the flush")
     except AssertionError:
-        after = closed_state(url)
+        after = state(url)
         differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
         sample = {k: (before.get(k), after.get(k)) for k in differ[:1]}
         raise AssertionError(f"{len(differ)} keys differ, e.g. {differ[:10]}: {sample}") from None
@@ -119,7 +104,7 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: St
     group = stack.kafka.group("flush")
     port = free_port()
     quotes = processed_day(stack, url, group, port)
-    before = closed_state(url)
+    before = state(url)
     assert any(k.startswith("hq:candles:") for k in before) and rk.ALERTS in before
     assert any(k.startswith("hq:bars:") for k in before)
     assert any(k.startswith("hq:feeds:winners:") for k in before)
@@ -142,7 +127,7 @@ def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> 
     url = stack.redis_server.next_url()
     group = stack.kafka.group("killed")
     quotes = processed_day(stack, url, group, free_port())
-    before = closed_state(url)
+    before = state(url)
     outputs = output_counts(stack)
     stack.stop_all()
 
@@ -179,7 +164,7 @@ def test_the_command_rebuilds_by_hand_with_a_progress_bar(stack: Stack) -> None:
     stack.worker(group, url, "manual", extra_env={"HQ_STREAMS_AUTO_REBUILD": "false"})
     run_to_end(stack, group, url, quotes)
     stack.stop_all()
-    before = closed_state(url)
+    before = state(url)
     assert rk.STATE_READY not in before  # no worker marked anything
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -193,7 +178,7 @@ def test_the_command_rebuilds_by_hand_with_a_progress_bar(stack: Stack) -> None:
                           capture_output=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert b"state rebuilt" in done.stdout and b"rebuild" in done.stdout
-    after = closed_state(url)
+    after = state(url)
     assert after.pop(rk.STATE_READY) == ["market", "p0", "p1", "p2"]
     assert after == before
     assert client.get("other:key") == b"kept"
