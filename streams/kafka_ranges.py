@@ -10,14 +10,17 @@ consumer that joins no group and commits nothing. Never writes to Kafka.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from hqcore.kafka_client import librdkafka_config
+from schemas.exchange import SHANGHAI_TZ
 from streams.errors import StreamsError
 from streams.settings import StreamsSettings
 
@@ -128,3 +131,26 @@ class KafkaRanges:
         finally:
             consumer.unassign()
         return read
+
+
+def shanghai_day_start_ms(ts_ms: int) -> int:
+    """Epoch ms of 00:00 Shanghai time of the day holding ``ts_ms``."""
+    day = dt.datetime.fromtimestamp(ts_ms / 1000, SHANGHAI_TZ).date()
+    return int(dt.datetime.combine(day, dt.time(), SHANGHAI_TZ).timestamp() * 1000)
+
+
+class OneInFlight:
+    """Redis writes of a rebuild, one at a time in order, each overlapping the next decode."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[int] | None = None
+        self.done = 0  # what the finished writes returned, summed
+
+    async def submit(self, write: Coroutine[Any, Any, int]) -> None:
+        await self.drain()
+        self._task = asyncio.create_task(write)
+
+    async def drain(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self.done += await task

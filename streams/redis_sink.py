@@ -265,6 +265,19 @@ class RedisSink:
         if fields:
             await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
 
+    async def announce_rebuild(
+        self, worker: str, progress: float, started_ms: int, now_ms: int
+    ) -> None:
+        """Say (for the gateway) that ``worker`` is rebuilding, and how far it is."""
+        entry = orjson.dumps({"progress": round(progress, 4), "started": started_ms, "at": now_ms})
+        pipe: Any = self.client.pipeline(transaction=False)
+        pipe.hset(rk.STATE_REBUILDING, worker, entry)
+        pipe.expire(rk.STATE_REBUILDING, rk.REBUILDING_TTL_S)
+        await pipe.execute()
+
+    async def end_rebuild(self, worker: str) -> None:
+        await self.client.hdel(rk.STATE_REBUILDING, worker)
+
     async def markets_missing(self) -> list[str]:
         """The market summaries (SH, SZ, BJ, ALL) Redis does not hold."""
         pipe = self.client.pipeline(transaction=False)

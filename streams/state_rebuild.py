@@ -31,10 +31,9 @@ is missing (:class:`streams.runtime.StreamsRuntime`) and by
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +42,11 @@ from confluent_kafka import Message
 from confluent_kafka.admin import OffsetSpec
 
 from schemas import redis_keys as rk
-from schemas.exchange import SHANGHAI_TZ
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.arbitration import Winner
 from streams.candles import CandleBuilder
-from streams.kafka_ranges import KafkaRanges, Ranges
+from streams.kafka_ranges import KafkaRanges, OneInFlight, Ranges, shanghai_day_start_ms
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings
 
@@ -58,6 +56,8 @@ logger = logging.getLogger(__name__)
 HISTORY_FLUSH = 10_000
 #: candles decoded before they are written
 CANDLE_FLUSH = 20_000
+#: seconds between two refreshes of the ``hq:state:rebuilding`` entry (its TTL is 10 s)
+ANNOUNCE_EVERY_S = 1.0
 #: records of hq.market.stats read back from its end (every market publishes each second)
 STATS_TAIL = 64
 
@@ -84,29 +84,6 @@ class StateRebuildSummary:
             f"{self.candles} candles from {read} records ({len(self.partitions)} partitions"
             f"{', market' if self.market else ''})"
         )
-
-
-def shanghai_day_start_ms(ts_ms: int) -> int:
-    """Epoch ms of 00:00 Shanghai time of the day holding ``ts_ms``."""
-    day = dt.datetime.fromtimestamp(ts_ms / 1000, SHANGHAI_TZ).date()
-    return int(dt.datetime.combine(day, dt.time(), SHANGHAI_TZ).timestamp() * 1000)
-
-
-class OneInFlight:
-    """Redis writes of a rebuild, one at a time in order, each overlapping the next decode."""
-
-    def __init__(self) -> None:
-        self._task: asyncio.Task[int] | None = None
-        self.done = 0  # what the finished writes returned, summed
-
-    async def submit(self, write: Coroutine[Any, Any, int]) -> None:
-        await self.drain()
-        self._task = asyncio.create_task(write)
-
-    async def drain(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            self.done += await task
 
 
 class StateRebuilder:
@@ -144,19 +121,36 @@ class StateRebuilder:
         metrics.REBUILD_PROGRESS.set(0)
         metrics.HEALTH.rebuilding = True
         kafka = await asyncio.to_thread(KafkaRanges, self.settings)
+        run = _Run(self, kafka, progress)
+        announcing = asyncio.create_task(self._announce(run))
         try:
-            run = _Run(self, kafka, progress)
             summary = await run.execute(partitions, market)
         finally:
+            announcing.cancel()
+            await asyncio.gather(announcing, return_exceptions=True)
             await asyncio.to_thread(kafka.close)
             metrics.REBUILD_RUNNING.set(0)
             metrics.HEALTH.rebuilding = False
+        await self.sink.end_rebuild(self.settings.worker_id)
         summary.seconds = time.perf_counter() - started
         metrics.REBUILDS.inc()
         metrics.REBUILD_SECONDS.set(summary.seconds)
         metrics.REBUILD_PROGRESS.set(1)
         logger.info("%s", summary)
         return summary
+
+    async def _announce(self, run: _Run) -> None:
+        """Refresh this worker's ``hq:state:rebuilding`` entry every second (for the gateway)."""
+        started_ms = int(time.time() * 1000)
+        while True:
+            try:
+                fraction = run.done / run.total if run.total else 0.0
+                await self.sink.announce_rebuild(
+                    self.settings.worker_id, min(1.0, fraction), started_ms, int(time.time() * 1000)
+                )
+            except Exception as exc:  # Redis down: the rebuild itself retries
+                logger.warning("rebuild progress not written to redis: %r", exc)
+            await asyncio.sleep(ANNOUNCE_EVERY_S)
 
 
 class _Run:

@@ -32,7 +32,7 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     keys = sorted([k.decode() async for k in client.scan_iter(match="hq:*", count=1000)])
     for key in keys:
         kind = (await client.type(key)).decode()
-        if key in (rk.STATS_PARTIALS,):
+        if key in (rk.STATS_PARTIALS, rk.STATE_REBUILDING):
             continue
         if key == rk.STATE_READY:  # which parts are marked, not when
             state[key] = sorted(k.decode() for k in await client.hkeys(key))
