@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 import redis
 import typer
 from confluent_kafka import Producer
@@ -54,6 +55,8 @@ from schemas import redis_keys as rk
 from schemas import topics
 from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
 from schemas.serde import make_codec
+from schemas.timeframes import HIGHER, MINUTES
+from streams.bars import TimeframeBars
 from streams.market_stats import MarketStats
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink
@@ -90,6 +93,26 @@ class Day:
         return sorted({ts - ts % topics.MINUTE_MS for ts in self.stamps})
 
 
+def bar_state(base: dict[str, Any]) -> bytes:
+    """An ``hq.bars.state`` value of a day's series (every timeframe), as a worker writes it.
+
+    One stock's series after a day of candles, reused for every stock: its
+    size and shape are what the rebuild's cost depends on.
+    """
+    bars = TimeframeBars()
+    start = int(dt.datetime.combine(dt.date(2026, 11, 2), MORNING[0], SHANGHAI_TZ).timestamp())
+    for i in range(240):
+        minute = (start + (i if i < 120 else i + 90) * 60) * 1000
+        price = round(base["price"] * (1 + (i % 7 - 3) / 1000), 2)
+        bars.add_minutes([{"code": base["code"], "market": base["market"],
+                           "trade_date": "2026-11-02", "minute_ts": minute, "open": price,
+                           "high": price, "low": price, "close": price, "volume": 2000,
+                           "amount": round(2000 * price, 2), "ticks": 20, "closed": True,
+                           "tf": "1m", "indicators": None}])  # fmt: skip
+    stored = bars.take_changed()[base["code"]]
+    return orjson.dumps({tf: orjson.Fragment(v) for tf, v in stored.items()})
+
+
 class DayProducer:
     """Produces the day's outputs of the stream workers to prefixed topics."""
 
@@ -110,6 +133,7 @@ class DayProducer:
         for quote in self.base:
             stats.update(quote)
         self.stats = stats.snapshot_all(10, now_ms=0)
+        self.bar_state = bar_state(self.base[0])
         self.sent = 0
 
     def send(self, base_topic: str, key: bytes, value: bytes, ts: int) -> None:
@@ -168,8 +192,13 @@ class DayProducer:
 
     def _minute_outputs(self, day: Day, minute: int, k: int) -> None:
         """The closed candles of the minute before, this minute's statistics, alerts hourly."""
-        if minute != day.minutes[0]:
+        if minute == day.minutes[0]:  # the bar state as the cleaner left it: one per stock
+            for base in self.base:
+                self.send(topics.BARS_STATE, base["code"].encode(), self.bar_state, minute)
+        else:
             previous = minute - topics.MINUTE_MS
+            index = day.minutes.index(previous)
+            closing = [tf for tf in HIGHER if tf != "1d" and (index + 1) % MINUTES[tf] == 0]
             for base in self.base:
                 q = self.quote_at(base, k, minute)
                 candle = {"code": q["code"], "market": q["market"], "trade_date": day.trade_date,
@@ -179,6 +208,12 @@ class DayProducer:
                           "closed": True}  # fmt: skip
                 value = self.candle_codec.encode(candle)
                 self.send(topics.CANDLES_1M, q["code"].encode(), value, minute + 30_000)
+                for tf in closing:  # the bars the minute closes: one per stock
+                    bar = {**candle, "minute_ts": day.minutes[index + 1 - MINUTES[tf]], "tf": tf}
+                    value = self.candle_codec.encode(bar)
+                    self.send(topics.CANDLES[tf], q["code"].encode(), value, minute + 30_000)
+                if minute >= day.minutes[-1] - LATEST_HEAD_MS:  # the bar state's uncompacted head
+                    self.send(topics.BARS_STATE, q["code"].encode(), self.bar_state, minute)
         payloads = {m: self.stats_codec.encode({**r, "ts": minute}) for m, r in self.stats.items()}
         for second in range(60):
             for market, payload in payloads.items():
@@ -286,8 +321,11 @@ def check_state(url: str, producer: DayProducer, day: Day, window_ms: int, inter
     for code in newest:
         pipe.xlen(rk.ticks(code))
         pipe.hlen(rk.candles(code, day.trade_date))
+        pipe.hlen(rk.candles(code, day.trade_date, "5m"))
+        pipe.hlen(rk.bars(code))
     counts = pipe.execute()
-    ticks, candles = counts[0::2], counts[1::2]
+    ticks, candles, bars_5m, series = counts[0::4], counts[1::4], counts[2::4], counts[3::4]
+    assert min(bars_5m) == (len(day.minutes) - 1) // 5 and min(series) == 6, (bars_5m, series)
     expected_ticks = min(window_ms // interval_ms + 1, len(day.stamps))
     assert min(ticks) >= min(expected_ticks, rk.TICKS_MAXLEN), (min(ticks), expected_ticks)
     assert min(candles) == max(candles) == len(day.minutes) - 1, (min(candles), max(candles))
@@ -295,7 +333,8 @@ def check_state(url: str, producer: DayProducer, day: Day, window_ms: int, inter
     alerts = int(client.xlen(rk.ALERTS))
     assert alerts > 0
     return (f"checked: {len(newest):,} stocks at their newest tick, >= {min(ticks)} ticks each, "
-            f"{max(candles)} candles each, 4 market summaries, {alerts:,} alerts")  # fmt: skip
+            f"{max(candles)} candles and {max(bars_5m)} 5m bars each, 6 bar series each, "
+            f"4 market summaries, {alerts:,} alerts")  # fmt: skip
 
 
 def rebuild_bench(
@@ -305,7 +344,11 @@ def rebuild_bench(
     ticks_window_s: int = typer.Option(300, help="HQ_STREAMS_REBUILD_TICKS_S of the rebuild."),
     raw_sample: int = typer.Option(100_000, help="Raw lines the old rebuild replays (a sample)."),
     partitions: int = typer.Option(12, help="Partitions of the tick topics."),
-    keep: bool = typer.Option(False, help="Keep the topics and the hq:* keys."),
+    keep: bool = typer.Option(False, help="Keep the topics (and the hq:* keys)."),
+    reuse: str = typer.Option(
+        "", help="Topic prefix of a day produced earlier today with --keep: rebuild it again."
+    ),
+    old: bool = typer.Option(True, help="Also time the old rebuild (replay hq.ticks.raw)."),
     bootstrap: str = typer.Option("", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP)."),
     redis_url: str = typer.Option("", help="Redis URL (default HQ_REDIS_URL); it and the next db."),
 ) -> None:
@@ -314,18 +357,25 @@ def rebuild_bench(
         new_url, old_url = _db_urls(env.redis_url)
         for url in (new_url, old_url):
             _refuse_used(url)
-        prefix = f"bench.{uuid.uuid4().hex[:8]}."
-        created = create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
+        prefix = reuse or f"bench.{uuid.uuid4().hex[:8]}."
+        created = (
+            []
+            if reuse
+            else create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
+        )
+        console.print(f"topics of prefix {prefix}")
         interval_ms = int(interval_s * 1000)
         day = Day.today(hours, interval_ms)
         producer = DayProducer(env.bootstrap, prefix, stocks)
         try:
             _bench(env.bootstrap, prefix, producer, day, new_url, old_url, partitions,
-                   ticks_window_s, interval_ms, raw_sample)  # fmt: skip
+                   ticks_window_s, interval_ms, raw_sample if old else 0,
+                   produce=not reuse)  # fmt: skip
         finally:
             del producer  # its librdkafka client, before the local broker stops
-            if not keep:
+            if created and not keep:
                 AdminClient({"bootstrap.servers": env.bootstrap}).delete_topics(created)
+            if not keep:
                 for url in (new_url, old_url):
                     client = redis.Redis.from_url(url)
                     for key in list(client.scan_iter(match="hq:*", count=1000)):
@@ -334,8 +384,42 @@ def rebuild_bench(
 
 def _bench(
     bootstrap: str, prefix: str, producer: DayProducer, day: Day, new_url: str, old_url: str,
-    partitions: int, window_s: int, interval_ms: int, raw_sample: int,
+    partitions: int, window_s: int, interval_ms: int, raw_sample: int, *, produce: bool,
 ) -> None:  # fmt: skip
+    quotes = len(day.stamps) * len(producer.base)
+    if produce:
+        _produce(producer, day, window_s, raw_sample)
+
+    def settings(url: str) -> StreamsSettings:
+        return StreamsSettings(kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix,
+                               partitions=partitions, rebuild_ticks_s=window_s, metrics_port=0,
+                               group_id=f"{prefix}bench")  # fmt: skip
+
+    new = run_new_rebuild(settings(new_url))
+    checked = check_state(new_url, producer, day, window_s * 1000, interval_ms)
+    load = os.getloadavg()
+    print(f"\n{machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(checked)
+    print(
+        "\n| rebuild | records read | wall s | process CPU s | Redis CPU s | day of "
+        f"{len(producer.base):,} stocks |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(f"| new: compacted topics + {window_s} s tail + today's bars, stats, alerts | "
+          f"{new.records:,} | {new.seconds:.1f} | {new.cpu_s:.1f} | {new.redis_cpu_s:.1f} | "
+          f"{new.seconds:.1f} s (measured) |")  # fmt: skip
+    if raw_sample:
+        old = run_raw_replay(settings(old_url))
+        old_rate = old.records / old.seconds
+        old_day_s = quotes / old_rate
+        print(f"| old: replay hq.ticks.raw (sample) | {old.records:,} | {old.seconds:.1f} | "
+              f"{old.cpu_s:.1f} | {old.redis_cpu_s:.1f} | {old_day_s:,.0f} s at "
+              f"{old_rate:,.0f} rec/s ({quotes:,} raw records) |")  # fmt: skip
+        print(f"| ratio (old day / new) | | | | | {old_day_s / new.seconds:,.0f}x |")
+    print(calibration_row())
+
+
+def _produce(producer: DayProducer, day: Day, window_s: int, raw_sample: int) -> None:
     quotes = len(day.stamps) * len(producer.base)
     columns = (TextColumn("[bold]producing a day[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[sent]:,} records"), TimeElapsedColumn())  # fmt: skip
@@ -345,33 +429,6 @@ def _bench(
         for sent in producer.day(day, window_s * 1000 + topics.MINUTE_MS):
             bar.update(task, advance=1 if bar.tasks[0].completed < len(day.stamps) else 0,
                        sent=sent)  # fmt: skip
-    raw = producer.raw_sample(raw_sample)
+    raw = producer.raw_sample(raw_sample) if raw_sample else 0
     console.print(f"produced {producer.sent:,} output records ({quotes:,} quotes) and {raw:,} raw "
                   f"lines in {time.perf_counter() - started:.0f}s")  # fmt: skip
-
-    def settings(url: str) -> StreamsSettings:
-        return StreamsSettings(kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix,
-                               partitions=partitions, rebuild_ticks_s=window_s, metrics_port=0,
-                               group_id=f"{prefix}bench")  # fmt: skip
-
-    new = run_new_rebuild(settings(new_url))
-    checked = check_state(new_url, producer, day, window_s * 1000, interval_ms)
-    old = run_raw_replay(settings(old_url))
-    old_rate = old.records / old.seconds
-    old_day_s = quotes / old_rate
-    load = os.getloadavg()
-    print(f"\n{machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(checked)
-    print(
-        "\n| rebuild | records read | wall s | process CPU s | Redis CPU s | day of "
-        f"{len(producer.base):,} stocks |"
-    )
-    print("|---|---|---|---|---|---|")
-    print(f"| new: latest + {window_s} s tail + candles/stats/alerts | {new.records:,} | "
-          f"{new.seconds:.1f} | {new.cpu_s:.1f} | {new.redis_cpu_s:.1f} | "
-          f"{new.seconds:.1f} s (measured) |")  # fmt: skip
-    print(f"| old: replay hq.ticks.raw (sample) | {old.records:,} | {old.seconds:.1f} | "
-          f"{old.cpu_s:.1f} | {old.redis_cpu_s:.1f} | {old_day_s:,.0f} s at "
-          f"{old_rate:,.0f} rec/s ({quotes:,} raw records) |")  # fmt: skip
-    print(f"| ratio (old day / new) | | | | | {old_day_s / new.seconds:,.0f}x |")
-    print(calibration_row())
