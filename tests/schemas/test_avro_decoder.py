@@ -33,6 +33,26 @@ def test_compiled_decoder_equals_fastavro_for_random_records(name: str) -> None:
         assert list(got) == [f["name"] for f in schema["fields"]]  # field order kept
 
 
+def test_nullable_nested_records_decode_as_fastavro() -> None:
+    """Candle v2: the ``indicators`` union of null and a record of nullable doubles."""
+    schema = schema_json("candle")
+    decode = compile_decoder(schema)
+    assert decode is not None
+    indicators = schema["fields"][-1]["type"][1]["fields"]
+    rng = random.Random(16)
+    for i in range(2000):
+        record = {f["name"]: random_value(f["type"], rng) for f in schema["fields"][:-1]}
+        record["indicators"] = None if i % 5 == 0 else {
+            f["name"]: None if rng.random() < 0.3 else rng.uniform(-1e6, 1e6) for f in indicators
+        }  # fmt: skip
+        body = b"HEAD" + fastavro_bytes(schema, record)
+        assert decode(body, 4) == fastavro_record(schema, body[4:]) == record
+    no_indicators = fastavro_bytes(schema, {**record, "indicators": None})
+    assert no_indicators[-1:] == b"\x00"  # the union's branch: null
+    with pytest.raises(ValueError, match="union branch"):
+        decode(no_indicators[:-1] + b"\x04", 0)  # a third branch
+
+
 def test_arrays_in_several_blocks_and_with_byte_sizes() -> None:
     """Writers may split an array into blocks, and give a block's size (negative count)."""
     schema = {"type": "record", "name": "R", "fields": [
