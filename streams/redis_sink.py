@@ -265,6 +265,30 @@ class RedisSink:
         if fields:
             await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
 
+    async def write_closed_bars(self, bars: list[dict[str, Any]]) -> int:
+        """Closed bars (the rebuild's), one HSET and EXPIRE per hash; returns how many.
+
+        What CANDLES_LUA does for closed bars (a closed bar replaces whatever
+        the minute holds) in a few commands per stock instead of two per bar.
+        """
+        by_key: dict[str, dict[str, bytes]] = {}
+        ttl: dict[str, int] = {}
+        dumps = orjson.dumps
+        for bar in bars:
+            tf = bar.get("tf", "1m")
+            key = rk.candles(bar["code"], bar["trade_date"], tf)
+            fields = by_key.get(key)
+            if fields is None:
+                fields = by_key[key] = {}
+                ttl[key] = rk.candles_ttl_s(tf)
+            fields[str(bar["minute_ts"])] = dumps(bar)
+        pipe: Any = self.client.pipeline(transaction=False)
+        for key, fields in by_key.items():
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl[key])
+        await pipe.execute()
+        return len(bars)
+
     async def announce_rebuild(
         self, worker: str, progress: float, started_ms: int, now_ms: int
     ) -> None:

@@ -384,17 +384,13 @@ class _Run:
         candles: list[dict[str, Any]] = []
         writes = OneInFlight()
 
-        async def write(batch: list[dict[str, Any]]) -> int:
-            await self.sink.write(SinkBatch(quotes=[], candles=batch, alerts=[]))
-            return len(batch)
-
         async def flush(force: bool = False) -> None:
             nonlocal trade_date
             if candles and (force or len(candles) >= CANDLE_FLUSH):
                 trade_date = max(trade_date, *(c["trade_date"] for c in candles))
                 todays = [c for c in candles if not intraday or c["trade_date"] == trade_date]
                 candles.clear()
-                await writes.submit(write(todays))
+                await writes.submit(self.sink.write_closed_bars(todays))
 
         def keep(msg: Message) -> None:
             candles.append(decode(msg.value() or b""))

@@ -196,8 +196,8 @@ class DayProducer:
             for base in self.base:
                 self.send(topics.BARS_STATE, base["code"].encode(), self.bar_state, minute)
         else:
-            previous = minute - topics.MINUTE_MS
-            index = day.minutes.index(previous)
+            index = day.minutes.index(minute) - 1  # the minute before (11:29 before 13:00)
+            previous = day.minutes[index]
             closing = [tf for tf in HIGHER if tf != "1d" and (index + 1) % MINUTES[tf] == 0]
             for base in self.base:
                 q = self.quote_at(base, k, minute)

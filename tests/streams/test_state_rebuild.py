@@ -53,8 +53,9 @@ __all__ = ["stack"]  # the fixture, shared with test_integration
 pytestmark = pytest.mark.integration
 #: the outputs of records (hq.market.stats is published every second whatever comes)
 OUTPUTS = (NORMALIZED, DLQ, *CANDLES.values(), ALERTS, QUOTES_LATEST, BARS_STATE, FEED_WINNERS)
-#: every tick of the test is within the restored window
-REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400"}
+#: every tick of the test is within the restored window; the last minute's candles stay
+#: open (no wall-clock close of a quiet feed), so the state is still once the ticks are in
+REBUILD_ENV = {"HQ_STREAMS_REBUILD_TICKS_S": "86400", "HQ_STREAMS_CANDLE_QUIET_S": "3600"}
 
 
 def wait_for_state(url: str, before: dict[str, Any], timeout: float) -> None:
@@ -86,9 +87,11 @@ def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[st
     indicators, alerts, feed winners); returns the quotes."""
     lines, _ = generate(300, 18, bad_fraction=0.01, seed=21, interval_ms=20_000)
     quotes, _ = valid_quotes(lines)
-    stack.produce(two_feeds(lines))
     env = {**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
     stack.worker(group, url, "first", extra_env=env)
+    # its first rebuild (of an empty Redis, from empty topics) is over before any tick
+    wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 1, 60, "a rebuild")
+    stack.produce(two_feeds(lines))
     run_to_end(stack, group, url, quotes)
     client = redis.Redis.from_url(url)
     wait_for(lambda: bool(client.keys("hq:candles:*")), 30, "candles in redis")
