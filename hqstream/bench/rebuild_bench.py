@@ -79,7 +79,11 @@ class Day:
 
     @classmethod
     def today(cls, hours: float, interval_ms: int) -> Day:
-        date = dt.datetime.now(SHANGHAI_TZ).date()
+        """The newest session that is over (Kafka refuses timestamps far in the future)."""
+        now = dt.datetime.now(SHANGHAI_TZ)
+        date = now.date()
+        if now < dt.datetime.combine(date, AFTERNOON[1], SHANGHAI_TZ):
+            date -= dt.timedelta(days=1)
         stamps: list[int] = []
         for start, end in (MORNING, AFTERNOON):
             t = int(dt.datetime.combine(date, start, SHANGHAI_TZ).timestamp() * 1000)
@@ -122,7 +126,9 @@ class DayProducer:
                                   "enable.idempotence": True,
                                   "compression.type": "lz4", "partitioner": "murmur2_random",
                                   "queue.buffering.max.messages": 1_000_000,
-                                  "batch.size": 1_000_000})  # fmt: skip
+                                  "batch.size": 1_000_000,
+                                  "delivery.report.only.error": True})  # fmt: skip
+        self.failed: list[str] = []  # the first delivery errors
         self.quote_codec = make_codec("quote")
         self.candle_codec = make_codec("candle")
         self.alert_codec = make_codec("alert")
@@ -140,11 +146,15 @@ class DayProducer:
         topic = self.prefix + base_topic
         while True:
             try:
-                self.producer.produce(topic, value, key, timestamp=ts)
+                self.producer.produce(topic, value, key, timestamp=ts, on_delivery=self._failed)
                 break
             except BufferError:
                 self.producer.poll(0.05)
         self.sent += 1
+
+    def _failed(self, err: Any, _msg: Any) -> None:
+        if err is not None and len(self.failed) < 3:
+            self.failed.append(str(err))
 
     def quote_at(self, base: dict[str, Any], k: int, ts: int) -> dict[str, Any]:
         """The stock's quote of snapshot ``k`` (a small walk within its limits)."""
@@ -429,6 +439,8 @@ def _produce(producer: DayProducer, day: Day, window_s: int, raw_sample: int) ->
         for sent in producer.day(day, window_s * 1000 + topics.MINUTE_MS):
             bar.update(task, advance=1 if bar.tasks[0].completed < len(day.stamps) else 0,
                        sent=sent)  # fmt: skip
+    if producer.failed:
+        raise RuntimeError(f"records of the day not delivered: {producer.failed}")
     raw = producer.raw_sample(raw_sample) if raw_sample else 0
     console.print(f"produced {producer.sent:,} output records ({quotes:,} quotes) and {raw:,} raw "
                   f"lines in {time.perf_counter() - started:.0f}s")  # fmt: skip
