@@ -84,6 +84,7 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
+<<<<<<< HEAD
 class Unavailable(GatewayError):
     """A backend (Redis, Kafka) did not answer."""
 
@@ -101,6 +102,8 @@ class Rebuilding(Unavailable):
         self.retry_after_s = retry_after_s
 
 
+=======
+>>>>>>> main
 class Misconfigured(GatewayError):
     """The gateway cannot start with these settings (e.g. auth on and no keys)."""
 

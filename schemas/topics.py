@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from schemas.exchange import DAY_MS
 from schemas.timeframes import HIGHER, TIMEFRAMES, Timeframe
 
 RAW: Final = "hq.ticks.raw"
@@ -25,8 +26,13 @@ QUOTES_LATEST: Final = "hq.quotes.latest"
 BARS_STATE: Final = "hq.bars.state"
 FEED_WINNERS: Final = "hq.feeds.winners"
 
+<<<<<<< HEAD
 DAY_MS: Final = 24 * 3600 * 1000
 MINUTE_MS: Final = 60 * 1000
+=======
+#: the stream workers' consumer group (the gateway reads its lag)
+STREAMS_GROUP: Final = "hqstream-streams"
+>>>>>>> main
 
 #: What a feed quote line is: a Shanghai/Shenzhen ``$`` line or a Beijing JSON
 #: line. The value of a raw record's ``format`` header.
