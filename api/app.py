@@ -38,11 +38,8 @@ from api.hub import Hub
 from api.kafka_feed import KafkaFeed
 from api.limits import FairSlots
 from api.models import Health
-<<<<<<< HEAD
-from api.rebuild_watch import RebuildWatch
-=======
 from api.open_bars import OpenBars
->>>>>>> main
+from api.rebuild_watch import RebuildWatch
 from api.routes import router
 from api.settings import GatewaySettings, get_settings
 from api.snapshots import SnapshotReads

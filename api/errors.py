@@ -84,17 +84,10 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
-<<<<<<< HEAD
-class Unavailable(GatewayError):
-    """A backend (Redis, Kafka) did not answer."""
-
-    status_code = 503
-    code = "unavailable"
-
-
-class Rebuilding(Unavailable):
+class Rebuilding(GatewayError):
     """Stream workers are rebuilding the Redis state: come back in ``retry_after_s``."""
 
+    status_code = 503
     code = "rebuilding"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
@@ -102,8 +95,6 @@ class Rebuilding(Unavailable):
         self.retry_after_s = retry_after_s
 
 
-=======
->>>>>>> main
 class Misconfigured(GatewayError):
     """The gateway cannot start with these settings (e.g. auth on and no keys)."""
 

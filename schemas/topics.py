@@ -26,13 +26,9 @@ QUOTES_LATEST: Final = "hq.quotes.latest"
 BARS_STATE: Final = "hq.bars.state"
 FEED_WINNERS: Final = "hq.feeds.winners"
 
-<<<<<<< HEAD
-DAY_MS: Final = 24 * 3600 * 1000
 MINUTE_MS: Final = 60 * 1000
-=======
 #: the stream workers' consumer group (the gateway reads its lag)
 STREAMS_GROUP: Final = "hqstream-streams"
->>>>>>> main
 
 #: What a feed quote line is: a Shanghai/Shenzhen ``$`` line or a Beijing JSON
 #: line. The value of a raw record's ``format`` header.
