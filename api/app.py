@@ -39,6 +39,7 @@ from api.kafka_feed import KafkaFeed
 from api.limits import FairSlots
 from api.models import Health
 from api.open_bars import OpenBars
+from api.rebuild_watch import RebuildWatch
 from api.routes import router
 from api.settings import GatewaySettings, get_settings
 from api.snapshots import SnapshotReads
@@ -115,6 +116,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         app.state.store = store
         app.state.hub = hub
         app.state.probe = StatusProbe(cfg, store)
+        app.state.rebuild_watch = RebuildWatch(store)
         app.state.replay_slots = FairSlots(cfg.replay_slots, cfg.replay_slots_per_key)
         app.state.day_replay_limits = DayReplayLimits(cfg.day_replay_slots, cfg.day_replays_per_key)
         app.state.snapshots = SnapshotReads(store, max_age_s=cfg.market_snapshot_max_age_s)

@@ -84,6 +84,17 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
+class Rebuilding(GatewayError):
+    """Stream workers are rebuilding the Redis state: come back in ``retry_after_s``."""
+
+    status_code = 503
+    code = "rebuilding"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Misconfigured(GatewayError):
     """The gateway cannot start with these settings (e.g. auth on and no keys)."""
 
@@ -135,7 +146,10 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message)
+        response = error_response(exc.status_code, exc.code, exc.message)
+        if isinstance(exc, Rebuilding):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

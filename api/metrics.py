@@ -19,6 +19,10 @@ DISPATCH_SECONDS = Histogram(
     "time to route one consumed batch to subscribers",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
+REBUILD_PROGRESS = Gauge(
+    "hq_gateway_state_rebuild_progress_ratio",
+    "progress (0..1) of the stream workers' rebuild of the Redis state; 1 when none runs",
+)
 OPEN_BAR_READS = Counter(
     "hq_gateway_open_bar_reads_total",
     "stocks whose open bars were read from Redis for candle subscribers",

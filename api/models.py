@@ -203,8 +203,19 @@ class ComponentStatus(BaseModel):
     data: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
 
 
+class RebuildState(BaseModel):
+    progress: float = Field(description="0..1, the slowest rebuilding worker's")
+    started: int = Field(description="epoch ms when the first worker started rebuilding")
+    workers: int = Field(description="stream workers rebuilding")
+
+
 class StatusResponse(BaseModel):
     ok: bool = Field(description="every component healthy")
+    rebuilding: RebuildState | None = Field(
+        None,
+        description="set while stream workers rebuild the Redis state from Kafka (REST answers "
+        "503 with Retry-After meanwhile; docs/architecture.md, 'Cold start')",
+    )
     pushing: bool
     websocket_clients: int
     components: dict[str, ComponentStatus]

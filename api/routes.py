@@ -32,6 +32,7 @@ from api.models import (
     StatusResponse,
     TicksResponse,
 )
+from api.rebuild_watch import RebuildWatch
 from api.status import StatusProbe
 from api.store import Store
 from schemas.exchange import MARKETS_AND_ALL, MarketOrAll, is_stock_code
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 MAX_CODES = 500
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "API key missing or invalid"},
-    503: {"model": ErrorBody, "description": "Redis unavailable"},
+    503: {"model": ErrorBody, "description": "Redis unavailable, or being rebuilt (Retry-After)"},
     404: {"model": ErrorBody, "description": "unknown code / market / metric"},
     422: {"model": ErrorBody, "description": "bad input (e.g. code not 6 digits)"},
 }
@@ -50,7 +51,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/realtime", dependencies=[Depends(require_key)], responses=ERRORS)
 
 
-def _store(request: Request) -> Store:
+async def _store(request: Request) -> Store:
+    """The Redis reads of a REST route: refused (503, Retry-After) while Redis is rebuilt."""
+    watch: RebuildWatch = request.app.state.rebuild_watch
+    await watch.refuse_while_rebuilding()
     store: Store = request.app.state.store
     return store
 
@@ -109,8 +113,14 @@ async def status(request: Request) -> StatusResponse:
             data={"routed": hub.routed, "last_event_at": hub.last_event_at},
         ),
     }
+    watch: RebuildWatch = request.app.state.rebuild_watch
+    try:
+        rebuilding = await watch.state()
+    except Exception:  # redis down: the redis component says so
+        rebuilding = None
     return StatusResponse(
-        ok=all(c.ok for c in components.values()),
+        ok=rebuilding is None and all(c.ok for c in components.values()),
+        rebuilding=rebuilding,
         pushing=hub.pushing,
         websocket_clients=len(hub.sessions),
         components=components,

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from api.models import RebuildState
 from api.ws_session import QuoteEvent
 from hqcore.redis_client import async_client, is_cluster_url
 from schemas import redis_keys as keys
@@ -53,6 +54,23 @@ class Store:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    async def rebuild_state(self, now_ms: int) -> RebuildState | None:
+        """How far the stream workers' rebuild of the Redis state is; None when none runs.
+
+        The live entries of ``hq:state:rebuilding`` (refreshed within
+        REBUILDING_TTL_S): the slowest worker's progress, the earliest start.
+        """
+        entries = await self.redis.hvals(keys.STATE_REBUILDING)
+        live = [e for e in map(orjson.loads, entries)
+                if now_ms - e["at"] <= keys.REBUILDING_TTL_S * 1000]  # fmt: skip
+        if not live:
+            return None
+        return RebuildState(
+            progress=min(e["progress"] for e in live),
+            started=min(e["started"] for e in live),
+            workers=len(live),
+        )
 
     async def quote_events(self, codes: list[str]) -> list[QuoteEvent | None]:
         """The stored latest quote of each code (None when absent), pipelined."""

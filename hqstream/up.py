@@ -108,6 +108,22 @@ def _receiver_figures(port: int) -> dict[str, float]:
     return out
 
 
+_REBUILD = re.compile(rb"^hq_streams_rebuild_(running|progress_ratio) ([0-9.e+]+)$", re.M)
+
+
+def _rebuild_progress(child: Child) -> float | None:
+    """A stream worker's progress (0..1) while it rebuilds the Redis state, else None."""
+    port = child.env.get("HQ_STREAMS_METRICS_PORT")
+    if not port or not child.name.startswith("streams"):
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+            found = {name: float(value) for name, value in _REBUILD.findall(resp.read())}
+    except OSError:
+        return None
+    return found.get(b"progress_ratio", 0.0) if found.get(b"running") else None
+
+
 def _dev_api_key(env: dict[str, str]) -> str | None:
     """Generate a per-run dev key into ``env`` unless keys are set or auth is off."""
     if env.get("HQ_GATEWAY_AUTH", "").lower() == "off":
@@ -312,7 +328,9 @@ def _watch(
             for child in children:
                 colour = "green" if child.state == "running" else "red"
                 again = f" (restarted {restarts[child.name]}x)" if child.name in restarts else ""
-                table.add_row(child.name, f"[{colour}]{child.state}[/]{again}")
+                rebuild = _rebuild_progress(child)
+                doing = "" if rebuild is None else f" [yellow]rebuilding Redis {rebuild:.0%}[/]"
+                table.add_row(child.name, f"[{colour}]{child.state}[/]{doing}{again}")
             table.add_row("feeds connected", f"{connected} of {len(metrics_ports)}")
             table.add_row("lines/s", f"{rate:,.0f}")
             table.add_row("lines total", f"{lines:,.0f}")

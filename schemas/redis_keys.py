@@ -30,6 +30,10 @@ hq:codes:<market>               SET     codes seen today per market
 hq:feeds:winners:<partition>    HASH    feed arbitration: field = code, value = JSON
                                         ``[ts // precision, source, price, volume,
                                         published-units mask]``
+hq:state:ready                  HASH    marker written with the state: field
+                                        ``p<N>`` per partition, ``market``
+hq:state:rebuilding             HASH    while workers rebuild the state: field = worker
+                                        id, value = JSON ``{"progress", "started", "at"}``
 ==============================  ======  ==========================================
 
 Markets are SH, SZ, BJ and ALL (rankings and summaries only): see :mod:`schemas.exchange`.
@@ -119,3 +123,25 @@ def alerts_seen(*, cluster: bool) -> str:
 #: each worker's market-statistics partial; entries older than a few seconds
 #: belong to dead workers and are ignored and deleted.
 STATS_PARTIALS: Final = "hq:stats:partials"
+
+#: HASH written with the state (the marker a worker checks before each batch):
+#: field ``p<N>`` once partition N's stocks are in Redis, ``market`` once the
+#: market summaries and alerts are; value = epoch ms. A Redis that lost its data
+#: (FLUSHDB, a restart without persistence) lost this too, and the workers
+#: rebuild the missing part from Kafka (streams/state_rebuild.py). No TTL.
+STATE_READY: Final = "hq:state:ready"
+STATE_MARKET: Final = "market"
+
+
+#: HASH present while stream workers rebuild the state (streams/state_rebuild.py):
+#: field = worker id, value = JSON ``{"progress": 0..1, "started": ms, "at": ms}``,
+#: refreshed every second; the key expires :data:`REBUILDING_TTL_S` after the last
+#: refresh and an entry whose ``at`` is older is a dead worker's. The gateway
+#: answers REST with 503 and ``Retry-After`` while a live entry exists.
+STATE_REBUILDING: Final = "hq:state:rebuilding"
+REBUILDING_TTL_S: Final = 10
+
+
+def state_partition(partition: int) -> str:
+    """The :data:`STATE_READY` field of one partition's stocks."""
+    return f"p{partition}"

@@ -21,7 +21,12 @@ CANDLES_1M: Final = "hq.candles.1m"
 #: closed bars of every timeframe, one topic each (``hq.candles.1m`` ... ``hq.candles.1d``)
 CANDLES: Final[dict[Timeframe, str]] = {tf: f"hq.candles.{tf}" for tf in TIMEFRAMES}
 ALERTS: Final = "hq.alerts"
+QUOTES_LATEST: Final = "hq.quotes.latest"
+#: compacted worker state Redis holds and no output carries (the state rebuild reads it back)
+BARS_STATE: Final = "hq.bars.state"
+FEED_WINNERS: Final = "hq.feeds.winners"
 
+MINUTE_MS: Final = 60 * 1000
 #: the stream workers' consumer group (the gateway reads its lag)
 STREAMS_GROUP: Final = "hqstream-streams"
 
@@ -104,4 +109,52 @@ def topic_specs(partitions: int = 12) -> tuple[TopicSpec, ...]:
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "quote alerts, key = code",
         ),
+        TopicSpec(
+            QUOTES_LATEST,
+            partitions,
+            compacted_configs(),
+            "the newest normalized quote (Avro) of every stock, key = code, compacted",
+        ),
+        TopicSpec(
+            BARS_STATE,
+            partitions,
+            compacted_configs(),
+            "every stock's bar series and indicator state (JSON of hq:bars:{code}, "
+            "timeframe -> BarSeries), key = code, compacted",
+        ),
+        TopicSpec(
+            FEED_WINNERS,
+            partitions,
+            compacted_configs(),
+            "every stock's feed arbitration winner (JSON [raw partition, unit, source, price, "
+            "volume, mask]), key = code, compacted",
+        ),
     )
+
+
+def compacted_configs() -> dict[str, str]:
+    """Compaction of ``hq.quotes.latest``, ``hq.bars.state`` and ``hq.feeds.winners``
+    (docs/architecture.md, "Cold start"); figures below are those of the quotes.
+
+    The workers write every stock's newest quote of each batch, so the topic
+    receives about as many records as ``hq.ticks.normalized`` (~1,700/s);
+    compaction keeps one per code. Only closed segments are compacted, so the
+    not yet cleaned head is what a reader reads beyond the ~5,000 live keys:
+    ``segment.ms`` (1 min, ~100k quotes) and ``segment.bytes`` (64 MiB) bound
+    the active segment. The cleaner takes closed segments once half the log is
+    dirty (``min.cleanable.dirty.ratio``), which is after every roll here (the
+    cleaned part is ~2 MB), so the head stays around two segments. A key is never deleted
+    (no tombstones are written), and ``delete.retention.ms`` keeps tombstones a
+    day should an operator delist a code. ``min.compaction.lag.ms`` 0: a quote
+    superseded by a newer one of its code is garbage at once.
+    """
+    return {
+        "cleanup.policy": "compact",
+        "segment.ms": str(MINUTE_MS),
+        "segment.bytes": str(64 * 1024 * 1024),
+        "min.cleanable.dirty.ratio": "0.5",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": str(DAY_MS),
+        "compression.type": "producer",
+        "max.message.bytes": str(2 * 1024 * 1024),
+    }

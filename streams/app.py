@@ -22,6 +22,9 @@ group id, broker) and wires it to a :class:`streams.runtime.StreamsRuntime`:
   and close the candles of stocks that stopped ticking.
 * on every assignment the runtime reseeds its in-memory state from Redis; on
   revocation it drops the revoked partitions' stocks from its statistics.
+* before each batch the runtime checks the Redis state marker of its
+  partitions and rebuilds what is missing from Kafka (``HQ_STREAMS_AUTO_REBUILD``,
+  :mod:`streams.state_rebuild`).
 
 No faust tables, no web server, no leader topic: nothing here creates topics
 (they come from ``schemas.topics`` via the runner/Kubernetes). Never acks an
@@ -53,6 +56,7 @@ from streams.pipeline import RawRecord
 from streams.redis_sink import RedisSink
 from streams.runtime import StreamsRuntime, tune_memory
 from streams.settings import StreamsSettings
+from streams.state_rebuild import StateRebuilder
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +203,8 @@ def create_app(
             chunk_ticks=settings.redis_chunk_ticks,
             replica_wait_ms=settings.redis_replica_wait_ms,
         )
-        runtime = StreamsRuntime(settings, sink, outbox, worker_id)
+        rebuilder = StateRebuilder(settings, sink) if settings.auto_rebuild else None
+        runtime = StreamsRuntime(settings, sink, outbox, worker_id, rebuilder=rebuilder)
     rt = runtime
     raw_topic = app.topic(names.raw, schema=RawSchema(key_type=bytes, value_type=bytes), acks=True)
 

@@ -1,30 +1,47 @@
 """``hqstream streams``: run one stream worker process, or the rebuild.
 
 One process = one faust worker; run N processes (same group id) to share the
-raw topic's partitions. ``--rebuild`` replays ``hq.ticks.raw`` into an empty
-Redis instead (see :mod:`streams.rebuild`). Ctrl-C / SIGTERM stop cleanly:
+raw topic's partitions. ``--rebuild`` restores the Redis state from the
+workers' Kafka outputs instead (:mod:`streams.state_rebuild`; a worker does it
+by itself when it finds the state marker missing), ``--rebuild-from-raw``
+replays ``hq.ticks.raw`` from the earliest offset (:mod:`streams.rebuild`: for
+when the outputs themselves are wrong, e.g. after a parser fix). Ctrl-C / SIGTERM stop cleanly:
 the current batch finishes or is not acked, offsets are committed, the
 producer is flushed. Heavy imports happen inside the command.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hqcore.logs import configure_logging
+
+if TYPE_CHECKING:
+    from streams.settings import StreamsSettings
+    from streams.state_rebuild import Progress, StateRebuildSummary
 
 logger = logging.getLogger(__name__)
 
 
 def streams(
     rebuild: bool = typer.Option(
-        False, "--rebuild", help="Replay hq.ticks.raw from the earliest offset into empty Redis."
+        False,
+        "--rebuild",
+        help="Restore Redis from the compacted latest quotes, bar series and feed winners, "
+        "the normalized tail, today's bars of every timeframe, stats and alerts.",
+    ),
+    rebuild_from_raw: bool = typer.Option(
+        False,
+        "--rebuild-from-raw",
+        help="Replay hq.ticks.raw from the earliest offset into empty Redis (slow: the retention).",
     ),
     force: bool = typer.Option(
-        False, "--force", help="With --rebuild: delete existing hq:* keys first."
+        False, "--force", help="With --rebuild-from-raw: delete existing hq:* keys first."
     ),
     partitions: int | None = typer.Option(
         None, "--partitions", help="Partitions of the tick topics (default HQ_PARTITIONS)."
@@ -51,6 +68,9 @@ def streams(
         settings = settings.model_copy(update=updates)
     configure_logging(settings.log_level, "streams", quiet=())
     if rebuild:
+        typer.echo(run_state_rebuild(settings))
+        return
+    if rebuild_from_raw:
         from streams.rebuild import RebuildRefused, run_rebuild
 
         try:
@@ -61,7 +81,7 @@ def streams(
         typer.echo(summary)
         return
     if force:
-        typer.echo("--force only applies to --rebuild", err=True)
+        typer.echo("--force only applies to --rebuild-from-raw", err=True)
         raise typer.Exit(2)
     run_worker(settings)
 
@@ -134,3 +154,33 @@ def run_worker(settings: object) -> None:
     if metrics.HEALTH.fatal is not None:  # stopped by streams.lifecycle.fatal
         logger.critical("worker exits with status %d: %s", EXIT_FATAL, metrics.HEALTH.fatal)
         raise SystemExit(EXIT_FATAL)
+
+
+async def _rebuild_all(settings: StreamsSettings, progress: Progress) -> StateRebuildSummary:
+    from streams.redis_sink import RedisSink
+    from streams.state_rebuild import StateRebuilder
+
+    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    try:
+        return await StateRebuilder(settings, sink).rebuild(None, True, progress)
+    finally:
+        await sink.close()
+
+
+def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
+    """``hqstream streams --rebuild``: every partition and the market, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]rebuild[/bold] {task.fields[phase]:<13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("rebuild", total=None, phase="planning")
+
+        def show(phase: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None, phase=phase)
+
+        return asyncio.run(_rebuild_all(settings, show))

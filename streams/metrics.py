@@ -43,6 +43,15 @@ E2E_LATENCY = Histogram(
     "receive_ts (receiver read the line) -> quote in Redis and Kafka",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+REBUILD_RUNNING = Gauge("hq_streams_rebuild_running", "1 while this worker rebuilds Redis state")
+REBUILD_PROGRESS = Gauge(
+    "hq_streams_rebuild_progress_ratio", "records read / records to read of the current rebuild"
+)
+REBUILD_RECORDS = Counter(
+    "hq_streams_rebuild_records_total", "records read by state rebuilds", ["source"]
+)
+REBUILDS = Counter("hq_streams_rebuilds_total", "state rebuilds completed")
+REBUILD_SECONDS = Gauge("hq_streams_rebuild_last_seconds", "duration of the last state rebuild")
 REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
@@ -120,6 +129,7 @@ class HealthState:
         self.joined = False  # the group assigned partitions at least once
         self.redis_ok = True
         self.fatal: str | None = None  # why the worker is exiting (streams.lifecycle.fatal)
+        self.rebuilding = False  # restoring Redis from Kafka (streams.state_rebuild)
 
     @property
     def healthy(self) -> bool:
@@ -135,6 +145,8 @@ class HealthState:
             return "not yet in its consumer group"
         if not self.redis_ok:
             return "redis down (retrying)"
+        if self.rebuilding:
+            return "rebuilding the Redis state from Kafka"
         return None
 
 

@@ -273,6 +273,53 @@ class Processor:
         """The stored form of the bar series changed since the last call (for Redis)."""
         return None if self.bars is None else self.bars.take_changed() or None
 
+    def latest_outputs(
+        self, quotes: list[tuple[dict[str, Any], int]], encoded: list[bytes]
+    ) -> list[KafkaOut]:
+        """``hq.quotes.latest`` records: each stock's newest quote of the batch.
+
+        Only a quote at the stock's newest applied ``exchange_ts`` qualifies, so
+        an older tick (a replay, a vendor glitch) never follows a newer one into
+        the compacted topic, which keeps the last record of each key.
+        """
+        last_ts = self.last_ts
+        newest: dict[str, bytes] = {}
+        for (quote, _), payload in zip(quotes, encoded, strict=True):
+            code = quote["code"]
+            if quote["exchange_ts"] == last_ts.get(code):
+                newest[code] = payload
+        topic = self.topics.quotes_latest
+        return [KafkaOut(topic, code.encode(), payload) for code, payload in newest.items()]
+
+    def bar_state_outputs(self, states: dict[str, dict[str, bytes]] | None) -> list[KafkaOut]:
+        """``hq.bars.state`` records: the stored form of each changed stock's bar series.
+
+        The value is the JSON object of ``hq:bars:{code}`` (timeframe -> series),
+        so the state rebuild restores that hash exactly from the compacted topic.
+        """
+        if not self.publish_normalized or not states:
+            return []
+        topic = self.topics.bars_state
+        return [
+            KafkaOut(
+                topic,
+                code.encode(),
+                orjson.dumps({tf: orjson.Fragment(v) for tf, v in by_tf.items()}),
+            )
+            for code, by_tf in states.items()
+        ]
+
+    def feed_winner_outputs(self, changes: dict[int, dict[str, Winner]]) -> list[KafkaOut]:
+        """``hq.feeds.winners`` records: ``[raw partition, *winner]`` of each changed stock."""
+        if not self.publish_normalized:
+            return []
+        topic = self.topics.feed_winners
+        return [
+            KafkaOut(topic, code.encode(), orjson.dumps([partition, *winner]))
+            for partition, winners in changes.items()
+            for code, winner in winners.items()
+        ]
+
     def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
         """The closed bars' Kafka records, to their timeframe's topic (none when not publishing)."""
         if not self.publish_normalized:
@@ -476,16 +523,19 @@ class Processor:
                 KafkaOut(t.normalized, q["code"].encode(), payload)
                 for (q, _), payload in zip(quotes, p.encoded, strict=True)
             ]
+            out += self.latest_outputs(quotes, p.encoded)
             out += self.candle_outputs(closed)
             out += derived_outputs(t.alerts, self.alert_codec, alerts)
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
+        bars = self.take_bar_states()
+        out += self.bar_state_outputs(bars)
         return BatchResult(
             sink=SinkBatch(
                 quotes=quotes,
                 candles=closed + open_candles,
                 alerts=alerts,
                 data=p.data,
-                bars=self.take_bar_states(),
+                bars=bars,
             ),
             kafka=out,
             dlq=dead,

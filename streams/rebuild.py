@@ -1,4 +1,7 @@
-"""``hqstream streams --rebuild``: replay ``hq.ticks.raw`` into an empty Redis.
+"""``hqstream streams --rebuild-from-raw``: replay ``hq.ticks.raw`` into an empty Redis.
+
+(The workers' own rebuild, from their outputs, is :mod:`streams.state_rebuild`;
+this one reparses every retained raw line: for when the outputs are wrong.)
 
 A plain confluent-kafka consumer (own consumer group, every partition assigned
 from the earliest retained offset) reads up to the end offsets taken at the
@@ -187,6 +190,7 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
                                            bars=processor.take_bar_states()))  # fmt: skip
             stats = processor.snapshots(now_ms())
             await sink.write_market(stats, now_ms())
+            await sink.mark_state(set(marks), True, now_ms())  # the workers need not rebuild
             return RebuildSummary(*counts, seconds=time.perf_counter() - started)
         finally:
             consumer.close()

@@ -23,6 +23,11 @@ one per quote:
 * :data:`CANDLES_LUA`: every candle of the chunk; an open candle never
   overwrites a closed one of the same minute.
 * :data:`ALERTS_LUA`: every alert of the batch, appended once per alert id.
+* :data:`HISTORY_LUA` (the rebuild): older ticks of each code, ascending and
+  without duplicates, appended to its ticks STREAM; when the stream already
+  holds a tick at or after the first of them (a live batch came first), the
+  stream is rewritten as the union in exchange-time order, so a rebuild never
+  loses a newer tick nor leaves a gap before it. Touches no quote HASH.
 
 Numbers reach Redis as the strings Python made (Redis 7.0 would format Lua
 numbers with ``%.17g``).
@@ -164,7 +169,56 @@ if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 return n
 """
 
-SCRIPTS: Final = {"quotes": QUOTES_LUA, "candles": CANDLES_LUA, "alerts": ALERTS_LUA}
+HISTORY_LUA: Final = r"""
+local hdr = cjson.decode(ARGV[1])
+local maxlen, ttl = ARGV[2], ARGV[3]
+local added = 0
+local a = 4
+local function ms(id) return tonumber(string.match(id, '^(%d+)')) end
+for i = 1, #hdr do
+  local key, tss = KEYS[i], hdr[i]
+  local n = #tss
+  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local last = -1
+  if #top > 0 then last = ms(top[1][1]) end
+  if last >= tonumber(tss[1]) then
+    -- newer ticks were written first (by a live batch): merge, in exchange-time order
+    local merged, order = {}, {}
+    for _, e in ipairs(redis.call('XRANGE', key, '-', '+')) do
+      local f = e[2]
+      for k = 1, #f, 2 do
+        if f[k] == 'data' then merged[ms(e[1])] = f[k + 1] end
+      end
+    end
+    for j = 1, n do
+      local ts = tonumber(tss[j])
+      if not merged[ts] then merged[ts] = ARGV[a + j - 1]; added = added + 1 end
+    end
+    for ts in pairs(merged) do order[#order + 1] = ts end
+    table.sort(order)
+    redis.call('DEL', key)
+    for _, ts in ipairs(order) do
+      redis.call('XADD', key, string.format('%d-0', ts), 'data', merged[ts])
+    end
+    redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
+  else
+    for j = 1, n do
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, tss[j] .. '-0', 'data', ARGV[a + j - 1])
+    end
+    added = added + n
+  end
+  redis.call('EXPIRE', key, ttl)
+  a = a + n
+end
+return added
+"""
+
+SCRIPTS: Final = {
+    "quotes": QUOTES_LUA,
+    "candles": CANDLES_LUA,
+    "alerts": ALERTS_LUA,
+    "history": HISTORY_LUA,
+}
 
 #: Redis Cluster: the rankings of a batch on one master. ARGV[1] is a JSON list
 #: aligned with KEYS, ``["z", score, code, ...]`` (a rank ZSET) or ``["s", code,
@@ -193,6 +247,7 @@ CLUSTER_SCRIPTS: Final = {
     "candles": CROSS_SLOT_PROLOGUE + CANDLES_LUA,
     "alerts": ALERTS_LUA,  # its two keys share a slot (schemas.redis_keys.alerts_seen)
     "ranks": CROSS_SLOT_PROLOGUE + RANKS_LUA,
+    "history": HISTORY_LUA,  # called per code on a cluster (RedisSink.write_history)
 }
 
 _MARKETS: Final = ("SH", "SZ", "BJ")
@@ -365,3 +420,27 @@ def alert_call(alerts: list[dict[str, Any]], *, cluster: bool = False) -> Script
     for alert in alerts:
         argv += (alert_id(alert), orjson.dumps(alert))
     return [rk.ALERTS, rk.alerts_seen(cluster=cluster)], argv
+
+
+def history_calls(
+    ticks: dict[str, list[tuple[int, bytes]]], max_ticks: int
+) -> list[tuple[list[str], list[Any]]]:
+    """(KEYS, ARGV) of each HISTORY_LUA call for ``ticks`` (code -> ascending
+    ``(exchange_ts, JSON)``, no two with one ``exchange_ts``); a code's ticks
+    never span two calls, a call holds about ``max_ticks`` ticks."""
+    calls: list[tuple[list[str], list[Any]]] = []
+    keys: list[str] = []
+    header: list[list[str]] = []
+    blobs: list[bytes] = []
+    for code, history in ticks.items():
+        if not history:
+            continue
+        keys.append(rk.ticks(code))
+        header.append([str(ts) for ts, _ in history])
+        blobs += (data for _, data in history)
+        if len(blobs) >= max_ticks:
+            calls.append((keys, [orjson.dumps(header), rk.TICKS_MAXLEN, rk.TICKS_TTL_S, *blobs]))
+            keys, header, blobs = [], [], []
+    if header:
+        calls.append((keys, [orjson.dumps(header), rk.TICKS_MAXLEN, rk.TICKS_TTL_S, *blobs]))
+    return calls

@@ -48,7 +48,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from hqcore.redis_client import AnyAsyncRedis, async_client, is_cluster_url, parse_cluster_url
 from schemas import redis_keys as rk
-from schemas.exchange import MARKETS
+from schemas.exchange import MARKETS, MARKETS_AND_ALL
 from streams.arbitration import Winner
 from streams.cluster_pipeline import Command, NodePipelines, non_local_key
 from streams.redis_lua import (
@@ -59,6 +59,7 @@ from streams.redis_lua import (
     alert_call,
     candle_call,
     candle_node_calls,
+    history_calls,
     quote_chunks,
     quote_node_chunks,
     rank_node_calls,
@@ -344,6 +345,86 @@ class RedisSink:
         }
 
     # -- rebuild -----------------------------------------------------------
+
+    async def write_history(self, ticks: dict[str, list[tuple[int, bytes]]]) -> int:
+        """Append older ticks to the ticks streams (HISTORY_LUA); returns how many were added."""
+        if not self._sha:
+            await self.load_scripts()
+        # a cluster: one call per code (its ticks stream is one slot)
+        calls = history_calls(ticks, 1 if self.cluster else self.chunk_ticks)
+        try:
+            return await self._history(calls)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._history(calls)
+
+    async def _history(self, calls: list[tuple[list[str], list[Any]]]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, argv in calls:
+            pipe.evalsha(self._sha["history"], len(keys), *keys, *argv)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def state_missing(self, partitions: set[int]) -> tuple[set[int], bool]:
+        """The partitions whose state marker is missing, and whether the market's is."""
+        ordered = sorted(partitions)
+        fields = [rk.state_partition(p) for p in ordered] + [rk.STATE_MARKET]
+        client: Any = self.client
+        values = await client.hmget(rk.STATE_READY, fields)
+        missing = {p for p, v in zip(ordered, values, strict=False) if v is None}
+        return missing, values[-1] is None
+
+    async def mark_state(self, partitions: set[int], market: bool, now_ms: int) -> None:
+        """Write the state markers of ``partitions`` (and of the market)."""
+        fields: dict[str, int] = {rk.state_partition(p): now_ms for p in partitions}
+        if market:
+            fields[rk.STATE_MARKET] = now_ms
+        if fields:
+            await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
+
+    async def write_closed_bars(self, bars: list[dict[str, Any]]) -> int:
+        """Closed bars (the rebuild's), one HSET and EXPIRE per hash; returns how many.
+
+        What CANDLES_LUA does for closed bars (a closed bar replaces whatever
+        the minute holds) in a few commands per stock instead of two per bar.
+        """
+        by_key: dict[str, dict[str, bytes]] = {}
+        ttl: dict[str, int] = {}
+        dumps = orjson.dumps
+        for bar in bars:
+            tf = bar.get("tf", "1m")
+            key = rk.candles(bar["code"], bar["trade_date"], tf)
+            fields = by_key.get(key)
+            if fields is None:
+                fields = by_key[key] = {}
+                ttl[key] = rk.candles_ttl_s(tf)
+            fields[str(bar["minute_ts"])] = dumps(bar)
+        pipe: Any = self.client.pipeline(transaction=False)
+        for key, fields in by_key.items():
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl[key])
+        await pipe.execute()
+        return len(bars)
+
+    async def announce_rebuild(
+        self, worker: str, progress: float, started_ms: int, now_ms: int
+    ) -> None:
+        """Say (for the gateway) that ``worker`` is rebuilding, and how far it is."""
+        entry = orjson.dumps({"progress": round(progress, 4), "started": started_ms, "at": now_ms})
+        pipe: Any = self.client.pipeline(transaction=False)
+        pipe.hset(rk.STATE_REBUILDING, worker, entry)
+        pipe.expire(rk.STATE_REBUILDING, rk.REBUILDING_TTL_S)
+        await pipe.execute()
+
+    async def end_rebuild(self, worker: str) -> None:
+        await self.client.hdel(rk.STATE_REBUILDING, worker)
+
+    async def markets_missing(self) -> list[str]:
+        """The market summaries (SH, SZ, BJ, ALL) Redis does not hold."""
+        pipe = self.client.pipeline(transaction=False)
+        for market in MARKETS_AND_ALL:
+            pipe.exists(rk.market_summary(market))
+        found = await pipe.execute()
+        return [m for m, n in zip(MARKETS_AND_ALL, found, strict=True) if not n]
 
     async def hq_key_count(self) -> int:
         count = 0

@@ -42,16 +42,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from hqcore.tuning import tune_malloc
 from schemas.exchange import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
 from streams import metrics
+from streams.errors import StreamsError
 from streams.lifecycle import fatal
 from streams.market_stats import merge_partials
 from streams.outbox import KafkaOutputError, Outbox
 from streams.pipeline import BatchResult, KafkaOut, Processor, RawRecord, unprocessable
 from streams.redis_sink import RedisSink, SinkBatch, WriteResult, is_redis_error
 from streams.settings import StreamsSettings
+from streams.state_rebuild import StateRebuilder
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +97,10 @@ class StreamsRuntime:
         worker_id: str,
         *,
         processor: Processor | None = None,
+        rebuilder: StateRebuilder | None = None,
     ) -> None:
         self.settings = settings
+        self.rebuilder = rebuilder  # None: never checks or rebuilds the Redis state
         self.sink = sink
         self.outbox = outbox
         self.worker_id = worker_id
@@ -152,6 +158,36 @@ class StreamsRuntime:
         await self._with_retry("seed state", self._seed)
         self._reseed = False
 
+    async def _ensure_state(self) -> None:
+        """Rebuild this worker's part of the Redis state when its marker is missing.
+
+        Runs before every batch (one HMGET), so a Redis that lost its data
+        (FLUSHDB, a restart without persistence) is restored before this
+        worker writes anything new to it; the batch in flight is made durable
+        first, so the rebuild reads its outputs too. Then the in-memory state
+        is seeded again from the rebuilt Redis.
+        """
+        rebuilder, assignment = self.rebuilder, self._assignment
+        if rebuilder is None or assignment is None:
+            return
+        partitions, market = await self._with_retry("check state", rebuilder.missing, assignment)
+        if not partitions and not market:
+            return
+        await self._wait_inflight()
+        what = f"partitions {sorted(partitions)}" + (" and market" if market else "")
+        logger.warning("worker %s: redis state of %s missing: rebuilding", self.worker_id, what)
+        attempt = 0
+        while True:
+            try:
+                await rebuilder.rebuild(partitions, market)
+                break
+            except Exception as exc:
+                if not (is_redis_error(exc) or isinstance(exc, KafkaException | StreamsError)):
+                    raise
+                attempt += 1
+                await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}")
+        self._reseed = True
+
     async def _seed(self) -> None:
         await self.processor.seed(self.sink, self._assignment)
 
@@ -161,6 +197,7 @@ class StreamsRuntime:
         """Process and persist one batch; returns once Redis and Kafka have it all."""
         started = time.perf_counter()
         async with self._lock:
+            await self._ensure_state()
             await self._maybe_reseed()
             result: BatchResult = await self._with_retry(
                 "process", self.processor.process, records, self.sink
@@ -181,6 +218,7 @@ class StreamsRuntime:
         """
         started = time.perf_counter()
         async with self._lock:
+            await self._ensure_state()
             await self._maybe_reseed()
             result: BatchResult = await self._with_retry(
                 "process", self.processor.process, records, self.sink
@@ -236,6 +274,8 @@ class StreamsRuntime:
                     self._redis_ok(attempt)
                 await self.outbox.flush()
                 if result.feed_winners:  # never ahead of the normalized topic
+                    for out in self.processor.feed_winner_outputs(result.feed_winners):
+                        await self.outbox.send(out.topic, out.key, out.value, out.headers)
                     await self.sink.write_feed_winners(result.feed_winners)
                     result.feed_winners = {}
                 return
@@ -354,14 +394,11 @@ class StreamsRuntime:
                 quiet_ms = int(self.settings.candle_quiet_s * 1000)
                 closed = self.processor.flush_candles(now_ms(), quiet_ms)
                 if closed:
+                    bars = self.processor.take_bar_states()
                     result = BatchResult(
-                        sink=SinkBatch(
-                            quotes=[],
-                            candles=closed,
-                            alerts=[],
-                            bars=self.processor.take_bar_states(),
-                        ),
-                        kafka=self.processor.candle_outputs(closed),
+                        sink=SinkBatch(quotes=[], candles=closed, alerts=[], bars=bars),
+                        kafka=self.processor.candle_outputs(closed)
+                        + self.processor.bar_state_outputs(bars),
                         dlq=[],
                     )
                     await self._persist(result)
@@ -386,6 +423,7 @@ class StreamsRuntime:
             return None
 
     async def _publish_stats(self) -> dict[str, dict[str, Any]] | None:
+        await self._ensure_state()  # also when no batch comes (a quiet feed, after the close)
         await self._maybe_reseed()
         now = now_ms()
         partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)

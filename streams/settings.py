@@ -101,6 +101,21 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("warmup_window_s"),
         description="exchange-time history replayed from the Redis ticks stream per stock",
     )
+    auto_rebuild: bool = Field(
+        True,
+        validation_alias=_env("auto_rebuild"),
+        description="before each batch, check the state marker of this worker's partitions in "
+        "Redis and rebuild what is missing from Kafka (streams/state_rebuild.py)",
+    )
+    rebuild_ticks_s: int = Field(
+        300,
+        ge=0,
+        validation_alias=_env("rebuild_ticks_s"),
+        description="history of each stock's ticks stream a rebuild restores, in Kafka time "
+        "before the newest normalized record; the default covers the alert windows (300 s) "
+        "and the current candle; 6000 restores the whole cap (2,000 ticks 3 s apart) at 20x "
+        "the cost (docs/architecture.md, 'Cold start')",
+    )
     redis_retry_max_s: float = Field(5.0, gt=0, validation_alias=_env("redis_retry_max_s"))
     max_ahead_s: float = Field(
         300.0,
@@ -222,6 +237,9 @@ class StreamsSettings(CommonSettings):
             candles=self.topic(topics.CANDLES_1M),
             alerts=self.topic(topics.ALERTS),
             candles_by_tf={tf: self.topic(name) for tf, name in topics.CANDLES.items()},
+            quotes_latest=self.topic(topics.QUOTES_LATEST),
+            bars_state=self.topic(topics.BARS_STATE),
+            feed_winners=self.topic(topics.FEED_WINNERS),
         )
 
 
@@ -236,6 +254,9 @@ class TopicNames:
     candles: str
     alerts: str
     candles_by_tf: dict[str, str]  # timeframe -> its topic (1m is ``candles``)
+    quotes_latest: str
+    bars_state: str
+    feed_winners: str
 
 
 @cache

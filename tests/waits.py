@@ -19,3 +19,12 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
         await asyncio.sleep(0.01)
+
+
+def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls ``predicate`` from a plain thread (a test beside a server thread) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.02)

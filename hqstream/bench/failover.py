@@ -52,17 +52,22 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _assigned(port: int) -> int:
+def worker_metric(port: int, metric: str) -> float:
+    """The value of an unlabelled metric of a stream worker (0 when not exposed yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
-        return 0
+        return 0.0
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name == "hq_streams_assigned_partitions":
-            return int(float(value))
-    return 0
+        if name == metric:
+            return float(value)
+    return 0.0
+
+
+def _assigned(port: int) -> int:
+    return int(worker_metric(port, "hq_streams_assigned_partitions"))
 
 
 def _newest_in_redis(url: str, lines: list[RawLine]) -> Callable[[], bool]:

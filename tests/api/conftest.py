@@ -45,7 +45,8 @@ def push_settings(kafka: KafkaEndpoint, redis_url: str, **over: object) -> Gatew
     prefix = f"{KafkaEndpoint.group('gwt')}."
     for spec in topics.topic_specs(partitions=3):
         if spec.name in (topics.NORMALIZED, topics.MARKET_STATS, topics.ALERTS,
-                         *topics.CANDLES.values()):  # fmt: skip
+                         *topics.CANDLES.values(), topics.QUOTES_LATEST, topics.BARS_STATE,
+                         topics.FEED_WINNERS):  # fmt: skip
             kafka.create(prefix + spec.name, spec.partitions)
     over.setdefault("auth", "off")
     return GatewaySettings(

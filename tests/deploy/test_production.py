@@ -101,10 +101,15 @@ EXPECTED_ACLS = {
     "hq-streams": {
         ("topic", "hq.ticks.raw", "literal"): {"Read", "Describe"},
         ("group", "hqstream-streams", "prefix"): {"Read", "Describe"},
-        ("topic", "hq.ticks.normalized", "literal"): {"Write", "Describe"},
-        ("topic", "hq.market.stats", "literal"): {"Write", "Describe"},
+        # Read on its outputs: the state rebuild reads them back (no group)
+        ("topic", "hq.ticks.normalized", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.market.stats", "literal"): {"Write", "Read", "Describe"},
         **{("topic", topic, "literal"): {"Write", "Describe"} for topic in CANDLE_TOPICS},
-        ("topic", "hq.alerts", "literal"): {"Write", "Describe"},
+        ("topic", "hq.candles.1m", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.alerts", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.quotes.latest", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.bars.state", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.feeds.winners", "literal"): {"Write", "Read", "Describe"},
         ("topic", "hq.ticks.dlq", "literal"): {"Write", "Describe"},
     },
     "hq-gateway": {

@@ -15,11 +15,12 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     """Every ``hq:*`` key's content minus what legitimately differs between runs.
 
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
-    the stats partials, and the alert stream's ids and order (alerts are
-    compared as a sorted list). Two runs over the same raw records, whatever
-    their worker count or crashes, must give equal results, and a cluster's
-    state equals one server's. Reads everything, so never call it on a
-    production Redis.
+    the stats partials, the state markers' times, the alert stream's ids and
+    order (alerts are compared as a sorted list), and the order of the fields
+    of candles' JSON. Two runs over the same raw records, whatever their
+    worker count or crashes, must give equal results, and a cluster's state
+    equals one server's. Reads everything, so never call it on a production
+    Redis.
     """
 
     def strip(data: bytes) -> dict[str, Any]:
@@ -35,7 +36,10 @@ async def canonical_state(client: Any) -> dict[str, Any]:
         if key == rk.ALERTS_SEEN_CLUSTER:  # the same set as on one server, in ALERTS's slot
             state[rk.ALERTS_SEEN] = sorted(m.decode() for m in await client.smembers(key))
             continue
-        if key in (rk.STATS_PARTIALS,):
+        if key in (rk.STATS_PARTIALS, rk.STATE_REBUILDING):
+            continue
+        if key == rk.STATE_READY:  # which parts are marked, not when
+            state[key] = sorted(k.decode() for k in await client.hkeys(key))
             continue
         if key == rk.ALERTS:
             entries = await client.xrange(key)
@@ -51,6 +55,9 @@ async def canonical_state(client: Any) -> dict[str, Any]:
             record = orjson.loads((await client.hget(key, "data")) or b"{}")
             record.pop("ts", None)
             state[key] = record
+        elif key.startswith("hq:candles:"):  # JSON objects: their fields, not their order
+            found = await client.hgetall(key)
+            state[key] = {k.decode(): orjson.loads(v) for k, v in found.items()}
         elif kind == "hash":
             state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
         elif kind == "zset":

@@ -386,5 +386,24 @@ def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     result = process(records, processor)
     assert result.dlq == [] and len(result.sink.quotes) == 2
     assert result.sink.alerts and any(c["closed"] for c in result.sink.candles)
-    assert not [o for o in result.kafka if not o.topic.endswith("hq.ticks.normalized")]
+    produced = {o.topic for o in result.kafka}
+    # the bar series' state is JSON, not Avro: it still goes out
+    assert produced == {"hq.ticks.normalized", "hq.quotes.latest", "hq.bars.state"}, produced
     assert "cannot be encoded" in caplog.text
+
+
+def test_the_latest_topic_gets_each_stocks_newest_quote_once_per_batch() -> None:
+    """hq.quotes.latest keeps the last record of a key: it must never be an older tick."""
+    processor = Processor(settings())
+    codec = SingleObjectCodec("quote")
+    first = [record(sse_line(time="14:59:50"), 0), record(sse_line(time="14:59:53"), 1),
+             record(sse_line(symbol="sz000002", time="14:59:50"), 2)]  # fmt: skip
+    result = process(first, processor)
+    latest = {o.key: codec.decode(o.value)["exchange_ts"] for o in result.kafka
+              if o.topic == "hq.quotes.latest"}  # fmt: skip
+    newest = processor.last_ts
+    assert latest == {b"000001": newest["000001"], b"000002": newest["000002"]}
+    # a replay of the older tick (at-least-once) and a tick of the past: nothing newer
+    again = process([record(sse_line(time="14:59:50"), 0)], processor)
+    assert not [o for o in again.kafka if o.topic == "hq.quotes.latest"]
+    assert [o.topic for o in again.kafka] == ["hq.ticks.normalized"]

@@ -1,4 +1,4 @@
-"""``hqstream streams --rebuild``: replay into empty Redis == live processing."""
+"""``hqstream streams --rebuild-from-raw``: replay into empty Redis == live processing."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_rebuild_refuses_a_non_empty_redis_and_force_deletes_only_hq_keys(
     # the CLI: exit code 2 without --force, success with it
     env_cmd = [
         sys.executable, "-c",
-        "import typer; from streams.cli import streams; typer.run(streams)", "--rebuild",
+        "import typer; from streams.cli import streams; typer.run(streams)", "--rebuild-from-raw",
     ]  # fmt: skip
     env = {
         "HQ_KAFKA_BOOTSTRAP": stack.kafka.bootstrap, "HQ_REDIS_URL": url,

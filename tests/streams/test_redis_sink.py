@@ -141,3 +141,22 @@ async def test_redis_down_then_back_loses_nothing(
         await client.aclose()
         await sink.close()
         await runtime.outbox.close()
+
+
+async def test_history_goes_before_newer_ticks_a_live_batch_wrote_first(sink: RedisSink) -> None:
+    """The rebuild's HISTORY_LUA: ticks in exchange-time order whatever was written first."""
+    qs = quotes(1, 6)
+    code = qs[0]["code"]
+    client: Any = sink.client
+    await sink.write(batch(qs[4:]))  # a live batch after a FLUSHDB: the two newest ticks
+    history = {code: [(q["exchange_ts"], orjson.dumps(q)) for q in qs[:5]]}  # overlaps one
+    assert await sink.write_history(history) == 4
+    ids = [i.decode() for i, _ in await client.xrange(rk.ticks(code))]
+    assert ids == [f"{q['exchange_ts']}-0" for q in qs]
+    assert int(await client.hget(rk.quote(code), "ts")) == qs[-1]["exchange_ts"]  # untouched
+    assert await client.ttl(rk.ticks(code)) > 0
+    # on an empty stream it appends; again, it adds nothing
+    other = [q for q in quotes(2, 3, seed=5) if q["code"] != code]
+    fresh = {other[0]["code"]: [(q["exchange_ts"], orjson.dumps(q)) for q in other]}
+    assert await sink.write_history(fresh) == 3
+    assert await client.xlen(rk.ticks(other[0]["code"])) == 3
