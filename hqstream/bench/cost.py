@@ -272,12 +272,13 @@ def _side(
     workers: int,
     code: Path | None,
     indicators: bool,
+    partitions: int,
 ) -> Iterator[Side]:
     env = stack.enter_context(bench_env(need_redis=True))
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hqcost-"))
     worker_env = {"HQ_STREAMS_INDICATORS": "true" if indicators else "false"}
     rig = stack.enter_context(
-        pipeline(env, Path(tmp), workers=workers, code=code, worker_env=worker_env)
+        pipeline(env, Path(tmp), workers, code=code, worker_env=worker_env, partitions=partitions)
     )
     client = Client(rig.gateway_port)
     client.start()
@@ -312,6 +313,13 @@ def cost_bench(
         int,
         typer.Option(min=1, help="with two sides: slices per phase and side, measured A B B A ..."),
     ] = 2,
+    partitions: Annotated[
+        str,
+        typer.Option(
+            help="partitions of the tick topics (HQ_PARTITIONS); two counts, e.g. 12,4: two "
+            "pipelines of this checkout side by side, as with --compare"
+        ),
+    ] = "12",
     broker_warmup: Annotated[
         float,
         typer.Option(
@@ -324,9 +332,17 @@ def cost_bench(
     chosen = [PHASES[p.strip()] for p in phases.split(",") if p.strip()]
     if indicators not in ("on", "off", "compare"):
         raise typer.BadParameter("on, off or compare", param_hint="--indicators")
-    if compare and indicators == "compare":
-        raise typer.BadParameter("one comparison at a time", param_hint="--indicators compare")
-    rounds = rounds if compare or indicators == "compare" else 1
+    try:
+        counts = [int(n) for n in partitions.split(",")]
+    except ValueError:
+        raise typer.BadParameter("one or two numbers", param_hint="--partitions") from None
+    if len(counts) > 2 or min(counts) < 1:
+        raise typer.BadParameter("one or two counts of at least 1", param_hint="--partitions")
+    if sum((bool(compare), indicators == "compare", len(counts) == 2)) > 1:
+        raise typer.BadParameter("one comparison at a time: --compare, --indicators compare "
+                                 "or two --partitions")  # fmt: skip
+    two_sides = bool(compare) or indicators == "compare" or len(counts) == 2
+    rounds = rounds if two_sides else 1
     console.print(
         f"[bold]bench cost[/]: {', '.join(p.name for p in chosen)}; {seconds:.0f} s each "
         f"(in {rounds} slice(s) after {warmup:.0f} s warm-up), {workers} worker(s); "
@@ -343,15 +359,19 @@ def cost_bench(
                     "it runs on this checkout's packages[/]"
                 )
             console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
-            on = indicators == "on"
-            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on)))
-            sides.append(stack.enter_context(_side(stack, this, workers, None, on)))
+            on, n = indicators == "on", counts[0]
+            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on, n)))
+            sides.append(stack.enter_context(_side(stack, this, workers, None, on, n)))
         elif indicators == "compare":
             for on in (False, True):
                 label = f"indicators {'on' if on else 'off'}"
-                sides.append(stack.enter_context(_side(stack, label, workers, None, on)))
+                ctx = _side(stack, label, workers, None, on, counts[0])
+                sides.append(stack.enter_context(ctx))
         else:
-            sides.append(stack.enter_context(_side(stack, this, workers, None, indicators == "on")))
+            on = indicators == "on"
+            for n in counts:
+                label = f"{n} partitions" if len(counts) == 2 else this
+                sides.append(stack.enter_context(_side(stack, label, workers, None, on, n)))
         fed = [p for p in chosen if p.snapshots == 0]
         busiest = max(fed, key=lambda p: p.stocks / p.interval, default=PHASES["1667"])
         for side in sides:

@@ -128,18 +128,20 @@ def pipeline(
     flush_ms: int = 20,
     code: Path | None = None,
     worker_env: dict[str, str] | None = None,
+    partitions: int = 12,
 ) -> Iterator[Pipeline]:
     """Gateway and ``workers`` stream workers running (this checkout's code, or
-    ``code``'s; ``worker_env`` added to the workers' environment); the receiver
-    starts with the first :meth:`Pipeline.feed`."""
+    ``code``'s; ``worker_env`` added to the workers' environment) on topics of
+    ``partitions`` partitions; the receiver starts with the first :meth:`Pipeline.feed`."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
+    create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
     child_env = {
         **os.environ,
         "HQ_KAFKA_BOOTSTRAP": env.bootstrap,
         "HQ_REDIS_URL": env.redis_url,
         "HQ_TOPIC_PREFIX": prefix,
+        "HQ_PARTITIONS": str(partitions),
         "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
         "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
         "HQ_JOURNAL_DIR": str(logs / "journal"),
