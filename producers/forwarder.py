@@ -31,6 +31,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from hqcore.kafka_client import librdkafka_config
 from producers import metrics
 from producers.errors import JournalError
+from producers.in_doubt import InDoubt, RecordId, Skips, record_id
+from producers.in_doubt import header as _header
 from producers.journal import (
     CorruptCause,
     DlqCause,
@@ -51,6 +53,7 @@ _LATENCY_SAMPLE: Final = 64  # one ack in N feeds the latency histogram
 _PROBE_INTERVAL_S: Final = 1.0
 _DROP_LOG_INTERVAL_S: Final = 10.0  # one error line per reason per interval
 _PURGE_WAIT_S: Final = 5.0
+_IN_DOUBT_CHECK_S: Final = 5.0
 
 
 #: A quote line as the receiver classified it.
@@ -112,15 +115,6 @@ def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
     }
 
 
-def _header(msg: Message, name: str) -> bytes | None:
-    headers = msg.headers() or []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    for key, value in pairs:
-        if key == name:
-            return value if isinstance(value, bytes) else None
-    return None
-
-
 class Forwarder:
     """Owns the Kafka producer and the journal; runs in its own thread."""
 
@@ -152,6 +146,11 @@ class Forwarder:
         self._failed: list[tuple[tuple[int, int], JournalRecord]] = []
         self._replaying = False
         self._replay_failed = False
+        # records that may be in Kafka although not acked, and those known to be there
+        self._in_doubt = InDoubt()
+        self._in_doubt_since = 0.0
+        self._skips = Skips()
+        self._replay_delivered: collections.Counter[RecordId] = collections.Counter()
         self._drop_lock = threading.Lock()
         self._unlogged_drops: collections.Counter[str] = collections.Counter()
         self._last_drop_log: dict[str, float] = {}
@@ -340,6 +339,9 @@ class Forwarder:
         ``batch``: produced directly (not replayed), with its place in arrival order."""
         ts = str(rec.receive_ts).encode()
         cb: dict[str, Any] = {} if batch is None else {"on_delivery": batch}
+        if batch is None and len(self._skips) and self._skips.take(self._replay_id(rec, ts)):
+            metrics.REPLAY_SKIPPED.inc()
+            return True  # the broker had written it before it went away
         try:
             if rec.kind in _LINE_RECORD_KINDS:
                 kind = RecordKind(rec.kind).line_kind
@@ -358,6 +360,12 @@ class Forwarder:
         except BufferError:
             return False
         return True
+
+    def _replay_id(self, rec: JournalRecord, ts: bytes) -> RecordId:
+        topic = (
+            self.settings.raw_topic if rec.kind in _LINE_RECORD_KINDS else self.settings.dlq_topic
+        )
+        return RecordId(topic, rec.payload, ts, self._source)
 
     def _produce_corrupt(self, rec: JournalRecord, ts: bytes, cb: dict[str, Any]) -> None:
         """Journal bytes that failed their CRC/framing (or a kind this version does not
@@ -459,12 +467,15 @@ class Forwarder:
         if len(self._producer):
             return  # earlier records still in flight: keep order, wait for them
         self._journal_failed()  # librdkafka is empty: every failure is known, journal it first
+        if len(self._in_doubt) and not self._check_in_doubt(now):
+            return
         self.kafka_up = True
         while self.spooling and not self._stopping:
             seq = self.journal.oldest_segment()
             if seq is None:
                 logger.info("journal replayed: Kafka is back, producing directly")
                 self.spooling = False
+                self._skips.clear()
                 return
             try:
                 replayed = self._replay_segment(seq)
@@ -479,10 +490,32 @@ class Forwarder:
             if not self.kafka_up:
                 return
 
+    def _check_in_doubt(self, now: float) -> bool:
+        """Find the records in doubt that Kafka holds (they are not replayed); False
+        to try again at the next probe. Gives up after ``_IN_DOUBT_CHECK_S``: a
+        replay that waits longer costs more than a few duplicates."""
+        self._in_doubt_since = self._in_doubt_since or now
+        budget = max(_PROBE_INTERVAL_S, _IN_DOUBT_CHECK_S - (now - self._in_doubt_since))
+        try:
+            self._skips.add(self._in_doubt.find_in_kafka(librdkafka_config(self.settings), budget))
+        except (KafkaException, TimeoutError) as exc:
+            if now - self._in_doubt_since < _IN_DOUBT_CHECK_S:
+                logger.info("records in doubt not checked yet (%s): trying again", exc)
+                return False
+            logger.warning(
+                "%d record(s) in doubt replayed unchecked (%s): some may now be in Kafka twice",
+                len(self._in_doubt),
+                exc,
+            )
+        self._in_doubt.clear()
+        self._in_doubt_since = 0.0
+        return True
+
     def _replay_segment(self, seq: int) -> int | None:
         """Produce one segment; the count once every record is acked, None when one
         failed (the segment stays whole and is replayed from its start later)."""
         self._replaying, self._replay_failed = True, False
+        self._replay_delivered.clear()
         count = 0
         try:
             for rec in self.journal.read_segment(seq):
@@ -497,6 +530,7 @@ class Forwarder:
             self._replaying = False
         if self._replay_failed:
             logger.warning("replay of journal segment %d failed: it stays for the next try", seq)
+            self._skips.add(self._replay_delivered)  # replayed again from its start
             return None
         return count
 
@@ -532,6 +566,8 @@ class Forwarder:
         self, err: KafkaError | None, msg: Message, batch: _Batch | None = None
     ) -> None:
         if err is None:
+            if batch is None and self._replaying:
+                self._replay_delivered[record_id(msg)] += 1
             self._acked[msg.topic() or ""] += 1
             self.kafka_up = True
             self._ack_seq += 1
@@ -545,6 +581,7 @@ class Forwarder:
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:
             self.kafka_up = False
+        self._in_doubt.add_failed(msg)
         if batch is None and self._replaying:
             # A replayed record: its segment is still on disk and is replayed again from
             # the start; fail the rest of this replay so nothing after it is delivered.

@@ -22,6 +22,10 @@ DROPPED = Counter(
 QUEUE_DEPTH = Gauge("hq_receiver_queue_bytes", "bytes waiting in the in-memory queue")
 JOURNAL_BYTES = Gauge("hq_receiver_journal_bytes", "bytes spooled in the on-disk journal")
 JOURNALED = Counter("hq_receiver_journaled_total", "records written to the journal")
+REPLAY_SKIPPED = Counter(
+    "hq_receiver_replay_skipped_total",
+    "journaled records not replayed: the broker had written them before it went away",
+)
 JOURNAL_CORRUPT = Counter(
     "hq_receiver_journal_corrupt_total",
     "journal stretches that were not a valid record (CRC, framing, torn tail); sent to the DLQ",

@@ -139,14 +139,15 @@ class StreamsSettings(CommonSettings):
     datadir: str = Field(".run/streams", validation_alias=_env("datadir"))
     # -- group membership and failover (docs/architecture.md, "Failover") --------
     session_timeout_s: float = Field(
-        6.0,
+        3.0,
         ge=1,
         validation_alias=_env("session_timeout_s"),
         description="a worker that stops heartbeating (SIGKILL, frozen) loses its partitions "
-        "after this long; the broker's group.min.session.timeout.ms (6 s) is the floor",
+        "after this long; the broker's group.min.session.timeout.ms is the floor (3 s in "
+        "hqstream's broker configs, Kafka's default is 6 s)",
     )
     heartbeat_interval_s: float = Field(
-        1.0,
+        0.5,
         gt=0,
         validation_alias=_env("heartbeat_interval_s"),
         description="how often a worker heartbeats, and so learns that a rebalance started",

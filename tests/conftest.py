@@ -116,7 +116,10 @@ def kafka(_local_stack: LocalStack | None) -> Iterator[KafkaEndpoint]:
     if _docker_engine_answers():
         from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
 
-        with KafkaContainer().with_kraft() as container:
+        # the workers' 3 s session timeout is below Kafka's default 6 s floor
+        container = KafkaContainer().with_kraft()
+        container.with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "3000")
+        with container:
             yield KafkaEndpoint(container.get_bootstrap_server())
         return
     assert _local_stack is not None

@@ -93,9 +93,10 @@ def test_producer_is_a_lease_holding_guaranteed_singleton(overlay: Rendered) -> 
 #: every timeframe's bars: the workers write them, the gateway reads them (the archive: 1m)
 CANDLE_TOPICS = tuple(topics.CANDLES.values())
 EXPECTED_ACLS = {
+    # Read: after a broker outage, what the broker wrote without acknowledging it
     "hq-producer": {
-        ("topic", "hq.ticks.raw", "literal"): {"Write", "Describe"},
-        ("topic", "hq.ticks.dlq", "literal"): {"Write", "Describe"},
+        ("topic", "hq.ticks.raw", "literal"): {"Write", "Read", "Describe"},
+        ("topic", "hq.ticks.dlq", "literal"): {"Write", "Read", "Describe"},
     },
     "hq-streams": {
         ("topic", "hq.ticks.raw", "literal"): {"Read", "Describe"},

@@ -23,9 +23,13 @@ class FakeMessage:
 
     _value: bytes
     _topic: str = "raw"
+    _partition: int = 0
 
     def value(self) -> bytes:
         return self._value
+
+    def partition(self) -> int:
+        return self._partition
 
     def topic(self) -> str:
         return self._topic

@@ -1,7 +1,7 @@
 """A stream worker's lifecycle under faults, as real processes on real Kafka and Redis.
 
 * a SIGKILLed worker's partitions are processed again by the survivor within
-  :data:`FAILOVER_DEADLINE_S` (the session timeout is 6 s, not faust's 60 s);
+  :data:`FAILOVER_DEADLINE_S` (the session timeout is 3 s, not faust's 60 s);
 * a worker started while the broker (or Redis) is down waits, logging once
   per interval, and processes once it is back;
 * a worker whose agent crashes says so on ``/healthz`` and exits non-zero.
@@ -39,7 +39,8 @@ from tests.streams.test_integration import (
 pytestmark = pytest.mark.integration
 
 #: the survivor must process the killed worker's partitions again within this
-#: (6 s session timeout + rejoin; 10 s is the target, the margin is for a loaded CI)
+#: (3 s session timeout + rejoin + catch-up; 10 s is the target, the margin is for a
+#: loaded CI)
 FAILOVER_DEADLINE_S = 15.0
 
 #: a worker whose agent raises on its first batch only (what a poison record did);
