@@ -258,6 +258,20 @@ def _warm_broker(side: Side, phase: Phase, limit_s: float) -> None:
         f"(JIT compilers {100 * share:.1f}% of a core at the end)"
     )
     side.rig.stop_feed()
+    _wait_drained(side)
+
+
+def _wait_drained(side: Side, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
+    """Waits until the workers processed no batch for ``quiet_s``: a warm-up the pipeline
+    could not keep up with leaves a backlog, which would be measured as the next phase."""
+    deadline = time.monotonic() + limit_s
+    last, since = _worker_batches(side.rig), time.monotonic()
+    with Live(console=console, refresh_per_second=2) as live:
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (now := _worker_batches(side.rig)) != last:
+                last, since = now, time.monotonic()
+            live.update(f"{side.label}: the workers work off the warm-up's backlog ({last:,.0f} batches)")
 
 
 def _add(total: Usage, more: Usage) -> None:
