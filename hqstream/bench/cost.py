@@ -271,7 +271,7 @@ def _wait_drained(side: Side, quiet_s: float = 3.0, limit_s: float = 180.0) -> N
             time.sleep(0.5)
             if (now := _worker_batches(side.rig)) != last:
                 last, since = now, time.monotonic()
-            live.update(f"{side.label}: the workers work off the warm-up's backlog ({last:,.0f} batches)")
+            live.update(f"{side.label}: the workers work off the warm-up's backlog, {last:,.0f}")
 
 
 def _add(total: Usage, more: Usage) -> None:
