@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 KUSTOMIZE_VERSION := v5.6.0
 GOBIN_DIR := $(CURDIR)/.cache/bin
 
-.PHONY: run test setup system-deps python-deps kafka-jars kustomize lint typecheck unit clean bench screenshot
+.PHONY: run test setup system-deps python-deps kafka-jars kafka-class-archive kustomize lint typecheck deadcode unit clean bench screenshot
 
 run: setup
 	$(BIN)/hqstream up
@@ -18,7 +18,7 @@ run: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest tests
 
-setup: system-deps python-deps kafka-jars kustomize
+setup: system-deps python-deps kafka-jars kafka-class-archive kustomize
 
 # Debian packages: Java 17 and Maven are on the machine; redis-server and
 # chromium (for the dashboard browser test) are installed when missing.
@@ -45,6 +45,12 @@ $(STAMP): pyproject.toml
 kafka-jars:
 	@bash deploy/local/fetch-kafka.sh
 
+# The broker's class-data-sharing archive: every local broker starts ~1/3 faster.
+kafka-class-archive: python-deps kafka-jars
+	@$(BIN)/python -c 'from hqstream.local_runner import kafka_class_archive as a, build_kafka_class_archive as b; \
+	  a().exists() or print("dumping the Kafka broker classes (one broker start and stop) ...", flush=True); \
+	  b().exists() or print("no class archive: the local broker starts without one")'
+
 kustomize:
 	@if [ ! -x $(GOBIN_DIR)/kustomize ]; then \
 	  echo "installing kustomize $(KUSTOMIZE_VERSION) from the Go module proxy"; \
@@ -57,6 +63,9 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+deadcode:  # candidates only (vulture cannot see framework callbacks): read, then decide
+	$(BIN)/vulture api archive hqcore producers schemas streams hqstream deploy/k8s_topics.py --min-confidence 60 || true
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not integration and not browser"

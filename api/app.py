@@ -1,7 +1,8 @@
 """The FastAPI application: wiring of store, hub, Kafka feed, routes and dashboard.
 
 ``create_app()`` builds everything from :class:`api.settings.GatewaySettings`;
-the lifespan starts the Kafka feed thread, the slow-client watchdog and the
+the lifespan starts the Kafka feed thread, the open-bar reader
+(:mod:`api.open_bars`), the slow-client watchdog and the
 garbage-collector keeper (:func:`keep_gc_off_live_objects`) and stops them on
 shutdown. The dashboard (``api/static/``, built separately) is
 served at ``/`` and ``/dashboard``; the mount works even when the folder is
@@ -37,6 +38,7 @@ from api.hub import Hub
 from api.kafka_feed import KafkaFeed
 from api.limits import FairSlots
 from api.models import Health
+from api.open_bars import OpenBars
 from api.routes import router
 from api.settings import GatewaySettings, get_settings
 from api.snapshots import SnapshotReads
@@ -122,6 +124,9 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
         if feed is not None:
             feed.start()
         watchdog = loop.create_task(hub.watch_slow_clients(cfg.slow_client_deadline_s))
+        open_bars = loop.create_task(
+            OpenBars(hub, store, cfg.open_bar_interval_ms / 1000).run(), name="open-bars"
+        )
         gc_keeper = None
         if cfg.gc_freeze_interval_s > 0:
             gc_keeper = loop.create_task(
@@ -136,6 +141,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
             yield
         finally:
             watchdog.cancel()
+            open_bars.cancel()
             if gc_keeper is not None:
                 gc_keeper.cancel()
             for session in list(hub.sessions.values()):

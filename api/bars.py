@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from api.errors import BadRequest
-from schemas.bar_series import BarSeries
+from schemas.bar_series import Bar, BarSeries
 from schemas.indicators import GROUPS, select
 from schemas.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
@@ -76,21 +76,29 @@ def compose(
         minutes_rows = [orjson.loads(raw) for raw in minutes]
     open_minutes = [m for m in minutes_rows if not m["closed"]]
     open_minute = max(open_minutes, key=lambda m: m["minute_ts"]) if open_minutes else None
-    # no stored series: no minute of the stock closed since the platform started
-    # (or indicators are off); the open bar is still shown, without values
-    stored = BarSeries(tf) if series is None else BarSeries.from_json(orjson.loads(series))
-    shown = stored.view(open_minute)
-    if series is None:
-        shown = [dict(bar, indicators=None) for bar in shown]
     rows.sort(key=lambda r: r["minute_ts"])
     newest = rows[-1]["minute_ts"] if rows else -1
-    rows += [bar for bar in shown if bar["minute_ts"] > newest]
+    rows += [bar for bar in open_bars(tf, series, open_minute) if bar["minute_ts"] > newest]
     if limit > 0:
         rows = rows[-limit:]
     if groups is not None:
         for row in rows:
             row["indicators"] = only(row.get("indicators"), groups)
     return rows
+
+
+def open_bars(tf: Timeframe, series: bytes | None, open_minute: Bar | None) -> list[Bar]:
+    """The open bar(s) of ``tf`` as they stand: the stored series (JSON) and the open minute.
+
+    Usually one bar (see :meth:`BarSeries.view`). Without a stored series (no
+    minute of the stock closed since the platform started, or indicators are
+    off) the open bar is still shown, without values.
+    """
+    stored = BarSeries(tf) if series is None else BarSeries.from_json(orjson.loads(series))
+    shown = stored.view(open_minute)
+    if series is None:
+        shown = [dict(bar, indicators=None) for bar in shown]
+    return shown
 
 
 def only(values: dict[str, Any] | None, groups: frozenset[str] | None) -> dict[str, Any] | None:

@@ -2,8 +2,8 @@
 
 A client asks for one stock or one market of a past trading day at a speed;
 the gateway reads that day's quotes from the Parquet archive (the archive's
-own reader, :mod:`archive.replay`: row group by row group, in exchange-time
-order) and sends them with their original pacing divided by the speed, then
+own reader, :mod:`hqcore.parquet_archive.reader`: row group by row group, in
+exchange-time order) and sends them with their original pacing divided by the speed, then
 ``day_replay_done``. Only this client gets them: nothing is published to
 Kafka and nothing touches the live fan-out.
 
@@ -35,9 +35,9 @@ from datetime import date
 import pyarrow.compute as pc
 
 from api.ws_session import Session, dumps, frame
-from archive.errors import ArchiveError
-from archive.replay import Pacer, events, index_day
-from archive.storage import open_storage
+from hqcore.parquet_archive.errors import ArchiveError
+from hqcore.parquet_archive.reader import Pacer, events, index_day
+from hqcore.parquet_archive.storage import open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ async def stream_day(
     """Send ``reader``'s quotes to ``session`` at the request's pace; returns how many.
 
     Quotes due at the same moment (the exchange clock divided by the speed, as
-    :class:`archive.replay.Pacer` paces ``hqstream replay``) go in one
+    :class:`hqcore.parquet_archive.reader.Pacer` paces ``hqstream replay``) go in one
     ``day_replay`` message; a replay that falls behind (a slow reader) sends
     what is due at once, never sleeping to catch up.
     """

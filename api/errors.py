@@ -84,13 +84,6 @@ class Forbidden(GatewayError):
     code = "forbidden"
 
 
-class Unavailable(GatewayError):
-    """A backend (Redis, Kafka) did not answer."""
-
-    status_code = 503
-    code = "unavailable"
-
-
 class Misconfigured(GatewayError):
     """The gateway cannot start with these settings (e.g. auth on and no keys)."""
 

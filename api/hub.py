@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from api.ws_session import (
     Session,
     Snapshot,
 )
+from schemas.bar_series import Bar
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class Hub:
         self.stats_subs: set[Session] = set()
         self.alert_subs: set[Session] = set()
         self.candle_subs: defaultdict[str, set[Session]] = defaultdict(set)
+        # (code, tf) -> start of the newest closed bar routed, for watched codes: no open
+        # bar of that start or an older one is offered after it (api.open_bars)
+        self.closed_through: dict[tuple[str, str], int] = {}
+        # called with the code of each routed quote that has candle subscribers
+        self.on_watched_quote: Callable[[str], None] | None = None
         self.per_key: defaultdict[str, int] = defaultdict(int)
         self.latest: dict[str, QuoteEvent] = {}
         self.exchange_now = 0  # the newest exchange_ts routed: the exchange clock, epoch ms
@@ -209,6 +216,8 @@ class Hub:
                     s.offer_quote(q)
                 for s in self.everything:
                     s.offer_quote(q)
+                if q.code in self.candle_subs and self.on_watched_quote is not None:
+                    self.on_watched_quote(q.code)
             elif ev.kind == "stats":
                 self.latest_stats[ev.key] = ev.raw
                 if pushing:
@@ -219,13 +228,47 @@ class Hub:
                     for s in self.alert_subs:
                         s.offer_alert(ev.raw)
             elif ev.kind == "candle" and pushing:
-                for s in self.candle_subs.get(ev.key, ()):
+                subs = self.candle_subs.get(ev.key)
+                if not subs:
+                    continue
+                key = (ev.key, ev.tf)
+                if ev.minute_ts > self.closed_through.get(key, -1):
+                    self.closed_through[key] = ev.minute_ts
+                for s in subs:
                     stream = s.candles.get(ev.key)
                     if stream is not None and stream.tf == ev.tf:
                         s.offer_candle(ev.key, ev.minute_ts, ev.candle_json(stream.groups))
         self.routed += len(events)
         self.last_event_at = time.time()
         metrics.DISPATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def offer_open_bars(self, code: str, tf: str, bars: list[Bar]) -> None:
+        """Offer ``code``'s open ``tf`` bars (api.open_bars) to the sessions watching them.
+
+        Each bar is rendered once per set of indicator groups; a bar whose
+        start is not after the newest closed one routed is dropped (its final
+        values went out already).
+        """
+        subs = self.candle_subs.get(code)
+        if not subs or not self.pushing:
+            return
+        newest_closed = self.closed_through.get((code, tf), -1)
+        fresh = [bar for bar in bars if bar["minute_ts"] > newest_closed]
+        rendered: dict[frozenset[str] | None, list[bytes]] = {}
+        for s in subs:
+            stream = s.candles.get(code)
+            if stream is None or stream.tf != tf:
+                continue
+            raws = rendered.get(stream.groups)
+            if raws is None:
+                raws = rendered[stream.groups] = [render_bar(bar, stream.groups) for bar in fresh]
+            for bar, raw in zip(fresh, raws, strict=True):
+                s.offer_candle(code, bar["minute_ts"], raw, closed=False)
+
+    def refresh_open_bars(self, code: str) -> None:
+        """Have ``code``'s open bars read and offered again (a new candle subscriber)."""
+        if code in self.latest and self.on_watched_quote is not None:
+            self.on_watched_quote(code)
 
     def market_snapshot(self, market: str, stored: list[QuoteEvent], hold: Hold) -> Snapshot:
         """Per code of ``market`` (or ALL) the newer of ``stored`` and the last routed quote.

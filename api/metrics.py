@@ -19,4 +19,11 @@ DISPATCH_SECONDS = Histogram(
     "time to route one consumed batch to subscribers",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
-REST_REQUESTS = Counter("hq_gateway_rest_requests_total", "REST requests", ["route", "status"])
+OPEN_BAR_READS = Counter(
+    "hq_gateway_open_bar_reads_total",
+    "stocks whose open bars were read from Redis for candle subscribers",
+)
+OPEN_BAR_BEHIND = Counter(
+    "hq_gateway_open_bar_behind_total",
+    "open-bar reads that found Redis behind the routed quote (read again next round)",
+)

@@ -40,13 +40,8 @@ class GatewaySettings(CommonSettings):
         description="'off' serves callers without a key (never as admins); with 'on' the "
         "gateway refuses to start unless keys are configured",
     )
-    topic_prefix: str = Field(
-        "",
-        validation_alias=_gw("topic_prefix", "HQ_TOPIC_PREFIX"),
-        description="prefix of every topic (tests); HQ_TOPIC_PREFIX is shared by all services",
-    )
     streams_group: str = Field(
-        "hqstream-streams",
+        topics.STREAMS_GROUP,
         validation_alias=_gw("streams_group"),
         description="consumer group of the stream workers (for lag)",
     )
@@ -56,6 +51,14 @@ class GatewaySettings(CommonSettings):
         description="the feed receiver's Prometheus endpoint",
     )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
+    open_bar_interval_ms: int = Field(
+        100,
+        ge=1,
+        le=60_000,
+        validation_alias=_gw("open_bar_interval_ms"),
+        description="candle subscribers' open bars are read from Redis at most this often "
+        "(once per round for every watched stock that got a quote)",
+    )
     market_snapshot_max_age_s: float = Field(
         1.0,
         gt=0,
@@ -196,12 +199,8 @@ class GatewaySettings(CommonSettings):
         return self.topic(topics.ALERTS)
 
     @property
-    def candles_topic(self) -> str:
-        return self.topic(topics.CANDLES_1M)
-
-    @property
     def candle_topics(self) -> dict[str, str]:
-        """Every timeframe's closed-bar topic (1m is :attr:`candles_topic`)."""
+        """Every timeframe's closed-bar topic."""
         return {tf: self.topic(name) for tf, name in topics.CANDLES.items()}
 
     def client_keys(self) -> tuple[str, ...]:

@@ -96,10 +96,6 @@ class Store:
         rows = await self.redis.hgetall(keys.candles(code, trade_date))
         return sorted((_loads(v) for v in rows.values()), key=lambda c: int(c["minute_ts"]))
 
-    async def candles_raw(self, code: str, trade_date: str) -> list[bytes]:
-        rows: Any = await self.redis.hgetall(keys.candles(code, trade_date))
-        return [bytes(rows[k]) for k in sorted(rows, key=int)]
-
     async def bar_parts(
         self, code: str, tf: Timeframe, trade_date: str
     ) -> tuple[list[bytes], bytes | None, list[bytes]]:
@@ -114,6 +110,34 @@ class Store:
         closed = [bytes(found[0][k]) for k in sorted(found[0], key=int)]
         minutes = [bytes(v) for v in found[2].values()] if tf != "1m" else []
         return closed, None if found[1] is None else bytes(found[1]), minutes
+
+    async def open_bar_parts(
+        self, wanted: list[tuple[str, str, int | None, list[Timeframe]]]
+    ) -> list[tuple[int | None, bytes | None, list[bytes | None]]]:
+        """What :func:`api.bars.open_bars` needs, for the push of open bars (api.open_bars).
+
+        Per ``(code, trade_date, minute, timeframes)``, one pipeline for all: the
+        stored quote's ``ts`` (read first), the 1-minute candle of ``minute``
+        (None: no minute) and the stored series of each timeframe.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for code, trade_date, minute, tfs in wanted:
+                pipe.hget(keys.quote(code), "ts")
+                if minute is not None:
+                    pipe.hget(keys.candles(code, trade_date), str(minute))
+                pipe.hmget(keys.bars(code), tfs)
+            found: list[Any] = await pipe.execute()
+        out: list[tuple[int | None, bytes | None, list[bytes | None]]] = []
+        at = 0
+        for _, _, minute, _ in wanted:
+            ts = found[at]
+            candle = found[at + 1] if minute is not None else None
+            at += 2 if minute is not None else 1
+            series = [None if v is None else bytes(v) for v in found[at]]
+            at += 1
+            out.append((None if ts is None else int(ts), None if candle is None else bytes(candle),
+                        series))  # fmt: skip
+        return out
 
     async def ticks(self, code: str, start: int | None, end: int | None, limit: int) -> list[Any]:
         """Quotes with ``start <= exchange_ts <= end``, oldest first; the latest ``limit``."""

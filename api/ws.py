@@ -63,7 +63,7 @@ from api.ws_session import (
     Snapshot,
     frame,
 )
-from archive.errors import ArchiveError
+from hqcore.parquet_archive.errors import ArchiveError
 from schemas.exchange import MARKETS, MARKETS_AND_ALL, describe_ms, is_stock_code
 
 logger = logging.getLogger(__name__)
@@ -387,14 +387,21 @@ class Connection:
         except BadRequest as exc:
             raise ProtocolError("bad_request", exc.message) from None
         self._room_for(code)
+        # Register first (closed bars routed meanwhile are parked), read, then release.
+        self.s.start_candle_snapshot(code)
         self.hub.subscribe_candles(self.s, code, CandleStream(tf, groups))
         self.ack("subscribe_candles")
-        closed, series, minutes = await self.store.bar_parts(
-            code, tf, await self.store.trade_date(code)
-        )
-        limit = bars.DAILY_LIMIT if tf == "1d" else 0
-        rows = bars.compose(tf, closed, series, minutes, groups, limit)
-        self.s.control(frame("snapshot", stock_code=code, tf=tf, candles=rows))
+        snapshot = None
+        try:
+            closed, series, minutes = await self.store.bar_parts(
+                code, tf, await self.store.trade_date(code)
+            )
+            limit = bars.DAILY_LIMIT if tf == "1d" else 0
+            rows = bars.compose(tf, closed, series, minutes, groups, limit)
+            snapshot = frame("snapshot", stock_code=code, tf=tf, candles=rows)
+        finally:
+            self.s.release_candle_snapshot(code, snapshot)
+        self.hub.refresh_open_bars(code)  # open bars are pushed from now on
 
     async def unsubscribe_candles(self, msg: dict[str, Any]) -> None:
         self.hub.unsubscribe_candles(self.s, self._code(msg))

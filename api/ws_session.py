@@ -12,8 +12,11 @@ and a notification, never an await. Two ways to send, chosen per connection:
   that wakes at most once per flush interval.
 
 Either way a slow client only slows itself: its buffers conflate (latest quote
-per stock, latest stats per market, latest candle per minute) and it gets
-fewer, fresher updates. Control messages (acks, snapshots, replays) cannot be
+per stock, latest stats per market, latest bar per stock and bar start: an
+open bar's update replaces the previous one, its closed bar replaces both)
+and it gets fewer, fresher updates; quotes and bars pending are bounded
+(``max_pending_quotes`` each: past it updates are dropped and the slow-client
+deadline closes the connection). Control messages (acks, snapshots, replays) cannot be
 conflated: their bytes are counted, and past ``max_queued_bytes`` the session
 stops queueing and is marked :attr:`Session.overflowed` (its connection closes
 it with 4008), so a client that asks for snapshots without reading them
@@ -23,6 +26,9 @@ Snapshot-then-live uses *holds*: while a subscription's snapshot (or replay) is
 being read, live quotes of the held codes are parked in the hold instead of the
 buffer; releasing the hold drops what the snapshot already covers (by
 ``exchange_ts``) and moves the rest to the buffer, after the snapshot message.
+A candle snapshot parks the stock's closed bars routed meanwhile (sent after
+it) and drops its open bars (the snapshot is at least as new; the hub offers
+them again once it is queued).
 
 This module never reads Redis or Kafka and never calls the socket directly:
 it is handed ``send``/``close`` callables or a :class:`FrameWriter`.
@@ -227,6 +233,8 @@ class Session:
         self._quotes: dict[str, QuoteEvent] = {}
         self._stats: dict[str, bytes] = {}
         self._candles: dict[tuple[str, int], bytes] = {}
+        # code -> closed bars routed while its candle snapshot is read (by bar start)
+        self._candle_snapshots: dict[str, dict[int, bytes]] = {}
         self._alerts: deque[bytes] | None = None
         self.holds: list[Hold] = []
         self._wake: asyncio.Event | None = None
@@ -264,9 +272,22 @@ class Session:
         self._stats[market] = raw
         self._notify()
 
-    def offer_candle(self, code: str, minute_ts: int, raw: bytes) -> None:
-        self._candles[(code, minute_ts)] = raw
-        self._notify()
+    def offer_candle(self, code: str, minute_ts: int, raw: bytes, closed: bool = True) -> None:
+        """A bar of ``code`` starting at ``minute_ts``: closed (final), or open (as it stands)."""
+        parked = self._candle_snapshots.get(code)
+        if parked is not None:
+            if closed:
+                parked[minute_ts] = raw
+            return
+        pending = self._candles
+        key = (code, minute_ts)
+        if key not in pending and len(pending) >= self.max_pending_quotes:
+            if self.overflow_since is None:
+                self.overflow_since = time.monotonic()
+            return
+        pending[key] = raw
+        if not self.dirty:
+            self._notify()
 
     def offer_alert(self, raw: bytes) -> None:
         if self._alerts is None:
@@ -343,6 +364,18 @@ class Session:
             )
         self.control(frame("replay_done", stock_code=code, replayed=len(merged)))
 
+    def start_candle_snapshot(self, code: str) -> None:
+        """``code``'s candle snapshot is being read: park its bars until it is queued."""
+        self._candle_snapshots[code] = {}
+
+    def release_candle_snapshot(self, code: str, snapshot: bytes | None) -> None:
+        """Queue the candle ``snapshot`` (None: its read failed), then the closed bars parked."""
+        parked = self._candle_snapshots.pop(code, {})
+        if snapshot is not None:
+            self.control(snapshot)
+        for minute_ts, raw in sorted(parked.items()):
+            self.offer_candle(code, minute_ts, raw)
+
     def _drop_pending_covered(self, covered: dict[str, int]) -> None:
         if len(covered) > len(self._quotes):  # a whole market: walk the (smaller) buffer
             drop = [c for c, ev in self._quotes.items() if ev.ts <= covered.get(c, -1)]
@@ -395,6 +428,7 @@ class Session:
         if self._candles:
             out.append(_batch("candles", self._candles.values()))
             self._candles = {}
+            self.overflow_since = None
         if self._alerts:
             out.append(_batch("alerts", self._alerts))
             self._alerts.clear()
@@ -468,6 +502,7 @@ class Session:
         self._quotes = {}
         self._stats = {}
         self._candles = {}
+        self._candle_snapshots = {}
         self._alerts = None
         for hold in self.holds:
             hold.latest.clear()

@@ -23,12 +23,13 @@ from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
-from archive import layout, metrics
-from archive.arrow_schema import SPECS, Dataset
+from archive import metrics
 from archive.settings import ArchiveSettings
-from archive.storage import Storage, open_storage
 from archive.writer import Batch, BatchWriter
 from hqcore.kafka_client import librdkafka_config
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.arrow_schema import SPECS, Dataset
+from hqcore.parquet_archive.storage import Storage, open_storage
 from hqcore.signals import on_stop_signals
 from schemas.serde import Codec, SerdeError, make_codec
 

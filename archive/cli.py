@@ -56,10 +56,10 @@ def compact(
     force: bool = typer.Option(False, "--force", help="Compact even a day that is not closed."),
 ) -> None:
     """Merge a closed day's files into few large ones (atomic, idempotent)."""
-    from archive.arrow_schema import SPECS
     from archive.compact import DayNotClosed, compact_day
     from archive.settings import ArchiveSettings
-    from archive.storage import open_storage
+    from hqcore.parquet_archive.arrow_schema import SPECS
+    from hqcore.parquet_archive.storage import open_storage
     from schemas.exchange import today_in_shanghai
 
     settings: ArchiveSettings = ctx.obj
@@ -107,9 +107,9 @@ def replay(
     """Publish an archived day to <prefix>hq.ticks.normalized (and candles/alerts)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from archive.errors import NoSuchDay
     from archive.replay import Replay, run_replay
     from archive.settings import get_settings
+    from hqcore.parquet_archive.errors import NoSuchDay
 
     settings = get_settings()
     if root:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
-from archive import layout
-from archive.arrow_schema import SPECS, Dataset, dataset_schema
-from archive.errors import ArchiveError
-from archive.storage import Storage
 from archive.writer import write_options
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.arrow_schema import SPECS, Dataset, dataset_schema
+from hqcore.parquet_archive.errors import ArchiveError
+from hqcore.parquet_archive.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from functools import cache, partial
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from hqcore.settings import CommonSettings, env_alias
 
@@ -22,8 +21,6 @@ _env = partial(env_alias, "HQ_ARCHIVE_")
 
 class ArchiveSettings(CommonSettings):
     """Where the archive lives, how files are rolled and compacted."""
-
-    model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
 
     root: str = Field(
         ".run/archive",

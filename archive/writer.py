@@ -2,7 +2,7 @@
 
 A batch's rows are split by (trade date, market); each group becomes one
 Parquet file named after the batch's offset range and its part number
-(:mod:`archive.layout`). Files are written atomically and durably; the caller
+(:mod:`hqcore.parquet_archive.layout`). Files are written atomically and durably; the caller
 commits the batch's offsets only after :meth:`BatchWriter.write` returns.
 This module never talks to Kafka.
 """
@@ -16,9 +16,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from archive import layout
-from archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN, SPECS, Dataset, dataset_schema
-from archive.storage import Storage
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.arrow_schema import (
+    OFFSET_COLUMN,
+    PARTITION_COLUMN,
+    SPECS,
+    Dataset,
+    dataset_schema,
+)
+from hqcore.parquet_archive.storage import Storage
 from schemas.exchange import trade_date_of
 
 CHUNK_ROWS = 4096

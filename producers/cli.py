@@ -112,7 +112,7 @@ def simulate(
 
     settings = get_settings()
     configure_logging(settings.log_level, "simulate")
-    if settings.feed_token is None or not settings.feed_token.get_secret_value():
+    if not settings.feed_token.get_secret_value():
         typer.echo(
             "HQ_FEED_TOKEN is not set: the simulator needs the token clients must send.", err=True
         )

@@ -31,8 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from hqcore.kafka_client import librdkafka_config
 from producers import metrics
 from producers.errors import JournalError
-from producers.in_doubt import InDoubt, RecordId, Skips, record_id
-from producers.in_doubt import header as _header
+from producers.in_doubt import InDoubt, RecordId, Skips
 from producers.journal import (
     CorruptCause,
     DlqCause,
@@ -65,23 +64,44 @@ _Item = tuple[int, list[KindLine]] | JournalRecord
 
 class _Batch:
     """The delivery callback of one batch produced directly: it knows the batch's place
-    in arrival order and, should records fail, each one's place in the batch.
+    in arrival order and, should records fail, each one's place and journal record.
 
     librdkafka's delivery reports of a purge do not come in produce order (observed:
     the newest queued batch first), so failed records are sorted by (batch, position)
-    before they are journaled. Holds the batch's lines while any of them is in flight.
+    before they are journaled. A delivery report carries no headers, so the batch
+    holds what they said (receive time, each line's kind) while any line is in flight.
+    A DLQ record is a batch of its own (``record``).
     """
 
-    __slots__ = ("_forwarder", "_lines", "_positions", "seq")
+    __slots__ = ("_forwarder", "_lines", "_positions", "receive_ts", "record", "seq")
 
-    def __init__(self, forwarder: Forwarder, seq: int, lines: list[KindLine]) -> None:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        seq: int,
+        receive_ts: int,
+        lines: list[KindLine],
+        record: JournalRecord | None = None,
+    ) -> None:
         self._forwarder = forwarder
         self.seq = seq
+        self.receive_ts = receive_ts
         self._lines = lines
+        self.record = record
         self._positions: dict[bytes, list[int]] | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         self._forwarder._on_delivery(err, msg, self)
+
+    def failed(self, value: bytes) -> tuple[tuple[int, int], JournalRecord]:
+        """Where a record Kafka did not take goes in arrival order, and its journal record."""
+        if self.record is not None:
+            return (self.seq, 0), self.record
+        i = self.position(value)
+        kind: LineKind = self._lines[i][0] if i < len(self._lines) else "sse_szse"
+        return (self.seq, i), JournalRecord(
+            self.receive_ts, RecordKind.of_line(kind), DlqCause.NONE, value
+        )
 
     def position(self, value: bytes) -> int:
         """Where ``value`` is in the batch (equal lines get their places in turn)."""
@@ -93,6 +113,19 @@ class _Batch:
                 indices.reverse()
         places = self._positions.get(value)
         return places.pop() if places else len(self._lines)
+
+
+class _Replayed:
+    """The delivery callback of one replayed journal record."""
+
+    __slots__ = ("_forwarder", "record")
+
+    def __init__(self, forwarder: Forwarder, record: JournalRecord) -> None:
+        self._forwarder = forwarder
+        self.record = record
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self._forwarder._on_replay_delivery(err, msg, self.record)
 
 
 def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
@@ -131,7 +164,6 @@ class Forwarder:
             {
                 **producer_config(settings),
                 "error_cb": self._on_error,
-                "on_delivery": self._on_delivery,
             }
         )
         # Spooling: every record goes to the journal until it is replayed empty.
@@ -155,7 +187,6 @@ class Forwarder:
         self._unlogged_drops: collections.Counter[str] = collections.Counter()
         self._last_drop_log: dict[str, float] = {}
         self._drop_why: dict[str, str] = {}
-        self.delivery_errors = 0
         self.dropped = 0
         self.failure: BaseException | None = None
 
@@ -252,9 +283,11 @@ class Forwarder:
             self._failed = []
             self._spool(records)
 
-    def _next_batch(self, lines: list[KindLine]) -> _Batch:
+    def _next_batch(
+        self, receive_ts: int, lines: list[KindLine], record: JournalRecord | None = None
+    ) -> _Batch:
         self._batch_seq += 1
-        return _Batch(self, self._batch_seq, lines)
+        return _Batch(self, self._batch_seq, receive_ts, lines, record)
 
     def _purge(self) -> None:
         """Fail everything still in librdkafka now (its delivery reports journal it, in
@@ -300,7 +333,7 @@ class Forwarder:
         if isinstance(item, JournalRecord):
             if self.spooling:
                 self._spool([item])
-            elif not self._produce_record(item, self._next_batch([("sse_szse", item.payload)])):
+            elif not self._produce_record(item, self._next_batch(item.receive_ts, [], item)):
                 self._start_spooling("producer queue full")
                 return item
             return None
@@ -312,7 +345,7 @@ class Forwarder:
         headers = {kind: topics.raw_headers(kind, ts, self._source) for kind in LINE_KINDS}
         produce = self._producer.produce
         raw_topic = self.settings.raw_topic
-        batch = self._next_batch(lines)
+        batch = self._next_batch(receive_ts, lines)
         for i, (kind, line) in enumerate(lines):
             try:
                 produce(
@@ -338,10 +371,10 @@ class Forwarder:
         """Produce one journaled/DLQ record; False when the producer queue is full.
         ``batch``: produced directly (not replayed), with its place in arrival order."""
         ts = str(rec.receive_ts).encode()
-        cb: dict[str, Any] = {} if batch is None else {"on_delivery": batch}
-        if batch is None and len(self._skips) and self._skips.take(self._replay_id(rec, ts)):
+        if batch is None and len(self._skips) and self._skips.take(self._record_id(rec)):
             metrics.REPLAY_SKIPPED.inc()
             return True  # the broker had written it before it went away
+        cb: dict[str, Any] = {"on_delivery": batch or _Replayed(self, rec)}
         try:
             if rec.kind in _LINE_RECORD_KINDS:
                 kind = RecordKind(rec.kind).line_kind
@@ -361,11 +394,11 @@ class Forwarder:
             return False
         return True
 
-    def _replay_id(self, rec: JournalRecord, ts: bytes) -> RecordId:
-        topic = (
-            self.settings.raw_topic if rec.kind in _LINE_RECORD_KINDS else self.settings.dlq_topic
-        )
-        return RecordId(topic, rec.payload, ts, self._source)
+    def _record_id(self, rec: JournalRecord) -> RecordId:
+        """What tells ``rec`` apart on its topic (in_doubt.py)."""
+        lines = rec.kind in _LINE_RECORD_KINDS
+        topic = self.settings.raw_topic if lines else self.settings.dlq_topic
+        return RecordId(topic, rec.payload, str(rec.receive_ts).encode(), self._source)
 
     def _produce_corrupt(self, rec: JournalRecord, ts: bytes, cb: dict[str, Any]) -> None:
         """Journal bytes that failed their CRC/framing (or a kind this version does not
@@ -562,52 +595,50 @@ class Forwarder:
         else:
             logger.warning("Kafka producer error: %s", err.str())
 
-    def _on_delivery(
-        self, err: KafkaError | None, msg: Message, batch: _Batch | None = None
-    ) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message, batch: _Batch) -> None:
         if err is None:
-            if batch is None and self._replaying:
-                self._replay_delivered[record_id(msg)] += 1
-            self._acked[msg.topic() or ""] += 1
-            self.kafka_up = True
-            self._ack_seq += 1
+            self._delivered(msg)
             if self._ack_seq % _LATENCY_SAMPLE == 0:
-                sent = _header(msg, topics.H_RECEIVE_TS)
-                if sent:
-                    metrics.ACK_LATENCY.observe(max(0.0, time.time() - int(sent) / 1000))
+                metrics.ACK_LATENCY.observe(max(0.0, time.time() - batch.receive_ts / 1000))
             return
-        self.delivery_errors += 1
+        purged = self._delivery_failed(err)
+        place, rec = batch.failed(msg.value() or b"")
+        self._note_in_doubt(msg, rec)
+        self._start_spooling(f"delivery failed: {err.str()}", purge=not purged)
+        self._failed.append((place, rec))  # journaled, sorted, once librdkafka is empty
+
+    def _on_replay_delivery(self, err: KafkaError | None, msg: Message, rec: JournalRecord) -> None:
+        if err is None:
+            self._delivered(msg)
+            self._replay_delivered[self._record_id(rec)] += 1
+            return
+        self._delivery_failed(err)
+        self._note_in_doubt(msg, rec)
+        # Its segment is still on disk and is replayed again from the start; fail the
+        # rest of this replay so nothing after it is delivered.
+        if not self._replay_failed:
+            self._replay_failed = True
+            self._purge_pending = True
+
+    def _delivered(self, msg: Message) -> None:
+        self._acked[msg.topic() or ""] += 1
+        self.kafka_up = True
+        self._ack_seq += 1
+
+    def _delivery_failed(self, err: KafkaError) -> bool:
+        """Count a failed delivery; True if it was purged (by us) rather than refused."""
         metrics.DELIVERY_ERRORS.inc()
         purged = err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
         if not purged:
             self.kafka_up = False
-        self._in_doubt.add_failed(msg)
-        if batch is None and self._replaying:
-            # A replayed record: its segment is still on disk and is replayed again from
-            # the start; fail the rest of this replay so nothing after it is delivered.
-            if not self._replay_failed:
-                self._replay_failed = True
-                self._purge_pending = True
-            return
-        self._start_spooling(f"delivery failed: {err.str()}", purge=not purged)
-        rec = self._record_of(msg)
-        place = (batch.seq, batch.position(rec.payload)) if batch else (self._batch_seq + 1, 0)
-        self._failed.append((place, rec))  # journaled, sorted, once librdkafka is empty
+        return purged
 
-    def _record_of(self, msg: Message) -> JournalRecord:
-        """The journal record of a message Kafka did not take."""
-        receive_ts = int(_header(msg, topics.H_RECEIVE_TS) or 0)
-        value = msg.value() or b""
-        if msg.topic() == self.settings.dlq_topic:
-            reason = (_header(msg, dlq.REASON) or b"").decode()
-            if reason == "journal_corrupt":
-                detail = (_header(msg, dlq.DETAIL) or b"").decode()
-                name = detail.split(":", 1)[0].upper()
-                cause = CorruptCause[name] if name in CorruptCause.__members__ else 0
-                return JournalRecord(receive_ts, RecordKind.JOURNAL_CORRUPT, cause, value)
-            return JournalRecord(receive_ts, RecordKind.DLQ, DlqCause.of_reason(reason), value)
-        kind: LineKind = "bse_json" if _header(msg, topics.H_FORMAT) == b"bse_json" else "sse_szse"
-        return JournalRecord(receive_ts, RecordKind.of_line(kind), DlqCause.NONE, value)
+    def _note_in_doubt(self, msg: Message, rec: JournalRecord) -> None:
+        """A failed record that was given a partition may be in Kafka anyway (in_doubt.py):
+        even one purged from librdkafka's queue may be a retry the broker wrote."""
+        partition = msg.partition()
+        if partition is not None and partition >= 0:
+            self._in_doubt.add(partition, self._record_id(rec))
 
     def _report(self) -> None:
         with self._drop_lock:

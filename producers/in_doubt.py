@@ -62,6 +62,8 @@ def header(msg: Message, name: str) -> bytes | None:
 
 
 def record_id(msg: Message) -> RecordId:
+    """The id of a consumed record (a delivery report carries no headers: the
+    forwarder builds its ids from the journal record instead)."""
     return RecordId(
         msg.topic() or "",
         msg.value() or b"",
@@ -78,17 +80,6 @@ class InDoubt:
 
     def __len__(self) -> int:
         return sum(c.total() for c in self._by_partition.values())
-
-    def add_failed(self, msg: Message) -> None:
-        """Remember a failed ``msg`` if it may have reached the broker.
-
-        Even a record purged from librdkafka's queue may have: a request that
-        failed with the connection goes back to the queue to be retried.
-        """
-        partition = msg.partition()
-        if partition is None or partition < 0:
-            return  # never given a partition: never sent
-        self.add(partition, record_id(msg))
 
     def add(self, partition: int, rid: RecordId) -> None:
         self._by_partition.setdefault((rid.topic, partition), collections.Counter())[rid] += 1

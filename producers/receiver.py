@@ -60,7 +60,6 @@ class ReceiverStats:
     connects: int = 0
     dlq: int = 0
     connected: bool = False
-    last_data_monotonic: float = 0.0
 
 
 class Receiver:
@@ -167,7 +166,6 @@ class Receiver:
                 now_ms = time.time_ns() // 1_000_000
                 self.stats.bytes += len(chunk)
                 metrics.BYTES.inc(len(chunk))
-                self.stats.last_data_monotonic = time.monotonic()
                 metrics.LAST_DATA.set(time.time())
 
                 if overlong is not None:

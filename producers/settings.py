@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from hqcore.settings import CommonSettings
+from producers import protocol
 from schemas import topics
 
 
@@ -26,11 +27,17 @@ def split_addr(addr: str, default_host: str | None = None) -> tuple[str, int]:
     return host, int(port)
 
 
-class ReceiverSettings(CommonSettings):
-    """The receiver: where the feed is, how to talk to Kafka, how much to buffer."""
+class FeedSettings(CommonSettings):
+    """The vendor feed (``HQ_FEED_ADDR``, ``HQ_FEED_TOKEN``): where the receiver connects
+    and what token it sends; where the simulator listens and the token it requires."""
 
     feed_addr: str = Field("127.0.0.1:7070", description="vendor feed host:port")
     feed_token: SecretStr = Field(SecretStr(""), description="vendor token (secret)")
+
+
+class ReceiverSettings(FeedSettings):
+    """The receiver: where the feed is, how to talk to Kafka, how much to buffer."""
+
     feed_source: str = Field("vendor", description="label put in the `source` header")
     feed: str = Field(
         "",
@@ -44,7 +51,9 @@ class ReceiverSettings(CommonSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
 
     socket_rcvbuf: int = Field(8 * 1024 * 1024, description="SO_RCVBUF bytes")
-    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        protocol.DEAD_AFTER_S, gt=0, description="nothing heard this long: the feed is dead"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)

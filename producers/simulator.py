@@ -12,7 +12,7 @@ others. ``sent_log`` records exactly the quote lines pushed (control lines such
 as the auth answer and heartbeats are not quote lines and are not logged).
 
 It must never log the token, never block the event loop on one client, and
-never read environment variables outside :class:`SimulatorSettings`.
+never read environment variables outside :class:`producers.settings.FeedSettings`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
-from pydantic import Field, SecretStr
-
-from hqcore.settings import CommonSettings
 from hqcore.signals import on_stop_signals
 from producers import protocol
 from producers.errors import ProducersError
 from producers.quote_lines import MalformedKind, SnapshotSource
+from producers.settings import FeedSettings
 from producers.universe import build_universe
 from schemas.exchange import SHANGHAI_TZ
 
@@ -68,16 +66,10 @@ def default_start(now: dt.datetime) -> dt.datetime:
     return opening if opening <= local else opening - dt.timedelta(days=1)
 
 
-class SimulatorSettings(CommonSettings):
-    """``HQ_FEED_TOKEN`` (required to serve) and ``HQ_FEED_ADDR``."""
-
-    feed_token: SecretStr | None = Field(None, description="token clients must send")
-    feed_addr: str = Field("127.0.0.1:7070", description="host:port the simulator listens on")
-
-
 @lru_cache(maxsize=1)
-def get_settings() -> SimulatorSettings:
-    return SimulatorSettings()
+def get_settings() -> FeedSettings:
+    """``HQ_FEED_ADDR`` (where to listen) and ``HQ_FEED_TOKEN`` (required to serve)."""
+    return FeedSettings()
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,11 @@ module and an entry here; see docs/architecture.md, "Several feeds".
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FeedFormat = Literal["hq-line-v1"]
-FEED_FORMATS: Final[tuple[FeedFormat, ...]] = ("hq-line-v1",)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 
 

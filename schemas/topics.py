@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from schemas.exchange import DAY_MS
 from schemas.timeframes import HIGHER, TIMEFRAMES, Timeframe
 
 RAW: Final = "hq.ticks.raw"
@@ -21,7 +22,8 @@ CANDLES_1M: Final = "hq.candles.1m"
 CANDLES: Final[dict[Timeframe, str]] = {tf: f"hq.candles.{tf}" for tf in TIMEFRAMES}
 ALERTS: Final = "hq.alerts"
 
-DAY_MS: Final = 24 * 3600 * 1000
+#: the stream workers' consumer group (the gateway reads its lag)
+STREAMS_GROUP: Final = "hqstream-streams"
 
 #: What a feed quote line is: a Shanghai/Shenzhen ``$`` line or a Beijing JSON
 #: line. The value of a raw record's ``format`` header.

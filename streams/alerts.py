@@ -77,7 +77,6 @@ class AlertConfig:
 
 @dataclass(slots=True)
 class AlertCounters:
-    emitted: int = 0
     replays: int = 0  # exchange_ts <= last seen: ignored
     suspended: int = 0
     cooled_down: int = 0  # alerts held back by the cooldown
@@ -152,7 +151,6 @@ class AlertDetector:
         if quote["traded"] and quote["price"] > 0:
             self._fast_move(st, quote, clock, alerts)
         self._volume(st, quote, clock, alerts)
-        self.counters.emitted += len(alerts)
         return alerts
 
     def _new_day(self, st: _Stock, quote: Quote, fresh: bool) -> None:

@@ -52,7 +52,6 @@ from typing import Final, Literal
 logger = logging.getLogger(__name__)
 
 DropReason = Literal["duplicate", "late", "stale"]
-DROP_REASONS: Final[tuple[DropReason, ...]] = ("duplicate", "late", "stale")
 #: the source of records without a ``source`` header (a single feed)
 IMPLICIT_SOURCE: Final = ""
 LOG_EVERY_S: Final = 10.0

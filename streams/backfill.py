@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,6 @@ from schemas.timeframes import AM_START, MINUTE_MS
 from streams.bars import TimeframeBars
 from streams.errors import StreamsError
 from streams.redis_sink import RedisSink, SinkBatch
-
-logger = logging.getLogger(__name__)
 
 Label = Literal["end", "start"]
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")

@@ -29,8 +29,7 @@ from typing import Any
 import orjson
 
 from schemas.bar_series import Bar, BarSeries
-from schemas.timeframes import TIMEFRAMES, Timeframe
-from streams.trading_clock import CLOSE_GRACE_MS, candle_end
+from schemas.timeframes import CLOSE_GRACE_MS, TIMEFRAMES, Timeframe, candle_end
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ added by streams/bars.py when a candle closes).
 
 Rules:
 
-* The minute of a tick is ``streams.trading_clock.candle_minute`` (auction ticks
+* The minute of a tick is ``schemas.timeframes.candle_minute`` (auction ticks
   fold into 09:30; 11:30:00 and the late-stamped midday ticks after it
   (11:30:02) into 11:29, 15:00:00 and the closing auction's late-stamped
   ticks (15:00:03) into 14:59; nothing in the lunch break or outside
@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.trading_clock import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
+from schemas.timeframes import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ Candle = dict[str, Any]
 class CandleCounters:
     """What the builder did with the ticks it was given."""
 
-    folded: int = 0
     closed: int = 0
     late: int = 0  # exchange_ts <= last seen, or for a minute already closed
     out_of_session: int = 0
@@ -215,7 +214,6 @@ class CandleBuilder:
             st.close = price
             st.last_price = price
         st.ticks += 1
-        self.counters.folded += 1
         return closed
 
     def current(self, code: str) -> Candle | None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import cache, partial
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from hqcore.settings import CommonSettings, env_alias
 from schemas import topics
@@ -26,10 +25,8 @@ _env = partial(env_alias, "HQ_STREAMS_")
 class StreamsSettings(CommonSettings):
     """Everything a stream worker, the rebuild and the benchmark need."""
 
-    model_config = SettingsConfigDict(env_prefix="HQ_", extra="ignore", populate_by_name=True)
-
     group_id: str = Field(
-        "hqstream-streams", validation_alias=_env("group_id"), description="Kafka group / app id"
+        topics.STREAMS_GROUP, validation_alias=_env("group_id"), description="Kafka group / app id"
     )
     worker_id: str = Field(
         "",

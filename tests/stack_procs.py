@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hqstream.bench.pipeline_rig import gateway_ready
 from hqstream.local_runner import create_topics, free_port
+from hqstream.stack_checks import gateway_ready
 from schemas import topics
 from tests.conftest import KafkaEndpoint
 

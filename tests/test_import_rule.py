@@ -27,13 +27,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "archive": frozenset({"archive", "hqcore", "schemas"}),
     "deploy": frozenset({"schemas"}),  # deploy/*.py: tools that render manifests
 }
-#: Known breaches, each to be removed: (file, package it imports). The gateway's
-#: replay of an archived day (issue 17, merged from gateway2) reads Parquet through
-#: archive's reader; that reader belongs below both services (a shared package),
-#: not inside one of them.
-KNOWN_BREACHES: frozenset[tuple[str, str]] = frozenset(
-    {("api/day_replay.py", "archive"), ("api/ws.py", "archive")}
-)
+#: Known breaches, each to be removed: (file, package it imports). Empty: a new
+#: breach fails :func:`test_imports_go_one_way`, never lands here silently.
+KNOWN_BREACHES: frozenset[tuple[str, str]] = frozenset()
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:
@@ -64,6 +60,24 @@ def violations(package: str) -> list[str]:
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_go_one_way(package: str) -> None:
     assert violations(package) == []
+
+
+def test_tests_import_no_benchmark() -> None:
+    """What a test shares with a benchmark lives outside hqstream/bench (only the
+    benches' own tests, in tests/bench/, import them)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.parent.name == "bench":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if any(n == "hqstream.bench" or n.startswith("hqstream.bench.") for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
 
 
 def test_known_breaches_still_exist() -> None:

@@ -32,7 +32,8 @@ import pytest
 import redis
 
 from archive.archiver import Archiver
-from archive.replay import Pacer, Replay
+from archive.replay import Replay
+from hqcore.parquet_archive.reader import Pacer
 from hqstream.local_runner import create_topics
 from schemas import topics
 from schemas.exchange import MARKETS_AND_ALL

@@ -34,8 +34,8 @@ from rich.console import Console
 
 from hqstream.bench.common import machine
 from hqstream.local_runner import LocalStack, create_topics, free_port
+from hqstream.stack_checks import quotes_at_newest
 from producers.sample_feed import RawLine, generate
-from schemas import redis_keys as rk
 from schemas.topics import RAW, topic_specs
 
 console = Console()
@@ -63,21 +63,6 @@ def _assigned(port: int) -> int:
         if name == "hq_streams_assigned_partitions":
             return int(float(value))
     return 0
-
-
-def quotes_at_newest(url: str, newest: dict[str, int]) -> Callable[[], bool]:
-    """A check: every code's quote in Redis is at (or past) its ``newest`` exchange_ts."""
-    client = redis.Redis.from_url(url)
-
-    def check() -> bool:
-        pipe = client.pipeline(transaction=False)
-        for code in newest:
-            pipe.hget(rk.quote(code), "ts")
-        stored = pipe.execute()
-        pairs = zip(newest, stored, strict=True)
-        return all(s is not None and int(s) >= newest[c] for c, s in pairs)
-
-    return check
 
 
 def _newest_in_redis(url: str, lines: list[RawLine]) -> Callable[[], bool]:

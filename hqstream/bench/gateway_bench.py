@@ -20,7 +20,7 @@ gateway's RSS before, at its peak and after the hostile windows.
 
 The feed's shape: ``--burst`` produces the whole universe at once every
 ``universe / rate`` seconds (the vendor's 3 s snapshots: same average rate),
-otherwise quotes are produced evenly. Clients are :mod:`hqstream.bench.wsclient`
+otherwise quotes are produced evenly. Clients are :mod:`hqstream.wsclient`
 (a minimal RFC 6455 client, cheap per frame) or, with ``--client websockets``,
 the ``websockets`` library.
 

@@ -4,7 +4,7 @@
 a loopback port with uuid-prefixed topics, created here and deleted afterwards.
 :func:`produce_quotes` is the feed: normalized quotes whose ``receive_ts`` is
 their send time, in a process of its own, evenly or in universe-sized bursts.
-:func:`light_client` (:mod:`hqstream.bench.wsclient`, cheap per frame) and
+:func:`light_client` (:mod:`hqstream.wsclient`, cheap per frame) and
 :func:`websockets_client` (the ``websockets`` library) are the WebSocket clients;
 both report into a :class:`~hqstream.bench.gateway_measure.Tally`.
 
@@ -25,11 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-
-from hqstream.bench import wsclient
+from hqstream import wsclient
 from hqstream.bench.gateway_measure import Tally
 from hqstream.local_runner import free_port
+from hqstream.stack_checks import gateway_ready
 from schemas import topics
 
 ClientKind = Literal["light", "websockets"]
@@ -133,7 +132,7 @@ def gateway_process(bootstrap: str, redis_url: str, flush_ms: int,
         os.environ,
         HQ_KAFKA_BOOTSTRAP=bootstrap,
         HQ_REDIS_URL=redis_url,
-        HQ_GATEWAY_TOPIC_PREFIX=prefix,
+        HQ_TOPIC_PREFIX=prefix,
         HQ_GATEWAY_FLUSH_INTERVAL_MS=str(flush_ms),
         HQ_GATEWAY_MAX_CONNECTIONS_PER_KEY="100000",
         HQ_LOG_LEVEL="WARNING",
@@ -147,10 +146,7 @@ def gateway_process(bootstrap: str, redis_url: str, flush_ms: int,
     )
     try:
         deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
+        while not gateway_ready(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not become ready")
             time.sleep(0.3)
@@ -170,7 +166,7 @@ def gateway_process(bootstrap: str, redis_url: str, flush_ms: int,
 
 async def light_client(gw: Gateway, subscribe: list[bytes], tally: Tally, stop: asyncio.Event,
                        compression: bool) -> None:  # fmt: skip
-    """One :class:`~hqstream.bench.wsclient.LightClient`: subscribe, hold until ``stop``."""
+    """One :class:`~hqstream.wsclient.LightClient`: subscribe, hold until ``stop``."""
     try:
         client = await asyncio.wait_for(
             wsclient.connect(

@@ -30,7 +30,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 
 import orjson
 
-from hqstream.bench import wsclient
+from hqstream import wsclient
 
 logger = logging.getLogger(__name__)
 

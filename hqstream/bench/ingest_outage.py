@@ -22,6 +22,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
+from hqcore.signals import on_stop_signals
 from hqstream.bench.common import machine
 from hqstream.bench.ingest import _create, _digest_counter, _read_back, simulator
 from hqstream.local_runner import LocalKafka
@@ -31,6 +32,10 @@ from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
 
 console = Console()
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived while spooling or draining."""
 
 
 @dataclass
@@ -48,6 +53,11 @@ class _Figures:
 async def _spool_then_drain(
     settings: ReceiverSettings, expected: int, broker: LocalKafka
 ) -> _Figures:
+    """Spool ``expected`` lines with the broker down, then start it and drain.
+
+    SIGINT/SIGTERM stop it as they stop the receiver command: the receiver and
+    the forwarder stop, and :class:`Stopped` is raised.
+    """
     fig = _Figures()
     journal = Journal.from_settings(settings)
     forwarder = Forwarder(settings, journal)
@@ -55,10 +65,14 @@ async def _spool_then_drain(
     receiver = Receiver(settings, forwarder)
     task = asyncio.create_task(receiver.run())
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    restore_handlers = on_stop_signals(lambda _signum: stopping.set(), loop)
     try:
         first = 0.0
         deadline = time.monotonic() + 600
         while journal.records_written + forwarder.dropped < expected:
+            if stopping.is_set():
+                raise Stopped
             if not first and receiver.stats.lines:
                 first = time.perf_counter()
             if time.monotonic() > deadline or task.done() or forwarder.failure:
@@ -77,6 +91,8 @@ async def _spool_then_drain(
         up = time.perf_counter()
         fig.broker_start_s = up - started
         while forwarder.spooling or forwarder.acked(settings.raw_topic) < expected:
+            if stopping.is_set():
+                raise Stopped
             if time.monotonic() > deadline + 600 or forwarder.failure:
                 raise RuntimeError("the journal did not drain")
             await asyncio.sleep(0.01)
@@ -86,6 +102,7 @@ async def _spool_then_drain(
         receiver.stop()
         await task
         await loop.run_in_executor(None, forwarder.stop)
+        restore_handlers()
     return fig
 
 
@@ -118,7 +135,11 @@ def outage_bench(stocks: int, snapshots: int, partitions: int, fsync_ms: int | N
                         "dlq_topic": raw,
                     }
                 )
-                fig = asyncio.run(_spool_then_drain(settings, expected, broker))
+                try:
+                    fig = asyncio.run(_spool_then_drain(settings, expected, broker))
+                except Stopped:
+                    console.print("stopped by a signal: nothing measured")
+                    raise typer.Exit(130) from None
             sent = [line for line in sent_log.read_bytes().split(b"\n") if line]
             got = _read_back(broker.bootstrap, raw, expected)
             want = _digest_counter(sent)

@@ -9,7 +9,7 @@
 * :func:`broker_pause`: SIGSTOP the broker under a steady feed; seconds until
   records reach the journal, then every line in Kafka, in order per key.
 
-Used by the tests (tests/producers/test_journal_faults.py) and by
+Used by the tests (tests/bench/test_journal_faults.py) and by
 ``hqstream bench journal-faults``; the feed stand-in and the tally live in
 hqstream/bench/fault_plumbing.py. Loopback only; every process it starts it stops.
 """

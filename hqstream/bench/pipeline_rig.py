@@ -23,7 +23,6 @@ import os
 import secrets
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from hqstream.bench.common import BenchEnv
 from hqstream.local_runner import create_topics, free_port, port_open
+from hqstream.stack_checks import gateway_ready
 from hqstream.up import Child
 from producers.simulator import default_start
 from schemas import topics
@@ -45,14 +45,6 @@ def command_of(code: Path | None) -> tuple[list[str], dict[str, str]]:
     if code is None:
         return EXE, {}
     return [sys.executable, "-P", "-m", "hqstream.cli"], {"PYTHONPATH": str(code)}
-
-
-def gateway_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass

@@ -55,7 +55,7 @@ class Gateway:
         self.env, self.port, self.api_key, self.log = env, port, api_key, log
         self.base_url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.prefix = env.get("HQ_GATEWAY_TOPIC_PREFIX", "")
+        self.prefix = env.get("HQ_TOPIC_PREFIX", "")
 
     def start(self) -> None:
         app = ["--factory", "api.app:create_app", "--log-level", "warning"]
@@ -118,7 +118,7 @@ def gateway(kafka: KafkaEndpoint, redis_url: str, tmp_path: Path) -> Iterator[Ga
         **os.environ,
         "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "HQ_REDIS_URL": redis_url,
-        "HQ_GATEWAY_TOPIC_PREFIX": prefix,
+        "HQ_TOPIC_PREFIX": prefix,
         "HQ_GATEWAY_API_KEYS": key,
         "HQ_GATEWAY_STATIC_DIR": str(ROOT / "api" / "static"),
         "PYTHONFAULTHANDLER": "1",  # a crash leaves its traceback in the log

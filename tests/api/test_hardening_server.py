@@ -23,7 +23,7 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from hqstream.bench import wsclient
+from hqstream import wsclient
 from schemas import topics
 from tests.api import helpers as h
 from tests.api.conftest import push_settings
@@ -139,7 +139,7 @@ def test_api_keys_never_reach_a_log_line(
     env.update(
         HQ_KAFKA_BOOTSTRAP=kafka.bootstrap,
         HQ_REDIS_URL=redis_url,
-        HQ_GATEWAY_TOPIC_PREFIX=prefix,
+        HQ_TOPIC_PREFIX=prefix,
         HQ_GATEWAY_API_KEYS=client_key,
         HQ_GATEWAY_ADMIN_KEYS=admin_key,
         HQ_GATEWAY_PRODUCER_METRICS_URL="http://127.0.0.1:1/metrics",

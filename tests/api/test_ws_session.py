@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api.hub import Event, Hub
-from api.ws_session import QuoteEvent, Session
+from api.ws_session import CandleStream, QuoteEvent, Session
 from tests.api.vclock import VirtualClock
 
 
@@ -233,3 +233,68 @@ def test_kept_json_is_its_own_size() -> None:
         tracemalloc.stop()
     payload = sum(map(len, kept))
     assert grown < 2 * payload + 200 * 400, f"{grown} bytes held for {payload} bytes of JSON"
+
+
+def bar(minute_ts: int, close: float, closed: bool = False) -> dict[str, object]:
+    return {"code": "000001", "tf": "5m", "minute_ts": minute_ts, "close": close,
+            "closed": closed, "indicators": {"rsi6": close, "ma5": close}}  # fmt: skip
+
+
+def candle_batches(sink: Sink) -> list[list[tuple[int, object, object]]]:
+    return [
+        [(c["minute_ts"], c["close"], c["closed"]) for c in m["data"]]  # type: ignore[union-attr]
+        for m in sink.sent
+        if m["type"] == "candles"
+    ]
+
+
+async def test_open_bars_conflate_and_never_follow_their_closed_bar(clock: VirtualClock) -> None:
+    """Per bar start the latest open bar; the closed one replaces it and is final."""
+    hub = Hub()
+    sink = Sink()
+    s = session(sink)
+    hub.add(s)
+    hub.subscribe_candles(s, "000001", CandleStream("5m", frozenset({"rsi"})))
+    s.start()
+    sink.gate.clear()  # a slow reader: its updates conflate
+    await clock.advance(0.02)
+    for close in (1.0, 2.0, 3.0):
+        hub.offer_open_bars("000001", "5m", [bar(300, close)])
+    hub.offer_open_bars("000001", "1m", [bar(300, 9.0)])  # not its timeframe
+    sink.gate.set()
+    await clock.advance(0.05)
+    assert candle_batches(sink) == [[(300, 3.0, False)]]
+    assert sink.sent[-1]["data"][0]["indicators"]["rsi6"] == 3.0  # type: ignore[index]
+    assert "ma5" not in sink.sent[-1]["data"][0]["indicators"]  # type: ignore[index]
+    hub.offer_open_bars("000001", "5m", [bar(300, 4.0)])
+    closed = bar(300, 4.0, closed=True)
+    hub.dispatch([Event("candle", json.dumps(closed).encode(), key="000001", minute_ts=300,
+                        tf="5m", record=closed)])  # fmt: skip
+    hub.offer_open_bars("000001", "5m", [bar(300, 3.5), bar(600, 5.0)])  # a late read
+    await clock.advance(0.05)
+    assert candle_batches(sink)[1:] == [[(300, 4.0, True), (600, 5.0, False)]]
+    await s.stop()
+
+
+async def test_pending_bars_are_bounded_per_client() -> None:
+    sink = Sink()
+    s = session(sink, max_pending=2)
+    for minute_ts in (1, 2, 3):
+        s.offer_candle("000001", minute_ts, b"{}")
+    assert s.overflow_since is not None  # stalled: the slow-client deadline closes it
+
+
+async def test_a_candle_snapshot_comes_before_the_bars_routed_while_it_was_read(
+    clock: VirtualClock,
+) -> None:
+    sink = Sink()
+    s = session(sink)
+    s.start_candle_snapshot("000001")
+    s.offer_candle("000001", 300, json.dumps(bar(300, 2.0)).encode(), closed=False)  # dropped
+    s.offer_candle("000001", 0, json.dumps(bar(0, 1.0, closed=True)).encode())  # parked
+    s.release_candle_snapshot("000001", b'{"type":"snapshot","candles":[]}')
+    s.start()
+    await clock.advance(0.05)
+    assert [m["type"] for m in sink.sent] == ["snapshot", "candles"]
+    assert candle_batches(sink) == [[(0, 1.0, True)]]
+    await s.stop()

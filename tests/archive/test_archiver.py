@@ -14,10 +14,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from archive import layout
 from archive.archiver import Archiver
-from archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN
-from archive.storage import open_storage
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.arrow_schema import OFFSET_COLUMN, PARTITION_COLUMN
+from hqcore.parquet_archive.storage import open_storage
 from schemas import topics
 from tests.archive.fakes import FakeClock, FakeMessage, feed, quote_messages, settings
 from tests.archive.records import trading_day

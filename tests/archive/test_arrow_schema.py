@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from archive.arrow_schema import (
+from hqcore.parquet_archive.arrow_schema import (
     OFFSET_COLUMN,
     PARTITION_COLUMN,
     UnsupportedAvroType,

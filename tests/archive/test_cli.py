@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from archive import layout
 from archive.archiver import Archiver
+from hqcore.parquet_archive import layout
 from hqstream.cli import app
 from tests.archive.fakes import FakeClock, feed, quote_messages, settings
 from tests.archive.records import trading_day

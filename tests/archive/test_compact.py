@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from archive import layout
 from archive.archiver import Archiver
 from archive.compact import DayNotClosed, compact_day
-from archive.storage import open_storage
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.storage import open_storage
 from schemas import topics
 from tests.archive.fakes import FakeClock, feed, quote_messages, settings
 from tests.archive.records import trading_day

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from archive import layout
-from archive.errors import BadFileName
+from hqcore.parquet_archive import layout
+from hqcore.parquet_archive.errors import BadFileName
 from schemas.exchange import trade_date_of
 
 

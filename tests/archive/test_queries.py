@@ -16,7 +16,7 @@ import pytest
 
 from archive.archiver import Archiver
 from archive.compact import compact_day
-from archive.storage import open_storage
+from hqcore.parquet_archive.storage import open_storage
 from schemas import topics
 from schemas.serde import make_codec
 from tests.archive.fakes import FakeClock, FakeMessage, feed, settings

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from archive.archiver import Archiver
-from archive.arrow_schema import Dataset
-from archive.errors import NoSuchDay
-from archive.replay import Pacer, Replay
+from archive.replay import Replay
+from hqcore.parquet_archive.arrow_schema import Dataset
+from hqcore.parquet_archive.errors import NoSuchDay
+from hqcore.parquet_archive.reader import Pacer
 from schemas import topics
 from tests.archive.fakes import FakeClock, feed, record_messages, settings
 from tests.archive.records import trading_day

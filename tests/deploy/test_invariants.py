@@ -378,6 +378,26 @@ def test_archive_is_a_statefulset_with_static_membership(overlay: Rendered) -> N
         assert secrets == []
 
 
+def test_the_gateway_replays_days_from_the_archivers_store_in_prod(overlay: Rendered) -> None:
+    """replay_day: the gateway reads where the archiver writes (prod's bucket, read-only
+    credentials by reference); elsewhere the archive is the archiver pod's own volume."""
+    (archiver,) = overlay.get("StatefulSet", "hqstream-archive")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (gateway,) = overlay.get("Deployment", "hqstream-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    secrets = [e["secretRef"]["name"] for e in gateway["envFrom"] if "secretRef" in e]
+    if overlay.name.endswith("prod"):
+        archive_root = {e["name"]: e.get("value") for e in archiver["env"]}["HQ_ARCHIVE_ROOT"]
+        assert env["HQ_GATEWAY_ARCHIVE_ROOT"] == archive_root
+        assert secrets == ["hqstream-gateway-archive-s3"]
+    else:
+        assert env["HQ_GATEWAY_ARCHIVE_ROOT"] == ""
+        assert secrets == []
+
+
 PUBLIC = (
     "/api/realtime/quotes", "/api/realtime/ws", "/api/realtime/stock/600000",
     "/api/realtime/status", "/", "/dashboard", "/index.html", "/app.js", "/chart.js", "/style.css",

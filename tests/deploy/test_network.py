@@ -219,5 +219,7 @@ def test_the_archive_reaches_object_storage_in_prod_only(overlay: Rendered) -> N
     store = Pod("object-store", None, ip="198.51.100.20")  # overlays/prod placeholder address
     archive = p["hqstream-archive"]
     assert net.allowed(archive, store, 443) == overlay.name.endswith("prod")
+    # the gateway reads it for replay_day (prod: HQ_GATEWAY_ARCHIVE_ROOT is the bucket)
+    assert net.allowed(p["hqstream-gateway"], store, 443) == overlay.name.endswith("prod")
     assert not net.allowed(p["hqstream-streams"], store, 443)
     assert not net.allowed(archive, p["redis"], 6379)

@@ -12,14 +12,16 @@ from confluent_kafka import KafkaError
 
 from hqstream.local_runner import free_port
 from producers.forwarder import Forwarder, producer_config
-from producers.journal import Journal, JournalRecord, RecordKind
+from producers.journal import DlqCause, Journal, JournalRecord, RecordKind
 from producers.settings import ReceiverSettings
-from schemas import topics
+
+TS = 1_700_000_000_000
 
 
 @dataclass
 class FakeMessage:
-    """What a delivery report carries, as far as the forwarder reads it."""
+    """What a delivery report carries, as far as the forwarder reads it: no headers
+    (confluent-kafka's delivery reports have none, checked on a real broker)."""
 
     _value: bytes
     _topic: str = "raw"
@@ -34,8 +36,8 @@ class FakeMessage:
     def topic(self) -> str:
         return self._topic
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [(topics.H_RECEIVE_TS, b"1700000000000")]
+    def headers(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -65,14 +67,15 @@ def test_failed_records_are_journaled_in_arrival_order_not_report_order(
     forwarder: Forwarder,
 ) -> None:
     first = forwarder._next_batch(
+        TS,
         [
             ("sse_szse", b"sh600000$a"),
             ("sse_szse", b"sh600000$b"),
             ("sse_szse", b"sh600001$c"),
             ("sse_szse", b"sh600000$b"),
-        ]
+        ],
     )
-    second = forwarder._next_batch([("sse_szse", b"sh600000$d"), ("sse_szse", b"sh600001$e")])
+    second = forwarder._next_batch(TS, [("sse_szse", b"sh600000$d"), ("sse_szse", b"sh600001$e")])
     purged = KafkaError(KafkaError._PURGE_QUEUE)
     # librdkafka reports a purge newest batch first (seen with a paused broker)
     for batch, value in [
@@ -98,7 +101,7 @@ def test_failed_records_are_journaled_in_arrival_order_not_report_order(
 
 
 def test_a_timed_out_record_purges_the_rest_a_purged_one_does_not(forwarder: Forwarder) -> None:
-    batch = forwarder._next_batch([("sse_szse", b"sh600000$a"), ("sse_szse", b"sh600000$b")])
+    batch = forwarder._next_batch(TS, [("sse_szse", b"sh600000$a"), ("sse_szse", b"sh600000$b")])
     batch(KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(b"sh600000$b"))  # type: ignore[arg-type]
     assert not forwarder._purge_pending
     batch(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"sh600000$a"))  # type: ignore[arg-type]
@@ -108,20 +111,35 @@ def test_a_timed_out_record_purges_the_rest_a_purged_one_does_not(forwarder: For
 
 def test_a_failed_replayed_record_is_not_journaled_again(forwarder: Forwarder) -> None:
     forwarder._replaying = True
-    forwarder._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"x"))  # type: ignore[arg-type]
+    rec = JournalRecord(TS, RecordKind.SSE_SZSE, 0, b"sh600000$x")
+    forwarder._on_replay_delivery(
+        KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"sh600000$x"), rec
+    )  # type: ignore[arg-type]
     assert forwarder._replay_failed and forwarder._purge_pending
     assert not forwarder._failed, "its segment stays on disk and is replayed from its start"
+    assert len(forwarder._in_doubt) == 1, "it had a partition: the broker may have written it"
 
 
-def test_a_corrupt_journal_record_that_fails_keeps_its_kind(forwarder: Forwarder) -> None:
-    msg = FakeMessage(b"\xff\x00junk", "dlq")
-    msg.headers = lambda: [  # type: ignore[method-assign]
-        ("hq.dlq.reason", b"journal_corrupt"),
-        ("hq.dlq.detail", b"torn_tail: 6 byte(s) of the receiver's journal"),
-        (topics.H_RECEIVE_TS, b"1"),
+def test_a_failed_line_keeps_its_kind_and_receive_time(forwarder: Forwarder) -> None:
+    bse = b'{"code":"830799","price":"10.01"}'
+    batch = forwarder._next_batch(TS, [("sse_szse", b"sh600000$a"), ("bse_json", bse)])
+    batch(KafkaError(KafkaError._PURGE_INFLIGHT), FakeMessage(bse))  # type: ignore[arg-type]
+    forwarder._journal_failed()
+    seq = forwarder.journal.oldest_segment()
+    assert seq is not None
+    assert list(forwarder.journal.read_segment(seq)) == [
+        JournalRecord(TS, RecordKind.BSE_JSON, 0, bse)
     ]
-    rec = forwarder._record_of(msg)  # type: ignore[arg-type]
-    assert rec == JournalRecord(1, RecordKind.JOURNAL_CORRUPT, 1, b"\xff\x00junk")
+
+
+def test_a_failed_dlq_record_is_journaled_as_it_was(forwarder: Forwarder) -> None:
+    rec = JournalRecord(TS, RecordKind.DLQ, DlqCause.of_reason("oversized_line"), b"x" * 10)
+    batch = forwarder._next_batch(rec.receive_ts, [], rec)
+    batch(KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(rec.payload, "dlq"))  # type: ignore[arg-type]
+    forwarder._journal_failed()
+    seq = forwarder.journal.oldest_segment()
+    assert seq is not None
+    assert list(forwarder.journal.read_segment(seq)) == [rec]
 
 
 def test_delivery_timeout_is_bounded_and_configurable() -> None:

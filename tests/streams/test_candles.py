@@ -1,4 +1,4 @@
-"""streams.trading_clock (minute alignment, trading clock) and streams.candles."""
+"""Minute alignment (schemas.timeframes), the trading clock (streams.trading_clock), candles."""
 
 from __future__ import annotations
 
@@ -10,14 +10,9 @@ import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
 from schemas.serde import SingleObjectCodec
+from schemas.timeframes import candle_end, candle_minute, is_opening_minute
 from streams.candles import CandleBuilder
-from streams.trading_clock import (
-    candle_end,
-    candle_minute,
-    is_continuous,
-    is_opening_minute,
-    trading_clock_ms,
-)
+from streams.trading_clock import is_continuous, trading_clock_ms
 
 DAY = dt.date(2026, 3, 2)  # a Monday
 NEXT_DAY = dt.date(2026, 3, 3)

@@ -30,8 +30,8 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from hqstream.bench.failover import quotes_at_newest
 from hqstream.local_runner import create_topics
+from hqstream.stack_checks import quotes_at_newest
 from producers.sample_feed import RawLine, generate, session_start_ms
 from schemas import dlq
 from schemas import redis_keys as rk

@@ -1,7 +1,8 @@
 """The journal's faults end to end (issue 13): 0 lost in every row.
 
 The checks live in hqstream/bench/journal_faults.py so the fault suite
-(`hqstream bench journal-faults`) runs exactly the same code.
+(`hqstream bench journal-faults`) runs exactly the same code: this is the
+test of that bench's checks, hence in tests/bench/.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ A compacted file (``<topic>+compacted+<digest>.parquet``) lists in its
 Parquet metadata the live parts it holds (``hqstream.sources``) and the
 compacted files it replaced (``hqstream.replaces``); those files, if a crash
 left them behind, are deleted by recovery. This module does no I/O except
-through :class:`~archive.storage.Storage` in :func:`scan`.
+through :class:`~hqcore.parquet_archive.storage.Storage` in :func:`scan`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Final
 
-from archive.errors import BadFileName
-from archive.storage import TMP_SUFFIX, Storage
+from hqcore.parquet_archive.errors import BadFileName
+from hqcore.parquet_archive.storage import TMP_SUFFIX, Storage
 
 SOURCES_KEY: Final = b"hqstream.sources"
 REPLACES_KEY: Final = b"hqstream.replaces"

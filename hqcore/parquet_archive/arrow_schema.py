@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 
-from archive.errors import ArchiveError
+from hqcore.parquet_archive.errors import ArchiveError
 from schemas import topics
 from schemas.serde import SchemaName, schema_json
 

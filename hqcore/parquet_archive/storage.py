@@ -39,11 +39,6 @@ class Storage:
         infos = self.fs.get_file_info(selector)
         return sorted(i.path for i in infos if i.type == pafs.FileType.File)
 
-    def list_dirs(self, *parts: str) -> list[str]:
-        selector = pafs.FileSelector(self.path(*parts), recursive=False, allow_not_found=True)
-        infos = self.fs.get_file_info(selector)
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-
     def write_table(self, path: str, table: pa.Table, **options: Any) -> None:
         """Writes ``table`` as Parquet at ``path`` atomically and durably."""
         directory = path.rsplit("/", 1)[0]

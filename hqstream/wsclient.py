@@ -1,4 +1,4 @@
-"""A minimal RFC 6455 client for the fan-out benchmark: many sockets, little CPU each.
+"""A minimal RFC 6455 client for load and abuse: many sockets, little CPU each.
 
 The ``websockets`` library costs tens of microseconds per received frame
 (task wake-ups, a queue, assembling, UTF-8 checks), so 10,000 of its clients in
@@ -7,8 +7,9 @@ an ``asyncio.Protocol``: it sends the opening handshake and masked text frames,
 reads unmasked server frames (fragments, ping -> pong, close), inflates
 permessage-deflate messages, and hands each text message to a callback.
 
-Benchmark use only: no TLS, no extensions besides permessage-deflate, no
-validation beyond what the benchmark needs. Never used by the services.
+For the benchmarks (fan-out, the hostile clients) and the gateway's tests that
+write frames by hand: no TLS, no extensions besides permessage-deflate, no
+validation beyond what they need. Never used by the services.
 """
 
 from __future__ import annotations
