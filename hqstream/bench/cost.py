@@ -18,6 +18,12 @@ checkout's. Only one side is fed at a time (the other idles, feed stopped), and
 each phase is measured in ``--rounds`` slices per side in the order A B B A ...,
 so a change of the machine's load during the run weighs on both sides equally.
 One table per phase gives both sides and the ratio.
+
+Before the phases, each side is fed until its broker's JIT compilers are
+quiet (``--broker-warmup``): a fresh JVM spends its first minutes compiling
+(the C2 compiler alone took 38% of a core 40 s after the broker started, at
+1,667 ticks/s, and under 1% two minutes later), which is start-up, not cost
+per tick, and would weigh on whichever phase comes first.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ console = Console()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
 FEED_TIMEOUT_S = 120.0
+JIT_THREADS = (b"C1 CompilerThre", b"C2 CompilerThre")  # a JVM's compiler threads (comm)
+JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core than this
+JIT_WINDOW_S = 10.0
 LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
 BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
 
@@ -68,9 +77,8 @@ PHASES = {
 }
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group ``pgid``."""
-    total = 0.0
+def _group_stats(pgid: int) -> Iterator[tuple[str, bytes]]:
+    """(pid, text of /proc/<pid>/stat) of every live process in process group ``pgid``."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -80,7 +88,26 @@ def group_cpu_s(pgid: int) -> float:
         except OSError:
             continue
         if int(stat[stat.rindex(b")") + 2 :].split()[2]) == pgid:
-            total += _cpu_s(stat)
+            yield entry.name, stat
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid``."""
+    return sum(_cpu_s(stat) for _, stat in _group_stats(pgid))
+
+
+def jit_cpu_s(pgid: int) -> float:
+    """CPU seconds of the JIT compiler threads of the JVMs in process group ``pgid``."""
+    total = 0.0
+    for pid, _ in _group_stats(pgid):
+        with contextlib.suppress(OSError):
+            for task in os.scandir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    with open(f"{task.path}/comm", "rb") as fh:
+                        if not fh.read().startswith(JIT_THREADS):
+                            continue
+                    with open(f"{task.path}/stat", "rb") as fh:
+                        total += _cpu_s(fh.read())
     return total
 
 
@@ -205,6 +232,48 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     return out
 
 
+def _warm_broker(side: Side, phase: Phase, limit_s: float) -> None:
+    """Feeds ``phase`` until the broker's JIT compilers use under JIT_QUIET_SHARE of a
+    core over JIT_WINDOW_S (at most ``limit_s``), so no phase pays for the JVM's start."""
+    pgid = side.env.pids.get("broker")
+    if pgid is None or limit_s <= 0:
+        return  # not our broker (or no warm-up asked): nothing to wait for
+    side.rig.feed(phase.stocks, phase.interval, spread=True)
+    started = time.monotonic()
+    share = float("nan")
+    with Live(console=console, refresh_per_second=2) as live:
+        while (elapsed := time.monotonic() - started) < limit_s:
+            jit0, until = jit_cpu_s(pgid), time.monotonic() + JIT_WINDOW_S
+            while (left := until - time.monotonic()) > 0:
+                live.update(
+                    f"{side.label}: warming the broker at {phase.name}, {elapsed:3.0f} s, JIT "
+                    f"compilers {100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
+                )
+                time.sleep(min(0.5, left))
+            share = (jit_cpu_s(pgid) - jit0) / JIT_WINDOW_S
+            if share < JIT_QUIET_SHARE:
+                break
+    console.print(
+        f"{side.label}: broker warmed for {time.monotonic() - started:.0f} s at {phase.name} "
+        f"(JIT compilers {100 * share:.1f}% of a core at the end)"
+    )
+    side.rig.stop_feed()
+    _wait_drained(side)
+
+
+def _wait_drained(side: Side, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
+    """Waits until the workers processed no batch for ``quiet_s``: a warm-up the pipeline
+    could not keep up with leaves a backlog, which would be measured as the next phase."""
+    deadline = time.monotonic() + limit_s
+    last, since = _worker_batches(side.rig), time.monotonic()
+    with Live(console=console, refresh_per_second=2) as live:
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (now := _worker_batches(side.rig)) != last:
+                last, since = now, time.monotonic()
+            live.update(f"{side.label}: the workers work off the warm-up's backlog, {last:,.0f}")
+
+
 def _add(total: Usage, more: Usage) -> None:
     for name, value in more.items():
         total[name] = total.get(name, 0.0) + value
@@ -217,12 +286,13 @@ def _side(
     workers: int,
     code: Path | None,
     indicators: bool,
+    partitions: int,
 ) -> Iterator[Side]:
     env = stack.enter_context(bench_env(need_redis=True))
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hqcost-"))
     worker_env = {"HQ_STREAMS_INDICATORS": "true" if indicators else "false"}
     rig = stack.enter_context(
-        pipeline(env, Path(tmp), workers=workers, code=code, worker_env=worker_env)
+        pipeline(env, Path(tmp), workers, code=code, worker_env=worker_env, partitions=partitions)
     )
     client = Client(rig.gateway_port)
     client.start()
@@ -257,14 +327,36 @@ def cost_bench(
         int,
         typer.Option(min=1, help="with two sides: slices per phase and side, measured A B B A ..."),
     ] = 2,
+    partitions: Annotated[
+        str,
+        typer.Option(
+            help="partitions of the tick topics (HQ_PARTITIONS); two counts, e.g. 12,4: two "
+            "pipelines of this checkout side by side, as with --compare"
+        ),
+    ] = "12",
+    broker_warmup: Annotated[
+        float,
+        typer.Option(
+            help="at most this many seconds of feed before the phases, until the bench's "
+            "broker's JIT compilers are quiet (0: none)"
+        ),
+    ] = 300.0,
 ) -> None:
     """CPU-ms per 1,000 ticks of every process of the pipeline, idle and at steady rates."""
     chosen = [PHASES[p.strip()] for p in phases.split(",") if p.strip()]
     if indicators not in ("on", "off", "compare"):
         raise typer.BadParameter("on, off or compare", param_hint="--indicators")
-    if compare and indicators == "compare":
-        raise typer.BadParameter("one comparison at a time", param_hint="--indicators compare")
-    rounds = rounds if compare or indicators == "compare" else 1
+    try:
+        counts = [int(n) for n in partitions.split(",")]
+    except ValueError:
+        raise typer.BadParameter("one or two numbers", param_hint="--partitions") from None
+    if len(counts) > 2 or min(counts) < 1:
+        raise typer.BadParameter("one or two counts of at least 1", param_hint="--partitions")
+    if sum((bool(compare), indicators == "compare", len(counts) == 2)) > 1:
+        raise typer.BadParameter("one comparison at a time: --compare, --indicators compare "
+                                 "or two --partitions")  # fmt: skip
+    two_sides = bool(compare) or indicators == "compare" or len(counts) == 2
+    rounds = rounds if two_sides else 1
     console.print(
         f"[bold]bench cost[/]: {', '.join(p.name for p in chosen)}; {seconds:.0f} s each "
         f"(in {rounds} slice(s) after {warmup:.0f} s warm-up), {workers} worker(s); "
@@ -281,15 +373,23 @@ def cost_bench(
                     "it runs on this checkout's packages[/]"
                 )
             console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
-            on = indicators == "on"
-            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on)))
-            sides.append(stack.enter_context(_side(stack, this, workers, None, on)))
+            on, n = indicators == "on", counts[0]
+            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on, n)))
+            sides.append(stack.enter_context(_side(stack, this, workers, None, on, n)))
         elif indicators == "compare":
             for on in (False, True):
                 label = f"indicators {'on' if on else 'off'}"
-                sides.append(stack.enter_context(_side(stack, label, workers, None, on)))
+                ctx = _side(stack, label, workers, None, on, counts[0])
+                sides.append(stack.enter_context(ctx))
         else:
-            sides.append(stack.enter_context(_side(stack, this, workers, None, indicators == "on")))
+            on = indicators == "on"
+            for n in counts:
+                label = f"{n} partitions" if len(counts) == 2 else this
+                sides.append(stack.enter_context(_side(stack, label, workers, None, on, n)))
+        fed = [p for p in chosen if p.snapshots == 0]
+        busiest = max(fed, key=lambda p: p.stocks / p.interval, default=PHASES["1667"])
+        for side in sides:
+            _warm_broker(side, busiest, broker_warmup)
         results: list[tuple[Phase, list[Usage]]] = []
         for phase in chosen:
             usage: list[Usage] = [{} for _ in sides]

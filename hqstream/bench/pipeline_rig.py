@@ -4,7 +4,11 @@ simulator -> receiver -> Kafka -> stream worker(s) -> Kafka -> gateway, each its
 own process (:class:`hqstream.up.Child`) on uuid-prefixed topics of the bench's
 broker, with logs in the run's temporary folder. The simulator is started and
 stopped separately (:meth:`Pipeline.feed`), so a benchmark can change the feed's
-rate between phases; the receiver reconnects to each new one. ``code`` runs every
+rate between phases; the receiver reconnects to each new one, and each new feed
+goes on from the exchange time where the previous one stopped (else every feed
+after the first would replay times the workers have seen: their stats, candles
+and alerts skip such ticks and Redis ignores them, so it would measure a
+cheaper path than a live feed's). ``code`` runs every
 component from another checkout (``hqstream bench cost --compare``): its folder
 is the children's ``PYTHONPATH``, and ``python -P`` keeps the current directory
 off their import path.
@@ -13,6 +17,8 @@ off their import path.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import math
 import os
 import secrets
 import sys
@@ -26,7 +32,9 @@ from hqstream.bench.common import BenchEnv
 from hqstream.local_runner import create_topics, free_port, port_open
 from hqstream.stack_checks import gateway_ready
 from hqstream.up import Child
+from producers.simulator import default_start
 from schemas import topics
+from schemas.exchange import SHANGHAI_TZ
 
 EXE = [sys.executable, "-m", "hqstream.cli"]
 
@@ -50,6 +58,9 @@ class Pipeline:
     children: list[Child] = field(default_factory=list)
     simulator: Child | None = None
     receiver: Child | None = None  # started once the first feed listens
+    #: where the next feed's exchange clock starts: after every time fed so far
+    exchange_clock: dt.datetime | None = None
+    _fed: tuple[float, float] | None = None  # the last feed: (monotonic start, interval)
 
     def child(self, name: str, args: list[str], **env: str) -> Child:
         c = Child(name, [*self.exe, *args], {**self.env, **env}, self.logs / f"{name}.log")
@@ -61,6 +72,9 @@ class Pipeline:
         only heartbeats, as a closed market); the receiver reconnects to it."""
         self.stop_feed()
         args = ["simulate", "--stocks", str(stocks), "--interval", str(interval)]
+        now = time.monotonic()
+        args += ["--start", self.next_start(now).isoformat()]
+        self._fed = (now, interval)
         args += ["--snapshots", str(snapshots)] if snapshots else []
         self.simulator = self.child("simulate", args + (["--spread"] if spread else []))
         self.simulator.start()
@@ -71,6 +85,18 @@ class Pipeline:
             time.sleep(0.1)
         if self.receiver is not None and self.receiver.proc is None:
             self.receiver.start()
+
+    def next_start(self, now: float) -> dt.datetime:
+        """The exchange time after the last feed's, at monotonic time ``now``: a
+        simulator's clock moves one interval per snapshot, at most as fast as the
+        wall clock (lunch aside)."""
+        if self.exchange_clock is None:
+            self.exchange_clock = default_start(dt.datetime.now(SHANGHAI_TZ))
+        elif self._fed is not None:
+            started, interval = self._fed
+            ran = math.ceil(now - started + interval)
+            self.exchange_clock += dt.timedelta(seconds=ran)
+        return self.exchange_clock
 
     def stop_feed(self) -> None:
         if self.simulator is not None:
@@ -94,18 +120,20 @@ def pipeline(
     flush_ms: int = 20,
     code: Path | None = None,
     worker_env: dict[str, str] | None = None,
+    partitions: int = 12,
 ) -> Iterator[Pipeline]:
     """Gateway and ``workers`` stream workers running (this checkout's code, or
-    ``code``'s; ``worker_env`` added to the workers' environment); the receiver
-    starts with the first :meth:`Pipeline.feed`."""
+    ``code``'s; ``worker_env`` added to the workers' environment) on topics of
+    ``partitions`` partitions; the receiver starts with the first :meth:`Pipeline.feed`."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    create_topics(env.bootstrap, topics.topic_specs(12), prefix=prefix)
+    create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
     child_env = {
         **os.environ,
         "HQ_KAFKA_BOOTSTRAP": env.bootstrap,
         "HQ_REDIS_URL": env.redis_url,
         "HQ_TOPIC_PREFIX": prefix,
+        "HQ_PARTITIONS": str(partitions),
         "HQ_FEED_ADDR": f"127.0.0.1:{feed_port}",
         "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
         "HQ_JOURNAL_DIR": str(logs / "journal"),

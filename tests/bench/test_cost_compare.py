@@ -3,15 +3,18 @@ the components instead of this checkout's, and the side-by-side table."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hqstream.bench.cost import PHASES, Usage, _report_compare
-from hqstream.bench.pipeline_rig import command_of
+from hqstream.bench.cost import PHASES, Usage, _report_compare, group_cpu_s, jit_cpu_s
+from hqstream.bench.pipeline_rig import Pipeline, command_of
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
+from tests.conftest import KafkaEndpoint
 
 
 def _git(*args: str) -> str:
@@ -81,3 +84,29 @@ def test_compare_table_has_both_sides_and_the_ratio(capsys: pytest.CaptureFixtur
     # idle: no ticks, the ratio is of the share of a core
     assert "| broker | 20.0% · - | 2.0% · - | 10.00x |" in out
     assert "load average at the end: 1.0 2.0 3.0" in out
+
+
+def test_each_feed_goes_on_after_the_exchange_times_fed_before(tmp_path: Path) -> None:
+    """A restarted simulator starts its exchange clock after the last feed's newest
+    time, so no phase replays times the workers have seen (they skip those)."""
+    rig = Pipeline({}, [], tmp_path, gateway_port=0, metrics_port=0, feed_port=0)
+    first = rig.next_start(1000.0)
+    rig._fed = (1000.0, 3.0)  # fed 3-second snapshots for 40 s ...
+    second = rig.next_start(1040.0)
+    # ... i.e. at most 14 snapshots, up to first + 39 s of exchange time
+    assert second - first >= dt.timedelta(seconds=40)
+    rig._fed = (1040.0, 1.0)  # stopped at once: its one snapshot is still behind the next
+    assert rig.next_start(1040.2) - second >= dt.timedelta(seconds=1)
+    assert first.tzinfo is not None and first.hour == 9 and first.minute == 30
+
+
+def test_jit_compiler_time_is_counted_from_the_jvms_compiler_threads(
+    kafka: KafkaEndpoint,
+) -> None:
+    """The broker warm-up waits on the CPU time of a JVM's C1/C2 compiler threads:
+    a running broker has some, and a Python process group none."""
+    if kafka.broker is None or kafka.broker.proc is None:
+        pytest.skip("the broker is not ours (HQ_KAFKA_BOOTSTRAP or a container)")
+    assert jit_cpu_s(kafka.broker.proc.pid) > 0
+    assert jit_cpu_s(kafka.broker.proc.pid) < group_cpu_s(kafka.broker.proc.pid)
+    assert jit_cpu_s(os.getpgid(0)) == 0.0
