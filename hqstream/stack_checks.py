@@ -1,4 +1,4 @@
-"""Checks on a running stack: is the gateway ready, has Redis caught up with some quotes.
+"""Checks on a running stack: is the gateway ready, a worker's metric, has Redis caught up.
 
 Polled with a deadline by the benchmarks (``hqstream bench``) and the tests
 that run the pipeline; each check is one cheap read and never waits itself.
@@ -20,6 +20,20 @@ def gateway_ready(port: int) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def worker_metric(port: int, metric: str) -> float:
+    """The value of an unlabelled metric of a stream worker (0 when not exposed yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == metric:
+            return float(value)
+    return 0.0
 
 
 def quotes_at_newest(url: str, newest: dict[str, int]) -> Callable[[], bool]:

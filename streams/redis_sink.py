@@ -359,9 +359,17 @@ class RedisSink:
             return await self._history(calls)
 
     async def _history(self, calls: list[tuple[list[str], list[Any]]]) -> int:
+        commands = [
+            ("EVALSHA", self._sha["history"], len(keys), *keys, *argv) for keys, argv in calls
+        ]
+        if self.nodes is not None:  # a cluster pipeline refuses EVALSHA: per master instead
+            slots = [key_slot(keys[0].encode()) for keys, _ in calls]
+            results, _ = await self.nodes.execute(list(zip(slots, commands, strict=True)))
+            _raise_first_error(results)
+            return sum(int(n) for n in results)
         pipe = self.client.pipeline(transaction=False)
-        for keys, argv in calls:
-            pipe.evalsha(self._sha["history"], len(keys), *keys, *argv)
+        for command in commands:
+            pipe.execute_command(*command)
         return sum(int(n) for n in await pipe.execute())
 
     async def state_missing(self, partitions: set[int]) -> tuple[set[int], bool]:

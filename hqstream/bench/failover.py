@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -34,7 +33,7 @@ from rich.console import Console
 from hqcore.redis_client import sync_client
 from hqstream.bench.common import machine
 from hqstream.local_runner import LocalStack, create_topics, free_port
-from hqstream.stack_checks import quotes_at_newest
+from hqstream.stack_checks import quotes_at_newest, worker_metric
 from producers.sample_feed import RawLine, generate
 from schemas.topics import RAW, topic_specs
 
@@ -50,20 +49,6 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def worker_metric(port: int, metric: str) -> float:
-    """The value of an unlabelled metric of a stream worker (0 when not exposed yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == metric:
-            return float(value)
-    return 0.0
 
 
 def _assigned(port: int) -> int:

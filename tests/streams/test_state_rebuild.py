@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import redis
 
-from hqstream.bench.failover import worker_metric
+from hqcore.redis_client import sync_client
 from hqstream.local_runner import free_port
+from hqstream.stack_checks import worker_metric
 from producers.sample_feed import RawLine, generate
 from schemas import redis_keys as rk
 from schemas.topics import (
@@ -35,6 +36,7 @@ from schemas.topics import (
     NORMALIZED,
     QUOTES_LATEST,
 )
+from tests.conftest import ON_BOTH_REDIS
 from tests.streams.test_integration import (
     PARTITIONS,
     WORKER,
@@ -93,7 +95,7 @@ def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[st
     wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 1, 60, "a rebuild")
     stack.produce(two_feeds(lines))
     run_to_end(stack, group, url, quotes)
-    client = redis.Redis.from_url(url)
+    client: Any = sync_client(url)
     wait_for(lambda: bool(client.keys("hq:candles:*")), 30, "candles in redis")
     return quotes
 
@@ -102,8 +104,12 @@ def output_counts(stack: Stack) -> dict[str, int]:
     return {base: topic_count(stack, base) for base in OUTPUTS}
 
 
-def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: Stack) -> None:
-    url = stack.redis_server.next_url()
+@ON_BOTH_REDIS
+def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(
+    stack: Stack, redis_url: str
+) -> None:
+    """On one server, then on a cluster (FLUSHDB on every master)."""
+    url = redis_url
     group = stack.kafka.group("flush")
     port = free_port()
     quotes = processed_day(stack, url, group, port)
@@ -116,7 +122,7 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(stack: St
     outputs = output_counts(stack)
     records_in = worker_metric(port, "hq_streams_records_in_total")
 
-    redis.Redis.from_url(url).flushdb()
+    sync_client(url).flushdb()
     wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
     run_to_end(stack, group, url, quotes)
     wait_for_state(url, before, 30)
