@@ -47,6 +47,7 @@ from api.status import StatusProbe
 from api.store import Store
 from api.wire import RawSendMiddleware
 from api.ws import websocket_endpoint
+from hqcore.kafka_client import close_within
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def create_app(settings: GatewaySettings | None = None, *, consume: bool = True)
                 await session.kill(1001, "server shutting down")
             if feed is not None:
                 await asyncio.to_thread(feed.stop)
-            await asyncio.to_thread(app.state.probe.close)
+            await close_within(app.state.probe.close, "the status probe's Kafka clients")
             await store.close()
 
     app = FastAPI(

@@ -201,10 +201,12 @@ class StatusProbe:
         return list(self._reader.committed(parts, timeout=TIMEOUT_S))
 
     def close(self) -> None:
+        """Close the lag reader and destroy the admin client (now, not when collected)."""
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        self.admin.__exit__(None, None, None)
 
 
 def parse_receiver_metrics(text: str) -> dict[str, float]:

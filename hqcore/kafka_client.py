@@ -16,10 +16,17 @@ This module never logs or formats the password into a message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from hqcore.settings import CommonSettings
+
+logger = logging.getLogger(__name__)
 
 
 class KafkaClientConfigError(ValueError):
@@ -84,3 +91,39 @@ def aiokafka_kwargs(settings: CommonSettings) -> dict[str, Any]:
     if context is not None:
         kwargs["ssl_context"] = context
     return kwargs
+
+
+async def close_within(close: Callable[[], None], what: str, timeout_s: float = 10.0) -> None:
+    """Run ``close`` (a librdkafka close or destroy) in a daemon thread; wait ``timeout_s`` at most.
+
+    ``rd_kafka_destroy`` can block for good (librdkafka#1640, #3143), and a
+    client freed by the garbage collector is destroyed on whatever thread
+    collects it. Closing explicitly here keeps that out of the event loop, and
+    a daemon thread cannot hold up the process's exit: a hang is logged and
+    left behind instead of stopping the caller.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException | None] = loop.create_future()
+
+    def finish(outcome: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    def run() -> None:
+        outcome: BaseException | None = None
+        try:
+            close()
+        except Exception as exc:
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(finish, outcome)
+
+    threading.Thread(target=run, name=f"close {what}", daemon=True).start()
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(done), timeout_s)
+    except TimeoutError:
+        logger.warning("%s did not close within %.0f s; left closing in the background",
+                       what, timeout_s)  # fmt: skip
+        return
+    if outcome is not None:
+        logger.warning("closing %s failed: %r", what, outcome)

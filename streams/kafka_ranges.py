@@ -53,7 +53,9 @@ class KafkaRanges:
         )
 
     def close(self) -> None:
+        """Close the consumer and destroy the admin client now, not when collected."""
         self.consumer.close()
+        self.admin.__exit__(None, None, None)  # what ``with AdminClient(...)`` ends with
 
     def partitions(self, topic: str, only: set[int] | None) -> list[int]:
         """The partitions of ``topic`` (those in ``only`` when given)."""

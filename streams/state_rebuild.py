@@ -41,6 +41,7 @@ import orjson
 from confluent_kafka import Message
 from confluent_kafka.admin import OffsetSpec
 
+from hqcore.kafka_client import close_within
 from schemas import redis_keys as rk
 from schemas.serde import Codec, make_codec
 from streams import metrics
@@ -128,7 +129,7 @@ class StateRebuilder:
         finally:
             announcing.cancel()
             await asyncio.gather(announcing, return_exceptions=True)
-            await asyncio.to_thread(kafka.close)
+            await close_within(kafka.close, "the rebuild's Kafka clients")
             metrics.REBUILD_RUNNING.set(0)
             metrics.HEALTH.rebuilding = False
         await self.sink.end_rebuild(self.settings.worker_id)

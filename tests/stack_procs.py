@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from hqstream.stack_checks import gateway_ready
 from schemas import topics
 from tests.conftest import KafkaEndpoint
 
-__all__ = ["gateway_ready", "pipeline_env", "process", "spawn", "stop", "wait_until"]
+__all__ = [
+    "gateway_ready", "pipeline_env", "process", "run_to_exit", "spawn", "stop", "wait_until",
+]  # fmt: skip
 
 
 def pipeline_env(
@@ -55,6 +58,37 @@ def spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subpro
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def run_to_exit(
+    args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` to its end; past ``timeout``, fail with every thread's Python stack.
+
+    The child runs with faulthandler on, so the SIGABRT sent at the deadline
+    makes it print where each of its threads was: a hang is a readable failure.
+    """
+    proc = subprocess.Popen(
+        args,
+        env={**env, "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"{args[1:]} still running after {timeout:.0f} s; its stacks and output:\n"
+            f"{err[-6000:]}\n{out[-2000:]}"
+        ) from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

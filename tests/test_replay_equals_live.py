@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -48,7 +47,7 @@ from tests.archive.test_integration import _archived
 from tests.archive.test_replay import VirtualTime
 from tests.conftest import KafkaEndpoint
 from tests.kafka_utils import consume_all
-from tests.stack_procs import pipeline_env, process, wait_until
+from tests.stack_procs import pipeline_env, process, run_to_exit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,8 +145,7 @@ def test_a_replayed_day_gives_the_live_candles_and_statistics(
         create_topics(kafka.bootstrap, topics.topic_specs(4), prefix=replayed)
         replay = ["replay", "--date", DATE, "--speed", str(SPEED), "--prefix", replayed,
                   "--root", str(root), "--dataset", "ticks"]  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "hqstream.cli", *replay], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        done = run_to_exit([sys.executable, "-m", "hqstream.cli", *replay], env, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"published {lines} records" in done.stdout
         candles, stats = _recomputed(kafka.bootstrap, replayed + topics.NORMALIZED, lines)

@@ -1,8 +1,9 @@
-"""Kafka client security settings: PLAINTEXT stays minimal, SASL_SSL is complete."""
+"""Kafka client settings: PLAINTEXT stays minimal, SASL_SSL is complete; a close is bounded."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 
 import pytest
 from pydantic import SecretStr
@@ -10,6 +11,7 @@ from pydantic import SecretStr
 from hqcore.kafka_client import (
     KafkaClientConfigError,
     aiokafka_kwargs,
+    close_within,
     librdkafka_config,
 )
 from hqcore.settings import CommonSettings
@@ -70,3 +72,26 @@ def test_sasl_without_credentials_is_refused() -> None:
 def test_unknown_protocol_is_a_settings_error() -> None:
     with pytest.raises(ValueError):
         _settings(kafka_security_protocol="SASL_PLAIN")
+
+
+async def test_a_close_that_hangs_is_left_behind(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+    try:
+        await close_within(release.wait, "a stuck client", timeout_s=0.05)
+    finally:
+        release.set()
+    assert "a stuck client did not close within" in caplog.text
+
+
+async def test_a_close_that_fails_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def fail() -> None:
+        raise RuntimeError("Handle has been closed")
+
+    await close_within(fail, "a closed client", timeout_s=5)
+    assert "closing a closed client failed: RuntimeError" in caplog.text
+
+
+async def test_a_close_is_awaited_until_it_is_done() -> None:
+    closed: list[str] = []
+    await close_within(lambda: closed.append(threading.current_thread().name), "a client")
+    assert closed == ["close a client"]  # done by then, in a thread of its own

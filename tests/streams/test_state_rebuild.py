@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 
@@ -37,6 +36,7 @@ from schemas.topics import (
     QUOTES_LATEST,
 )
 from tests.conftest import ON_BOTH_REDIS
+from tests.stack_procs import run_to_exit
 from tests.streams.test_integration import (
     PARTITIONS,
     WORKER,
@@ -183,10 +183,9 @@ def test_the_command_rebuilds_by_hand_with_a_progress_bar(stack: Stack) -> None:
         "HQ_TOPIC_PREFIX": stack.prefix, "HQ_PARTITIONS": str(PARTITIONS),
         "HQ_STREAMS_METRICS_PORT": "0", **REBUILD_ENV,
     }  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", WORKER, "--rebuild"], env=env,
-                          capture_output=True, timeout=120)  # fmt: skip
+    done = run_to_exit([sys.executable, "-c", WORKER, "--rebuild"], env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert b"state rebuilt" in done.stdout and b"rebuild" in done.stdout
+    assert "state rebuilt" in done.stdout and "rebuild" in done.stdout
     after = state(url)
     assert after.pop(rk.STATE_READY) == ["market", "p0", "p1", "p2"]
     assert after == before
