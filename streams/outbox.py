@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from hqcore.kafka_client import close_within
 from schemas.topics import Headers
 from streams.errors import StreamsError
 
@@ -86,7 +87,13 @@ class ConfluentOutbox:
             raise KafkaOutputError(f"{len(errors)} outputs not delivered, first: {errors[0]}")
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._producer.flush, 10)
+        """Deliver what is queued (10 s at most), then destroy the producer."""
+
+        def close() -> None:
+            self._producer.flush(10)
+            self._producer.close()
+
+        await close_within(close, "the outputs' Kafka producer", timeout_s=15)
 
 
 class FaustOutbox:

@@ -12,7 +12,9 @@ from streams.settings import StreamsSettings
 
 def _interval(settings: StreamsSettings) -> float:
     async def build() -> float:
-        consumer = create_app(settings, worker_id="pacing").app.consumer
+        streams_app = create_app(settings, worker_id="pacing")
+        await streams_app.runtime.outbox.close()  # no producer left retrying 127.0.0.1:1
+        consumer = streams_app.app.consumer
         assert isinstance(consumer, FastConsumer)
         return consumer.fetch_interval_s
 
