@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from api.models import RebuildState
 from api.ws_session import QuoteEvent
-from hqcore.redis_client import async_client, is_cluster_url
+from hqcore.redis_client import async_client, is_cluster_url, with_fast_packing
 from schemas import redis_keys as keys
 from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
 from schemas.redis_keys import RankMetric
@@ -47,7 +47,7 @@ class Store:
             socket_connect_timeout=3,
             health_check_interval=30,
         )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis = with_fast_packing(aioredis.Redis(connection_pool=pool))
 
     async def close(self) -> None:
         await self.redis.aclose()

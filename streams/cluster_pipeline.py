@@ -25,6 +25,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import AskError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from hqcore.redis_client import with_fast_packing
+
 logger = logging.getLogger(__name__)
 
 Command = tuple[Any, ...]  # the command's words, as for execute_command
@@ -102,8 +104,8 @@ class NodePipelines:
         client = self._clients.get(name)
         if client is None:
             host, _, port = name.rpartition(":")
-            client = self._clients[name] = aioredis.Redis(
-                host=host, port=int(port), **self.node_options
+            client = self._clients[name] = with_fast_packing(
+                aioredis.Redis(host=host, port=int(port), **self.node_options)
             )
         pipe = client.pipeline(transaction=False)
         for command in commands:
