@@ -24,6 +24,10 @@
    the earliest offset) on the raw sample, into the next database: its rate,
    and the time a day of raw records (stocks x snapshots) takes at that rate.
 
+``--workers N`` runs the new rebuild in N processes at once, each its share
+of the partitions (the market in the first), as N stream workers do when they
+find Redis empty; the wall time is then the deployment's cold start.
+
 Prints a markdown table with the ratio, the load average and the calibration
 row. Deletes its topics and its ``hq:*`` keys afterwards (``--keep`` keeps them).
 """
@@ -32,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import multiprocessing
 import os
+import queue
 import resource
 import time
 import uuid
@@ -285,6 +291,71 @@ def _refuse_used(url: str) -> None:
         raise typer.Exit(2)
 
 
+def _rebuild_share(options: dict[str, Any], index: int, workers: int, updates: Any) -> None:
+    """Child ``index`` of ``workers``: rebuild the partitions ``p % workers == index``
+    (the market too when ``index`` is 0), as a stream worker of that assignment does
+    after a Redis loss; reports ``(index, phase, done, total)`` and then its result."""
+    settings = StreamsSettings(**options)
+    mine = {p for p in range(settings.partitions) if p % workers == index}
+    last = [0.0]
+
+    def show(phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.2:
+            last[0] = now
+            updates.put((index, phase, done, total))
+
+    async def rebuild() -> int:
+        sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+        try:
+            summary = await StateRebuilder(settings, sink).rebuild(mine, index == 0, show)
+            return sum(summary.records.values())
+        finally:
+            await sink.close()
+
+    records = asyncio.run(rebuild())
+    updates.put((index, "done", records, _cpu()))
+
+
+def run_parallel_rebuild(options: dict[str, Any], workers: int) -> Measured:
+    """``workers`` processes, each rebuilding its share of the partitions at once."""
+    context = multiprocessing.get_context("spawn")  # no fork of librdkafka's threads
+    updates = context.Queue()
+    children = [context.Process(target=_rebuild_share, args=(options, i, workers, updates))
+                for i in range(workers)]  # fmt: skip
+    columns = (TextColumn("[bold]rebuild {task.description}[/] {task.fields[phase]:<13}"),
+               BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    url = options["redis_url"]
+    redis_cpu, started = _redis_cpu(url), time.perf_counter()
+    records, cpu, finished = 0, 0.0, 0
+    with Progress(*columns, console=console) as bar:
+        tasks = [bar.add_task(f"worker {i}", total=None, phase="starting") for i in range(workers)]
+        for child in children:
+            child.start()
+        try:
+            while finished < workers:
+                try:
+                    index, phase, done, total = updates.get(timeout=1)
+                except queue.Empty:
+                    failed = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+                    if failed:
+                        raise RuntimeError(f"a rebuild process failed (exit {failed[0]})") from None
+                    continue
+                if phase == "done":  # done = its records, total = its CPU seconds
+                    finished += 1
+                    records += int(done)
+                    cpu += float(total)
+                    bar.update(tasks[index], phase="done")
+                else:
+                    bar.update(tasks[index], completed=done, total=total or None, phase=phase)
+        finally:
+            for child in children:
+                if child.is_alive() and finished < workers:
+                    child.terminate()
+                child.join()
+    return Measured(time.perf_counter() - started, cpu, _redis_cpu(url) - redis_cpu, records)
+
+
 def run_new_rebuild(settings: StreamsSettings) -> Measured:
     """The state rebuild of every partition and the market, with a progress bar."""
     columns = (TextColumn("[bold]new rebuild[/] {task.fields[phase]:<13}"), BarColumn(),
@@ -359,6 +430,13 @@ def rebuild_bench(
         "", help="Topic prefix of a day produced earlier today with --keep: rebuild it again."
     ),
     old: bool = typer.Option(True, help="Also time the old rebuild (replay hq.ticks.raw)."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=12,
+        help="Rebuild in this many processes, each its share of the partitions (the market in "
+        "the first), as that many stream workers do after a Redis loss.",
+    ),
     bootstrap: str = typer.Option("", help="Kafka bootstrap (default HQ_KAFKA_BOOTSTRAP)."),
     redis_url: str = typer.Option("", help="Redis URL (default HQ_REDIS_URL); it and the next db."),
 ) -> None:
@@ -380,7 +458,7 @@ def rebuild_bench(
         try:
             _bench(env.bootstrap, prefix, producer, day, new_url, old_url, partitions,
                    ticks_window_s, interval_ms, raw_sample if old else 0,
-                   produce=not reuse)  # fmt: skip
+                   produce=not reuse, workers=workers)  # fmt: skip
         finally:
             del producer  # its librdkafka client, before the local broker stops
             if created and not keep:
@@ -395,17 +473,24 @@ def rebuild_bench(
 def _bench(
     bootstrap: str, prefix: str, producer: DayProducer, day: Day, new_url: str, old_url: str,
     partitions: int, window_s: int, interval_ms: int, raw_sample: int, *, produce: bool,
+    workers: int = 1,
 ) -> None:  # fmt: skip
     quotes = len(day.stamps) * len(producer.base)
     if produce:
         _produce(producer, day, window_s, raw_sample)
 
-    def settings(url: str) -> StreamsSettings:
-        return StreamsSettings(kafka_bootstrap=bootstrap, redis_url=url, topic_prefix=prefix,
-                               partitions=partitions, rebuild_ticks_s=window_s, metrics_port=0,
-                               group_id=f"{prefix}bench")  # fmt: skip
+    def options(url: str) -> dict[str, Any]:
+        return {"kafka_bootstrap": bootstrap, "redis_url": url, "topic_prefix": prefix,
+                "partitions": partitions, "rebuild_ticks_s": window_s, "metrics_port": 0,
+                "group_id": f"{prefix}bench"}  # fmt: skip
 
-    new = run_new_rebuild(settings(new_url))
+    def settings(url: str) -> StreamsSettings:
+        return StreamsSettings(**options(url))
+
+    if workers > 1:
+        new = run_parallel_rebuild(options(new_url), workers)
+    else:
+        new = run_new_rebuild(settings(new_url))
     checked = check_state(new_url, producer, day, window_s * 1000, interval_ms)
     load = os.getloadavg()
     print(f"\n{machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
@@ -415,7 +500,8 @@ def _bench(
         f"{len(producer.base):,} stocks |"
     )
     print("|---|---|---|---|---|---|")
-    print(f"| new: compacted topics + {window_s} s tail + today's bars, stats, alerts | "
+    shape = f"{workers} processes, each its share of the partitions" if workers > 1 else "1 process"
+    print(f"| new ({shape}): compacted topics + {window_s} s tail + today's bars, stats, alerts | "
           f"{new.records:,} | {new.seconds:.1f} | {new.cpu_s:.1f} | {new.redis_cpu_s:.1f} | "
           f"{new.seconds:.1f} s (measured) |")  # fmt: skip
     if raw_sample:
