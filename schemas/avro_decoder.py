@@ -76,14 +76,25 @@ def _array_reader(items: Any) -> Callable[[bytes, int], tuple[list[Any], int]]:
 
         def read_block(buf: bytes, pos: int, n: int, out: list[Any]) -> int:
             append = out.append
-            for _ in range(n):
+            for _ in range(n):  # one- to three-byte varints (order-book sizes are) inline
                 b = buf[pos]
-                if b < 0x80:  # a one-byte varint (order-book sizes often are): inline
+                if b < 0x80:
                     append((b >> 1) ^ -(b & 1))
                     pos += 1
+                    continue
+                c = buf[pos + 1]
+                if c < 0x80:
+                    v = (b & 0x7F) | (c << 7)
+                    pos += 2
                 else:
-                    value, pos = read_long(buf, pos)
-                    append(value)
+                    d = buf[pos + 2]
+                    if d >= 0x80:
+                        value, pos = read_long(buf, pos)
+                        append(value)
+                        continue
+                    v = (b & 0x7F) | ((c & 0x7F) << 7) | (d << 14)
+                    pos += 3
+                append((v >> 1) ^ -(v & 1))
             return pos
 
     else:
@@ -106,7 +117,12 @@ def _array_reader(items: Any) -> Callable[[bytes, int], tuple[list[Any], int]]:
     def read_array(buf: bytes, pos: int) -> tuple[list[Any], int]:
         out: list[Any] = []
         while True:
-            n, pos = read_long(buf, pos)
+            n = buf[pos]
+            if n < 0x80:  # a block count (or the closing 0) is one byte: inline
+                n = (n >> 1) ^ -(n & 1)
+                pos += 1
+            else:
+                n, pos = read_long(buf, pos)
             if n == 0:
                 return out, pos
             if n < 0:
@@ -118,14 +134,24 @@ def _array_reader(items: Any) -> Callable[[bytes, int], tuple[list[Any], int]]:
 
 
 def _inline_long(target: str) -> list[str]:
-    """Generated lines reading a varint into ``target``: one byte inline, else read_long."""
+    """Generated lines reading a varint into ``target``, all inline (no call, no tuple):
+    timestamps are six bytes, and a quote has several."""
     return [
         "_b = buf[pos]",
+        "pos += 1",
         "if _b < 0x80:",
         f"    {target} = (_b >> 1) ^ -(_b & 1)",
-        "    pos += 1",
         "else:",
-        f"    {target}, pos = _long(buf, pos)",
+        "    _n = _b & 0x7F",
+        "    _s = 7",
+        "    while True:",
+        "        _b = buf[pos]",
+        "        pos += 1",
+        "        _n |= (_b & 0x7F) << _s",
+        "        if _b < 0x80:",
+        "            break",
+        "        _s += 7",
+        f"    {target} = (_n >> 1) ^ -(_n & 1)",
     ]
 
 
@@ -145,7 +171,7 @@ class _Generator:
     """The lines of one generated decoder and the objects they refer to."""
 
     def __init__(self) -> None:
-        self.names: dict[str, Any] = {"_long": read_long, "_string": read_string}
+        self.names: dict[str, Any] = {"_string": read_string}
         self.lines: list[str] = []
         self.depth = 0  # nested records: their dicts are r1, r2 ...
 
@@ -155,7 +181,7 @@ class _Generator:
         return name
 
     def long_into(self, target: str, pad: str) -> None:
-        """Lines reading a varint into ``target``: one byte inline, else read_long."""
+        """Lines reading a varint into ``target`` (inline)."""
         self.lines += [f"{pad}{line}" for line in _inline_long(target)]
 
     def record(self, schema: dict[str, Any], target: str, pad: str) -> bool:

@@ -67,6 +67,26 @@ def test_arrays_in_several_blocks_and_with_byte_sizes() -> None:
     assert decode(longs + doubles, 0) == {"xs": [1, 2, 3], "ds": [1.5]}
 
 
+def test_varints_of_every_length_in_fields_and_arrays() -> None:
+    """The decoder inlines one- to three-byte varints in arrays and every length in
+    fields: values at each byte-length boundary read as fastavro reads them."""
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "x", "type": "long"},
+        {"name": "xs", "type": {"type": "array", "items": "long"}},
+        {"name": "s", "type": "string"},
+    ]}  # fmt: skip
+    decode = compile_decoder(schema)
+    assert decode is not None
+    edges = [0]
+    for bits in (6, 13, 20, 27, 34, 62):  # zig-zag: 2**bits needs one more byte than 2**bits - 1
+        edges += [2**bits - 1, 2**bits, -(2**bits), -(2**bits) - 1]
+    edges += [2**63 - 1, -(2**63)]
+    for x in edges:
+        record = {"x": x, "xs": edges, "s": "浦发银行" * (x % 50 if x > 0 else 1)}
+        body = fastavro_bytes(schema, record)
+        assert decode(body, 0) == fastavro_record(schema, body) == record
+
+
 def test_not_compiled_schemas_return_none() -> None:
     assert compile_decoder(schema_json("market_stats")) is None  # arrays of records
 
