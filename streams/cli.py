@@ -23,7 +23,7 @@ from hqcore.logs import configure_logging
 
 if TYPE_CHECKING:
     from streams.settings import StreamsSettings
-    from streams.state_rebuild import Progress, StateRebuildSummary
+    from streams.state_rebuild import StateRebuildSummary
 
 logger = logging.getLogger(__name__)
 
@@ -156,20 +156,11 @@ def run_worker(settings: object) -> None:
         raise SystemExit(EXIT_FATAL)
 
 
-async def _rebuild_all(settings: StreamsSettings, progress: Progress) -> StateRebuildSummary:
-    from streams.redis_sink import RedisSink
-    from streams.state_rebuild import StateRebuilder
-
-    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
-    try:
-        return await StateRebuilder(settings, sink).rebuild(None, True, progress)
-    finally:
-        await sink.close()
-
-
 def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
     """``hqstream streams --rebuild``: every partition and the market, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streams.state_rebuild import rebuild_redis
 
     columns = (
         TextColumn("[bold]rebuild[/bold] {task.fields[phase]:<13}"),
@@ -183,4 +174,4 @@ def run_state_rebuild(settings: StreamsSettings) -> StateRebuildSummary:
         def show(phase: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or None, phase=phase)
 
-        return asyncio.run(_rebuild_all(settings, show))
+        return asyncio.run(rebuild_redis(settings, progress=show))

@@ -154,6 +154,20 @@ class StateRebuilder:
             await asyncio.sleep(ANNOUNCE_EVERY_S)
 
 
+async def rebuild_redis(
+    settings: StreamsSettings,
+    partitions: set[int] | None = None,
+    market: bool = True,
+    progress: Progress | None = None,
+) -> StateRebuildSummary:
+    """A rebuild outside a worker (the command, the benchmark): its own sink, closed after."""
+    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    try:
+        return await StateRebuilder(settings, sink).rebuild(partitions, market, progress)
+    finally:
+        await sink.close()
+
+
 class _Run:
     """One rebuild: plans the ranges to read (so progress has a total), reads, writes."""
 

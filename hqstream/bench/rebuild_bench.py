@@ -65,9 +65,8 @@ from schemas.timeframes import HIGHER, MINUTES
 from streams.bars import TimeframeBars
 from streams.market_stats import MarketStats
 from streams.parse import parse_record
-from streams.redis_sink import RedisSink
 from streams.settings import StreamsSettings
-from streams.state_rebuild import StateRebuilder
+from streams.state_rebuild import rebuild_redis
 
 MORNING = (dt.time(9, 30), dt.time(11, 30))
 AFTERNOON = (dt.time(13, 0), dt.time(15, 0))
@@ -305,16 +304,8 @@ def _rebuild_share(options: dict[str, Any], index: int, workers: int, updates: A
             last[0] = now
             updates.put((index, phase, done, total))
 
-    async def rebuild() -> int:
-        sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
-        try:
-            summary = await StateRebuilder(settings, sink).rebuild(mine, index == 0, show)
-            return sum(summary.records.values())
-        finally:
-            await sink.close()
-
-    records = asyncio.run(rebuild())
-    updates.put((index, "done", records, _cpu()))
+    summary = asyncio.run(rebuild_redis(settings, mine, index == 0, show))
+    updates.put((index, "done", sum(summary.records.values()), _cpu()))
 
 
 def run_parallel_rebuild(options: dict[str, Any], workers: int) -> Measured:
@@ -361,15 +352,6 @@ def run_new_rebuild(settings: StreamsSettings) -> Measured:
     columns = (TextColumn("[bold]new rebuild[/] {task.fields[phase]:<13}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
 
-    async def rebuild(show: Any) -> int:
-        sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
-        try:
-            summary = await StateRebuilder(settings, sink).rebuild(None, True, show)
-            console.print(str(summary))
-            return sum(summary.records.values())
-        finally:
-            await sink.close()
-
     cpu, redis_cpu, started = _cpu(), _redis_cpu(settings.redis_url), time.perf_counter()
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("rebuild", total=None, phase="planning")
@@ -377,7 +359,9 @@ def run_new_rebuild(settings: StreamsSettings) -> Measured:
         def show(phase: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or None, phase=phase)
 
-        records = asyncio.run(rebuild(show))
+        summary = asyncio.run(rebuild_redis(settings, progress=show))
+        console.print(str(summary))
+        records = sum(summary.records.values())
     return Measured(time.perf_counter() - started, _cpu() - cpu,
                     _redis_cpu(settings.redis_url) - redis_cpu, records)  # fmt: skip
 
