@@ -12,7 +12,11 @@ Preloads N realistic raw lines (producers.sample_feed) into a fresh uuid
     plain confluent-kafka consumer loop in this process, so Faust's overhead
     is a measured ratio.
 
-Zero loss is checked for both: the normalized topic and the Redis ticks
+CPU per tick is measured too, a fairer figure than ticks/s on a loaded
+machine: the faust workers' user + system CPU (/proc, each worker's process
+group) over the same window as their rate; the plain loop's, this process's
+CPU time (``time.process_time``: its Kafka client threads included) over
+the loop. Zero loss is checked for both: the normalized topic and the Redis ticks
 streams must hold exactly the valid records. Prints a markdown table.
 Redis: the database of ``HQ_REDIS_URL`` (or ``--redis-db``) and the next one,
 which must hold no ``hq:*`` keys; afterwards the run deletes the ``hq:*``
@@ -42,6 +46,7 @@ from rich.table import Table
 
 from hqcore.redis_client import is_cluster_url, sync_client
 from hqstream.bench.common import bench_env, machine
+from hqstream.bench.cost import group_cpu_s
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import create_topics, free_port
 from producers.sample_feed import generate
@@ -61,6 +66,12 @@ class Result:
     p99_ms: float
     normalized: int
     redis_ticks: int
+    cpu_s: float = 0.0  # user + system CPU seconds over the same window as ``seconds``
+
+    @property
+    def cpu_ms_per_1k(self) -> float:
+        """CPU milliseconds per 1,000 ticks."""
+        return self.cpu_s * 1e6 / self.records if self.records else 0.0
 
     @property
     def rate(self) -> float:
@@ -206,7 +217,7 @@ def run_faust(
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))  # fmt: skip
     topic = prefix + RAW
-    first = last = 0.0
+    first = last = cpu_first = cpu_last = 0.0
     seen = seen_first = done = 0
     try:
         with Live(console=console, refresh_per_second=4) as live:
@@ -224,9 +235,10 @@ def run_faust(
                         a for _, a in progress[:partitions]
                     )
                     now = time.perf_counter()
+                    cpu = sum(group_cpu_s(proc.pid) for proc in procs)  # own sessions
                     if seen and stable and not first:
-                        first, seen_first = now, seen
-                    last = now
+                        first, seen_first, cpu_first = now, seen, cpu
+                    last, cpu_last = now, cpu
                 else:
                     done = _committed(bootstrap, group, topic, partitions)
                 rate = (seen - seen_first) / (last - first) if first and last > first else 0.0
@@ -246,7 +258,8 @@ def run_faust(
                 proc.wait()
     name = "faust worker" if workers == 1 else f"{workers} faust workers"
     return Result(name, seen - seen_first, last - first, p50, p99,
-                  _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes))  # fmt: skip
+                  _count(bootstrap, prefix + NORMALIZED), _redis_ticks(url, codes),
+                  cpu_last - cpu_first)  # fmt: skip
 
 
 async def _plain(
@@ -275,7 +288,7 @@ async def _plain(
                          "enable.auto.commit": False, "queued.min.messages": 200_000})  # fmt: skip
     latencies: list[float] = []
     done = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with Live(console=console, refresh_per_second=4) as live:
 
         def on_batch(n: int) -> None:
@@ -289,13 +302,14 @@ async def _plain(
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         await consume_batches(consumer, runtime, ends, batch, on_batch)
     seconds = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     consumer.close()
     await outbox.close()
     await sink.close()
     qs = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     name = "plain confluent loop" + (", Redis Cluster" if is_cluster_url(url) else "")
     return Result(name, records, seconds, qs[49] * 1000, qs[98] * 1000,
-                  _count(bootstrap, settings.topic_names.normalized), 0)  # fmt: skip
+                  _count(bootstrap, settings.topic_names.normalized), 0, cpu_s)  # fmt: skip
 
 
 def streams_bench(
@@ -376,18 +390,19 @@ def _streams_bench(
                 _delete_hq_keys(url)
             _delete_topics(bootstrap, created)
     table = Table(title=f"hqstream bench streams: {records:,} records, {partitions} partitions")
-    for col in ("path", "ticks/s", "seconds", "batch p50 ms", "batch p99 ms", "normalized",
-                "redis ticks", "loss"):  # fmt: skip
+    for col in ("path", "ticks/s", "CPU ms / 1k ticks", "seconds", "batch p50 ms",
+                "batch p99 ms", "normalized", "redis ticks", "loss"):  # fmt: skip
         table.add_column(col)
     lines_md = [
-        "| path | ticks/s | seconds | batch p50 ms | batch p99 ms | normalized out | "
-        "Redis ticks | lost |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | ticks/s | CPU ms / 1k ticks | seconds | batch p50 ms | batch p99 ms | "
+        "normalized out | Redis ticks | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lost = valid - min(r.normalized, r.redis_ticks)
-        row = (r.name, f"{r.rate:,.0f}", f"{r.seconds:.1f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
-               f"{r.normalized:,}", f"{r.redis_ticks:,}", str(lost))  # fmt: skip
+        row = (r.name, f"{r.rate:,.0f}", f"{r.cpu_ms_per_1k:.1f}", f"{r.seconds:.1f}",
+               f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.normalized:,}", f"{r.redis_ticks:,}",
+               str(lost))  # fmt: skip
         table.add_row(*row)
         lines_md.append("| " + " | ".join(row) + " |")
     console.print(table)
