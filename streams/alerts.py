@@ -1,7 +1,7 @@
 """Quote alerts: limit-price touches and leaves, fast moves, volume spikes.
 
 ``AlertDetector.update(quote)`` looks at one normalized Quote and returns the
-Alert records (schemas/avro/alert.v1.avsc) it triggers:
+:class:`Alert` values (the fields of schemas/avro/alert.v1.avsc) it triggers:
 
 * ``LIMIT_UP_TOUCH`` / ``LIMIT_UP_LEAVE`` / ``LIMIT_DOWN_TOUCH`` /
   ``LIMIT_DOWN_LEAVE``: on a change of ``at_limit_up`` / ``at_limit_down``,
@@ -34,16 +34,42 @@ in-memory computation; this module never does I/O.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
+from schemas.exchange import Market
 from schemas.records import AlertKind
 from streams.errors import StreamsError
 from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
 
-Quote = dict[str, Any]
-Alert = dict[str, Any]
+Quote = Mapping[str, Any]  # a normalized quote (schemas/avro/quote.v2.avsc) as parse makes it
+
+
+class Alert(msgspec.Struct, frozen=True, gc=False):
+    """One alert: the fields of the Avro ``Alert`` v1, in its order.
+
+    Avro and the JSON Redis stores are written from :meth:`as_record` with
+    orjson: alerts are rare, and a volume ratio may exceed 1e16, where
+    msgspec's JSON writes floats differently (``1e16`` for ``1e+16``).
+    """
+
+    code: str
+    name: str
+    market: Market
+    kind: AlertKind
+    exchange_ts: int
+    price: float
+    change_pct: float
+    value: float  # the move in percent (FAST_MOVE, LIMIT_*) or the volume ratio
+    message: str
+
+    def as_record(self) -> dict[str, Any]:
+        """The Avro ``Alert`` record (a dict, fields in the schema's order)."""
+        return msgspec.structs.asdict(self)
+
 
 _EPS: Final = 1e-9  # float slack when comparing a computed percent to a threshold
 
@@ -268,19 +294,8 @@ class AlertDetector:
             self.counters.cooled_down += 1
             return False
         st.cooldown[kind] = clock
-        out.append(
-            {
-                "code": q["code"],
-                "name": q["name"],
-                "market": q["market"],
-                "kind": kind,
-                "exchange_ts": ts,
-                "price": q["price"],
-                "change_pct": q["change_pct"],
-                "value": float(value),
-                "message": message,
-            }
-        )
+        out.append(Alert(q["code"], q["name"], q["market"], kind, ts, q["price"], q["change_pct"],
+                         float(value), message))  # fmt: skip
         return True
 
 

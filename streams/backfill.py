@@ -159,7 +159,7 @@ def backfill_stock(
     if minute_bars:
         through = series["1m"].through
         fresh = [b for b in bars if b["minute_ts"] > through]
-        closed = frames.add_minutes(fresh)
+        closed = frames.add_minute_records(fresh)
     else:
         fresh, closed = [], []
         for bar in bars:

@@ -23,13 +23,13 @@ In memory only; never does I/O, never reads the clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 
 from schemas.bar_series import Bar, BarSeries
 from schemas.timeframes import CLOSE_GRACE_MS, TIMEFRAMES, Timeframe, candle_end
+from streams.candles import Candle
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +53,20 @@ class TimeframeBars:
             found = self._series[code] = {tf: BarSeries(tf) for tf in self.timeframes}
         return found
 
-    def add_minutes(self, candles: Iterable[Bar]) -> list[Bar]:
+    def add_minutes(self, candles: Iterable[Candle]) -> list[Bar]:
         """Fold closed 1-minute candles in; returns the closed bars of every timeframe.
 
         A 1-minute candle comes back as a ``1m`` bar carrying its indicators.
         """
+        return self.add_minute_records(candle.as_record() for candle in candles)
+
+    def add_minute_records(self, minutes: Iterable[Bar]) -> list[Bar]:
+        """:meth:`add_minutes` for 1-minute bars given as Avro records (a backfill's rows)."""
         closed: list[Bar] = []
-        for candle in candles:
-            code = candle["code"]
+        for minute in minutes:
+            code = minute["code"]
             for tf, series in self.series_of(code).items():
-                done = series.add_minute(candle)
+                done = series.add_minute(minute)
                 if done:
                     closed += done
                 if tf != "1m":
@@ -92,7 +96,7 @@ class TimeframeBars:
         self._changed = set()
         return out
 
-    def restore(self, code: str, stored: dict[str, Any]) -> None:
+    def restore(self, code: str, stored: Mapping[str, bytes]) -> None:
         """Take a stock's series from their stored form (``hq:bars:{code}``), if any."""
         series = self.series_of(code)
         for tf in self.timeframes:

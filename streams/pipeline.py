@@ -36,18 +36,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from schemas.bar_series import Bar
 from schemas.dlq import DlqReason
 from schemas.serde import Codec, SerdeError, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
-from streams.alerts import AlertConfig, AlertDetector
+from streams.alerts import Alert, AlertConfig, AlertDetector
 from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
 from streams.bars import TimeframeBars
-from streams.candles import CandleBuilder
+from streams.candles import Candle, CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import MarketStats
@@ -161,8 +163,8 @@ def unprocessable(rec: RawRecord, exc: BaseException, now_ms: int) -> DlqRecord:
     return dead_letter(rec, "unprocessable", f"{type(exc).__name__}: {exc}", now_ms)
 
 
-def derived_outputs(topic: str, codec: Codec, records: list[dict[str, Any]]) -> list[KafkaOut]:
-    """The Kafka records of candles or alerts (keyed by code).
+def derived_outputs(topic: str, codec: Codec, records: Iterable[dict[str, Any]]) -> list[KafkaOut]:
+    """The Kafka records of bars or alerts (Avro records, keyed by code).
 
     One that cannot be encoded is logged as an error and left out of Kafka
     (it still goes to Redis): it is no input record to dead-letter, and it
@@ -234,7 +236,7 @@ class Processor:
         self.alerts.forget(codes)
         return self.stats.forget(codes)
 
-    def flush_candles(self, wall_ms: int, quiet_ms: int) -> list[dict[str, Any]]:
+    def flush_candles(self, wall_ms: int, quiet_ms: int) -> list[Bar]:
         """Close the candles whose minute is over; returns them (``closed=True``).
 
         A stock's clock is the newest exchange_ts seen in its raw partition:
@@ -262,12 +264,15 @@ class Processor:
 
         closed = self.candles.flush(newest, clock_of)
         if self.bars is None:
-            return closed
+            return self.close_bars(closed)
         return self.bars.add_minutes(closed) + self.bars.flush(newest, clock_of)
 
-    def close_bars(self, minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Closed 1-minute candles -> the closed bars of every timeframe, with indicators."""
-        return minutes if self.bars is None else self.bars.add_minutes(minutes)
+    def close_bars(self, minutes: list[Candle]) -> list[Bar]:
+        """Closed 1-minute candles -> the closed bars of every timeframe, with indicators
+        (without indicators: the candles' Avro records)."""
+        if self.bars is None:
+            return [minute.as_record() for minute in minutes]
+        return self.bars.add_minutes(minutes)
 
     def take_bar_states(self) -> dict[str, dict[str, bytes]] | None:
         """The stored form of the bar series changed since the last call (for Redis)."""
@@ -320,11 +325,11 @@ class Processor:
             for code, winner in winners.items()
         ]
 
-    def candle_outputs(self, closed: list[dict[str, Any]]) -> list[KafkaOut]:
+    def candle_outputs(self, closed: list[Bar]) -> list[KafkaOut]:
         """The closed bars' Kafka records, to their timeframe's topic (none when not publishing)."""
         if not self.publish_normalized:
             return []
-        by_tf: dict[str, list[dict[str, Any]]] = {}
+        by_tf: dict[str, list[Bar]] = {}
         for bar in closed:
             by_tf.setdefault(bar.get("tf", "1m"), []).append(bar)
         out: list[KafkaOut] = []
@@ -429,15 +434,15 @@ class Processor:
         self,
         quotes: list[tuple[dict[str, Any], int]],
         failed: dict[int, BaseException] | None = None,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[Candle], list[Candle], list[Alert]]:
         """Feed new quotes to stats/candles/alerts: (closed candles, open candles, alerts).
 
         A quote that raises there is put in ``failed`` (by index; re-raised
         when ``failed`` is None) and its stock's state is forgotten, to be
         warmed up again from Redis.
         """
-        closed: list[dict[str, Any]] = []
-        alerts: list[dict[str, Any]] = []
+        closed: list[Candle] = []
+        alerts: list[Alert] = []
         touched: dict[str, None] = {}
         last_ts, partition_of = self.last_ts, self.partition_of
         stats_update, candle_update = self.stats.update, self.candles.update
@@ -525,17 +530,18 @@ class Processor:
             ]
             out += self.latest_outputs(quotes, p.encoded)
             out += self.candle_outputs(closed)
-            out += derived_outputs(t.alerts, self.alert_codec, alerts)
+            out += derived_outputs(t.alerts, self.alert_codec, (a.as_record() for a in alerts))
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
         bars = self.take_bar_states()
         out += self.bar_state_outputs(bars)
         return BatchResult(
             sink=SinkBatch(
                 quotes=quotes,
-                candles=closed + open_candles,
+                candles=closed,
                 alerts=alerts,
                 data=p.data,
                 bars=bars,
+                open_candles=open_candles,
             ),
             kafka=out,
             dlq=dead,

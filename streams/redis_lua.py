@@ -56,7 +56,10 @@ import orjson
 from redis.crc import key_slot
 
 from schemas import redis_keys as rk
+from schemas.bar_series import Bar
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from streams.alerts import Alert
+from streams.candles import CANDLE_JSON, Candle
 
 QUOTES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])
@@ -390,35 +393,44 @@ def _quote_call(
     return [*keys, *rank_keys], argv
 
 
-def candle_call(candles: list[dict[str, Any]]) -> ScriptCall:
-    """(KEYS, ARGV) of the CANDLES_LUA call for ``candles``."""
-    keys = [rk.candles(c["code"], c["trade_date"], c.get("tf", "1m")) for c in candles]
+def candle_call(closed: list[Bar], open_candles: list[Candle]) -> ScriptCall:
+    """(KEYS, ARGV) of the CANDLES_LUA call for the ``closed`` bars, then the ``open_candles``."""
+    keys = [rk.candles(c["code"], c["trade_date"], c.get("tf", "1m")) for c in closed]
+    keys += [rk.candles(c.code, c.trade_date, c.tf) for c in open_candles]
     header = [
         [str(c["minute_ts"]), "1" if c["closed"] else "0", str(rk.candles_ttl_s(c.get("tf", "1m")))]
-        for c in candles
+        for c in closed
     ]
-    return keys, [orjson.dumps(header), *map(orjson.dumps, candles)]
+    header += [[str(c.minute_ts), "1" if c.closed else "0", str(rk.candles_ttl_s(c.tf))]
+               for c in open_candles]  # fmt: skip
+    return keys, [
+        orjson.dumps(header),
+        *map(orjson.dumps, closed),
+        *map(CANDLE_JSON.encode, open_candles),
+    ]
 
 
 def candle_node_calls(
-    candles: list[dict[str, Any]], node_of: Callable[[int], str]
+    closed: list[Bar], open_candles: list[Candle], node_of: Callable[[int], str]
 ) -> list[ScriptCall]:
     """Redis Cluster: one CLUSTER_SCRIPTS candles call per master (``node_of``: a slot's)."""
-    by_node: dict[str, list[dict[str, Any]]] = {}
-    for candle in candles:
-        by_node.setdefault(node_of(code_slot(candle["code"])), []).append(candle)
-    return [cross_slot_call(candle_call(group)) for group in by_node.values()]
+    by_node: dict[str, tuple[list[Bar], list[Candle]]] = {}
+    for bar in closed:
+        by_node.setdefault(node_of(code_slot(bar["code"])), ([], []))[0].append(bar)
+    for candle in open_candles:
+        by_node.setdefault(node_of(code_slot(candle.code)), ([], []))[1].append(candle)
+    return [cross_slot_call(candle_call(*group)) for group in by_node.values()]
 
 
-def alert_id(alert: dict[str, Any]) -> str:
-    return f"{alert['code']}|{alert['kind']}|{alert['exchange_ts']}"
+def alert_id(alert: Alert) -> str:
+    return f"{alert.code}|{alert.kind}|{alert.exchange_ts}"
 
 
-def alert_call(alerts: list[dict[str, Any]], *, cluster: bool = False) -> ScriptCall:
+def alert_call(alerts: list[Alert], *, cluster: bool = False) -> ScriptCall:
     """(KEYS, ARGV) of the ALERTS_LUA call for ``alerts``."""
     argv: list[Any] = [rk.ALERTS_MAXLEN, rk.MARKET_TTL_S]
     for alert in alerts:
-        argv += (alert_id(alert), orjson.dumps(alert))
+        argv += (alert_id(alert), orjson.dumps(alert.as_record()))
     return [rk.ALERTS, rk.alerts_seen(cluster=cluster)], argv
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,8 +48,11 @@ from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from hqcore.redis_client import AnyAsyncRedis, async_client, is_cluster_url, parse_cluster_url
 from schemas import redis_keys as rk
+from schemas.bar_series import Bar
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from streams.alerts import Alert
 from streams.arbitration import Winner
+from streams.candles import Candle
 from streams.cluster_pipeline import Command, NodePipelines, non_local_key
 from streams.redis_lua import (
     CLUSTER_SCRIPTS,
@@ -73,10 +76,12 @@ class SinkBatch:
     """What one processed batch writes to Redis."""
 
     quotes: list[tuple[dict[str, Any], int]]  # (quote, source partition), in order
-    candles: list[dict[str, Any]]  # closed ones and current open ones
-    alerts: list[dict[str, Any]]
+    candles: list[Bar]  # closed bars of every timeframe (Avro Candle records)
+    alerts: list[Alert]
     data: list[bytes] | None = None  # each quote's JSON (orjson), when already encoded
     bars: dict[str, dict[str, bytes]] | None = None  # code -> stored bar series by timeframe
+    #: the open 1-minute candles (written after the closed ones, which they never overwrite)
+    open_candles: list[Candle] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +164,7 @@ class RedisSink:
         records are too (a replay skips ticks already present).
         """
         pipe: Any = self.client.pipeline(transaction=False)
-        derived = self._derived_commands(batch, [candle_call(batch.candles)])
+        derived = self._derived_commands(batch, [candle_call(batch.candles, batch.open_candles)])
         for _, command in derived:
             pipe.execute_command(*command)
         for keys, argv in quote_chunks(batch.quotes, _quote_data(batch), self.chunk_ticks):
@@ -174,7 +179,11 @@ class RedisSink:
         nodes = self.nodes
         assert nodes is not None
         await nodes.learn_slots()
-        candle_calls = candle_node_calls(batch.candles, nodes.node_of) if batch.candles else []
+        candle_calls = (
+            candle_node_calls(batch.candles, batch.open_candles, nodes.node_of)
+            if batch.candles or batch.open_candles
+            else []
+        )
         commands = [
             (key_slot(key.encode()), command)
             for key, command in self._derived_commands(batch, candle_calls)
@@ -206,7 +215,7 @@ class RedisSink:
         if batch.alerts:
             keys, argv = alert_call(batch.alerts, cluster=self.cluster)
             commands.append((keys[0], ("EVALSHA", self._sha["alerts"], len(keys), *keys, *argv)))
-        for keys, argv in candle_calls if batch.candles else []:
+        for keys, argv in candle_calls if batch.candles or batch.open_candles else []:
             commands.append((keys[0], ("EVALSHA", self._sha["candles"], len(keys), *keys, *argv)))
         for code, series in (batch.bars or {}).items():
             key = rk.bars(code)
@@ -389,7 +398,7 @@ class RedisSink:
         if fields:
             await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
 
-    async def write_closed_bars(self, bars: list[dict[str, Any]]) -> int:
+    async def write_closed_bars(self, bars: list[Bar]) -> int:
         """Closed bars (the rebuild's), one HSET and EXPIRE per hash; returns how many.
 
         What CANDLES_LUA does for closed bars (a closed bar replaces whatever

@@ -40,6 +40,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -301,9 +302,7 @@ class StreamsRuntime:
             logger.error("redis refused a batch of %d quotes (%r): writing them one by one",
                          len(result.sink.quotes), exc)  # fmt: skip
         batch = result.sink
-        derived = await self.sink.write(
-            SinkBatch(quotes=[], candles=batch.candles, alerts=batch.alerts, bars=batch.bars)
-        )
+        derived = await self.sink.write(replace(batch, quotes=[], data=None))  # derived only
         won = same = stale = 0
         data = batch.data if batch.data is not None else [None] * len(batch.quotes)
         dlq_topic = self.settings.topic_names.dlq
@@ -372,8 +371,8 @@ class StreamsRuntime:
         for dead in result.dlq:
             metrics.DLQ.labels(dead.reason).inc()
         for alert in result.sink.alerts:
-            metrics.ALERTS.labels(alert["kind"]).inc()
-        metrics.CANDLES.inc(sum(1 for c in result.sink.candles if c["closed"]))
+            metrics.ALERTS.labels(alert.kind).inc()
+        metrics.CANDLES.inc(len(result.sink.candles))  # closed bars (the open ones apart)
         self._feed_metrics.update(self.processor.arbiter)
         now = time.time()
         # a sample (at most E2E_SAMPLES per batch): one observe costs ~1 us

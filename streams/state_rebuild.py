@@ -45,6 +45,7 @@ from hqcore.kafka_client import close_within
 from schemas import redis_keys as rk
 from schemas.serde import Codec, make_codec
 from streams import metrics
+from streams.alerts import Alert
 from streams.arbitration import Winner
 from streams.candles import CandleBuilder
 from streams.kafka_ranges import KafkaRanges, OneInFlight, Ranges, shanghai_day_start_ms
@@ -259,7 +260,7 @@ class _Run:
         await self._latest(latest_marks, newest, summary)
         opened = [c for c in map(self.open_candles.current, newest) if c is not None]
         if opened:  # before the closed ones of the topic: a closed candle wins over an open one
-            await self.sink.write(SinkBatch(quotes=[], candles=opened, alerts=[]))
+            await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=opened))
         for tf, topic in t.candles_by_tf.items():
             await self._candles(tf, topic, plan[topic], summary)
         await self._bars(plan[t.bars_state], summary)
@@ -424,16 +425,16 @@ class _Run:
     ) -> None:
         """Today's newest alerts (at most the stream's cap), oldest first."""
         decode = self.owner.alert_codec.decode
-        alerts: list[dict[str, Any]] = []
+        alerts: list[Alert] = []
 
         def keep(msg: Message) -> None:
-            alerts.append(decode(msg.value() or b""))
+            alerts.append(Alert(**decode(msg.value() or b"")))
 
         n = await self.kafka.read(
             self.topics.alerts, ranges, keep, self._advance("market", "alerts")
         )
         summary.records["alerts"] = n
-        alerts.sort(key=lambda a: a["exchange_ts"])
+        alerts.sort(key=lambda a: a.exchange_ts)
         recent = alerts[-rk.ALERTS_MAXLEN :]
         if recent:
             await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=recent))

@@ -76,8 +76,9 @@ def _recomputed(bootstrap: str, topic: str, expected: int) -> tuple[Candles, dic
     minutes, _, _ = processor.derive(quotes)  # type: ignore[arg-type]
     # the closed minutes with their indicators, as the worker stores them
     closed = [bar for bar in processor.close_bars(minutes) if bar["tf"] == "1m"]
-    current = [processor.candles.current(code) for code in {q["code"] for q, _ in quotes}]
-    candles = {(c["code"], c["minute_ts"]): _without(c, "closed") for c in closed + current if c}
+    opened = map(processor.candles.current, {q["code"] for q, _ in quotes})
+    current = [c.as_record() for c in opened if c is not None]
+    candles = {(c["code"], c["minute_ts"]): _without(c, "closed") for c in closed + current}
     stats: dict[str, Any] = {m: _without(s, "ts") for m, s in processor.snapshots(now_ms=0).items()}
     return candles, stats
 

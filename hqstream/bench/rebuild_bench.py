@@ -63,6 +63,7 @@ from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
 from schemas.serde import make_codec
 from schemas.timeframes import HIGHER, MINUTES
 from streams.bars import TimeframeBars
+from streams.candles import Candle
 from streams.market_stats import MarketStats
 from streams.parse import parse_record
 from streams.settings import StreamsSettings
@@ -113,11 +114,9 @@ def bar_state(base: dict[str, Any]) -> bytes:
     for i in range(240):
         minute = (start + (i if i < 120 else i + 90) * 60) * 1000
         price = round(base["price"] * (1 + (i % 7 - 3) / 1000), 2)
-        bars.add_minutes([{"code": base["code"], "market": base["market"],
-                           "trade_date": "2026-11-02", "minute_ts": minute, "open": price,
-                           "high": price, "low": price, "close": price, "volume": 2000,
-                           "amount": round(2000 * price, 2), "ticks": 20, "closed": True,
-                           "tf": "1m", "indicators": None}])  # fmt: skip
+        candle = Candle(base["code"], base["market"], "2026-11-02", minute, price, price, price,
+                        price, 2000, round(2000 * price, 2), 20, True)  # fmt: skip
+        bars.add_minutes([candle])
     stored = bars.take_changed()[base["code"]]
     return orjson.dumps({tf: orjson.Fragment(v) for tf, v in stored.items()})
 

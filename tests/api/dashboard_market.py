@@ -282,7 +282,8 @@ class MarketSim:
             # their indicators, and the series the gateway shows the open bars from
             frames = TimeframeBars()
             for code, book in self.candles.items():
-                for bar in frames.add_minutes([book[m] for m in sorted(book) if book[m]["closed"]]):
+                closed = [book[m] for m in sorted(book) if book[m]["closed"]]
+                for bar in frames.add_minute_records(closed):
                     key = keys.candles(code, self.trade_date, bar["tf"])
                     pipe.hset(key, str(bar["minute_ts"]), json.dumps(bar))
             for code, series in frames.take_changed().items():

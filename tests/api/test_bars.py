@@ -55,7 +55,7 @@ def stored(redis_url: str, r: redis.Redis) -> dict[str, Any]:
     """100 closed minutes and an open one, written as a worker writes them."""
     day = minutes(101)
     bars = TimeframeBars()
-    closed = bars.add_minutes(day[:100])
+    closed = bars.add_minute_records(day[:100])
     open_minute = dict(day[100], closed=False)
     h.write_quote(r, h.quote(CODE, open_minute["minute_ts"] + 30_000, trade_date=DAY.isoformat()))
 

@@ -214,8 +214,8 @@ def simulated_minutes(days: list[dt.date]) -> dict[str, list[Bar]]:
                                 seed=day.toordinal())  # fmt: skip
         while source.clock.time() < dt.time(15, 2):
             quotes = [parse_record(line, 0, 0) for line in source.next().data.splitlines()]
-            closed += processor.derive([(q, 0) for q in quotes])[0]
-        closed += processor.candles.close_all()
+            closed += (c.as_record() for c in processor.derive([(q, 0) for q in quotes])[0])
+        closed += (c.as_record() for c in processor.candles.close_all())
     by_code: dict[str, list[Bar]] = defaultdict(list)
     for candle in closed:
         by_code[candle["code"]].append(candle)

@@ -10,8 +10,9 @@ import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
 from schemas.serde import SingleObjectCodec
-from streams.alerts import AlertConfig, AlertConfigError, AlertDetector
+from streams.alerts import Alert, AlertConfig, AlertConfigError, AlertDetector
 from streams.parse import parse_record
+from streams.redis_lua import alert_call
 from tests.feed_lines import sse_line
 
 DAY = dt.date(2026, 3, 2)
@@ -56,12 +57,12 @@ def quote(
     }  # fmt: skip
 
 
-def kinds(alerts: list[dict[str, Any]]) -> list[str]:
-    return [a["kind"] for a in alerts]
+def kinds(alerts: list[Alert]) -> list[str]:
+    return [a.kind for a in alerts]
 
 
-def run(det: AlertDetector, ticks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def run(det: AlertDetector, ticks: list[dict[str, Any]]) -> list[Alert]:
+    out: list[Alert] = []
     for q in ticks:
         out += det.update(q)
     return out
@@ -81,15 +82,15 @@ def test_limit_up_touch_and_leave_once_per_transition() -> None:
     touch = det.update(quote(at(9, 40), 11.0))
     assert kinds(touch) == ["LIMIT_UP_TOUCH"]
     a = touch[0]
-    assert (a["code"], a["name"], a["market"], a["price"], a["change_pct"]) == (
+    assert (a.code, a.name, a.market, a.price, a.change_pct) == (
         "600000", "浦发银行", "SH", 11.0, 10.0,
     )  # fmt: skip
-    assert "600000" in a["message"] and "浦发银行" in a["message"] and "11.00" in a["message"]
-    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a)) == a
+    assert "600000" in a.message and "浦发银行" in a.message and "11.00" in a.message
+    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a.as_record())) == a.as_record()
     for s in range(3, 60, 3):  # sitting at the limit: silence
         assert det.update(quote(at(9, 40, s), 11.0)) == []
     leave = det.update(quote(at(9, 45), 10.9))
-    assert kinds(leave) == ["LIMIT_UP_LEAVE"] and "left" in leave[0]["message"]
+    assert kinds(leave) == ["LIMIT_UP_LEAVE"] and "left" in leave[0].message
 
 
 def test_limit_down_touch_and_leave() -> None:
@@ -128,7 +129,7 @@ def test_cooldown_defers_a_limit_transition_until_it_is_over() -> None:
     assert det.update(quote(at(10, 1, 0), 11.0)) == []
     # cooldown over, still at the limit: the held-back touch is reported now
     late = det.update(quote(at(10, 1, 3), 11.0))
-    assert kinds(late) == ["LIMIT_UP_TOUCH"] and late[0]["exchange_ts"] == at(10, 1, 3)
+    assert kinds(late) == ["LIMIT_UP_TOUCH"] and late[0].exchange_ts == at(10, 1, 3)
     assert det.update(quote(at(10, 1, 6), 11.0)) == []
 
 
@@ -173,9 +174,9 @@ def test_fast_move_up_within_the_window() -> None:
     ticks = [quote(at(10, 0, 3 * i), p) for i, p in enumerate(prices)]
     assert run(det, ticks) == []
     [a] = det.update(quote(at(10, 2), 10.5))
-    assert a["kind"] == "FAST_MOVE" and a["value"] == pytest.approx(5.0)
-    assert "+5.00%" in a["message"] and "10.00" in a["message"] and "10.50" in a["message"]
-    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a)) == a
+    assert a.kind == "FAST_MOVE" and a.value == pytest.approx(5.0)
+    assert "+5.00%" in a.message and "10.00" in a.message and "10.50" in a.message
+    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a.as_record())) == a.as_record()
     # the window restarted: staying up there is not a new move
     assert run(det, [quote(at(10, 3 + i), 10.5) for i in range(8)]) == []
 
@@ -185,9 +186,9 @@ def test_fast_move_down_is_negative() -> None:
     det.update(quote(at(10, 0), 10.0, prev_close=9.8))
     det.update(quote(at(10, 1), 10.2, prev_close=9.8))
     [a] = det.update(quote(at(10, 3), 9.65, prev_close=9.8))
-    assert a["kind"] == "FAST_MOVE"
-    assert a["value"] == pytest.approx((9.65 - 10.2) / 10.2 * 100, abs=1e-4)
-    assert "-5.39%" in a["message"]
+    assert a.kind == "FAST_MOVE"
+    assert a.value == pytest.approx((9.65 - 10.2) / 10.2 * 100, abs=1e-4)
+    assert "-5.39%" in a.message
 
 
 def test_a_slow_move_is_not_fast() -> None:
@@ -228,9 +229,9 @@ def test_volume_spike() -> None:
     det = AlertDetector(cfg)
     cum = _steady(det, at(10, 0), 100, 5_000)  # 5,000 shares per 3 s
     [a] = det.update(quote(at(10, 5), 10.0, cum + 30_000))  # 6x the rate
-    assert a["kind"] == "VOLUME_SPIKE" and a["value"] == pytest.approx(6.0)
-    assert "30,000 shares in 3s" in a["message"] and "6.0x" in a["message"]
-    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a)) == a
+    assert a.kind == "VOLUME_SPIKE" and a.value == pytest.approx(6.0)
+    assert "30,000 shares in 3s" in a.message and "6.0x" in a.message
+    assert ALERT_CODEC.decode(ALERT_CODEC.encode(a.as_record())) == a.as_record()
     # 4x is below the ratio
     det2 = AlertDetector(cfg)
     cum = _steady(det2, at(10, 0), 100, 5_000)
@@ -307,4 +308,24 @@ def test_stocks_are_independent() -> None:
     det.update(quote(at(10, 0), 10.0, code="600001"))
     assert det.update(quote(at(10, 1), 10.3, code="600000")) == []
     [a] = det.update(quote(at(10, 1), 10.6, code="600001"))
-    assert a["code"] == "600001"
+    assert a.code == "600001"
+
+
+def test_alert_bytes_on_kafka_and_in_redis_are_pinned() -> None:
+    """What the detector wrote before alerts were typed values (dicts then)."""
+    det = AlertDetector(AlertConfig(fast_move_pct=50))
+    det.update(quote(at(9, 25), 10.5))
+    [alert] = det.update(quote(at(9, 40), 11.0))
+    _, argv = alert_call([alert])
+    assert argv[2:] == [
+        "600000|LIMIT_UP_TOUCH|1772415600000",
+        '{"code":"600000","name":"浦发银行","market":"SH","kind":"LIMIT_UP_TOUCH",'
+        '"exchange_ts":1772415600000,"price":11.0,"change_pct":10.0,"value":10.0,'
+        '"message":"600000 浦发银行 hit its limit-up price 11.00: 11.00 (+10.00%)"}'.encode(),
+    ]
+    assert ALERT_CODEC.encode(alert.as_record()).hex() == (
+        "c301c846b674c7e0d6b10c36303030303018e6b5a6e58f91e993b6e8a18c0453480080969ec39567"
+        "000000000000264000000000000024400000000000002440820136303030303020e6b5a6e58f91e9"
+        "93b6e8a18c2068697420697473206c696d69742d75702070726963652031312e30303a2031312e30"
+        "3020282b31302e30302529"
+    )

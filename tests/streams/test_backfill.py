@@ -131,12 +131,12 @@ def test_minute_bars_build_every_timeframe_and_the_worker_goes_on_from_them(
     next_day = minute_rows(code, day + dt.timedelta(days=4), 5)
 
     minutes = [to_bar(row, "end")[0] for row in next_day]
-    got = live.add_minutes(minutes)
+    got = live.add_minute_records(minutes)
     # ... and its bars are those of a series that never stopped
     never_stopped = TimeframeBars()
     for row in rows:
-        never_stopped.add_minutes([to_bar(row, "end")[0]])
-    assert got == never_stopped.add_minutes(minutes)
+        never_stopped.add_minute_records([to_bar(row, "end")[0]])
+    assert got == never_stopped.add_minute_records(minutes)
     daily = [b for b in got if b["tf"] == "1d"]
     assert len(daily) == 1 and daily[0]["indicators"]["ma5"] is None  # 3 days so far
 

@@ -6,12 +6,14 @@ import datetime as dt
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
 from schemas.serde import SingleObjectCodec
 from schemas.timeframes import candle_end, candle_minute, is_opening_minute
-from streams.candles import CandleBuilder
+from streams.candles import CANDLE_JSON, Candle, CandleBuilder
+from streams.redis_lua import candle_call
 from streams.trading_clock import is_continuous, trading_clock_ms
 
 DAY = dt.date(2026, 3, 2)  # a Monday
@@ -158,21 +160,21 @@ def test_ohlc_and_close_on_next_minute() -> None:
     assert b.update(quote(at(9, 31, 40), 9.8, 1700)) == []
     assert b.update(quote(at(9, 31, 57), 10.1, 2000)) == []
     cur = b.current("600000")
-    assert cur is not None and cur["closed"] is False and cur["ticks"] == 4
+    assert cur is not None and cur.closed is False and cur.ticks == 4
     [closed] = b.update(quote(at(9, 32, 3), 10.2, 2600))
-    assert closed["minute_ts"] == at(9, 31)
-    assert (closed["open"], closed["high"], closed["low"], closed["close"]) == (
+    assert closed.minute_ts == at(9, 31)
+    assert (closed.open, closed.high, closed.low, closed.close) == (
         10.0, 10.4, 9.8, 10.1,
     )  # fmt: skip
-    assert closed["closed"] is True and closed["ticks"] == 4
-    assert closed["trade_date"] == DAY.isoformat() and closed["market"] == "SH"
+    assert closed.closed is True and closed.ticks == 4
+    assert closed.trade_date == DAY.isoformat() and closed.market == "SH"
     # first tick seen after 09:30 (joined mid-session): the base is its own cumulative
-    assert closed["volume"] == 2000 - 1000
-    assert closed["amount"] == pytest.approx(2000 * 10.1 - 1000 * 10.0)
+    assert closed.volume == 2000 - 1000
+    assert closed.amount == pytest.approx(2000 * 10.1 - 1000 * 10.0)
     nxt = b.current("600000")
-    assert nxt is not None and nxt["volume"] == 600 and nxt["open"] == 10.2
-    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(closed)) == closed
-    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(nxt)) == nxt
+    assert nxt is not None and nxt.volume == 600 and nxt.open == 10.2
+    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(closed.as_record())) == closed.as_record()
+    assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(nxt.as_record())) == nxt.as_record()
     assert b.counters.joined_midday == 1
 
 
@@ -182,10 +184,10 @@ def test_auction_folds_into_0930_and_first_candle_counts_from_zero() -> None:
     b.update(quote(at(9, 25), 10.2, 5000, 51_000.0))  # the opening match
     b.update(quote(at(9, 30, 3), 10.25, 6000, 61_250.0))
     [c] = b.update(quote(at(9, 31, 0), 10.3, 7000, 71_550.0))
-    assert c["minute_ts"] == at(9, 30)
-    assert (c["open"], c["high"], c["low"], c["close"]) == (10.2, 10.25, 10.2, 10.25)
-    assert c["volume"] == 6000 and c["amount"] == 61_250.0
-    assert c["ticks"] == 2 and b.counters.no_trade == 1  # the indicative tick draws nothing
+    assert c.minute_ts == at(9, 30)
+    assert (c.open, c.high, c.low, c.close) == (10.2, 10.25, 10.2, 10.25)
+    assert c.volume == 6000 and c.amount == 61_250.0
+    assert c.ticks == 2 and b.counters.no_trade == 1  # the indicative tick draws nothing
     assert b.counters.joined_midday == 0
 
 
@@ -194,10 +196,10 @@ def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price() -> No
     b.update(quote(at(9, 25), 10.2, 5000))
     b.update(quote(at(9, 30, 30), 0.0, 5000, 51_000.0, traded=False))  # no price
     [c930] = b.update(quote(at(9, 31, 0), 10.5, 5000, 51_000.0))
-    assert (c930["open"], c930["high"], c930["low"], c930["close"]) == (10.2,) * 4
+    assert (c930.open, c930.high, c930.low, c930.close) == (10.2,) * 4
     # a minute with ticks but no new trade is flat at the last traded price
     [flat] = b.update(quote(at(9, 32, 0), 10.5, 5000, 51_000.0))
-    assert (flat["open"], flat["close"], flat["volume"]) == (10.5, 10.5, 0)
+    assert (flat.open, flat.close, flat.volume) == (10.5, 10.5, 0)
 
 
 def test_no_candle_without_a_trade() -> None:
@@ -212,7 +214,7 @@ def test_no_candle_without_a_trade() -> None:
     # its first trade at 10:05 opens the day's first candle with the whole volume
     b.update(quote(at(10, 5, 3), 10.0, 3000))
     c = b.current("600000")
-    assert c is not None and c["minute_ts"] == at(10, 5) and c["volume"] == 3000
+    assert c is not None and c.minute_ts == at(10, 5) and c.volume == 3000
 
 
 def test_lunch_break() -> None:
@@ -221,16 +223,16 @@ def test_lunch_break() -> None:
     b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
     assert b.update(quote(at(11, 30, 0), 10.1, 6000, 60_100.0)) == []  # folds into 11:29
     cur = b.current("600000")
-    assert cur is not None and cur["minute_ts"] == at(11, 29) and cur["close"] == 10.1
+    assert cur is not None and cur.minute_ts == at(11, 29) and cur.close == 10.1
     # a snapshot during lunch, past the grace, closes the 11:29 candle but opens nothing
     [c1129] = b.update(quote(at(11, 31, 0), 10.1, 6000, 60_100.0))
-    assert c1129["minute_ts"] == at(11, 29) and c1129["volume"] == (5000 - 1000) + (6000 - 5000)
+    assert c1129.minute_ts == at(11, 29) and c1129.volume == (5000 - 1000) + (6000 - 5000)
     assert b.current("600000") is None and b.counters.out_of_session == 1
     assert b.update(quote(at(12, 15), 10.1, 6000, 60_100.0)) == []
     assert b.update(quote(at(13, 0, 0), 10.2, 7000, 70_250.0)) == []
     c = b.current("600000")
-    assert c is not None and c["minute_ts"] == at(13, 0)
-    assert c["volume"] == 7000 - 6000 and c["amount"] == pytest.approx(70_250.0 - 60_100.0)
+    assert c is not None and c.minute_ts == at(13, 0)
+    assert c.volume == 7000 - 6000 and c.amount == pytest.approx(70_250.0 - 60_100.0)
 
 
 def test_late_stamped_midday_tick_belongs_to_the_morning() -> None:
@@ -241,10 +243,10 @@ def test_late_stamped_midday_tick_belongs_to_the_morning() -> None:
     b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
     assert b.update(quote(at(11, 30, 2), 10.1, 6500, 65_150.0)) == []
     [c1129] = b.update(quote(at(11, 35), 10.1, 6500, 65_150.0))
-    assert c1129["minute_ts"] == at(11, 29) and c1129["volume"] == 6500 - 1000
+    assert c1129.minute_ts == at(11, 29) and c1129.volume == 6500 - 1000
     b.update(quote(at(13, 0, 3), 10.2, 7000, 70_250.0))
     c = b.current("600000")
-    assert c is not None and c["volume"] == 500
+    assert c is not None and c.volume == 500
 
 
 def test_late_stamped_closing_auction_tick_belongs_to_1459() -> None:
@@ -258,8 +260,8 @@ def test_late_stamped_closing_auction_tick_belongs_to_1459() -> None:
     assert b.update(quote(at(15, 0, 3), 11.08, 120_000, prev_close=11.0)) == []
     assert b.flush(at(15, 0, 6)) == []
     [c1459] = b.flush(at(15, 0, 30))
-    assert c1459["minute_ts"] == at(14, 59)
-    assert (c1459["close"], c1459["high"], c1459["volume"]) == (11.08, 11.08, 120_000 - 80_000)
+    assert c1459.minute_ts == at(14, 59)
+    assert (c1459.close, c1459.high, c1459.volume) == (11.08, 11.08, 120_000 - 80_000)
 
 
 def test_closing_auction_and_flush_at_session_end() -> None:
@@ -267,13 +269,13 @@ def test_closing_auction_and_flush_at_session_end() -> None:
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(14, 57, 30), 10.0, 2000, 20_000.0))
     [c1457] = b.update(quote(at(14, 58, 0), 10.0, 2000, 20_000.0))
-    assert c1457["minute_ts"] == at(14, 57)
+    assert c1457.minute_ts == at(14, 57)
     b.update(quote(at(14, 59, 30), 10.0, 2000, 20_000.0))
     assert b.update(quote(at(15, 0, 0), 10.3, 9000, 92_100.0)) == []  # closing match
     assert b.flush(at(15, 0, 29, 999)) == []
     [c1459] = b.flush(at(15, 0, 30))
-    assert c1459["minute_ts"] == at(14, 59) and c1459["close"] == 10.3
-    assert c1459["volume"] == 7000 and b.open_count() == 0
+    assert c1459.minute_ts == at(14, 59) and c1459.close == 10.3
+    assert c1459.volume == 7000 and b.open_count() == 0
     assert b.flush(at(16, 0)) == [] and b.close_all() == []
 
 
@@ -282,13 +284,13 @@ def test_flush_closes_only_finished_minutes() -> None:
     b.update(quote(at(10, 0, 10), 10.0, 100, code="600000"))
     b.update(quote(at(10, 1, 10), 10.0, 100, code="600001"))
     closed = b.flush(at(10, 1, 30))
-    assert [c["code"] for c in closed] == ["600000"]
+    assert [c.code for c in closed] == ["600000"]
     assert b.current("600000") is None and b.current("600001") is not None
     # a tick for a minute already closed by flush is late: ignored and counted
     assert b.update(quote(at(10, 0, 50), 10.0, 100, code="600000")) == []
     assert b.current("600000") is None and b.counters.late == 1
     [last] = b.close_all()
-    assert last["code"] == "600001" and last["closed"] is True
+    assert last.code == "600001" and last.closed is True
     assert b.open_count() == 0
 
 
@@ -299,7 +301,7 @@ def test_replays_are_ignored_and_counted() -> None:
     assert b.update(quote(at(10, 0, 30), 12.0, 300)) == []  # same exchange_ts: a replay
     assert b.update(quote(at(10, 0, 10), 9.0, 150)) == []  # older, same minute
     [c] = b.update(quote(at(10, 1, 0), 11.0, 200))
-    assert (c["high"], c["low"], c["ticks"], c["volume"]) == (11.0, 10.0, 2, 100)
+    assert (c.high, c.low, c.ticks, c.volume) == (11.0, 10.0, 2, 100)
     assert b.update(quote(at(10, 0, 59), 9.0, 250)) == []  # closed minute
     assert b.counters.late == 3
 
@@ -311,9 +313,9 @@ def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> Non
     b.update(quote(at(9, 30, 20), 10.0, 4000))  # glitch: back to 4000
     b.update(quote(at(9, 30, 30), 10.0, 4500))
     [c] = b.update(quote(at(9, 31, 0), 10.0, 5200))
-    assert c["volume"] == 5000 and c["amount"] == 50_000.0
+    assert c.volume == 5000 and c.amount == 50_000.0
     nxt = b.current("600000")
-    assert nxt is not None and nxt["volume"] == 200  # counted from the highest, 5000
+    assert nxt is not None and nxt.volume == 200  # counted from the highest, 5000
     assert b.counters.counter_resets == 2
 
 
@@ -324,7 +326,7 @@ def test_volume_glitch_keeps_the_highest_cumulative_as_base() -> None:
     for s, volume in ((3, 1000), (15, 2000), (30, 500), (45, 2100)):
         b.update(quote(at(10, 0, s), 10.0, volume))  # joined mid-session: base 1000
     c = b.current("600000")
-    assert c is not None and c["volume"] == 1100
+    assert c is not None and c.volume == 1100
 
 
 def test_new_day_resets_the_base() -> None:
@@ -334,8 +336,8 @@ def test_new_day_resets_the_base() -> None:
     assert b.counters.closed == 1  # yesterday's 14:59 closed by today's first tick
     b.update(quote(at(9, 25, day=NEXT_DAY), 10.5, 3000))
     [c] = b.update(quote(at(9, 31, day=NEXT_DAY), 10.5, 3000))
-    assert c["trade_date"] == NEXT_DAY.isoformat() and c["volume"] == 3000
-    assert c["open"] == 10.5
+    assert c.trade_date == NEXT_DAY.isoformat() and c.volume == 3000
+    assert c.open == 10.5
 
 
 def test_new_day_without_a_tick_in_the_opening_minute_is_joined_midday() -> None:
@@ -343,7 +345,7 @@ def test_new_day_without_a_tick_in_the_opening_minute_is_joined_midday() -> None
     b.update(quote(at(14, 59, 50), 10.0, 900_000))
     b.update(quote(at(10, 0, day=NEXT_DAY), 10.5, 40_000))
     [c] = b.update(quote(at(10, 1, day=NEXT_DAY), 10.5, 41_000))
-    assert c["volume"] == 0 and b.counters.joined_midday == 2
+    assert c.volume == 0 and b.counters.joined_midday == 2
 
 
 def test_suspended_ticks_open_no_candle_but_set_the_day() -> None:
@@ -352,7 +354,7 @@ def test_suspended_ticks_open_no_candle_but_set_the_day() -> None:
     assert b.current("600000") is None and b.counters.suspended == 1
     b.update(quote(at(10, 30, 3), 10.0, 20_000))  # resumes: the day's volume counts
     c = b.current("600000")
-    assert c is not None and c["volume"] == 20_000
+    assert c is not None and c.volume == 20_000
 
 
 def test_candle_volumes_add_up_to_the_day_total() -> None:
@@ -378,14 +380,56 @@ def test_candle_volumes_add_up_to_the_day_total() -> None:
         t += 3000 if t < at(11, 30) or t >= at(13, 0) else 600_000
     closed += b.close_all()
     for code in codes:
-        mine = [c for c in closed if c["code"] == code]
-        assert sum(c["volume"] for c in mine) == state[code][1]
-        assert sum(c["amount"] for c in mine) == pytest.approx(state[code][2])
-        minutes = [c["minute_ts"] for c in mine]
+        mine = [c for c in closed if c.code == code]
+        assert sum(c.volume for c in mine) == state[code][1]
+        assert sum(c.amount for c in mine) == pytest.approx(state[code][2])
+        minutes = [c.minute_ts for c in mine]
         assert minutes == sorted(set(minutes))
         assert all(candle_minute(m) == m for m in minutes)
-        assert all(c["low"] <= min(c["open"], c["close"]) for c in mine)
-        assert all(c["high"] >= max(c["open"], c["close"]) for c in mine)
+        assert all(c.low <= min(c.open, c.close) for c in mine)
+        assert all(c.high >= max(c.open, c.close) for c in mine)
     assert b.counters.late > 0
     for c in closed[:50]:
-        assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(c)) == c
+        assert CANDLE_CODEC.decode(CANDLE_CODEC.encode(c.as_record())) == c.as_record()
+
+
+# ------------------------------------------------ the bytes on Kafka and in Redis
+
+#: what the builder wrote before candles were typed values (dicts then): the 09:30
+#: candle of test_auction_folds_into_0930..., open then closed
+GOLDEN_JSON = (
+    b'{"code":"600000","market":"SH","trade_date":"2026-03-02","minute_ts":1772415000000,'
+    b'"open":10.2,"high":10.25,"low":10.2,"close":10.25,"volume":6000,"amount":61250.0,'
+    b'"ticks":2,"closed":%s,"tf":"1m","indicators":null}'
+)
+GOLDEN_AVRO = (
+    "c301df449a49056123130c36303030303004534814323032362d30332d303280f7d4c295676666666666"
+    "662440000000000080244066666666666624400000000000802440e05d0000000040e8ed4004%s04316d00"
+)
+
+
+def test_candle_bytes_on_kafka_and_in_redis_are_pinned() -> None:
+    b = CandleBuilder()
+    b.update(quote(at(9, 25), 10.2, 5000))
+    b.update(quote(at(9, 30, 3), 10.25, 6000, 61_250.0))
+    opened = b.current("600000")
+    assert opened is not None
+    [closed] = b.update(quote(at(9, 31, 0), 10.3, 7000, 71_550.0))
+    for candle, flag, avro_flag in ((opened, b"false", "00"), (closed, b"true", "01")):
+        _, argv = candle_call([], [candle])  # what Redis is sent for an open candle
+        assert argv[1] == CANDLE_JSON.encode(candle) == GOLDEN_JSON % flag
+        assert orjson.dumps(candle.as_record()) == GOLDEN_JSON % flag  # a closed one's way
+        assert CANDLE_CODEC.encode(candle.as_record()).hex() == GOLDEN_AVRO % avro_flag
+
+
+def test_candle_json_is_orjsons_within_parses_bounds() -> None:
+    """msgspec and orjson write every float below 1e16 alike; parse keeps prices <= 1e6
+    and amounts < 1e15, so the open candles' JSON is what orjson writes for the record."""
+    rng = random.Random(7)
+    for _ in range(20_000):
+        rounded, tiny = round(rng.uniform(0, 1e6), rng.randint(0, 4)), 10 ** rng.uniform(-9, 6)
+        price = rng.choice([rounded, tiny])
+        amount = rng.choice([round(rng.uniform(0, 1e15), 2), 10 ** rng.uniform(-9, 15)])
+        c = Candle("600000", "SH", "2026-03-02", 1, price, price, price, price,
+                   rng.randrange(10**13), amount, 1, rng.random() < 0.5)  # fmt: skip
+        assert CANDLE_JSON.encode(c) == orjson.dumps(c.as_record()), (price, amount)

@@ -242,7 +242,7 @@ def test_a_record_that_raises_in_the_aggregates_is_unprocessable(step: str) -> N
     # the stock's half-updated state is gone, to be warmed up from Redis again
     assert poison_code not in processor.last_ts and poison_code not in processor.warmed
     assert processor.candles.current(poison_code) is None
-    assert {c["code"] for c in result.sink.candles} == {q["code"] for q, _ in result.sink.quotes}
+    assert {c.code for c in result.sink.open_candles} == {q["code"] for q, _ in result.sink.quotes}
     assert len(processor.stats) == len(result.sink.quotes)
 
 

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,8 @@ from hqstream.local_runner import LocalRedis, create_topics
 from producers.sample_feed import generate
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
+from streams.alerts import Alert
+from streams.candles import Candle
 from streams.errors import BadRecord
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
@@ -34,7 +37,7 @@ def quotes(stocks: int, snapshots: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def batch(qs: list[dict[str, Any]], alerts: list[dict[str, Any]] | None = None) -> SinkBatch:
+def batch(qs: list[dict[str, Any]], alerts: list[Alert] | None = None) -> SinkBatch:
     return SinkBatch(quotes=[(q, 0) for q in qs], candles=[], alerts=alerts or [])
 
 
@@ -68,11 +71,8 @@ async def test_newer_wins_and_ticks_keep_exchange_order(sink: RedisSink) -> None
 @ON_BOTH_REDIS
 async def test_replaying_a_batch_changes_nothing(sink: RedisSink) -> None:
     qs = quotes(50, 3)
-    alert = {
-        "code": qs[0]["code"], "name": "x", "market": qs[0]["market"], "kind": "FAST_MOVE",
-        "exchange_ts": qs[0]["exchange_ts"], "price": 1.0, "change_pct": 5.0, "value": 5.0,
-        "message": "m",
-    }  # fmt: skip
+    alert = Alert(qs[0]["code"], "x", qs[0]["market"], "FAST_MOVE", qs[0]["exchange_ts"], 1.0,
+                  5.0, 5.0, "m")  # fmt: skip
     first = await sink.write(batch(qs, [alert]))
     assert first.won == len(qs) and first.alerts_new == 1
     before = await canonical_state(sink.client)
@@ -99,15 +99,23 @@ async def test_one_batch_equals_one_write_per_quote(sink: RedisSink, redis_url: 
 
 @ON_BOTH_REDIS
 async def test_an_open_candle_never_overwrites_the_closed_one(sink: RedisSink) -> None:
-    candle = {
-        "code": "600000", "market": "SH", "trade_date": "2026-11-23", "minute_ts": 60_000,
-        "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1, "amount": 1.0,
-        "ticks": 1, "closed": True,
-    }  # fmt: skip
-    await sink.write(SinkBatch(quotes=[], candles=[candle], alerts=[]))
-    await sink.write(SinkBatch(quotes=[], candles=[{**candle, "closed": False}], alerts=[]))
+    closed = Candle("600000", "SH", "2026-11-23", 60_000, 1.0, 1.0, 1.0, 1.0, 1, 1.0, 1, True)
+    opened = msgspec.structs.replace(closed, closed=False)
+    await sink.write(SinkBatch(quotes=[], candles=[closed.as_record()], alerts=[]))
+    await sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=[opened]))
     stored = await sink.client.hget(rk.candles("600000", "2026-11-23"), "60000")
     assert stored is not None and orjson.loads(stored)["closed"] is True
+
+
+@ON_BOTH_REDIS
+async def test_an_open_candle_is_stored_as_orjson_writes_its_record(sink: RedisSink) -> None:
+    """The open candles' JSON (msgspec's, for speed) is byte for byte what orjson writes for
+    their Avro record, as the closed ones are written: the gateway reads one format."""
+    opened = Candle("600000", "SH", "2026-11-23", 120_000, 999_999.99, 1_000_000.0, 0.01, 10.1,
+                    10**13 - 1, 999_999_999_999_999.9, 7, False)  # parse's bounds  # fmt: skip
+    await sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=[opened]))
+    stored = await sink.client.hget(rk.candles("600000", "2026-11-23"), "120000")
+    assert stored == orjson.dumps(opened.as_record())
 
 
 @pytest.mark.integration

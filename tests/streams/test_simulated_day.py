@@ -71,9 +71,9 @@ def test_a_simulated_day_gives_240_candles_whose_volumes_add_up() -> None:
                 first_trade.setdefault(q["code"], q["exchange_ts"])
             last[q["code"]] = q
         done, _, fired = processor.derive([(q, 0) for q in quotes])
-        closed += done
-        alerts += fired
-    closed += processor.candles.close_all()
+        closed += (c.as_record() for c in done)
+        alerts += (a.as_record() for a in fired)
+    closed += (c.as_record() for c in processor.candles.close_all())
 
     assert stamps[0] == "09:15:00" and "09:25:00" in stamps
     assert "11:30:02" in stamps and "15:00:03" in stamps and stamps[-1] > "15:01:00"
