@@ -36,9 +36,10 @@ which is fine at the intended rate of at most one snapshot per second;
 ALL is merged from the three markets' top-N.
 
 Several workers: each sees only its partitions' stocks. Each publishes
-``partial_state()`` (a JSON-ready dict of its counts, sums and local top-N
-per market); ``merge_partials`` adds the counts and sums (exact: the shards
-are disjoint) and takes the global top-N from the union of the local ones
+``partial_state()`` (a :class:`PartialState`: its counts, sums and local
+top-N per market, stored as JSON by :data:`PARTIAL_JSON`);
+``merge_partials`` adds the counts and sums (exact: the shards are
+disjoint) and takes the global top-N from the union of the local ones
 (exact: under a total order every global top-N member is in its shard's
 top-N). When partitions move, the losing worker must ``forget`` their stocks,
 else they are counted twice until it does.
@@ -52,11 +53,13 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+import msgspec
+
 from schemas.exchange import MARKETS, MARKETS_AND_ALL, Market, MarketOrAll
 from streams.errors import StreamsError
 
-Quote = Mapping[str, Any]
-Record = dict[str, Any]
+Quote = Mapping[str, Any]  # a normalized quote (schemas/avro/quote.v2.avsc) as parse makes it
+Record = dict[str, Any]  # a MarketStats record (schemas/avro/market_stats.v2.avsc)
 
 PARTIAL_VERSION: Final = 1
 LONG_MAX: Final = 2**63 - 1  # Avro long; every count and sum saturates there (and at -LONG_MAX)
@@ -77,7 +80,75 @@ _COUNT_FIELDS: Final = (
 
 
 class PartialStateError(StreamsError):
-    """A partial state that cannot be merged (wrong version, too short a top-N)."""
+    """A partial state that cannot be merged (wrong version or shape, too short a top-N)."""
+
+
+class RankEntry(msgspec.Struct, frozen=True, gc=False):
+    """A stock in a top-N list: the Avro ``RankEntry`` (market_stats.v2.avsc), in its order."""
+
+    code: str
+    name: str
+    price: float
+    change_pct: float
+    amount: float
+
+
+class BoardCounts(msgspec.Struct, gc=False):
+    """The breadth of one board (the Avro ``BoardBreadth`` but its ``board``), counted up."""
+
+    stocks: int = 0
+    advancers: int = 0
+    decliners: int = 0
+    unchanged: int = 0
+    suspended: int = 0
+    not_traded_yet: int = 0
+    limit_up: int = 0
+    limit_down: int = 0
+
+
+class Counts(msgspec.Struct, frozen=True, gc=False):
+    """The counts and integer sums of one market (saturated to an Avro long)."""
+
+    stocks: int
+    advancers: int
+    decliners: int
+    limit_up: int
+    limit_down: int
+    suspended: int
+    traded: int
+    volume: int
+    amount_cents: int
+    change_sum: int
+
+
+class MarketPartial(Counts, frozen=True):
+    """One worker's share of one market: its counts, local top-N lists and boards."""
+
+    top_gainers: list[RankEntry]
+    top_losers: list[RankEntry]
+    top_turnover: list[RankEntry]
+    boards: dict[str, BoardCounts] = {}  # none before v2 of the stats record
+
+    def tops(self) -> Tops:
+        return {"top_gainers": self.top_gainers, "top_losers": self.top_losers,
+                "top_turnover": self.top_turnover}  # fmt: skip
+
+
+class PartialState(msgspec.Struct, frozen=True):
+    """What a worker publishes of its stocks for the merge (:func:`merge_partials`)."""
+
+    v: int  # PARTIAL_VERSION
+    ts: int
+    top_n: int
+    markets: dict[Market, MarketPartial]
+
+
+#: JSON of a :class:`PartialState` (a stored partial), as orjson wrote the dict it
+#: replaces: its floats (prices, percents, amounts) are all below 1e16, where the
+#: two write floats alike (tests/streams/test_market_stats.py pins the bytes).
+PARTIAL_JSON: Final = msgspec.json.Encoder()
+
+Tops = dict[str, list[RankEntry]]  # ranking name (top_gainers ...) -> its entries, best first
 
 
 class _Stock:
@@ -129,14 +200,8 @@ class _Stock:
         self.limit_up: bool = q["at_limit_up"] and not self.suspended
         self.limit_down: bool = q["at_limit_down"] and not self.suspended
 
-    def entry(self) -> Record:
-        return {
-            "code": self.code,
-            "name": self.name,
-            "price": self.price,
-            "change_pct": self.change_pct,
-            "amount": self.amount,
-        }
+    def entry(self) -> RankEntry:
+        return RankEntry(self.code, self.name, self.price, self.change_pct, self.amount)
 
 
 class _Totals:
@@ -167,8 +232,8 @@ class _Totals:
         self.volume += sign * s.volume
         self.amount_cents += sign * s.amount_cents
 
-    def as_dict(self) -> dict[str, int]:
-        return {name: _saturate(getattr(self, name)) for name in _COUNT_FIELDS}
+    def counts(self) -> Counts:
+        return Counts(*(_saturate(getattr(self, name)) for name in _COUNT_FIELDS))
 
 
 def _saturate(value: int) -> int:
@@ -177,26 +242,26 @@ def _saturate(value: int) -> int:
 
 
 # Rank keys: ascending order of each key is the ranking (ties by code).
-def _gainer_key(e: Mapping[str, Any]) -> tuple[float, str]:
-    return (-e["change_pct"], e["code"])
+def _gainer_key(e: RankEntry) -> tuple[float, str]:
+    return (-e.change_pct, e.code)
 
 
-def _loser_key(e: Mapping[str, Any]) -> tuple[float, str]:
-    return (e["change_pct"], e["code"])
+def _loser_key(e: RankEntry) -> tuple[float, str]:
+    return (e.change_pct, e.code)
 
 
-def _turnover_key(e: Mapping[str, Any]) -> tuple[float, str]:
-    return (-e["amount"], e["code"])
+def _turnover_key(e: RankEntry) -> tuple[float, str]:
+    return (-e.amount, e.code)
 
 
-_RANKINGS: Final[tuple[tuple[str, Callable[[Mapping[str, Any]], tuple[float, str]]], ...]] = (
+_RANKINGS: Final[tuple[tuple[str, Callable[[RankEntry], tuple[float, str]]], ...]] = (
     ("top_gainers", _gainer_key),
     ("top_losers", _loser_key),
     ("top_turnover", _turnover_key),
 )
 
 
-def _local_tops(stocks: Iterable[_Stock], top_n: int) -> dict[str, list[Record]]:
+def _local_tops(stocks: Iterable[_Stock], top_n: int) -> Tops:
     """Top-N entries of each ranking over a set of stocks."""
     pool = [s for s in stocks if s.counted]
     ranked = [s for s in pool if s.ranked]
@@ -216,96 +281,88 @@ _BOARD_FIELDS: Final = ("stocks", "advancers", "decliners", "unchanged", "suspen
                         "not_traded_yet", "limit_up", "limit_down")  # fmt: skip
 
 
-def _board_counts(stocks: Iterable[_Stock]) -> dict[str, dict[str, int]]:
+def _board_counts(stocks: Iterable[_Stock]) -> dict[str, BoardCounts]:
     """Breadth per board over the counted stocks (boards without a stock left out)."""
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, BoardCounts] = {}
     for s in stocks:
         if not s.counted:
             continue
         c = out.get(s.board)
         if c is None:
-            c = out[s.board] = dict.fromkeys(_BOARD_FIELDS, 0)
-        c["stocks"] += 1
+            c = out[s.board] = BoardCounts()
+        c.stocks += 1
         if s.suspended:
-            c["suspended"] += 1
+            c.suspended += 1
         elif not s.ranked:
-            c["not_traded_yet"] += 1
+            c.not_traded_yet += 1
         elif s.direction > 0:
-            c["advancers"] += 1
+            c.advancers += 1
         elif s.direction < 0:
-            c["decliners"] += 1
+            c.decliners += 1
         else:
-            c["unchanged"] += 1
-        c["limit_up"] += s.limit_up
-        c["limit_down"] += s.limit_down
+            c.unchanged += 1
+        c.limit_up += s.limit_up
+        c.limit_down += s.limit_down
     return out
 
 
-def _sum_boards(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> list[Record]:
+def _sum_boards(parts: Iterable[Mapping[str, BoardCounts]]) -> list[Record]:
     """The ``boards`` field: per-board counts summed over parts, in BOARDS order."""
     total: dict[str, dict[str, int]] = {}
     for part in parts:
         for board, counts in part.items():
             t = total.setdefault(board, dict.fromkeys(_BOARD_FIELDS, 0))
             for name in _BOARD_FIELDS:
-                t[name] += counts[name]
+                t[name] += getattr(counts, name)
     return [{"board": b, **total[b]} for b in BOARDS if b in total]
 
 
-def _merge_tops(parts: Iterable[Mapping[str, list[Record]]], top_n: int) -> dict[str, list[Record]]:
+def _merge_tops(parts: Iterable[Tops], top_n: int) -> Tops:
     """Global top-N of each ranking from the local top-Ns (one entry per code)."""
     parts = list(parts)
-    out: dict[str, list[Record]] = {}
+    out: Tops = {}
     for field, key in _RANKINGS:
-        chosen: list[Record] = []
+        chosen: list[RankEntry] = []
         seen: set[str] = set()
         for entry in sorted((e for p in parts for e in p[field]), key=key):
             if len(chosen) >= top_n:
                 break
-            if entry["code"] in seen:  # a stock in two shards while partitions move
+            if entry.code in seen:  # a stock in two shards while partitions move
                 continue
-            seen.add(entry["code"])
+            seen.add(entry.code)
             chosen.append(entry)
         out[field] = chosen
     return out
 
 
-def _record(
-    market: str,
-    totals: Mapping[str, int],
-    tops: Mapping[str, list[Record]],
-    ts: int,
-    boards: list[Record],
-) -> Record:
-    traded = totals["traded"]
-    avg = round(totals["change_sum"] / _PCT_SCALE / traded, 4) if traded else 0.0
+def _record(market: str, totals: Counts, tops: Tops, ts: int, boards: list[Record]) -> Record:
+    traded = totals.traded
+    avg = round(totals.change_sum / _PCT_SCALE / traded, 4) if traded else 0.0
     return {
         "market": market,
         "ts": ts,
-        "stocks": totals["stocks"],
-        "advancers": totals["advancers"],
-        "decliners": totals["decliners"],
-        "unchanged": traded - totals["advancers"] - totals["decliners"],
-        "limit_up": totals["limit_up"],
-        "limit_down": totals["limit_down"],
-        "suspended": totals["suspended"],
-        "not_traded_yet": totals["stocks"] - traded - totals["suspended"],
-        "volume": _saturate(totals["volume"]),
-        "amount": totals["amount_cents"] / _AMOUNT_SCALE,
+        "stocks": totals.stocks,
+        "advancers": totals.advancers,
+        "decliners": totals.decliners,
+        "unchanged": traded - totals.advancers - totals.decliners,
+        "limit_up": totals.limit_up,
+        "limit_down": totals.limit_down,
+        "suspended": totals.suspended,
+        "not_traded_yet": totals.stocks - traded - totals.suspended,
+        "volume": _saturate(totals.volume),
+        "amount": totals.amount_cents / _AMOUNT_SCALE,
         "avg_change_pct": avg,
-        "top_gainers": tops["top_gainers"],
-        "top_losers": tops["top_losers"],
-        "top_turnover": tops["top_turnover"],
+        **{field: [msgspec.structs.asdict(e) for e in tops[field]] for field, _ in _RANKINGS},
         "boards": boards,
     }
 
 
-def _sum_totals(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+def _sum_totals(parts: Iterable[Counts]) -> Counts:
     total = dict.fromkeys(_COUNT_FIELDS, 0)
     for part in parts:
         for name in _COUNT_FIELDS:
-            total[name] += part[name]
-    return total
+            total[name] += getattr(part, name)
+    return Counts(**total)
 
 
 class MarketStats:
@@ -388,11 +445,11 @@ class MarketStats:
         stocks = self._by_market[market].values()
         tops = _local_tops(stocks, top_n)
         boards = _sum_boards([_board_counts(stocks)])
-        return _record(market, self._totals[market].as_dict(), tops, now_ms, boards)
+        return _record(market, self._totals[market].counts(), tops, now_ms, boards)
 
     def snapshot_all(self, top_n: int = 10, *, now_ms: int) -> dict[str, Record]:
         """Records for SH, SZ, BJ and ALL; ALL's top-N merged from the markets'."""
-        totals = {m: self._totals[m].as_dict() for m in MARKETS}
+        totals = {m: self._totals[m].counts() for m in MARKETS}
         tops = {m: _local_tops(self._by_market[m].values(), top_n) for m in MARKETS}
         boards = {m: _board_counts(self._by_market[m].values()) for m in MARKETS}
         out: dict[str, Record] = {
@@ -407,25 +464,24 @@ class MarketStats:
         )
         return out
 
-    def partial_state(self, top_n: int = 10, *, now_ms: int = 0) -> Record:
-        """A compact, JSON-serializable, mergeable summary of this worker's stocks."""
-        return {
-            "v": PARTIAL_VERSION,
-            "ts": now_ms,
-            "top_n": top_n,
-            "markets": {
-                m: {
-                    **self._totals[m].as_dict(),
-                    **_local_tops(self._by_market[m].values(), top_n),
-                    "boards": _board_counts(self._by_market[m].values()),
-                }
-                for m in MARKETS
-            },
-        }
+    def partial_state(self, top_n: int = 10, *, now_ms: int = 0) -> PartialState:
+        """A compact, mergeable summary of this worker's stocks."""
+        markets: dict[Market, MarketPartial] = {}
+        for m in MARKETS:
+            stocks = self._by_market[m].values()
+            tops = _local_tops(stocks, top_n)
+            markets[m] = MarketPartial(
+                **msgspec.structs.asdict(self._totals[m].counts()),
+                top_gainers=tops["top_gainers"],
+                top_losers=tops["top_losers"],
+                top_turnover=tops["top_turnover"],
+                boards=_board_counts(stocks),
+            )
+        return PartialState(PARTIAL_VERSION, now_ms, top_n, markets)
 
 
 def merge_partials(
-    partials: Iterable[Mapping[str, Any]],
+    partials: Iterable[PartialState],
     markets: Iterable[MarketOrAll] = MARKETS_AND_ALL,
     top_n: int = 10,
     *,
@@ -438,20 +494,17 @@ def merge_partials(
     """
     parts = list(partials)
     for p in parts:
-        if p.get("v") != PARTIAL_VERSION:
-            raise PartialStateError(
-                f"partial state version {p.get('v')!r} is not {PARTIAL_VERSION}"
-            )
-        if p["top_n"] < top_n:
-            raise PartialStateError(f"partial keeps top {p['top_n']}, {top_n} requested")
+        if p.v != PARTIAL_VERSION:
+            raise PartialStateError(f"partial state version {p.v!r} is not {PARTIAL_VERSION}")
+        if p.top_n < top_n:
+            raise PartialStateError(f"partial keeps top {p.top_n}, {top_n} requested")
     out: dict[str, Record] = {}
     for market in markets:
         members = MARKETS if market == "ALL" else (market,)
         if not set(members) <= set(MARKETS):
             raise ValueError(f"unknown market {market!r}")
-        shards = [p["markets"][m] for p in parts for m in members]
-        boards = _sum_boards(shard.get("boards", {}) for shard in shards)  # none before v2
-        out[market] = _record(
-            market, _sum_totals(shards), _merge_tops(shards, top_n), now_ms, boards
-        )
+        shards = [p.markets[m] for p in parts for m in members]
+        boards = _sum_boards(shard.boards for shard in shards)
+        tops = _merge_tops((shard.tops() for shard in shards), top_n)
+        out[market] = _record(market, _sum_totals(shards), tops, now_ms, boards)
     return out

@@ -39,8 +39,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import orjson
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -54,6 +55,7 @@ from streams.alerts import Alert
 from streams.arbitration import Winner
 from streams.candles import Candle
 from streams.cluster_pipeline import Command, NodePipelines, non_local_key
+from streams.market_stats import PARTIAL_JSON, PartialState, PartialStateError
 from streams.redis_lua import (
     CLUSTER_SCRIPTS,
     SCRIPTS,
@@ -82,6 +84,16 @@ class SinkBatch:
     bars: dict[str, dict[str, bytes]] | None = None  # code -> stored bar series by timeframe
     #: the open 1-minute candles (written after the closed ones, which they never overwrite)
     open_candles: list[Candle] = field(default_factory=list)
+
+
+class StoredPartial(msgspec.Struct, frozen=True):
+    """A worker's partial as ``hq:stats:partials`` holds it, with when it was written."""
+
+    ts: int
+    state: PartialState
+
+
+_PARTIAL_DECODER: Final = msgspec.json.Decoder(StoredPartial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,20 +272,25 @@ class RedisSink:
             pipe.expire(key, rk.MARKET_TTL_S)
         await pipe.execute()
 
-    async def write_partial(self, worker_id: str, state: dict[str, Any], now_ms: int) -> None:
-        payload = orjson.dumps({"ts": now_ms, "state": state})
+    async def write_partial(self, worker_id: str, state: PartialState, now_ms: int) -> None:
+        payload = PARTIAL_JSON.encode(StoredPartial(now_ms, state))
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(rk.STATS_PARTIALS, worker_id, payload)
         pipe.expire(rk.STATS_PARTIALS, rk.MARKET_TTL_S)
         await pipe.execute()
 
-    async def read_partials(self) -> dict[str, tuple[int, dict[str, Any]]]:
+    async def read_partials(self) -> dict[str, tuple[int, PartialState]]:
+        """Every worker's stored partial and when it was written (PartialStateError: one
+        that is not a partial of this shape)."""
         client: Any = self.client
         raw = await client.hgetall(rk.STATS_PARTIALS)
-        out: dict[str, tuple[int, dict[str, Any]]] = {}
+        out: dict[str, tuple[int, PartialState]] = {}
         for wid, payload in raw.items():
-            obj = orjson.loads(payload)
-            out[wid.decode()] = (int(obj["ts"]), obj["state"])
+            try:
+                stored = _PARTIAL_DECODER.decode(payload)
+            except msgspec.ValidationError as exc:
+                raise PartialStateError(f"stats partial of {wid.decode()!r}: {exc}") from exc
+            out[wid.decode()] = (stored.ts, stored.state)
         return out
 
     async def delete_partials(self, worker_ids: Sequence[str]) -> None:

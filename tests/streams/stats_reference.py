@@ -10,7 +10,9 @@ from streams.market_stats import (
     _AMOUNT_SCALE,
     _PCT_SCALE,
     BOARDS,
+    Counts,
     Quote,
+    RankEntry,
     Record,
     _record,
 )
@@ -57,8 +59,8 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
             "change_sum": sum(round(q["change_pct"] * _PCT_SCALE) for q in ranked),
         }
 
-        def entry(q: Quote) -> Record:
-            return {k: q[k] for k in ("code", "name", "price", "change_pct", "amount")}
+        def entry(q: Quote) -> RankEntry:
+            return RankEntry(q["code"], q["name"], q["price"], q["change_pct"], q["amount"])
 
         by_gain = sorted(ranked, key=lambda q: (-q["change_pct"], q["code"]))
         by_loss = sorted(ranked, key=lambda q: (q["change_pct"], q["code"]))
@@ -86,5 +88,5 @@ def recompute(quotes: Iterable[Quote], top_n: int = 10, *, now_ms: int = 0) -> d
                 "limit_up": sum(1 for q in on if q["at_limit_up"] and not q["suspended"]),
                 "limit_down": sum(1 for q in on if q["at_limit_down"] and not q["suspended"]),
             })  # fmt: skip
-        out[market] = _record(market, totals, tops, now_ms, boards)
+        out[market] = _record(market, Counts(**totals), tops, now_ms, boards)
     return out

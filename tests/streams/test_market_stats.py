@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from schemas.serde import SingleObjectCodec
 from streams.market_stats import (
     MARKETS_AND_ALL,
+    PARTIAL_JSON,
     MarketStats,
+    PartialState,
     PartialStateError,
     merge_partials,
 )
@@ -283,8 +285,8 @@ def test_merged_partials_equal_recompute(seed: int, shards: int) -> None:
     owner = {q["code"]: rnd.randrange(shards) for q in quotes}  # disjoint, like partitions
     for q in quotes:
         workers[owner[q["code"]]].update(q)
-    # partials travel as JSON (a Faust table / Kafka topic)
-    partials = [json.loads(json.dumps(w.partial_state(10, now_ms=7))) for w in workers]
+    # partials travel as JSON (through Redis)
+    partials = [as_read_back(w.partial_state(10, now_ms=7)) for w in workers]
     for top_n in (1, 3, 10):
         merged = merge_partials(partials, top_n=top_n, now_ms=99)
         assert merged == recompute(quotes, top_n, now_ms=99)
@@ -292,18 +294,23 @@ def test_merged_partials_equal_recompute(seed: int, shards: int) -> None:
     assert list(only_sz) == ["SZ"] and only_sz["SZ"] == recompute(quotes, 5, now_ms=1)["SZ"]
 
 
+def as_read_back(partial: PartialState) -> PartialState:
+    """``partial`` through its stored JSON, as the merging worker reads it."""
+    return msgspec.json.decode(PARTIAL_JSON.encode(partial), type=PartialState)
+
+
 def test_partial_state_is_compact_and_checked() -> None:
     s = MarketStats()
     for i in range(500):
         s.update(quote(f"60{i:04d}", change_pct=i / 100, amount=float(i)))
     p = s.partial_state(5, now_ms=42)
-    assert p["v"] == 1 and p["ts"] == 42 and p["top_n"] == 5
-    assert len(p["markets"]["SH"]["top_gainers"]) == 5  # not every stock
-    assert len(json.dumps(p)) < 4000
+    assert p.v == 1 and p.ts == 42 and p.top_n == 5
+    assert len(p.markets["SH"].top_gainers) == 5  # not every stock
+    assert len(PARTIAL_JSON.encode(p)) < 4000
     with pytest.raises(PartialStateError):
         merge_partials([p], top_n=6, now_ms=0)
     with pytest.raises(PartialStateError):
-        merge_partials([{**p, "v": 99}], now_ms=0)
+        merge_partials([msgspec.structs.replace(p, v=99)], now_ms=0)
     with pytest.raises(ValueError):
         merge_partials([p], markets=("HK",), top_n=5, now_ms=0)  # type: ignore[arg-type]
     assert merge_partials([], top_n=5, now_ms=0)["ALL"]["stocks"] == 0

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,7 +27,13 @@ from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
 from streams import pipeline
 from streams.dlq import DlqRecord
-from streams.market_stats import LONG_MAX, MarketStats, merge_partials
+from streams.market_stats import (
+    LONG_MAX,
+    PARTIAL_JSON,
+    MarketStats,
+    PartialState,
+    merge_partials,
+)
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
 from streams.redis_sink import SinkBatch, WriteResult
@@ -273,7 +280,7 @@ def test_market_stats_saturate_instead_of_overflowing_the_avro_long() -> None:
         codec.decode(codec.encode(snapshot))
     assert records["ALL"]["volume"] == LONG_MAX
     partial = stats.partial_state(now_ms=0)
-    other = orjson.loads(orjson.dumps(partial))  # a second worker, as read back from Redis
+    other = msgspec.json.decode(PARTIAL_JSON.encode(partial), type=PartialState)  # read back
     merged = merge_partials([partial, other], now_ms=0)
     assert merged["SZ"]["volume"] == LONG_MAX
     for snapshot in merged.values():

@@ -19,6 +19,7 @@ from schemas.topics import topic_specs
 from streams.alerts import Alert
 from streams.candles import Candle
 from streams.errors import BadRecord
+from streams.market_stats import MarketStats, PartialStateError
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
@@ -27,6 +28,8 @@ from streams.runtime import StreamsRuntime
 from streams.settings import StreamsSettings
 from tests.conftest import ON_BOTH_REDIS, KafkaEndpoint
 from tests.streams.redis_state import canonical_state
+from tests.streams.test_market_stats import T0
+from tests.streams.test_market_stats import quote as stats_quote
 
 
 def quotes(stocks: int, snapshots: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -168,3 +171,43 @@ async def test_history_goes_before_newer_ticks_a_live_batch_wrote_first(sink: Re
     fresh = {other[0]["code"]: [(q["exchange_ts"], orjson.dumps(q)) for q in other]}
     assert await sink.write_history(fresh) == 3
     assert await client.xlen(rk.ticks(other[0]["code"])) == 3
+
+
+#: a stored partial as it was written before partials were typed values (dicts then)
+GOLDEN_PARTIAL = (
+    b'{"ts":1772415000006,"state":{"v":1,"ts":1772415000005,"top_n":2,"markets":{"'
+    b'SH":{"stocks":2,"advancers":1,"decliners":1,"limit_up":0,"limit_down":0,"sus'
+    b'pended":0,"traded":2,"volume":2000,"amount_cents":12346678912,"change_sum":3'
+    b'5000,"top_gainers":[{"code":"600001","name":"A600001","price":10.0,"change_p'
+    b'ct":5.0,"amount":123456789.12},{"code":"600002","name":"A600002","price":9.8'
+    b'5,"change_pct":-1.5,"amount":10000.0}],"top_losers":[{"code":"600002","name"'
+    b':"A600002","price":9.85,"change_pct":-1.5,"amount":10000.0},{"code":"600001"'
+    b',"name":"A600001","price":10.0,"change_pct":5.0,"amount":123456789.12}],"top'
+    b'_turnover":[{"code":"600001","name":"A600001","price":10.0,"change_pct":5.0,'
+    b'"amount":123456789.12},{"code":"600002","name":"A600002","price":9.85,"chang'
+    b'e_pct":-1.5,"amount":10000.0}],"boards":{"MAIN":{"stocks":2,"advancers":1,"d'
+    b'ecliners":1,"unchanged":0,"suspended":0,"not_traded_yet":0,"limit_up":0,"lim'
+    b'it_down":0}}},"SZ":{"stocks":1,"advancers":0,"decliners":0,"limit_up":0,"lim'
+    b'it_down":0,"suspended":1,"traded":0,"volume":1000,"amount_cents":1000000,"ch'
+    b'ange_sum":0,"top_gainers":[],"top_losers":[],"top_turnover":[],"boards":{"MA'
+    b'IN":{"stocks":1,"advancers":0,"decliners":0,"unchanged":0,"suspended":1,"not'
+    b'_traded_yet":0,"limit_up":0,"limit_down":0}}},"BJ":{"stocks":0,"advancers":0'
+    b',"decliners":0,"limit_up":0,"limit_down":0,"suspended":0,"traded":0,"volume"'
+    b':0,"amount_cents":0,"change_sum":0,"top_gainers":[],"top_losers":[],"top_tur'
+    b'nover":[],"boards":{}}}}}'
+)
+
+
+@ON_BOTH_REDIS
+async def test_a_stats_partial_is_stored_as_before_and_read_back_typed(sink: RedisSink) -> None:
+    stats = MarketStats()
+    stats.update(stats_quote("600001", T0, 5.0, amount=123_456_789.12))
+    stats.update(stats_quote("600002", T0, -1.5, price=9.85))
+    stats.update(stats_quote("000001", T0, 2.0, market="SZ", suspended=True))
+    partial = stats.partial_state(2, now_ms=T0 + 5)
+    await sink.write_partial("w1", partial, T0 + 6)
+    assert await sink.client.hget(rk.STATS_PARTIALS, "w1") == GOLDEN_PARTIAL
+    assert await sink.read_partials() == {"w1": (T0 + 6, partial)}
+    await sink.client.hset(rk.STATS_PARTIALS, "w2", b'{"ts": 1, "state": {"v": 1}}')
+    with pytest.raises(PartialStateError, match="w2"):  # not a partial: merged nowhere
+        await sink.read_partials()
