@@ -7,7 +7,12 @@ the gateway that validates them) and tests/schemas checks they stay equal.
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
+
+#: A normalized quote (``io.hqstream.v1.Quote``, quote.v2.avsc) as the stream workers
+#: parse it: a dict, which the Avro encoder and orjson take as it is. What the workers
+#: derive from quotes are typed values (streams/candles.py, alerts.py, market_stats.py).
+Quote = dict[str, Any]
 
 #: ``io.hqstream.v1.AlertKind`` (alert.v1.avsc)
 AlertKind = Literal[

@@ -34,18 +34,16 @@ in-memory computation; this module never does I/O.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from schemas.exchange import Market
-from schemas.records import AlertKind
+from schemas.records import AlertKind, Quote
 from streams.errors import StreamsError
 from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
-
-Quote = Mapping[str, Any]  # a normalized quote (schemas/avro/quote.v2.avsc) as parse makes it
 
 
 class Alert(msgspec.Struct, frozen=True, gc=False):

@@ -41,18 +41,17 @@ reads the wall clock and never raises on a well-formed Quote.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import msgspec
 
 from schemas.exchange import Market
+from schemas.records import Quote
 from schemas.timeframes import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
 
 logger = logging.getLogger(__name__)
-
-Quote = Mapping[str, Any]  # a normalized quote (schemas/avro/quote.v2.avsc) as parse makes it
 
 
 class Candle(msgspec.Struct, frozen=True, gc=False):

@@ -56,9 +56,9 @@ from typing import Any, Final
 import msgspec
 
 from schemas.exchange import MARKETS, MARKETS_AND_ALL, Market, MarketOrAll
+from schemas.records import Quote
 from streams.errors import StreamsError
 
-Quote = Mapping[str, Any]  # a normalized quote (schemas/avro/quote.v2.avsc) as parse makes it
 Record = dict[str, Any]  # a MarketStats record (schemas/avro/market_stats.v2.avsc)
 
 PARTIAL_VERSION: Final = 1

@@ -44,6 +44,7 @@ import orjson
 
 from schemas.bar_series import Bar
 from schemas.dlq import DlqReason
+from schemas.records import Quote
 from schemas.serde import Codec, SerdeError, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
 from streams.alerts import Alert, AlertConfig, AlertDetector
@@ -103,7 +104,7 @@ class BatchResult:
 class Parsed:
     """The valid records of a batch (four parallel lists) and its dead letters."""
 
-    quotes: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # (quote, partition)
+    quotes: list[tuple[Quote, int]] = field(default_factory=list)  # (quote, partition)
     encoded: list[bytes] = field(default_factory=list)  # Avro
     data: list[bytes] = field(default_factory=list)  # JSON, as Redis stores it
     sources: list[RawRecord] = field(default_factory=list)
@@ -279,7 +280,7 @@ class Processor:
         return None if self.bars is None else self.bars.take_changed() or None
 
     def latest_outputs(
-        self, quotes: list[tuple[dict[str, Any], int]], encoded: list[bytes]
+        self, quotes: list[tuple[Quote, int]], encoded: list[bytes]
     ) -> list[KafkaOut]:
         """``hq.quotes.latest`` records: each stock's newest quote of the batch.
 
@@ -432,7 +433,7 @@ class Processor:
 
     def derive(
         self,
-        quotes: list[tuple[dict[str, Any], int]],
+        quotes: list[tuple[Quote, int]],
         failed: dict[int, BaseException] | None = None,
     ) -> tuple[list[Candle], list[Candle], list[Alert]]:
         """Feed new quotes to stats/candles/alerts: (closed candles, open candles, alerts).

@@ -58,6 +58,7 @@ from redis.crc import key_slot
 from schemas import redis_keys as rk
 from schemas.bar_series import Bar
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from schemas.records import Quote
 from streams.alerts import Alert
 from streams.candles import CANDLE_JSON, Candle
 
@@ -270,7 +271,7 @@ ScriptCall = tuple[list[str], list[Any]]  # (KEYS, ARGV)
 
 
 def _code_rows(
-    quotes: list[tuple[dict[str, Any], int]], data: list[bytes]
+    quotes: list[tuple[Quote, int]], data: list[bytes]
 ) -> Iterator[tuple[str, QuoteRow, list[bytes]]]:
     """Per code (first-seen order): the code, its header row and its ticks' JSON."""
     groups: dict[str, list[int]] = {}
@@ -299,7 +300,7 @@ def _code_rows(
 
 
 def quote_chunks(
-    quotes: list[tuple[dict[str, Any], int]], data: list[bytes], max_ticks: int
+    quotes: list[tuple[Quote, int]], data: list[bytes], max_ticks: int
 ) -> list[ScriptCall]:
     """(KEYS, ARGV) of each standalone QUOTES_LUA call for ``quotes`` (ranking included).
 
@@ -313,7 +314,7 @@ def quote_chunks(
 
 
 def quote_node_chunks(
-    quotes: list[tuple[dict[str, Any], int]],
+    quotes: list[tuple[Quote, int]],
     data: list[bytes],
     max_ticks: int,
     node_of: Callable[[int], str],

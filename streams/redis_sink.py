@@ -51,6 +51,7 @@ from hqcore.redis_client import AnyAsyncRedis, async_client, is_cluster_url, par
 from schemas import redis_keys as rk
 from schemas.bar_series import Bar
 from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from schemas.records import Quote
 from streams.alerts import Alert
 from streams.arbitration import Winner
 from streams.candles import Candle
@@ -77,7 +78,7 @@ logger = logging.getLogger(__name__)
 class SinkBatch:
     """What one processed batch writes to Redis."""
 
-    quotes: list[tuple[dict[str, Any], int]]  # (quote, source partition), in order
+    quotes: list[tuple[Quote, int]]  # (quote, source partition), in order
     candles: list[Bar]  # closed bars of every timeframe (Avro Candle records)
     alerts: list[Alert]
     data: list[bytes] | None = None  # each quote's JSON (orjson), when already encoded
@@ -299,13 +300,13 @@ class RedisSink:
 
     # -- state recovery ----------------------------------------------------
 
-    async def latest_quotes(self) -> list[tuple[dict[str, Any], int]]:
+    async def latest_quotes(self) -> list[tuple[Quote, int]]:
         """Every stored latest quote with the raw partition it came from."""
         pipe: Any = self.client.pipeline(transaction=False)
         for market in MARKETS:
             pipe.smembers(rk.codes(market))
         codes = sorted({c.decode() for members in await pipe.execute() for c in members})
-        out: list[tuple[dict[str, Any], int]] = []
+        out: list[tuple[Quote, int]] = []
         for start in range(0, len(codes), 1000):
             pipe = self.client.pipeline(transaction=False)
             for code in codes[start : start + 1000]:
