@@ -10,9 +10,11 @@ import orjson
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
-from schemas.serde import SingleObjectCodec
+from schemas.serde import SingleObjectCodec, schema_json
 from schemas.timeframes import candle_end, candle_minute, is_opening_minute
+from streams.alerts import Alert
 from streams.candles import CANDLE_JSON, Candle, CandleBuilder
+from streams.market_stats import BoardCounts, RankEntry
 from streams.redis_lua import candle_call
 from streams.trading_clock import is_continuous, trading_clock_ms
 
@@ -433,3 +435,17 @@ def test_candle_json_is_orjsons_within_parses_bounds() -> None:
         c = Candle("600000", "SH", "2026-03-02", 1, price, price, price, price,
                    rng.randrange(10**13), amount, 1, rng.random() < 0.5)  # fmt: skip
         assert CANDLE_JSON.encode(c) == orjson.dumps(c.as_record()), (price, amount)
+
+
+def test_the_typed_values_have_their_avro_records_fields_in_order() -> None:
+    """Candle, Alert and RankEntry mirror their .avsc (as api/models.py does for the gateway)."""
+
+    def fields(schema: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(f["name"] for f in schema["fields"])
+
+    stats = {f["name"]: f["type"] for f in schema_json("market_stats")["fields"]}
+    assert Candle.__struct_fields__ == fields(schema_json("candle"))
+    assert Alert.__struct_fields__ == fields(schema_json("alert"))
+    assert RankEntry.__struct_fields__ == fields(stats["top_gainers"]["items"])
+    board = fields(stats["boards"]["items"])
+    assert ("board", *BoardCounts.__struct_fields__) == board
