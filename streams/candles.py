@@ -58,10 +58,12 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
     """A 1-minute candle, open or closed: the fields of the Avro ``Candle`` v2, in its order.
 
     One is made per stock and batch for the open candle, so it is a msgspec
-    struct: made faster than the dict it replaces and turned into the same JSON
-    for Redis (:data:`CANDLE_JSON`) in less time than orjson takes for the
-    dict. ``gc=False``: scalars only, no cycle to collect. Avro and the bar
-    series (schemas/bar_series.py) take dicts: :meth:`as_record`, once a minute.
+    struct: made and turned into the JSON Redis stores (:data:`CANDLE_JSON`)
+    in less CPU than the dict it replaces and orjson took; a dataclass took
+    more, orjson being slow on dataclasses (docs/benchmarks.md, "Typed
+    candles"). ``gc=False``: scalars only, no cycle to collect. Avro and the
+    bar series (schemas/bar_series.py) take dicts: :meth:`as_record`, once a
+    minute.
     """
 
     code: str
