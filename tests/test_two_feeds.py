@@ -308,7 +308,8 @@ def _single_feed_candles(raw: list[Any]) -> dict[tuple[str, int], tuple[Any, ...
     processor = Processor(StreamsSettings(metrics_port=0), publish_normalized=False)
     result = asyncio.run(processor.process(firsts, None))
     candles: dict[tuple[str, int], tuple[Any, ...]] = {}
-    for candle in result.sink.candles:
+    opened = [c.as_record() for c in result.sink.open_candles]
+    for candle in result.sink.candles + opened:
         candles[candle["code"], candle["minute_ts"]] = tuple(candle[f] for f in CANDLE_FIELDS)
     return candles
 
