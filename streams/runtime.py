@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 #: end-to-end latencies observed per batch (evenly spaced quotes)
 E2E_SAMPLES = 32
+#: seconds between two reads of the state markers when no Redis error asked for one sooner
+STATE_CHECK_EVERY_S = 1.0
 
 
 def now_ms() -> int:
@@ -98,9 +100,12 @@ class StreamsRuntime:
         *,
         processor: Processor | None = None,
         rebuilder: StateRebuilder | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.rebuilder = rebuilder  # None: never checks or rebuilds the Redis state
+        self._clock = clock  # seconds, for when the state markers are next read
+        self._state_check_at = clock()  # due now: the first batch checks
         self.sink = sink
         self.outbox = outbox
         self.worker_id = worker_id
@@ -123,6 +128,7 @@ class StreamsRuntime:
         logger.info("worker %s assigned raw partitions %s", self.worker_id, sorted(partitions))
         self._assignment = set(partitions)
         self._reseed = True
+        self._state_check_at = self._clock()  # new partitions: check their markers at once
         metrics.ASSIGNED.set(len(partitions))
         metrics.HEALTH.joined = True
 
@@ -161,16 +167,21 @@ class StreamsRuntime:
     async def _ensure_state(self) -> None:
         """Rebuild this worker's part of the Redis state when its marker is missing.
 
-        Runs before every batch (one HMGET), so a Redis that lost its data
-        (FLUSHDB, a restart without persistence) is restored before this
-        worker writes anything new to it; the batch in flight is made durable
-        first, so the rebuild reads its outputs too. Then the in-memory state
-        is seeded again from the rebuilt Redis.
+        The markers are read (one HMGET) before the first batch, then at most
+        once every :data:`STATE_CHECK_EVERY_S` and before the next batch after
+        any Redis error (a Redis that restarted empty fails the writes in
+        flight first). So a Redis that lost its data (FLUSHDB, a restart
+        without persistence) is restored within about a second: the batches
+        written meanwhile are on Kafka and in the rebuild, and every write is
+        newer-wins. The batch in flight is made durable first, so the rebuild
+        reads its outputs too. Then the in-memory state is seeded again from
+        the rebuilt Redis.
         """
         rebuilder, assignment = self.rebuilder, self._assignment
-        if rebuilder is None or assignment is None:
+        if rebuilder is None or assignment is None or self._clock() < self._state_check_at:
             return
         partitions, market = await self._with_retry("check state", rebuilder.missing, assignment)
+        self._state_check_at = self._clock() + STATE_CHECK_EVERY_S
         if not partitions and not market:
             return
         await self._wait_inflight()
@@ -345,8 +356,8 @@ class StreamsRuntime:
                 self._redis_down()
                 await self._backoff(attempt, f"redis unavailable during {what}: {exc!r}")
 
-    @staticmethod
-    def _redis_down() -> None:
+    def _redis_down(self) -> None:
+        self._state_check_at = self._clock()  # it may have come back empty: check first
         metrics.REDIS_RETRIES.inc()
         metrics.REDIS_UP.set(0)
         metrics.HEALTH.redis_ok = False

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,18 @@ class StateRebuilder:
             await asyncio.sleep(ANNOUNCE_EVERY_S)
 
 
+async def all_or_none(parts: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run ``parts`` at once; the first to fail cancels the others, and its error is raised
+    as it is (the worker tells a Redis or Kafka outage by the error's type)."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def rebuild_redis(
     settings: StreamsSettings,
     partitions: set[int] | None = None,
@@ -247,28 +259,29 @@ class _Run:
     async def execute(self, partitions: set[int] | None, market: bool) -> StateRebuildSummary:
         t = self.topics
         plan = await asyncio.to_thread(self._plan, partitions, market)
-        ticks_ranges, latest_marks = plan[t.normalized], plan[t.quotes_latest]
         for ranges in plan.values():
             self.total += sum(end - start for start, end in ranges.values())
-        rebuilt = set(partitions) if partitions is not None else set(latest_marks)
+        rebuilt = set(partitions) if partitions is not None else set(plan[t.quotes_latest])
         summary = StateRebuildSummary(partitions=rebuilt, market=market)
 
         planned = time.perf_counter()
-        newest = await self._ticks(ticks_ranges, summary)
-        ticked = time.perf_counter()
-        await self._latest(latest_marks, newest, summary)
-        opened = [c for c in map(self.open_candles.current, newest) if c is not None]
-        if opened:  # before the closed ones of the topic: a closed candle wins over an open one
-            await self.sink.write(SinkBatch(quotes=[], candles=opened, alerts=[]))
-        for tf, topic in t.candles_by_tf.items():
-            await self._candles(tf, topic, plan[topic], summary)
-        await self._bars(plan[t.bars_state], summary)
-        await self._feed_winners(plan[t.feed_winners], summary)
+        # Every topic at once, each read by its own consumer: a small topic costs
+        # only its round trips, and one read's fetch overlaps another's decoding.
+        parts = [
+            self._quotes(plan[t.normalized], plan[t.quotes_latest], summary),
+            *(self._candles(tf, topic, plan[topic], summary)
+              for tf, topic in t.candles_by_tf.items()),
+            self._bars(plan[t.bars_state], summary),
+            self._feed_winners(plan[t.feed_winners], summary),
+        ]  # fmt: skip
         if market:
-            await self._alerts(plan[t.alerts], summary)
-            await self._market_stats(plan[t.market_stats], summary)
-        logger.info("rebuild: planned in %.1fs, ticks %.1fs, the rest %.1fs; read %s",
-                    planned - self.started, ticked - planned, time.perf_counter() - ticked,
+            parts += [
+                self._alerts(plan[t.alerts], summary),
+                self._market_stats(plan[t.market_stats], summary),
+            ]
+        await all_or_none(parts)
+        logger.info("rebuild: planned in %.1fs, read and written in %.1fs; read %s",
+                    planned - self.started, time.perf_counter() - planned,
                     summary.records)  # fmt: skip
         await self.sink.mark_state(rebuilt, market, int(time.time() * 1000))
         return summary
@@ -341,16 +354,16 @@ class _Run:
         )
         return last
 
-    async def _latest(
-        self,
-        marks: dict[int, tuple[int, int]],
-        newest: dict[str, tuple[dict[str, Any], int]],
-        summary: StateRebuildSummary,
-    ) -> None:
-        """The compacted latest quotes, merged with the tail's newest, newer-wins into Redis."""
-        last = await self._last_per_key(
-            self.topics.quotes_latest, marks, "latest quotes", "latest", summary
-        )
+    async def _quotes(self, tail: Ranges, latest: Ranges, summary: StateRebuildSummary) -> None:
+        """The tick tail and the compacted latest quotes, read at once; then each stock's
+        newest of both, newer-wins into Redis, and its open candle folded from the tail."""
+        newest: dict[str, tuple[dict[str, Any], int]]
+        last: dict[bytes, tuple[bytes, int]]
+        newest, last = await all_or_none([
+            self._ticks(tail, summary),
+            self._last_per_key(self.topics.quotes_latest, latest, "latest quotes", "latest",
+                               summary),
+        ])  # fmt: skip
         decode = self.owner.quote_codec.decode
         for value, partition in last.values():
             quote = decode(value)
@@ -362,6 +375,10 @@ class _Run:
             chunk = quotes[start : start + self.sink.chunk_ticks]
             await self.sink.write(SinkBatch(quotes=chunk, candles=[], alerts=[]))
         summary.stocks = len(quotes)
+        # through CANDLES_LUA: a closed candle of the minute, written before or after, wins
+        opened = [c for c in map(self.open_candles.current, newest) if c is not None]
+        if opened:
+            await self.sink.write(SinkBatch(quotes=[], candles=opened, alerts=[]))
 
     async def _bars(self, ranges: Ranges, summary: StateRebuildSummary) -> None:
         """Each stock's newest bar series (``hq.bars.state``) into ``hq:bars:{code}``."""
