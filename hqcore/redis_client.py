@@ -133,10 +133,10 @@ def async_client(url: str, **options: Any) -> AnyAsyncRedis:
 
     On one server a command that finds its pooled connection closed by the
     server (Redis restarted since it was last used) reconnects and is sent
-    once more at once (a timeout is not retried): redis-py's clients made from a URL would raise instead,
-    once per stale connection, right after every restart. Every caller's
-    writes are idempotent (the workers' are newer-wins) and a real outage
-    still raises at once.
+    once more at once; redis-py's clients made from a URL would raise
+    instead, once per stale connection, right after every restart. Every
+    caller's writes are idempotent (the workers' are newer-wins); a timeout
+    is not retried, and a real outage still raises at once.
     """
     if not is_cluster_url(url):
         reconnect_once = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))

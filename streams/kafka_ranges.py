@@ -28,8 +28,9 @@ from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
 
-#: records one ``consume`` call returns at most
-FETCH_MAX = 10_000
+#: records one ``consume`` call returns at most: handled in one go, so small enough that the
+#: event loop (the other reads, Redis replies, a worker's timers) is never held up for long
+FETCH_MAX = 500
 #: reads that may run at once (one consumer and one fetch thread each)
 MAX_READS = 16
 
@@ -183,7 +184,11 @@ class OneInFlight:
         self.done = 0  # what the finished writes returned, summed
 
     async def submit(self, write: Coroutine[Any, Any, int]) -> None:
-        await self.drain()
+        try:
+            await self.drain()
+        except BaseException:
+            write.close()  # never started
+            raise
         self._task = asyncio.create_task(write)
 
     async def drain(self) -> None:

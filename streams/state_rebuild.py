@@ -31,6 +31,7 @@ is missing (:class:`streams.runtime.StreamsRuntime`) and by
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -44,6 +45,7 @@ from confluent_kafka.admin import OffsetSpec
 from hqcore.kafka_client import close_within
 from schemas import redis_keys as rk
 from schemas.serde import Codec, make_codec
+from schemas.timeframes import TIMEFRAMES, Timeframe
 from streams import metrics
 from streams.arbitration import Winner
 from streams.candles import CandleBuilder
@@ -55,8 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: ticks decoded before they are written to Redis (bounds the rebuild's memory)
 HISTORY_FLUSH = 10_000
-#: candles decoded before they are written
-CANDLE_FLUSH = 20_000
+#: candles decoded before they are written (~20 MB of JSON): ~10 per hash and HSET
+CANDLE_FLUSH = 50_000
 #: seconds between two refreshes of the ``hq:state:rebuilding`` entry (its TTL is 10 s)
 ANNOUNCE_EVERY_S = 1.0
 #: records of hq.market.stats read back from its end (every market publishes each second)
@@ -141,16 +143,24 @@ class StateRebuilder:
         return summary
 
     async def _announce(self, run: _Run) -> None:
-        """Refresh this worker's ``hq:state:rebuilding`` entry every second (for the gateway)."""
+        """Refresh this worker's ``hq:state:rebuilding`` entry every second (for the gateway).
+
+        While Redis is unavailable it tries again each second and says so
+        once: the rebuild's own writes fail too, and the worker starts it again.
+        """
         started_ms = int(time.time() * 1000)
+        failing = False
         while True:
             try:
                 fraction = run.done / run.total if run.total else 0.0
                 await self.sink.announce_rebuild(
                     self.settings.worker_id, min(1.0, fraction), started_ms, int(time.time() * 1000)
                 )
-            except Exception as exc:  # Redis down: the rebuild itself retries
-                logger.warning("rebuild progress not written to redis: %r", exc)
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    logger.warning("rebuild progress not written to redis (retrying): %r", exc)
+                failing = True
             await asyncio.sleep(ANNOUNCE_EVERY_S)
 
 
@@ -269,8 +279,7 @@ class _Run:
         # only its round trips, and one read's fetch overlaps another's decoding.
         parts = [
             self._quotes(plan[t.normalized], plan[t.quotes_latest], summary),
-            *(self._candles(tf, topic, plan[topic], summary)
-              for tf, topic in t.candles_by_tf.items()),
+            *(self._candles(tf, plan[t.candles_by_tf[tf]], summary) for tf in TIMEFRAMES),
             self._bars(plan[t.bars_state], summary),
             self._feed_winners(plan[t.feed_winners], summary),
         ]  # fmt: skip
@@ -406,30 +415,43 @@ class _Run:
         if by_partition:
             await self.sink.write_feed_winners(by_partition)
 
-    async def _candles(
-        self, tf: str, topic: str, ranges: Ranges, summary: StateRebuildSummary
-    ) -> None:
-        """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis."""
+    async def _candles(self, tf: Timeframe, ranges: Ranges, summary: StateRebuildSummary) -> None:
+        """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis.
+
+        Each flush writes every hash it touches with one HSET of all its new
+        fields; a hash gets its TTL with its first HSET of this rebuild.
+        """
         decode = (self.owner.candle_codec if tf == "1m" else self.owner.bar_codecs[tf]).decode
+        dumps = orjson.dumps
         intraday = tf != "1d"
+        ttl_s = rk.candles_ttl_s(tf)
+        hash_of = functools.cache(lambda code, trade_date: rk.candles(code, trade_date, tf))
+        with_ttl: set[str] = set()  # the hashes written so far (and given their TTL)
         trade_date = ""  # of the bars written: the newest read
-        candles: list[dict[str, Any]] = []
+        bars: list[tuple[str, str, str, bytes]] = []  # (trade date, code, minute, JSON)
         writes = OneInFlight()
 
         async def flush(force: bool = False) -> None:
             nonlocal trade_date
-            if candles and (force or len(candles) >= CANDLE_FLUSH):
-                trade_date = max(trade_date, *(c["trade_date"] for c in candles))
-                todays = [c for c in candles if not intraday or c["trade_date"] == trade_date]
-                candles.clear()
-                await writes.submit(self.sink.write_closed_bars(todays))
+            if not bars or (not force and len(bars) < CANDLE_FLUSH):
+                return
+            trade_date = max(trade_date, *(bar[0] for bar in bars))
+            hashes: dict[str, dict[str, bytes]] = {}
+            for date, code, minute, value in bars:
+                if date == trade_date or not intraday:
+                    hashes.setdefault(hash_of(code, date), {})[minute] = value
+            bars.clear()
+            new = hashes.keys() - with_ttl
+            with_ttl.update(new)
+            await writes.submit(self.sink.write_closed_bars(hashes, ttl_s, new))
 
         def keep(msg: Message) -> None:
-            candles.append(decode(msg.value() or b""))
+            bar = decode(msg.value() or b"")
+            bars.append((bar["trade_date"], bar["code"], str(bar["minute_ts"]), dumps(bar)))
 
         advance = self._advance(f"candles {tf}", f"candles_{tf}")
         try:
-            n = await self.kafka.read(topic, ranges, keep, advance, flush)
+            n = await self.kafka.read(self.topics.candles_by_tf[tf], ranges, keep, advance, flush)
             await flush(force=True)
         finally:
             await writes.drain()
