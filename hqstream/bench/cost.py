@@ -96,9 +96,11 @@ def group_cpu_s(pgid: int) -> float:
     return sum(_cpu_s(stat) for _, stat in _group_stats(pgid))
 
 
-def jit_cpu_s(pgid: int) -> float:
-    """CPU seconds of the JIT compiler threads of the JVMs in process group ``pgid``."""
-    total = 0.0
+def jit_cpu_s(pgid: int) -> dict[str, float]:
+    """CPU seconds of each JIT compiler thread (``pid/tid``) of the JVMs in process
+    group ``pgid``. A JVM starts and ends compiler threads as it needs them, so
+    compare two readings thread by thread (:func:`jit_share`), not their sums."""
+    threads: dict[str, float] = {}
     for pid, _ in _group_stats(pgid):
         with contextlib.suppress(OSError):
             for task in os.scandir(f"/proc/{pid}/task"):
@@ -107,8 +109,16 @@ def jit_cpu_s(pgid: int) -> float:
                         if not fh.read().startswith(JIT_THREADS):
                             continue
                     with open(f"{task.path}/stat", "rb") as fh:
-                        total += _cpu_s(fh.read())
-    return total
+                        threads[f"{pid}/{task.name}"] = _cpu_s(fh.read())
+    return threads
+
+
+def jit_share(before: dict[str, float], after: dict[str, float], seconds: float) -> float:
+    """The share of a core the compiler threads used between two readings: the
+    threads alive at the second (one that started in between counts whole; the
+    last seconds of one that ended in between are missed)."""
+    used = sum(cpu - before.get(thread, 0.0) for thread, cpu in after.items())
+    return used / seconds
 
 
 def _cpu_s(stat: bytes) -> float:
@@ -250,7 +260,7 @@ def _warm_broker(side: Side, phase: Phase, limit_s: float) -> None:
                     f"compilers {100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
                 )
                 time.sleep(min(0.5, left))
-            share = (jit_cpu_s(pgid) - jit0) / JIT_WINDOW_S
+            share = jit_share(jit0, jit_cpu_s(pgid), JIT_WINDOW_S)
             if share < JIT_QUIET_SHARE:
                 break
     console.print(

@@ -371,7 +371,7 @@ class Counts:
     #: sent (or put on the raw topic) but not in the raw topic; with two feeds: a
     #: line neither feed's receiver put on the raw topic
     lost_at_receiver: int
-    lost_in_streams: int  # valid in the raw topic but never normalized, or bad and not in the DLQ
+    lost_in_streams: int  # raw records neither normalized nor dead-lettered
     duplicated: int  # raw-topic records beyond what was sent
     published_twice: int  # (stock, exchange_ts) on the normalized topic more than once
     not_newest: int  # stocks whose Redis quote is not their newest tick sent
@@ -428,12 +428,14 @@ def count(rig: FaultRig) -> Counts:
             if line:
                 expected[digest(line.rstrip(b"\r"))] += 1
                 sent += 1
+    dead = {digest(value) for value in _read_topic(bootstrap, rig.prefix + DLQ)}
+    dlq_records = sum(1 for _ in _read_topic(bootstrap, rig.prefix + DLQ))
     raw: Counter[bytes] = Counter()
-    valid: set[tuple[str, int]] = set()
-    bad: set[bytes] = set()
+    valid: set[tuple[str, int]] = set()  # to be normalized
+    bad: set[bytes] = set()  # unreadable, not dead-lettered
     for value in _read_topic(bootstrap, rig.prefix + RAW):
         d = digest(value)
-        if d not in raw:
+        if d not in raw and d not in dead:  # a dead letter (with its reason) is accounted for
             ident = tick_id(value)
             if ident is None:
                 bad.add(d)
@@ -450,9 +452,7 @@ def count(rig: FaultRig) -> Counts:
     for value in _read_topic(bootstrap, rig.prefix + NORMALIZED):
         quote = codec.decode(value)
         normalized[str(quote["code"]), int(quote["exchange_ts"])] += 1
-    dead = {digest(value) for value in _read_topic(bootstrap, rig.prefix + DLQ)}
-    dlq_records = sum(1 for _ in _read_topic(bootstrap, rig.prefix + DLQ))
-    lost_in_streams = len(valid - normalized.keys()) + len(bad - dead)
+    lost_in_streams = len(valid - normalized.keys()) + len(bad)
     not_newest = rig.stale_quotes(rig.sent_log.newest)
     return Counts(
         sent=sent,

@@ -13,8 +13,9 @@ feed runs on, stops, and everything drains before counting:
   quote is at least at the newest tick the simulator had sent when the fault
   ended (quotes flow again, the failed worker's partitions too);
 * lost = lines sent but not on the raw topic (with two feeds: lines neither
-  feed's receiver put there), plus valid raw records never normalized and bad
-  ones not in the DLQ; duplicated = raw records beyond those sent; published
+  feed's receiver put there), plus raw records neither normalized nor in the
+  DLQ (a dead letter carries its reason: a well-formed line with impossible
+  numbers is accounted for there); duplicated = raw records beyond those sent; published
   twice = (stock, exchange_ts) on the normalized topic more than once; not at
   newest = stocks whose Redis quote is not their newest tick sent.
 
@@ -207,7 +208,6 @@ register(
         "poison-hostile",
         "poison records (huge numbers, year 2099)",
         _poison("hostile"),
-        default=False,
     )
 )
 

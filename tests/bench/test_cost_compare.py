@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hqstream.bench.cost import PHASES, Usage, _report_compare, group_cpu_s, jit_cpu_s
+from hqstream.bench.cost import PHASES, Usage, _report_compare, group_cpu_s, jit_cpu_s, jit_share
 from hqstream.bench.pipeline_rig import Pipeline, command_of
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
 from tests.conftest import KafkaEndpoint
@@ -107,6 +107,17 @@ def test_jit_compiler_time_is_counted_from_the_jvms_compiler_threads(
     a running broker has some, and a Python process group none."""
     if kafka.broker is None or kafka.broker.proc is None:
         pytest.skip("the broker is not ours (HQ_KAFKA_BOOTSTRAP or a container)")
-    assert jit_cpu_s(kafka.broker.proc.pid) > 0
-    assert jit_cpu_s(kafka.broker.proc.pid) < group_cpu_s(kafka.broker.proc.pid)
-    assert jit_cpu_s(os.getpgid(0)) == 0.0
+    compilers = jit_cpu_s(kafka.broker.proc.pid)
+    assert sum(compilers.values()) > 0
+    assert sum(compilers.values()) < group_cpu_s(kafka.broker.proc.pid)
+    assert jit_cpu_s(os.getpgid(0)) == {}
+
+
+def test_the_jit_share_compares_thread_by_thread() -> None:
+    """A JVM ends compiler threads it no longer needs (C1-only brokers did so during
+    the warm-up): a thread gone from the second reading must not make the share
+    negative, and one that started in between counts whole."""
+    before = {"7/20": 3.0, "7/21": 5.0}
+    after = {"7/20": 3.5, "7/22": 0.5}  # 7/21 ended, 7/22 started
+    assert jit_share(before, after, seconds=10) == pytest.approx(0.1)
+    assert jit_share({}, {}, seconds=10) == 0.0
