@@ -31,11 +31,12 @@ quote by one round trip.
 
 Errors (Redis down, a master failing over) propagate to the caller, which
 retries the whole batch: this module never sleeps, never swallows an error
-and never drops data.
+(but :meth:`RedisSink.answers`, a probe) and never drops data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,13 @@ class RedisSink:
         if self.nodes is not None:
             await self.nodes.aclose()
         await self.client.aclose()
+
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether Redis answers a PING within ``timeout_s`` (any error: no). Never raises."""
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), timeout_s))
+        except Exception:
+            return False
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD the Lua scripts (on every master of a cluster; again after a

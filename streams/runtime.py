@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 E2E_SAMPLES = 32
 #: seconds between two reads of the state markers when no Redis error asked for one sooner
 STATE_CHECK_EVERY_S = 1.0
+#: seconds between two PINGs of a Redis that failed, while waiting to try again
+REDIS_POLL_S = 0.25
 
 
 def now_ms() -> int:
@@ -196,7 +198,8 @@ class StreamsRuntime:
                 if not (is_redis_error(exc) or isinstance(exc, KafkaException | StreamsError)):
                     raise
                 attempt += 1
-                await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}")
+                await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}",
+                                    redis_down=is_redis_error(exc))  # fmt: skip
         self._reseed = True
 
     async def _seed(self) -> None:
@@ -300,7 +303,9 @@ class StreamsRuntime:
                     raise
                 attempt += 1
                 self._redis_down()
-                await self._backoff(attempt, f"redis write failed, retrying the batch: {exc!r}")
+                await self._backoff(
+                    attempt, f"redis write failed, retrying the batch: {exc!r}", redis_down=True
+                )
 
     async def _write_redis(self, result: BatchResult) -> WriteResult:
         """Write the batch to Redis; if Redis refuses it (not an outage), quote by quote."""
@@ -354,7 +359,9 @@ class StreamsRuntime:
                     raise
                 attempt += 1
                 self._redis_down()
-                await self._backoff(attempt, f"redis unavailable during {what}: {exc!r}")
+                await self._backoff(
+                    attempt, f"redis unavailable during {what}: {exc!r}", redis_down=True
+                )
 
     def _redis_down(self) -> None:
         self._state_check_at = self._clock()  # it may have come back empty: check first
@@ -368,12 +375,25 @@ class StreamsRuntime:
         metrics.REDIS_UP.set(1)
         metrics.HEALTH.redis_ok = True
 
-    async def _backoff(self, attempt: int, message: str) -> None:
+    async def _backoff(self, attempt: int, message: str, *, redis_down: bool = False) -> None:
+        """Wait before the next try: 0.1 s, doubling up to ``redis_retry_max_s``.
+
+        When Redis was the trouble, the wait ends as soon as it answers a PING
+        (tried every :data:`REDIS_POLL_S`): a Redis back after a restart is
+        written to at once, not up to ``redis_retry_max_s`` later.
+        """
         delay = min(self.settings.redis_retry_max_s, 0.1 * 2 ** min(attempt - 1, 10))
         if attempt == 1 or attempt % 10 == 0:
             logger.error("%s (attempt %d; offsets are not committed; next try in %.1fs)",
                          message, attempt, delay)  # fmt: skip
-        await asyncio.sleep(delay)
+        if not redis_down:
+            await asyncio.sleep(delay)
+            return
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(REDIS_POLL_S, left))
+            if await self.sink.answers(timeout_s=REDIS_POLL_S):
+                return
 
     def _observe(self, result: BatchResult) -> None:
         self.batches += 1
