@@ -3,8 +3,9 @@
 The state rebuild (:mod:`streams.state_rebuild`) reads bounded ranges of the
 workers' output topics. :class:`KafkaRanges` asks for offsets with the admin
 client's ``list_offsets`` (one request per spec for every partition at once;
-never ``list_consumer_group_offsets``, see librdkafka#5040) and reads with a
-consumer that joins no group and commits nothing. Never writes to Kafka.
+never ``list_consumer_group_offsets``, see librdkafka#5040) and reads with
+consumers that join no group and commit nothing, one per read running at
+once. Never writes to Kafka.
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ restored without reparsing a raw line or producing anything:
    record of each market in ``hq.market.stats`` where Redis has none, and
    today's alerts (the newest ``ALERTS_MAXLEN``) from ``hq.alerts``.
 
-Then the markers (``hq:state:ready``) of the rebuilt partitions and of the
-market are written: a worker that dies mid-rebuild leaves them missing and
+Every topic is read at the same time, each by a consumer of its own
+(:class:`streams.kafka_ranges.KafkaRanges`); only the quotes wait for two
+reads (1 and 2). Then the markers (``hq:state:ready``) of the rebuilt
+partitions and of the market are written: a worker that dies mid-rebuild leaves them missing and
 the next owner of those partitions rebuilds them again (every write here is
 idempotent). Used by the stream worker before its next batch when a marker
 is missing (:class:`streams.runtime.StreamsRuntime`) and by
