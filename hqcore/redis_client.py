@@ -26,6 +26,8 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 
 CLUSTER_SCHEMES: Final = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
@@ -127,8 +129,18 @@ def sync_client(url: str, **options: Any) -> AnyRedis:
 
 
 def async_client(url: str, **options: Any) -> AnyAsyncRedis:
-    """An asyncio client of ``url`` (``options``: redis-py connection options)."""
+    """An asyncio client of ``url`` (``options``: redis-py connection options).
+
+    On one server a command that finds its pooled connection closed by the
+    server (Redis restarted since it was last used) reconnects and is sent
+    once more at once; redis-py's clients made from a URL would raise
+    instead, once per stale connection, right after every restart. Every
+    caller's writes are idempotent (the workers' are newer-wins); a timeout
+    is not retried, and a real outage still raises at once.
+    """
     if not is_cluster_url(url):
+        reconnect_once = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        options = {"retry": reconnect_once, **options}
         return with_fast_packing(aioredis.Redis.from_url(url, **options))
     address = parse_cluster_url(url)
     return aioredis.RedisCluster(

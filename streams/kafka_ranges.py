@@ -3,17 +3,20 @@
 The state rebuild (:mod:`streams.state_rebuild`) reads bounded ranges of the
 workers' output topics. :class:`KafkaRanges` asks for offsets with the admin
 client's ``list_offsets`` (one request per spec for every partition at once;
-never ``list_consumer_group_offsets``, see librdkafka#5040) and reads with a
-consumer that joins no group and commits nothing. Never writes to Kafka.
+never ``list_consumer_group_offsets``, see librdkafka#5040) and reads with
+consumers that join no group and commit nothing, one per read running at
+once. Never writes to Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -26,8 +29,11 @@ from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
 
-#: records one ``consume`` call returns at most
-FETCH_MAX = 10_000
+#: records one ``consume`` call returns at most: handled in one go, so small enough that the
+#: event loop (the other reads, Redis replies, a worker's timers) is never held up for long
+FETCH_MAX = 500
+#: reads that may run at once (one consumer and one fetch thread each)
+MAX_READS = 16
 
 Ranges = dict[int, tuple[int, int]]
 """``partition -> [start offset, end offset)`` of one topic."""
@@ -35,26 +41,34 @@ Ranges = dict[int, tuple[int, int]]
 
 class KafkaRanges:
     """Plans and reads offset ranges of topics: an admin client for the offsets (never
-    ``list_consumer_group_offsets``), a plain consumer (no group, no commits) to read."""
+    ``list_consumer_group_offsets``), plain consumers (no group, no commits) to read.
+
+    Reads may run at once (the rebuild reads its topics concurrently): each
+    takes an idle consumer, or a new one, and gives it back when done.
+    """
 
     def __init__(self, settings: StreamsSettings) -> None:
         self.admin = AdminClient(librdkafka_config(settings))
-        self.consumer = Consumer(
-            {
-                **librdkafka_config(settings),
-                "group.id": f"{settings.group_id}-state-rebuild-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "queued.min.messages": 200_000,
-                "fetch.wait.max.ms": 50,  # a partition at its end answers at once
-            }
-        )
+        self._consumer_config = {
+            **librdkafka_config(settings),
+            "group.id": f"{settings.group_id}-state-rebuild-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+            "fetch.wait.max.ms": 50,  # a partition at its end answers at once
+        }
+        self._consumers: list[Consumer] = []
+        self._idle: list[Consumer] = []
+        #: a fetch thread per read at most (``consume`` waits up to its timeout there)
+        self._fetching = ThreadPoolExecutor(MAX_READS, thread_name_prefix="rebuild-fetch")
 
     def close(self) -> None:
-        """Close the consumer and destroy the admin client now, not when collected."""
-        self.consumer.close()
+        """Close the consumers and destroy the admin client now, not when collected."""
+        self._fetching.shutdown(wait=True)
+        for consumer in self._consumers:
+            consumer.close()
         self.admin.__exit__(None, None, None)  # what ``with AdminClient(...)`` ends with
 
     def partitions(self, topic: str, only: set[int] | None) -> list[int]:
@@ -87,7 +101,7 @@ class KafkaRanges:
     async def read(
         self,
         topic: str,
-        ranges: dict[int, tuple[int, int]],
+        ranges: Ranges,
         handle: Callable[[Message], None],
         progress: Callable[[int], None] | None = None,
         after_fetch: Callable[[], Awaitable[None]] | None = None,
@@ -96,43 +110,65 @@ class KafkaRanges:
 
         A partition is done at its end offset or at its end of log (a
         compacted topic may have no record at ``end - 1``). Fetches run in a
-        thread, so the event loop (heartbeats, metrics) goes on meanwhile.
+        thread, one ahead: the next batch is fetched while this one is handled.
         """
         todo = {p: end for p, (start, end) in ranges.items() if end > start}
         if not todo:
             return 0
-        consumer = self.consumer
+        consumer = self._idle.pop() if self._idle else self._new_consumer()
         consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in todo])
+        loop = asyncio.get_running_loop()
+
+        def fetch() -> asyncio.Future[list[Message]]:
+            return loop.run_in_executor(self._fetching, consumer.consume, FETCH_MAX, 0.1)
+
+        fetching = fetch()
         read = 0
         try:
             while todo:
-                msgs = await asyncio.to_thread(consumer.consume, FETCH_MAX, 0.1)
-                for msg in msgs:
-                    p = int(msg.partition() or 0)
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            todo.pop(p, None)
-                            continue
-                        if err.retriable():
-                            continue
-                        raise KafkaException(err)
-                    end = todo.get(p)
-                    offset = int(msg.offset() or 0)
-                    if end is None or offset >= end:
-                        continue
-                    handle(msg)
-                    read += 1
-                    if offset + 1 >= end:
-                        del todo[p]
+                msgs = await asyncio.shield(fetching)  # cancelled: the thread still ends below
+                fetching = fetch()
+                read += _hand_over(msgs, todo, handle)
                 if progress is not None and msgs:
                     progress(len(msgs))
                 if after_fetch is not None:
                     await after_fetch()
                 await asyncio.sleep(0)
         finally:
+            with contextlib.suppress(Exception):  # the fetch ahead: its records are past the ends
+                await fetching
             consumer.unassign()
+            self._idle.append(consumer)
         return read
+
+    def _new_consumer(self) -> Consumer:
+        consumer = Consumer(self._consumer_config)
+        self._consumers.append(consumer)
+        return consumer
+
+
+def _hand_over(msgs: list[Message], todo: dict[int, int], handle: Callable[[Message], None]) -> int:
+    """Hand the records of ``msgs`` below their partition's end in ``todo`` to ``handle``;
+    a partition leaves ``todo`` at its end. Returns how many were handed over."""
+    handed = 0
+    for msg in msgs:
+        err = msg.error()
+        p: Any = msg.partition()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                todo.pop(p, None)
+            elif not err.retriable():
+                raise KafkaException(err)
+            continue
+        end = todo.get(p)
+        offset: Any = msg.offset()
+        if end is None or offset >= end:
+            continue
+        handle(msg)
+        handed += 1
+        if offset + 1 >= end:
+            del todo[p]
+    return handed
 
 
 def shanghai_day_start_ms(ts_ms: int) -> int:
@@ -149,7 +185,11 @@ class OneInFlight:
         self.done = 0  # what the finished writes returned, summed
 
     async def submit(self, write: Coroutine[Any, Any, int]) -> None:
-        await self.drain()
+        try:
+            await self.drain()
+        except BaseException:
+            write.close()  # never started
+            raise
         self._task = asyncio.create_task(write)
 
     async def drain(self) -> None:

@@ -31,13 +31,14 @@ quote by one round trip.
 
 Errors (Redis down, a master failing over) propagate to the caller, which
 retries the whole batch: this module never sleeps, never swallows an error
-and never drops data.
+(but :meth:`RedisSink.answers`, a probe) and never drops data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -152,11 +153,20 @@ class RedisSink:
             await self.nodes.aclose()
         await self.client.aclose()
 
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether Redis answers a PING within ``timeout_s`` (any error: no). Never raises."""
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), timeout_s))
+        except Exception:
+            return False
+
     async def load_scripts(self) -> None:
         """SCRIPT LOAD the Lua scripts (on every master of a cluster; again after a
         restart or a failover left a master without them)."""
+        loaded = {}  # then all at once: a write running meanwhile sees none or all of them
         for name, body in (SCRIPTS if self.nodes is None else CLUSTER_SCRIPTS).items():
-            self._sha[name] = str(await self.client.script_load(body))
+            loaded[name] = str(await self.client.script_load(body))
+        self._sha = loaded
 
     async def write(self, batch: SinkBatch) -> WriteResult:
         """Write one batch; raises on any Redis error (the caller retries it all)."""
@@ -416,29 +426,23 @@ class RedisSink:
         if fields:
             await self.client.hset(rk.STATE_READY, mapping=fields)  # type: ignore[arg-type]
 
-    async def write_closed_bars(self, bars: list[Bar]) -> int:
-        """Closed bars (the rebuild's), one HSET and EXPIRE per hash; returns how many.
+    async def write_closed_bars(
+        self, hashes: dict[str, dict[str, bytes]], ttl_s: int, new: Collection[str]
+    ) -> int:
+        """Closed bars (the rebuild's): hash -> minute -> the bar's JSON; returns how many.
 
         What CANDLES_LUA does for closed bars (a closed bar replaces whatever
-        the minute holds) in a few commands per stock instead of two per bar.
+        the minute holds) with one HSET per hash instead of two commands per
+        bar, and an EXPIRE of the ``new`` hashes only: those the caller had
+        not written yet (a later HSET keeps the TTL).
         """
-        by_key: dict[str, dict[str, bytes]] = {}
-        ttl: dict[str, int] = {}
-        dumps = orjson.dumps
-        for bar in bars:
-            tf = bar.get("tf", "1m")
-            key = rk.candles(bar["code"], bar["trade_date"], tf)
-            fields = by_key.get(key)
-            if fields is None:
-                fields = by_key[key] = {}
-                ttl[key] = rk.candles_ttl_s(tf)
-            fields[str(bar["minute_ts"])] = dumps(bar)
         pipe: Any = self.client.pipeline(transaction=False)
-        for key, fields in by_key.items():
+        for key, fields in hashes.items():
             pipe.hset(key, mapping=fields)
-            pipe.expire(key, ttl[key])
+            if key in new:
+                pipe.expire(key, ttl_s)
         await pipe.execute()
-        return len(bars)
+        return sum(map(len, hashes.values()))
 
     async def announce_rebuild(
         self, worker: str, progress: float, started_ms: int, now_ms: int

@@ -63,6 +63,10 @@ logger = logging.getLogger(__name__)
 
 #: end-to-end latencies observed per batch (evenly spaced quotes)
 E2E_SAMPLES = 32
+#: seconds between two reads of the state markers when no Redis error asked for one sooner
+STATE_CHECK_EVERY_S = 1.0
+#: seconds between two PINGs of a Redis that failed, while waiting to try again
+REDIS_POLL_S = 0.25
 
 
 def now_ms() -> int:
@@ -99,9 +103,12 @@ class StreamsRuntime:
         *,
         processor: Processor | None = None,
         rebuilder: StateRebuilder | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.rebuilder = rebuilder  # None: never checks or rebuilds the Redis state
+        self._clock = clock  # seconds, for when the state markers are next read
+        self._state_check_at = clock()  # due now: the first batch checks
         self.sink = sink
         self.outbox = outbox
         self.worker_id = worker_id
@@ -124,6 +131,7 @@ class StreamsRuntime:
         logger.info("worker %s assigned raw partitions %s", self.worker_id, sorted(partitions))
         self._assignment = set(partitions)
         self._reseed = True
+        self._state_check_at = self._clock()  # new partitions: check their markers at once
         metrics.ASSIGNED.set(len(partitions))
         metrics.HEALTH.joined = True
 
@@ -162,16 +170,21 @@ class StreamsRuntime:
     async def _ensure_state(self) -> None:
         """Rebuild this worker's part of the Redis state when its marker is missing.
 
-        Runs before every batch (one HMGET), so a Redis that lost its data
-        (FLUSHDB, a restart without persistence) is restored before this
-        worker writes anything new to it; the batch in flight is made durable
-        first, so the rebuild reads its outputs too. Then the in-memory state
-        is seeded again from the rebuilt Redis.
+        The markers are read (one HMGET) before the first batch, then at most
+        once every :data:`STATE_CHECK_EVERY_S` and before the next batch after
+        any Redis error (a Redis that restarted empty fails the writes in
+        flight first). So a Redis that lost its data (FLUSHDB, a restart
+        without persistence) is restored within about a second: the batches
+        written meanwhile are on Kafka and in the rebuild, and every write is
+        newer-wins. The batch in flight is made durable first, so the rebuild
+        reads its outputs too. Then the in-memory state is seeded again from
+        the rebuilt Redis.
         """
         rebuilder, assignment = self.rebuilder, self._assignment
-        if rebuilder is None or assignment is None:
+        if rebuilder is None or assignment is None or self._clock() < self._state_check_at:
             return
         partitions, market = await self._with_retry("check state", rebuilder.missing, assignment)
+        self._state_check_at = self._clock() + STATE_CHECK_EVERY_S
         if not partitions and not market:
             return
         await self._wait_inflight()
@@ -186,7 +199,8 @@ class StreamsRuntime:
                 if not (is_redis_error(exc) or isinstance(exc, KafkaException | StreamsError)):
                     raise
                 attempt += 1
-                await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}")
+                await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}",
+                                    redis_down=is_redis_error(exc))  # fmt: skip
         self._reseed = True
 
     async def _seed(self) -> None:
@@ -290,7 +304,9 @@ class StreamsRuntime:
                     raise
                 attempt += 1
                 self._redis_down()
-                await self._backoff(attempt, f"redis write failed, retrying the batch: {exc!r}")
+                await self._backoff(
+                    attempt, f"redis write failed, retrying the batch: {exc!r}", redis_down=True
+                )
 
     async def _write_redis(self, result: BatchResult) -> WriteResult:
         """Write the batch to Redis; if Redis refuses it (not an outage), quote by quote."""
@@ -342,10 +358,12 @@ class StreamsRuntime:
                     raise
                 attempt += 1
                 self._redis_down()
-                await self._backoff(attempt, f"redis unavailable during {what}: {exc!r}")
+                await self._backoff(
+                    attempt, f"redis unavailable during {what}: {exc!r}", redis_down=True
+                )
 
-    @staticmethod
-    def _redis_down() -> None:
+    def _redis_down(self) -> None:
+        self._state_check_at = self._clock()  # it may have come back empty: check first
         metrics.REDIS_RETRIES.inc()
         metrics.REDIS_UP.set(0)
         metrics.HEALTH.redis_ok = False
@@ -356,12 +374,25 @@ class StreamsRuntime:
         metrics.REDIS_UP.set(1)
         metrics.HEALTH.redis_ok = True
 
-    async def _backoff(self, attempt: int, message: str) -> None:
+    async def _backoff(self, attempt: int, message: str, *, redis_down: bool = False) -> None:
+        """Wait before the next try: 0.1 s, doubling up to ``redis_retry_max_s``.
+
+        When Redis was the trouble, the wait ends as soon as it answers a PING
+        (tried every :data:`REDIS_POLL_S`): a Redis back after a restart is
+        written to at once, not up to ``redis_retry_max_s`` later.
+        """
         delay = min(self.settings.redis_retry_max_s, 0.1 * 2 ** min(attempt - 1, 10))
         if attempt == 1 or attempt % 10 == 0:
             logger.error("%s (attempt %d; offsets are not committed; next try in %.1fs)",
                          message, attempt, delay)  # fmt: skip
-        await asyncio.sleep(delay)
+        if not redis_down:
+            await asyncio.sleep(delay)
+            return
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(REDIS_POLL_S, left))
+            if await self.sink.answers(timeout_s=REDIS_POLL_S):
+                return
 
     def _observe(self, result: BatchResult) -> None:
         self.batches += 1

@@ -104,8 +104,9 @@ class StreamsSettings(CommonSettings):
     auto_rebuild: bool = Field(
         True,
         validation_alias=_env("auto_rebuild"),
-        description="before each batch, check the state marker of this worker's partitions in "
-        "Redis and rebuild what is missing from Kafka (streams/state_rebuild.py)",
+        description="check the state markers of this worker's partitions in Redis (once a "
+        "second, and after a Redis error) "
+        "and rebuild what is missing from Kafka (streams/state_rebuild.py)",
     )
     rebuild_ticks_s: int = Field(
         300,

@@ -20,8 +20,10 @@ restored without reparsing a raw line or producing anything:
    record of each market in ``hq.market.stats`` where Redis has none, and
    today's alerts (the newest ``ALERTS_MAXLEN``) from ``hq.alerts``.
 
-Then the markers (``hq:state:ready``) of the rebuilt partitions and of the
-market are written: a worker that dies mid-rebuild leaves them missing and
+Every topic is read at the same time, each by a consumer of its own
+(:class:`streams.kafka_ranges.KafkaRanges`); only the quotes wait for two
+reads (1 and 2). Then the markers (``hq:state:ready``) of the rebuilt
+partitions and of the market are written: a worker that dies mid-rebuild leaves them missing and
 the next owner of those partitions rebuilds them again (every write here is
 idempotent). Used by the stream worker before its next batch when a marker
 is missing (:class:`streams.runtime.StreamsRuntime`) and by
@@ -31,9 +33,10 @@ is missing (:class:`streams.runtime.StreamsRuntime`) and by
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,7 @@ from confluent_kafka.admin import OffsetSpec
 from hqcore.kafka_client import close_within
 from schemas import redis_keys as rk
 from schemas.serde import Codec, make_codec
+from schemas.timeframes import TIMEFRAMES, Timeframe
 from streams import metrics
 from streams.alerts import Alert
 from streams.arbitration import Winner
@@ -56,8 +60,8 @@ logger = logging.getLogger(__name__)
 
 #: ticks decoded before they are written to Redis (bounds the rebuild's memory)
 HISTORY_FLUSH = 10_000
-#: candles decoded before they are written
-CANDLE_FLUSH = 20_000
+#: candles decoded before they are written (~20 MB of JSON): ~10 per hash and HSET
+CANDLE_FLUSH = 50_000
 #: seconds between two refreshes of the ``hq:state:rebuilding`` entry (its TTL is 10 s)
 ANNOUNCE_EVERY_S = 1.0
 #: records of hq.market.stats read back from its end (every market publishes each second)
@@ -142,17 +146,37 @@ class StateRebuilder:
         return summary
 
     async def _announce(self, run: _Run) -> None:
-        """Refresh this worker's ``hq:state:rebuilding`` entry every second (for the gateway)."""
+        """Refresh this worker's ``hq:state:rebuilding`` entry every second (for the gateway).
+
+        While Redis is unavailable it tries again each second and says so
+        once: the rebuild's own writes fail too, and the worker starts it again.
+        """
         started_ms = int(time.time() * 1000)
+        failing = False
         while True:
             try:
                 fraction = run.done / run.total if run.total else 0.0
                 await self.sink.announce_rebuild(
                     self.settings.worker_id, min(1.0, fraction), started_ms, int(time.time() * 1000)
                 )
-            except Exception as exc:  # Redis down: the rebuild itself retries
-                logger.warning("rebuild progress not written to redis: %r", exc)
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    logger.warning("rebuild progress not written to redis (retrying): %r", exc)
+                failing = True
             await asyncio.sleep(ANNOUNCE_EVERY_S)
+
+
+async def all_or_none(parts: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run ``parts`` at once; the first to fail cancels the others, and its error is raised
+    as it is (the worker tells a Redis or Kafka outage by the error's type)."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def rebuild_redis(
@@ -248,28 +272,28 @@ class _Run:
     async def execute(self, partitions: set[int] | None, market: bool) -> StateRebuildSummary:
         t = self.topics
         plan = await asyncio.to_thread(self._plan, partitions, market)
-        ticks_ranges, latest_marks = plan[t.normalized], plan[t.quotes_latest]
         for ranges in plan.values():
             self.total += sum(end - start for start, end in ranges.values())
-        rebuilt = set(partitions) if partitions is not None else set(latest_marks)
+        rebuilt = set(partitions) if partitions is not None else set(plan[t.quotes_latest])
         summary = StateRebuildSummary(partitions=rebuilt, market=market)
 
         planned = time.perf_counter()
-        newest = await self._ticks(ticks_ranges, summary)
-        ticked = time.perf_counter()
-        await self._latest(latest_marks, newest, summary)
-        opened = [c for c in map(self.open_candles.current, newest) if c is not None]
-        if opened:  # before the closed ones of the topic: a closed candle wins over an open one
-            await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=opened))
-        for tf, topic in t.candles_by_tf.items():
-            await self._candles(tf, topic, plan[topic], summary)
-        await self._bars(plan[t.bars_state], summary)
-        await self._feed_winners(plan[t.feed_winners], summary)
+        # Every topic at once, each read by its own consumer: a small topic costs
+        # only its round trips, and one read's fetch overlaps another's decoding.
+        parts = [
+            self._quotes(plan[t.normalized], plan[t.quotes_latest], summary),
+            *(self._candles(tf, plan[t.candles_by_tf[tf]], summary) for tf in TIMEFRAMES),
+            self._bars(plan[t.bars_state], summary),
+            self._feed_winners(plan[t.feed_winners], summary),
+        ]  # fmt: skip
         if market:
-            await self._alerts(plan[t.alerts], summary)
-            await self._market_stats(plan[t.market_stats], summary)
-        logger.info("rebuild: planned in %.1fs, ticks %.1fs, the rest %.1fs; read %s",
-                    planned - self.started, ticked - planned, time.perf_counter() - ticked,
+            parts += [
+                self._alerts(plan[t.alerts], summary),
+                self._market_stats(plan[t.market_stats], summary),
+            ]
+        await all_or_none(parts)
+        logger.info("rebuild: planned in %.1fs, read and written in %.1fs; read %s",
+                    planned - self.started, time.perf_counter() - planned,
                     summary.records)  # fmt: skip
         await self.sink.mark_state(rebuilt, market, int(time.time() * 1000))
         return summary
@@ -342,16 +366,16 @@ class _Run:
         )
         return last
 
-    async def _latest(
-        self,
-        marks: dict[int, tuple[int, int]],
-        newest: dict[str, tuple[dict[str, Any], int]],
-        summary: StateRebuildSummary,
-    ) -> None:
-        """The compacted latest quotes, merged with the tail's newest, newer-wins into Redis."""
-        last = await self._last_per_key(
-            self.topics.quotes_latest, marks, "latest quotes", "latest", summary
-        )
+    async def _quotes(self, tail: Ranges, latest: Ranges, summary: StateRebuildSummary) -> None:
+        """The tick tail and the compacted latest quotes, read at once; then each stock's
+        newest of both, newer-wins into Redis, and its open candle folded from the tail."""
+        newest: dict[str, tuple[dict[str, Any], int]]
+        last: dict[bytes, tuple[bytes, int]]
+        newest, last = await all_or_none([
+            self._ticks(tail, summary),
+            self._last_per_key(self.topics.quotes_latest, latest, "latest quotes", "latest",
+                               summary),
+        ])  # fmt: skip
         decode = self.owner.quote_codec.decode
         for value, partition in last.values():
             quote = decode(value)
@@ -363,6 +387,10 @@ class _Run:
             chunk = quotes[start : start + self.sink.chunk_ticks]
             await self.sink.write(SinkBatch(quotes=chunk, candles=[], alerts=[]))
         summary.stocks = len(quotes)
+        # through CANDLES_LUA: a closed candle of the minute, written before or after, wins
+        opened = [c for c in map(self.open_candles.current, newest) if c is not None]
+        if opened:
+            await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=opened))
 
     async def _bars(self, ranges: Ranges, summary: StateRebuildSummary) -> None:
         """Each stock's newest bar series (``hq.bars.state``) into ``hq:bars:{code}``."""
@@ -390,30 +418,43 @@ class _Run:
         if by_partition:
             await self.sink.write_feed_winners(by_partition)
 
-    async def _candles(
-        self, tf: str, topic: str, ranges: Ranges, summary: StateRebuildSummary
-    ) -> None:
-        """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis."""
+    async def _candles(self, tf: Timeframe, ranges: Ranges, summary: StateRebuildSummary) -> None:
+        """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis.
+
+        Each flush writes every hash it touches with one HSET of all its new
+        fields; a hash gets its TTL with its first HSET of this rebuild.
+        """
         decode = (self.owner.candle_codec if tf == "1m" else self.owner.bar_codecs[tf]).decode
+        dumps = orjson.dumps
         intraday = tf != "1d"
+        ttl_s = rk.candles_ttl_s(tf)
+        hash_of = functools.cache(lambda code, trade_date: rk.candles(code, trade_date, tf))
+        with_ttl: set[str] = set()  # the hashes written so far (and given their TTL)
         trade_date = ""  # of the bars written: the newest read
-        candles: list[dict[str, Any]] = []
+        bars: list[tuple[str, str, str, bytes]] = []  # (trade date, code, minute, JSON)
         writes = OneInFlight()
 
         async def flush(force: bool = False) -> None:
             nonlocal trade_date
-            if candles and (force or len(candles) >= CANDLE_FLUSH):
-                trade_date = max(trade_date, *(c["trade_date"] for c in candles))
-                todays = [c for c in candles if not intraday or c["trade_date"] == trade_date]
-                candles.clear()
-                await writes.submit(self.sink.write_closed_bars(todays))
+            if not bars or (not force and len(bars) < CANDLE_FLUSH):
+                return
+            trade_date = max(trade_date, *(bar[0] for bar in bars))
+            hashes: dict[str, dict[str, bytes]] = {}
+            for date, code, minute, value in bars:
+                if date == trade_date or not intraday:
+                    hashes.setdefault(hash_of(code, date), {})[minute] = value
+            bars.clear()
+            new = hashes.keys() - with_ttl
+            with_ttl.update(new)
+            await writes.submit(self.sink.write_closed_bars(hashes, ttl_s, new))
 
         def keep(msg: Message) -> None:
-            candles.append(decode(msg.value() or b""))
+            bar = decode(msg.value() or b"")
+            bars.append((bar["trade_date"], bar["code"], str(bar["minute_ts"]), dumps(bar)))
 
         advance = self._advance(f"candles {tf}", f"candles_{tf}")
         try:
-            n = await self.kafka.read(topic, ranges, keep, advance, flush)
+            n = await self.kafka.read(self.topics.candles_by_tf[tf], ranges, keep, advance, flush)
             await flush(force=True)
         finally:
             await writes.drain()

@@ -461,7 +461,7 @@ def _report(results: list[tuple[Phase, Usage]]) -> None:
     print(f"| ticks received | {ticks} |")
     batches = " | ".join(_batches(u) for _, u in results)
     print(f"| stream worker batches (ticks per batch) | {batches} |")
-    print(calibration_row() + " |" * (len(results) - 1))
+    print(calibration_row(len(results) + 1))
 
 
 def _row_picks(rows: list[str]) -> list[tuple[str, list[str]]]:

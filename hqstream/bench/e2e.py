@@ -104,6 +104,6 @@ def e2e_bench(
             f"{max(values, default=float('nan')):.1f} |"
         )
     console.print(f"| quotes measured | {len(total):,} | | |")
-    console.print(f"{calibration_row()} | |")
+    console.print(calibration_row(4))
     if not total:
         raise typer.Exit(1)

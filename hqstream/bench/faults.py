@@ -53,7 +53,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hqstream.bench.common import machine
+from hqstream.bench.common import calibration_row, machine
 from hqstream.bench.fault_rig import WORKERS, Counts, FaultRig, count, tick_id
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalStack
@@ -510,6 +510,7 @@ def table(rows: list[Row]) -> str:
             f"| {row.scenario.title} | {' | '.join(cells)} | {res} | {rec} | {row.restarts} "
             f"| {verdict} |"
         )
+    out.append(calibration_row(12))
     return "\n".join(out)
 
 

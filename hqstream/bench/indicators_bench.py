@@ -102,4 +102,4 @@ def indicators_bench(
     on_all, off_all = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print(f"| all | {1e6 * on_all / ticks / rounds:.1f} | {1e6 * off_all / ticks / rounds:.1f} | "
           f"{100 * (on_all - off_all) / off_all:+.1f}% | |")  # fmt: skip
-    print(calibration_row() + " | | |")
+    print(calibration_row(5))

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from hqcore.signals import on_stop_signals
-from hqstream.bench.common import machine
+from hqstream.bench.common import calibration_row, machine
 from hqstream.bench.ingest import _create, _digest_counter, _read_back, simulator
 from hqstream.local_runner import LocalKafka
 from producers.forwarder import Forwarder
@@ -169,6 +169,7 @@ def outage_bench(stocks: int, snapshots: int, partitions: int, fsync_ms: int | N
     )
     print(f"| dead-lettered / dropped | {fig.dlq} / {fig.dropped} |")
     print(f"| load average after the run | {load:.2f} |")
+    print(calibration_row())
     if lost or dup or fig.dropped:
         raise typer.Exit(1)
 

@@ -487,7 +487,7 @@ def journal_faults_bench(
 
     from rich.console import Console
 
-    from hqstream.bench.common import machine
+    from hqstream.bench.common import calibration_row, machine
 
     console = Console()
     console.print(f"[bold]bench journal-faults[/]; machine: {machine()}")
@@ -524,5 +524,6 @@ def journal_faults_bench(
             add(receiver_kill_while_spooling(broker, tmp / "kill"))
         finally:
             broker.stop()
+    print(calibration_row(9))
     console.print(f"load average after the run: {os.getloadavg()[0]:.2f}")
     return rows

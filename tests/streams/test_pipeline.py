@@ -304,6 +304,10 @@ class FakeSink:
     async def stored_bars(self, codes: Sequence[str]) -> dict[str, dict[str, bytes]]:
         return {}
 
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether the next write goes through (the runtime's PING while it waits)."""
+        return not self.down_for
+
     async def write(self, batch: SinkBatch) -> WriteResult:
         if self.down_for:
             self.down_for -= 1
