@@ -247,10 +247,14 @@ class FeedSimulator:
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> str | None:
-        """The accepted token, or None after answering a rejection."""
+        """The accepted token, or None after answering a rejection (or a client that
+        closed before a word: nothing to answer, not an auth failure)."""
         error = "invalid token"
         try:
             line = await asyncio.wait_for(reader.readline(), AUTH_TIMEOUT_S)
+            if not line:  # closed without a word: a port probe (`hqstream up`, a readiness check)
+                logger.debug("client %s closed before authenticating", peer)
+                return None
             token = protocol.parse_auth_request(line.rstrip(b"\r\n"))
             if hmac.compare_digest(token.encode(), self.config.token.encode()):
                 return token

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import socket
 import threading
@@ -173,6 +174,24 @@ async def test_auth_ok_then_wrong_token_rejected_and_closed() -> None:
         assert len(await read_quotes(reader, 50)) == 50
         assert sim.stats.clients_connected == 1
         writer.close()
+    finally:
+        await sim.stop()
+
+
+async def test_a_port_probe_is_not_an_auth_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """`hqstream up` checks that the simulator listens by connecting and closing:
+    no warning, no auth failure counted, and the next client gets the stream."""
+    sim = await run_sim(stocks=50, interval_s=0.05, max_snapshots=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="producers.simulator"):
+            _, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+            writer.close()
+            await writer.wait_closed()
+            reader, writer = await connect(sim.port)
+            assert len(await read_quotes(reader, 50)) == 50
+            writer.close()
+        assert sim.stats.auth_failures == 0
+        assert not caplog.records
     finally:
         await sim.stop()
 
