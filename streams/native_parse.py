@@ -1,0 +1,90 @@
+"""The compiled fast path of the stream workers' parse, when it is installed and allowed.
+
+``hqstream_native`` (a Rust extension built from ``native/``) turns one plain,
+good Shanghai/Shenzhen line into exactly what the Python path makes of it:
+the Quote dict of :func:`streams.parse.parse_record` (same keys in the same
+order, same types and values) and its Avro bytes (those of the quote codec).
+Every other line (Beijing JSON, a bad record, anything it does not port) gets
+None, and the caller takes the Python path, which stays the reference and
+names the bad record's reason: the fast path changes speed, never a result.
+
+The market rules are not compiled: the extension asks the functions of
+:mod:`streams.normalize` (board, ST and new-listing names, limit prices,
+dates, times, session phases), once per distinct value, and caches their
+answers; the bounds are :mod:`streams.parse`'s constants. It compiles the
+quote.v2 layout: when the schema's fields differ from the extension's, or the
+codec is the schema registry's, the Python path is used. ``HQ_STREAMS_NATIVE=off``
+forces the Python path. Never does I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.records import Quote
+from schemas.serde import Codec, SingleObjectCodec, schema_json
+from streams import normalize, parse
+
+logger = logging.getLogger(__name__)
+
+#: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro bytes)``, or None
+#: for a line the Python path must parse
+FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsePath:
+    """Which parse a worker uses: the compiled fast path (``fast``), or None and why not."""
+
+    fast: FastParse | None
+    description: str
+
+
+def avro_layout(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """A record schema's fields as ``(name, type)``, types written as the extension
+    writes them: ``double``, ``enum:SH,SZ,BJ``, ``array:long``."""
+
+    def kind(t: Any) -> str:
+        if isinstance(t, str):
+            return t
+        if t.get("type") == "enum":
+            return "enum:" + ",".join(t["symbols"])
+        if t.get("type") == "array":
+            return f"array:{kind(t['items'])}"
+        return repr(t)
+
+    return [(f["name"], kind(f["type"])) for f in schema["fields"]]
+
+
+def parse_path(codec: Codec, enabled: bool) -> ParsePath:
+    """The fast path for quotes encoded by ``codec``, unless it is off or cannot be used."""
+    if not enabled:
+        return ParsePath(None, "Python (HQ_STREAMS_NATIVE=off)")
+    try:
+        import hqstream_native
+    except ImportError as exc:
+        return ParsePath(None, f"Python (hqstream_native not installed: {exc})")
+    if not isinstance(codec, SingleObjectCodec):
+        return ParsePath(None, "Python (the schema registry's wire format is not compiled)")
+    if avro_layout(schema_json("quote")) != hqstream_native.QUOTE_FIELDS:
+        return ParsePath(None, "Python (hqstream_native was built for another Quote schema)")
+    parser = hqstream_native.QuoteParser(
+        header=codec.header,
+        board_or_none=normalize.board_or_none,
+        name_is_st=normalize.name_is_st,
+        name_is_limit_free=normalize.name_is_limit_free,
+        limits=normalize.limits,
+        local_midnight_ms=normalize.local_midnight_ms,
+        time_of_day_ms=normalize.time_of_day_ms,
+        phase_of=normalize.phase_of,
+        max_price=parse.MAX_PRICE,
+        min_prev_close=parse.MIN_PREV_CLOSE,
+        max_volume=parse.MAX_VOLUME,
+        max_amount=parse.MAX_AMOUNT,
+        opening_ms=normalize.OPENING_MS,
+        closing_ms=normalize.CLOSING_MS,
+    )
+    return ParsePath(parser.parse, f"compiled (hqstream_native {hqstream_native.__version__})")
