@@ -71,20 +71,5 @@ def parse_path(codec: Codec, enabled: bool) -> ParsePath:
         return ParsePath(None, "Python (the schema registry's wire format is not compiled)")
     if avro_layout(schema_json("quote")) != hqstream_native.QUOTE_FIELDS:
         return ParsePath(None, "Python (hqstream_native was built for another Quote schema)")
-    parser = hqstream_native.QuoteParser(
-        header=codec.header,
-        board_or_none=normalize.board_or_none,
-        name_is_st=normalize.name_is_st,
-        name_is_limit_free=normalize.name_is_limit_free,
-        limits=normalize.limits,
-        local_midnight_ms=normalize.local_midnight_ms,
-        time_of_day_ms=normalize.time_of_day_ms,
-        phase_of=normalize.phase_of,
-        max_price=parse.MAX_PRICE,
-        min_prev_close=parse.MIN_PREV_CLOSE,
-        max_volume=parse.MAX_VOLUME,
-        max_amount=parse.MAX_AMOUNT,
-        opening_ms=normalize.OPENING_MS,
-        closing_ms=normalize.CLOSING_MS,
-    )
+    parser = hqstream_native.QuoteParser(codec.header, normalize, parse)
     return ParsePath(parser.parse, f"compiled (hqstream_native {hqstream_native.__version__})")

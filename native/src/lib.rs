@@ -103,7 +103,7 @@ struct Clock {
 /// streams.normalize.limits: (limit_up, limit_down, limit_up_cents, limit_down_cents).
 type Limits = (f64, f64, i64, i64);
 
-/// The Python functions that hold the market rules (streams.normalize's).
+/// The Python functions that hold the market rules (streams.normalize's, by name).
 struct Rules {
     board_or_none: Py<PyAny>,
     name_is_st: Py<PyAny>,
@@ -168,53 +168,40 @@ fn key_of(bytes: &[u8]) -> u64 {
 
 #[pymethods]
 impl QuoteParser {
+    /// `header`: what every Avro payload starts with (the quote codec's);
+    /// `rules`: streams.normalize (the functions above, OPENING_MS, CLOSING_MS);
+    /// `bounds`: streams.parse (MAX_PRICE, MIN_PREV_CLOSE, MAX_VOLUME, MAX_AMOUNT).
     #[new]
-    #[pyo3(signature = (
-        *, header, board_or_none, name_is_st, name_is_limit_free, limits, local_midnight_ms,
-        time_of_day_ms, phase_of, max_price, min_prev_close, max_volume, max_amount,
-        opening_ms, closing_ms,
-    ))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         header: Vec<u8>,
-        board_or_none: Py<PyAny>,
-        name_is_st: Py<PyAny>,
-        name_is_limit_free: Py<PyAny>,
-        limits: Py<PyAny>,
-        local_midnight_ms: Py<PyAny>,
-        time_of_day_ms: Py<PyAny>,
-        phase_of: Py<PyAny>,
-        max_price: f64,
-        min_prev_close: f64,
-        max_volume: i64,
-        max_amount: f64,
-        opening_ms: i64,
-        closing_ms: i64,
-    ) -> Self {
+        rules: &Bound<'_, PyAny>,
+        bounds: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let function = |name: &str| rules.getattr(name).map(Bound::unbind);
         let keys = QUOTE_FIELDS
             .iter()
             .map(|(name, _)| PyString::intern(py, name).unbind())
             .collect();
-        QuoteParser {
+        Ok(QuoteParser {
             header,
             rules: Rules {
-                board_or_none,
-                name_is_st,
-                name_is_limit_free,
-                limits,
-                local_midnight_ms,
-                time_of_day_ms,
-                phase_of,
+                board_or_none: function("board_or_none")?,
+                name_is_st: function("name_is_st")?,
+                name_is_limit_free: function("name_is_limit_free")?,
+                limits: function("limits")?,
+                local_midnight_ms: function("local_midnight_ms")?,
+                time_of_day_ms: function("time_of_day_ms")?,
+                phase_of: function("phase_of")?,
             },
             bounds: Bounds {
-                max_price,
-                min_prev_close,
-                max_volume,
-                max_amount,
+                max_price: bounds.getattr("MAX_PRICE")?.extract()?,
+                min_prev_close: bounds.getattr("MIN_PREV_CLOSE")?.extract()?,
+                max_volume: bounds.getattr("MAX_VOLUME")?.extract()?,
+                max_amount: bounds.getattr("MAX_AMOUNT")?.extract()?,
             },
-            opening_ms,
-            closing_ms,
+            opening_ms: rules.getattr("OPENING_MS")?.extract()?,
+            closing_ms: rules.getattr("CLOSING_MS")?.extract()?,
             keys,
             symbols: FxHashMap::default(),
             name_ids: FxHashMap::default(),
@@ -225,7 +212,7 @@ impl QuoteParser {
             limits: FxHashMap::default(),
             limit_free: FxHashMap::default(),
             scratch: String::new(),
-        }
+        })
     }
 
     /// `(quote, avro)` of one raw line, exactly as the Python path makes them,
