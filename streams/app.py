@@ -247,7 +247,12 @@ def create_app(
 
     @app.timer(settings.candle_flush_interval_s, name="hqstream.streams.flush_candles")  # type: ignore[untyped-decorator,unused-ignore]
     async def flush_candles() -> None:
-        await rt.flush_candles()
+        consumer = app.consumer
+        assert isinstance(consumer, FastConsumer)  # install_fast_transport() made it
+        fetched = consumer.fetched_to_end_ms(names.raw)
+        if len(runs):  # records fetched but not processed yet: no partition is quiet
+            fetched = dict.fromkeys(fetched, 0)
+        await rt.flush_candles(fetched)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

@@ -48,6 +48,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -74,6 +75,30 @@ async def seek_to_committed_or_beginning(consumer: AIOKafkaConsumer) -> dict[Any
     return committed
 
 
+def fetched_to_end_ms(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
+    """Per assigned partition of ``topic``: the wall time (epoch ms) of the latest fetch
+    response, if every record up to its high watermark has been handed over since; 0 if not.
+
+    A partition the broker keeps answering "nothing new" for is really quiet; one
+    that is not fetched (broker down, flow paused, records not taken yet) is not.
+    aiokafka keeps both in its fetch state: the response's time and high watermark
+    (``last_poll_timestamp``, ``highwater``) and the next offset to hand over.
+    """
+    assignment = consumer._subscription.subscription.assignment  # no public getter
+    ends: dict[int, int] = {}
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        state = assignment.state_value(tp)
+        polled, high = consumer.last_poll_timestamp(tp), consumer.highwater(tp)
+        caught_up = (
+            state is not None and state.has_valid_position and high is not None
+            and state.position >= high
+        )  # fmt: skip
+        ends[tp.partition] = polled if caught_up and polled else 0
+    return ends
+
+
 class FastConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer delivering whole runs of messages.
 
@@ -96,6 +121,14 @@ class FastConsumer(faust_aiokafka.Consumer):
         return cast(
             Mapping[Any, int], await thread.call_thread(seek_to_committed_or_beginning, consumer)
         )
+
+    def fetched_to_end_ms(self, topic: str) -> dict[int, int]:
+        """:func:`fetched_to_end_ms` of this worker's aiokafka consumer ({} before it started)."""
+        try:
+            consumer = self._thread._ensure_consumer()
+        except ConsumerNotStarted:
+            return {}
+        return fetched_to_end_ms(consumer, topic)
 
     async def fetch_runs(self, timeout: float) -> list[tuple[Any, list[Any]]]:
         """faust's ``getmany`` returning each partition's messages as one list.

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,30 +239,50 @@ class Processor:
         self.alerts.forget(codes)
         return self.stats.forget(codes)
 
-    def flush_candles(self, wall_ms: int, quiet_ms: int) -> list[Bar]:
+    def flush_candles(
+        self, wall_ms: int, quiet_ms: int, fetched_to_end_ms: Mapping[int, int] | None = None
+    ) -> list[Bar]:
         """Close the candles whose minute is over; returns them (``closed=True``).
 
         A stock's clock is the newest exchange_ts seen in its raw partition:
         ticks of a partition come in exchange-time order, but the partitions
         of a backlog do not progress together, so the worker's newest tick may
         be a minute ahead of ticks still to come in another partition. A
-        partition that has not advanced for ``quiet_ms`` of wall time (its
-        stocks stopped ticking) follows the worker's newest exchange_ts; once
-        no newer tick came at all for ``quiet_ms`` (lunch, the close) every
-        clock is the wall clock if that is later, so the 11:29 and 14:59
-        candles of stocks that stop ticking close too.
+        partition that went quiet (its stocks stopped ticking) follows the
+        worker's newest exchange_ts; once the whole feed went quiet (lunch,
+        the close) every clock is the wall clock if that is later, so the
+        11:29 and 14:59 candles of stocks that stop ticking close too.
+
+        Quiet is the broker's word, not a pause in the ticks:
+        ``fetched_to_end_ms`` gives, per assigned raw partition, the wall time
+        of the latest fetch that found it read to its end (0: it was not). A
+        partition is quiet when such a fetch came ``quiet_ms`` or more after
+        its clock last moved. While the broker is unreachable (the receiver
+        journals the feed meanwhile) or fetched records wait to be processed,
+        nothing is quiet, so every candle closes on its own partition's
+        exchange clock: the rest of its minute is still to come. ``None``
+        counts every partition as read to its end at ``wall_ms`` (no consumer
+        to ask: the rebuild and tests of the clock alone).
         """
-        quiet = wall_ms - self.newest_wall_ms >= quiet_ms
-        newest = max(self.newest_ts, wall_ms) if quiet else self.newest_ts
+        since, by_partition = self.partition_wall_ms, self.newest_by_partition
+        if fetched_to_end_ms is None:
+            fetched_to_end_ms = dict.fromkeys(by_partition, wall_ms)
+            feed_quiet = wall_ms - self.newest_wall_ms >= quiet_ms
+        else:
+            confirmed = min(fetched_to_end_ms.values(), default=0)
+            feed_quiet = confirmed - self.newest_wall_ms >= quiet_ms
+        newest = max(self.newest_ts, wall_ms) if feed_quiet else self.newest_ts
         if not newest:
             return []
-        by_partition, since = self.newest_by_partition, self.partition_wall_ms
+        quiet_partitions = {
+            p for p, at in fetched_to_end_ms.items() if at - since.get(p, 0) >= quiet_ms
+        }
         partition_of = self.partition_of
 
         def clock_of(code: str) -> int:
             partition = partition_of.get(code, -1)
-            if quiet or wall_ms - since.get(partition, 0) >= quiet_ms:
-                return newest  # the feed, or this partition, went quiet (or is unknown)
+            if feed_quiet or partition in quiet_partitions or partition not in by_partition:
+                return newest
             return by_partition[partition]
 
         closed = self.candles.flush(newest, clock_of)

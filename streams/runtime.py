@@ -39,7 +39,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -413,16 +413,17 @@ class StreamsRuntime:
 
     # -- market statistics ------------------------------------------------------
 
-    async def flush_candles(self) -> int:
+    async def flush_candles(self, fetched_to_end_ms: Mapping[int, int] | None = None) -> int:
         """Close, write and produce the candles whose minute is over. Never raises.
 
-        Returns how many closed. See :meth:`Processor.flush_candles` for the clock.
+        Returns how many closed. See :meth:`Processor.flush_candles` for the
+        clock and ``fetched_to_end_ms`` (what the consumer last heard from the broker).
         """
         try:
             async with self._lock:
                 await self._wait_inflight()
                 quiet_ms = int(self.settings.candle_quiet_s * 1000)
-                closed = self.processor.flush_candles(now_ms(), quiet_ms)
+                closed = self.processor.flush_candles(now_ms(), quiet_ms, fetched_to_end_ms)
                 if closed:
                     bars = self.processor.take_bar_states()
                     result = BatchResult(

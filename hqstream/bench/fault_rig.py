@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -124,7 +125,10 @@ class FaultRig:
         self.stack = stack
         self.redis_cluster = redis_cluster  # set: the workers write to it, not stack.redis
         self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # a --run-dir used before holds that run's sent logs and journal: appended
+        # to, they would count its ticks as sent (and lost) in this one
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
         self.partitions = partitions
         self.prefix = f"faults{secrets.token_hex(3)}."
         self.group = f"{self.prefix}streams"

@@ -67,3 +67,40 @@ def test_replays_after_a_reseed_keep_the_wall_clock_rule_from_closing_candles() 
     later = p.newest_wall_ms + QUIET_MS + DAY_LATER_MS
     closed = p.flush_candles(later, QUIET_MS)  # with its 5m ... 1d bars
     assert [(c["code"], c["tf"]) for c in closed] == [("000001", tf) for tf in TIMEFRAMES]
+
+
+def test_a_broker_outage_is_no_quiet_feed() -> None:
+    """The broker went away at 10:00:50: no new tick, but no fetch either. The candles
+    wait (the receiver journals the rest of the minute) however late the wall clock."""
+    p = processor()
+    p.derive([(tick("000001", "10:00:40", 1000), 0), (tick("000002", "10:00:50", 500), 1)])
+    last_fetch = p.newest_wall_ms + 100  # the last answer before the broker died
+    outage = {0: last_fetch, 1: last_fetch}
+    later = p.newest_wall_ms + QUIET_MS + DAY_LATER_MS
+    assert p.flush_candles(later, QUIET_MS, outage) == []
+    assert p.candles.current("000001") is not None
+
+    # the broker is back; the journal's backlog: the rest of the 10:00 minute, then 10:01
+    backlog = [(tick("000001", "10:00:58", 1300), 0), (tick("000001", "10:01:01", 1400), 0)]
+    minutes, _, _ = p.derive(backlog)
+    assert [(c.code, c.ticks, c.volume) for c in minutes] == [("000001", 2, 300)]  # whole
+    assert p.candles.counters.late == 0
+    assert p.flush_candles(later, QUIET_MS, {0: 0, 1: 0}) == []  # still catching up
+
+    # the broker answers "nothing new" for QUIET_MS: the feed really went quiet
+    quiet = p.newest_wall_ms + QUIET_MS
+    closed = p.flush_candles(quiet, QUIET_MS, {0: quiet, 1: quiet})
+    assert {c["code"] for c in closed if c["tf"] == "1m"} == {"000001", "000002"}
+
+
+def test_a_partition_is_quiet_only_once_the_broker_said_so() -> None:
+    p = processor()
+    p.derive([(tick("000001", "10:00:50", 1000), 1), (tick("000002", "10:01:30", 900), 0)])
+    wall = p.partition_wall_ms[1] + QUIET_MS  # partition 1 stopped ticking, 0 did not
+    p.newest_wall_ms = wall
+    not_fetched = {0: wall, 1: 0}  # partition 1 has records the worker has not read yet
+    assert p.flush_candles(wall, QUIET_MS, not_fetched) == []
+    too_soon = {0: wall, 1: wall - 1}  # read to its end, but not QUIET_MS after its last tick
+    assert p.flush_candles(wall, QUIET_MS, too_soon) == []
+    closed = p.flush_candles(wall, QUIET_MS, {0: wall, 1: wall})
+    assert [c["code"] for c in closed] == ["000001"]

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import Producer
 
-from streams.faust_transport import seek_to_committed_or_beginning
+from streams.faust_transport import fetched_to_end_ms, seek_to_committed_or_beginning
 from tests.conftest import KafkaEndpoint
 
 RECORDS = 10
@@ -93,3 +93,23 @@ async def test_a_committed_partition_is_fetched_again_from_its_committed_offset(
     assert await seek_to_committed_or_beginning(c) == {tp: 4}
     assert await c.position(tp) == 4
     assert await fetch_all(c, tp, RECORDS - 4) == list(range(4, RECORDS))
+
+
+async def test_fetched_to_end_is_the_time_of_the_answer_that_found_the_partition_read(
+    consumer: tuple[AIOKafkaConsumer, TopicPartition],
+) -> None:
+    """What the candle clock asks before it calls a partition quiet (streams/pipeline.py)."""
+    c, tp = consumer
+    assert fetched_to_end_ms(c, tp.topic) == {0: 0}  # nothing fetched yet
+
+    first = await c.getmany(tp, timeout_ms=10_000, max_records=3)
+    assert len(first[tp]) == 3
+    assert fetched_to_end_ms(c, tp.topic) == {0: 0}  # 7 records fetched, not handed over
+
+    before_ms = int(time.time() * 1000)
+    await fetch_all(c, tp, RECORDS - 3)
+    deadline = time.monotonic() + 30
+    while fetched_to_end_ms(c, tp.topic)[0] < before_ms:  # till the broker answers "nothing new"
+        assert time.monotonic() < deadline, "no fetch answered within 30 s"
+        assert await c.getmany(tp, timeout_ms=200) == {}
+    assert fetched_to_end_ms(c, "another topic") == {}
