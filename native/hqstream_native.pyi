@@ -1,4 +1,4 @@
-"""Types of the compiled fast path (native/src/lib.rs); streams.native_parse uses it."""
+"""Types of the compiled Quote paths (native/src/lib.rs): streams.native_parse, api.kafka_feed."""
 
 from types import ModuleType
 from typing import Any, Final
@@ -12,3 +12,7 @@ class QuoteParser:
     def parse(
         self, raw: bytes, receive_ts: int, process_ts: int, max_ahead_ms: int | None = None
     ) -> tuple[dict[str, Any], bytes] | None: ...
+
+class QuoteJsonWriter:
+    def __init__(self, header: bytes) -> None: ...
+    def write(self, payload: bytes) -> tuple[str, str, int, bytes] | None: ...

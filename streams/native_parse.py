@@ -13,22 +13,20 @@ The market rules are not compiled: the extension asks the functions of
 dates, times, session phases), once per distinct value, and caches their
 answers; the bounds are :mod:`streams.parse`'s constants. It compiles the
 quote.v2 layout: when the schema's fields differ from the extension's, or the
-codec is the schema registry's, the Python path is used. ``HQ_STREAMS_NATIVE=off``
-forces the Python path. Never does I/O.
+codec is the schema registry's, the Python path is used
+(:mod:`schemas.native`). ``HQ_STREAMS_NATIVE=off`` forces the Python path.
+Never does I/O.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from schemas.native import native_quotes
 from schemas.records import Quote
-from schemas.serde import Codec, SingleObjectCodec, schema_json
+from schemas.serde import Codec
 from streams import normalize, parse
-
-logger = logging.getLogger(__name__)
 
 #: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro bytes)``, or None
 #: for a line the Python path must parse
@@ -43,33 +41,12 @@ class ParsePath:
     description: str
 
 
-def avro_layout(schema: dict[str, Any]) -> list[tuple[str, str]]:
-    """A record schema's fields as ``(name, type)``, types written as the extension
-    writes them: ``double``, ``enum:SH,SZ,BJ``, ``array:long``."""
-
-    def kind(t: Any) -> str:
-        if isinstance(t, str):
-            return t
-        if t.get("type") == "enum":
-            return "enum:" + ",".join(t["symbols"])
-        if t.get("type") == "array":
-            return f"array:{kind(t['items'])}"
-        return repr(t)
-
-    return [(f["name"], kind(f["type"])) for f in schema["fields"]]
-
-
 def parse_path(codec: Codec, enabled: bool) -> ParsePath:
     """The fast path for quotes encoded by ``codec``, unless it is off or cannot be used."""
-    if not enabled:
-        return ParsePath(None, "Python (HQ_STREAMS_NATIVE=off)")
-    try:
-        import hqstream_native
-    except ImportError as exc:
-        return ParsePath(None, f"Python (hqstream_native not installed: {exc})")
-    if not isinstance(codec, SingleObjectCodec):
-        return ParsePath(None, "Python (the schema registry's wire format is not compiled)")
-    if avro_layout(schema_json("quote")) != hqstream_native.QUOTE_FIELDS:
-        return ParsePath(None, "Python (hqstream_native was built for another Quote schema)")
-    parser = hqstream_native.QuoteParser(codec.header, normalize, parse)
-    return ParsePath(parser.parse, f"compiled (hqstream_native {hqstream_native.__version__})")
+    native = native_quotes(codec, enabled, "HQ_STREAMS_NATIVE")
+    if native.header is None:
+        return ParsePath(None, native.description)
+    import hqstream_native
+
+    parser = hqstream_native.QuoteParser(native.header, normalize, parse)
+    return ParsePath(parser.parse, native.description)

@@ -13,6 +13,7 @@
 mod avro;
 mod line;
 mod pyround;
+mod quote_json;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -687,9 +688,38 @@ fn exact_bool(value: &Bound<'_, PyAny>) -> Option<bool> {
     value.cast_exact::<PyBool>().ok().map(|b| b.is_true())
 }
 
+/// Writes the JSON the gateway pushes for a Quote's Avro payload.
+#[pyclass(module = "hqstream_native", frozen)]
+struct QuoteJsonWriter {
+    header: Vec<u8>,
+}
+
+#[pymethods]
+impl QuoteJsonWriter {
+    /// `header`: what every payload of the current Quote schema starts with.
+    #[new]
+    fn new(header: Vec<u8>) -> Self {
+        QuoteJsonWriter { header }
+    }
+
+    /// `(code, market, exchange_ts, json)` of a payload, the JSON byte for byte
+    /// `orjson.dumps(codec.decode(payload))`; None for a payload of another
+    /// schema version or anything not read exactly as Python reads it.
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+    ) -> Option<(String, &'static str, i64, Bound<'py, PyBytes>)> {
+        let payload = exact_bytes(payload)?;
+        let d = quote_json::quote_json(&self.header, payload.as_bytes())?;
+        Some((d.code, d.market, d.exchange_ts, PyBytes::new(py, &d.json)))
+    }
+}
+
 #[pymodule]
 fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
+    m.add_class::<QuoteJsonWriter>()?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
