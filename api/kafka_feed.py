@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
@@ -138,16 +138,24 @@ class KafkaFeed:
             consumer.close()
 
     def _decode(self, messages: list[Message]) -> list[Event]:
-        events: list[Event] = []
+        """The events of a polled batch (errors logged, end-of-partition markers skipped)."""
+        records: list[tuple[str, bytes]] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("feed: %s", err)
                 continue
-            topic = msg.topic()
-            value = msg.value()
-            if topic is None or value is None or topic not in self._codecs:
+            topic, value = msg.topic(), msg.value()
+            if topic is not None and value is not None:
+                records.append((topic, value))
+        return self.decode(records)
+
+    def decode(self, records: Iterable[tuple[str, bytes]]) -> list[Event]:
+        """The events of ``(topic, value)`` records; an undecodable one is counted and logged."""
+        events: list[Event] = []
+        for topic, value in records:
+            if topic not in self._codecs:
                 continue
             kind, codec = self._codecs[topic]
             if kind == "quote" and self._quote_json is not None:

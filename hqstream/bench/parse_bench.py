@@ -5,7 +5,7 @@ Two tables, each alternating compiled and Python in one process:
 * the stream worker's processing step (:mod:`hqstream.bench.processing_ab`),
   ``HQ_STREAMS_NATIVE`` on and off;
 * the gateway's decoding of the same quotes' Avro into the JSON it pushes
-  (:meth:`api.kafka_feed.KafkaFeed._decode`), ``HQ_GATEWAY_NATIVE`` on and off.
+  (:meth:`api.kafka_feed.KafkaFeed.decode`), ``HQ_GATEWAY_NATIVE`` on and off.
 
 Refuses to run without the extension.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -50,35 +50,19 @@ def parse_bench(
     _gateway_json(stocks, snapshots, rounds, batch)
 
 
-class _Message:
-    """What KafkaFeed._decode reads of a confluent-kafka Message."""
-
-    def __init__(self, topic: str, value: bytes) -> None:
-        self._topic, self._value = topic, value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes:
-        return self._value
-
-
 def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
     """The gateway's Avro -> JSON of the same quotes, µs CPU per quote, compiled vs Python."""
     parsed = Parsed()
     processor = Processor(StreamsSettings(metrics_port=0))
-    for records in simulated_batches(stocks, snapshots, batch):
-        processor.parse(records, parsed)
+    for raw in simulated_batches(stocks, snapshots, batch):
+        processor.parse(raw, parsed)
     loop = asyncio.new_event_loop()
     feeds = {native: KafkaFeed(GatewaySettings(native=native, auth="off"), Hub(), loop)
              for native in (True, False)}  # fmt: skip
     topic = feeds[True].settings.normalized_topic
-    messages: Any = [_Message(topic, payload) for payload in parsed.encoded]
-    n = len(messages)
-    print(f"\ngateway: Avro -> JSON of {n:,} quotes (KafkaFeed._decode)\n")
+    quotes = [(topic, payload) for payload in parsed.encoded]
+    n = len(quotes)
+    print(f"\ngateway: Avro -> JSON of {n:,} quotes (KafkaFeed.decode)\n")
     print("| round | compiled: µs CPU/quote | Python: µs CPU/quote | compiled vs Python "
           "| load avg |")  # fmt: skip
     print("|---|---:|---:|---:|---:|", flush=True)
@@ -88,7 +72,7 @@ def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
         for native, feed in feeds.items():
             started = os.times()
             for start in range(0, n, batch):
-                feed._decode(messages[start : start + batch])
+                feed.decode(quotes[start : start + batch])
             ended = os.times()
             spent[native] = ended.user + ended.system - started.user - started.system
             totals[native] += spent[native]

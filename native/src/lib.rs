@@ -145,6 +145,16 @@ struct Looked {
     limit_free: bool,
 }
 
+/// One line's quote, everything known: what the dict and the Avro are made of.
+struct Quote {
+    n: Numbers,
+    found: Looked,
+    d: Derived,
+    exchange_ts: i64,
+    receive_ts: i64,
+    process_ts: i64,
+}
+
 /// What build_quote derives from the values.
 struct Derived {
     change: f64,
@@ -276,9 +286,18 @@ impl QuoteParser {
         let Some(d) = self.derive(&n, &found) else {
             return Ok(None);
         };
-        let quote = self.quote_dict(py, &n, &found, &d, exchange_ts, receive_ts, process_ts)?;
-        let avro = self.avro(&n, &found, &d, exchange_ts, receive_ts, process_ts);
-        Ok(Some((quote, PyBytes::new(py, &avro))))
+        let q = Quote {
+            n,
+            found,
+            d,
+            exchange_ts,
+            receive_ts,
+            process_ts,
+        };
+        Ok(Some((
+            self.quote_dict(py, &q)?,
+            PyBytes::new(py, &self.avro(&q)),
+        )))
     }
 }
 
@@ -562,17 +581,8 @@ impl QuoteParser {
     }
 
     /// The Quote dict, keys in schema order (as build_quote makes it; orjson keeps the order).
-    #[allow(clippy::too_many_arguments)]
-    fn quote_dict<'py>(
-        &self,
-        py: Python<'py>,
-        n: &Numbers,
-        found: &Looked,
-        d: &Derived,
-        exchange_ts: i64,
-        receive_ts: i64,
-        process_ts: i64,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    fn quote_dict<'py>(&self, py: Python<'py>, q: &Quote) -> PyResult<Bound<'py, PyDict>> {
+        let (n, found, d) = (&q.n, &q.found, &q.d);
         let s = &self.symbols[&found.symbol];
         let float = |x: f64| PyFloat::new(py, x).into_any();
         let int = |x: i64| x.into_pyobject(py).map(|i| i.into_any());
@@ -590,7 +600,7 @@ impl QuoteParser {
                 .clone()
                 .into_any(),
             boolean(self.names[found.name as usize].st),
-            int(exchange_ts)?,
+            int(q.exchange_ts)?,
             self.days[found.day as usize]
                 .text
                 .bind(py)
@@ -617,8 +627,8 @@ impl QuoteParser {
             boolean(d.suspended),
             boolean(d.at_limit_up),
             boolean(d.at_limit_down),
-            int(receive_ts)?,
-            int(process_ts)?,
+            int(q.receive_ts)?,
+            int(q.process_ts)?,
             boolean(found.limit_free),
             boolean(d.not_traded_yet),
             self.clocks[&found.clock].phase.bind(py).clone().into_any(),
@@ -634,15 +644,8 @@ impl QuoteParser {
     }
 
     /// The codec's header + the Avro body of the Quote, fields in schema order.
-    fn avro(
-        &self,
-        n: &Numbers,
-        found: &Looked,
-        d: &Derived,
-        exchange_ts: i64,
-        receive_ts: i64,
-        process_ts: i64,
-    ) -> Vec<u8> {
+    fn avro(&self, q: &Quote) -> Vec<u8> {
+        let (n, found, d) = (&q.n, &q.found, &q.d);
         let s = &self.symbols[&found.symbol];
         let name = &self.names[found.name as usize];
         let mut buf = Vec::with_capacity(self.header.len() + 400);
@@ -654,7 +657,7 @@ impl QuoteParser {
         avro::put_long(&mut buf, i64::from(s.board_index));
         avro::put_str(&mut buf, &name.utf8);
         avro::put_bool(&mut buf, name.st);
-        avro::put_long(&mut buf, exchange_ts);
+        avro::put_long(&mut buf, q.exchange_ts);
         avro::put_str(&mut buf, &self.days[found.day as usize].utf8);
         for price in [n.open, n.prev_close, n.price, n.high, n.low, n.bid, n.ask] {
             avro::put_double(&mut buf, price);
@@ -671,8 +674,8 @@ impl QuoteParser {
         for flag in [d.traded, d.suspended, d.at_limit_up, d.at_limit_down] {
             avro::put_bool(&mut buf, flag);
         }
-        avro::put_long(&mut buf, receive_ts);
-        avro::put_long(&mut buf, process_ts);
+        avro::put_long(&mut buf, q.receive_ts);
+        avro::put_long(&mut buf, q.process_ts);
         avro::put_bool(&mut buf, found.limit_free);
         avro::put_bool(&mut buf, d.not_traded_yet);
         avro::put_str(&mut buf, &self.clocks[&found.clock].phase_utf8);

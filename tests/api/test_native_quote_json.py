@@ -127,22 +127,6 @@ def test_damaged_payloads_are_identical_or_refused(write: QuoteJson) -> None:
     assert write(good[0][:2] + bytes(8) + good[0][10:]) is None
 
 
-class FakeMessage:
-    """What KafkaFeed._decode reads of a confluent-kafka Message."""
-
-    def __init__(self, topic: str, value: bytes) -> None:
-        self._topic, self._value = topic, value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes:
-        return self._value
-
-
 def test_the_feed_hands_the_hub_the_same_events(write: QuoteJson) -> None:
     payloads = list(simulated_payloads())[:2000] + list(random_payloads(random.Random(3), 500))
     loop = asyncio.new_event_loop()
@@ -152,8 +136,7 @@ def test_the_feed_hands_the_hub_the_same_events(write: QuoteJson) -> None:
             settings = GatewaySettings(native=native, auth="off")
             feed = KafkaFeed(settings, Hub(), loop)
             assert (feed._quote_json is not None) == native
-            messages = [FakeMessage(settings.normalized_topic, p) for p in payloads]
-            events.append(feed._decode(messages))  # type: ignore[arg-type]
+            events.append(feed.decode((settings.normalized_topic, p) for p in payloads))
     finally:
         loop.close()
     on, off = events
