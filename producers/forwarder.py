@@ -53,6 +53,7 @@ _PROBE_INTERVAL_S: Final = 1.0
 _DROP_LOG_INTERVAL_S: Final = 10.0  # one error line per reason per interval
 _PURGE_WAIT_S: Final = 5.0
 _IN_DOUBT_CHECK_S: Final = 5.0
+_IN_DOUBT_RETRY_S: Final = 0.2
 
 
 #: A quote line as the receiver classified it.
@@ -503,6 +504,9 @@ class Forwarder:
             return  # earlier records still in flight: keep order, wait for them
         self._journal_failed()  # librdkafka is empty: every failure is known, journal it first
         if len(self._in_doubt) and not self._check_in_doubt(now):
+            # Kafka answers but cannot tell yet (a restarted broker's leader epochs
+            # lag its metadata for a moment): ask again soon, not a probe later
+            self._last_probe = now - _PROBE_INTERVAL_S + _IN_DOUBT_RETRY_S
             return
         self.kafka_up = True
         while self.spooling and not self._stopping:

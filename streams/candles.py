@@ -99,6 +99,7 @@ class CandleCounters:
 
     closed: int = 0
     late: int = 0  # exchange_ts <= last seen, or for a minute already closed
+    after_close: int = 0  # of those, for a minute already closed: folded into no candle
     out_of_session: int = 0
     suspended: int = 0
     counter_resets: int = 0  # cumulative volume/amount went backwards within a day
@@ -192,6 +193,7 @@ class CandleBuilder:
             return closed
         if minute <= st.closed_through:
             self.counters.late += 1
+            self.counters.after_close += 1
             return closed
 
         volume: int = quote["volume"]

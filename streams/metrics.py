@@ -19,6 +19,11 @@ RECORDS_IN = Counter("hq_streams_records_in_total", "raw records consumed")
 NORMALIZED = Counter("hq_streams_normalized_total", "quotes normalized and produced")
 DLQ = Counter("hq_streams_dlq_total", "records dead-lettered", ["reason"])
 CANDLES = Counter("hq_streams_candles_closed_total", "closed 1-minute candles produced")
+CANDLE_TICKS_AFTER_CLOSE = Counter(
+    "hq_streams_candle_ticks_after_close_total",
+    "ticks of a minute whose candle had closed already: in no candle (0 unless the "
+    "candle clock ran ahead of the feed)",
+)
 ALERTS = Counter("hq_streams_alerts_total", "alerts produced", ["kind"])
 REDIS_RETRIES = Counter("hq_streams_redis_retries_total", "failed batch writes retried")
 KAFKA_RETRIES = Counter("hq_streams_kafka_retries_total", "failed batch produces retried")

@@ -123,6 +123,7 @@ class StreamsRuntime:
         self.batches = 0
         self.last_batch_s = 0.0
         self._feed_metrics = metrics.FeedExport()
+        self._after_close_seen = 0  # the candle builder's count exported so far
 
     # -- rebalance -----------------------------------------------------------
 
@@ -404,6 +405,10 @@ class StreamsRuntime:
         for alert in result.sink.alerts:
             metrics.ALERTS.labels(alert.kind).inc()
         metrics.CANDLES.inc(len(result.sink.candles))  # closed bars (the open ones apart)
+        after_close = self.processor.candles.counters.after_close
+        if after_close > self._after_close_seen:
+            metrics.CANDLE_TICKS_AFTER_CLOSE.inc(after_close - self._after_close_seen)
+        self._after_close_seen = after_close  # (a reset builder starts again from 0)
         self._feed_metrics.update(self.processor.arbiter)
         now = time.time()
         # a sample (at most E2E_SAMPLES per batch): one observe costs ~1 us

@@ -101,11 +101,15 @@ class StreamsSettings(CommonSettings):
     partial_ttl_s: float = Field(
         5.0, gt=0, validation_alias=_env("partial_ttl_s"), description="a worker is dead after"
     )
+    # 300 s: the alert windows (streams.alerts.AlertConfig) and the open candle. Every
+    # stock a worker takes over is replayed before its first batch: with 900 s, 2,500
+    # stocks 15 min into a session took ~20 s of CPU, with 300 s ~6 (benchmarks.md).
     warmup_window_s: int = Field(
-        900,
+        300,
         ge=0,
         validation_alias=_env("warmup_window_s"),
-        description="exchange-time history replayed from the Redis ticks stream per stock",
+        description="exchange-time history replayed from the Redis ticks stream per stock "
+        "a worker takes over (the alert windows and the open candle need 300 s)",
     )
     auto_rebuild: bool = Field(
         True,

@@ -323,6 +323,15 @@ class FaultRig:
         """Every receiver forwarded every line it read."""
         return all(map(_receiver_drained, self.receiver_metrics))
 
+    def ticks_in_no_candle(self) -> int:
+        """Ticks the live workers folded into no candle, their minute having closed
+        already: 0 unless a candle clock ran ahead of the feed. A killed worker's
+        count is gone with it."""
+        metric = "hq_streams_candle_ticks_after_close_total"
+        return sum(
+            int(_receiver_figures(port).get(metric, 0)) for port in self.worker_metrics.values()
+        )
+
     def produce_raw(self, records: Iterable[tuple[bytes, bytes, Headers]]) -> int:
         """Put records on the raw topic directly (as the receiver would); returns how many."""
         producer = Producer(

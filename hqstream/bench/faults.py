@@ -256,6 +256,7 @@ class Row:
     restarts: int
     error: str = ""
     feeds: int = 1
+    in_no_candle: int | None = None  # FaultRig.ticks_in_no_candle (market facts, not a loss)
 
     @property
     def ok(self) -> bool:
@@ -410,6 +411,7 @@ def run_scenario(
     )
     recovered: float | None = None
     resumed: float | None = None
+    in_no_candle: int | None = None
     error = ""
     counts: Counts | None = None
     try:
@@ -453,6 +455,7 @@ def run_scenario(
         if not _drain(rig, progress):
             error = "did not drain"
             progress.say("NOT drained within 180 s")
+        in_no_candle = rig.ticks_in_no_candle()
         for name in (*rig.receivers, *WORKERS):
             rig.stop_child(name)
         counts = count(rig)
@@ -479,15 +482,17 @@ def run_scenario(
                 if node.proc is None:
                     node.start()
         rig.delete_topics()
-    return Row(scenario, counts, resumed, recovered, with_restarts, error, len(rig.feeds))
+    return Row(
+        scenario, counts, resumed, recovered, with_restarts, error, len(rig.feeds), in_no_candle
+    )
 
 
 def table(rows: list[Row]) -> str:
     out = [
         "| fault | feeds | ticks sent | lost | duplicated in Kafka | published twice "
         "| Redis quotes not at newest tick | DLQ records | partitions processing again (s) "
-        "| recovered after (s) | restarts | |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| recovered after (s) | ticks in no candle | restarts | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         c = row.counts
@@ -506,11 +511,12 @@ def table(rows: list[Row]) -> str:
         res = f"{row.resumed_s:.1f}" if row.resumed_s is not None else "-"
         rec = f"{row.recovered_s:.1f}" if row.recovered_s is not None else "not recovered"
         verdict = "ok" if row.ok else (row.error or "FAIL")
+        no_candle = f"{row.in_no_candle:,}" if row.in_no_candle is not None else "-"
         out.append(
-            f"| {row.scenario.title} | {' | '.join(cells)} | {res} | {rec} | {row.restarts} "
-            f"| {verdict} |"
+            f"| {row.scenario.title} | {' | '.join(cells)} | {res} | {rec} | {no_candle} "
+            f"| {row.restarts} | {verdict} |"
         )
-    out.append(calibration_row(12))
+    out.append(calibration_row(13))
     return "\n".join(out)
 
 

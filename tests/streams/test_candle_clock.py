@@ -84,7 +84,7 @@ def test_a_broker_outage_is_no_quiet_feed() -> None:
     backlog = [(tick("000001", "10:00:58", 1300), 0), (tick("000001", "10:01:01", 1400), 0)]
     minutes, _, _ = p.derive(backlog)
     assert [(c.code, c.ticks, c.volume) for c in minutes] == [("000001", 2, 300)]  # whole
-    assert p.candles.counters.late == 0
+    assert p.candles.counters.after_close == 0
     assert p.flush_candles(later, QUIET_MS, {0: 0, 1: 0}) == []  # still catching up
 
     # the broker answers "nothing new" for QUIET_MS: the feed really went quiet

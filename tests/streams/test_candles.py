@@ -291,6 +291,7 @@ def test_flush_closes_only_finished_minutes() -> None:
     # a tick for a minute already closed by flush is late: ignored and counted
     assert b.update(quote(at(10, 0, 50), 10.0, 100, code="600000")) == []
     assert b.current("600000") is None and b.counters.late == 1
+    assert b.counters.after_close == 1  # in no candle: what the metric exports
     [last] = b.close_all()
     assert last.code == "600001" and last.closed is True
     assert b.open_count() == 0
@@ -305,7 +306,7 @@ def test_replays_are_ignored_and_counted() -> None:
     [c] = b.update(quote(at(10, 1, 0), 11.0, 200))
     assert (c.high, c.low, c.ticks, c.volume) == (11.0, 10.0, 2, 100)
     assert b.update(quote(at(10, 0, 59), 9.0, 250)) == []  # closed minute
-    assert b.counters.late == 3
+    assert b.counters.late == 3 and b.counters.after_close == 0  # older than the last seen
 
 
 def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> None:

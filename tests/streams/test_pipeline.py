@@ -26,6 +26,7 @@ from schemas import dlq
 from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
 from streams import pipeline
+from streams.alerts import AlertConfig
 from streams.dlq import DlqRecord
 from streams.market_stats import (
     LONG_MAX,
@@ -391,6 +392,15 @@ def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
     result = asyncio.run(processor.process(records, History()))  # type: ignore[arg-type]
     assert result.dlq == [] and len(result.sink.quotes) == 2
     assert len(processor.stats) == 2 and processor.warmed >= {"000001", "000002"}
+
+
+def test_the_warm_up_replays_the_alert_windows_and_no_more() -> None:
+    """A worker replays each stock it takes over before that stock's first batch: as much
+    as the alert windows look back (the open candle's minute is within them), and no
+    more, since every extra second is paid by every stock of a failover."""
+    config = AlertConfig()
+    needed_s = max(config.fast_move_window_s, config.volume_window_s)
+    assert StreamsSettings(metrics_port=0).warmup_window_s == needed_s
 
 
 def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
