@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,3 +147,24 @@ def test_delivery_timeout_is_bounded_and_configurable() -> None:
     assert producer_config(ReceiverSettings())["message.timeout.ms"] == 10_000
     settings = ReceiverSettings(producer_delivery_timeout_s=2.5)
     assert producer_config(settings)["message.timeout.ms"] == 2_500
+
+
+def test_lines_read_during_a_replay_wait_a_moment_instead_of_refilling_the_journal(
+    forwarder: Forwarder,
+) -> None:
+    """Journaled at once, they made each replayed segment's wait fill the next one (96
+    rounds in a fault-suite run); held, they follow the replay straight to Kafka."""
+    forwarder.spooling, forwarder._replaying = True, True
+    now_ms = time.time_ns() // 1_000_000
+    forwarder.submit(now_ms, [("sse_szse", b"sh600000$new")])
+    forwarder._serve_while_waiting()
+    assert forwarder.journal.oldest_segment() is None and forwarder.queue_bytes > 0
+    assert forwarder.journaled_while_replaying == 0
+
+    # a long replay: once the oldest waited longer than the hold, all go to the journal
+    forwarder._take(0)
+    forwarder.submit(now_ms - 2_000, [("sse_szse", b"sh600000$old")])
+    forwarder.submit(now_ms, [("sse_szse", b"sh600000$new")])
+    forwarder._serve_while_waiting()
+    assert _journaled(forwarder.journal) == [b"sh600000$old", b"sh600000$new"]
+    assert forwarder.journaled_while_replaying == 2 and forwarder.queue_bytes == 0
