@@ -7,6 +7,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native-installed
+NATIVE_SRC := $(wildcard native/Cargo.* native/pyproject.toml native/*.pyi native/src/*.rs)
 KUSTOMIZE_VERSION := v5.6.0
 GOBIN_DIR := $(CURDIR)/.cache/bin
 
@@ -15,8 +17,9 @@ GOBIN_DIR := $(CURDIR)/.cache/bin
 run: setup
 	$(BIN)/hqstream up
 
+# HQ_TEST_REQUIRE_NATIVE: the compiled fast path's tests fail (not skip) without it
 test: setup lint typecheck
-	$(BIN)/python -m pytest tests
+	HQ_TEST_REQUIRE_NATIVE=1 $(BIN)/python -m pytest tests
 
 setup: system-deps python-deps kafka-jars kafka-class-archive kustomize
 
@@ -37,12 +40,21 @@ system-deps:
 	@command -v java >/dev/null || { echo "Java 17+ is required for the local Kafka broker"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required to fetch the Kafka broker jars"; exit 1; }
 
-python-deps: $(STAMP)
+python-deps: $(STAMP) $(NATIVE_STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# The stream workers' compiled parse fast path (native/, Rust + PyO3), built by
+# maturin (from PyPI) with the machine's cargo, at the crate's locked versions.
+# The workers run without it (pure Python, same results); `make test` requires it.
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
+	@command -v cargo >/dev/null || { echo "cargo is required to build native/ (https://rustup.rs)"; exit 1; }
+	@echo "building hqstream_native (Rust; a minute or two the first time) ..."
+	CARGO_TARGET_DIR=$(CURDIR)/native/target $(BIN)/pip install -q --force-reinstall --no-deps ./native
+	touch $(NATIVE_STAMP)
 
 kafka-jars:
 	@bash deploy/local/fetch-kafka.sh
@@ -70,7 +82,7 @@ deadcode:  # candidates only (vulture cannot see framework callbacks): read, the
 	$(BIN)/vulture api archive hqcore producers schemas streams hqstream deploy/k8s_topics.py --min-confidence 60 || true
 
 unit: setup
-	$(BIN)/python -m pytest tests -m "not integration and not browser"
+	HQ_TEST_REQUIRE_NATIVE=1 $(BIN)/python -m pytest tests -m "not integration and not browser"
 
 # Refreshes the README's dashboard picture from the browser test's screenshot
 # (tests write only to test-artifacts/; this is the one step that writes docs/).
@@ -83,4 +95,4 @@ bench: setup
 	$(BIN)/hqstream bench streams
 
 clean:
-	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache native/target

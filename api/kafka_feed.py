@@ -4,9 +4,11 @@ A confluent-kafka Consumer runs in one background thread with a consumer group
 unique to this process (so every replica sees every record), starting at the
 latest offsets (pinned at assignment time, so anything produced after
 ``ready`` is seen). The thread decodes Avro, serializes each record to JSON
-once, and hands batches to the event loop (:meth:`api.hub.Hub.dispatch`) with
-``call_soon_threadsafe``. It never touches sessions or sockets itself, and
-never commits offsets (a restarted gateway starts live).
+once (a quote's straight from its Avro by the compiled writer of
+:mod:`schemas.native` when it can: the same bytes), and hands batches to the
+event loop (:meth:`api.hub.Hub.dispatch`) with ``call_soon_threadsafe``. It
+never touches sessions or sockets itself, and never commits offsets (a
+restarted gateway starts live).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
@@ -26,6 +29,7 @@ from api.hub import Event, Hub
 from api.settings import GatewaySettings
 from api.ws_session import QuoteEvent, dumps
 from hqcore.kafka_client import librdkafka_config
+from schemas.native import native_quotes
 from schemas.serde import Codec, SerdeError, make_codec
 
 logger = logging.getLogger(__name__)
@@ -57,11 +61,9 @@ class KafkaFeed:
         self.loop = loop
         self.group = f"hqstream-gateway.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         reg = settings.schema_registry_url
+        quote_codec = make_codec("quote", reg, settings.normalized_topic)
         self._codecs: dict[str, tuple[str, Codec]] = {
-            settings.normalized_topic: (
-                "quote",
-                make_codec("quote", reg, settings.normalized_topic),
-            ),
+            settings.normalized_topic: ("quote", quote_codec),
             settings.stats_topic: ("stats", make_codec("market_stats", reg, settings.stats_topic)),
             settings.alerts_topic: ("alert", make_codec("alert", reg, settings.alerts_topic)),
             **{
@@ -69,6 +71,7 @@ class KafkaFeed:
                 for topic in settings.candle_topics.values()
             },
         }
+        self._quote_json = quote_json_writer(quote_codec, settings.native)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hq-gateway-feed", daemon=True)
         self.assigned: set[str] = set()
@@ -135,18 +138,34 @@ class KafkaFeed:
             consumer.close()
 
     def _decode(self, messages: list[Message]) -> list[Event]:
-        events: list[Event] = []
+        """The events of a polled batch (errors logged, end-of-partition markers skipped)."""
+        records: list[tuple[str, bytes]] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("feed: %s", err)
                 continue
-            topic = msg.topic()
-            value = msg.value()
-            if topic is None or value is None or topic not in self._codecs:
+            topic, value = msg.topic(), msg.value()
+            if topic is not None and value is not None:
+                records.append((topic, value))
+        return self.decode(records)
+
+    def decode(self, records: Iterable[tuple[str, bytes]]) -> list[Event]:
+        """The events of ``(topic, value)`` records; an undecodable one is counted and logged."""
+        events: list[Event] = []
+        for topic, value in records:
+            if topic not in self._codecs:
                 continue
             kind, codec = self._codecs[topic]
+            if kind == "quote" and self._quote_json is not None:
+                written = self._quote_json(value)
+                if written is not None:  # else the Python path decides
+                    metrics.CONSUMED.labels(kind).inc()
+                    code, market, exchange_ts, raw = written
+                    quote = QuoteEvent(code, market, exchange_ts, raw)
+                    events.append(Event("quote", raw, quote=quote))
+                    continue
             try:
                 rec = codec.decode(value)
             except SerdeError as exc:
@@ -156,6 +175,26 @@ class KafkaFeed:
             metrics.CONSUMED.labels(kind).inc()
             events.append(to_event(kind, rec))
         return events
+
+
+#: a Quote payload -> ``(code, market, exchange_ts, JSON)``, or None for the Python path
+QuoteJson = Callable[[bytes], tuple[str, str, int, bytes] | None]
+
+
+def quote_json_writer(codec: Codec, enabled: bool) -> QuoteJson | None:
+    """The compiled writer of quotes' JSON (:mod:`schemas.native`), or None; logs which.
+
+    It writes what :func:`to_event` writes (``dumps`` of the decoded record) byte
+    for byte, and answers None for any payload it cannot (another schema version,
+    a float whose shortest form it does not prove): those take the Python path.
+    """
+    native = native_quotes(codec, enabled, "HQ_GATEWAY_NATIVE")
+    logger.info("feed: quotes' JSON: %s", native.description)
+    if native.header is None:
+        return None
+    import hqstream_native
+
+    return hqstream_native.QuoteJsonWriter(native.header).write
 
 
 def to_event(kind: str, rec: dict[str, Any]) -> Event:

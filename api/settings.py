@@ -50,6 +50,12 @@ class GatewaySettings(CommonSettings):
         validation_alias=_gw("producer_metrics_url"),
         description="the feed receiver's Prometheus endpoint",
     )
+    native: bool = Field(
+        True,
+        validation_alias=_gw("native"),
+        description="write quotes' JSON from their Avro with the compiled path (hqstream_native) "
+        "when it is installed; off: decode and serialize in Python (same bytes, more CPU)",
+    )
     flush_interval_ms: int = Field(10, ge=1, le=5000, validation_alias=_gw("flush_interval_ms"))
     open_bar_interval_ms: int = Field(
         100,

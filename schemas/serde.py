@@ -101,6 +101,11 @@ class SingleObjectCodec:
             fp = schema_fingerprint(schema_json(name, version))
             self._readers[fp] = parsed_schema(name, version)
 
+    @property
+    def header(self) -> bytes:
+        """What every payload starts with: the magic bytes and the schema's fingerprint."""
+        return self._header
+
     def encode(self, record: dict[str, Any]) -> bytes:
         if self._compiled is not None:
             try:

@@ -130,12 +130,15 @@ def run_worker(settings: object) -> None:
     built = create_app(settings)
     app, runtime = built.app, built.runtime
     metrics.HEALTH.running = True
+    parse_path = runtime.processor.parse_path
+    metrics.NATIVE_PARSE.set(1 if parse_path.fast else 0)
     logger.info(
-        "stream worker %s: group %s, raw topic %s, redis %s",
+        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s",
         runtime.worker_id,
         settings.group_id,
         settings.topic_names.raw,
         settings.redis_url.split("@")[-1],
+        parse_path.description,
     )
     worker = faust.Worker(
         app,

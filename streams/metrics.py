@@ -59,6 +59,10 @@ REBUILDS = Counter("hq_streams_rebuilds_total", "state rebuilds completed")
 REBUILD_SECONDS = Gauge("hq_streams_rebuild_last_seconds", "duration of the last state rebuild")
 REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
+NATIVE_PARSE = Gauge(
+    "hq_streams_native_parse",
+    "1 when this worker parses with the compiled fast path (hqstream_native), 0 on pure Python",
+)
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
 FEED_QUOTES = Counter("hq_feed_quotes_total", "quotes published, by the feed that won", ["source"])
 FEED_FILLED = Counter(

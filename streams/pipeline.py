@@ -54,6 +54,7 @@ from streams.candles import Candle, CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import MarketStats
+from streams.native_parse import parse_path
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings, TopicNames
@@ -196,6 +197,7 @@ class Processor:
         }
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
         self.max_ahead_ms = round(settings.max_ahead_s * 1000)
+        self.parse_path = parse_path(self.quote_codec, settings.native)
         self.arbiter = Arbiter(settings.arbitration)
         self.reset()
 
@@ -426,16 +428,22 @@ class Processor:
         encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
         quotes_add, encoded_add = into.quotes.append, into.encoded.append
         data_add, sources_add, dead_add = into.data.append, into.sources.append, into.dead.append
-        judge = self.arbiter.judge
+        judge, fast = self.arbiter.judge, self.parse_path.fast
         for rec in records:
             try:
                 receive_ts, source = receive_ts_and_source(rec)
-                quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                # the compiled path's quote and Avro; None: the Python path decides
+                parsed = fast(rec.value, receive_ts, now, max_ahead) if fast else None
+                quote, payload = parsed or (
+                    parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead),
+                    None,
+                )
                 if judge(quote["code"], quote["exchange_ts"], source, rec.partition,
                          quote["price"], quote["volume"]):  # fmt: skip
                     into.arbitrated += 1
                     continue
-                payload = encode(quote)
+                if payload is None:
+                    payload = encode(quote)
                 data = dumps(quote)
             except BadRecord as bad:
                 dead_add(dead_letter(rec, bad.reason, bad.detail, now))

@@ -66,6 +66,12 @@ class StreamsSettings(CommonSettings):
         description="build the 5m/15m/30m/60m/1d bars and every timeframe's indicators "
         "(off: 1-minute candles only, without indicators)",
     )
+    native: bool = Field(
+        True,
+        validation_alias=_env("native"),
+        description="parse Shanghai/Shenzhen lines with the compiled fast path (hqstream_native) "
+        "when it is installed; off: the pure-Python path only (same results, more CPU)",
+    )
     candle_quiet_s: float = Field(
         5.0,
         gt=0,

@@ -16,6 +16,7 @@ from hqstream.bench.gateway_bench import fanout_bench, latency_bench
 from hqstream.bench.indicators_bench import indicators_bench
 from hqstream.bench.ingest import ingest
 from hqstream.bench.journal_faults import journal_faults_bench
+from hqstream.bench.parse_bench import parse_bench
 from hqstream.bench.rebuild_bench import rebuild_bench
 from hqstream.bench.streams_bench import streams_bench
 
@@ -46,6 +47,7 @@ bench_app.command("fanout")(fanout_bench)
 bench_app.command("e2e")(e2e_bench)
 bench_app.command("cost")(cost_bench)
 bench_app.command("indicators")(indicators_bench)
+bench_app.command("parse")(parse_bench)
 bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
 bench_app.command("archive")(archive_bench)

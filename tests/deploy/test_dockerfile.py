@@ -193,3 +193,19 @@ def test_dependencies_are_locked_with_hashes() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
     assert "!deploy/requirements.lock" in (ROOT / ".dockerignore").read_text()
+
+
+def test_the_image_carries_the_compiled_parse(
+    parsed: tuple[dict[str, str], list[dockerfile.Stage]],
+) -> None:
+    """The builder builds native/ into a wheel with a pinned Rust; the runtime installs
+    it from the wheels (the workers would fall back to pure Python without it)."""
+    builder, final = parsed[1][0], parsed[1][-1]
+    builder_runs = " ".join(builder.all("RUN"))
+    assert "pip wheel --no-deps --wheel-dir /wheels ./native" in builder_runs
+    assert "--default-toolchain ${RUST_VERSION}" in builder_runs
+    assert "hqstream-native" in " ".join(final.all("RUN"))
+    rules = dockerfile.ignore_rules(DOCKERIGNORE.read_text())
+    assert dockerfile.in_context("native/src/lib.rs", rules)
+    assert dockerfile.in_context("native/Cargo.lock", rules)
+    assert not dockerfile.in_context("native/target/release/libhqstream_native.so", rules)

@@ -35,6 +35,7 @@ from streams.market_stats import (
     PartialState,
     merge_partials,
 )
+from streams.native_parse import ParsePath
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
 from streams.redis_sink import SinkBatch, WriteResult
@@ -208,17 +209,31 @@ def test_future_tolerance_is_a_setting_and_old_data_is_accepted() -> None:
 # --------------------------------------------------------------------------- what no check foresaw
 
 
-def test_an_unforeseen_parse_error_is_unprocessable(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["python", "compiled"])
+def test_an_unforeseen_parse_error_is_unprocessable(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     poison = sh_line("000009")
 
-    def parse_or_raise(raw: bytes, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def raise_on_poison(raw: bytes) -> None:
         if raw == poison:
             raise ZeroDivisionError("float division by zero")
+
+    def parse_or_raise(raw: bytes, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise_on_poison(raw)
         return parse_record(raw, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "parse_record", parse_or_raise)
+    def fast_or_raise(raw: bytes, *args: Any) -> None:
+        raise_on_poison(raw)
+        return None  # every other line: the Python path
+
+    processor = Processor(settings().model_copy(update={"native": False}))
+    if path == "python":
+        monkeypatch.setattr(pipeline, "parse_record", parse_or_raise)
+    else:
+        processor.parse_path = ParsePath(fast_or_raise, "a compiled parse that raises")
     records = batch_around([poison])
-    result = process(records)
+    result = process(records, processor)
     (dead,) = result.dlq
     h = headers_dict(dead.headers)
     assert h[dlq.REASON] == "unprocessable"

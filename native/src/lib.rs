@@ -1,0 +1,729 @@
+//! hqstream_native: the stream workers' compiled fast path for one
+//! Shanghai/Shenzhen `$` line -> (Quote dict, Avro single-object bytes).
+//!
+//! It reproduces streams.parse.parse_record + streams.normalize.build_quote +
+//! the quote codec's encoder exactly, for the lines it can prove good, and
+//! answers None for every other line (Beijing JSON, anything unusual or bad):
+//! the caller then takes the Python path, which names the bad record's
+//! reason. The market rules stay in Python: board by code, ST and
+//! new-listing names, limit prices, dates, times and session phases are asked
+//! of the Python functions passed in, once per distinct value, and cached.
+//! Never raises for a line; never does I/O.
+
+mod avro;
+mod line;
+mod pyround;
+mod quote_json;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use rustc_hash::FxHashMap;
+
+use line::{Bounds, Numbers, BOOK_LEVELS};
+
+/// The Quote's fields (quote.v2.avsc) in order, with their Avro types as
+/// `type`, `enum:SYMBOLS` or `array:ITEMS`: the dict's keys and the encoder's
+/// layout. Python compares this with the schema and keeps its own path when
+/// they differ, so a schema change cannot silently get old bytes.
+const QUOTE_FIELDS: [(&str, &str); 37] = [
+    ("symbol", "string"),
+    ("code", "string"),
+    ("market", "enum:SH,SZ,BJ"),
+    ("board", "enum:MAIN,STAR,CHINEXT,BJ"),
+    ("name", "string"),
+    ("is_st", "boolean"),
+    ("exchange_ts", "long"),
+    ("trade_date", "string"),
+    ("open", "double"),
+    ("prev_close", "double"),
+    ("price", "double"),
+    ("high", "double"),
+    ("low", "double"),
+    ("bid", "double"),
+    ("ask", "double"),
+    ("volume", "long"),
+    ("amount", "double"),
+    ("bid_prices", "array:double"),
+    ("bid_volumes", "array:long"),
+    ("ask_prices", "array:double"),
+    ("ask_volumes", "array:long"),
+    ("change", "double"),
+    ("change_pct", "double"),
+    ("limit_up", "double"),
+    ("limit_down", "double"),
+    ("traded", "boolean"),
+    ("suspended", "boolean"),
+    ("at_limit_up", "boolean"),
+    ("at_limit_down", "boolean"),
+    ("receive_ts", "long"),
+    ("process_ts", "long"),
+    ("limit_free", "boolean"),
+    ("not_traded_yet", "boolean"),
+    ("phase", "string"),
+    ("avg_price", "double"),
+    ("amplitude", "double"),
+    ("order_imbalance", "double"),
+];
+/// Symbols of the Market and Board enums, in schema order (their Avro index).
+const MARKETS: [&str; 3] = ["SH", "SZ", "BJ"];
+const BOARDS: [&str; 4] = ["MAIN", "STAR", "CHINEXT", "BJ"];
+/// A cache holding more entries than this is cleared, with every other (bounded memory).
+const CACHE_MAX: usize = 65_536;
+
+/// A symbol on a known board.
+struct Symbol {
+    symbol: Py<PyString>,
+    code: Py<PyString>,
+    market: Py<PyString>,
+    board: Py<PyString>,
+    market_index: i64,
+    board_index: u8,
+}
+
+/// A name as the feed sends it, stripped as Python strips it.
+struct Name {
+    text: Py<PyString>,
+    utf8: Box<[u8]>,
+    st: bool,
+}
+
+/// A trade date `YYYY-MM-DD` and its local midnight.
+struct Day {
+    text: Py<PyString>,
+    utf8: [u8; 10],
+    midnight_ms: i64,
+}
+
+/// A time of day `HH:MM:SS` and its session phase.
+struct Clock {
+    ms: i64,
+    phase: Py<PyString>,
+    phase_utf8: Box<[u8]>,
+}
+
+/// streams.normalize.limits: (limit_up, limit_down, limit_up_cents, limit_down_cents).
+type Limits = (f64, f64, i64, i64);
+
+/// The Python functions that hold the market rules (streams.normalize's, by name).
+struct Rules {
+    board_or_none: Py<PyAny>,
+    name_is_st: Py<PyAny>,
+    name_is_limit_free: Py<PyAny>,
+    limits: Py<PyAny>,
+    local_midnight_ms: Py<PyAny>,
+    time_of_day_ms: Py<PyAny>,
+    phase_of: Py<PyAny>,
+}
+
+/// Parses Shanghai/Shenzhen lines into Quote dicts and their Avro bytes.
+#[pyclass(module = "hqstream_native")]
+struct QuoteParser {
+    header: Vec<u8>,
+    rules: Rules,
+    bounds: Bounds,
+    opening_ms: i64,
+    closing_ms: i64,
+    keys: Vec<Py<PyString>>,
+    symbols: FxHashMap<u64, Symbol>,
+    name_ids: FxHashMap<Box<[u8]>, u32>,
+    names: Vec<Name>,
+    day_ids: FxHashMap<[u8; 10], u32>,
+    days: Vec<Day>,
+    clocks: FxHashMap<u64, Clock>,
+    limits: FxHashMap<(u64, u8, bool, u32), Limits>,
+    limit_free: FxHashMap<(u32, u8, u32), bool>,
+    scratch: String,
+}
+
+/// What a line needs from the caches, by id.
+struct Looked {
+    symbol: u64,
+    name: u32,
+    day: u32,
+    clock: u64,
+    limits: Limits,
+    limit_free: bool,
+}
+
+/// One line's quote, everything known: what the dict and the Avro are made of.
+struct Quote {
+    n: Numbers,
+    found: Looked,
+    d: Derived,
+    exchange_ts: i64,
+    receive_ts: i64,
+    process_ts: i64,
+}
+
+/// What build_quote derives from the values.
+struct Derived {
+    change: f64,
+    change_pct: f64,
+    limit_up: f64,
+    limit_down: f64,
+    traded: bool,
+    suspended: bool,
+    at_limit_up: bool,
+    at_limit_down: bool,
+    not_traded_yet: bool,
+    avg_price: f64,
+    amplitude: f64,
+    order_imbalance: f64,
+}
+
+fn key_of(bytes: &[u8]) -> u64 {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(bytes);
+    u64::from_le_bytes(key)
+}
+
+#[pymethods]
+impl QuoteParser {
+    /// `header`: what every Avro payload starts with (the quote codec's);
+    /// `rules`: streams.normalize (the functions above, OPENING_MS, CLOSING_MS);
+    /// `bounds`: streams.parse (MAX_PRICE, MIN_PREV_CLOSE, MAX_VOLUME, MAX_AMOUNT).
+    #[new]
+    fn new(
+        py: Python<'_>,
+        header: Vec<u8>,
+        rules: &Bound<'_, PyAny>,
+        bounds: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let function = |name: &str| rules.getattr(name).map(Bound::unbind);
+        let keys = QUOTE_FIELDS
+            .iter()
+            .map(|(name, _)| PyString::intern(py, name).unbind())
+            .collect();
+        Ok(QuoteParser {
+            header,
+            rules: Rules {
+                board_or_none: function("board_or_none")?,
+                name_is_st: function("name_is_st")?,
+                name_is_limit_free: function("name_is_limit_free")?,
+                limits: function("limits")?,
+                local_midnight_ms: function("local_midnight_ms")?,
+                time_of_day_ms: function("time_of_day_ms")?,
+                phase_of: function("phase_of")?,
+            },
+            bounds: Bounds {
+                max_price: bounds.getattr("MAX_PRICE")?.extract()?,
+                min_prev_close: bounds.getattr("MIN_PREV_CLOSE")?.extract()?,
+                max_volume: bounds.getattr("MAX_VOLUME")?.extract()?,
+                max_amount: bounds.getattr("MAX_AMOUNT")?.extract()?,
+            },
+            opening_ms: rules.getattr("OPENING_MS")?.extract()?,
+            closing_ms: rules.getattr("CLOSING_MS")?.extract()?,
+            keys,
+            symbols: FxHashMap::default(),
+            name_ids: FxHashMap::default(),
+            names: Vec::new(),
+            day_ids: FxHashMap::default(),
+            days: Vec::new(),
+            clocks: FxHashMap::default(),
+            limits: FxHashMap::default(),
+            limit_free: FxHashMap::default(),
+            scratch: String::new(),
+        })
+    }
+
+    /// `(quote, avro)` of one raw line, exactly as the Python path makes them,
+    /// or None when the line is not a plain, good Shanghai/Shenzhen quote.
+    #[pyo3(signature = (raw, receive_ts, process_ts, max_ahead_ms=None))]
+    fn parse<'py>(
+        &mut self,
+        py: Python<'py>,
+        raw: &Bound<'py, PyAny>,
+        receive_ts: &Bound<'py, PyAny>,
+        process_ts: &Bound<'py, PyAny>,
+        max_ahead_ms: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<(Bound<'py, PyDict>, Bound<'py, PyBytes>)>> {
+        let (Some(raw), Some(receive_ts), Some(process_ts)) = (
+            exact_bytes(raw),
+            exact_int(receive_ts),
+            exact_int(process_ts),
+        ) else {
+            return Ok(None);
+        };
+        let max_ahead_ms = match max_ahead_ms {
+            None => None,
+            Some(value) if value.is_none() => None,
+            Some(value) => match exact_int(value) {
+                Some(ms) => Some(ms),
+                None => return Ok(None),
+            },
+        };
+        let mut line = raw.as_bytes();
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        if line.first() == Some(&b'{') {
+            return Ok(None); // Beijing JSON
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Ok(None);
+        };
+        let Some(fields) = line::split_fields(text) else {
+            return Ok(None);
+        };
+        let Some(n) = line::numbers(&fields, &self.bounds) else {
+            return Ok(None);
+        };
+        self.bound_caches();
+        let Some(found) = self.look_up(py, &fields, n.prev_close) else {
+            return Ok(None);
+        };
+        let exchange_ts = self.days[found.day as usize].midnight_ms + self.clocks[&found.clock].ms;
+        if let Some(max_ahead) = max_ahead_ms {
+            let since = if receive_ts > 0 {
+                receive_ts
+            } else {
+                process_ts
+            };
+            if i128::from(exchange_ts) - i128::from(since) > i128::from(max_ahead) {
+                return Ok(None);
+            }
+        }
+        let Some(d) = self.derive(&n, &found) else {
+            return Ok(None);
+        };
+        let q = Quote {
+            n,
+            found,
+            d,
+            exchange_ts,
+            receive_ts,
+            process_ts,
+        };
+        Ok(Some((
+            self.quote_dict(py, &q)?,
+            PyBytes::new(py, &self.avro(&q)),
+        )))
+    }
+}
+
+/// `value` as bytes, only when it is exactly a `bytes` object.
+fn exact_bytes<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
+    value.cast_exact::<PyBytes>().ok()
+}
+
+/// `value` as an i64, only when it is exactly an `int` (not a bool) that fits.
+fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
+    if !value.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    value.extract().ok()
+}
+
+impl QuoteParser {
+    /// Clears every cache when one has grown beyond CACHE_MAX (ids are per generation).
+    fn bound_caches(&mut self) {
+        let largest = [
+            self.symbols.len(),
+            self.names.len(),
+            self.days.len(),
+            self.clocks.len(),
+            self.limits.len(),
+            self.limit_free.len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if largest >= CACHE_MAX {
+            self.symbols.clear();
+            self.name_ids.clear();
+            self.names.clear();
+            self.day_ids.clear();
+            self.days.clear();
+            self.clocks.clear();
+            self.limits.clear();
+            self.limit_free.clear();
+        }
+    }
+
+    /// Everything the rules say about a line; None when one of them refuses it
+    /// (or a rule raised: the Python path then says why).
+    fn look_up(
+        &mut self,
+        py: Python<'_>,
+        f: &[&str; line::FIELD_COUNT],
+        prev_close: f64,
+    ) -> Option<Looked> {
+        let symbol = self.symbol(py, f[0])?;
+        let name = self.name(py, f[1])?;
+        let day = self.day(py, f[31])?;
+        let clock = self.clock(py, f[32])?;
+        let board_index = self.symbols[&symbol].board_index;
+        let st = self.names[name as usize].st;
+        let limits = match self
+            .limits
+            .get(&(prev_close.to_bits(), board_index, st, day))
+        {
+            Some(&limits) => limits,
+            None => {
+                let board = self.symbols[&symbol].board.bind(py);
+                let date = self.days[day as usize].text.bind(py);
+                let limits: Limits = self
+                    .rules
+                    .limits
+                    .bind(py)
+                    .call1((prev_close, board, st, date))
+                    .ok()?
+                    .extract()
+                    .ok()?;
+                self.limits
+                    .insert((prev_close.to_bits(), board_index, st, day), limits);
+                limits
+            }
+        };
+        let limit_free = match self.limit_free.get(&(name, board_index, day)) {
+            Some(&free) => free,
+            None => {
+                let text = self.names[name as usize].text.bind(py);
+                let board = self.symbols[&symbol].board.bind(py);
+                let date = self.days[day as usize].text.bind(py);
+                let free = exact_bool(
+                    &self
+                        .rules
+                        .name_is_limit_free
+                        .bind(py)
+                        .call1((text, board, date))
+                        .ok()?,
+                )?;
+                self.limit_free.insert((name, board_index, day), free);
+                free
+            }
+        };
+        Some(Looked {
+            symbol,
+            name,
+            day,
+            clock,
+            limits,
+            limit_free,
+        })
+    }
+
+    /// `sh`/`sz` + 6 ASCII digits on a known board: its cache key.
+    fn symbol(&mut self, py: Python<'_>, text: &str) -> Option<u64> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 8 || !bytes[2..].iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let key = key_of(bytes);
+        if self.symbols.contains_key(&key) {
+            return Some(key);
+        }
+        let market = match &bytes[..2] {
+            b"sh" => "SH",
+            b"sz" => "SZ",
+            _ => return None,
+        };
+        let code = PyString::new(py, &text[2..]);
+        let board = self
+            .rules
+            .board_or_none
+            .bind(py)
+            .call1((market, &code))
+            .ok()?;
+        let board = board.cast_exact::<PyString>().ok()?.clone();
+        let board_index = BOARDS
+            .iter()
+            .position(|b| board.to_str().ok() == Some(*b))?;
+        let market_index = MARKETS.iter().position(|m| *m == market)?;
+        self.symbols.insert(
+            key,
+            Symbol {
+                symbol: PyString::new(py, text).unbind(),
+                code: code.unbind(),
+                market: PyString::intern(py, market).unbind(),
+                board: board.unbind(),
+                market_index: market_index as i64,
+                board_index: board_index as u8,
+            },
+        );
+        Some(key)
+    }
+
+    /// The name as Python's `str.strip` leaves it, and whether it is ST.
+    fn name(&mut self, py: Python<'_>, raw: &str) -> Option<u32> {
+        if let Some(&id) = self.name_ids.get(raw.as_bytes()) {
+            return Some(id);
+        }
+        let stripped = PyString::new(py, raw).call_method0("strip").ok()?;
+        let stripped = stripped.cast_exact::<PyString>().ok()?.clone();
+        let st = exact_bool(&self.rules.name_is_st.bind(py).call1((&stripped,)).ok()?)?;
+        let utf8: Box<[u8]> = stripped.to_str().ok()?.as_bytes().into();
+        let id = self.names.len() as u32;
+        self.names.push(Name {
+            text: stripped.unbind(),
+            utf8,
+            st,
+        });
+        self.name_ids.insert(raw.as_bytes().into(), id);
+        Some(id)
+    }
+
+    /// A real date `YYYY-MM-DD` (streams.normalize.local_midnight_ms accepts it).
+    fn day(&mut self, py: Python<'_>, text: &str) -> Option<u32> {
+        let key: [u8; 10] = text.as_bytes().try_into().ok()?;
+        if let Some(&id) = self.day_ids.get(&key) {
+            return Some(id);
+        }
+        let date = PyString::new(py, text);
+        let midnight = self.rules.local_midnight_ms.bind(py).call1((&date,)).ok()?;
+        let midnight_ms = exact_int(&midnight)?;
+        let id = self.days.len() as u32;
+        self.days.push(Day {
+            text: date.unbind(),
+            utf8: key,
+            midnight_ms,
+        });
+        self.day_ids.insert(key, id);
+        Some(id)
+    }
+
+    /// A real time `HH:MM:SS` (streams.normalize.time_of_day_ms accepts it) and its phase.
+    fn clock(&mut self, py: Python<'_>, text: &str) -> Option<u64> {
+        if text.len() != 8 {
+            return None;
+        }
+        let key = key_of(text.as_bytes());
+        if self.clocks.contains_key(&key) {
+            return Some(key);
+        }
+        let ms = exact_int(&self.rules.time_of_day_ms.bind(py).call1((text,)).ok()?)?;
+        let phase = self.rules.phase_of.bind(py).call1((ms,)).ok()?;
+        let phase = phase.cast_exact::<PyString>().ok()?.clone();
+        let phase_utf8: Box<[u8]> = phase.to_str().ok()?.as_bytes().into();
+        self.clocks.insert(
+            key,
+            Clock {
+                ms,
+                phase: phase.unbind(),
+                phase_utf8,
+            },
+        );
+        Some(key)
+    }
+
+    /// streams.normalize.build_quote's computed fields, line for line; None
+    /// when an int division is beyond what doubles divide exactly.
+    fn derive(&mut self, n: &Numbers, found: &Looked) -> Option<Derived> {
+        let (mut limit_up, mut limit_down, mut up_cents, down_cents) = found.limits;
+        if found.limit_free {
+            limit_up = 0.0;
+            limit_down = 0.0;
+            up_cents = 0;
+        }
+        let traded = n.price > 0.0 && n.volume > 0;
+        let prev_cents = pyround::round_int(n.prev_close * 100.0);
+        let (change, change_pct, amplitude) = if traded && prev_cents > 0 {
+            let cents = pyround::round_int(n.price * 100.0);
+            let range = pyround::round_int(n.high * 100.0) - pyround::round_int(n.low * 100.0);
+            (
+                (cents - prev_cents) as f64 / 100.0,
+                pyround::pct_half_up(cents - prev_cents, prev_cents),
+                pyround::pct_half_up(range, prev_cents),
+            )
+        } else {
+            (0.0, 0.0, 0.0)
+        };
+        let time_of_day = self.clocks[&found.clock].ms;
+        let empty_book =
+            n.bid_volumes.iter().all(|&v| v == 0) && n.ask_volumes.iter().all(|&v| v == 0);
+        let (suspended, not_traded_yet) = if traded {
+            (false, false)
+        } else if time_of_day >= self.closing_ms || (time_of_day >= self.opening_ms && empty_book) {
+            (true, false)
+        } else {
+            (false, true)
+        };
+        let bid_depth: i64 = n.bid_volumes.iter().sum();
+        let depth = bid_depth + n.ask_volumes.iter().sum::<i64>();
+        let (at_limit_up, at_limit_down) = if traded && up_cents != 0 {
+            let cents = pyround::round_int(n.price * 100.0);
+            (cents >= up_cents, cents <= down_cents)
+        } else {
+            (false, false)
+        };
+        let avg_price = if n.volume > 0 {
+            pyround::round_digits(
+                pyround::float_by_int(n.amount, n.volume)?,
+                3,
+                &mut self.scratch,
+            )
+        } else {
+            0.0
+        };
+        let order_imbalance = if depth != 0 {
+            let ratio = pyround::true_divide(
+                (2 * i128::from(bid_depth) - i128::from(depth)) * 100,
+                i128::from(depth),
+            )?;
+            pyround::round_digits(ratio, 2, &mut self.scratch)
+        } else {
+            0.0
+        };
+        Some(Derived {
+            change,
+            change_pct,
+            limit_up,
+            limit_down,
+            traded,
+            suspended,
+            at_limit_up,
+            at_limit_down,
+            not_traded_yet,
+            avg_price,
+            amplitude,
+            order_imbalance,
+        })
+    }
+
+    /// The Quote dict, keys in schema order (as build_quote makes it; orjson keeps the order).
+    fn quote_dict<'py>(&self, py: Python<'py>, q: &Quote) -> PyResult<Bound<'py, PyDict>> {
+        let (n, found, d) = (&q.n, &q.found, &q.d);
+        let s = &self.symbols[&found.symbol];
+        let float = |x: f64| PyFloat::new(py, x).into_any();
+        let int = |x: i64| x.into_pyobject(py).map(|i| i.into_any());
+        let boolean = |b: bool| PyBool::new(py, b).to_owned().into_any();
+        let floats = |xs: &[f64; BOOK_LEVELS]| PyList::new(py, xs.iter()).map(|l| l.into_any());
+        let ints = |xs: &[i64; BOOK_LEVELS]| PyList::new(py, xs.iter()).map(|l| l.into_any());
+        let values: [Bound<'py, PyAny>; 37] = [
+            s.symbol.bind(py).clone().into_any(),
+            s.code.bind(py).clone().into_any(),
+            s.market.bind(py).clone().into_any(),
+            s.board.bind(py).clone().into_any(),
+            self.names[found.name as usize]
+                .text
+                .bind(py)
+                .clone()
+                .into_any(),
+            boolean(self.names[found.name as usize].st),
+            int(q.exchange_ts)?,
+            self.days[found.day as usize]
+                .text
+                .bind(py)
+                .clone()
+                .into_any(),
+            float(n.open),
+            float(n.prev_close),
+            float(n.price),
+            float(n.high),
+            float(n.low),
+            float(n.bid),
+            float(n.ask),
+            int(n.volume)?,
+            float(n.amount),
+            floats(&n.bid_prices)?,
+            ints(&n.bid_volumes)?,
+            floats(&n.ask_prices)?,
+            ints(&n.ask_volumes)?,
+            float(d.change),
+            float(d.change_pct),
+            float(d.limit_up),
+            float(d.limit_down),
+            boolean(d.traded),
+            boolean(d.suspended),
+            boolean(d.at_limit_up),
+            boolean(d.at_limit_down),
+            int(q.receive_ts)?,
+            int(q.process_ts)?,
+            boolean(found.limit_free),
+            boolean(d.not_traded_yet),
+            self.clocks[&found.clock].phase.bind(py).clone().into_any(),
+            float(d.avg_price),
+            float(d.amplitude),
+            float(d.order_imbalance),
+        ];
+        let dict = PyDict::new(py);
+        for (key, value) in self.keys.iter().zip(values) {
+            dict.set_item(key.bind(py), value)?;
+        }
+        Ok(dict)
+    }
+
+    /// The codec's header + the Avro body of the Quote, fields in schema order.
+    fn avro(&self, q: &Quote) -> Vec<u8> {
+        let (n, found, d) = (&q.n, &q.found, &q.d);
+        let s = &self.symbols[&found.symbol];
+        let name = &self.names[found.name as usize];
+        let mut buf = Vec::with_capacity(self.header.len() + 400);
+        buf.extend_from_slice(&self.header);
+        let symbol = found.symbol.to_le_bytes(); // the key is the symbol's 8 ASCII bytes
+        avro::put_str(&mut buf, &symbol);
+        avro::put_str(&mut buf, &symbol[2..]);
+        avro::put_long(&mut buf, s.market_index);
+        avro::put_long(&mut buf, i64::from(s.board_index));
+        avro::put_str(&mut buf, &name.utf8);
+        avro::put_bool(&mut buf, name.st);
+        avro::put_long(&mut buf, q.exchange_ts);
+        avro::put_str(&mut buf, &self.days[found.day as usize].utf8);
+        for price in [n.open, n.prev_close, n.price, n.high, n.low, n.bid, n.ask] {
+            avro::put_double(&mut buf, price);
+        }
+        avro::put_long(&mut buf, n.volume);
+        avro::put_double(&mut buf, n.amount);
+        avro::put_doubles(&mut buf, &n.bid_prices);
+        avro::put_longs(&mut buf, &n.bid_volumes);
+        avro::put_doubles(&mut buf, &n.ask_prices);
+        avro::put_longs(&mut buf, &n.ask_volumes);
+        for value in [d.change, d.change_pct, d.limit_up, d.limit_down] {
+            avro::put_double(&mut buf, value);
+        }
+        for flag in [d.traded, d.suspended, d.at_limit_up, d.at_limit_down] {
+            avro::put_bool(&mut buf, flag);
+        }
+        avro::put_long(&mut buf, q.receive_ts);
+        avro::put_long(&mut buf, q.process_ts);
+        avro::put_bool(&mut buf, found.limit_free);
+        avro::put_bool(&mut buf, d.not_traded_yet);
+        avro::put_str(&mut buf, &self.clocks[&found.clock].phase_utf8);
+        for value in [d.avg_price, d.amplitude, d.order_imbalance] {
+            avro::put_double(&mut buf, value);
+        }
+        buf
+    }
+}
+
+/// `value` as a bool, only when it is exactly a `bool`.
+fn exact_bool(value: &Bound<'_, PyAny>) -> Option<bool> {
+    value.cast_exact::<PyBool>().ok().map(|b| b.is_true())
+}
+
+/// Writes the JSON the gateway pushes for a Quote's Avro payload.
+#[pyclass(module = "hqstream_native", frozen)]
+struct QuoteJsonWriter {
+    header: Vec<u8>,
+}
+
+#[pymethods]
+impl QuoteJsonWriter {
+    /// `header`: what every payload of the current Quote schema starts with.
+    #[new]
+    fn new(header: Vec<u8>) -> Self {
+        QuoteJsonWriter { header }
+    }
+
+    /// `(code, market, exchange_ts, json)` of a payload, the JSON byte for byte
+    /// `orjson.dumps(codec.decode(payload))`; None for a payload of another
+    /// schema version or anything not read exactly as Python reads it.
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+    ) -> Option<(String, &'static str, i64, Bound<'py, PyBytes>)> {
+        let payload = exact_bytes(payload)?;
+        let d = quote_json::quote_json(&self.header, payload.as_bytes())?;
+        Some((d.code, d.market, d.exchange_ts, PyBytes::new(py, &d.json)))
+    }
+}
+
+#[pymodule]
+fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<QuoteParser>()?;
+    m.add_class::<QuoteJsonWriter>()?;
+    m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

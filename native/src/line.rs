@@ -1,0 +1,117 @@
+//! The Shanghai/Shenzhen `$` line as plain Rust values: no Python here.
+//!
+//! Accepts only the plain form of every number (ASCII digits, one optional
+//! `.` with digits on both sides) and refuses everything else, so a field the
+//! Python parser would read differently, or reject, never gets through.
+
+/// `$`-separated fields of a Shanghai/Shenzhen line (streams.parse.FIELD_COUNT).
+pub const FIELD_COUNT: usize = 33;
+/// Levels of each side of the order book.
+pub const BOOK_LEVELS: usize = 5;
+
+/// Bounds no real quote reaches (streams.parse's constants, passed in from Python).
+#[derive(Clone, Copy)]
+pub struct Bounds {
+    pub max_price: f64,
+    pub min_prev_close: f64,
+    pub max_volume: i64,
+    pub max_amount: f64,
+}
+
+/// The numbers of one line, checked against every bound streams.parse checks.
+pub struct Numbers {
+    pub open: f64,
+    pub prev_close: f64,
+    pub price: f64,
+    pub high: f64,
+    pub low: f64,
+    pub bid: f64,
+    pub ask: f64,
+    pub volume: i64,
+    pub amount: f64,
+    pub bid_prices: [f64; BOOK_LEVELS],
+    pub bid_volumes: [i64; BOOK_LEVELS],
+    pub ask_prices: [f64; BOOK_LEVELS],
+    pub ask_volumes: [i64; BOOK_LEVELS],
+}
+
+/// Exactly FIELD_COUNT fields, or None.
+pub fn split_fields(line: &str) -> Option<[&str; FIELD_COUNT]> {
+    let mut fields = [""; FIELD_COUNT];
+    let mut parts = line.split('$');
+    for slot in fields.iter_mut() {
+        *slot = parts.next()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(fields)
+}
+
+fn all_digits(text: &[u8]) -> bool {
+    !text.is_empty() && text.iter().all(u8::is_ascii_digit)
+}
+
+/// `digits` or `digits.digits`: what Python's `float()` reads the same way as
+/// Rust's (both correctly rounded); None for anything else (signs, exponents,
+/// `inf`/`nan`, spaces, `_`, non-ASCII digits, a bare `.`).
+pub fn plain_float(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let plain = match bytes.iter().position(|&b| b == b'.') {
+        None => all_digits(bytes),
+        Some(dot) => all_digits(&bytes[..dot]) && all_digits(&bytes[dot + 1..]),
+    };
+    if !plain {
+        return None;
+    }
+    let value: f64 = text.parse().ok()?;
+    value.is_finite().then_some(value)
+}
+
+/// ASCII digits only, at most 18 of them (fits an i64); None otherwise.
+pub fn plain_int(text: &str) -> Option<i64> {
+    if text.len() > 18 || !all_digits(text.as_bytes()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The numbers of a line's fields, when every one is plain and within
+/// `bounds` and high/low are consistent; None when streams.parse would
+/// refuse the line or read one of them differently.
+pub fn numbers(f: &[&str; FIELD_COUNT], bounds: &Bounds) -> Option<Numbers> {
+    let price_at = |index: usize| plain_float(f[index]).filter(|&p| p <= bounds.max_price);
+    let volume_at = |index: usize| plain_int(f[index]).filter(|&v| v < bounds.max_volume);
+    let mut bid_prices = [0.0; BOOK_LEVELS];
+    let mut bid_volumes = [0; BOOK_LEVELS];
+    let mut ask_prices = [0.0; BOOK_LEVELS];
+    let mut ask_volumes = [0; BOOK_LEVELS];
+    for level in 0..BOOK_LEVELS {
+        bid_volumes[level] = volume_at(11 + 2 * level)?;
+        bid_prices[level] = price_at(12 + 2 * level)?;
+        ask_volumes[level] = volume_at(21 + 2 * level)?;
+        ask_prices[level] = price_at(22 + 2 * level)?;
+    }
+    let n = Numbers {
+        open: price_at(2)?,
+        prev_close: price_at(3)?,
+        price: price_at(4)?,
+        high: price_at(5)?,
+        low: price_at(6)?,
+        bid: price_at(7)?,
+        ask: price_at(8)?,
+        volume: volume_at(9)?,
+        amount: plain_float(f[10]).filter(|&a| a < bounds.max_amount)?,
+        bid_prices,
+        bid_volumes,
+        ask_prices,
+        ask_volumes,
+    };
+    if 0.0 < n.prev_close && n.prev_close < bounds.min_prev_close {
+        return None;
+    }
+    if n.high < n.low && n.high != 0.0 {
+        return None;
+    }
+    Some(n)
+}

@@ -1,0 +1,52 @@
+"""The compiled fast path of the stream workers' parse, when it is installed and allowed.
+
+``hqstream_native`` (a Rust extension built from ``native/``) turns one plain,
+good Shanghai/Shenzhen line into exactly what the Python path makes of it:
+the Quote dict of :func:`streams.parse.parse_record` (same keys in the same
+order, same types and values) and its Avro bytes (those of the quote codec).
+Every other line (Beijing JSON, a bad record, anything it does not port) gets
+None, and the caller takes the Python path, which stays the reference and
+names the bad record's reason: the fast path changes speed, never a result.
+
+The market rules are not compiled: the extension asks the functions of
+:mod:`streams.normalize` (board, ST and new-listing names, limit prices,
+dates, times, session phases), once per distinct value, and caches their
+answers; the bounds are :mod:`streams.parse`'s constants. It compiles the
+quote.v2 layout: when the schema's fields differ from the extension's, or the
+codec is the schema registry's, the Python path is used
+(:mod:`schemas.native`). ``HQ_STREAMS_NATIVE=off`` forces the Python path.
+Never does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.native import native_quotes
+from schemas.records import Quote
+from schemas.serde import Codec
+from streams import normalize, parse
+
+#: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro bytes)``, or None
+#: for a line the Python path must parse
+FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsePath:
+    """Which parse a worker uses: the compiled fast path (``fast``), or None and why not."""
+
+    fast: FastParse | None
+    description: str
+
+
+def parse_path(codec: Codec, enabled: bool) -> ParsePath:
+    """The fast path for quotes encoded by ``codec``, unless it is off or cannot be used."""
+    native = native_quotes(codec, enabled, "HQ_STREAMS_NATIVE")
+    if native.header is None:
+        return ParsePath(None, native.description)
+    import hqstream_native
+
+    parser = hqstream_native.QuoteParser(native.header, normalize, parse)
+    return ParsePath(parser.parse, native.description)

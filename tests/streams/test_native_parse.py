@@ -1,0 +1,354 @@
+"""streams.native_parse: the compiled fast path gives the Python path's exact results, or None.
+
+"Exact" is checked three ways for every line the fast path accepts: the dict
+(keys in order, values, and the type of every value and list item), its JSON
+as Redis stores it (orjson: catches a -0.0 that ``==`` forgives) and its Avro
+bytes. Every line the Python path refuses (BadRecord, or a quote its codec
+cannot encode) must get None, so the Python path names the reason.
+
+``make test`` (and so CI) sets ``HQ_TEST_REQUIRE_NATIVE=1``: then a missing
+extension fails these tests instead of skipping them, so the suite cannot
+quietly test the fallback alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from producers.quote_lines import SnapshotSource
+from producers.universe import Stock, build_listing
+from schemas.serde import SerdeError, SingleObjectCodec, make_codec
+from schemas.topics import H_RECEIVE_TS, H_SOURCE
+from streams import pipeline
+from streams.errors import BadRecord
+from streams.native_parse import FastParse, parse_path
+from streams.parse import parse_record
+from streams.pipeline import Parsed, Processor, RawRecord
+from streams.settings import StreamsSettings
+from tests.feed_lines import bse_line, sse_line
+from tests.streams.test_parse import BAD
+
+REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
+CODEC = SingleObjectCodec("quote")
+RECEIVE_TS = 1_900_000_000_123  # 2030: the simulated days are replays, never ahead of it
+PROCESS_TS = 1_900_000_000_456
+MAX_AHEAD_MS = 300_000
+
+Outcome = tuple[dict[str, Any], bytes] | BadRecord | SerdeError
+
+
+@pytest.fixture(scope="module")
+def fast() -> FastParse:
+    path = parse_path(CODEC, enabled=True)
+    if path.fast is None:
+        if REQUIRED:
+            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but the parse is {path.description}")
+        pytest.skip(path.description)
+    return path.fast
+
+
+def test_make_test_runs_with_the_extension() -> None:
+    if not REQUIRED:
+        pytest.skip("HQ_TEST_REQUIRE_NATIVE is not set (make test and CI set it)")
+    path = parse_path(CODEC, enabled=True)
+    assert path.fast is not None, path.description
+    assert path.description.startswith("compiled")
+
+
+def test_off_and_the_registry_codec_take_the_python_path() -> None:
+    assert parse_path(CODEC, enabled=False).fast is None
+    registry = make_codec("quote", "mock://native-parse", "hq.quotes.normalized")
+    assert parse_path(registry, enabled=True).fast is None
+
+
+def python_path(
+    raw: bytes, receive_ts: int = RECEIVE_TS, max_ahead: int | None = MAX_AHEAD_MS
+) -> Outcome:
+    try:
+        quote = parse_record(raw, receive_ts, PROCESS_TS, max_ahead_ms=max_ahead)
+        return quote, CODEC.encode(quote)
+    except (BadRecord, SerdeError) as exc:
+        return exc
+
+
+def types_of(quote: dict[str, Any]) -> list[Any]:
+    return [[type(v) for v in x] if type(x) is list else type(x) for x in quote.values()]
+
+
+def same_or_none(
+    fast: FastParse, raw: bytes, receive_ts: int = RECEIVE_TS, max_ahead: int | None = MAX_AHEAD_MS
+) -> bool:
+    """Asserts the fast path's answer is None or the Python path's; True when it answered."""
+    expected = python_path(raw, receive_ts, max_ahead)
+    got = fast(raw, receive_ts, PROCESS_TS, max_ahead)
+    if got is None:
+        return False
+    assert not isinstance(expected, Exception), f"fast path accepted {expected!r}: {raw!r}"
+    quote, payload = got
+    want_quote, want_payload = expected
+    assert list(quote.items()) == list(want_quote.items()), raw
+    assert types_of(quote) == types_of(want_quote), raw
+    assert orjson.dumps(quote) == orjson.dumps(want_quote), raw
+    assert payload == want_payload, raw
+    return True
+
+
+# --------------------------------------------------------------------------- simulated days
+
+#: every board and code range, a few Beijing stocks (JSON: always the Python path)
+PLAN = [
+    ("SH", "600", 60), ("SH", "601", 10), ("SH", "603", 20), ("SH", "605", 5),
+    ("SH", "688", 40), ("SH", "689", 3), ("SZ", "000", 40), ("SZ", "001", 5),
+    ("SZ", "002", 40), ("SZ", "003", 5), ("SZ", "300", 40), ("SZ", "301", 20),
+    ("SZ", "302", 1), ("BJ", "920", 10),
+]  # fmt: skip
+#: trading days either side of the ST limit change (5% -> 10% on 2026-07-06) and later
+DAYS = (dt.date(2026, 7, 3), dt.date(2026, 7, 6), dt.date(2026, 11, 23))
+
+
+def listing(seed: int) -> tuple[Stock, ...]:
+    """PLAN's stocks with every kind of name: ST, new listings (N first day, C days 2-5)
+    on each board, names with spaces around them; some halted."""
+    stocks = list(build_listing(PLAN, seed=seed))
+    rng = random.Random(seed)
+    for i, s in enumerate(stocks):
+        roll = rng.random()
+        if roll < 0.05:
+            name = ("N" if s.board == "BJ" or rng.random() < 0.5 else "C") + s.name[1:]
+        elif roll < 0.08:
+            name = rng.choice(("ST", "*ST", "S*ST", "S")) + s.name[:2]
+        elif roll < 0.10:
+            name = f" {s.name}\u3000"
+        else:
+            continue
+        stocks[i] = dataclasses.replace(s, name=name)
+    return tuple(stocks)
+
+
+def day_lines(day: dt.date, seed: int, interval_s: float) -> Iterator[bytes]:
+    """Every line of a simulated day: 09:15 auction to after the close (15:00:03, then closed)."""
+    source = SnapshotSource(listing(seed), dt.datetime.combine(day, dt.time(9, 10)), interval_s,
+                            seed=seed)  # fmt: skip
+    while source.clock.time() < dt.time(15, 10):
+        yield from source.next().data.splitlines()
+
+
+def test_simulated_days_are_identical(fast: FastParse) -> None:
+    accepted = seen = 0
+    phases: set[str] = set()
+    kinds: set[tuple[str, bool, bool, bool]] = set()
+    for n, day in enumerate(DAYS):
+        for raw in day_lines(day, seed=11 + n, interval_s=170.0):
+            seen += 1
+            sse = not raw.startswith(b"{")
+            if same_or_none(fast, raw):
+                accepted += 1
+                quote, _ = fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) or ({}, b"")
+                phases.add(quote["phase"])
+                kinds.add((quote["board"], quote["is_st"], quote["limit_free"], quote["suspended"]))
+            else:
+                assert not sse, f"a good simulated $ line took the Python path: {raw!r}"
+    assert seen > 50_000 and accepted > 0.9 * seen
+    assert phases >= {"opening_auction", "continuous", "midday_break", "closing_auction", "closed"}
+    boards = {board for board, *_ in kinds}
+    assert boards == {"MAIN", "STAR", "CHINEXT"}
+    for flag in (1, 2, 3):  # ST, limit-free and suspended quotes were all compared
+        assert any(k[flag] for k in kinds), flag
+
+
+def test_every_time_of_day_and_302_codes(fast: FastParse) -> None:
+    """The phase boundaries (pre_open only happens before the simulator's day starts)."""
+    times = ("00:00:00", "09:14:59", "09:15:00", "09:29:59", "09:30:00", "11:29:59", "11:30:00",
+             "11:30:02", "12:59:59", "13:00:00", "14:56:59", "14:57:00", "14:59:59", "15:00:00",
+             "15:00:03", "23:59:59")  # fmt: skip
+    empty_book = {f"{side}{i}_volume": "0" for side in ("bid", "ask") for i in range(1, 6)}
+    for symbol in ("sz302132", "sz000001", "sh688981", "sz300750", "sh600000"):
+        for time in times:
+            for volume, price in (("58342100", "11.05"), ("0", "0.00")):
+                raw = sse_line(symbol=symbol, time=time, volume=volume, price=price)
+                assert same_or_none(fast, raw), raw
+                assert same_or_none(fast, sse_line(symbol=symbol, time=time, volume=volume,
+                                                   price=price, **empty_book))  # fmt: skip
+
+
+def test_bad_records_take_the_python_path(fast: FastParse) -> None:
+    for _, raw, _reason in BAD:
+        assert fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None, raw
+
+
+def test_beijing_json_and_odd_arguments_take_the_python_path(fast: FastParse) -> None:
+    assert fast(bse_line(), RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None
+    line = sse_line()
+    assert fast(line, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is not None
+    assert fast(bytearray(line), RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None  # type: ignore[arg-type]
+    assert fast(line, True, PROCESS_TS, MAX_AHEAD_MS) is None  # a bool is no receive_ts
+    assert fast(line, 2**63, PROCESS_TS, MAX_AHEAD_MS) is None  # beyond an Avro long
+    assert same_or_none(fast, line, max_ahead=None)
+    assert same_or_none(fast, line, receive_ts=0)  # unknown: process_ts is the reference
+    assert same_or_none(fast, line, receive_ts=-5)
+    assert not same_or_none(fast, line, receive_ts=2**63)  # Python: encode_error
+
+
+def test_limit_prices_and_rounding_edges(fast: FastParse) -> None:
+    """At the limits, ties of round() (avg_price 1.0625 -> 1.062), tiny order imbalances
+    (-0.0), and prev_close values whose limits round half up."""
+    lines = [
+        sse_line(price="12.10", high="12.10"),  # at limit up (prev 11.00, 10%)
+        sse_line(price="9.90", low="9.90", high="11.10"),  # at limit down
+        sse_line(symbol="sz300750", price="13.20", high="13.20"),  # ChiNext 20%
+        sse_line(name="*ST平安", price="11.55", high="11.55"),  # ST: 5% before 2026-07-06
+        sse_line(name="*ST平安", price="11.55", high="11.55", date="2026-07-03"),
+        sse_line(name="N平安", symbol="sz001001", price="40.00", high="44.00"),  # limit-free
+        sse_line(name="C平安", symbol="sh688001", price="40.00", high="44.00"),
+        sse_line(volume="16", amount="17.00"),  # avg 1.0625: a tie, half to even
+        sse_line(volume="16", amount="17.02"),
+        sse_line(volume="8", amount="0.01"),
+        sse_line(volume="3", amount="10.00"),
+        sse_line(prev_close="0.00"),
+        sse_line(prev_close="0.01", price="0.01", low="0.01", high="0.01"),
+        sse_line(prev_close="8.00", price="8.01"),  # change_pct 0.125 -> 0.13
+        sse_line(prev_close="8.00", price="7.99"),  # -0.125 -> -0.13
+    ]
+    for bid, ask in ((10000, 10001), (10001, 10000), (1, 0), (0, 1), (5, 5), (333333, 666667)):
+        lines.append(sse_line(bid1_volume=str(bid), ask1_volume=str(ask), bid2_volume="0",
+                              bid3_volume="0", bid4_volume="0", bid5_volume="0",
+                              ask2_volume="0", ask3_volume="0", ask4_volume="0",
+                              ask5_volume="0"))  # fmt: skip
+    rng = random.Random(5)
+    for _ in range(2000):
+        prev = rng.randrange(1, 300_000)
+        lines.append(sse_line(prev_close=f"{prev / 100:.2f}", price=f"{prev * 1.1 / 100:.2f}",
+                              high=f"{prev * 1.2 / 100:.2f}", low="0.01",
+                              volume=str(rng.randrange(1, 10**9)),
+                              amount=f"{rng.randrange(0, 10**12) / 100:.2f}"))  # fmt: skip
+    for raw in lines:
+        assert same_or_none(fast, raw), raw
+
+
+# --------------------------------------------------------------------------- mutations
+
+NUMBERS = (
+    "", "0", "00", "0.0", "-0", "-0.0", "-1", "+5", "1e5", "1E5", "1.", ".5", " 5", "5 ", "\t5",
+    "5\n", "1_000", "inf", "nan", "NaN", "Infinity", "-inf", "0x10", "１２", "٣", "9" * 400,
+    "9" * 19, "9" * 18, "9" * 13, "10000000000000", "9999999999999", "1000000", "1000000.01",
+    "999999.99", "1000000.00", "0.0001", "0.001", "0.0009999", "00012.50", "12.345",
+    "12.3456789012345678901", "5e-324", "1" + "0" * 15, "999999999999999.99", "1.5.5", "--",
+)  # fmt: skip
+NAMES = (
+    "", " ", "ST", "*ST中", " *ST中 ", "\u3000*ST中\u3000", "S*ST中", "SST中", "N中芯", "C中芯",
+    "NX", "Nn", "N", "ST ", "\x1c名\x1f", "名\x85", "\u200b名", "a" * 300, "名\x00字", "NST中",
+    "C*ST", "n中芯", "Ｎ中芯",
+)  # fmt: skip
+DATES = (
+    "2024-02-29", "2026-02-29", "2026-13-01", "1990-01-01", "1996-12-16", "1996-12-15",
+    "2019-07-19", "2019-07-22", "2020-08-24", "0001-01-01", "9999-12-31", "2026-7-06",
+    "2026-11-23 ", "２０２６-11-23", "2026-11-31", "2099-01-01",
+)  # fmt: skip
+TIMES = (
+    "24:00:00", "23:59:60", "9:30:00 ", "09:30:00\r", "00:00:00", "23:59:59", "12:00:00",
+    "09:2５:00", "-9:30:00", "09:30",
+)  # fmt: skip
+SYMBOLS = ("sh600000", "sz302132", "sh900901", "sz200002", "SH600000", "sh60000", "bj920819",
+           "sz３00750", "sh689009", "sz003001")  # fmt: skip
+
+
+def mutate(raw: bytes, rng: random.Random) -> bytes:
+    """One or more random changes to a good line: fields, names, dates, bytes."""
+    fields = raw.decode().split("$")
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        kind = rng.randrange(12)
+        at = rng.randrange(len(fields))
+        if kind <= 3 and len(fields) > 11:
+            fields[rng.randrange(2, min(31, len(fields)))] = rng.choice(NUMBERS)
+        elif kind == 4:
+            fields[min(1, len(fields) - 1)] = rng.choice(NAMES)
+        elif kind == 5 and len(fields) > 31:
+            fields[31] = rng.choice(DATES)
+        elif kind == 6 and len(fields) > 32:
+            fields[32] = rng.choice(TIMES)
+        elif kind == 7:
+            fields[0] = rng.choice(SYMBOLS)
+        elif kind == 8:
+            del fields[at]
+        elif kind == 9:
+            fields.insert(at, fields[at])
+        elif kind == 10 and len(fields) > 11:
+            i, j = rng.sample(range(2, min(31, len(fields))), 2)
+            fields[i], fields[j] = fields[j], fields[i]
+        elif len(fields) > 11:  # a plausible other number: a price moved, a volume grown
+            i = rng.randrange(2, min(31, len(fields)))
+            fields[i] = rng.choice((f"{rng.uniform(0, 2000):.{rng.randrange(4)}f}",
+                                    str(rng.randrange(10 ** rng.randrange(1, 14)))))  # fmt: skip
+    line = "$".join(fields).encode()
+    tail = rng.randrange(20)
+    if tail == 0:
+        line += b"\r"
+    elif tail == 1:
+        line += b"\r\r"
+    elif tail == 2:
+        cut = rng.randrange(len(line))
+        line = line[:cut] + bytes([rng.choice((0x80, 0xFF, 0xC3, 0xED))]) + line[cut:]
+    elif tail == 3:
+        line = b"\xef\xbb\xbf" + line
+    return line
+
+
+def test_mutated_lines_are_identical_or_refused(fast: FastParse) -> None:
+    rng = random.Random(20261201)
+    base = [raw for raw in day_lines(DAYS[2], seed=3, interval_s=900.0) if raw[:1] != b"{"]
+    accepted = refused = 0
+    for _ in range(20_000):
+        raw = mutate(rng.choice(base), rng)
+        receive_ts = rng.choice((RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000, 2**63))
+        max_ahead = rng.choice((MAX_AHEAD_MS, MAX_AHEAD_MS, None, 0, 10**15))
+        if same_or_none(fast, raw, receive_ts, max_ahead):
+            accepted += 1
+        elif isinstance(python_path(raw, receive_ts, max_ahead), Exception):
+            refused += 1
+    # both sides were exercised: many mutants parse, many are refused
+    assert accepted > 2_000 and refused > 10_000, (accepted, refused)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def test_processor_output_is_the_same_with_and_without(
+    fast: FastParse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's whole parse step: quotes, Avro, Redis JSON, dead letters, arbitration."""
+    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+    rng = random.Random(7)
+    lines = list(day_lines(DAYS[1], seed=5, interval_s=1800.0))
+    sse = [raw for raw in lines if raw[:1] != b"{"]
+    lines += [mutate(rng.choice(sse), rng) for _ in range(500)] + [raw for _, raw, _ in BAD]
+    received = (H_RECEIVE_TS, str(RECEIVE_TS).encode())
+    # feed b repeats some of feed a's lines: the arbiter drops those copies
+    fed = [(raw, b"a") for raw in lines] + [(raw, b"b") for raw in lines[:300]]
+    records = [
+        RawRecord(None, raw, [received, (H_SOURCE, feed)], "raw", 0, i, 0)
+        for i, (raw, feed) in enumerate(fed)
+    ]
+    results = []
+    for native in (True, False):
+        processor = Processor(StreamsSettings(metrics_port=0, native=native))
+        assert (processor.parse_path.fast is not None) == native
+        parsed = Parsed()
+        processor.parse(records, parsed)
+        results.append(parsed)
+    on, off = results
+    assert len(on.quotes) > 1000 and len(on.dead) > 10
+    assert [q for q, _ in on.quotes] == [q for q, _ in off.quotes]
+    assert on.encoded == off.encoded
+    assert on.data == off.data
+    assert [(d.key, d.value, d.headers) for d in on.dead] == [
+        (d.key, d.value, d.headers) for d in off.dead
+    ]
+    assert on.arbitrated == off.arbitrated > 0
