@@ -156,7 +156,8 @@ def test_lines_read_during_a_replay_wait_a_moment_instead_of_refilling_the_journ
     rounds in a fault-suite run); held, they follow the replay straight to Kafka."""
     forwarder.spooling, forwarder._replaying = True, True
     now_ms = time.time_ns() // 1_000_000
-    forwarder.submit(now_ms, [("sse_szse", b"sh600000$new")])
+    # read "now": a minute ahead, so no stall of a loaded machine ages it past the hold
+    forwarder.submit(now_ms + 60_000, [("sse_szse", b"sh600000$new")])
     forwarder._serve_while_waiting()
     assert forwarder.journal.oldest_segment() is None and forwarder.queue_bytes > 0
     assert forwarder.journaled_while_replaying == 0
