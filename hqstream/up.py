@@ -95,7 +95,9 @@ _METRIC = re.compile(
 )
 
 
-def _receiver_figures(port: int) -> dict[str, float]:
+def metric_figures(port: int) -> dict[str, float]:
+    """A component's Prometheus figures on ``port`` (receiver or worker), summed over
+    labels per metric name; {} when it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
             body = resp.read()
@@ -314,7 +316,7 @@ def _watch(
             figures: dict[str, float] = {}
             connected = 0
             for port in metrics_ports:  # every feed's receiver, summed
-                one = _receiver_figures(port)
+                one = metric_figures(port)
                 connected += bool(one.get("hq_receiver_connected"))
                 for name, value in one.items():
                     figures[name] = figures.get(name, 0.0) + value

@@ -36,7 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from hqcore.redis_client import sync_client
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
-from hqstream.up import SECOND_FEED_OPTIONS, Child, _receiver_figures
+from hqstream.up import SECOND_FEED_OPTIONS, Child, metric_figures
 from schemas import redis_keys as rk
 from schemas.topics import DLQ, NORMALIZED, RAW, Headers, topic_specs
 
@@ -329,7 +329,7 @@ class FaultRig:
         count is gone with it."""
         metric = "hq_streams_candle_ticks_after_close_total"
         return sum(
-            int(_receiver_figures(port).get(metric, 0)) for port in self.worker_metrics.values()
+            int(metric_figures(port).get(metric, 0)) for port in self.worker_metrics.values()
         )
 
     def produce_raw(self, records: Iterable[tuple[bytes, bytes, Headers]]) -> int:
@@ -363,7 +363,7 @@ class FaultRig:
 
 
 def _receiver_drained(metrics_port: int) -> bool:
-    figures = _receiver_figures(metrics_port)
+    figures = metric_figures(metrics_port)
     if not figures:
         return False
     lines = figures.get("hq_receiver_lines_total", 0.0)
