@@ -5,9 +5,10 @@ and replays the journal in order once the broker is back.
 Nothing is lost: every line handed to :meth:`Forwarder.submit` ends up
 acknowledged by Kafka, in the journal, or counted in ``hq_receiver_dropped_total``
 with a loud log line (only when the queue is full, or the journal is full or
-its disk refuses writes). This thread never touches the socket, so reading
-never waits on Kafka, and nothing the journal does (a full disk, a corrupt
-segment) stops it.
+its disk refuses writes). Until then it is in the write-ahead log
+(:mod:`producers.wal`), so a killed receiver's successor finds it there.
+This thread never touches the socket, so reading never waits on Kafka, and
+nothing the journal does (a full disk, a corrupt segment) stops it.
 
 Order per key holds across a hand-off to the journal: a record waits in
 librdkafka at most ``HQ_PRODUCER_DELIVERY_TIMEOUT_S``; on the first failure
@@ -24,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -42,6 +43,7 @@ from producers.journal import (
 )
 from producers.protocol import code_of
 from producers.settings import ReceiverSettings
+from producers.wal import Unsettled, WriteAheadLog
 from schemas import dlq, topics
 from schemas.dlq import dlq_headers
 from schemas.topics import LINE_KINDS, LineKind
@@ -61,18 +63,46 @@ _REPLAY_HOLD_MS: Final = 500
 #: A quote line as the receiver classified it.
 KindLine = tuple[LineKind, bytes]
 _LINE_RECORD_KINDS: Final = frozenset({RecordKind.SSE_SZSE, RecordKind.BSE_JSON})
-# A queue item: (receive_ts, lines) for feed lines, or a single DLQ record.
-_Item = tuple[int, list[KindLine]] | JournalRecord
+
+
+class _Lines(NamedTuple):
+    """A queue item: feed lines read at ``receive_ts``, batch ``wal`` of the
+    write-ahead log (0: not logged)."""
+
+    receive_ts: int
+    lines: list[KindLine]
+    wal: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(len(line) for _, line in self.lines)
+
+
+class _Dlq(NamedTuple):
+    """A queue item: one line the reader dead-letters."""
+
+    record: JournalRecord
+    wal: int = 0
+
+    @property
+    def receive_ts(self) -> int:
+        return self.record.receive_ts
+
+    @property
+    def size(self) -> int:
+        return len(self.record.payload)
+
+
+_Item = _Lines | _Dlq
 
 
 def _age_ms(item: _Item) -> int:
     """How long ago a queued item was read (its receive time, epoch ms)."""
-    receive_ts = item.receive_ts if isinstance(item, JournalRecord) else item[0]
-    return time.time_ns() // 1_000_000 - receive_ts
+    return time.time_ns() // 1_000_000 - item.receive_ts
 
 
 def _records_in(item: _Item) -> int:
-    return 1 if isinstance(item, JournalRecord) else len(item[1])
+    return len(item.lines) if isinstance(item, _Lines) else 1
 
 
 class _Batch:
@@ -86,7 +116,7 @@ class _Batch:
     A DLQ record is a batch of its own (``record``).
     """
 
-    __slots__ = ("_forwarder", "_lines", "_positions", "receive_ts", "record", "seq")
+    __slots__ = ("_forwarder", "_lines", "_positions", "receive_ts", "record", "seq", "wal")
 
     def __init__(
         self,
@@ -95,12 +125,14 @@ class _Batch:
         receive_ts: int,
         lines: list[KindLine],
         record: JournalRecord | None = None,
+        wal: int = 0,
     ) -> None:
         self._forwarder = forwarder
         self.seq = seq
         self.receive_ts = receive_ts
         self._lines = lines
         self.record = record
+        self.wal = wal
         self._positions: dict[bytes, list[int]] | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
@@ -162,11 +194,16 @@ def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
 
 
 class Forwarder:
-    """Owns the Kafka producer and the journal; runs in its own thread."""
+    """Owns the Kafka producer, the journal and the write-ahead log (``wal``; None:
+    lines in memory are lost with the process); runs in its own thread."""
 
-    def __init__(self, settings: ReceiverSettings, journal: Journal) -> None:
+    def __init__(
+        self, settings: ReceiverSettings, journal: Journal, wal: WriteAheadLog | None = None
+    ) -> None:
         self.settings = settings
         self.journal = journal
+        self.wal = wal
+        self._unsettled = Unsettled()
         self._source = settings.feed_source.encode()
         self._queue: collections.deque[_Item] = collections.deque()
         self._queue_bytes = 0
@@ -179,8 +216,6 @@ class Forwarder:
                 "error_cb": self._on_error,
             }
         )
-        # Spooling: every record goes to the journal until it is replayed empty.
-        self.spooling = not journal.empty
         self.kafka_up = True
         self._last_probe = 0.0
         self._acked: collections.Counter[str] = collections.Counter()
@@ -188,7 +223,7 @@ class Forwarder:
         self._ack_seq = 0
         self._purge_pending = False
         self._batch_seq = 0
-        self._failed: list[tuple[tuple[int, int], JournalRecord]] = []
+        self._failed: list[tuple[tuple[int, int], JournalRecord, int]] = []
         self._replaying = False
         self._replay_failed = False
         # records that may be in Kafka although not acked, and those known to be there
@@ -203,24 +238,54 @@ class Forwarder:
         self.dropped = 0
         self.journaled_while_replaying = 0  # records (lines) older than _REPLAY_HOLD_MS
         self.failure: BaseException | None = None
+        self.recovered = 0  # lines of a killed predecessor, from the write-ahead log
+        if wal is not None:
+            self._recover(wal)
+        # Spooling: every record goes to the journal until it is replayed empty.
+        self.spooling = not journal.empty
+
+    def _recover(self, wal: WriteAheadLog) -> None:
+        """Journal what a killed predecessor had read and not settled, in doubt: the
+        replay checks Kafka for each first (in_doubt.py)."""
+        found = wal.recover()
+        if found.records:
+            self._spool(found.records)
+            self.journal.sync()
+            started_ms = time.time_ns() // 1_000_000
+            for rec in found.records:
+                if rec.kind != RecordKind.JOURNAL_CORRUPT:
+                    self._in_doubt.add_anywhere(self._record_id(rec), started_ms)
+            self.recovered = len(found.records)
+            metrics.WAL_RECOVERED.inc(self.recovered)
+            logger.warning(
+                "the write-ahead log holds %d record(s) in %d batch(es) an earlier run read "
+                "but did not settle (killed?): journaled, checked against Kafka before the "
+                "replay",
+                len(found.records),
+                found.batches,
+            )
+        wal.forget_old()
 
     # -- called from the reader (event loop thread): never blocks on Kafka ---------
 
     def submit(self, receive_ts: int, lines: list[KindLine]) -> None:
-        """Hand over quote lines read at ``receive_ts``, each with its kind."""
+        """Hand over quote lines read at ``receive_ts``, each with its kind: logged
+        ahead first, so a crash from here on loses none of them."""
         size = sum(len(line) for _, line in lines)
-        with self._cond:
-            if self._queue_bytes + size > self.settings.queue_max_bytes:
-                self._drop(len(lines), "queue_full")
-                return
-            self._queue.append((receive_ts, lines))
-            self._queue_bytes += size
-            self._cond.notify()
+        if self._queue_bytes + size > self.settings.queue_max_bytes:  # only this thread adds
+            self._drop(len(lines), "queue_full")
+            return
+        wal = self.wal.append_lines(receive_ts, [line for _, line in lines]) if self.wal else 0
+        self._enqueue(_Lines(receive_ts, lines, wal))
 
     def submit_dlq(self, receive_ts: int, cause: DlqCause, payload: bytes) -> None:
+        rec = JournalRecord(receive_ts, RecordKind.DLQ, cause, payload)
+        self._enqueue(_Dlq(rec, self.wal.append_dlq(rec) if self.wal else 0))
+
+    def _enqueue(self, item: _Item) -> None:
         with self._cond:
-            self._queue.append(JournalRecord(receive_ts, RecordKind.DLQ, cause, payload))
-            self._queue_bytes += len(payload)
+            self._queue.append(item)
+            self._queue_bytes += item.size
             self._cond.notify()
 
     @property
@@ -246,6 +311,8 @@ class Forwarder:
             self._purge()
         self._journal_failed()
         self.journal.close()
+        if self.wal is not None:
+            self.wal.close(self._unsettled.through())
         self._report()
         del self._producer  # librdkafka closes its connections now, not at interpreter exit
         logger.info("forwarder stopped; journal holds %d bytes", self.journal.size_bytes)
@@ -269,6 +336,7 @@ class Forwarder:
                 self._route_all(items)
                 self._producer.poll(0.05 if holding else 0)
                 self.journal.sync_if_due()
+                self._settle_wal()
                 if self.spooling and not holding:
                     self._maybe_replay()
                 now = time.monotonic()
@@ -283,6 +351,15 @@ class Forwarder:
         finally:
             self.journal.flush()
 
+    def _settle_wal(self) -> None:
+        """Tell the write-ahead log how far every batch is settled."""
+        if self.wal is not None:
+            self.wal.settle(self._unsettled.through())
+
+    def _settled(self, wal: int, records: int = 1) -> None:
+        if wal:
+            self._unsettled.settle(wal, records)
+
     def _holding(self) -> bool:
         """While spooling, new records wait in memory until librdkafka holds none of the
         older ones (acked, or failed and journaled), so the journal stays in order."""
@@ -292,16 +369,23 @@ class Forwarder:
         """Journal the records Kafka did not take, in arrival order, once librdkafka has
         reported on all of them (before any newer record is journaled)."""
         if self._failed:
-            self._failed.sort(key=lambda pair: pair[0])
-            records = [rec for _, rec in self._failed]
+            self._failed.sort(key=lambda failed: failed[0])
+            records = [rec for _, rec, _ in self._failed]
+            batches = [wal for _, _, wal in self._failed]
             self._failed = []
             self._spool(records)
+            for wal in batches:
+                self._settled(wal)
 
     def _next_batch(
-        self, receive_ts: int, lines: list[KindLine], record: JournalRecord | None = None
+        self,
+        receive_ts: int,
+        lines: list[KindLine],
+        record: JournalRecord | None = None,
+        wal: int = 0,
     ) -> _Batch:
         self._batch_seq += 1
-        return _Batch(self, self._batch_seq, receive_ts, lines, record)
+        return _Batch(self, self._batch_seq, receive_ts, lines, record, wal)
 
     def _purge(self) -> None:
         """Fail everything still in librdkafka now (its delivery reports journal it, in
@@ -321,6 +405,9 @@ class Forwarder:
             items = list(self._queue)
             self._queue.clear()
             self._queue_bytes = 0
+        for item in items:
+            if item.wal:
+                self._unsettled.take(item.wal, _records_in(item))
         return items
 
     def _route_all(self, items: list[_Item]) -> None:
@@ -336,30 +423,29 @@ class Forwarder:
         with self._cond:
             for item in reversed(items):
                 self._queue.appendleft(item)
-                self._queue_bytes += (
-                    len(item.payload)
-                    if isinstance(item, JournalRecord)
-                    else sum(len(line) for _, line in item[1])
-                )
+                self._queue_bytes += item.size
 
     def _route(self, item: _Item) -> _Item | None:
         """Produce or journal one item; returns what librdkafka had no room for."""
-        if isinstance(item, JournalRecord):
+        if isinstance(item, _Dlq):
+            rec = item.record
             if self.spooling:
-                self._spool([item])
-            elif not self._produce_record(item, self._next_batch(item.receive_ts, [], item)):
+                self._spool([rec])
+                self._settled(item.wal)
+            elif not self._produce_record(rec, self._next_batch(rec.receive_ts, [], rec, item.wal)):
                 self._start_spooling("producer queue full")
                 return item
             return None
-        receive_ts, lines = item
+        receive_ts, lines, wal = item
         if self.spooling:
             self._spool(self._records(receive_ts, lines))
+            self._settled(wal, len(lines))
             return None
         ts = str(receive_ts).encode()
         headers = {kind: topics.raw_headers(kind, ts, self._source) for kind in LINE_KINDS}
         produce = self._producer.produce
         raw_topic = self.settings.raw_topic
-        batch = self._next_batch(receive_ts, lines)
+        batch = self._next_batch(receive_ts, lines, wal=wal)
         for i, (kind, line) in enumerate(lines):
             try:
                 produce(
@@ -371,7 +457,7 @@ class Forwarder:
                 )
             except BufferError:
                 self._start_spooling("producer queue full")
-                return (receive_ts, lines[i:])
+                return _Lines(receive_ts, lines[i:], wal)
         return None
 
     @staticmethod
@@ -607,6 +693,7 @@ class Forwarder:
             self.journaled_while_replaying += sum(map(_records_in, items))
             self._route_all(items)
         self.journal.sync_if_due()
+        self._settle_wal()
         self._report()
 
     # -- librdkafka callbacks (run inside poll/flush on this thread) --------------
@@ -631,6 +718,7 @@ class Forwarder:
     def _on_delivery(self, err: KafkaError | None, msg: Message, batch: _Batch) -> None:
         if err is None:
             self._delivered(msg)
+            self._settled(batch.wal)
             if self._ack_seq % _LATENCY_SAMPLE == 0:
                 metrics.ACK_LATENCY.observe(max(0.0, time.time() - batch.receive_ts / 1000))
             return
@@ -638,7 +726,8 @@ class Forwarder:
         place, rec = batch.failed(msg.value() or b"")
         self._note_in_doubt(msg, rec)
         self._start_spooling(f"delivery failed: {err.str()}", purge=not purged)
-        self._failed.append((place, rec))  # journaled, sorted, once librdkafka is empty
+        # journaled, sorted, once librdkafka is empty
+        self._failed.append((place, rec, batch.wal))
 
     def _on_replay_delivery(self, err: KafkaError | None, msg: Message, rec: JournalRecord) -> None:
         if err is None:

@@ -19,7 +19,11 @@ and a plain replay would write them a second time. So:
 
 What is found is bounded by the partitions' tails since the outage began. The
 doubt lives in memory: a receiver killed during an outage replays its journal
-after a restart without this check (duplicates, never a gap).
+after a restart without this check (duplicates, never a gap). The lines a
+killed receiver had not settled come back from its write-ahead log
+(:mod:`producers.wal`) in doubt on *any* partition of their topic, produced
+before this process started: every partition is read from the oldest one's
+receive time up to that start.
 """
 
 from __future__ import annotations
@@ -73,19 +77,32 @@ def record_id(msg: Message) -> RecordId:
 
 
 class InDoubt:
-    """Failed records that may be in Kafka anyway, by partition."""
+    """Failed records that may be in Kafka anyway, by partition (``-1``: any partition
+    of the topic, for records of a killed receiver's write-ahead log)."""
 
     def __init__(self) -> None:
         self._by_partition: dict[tuple[str, int], collections.Counter[RecordId]] = {}
+        self._open_ended = False
+        self._produced_before_ms = 0
 
     def __len__(self) -> int:
         return sum(c.total() for c in self._by_partition.values())
 
     def add(self, partition: int, rid: RecordId) -> None:
+        """A record of this run: the partitions are read to their end."""
         self._by_partition.setdefault((rid.topic, partition), collections.Counter())[rid] += 1
+        self._open_ended = True
+
+    def add_anywhere(self, rid: RecordId, produced_before_ms: int) -> None:
+        """A record of a killed receiver, produced (if at all) before ``produced_before_ms``
+        (this process's start): a partition is read up to that time only."""
+        self._by_partition.setdefault((rid.topic, -1), collections.Counter())[rid] += 1
+        self._produced_before_ms = max(self._produced_before_ms, produced_before_ms)
 
     def clear(self) -> None:
         self._by_partition.clear()
+        self._open_ended = False
+        self._produced_before_ms = 0
 
     def find_in_kafka(
         self, config: dict[str, Any], timeout_s: float
@@ -116,23 +133,40 @@ class InDoubt:
         )
         return found
 
+    def _starts(self, consumer: Consumer, deadline: float) -> list[TopicPartition]:
+        """Each partition to read, from the oldest receive time of what may be there."""
+        oldest: dict[tuple[str, int], int] = {}
+        for (topic, partition), doubt in self._by_partition.items():
+            since = min(int(r.receive_ts or 0) for r in doubt)
+            if partition >= 0:
+                wanted = [partition]
+            else:
+                meta = consumer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+                wanted = sorted(meta.topics[topic].partitions)
+            for p in wanted:
+                oldest[(topic, p)] = min(since, oldest.get((topic, p), since))
+        return [TopicPartition(t, p, ts) for (t, p), ts in oldest.items()]
+
     def _scan(self, consumer: Consumer, deadline: float) -> collections.Counter[RecordId]:
-        starts = [
-            TopicPartition(topic, partition, min(int(r.receive_ts or 0) for r in doubt))
-            for (topic, partition), doubt in self._by_partition.items()
-        ]
-        starts = consumer.offsets_for_times(starts, timeout=max(0.1, deadline - time.monotonic()))
+        starts = consumer.offsets_for_times(
+            self._starts(consumer, deadline), timeout=max(0.1, deadline - time.monotonic())
+        )
         # OFFSET_END: nothing was written since the oldest doubtful record was received
         todo = [tp for tp in starts if tp.offset != OFFSET_END and tp.offset >= 0]
         found: collections.Counter[RecordId] = collections.Counter()
         if not todo:
             return found
-        remaining = {
-            (tp.topic, tp.partition): self._by_partition[(tp.topic, tp.partition)].copy()
-            for tp in todo
+        exact = {
+            where: doubt.copy() for where, doubt in self._by_partition.items() if where[1] >= 0
         }
+        anywhere = {
+            topic: doubt.copy() for (topic, p), doubt in self._by_partition.items() if p < 0
+        }
+        # records of this run may be anywhere up to the end; a killed receiver's were
+        # produced before this process started
+        until = None if self._open_ended else self._produced_before_ms
         consumer.assign(todo)
-        open_partitions = set(remaining)
+        open_partitions = {(tp.topic, tp.partition) for tp in todo}
         while open_partitions:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"partitions {sorted(open_partitions)} not read to their end")
@@ -144,11 +178,17 @@ class InDoubt:
                         raise KafkaException(err)
                     open_partitions.discard(where)
                     continue
+                if where not in open_partitions:
+                    continue
+                if until is not None and msg.timestamp()[1] >= until:
+                    open_partitions.discard(where)
+                    continue
                 rid = record_id(msg)
-                doubt = remaining[where]
-                if doubt[rid] > 0:
-                    doubt[rid] -= 1
-                    found[rid] += 1
+                for doubt in (exact.get(where), anywhere.get(where[0])):
+                    if doubt is not None and doubt[rid] > 0:
+                        doubt[rid] -= 1
+                        found[rid] += 1
+                        break
         return found
 
 

@@ -208,6 +208,17 @@ def _scan_v2(data: bytes) -> Iterator[tuple[int, int, JournalRecord | None]]:
         pos = nxt
 
 
+def scan_records(data: bytes) -> Iterator[JournalRecord]:
+    """Every record of a version-2 segment's bytes (header included), in order; each
+    stretch that is not a valid record comes out as ``JOURNAL_CORRUPT`` records."""
+    for start, end, rec in _scan_v2(data):
+        if rec is not None:
+            yield rec
+        else:
+            cause = CorruptCause.TORN_TAIL if end == len(data) else CorruptCause.BAD_RECORD
+            yield from Journal._corrupt_records(data[start:end], cause)
+
+
 def segment_version(head: bytes) -> int:
     """The format version a segment's first bytes say (1 = the headerless old format,
     0 = an empty or torn header: nothing in it)."""

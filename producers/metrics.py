@@ -38,3 +38,12 @@ ACK_LATENCY = Histogram(
     "receive -> Kafka ack latency (sampled)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
+WAL_ERRORS = Counter(
+    "hq_receiver_wal_errors_total",
+    "failed writes of the write-ahead log (lines still forwarded, but not crash-safe)",
+)
+WAL_RECOVERED = Counter(
+    "hq_receiver_wal_recovered_total",
+    "lines a killed receiver had read but Kafka had not acknowledged, found in the "
+    "write-ahead log at start-up (journaled and checked against Kafka)",
+)

@@ -3,7 +3,7 @@
 Reads the socket as fast as it delivers (the vendor drops a client that lets
 100 MB sit unread), frames lines, answers the protocol (auth, heartbeats),
 and hands complete lines to :class:`~producers.forwarder.Forwarder`, which
-owns Kafka and the journal. Reading never waits on Kafka. Dead connections
+owns Kafka, the journal and the write-ahead log. Reading never waits on Kafka. Dead connections
 are detected by the heartbeat timeout; reconnects back off exponentially with
 full jitter; a rejected token is fatal (:class:`FeedAuthRejected`).
 Never logs the token.
@@ -27,6 +27,7 @@ from producers.forwarder import Forwarder, KindLine
 from producers.health import serve_health
 from producers.journal import DlqCause, Journal
 from producers.settings import ReceiverSettings, split_addr
+from producers.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ async def run_receiver(settings: ReceiverSettings) -> int:
         return 2
     metrics.FEED_INFO.labels(settings.feed_source).set(1)
     journal = Journal.from_settings(settings)
-    forwarder = Forwarder(settings, journal)
+    forwarder = Forwarder(settings, journal, WriteAheadLog(settings.journal_dir / "wal"))
     forwarder.start()
     receiver = Receiver(settings, forwarder)
     loop = asyncio.get_running_loop()

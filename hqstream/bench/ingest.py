@@ -41,6 +41,7 @@ from producers.journal import Journal
 from producers.protocol import code_of
 from producers.receiver import Receiver
 from producers.settings import ReceiverSettings
+from producers.wal import WriteAheadLog
 from schemas.topics import LineKind, raw_headers
 
 console = Console()
@@ -121,7 +122,7 @@ async def _run_pipeline(
     settings: ReceiverSettings, expected: int
 ) -> tuple[float, float, Receiver, Forwarder]:
     journal = Journal.from_settings(settings)
-    forwarder = Forwarder(settings, journal)
+    forwarder = Forwarder(settings, journal, WriteAheadLog(settings.journal_dir / "wal"))
     forwarder.start()
     receiver = Receiver(settings, forwarder)
     task = asyncio.create_task(receiver.run())

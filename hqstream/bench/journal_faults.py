@@ -2,6 +2,9 @@
 
 * :func:`receiver_kill_while_spooling`: SIGKILL the receiver process while it
   spools (broker down), restart it, bring Kafka up, find every accepted line.
+* :func:`receiver_kill_in_flight`: SIGKILL the receiver with lines read and not
+  acknowledged (and again with acknowledged lines whose checkpoint was lost);
+  the write-ahead log brings every line to Kafka exactly once.
 * :func:`journal_corruption`: flip a kind byte, a length, tear the tail; every
   good record reaches Kafka in order, the damaged bytes reach the DLQ.
 * :func:`disk_full`: a 1 MiB tmpfs (or a fake ENOSPC) under the journal; every
@@ -192,6 +195,107 @@ def receiver_kill_while_spooling(
         t.duplicated,
         t.out_of_order,
         note=f"{kept} of {len(around_kill)} lines sent around the kill were accepted first",
+    )
+
+
+# -- 1b. SIGKILL of the receiver with lines in memory -------------------------------------
+
+
+def receiver_kill_in_flight(bootstrap: str, work: Path, lines: int = 2000) -> FaultResult:
+    """The write-ahead log (producers/wal.py), against a live broker, three receivers:
+
+    1. lingers a minute (``HQ_LINGER_MS``): reads ``lines`` lines, none acked, SIGKILL;
+    2. finds them in the write-ahead log and sends them; reads ``lines`` more, all
+       acked; SIGKILL; then its ``settled`` file is deleted (a crash between the acks
+       and their checkpoint, at its worst: every logged batch is in doubt);
+    3. finds the second batch in doubt, every line already in Kafka (skipped), and
+       reads ``lines`` more.
+
+    Every line must be on the raw topic exactly once."""
+    work.mkdir(parents=True, exist_ok=True)
+    raw, dead = create_topics(bootstrap)
+    token = secrets.token_urlsafe(12)
+    feed = LineFeed(token)
+    port = free_port()
+    env = {
+        **os.environ,
+        "HQ_KAFKA_BOOTSTRAP": bootstrap,
+        "HQ_FEED_ADDR": f"127.0.0.1:{feed.port}",
+        "HQ_FEED_TOKEN": token,
+        "HQ_RAW_TOPIC": raw,
+        "HQ_DLQ_TOPIC": dead,
+        "HQ_JOURNAL_DIR": str(work / "journal"),
+        "HQ_METRICS_PORT": str(port),
+        "HQ_HEARTBEAT_TIMEOUT_S": "600",
+        "HQ_BACKOFF_INITIAL_S": "0.1",
+        "HQ_BACKOFF_MAX_S": "0.5",
+        "HQ_LOG_LEVEL": "INFO",
+    }
+    lingering = {**env, "HQ_LINGER_MS": "60000", "HQ_PRODUCER_DELIVERY_TIMEOUT_S": "120"}
+    sent: list[bytes] = []
+    figures: dict[str, float] = {}
+
+    def feed_lines(what: str) -> None:
+        batch = [quote_line(len(sent) + i) for i in range(lines)]
+        for i in range(0, lines, 100):
+            feed.send_surely(batch[i : i + 100])
+        sent.extend(batch)
+        wait_for(lambda: metric(port, "hq_receiver_lines_total") >= lines, 60, what)
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        feed.drop_client()
+
+    def caught_up(total: float) -> bool:
+        """Kafka holds ``total`` lines of this receiver (skipped ones count as acked)."""
+        return (
+            metric(port, "hq_receiver_produced_total") >= total
+            and metric(port, "hq_receiver_journal_bytes") == 0
+        )
+
+    started = time.monotonic()
+    try:
+        with _receiver_process(lingering, work / "receiver-1.log", ROOT) as first:
+            feed.wait_client()
+            feed_lines("the first receiver to read its lines")
+            figures["acked before kill 1"] = metric(port, "hq_receiver_produced_total")
+            kill(first)
+        with _receiver_process(env, work / "receiver-2.log", ROOT) as second:
+            feed.wait_client()
+            wait_for(lambda: caught_up(lines), 60, "the recovered lines to reach Kafka")
+            figures["recovered 2"] = metric(port, "hq_receiver_wal_recovered_total")
+            feed_lines("the second receiver to read its lines")
+            wait_for(lambda: caught_up(2 * lines), 60, "the second lines to be acked")
+            kill(second)
+        (work / "journal" / "wal" / "settled").unlink(missing_ok=True)
+        with _receiver_process(env, work / "receiver-3.log", ROOT):
+            feed.wait_client()
+            # counted before the metrics are served
+            wait_for(lambda: metric(port, "hq_receiver_connected") == 1, 60, "the third receiver")
+            figures["recovered 3"] = metric(port, "hq_receiver_wal_recovered_total")
+            wait_for(lambda: caught_up(figures["recovered 3"]), 60, "the replay")
+            figures["skipped 3"] = metric(port, "hq_receiver_replay_skipped_total")
+            feed_lines("the third receiver to read its lines")
+            wait_for(lambda: caught_up(figures["recovered 3"] + lines), 60, "the last acks")
+    finally:
+        feed.close()
+    got = [m.value() or b"" for m in read_topic(bootstrap, raw)]
+    t = tally(sent, got)
+    return FaultResult(
+        "receiver SIGKILL with lines in memory (twice)",
+        len(sent),
+        len(set(got)),
+        t.lost,
+        t.duplicated,
+        t.out_of_order,
+        seconds=time.monotonic() - started,
+        note=(
+            f"kill 1: {figures['acked before kill 1']:.0f} acked, "
+            f"{figures['recovered 2']:.0f} recovered; kill 2 (checkpoint lost): "
+            f"{figures['recovered 3']:.0f} in doubt, {figures['skipped 3']:.0f} found in "
+            "Kafka and skipped"
+        ),
     )
 
 
@@ -522,6 +626,7 @@ def journal_faults_bench(
                 )
             )
             add(receiver_kill_while_spooling(broker, tmp / "kill"))
+            add(receiver_kill_in_flight(broker.bootstrap, tmp / "in-flight"))
         finally:
             broker.stop()
     print(calibration_row(9))

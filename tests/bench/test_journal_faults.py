@@ -16,6 +16,7 @@ from hqstream.bench.journal_faults import (
     broker_pause,
     disk_full,
     journal_corruption,
+    receiver_kill_in_flight,
     receiver_kill_while_spooling,
     small_disk,
 )
@@ -61,6 +62,17 @@ def test_receiver_sigkill_while_spooling_loses_nothing_accepted(
     row = receiver_kill_while_spooling(own_kafka, tmp_path)
     assert row.lost == 0, row
     assert row.out_of_order == 0, row
+
+
+@pytest.mark.integration
+def test_receiver_sigkill_with_lines_in_memory_loses_and_repeats_nothing(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    row = receiver_kill_in_flight(kafka.bootstrap, tmp_path, lines=1500)
+    assert (row.lost, row.duplicated, row.out_of_order) == (0, 0, 0), row
+    # the first kill caught every line in memory; the second, every line in doubt
+    assert row.note.startswith("kill 1: 0 acked, 1500 recovered;"), row
+    assert row.note.endswith("1500 in doubt, 1500 found in Kafka and skipped"), row
 
 
 @pytest.mark.integration
