@@ -315,6 +315,17 @@ class Unsettled:
         return order[0] - 1 if order else self._last_taken
 
 
+def newest_line_read(directory: Path) -> bytes | None:
+    """The last quote line a (stopped) receiver's write-ahead log holds: the newest it
+    read. Everything its feed sent after this line it never read."""
+    segments = sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"))
+    for path in reversed(segments):
+        batches = [r for r in scan_records(path.read_bytes()) if r.kind == LINE_BATCH]
+        if batches:
+            return batches[-1].payload.rsplit(b"\n", 1)[-1]
+    return None
+
+
 def _unbatch(rec: JournalRecord) -> list[JournalRecord]:
     """A logged batch as the outage journal's records (one per line or DLQ record)."""
     if rec.kind != LINE_BATCH:

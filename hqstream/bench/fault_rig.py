@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from hqcore.redis_client import sync_client
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import LocalStack, create_topics, free_port, port_open
 from hqstream.up import SECOND_FEED_OPTIONS, Child, metric_figures
+from producers.in_doubt import header
+from producers.wal import newest_line_read
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, NORMALIZED, RAW, Headers, topic_specs
+from schemas.topics import DLQ, H_SOURCE, NORMALIZED, RAW, Headers, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class FaultRig:
         self.injected: Counter[bytes] = Counter()  # digests of records put on the raw topic here
         self.restarts: Counter[str] = Counter()
         self.down: set[str] = set()  # taken down on purpose: not restarted
+        #: per receiver SIGKILL: its feed and the newest line it had read (its WAL's last)
+        self.receiver_kills: list[tuple[str, bytes | None]] = []
         create_topics(stack.kafka.bootstrap, topic_specs(partitions), prefix=self.prefix)
         self._flush_redis()
         self.feed_ports = [free_port() for _ in self.feeds]
@@ -220,6 +224,14 @@ class FaultRig:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.proc.pid, signal.SIGKILL)
             child.proc.wait()
+        if name in self.receivers:
+            feed = self.feeds[self.receivers.index(name)]
+            self.receiver_kills.append((feed, newest_line_read(self.journal_dir(feed) / "wal")))
+
+    def journal_dir(self, feed: str) -> Path:
+        """A feed's receiver journal (HQ_FEEDS gives each its own directory)."""
+        root = self.run_dir / "journal"
+        return root / feed if len(self.feeds) > 1 else root
 
     def start_again(self, name: str) -> None:
         self.down.discard(name)
@@ -382,13 +394,18 @@ class Counts:
 
     sent: int
     #: sent (or put on the raw topic) but not in the raw topic; with two feeds: a
-    #: line neither feed's receiver put on the raw topic
+    #: line neither feed's receiver put on the raw topic. Not counted here: ``unread``
     lost_at_receiver: int
     lost_in_streams: int  # raw records neither normalized nor dead-lettered
     duplicated: int  # raw-topic records beyond what was sent
     published_twice: int  # (stock, exchange_ts) on the normalized topic more than once
     not_newest: int  # stocks whose Redis quote is not their newest tick sent
     dlq: int
+    #: lines a feed pushed to a receiver it killed, after the newest line that receiver
+    #: read (its write-ahead log's last) and before the simulator noticed: the kernel
+    #: buffers of a dead connection, which the protocol never sends again; with two
+    #: feeds, only those the other feed did not deliver either
+    unread: int = 0
 
     @property
     def lost(self) -> int:
@@ -397,6 +414,11 @@ class Counts:
 
 def _read_topic(bootstrap: str, topic: str) -> Iterable[bytes]:
     """Every record value of ``topic``, from the beginning to the current end."""
+    return (msg.value() or b"" for msg in _read_records(bootstrap, topic))
+
+
+def _read_records(bootstrap: str, topic: str) -> Iterable[Message]:
+    """Every record of ``topic``, from the beginning to the current end."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -419,7 +441,7 @@ def _read_topic(bootstrap: str, topic: str) -> Iterable[bytes]:
                 if offset >= ends[p] - 1:
                     pending.discard(p)
                 if offset < ends[p]:
-                    yield msg.value() or b""
+                    yield msg
         if pending:
             raise RuntimeError(f"{topic}: partitions {sorted(pending)} not read to their end")
     finally:
@@ -434,20 +456,26 @@ def count(rig: FaultRig) -> Counts:
     rig.sent_log.update()
     expected: Counter[bytes] = Counter(rig.injected)
     sent = 0
-    for path in rig.sent_log.paths:
+    sent_order: dict[str, list[bytes]] = {}  # each feed's lines, as pushed
+    for feed, path in zip(rig.feeds, rig.sent_log.paths, strict=True):
+        order = sent_order[feed] = []
         if not path.exists():
             continue
         for line in path.read_bytes().split(b"\n"):
             if line:
-                expected[digest(line.rstrip(b"\r"))] += 1
-                sent += 1
+                order.append(digest(line.rstrip(b"\r")))
+        expected.update(order)
+        sent += len(order)
     dead = {digest(value) for value in _read_topic(bootstrap, rig.prefix + DLQ)}
     dlq_records = sum(1 for _ in _read_topic(bootstrap, rig.prefix + DLQ))
     raw: Counter[bytes] = Counter()
+    by_source: dict[bytes, set[bytes]] = {}
     valid: set[tuple[str, int]] = set()  # to be normalized
     bad: set[bytes] = set()  # unreadable, not dead-lettered
-    for value in _read_topic(bootstrap, rig.prefix + RAW):
+    for msg in _read_records(bootstrap, rig.prefix + RAW):
+        value = msg.value() or b""
         d = digest(value)
+        by_source.setdefault(header(msg, H_SOURCE) or b"", set()).add(d)
         if d not in raw and d not in dead:  # a dead letter (with its reason) is accounted for
             ident = tick_id(value)
             if ident is None:
@@ -459,6 +487,8 @@ def count(rig: FaultRig) -> Counts:
         lost_at_receiver = sum(1 for d in expected if not raw[d])
     else:
         lost_at_receiver = sum(max(0, n - raw[d]) for d, n in expected.items())
+    unread = _unread_at_kills(rig, sent_order, by_source) - raw.keys()
+    lost_at_receiver -= sum(expected[d] for d in unread)
     duplicated = sum(max(0, n - expected[d]) for d, n in raw.items())
     codec = make_codec("quote")
     normalized: Counter[tuple[str, int]] = Counter()
@@ -475,4 +505,31 @@ def count(rig: FaultRig) -> Counts:
         published_twice=sum(n - 1 for n in normalized.values()),
         not_newest=len(rig.sent_log.newest) if not_newest is None else not_newest,
         dlq=dlq_records,
+        unread=sum(expected[d] for d in unread),
     )
+
+
+def _unread_at_kills(
+    rig: FaultRig, sent_order: dict[str, list[bytes]], by_source: dict[bytes, set[bytes]]
+) -> set[bytes]:
+    """The lines each killed receiver never read: those its feed pushed after the
+    newest line in its write-ahead log, up to the first line it (restarted) put on
+    the raw topic (lines pushed while no receiver was connected are not in the sent
+    log). Everything before that line must be in Kafka: the receiver's part."""
+    unread: set[bytes] = set()
+    for feed, newest in rig.receiver_kills:
+        if newest is None:
+            continue
+        order = sent_order[feed]
+        if len(rig.feeds) > 1:  # HQ_FEEDS: a receiver's source header is its feed's name
+            delivered = by_source.get(feed.encode(), set())
+        else:
+            delivered = set().union(*by_source.values())
+        try:
+            i = order.index(digest(newest)) + 1
+        except ValueError:
+            continue
+        while i < len(order) and order[i] not in delivered:
+            unread.add(order[i])
+            i += 1
+    return unread

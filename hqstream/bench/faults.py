@@ -15,9 +15,13 @@ feed runs on, stops, and everything drains before counting:
 * lost = lines sent but not on the raw topic (with two feeds: lines neither
   feed's receiver put there), plus raw records neither normalized nor in the
   DLQ (a dead letter carries its reason: a well-formed line with impossible
-  numbers is accounted for there); duplicated = raw records beyond those sent; published
-  twice = (stock, exchange_ts) on the normalized topic more than once; not at
-  newest = stocks whose Redis quote is not their newest tick sent.
+  numbers is accounted for there); unread by a killed receiver = lines its
+  feed pushed after the newest line in its write-ahead log, into the dead
+  connection's kernel buffers (the protocol never sends them again: counted
+  apart from lost, and with two feeds only those the other feed missed too);
+  duplicated = raw records beyond those sent; published twice = (stock,
+  exchange_ts) on the normalized topic more than once; not at newest = stocks
+  whose Redis quote is not their newest tick sent.
 
 Prints live progress and one markdown table; exits 1 when a row lost ticks,
 left a quote behind, or did not recover within ``--recover-timeout``.
@@ -461,7 +465,8 @@ def run_scenario(
         counts = count(rig)
         progress.say(
             f"sent {counts.sent:,}, lost {counts.lost:,} (receiver {counts.lost_at_receiver:,}, "
-            f"streams {counts.lost_in_streams:,}), duplicated {counts.duplicated:,}, "
+            f"streams {counts.lost_in_streams:,}), unread by a killed receiver "
+            f"{counts.unread:,}, duplicated {counts.duplicated:,}, "
             f"published twice {counts.published_twice:,}, "
             f"not at newest {counts.not_newest:,}, DLQ {counts.dlq:,}"
         )
@@ -489,10 +494,11 @@ def run_scenario(
 
 def table(rows: list[Row]) -> str:
     out = [
-        "| fault | feeds | ticks sent | lost | duplicated in Kafka | published twice "
+        "| fault | feeds | ticks sent | lost | unread by a killed receiver "
+        "| duplicated in Kafka | published twice "
         "| Redis quotes not at newest tick | DLQ records | partitions processing again (s) "
         "| recovered after (s) | ticks in no candle | restarts | |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         c = row.counts
@@ -500,13 +506,14 @@ def table(rows: list[Row]) -> str:
             [
                 f"{c.sent:,}",
                 f"{c.lost:,}",
+                f"{c.unread:,}",
                 f"{c.duplicated:,}",
                 f"{c.published_twice:,}",
                 f"{c.not_newest:,}",
                 f"{c.dlq:,}",
             ]
             if c is not None
-            else ["-"] * 6
+            else ["-"] * 7
         )
         res = f"{row.resumed_s:.1f}" if row.resumed_s is not None else "-"
         rec = f"{row.recovered_s:.1f}" if row.recovered_s is not None else "not recovered"
@@ -516,7 +523,7 @@ def table(rows: list[Row]) -> str:
             f"| {row.scenario.title} | {' | '.join(cells)} | {res} | {rec} | {no_candle} "
             f"| {row.restarts} | {verdict} |"
         )
-    out.append(calibration_row(13))
+    out.append(calibration_row(14))
     return "\n".join(out)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from hqstream.bench.fault_rig import FaultRig
+from hqstream.bench.fault_rig import FaultRig, _unread_at_kills, digest
 from tests.conftest import KafkaEndpoint
 
 
@@ -30,3 +30,27 @@ def test_a_reused_run_dir_starts_empty(
         assert rig.sent_log.newest == {}
     finally:
         rig.delete_topics()
+
+
+def _lines(n: int) -> list[bytes]:
+    return [f"sh{600000 + i}$x".encode() for i in range(n)]
+
+
+def test_unread_lines_are_those_after_the_killed_receivers_newest_read_line() -> None:
+    """What a feed pushed into the dead connection, after the newest line in the killed
+    receiver's write-ahead log, up to the first line its successor delivered; lines the
+    receiver had read and Kafka lacks stay lost (the receiver's fault)."""
+    lines = _lines(12)
+    d = [digest(line) for line in lines]
+    one = SimpleNamespace(feeds=("a",), receiver_kills=[("a", lines[4])])
+    delivered = {b"vendor": {*d[:3], *d[8:]}}  # d[3], d[4]: read, then lost; d[5:8] unread
+    assert _unread_at_kills(cast(Any, one), {"a": d}, delivered) == set(d[5:8])
+
+    # two feeds: feed a's receiver read up to line 4; what feed b delivered does not
+    # end a's unread run (only a line a's successor delivered does)
+    two = SimpleNamespace(feeds=("a", "b"), receiver_kills=[("a", lines[4])])
+    by_source = {b"a": {*d[:5], *d[9:]}, b"b": set(d[:12:2])}
+    assert _unread_at_kills(cast(Any, two), {"a": d, "b": d[::2]}, by_source) == set(d[5:9])
+
+    never_logged = SimpleNamespace(feeds=("a",), receiver_kills=[("a", None)])
+    assert _unread_at_kills(cast(Any, never_logged), {"a": d}, delivered) == set()

@@ -16,7 +16,7 @@ from producers import wal as wal_module
 from producers.forwarder import Forwarder
 from producers.journal import DlqCause, Journal, JournalRecord, RecordKind
 from producers.settings import ReceiverSettings
-from producers.wal import Unsettled, WriteAheadLog
+from producers.wal import Unsettled, WriteAheadLog, newest_line_read
 
 TS = 1_700_000_000_000
 BJ = b'{"symbol":"bj920819","lastPrice":4.87}'
@@ -212,3 +212,13 @@ class _Acked:
 
     def partition(self) -> int:
         return 0
+
+
+def test_the_newest_line_read_is_the_last_line_of_the_last_batch(tmp_path: Path) -> None:
+    assert newest_line_read(tmp_path) is None
+    log = WriteAheadLog(tmp_path, roll_after_s=3600, segment_bytes=500)
+    for i in range(10):
+        log.append_lines(TS, _lines(5 * i, 5))
+    log.append_dlq(JournalRecord(TS, RecordKind.DLQ, DlqCause.INVALID_UTF8, b"\xff"))
+    assert len(list(tmp_path.glob("wal-*.log"))) > 1
+    assert newest_line_read(tmp_path) == _lines(49, 1)[0]
