@@ -210,10 +210,12 @@ class StreamsSettings(CommonSettings):
         "empty = dynamic membership",
     )
     dependency_retry_max_s: float = Field(
-        5.0,
+        1.0,
         gt=0,
         validation_alias=_env("dependency_retry_max_s"),
-        description="longest pause between attempts to reach Kafka/Redis at start-up",
+        description="longest pause between attempts to reach Kafka/Redis at start-up (an "
+        "attempt is one metadata request and one PING; 5 s left a replacement worker up to "
+        "5 s behind a broker that was back)",
     )
     dependency_log_every_s: float = Field(
         10.0,
