@@ -119,10 +119,11 @@ def _bare_producer(
 
 
 async def _run_pipeline(
-    settings: ReceiverSettings, expected: int
+    settings: ReceiverSettings, expected: int, wal: bool = True
 ) -> tuple[float, float, Receiver, Forwarder]:
     journal = Journal.from_settings(settings)
-    forwarder = Forwarder(settings, journal, WriteAheadLog(settings.journal_dir / "wal"))
+    log = WriteAheadLog(settings.journal_dir / "wal") if wal else None
+    forwarder = Forwarder(settings, journal, log)
     forwarder.start()
     receiver = Receiver(settings, forwarder)
     task = asyncio.create_task(receiver.run())
@@ -209,6 +210,9 @@ def ingest(
     fsync_ms: Annotated[
         int | None, typer.Option(help="HQ_JOURNAL_FSYNC_MS for this run (0: every batch)")
     ] = None,
+    wal: Annotated[
+        bool, typer.Option(help="the receiver's write-ahead log (off: to measure its cost)")
+    ] = True,
 ) -> None:
     """Simulator at max rate -> receiver -> Kafka; zero-loss check; bare-producer baseline."""
     configure_logging("WARNING", "bench")
@@ -238,7 +242,7 @@ def ingest(
             )
             if fsync_ms is not None:
                 settings = settings.model_copy(update={"journal_fsync_ms": fsync_ms})
-            first, done, receiver, forwarder = asyncio.run(_run_pipeline(settings, expected))
+            first, done, receiver, forwarder = asyncio.run(_run_pipeline(settings, expected, wal))
         pipeline_rate = expected / (done - first)
         console.print("\nverifying: reading every line back from Kafka ...")
         sent = [line for line in sent_log.read_bytes().split(b"\n") if line]
@@ -255,6 +259,7 @@ def ingest(
     console.print(f"| lines in hq.ticks.raw | {sum(got.values()):,} |")
     console.print(f"| lost / duplicated | {lost} / {dup} |")
     console.print(f"| receiver -> Kafka sustained | {pipeline_rate:,.0f} lines/s |")
+    console.print(f"| write-ahead log | {'on' if wal else 'off'} |")
     console.print(f"| bare confluent-kafka producer, same bytes | {bare_rate:,.0f} lines/s |")
     console.print(f"| ratio receiver / bare | {pipeline_rate / bare_rate:.2f} |")
     console.print(f"| vs full-market rate (1,667 lines/s) | {pipeline_rate / 1667:.0f}x |")
