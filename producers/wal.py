@@ -195,9 +195,13 @@ class WriteAheadLog:
         path = self.directory / f"{_PREFIX}{first:016d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         header = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION)
-        if os.write(fd, header) != len(header):
+        try:
+            if os.write(fd, header) != len(header):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
             os.close(fd)
-            raise OSError(errno.ENOSPC, "short write")
+            path.unlink(missing_ok=True)
+            raise
         self._fd, self._opened_at, self._written = fd, time.monotonic(), len(header)
         self._segments.append(first)
 
