@@ -146,12 +146,14 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
     board = board_or_none(market, code)
     if board is None:
         raise BadRecord("bad_symbol", f"symbol {show(symbol)} is on no {market} board")
-    # float()/int() accept Unicode digits, '_' and surrounding spaces: refuse those first.
+    # float()/int() accept Unicode digits, '_' and surrounding whitespace: refuse those first.
     numbers = line[len(symbol) + len(f[1]) + 2 :]
-    if not numbers.isascii() or "_" in numbers or " " in numbers:
+    if not numbers.isascii() or "_" in numbers or _has_space(numbers):
         bad = _first_non_number(f)
         if bad is not None:  # else it is in the date/time, checked below
             raise bad
+    if "$-" in numbers:  # a minus sign: "-0.00" is no negative number, but no price either
+        _raise_first_minus_sign(f)
     try:
         floats = list(map(float, _get_floats(f)))
         ints = list(map(int, _get_ints(f)))
@@ -202,11 +204,25 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
     )
 
 
+def _has_space(text: str) -> bool:
+    return " " in text or "\t" in text or "\x0b" in text or "\x0c" in text or "\r" in text
+
+
+def _raise_first_minus_sign(f: list[str]) -> None:
+    """A numeric field written with a minus sign is negative, even "-0" (float() says
+    0.0, which the check of the values would let through)."""
+    for index, name in (*_FLOAT_FIELDS, *_INT_FIELDS):
+        if f[index].startswith("-"):
+            raise BadRecord(
+                "negative_value", f"{name} (field {index}) is negative: {show(f[index])}"
+            )
+
+
 def _first_non_number(f: list[str]) -> BadRecord | None:
     """The error for the first numeric field that is not a plain ASCII number."""
     for index, name in (*_FLOAT_FIELDS, *_INT_FIELDS):
         text = f[index]
-        ok = text.isascii() and "_" not in text and " " not in text
+        ok = text.isascii() and "_" not in text and not _has_space(text)
         if ok:
             try:
                 _ = float(text) if name in _FLOAT_NAMES else int(text)

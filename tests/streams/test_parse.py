@@ -64,6 +64,8 @@ BAD: list[tuple[str, bytes, str]] = [
     ("nan-fullwidth", sse_line(open="１１.02"), "not_a_number"),
     ("nan-underscore", sse_line(volume="1_000"), "not_a_number"),
     ("nan-space", sse_line(price=" 11.05"), "not_a_number"),
+    ("nan-tab", sse_line(price="\t11.05"), "not_a_number"),
+    ("nan-trailing-cr", sse_line(volume="5\r"), "not_a_number"),
     ("nan-empty", sse_line(bid=""), "not_a_number"),
     ("nan-json-inf", bse_line().replace(b'"lastPrice":4.87', b'"lastPrice":1e999'), "not_a_number"),
     # invalid_json
@@ -88,6 +90,8 @@ BAD: list[tuple[str, bytes, str]] = [
     ("neg-volume", sse_line(volume="-5"), "negative_value"),
     ("neg-book-price", sse_line(bid3_price="-0.01"), "negative_value"),
     ("neg-book-volume", sse_line(ask5_volume="-100"), "negative_value"),
+    ("neg-zero-price", sse_line(price="-0.00"), "negative_value"),
+    ("neg-zero-volume", sse_line(bid2_volume="-0"), "negative_value"),
     ("neg-json-turnover", bse_line(turnover=-1.0), "negative_value"),
     ("neg-json-book", bse_line(bidVolumes=[3100, -5000, 200, 900, 1200]), "negative_value"),
     ("neg-json-ask-price", bse_line(askPrices=[4.87, 4.88, -4.89, 4.90, 4.91]), "negative_value"),
