@@ -260,7 +260,8 @@ def create_app(
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        rt.on_assigned({tp.partition for tp in assigned if tp.topic == names.raw})
+        raw = {tp.partition for tp in assigned if tp.topic == names.raw}
+        rt.on_assigned(raw, app.consumer_generation_id)  # faust set it before this signal
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:

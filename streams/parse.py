@@ -152,8 +152,6 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
         bad = _first_non_number(f)
         if bad is not None:  # else it is in the date/time, checked below
             raise bad
-    if "$-" in numbers:  # a minus sign: "-0.00" is no negative number, but no price either
-        _raise_first_minus_sign(f)
     try:
         floats = list(map(float, _get_floats(f)))
         ints = list(map(int, _get_ints(f)))
@@ -163,6 +161,8 @@ def _parse_sse_szse(line: str, receive_ts: int, process_ts: int) -> dict[str, An
         _raise_first_non_finite(floats)
     if min(floats) < 0.0 or min(ints) < 0:
         _raise_first_negative(floats, ints)
+    if "$-" in numbers:  # a minus sign: "-0.00" is no negative number, but no price either
+        _raise_first_minus_sign(f)
     amount = floats.pop()  # the rest are prices
     if max(floats) > MAX_PRICE or amount >= MAX_AMOUNT or max(ints) >= MAX_VOLUME:
         _raise_first_out_of_range(f, floats, amount, ints)

@@ -214,6 +214,16 @@ class Processor:
         self.newest_by_partition: dict[int, int] = {}  # the same, per raw partition
         self.partition_wall_ms: dict[int, int] = {}  # wall clock when that last advanced
         self.newest_wall_ms = 0  # wall clock when newest_ts last advanced
+        self.paused: set[int] = set()  # revoked partitions: state kept, no candle closes
+
+    def pause_partitions(self, partitions: set[int]) -> int:
+        """Revoked ``partitions``: their stocks leave the market statistics (this worker's
+        partial must not count them beside their new owner's) and their candles stop
+        closing (a timer here must not overwrite the new owner's); the rest of their
+        state waits for :meth:`seed`, which keeps it if they come back at once.
+        Returns how many stocks left the statistics."""
+        self.paused |= partitions
+        return self.stats.forget([c for c, p in self.partition_of.items() if p in partitions])
 
     def forget_partitions(self, partitions: set[int]) -> int:
         """Drop everything this worker holds of the stocks of revoked ``partitions``.
@@ -279,8 +289,12 @@ class Processor:
         }
         partition_of = self.partition_of
 
+        paused = self.paused
+
         def clock_of(code: str) -> int:
             partition = partition_of.get(code, -1)
+            if partition in paused:
+                return -1  # revoked: closes nothing
             if feed_quiet or partition in quiet_partitions or partition not in by_partition:
                 return newest
             return by_partition[partition]
@@ -363,9 +377,23 @@ class Processor:
 
     # -- state recovery ----------------------------------------------------
 
-    async def seed(self, sink: RedisSink, partitions: set[int] | None) -> int:
-        """Seed the market statistics with the stored latest quotes of ``partitions``."""
-        self.reset()
+    async def seed(
+        self, sink: RedisSink, partitions: set[int] | None, keep: set[int] | None = None
+    ) -> int:
+        """Seed the market statistics with the stored latest quotes of ``partitions``.
+
+        Every other state starts afresh (warmed up from Redis by the next batches),
+        but for the stocks of ``keep``: partitions revoked and given back at once,
+        whose candles, alerts and bars this worker still holds exactly (a
+        takeover's warm-up then replays only the stocks that moved here).
+        """
+        if keep:
+            held = {*self.partition_of.values(), *self.newest_by_partition, *self.paused}
+            self.forget_partitions(held - keep)
+            self.stats = MarketStats()  # all seeded below, the kept stocks too
+            self.paused = set()
+        else:
+            self.reset()
         n = 0
         for quote, partition in await sink.latest_quotes():
             if partitions is None or partition in partitions:

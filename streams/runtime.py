@@ -23,7 +23,10 @@ the DLQ as ``unprocessable`` (their normalized records are already queued to
 Kafka by then). :meth:`StreamsRuntime.publish_stats` runs once a second,
 :meth:`StreamsRuntime.flush_candles` too (it closes the candles of stocks
 that stopped ticking), and :meth:`StreamsRuntime.on_revoked` drops revoked
-partitions' stocks from this worker's market statistics.
+partitions' stocks from this worker's market statistics. Their candles,
+alerts and bars wait for the next assignment: the partitions it gives back
+at once (the next generation: nobody else had them) keep that state, the
+others' is dropped, so a rebalance warms up only the stocks that moved.
 
 Market statistics across workers: every worker writes its partial state to
 the Redis hash ``hq:stats:partials`` (field = worker id, with a timestamp);
@@ -119,6 +122,9 @@ class StreamsRuntime:
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
         self._assignment: set[int] | None = None
+        self._generation = -1  # of the assignment held
+        self._revoked: dict[int, int] = {}  # partition -> the generation it was held in
+        self._keep: set[int] = set()  # revoked, given back at once: state kept at the reseed
         self._reseed = False
         self.batches = 0
         self.last_batch_s = 0.0
@@ -127,9 +133,18 @@ class StreamsRuntime:
 
     # -- rebalance -----------------------------------------------------------
 
-    def on_assigned(self, partitions: set[int]) -> None:
-        """Called on every (re)assignment of raw-topic partitions."""
-        logger.info("worker %s assigned raw partitions %s", self.worker_id, sorted(partitions))
+    def on_assigned(self, partitions: set[int], generation: int = -1) -> None:
+        """Called on every (re)assignment of raw-topic partitions (``generation``: the
+        group's, -1 unknown). Revoked partitions given back in the very next
+        generation keep their stocks' state: no other worker had them."""
+        self._keep = {
+            p for p in partitions if generation >= 0 and self._revoked.get(p) == generation - 1
+        }
+        self._revoked.clear()
+        self._generation = generation
+        kept = f" ({len(self._keep)} given back, their state kept)" if self._keep else ""
+        logger.info("worker %s assigned raw partitions %s%s", self.worker_id, sorted(partitions),
+                    kept)  # fmt: skip
         self._assignment = set(partitions)
         self._reseed = True
         self._state_check_at = self._clock()  # new partitions: check their markers at once
@@ -137,7 +152,8 @@ class StreamsRuntime:
         metrics.HEALTH.joined = True
 
     async def on_revoked(self, partitions: set[int]) -> int:
-        """Called when raw-topic partitions are revoked: forget their stocks' statistics.
+        """Called when raw-topic partitions are revoked: forget their stocks' statistics
+        and pause their candles (their state waits for the next assignment).
 
         Then writes this worker's smaller partial at once, so the merged
         statistics never count those stocks twice (here and at their new
@@ -145,10 +161,11 @@ class StreamsRuntime:
         """
         if not partitions:
             return 0
+        self._revoked.update(dict.fromkeys(partitions, self._generation))
         try:
             async with self._lock:
                 await self._wait_inflight()
-                dropped = self.processor.forget_partitions(partitions)
+                dropped = self.processor.pause_partitions(partitions)
                 logger.info("worker %s: partitions %s revoked, %d stocks dropped from stats",
                             self.worker_id, sorted(partitions), dropped)  # fmt: skip
                 now = now_ms()
@@ -205,7 +222,8 @@ class StreamsRuntime:
         self._reseed = True
 
     async def _seed(self) -> None:
-        await self.processor.seed(self.sink, self._assignment)
+        await self.processor.seed(self.sink, self._assignment, keep=self._keep)
+        self._keep = set()  # a later reseed (a state rebuild) starts afresh
 
     # -- the batch ------------------------------------------------------------
 

@@ -403,6 +403,67 @@ def test_the_warm_up_replays_the_alert_windows_and_no_more() -> None:
     assert StreamsSettings(metrics_port=0).warmup_window_s == needed_s
 
 
+class Rebalanced(FakeSink):
+    """A sink that records which stocks each warm-up asked for, with no stored state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed_up: list[set[str]] = []
+
+    async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
+        self.warmed_up.append(set(codes))
+        return {}
+
+    async def latest_quotes(self) -> list[tuple[Any, int]]:
+        return []
+
+    async def feed_winners(self, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        return {p: {} for p in partitions}
+
+    async def write_partial(self, worker_id: str, state: Any, now_ms: int) -> None:
+        return None
+
+
+def test_a_rebalance_warms_up_only_the_stocks_that_moved() -> None:
+    """Partitions revoked and given back in the next generation keep their stocks'
+    candles and alerts (nobody else had them); only the others are warmed up again.
+    Before, every rebalance reset the whole worker: a survivor taking over half the
+    market late in the day replayed all 5,000 stocks' windows, not 2,500."""
+    sink = Rebalanced()
+    rt = runtime(sink, FakeOutbox())
+    processor = rt.processor
+    lines = good_lines()  # record(line, i) puts stock i on partition i % 3
+    by_partition = {
+        p: {parse_record(v, 0)["code"] for i, v in enumerate(lines) if i % 3 == p} for p in range(3)
+    }
+
+    async def scenario() -> None:
+        rt.on_assigned({0, 1, 2}, generation=1)
+        await rt.handle([record(v, i) for i, v in enumerate(lines)])
+        assert sink.warmed_up == [set().union(*by_partition.values())]
+        open_candles = processor.candles.open_count()
+
+        # partition 2 moves away; 0 and 1 come back in the next generation
+        await rt.on_revoked({0, 1, 2})
+        far = LINE_TS + 3_600_000
+        assert processor.flush_candles(far, 0) == []  # revoked: no candle closes meanwhile
+        assert len(processor.stats) == 0  # nor does this worker's partial count them
+        rt.on_assigned({0, 1}, generation=2)
+        kept = [record(v, i) for i, v in enumerate(lines) if i % 3 != 2]
+        await rt.handle(kept)
+        assert len(sink.warmed_up) == 1  # nothing warmed up again
+        assert set(processor.partition_of) == by_partition[0] | by_partition[1]
+        assert processor.candles.open_count() == open_candles - len(by_partition[2])
+
+        # revoked in generation 2, given back in 4: another worker may have had them
+        await rt.on_revoked({0, 1})
+        rt.on_assigned({0, 1}, generation=4)
+        await rt.handle(kept)
+        assert sink.warmed_up[1:] == [by_partition[0] | by_partition[1]]
+
+    asyncio.run(scenario())
+
+
 def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
