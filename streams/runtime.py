@@ -445,6 +445,8 @@ class StreamsRuntime:
         try:
             async with self._lock:
                 await self._wait_inflight()
+                # an assignment while no tick comes (lunch): seeded now, not at the next batch
+                await self._maybe_reseed()
                 quiet_ms = int(self.settings.candle_quiet_s * 1000)
                 closed = self.processor.flush_candles(now_ms(), quiet_ms, fetched_to_end_ms)
                 if closed:

@@ -430,8 +430,10 @@ def test_a_rebalance_warms_up_only_the_stocks_that_moved() -> None:
     Before, every rebalance reset the whole worker: a survivor taking over half the
     market late in the day replayed all 5,000 stocks' windows, not 2,500."""
     sink = Rebalanced()
-    rt = runtime(sink, FakeOutbox())
-    processor = rt.processor
+    # the feed never counts as quiet here: the timer closes no candle on the wall clock
+    s = StreamsSettings(metrics_port=0, redis_retry_max_s=0.05, candle_quiet_s=3600)
+    processor = Processor(s)
+    rt = StreamsRuntime(s, sink, FakeOutbox(), "unit", processor=processor)  # type: ignore[arg-type]
     lines = good_lines()  # record(line, i) puts stock i on partition i % 3
     by_partition = {
         p: {parse_record(v, 0)["code"] for i, v in enumerate(lines) if i % 3 == p} for p in range(3)
@@ -449,6 +451,8 @@ def test_a_rebalance_warms_up_only_the_stocks_that_moved() -> None:
         assert processor.flush_candles(far, 0) == []  # revoked: no candle closes meanwhile
         assert len(processor.stats) == 0  # nor does this worker's partial count them
         rt.on_assigned({0, 1}, generation=2)
+        await rt.flush_candles()  # no tick yet (lunch): the timer seeds the assignment
+        assert processor.paused == set()
         kept = [record(v, i) for i, v in enumerate(lines) if i % 3 != 2]
         await rt.handle(kept)
         assert len(sink.warmed_up) == 1  # nothing warmed up again
