@@ -71,7 +71,6 @@ class Recovered:
 
     records: list[JournalRecord]
     batches: int
-    newest_receive_ts: int
 
 
 class WriteAheadLog:
@@ -99,11 +98,11 @@ class WriteAheadLog:
     # -- start-up -----------------------------------------------------------------
 
     def recover(self) -> Recovered:
-        """Read the previous run's unsettled batches and forget the old files; the
-        caller journals the records (and syncs the journal) before anything else."""
+        """Read the previous run's unsettled batches. The caller journals the records
+        (and syncs the journal), then calls :meth:`forget_old`, before anything else."""
         settled = self._read_settled()
         records: list[JournalRecord] = []
-        batches, newest = 0, 0
+        batches = 0
         for first, path in self._old_segments():
             try:
                 data = path.read_bytes()
@@ -124,11 +123,10 @@ class WriteAheadLog:
                     continue
                 if number is None or number > settled:
                     batches += 1
-                    newest = max(newest, rec.receive_ts)
                     records.extend(_unbatch(rec))
                 if number is not None:
                     number += 1
-        return Recovered(records, batches, newest)
+        return Recovered(records, batches)
 
     def forget_old(self) -> None:
         """Delete the previous run's files (after :meth:`recover`'s records are safe)."""
