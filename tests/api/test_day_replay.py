@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,29 @@ def test_replay_day_over_websocket(rest_settings: GatewaySettings, archive_root:
         assert got == [q for q in DAY.quotes if q["code"] == "600000"]
         ws.send_json({**bad, "speed": 1e6})  # the slot is free again
         assert ws.receive_json()["request"] == "replay_day"
+        # read to its end: leaving mid-replay is the next test (left here, the test
+        # client cancels the app task if the server is still ending the replay)
+        while ws.receive_json()["type"] != "day_replay_done":
+            pass
+
+
+@pytest.mark.integration
+def test_leaving_mid_replay_ends_the_replay_and_frees_its_slot(
+    rest_settings: GatewaySettings, archive_root: Path
+) -> None:
+    settings = rest_settings.model_copy(update={"archive_root": str(archive_root)})
+    app = create_app(settings, consume=False)
+    with TestClient(app) as client, client.websocket_connect(WS) as ws:
+        # at the real pace: the day takes hours, so it is running when the client leaves
+        ws.send_json({"type": "replay_day", "date": DATE, "code": "600000", "speed": 1})
+        assert ws.receive_json()["request"] == "replay_day"
+        limits = app.state.day_replay_limits
+        assert limits.running, "the replay holds its slot"
+        ws.close()
+        deadline = time.monotonic() + 30
+        while limits.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert limits.running == {}, "the replay ended with the connection"
 
 
 @pytest.mark.integration
