@@ -94,6 +94,28 @@ def _receiver_process(
         proc.wait(30)
 
 
+def _receiver_env(
+    bootstrap: str, feed: LineFeed, token: str, topics: tuple[str, str], work: Path, port: int
+) -> dict[str, str]:
+    """A ``hqstream produce`` process's environment: ``feed`` on loopback, the raw and
+    DLQ ``topics``, its journal under ``work``, metrics on ``port``."""
+    raw, dead = topics
+    return {
+        **os.environ,
+        "HQ_KAFKA_BOOTSTRAP": bootstrap,
+        "HQ_FEED_ADDR": f"127.0.0.1:{feed.port}",
+        "HQ_FEED_TOKEN": token,
+        "HQ_RAW_TOPIC": raw,
+        "HQ_DLQ_TOPIC": dead,
+        "HQ_JOURNAL_DIR": str(work / "journal"),
+        "HQ_METRICS_PORT": str(port),
+        "HQ_HEARTBEAT_TIMEOUT_S": "600",
+        "HQ_BACKOFF_INITIAL_S": "0.1",
+        "HQ_BACKOFF_MAX_S": "0.5",
+        "HQ_LOG_LEVEL": "INFO",
+    }
+
+
 def receiver_kill_while_spooling(
     broker: LocalKafka, work: Path, lines: int = 6000, receiver_root: Path = ROOT
 ) -> FaultResult:
@@ -109,20 +131,7 @@ def receiver_kill_while_spooling(
     token = secrets.token_urlsafe(12)
     feed = LineFeed(token)
     port = free_port()
-    env = {
-        **os.environ,
-        "HQ_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "HQ_FEED_ADDR": f"127.0.0.1:{feed.port}",
-        "HQ_FEED_TOKEN": token,
-        "HQ_RAW_TOPIC": raw,
-        "HQ_DLQ_TOPIC": dead,
-        "HQ_JOURNAL_DIR": str(work / "journal"),
-        "HQ_METRICS_PORT": str(port),
-        "HQ_HEARTBEAT_TIMEOUT_S": "600",
-        "HQ_BACKOFF_INITIAL_S": "0.1",
-        "HQ_BACKOFF_MAX_S": "0.5",
-        "HQ_LOG_LEVEL": "INFO",
-    }
+    env = _receiver_env(broker.bootstrap, feed, token, (raw, dead), work, port)
     seq = 0
     accepted: list[bytes] = []
     around_kill: list[bytes] = []
@@ -217,20 +226,7 @@ def receiver_kill_in_flight(bootstrap: str, work: Path, lines: int = 2000) -> Fa
     token = secrets.token_urlsafe(12)
     feed = LineFeed(token)
     port = free_port()
-    env = {
-        **os.environ,
-        "HQ_KAFKA_BOOTSTRAP": bootstrap,
-        "HQ_FEED_ADDR": f"127.0.0.1:{feed.port}",
-        "HQ_FEED_TOKEN": token,
-        "HQ_RAW_TOPIC": raw,
-        "HQ_DLQ_TOPIC": dead,
-        "HQ_JOURNAL_DIR": str(work / "journal"),
-        "HQ_METRICS_PORT": str(port),
-        "HQ_HEARTBEAT_TIMEOUT_S": "600",
-        "HQ_BACKOFF_INITIAL_S": "0.1",
-        "HQ_BACKOFF_MAX_S": "0.5",
-        "HQ_LOG_LEVEL": "INFO",
-    }
+    env = _receiver_env(bootstrap, feed, token, (raw, dead), work, port)
     lingering = {**env, "HQ_LINGER_MS": "60000", "HQ_PRODUCER_DELIVERY_TIMEOUT_S": "120"}
     sent: list[bytes] = []
     figures: dict[str, float] = {}
