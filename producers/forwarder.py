@@ -276,16 +276,16 @@ class Forwarder:
             self._drop(len(lines), "queue_full")
             return
         wal = self.wal.append_lines(receive_ts, [line for _, line in lines]) if self.wal else 0
-        self._enqueue(_Lines(receive_ts, lines, wal))
+        self._enqueue(_Lines(receive_ts, lines, wal), size)
 
     def submit_dlq(self, receive_ts: int, cause: DlqCause, payload: bytes) -> None:
         rec = JournalRecord(receive_ts, RecordKind.DLQ, cause, payload)
-        self._enqueue(_Dlq(rec, self.wal.append_dlq(rec) if self.wal else 0))
+        self._enqueue(_Dlq(rec, self.wal.append_dlq(rec) if self.wal else 0), len(payload))
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: _Item, size: int) -> None:
         with self._cond:
             self._queue.append(item)
-            self._queue_bytes += item.size
+            self._queue_bytes += size
             self._cond.notify()
 
     @property
