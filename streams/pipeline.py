@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,8 +239,12 @@ class Processor:
         for partition in partitions:
             self.newest_by_partition.pop(partition, None)
             self.partition_wall_ms.pop(partition, None)
+        return self._forget_stocks(codes)
+
+    def _forget_stocks(self, codes: Collection[str]) -> int:
+        """Drop ``codes``' in-memory state; returns how many left the market statistics."""
         for code in codes:
-            del self.partition_of[code]
+            self.partition_of.pop(code, None)
             self.last_ts.pop(code, None)
             self.warmed.discard(code)
         self.candles.forget(codes)
@@ -390,6 +394,11 @@ class Processor:
         if keep:
             held = {*self.partition_of.values(), *self.newest_by_partition, *self.paused}
             self.forget_partitions(held - keep)
+            # only stocks known to be of a kept partition stay: any other state
+            # (however it came here) would be taken for a warm one if its
+            # partition came back later, and never be warmed up again
+            kept = {c for c, p in self.partition_of.items() if p in keep}
+            self._forget_stocks({*self.last_ts, *self.warmed, *self.partition_of} - kept)
             self.stats = MarketStats()  # all seeded below, the kept stocks too
             self.paused = set()
         else:
@@ -444,7 +453,7 @@ class Processor:
                     self.stats.update(history[-1])
             except Exception as exc:  # stored before a check refused such ticks
                 logger.error("stock %s: recent ticks in redis not replayed: %r", code, exc)
-                self._forget_stock(code)  # starts afresh with its next tick
+                self._forget_stocks((code,))  # starts afresh with its next tick
         self.warmed.update(cold)
 
     # -- the hot path -------------------------------------------------------
@@ -516,11 +525,13 @@ class Processor:
             if ts > by_partition.get(partition, -1):
                 by_partition[partition] = ts
                 advanced.add(partition)
+            # a replay's too: its stock may have been warmed up, and its state
+            # must leave with its partition
+            partition_of[code] = partition
             if ts <= last_ts.get(code, -1):
                 continue  # replayed or out of order: state already has it (or newer)
             try:
                 last_ts[code] = ts
-                partition_of[code] = partition
                 stats_update(quote)
                 done = candle_update(quote)
                 if done:
@@ -532,7 +543,7 @@ class Processor:
                 if failed is None:
                     raise
                 failed[index] = exc
-                self._forget_stock(code)
+                self._forget_stocks((code,))
                 continue
             touched[code] = None
         if advanced:
@@ -544,17 +555,6 @@ class Processor:
             self.newest_wall_ms = _now_ms()
         open_candles = [c for c in map(self.candles.current, touched) if c is not None]
         return closed, open_candles, alerts
-
-    def _forget_stock(self, code: str) -> None:
-        """Drop one stock's in-memory state after a quote of it failed half-way in."""
-        self.last_ts.pop(code, None)
-        self.partition_of.pop(code, None)
-        self.warmed.discard(code)
-        self.stats.forget((code,))
-        self.candles.forget((code,))
-        if self.bars is not None:
-            self.bars.forget((code,))
-        self.alerts.forget((code,))
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
         """One batch: parse, (warm up from ``sink``), derive; nothing is written yet.

@@ -209,7 +209,19 @@ def assert_same_state(url: str, reference_url: str, timeout: float = 30.0) -> No
         wait_for(same, timeout, "the same state in both Redis databases")
         return
     differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    raise AssertionError(f"{len(differing)} keys differ, e.g. {differing[:5]}")
+    raise AssertionError(f"{len(differing)} keys differ, e.g. {differing[:5]}; "
+                         f"{_difference(a.get(differing[0]), b.get(differing[0]))}")  # fmt: skip
+
+
+def _difference(value: Any, reference: Any) -> str:
+    """What one key holds that the reference does not, and the other way round."""
+    if isinstance(value, list) and isinstance(reference, list):
+        only, missing = (
+            [v for v in value if v not in reference],
+            [v for v in reference if v not in value],
+        )
+        return f"only here: {only[:5]}, only in the reference: {missing[:5]}"
+    return f"here: {str(value)[:400]}, in the reference: {str(reference)[:400]}"
 
 
 def run_to_end(stack: Stack, group: str, url: str, quotes: list[dict[str, Any]]) -> None:

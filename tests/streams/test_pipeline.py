@@ -468,6 +468,40 @@ def test_a_rebalance_warms_up_only_the_stocks_that_moved() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stock_warmed_up_on_replays_alone_leaves_with_its_partition() -> None:
+    """A takeover whose first ticks of a stock are all replays (Redis already holds
+    newer ones) still learns that stock's partition: when the partition moves away
+    while the others stay, its warmed-up state goes too, so the next time it comes
+    back it is warmed up again rather than taken for warm (CI saw alerts differ)."""
+
+    class Ahead(Rebalanced):
+        async def recent_ticks(self, codes: Sequence[str], window_ms: int) -> dict[str, list[Any]]:
+            await super().recent_ticks(codes, window_ms)
+            ahead = {**parse_record(sh_line("000001"), 0), "exchange_ts": LINE_TS + 60_000}
+            return {c: [{**ahead, "code": c}] for c in codes}
+
+    sink = Ahead()
+    s = StreamsSettings(metrics_port=0, redis_retry_max_s=0.05, candle_quiet_s=3600)
+    processor = Processor(s)
+    rt = StreamsRuntime(s, sink, FakeOutbox(), "unit", processor=processor)  # type: ignore[arg-type]
+    lines = good_lines()  # record(line, i) puts stock i on partition i % 3
+    moved = {parse_record(v, 0)["code"] for i, v in enumerate(lines) if i % 3 == 2}
+
+    async def scenario() -> None:
+        rt.on_assigned({0, 1, 2}, generation=1)
+        await rt.handle([record(v, i) for i, v in enumerate(lines)])  # every tick a replay
+        await rt.on_revoked({0, 1, 2})
+        rt.on_assigned({0, 1}, generation=2)  # 0 and 1 kept, 2 moves away
+        await rt.flush_candles()
+        assert not moved & (processor.warmed | set(processor.last_ts))
+        await rt.on_revoked({0, 1})
+        rt.on_assigned({0, 1, 2}, generation=3)  # 2 comes back: warmed up again
+        await rt.handle([record(v, i) for i, v in enumerate(lines) if i % 3 == 2])
+        assert sink.warmed_up[-1] == moved
+
+    asyncio.run(scenario())
+
+
 def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
