@@ -258,6 +258,9 @@ def up(
                 **env,
                 "HQ_STREAMS_METRICS_PORT": str(free_port()),
                 "HQ_STREAMS_WORKER_ID": f"worker-{i + 1}",
+                # static membership: a worker restarted after a crash takes its own
+                # place back at once (docs/architecture.md, "Failover")
+                "HQ_STREAMS_GROUP_INSTANCE_ID": f"worker-{i + 1}",
             }
             children.append(
                 Child(

@@ -57,6 +57,7 @@ from streams.redis_sink import RedisSink
 from streams.runtime import StreamsRuntime, tune_memory
 from streams.settings import StreamsSettings
 from streams.state_rebuild import StateRebuilder
+from streams.static_membership import install as leave_as_static_member
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def create_app(
         broker_credentials=broker_credentials(settings),
     )
     install_fast_transport(app, settings.fetch_interval_ms / 1000)
+    leave_as_static_member()  # a clean stop hands a static member's partitions over at once
     install_resume_streams(app)
     if runtime is None:
         outbox: Outbox = (

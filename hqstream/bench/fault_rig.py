@@ -196,6 +196,9 @@ class FaultRig:
                 **env,
                 "HQ_STREAMS_METRICS_PORT": str(port),
                 "HQ_STREAMS_WORKER_ID": f"{self.prefix}{name}",
+                # static membership, as `hqstream up` runs it: a replacement takes
+                # the killed worker's place at once
+                "HQ_STREAMS_GROUP_INSTANCE_ID": f"{self.prefix}{name}",
             }
             log = run_dir / f"{name}.log"
             self.children[name] = Child(name, [*exe, "streams"], worker_env, log)

@@ -214,14 +214,20 @@ def assert_same_state(url: str, reference_url: str, timeout: float = 30.0) -> No
 
 
 def _difference(value: Any, reference: Any) -> str:
-    """What one key holds that the reference does not, and the other way round."""
+    """Where one key's value departs from the reference's (lists: what only one holds)."""
     if isinstance(value, list) and isinstance(reference, list):
-        only, missing = (
-            [v for v in value if v not in reference],
-            [v for v in reference if v not in value],
-        )
+        only = [v for v in value if v not in reference]
+        missing = [v for v in reference if v not in value]
         return f"only here: {only[:5]}, only in the reference: {missing[:5]}"
-    return f"here: {str(value)[:400]}, in the reference: {str(reference)[:400]}"
+    if isinstance(value, dict) and isinstance(reference, dict):
+        keys = value.keys() | reference.keys()
+        fields = sorted(k for k in keys if value.get(k) != reference.get(k))
+        return "; ".join(f"{k}: {_difference(value.get(k), reference.get(k))}" for k in fields[:3])
+    here, there = str(value), str(reference)
+    at = next((i for i, (a, b) in enumerate(zip(here, there, strict=False)) if a != b),
+              min(len(here), len(there)))  # fmt: skip
+    start = max(0, at - 80)
+    return f"here ...{here[start : at + 160]}, in the reference ...{there[start : at + 160]}"
 
 
 def run_to_end(stack: Stack, group: str, url: str, quotes: list[dict[str, Any]]) -> None:
