@@ -46,12 +46,12 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from hqcore.kafka_client import librdkafka_config, ssl_context
+from hqcore.kafka_client import aiokafka_kwargs, librdkafka_config, ssl_context
 from streams import metrics
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
 from streams.lifecycle import Watchdog, fatal, install_resume_streams
-from streams.outbox import ConfluentOutbox, FaustOutbox, Outbox
+from streams.outbox import BatchOutbox, ConfluentOutbox, Outbox
 from streams.pipeline import RawRecord
 from streams.redis_sink import RedisSink
 from streams.runtime import StreamsRuntime, tune_memory
@@ -196,9 +196,12 @@ def create_app(
     install_resume_streams(app)
     if runtime is None:
         outbox: Outbox = (
-            FaustOutbox(app)
-            if settings.producer == "faust"
-            else ConfluentOutbox(**librdkafka_config(settings))
+            ConfluentOutbox(**librdkafka_config(settings))
+            if settings.producer == "confluent"
+            else BatchOutbox(
+                **aiokafka_kwargs(settings),
+                request_timeout_ms=int(settings.request_timeout_s * 1000),
+            )
         )
         sink = RedisSink.from_url(
             settings.redis_url,
@@ -271,6 +274,10 @@ def create_app(
             await asyncio.wait_for(rt.drain(), SHUTDOWN_DRAIN_S)
         except Exception as exc:  # TimeoutError, or what the persist raised
             logger.warning("batch in flight not durable at shutdown (replayed later): %r", exc)
+        try:
+            await rt.outbox.close()
+        except Exception as exc:
+            logger.warning("closing the outputs' producer: %r", exc)
         logger.info("worker %s stopping after %d batches", worker_id, rt.batches)
 
     return StreamsApp(app, process_raw, rt, runs)

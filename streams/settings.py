@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache, partial
+from typing import Literal
 
 from pydantic import Field
 
@@ -161,10 +162,11 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("feed_volume_tolerance"),
         description="share of the cumulative volume: two feeds' volumes further apart disagree",
     )
-    producer: str = Field(
-        "confluent",
+    producer: Literal["batch", "confluent"] = Field(
+        "batch",
         validation_alias=_env("producer"),
-        description="Kafka producer of the faust worker's outputs: confluent | faust",
+        description="Kafka producer of the faust worker's outputs: batch (aiokafka, one "
+        "produce request per batch) | confluent (librdkafka, one request per partition)",
     )
     datadir: str = Field(".run/streams", validation_alias=_env("datadir"))
     # -- group membership and failover (docs/architecture.md, "Failover") --------
