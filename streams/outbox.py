@@ -191,6 +191,7 @@ class BatchOutbox:
             self._full.append((topic, partition, batch))
             batch = self._batches[(topic, partition)] = self._create_batch()
             if batch.append(timestamp=None, key=key, value=value, headers=fields) is None:
+                self._full, self._batches = [], {}  # (never: an empty batch takes any record)
                 raise KafkaOutputError(f"{topic}: a record larger than a whole batch")
 
     async def flush(self) -> None:

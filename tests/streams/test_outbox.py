@@ -93,3 +93,20 @@ async def test_no_broker_is_an_output_error_the_worker_retries_not_a_crash() -> 
         await outbox.send("t", b"600000", b"v", None)
     await outbox.flush()  # nothing was queued: the batch is sent again whole
     await outbox.close()
+
+
+async def test_after_a_failure_the_next_batch_goes_through_a_new_producer(
+    kafka: KafkaEndpoint,
+) -> None:
+    topic = kafka.topic("after", partitions=3)
+    outbox = BatchOutbox(bootstrap_servers=kafka.bootstrap, request_timeout_ms=2000)
+    try:
+        await outbox.send(topic, b"600000", b"queued before the failure", None)
+        with pytest.raises(KafkaOutputError, match="no producer"):
+            await outbox.send(f"{topic}.missing", b"600000", b"v", None)  # no such topic
+        # the caller sends the whole batch again: nothing of the failed try is left
+        await outbox.send(topic, b"600000", b"sent again", None)
+        await outbox.flush()
+    finally:
+        await outbox.close()
+    assert [m.value() for m in _consume(kafka, topic, 1)] == [b"sent again"]
