@@ -227,8 +227,11 @@ class BatchOutbox:
                 logger.warning("stopping the failed outputs' producer: %r", exc)
 
     async def close(self) -> None:
-        """Deliver what is flushed, then stop the producer (what was never flushed is dropped)."""
-        self._full, self._batches = [], {}
+        """Deliver what is queued (10 s at most), then stop the producer."""
+        try:
+            await asyncio.wait_for(self.flush(), 10)
+        except Exception as exc:  # KafkaOutputError, TimeoutError: the outputs are logged lost
+            logger.warning("outputs not delivered at close: %r", exc)
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.wait_for(producer.stop(), 15)

@@ -39,6 +39,7 @@ This module never calls ``ack`` or commits offsets itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -290,42 +291,62 @@ class StreamsRuntime:
             await self._wait_inflight()
 
     async def _persist(self, result: BatchResult) -> None:
+        """Kafka and Redis get the batch at the same time; retried until both have it.
+
+        The produce request leaves before the Redis write is sent and is
+        awaited after it (as librdkafka's linger sent it meanwhile before the
+        batch outbox): a tick reaches the gateway without waiting for Redis.
+        """
         sent = False
         redis_done = False
         attempt = 0
-        while True:
-            try:
-                if not sent:
-                    for out in result.kafka:
-                        await self.outbox.send(out.topic, out.key, out.value, out.headers)
-                    sent = True
-                if not redis_done:
-                    started = time.perf_counter()
-                    write = await self._write_redis(result)
-                    metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
-                    metrics.STALE.inc(write.stale)
-                    redis_done = True
-                    self._redis_ok(attempt)
-                await self.outbox.flush()
-                if result.feed_winners:  # never ahead of the normalized topic
-                    for out in self.processor.feed_winner_outputs(result.feed_winners):
-                        await self.outbox.send(out.topic, out.key, out.value, out.headers)
-                    await self.sink.write_feed_winners(result.feed_winners)
-                    result.feed_winners = {}
-                return
-            except KafkaOutputError as exc:
-                attempt += 1
-                sent = False
-                metrics.KAFKA_RETRIES.inc()
-                await self._backoff(attempt, f"kafka produce failed, resending the batch: {exc}")
-            except Exception as exc:
-                if not is_redis_error(exc):
-                    raise
-                attempt += 1
-                self._redis_down()
-                await self._backoff(
-                    attempt, f"redis write failed, retrying the batch: {exc!r}", redis_down=True
-                )
+        delivered: asyncio.Future[None] | None = None  # the flush of what was sent
+        try:
+            while True:
+                try:
+                    if not sent:
+                        for out in result.kafka:
+                            await self.outbox.send(out.topic, out.key, out.value, out.headers)
+                        sent = True
+                        delivered = asyncio.ensure_future(self.outbox.flush())
+                    if not redis_done:
+                        started = time.perf_counter()
+                        write = await self._write_redis(result)
+                        metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
+                        metrics.STALE.inc(write.stale)
+                        redis_done = True
+                        self._redis_ok(attempt)
+                    if delivered is not None:
+                        flushing, delivered = delivered, None
+                        await flushing
+                    await self.outbox.flush()  # what the Redis write dead-lettered, if anything
+                    if result.feed_winners:  # never ahead of the normalized topic
+                        # (their records leave with the next batch's flush)
+                        for out in self.processor.feed_winner_outputs(result.feed_winners):
+                            await self.outbox.send(out.topic, out.key, out.value, out.headers)
+                        await self.sink.write_feed_winners(result.feed_winners)
+                        result.feed_winners = {}
+                    return
+                except KafkaOutputError as exc:
+                    attempt += 1
+                    sent = False
+                    metrics.KAFKA_RETRIES.inc()
+                    await self._backoff(
+                        attempt, f"kafka produce failed, resending the batch: {exc}"
+                    )
+                except Exception as exc:
+                    if not is_redis_error(exc):
+                        raise
+                    attempt += 1
+                    self._redis_down()
+                    await self._backoff(
+                        attempt, f"redis write failed, retrying the batch: {exc!r}", redis_down=True
+                    )
+        finally:
+            if delivered is not None:  # leaving on an error that is not retried
+                delivered.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await delivered
 
     async def _write_redis(self, result: BatchResult) -> WriteResult:
         """Write the batch to Redis; if Redis refuses it (not an outage), quote by quote."""
