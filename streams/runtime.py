@@ -335,12 +335,8 @@ class StreamsRuntime:
                         attempt, f"kafka produce failed, resending the batch: {exc}"
                     )
                 except Exception as exc:
-                    if not is_redis_error(exc):
-                        raise
-                    attempt += 1
-                    self._redis_down()
-                    await self._backoff(
-                        attempt, f"redis write failed, retrying the batch: {exc!r}", redis_down=True
+                    attempt = await self._redis_outage(
+                        exc, attempt, "redis write failed, retrying the batch"
                     )
         finally:
             if delivered is not None:  # leaving on an error that is not retried
@@ -394,13 +390,17 @@ class StreamsRuntime:
                 self._redis_ok(attempt)
                 return result
             except Exception as exc:
-                if not is_redis_error(exc):
-                    raise
-                attempt += 1
-                self._redis_down()
-                await self._backoff(
-                    attempt, f"redis unavailable during {what}: {exc!r}", redis_down=True
-                )
+                attempt = await self._redis_outage(exc, attempt, f"redis unavailable during {what}")
+
+    async def _redis_outage(self, exc: Exception, attempt: int, what: str) -> int:
+        """After ``exc``: back off if it is a Redis outage and return the next attempt's
+        number; raise anything else."""
+        if not is_redis_error(exc):
+            raise exc
+        attempt += 1
+        self._redis_down()
+        await self._backoff(attempt, f"{what}: {exc!r}", redis_down=True)
+        return attempt
 
     def _redis_down(self) -> None:
         self._state_check_at = self._clock()  # it may have come back empty: check first
