@@ -49,10 +49,10 @@ class StreamsSettings(CommonSettings):
         15.0,
         ge=0,
         validation_alias=_env("fetch_interval_ms"),
-        description="after a fetch that returned records, the next one waits this long: a "
-        "live feed is fetched (and batched, written, produced) at most ~1,000/N times a "
-        "second, a quiet one answered at once; 0 = fetch again at once "
-        "(docs/architecture.md, 'Cost per tick')",
+        description="while the feed is live, the broker holds each fetch this long and "
+        "answers it with everything that arrived meanwhile: a live feed is fetched (and "
+        "batched, written, produced) at most ~1,000/N times a second, a quiet one answered "
+        "at its first record; 0 = no window (docs/architecture.md, 'Cost per tick')",
     )
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     candle_flush_interval_s: float = Field(

@@ -26,6 +26,7 @@ import websockets
 from rich.console import Console
 from rich.live import Live
 
+from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import pipeline
 
@@ -71,7 +72,10 @@ def e2e_bench(
     interval: Annotated[float, typer.Option(help="seconds between snapshots")] = 3.0,
     seconds: Annotated[float, typer.Option(help="measurement time")] = 30.0,
     warmup: Annotated[float, typer.Option(help="seconds ignored at the start")] = 8.0,
-    flush_ms: Annotated[int, typer.Option(help="gateway flush interval")] = 20,
+    flush_ms: Annotated[
+        int | None,
+        typer.Option(help="gateway flush interval, ms (default: the gateway's own, as `up`)"),
+    ] = None,
     spread: Annotated[
         bool, typer.Option(help="the simulator sends each snapshot evenly over the interval")
     ] = False,
@@ -80,9 +84,11 @@ def e2e_bench(
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
     shape = "steady, --spread" if spread else "bursts"
+    flush = flush_ms or GatewaySettings().flush_interval_ms  # the environment's, as the gateway's
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"({shape}), {workers} stream worker(s), {seconds:.0f} s measured; machine: {machine()}"
+        f"({shape}), {workers} stream worker(s), gateway flush {flush} ms, {seconds:.0f} s "
+        f"measured; machine: {machine()}"
     )
     with (
         bench_env(need_redis=True) as env,

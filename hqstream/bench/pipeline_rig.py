@@ -117,14 +117,15 @@ def pipeline(
     env: BenchEnv,
     logs: Path,
     workers: int = 1,
-    flush_ms: int = 20,
+    flush_ms: int | None = None,
     code: Path | None = None,
     worker_env: dict[str, str] | None = None,
     partitions: int = 12,
 ) -> Iterator[Pipeline]:
     """Gateway and ``workers`` stream workers running (this checkout's code, or
     ``code``'s; ``worker_env`` added to the workers' environment) on topics of
-    ``partitions`` partitions; the receiver starts with the first :meth:`Pipeline.feed`."""
+    ``partitions`` partitions; the receiver starts with the first :meth:`Pipeline.feed`.
+    ``flush_ms``: the gateway's flush interval (None: its default, as ``hqstream up``)."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()
@@ -141,10 +142,11 @@ def pipeline(
         "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
         "HQ_STREAMS_DATADIR": str(logs / "streams"),
         "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
-        "HQ_GATEWAY_FLUSH_INTERVAL_MS": str(flush_ms),
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
         "HQ_GATEWAY_AUTH": "off",  # the bench's client sends no key (loopback only)
     }
+    if flush_ms is not None:
+        child_env["HQ_GATEWAY_FLUSH_INTERVAL_MS"] = str(flush_ms)
     exe, code_env = command_of(code)
     rig = Pipeline({**child_env, **code_env}, exe, logs, gw_port, metrics_port, feed_port)
     gateway = rig.child("gateway", ["gateway", "--port", str(gw_port)])
