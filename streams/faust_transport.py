@@ -133,16 +133,18 @@ class FetchWindow:
         self._fetcher = fetcher  # the aiokafka Fetcher now (None before the consumer started)
         self.window_s = window_s
         self.live = False
-        self._defaults: tuple[int, int] | None = None
+        self._set: Any = None  # the fetcher whose settings this controls
+        self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
 
     def fetched(self, records: bool) -> None:
         """Say whether the last poll brought records; switches the window on or off."""
-        if records == self.live or self.window_s <= 0:
+        if self.window_s <= 0:
             return
         fetcher = self._fetcher()
-        if fetcher is None:
+        if fetcher is None or (records == self.live and fetcher is self._set):
             return
-        if self._defaults is None:
+        if fetcher is not self._set:  # the first, or a consumer made anew: its own defaults
+            self._set = fetcher
             self._defaults = (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes)
         if records:
             fetcher._fetch_max_wait_ms = max(1, round(self.window_s * 1000))

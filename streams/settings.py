@@ -39,11 +39,12 @@ class StreamsSettings(CommonSettings):
     )
     batch_max: int = Field(2000, ge=1, validation_alias=_env("batch_max"))
     batch_within_s: float = Field(
-        0.002,
-        gt=0,
+        0.0,
+        ge=0,
         validation_alias=_env("batch_within_s"),
-        description="how long a batch waits for more records after its first (a backlog fills "
-        "batches at once; live, a short wait keeps latency low)",
+        description="how long a batch waits for more records after its first; 0: it takes "
+        "what was fetched (a live feed's fetch window already collected it, a backlog fills "
+        "batches at once)",
     )
     fetch_interval_ms: float = Field(
         15.0,

@@ -120,6 +120,19 @@ def test_the_window_switches_only_on_a_change_and_restores_the_defaults() -> Non
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (500, 1)
 
 
+def test_a_consumer_made_anew_gets_the_window_too() -> None:
+    first = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
+    second = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
+    current = [first]
+    window = FetchWindow(lambda: current[0], 0.015)
+    window.fetched(True)
+    current[0] = second  # faust started its consumer again
+    window.fetched(True)
+    assert (second._fetch_max_wait_ms, second._fetch_min_bytes) == (15, WINDOW_MIN_BYTES)
+    window.fetched(False)
+    assert (second._fetch_max_wait_ms, second._fetch_min_bytes) == (500, 1)
+
+
 def test_no_window_with_a_zero_interval_or_before_the_consumer_started() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
     FetchWindow(lambda: fetcher, 0.0).fetched(True)
