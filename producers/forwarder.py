@@ -174,7 +174,7 @@ class _Replayed:
 
 
 def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
-    """Idempotent, acks=all, compressed, batched; murmur2 like the Java client."""
+    """Idempotent, acks=all, compressed, batched, no Nagle; murmur2 like the Java client."""
     return {
         **librdkafka_config(settings),  # bootstrap servers and TLS/SASL from the settings
         "client.id": "hqstream-receiver",
@@ -189,6 +189,9 @@ def producer_config(settings: ReceiverSettings) -> dict[str, Any]:
         "message.timeout.ms": int(settings.producer_delivery_timeout_s * 1000),
         "partitioner": "murmur2_random",
         "socket.send.buffer.bytes": 4 * 1024 * 1024,
+        # a produce request leaves at once, not after the broker's ACK of the one
+        # before (Nagle): the receive -> normalized tail, docs/benchmarks.md
+        "socket.nagle.disable": True,
         "reconnect.backoff.max.ms": 2000,
     }
 

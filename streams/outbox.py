@@ -64,6 +64,7 @@ class ConfluentOutbox:
             "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 500_000,
             "batch.size": 1_000_000,
+            "socket.nagle.disable": True,  # as the receiver's producer
             # only failures call back (a success is "gone from the queue at flush")
             "delivery.report.only.error": True,
         }

@@ -149,6 +149,12 @@ def test_delivery_timeout_is_bounded_and_configurable() -> None:
     assert producer_config(settings)["message.timeout.ms"] == 2_500
 
 
+def test_produce_requests_are_not_held_back_by_nagle() -> None:
+    """With Nagle, a small request waited for the broker's ACK of the one before:
+    the receive -> normalized tail (docs/benchmarks.md, "The worker's fetch window")."""
+    assert producer_config(ReceiverSettings())["socket.nagle.disable"] is True
+
+
 def test_lines_read_during_a_replay_wait_a_moment_instead_of_refilling_the_journal(
     forwarder: Forwarder,
 ) -> None:
