@@ -192,7 +192,9 @@ class BatchOutbox:
             self._full.append((topic, partition, batch))
             batch = self._batches[(topic, partition)] = self._create_batch()
             if batch.append(timestamp=None, key=key, value=value, headers=fields) is None:
-                self._full, self._batches = [], {}  # (never: an empty batch takes any record)
+                # aiokafka's empty batch takes any record, so not today; if it ever
+                # refuses one, fail as every other send does: nothing queued is kept
+                self._full, self._batches = [], {}
                 raise KafkaOutputError(f"{topic}: a record larger than a whole batch")
 
     async def flush(self) -> None:
