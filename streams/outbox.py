@@ -15,6 +15,10 @@ client's partitioner) everywhere.
   (docs/benchmarks.md, "One produce request per batch").
 * :class:`ConfluentOutbox` (librdkafka: the rebuild, the benchmark's plain
   loop, ``HQ_STREAMS_PRODUCER=confluent``).
+
+Both compress with LZ4's fast mode (:func:`lz4_fast`): aiokafka's own
+encoder asks for level 9, LZ4's high-compression mode, which cost 4-10x the
+CPU for the same size on these records (docs/benchmarks.md, "LZ4's fast mode").
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import aiokafka.record.default_records
+import cramjam
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -34,6 +40,34 @@ from schemas.topics import Headers
 from streams.errors import StreamsError
 
 logger = logging.getLogger(__name__)
+
+
+#: LZ4 frame compression level: 1 is LZ4's fast mode, librdkafka's default;
+#: 3 and above are its high-compression mode (aiokafka's encoder uses 9)
+LZ4_LEVEL: Final = 1
+
+
+def lz4_fast(payload: bytes) -> bytes:
+    """A Kafka LZ4 frame (independent blocks, no content checksum: KIP-57) in LZ4's fast mode."""
+    compressor = cramjam.lz4.Compressor(level=LZ4_LEVEL, content_checksum=False, block_linked=False)
+    compressor.compress(payload)
+    return bytes(compressor.finish())
+
+
+def use_fast_lz4() -> None:
+    """Make aiokafka's record batch builders (the compiled one and the pure-Python
+    fallback) compress LZ4 batches with :func:`lz4_fast`.
+
+    aiokafka has no setting for the level; both builders look its encoder up in
+    their module's globals when they build a batch, so this swaps it there.
+    Only batches this process builds change; any LZ4 reader decodes them.
+    """
+    aiokafka.record.default_records.lz4_encode = lz4_fast  # type: ignore[attr-defined]
+    try:
+        from aiokafka.record._crecords import default_records as compiled
+    except ImportError:  # aiokafka without its C extension: the fallback is patched
+        return
+    compiled.lz4_encode = lz4_fast  # type: ignore[attr-defined]
 
 
 class KafkaOutputError(StreamsError):
@@ -139,6 +173,7 @@ class BatchOutbox:
             "max_batch_size": self.MAX_BATCH_BYTES,
             **kwargs,
         }
+        use_fast_lz4()
         self._producer: AIOKafkaProducer | None = None
         self._batches: dict[tuple[str, int], BatchBuilder] = {}
         self._full: list[tuple[str, int, BatchBuilder]] = []  # filled up before the flush

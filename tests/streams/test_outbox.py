@@ -6,9 +6,13 @@ import asyncio
 from collections import Counter
 
 import pytest
+from aiokafka.codec import lz4_encode
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+from aiokafka.record.memory_records import MemoryRecords
 from confluent_kafka import Consumer, Message
 
-from streams.outbox import BatchOutbox, ConfluentOutbox, KafkaOutputError
+from streams.outbox import BatchOutbox, ConfluentOutbox, KafkaOutputError, lz4_fast
 from tests.conftest import KafkaEndpoint
 
 CODES = [f"{code:06d}".encode() for code in range(600000, 600500)]
@@ -66,6 +70,27 @@ async def test_a_flush_delivers_every_record_on_the_partition_librdkafka_chooses
     assert all(values == [b"%d:%s" % (i, k) for i in range(3)] for k, values in by_key.items())
     first = next(m for m in got if m.key() == CODES[0])
     assert first.headers() == [("flush", b"0"), ("raw", b"\x00\xff")]
+
+
+def test_batches_are_compressed_in_lz4s_fast_mode_and_read_back() -> None:
+    BatchOutbox(bootstrap_servers="127.0.0.1:1")  # installs the encoder; connects to nothing
+    values = [b'{"code":"%s","price":%d.25,"volume":%d}' % (c, i, i * 7919) for i, c in
+              enumerate(CODES[:60])]  # fmt: skip
+
+    def build(codec: int) -> bytes:
+        builder = BatchBuilder(1 << 20, codec)
+        for code, value in zip(CODES, values, strict=False):
+            builder.append(timestamp=1_700_000_000_000, key=code, value=value, headers=[])
+        return bytes(builder._build())
+
+    plain, lz4 = build(DefaultRecordBatch.CODEC_NONE), build(DefaultRecordBatch.CODEC_LZ4)
+    header = 61  # a v2 record batch's header; the (compressed) records follow it
+    records = plain[header:]
+    assert lz4[header:] == lz4_fast(records)
+    assert lz4_fast(records) != lz4_encode(records)  # aiokafka's level 9 makes other bytes
+    batch = MemoryRecords(lz4).next_batch()
+    assert batch is not None and batch.compression_type == DefaultRecordBatch.CODEC_LZ4
+    assert [r.value for r in batch] == values
 
 
 async def test_a_batch_larger_than_one_request_batch_is_split_not_refused(
