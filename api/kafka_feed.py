@@ -14,6 +14,7 @@ restarted gateway starts live).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -157,6 +158,7 @@ class KafkaFeed:
     def decode(self, records: Iterable[tuple[str, bytes]]) -> list[Event]:
         """The events of ``(topic, value)`` records; an undecodable one is counted and logged."""
         events: list[Event] = []
+        consumed: collections.Counter[str] = collections.Counter()  # counted once per batch
         for topic, value in records:
             if topic not in self._codecs:
                 continue
@@ -164,7 +166,7 @@ class KafkaFeed:
             if kind == "quote" and self._quote_json is not None:
                 written = self._quote_json(value)
                 if written is not None:  # else the Python path decides
-                    metrics.CONSUMED.labels(kind).inc()
+                    consumed[kind] += 1
                     code, market, exchange_ts, raw = written
                     quote = QuoteEvent(code, market, exchange_ts, raw)
                     events.append(Event("quote", raw, quote=quote))
@@ -175,8 +177,10 @@ class KafkaFeed:
                 metrics.DECODE_ERRORS.inc()
                 logger.warning("feed: undecodable record on %s: %s", topic, exc)
                 continue
-            metrics.CONSUMED.labels(kind).inc()
+            consumed[kind] += 1
             events.append(to_event(kind, rec))
+        for kind, count in consumed.items():
+            metrics.CONSUMED.labels(kind).inc(count)
         return events
 
 

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
 _DLQ_KEEP_BYTES = 256 * 1024  # an overlong line's DLQ copy keeps its first 256 KiB
+# bound once: a labels() lookup per read costs more than the increment
+_SSE_SZSE_LINES = metrics.LINES.labels("sse_szse")
+_BSE_JSON_LINES = metrics.LINES.labels("bse_json")
 
 
 @dataclass
@@ -226,8 +229,8 @@ class Receiver:
         if good:
             self.stats.lines += len(good)
             if bse:
-                metrics.LINES.labels("bse_json").inc(bse)
-            metrics.LINES.labels("sse_szse").inc(len(good) - bse)
+                _BSE_JSON_LINES.inc(bse)
+            _SSE_SZSE_LINES.inc(len(good) - bse)
             self.forwarder.submit(now_ms, good)
 
     def _control(self, line: bytes) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from api.hub import Hub
 from api.kafka_feed import KafkaFeed, QuoteJson, quote_json_writer, to_event
@@ -127,6 +128,10 @@ def test_damaged_payloads_are_identical_or_refused(write: QuoteJson) -> None:
     assert write(good[0][:2] + bytes(8) + good[0][10:]) is None
 
 
+def consumed(kind: str) -> float:
+    return REGISTRY.get_sample_value("hq_gateway_consumed_total", {"kind": kind}) or 0.0
+
+
 def test_the_feed_hands_the_hub_the_same_events(write: QuoteJson) -> None:
     payloads = list(simulated_payloads())[:2000] + list(random_payloads(random.Random(3), 500))
     loop = asyncio.new_event_loop()
@@ -136,7 +141,9 @@ def test_the_feed_hands_the_hub_the_same_events(write: QuoteJson) -> None:
             settings = GatewaySettings(native=native, auth="off")
             feed = KafkaFeed(settings, Hub(), loop)
             assert (feed._quote_json is not None) == native
+            before = consumed("quote")
             events.append(feed.decode((settings.normalized_topic, p) for p in payloads))
+            assert consumed("quote") - before == len(payloads)  # every one counted, either path
     finally:
         loop.close()
     on, off = events
