@@ -17,6 +17,7 @@ from hqstream.bench.indicators_bench import indicators_bench
 from hqstream.bench.ingest import ingest
 from hqstream.bench.journal_faults import journal_faults_bench
 from hqstream.bench.parse_bench import parse_bench
+from hqstream.bench.produce_shapes import produce_shapes_bench
 from hqstream.bench.rebuild_bench import rebuild_bench
 from hqstream.bench.streams_bench import streams_bench
 
@@ -52,6 +53,7 @@ bench_app.command("faults")(faults_bench)
 bench_app.command("failover")(failover_bench)
 bench_app.command("archive")(archive_bench)
 bench_app.command("rebuild")(rebuild_bench)
+bench_app.command("produce-shapes")(produce_shapes_bench)
 
 
 @bench_app.command("journal-faults")
