@@ -16,9 +16,10 @@ client's partitioner) everywhere.
 * :class:`ConfluentOutbox` (librdkafka: the rebuild, the benchmark's plain
   loop, ``HQ_STREAMS_PRODUCER=confluent``).
 
-Both compress with LZ4's fast mode (:func:`lz4_fast`): aiokafka's own
-encoder asks for level 9, LZ4's high-compression mode, which cost 4-10x the
-CPU for the same size on these records (docs/benchmarks.md, "LZ4's fast mode").
+Both compress with LZ4's fast mode (librdkafka's default; :func:`lz4_fast`
+for aiokafka, whose own encoder asks for level 9, LZ4's high-compression
+mode: 4-10x the CPU for 0-3 % fewer bytes on these records; docs/benchmarks.md,
+"Where the rest goes, and what did not pay").
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ async def _run_batches(bootstrap: str, topic: str, counts: list[int]) -> tuple[i
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 compression_type="lz4", linger_ms=0)  # fmt: skip
     await producer.start()
-    rng, sent, pending = random.Random(1), 0, []
+    rng, sent = random.Random(1), 0
+    pending: list[tuple[asyncio.Future[object], int]] = []  # a batch's delivery, its records
     try:
         partitions = len(await producer.partitions_for(topic))
         next_at = time.monotonic()
@@ -112,15 +113,16 @@ async def _run_batches(bootstrap: str, topic: str, counts: list[int]) -> tuple[i
                     batch = batches[partition] = producer.create_batch()
                 batch.append(timestamp=None, key=code, value=_value(code, rng), headers=[])
             for partition, batch in batches.items():  # no yield: one request
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                delivery = await producer.send_batch(batch, topic, partition=partition)
+                pending.append((delivery, batch.record_count()))
             sent += count
             next_at += SLICE_S
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        results = await asyncio.gather(*(d for d, _ in pending), return_exceptions=True)
     finally:
         await producer.stop()
-    failed = sum(isinstance(r, BaseException) for r in results)
-    return sent, sent if not failed else 0
+    failed = sum(n for r, (_, n) in zip(results, pending, strict=True) if isinstance(r, Exception))
+    return sent, sent - failed
 
 
 def _cpu_s(pid: int) -> float:
