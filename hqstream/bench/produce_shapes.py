@@ -15,14 +15,14 @@ slice, alternating (A B B A ...) after a warm-up of the broker's JIT:
   workers' :class:`streams.outbox.BatchOutbox`): what a receiver built on
   aiokafka would cost.
 
-The broker's CPU is read from /proc; the producer's from ``getrusage`` of
+The broker's CPU is read from /proc (its process group: the local runner
+starts it in a session of its own); the producer's from ``getrusage`` of
 this process (librdkafka's threads included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import resource
 import time
@@ -36,6 +36,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from confluent_kafka import KafkaError, Message, Producer
 
 from hqstream.bench.common import bench_env, calibration_row, console, machine
+from hqstream.bench.cost import group_cpu_s
 from hqstream.local_runner import create_topics
 from schemas.topics import RAW, topic_specs
 from streams.outbox import use_fast_lz4
@@ -125,12 +126,6 @@ async def _run_batches(bootstrap: str, topic: str, counts: list[int]) -> tuple[i
     return sent, sent - failed
 
 
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -173,13 +168,13 @@ def produce_shapes_bench(
         figures: dict[str, list[tuple[float, float, float]]] = {w: [] for w in chosen}
         order = [w for r in range(rounds) for w in (chosen if r % 2 == 0 else chosen[::-1])]
         for n, way in enumerate(order, 1):
-            broker0, own0, started = _cpu_s(broker), _own_cpu_s(), time.monotonic()
+            broker0, own0, started = group_cpu_s(broker), _own_cpu_s(), time.monotonic()
             sent, acked = run_way(way, env.bootstrap, RAW, slices(rate, seconds))
             elapsed = time.monotonic() - started
             if acked != sent:
                 console.print(f"[red]{way}: {sent - acked} of {sent} records not acknowledged")
                 raise typer.Exit(1)
-            b, own = _cpu_s(broker) - broker0, _own_cpu_s() - own0
+            b, own = group_cpu_s(broker) - broker0, _own_cpu_s() - own0
             figures[way].append((sent / elapsed, 1e6 * b / sent, 1e6 * own / sent))
             console.print(f"slice {n}/{len(order)} {way}: {sent / elapsed:,.0f} records/s, broker "
                           f"{1e6 * b / sent:.1f} and producer {1e6 * own / sent:.1f} CPU-ms per "
