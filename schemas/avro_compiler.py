@@ -13,7 +13,11 @@ generated Python function instead:
 * ``enum`` symbols map to their precomputed index bytes; arrays of those
   types are written as one block (count, items, ``0``).
 
-Anything else (unions, maps, fixed, nested records) is not compiled:
+* a nested record is a compiled encoder of its own, called; a two-branch
+  union with ``null`` (Candle v2's nullable indicators and their nullable
+  doubles) writes the branch index, then the value as above.
+
+Anything else (other unions, maps, fixed, arrays of records) is not compiled:
 :func:`compile_encoder` returns ``None`` and the caller keeps fastavro. A
 compiled encoder raises ``KeyError``/``TypeError``/``ValueError``/
 ``OverflowError``/``struct.error`` for a record it cannot encode; the codec
@@ -176,6 +180,47 @@ def _array_encoder(items: Any) -> Callable[[Any], bytes]:
     return encode_items
 
 
+def _value_encoder(schema: Any) -> Callable[[Any], bytes] | None:
+    """An encoder of one value of ``schema`` (a record, or a type :func:`_type_name`
+    knows), None when not compilable."""
+    if isinstance(schema, dict) and schema.get("type") == "record":
+        return compile_encoder(schema)
+    kind = _type_name(schema)
+    if kind is None:
+        return None
+    if kind in _FIXED:
+        return struct.Struct("<" + _FIXED[kind]).pack
+    if kind == "enum":
+        index = {sym: zigzag_varint(i) for i, sym in enumerate(schema["symbols"])}
+        return index.__getitem__
+    if kind == "array":
+        return _array_encoder(schema["items"])
+    cache = _string_cache() if kind == "string" else _long_cache(kind)
+    data, miss = cache.data, cache.miss
+
+    def encode_cached(value: Any) -> bytes:
+        return data.get(value) or miss(value)
+
+    return encode_cached
+
+
+def _nullable_encoder(schema: Any) -> Callable[[Any], bytes] | None:
+    """An encoder of a two-branch union with ``null``, None for any other schema
+    (or when its other branch is not compilable)."""
+    if not (isinstance(schema, list) and len(schema) == 2 and "null" in schema):
+        return None
+    null_index = schema.index("null")
+    encode = _value_encoder(schema[1 - null_index])
+    if encode is None:
+        return None
+    null, some = zigzag_varint(null_index), zigzag_varint(1 - null_index)
+
+    def encode_nullable(value: Any) -> bytes:
+        return null if value is None else some + encode(value)
+
+    return encode_nullable
+
+
 def compile_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | None:
     """An encoder writing ``prefix`` + the Avro binary body of a ``schema`` record.
 
@@ -190,9 +235,17 @@ def compile_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | No
         b.parts.append(b.bind("_prefix", prefix))
     for f in schema["fields"]:
         kind = _type_name(f["type"])
-        if kind is None:
+        expr = f"record[{f['name']!r}]"
+        if kind is not None:
+            b.field(kind, f["type"], expr)
+            continue
+        encode = _nullable_encoder(f["type"])
+        if encode is None and isinstance(f["type"], dict):
+            encode = _value_encoder(f["type"])  # a nested record
+        if encode is None:
             return None
-        b.field(kind, f["type"], f"record[{f['name']!r}]")
+        b.flush_fixed()
+        b.parts.append(f"{b.bind('_value', encode)}({expr})")
     b.flush_fixed()
     body = "\n".join(b.lines)
     source = f"def encode(record):\n{body}\n    return b''.join(({', '.join(b.parts)},))\n"

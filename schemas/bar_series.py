@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from schemas.indicators import IndicatorState
 from schemas.timeframes import Timeframe, bucket
 
@@ -63,7 +65,7 @@ def fold(bar: Bar, candle: Bar) -> Bar:
 class BarSeries:
     """The bars of one stock in one timeframe; see the module docstring."""
 
-    __slots__ = ("intraday", "partial", "state", "tf", "through")
+    __slots__ = ("_state_json", "intraday", "partial", "state", "tf", "through")
 
     def __init__(self, tf: Timeframe) -> None:
         self.tf: Timeframe = tf
@@ -71,6 +73,8 @@ class BarSeries:
         self.state = IndicatorState()
         self.partial: Bar | None = None  # the open bar's closed minutes (higher timeframes)
         self.through = -1  # minute_ts of the newest 1-minute candle folded in
+        # (the state, its bar count, its JSON): see dumps()
+        self._state_json: tuple[IndicatorState, int, bytes] | None = None
 
     def add_minute(self, candle: Bar) -> list[Bar]:
         """Fold a closed 1-minute candle in; returns the bars it closed (final indicators).
@@ -161,6 +165,20 @@ class BarSeries:
     def to_json(self) -> dict[str, Any]:
         return {"tf": self.tf, "state": self.state.to_json(), "partial": self.partial,
                 "through": self.through}  # fmt: skip
+
+    def dumps(self) -> bytes:
+        """``orjson.dumps(self.to_json())``, the state's part serialized once per bar it folds.
+
+        The series of a higher timeframe change every minute (the open bar's
+        part) but their indicator state only when one of their bars closes,
+        and the state is most of the bytes: a worker stores every stock's
+        series each minute (streams.bars.TimeframeBars.take_changed).
+        """
+        state, cached = self.state, self._state_json
+        if cached is None or cached[0] is not state or cached[1] != state.bars:
+            cached = self._state_json = (state, state.bars, orjson.dumps(state.to_json()))
+        return orjson.dumps({"tf": self.tf, "state": orjson.Fragment(cached[2]),
+                             "partial": self.partial, "through": self.through})  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BarSeries:

@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
 from schemas.bar_series import Bar
 from schemas.exchange import SHANGHAI_TZ
 from schemas.market_rules import BOARD_PREFIXES
@@ -167,7 +165,7 @@ def backfill_stock(
             if done is not None:
                 fresh.append(bar)
                 closed.append(done)
-    changed = {str(tf): orjson.dumps(s.to_json()) for tf, s in series.items()}
+    changed = {str(tf): s.dumps() for tf, s in series.items()}
     return closed, changed, len(bars) - len(fresh)
 
 

@@ -74,8 +74,13 @@ class TimeframeBars:
             self._changed.add(code)
         return closed
 
-    def flush(self, now_ms: int, clock_of: Callable[[str], int] | None = None) -> list[Bar]:
-        """Close the bars whose time is over at ``now_ms`` (and at their stock's clock)."""
+    def flush(
+        self, now_ms: int, clock_of: Callable[[str], int] | None = None, limit: int | None = None
+    ) -> list[Bar]:
+        """Close the bars whose time is over at ``now_ms`` (and at their stock's clock).
+
+        ``limit``: close at most that many; the rest stay open for the next call.
+        """
         closed: list[Bar] = []
         for end in sorted(e for e in self._open_by_end if e <= now_ms):
             for code, tf in sorted(self._open_by_end[end]):
@@ -84,12 +89,14 @@ class TimeframeBars:
                     closed.append(series.close_partial())
                     self._index(code, tf, series)
                     self._changed.add(code)
+                    if len(closed) == limit:
+                        return closed
         return closed
 
     def take_changed(self) -> dict[str, dict[str, bytes]]:
         """The stored form (tf -> JSON) of every stock's series changed since the last call."""
         out = {
-            code: {str(tf): orjson.dumps(s.to_json()) for tf, s in self._series[code].items()}
+            code: {str(tf): s.dumps() for tf, s in self._series[code].items()}
             for code in self._changed
             if code in self._series
         }

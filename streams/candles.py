@@ -252,7 +252,9 @@ class CandleBuilder:
             return None
         return st.record(closed=False)
 
-    def flush(self, now_ms: int, clock_of: Callable[[str], int] | None = None) -> list[Candle]:
+    def flush(
+        self, now_ms: int, clock_of: Callable[[str], int] | None = None, limit: int | None = None
+    ) -> list[Candle]:
         """Close every candle whose minute (plus grace) is over at ``now_ms``.
 
         ``now_ms`` is on the exchange clock: the newest exchange_ts the worker
@@ -262,6 +264,8 @@ class CandleBuilder:
         worker catching up on a backlog reads its partitions at different
         positions, and a stock's last ticks of a minute may still be ahead of
         it while another partition is already in the next minute.
+        ``limit``: close at most that many (the earliest ends first, then by
+        code); the rest stay open for the next call.
         Costs O(candles due): open candles are indexed by their end.
         """
         ends = sorted(end for end in self._open_by_end if end <= now_ms)
@@ -270,6 +274,8 @@ class CandleBuilder:
             for code in sorted(self._open_by_end[end]):
                 if clock_of is None or clock_of(code) >= end:
                     closed.append(self._close(self._stocks[code]))
+                    if len(closed) == limit:
+                        return closed
         return closed
 
     def close_all(self) -> list[Candle]:

@@ -278,6 +278,24 @@ class Processor:
         counts every partition as read to its end at ``wall_ms`` (no consumer
         to ask: the rebuild and tests of the clock alone).
         """
+        return self.flush_candle_slice(wall_ms, quiet_ms, fetched_to_end_ms, None)[0]
+
+    def flush_candle_slice(
+        self,
+        wall_ms: int,
+        quiet_ms: int,
+        fetched_to_end_ms: Mapping[int, int] | None,
+        limit: int | None,
+    ) -> tuple[list[Bar], bool]:
+        """:meth:`flush_candles` in slices: (the bars closed, whether all due are closed).
+
+        At most ``limit`` 1-minute candles close, then, once none is left to
+        close, at most ``limit`` bars of the higher timeframes whose last
+        minute had no candle (a stock's such bar never closes before its last
+        1-minute candle is folded in). Each call leaves the state whole, so
+        batches may be processed between two calls; each call reads the
+        clocks afresh.
+        """
         since, by_partition = self.partition_wall_ms, self.newest_by_partition
         if fetched_to_end_ms is None:
             fetched_to_end_ms = dict.fromkeys(by_partition, wall_ms)
@@ -287,7 +305,7 @@ class Processor:
             feed_quiet = confirmed - self.newest_wall_ms >= quiet_ms
         newest = max(self.newest_ts, wall_ms) if feed_quiet else self.newest_ts
         if not newest:
-            return []
+            return [], True
         quiet_partitions = {
             p for p, at in fetched_to_end_ms.items() if at - since.get(p, 0) >= quiet_ms
         }
@@ -303,10 +321,14 @@ class Processor:
                 return newest
             return by_partition[partition]
 
-        closed = self.candles.flush(newest, clock_of)
+        minutes = self.candles.flush(newest, clock_of, limit)
+        if limit is not None and len(minutes) == limit:
+            return self.close_bars(minutes), False  # more may be due: gap bars wait
         if self.bars is None:
-            return self.close_bars(closed)
-        return self.bars.add_minutes(closed) + self.bars.flush(newest, clock_of)
+            return self.close_bars(minutes), True
+        bars = self.bars.add_minutes(minutes)
+        gaps = self.bars.flush(newest, clock_of, limit)  # after the minutes they may end with
+        return bars + gaps, limit is None or len(gaps) < limit
 
     def close_bars(self, minutes: list[Candle]) -> list[Bar]:
         """Closed 1-minute candles -> the closed bars of every timeframe, with indicators

@@ -71,6 +71,10 @@ E2E_SAMPLES = 32
 STATE_CHECK_EVERY_S = 1.0
 #: seconds between two PINGs of a Redis that failed, while waiting to try again
 REDIS_POLL_S = 0.25
+#: candles the timer closes while it holds the worker (~30 ms of work with their
+#: bars); the batches waiting go between two slices (docs/benchmarks.md,
+#: "A stall every exchange minute")
+CANDLE_SLICE = 200
 
 
 def now_ms() -> int:
@@ -460,32 +464,57 @@ class StreamsRuntime:
     async def flush_candles(self, fetched_to_end_ms: Mapping[int, int] | None = None) -> int:
         """Close, write and produce the candles whose minute is over. Never raises.
 
-        Returns how many closed. See :meth:`Processor.flush_candles` for the
-        clock and ``fetched_to_end_ms`` (what the consumer last heard from the broker).
+        Returns how many bars closed. See :meth:`Processor.flush_candles` for
+        the clock and ``fetched_to_end_ms`` (what the consumer last heard from
+        the broker). At a minute's end a worker may have thousands to close:
+        they close :data:`CANDLE_SLICE` at a time, each slice persisted like a
+        batch (in flight while the next one is processed), and the batches
+        waiting for the worker go between two slices, so no tick waits for
+        the whole minute's candles. Returns once the last slice is durable.
         """
+        total = 0
+        quiet_ms = int(self.settings.candle_quiet_s * 1000)
+        persisting: asyncio.Task[None] | None = None
         try:
-            async with self._lock:
-                await self._wait_inflight()
-                # an assignment while no tick comes (lunch): seeded now, not at the next batch
-                await self._maybe_reseed()
-                quiet_ms = int(self.settings.candle_quiet_s * 1000)
-                closed = self.processor.flush_candles(now_ms(), quiet_ms, fetched_to_end_ms)
-                if closed:
-                    bars = self.processor.take_bar_states()
-                    result = BatchResult(
-                        sink=SinkBatch(quotes=[], candles=closed, alerts=[], bars=bars),
-                        kafka=self.processor.candle_outputs(closed)
-                        + self.processor.bar_state_outputs(bars),
-                        dlq=[],
+            while True:
+                async with self._lock:
+                    # an assignment while no tick comes (lunch): seeded now, not at the next batch
+                    await self._maybe_reseed()
+                    closed, done = self.processor.flush_candle_slice(
+                        now_ms(), quiet_ms, fetched_to_end_ms, CANDLE_SLICE
                     )
-                    await self._persist(result)
-                    metrics.CANDLES.inc(len(closed))
-                return len(closed)
+                    if closed:
+                        bars = self.processor.take_bar_states()
+                        result = BatchResult(
+                            sink=SinkBatch(quotes=[], candles=closed, alerts=[], bars=bars),
+                            kafka=self.processor.candle_outputs(closed)
+                            + self.processor.bar_state_outputs(bars),
+                            dlq=[],
+                        )
+                        await self._wait_inflight()  # persists run in order
+                        persisting = asyncio.create_task(self._persist_candles(result))
+                        self._inflight = persisting
+                total += len(closed)
+                if done:
+                    if persisting is not None:
+                        await persisting  # (a batch may await it too) returns once durable
+                    return total
+                await asyncio.sleep(0)  # a batch waiting for the lock takes it first
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.error("candles not flushed this round: %r", exc)
-            return 0
+            return total
+
+    async def _persist_candles(self, result: BatchResult) -> None:
+        try:
+            await self._persist(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not an outage (those are retried until they pass)
+            logger.error("%d closed bars not persisted: %r", len(result.sink.candles), exc)
+            return
+        metrics.CANDLES.inc(len(result.sink.candles))
 
     async def publish_stats(self) -> dict[str, dict[str, Any]] | None:
         """Write this worker's partial; if it leads, merge and publish. Never raises."""

@@ -14,8 +14,8 @@ from schemas import avro_compiler
 from schemas.avro_compiler import compile_encoder, zigzag_varint
 from schemas.serde import SerdeError, SingleObjectCodec, schema_json
 
-# candle v2 has a nullable nested record (indicators): fastavro encodes it, once per closed bar
-COMPILED = ("quote", "alert")
+# candle v2: a nullable nested record (indicators) of nullable doubles
+COMPILED = ("quote", "alert", "candle")
 
 
 def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
@@ -26,7 +26,13 @@ def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
 
 def random_value(schema: Any, rng: random.Random) -> Any:
     """A random valid value of a field schema, edge values included."""
+    if isinstance(schema, list):  # a union: a random branch
+        return random_value(rng.choice(schema), rng)
     kind = schema if isinstance(schema, str) else schema["type"]
+    if kind == "null":
+        return None
+    if kind == "record":
+        return {f["name"]: random_value(f["type"], rng) for f in schema["fields"]}
     if kind == "long":
         return rng.choice([0, -1, 1, 63, -64, 64, 2**63 - 1, -(2**63), rng.getrandbits(62)])
     if kind == "int":
@@ -94,10 +100,12 @@ def test_zigzag_varint_refuses_out_of_range(n: int) -> None:
 @pytest.mark.parametrize(
     "field_type",
     [
-        ["null", "string"],
+        ["null", "string", "long"],
+        ["string", "long"],
+        ["null", {"type": "map", "values": "long"}],
         {"type": "map", "values": "long"},
         {"type": "fixed", "name": "F", "size": 4},
-        {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "long"}]},
+        {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "bytes"}]},
         {"type": "array", "items": {"type": "record", "name": "I", "fields": []}},
         "bytes",
     ],
@@ -105,6 +113,43 @@ def test_zigzag_varint_refuses_out_of_range(n: int) -> None:
 def test_unsupported_types_are_not_compiled(field_type: Any) -> None:
     schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": field_type}]}
     assert compile_encoder(schema) is None
+
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        ["null", "string"],
+        ["long", "null"],  # null second: the branch indexes swap
+        ["null", {"type": "enum", "name": "E", "symbols": ["A", "B"]}],
+        ["null", {"type": "array", "items": "double"}],
+        {"type": "record", "name": "Inner", "fields": [
+            {"name": "x", "type": "long"}, {"name": "y", "type": ["null", "double"]}]},
+        ["null", {"type": "record", "name": "Opt", "fields": [
+            {"name": "s", "type": "string"}, {"name": "d", "type": "double"}]}],
+    ],
+)  # fmt: skip
+def test_nested_records_and_nullable_unions_compile_to_fastavro_bytes(field_type: Any) -> None:
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "double"}, {"name": "f", "type": field_type},
+        {"name": "z", "type": "long"}]}  # fmt: skip
+    encode = compile_encoder(schema)
+    assert encode is not None
+    rng = random.Random(repr(field_type))
+    seen_null = False
+    for _ in range(300):
+        record = {f["name"]: random_value(f["type"], rng) for f in schema["fields"]}
+        seen_null |= record["f"] is None
+        assert encode(record) == fastavro_bytes(schema, record), record
+    assert seen_null or isinstance(field_type, dict)
+
+
+def test_a_missing_nested_field_falls_back_to_fastavro_and_its_default() -> None:
+    codec = SingleObjectCodec("candle")
+    record = {f["name"]: random_value(f["type"], random.Random(5)) for f in schema_json(
+        "candle")["fields"]}  # fmt: skip
+    record["indicators"] = {"ma5": 10.5}  # the other values default to null
+    decoded = codec.decode(codec.encode(record))
+    assert decoded["indicators"]["ma5"] == 10.5 and decoded["indicators"]["atr14"] is None
 
 
 def test_market_stats_falls_back_to_fastavro() -> None:

@@ -293,6 +293,21 @@ def test_open_bar_view_shows_the_values_it_closes_with(simulated: dict[str, list
             assert [dict(shown, closed=True)] == closed, i
 
 
+@pytest.mark.parametrize("tf", ["1m", "5m", "1d"])
+def test_a_series_dumps_what_its_json_is_as_its_state_changes(
+    tf: Timeframe, simulated: dict[str, list[Bar]]
+) -> None:
+    """``dumps`` serializes the indicator state once per bar folded: never a stale one."""
+    minutes = next(iter(simulated.values()))[:40]
+    series = BarSeries(tf)
+    for i, minute in enumerate(minutes):
+        if i == 17:  # a restored series (a new state object, the same bar count)
+            series = BarSeries.from_json(orjson.loads(series.dumps()))
+        assert series.dumps() == orjson.dumps(series.to_json()), i
+        series.add_minute(minute)
+        assert series.dumps() == orjson.dumps(series.to_json()), i
+
+
 def test_indicator_names_follow_the_avro_record() -> None:
     candle = schema_json("candle")
     [indicators] = [f for f in candle["fields"] if f["name"] == "indicators"]

@@ -29,6 +29,7 @@ from hqstream.local_runner import create_topics
 from producers.sample_feed import generate, session_start_ms
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
+from streams import runtime as runtime_module
 from streams.app import StreamsApp, create_app, live_messages
 from streams.errors import BadRecord
 from streams.faust_transport import RunBuffer, deliver_to
@@ -302,6 +303,57 @@ async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stop
         consumer.close()
         assert sorted(c["code"] for c in got) == sorted(c["code"] for c in stored)
         assert all(c["closed"] and c["minute_ts"] == int(minute) for c in got)
+    finally:
+        await outbox.close()
+        await sink.close()
+
+
+async def test_a_batch_goes_between_two_slices_of_the_candle_timer(
+    redis_url: str, kafka: KafkaEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A minute's end closes every candle of the worker: the timer closes them a slice
+    at a time, and a batch that came meanwhile is processed before the next slice."""
+    monkeypatch.setattr(runtime_module, "CANDLE_SLICE", 2)
+    prefix = f"{kafka.group('slices')}."
+    create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)
+    settings = StreamsSettings(
+        redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
+        metrics_port=0, candle_quiet_s=0.001,
+    )  # fmt: skip
+    sink = RedisSink.from_url(redis_url)
+    outbox = ConfluentOutbox(kafka.bootstrap)
+    processor = Processor(settings)
+    rt = StreamsRuntime(settings, sink, outbox, "slices", processor=processor)
+    lines, _ = generate(8, 2, seed=9, start_ms=session_start_ms("2025-06-03", "14:59:50"))
+    events: list[str] = []
+    slice_of, process = processor.flush_candle_slice, processor.process
+
+    def recording_slice(*args: Any) -> Any:
+        closed, done = slice_of(*args)
+        events.append(f"slice {sum(b['tf'] == '1m' for b in closed)}")
+        return closed, done
+
+    async def recording_process(*args: Any) -> Any:
+        events.append("batch")
+        return await process(*args)
+
+    monkeypatch.setattr(processor, "flush_candle_slice", recording_slice)
+    monkeypatch.setattr(processor, "process", recording_process)
+    try:
+        await rt.handle(_records(lines))
+        await asyncio.sleep(0.01)  # the feed is quiet
+        events.clear()
+        timer = asyncio.create_task(rt.flush_candles())
+        durable = asyncio.Event()
+        await asyncio.sleep(0)  # the timer takes the worker first
+        await rt.submit(_records(lines), durable.set)  # (replays: they change nothing)
+        assert await timer == 8 * 6
+        await asyncio.wait_for(durable.wait(), 30)
+        assert events == ["slice 2", "batch", "slice 2", "slice 2", "slice 2", "slice 0"]
+        minute = str(session_start_ms("2025-06-03", "14:59:00"))
+        codes = [parse_record(v, 0)["code"] for _, v, _ in lines[:8]]
+        stored = [await sink.client.hget(rk.candles(c, "2025-06-03"), minute) for c in codes]
+        assert all(orjson.loads(c or b"{}").get("closed") is True for c in stored)
     finally:
         await outbox.close()
         await sink.close()

@@ -104,3 +104,38 @@ def test_a_partition_is_quiet_only_once_the_broker_said_so() -> None:
     assert p.flush_candles(wall, QUIET_MS, too_soon) == []
     closed = p.flush_candles(wall, QUIET_MS, {0: wall, 1: wall})
     assert [c["code"] for c in closed] == ["000001"]
+
+
+def test_candles_closed_in_slices_are_the_ones_closed_at_once() -> None:
+    """The timer closes a minute's candles a slice at a time (batches go between):
+    the same bars, the same stored series, and no gap bar before its stock's minutes."""
+    codes = [f"{n:06d}" for n in range(1, 13)]
+    ticks = [(tick(c, "10:03:10", 1000), n % 3) for n, c in enumerate(codes)]
+    # half the stocks tick in 10:04 too; the others' 5m bar ends with a gap
+    ticks += [(tick(c, "10:04:20", 1500 + n), n % 3) for n, c in enumerate(codes) if n % 2]
+    whole, sliced = processor(), processor()
+    for p in (whole, sliced):
+        p.close_bars(p.derive(ticks)[0])
+        p.take_bar_states()
+    later = whole.newest_wall_ms + QUIET_MS + DAY_LATER_MS  # the feed went quiet
+    expected = whole.flush_candles(later, QUIET_MS)
+
+    got: list[dict[str, Any]] = []
+    slices = 0
+    while True:
+        closed, done = sliced.flush_candle_slice(later, QUIET_MS, None, 4)
+        slices += 1
+        minutes = [b for b in closed if b["tf"] == "1m"]
+        assert len(minutes) <= 4 and (not minutes or len(closed) - len(minutes) <= 4 * 5)
+        got += closed
+        if done:
+            break
+
+    def key(bar: dict[str, Any]) -> tuple[str, str, int]:
+        return bar["code"], bar["tf"], bar["minute_ts"]
+
+    assert sorted(got, key=key) == sorted(expected, key=key)
+    assert len([b for b in expected if b["tf"] == "1m"]) == 12  # 6 at 10:03, 6 at 10:04
+    assert slices >= 12 // 4 + 1
+    assert sliced.take_bar_states() == whole.take_bar_states()
+    assert sliced.flush_candle_slice(later, QUIET_MS, None, 4) == ([], True)
