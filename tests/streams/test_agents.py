@@ -264,10 +264,9 @@ def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> No
     assert processor.candles.open_count() == 0
 
 
-async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stopped(
-    redis_url: str, kafka: KafkaEndpoint
-) -> None:
-    prefix = f"{kafka.group('flush')}."
+def _timer_runtime(redis_url: str, kafka: KafkaEndpoint, name: str) -> StreamsRuntime:
+    """A runtime on its own topics whose candle clock follows the wall clock at once."""
+    prefix = f"{kafka.group(name)}."
     create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)
     settings = StreamsSettings(
         redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
@@ -275,7 +274,14 @@ async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stop
     )  # fmt: skip
     sink = RedisSink.from_url(redis_url)
     outbox = ConfluentOutbox(kafka.bootstrap)
-    rt = StreamsRuntime(settings, sink, outbox, "flush", processor=Processor(settings))
+    return StreamsRuntime(settings, sink, outbox, name, processor=Processor(settings))
+
+
+async def test_flush_candles_writes_and_produces_the_candles_of_stocks_that_stopped(
+    redis_url: str, kafka: KafkaEndpoint
+) -> None:
+    rt = _timer_runtime(redis_url, kafka, "flush")
+    settings, sink, outbox = rt.settings, rt.sink, rt.outbox
     # a session that is over (the wall clock is later): 14:59:50 and 14:59:53
     lines, _ = generate(8, 2, seed=9, start_ms=session_start_ms("2025-06-03", "14:59:50"))
     try:
@@ -314,16 +320,8 @@ async def test_a_batch_goes_between_two_slices_of_the_candle_timer(
     """A minute's end closes every candle of the worker: the timer closes them a slice
     at a time, and a batch that came meanwhile is processed before the next slice."""
     monkeypatch.setattr(runtime_module, "CANDLE_SLICE", 2)
-    prefix = f"{kafka.group('slices')}."
-    create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)
-    settings = StreamsSettings(
-        redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
-        metrics_port=0, candle_quiet_s=0.001,
-    )  # fmt: skip
-    sink = RedisSink.from_url(redis_url)
-    outbox = ConfluentOutbox(kafka.bootstrap)
-    processor = Processor(settings)
-    rt = StreamsRuntime(settings, sink, outbox, "slices", processor=processor)
+    rt = _timer_runtime(redis_url, kafka, "slices")
+    processor, sink, outbox = rt.processor, rt.sink, rt.outbox
     lines, _ = generate(8, 2, seed=9, start_ms=session_start_ms("2025-06-03", "14:59:50"))
     events: list[str] = []
     slice_of, process = processor.flush_candle_slice, processor.process
