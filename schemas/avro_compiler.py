@@ -143,10 +143,14 @@ class _Builder:
         elif kind == "string":
             self.parts.append(self.cached(_string_cache(), expr))
         elif kind == "enum":
-            index = {sym: zigzag_varint(i) for i, sym in enumerate(schema["symbols"])}
-            self.parts.append(f"{self.bind('_enum', index)}[{expr}]")
+            self.parts.append(f"{self.bind('_enum', _enum_index(schema))}[{expr}]")
         else:  # array
             self.parts.append(f"{self.bind('_array', _array_encoder(schema['items']))}({expr})")
+
+
+def _enum_index(schema: dict[str, Any]) -> dict[str, bytes]:
+    """An enum's symbols -> their encoded index."""
+    return {sym: zigzag_varint(i) for i, sym in enumerate(schema["symbols"])}
 
 
 def _array_encoder(items: Any) -> Callable[[Any], bytes]:
@@ -191,8 +195,7 @@ def _value_encoder(schema: Any) -> Callable[[Any], bytes] | None:
     if kind in _FIXED:
         return struct.Struct("<" + _FIXED[kind]).pack
     if kind == "enum":
-        index = {sym: zigzag_varint(i) for i, sym in enumerate(schema["symbols"])}
-        return index.__getitem__
+        return _enum_index(schema).__getitem__
     if kind == "array":
         return _array_encoder(schema["items"])
     cache = _string_cache() if kind == "string" else _long_cache(kind)
@@ -239,9 +242,7 @@ def compile_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | No
         if kind is not None:
             b.field(kind, f["type"], expr)
             continue
-        encode = _nullable_encoder(f["type"])
-        if encode is None and isinstance(f["type"], dict):
-            encode = _value_encoder(f["type"])  # a nested record
+        encode = _nullable_encoder(f["type"]) or _value_encoder(f["type"])  # (a nested record)
         if encode is None:
             return None
         b.flush_fixed()
