@@ -360,13 +360,18 @@ class Processor:
         return [KafkaOut(topic, code.encode(), payload) for code, payload in newest.items()]
 
     def bar_state_outputs(self, states: dict[str, dict[str, bytes]] | None) -> list[KafkaOut]:
-        """``hq.bars.state`` records: the stored form of each changed stock's bar series.
+        """``hq.bars.state`` records: the checkpoints of bar series now due.
 
-        The value is the JSON object of ``hq:bars:{code}`` (timeframe -> series),
-        so the state rebuild restores that hash exactly from the compacted topic.
+        ``states``: what :meth:`take_bar_states` just returned (for Redis). A
+        stock's checkpoint is due every few minutes, not at each change
+        (:meth:`streams.bars.TimeframeBars.take_checkpoints`); the value is
+        the JSON object of ``hq:bars:{code}`` (timeframe -> series), which the
+        state rebuild restores and brings up to date with the closed 1-minute
+        candles after it.
         """
-        if not self.publish_normalized or not states:
+        if not self.publish_normalized or self.bars is None:
             return []
+        due = self.bars.take_checkpoints(self.newest_ts // 60_000, states)
         topic = self.topics.bars_state
         return [
             KafkaOut(
@@ -374,7 +379,7 @@ class Processor:
                 code.encode(),
                 orjson.dumps({tf: orjson.Fragment(v) for tf, v in by_tf.items()}),
             )
-            for code, by_tf in states.items()
+            for code, by_tf in due.items()
         ]
 
     def feed_winner_outputs(self, changes: dict[int, dict[str, Winner]]) -> list[KafkaOut]:

@@ -51,6 +51,7 @@ from schemas.timeframes import TIMEFRAMES, Timeframe
 from streams import metrics
 from streams.alerts import Alert
 from streams.arbitration import Winner
+from streams.bars import TimeframeBars
 from streams.candles import CandleBuilder
 from streams.kafka_ranges import KafkaRanges, OneInFlight, Ranges, shanghai_day_start_ms
 from streams.redis_sink import RedisSink, SinkBatch
@@ -81,13 +82,15 @@ class StateRebuildSummary:
     stocks: int = 0
     ticks: int = 0
     candles: int = 0
+    minutes_folded: int = 0  # 1-minute candles folded into bar series after their checkpoint
     seconds: float = 0.0
 
     def __str__(self) -> str:
         read = sum(self.records.values())
         return (
             f"state rebuilt in {self.seconds:.1f}s: {self.stocks} stocks, {self.ticks} ticks, "
-            f"{self.candles} candles from {read} records ({len(self.partitions)} partitions"
+            f"{self.candles} candles ({self.minutes_folded} folded into bar series) from {read} "
+            f"records ({len(self.partitions)} partitions"
             f"{', market' if self.market else ''})"
         )
 
@@ -282,8 +285,9 @@ class _Run:
         # only its round trips, and one read's fetch overlaps another's decoding.
         parts = [
             self._quotes(plan[t.normalized], plan[t.quotes_latest], summary),
-            *(self._candles(tf, plan[t.candles_by_tf[tf]], summary) for tf in TIMEFRAMES),
-            self._bars(plan[t.bars_state], summary),
+            *(self._candles(tf, plan[t.candles_by_tf[tf]], summary)
+              for tf in TIMEFRAMES if tf != "1m"),
+            self._bars(plan[t.bars_state], plan[t.candles_by_tf["1m"]], summary),
             self._feed_winners(plan[t.feed_winners], summary),
         ]  # fmt: skip
         if market:
@@ -392,14 +396,38 @@ class _Run:
         if opened:
             await self.sink.write(SinkBatch(quotes=[], candles=[], alerts=[], open_candles=opened))
 
-    async def _bars(self, ranges: Ranges, summary: StateRebuildSummary) -> None:
-        """Each stock's newest bar series (``hq.bars.state``) into ``hq:bars:{code}``."""
+    async def _bars(self, ranges: Ranges, minutes: Ranges, summary: StateRebuildSummary) -> None:
+        """Each stock's bar series into ``hq:bars:{code}``: its newest checkpoint
+        (``hq.bars.state``) with today's closed 1-minute candles after it folded in.
+
+        The 1-minute candles are read here, after the checkpoints (which say
+        from which minute each stock's are needed), and written to Redis as
+        :meth:`_candles` writes every timeframe.
+        """
         last = await self._last_per_key(self.topics.bars_state, ranges, "bars", "bars", summary)
         dumps, loads = orjson.dumps, orjson.loads
-        bars = {
-            key.decode(): {tf: dumps(series) for tf, series in loads(value).items()}
-            for key, (value, _) in last.items()
-        }
+        bars: dict[str, dict[str, bytes]] = {}
+        through: dict[str, int] = {}  # the oldest minute any of a stock's series holds
+        for key, (value, _) in last.items():
+            code, by_tf = key.decode(), loads(value)
+            bars[code] = {tf: dumps(series) for tf, series in by_tf.items()}
+            through[code] = min((series["through"] for series in by_tf.values()), default=-1)
+        frames = TimeframeBars()  # the stocks with minutes after their checkpoint
+        restored: set[str] = set()
+
+        def after_checkpoint(minute: dict[str, Any]) -> None:
+            # a stock's minutes come in their order (one partition): folded as they come
+            code = minute["code"]
+            if minute["minute_ts"] <= through.get(code, 1 << 62):
+                return
+            if code not in restored:
+                frames.restore(code, bars[code])
+                restored.add(code)
+            frames.add_minute_records((minute,))
+            summary.minutes_folded += 1
+
+        await self._candles("1m", minutes, summary, after_checkpoint)
+        bars.update(frames.take_changed())
         codes = list(bars)
         for start in range(0, len(codes), self.sink.chunk_ticks):
             chunk = {code: bars[code] for code in codes[start : start + self.sink.chunk_ticks]}
@@ -418,11 +446,18 @@ class _Run:
         if by_partition:
             await self.sink.write_feed_winners(by_partition)
 
-    async def _candles(self, tf: Timeframe, ranges: Ranges, summary: StateRebuildSummary) -> None:
+    async def _candles(
+        self,
+        tf: Timeframe,
+        ranges: Ranges,
+        summary: StateRebuildSummary,
+        tap: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         """Today's bars of ``tf`` (the newest trade date read; all daily bars) into Redis.
 
         Each flush writes every hash it touches with one HSET of all its new
         fields; a hash gets its TTL with its first HSET of this rebuild.
+        ``tap`` is shown every bar read.
         """
         decode = (self.owner.candle_codec if tf == "1m" else self.owner.bar_codecs[tf]).decode
         dumps = orjson.dumps
@@ -451,6 +486,8 @@ class _Run:
         def keep(msg: Message) -> None:
             bar = decode(msg.value() or b"")
             bars.append((bar["trade_date"], bar["code"], str(bar["minute_ts"]), dumps(bar)))
+            if tap is not None:
+                tap(bar)
 
         advance = self._advance(f"candles {tf}", f"candles_{tf}")
         try:

@@ -62,7 +62,7 @@ from schemas import topics
 from schemas.exchange import MARKETS_AND_ALL, SHANGHAI_TZ
 from schemas.serde import make_codec
 from schemas.timeframes import HIGHER, MINUTES
-from streams.bars import TimeframeBars
+from streams.bars import CHECKPOINT_EVERY_MIN, TimeframeBars, checkpoint_slot
 from streams.candles import Candle
 from streams.market_stats import MarketStats
 from streams.parse import parse_record
@@ -103,18 +103,24 @@ class Day:
         return sorted({ts - ts % topics.MINUTE_MS for ts in self.stamps})
 
 
-def bar_state(base: dict[str, Any]) -> bytes:
-    """An ``hq.bars.state`` value of a day's series (every timeframe), as a worker writes it.
+def bar_state(base: dict[str, Any], day: Day) -> bytes:
+    """An ``hq.bars.state`` value (every timeframe's series), as a worker writes it.
 
-    One stock's series after a day of candles, reused for every stock: its
-    size and shape are what the rebuild's cost depends on.
+    One stock's series through the day's minutes but the last
+    :data:`CHECKPOINT_EVERY_MIN` (a checkpoint is that old at most; the
+    rebuild folds the minutes after it), with a day of history before,
+    reused for every stock: its size and shape are what the rebuild's cost
+    depends on.
     """
     bars = TimeframeBars()
-    start = int(dt.datetime.combine(dt.date(2026, 11, 2), MORNING[0], SHANGHAI_TZ).timestamp())
-    for i in range(240):
-        minute = (start + (i if i < 120 else i + 90) * 60) * 1000
+    history = dt.date.fromisoformat(day.trade_date) - dt.timedelta(days=1)
+    start = int(dt.datetime.combine(history, MORNING[0], SHANGHAI_TZ).timestamp()) * 1000
+    minutes = [start + (i if i < 120 else i + 90) * 60_000 for i in range(240)]
+    minutes += day.minutes[:-CHECKPOINT_EVERY_MIN]
+    for i, minute in enumerate(minutes):
+        date = dt.datetime.fromtimestamp(minute / 1000, SHANGHAI_TZ).date().isoformat()
         price = round(base["price"] * (1 + (i % 7 - 3) / 1000), 2)
-        candle = Candle(base["code"], base["market"], "2026-11-02", minute, price, price, price,
+        candle = Candle(base["code"], base["market"], date, minute, price, price, price,
                         price, 2000, round(2000 * price, 2), 20, True)  # fmt: skip
         bars.add_minutes([candle])
     stored = bars.take_changed()[base["code"]]
@@ -124,7 +130,7 @@ def bar_state(base: dict[str, Any]) -> bytes:
 class DayProducer:
     """Produces the day's outputs of the stream workers to prefixed topics."""
 
-    def __init__(self, bootstrap: str, prefix: str, stocks: int) -> None:
+    def __init__(self, bootstrap: str, prefix: str, stocks: int, day: Day) -> None:
         self.prefix = prefix
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
                                   "enable.idempotence": True,
@@ -143,7 +149,7 @@ class DayProducer:
         for quote in self.base:
             stats.update(quote)
         self.stats = stats.snapshot_all(10, now_ms=0)
-        self.bar_state = bar_state(self.base[0])
+        self.bar_state = bar_state(self.base[0], day)
         self.sent = 0
 
     def send(self, base_topic: str, key: bytes, value: bytes, ts: int) -> None:
@@ -226,7 +232,12 @@ class DayProducer:
                     bar = {**candle, "minute_ts": day.minutes[index + 1 - MINUTES[tf]], "tf": tf}
                     value = self.candle_codec.encode(bar)
                     self.send(topics.CANDLES[tf], q["code"].encode(), value, minute + 30_000)
-                if minute >= day.minutes[-1] - LATEST_HEAD_MS:  # the bar state's uncompacted head
+                if (
+                    minute >= day.minutes[-1] - LATEST_HEAD_MS
+                    and checkpoint_slot(q["code"])
+                    == (minute // topics.MINUTE_MS) % CHECKPOINT_EVERY_MIN
+                ):
+                    # the bar state's uncompacted head: a worker checkpoints a fifth a minute
                     self.send(topics.BARS_STATE, q["code"].encode(), self.bar_state, minute)
         payloads = {m: self.stats_codec.encode({**r, "ts": minute}) for m, r in self.stats.items()}
         for second in range(60):
@@ -437,7 +448,7 @@ def rebuild_bench(
         console.print(f"topics of prefix {prefix}")
         interval_ms = int(interval_s * 1000)
         day = Day.today(hours, interval_ms)
-        producer = DayProducer(env.bootstrap, prefix, stocks)
+        producer = DayProducer(env.bootstrap, prefix, stocks, day)
         try:
             _bench(env.bootstrap, prefix, producer, day, new_url, old_url, partitions,
                    ticks_window_s, interval_ms, raw_sample if old else 0,
