@@ -398,7 +398,8 @@ class _Run:
 
     async def _bars(self, ranges: Ranges, minutes: Ranges, summary: StateRebuildSummary) -> None:
         """Each stock's bar series into ``hq:bars:{code}``: its newest checkpoint
-        (``hq.bars.state``) with today's closed 1-minute candles after it folded in.
+        (``hq.bars.state``) with today's closed 1-minute candles after it folded in
+        (all of them into a fresh series where a stock has no checkpoint yet).
 
         The 1-minute candles are read here, after the checkpoints (which say
         from which minute each stock's are needed), and written to Redis as
@@ -416,12 +417,14 @@ class _Run:
         restored: set[str] = set()
 
         def after_checkpoint(minute: dict[str, Any]) -> None:
-            # a stock's minutes come in their order (one partition): folded as they come
+            # a stock's minutes come in their order (one partition): folded as they come;
+            # one without a checkpoint yet (its first minutes) from a fresh series
             code = minute["code"]
-            if minute["minute_ts"] <= through.get(code, 1 << 62):
+            if minute["minute_ts"] <= through.get(code, -1):
                 return
             if code not in restored:
-                frames.restore(code, bars[code])
+                if code in bars:
+                    frames.restore(code, bars[code])
                 restored.add(code)
             frames.add_minute_records((minute,))
             summary.minutes_folded += 1
