@@ -41,8 +41,10 @@ from api.ws_session import (
     QuoteEvent,
     Session,
     Snapshot,
+    dumps,
 )
 from schemas.bar_series import Bar
+from schemas.serde import SerdeError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,32 @@ class Event:
     minute_ts: int = 0
     tf: str = "1m"  # candles: the timeframe
     record: dict[str, Any] | None = None  # candles: the decoded bar (indicators re-rendered)
+    # candles from the feed: the Avro decoder of the still undecoded bar (see decoded())
+    pending: Callable[[], dict[str, Any]] | None = None
     _rendered: dict[frozenset[str] | None, bytes] | None = None
+
+    def decoded(self) -> bool:
+        """Decode a pending bar (only one a client watches is worth it); False if it cannot be.
+
+        The feed hands candles over undecoded, keyed by code: at a minute's
+        end every stock's bars arrive at once (5,000 to 25,000), and most
+        stocks are watched by nobody.
+        """
+        if self.pending is None:
+            return True
+        try:
+            rec = self.pending()
+        except SerdeError as exc:
+            metrics.DECODE_ERRORS.inc()
+            logger.warning("feed: undecodable bar of %s: %s", self.key, exc)
+            return False
+        finally:
+            self.pending = None
+        self.raw = dumps(rec)
+        self.minute_ts = int(rec["minute_ts"])
+        self.tf = rec.get("tf", "1m")
+        self.record = rec
+        return True
 
     def candle_json(self, groups: frozenset[str] | None) -> bytes:
         """The bar's JSON with only the indicator ``groups`` (rendered once per set)."""
@@ -229,7 +256,7 @@ class Hub:
                         s.offer_alert(ev.raw)
             elif ev.kind == "candle" and pushing:
                 subs = self.candle_subs.get(ev.key)
-                if not subs:
+                if not subs or not ev.decoded():
                     continue
                 key = (ev.key, ev.tf)
                 if ev.minute_ts > self.closed_through.get(key, -1):

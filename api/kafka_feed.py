@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import socket
@@ -143,7 +144,7 @@ class KafkaFeed:
 
     def _decode(self, messages: list[Message]) -> list[Event]:
         """The events of a polled batch (errors logged, end-of-partition markers skipped)."""
-        records: list[tuple[str, bytes]] = []
+        records: list[tuple[str, bytes, bytes | None]] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -152,17 +153,24 @@ class KafkaFeed:
                 continue
             topic, value = msg.topic(), msg.value()
             if topic is not None and value is not None:
-                records.append((topic, value))
+                records.append((topic, value, msg.key()))
         return self.decode(records)
 
-    def decode(self, records: Iterable[tuple[str, bytes]]) -> list[Event]:
-        """The events of ``(topic, value)`` records; an undecodable one is counted and logged."""
+    def decode(self, records: Iterable[tuple[str, bytes, bytes | None]]) -> list[Event]:
+        """The events of ``(topic, value, key)`` records; an undecodable one is counted and
+        logged. A bar keyed by its code is left undecoded for the hub (Event.decoded)."""
         events: list[Event] = []
         consumed: collections.Counter[str] = collections.Counter()  # counted once per batch
-        for topic, value in records:
+        for topic, value, key in records:
             if topic not in self._codecs:
                 continue
             kind, codec = self._codecs[topic]
+            if kind == "candle" and key:
+                consumed[kind] += 1
+                pending = functools.partial(codec.decode, value)
+                events.append(Event("candle", b"", key=key.decode(errors="replace"),
+                                    pending=pending))  # fmt: skip
+                continue
             if kind == "quote" and self._quote_json is not None:
                 written = self._quote_json(value)
                 if written is not None:  # else the Python path decides

@@ -60,7 +60,7 @@ def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
     feeds = {native: KafkaFeed(GatewaySettings(native=native, auth="off"), Hub(), loop)
              for native in (True, False)}  # fmt: skip
     topic = feeds[True].settings.normalized_topic
-    quotes = [(topic, payload) for payload in parsed.encoded]
+    quotes = [(topic, payload, None) for payload in parsed.encoded]
     n = len(quotes)
     print(f"\ngateway: Avro -> JSON of {n:,} quotes (KafkaFeed.decode)\n")
     print("| round | compiled: µs CPU/quote | Python: µs CPU/quote | compiled vs Python "

@@ -142,7 +142,7 @@ def test_the_feed_hands_the_hub_the_same_events(write: QuoteJson) -> None:
             feed = KafkaFeed(settings, Hub(), loop)
             assert (feed._quote_json is not None) == native
             before = consumed("quote")
-            events.append(feed.decode((settings.normalized_topic, p) for p in payloads))
+            events.append(feed.decode((settings.normalized_topic, p, None) for p in payloads))
             assert consumed("quote") - before == len(payloads)  # every one counted, either path
     finally:
         loop.close()

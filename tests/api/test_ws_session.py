@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
 from api.hub import Event, Hub
 from api.ws_session import CandleStream, QuoteEvent, Session
+from schemas.serde import SerdeError
 from tests.api.vclock import VirtualClock
 
 
@@ -297,4 +300,37 @@ async def test_a_candle_snapshot_comes_before_the_bars_routed_while_it_was_read(
     await clock.advance(0.05)
     assert [m["type"] for m in sink.sent] == ["snapshot", "candles"]
     assert candle_batches(sink) == [[(0, 1.0, True)]]
+    await s.stop()
+
+
+async def test_the_feeds_bars_are_decoded_only_for_watched_stocks(clock: VirtualClock) -> None:
+    """The feed hands bars over undecoded (Event.pending): at a minute's end thousands
+    arrive at once. Decoded once for a watched stock; never for the others; one that
+    cannot be decoded is counted and dropped, and the batch goes on."""
+    hub = Hub()
+    sink = Sink()
+    s = session(sink)
+    hub.add(s)
+    hub.subscribe_candles(s, "000001", CandleStream("5m", None))
+    s.start()
+    decoded: list[str] = []
+
+    def pending(code: str, close: float) -> Callable[[], dict[str, object]]:
+        def decode() -> dict[str, object]:
+            decoded.append(code)
+            if close < 0:
+                raise SerdeError("truncated")
+            return {**bar(300, close, closed=True), "code": code}
+
+        return decode
+
+    errors = REGISTRY.get_sample_value("hq_gateway_decode_errors_total") or 0.0
+    bars = (("000002", 1.0), ("000001", -1.0), ("000001", 2.0))
+    hub.dispatch(
+        [Event("candle", b"", key=code, pending=pending(code, close)) for code, close in bars]
+    )
+    await clock.advance(0.05)
+    assert decoded == ["000001", "000001"]  # the unwatched stock's bar never
+    assert candle_batches(sink) == [[(300, 2.0, True)]]
+    assert REGISTRY.get_sample_value("hq_gateway_decode_errors_total") == errors + 1
     await s.stop()
