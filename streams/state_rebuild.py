@@ -429,7 +429,9 @@ class _Run:
             frames.add_minute_records((minute,))
             summary.minutes_folded += 1
 
-        await self._candles("1m", minutes, summary, after_checkpoint)
+        # (with the indicators off the workers keep no series: nothing to fold)
+        tap = after_checkpoint if self.owner.settings.indicators else None
+        await self._candles("1m", minutes, summary, tap)
         bars.update(frames.take_changed())
         codes = list(bars)
         for start in range(0, len(codes), self.sink.chunk_ticks):

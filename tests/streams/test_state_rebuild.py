@@ -84,12 +84,14 @@ def two_feeds(lines: list[RawLine]) -> list[RawLine]:
     return out
 
 
-def processed_day(stack: Stack, url: str, group: str, port: int) -> list[dict[str, Any]]:
+def processed_day(
+    stack: Stack, url: str, group: str, port: int, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """A worker processes 6 minutes of 300 stocks from two feeds (closed 1m and 5m bars,
     indicators, alerts, feed winners); returns the quotes."""
     lines, _ = generate(300, 18, bad_fraction=0.01, seed=21, interval_ms=20_000)
     quotes, _ = valid_quotes(lines)
-    env = {**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port)}
+    env = {**REBUILD_ENV, "HQ_STREAMS_METRICS_PORT": str(port), **(env or {})}
     stack.worker(group, url, "first", extra_env=env)
     # its first rebuild (of an empty Redis, from empty topics) is over before any tick
     wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 1, 60, "a rebuild")
@@ -130,6 +132,21 @@ def test_flushdb_then_the_running_worker_rebuilds_everything_by_itself(
     assert output_counts(stack) == outputs  # nothing produced again
     assert worker_metric(port, "hq_streams_records_in_total") == records_in  # no raw record reread
     assert committed_all(stack, group)()
+
+
+def test_with_the_indicators_off_the_rebuild_makes_no_bar_series(stack: Stack) -> None:
+    """No series on Kafka and none in Redis: the rebuild folds no 1-minute candle into one."""
+    url = stack.redis_server.next_url()
+    group = stack.kafka.group("off")
+    port = free_port()
+    quotes = processed_day(stack, url, group, port, {"HQ_STREAMS_INDICATORS": "false"})
+    before = state(url)
+    assert any(k.startswith("hq:candles:") for k in before)
+    assert not any(k.startswith("hq:bars:") for k in before)
+    sync_client(url).flushdb()
+    wait_for(lambda: worker_metric(port, "hq_streams_rebuilds_total") >= 2, 60, "a rebuild")
+    run_to_end(stack, group, url, quotes)
+    wait_for_state(url, before, 30)
 
 
 def test_a_worker_killed_mid_rebuild_leaves_it_to_the_next_one(stack: Stack) -> None:
