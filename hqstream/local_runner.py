@@ -47,6 +47,16 @@ def free_port() -> int:
         return port
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (bound at once: one after another, the kernel may hand
+    the same port out twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hqstream.local_runner import create_topics, free_port
+from hqstream.local_runner import create_topics, free_ports
 from hqstream.stack_checks import gateway_ready
 from schemas import topics
 from tests.conftest import KafkaEndpoint
@@ -28,7 +28,7 @@ def pipeline_env(
     """The environment of every component on ``prefix``-ed topics (created here),
     and the feed, receiver-metrics and gateway ports."""
     create_topics(kafka.bootstrap, topics.topic_specs(partitions), prefix=prefix)
-    feed_port, metrics_port, gw_port = free_port(), free_port(), free_port()
+    feed_port, metrics_port, gw_port, streams_metrics_port = free_ports(4)
     env = {
         **os.environ,
         "HQ_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -39,7 +39,7 @@ def pipeline_env(
         "HQ_FEED_TOKEN": secrets.token_urlsafe(16),
         "HQ_JOURNAL_DIR": str(tmp_path / "journal"),
         "HQ_STREAMS_GROUP_ID": f"{prefix}streams",
-        "HQ_STREAMS_METRICS_PORT": str(free_port()),
+        "HQ_STREAMS_METRICS_PORT": str(streams_metrics_port),
         "HQ_STREAMS_DATADIR": str(tmp_path / "streams"),
         "HQ_GATEWAY_STREAMS_GROUP": f"{prefix}streams",
         "HQ_GATEWAY_PRODUCER_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics",
