@@ -83,11 +83,15 @@ class Event:
             return False
         finally:
             self.pending = None
+        self.set_bar(rec)
+        return True
+
+    def set_bar(self, rec: dict[str, Any]) -> None:
+        """This candle event's bar: the decoded Avro record, its JSON serialized once."""
         self.raw = dumps(rec)
         self.minute_ts = int(rec["minute_ts"])
         self.tf = rec.get("tf", "1m")
         self.record = rec
-        return True
 
     def candle_json(self, groups: frozenset[str] | None) -> bytes:
         """The bar's JSON with only the indicator ``groups`` (rendered once per set)."""

@@ -214,13 +214,14 @@ def quote_json_writer(codec: Codec, enabled: bool) -> QuoteJson | None:
 
 def to_event(kind: str, rec: dict[str, Any]) -> Event:
     """An :class:`Event` from a decoded record; JSON serialized here, once."""
+    if kind == "candle":
+        event = Event("candle", b"", key=rec["code"])
+        event.set_bar(rec)
+        return event
     raw = dumps(rec)
     if kind == "quote":
         q = QuoteEvent(rec["code"], rec["market"], int(rec["exchange_ts"]), raw)
         return Event("quote", raw, quote=q)
     if kind == "stats":
         return Event("stats", raw, key=rec["market"])
-    if kind == "candle":
-        return Event("candle", raw, key=rec["code"], minute_ts=int(rec["minute_ts"]),
-                     tf=rec.get("tf", "1m"), record=rec)  # fmt: skip
     return Event("alert", raw)

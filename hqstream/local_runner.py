@@ -41,10 +41,7 @@ class LocalRunnerError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
@@ -54,7 +51,7 @@ def free_ports(n: int) -> list[int]:
         sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
         for s in sockets:
             s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
