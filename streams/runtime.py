@@ -44,7 +44,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -102,6 +102,14 @@ def tune_memory(gen0_threshold: int) -> None:
     gc.set_threshold(gen0_threshold, 20, 100)
 
 
+@dataclass(slots=True)
+class SentAhead:
+    """A batch's Kafka outputs sent before the batch in flight was durable."""
+
+    delivered: asyncio.Future[None]  # their flush
+    resends: int  # StreamsRuntime._resends when they were sent
+
+
 class StreamsRuntime:
     """One worker's processor, Redis sink and Kafka outbox, with the retry policy."""
 
@@ -129,6 +137,7 @@ class StreamsRuntime:
         )
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
+        self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._assignment: set[int] | None = None
         self._generation = -1  # of the assignment held
         self._revoked: dict[int, int] = {}  # partition -> the generation it was held in
@@ -265,18 +274,25 @@ class StreamsRuntime:
             result: BatchResult = await self._with_retry(
                 "process", self.processor.process, records, self.sink
             )
-            await self._wait_inflight()
-            self._inflight = asyncio.create_task(self._persist_then(result, on_durable, started))
+            ahead = await self._send_ahead(result)
+            await self._wait_inflight(ahead)
+            self._inflight = asyncio.create_task(
+                self._persist_then(result, on_durable, started, ahead)
+            )
         # Let the persist send its writes now: the caller may not yield to the
         # loop before the next batch is processed (its queue is full).
         await asyncio.sleep(0)
         return result
 
     async def _persist_then(
-        self, result: BatchResult, on_durable: Callable[[], None], started: float
+        self,
+        result: BatchResult,
+        on_durable: Callable[[], None],
+        started: float,
+        ahead: SentAhead | None,
     ) -> None:
         try:
-            await self._persist(result)
+            await self._persist(result, ahead)
         except Exception as exc:
             # not an outage (those are retried): this batch can never be acked,
             # so nothing after it would be committed; the worker must restart
@@ -287,31 +303,66 @@ class StreamsRuntime:
         metrics.BATCH_LATENCY.observe(self.last_batch_s)
         self._observe(result)
 
-    async def _wait_inflight(self) -> None:
+    async def _wait_inflight(self, ahead: SentAhead | None = None) -> None:
+        """Wait for the batch in flight (``ahead``: the next batch's outputs, already
+        sent; not awaited by anyone if the batch in flight failed)."""
         task, self._inflight = self._inflight, None
-        if task is not None:
+        if task is None:
+            return
+        try:
             await task
+        except BaseException:
+            if ahead is not None:
+                ahead.delivered.cancel()
+            raise
+
+    async def _send_ahead(self, result: BatchResult) -> SentAhead | None:
+        """Queue ``result``'s Kafka outputs and start their delivery now, before the
+        batch in flight is durable (None: not sent; its persist sends them).
+
+        Its Redis write no longer holds up the next batch's ticks on their way to
+        the gateway: a burst's last batch waited ~120-160 ms for the previous
+        one's (2,000 ticks), docs/benchmarks.md "Outputs sent ahead". Kafka keeps
+        batch order: a persist that sends its batch itself (a retry, or a batch
+        that could not be sent ahead) bumps ``_resends``, and a batch sent ahead
+        of that send is sent again after it.
+        """
+        try:
+            for out in result.kafka:
+                await self.outbox.send(out.topic, out.key, out.value, out.headers)
+        except KafkaOutputError:
+            return None
+        ahead = SentAhead(asyncio.ensure_future(self.outbox.flush()), self._resends)
+        await asyncio.sleep(0)  # its flush takes these records before anything else is queued
+        return ahead
 
     async def drain(self) -> None:
         """Wait until the batch in flight (if any) is durable."""
         async with self._lock:
             await self._wait_inflight()
 
-    async def _persist(self, result: BatchResult) -> None:
+    async def _persist(self, result: BatchResult, ahead: SentAhead | None = None) -> None:
         """Kafka and Redis get the batch at the same time; retried until both have it.
 
-        The produce request leaves before the Redis write is sent and is
-        awaited after it (as librdkafka's linger sent it meanwhile before the
-        batch outbox): a tick reaches the gateway without waiting for Redis.
+        The produce request leaves before the Redis write is sent (or was sent
+        ahead, :meth:`_send_ahead`) and is awaited after it: a tick reaches
+        the gateway without waiting for Redis.
         """
         sent = False
         redis_done = False
         attempt = 0
         delivered: asyncio.Future[None] | None = None  # the flush of what was sent
+        if ahead is not None:
+            if ahead.resends == self._resends:
+                sent, delivered = True, ahead.delivered
+            else:  # a batch before it was sent again after it: so is this one
+                with contextlib.suppress(Exception):
+                    await ahead.delivered
         try:
             while True:
                 try:
                     if not sent:
+                        self._resends += 1  # what was sent ahead of these goes again after
                         for out in result.kafka:
                             await self.outbox.send(out.topic, out.key, out.value, out.headers)
                         sent = True
@@ -494,8 +545,9 @@ class StreamsRuntime:
                             + self.processor.bar_state_outputs(bars),
                             dlq=[],
                         )
-                        await self._wait_inflight()  # persists run in order
-                        persisting = asyncio.create_task(self._persist_candles(result))
+                        ahead = await self._send_ahead(result)
+                        await self._wait_inflight(ahead)  # persists run in order
+                        persisting = asyncio.create_task(self._persist_candles(result, ahead))
                         self._inflight = persisting
                 total += len(closed)
                 if done:
@@ -509,9 +561,9 @@ class StreamsRuntime:
             logger.error("candles not flushed this round: %r", exc)
             return total
 
-    async def _persist_candles(self, result: BatchResult) -> None:
+    async def _persist_candles(self, result: BatchResult, ahead: SentAhead | None) -> None:
         try:
-            await self._persist(result)
+            await self._persist(result, ahead)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # not an outage (those are retried until they pass)

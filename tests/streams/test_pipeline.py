@@ -36,6 +36,7 @@ from streams.market_stats import (
     merge_partials,
 )
 from streams.native_parse import ParsePath
+from streams.outbox import KafkaOutputError
 from streams.parse import parse_record
 from streams.pipeline import BatchResult, Processor, RawRecord
 from streams.redis_sink import SinkBatch, WriteResult
@@ -375,6 +376,113 @@ def test_a_redis_outage_dead_letters_nothing() -> None:
     result = asyncio.run(runtime(sink, outbox).handle(records))
     assert result.dlq == [] and len(sink.written) == len(records)
     assert not [t for t, _ in outbox.sent if t == "hq.ticks.dlq"]
+
+
+class GatedOutbox:
+    """Each flush delivers what it took when the test opens its gate, or fails it."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []  # sent, not taken by a flush yet
+        self.delivered: list[bytes] = []  # in the order the broker appended them
+        self.gates: list[asyncio.Future[bool]] = []  # one per flush: True delivers
+        self.open = False  # later flushes deliver at once
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        self.queued.append(value)
+
+    async def flush(self) -> None:
+        taken, self.queued = self.queued, []
+        if not taken:
+            return
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        if self.open:
+            gate.set_result(True)
+        if not await gate:
+            raise KafkaOutputError("not delivered")
+        self.delivered += taken
+
+    async def close(self) -> None:
+        return None
+
+    async def flushes(self, n: int) -> None:
+        """Wait until ``n`` flushes have started (5 s at most: a condition, not a pace)."""
+
+        async def started() -> None:
+            while len(self.gates) < n:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(started(), 5)
+
+
+class SlowSink(FakeSink):
+    """Holds each write until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def write(self, batch: SinkBatch) -> WriteResult:
+        await self.release.wait()
+        return await super().write(batch)
+
+
+def two_batches() -> tuple[list[RawRecord], list[RawRecord]]:
+    first = [record(line, i) for i, line in enumerate(good_lines())]
+    later = [sh_line(c, price="11.07", market="sh" if c[0] == "6" else "sz") for c in GOOD_CODES]
+    return first, [record(line, len(first) + i) for i, line in enumerate(later)]
+
+
+def test_a_batch_is_sent_to_kafka_before_the_previous_batch_is_in_redis() -> None:
+    """A burst's last batch waited for the previous batch's Redis write (~150 ms for
+    2,000 ticks) before its ticks left for the gateway; it no longer does."""
+
+    async def run() -> None:
+        sink, outbox = SlowSink(), GatedOutbox()
+        outbox.open = True
+        rt = runtime(sink, outbox)  # type: ignore[arg-type]
+        first, second = two_batches()
+        durable: list[int] = []
+        done_first = await rt.submit(first, lambda: durable.append(1))
+        later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
+        await outbox.flushes(2)  # the second batch's outputs delivered ...
+        one = [o.value for o in done_first.kafka]
+        assert outbox.delivered[: len(one)] == one and len(outbox.delivered) > len(one)
+        assert sink.written == [] and durable == []  # ... while the first waits for Redis
+        sink.release.set()
+        done_second = await later
+        await rt.drain()
+        assert durable == [1, 2]
+        assert outbox.delivered == one + [o.value for o in done_second.kafka]
+
+    asyncio.run(run())
+
+
+def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it() -> None:
+    """Kafka gets the batches in order even when one fails after the next was sent:
+    the last record of every key (what a compacted topic keeps) is the newest."""
+
+    async def run() -> None:
+        outbox = GatedOutbox()
+        rt = runtime(FakeSink(), outbox)  # type: ignore[arg-type]
+        first, second = two_batches()
+        durable: list[int] = []
+        done_first = await rt.submit(first, lambda: durable.append(1))
+        later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
+        await outbox.flushes(2)  # both batches on their way
+        outbox.open = True
+        outbox.gates[1].set_result(True)  # the second is appended first,
+        outbox.gates[0].set_result(False)  # the first fails and is sent again
+        done_second = await later
+        await rt.drain()
+        one = [o.value for o in done_first.kafka]
+        two = [o.value for o in done_second.kafka]
+        assert durable == [1, 2]
+        assert outbox.delivered == two + one + two
+
+    asyncio.run(run())
 
 
 def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
