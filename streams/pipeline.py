@@ -197,6 +197,7 @@ class Processor:
         }
         self.alert_codec: Codec = make_codec("alert", url, self.topics.alerts)
         self.max_ahead_ms = round(settings.max_ahead_s * 1000)
+        self.timer_grace_ms = round(settings.candle_timer_grace_s * 1000)
         self.parse_path = parse_path(self.quote_codec, settings.native)
         self.arbiter = Arbiter(settings.arbitration)
         self.reset()
@@ -277,6 +278,15 @@ class Processor:
         exchange clock: the rest of its minute is still to come. ``None``
         counts every partition as read to its end at ``wall_ms`` (no consumer
         to ask: the rebuild and tests of the clock alone).
+
+        A partition that still ticks closes its stocks' candles once its clock
+        is ``candle_timer_grace_s`` past their end (the vendor's snapshot
+        interval, 3 s): by then a stock that still trades has closed its
+        candle with its own next tick, in the batch, so a minute's 5,000
+        closes come with the ticks over the interval rather than all in the
+        timer's slices within a second (the minute's latency, 230-470 ms at
+        1,667 ticks/s before: docs/benchmarks.md, "The minute's closes
+        with the ticks").
         """
         return self.flush_candle_slice(wall_ms, quiet_ms, fetched_to_end_ms, None)[0]
 
@@ -310,6 +320,7 @@ class Processor:
             p for p, at in fetched_to_end_ms.items() if at - since.get(p, 0) >= quiet_ms
         }
         partition_of = self.partition_of
+        grace = self.timer_grace_ms
 
         paused = self.paused
 
@@ -319,7 +330,7 @@ class Processor:
                 return -1  # revoked: closes nothing
             if feed_quiet or partition in quiet_partitions or partition not in by_partition:
                 return newest
-            return by_partition[partition]
+            return by_partition[partition] - grace  # its stocks' next ticks close them first
 
         minutes = self.candles.flush(newest, clock_of, limit)
         if limit is not None and len(minutes) == limit:

@@ -80,6 +80,15 @@ class StreamsSettings(CommonSettings):
         validation_alias=_env("candle_quiet_s"),
         description="after this long without a newer tick the candle clock follows the wall clock",
     )
+    candle_timer_grace_s: float = Field(
+        3.0,
+        ge=0,
+        validation_alias=_env("candle_timer_grace_s"),
+        description="the candle timer closes the candle of a stock whose partition still "
+        "ticks only once that partition's clock is this far past the candle's end (the "
+        "vendor's snapshot interval): the stock's own next tick closes it before, so a "
+        "minute's closes spread over the interval instead of piling into the timer's",
+    )
     redis_chunk_ticks: int = Field(
         1000,
         ge=1,

@@ -45,6 +45,29 @@ def test_a_candle_waits_for_its_own_partition_not_the_newest_tick() -> None:
     assert [(c["code"], c["ticks"], c["volume"]) for c in closed] == [("000001", 2, 200)]
 
 
+def test_a_ticking_stock_closes_its_candle_itself_and_the_timer_waits_the_grace() -> None:
+    """The timer leaves a live partition's candles to their stocks' next ticks for one
+    snapshot interval (3 s): a minute's closes then come with the ticks, spread over
+    the interval, instead of all at once in the timer's slices."""
+    p = processor()
+    assert p.timer_grace_ms == 3_000
+    p.derive([(tick("000001", "10:00:50", 1000), 1), (tick("000004", "10:00:51", 10), 1)])
+    p.derive([(tick("000003", "10:01:02", 10), 1)])  # partition 1 is past 10:01:00
+    wall = p.newest_wall_ms + 10  # the feed is not quiet
+    assert p.flush_candles(wall, QUIET_MS) == []  # within the grace: nothing closed
+    minutes = p.derive([(tick("000001", "10:01:02", 1100), 1)])[0]
+    assert [m.code for m in minutes] == ["000001"]  # closed by its own tick
+    p.derive([(tick("000003", "10:01:03", 11), 1)])  # the grace is over at 10:01:03
+    closed = p.flush_candles(p.newest_wall_ms + 10, QUIET_MS)
+    assert [c["code"] for c in closed] == ["000004"]  # stopped ticking: the timer closes it
+
+    at_once = Processor(StreamsSettings(metrics_port=0, candle_timer_grace_s=0),
+                        publish_normalized=False)  # fmt: skip
+    at_once.derive([(tick("000004", "10:00:51", 10), 1), (tick("000003", "10:01:00", 10), 1)])
+    closed = at_once.flush_candles(at_once.newest_wall_ms + 10, QUIET_MS)
+    assert [c["code"] for c in closed] == ["000004"]
+
+
 def test_a_partition_that_went_quiet_follows_the_newest_tick() -> None:
     p = processor()
     p.derive([(tick("000001", "10:00:50", 1000), 1), (tick("000002", "10:01:30", 900), 0)])
