@@ -138,6 +138,7 @@ class StreamsRuntime:
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
+        self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._assignment: set[int] | None = None
         self._generation = -1  # of the assignment held
         self._revoked: dict[int, int] = {}  # partition -> the generation it was held in
@@ -275,7 +276,7 @@ class StreamsRuntime:
                 "process", self.processor.process, records, self.sink
             )
             ahead = await self._send_ahead(result)
-            await self._wait_inflight(ahead)
+            await self._wait_inflight_then(ahead)
             self._inflight = asyncio.create_task(
                 self._persist_then(result, on_durable, started, ahead)
             )
@@ -292,7 +293,7 @@ class StreamsRuntime:
         ahead: SentAhead | None,
     ) -> None:
         try:
-            await self._persist(result, ahead)
+            await self._persist_queued(result, ahead)
         except Exception as exc:
             # not an outage (those are retried): this batch can never be acked,
             # so nothing after it would be committed; the worker must restart
@@ -303,17 +304,21 @@ class StreamsRuntime:
         metrics.BATCH_LATENCY.observe(self.last_batch_s)
         self._observe(result)
 
-    async def _wait_inflight(self, ahead: SentAhead | None = None) -> None:
-        """Wait for the batch in flight (``ahead``: the next batch's outputs, already
-        sent; not awaited by anyone if the batch in flight failed)."""
+    async def _wait_inflight(self) -> None:
         task, self._inflight = self._inflight, None
-        if task is None:
-            return
-        try:
+        if task is not None:
             await task
+
+    async def _wait_inflight_then(self, ahead: SentAhead | None) -> None:
+        """Wait for the batch in flight before the persist of a batch :meth:`_send_ahead`
+        was given; if the one in flight failed, that persist will never run."""
+        try:
+            await self._wait_inflight()
         except BaseException:
-            if ahead is not None:
-                ahead.delivered.cancel()
+            if ahead is None:
+                self._unsent -= 1
+            else:
+                ahead.delivered.cancel()  # nobody will await it
             raise
 
     async def _send_ahead(self, result: BatchResult) -> SentAhead | None:
@@ -323,14 +328,19 @@ class StreamsRuntime:
         Its Redis write no longer holds up the next batch's ticks on their way to
         the gateway: a burst's last batch waited ~120-160 ms for the previous
         one's (2,000 ticks), docs/benchmarks.md "Outputs sent ahead". Kafka keeps
-        batch order: a persist that sends its batch itself (a retry, or a batch
-        that could not be sent ahead) bumps ``_resends``, and a batch sent ahead
-        of that send is sent again after it.
+        batch order: while a batch that could not be sent ahead waits for its
+        persist to send it, no later batch is sent ahead; and a persist that
+        sends its batch again (a failed delivery) bumps ``_resends``, so a
+        batch sent ahead of that is sent again after it.
         """
+        if self._unsent:  # a batch before it sends its own outputs first
+            self._unsent += 1
+            return None
         try:
             for out in result.kafka:
                 await self.outbox.send(out.topic, out.key, out.value, out.headers)
         except KafkaOutputError:
+            self._unsent += 1
             return None
         ahead = SentAhead(asyncio.ensure_future(self.outbox.flush()), self._resends)
         await asyncio.sleep(0)  # its flush takes these records before anything else is queued
@@ -340,6 +350,14 @@ class StreamsRuntime:
         """Wait until the batch in flight (if any) is durable."""
         async with self._lock:
             await self._wait_inflight()
+
+    async def _persist_queued(self, result: BatchResult, ahead: SentAhead | None) -> None:
+        """:meth:`_persist` of a batch :meth:`_send_ahead` was given."""
+        try:
+            await self._persist(result, ahead)
+        finally:
+            if ahead is None:
+                self._unsent -= 1  # sent (or the worker stops): later batches may go ahead
 
     async def _persist(self, result: BatchResult, ahead: SentAhead | None = None) -> None:
         """Kafka and Redis get the batch at the same time; retried until both have it.
@@ -546,7 +564,7 @@ class StreamsRuntime:
                             dlq=[],
                         )
                         ahead = await self._send_ahead(result)
-                        await self._wait_inflight(ahead)  # persists run in order
+                        await self._wait_inflight_then(ahead)  # persists run in order
                         persisting = asyncio.create_task(self._persist_candles(result, ahead))
                         self._inflight = persisting
                 total += len(closed)
@@ -563,7 +581,7 @@ class StreamsRuntime:
 
     async def _persist_candles(self, result: BatchResult, ahead: SentAhead | None) -> None:
         try:
-            await self._persist(result, ahead)
+            await self._persist_queued(result, ahead)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # not an outage (those are retried until they pass)

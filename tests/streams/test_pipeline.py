@@ -460,6 +460,48 @@ def test_a_batch_is_sent_to_kafka_before_the_previous_batch_is_in_redis() -> Non
     asyncio.run(run())
 
 
+class StallingOutbox(GatedOutbox):
+    """Refuses the first send (no metadata yet); the send after it waits for ``go``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = True
+        self.refuse = self.stall = True
+        self.go = asyncio.Event()
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        if self.refuse:
+            self.refuse = False
+            raise KafkaOutputError("no metadata yet")
+        if self.stall:
+            self.stall = False
+            await self.go.wait()
+        await super().send(topic, key, value, headers)
+
+
+def test_no_batch_goes_ahead_of_one_its_persist_has_yet_to_send() -> None:
+    """A batch that could not be sent ahead is sent by its persist; the batch after it
+    waits for that, or its ticks would precede older ones in their partition."""
+
+    async def run() -> None:
+        outbox = StallingOutbox()
+        rt = runtime(FakeSink(), outbox)  # type: ignore[arg-type]
+        first, second = two_batches()
+        done_first = await rt.submit(first, lambda: None)
+        later = asyncio.create_task(rt.submit(second, lambda: None))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        outbox.go.set()
+        done_second = await later
+        await rt.drain()
+        one = [o.value for o in done_first.kafka]
+        assert outbox.delivered == one + [o.value for o in done_second.kafka]
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it() -> None:
     """Kafka gets the batches in order even when one fails after the next was sent:
     the last record of every key (what a compacted topic keeps) is the newest."""
