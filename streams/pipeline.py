@@ -284,9 +284,9 @@ class Processor:
         interval, 3 s): by then a stock that still trades has closed its
         candle with its own next tick, in the batch, so a minute's 5,000
         closes come with the ticks over the interval rather than all in the
-        timer's slices within a second (the minute's latency, 230-470 ms at
-        1,667 ticks/s before: docs/benchmarks.md, "The minute's closes
-        with the ticks").
+        timer's slices within a second (the minute's worst second, 410-530
+        ms at 1,667 ticks/s before: docs/benchmarks.md, "Outputs sent
+        ahead, and the minute's closes with the ticks").
         """
         return self.flush_candle_slice(wall_ms, quiet_ms, fetched_to_end_ms, None)[0]
 
