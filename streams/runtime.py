@@ -7,8 +7,9 @@ Two ways to drive it:
 
 * :meth:`StreamsRuntime.handle`: process and persist; the caller may ack
   (commit) the batch when it returns (the rebuild, tests).
-* :meth:`StreamsRuntime.submit`: process now, persist in the background and
-  call ``on_durable`` (the ack) once Redis and Kafka have it. Batch N+1 is
+* :meth:`StreamsRuntime.submit`: process now, send the Kafka outputs at
+  once (:meth:`StreamsRuntime._send_ahead`), write Redis in the background
+  and call ``on_durable`` (the ack) once Redis and Kafka have it. Batch N+1 is
   parsed while batch N is written (Redis runs the scripts and the broker
   acknowledges on the other core), at most one batch is in flight, and
   persists run in batch order, so Redis sees exactly the writes of
