@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -276,10 +277,8 @@ class StreamsRuntime:
             result: BatchResult = await self._with_retry(
                 "process", self.processor.process, records, self.sink
             )
-            ahead = await self._send_ahead(result)
-            await self._wait_inflight_then(ahead)
-            self._inflight = asyncio.create_task(
-                self._persist_then(result, on_durable, started, ahead)
+            await self._queue_persist(
+                result, functools.partial(self._persist_then, result, on_durable, started)
             )
         # Let the persist send its writes now: the caller may not yield to the
         # loop before the next batch is processed (its queue is full).
@@ -310,17 +309,22 @@ class StreamsRuntime:
         if task is not None:
             await task
 
-    async def _wait_inflight_then(self, ahead: SentAhead | None) -> None:
-        """Wait for the batch in flight before the persist of a batch :meth:`_send_ahead`
-        was given; if the one in flight failed, that persist will never run."""
+    async def _queue_persist(
+        self, result: BatchResult, persist: Callable[[SentAhead | None], Coroutine[Any, Any, None]]
+    ) -> asyncio.Task[None]:
+        """Send ``result``'s outputs ahead, then start ``persist(ahead)`` once the batch
+        in flight is durable (persists run in batch order); returns its task."""
+        ahead = await self._send_ahead(result)
         try:
             await self._wait_inflight()
-        except BaseException:
+        except BaseException:  # the one in flight failed: this persist never runs
             if ahead is None:
                 self._unsent -= 1
             else:
                 ahead.delivered.cancel()  # nobody will await it
             raise
+        task = self._inflight = asyncio.create_task(persist(ahead))
+        return task
 
     async def _send_ahead(self, result: BatchResult) -> SentAhead | None:
         """Queue ``result``'s Kafka outputs and start their delivery now, before the
@@ -565,10 +569,9 @@ class StreamsRuntime:
                             + self.processor.bar_state_outputs(bars),
                             dlq=[],
                         )
-                        ahead = await self._send_ahead(result)
-                        await self._wait_inflight_then(ahead)  # persists run in order
-                        persisting = asyncio.create_task(self._persist_candles(result, ahead))
-                        self._inflight = persisting
+                        persisting = await self._queue_persist(
+                            result, functools.partial(self._persist_candles, result)
+                        )
                 total += len(closed)
                 if done:
                     if persisting is not None:
