@@ -65,7 +65,8 @@ def _bench(bootstrap: str, records: int, stocks: int, partitions: int) -> None:
     created = create_topics(bootstrap, topic_specs(partitions), prefix=prefix)
     codec = make_codec("quote")
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "compression.type": "lz4", "partitioner": "murmur2_random"})  # fmt: skip
+                         "compression.type": "lz4", "partitioner": "murmur2_random",
+                         "enable.idempotence": True})  # fmt: skip
     codes = [f"{600000 + i:06d}" if i % 2 else f"{i:06d}" for i in range(stocks)]
     for n in range(records):
         code = codes[n % stocks]

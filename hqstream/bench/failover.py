@@ -72,7 +72,8 @@ def _one_run(
     create_topics(bootstrap, topic_specs(PARTITIONS), prefix=prefix)
     lines, _ = generate(300, 6, seed=30 + run)
     half = len(lines) // 2
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                         "enable.idempotence": True})  # fmt: skip
 
     def produce(batch: list[RawLine]) -> None:
         for key, value, headers in batch:

@@ -54,7 +54,12 @@ def produce_quotes(bootstrap: str, topic: str, codes: list[str], rate: int, seco
 
     codec = make_codec("quote")
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 2}
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 2,
+            "enable.idempotence": True,
+        }
     )
     base = int(time.time() * 1000)
     template = _quote_template()

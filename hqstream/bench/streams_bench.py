@@ -364,7 +364,8 @@ def _streams_bench(
     valid = records - sum(bad.values())
     codes = {k.decode() for k, _, _ in lines}
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "compression.type": "lz4", "partitioner": "murmur2_random"})  # fmt: skip
+                         "compression.type": "lz4", "partitioner": "murmur2_random",
+                         "enable.idempotence": True})  # fmt: skip
     for key, value, headers in lines:
         while True:
             try:

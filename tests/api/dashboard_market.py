@@ -302,7 +302,8 @@ class MarketSim:
 
 # Keys go to partitions as the stream workers put them (Kafka's murmur2), so
 # a replay finds a stock's quotes where the gateway looks for them.
-PARTITIONING = {"partitioner": "murmur2_random"}
+#: murmur2 as the Java client; idempotent, so a retried request never lands behind a later one
+PARTITIONING = {"partitioner": "murmur2_random", "enable.idempotence": True}
 
 
 class LiveFeed(threading.Thread):

@@ -91,7 +91,10 @@ class Worker:
             StreamsSettings(metrics_port=0, topic_prefix=settings.topic_prefix)  # type: ignore[call-arg]
         )
         self.sink = RedisSink.from_url(settings.redis_url)
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+        self.producer = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0,
+             "enable.idempotence": True}
+        )  # fmt: skip
         self.offset = 0
 
     async def process(self, line: bytes, ts: int) -> BatchResult:

@@ -40,6 +40,7 @@ class QuoteProducer:
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "partitioner": "murmur2_random",
                 "linger.ms": 1,
+                "enable.idempotence": True,  # a retry never reorders a stock's quotes
             }
         )
 

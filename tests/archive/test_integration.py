@@ -42,7 +42,12 @@ DATE = "2026-11-23"
 def _produce(bootstrap: str, topic: str, schema: str, records: list[dict[str, Any]]) -> None:
     codec = make_codec(schema)  # type: ignore[arg-type]
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5}
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+        }
     )
     for r in records:
         producer.produce(topic, codec.encode(r), key=r["code"].encode())

@@ -28,7 +28,7 @@ RECORDS = 10
 @pytest.fixture
 async def consumer(kafka: KafkaEndpoint) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition]]:
     topic = kafka.topic("seekback", partitions=1)
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "enable.idempotence": True})
     for i in range(RECORDS):
         producer.produce(topic, f"record {i}".encode())
     assert producer.flush(30) == 0

@@ -71,8 +71,11 @@ class Stack:
         return Stack(self.kafka, self.redis_server, self.tmp, prefix, self.procs)
 
     def produce(self, lines: list[RawLine]) -> None:
+        # idempotent: a produce retried (a topic created a moment ago) would
+        # otherwise land after records sent behind it, and a stock's ticks
+        # would reach the workers out of order (the older ones refused as stale)
         p = Producer({"bootstrap.servers": self.kafka.bootstrap, "linger.ms": 5,
-                      "partitioner": "murmur2_random"})  # fmt: skip
+                      "partitioner": "murmur2_random", "enable.idempotence": True})  # fmt: skip
         for key, value, headers in lines:
             p.produce(self.topic(RAW), value, key, headers=cast(Any, headers))
             p.poll(0)
