@@ -221,6 +221,7 @@ def create_app(
         consumer = app.consumer
         assert isinstance(consumer, FastConsumer)  # install_fast_transport() made it
         consumer.direct[names.raw] = deliver_to(app, runs)
+        consumer.before_wait_empty = rt.hand_over_acks
         try:
             while True:
                 if metrics.HEALTH.fatal is not None:
@@ -249,6 +250,12 @@ def create_app(
     @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:
         await rt.publish_stats()
+
+    if settings.latest_interval_s > 0:
+
+        @app.timer(settings.latest_interval_s, name="hqstream.streams.flush_latest")  # type: ignore[untyped-decorator,unused-ignore]
+        async def flush_latest() -> None:
+            await rt.flush_latest()  # when no batch came to take them along
 
     @app.timer(settings.candle_flush_interval_s, name="hqstream.streams.flush_candles")  # type: ignore[untyped-decorator,unused-ignore]
     async def flush_candles() -> None:

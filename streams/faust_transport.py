@@ -162,11 +162,21 @@ class FastConsumer(faust_aiokafka.Consumer):
     """
 
     direct: dict[str, Callable[[list[Any]], Awaitable[None]]]
+    #: awaited first when faust waits for every fetched message to be acked (a
+    #: rebalance, a stop): the worker gives the acks it holds back
+    before_wait_empty: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct = {}
         self.fetch_interval_s: float = getattr(self.transport, "fetch_interval_s", 0.0)
+
+    async def wait_empty(self) -> None:
+        """faust's wait for the acks of every message handed out, after
+        :attr:`before_wait_empty`."""
+        if self.before_wait_empty is not None:
+            await self.before_wait_empty()
+        await super().wait_empty()
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         """faust's seek back to the committed offsets (after a rebalance, while the flow

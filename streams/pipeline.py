@@ -99,6 +99,9 @@ class BatchResult:
     arbitrated: int = 0  # copies of another feed's quotes dropped by the arbiter
     #: the arbiter's new winners, by raw partition: stored once Kafka has the batch
     feed_winners: dict[int, dict[str, Winner]] = field(default_factory=dict)
+    #: ``hq.quotes.latest`` records (:meth:`Processor.latest_outputs`), not in ``kafka``:
+    #: the runtime sends each stock's newest at most every ``latest_interval_s``
+    latest: list[KafkaOut] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -617,13 +620,14 @@ class Processor:
             p.drop({i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()})
         quotes, dead = p.quotes, p.dead
         out: list[KafkaOut] = []
+        latest: list[KafkaOut] = []
         if self.publish_normalized:
             t = self.topics
             out = [
                 KafkaOut(t.normalized, q["code"].encode(), payload)
                 for (q, _), payload in zip(quotes, p.encoded, strict=True)
             ]
-            out += self.latest_outputs(quotes, p.encoded)
+            latest = self.latest_outputs(quotes, p.encoded)
             out += self.candle_outputs(closed)
             out += derived_outputs(t.alerts, self.alert_codec, (a.as_record() for a in alerts))
             out += [KafkaOut(t.dlq, d.key, d.value, d.headers) for d in dead]
@@ -645,6 +649,7 @@ class Processor:
             sources=p.sources,
             arbitrated=p.arbitrated,
             feed_winners=self._feed_winners_to_store(),
+            latest=latest,
         )
 
     def _feed_winners_to_store(self) -> dict[int, dict[str, Winner]]:

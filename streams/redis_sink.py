@@ -87,6 +87,11 @@ class SinkBatch:
     #: the open 1-minute candles (written after the closed ones, which they never overwrite)
     open_candles: list[Candle] = field(default_factory=list)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to write (a batch of Kafka outputs only)."""
+        return not (self.quotes or self.candles or self.alerts or self.bars or self.open_candles)
+
 
 class StoredPartial(msgspec.Struct, frozen=True):
     """A worker's partial as ``hq:stats:partials`` holds it, with when it was written."""

@@ -89,6 +89,16 @@ class StreamsSettings(CommonSettings):
         "vendor's snapshot interval): the stock's own next tick closes it before, so a "
         "minute's closes spread over the interval instead of piling into the timer's",
     )
+    latest_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        validation_alias=_env("latest_interval_s"),
+        description="hq.quotes.latest gets each stock's newest quote at most this often, in "
+        "one produce request, rather than with every batch; a batch's offsets are committed "
+        "once its latest quotes are delivered too. 0: with every batch "
+        "(docs/architecture.md, 'hq.quotes.latest')",
+    )
     redis_chunk_ticks: int = Field(
         1000,
         ge=1,

@@ -265,12 +265,13 @@ def test_candle_clock_follows_the_wall_clock_only_when_the_feed_is_quiet() -> No
 
 
 def _timer_runtime(redis_url: str, kafka: KafkaEndpoint, name: str) -> StreamsRuntime:
-    """A runtime on its own topics whose candle clock follows the wall clock at once."""
+    """A runtime on its own topics whose candle clock follows the wall clock at once
+    (and whose batches send their latest quotes themselves: acked when durable)."""
     prefix = f"{kafka.group(name)}."
     create_topics(kafka.bootstrap, topic_specs(2), prefix=prefix)
     settings = StreamsSettings(
         redis_url=redis_url, kafka_bootstrap=kafka.bootstrap, topic_prefix=prefix,
-        metrics_port=0, candle_quiet_s=0.001,
+        metrics_port=0, candle_quiet_s=0.001, latest_interval_s=0,
     )  # fmt: skip
     sink = RedisSink.from_url(redis_url)
     outbox = ConfluentOutbox(kafka.bootstrap)

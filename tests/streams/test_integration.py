@@ -34,7 +34,8 @@ from hqstream.stack_checks import quotes_at_newest
 from producers.sample_feed import RawLine, generate, session_start_ms
 from schemas import dlq
 from schemas import redis_keys as rk
-from schemas.topics import DLQ, H_RECEIVE_TS, NORMALIZED, RAW, topic_specs
+from schemas.serde import make_codec
+from schemas.topics import DLQ, H_RECEIVE_TS, NORMALIZED, QUOTES_LATEST, RAW, topic_specs
 from streams.errors import BadRecord
 from streams.parse import parse_record
 from tests.conftest import KafkaEndpoint, RedisEndpoint
@@ -274,6 +275,30 @@ def dlq_reasons(stack: Stack, expected: int) -> Counter[str]:
     return reasons
 
 
+def last_per_key(stack: Stack, base: str) -> dict[bytes, bytes]:
+    """The last record of each key in the topic (what its compaction keeps)."""
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": "last",
+                         "enable.auto.commit": False})  # fmt: skip
+    topic = stack.topic(base)
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in parts}  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    last: dict[bytes, bytes] = {}
+    deadline = time.monotonic() + 30
+    at = dict.fromkeys(parts, 0)
+    try:
+        while any(at[p] < ends[p] for p in parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            last[cast(bytes, msg.key())] = cast(bytes, msg.value())
+            at[msg.partition()] = cast(int, msg.offset()) + 1
+    finally:
+        consumer.close()
+    return last
+
+
 def topic_count(stack: Stack, base: str) -> int:
     consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": "count"})
     topic = stack.topic(base)
@@ -295,6 +320,15 @@ def test_worker_materializes_everything_and_dead_letters_bad_records(stack: Stac
     run_to_end(stack, group, url, quotes)
     assert dlq_reasons(stack, sum(bad.values())) == Counter(bad)
     assert topic_count(stack, NORMALIZED) == len(quotes)  # no crash: exactly once each
+    # hq.quotes.latest: each stock's newest quote last (sent once a second, the last
+    # ones by the timer: no batch came after them)
+    codec = make_codec("quote")
+    newest: dict[str, int] = {}
+    for q in quotes:
+        newest[q["code"]] = max(newest.get(q["code"], 0), q["exchange_ts"])
+    wait_for(lambda: {k.decode(): codec.decode(v)["exchange_ts"]
+                      for k, v in last_per_key(stack, QUOTES_LATEST).items()} == newest,
+             30, "every stock's newest quote last in hq.quotes.latest")  # fmt: skip
     client = sync_client(url)
     codes = {q["code"] for q in quotes}
     assert sum(int(client.xlen(rk.ticks(c))) for c in codes) == len(quotes)

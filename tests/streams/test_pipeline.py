@@ -13,6 +13,7 @@ No broker and no Redis: the sink and the outbox are small fakes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -352,9 +353,13 @@ class FakeOutbox:
         return None
 
 
-def runtime(sink: FakeSink, outbox: FakeOutbox) -> StreamsRuntime:
-    s = settings()
-    return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s))  # type: ignore[arg-type]
+def runtime(
+    sink: FakeSink, outbox: FakeOutbox, latest_interval_s: float = 0.0, clock: Any = time.monotonic
+) -> StreamsRuntime:
+    """A runtime whose batches send their latest quotes themselves, unless
+    ``latest_interval_s`` says otherwise."""
+    s = settings().model_copy(update={"latest_interval_s": latest_interval_s})
+    return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s), clock=clock)  # type: ignore[arg-type]
 
 
 def test_a_record_redis_refuses_is_isolated_and_dead_lettered() -> None:
@@ -671,7 +676,7 @@ def test_a_candle_or_alert_that_cannot_be_encoded_does_not_stop_the_batch(
     result = process(records, processor)
     assert result.dlq == [] and len(result.sink.quotes) == 2
     assert result.sink.alerts and any(c["closed"] for c in result.sink.candles)
-    produced = {o.topic for o in result.kafka}
+    produced = {o.topic for o in [*result.kafka, *result.latest]}
     # the bar series' state is JSON, not Avro: it still goes out
     assert produced == {"hq.ticks.normalized", "hq.quotes.latest", "hq.bars.state"}, produced
     assert "cannot be encoded" in caplog.text
@@ -684,11 +689,101 @@ def test_the_latest_topic_gets_each_stocks_newest_quote_once_per_batch() -> None
     first = [record(sse_line(time="14:59:50"), 0), record(sse_line(time="14:59:53"), 1),
              record(sse_line(symbol="sz000002", time="14:59:50"), 2)]  # fmt: skip
     result = process(first, processor)
-    latest = {o.key: codec.decode(o.value)["exchange_ts"] for o in result.kafka
-              if o.topic == "hq.quotes.latest"}  # fmt: skip
+    assert {o.topic for o in result.latest} == {"hq.quotes.latest"}
+    latest = {o.key: codec.decode(o.value)["exchange_ts"] for o in result.latest}
     newest = processor.last_ts
     assert latest == {b"000001": newest["000001"], b"000002": newest["000002"]}
     # a replay of the older tick (at-least-once) and a tick of the past: nothing newer
     again = process([record(sse_line(time="14:59:50"), 0)], processor)
-    assert not [o for o in again.kafka if o.topic == "hq.quotes.latest"]
+    assert again.latest == []
     assert [o.topic for o in again.kafka] == ["hq.ticks.normalized"]
+
+
+# --------------------------------------------------------------------------- hq.quotes.latest
+
+
+def ticks_at(exchange_time: str, offset: int) -> list[RawRecord]:
+    """Stocks 000001 and 000002 at ``exchange_time`` (of the lines' day)."""
+    codes = ("000001", "000002")
+    return [record(sse_line(symbol=f"sz{c}", time=exchange_time), offset + i, c.encode())
+            for i, c in enumerate(codes)]  # fmt: skip
+
+
+def latest_sent(outbox: FakeOutbox) -> list[tuple[str, str]]:
+    """(code, exchange time) of each hq.quotes.latest record, in the order sent."""
+    codec = SingleObjectCodec("quote")
+    quotes = [codec.decode(v) for t, v in outbox.sent if t == "hq.quotes.latest"]
+    return [(q["code"], time.strftime("%H:%M:%S", time.gmtime(q["exchange_ts"] // 1000 + 8 * 3600)))
+            for q in quotes]  # fmt: skip
+
+
+def test_the_latest_quotes_go_once_an_interval_and_the_acks_wait_for_them() -> None:
+    """Each batch's newest quotes are not a produce request of their own: they wait
+    for the interval, newer ones replacing older ones, and the batches in between
+    are acked only once they are delivered (a crash before replays them)."""
+
+    async def run() -> None:
+        now = [100.0]
+        outbox = FakeOutbox()
+        rt = runtime(FakeSink(), outbox, latest_interval_s=1.0, clock=lambda: now[0])
+        acks: list[int] = []
+        await rt.submit(ticks_at("14:59:50", 0), lambda: acks.append(1))  # due: sent with it
+        now[0] += 0.4
+        await rt.submit(ticks_at("14:59:53", 2), lambda: acks.append(2))
+        now[0] += 0.4
+        await rt.submit(ticks_at("14:59:56", 4), lambda: acks.append(3))  # after 2 is durable
+        assert latest_sent(outbox) == [("000001", "14:59:50"), ("000002", "14:59:50")]
+        assert acks == [1]  # 2 is in Redis and on the normalized topic, its latest waits
+        await rt.flush_latest()  # the timer, 0.8 s after: not yet
+        assert acks == [1] and len(latest_sent(outbox)) == 2
+        now[0] += 0.3
+        await rt.flush_latest()  # 1.1 s after: the newest of each stock, once
+        assert latest_sent(outbox)[2:] == [("000001", "14:59:56"), ("000002", "14:59:56")]
+        assert acks == [1, 2, 3]
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_batch_after_the_interval_takes_the_latest_quotes_along() -> None:
+    async def run() -> None:
+        now = [100.0]
+        outbox = FakeOutbox()
+        rt = runtime(FakeSink(), outbox, latest_interval_s=1.0, clock=lambda: now[0])
+        acks: list[int] = []
+        await rt.submit(ticks_at("14:59:50", 0), lambda: acks.append(1))
+        now[0] += 0.5
+        await rt.submit(ticks_at("14:59:53", 2), lambda: acks.append(2))
+        now[0] += 0.6
+        third = await rt.submit(ticks_at("14:59:56", 4), lambda: acks.append(3))
+        assert [o.topic for o in third.kafka].count("hq.quotes.latest") == 2
+        now[0] += 0.1
+        await rt.submit(ticks_at("14:59:59", 6), lambda: acks.append(4))  # after 3 is durable
+        assert acks == [1, 2, 3]
+        assert latest_sent(outbox) == [("000001", "14:59:50"), ("000002", "14:59:50"),
+                                       ("000001", "14:59:56"), ("000002", "14:59:56")]  # fmt: skip
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_rebalance_gets_every_ack_at_once() -> None:
+    """faust waits for the acks of every batch taken before it gives partitions away:
+    the worker sends the latest quotes at once, and holds no ack until reassigned."""
+
+    async def run() -> None:
+        now = [100.0]
+        outbox = FakeOutbox()
+        rt = runtime(Rebalanced(), outbox, latest_interval_s=1.0, clock=lambda: now[0])
+        acks: list[int] = []
+        await rt.submit(ticks_at("14:59:50", 0), lambda: acks.append(1))
+        await rt.submit(ticks_at("14:59:53", 2), lambda: acks.append(2))
+        await rt.hand_over_acks()
+        assert acks == [1, 2]
+        await rt.submit(ticks_at("14:59:56", 4), lambda: acks.append(3))
+        await rt.submit(ticks_at("14:59:59", 6), lambda: acks.append(4))  # after 3 is durable
+        assert acks[:3] == [1, 2, 3]  # 3 took its own along
+        rt.on_assigned({0, 1, 2}, 2)  # reassigned: batches hold their acks again
+        await rt.submit(ticks_at("15:00:00", 8), lambda: acks.append(5))
+        await rt.submit(ticks_at("15:00:00", 10), lambda: acks.append(6))  # after 5 is durable
+        assert 5 not in acks
+
+    asyncio.run(asyncio.wait_for(run(), 10))
