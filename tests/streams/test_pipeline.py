@@ -787,3 +787,47 @@ def test_a_rebalance_gets_every_ack_at_once() -> None:
         assert 5 not in acks
 
     asyncio.run(asyncio.wait_for(run(), 10))
+
+
+class HeldRedis(Rebalanced):
+    """Writes at once until ``hold`` is set; then each write waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.release = asyncio.Event()
+
+    async def write(self, batch: SinkBatch) -> WriteResult:
+        if self.hold:
+            await self.release.wait()
+        return await super().write(batch)
+
+
+def test_a_rebalance_waits_for_the_batch_in_flight_that_took_the_latest_quotes_along() -> None:
+    """faust commits what is acked when the hand-over returns: a batch in flight that
+    took the held batches' latest quotes along must be durable (and they acked) by
+    then, or the partitions' next owner replays them (published twice)."""
+
+    async def run() -> None:
+        now = [100.0]
+        sink = HeldRedis()
+        rt = runtime(sink, FakeOutbox(), latest_interval_s=1.0, clock=lambda: now[0])
+        acks: list[int] = []
+        await rt.submit(ticks_at("14:59:50", 0), lambda: acks.append(1))
+        now[0] += 0.5
+        await rt.submit(ticks_at("14:59:53", 2), lambda: acks.append(2))  # holds its ack
+        sink.hold = True
+        now[0] += 0.6
+        await rt.submit(ticks_at("14:59:56", 4), lambda: acks.append(3))  # takes 2's along
+
+        async def release_later() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+            sink.release.set()
+
+        later = asyncio.create_task(release_later())
+        await rt.hand_over_acks()
+        assert acks == [1, 2, 3]
+        await later
+
+    asyncio.run(asyncio.wait_for(run(), 10))
