@@ -335,9 +335,10 @@ class StreamsRuntime:
         sent with every batch, they cost a partition batch per partition and
         flush, about as many as the normalized topic's (at 1,667 ticks/s the
         broker and the worker 1.17x and 1.23x the CPU; docs/benchmarks.md,
-        "hq.quotes.latest once a second"). The batches in between are acked once
-        the batch (or :meth:`flush_latest`) that takes their records along is
-        durable, so a crash replays them and nothing of the topic is lost.
+        "hq.quotes.latest in one request a second"). The batches in
+        between are acked once the batch (or :meth:`flush_latest`) that takes
+        their records along is durable, so a crash replays them and nothing of
+        the topic is lost.
         """
         pending = self._latest
         for out in result.latest:
