@@ -446,10 +446,8 @@ class StreamsRuntime:
         return ahead
 
     async def drain(self) -> None:
-        """Send the latest quotes waiting; wait until the batch in flight (if any) is durable."""
+        """Send the latest quotes waiting; return once every batch taken is durable and acked."""
         await self.hand_over_acks()
-        async with self._lock:
-            await self._wait_inflight()
 
     async def _persist_queued(self, result: BatchResult, ahead: SentAhead | None) -> None:
         """:meth:`_persist` of a batch :meth:`_send_ahead` was given."""
