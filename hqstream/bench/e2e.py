@@ -19,6 +19,7 @@ import asyncio
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -50,16 +51,34 @@ class Latencies:
     total: list[float] = field(default_factory=list)
     stage: list[float] = field(default_factory=list)
     second: list[int] = field(default_factory=list)
+    started_at: float = 0.0  # wall clock (epoch s) of the measurement's second 0
+
+    def by_second(self) -> dict[int, tuple[list[float], list[float]]]:
+        """Each measured second's receive -> delivery and receive -> normalized values."""
+        seconds: dict[int, tuple[list[float], list[float]]] = {}
+        for sec, total, stage in zip(self.second, self.total, self.stage, strict=True):
+            row = seconds.setdefault(sec, ([], []))
+            row[0].append(total)
+            row[1].append(stage)
+        return seconds
+
+    def per_second_csv(self) -> str:
+        """One line per measured second: where a run's tail comes from."""
+        lines = ["second,utc,quotes,p50_ms,p99_ms,max_ms,normalized_p50_ms,normalized_p99_ms"]
+        for sec, (total, stage) in sorted(self.by_second().items()):
+            utc = datetime.fromtimestamp(self.started_at + sec, UTC).strftime("%H:%M:%S")
+            lines.append(
+                f"{sec},{utc},{len(total)},{_pct(total, 0.5):.1f},{_pct(total, 0.99):.1f},"
+                f"{max(total):.1f},{_pct(stage, 0.5):.1f},{_pct(stage, 0.99):.1f}"
+            )
+        return "\n".join(lines) + "\n"
 
     def worst_second(self) -> tuple[int, float]:
         """(the second, its p99) of the measured second whose receive -> delivery p99 is
         highest: a stall (a minute's candles, a broker's compaction) shows there even
         when it is too short to move the whole run's p99."""
-        by_second: dict[int, list[float]] = {}
-        for sec, value in zip(self.second, self.total, strict=True):
-            by_second.setdefault(sec, []).append(value)
         return max(
-            ((sec, _pct(values, 0.99)) for sec, values in by_second.items()),
+            ((sec, _pct(total, 0.99)) for sec, (total, _) in self.by_second().items()),
             key=lambda row: row[1],
             default=(0, float("nan")),
         )
@@ -83,6 +102,8 @@ async def _measure(port: int, seconds: float, warmup: float) -> Latencies:
                 msg = orjson.loads(raw)
                 if msg.get("type") != "quotes" or elapsed < warmup:
                     continue
+                if not got.started_at:
+                    got.started_at = now_ms / 1000 - (elapsed - warmup)
                 at = int(elapsed - warmup)
                 for quote in msg["data"]:
                     total.append(now_ms - quote["receive_ts"])
@@ -111,6 +132,10 @@ def e2e_bench(
         bool, typer.Option(help="the simulator sends each snapshot evenly over the interval")
     ] = False,
     workers: Annotated[int, typer.Option(min=1, help="stream worker processes (one group)")] = 1,
+    per_second: Annotated[
+        Path | None,
+        typer.Option(help="write each measured second's count, p50, p99 and max here (CSV)"),
+    ] = None,
 ) -> None:
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
@@ -145,5 +170,8 @@ def e2e_bench(
     console.print(f"| receive -> WebSocket delivery, worst second (at {at} s) | | {worst:.1f} | |")
     console.print(f"| quotes measured | {len(total):,} | | |")
     console.print(calibration_row(4))
+    if per_second is not None:
+        per_second.write_text(got.per_second_csv())
+        console.print(f"each second's figures: {per_second}")
     if not total:
         raise typer.Exit(1)

@@ -22,3 +22,17 @@ def test_the_worst_second_is_the_one_with_the_highest_p99() -> None:
 def test_no_delivery_has_no_worst_second() -> None:
     at, p99 = Latencies().worst_second()
     assert at == 0 and math.isnan(p99)
+
+
+def test_each_second_gets_its_own_line_in_order() -> None:
+    got = Latencies(started_at=1_796_191_200.0)  # 2026-12-02 06:00:00 UTC
+    for sec, total in ((1, 30.0), (0, 10.0), (1, 50.0), (0, 20.0)):
+        got.total.append(total)
+        got.stage.append(total / 2)
+        got.second.append(sec)
+    lines = got.per_second_csv().splitlines()
+    assert lines[0].startswith("second,utc,quotes,p50_ms,p99_ms,max_ms")
+    assert lines[1:] == [
+        "0,06:00:00,2,20.0,20.0,20.0,10.0,10.0",
+        "1,06:00:01,2,50.0,50.0,50.0,25.0,25.0",
+    ]
