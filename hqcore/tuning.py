@@ -9,13 +9,19 @@ again. Measured on the 2-core machine: ``orjson.dumps`` of a batch of
 quotes took 5.4 µs per quote with the defaults and 1.3-1.6 µs with these
 settings (same data, same process). The cost is a resident heap that stays
 at its high-water mark (tens of MB for a worker).
+
+:func:`freeze_survivors` keeps the cyclic garbage collector off a stream
+worker's long-lived state; :func:`collect_frozen` reclaims what it left.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+import time
+from collections.abc import Callable
 from typing import Final
 
 logger = logging.getLogger(__name__)
@@ -50,3 +56,94 @@ def tune_malloc() -> bool:
     if not ok:
         logger.warning("mallopt refused a setting: allocator partly tuned")
     return ok
+
+
+def freeze_survivors(gen0_threshold: int) -> None:
+    """Collect young objects only: every object that survives a collection is frozen.
+
+    A stream worker's state (every stock's quote, candles, bar series and
+    indicator windows) grows all day, and CPython walks every tracked object
+    of a generation it collects: with survivors left in the older
+    generations, a worker paused 55-121 ms in each generation-1 collection
+    (every 20 young ones) and would pause for its whole heap in each
+    generation-2 one (docs/benchmarks.md, "The worker's garbage collector").
+    Frozen objects are never walked, so a collection costs what was
+    allocated since the last one: ``gen0_threshold`` objects at most.
+
+    The price: cyclic garbage that was alive at a collection is reclaimed
+    only by :func:`collect_frozen` (short-lived cycles die young and are
+    collected as before).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0_threshold, 20, 100)
+    if _freeze_after_collection not in gc.callbacks:
+        gc.callbacks.append(_freeze_after_collection)
+
+
+def _freeze_after_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop":
+        gc.freeze()
+
+
+def collect_frozen() -> tuple[int, int, float]:
+    """One full collection of the frozen heap: ``(objects walked, garbage found,
+    seconds)``. It pauses the process for all of them: call it when idle."""
+    walked = gc.get_freeze_count()
+    started = time.perf_counter()
+    gc.unfreeze()
+    found = gc.collect()
+    gc.freeze()
+    return walked, found, time.perf_counter() - started
+
+
+class FrozenHeap:
+    """When to reclaim the cyclic garbage :func:`freeze_survivors` froze.
+
+    :meth:`check` (called every few seconds with a count of the work done so
+    far) collects once the work has not moved for ``idle_s`` (the lunch break,
+    the night) and the frozen heap grew by ``min_growth`` objects since the
+    last collection; and, busy or not, once it has grown ``grow_factor``
+    times (at least ``min_objects``): the garbage never holds more memory
+    than the heap it hides in. Each collection is logged with its pause.
+    """
+
+    def __init__(
+        self,
+        idle_s: float,
+        *,
+        grow_factor: float = 2.0,
+        min_objects: int = 1_000_000,
+        min_growth: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        collect: Callable[[], tuple[int, int, float]] = collect_frozen,
+        frozen: Callable[[], int] = gc.get_freeze_count,
+    ) -> None:
+        self.idle_s = idle_s
+        self.grow_factor = grow_factor
+        self.min_objects = min_objects
+        self.min_growth = min_growth
+        self._clock, self._collect, self._frozen = clock, collect, frozen
+        self.after_last = frozen()  # frozen objects right after the last collection
+        self._work: int | None = None
+        self._work_since = clock()
+
+    def check(self, work: int) -> str | None:
+        """Collect if due (see the class); returns why it collected, or None."""
+        now = self._clock()
+        if work != self._work:
+            self._work, self._work_since = work, now
+        frozen = self._frozen()
+        if frozen >= max(self.min_objects, self.grow_factor * self.after_last):
+            why = "grown"
+        elif now - self._work_since >= self.idle_s and frozen - self.after_last >= self.min_growth:
+            why = "idle"
+        else:
+            return None
+        walked, found, seconds = self._collect()
+        self.after_last = self._frozen()
+        logger.info(
+            "full garbage collection (%s): %d frozen objects walked in %.0f ms, %d were garbage",
+            why, walked, seconds * 1000, found,
+        )  # fmt: skip
+        return why

@@ -47,6 +47,7 @@ import faust
 from faust.types import TP
 
 from hqcore.kafka_client import aiokafka_kwargs, librdkafka_config, ssl_context
+from hqcore.tuning import FrozenHeap
 from streams import metrics
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
@@ -103,6 +104,10 @@ def message_to_record(message: Any) -> RawRecord:
 
 #: how long a stopping worker waits for its batch in flight to become durable
 SHUTDOWN_DRAIN_S = 10.0
+#: no batch for this long (the lunch break, the night): a full garbage collection
+#: may pause the worker (:class:`hqcore.tuning.FrozenHeap`)
+GC_IDLE_S = 30.0
+GC_CHECK_S = 5.0
 
 
 def live_messages(app: Any, messages: list[Any]) -> list[Any]:
@@ -159,6 +164,7 @@ def create_app(
 ) -> StreamsApp:
     """The faust app wired to ``runtime`` (default: Redis and Kafka from settings)."""
     tune_memory(settings.gc_threshold)
+    metrics.watch_gc()
     worker_id = worker_id or settings.worker_id or default_worker_id()
     names = settings.topic_names
     datadir = Path(settings.datadir) / worker_id
@@ -246,6 +252,13 @@ def create_app(
     @app.timer(1.0, name="hqstream.streams.watchdog")  # type: ignore[untyped-decorator,unused-ignore]
     async def check_progress() -> None:
         watchdog.check()
+
+    if settings.gc_threshold > 0:  # tune_memory froze the survivors: reclaim their garbage
+        frozen_heap = FrozenHeap(GC_IDLE_S)
+
+        @app.timer(GC_CHECK_S, name="hqstream.streams.collect_frozen")  # type: ignore[untyped-decorator,unused-ignore]
+        async def collect_frozen() -> None:
+            frozen_heap.check(rt.batches)
 
     @app.timer(settings.stats_interval_s, name="hqstream.streams.publish_stats")  # type: ignore[untyped-decorator,unused-ignore]
     async def publish_stats() -> None:

@@ -8,7 +8,10 @@ Kafka or Redis.
 
 from __future__ import annotations
 
+import gc
+import time
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -63,6 +66,12 @@ NATIVE_PARSE = Gauge(
     "hq_streams_native_parse",
     "1 when this worker parses with the compiled fast path (hqstream_native), 0 on pure Python",
 )
+GC_PAUSE = Histogram(
+    "hq_streams_gc_pause_seconds",
+    "pauses of Python's cyclic garbage collector, by generation: every batch waits for them",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 WORKERS_LIVE = Gauge("hq_streams_stats_workers_live", "workers whose stats partial is fresh")
 FEED_QUOTES = Counter("hq_feed_quotes_total", "quotes published, by the feed that won", ["source"])
 FEED_FILLED = Counter(
@@ -115,6 +124,24 @@ class FeedExport:
         for source, behind in arbiter.behind_ms().items():
             FEED_BEHIND.labels(label(source)).set(behind / 1000)
             FEED_STALE.labels(label(source)).set(1 if behind > stale_ms else 0)
+
+
+def watch_gc() -> None:
+    """Time every garbage collection of this process into :data:`GC_PAUSE`."""
+    if any(getattr(callback, "times_gc_pauses", False) for callback in gc.callbacks):
+        return  # watched already (a second app in the process)
+    by_generation = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+    started = 0.0
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            by_generation[info["generation"]].observe(time.perf_counter() - started)
+
+    on_gc.times_gc_pauses = True  # type: ignore[attr-defined]
+    gc.callbacks.append(on_gc)
 
 
 def label(source: str) -> str:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -51,7 +50,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from hqcore.tuning import tune_malloc
+from hqcore.tuning import freeze_survivors, tune_malloc
 from schemas.exchange import MARKETS_AND_ALL
 from schemas.serde import Codec, make_codec
 from streams import metrics
@@ -87,21 +86,20 @@ def now_ms() -> int:
 
 
 def tune_memory(gen0_threshold: int) -> None:
-    """Make Python's cyclic GC cheap for a stream worker (``0`` leaves it alone),
+    """Keep Python's cyclic GC off a stream worker's state (``0`` leaves it alone),
     and keep glibc from returning each batch's memory to the kernel
     (:func:`hqcore.tuning.tune_malloc`).
 
     Each batch allocates ~100k short-lived dicts and lists (no cycles); with
     the default threshold (700) the collector runs every few hundred records
-    and walks the ever older generations: measured ~40% of parse time. Objects
-    alive now (modules, schemas) are frozen out of collection.
+    and walks the ever older generations: measured ~40% of parse time. With
+    ``gen0_threshold`` it runs once that many objects outlive their batch, and
+    every survivor is frozen (:func:`hqcore.tuning.freeze_survivors`): a
+    collection walks at most ``gen0_threshold`` objects, never the state.
     """
     tune_malloc()
-    if gen0_threshold <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(gen0_threshold, 20, 100)
+    if gen0_threshold > 0:
+        freeze_survivors(gen0_threshold)
 
 
 @dataclass(slots=True)
