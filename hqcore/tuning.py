@@ -66,9 +66,9 @@ def freeze_survivors(gen0_threshold: int) -> None:
     of a generation it collects: with survivors left in the older
     generations, a worker paused 55-121 ms in each generation-1 collection
     (every 20 young ones) and would pause for its whole heap in each
-    generation-2 one (docs/benchmarks.md, "The worker's garbage collector").
-    Frozen objects are never walked, so a collection costs what was
-    allocated since the last one: ``gen0_threshold`` objects at most.
+    generation-2 one (docs/benchmarks.md, "The steady rate's tail"). Frozen
+    objects are never walked, so a collection costs what was allocated since
+    the last one (about ``gen0_threshold`` objects and what they refer to).
 
     The price: cyclic garbage that was alive at a collection is reclaimed
     only by :func:`collect_frozen` (short-lived cycles die young and are

@@ -95,7 +95,7 @@ def tune_memory(gen0_threshold: int) -> None:
     and walks the ever older generations: measured ~40% of parse time. With
     ``gen0_threshold`` it runs once that many objects outlive their batch, and
     every survivor is frozen (:func:`hqcore.tuning.freeze_survivors`): a
-    collection walks at most ``gen0_threshold`` objects, never the state.
+    collection walks what was allocated since the last one, never the state.
     """
     tune_malloc()
     if gen0_threshold > 0:
@@ -128,6 +128,7 @@ class StreamsRuntime:
         self.rebuilder = rebuilder  # None: never checks or rebuilds the Redis state
         self._clock = clock  # seconds, for when the state markers are next read
         self._state_check_at = clock()  # due now: the first batch checks
+        self._state_epoch = 0  # bumped when a check is asked for (see check_state)
         self.sink = sink
         self.outbox = outbox
         self.worker_id = worker_id
@@ -171,6 +172,7 @@ class StreamsRuntime:
         self._hand_over = False
         self._reseed = True
         self._state_check_at = self._clock()  # new partitions: check their markers at once
+        self._state_epoch += 1
         metrics.ASSIGNED.set(len(partitions))
         metrics.HEALTH.joined = True
 
@@ -212,14 +214,14 @@ class StreamsRuntime:
         """Rebuild this worker's part of the Redis state when its marker is missing.
 
         The markers are read (one HMGET) before the first batch, then at most
-        once every :data:`STATE_CHECK_EVERY_S` and before the next batch after
-        any Redis error (a Redis that restarted empty fails the writes in
-        flight first). So a Redis that lost its data (FLUSHDB, a restart
-        without persistence) is restored within about a second: the batches
-        written meanwhile are on Kafka and in the rebuild, and every write is
-        newer-wins. The batch in flight is made durable first, so the rebuild
-        reads its outputs too. Then the in-memory state is seeded again from
-        the rebuilt Redis.
+        once every :data:`STATE_CHECK_EVERY_S` (mostly by :meth:`check_state`,
+        beside the batches) and before the next batch after any Redis error
+        (a Redis that restarted empty fails the writes in flight first). So a
+        Redis that lost its data (FLUSHDB, a restart without persistence) is
+        restored within about a second: the batches written meanwhile are on
+        Kafka and in the rebuild, and every write is newer-wins. The batch in
+        flight is made durable first, so the rebuild reads its outputs too.
+        Then the in-memory state is seeded again from the rebuilt Redis.
         """
         rebuilder, assignment = self.rebuilder, self._assignment
         if rebuilder is None or assignment is None or self._clock() < self._state_check_at:
@@ -243,6 +245,36 @@ class StreamsRuntime:
                 await self._backoff(attempt, f"state rebuild failed, starting it again: {exc!r}",
                                     redis_down=is_redis_error(exc))  # fmt: skip
         self._reseed = True
+
+    async def check_state(self) -> None:
+        """Read the state markers beside the batches, when due within half a period.
+
+        The stats timer calls this once a second, so a batch seldom waits for
+        the read under the lock (a round trip queued behind the batches' Redis
+        writes, once a second). Markers found: the next read is due a period later; a marker
+        missing: due now, and the next batch (or stats round) rebuilds under
+        the lock. A read that started before a check was asked for (an
+        assignment, a Redis error) does not count. Never raises.
+        """
+        rebuilder, assignment = self.rebuilder, self._assignment
+        if rebuilder is None or assignment is None:
+            return
+        if self._clock() < self._state_check_at - STATE_CHECK_EVERY_S / 2:
+            return
+        epoch = self._state_epoch
+        try:
+            partitions, market = await rebuilder.missing(assignment)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the batches read them themselves, with retries
+            logger.debug("state markers not read beside the batches: %r", exc)
+            return
+        if epoch != self._state_epoch:
+            return
+        if partitions or market:
+            self._state_check_at = self._clock()
+        else:
+            self._state_check_at = self._clock() + STATE_CHECK_EVERY_S
 
     async def _seed(self) -> None:
         await self.processor.seed(self.sink, self._assignment, keep=self._keep)
@@ -576,6 +608,7 @@ class StreamsRuntime:
 
     def _redis_down(self) -> None:
         self._state_check_at = self._clock()  # it may have come back empty: check first
+        self._state_epoch += 1
         metrics.REDIS_RETRIES.inc()
         metrics.REDIS_UP.set(0)
         metrics.HEALTH.redis_ok = False
@@ -685,23 +718,36 @@ class StreamsRuntime:
         metrics.CANDLES.inc(len(result.sink.candles))
 
     async def publish_stats(self) -> dict[str, dict[str, Any]] | None:
-        """Write this worker's partial; if it leads, merge and publish. Never raises."""
+        """Write this worker's partial; if it leads, merge and publish. Never raises.
+
+        The batches wait only while the partial is taken and stored (a walk of
+        the worker's stocks and one Redis round trip; a revocation rewrites it
+        under the same lock): reading and merging the partials runs beside
+        them, and the merged records go out in batch order, as a batch's.
+        Holding the lock for all of it, after the batch in flight, stalled
+        the next batch 10-40 ms every second (docs/benchmarks.md, "The steady
+        rate's tail").
+        """
         try:
+            await self.check_state()
             async with self._lock:
-                await self._wait_inflight()
-                return await self._publish_stats()
+                await self._ensure_state()  # also when no batch comes (a quiet feed, the close)
+                await self._maybe_reseed()
+                now = now_ms()
+                partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)
+                await self.sink.write_partial(self.worker_id, partial, now)
+            merged = await self._merge_stats(now)
+            if merged is not None:
+                await self._publish_merged(merged, now)
+            return merged
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.error("market stats not published this round: %r", exc)
             return None
 
-    async def _publish_stats(self) -> dict[str, dict[str, Any]] | None:
-        await self._ensure_state()  # also when no batch comes (a quiet feed, after the close)
-        await self._maybe_reseed()
-        now = now_ms()
-        partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)
-        await self.sink.write_partial(self.worker_id, partial, now)
+    async def _merge_stats(self, now: int) -> dict[str, dict[str, Any]] | None:
+        """The merged statistics if this worker leads (the smallest live id), else None."""
         partials = await self.sink.read_partials()
         ttl_ms = int(self.settings.partial_ttl_s * 1000)
         live = {w: state for w, (ts, state) in partials.items() if now - ts <= ttl_ms}
@@ -712,16 +758,23 @@ class StreamsRuntime:
             await self.sink.delete_partials(dead)
         if min(live) != self.worker_id:
             return None
-        merged = merge_partials(
+        return merge_partials(
             list(live.values()), MARKETS_AND_ALL, self.settings.stats_top_n, now_ms=now
         )
-        for market, record in merged.items():
-            await self.outbox.send(
-                self.settings.topic_names.market_stats,
-                market.encode(),
-                self.stats_codec.encode(record),
-                None,
+
+    async def _publish_merged(self, merged: dict[str, dict[str, Any]], now: int) -> None:
+        topic = self.settings.topic_names.market_stats
+        result = BatchResult(
+            sink=SinkBatch(quotes=[], candles=[], alerts=[]),
+            kafka=[
+                KafkaOut(topic, market.encode(), self.stats_codec.encode(record), None)
+                for market, record in merged.items()
+            ],
+            dlq=[],
+        )
+        async with self._lock:
+            persisting = await self._queue_persist(
+                result, functools.partial(self._persist_queued, result)
             )
         await self.sink.write_market(merged, now)
-        await self.outbox.flush()
-        return merged
+        await persisting

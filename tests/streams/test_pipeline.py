@@ -465,6 +465,52 @@ def test_a_batch_is_sent_to_kafka_before_the_previous_batch_is_in_redis() -> Non
     asyncio.run(run())
 
 
+class StatsSink(FakeSink):
+    """Keeps the stats partials; reading them waits until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partials: dict[str, tuple[int, Any]] = {}
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+        self.market: dict[str, Any] | None = None
+
+    async def write_partial(self, worker_id: str, state: Any, now_ms: int) -> None:
+        self.partials[worker_id] = (now_ms, state)
+
+    async def read_partials(self) -> dict[str, tuple[int, Any]]:
+        self.reading.set()
+        await self.release.wait()
+        return dict(self.partials)
+
+    async def write_market(self, stats: dict[str, Any], now_ms: int) -> None:
+        self.market = stats
+
+
+def test_batches_go_on_while_the_market_stats_are_merged() -> None:
+    """A stats round held the worker's lock through four Redis round trips and the
+    produce, stalling the next batch 10-40 ms every second; only taking and
+    storing the partial holds the batches up now."""
+
+    async def run() -> None:
+        sink, outbox = StatsSink(), FakeOutbox()
+        rt = runtime(sink, outbox)  # type: ignore[arg-type]
+        first, second = two_batches()
+        await rt.handle(first)
+        publishing = asyncio.create_task(rt.publish_stats())
+        await asyncio.wait_for(sink.reading.wait(), 5)  # the partial is stored, being merged
+        done = await asyncio.wait_for(rt.handle(second), 5)  # not stuck behind the merge
+        assert len(done.sink.quotes) == len(second)
+        assert sink.market is None and not publishing.done()
+        sink.release.set()
+        merged = await asyncio.wait_for(publishing, 5)
+        assert merged is not None and sink.market == merged
+        topic = rt.settings.topic_names.market_stats
+        assert sum(1 for t, _ in outbox.sent if t == topic) == len(merged)
+
+    asyncio.run(run())
+
+
 class StallingOutbox(GatedOutbox):
     """Refuses the first send (no metadata yet); the send after it waits for ``go``."""
 

@@ -153,3 +153,51 @@ async def test_a_redis_restarted_empty_is_rebuilt_at_the_next_batch(
     assert await worker.client.hgetall(rk.STATE_READY)
     assert await worker.quotes_at(3)
     assert await worker.client.xlen(rk.ticks(worker.code(0))) == 4  # batches 0, 1 came back
+
+
+async def test_the_stats_timer_reads_the_markers_so_that_the_batches_need_not(
+    worker: Worker,
+) -> None:
+    await worker.handle(0)  # the first batch checks (and rebuilds the empty Redis)
+    reads = await worker.hmgets()
+    worker.clock.now += STATE_CHECK_EVERY_S * 0.4
+    await worker.runtime.check_state()  # not due within half a period yet: no read
+    assert await worker.hmgets() == reads
+    worker.clock.now += STATE_CHECK_EVERY_S * 0.2
+    await worker.runtime.check_state()  # due within half a period: read now
+    assert await worker.hmgets() == reads + 1
+    worker.clock.now += STATE_CHECK_EVERY_S * 0.5  # past the first due time
+    await worker.handle(1)
+    assert await worker.hmgets() == reads + 1  # the timer's read counted
+
+    await worker.client.flushdb()  # Redis loses everything, without an error
+    worker.clock.now += STATE_CHECK_EVERY_S
+    await worker.runtime.check_state()  # finds the markers gone: the next batch rebuilds
+    assert not await worker.client.exists(rk.STATE_READY)
+    await worker.handle(2)
+    assert await worker.client.hgetall(rk.STATE_READY)
+    assert await worker.quotes_at(2)
+
+
+async def test_a_read_that_started_before_an_assignment_does_not_count(
+    worker: Worker,
+) -> None:
+    await worker.handle(0)
+    worker.clock.now += STATE_CHECK_EVERY_S
+    runtime = worker.runtime
+    rebuilder = runtime.rebuilder
+    assert rebuilder is not None
+    read = rebuilder.missing
+
+    async def assigned_meanwhile(partitions: set[int]) -> tuple[set[int], bool]:
+        found = await read(partitions)  # every marker there
+        await worker.client.flushdb()  # then Redis loses them
+        runtime.on_assigned(set(range(PARTITIONS)))  # and a rebalance asks for a check
+        return found
+
+    rebuilder.missing = assigned_meanwhile  # type: ignore[method-assign]
+    await runtime.check_state()
+    rebuilder.missing = read  # type: ignore[method-assign]
+    assert not await worker.client.exists(rk.STATE_READY)
+    await worker.handle(1)  # the assignment's check is still due: rebuilt
+    assert await worker.client.hgetall(rk.STATE_READY)
