@@ -64,49 +64,46 @@ def test_garbage_frozen_alive_waits_for_collect_frozen() -> None:
 class FakeHeap:
     def __init__(self) -> None:
         self.now = 0.0
-        self.frozen = 100_000
-        self.collections = 0
+        self.young = 0  # young collections so far
+        self.collections = 0  # full ones
 
     def collect(self) -> tuple[int, int, float]:
         self.collections += 1
-        walked, self.frozen = self.frozen, self.frozen - 1_000
-        return walked, 1_000, 0.25
+        self.young += 1  # (a full collection counts as a young one too)
+        return 300_000, 0, 0.15
 
-    def keeper(self, **kwargs: int) -> FrozenHeap:
+    def keeper(self, **kwargs: float) -> FrozenHeap:
         return FrozenHeap(
-            30.0,
-            clock=lambda: self.now,
-            collect=self.collect,
-            frozen=lambda: self.frozen,
+            30.0, clock=lambda: self.now, collect=self.collect, collections=lambda: self.young,
             **kwargs,
-        )
+        )  # fmt: skip
 
 
-def test_an_idle_worker_collects_once_its_frozen_heap_grew() -> None:
+def test_an_idle_worker_collects_once_something_was_frozen_since_the_last() -> None:
     heap = FakeHeap()
     keeper = heap.keeper()
     for second in range(0, 60, 5):  # busy: the work count moves
-        heap.now, heap.frozen = second, heap.frozen + 5_000
+        heap.now, heap.young = second, heap.young + 1
         assert keeper.check(work=second) is None
     heap.now += 29
     assert keeper.check(work=55) is None  # quiet for 29 s only
     heap.now += 1
     assert keeper.check(work=55) == "idle"
-    assert keeper.after_last == heap.frozen
     heap.now += 60
-    assert keeper.check(work=55) is None  # still idle, nothing new to walk
-    assert heap.collections == 1
+    assert keeper.check(work=55) is None  # still idle, nothing frozen since
+    heap.young += 1
+    assert keeper.check(work=55) == "idle"
+    assert heap.collections == 2
 
 
-def test_a_busy_worker_collects_once_its_frozen_heap_doubled() -> None:
+def test_a_worker_that_is_never_idle_collects_every_max_interval() -> None:
     heap = FakeHeap()
-    keeper = heap.keeper(min_objects=150_000)
-    heap.frozen = 149_999
-    assert keeper.check(work=1) is None  # not doubled (100,000 at the start)
-    heap.frozen = 199_999
-    assert keeper.check(work=2) is None  # min_objects passed, not doubled
-    heap.frozen = 200_000
-    assert keeper.check(work=3) == "grown"
-    assert keeper.after_last == 199_000
-    heap.frozen = 300_000
-    assert keeper.check(work=4) is None  # the bound moved with the heap
+    keeper = heap.keeper(max_interval_s=3600.0)
+    for second in range(0, 3600, 5):
+        heap.now, heap.young = second, heap.young + 1
+        assert keeper.check(work=second) is None
+    heap.now = 3600.0
+    assert keeper.check(work=3600) == "due"
+    heap.now += 5
+    assert keeper.check(work=3605) is None  # an hour from this one
+    assert heap.collections == 1
