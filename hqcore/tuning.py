@@ -151,3 +151,37 @@ class FrozenHeap:
             why, walked, seconds * 1000, found,
         )  # fmt: skip
         return why
+
+
+class YoungCollections:
+    """Young collections between batches, not inside them.
+
+    With ``gen0_threshold`` as the automatic threshold, a collection comes
+    wherever an allocation crosses it: inside a burst's batches, where it
+    walks every object of the batches in flight (25-97 ms, once a burst, on
+    the burst's own path). Here the automatic threshold is ``backstop`` times
+    higher and :meth:`between_batches` collects once ``gen0_threshold``
+    objects outlived the batches, when the worker has caught up (nothing
+    fetched waits), or at ``4 x gen0_threshold`` whatever waits (a backlog).
+    """
+
+    def __init__(
+        self,
+        gen0_threshold: int,
+        *,
+        backstop: int = 8,
+        count: Callable[[], int] = lambda: gc.get_count()[0],
+        collect: Callable[[int], int] = gc.collect,
+    ) -> None:
+        self.threshold = gen0_threshold
+        self._count, self._collect = count, collect
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(gen0_threshold * backstop, older, oldest)
+
+    def between_batches(self, caught_up: bool) -> bool:
+        """Collect the young objects if due (see the class); True if it did."""
+        young = self._count()
+        if young < self.threshold or not (caught_up or young >= 4 * self.threshold):
+            return False
+        self._collect(0)
+        return True

@@ -47,7 +47,7 @@ import faust
 from faust.types import TP
 
 from hqcore.kafka_client import aiokafka_kwargs, librdkafka_config, ssl_context
-from hqcore.tuning import FrozenHeap
+from hqcore.tuning import FrozenHeap, YoungCollections
 from streams import metrics
 from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
 from streams.faust_transport import install as install_fast_transport
@@ -220,6 +220,7 @@ def create_app(
     raw_topic = app.topic(names.raw, schema=RawSchema(key_type=bytes, value_type=bytes), acks=True)
 
     runs = RunBuffer(max(4096, settings.batch_max * 2))
+    young = YoungCollections(settings.gc_threshold) if settings.gc_threshold > 0 else None
 
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
     async def process_raw(stream: Any) -> None:
@@ -236,6 +237,8 @@ def create_app(
                     # the batch that failed (it commits the first run of
                     # consecutive acked offsets): that batch would be lost.
                     await asyncio.Event().wait()
+                if young is not None:  # its pause off a burst's path
+                    young.between_batches(caught_up=not len(runs))
                 batch = await runs.batch(settings.batch_max, settings.batch_within_s)
                 messages = live_messages(app, batch)
                 if messages:

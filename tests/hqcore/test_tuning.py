@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hqcore.tuning import FrozenHeap, collect_frozen, freeze_survivors
+from hqcore.tuning import FrozenHeap, YoungCollections, collect_frozen, freeze_survivors
 
 
 class Node:
@@ -107,3 +107,21 @@ def test_a_worker_that_is_never_idle_collects_every_max_interval() -> None:
     heap.now += 5
     assert keeper.check(work=3605) is None  # an hour from this one
     assert heap.collections == 1
+
+
+@pytest.mark.usefixtures("gc_restored")
+def test_young_objects_are_collected_between_batches_once_caught_up() -> None:
+    young = [0]
+    collected: list[int] = []
+    collections = YoungCollections(
+        1000, count=lambda: young[0], collect=lambda generation: collected.append(generation) or 0
+    )
+    assert gc.get_threshold()[0] == 8000  # the automatic one: a backstop
+    young[0] = 999
+    assert not collections.between_batches(caught_up=True)
+    young[0] = 1000
+    assert not collections.between_batches(caught_up=False)  # a burst's batches wait
+    assert collections.between_batches(caught_up=True)
+    young[0] = 4000
+    assert collections.between_batches(caught_up=False)  # a backlog: not forever
+    assert collected == [0, 0]
