@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
@@ -129,6 +130,7 @@ class StreamsRuntime:
         self._clock = clock  # seconds, for when the state markers are next read
         self._state_check_at = clock()  # due now: the first batch checks
         self._state_epoch = 0  # bumped when a check is asked for (see check_state)
+        self._state_read_at = -math.inf  # the markers' last read
         self.sink = sink
         self.outbox = outbox
         self.worker_id = worker_id
@@ -227,7 +229,8 @@ class StreamsRuntime:
         if rebuilder is None or assignment is None or self._clock() < self._state_check_at:
             return
         partitions, market = await self._with_retry("check state", rebuilder.missing, assignment)
-        self._state_check_at = self._clock() + STATE_CHECK_EVERY_S
+        self._state_read_at = self._clock()
+        self._state_check_at = self._state_read_at + STATE_CHECK_EVERY_S
         if not partitions and not market:
             return
         await self._wait_inflight()
@@ -247,19 +250,20 @@ class StreamsRuntime:
         self._reseed = True
 
     async def check_state(self) -> None:
-        """Read the state markers beside the batches, when due within half a period.
+        """Read the state markers beside the batches (the stats timer's, once a second).
 
-        The stats timer calls this once a second, so a batch seldom waits for
-        the read under the lock (a round trip queued behind the batches' Redis
-        writes, once a second). Markers found: the next read is due a period later; a marker
-        missing: due now, and the next batch (or stats round) rebuilds under
-        the lock. A read that started before a check was asked for (an
-        assignment, a Redis error) does not count. Never raises.
+        A batch then seldom waits for the read under the lock (a round trip
+        queued behind the batches' Redis writes): after this read, a batch
+        reads them itself only if no timer read came for 1.5 periods, or once
+        a check is asked for (an assignment, a Redis error; a read that
+        started before that does not count). Markers missing: the next batch
+        (or stats round) reads them again and rebuilds under the lock. Reads
+        at most every half period. Never raises.
         """
         rebuilder, assignment = self.rebuilder, self._assignment
         if rebuilder is None or assignment is None:
             return
-        if self._clock() < self._state_check_at - STATE_CHECK_EVERY_S / 2:
+        if self._clock() - self._state_read_at < STATE_CHECK_EVERY_S / 2:
             return
         epoch = self._state_epoch
         try:
@@ -271,10 +275,12 @@ class StreamsRuntime:
             return
         if epoch != self._state_epoch:
             return
+        now = self._clock()
+        self._state_read_at = now
         if partitions or market:
-            self._state_check_at = self._clock()
+            self._state_check_at = now
         else:
-            self._state_check_at = self._clock() + STATE_CHECK_EVERY_S
+            self._state_check_at = now + STATE_CHECK_EVERY_S * 1.5
 
     async def _seed(self) -> None:
         await self.processor.seed(self.sink, self._assignment, keep=self._keep)

@@ -161,22 +161,25 @@ async def test_the_stats_timer_reads_the_markers_so_that_the_batches_need_not(
     await worker.handle(0)  # the first batch checks (and rebuilds the empty Redis)
     reads = await worker.hmgets()
     worker.clock.now += STATE_CHECK_EVERY_S * 0.4
-    await worker.runtime.check_state()  # not due within half a period yet: no read
+    await worker.runtime.check_state()  # read less than half a period ago: not again
     assert await worker.hmgets() == reads
     worker.clock.now += STATE_CHECK_EVERY_S * 0.2
-    await worker.runtime.check_state()  # due within half a period: read now
+    await worker.runtime.check_state()
     assert await worker.hmgets() == reads + 1
-    worker.clock.now += STATE_CHECK_EVERY_S * 0.5  # past the first due time
+    worker.clock.now += STATE_CHECK_EVERY_S * 1.4  # past the batch's own due time
     await worker.handle(1)
-    assert await worker.hmgets() == reads + 1  # the timer's read counted
+    assert await worker.hmgets() == reads + 1  # the timer's read counted for 1.5 periods
+    worker.clock.now += STATE_CHECK_EVERY_S * 0.1
+    await worker.handle(2)  # no timer read for 1.5 periods: the batch reads them
+    assert await worker.hmgets() == reads + 2
 
     await worker.client.flushdb()  # Redis loses everything, without an error
-    worker.clock.now += STATE_CHECK_EVERY_S
+    worker.clock.now += STATE_CHECK_EVERY_S * 0.5
     await worker.runtime.check_state()  # finds the markers gone: the next batch rebuilds
     assert not await worker.client.exists(rk.STATE_READY)
-    await worker.handle(2)
+    await worker.handle(3)
     assert await worker.client.hgetall(rk.STATE_READY)
-    assert await worker.quotes_at(2)
+    assert await worker.quotes_at(3)
 
 
 async def test_a_read_that_started_before_an_assignment_does_not_count(
