@@ -116,7 +116,9 @@ class StreamsSettings(CommonSettings):
         50_000,
         ge=0,
         validation_alias=_env("gc_threshold"),
-        description="gen-0 threshold of Python's cyclic GC in a worker (0 = Python's default)",
+        description="young objects that outlive the batches before the cyclic GC collects "
+        "them, between batches (survivors are frozen; 8x is the automatic backstop); "
+        "0 = Python's default GC",
     )
     stats_top_n: int = Field(10, ge=1, validation_alias=_env("stats_top_n"))
     partial_ttl_s: float = Field(
