@@ -780,7 +780,16 @@ class StreamsRuntime:
         )
         async with self._lock:
             persisting = await self._queue_persist(
-                result, functools.partial(self._persist_queued, result)
+                result, functools.partial(self._persist_stats, result)
             )
         await self.sink.write_market(merged, now)
         await persisting
+
+    async def _persist_stats(self, result: BatchResult, ahead: SentAhead | None) -> None:
+        """The merged records' persist: a failure is this round's, never the next batch's."""
+        try:
+            await self._persist_queued(result, ahead)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # not an outage (those are retried until they pass)
+            logger.error("market stats not published this round: %r", exc)

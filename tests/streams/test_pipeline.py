@@ -511,6 +511,36 @@ def test_batches_go_on_while_the_market_stats_are_merged() -> None:
     asyncio.run(run())
 
 
+class StatsRefusingOutbox(FakeOutbox):
+    """Raises (not an outage) on the first flush holding a market-stats record."""
+
+    def __init__(self, stats_topic: str) -> None:
+        super().__init__()
+        self.stats_topic = stats_topic
+        self.refused = False
+
+    async def flush(self) -> None:
+        if not self.refused and any(t == self.stats_topic for t, _ in self.sent):
+            self.refused = True
+            raise RuntimeError("a bug in the outputs' producer")
+
+
+def test_a_failed_stats_round_does_not_fail_the_next_batch() -> None:
+    async def run() -> None:
+        sink = StatsSink()
+        sink.release.set()
+        outbox = StatsRefusingOutbox(settings().topic_names.market_stats)
+        rt = runtime(sink, outbox)  # type: ignore[arg-type]
+        first, second = two_batches()
+        await rt.handle(first)
+        assert await rt.publish_stats() is not None  # merged; its records failed (logged)
+        assert outbox.refused
+        done = await asyncio.wait_for(rt.handle(second), 5)
+        assert len(done.sink.quotes) == len(second)
+
+    asyncio.run(run())
+
+
 class StallingOutbox(GatedOutbox):
     """Refuses the first send (no metadata yet); the send after it waits for ``go``."""
 
