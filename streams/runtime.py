@@ -139,7 +139,7 @@ class StreamsRuntime:
             "market_stats", settings.schema_registry_url, settings.topic_names.market_stats
         )
         self._lock = asyncio.Lock()
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[object] | None = None
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
@@ -439,8 +439,10 @@ class StreamsRuntime:
         self._release_held()
 
     async def _queue_persist(
-        self, result: BatchResult, persist: Callable[[SentAhead | None], Coroutine[Any, Any, None]]
-    ) -> asyncio.Task[None]:
+        self,
+        result: BatchResult,
+        persist: Callable[[SentAhead | None], Coroutine[Any, Any, object]],
+    ) -> asyncio.Task[object]:
         """Send ``result``'s outputs ahead, then start ``persist(ahead)`` once the batch
         in flight is durable (persists run in batch order); returns its task."""
         ahead = await self._send_ahead(result)
@@ -681,7 +683,7 @@ class StreamsRuntime:
         """
         total = 0
         quiet_ms = int(self.settings.candle_quiet_s * 1000)
-        persisting: asyncio.Task[None] | None = None
+        persisting: asyncio.Task[object] | None = None
         try:
             while True:
                 async with self._lock:
@@ -713,15 +715,25 @@ class StreamsRuntime:
             logger.error("candles not flushed this round: %r", exc)
             return total
 
-    async def _persist_candles(self, result: BatchResult, ahead: SentAhead | None) -> None:
+    async def _persist_round(self, what: str, result: BatchResult, ahead: SentAhead | None) -> bool:
+        """Persist a timer round's outputs (closed bars, market stats); True if done.
+
+        A failure that is not an outage (those are retried until they pass)
+        is logged as this round's: the task ends cleanly, so the next batch's
+        persist, which waits for it, never fails for it."""
         try:
             await self._persist_queued(result, ahead)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # not an outage (those are retried until they pass)
-            logger.error("%d closed bars not persisted: %r", len(result.sink.candles), exc)
-            return
-        metrics.CANDLES.inc(len(result.sink.candles))
+        except Exception as exc:
+            logger.error("%s not persisted this round: %r", what, exc)
+            return False
+        return True
+
+    async def _persist_candles(self, result: BatchResult, ahead: SentAhead | None) -> None:
+        closed = len(result.sink.candles)
+        if await self._persist_round(f"{closed} closed bars", result, ahead):
+            metrics.CANDLES.inc(closed)
 
     async def publish_stats(self) -> dict[str, dict[str, Any]] | None:
         """Write this worker's partial; if it leads, merge and publish. Never raises.
@@ -780,16 +792,7 @@ class StreamsRuntime:
         )
         async with self._lock:
             persisting = await self._queue_persist(
-                result, functools.partial(self._persist_stats, result)
+                result, functools.partial(self._persist_round, "market stats", result)
             )
         await self.sink.write_market(merged, now)
         await persisting
-
-    async def _persist_stats(self, result: BatchResult, ahead: SentAhead | None) -> None:
-        """The merged records' persist: a failure is this round's, never the next batch's."""
-        try:
-            await self._persist_queued(result, ahead)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # not an outage (those are retried until they pass)
-            logger.error("market stats not published this round: %r", exc)
