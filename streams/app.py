@@ -222,6 +222,13 @@ def create_app(
     runs = RunBuffer(max(4096, settings.batch_max * 2))
     young = YoungCollections(settings.gc_threshold) if settings.gc_threshold > 0 else None
 
+    def more_fetched() -> bool:
+        """More input fetched and waiting: a batch's quotes go out before it is derived."""
+        consumer = app.consumer
+        return len(runs) > 0 or (
+            isinstance(consumer, FastConsumer) and consumer.fetched_ahead(names.raw)
+        )
+
     @app.agent(raw_topic, concurrency=1, name="hqstream.streams.process_raw")
     async def process_raw(stream: Any) -> None:
         aiter(stream.channel)  # subscribes the raw topic; its messages come through `runs`
@@ -243,7 +250,9 @@ def create_app(
                 messages = live_messages(app, batch)
                 if messages:
                     records = [message_to_record(m) for m in messages]
-                    await rt.submit(records, ack_all(app.consumer, messages))
+                    await rt.submit(records, ack_all(app.consumer, messages), more=more_fetched)
+                elif rt.waiting:
+                    await rt.catch_up()
         except asyncio.CancelledError:
             raise  # stopping, or faust restarting the agent on a rebalance
         except Exception as exc:  # nothing would process this worker's partitions again

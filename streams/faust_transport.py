@@ -100,6 +100,20 @@ def fetched_to_end_ms(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
     return ends
 
 
+def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
+    """Whether the last fetch response of some assigned partition of ``topic`` had records
+    not handed over yet (a batch took ``max_poll_records``; the rest waits in aiokafka)."""
+    assignment = consumer._subscription.subscription.assignment  # no public getter
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        state, high = assignment.state_value(tp), consumer.highwater(tp)
+        valid = state is not None and state.has_valid_position and high is not None
+        if valid and state.position < high:
+            return True
+    return False
+
+
 #: what the broker waits for before it answers a live feed's fetch (the window ends first)
 WINDOW_MIN_BYTES = 1024 * 1024
 
@@ -194,6 +208,14 @@ class FastConsumer(faust_aiokafka.Consumer):
         except ConsumerNotStarted:
             return {}
         return fetched_to_end_ms(consumer, topic)
+
+    def fetched_ahead(self, topic: str) -> bool:
+        """:func:`fetched_ahead` of this worker's aiokafka consumer (False before it started)."""
+        try:
+            consumer = self._thread._ensure_consumer()
+        except ConsumerNotStarted:
+            return False
+        return fetched_ahead(consumer, topic)
 
     def _aiokafka_fetcher(self) -> Any:
         """The aiokafka consumer's fetcher, or None before it started."""

@@ -114,6 +114,7 @@ class Parsed:
     sources: list[RawRecord] = field(default_factory=list)
     dead: list[DlqRecord] = field(default_factory=list)
     arbitrated: int = 0  # copies of another feed's quotes, dropped by the arbiter
+    n_in: int = 0  # records parsed
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
         """Move the records at the indices of ``failed`` to the dead letters."""
@@ -598,16 +599,44 @@ class Processor:
         return closed, open_candles, alerts
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
-        """One batch: parse, (warm up from ``sink``), derive; nothing is written yet.
+        """One batch: parse, (warm up from ``sink``), derive; nothing is written yet."""
+        return await self.finish(await self.parse_batch(records), sink)
+
+    async def parse_batch(self, records: list[RawRecord]) -> Parsed:
+        """The parse of a batch: its quotes (encoded for the normalized topic) and dead letters.
 
         Parses in slices of :data:`YIELD_EVERY` records and lets the event loop
         run between them, so the previous batch's writes (a megabyte to Redis)
         go out and its answers come in while this batch is parsed.
         """
-        p = Parsed()
+        p = Parsed(n_in=len(records))
         for start in range(0, len(records), YIELD_EVERY):
             self.parse(records[start : start + YIELD_EVERY], p)
             await asyncio.sleep(0)
+        return p
+
+    def normalized_outputs(self, p: Parsed) -> list[KafkaOut]:
+        """The normalized topic's records of ``p`` (none when this worker publishes none)."""
+        if not self.publish_normalized:
+            return []
+        topic = self.topics.normalized
+        return [
+            KafkaOut(topic, q["code"].encode(), payload)
+            for (q, _), payload in zip(p.quotes, p.encoded, strict=True)
+        ]
+
+    async def finish(
+        self, p: Parsed, sink: RedisSink | None, *, published: bool = False
+    ) -> BatchResult:
+        """The rest of a parsed batch: (warm up from ``sink``), derive, every output.
+
+        ``published``: the quotes of ``p`` went to the normalized topic
+        already (:meth:`normalized_outputs`, sent before this step); a quote
+        whose statistics, candles or alerts raise is then dead-lettered
+        (``unprocessable``) but stays published and stored, as it was sent.
+        Otherwise it is dead-lettered only. Either way its stock's state is
+        forgotten, to be warmed up from Redis again.
+        """
         if sink is not None:
             await self.warm_up(sink, {q["code"] for q, _ in p.quotes})
         else:
@@ -617,16 +646,17 @@ class Processor:
         closed = self.close_bars(minutes)
         if failed:
             now = _now_ms()
-            p.drop({i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()})
+            dead_letters = {i: unprocessable(p.sources[i], exc, now) for i, exc in failed.items()}
+            if published:
+                p.dead += dead_letters.values()
+            else:
+                p.drop(dead_letters)
         quotes, dead = p.quotes, p.dead
         out: list[KafkaOut] = []
         latest: list[KafkaOut] = []
         if self.publish_normalized:
             t = self.topics
-            out = [
-                KafkaOut(t.normalized, q["code"].encode(), payload)
-                for (q, _), payload in zip(quotes, p.encoded, strict=True)
-            ]
+            out = self.normalized_outputs(p)
             latest = self.latest_outputs(quotes, p.encoded)
             out += self.candle_outputs(closed)
             out += derived_outputs(t.alerts, self.alert_codec, (a.as_record() for a in alerts))
@@ -645,7 +675,7 @@ class Processor:
             kafka=out,
             dlq=dead,
             receive_ts=[q["receive_ts"] for q, _ in quotes],
-            n_in=len(records),
+            n_in=p.n_in,
             sources=p.sources,
             arbitrated=p.arbitrated,
             feed_winners=self._feed_winners_to_store(),

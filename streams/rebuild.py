@@ -133,6 +133,7 @@ async def consume_batches(
             done[rec.partition] = max(done.get(rec.partition, -1), rec.offset)
         topic = batch[0].topic
         result = await runtime.submit(batch, committer(done))
+        assert result is not None  # (not ``more``: finished before it returns)
         for p, offset in done.items():
             position[p] = max(position[p], offset)
         records += len(batch)

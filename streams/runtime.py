@@ -45,8 +45,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -59,7 +59,7 @@ from streams.errors import StreamsError
 from streams.lifecycle import fatal
 from streams.market_stats import merge_partials
 from streams.outbox import KafkaOutputError, Outbox
-from streams.pipeline import BatchResult, KafkaOut, Processor, RawRecord, unprocessable
+from streams.pipeline import BatchResult, KafkaOut, Parsed, Processor, RawRecord, unprocessable
 from streams.redis_sink import RedisSink, SinkBatch, WriteResult, is_redis_error
 from streams.settings import StreamsSettings
 from streams.state_rebuild import StateRebuilder
@@ -111,6 +111,32 @@ class SentAhead:
     resends: int  # StreamsRuntime._resends when they were sent
 
 
+@dataclass(slots=True)
+class Pending:
+    """A batch parsed and its quotes published (:meth:`StreamsRuntime.submit`), waiting for
+    the rest of its processing (:meth:`StreamsRuntime._finish`)."""
+
+    parsed: Parsed
+    on_durable: Callable[[], None]
+    started: float  # perf_counter() when it was submitted
+    quotes: SentAhead | None = None  # its normalized records, sent before the rest
+    n_quotes: int = 0  # how many of its Kafka outputs ``quotes`` sent (the first ones)
+    #: its quotes could not go first: counted in ``_unsent`` until its persist sends them
+    unsent: bool = field(default=False)
+
+
+async def _all_delivered(*flushes: asyncio.Future[None]) -> None:
+    """Await every flush; then raise the first failure, if any."""
+    for outcome in await asyncio.gather(*flushes, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _outcome_ignored(future: asyncio.Future[Any]) -> None:
+    """``future``'s records are sent again by their persist: its outcome is not awaited."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
 class StreamsRuntime:
     """One worker's processor, Redis sink and Kafka outbox, with the retry policy."""
 
@@ -142,6 +168,8 @@ class StreamsRuntime:
         self._inflight: asyncio.Task[object] | None = None
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
+        self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
+        self._pending_ticks = 0
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
         self._latest_due = clock()  # when the next batch takes them along
         self._held: list[Callable[[], None]] = []  # acks of durable batches they wait for
@@ -190,7 +218,7 @@ class StreamsRuntime:
             return 0
         self._revoked.update(dict.fromkeys(partitions, self._generation))
         try:
-            async with self._lock:
+            async with self._caught_up():
                 await self._wait_inflight()
                 dropped = self.processor.pause_partitions(partitions)
                 logger.info("worker %s: partitions %s revoked, %d stocks dropped from stats",
@@ -291,7 +319,7 @@ class StreamsRuntime:
     async def handle(self, records: list[RawRecord]) -> BatchResult:
         """Process and persist one batch; returns once Redis and Kafka have it all."""
         started = time.perf_counter()
-        async with self._lock:
+        async with self._caught_up():
             await self._ensure_state()
             await self._maybe_reseed()
             result: BatchResult = await self._with_retry(
@@ -306,27 +334,116 @@ class StreamsRuntime:
         self._observe(result)
         return result
 
-    async def submit(self, records: list[RawRecord], on_durable: Callable[[], None]) -> BatchResult:
-        """Process ``records`` now; persist them after the batch in flight, then ``on_durable()``.
+    async def submit(
+        self,
+        records: list[RawRecord],
+        on_durable: Callable[[], None],
+        *,
+        more: Callable[[], bool] | None = None,
+    ) -> BatchResult | None:
+        """Parse ``records`` and publish their quotes now; then the rest of the batch
+        (statistics, candles, alerts, its other outputs), persisted after the batch in
+        flight, then ``on_durable()``.
 
-        Returns (the processed, not yet durable batch) once its persist is
-        scheduled; raises what the previous batch's persist raised (not a
-        Redis/Kafka outage: those are retried until they succeed).
+        ``more()``, asked once the batch is parsed: more input was fetched
+        meanwhile. The rest then waits too (up to ``quotes_first_ticks``
+        ticks, or :meth:`catch_up`), so every quote of a burst is parsed and
+        published before any of its batches is derived and written: the last
+        line of a 5,000-line burst waited for the whole processing of the
+        batches before it (docs/benchmarks.md, "Quotes first"). Batches are
+        finished in order; each is acked once durable, as before.
+
+        Returns the batch processed (not yet durable), None while it waits;
+        raises what the previous batch's persist raised (not a Redis/Kafka
+        outage: those are retried until they succeed).
         """
         started = time.perf_counter()
         async with self._lock:
-            await self._ensure_state()
-            await self._maybe_reseed()
-            result: BatchResult = await self._with_retry(
-                "process", self.processor.process, records, self.sink
-            )
-            hold = not self._carry_latest(result) and bool(self._latest)
-            await self._queue_persist(
-                result, functools.partial(self._persist_then, result, on_durable, started, hold)
-            )
+            if not self._pending:  # (a rebuild or reseed must see every batch parsed)
+                await self._ensure_state()
+                await self._maybe_reseed()
+            parsed = await self.processor.parse_batch(records)
+            self._pending.append(await self._publish_quotes(parsed, on_durable, started))
+            self._pending_ticks += len(parsed.quotes)
+            if self._pending_ticks < self.settings.quotes_first_ticks and more and more():
+                return None
+            result = await self._finish_pending()
         # Let the persist send its writes now: the caller may not yield to the
         # loop before the next batch is processed (its queue is full).
         await asyncio.sleep(0)
+        return result
+
+    async def catch_up(self) -> None:
+        """Finish the batches waiting for the rest of their processing (no more input came)."""
+        async with self._caught_up():
+            pass
+
+    @property
+    def waiting(self) -> int:
+        """Batches parsed whose quotes are out and whose rest waits (:meth:`submit`)."""
+        return len(self._pending)
+
+    @contextlib.asynccontextmanager
+    async def _caught_up(self) -> AsyncIterator[None]:
+        """The worker's lock, once every batch waiting is finished: what takes it next
+        (a timer's round, a rebalance) sees the state of every batch parsed."""
+        async with self._lock:
+            await self._finish_pending()
+            yield
+
+    async def _publish_quotes(
+        self, parsed: Parsed, on_durable: Callable[[], None], started: float
+    ) -> Pending:
+        """Send ``parsed``'s normalized records ahead of the rest of its batch (in batch
+        order, as :meth:`_send_ahead`); the batch as it waits for the rest."""
+        pending = Pending(parsed, on_durable, started)
+        if self.settings.quotes_first_ticks <= 0 or not parsed.quotes:
+            return pending
+        if self._unsent:  # a batch before it sends its own outputs first
+            self._unsent += 1
+            pending.unsent = True
+            return pending
+        quotes = self.processor.normalized_outputs(parsed)
+        try:
+            for out in quotes:
+                await self.outbox.send(out.topic, out.key, out.value, out.headers)
+        except KafkaOutputError:
+            self._unsent += 1
+            pending.unsent = True
+            return pending
+        if quotes:
+            delivered = asyncio.ensure_future(self.outbox.flush())
+            pending.quotes, pending.n_quotes = SentAhead(delivered, self._resends), len(quotes)
+            await asyncio.sleep(0)  # its flush takes these records before anything else
+        return pending
+
+    async def _finish_pending(self) -> BatchResult | None:
+        """Finish every batch waiting, in order; the last one's result (None: none waited).
+
+        What cannot be finished (not an outage: those are retried) can never
+        be acked, so nothing after it would be committed: the worker exits."""
+        result = None
+        while self._pending:
+            pending = self._pending.pop(0)
+            self._pending_ticks -= len(pending.parsed.quotes)
+            try:
+                result = await self._finish(pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                fatal(f"a batch could not be processed: {exc!r}", exc)
+                raise
+        return result
+
+    async def _finish(self, pending: Pending) -> BatchResult:
+        """Derive ``pending``'s batch and queue its persist (after the batch in flight)."""
+        finish = functools.partial(self.processor.finish, published=pending.quotes is not None)
+        result: BatchResult = await self._with_retry("process", finish, pending.parsed, self.sink)
+        hold = not self._carry_latest(result) and bool(self._latest)
+        persist = functools.partial(
+            self._persist_then, result, pending.on_durable, pending.started, hold
+        )
+        await self._queue_persist(result, persist, pending)
         return result
 
     async def _persist_then(
@@ -399,8 +516,8 @@ class StreamsRuntime:
         (4,904 ticks published twice when a worker joined, in a fault run)."""
         self._hand_over = True
         held, waiting = len(self._held), len(self._latest)
-        await self.flush_latest(force=True)
-        async with self._lock:  # the batch in flight acks (and releases what it took along)
+        await self.flush_latest(force=True)  # (after the batches waiting)
+        async with self._caught_up():  # the batch in flight acks (and releases what it took)
             await self._wait_inflight()
         if held or waiting:
             logger.info("worker %s: acks handed over (%d held, %d latest quotes sent)",
@@ -416,7 +533,7 @@ class StreamsRuntime:
         ``force``: a rebalance or a stop waits for the acks they hold), when no batch
         comes to take them along; returns once they are durable. Never raises."""
         try:
-            async with self._lock:
+            async with self._caught_up():
                 result = BatchResult(sink=SinkBatch(quotes=[], candles=[], alerts=[]),
                                      kafka=[], dlq=[])  # fmt: skip
                 if not self._carry_latest(result, force):
@@ -442,10 +559,12 @@ class StreamsRuntime:
         self,
         result: BatchResult,
         persist: Callable[[SentAhead | None], Coroutine[Any, Any, object]],
+        pending: Pending | None = None,
     ) -> asyncio.Task[object]:
         """Send ``result``'s outputs ahead, then start ``persist(ahead)`` once the batch
-        in flight is durable (persists run in batch order); returns its task."""
-        ahead = await self._send_ahead(result)
+        in flight is durable (persists run in batch order); returns its task.
+        ``pending``: the batch's parse, whose quotes may have been sent already."""
+        ahead = await self._send_ahead(result, pending)
         try:
             await self._wait_inflight()
         except BaseException:  # the one in flight failed: this persist never runs
@@ -457,7 +576,9 @@ class StreamsRuntime:
         task = self._inflight = asyncio.create_task(persist(ahead))
         return task
 
-    async def _send_ahead(self, result: BatchResult) -> SentAhead | None:
+    async def _send_ahead(
+        self, result: BatchResult, pending: Pending | None = None
+    ) -> SentAhead | None:
         """Queue ``result``'s Kafka outputs and start their delivery now, before the
         batch in flight is durable (None: not sent; its persist sends them).
 
@@ -469,17 +590,33 @@ class StreamsRuntime:
         no later batch is sent ahead; and a persist that sends its batch
         again (a failed delivery) bumps ``_resends``, so a batch sent ahead of
         that is sent again after it.
+
+        ``pending``'s quotes (the first ``n_quotes`` outputs) may have gone
+        already (:meth:`_publish_quotes`): the rest joins them, and the batch
+        counts as sent when they were; a batch not sent ahead sends them again.
         """
+        quotes = pending.quotes if pending is not None else None
+        if pending is not None and pending.unsent:
+            return None  # counted in _unsent since its parse
         if self._unsent:  # a batch before it sends its own outputs first
             self._unsent += 1
+            if quotes is not None:
+                _outcome_ignored(quotes.delivered)
             return None
         try:
-            for out in result.kafka:
+            for out in result.kafka[pending.n_quotes if pending is not None else 0 :]:
                 await self.outbox.send(out.topic, out.key, out.value, out.headers)
         except KafkaOutputError:
             self._unsent += 1
+            if quotes is not None:
+                _outcome_ignored(quotes.delivered)
             return None
-        ahead = SentAhead(asyncio.ensure_future(self.outbox.flush()), self._resends)
+        flushed = asyncio.ensure_future(self.outbox.flush())
+        if quotes is None:
+            ahead = SentAhead(flushed, self._resends)
+        else:
+            both = asyncio.ensure_future(_all_delivered(quotes.delivered, flushed))
+            ahead = SentAhead(both, quotes.resends)
         await asyncio.sleep(0)  # its flush takes these records before anything else is queued
         return ahead
 
@@ -686,7 +823,7 @@ class StreamsRuntime:
         persisting: asyncio.Task[object] | None = None
         try:
             while True:
-                async with self._lock:
+                async with self._caught_up():
                     # an assignment while no tick comes (lunch): seeded now, not at the next batch
                     await self._maybe_reseed()
                     closed, done = self.processor.flush_candle_slice(
@@ -748,7 +885,7 @@ class StreamsRuntime:
         """
         try:
             await self.check_state()
-            async with self._lock:
+            async with self._caught_up():
                 await self._ensure_state()  # also when no batch comes (a quiet feed, the close)
                 await self._maybe_reseed()
                 now = now_ms()
@@ -790,7 +927,7 @@ class StreamsRuntime:
             ],
             dlq=[],
         )
-        async with self._lock:
+        async with self._caught_up():
             persisting = await self._queue_persist(
                 result, functools.partial(self._persist_round, "market stats", result)
             )

@@ -46,6 +46,15 @@ class StreamsSettings(CommonSettings):
         "what was fetched (a live feed's fetch window already collected it, a backlog fills "
         "batches at once)",
     )
+    quotes_first_ticks: int = Field(
+        10_000,
+        ge=0,
+        validation_alias=_env("quotes_first_ticks"),
+        description="while more fetched input waits (a burst, a backlog), batches are parsed and "
+        "their quotes published first, and their statistics, candles, alerts and Redis writes "
+        "follow once the input is caught up or this many ticks wait for them; 0: every batch "
+        "is finished before the next is parsed (docs/architecture.md, 'Quotes first')",
+    )
     fetch_interval_ms: float = Field(
         15.0,
         ge=0,

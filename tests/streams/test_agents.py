@@ -325,19 +325,19 @@ async def test_a_batch_goes_between_two_slices_of_the_candle_timer(
     processor, sink, outbox = rt.processor, rt.sink, rt.outbox
     lines, _ = generate(8, 2, seed=9, start_ms=session_start_ms("2025-06-03", "14:59:50"))
     events: list[str] = []
-    slice_of, process = processor.flush_candle_slice, processor.process
+    slice_of, parse_batch = processor.flush_candle_slice, processor.parse_batch
 
     def recording_slice(*args: Any) -> Any:
         closed, done = slice_of(*args)
         events.append(f"slice {sum(b['tf'] == '1m' for b in closed)}")
         return closed, done
 
-    async def recording_process(*args: Any) -> Any:
+    async def recording_parse(*args: Any) -> Any:
         events.append("batch")
-        return await process(*args)
+        return await parse_batch(*args)
 
     monkeypatch.setattr(processor, "flush_candle_slice", recording_slice)
-    monkeypatch.setattr(processor, "process", recording_process)
+    monkeypatch.setattr(processor, "parse_batch", recording_parse)
     try:
         await rt.handle(_records(lines))
         await asyncio.sleep(0.01)  # the feed is quiet

@@ -19,7 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import Producer
 
-from streams.faust_transport import fetched_to_end_ms, seek_to_committed_or_beginning
+from streams.faust_transport import (
+    fetched_ahead,
+    fetched_to_end_ms,
+    seek_to_committed_or_beginning,
+)
 from tests.conftest import KafkaEndpoint
 
 RECORDS = 10
@@ -113,3 +117,17 @@ async def test_fetched_to_end_is_the_time_of_the_answer_that_found_the_partition
         assert time.monotonic() < deadline, "no fetch answered within 30 s"
         assert await c.getmany(tp, timeout_ms=200) == {}
     assert fetched_to_end_ms(c, "another topic") == {}
+
+
+async def test_fetched_ahead_while_a_fetch_s_records_wait_to_be_handed_over(
+    consumer: tuple[AIOKafkaConsumer, TopicPartition],
+) -> None:
+    """What a batch asks before its rest may wait (streams/runtime.py, quotes first)."""
+    c, tp = consumer
+    assert not fetched_ahead(c, tp.topic)  # nothing fetched yet
+    first = await c.getmany(tp, timeout_ms=10_000, max_records=3)
+    assert len(first[tp]) == 3
+    assert fetched_ahead(c, tp.topic)  # 7 records fetched, not handed over
+    assert not fetched_ahead(c, "another topic")
+    await fetch_all(c, tp, RECORDS - 3)
+    assert not fetched_ahead(c, tp.topic)

@@ -354,11 +354,19 @@ class FakeOutbox:
 
 
 def runtime(
-    sink: FakeSink, outbox: FakeOutbox, latest_interval_s: float = 0.0, clock: Any = time.monotonic
+    sink: FakeSink | None = None,
+    outbox: Any = None,
+    latest_interval_s: float = 0.0,
+    clock: Any = time.monotonic,
+    quotes_first_ticks: int = 10_000,
 ) -> StreamsRuntime:
     """A runtime whose batches send their latest quotes themselves, unless
     ``latest_interval_s`` says otherwise."""
-    s = settings().model_copy(update={"latest_interval_s": latest_interval_s})
+    sink = sink if sink is not None else FakeSink()
+    outbox = outbox if outbox is not None else FakeOutbox()
+    s = settings().model_copy(
+        update={"latest_interval_s": latest_interval_s, "quotes_first_ticks": quotes_first_ticks}
+    )
     return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s), clock=clock)  # type: ignore[arg-type]
 
 
@@ -583,29 +591,140 @@ def test_no_batch_goes_ahead_of_one_its_persist_has_yet_to_send() -> None:
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
-def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it() -> None:
+@pytest.mark.parametrize("quotes_first", [True, False])
+def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it(quotes_first: bool) -> None:
     """Kafka gets the batches in order even when one fails after the next was sent:
-    the last record of every key (what a compacted topic keeps) is the newest."""
+    the last record of every key (what a compacted topic keeps) is the newest. With
+    quotes first, a batch's quotes and the rest of its outputs are two flushes."""
 
     async def run() -> None:
         outbox = GatedOutbox()
-        rt = runtime(FakeSink(), outbox)  # type: ignore[arg-type]
+        rt = runtime(outbox=outbox, quotes_first_ticks=10_000 if quotes_first else 0)
         first, second = two_batches()
         durable: list[int] = []
         done_first = await rt.submit(first, lambda: durable.append(1))
         later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
-        await outbox.flushes(2)  # both batches on their way
+        per_batch = 2 if quotes_first else 1
+        await outbox.flushes(2 * per_batch)  # both batches on their way
         outbox.open = True
-        outbox.gates[1].set_result(True)  # the second is appended first,
+        for gate in reversed(outbox.gates[1:]):  # the second is appended first,
+            gate.set_result(True)
         outbox.gates[0].set_result(False)  # the first fails and is sent again
         done_second = await later
         await rt.drain()
+        assert done_first is not None and done_second is not None
         one = [o.value for o in done_first.kafka]
         two = [o.value for o in done_second.kafka]
         assert durable == [1, 2]
-        assert outbox.delivered == two + one + two
+        if quotes_first:  # its rest was appended before its quotes failed
+            q1, q2 = len(done_first.sink.quotes), len(done_second.sink.quotes)
+            assert outbox.delivered == two[q2:] + two[:q2] + one[q1:] + one + two
+        else:
+            assert outbox.delivered == two + one + two
 
-    asyncio.run(run())
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+# --------------------------------------------------------------------------- quotes first
+
+
+def three_batches() -> list[list[RawRecord]]:
+    records = [record(line, i) for i, line in enumerate(good_lines())]
+    return [records[0:2], records[2:4], records[4:]]
+
+
+def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> None:
+    """While more input waits, a batch is parsed and its quotes sent; its statistics,
+    candles, other outputs and Redis write wait, so the last line of a burst does not
+    wait for the whole processing of the batches before it. Then all of it, in order."""
+
+    async def run() -> None:
+        sink, outbox = FakeSink(), FakeOutbox()
+        rt = runtime(sink, outbox)
+        normalized = rt.settings.topic_names.normalized
+        batches = three_batches()
+        acks: list[int] = []
+        assert await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True) is None
+        assert [t for t, _ in outbox.sent] == [normalized] * 4
+        assert len(rt.processor.stats) == 0 and sink.written == [] and acks == []
+        assert rt.waiting == 2
+        assert await rt.submit(batches[2], lambda: acks.append(3)) is not None
+        await rt.drain()
+        assert acks == [1, 2, 3] and rt.waiting == 0
+        codes = [parse_record(r.value, 0)["code"] for batch in batches for r in batch]
+        assert sink.written == codes and len(rt.processor.stats) == len(codes)
+        topics = [t for t, _ in outbox.sent]
+        assert topics[:6] == [normalized] * 6 and normalized not in topics[6:]
+        assert len(topics) > 6  # the latest quotes, the bars' states
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_no_more_than_quotes_first_ticks_wait_for_the_rest() -> None:
+    """A backlog (more input all the time) is finished every ``quotes_first_ticks``."""
+
+    async def run() -> None:
+        sink = FakeSink()
+        rt = runtime(sink, quotes_first_ticks=3)
+        batches = three_batches()
+        acks: list[int] = []
+        assert await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True) is not None
+        assert rt.waiting == 0 and len(sink.written) == 4
+        off = runtime(FakeSink(), quotes_first_ticks=0)  # every batch finished at once
+        assert await off.submit(batches[2], lambda: acks.append(3), more=lambda: True) is not None
+        await rt.drain()
+        await off.drain()
+        assert acks == [1, 2, 3]
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_rebalance_finishes_the_batches_waiting_and_gets_their_acks() -> None:
+    """What takes the worker next (a timer's round, a rebalance, a stop) first
+    finishes the batches whose rest waits: faust then commits them."""
+
+    async def run() -> None:
+        sink = FakeSink()
+        rt = runtime(sink)
+        acks: list[int] = []
+        batches = three_batches()
+        await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True)
+        await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True)
+        await rt.hand_over_acks()
+        assert acks == [1, 2] and len(sink.written) == 4 and rt.waiting == 0
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_published_quote_whose_aggregates_raise_is_dead_lettered_and_kept() -> None:
+    """Its quote went out before its statistics were derived: it stays published and
+    stored (as sent), is dead-lettered ``unprocessable``, and its stock's state is
+    forgotten, as when the quote had not been sent."""
+    poison_code = "000009"
+    processor = Processor(settings())
+    original = processor.stats.update
+
+    def update_or_raise(quote: dict[str, Any]) -> Any:
+        if quote["code"] == poison_code:
+            raise OverflowError("cannot convert float infinity to integer")
+        return original(quote)
+
+    processor.stats.update = update_or_raise  # type: ignore[method-assign]
+    records = batch_around([sh_line(poison_code)])
+
+    async def run() -> BatchResult:
+        parsed = await processor.parse_batch(records)
+        return await processor.finish(parsed, None, published=True)
+
+    result = asyncio.run(run())
+    (dead,) = result.dlq
+    assert headers_dict(dead.headers)[dlq.REASON] == "unprocessable"
+    assert [q["code"] for q, _ in result.sink.quotes].count(poison_code) == 1
+    normalized = [o for o in result.kafka if o.topic.endswith("hq.ticks.normalized")]
+    assert len(normalized) == len(records)
+    assert poison_code not in processor.last_ts and processor.candles.current(poison_code) is None
 
 
 def test_a_stored_tick_that_raises_does_not_stop_the_warm_up() -> None:
