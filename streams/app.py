@@ -222,8 +222,8 @@ def create_app(
     runs = RunBuffer(max(4096, settings.batch_max * 2))
     young = YoungCollections(settings.gc_threshold) if settings.gc_threshold > 0 else None
 
-    def more_fetched() -> bool:
-        """More input fetched and waiting: a batch's quotes go out before it is derived."""
+    def input_waits() -> bool:
+        """Records fetched for the agent: in ``runs``, or fetched by aiokafka, not handed over."""
         consumer = app.consumer
         return len(runs) > 0 or (
             isinstance(consumer, FastConsumer) and consumer.fetched_ahead(names.raw)
@@ -244,15 +244,17 @@ def create_app(
                     # the batch that failed (it commits the first run of
                     # consecutive acked offsets): that batch would be lost.
                     await asyncio.Event().wait()
+                if rt.waiting and not input_waits():
+                    # quotes first: the rest of a batch parsed only while no input waits
+                    await rt.finish_next()
+                    continue
                 if young is not None:  # its pause off a burst's path
                     young.between_batches(caught_up=not len(runs))
                 batch = await runs.batch(settings.batch_max, settings.batch_within_s)
                 messages = live_messages(app, batch)
                 if messages:
                     records = [message_to_record(m) for m in messages]
-                    await rt.submit(records, ack_all(app.consumer, messages), more=more_fetched)
-                elif rt.waiting:
-                    await rt.catch_up()
+                    await rt.submit(records, ack_all(app.consumer, messages), defer=True)
         except asyncio.CancelledError:
             raise  # stopping, or faust restarting the agent on a rebalance
         except Exception as exc:  # nothing would process this worker's partitions again

@@ -642,7 +642,20 @@ class Processor:
         else:
             self.warmed.update(q["code"] for q, _ in p.quotes)
         failed: dict[int, BaseException] = {}
-        minutes, open_candles, alerts = self.derive(p.quotes, failed)
+        minutes: list[Candle] = []
+        alerts: list[Alert] = []
+        open_by_code: dict[str, Candle] = {}
+        for start in range(0, len(p.quotes), YIELD_EVERY):  # as the parse: the loop runs between
+            failed_here: dict[int, BaseException] = {}
+            done, still_open, fired = self.derive(
+                p.quotes[start : start + YIELD_EVERY], failed_here
+            )
+            minutes += done
+            alerts += fired
+            open_by_code.update((candle.code, candle) for candle in still_open)  # the newest
+            failed.update((start + i, exc) for i, exc in failed_here.items())
+            await asyncio.sleep(0)
+        open_candles = list(open_by_code.values())
         closed = self.close_bars(minutes)
         if failed:
             now = _now_ms()

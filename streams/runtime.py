@@ -170,6 +170,7 @@ class StreamsRuntime:
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
         self._pending_ticks = 0
+        self._candles_put_off = False  # the candle timer's last round gave way to them
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
         self._latest_due = clock()  # when the next batch takes them along
         self._held: list[Callable[[], None]] = []  # acks of durable batches they wait for
@@ -339,18 +340,18 @@ class StreamsRuntime:
         records: list[RawRecord],
         on_durable: Callable[[], None],
         *,
-        more: Callable[[], bool] | None = None,
+        defer: bool = False,
     ) -> BatchResult | None:
         """Parse ``records`` and publish their quotes now; then the rest of the batch
         (statistics, candles, alerts, its other outputs), persisted after the batch in
         flight, then ``on_durable()``.
 
-        ``more()``, asked once the batch is parsed: more input was fetched
-        meanwhile. The rest then waits too (up to ``quotes_first_ticks``
-        ticks, or :meth:`catch_up`), so every quote of a burst is parsed and
-        published before any of its batches is derived and written: the last
-        line of a 5,000-line burst waited for the whole processing of the
-        batches before it (docs/benchmarks.md, "Quotes first"). Batches are
+        ``defer``: the rest waits (up to ``quotes_first_ticks`` ticks) until
+        :meth:`finish_next` or anything else that takes the worker: the
+        agent finishes waiting batches only while no input waits, so every
+        quote of a burst is parsed and published before the batches before it
+        are derived and written (the last line of a 5,000-line burst waited
+        for all of that: docs/benchmarks.md, "Quotes first"). Batches are
         finished in order; each is acked once durable, as before.
 
         Returns the batch processed (not yet durable), None while it waits;
@@ -365,7 +366,7 @@ class StreamsRuntime:
             parsed = await self.processor.parse_batch(records)
             self._pending.append(await self._publish_quotes(parsed, on_durable, started))
             self._pending_ticks += len(parsed.quotes)
-            if self._pending_ticks < self.settings.quotes_first_ticks and more and more():
+            if defer and self._pending_ticks < self.settings.quotes_first_ticks:
                 return None
             result = await self._finish_pending()
         # Let the persist send its writes now: the caller may not yield to the
@@ -373,10 +374,12 @@ class StreamsRuntime:
         await asyncio.sleep(0)
         return result
 
-    async def catch_up(self) -> None:
-        """Finish the batches waiting for the rest of their processing (no more input came)."""
-        async with self._caught_up():
-            pass
+    async def finish_next(self) -> BatchResult | None:
+        """Finish the oldest batch waiting (:meth:`submit`); None if none waits."""
+        async with self._lock:
+            result = await self._finish_pending(1)
+        await asyncio.sleep(0)  # its persist sends its writes
+        return result
 
     @property
     def waiting(self) -> int:
@@ -417,13 +420,16 @@ class StreamsRuntime:
             await asyncio.sleep(0)  # its flush takes these records before anything else
         return pending
 
-    async def _finish_pending(self) -> BatchResult | None:
-        """Finish every batch waiting, in order; the last one's result (None: none waited).
+    async def _finish_pending(self, most: int | None = None) -> BatchResult | None:
+        """Finish the batches waiting (``most`` of them, default all) in order; the last
+        one's result (None: none waited).
 
         What cannot be finished (not an outage: those are retried) can never
         be acked, so nothing after it would be committed: the worker exits."""
         result = None
-        while self._pending:
+        left = len(self._pending) if most is None else most
+        while self._pending and left > 0:
+            left -= 1
             pending = self._pending.pop(0)
             self._pending_ticks -= len(pending.parsed.quotes)
             try:
@@ -531,9 +537,15 @@ class StreamsRuntime:
     async def flush_latest(self, force: bool = False) -> None:
         """Send the waiting ``hq.quotes.latest`` records if their interval is over (or
         ``force``: a rebalance or a stop waits for the acks they hold), when no batch
-        comes to take them along; returns once they are durable. Never raises."""
+        comes to take them along; returns once they are durable. Never raises.
+
+        Not forced, it leaves them to a batch waiting for its rest (quotes
+        first), which takes them along when it is finished: the timer must not
+        finish a burst's batches before the burst's next batch is parsed."""
         try:
-            async with self._caught_up():
+            async with self._caught_up() if force else self._lock:
+                if self._pending and not force:
+                    return
                 result = BatchResult(sink=SinkBatch(quotes=[], candles=[], alerts=[]),
                                      kafka=[], dlq=[])  # fmt: skip
                 if not self._carry_latest(result, force):
@@ -823,7 +835,13 @@ class StreamsRuntime:
         persisting: asyncio.Task[object] | None = None
         try:
             while True:
-                async with self._caught_up():
+                async with self._lock:
+                    if self._pending:  # batches wait for their rest (quotes first)
+                        if not self._candles_put_off:
+                            self._candles_put_off = True  # they go first, for one round
+                            return total
+                        await self._finish_pending()
+                    self._candles_put_off = False
                     # an assignment while no tick comes (lunch): seeded now, not at the next batch
                     await self._maybe_reseed()
                     closed, done = self.processor.flush_candle_slice(
@@ -885,9 +903,12 @@ class StreamsRuntime:
         """
         try:
             await self.check_state()
-            async with self._caught_up():
-                await self._ensure_state()  # also when no batch comes (a quiet feed, the close)
-                await self._maybe_reseed()
+            async with self._lock:
+                if not self._pending:  # (else the next batch checks, as submit does)
+                    await self._ensure_state()  # also when no batch comes (a quiet feed, the close)
+                    await self._maybe_reseed()
+                # without the ticks of batches waiting for their rest (quotes first): the
+                # round must not finish a burst's batches before its next one is parsed
                 now = now_ms()
                 partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)
                 await self.sink.write_partial(self.worker_id, partial, now)
@@ -927,7 +948,7 @@ class StreamsRuntime:
             ],
             dlq=[],
         )
-        async with self._caught_up():
+        async with self._lock:  # (before the rest of batches waiting: a round of its own)
             persisting = await self._queue_persist(
                 result, functools.partial(self._persist_round, "market stats", result)
             )

@@ -13,6 +13,7 @@ No broker and no Redis: the sink and the outbox are small fakes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -644,8 +645,8 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
         normalized = rt.settings.topic_names.normalized
         batches = three_batches()
         acks: list[int] = []
-        assert await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True) is None
-        assert await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True) is None
+        assert await rt.submit(batches[0], lambda: acks.append(1), defer=True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), defer=True) is None
         assert [t for t, _ in outbox.sent] == [normalized] * 4
         assert len(rt.processor.stats) == 0 and sink.written == [] and acks == []
         assert rt.waiting == 2
@@ -661,6 +662,31 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
+def test_the_batches_waiting_are_finished_one_at_a_time_oldest_first() -> None:
+    """The agent finishes one batch whenever no input waits, so a burst's next batch is
+    parsed after one batch's rest, not after every batch's."""
+
+    async def run() -> None:
+        sink = FakeSink()
+        rt = runtime(sink)
+        acks: list[int] = []
+        batches = three_batches()
+        for n, batch in enumerate(batches[:2], 1):
+            await rt.submit(batch, functools.partial(acks.append, n), defer=True)
+        first = await rt.finish_next()
+        assert first is not None and [r.offset for r in first.sources] == [0, 1]
+        assert rt.waiting == 1 and len(sink.written) == 2
+        await rt.submit(batches[2], functools.partial(acks.append, 3), defer=True)
+        assert rt.waiting == 2
+        while rt.waiting:
+            await rt.finish_next()
+        assert await rt.finish_next() is None
+        await rt.drain()
+        assert acks == [1, 2, 3] and len(sink.written) == 6
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_no_more_than_quotes_first_ticks_wait_for_the_rest() -> None:
     """A backlog (more input all the time) is finished every ``quotes_first_ticks``."""
 
@@ -669,11 +695,11 @@ def test_no_more_than_quotes_first_ticks_wait_for_the_rest() -> None:
         rt = runtime(sink, quotes_first_ticks=3)
         batches = three_batches()
         acks: list[int] = []
-        assert await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True) is None
-        assert await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True) is not None
+        assert await rt.submit(batches[0], lambda: acks.append(1), defer=True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), defer=True) is not None
         assert rt.waiting == 0 and len(sink.written) == 4
         off = runtime(FakeSink(), quotes_first_ticks=0)  # every batch finished at once
-        assert await off.submit(batches[2], lambda: acks.append(3), more=lambda: True) is not None
+        assert await off.submit(batches[2], lambda: acks.append(3), defer=True) is not None
         await rt.drain()
         await off.drain()
         assert acks == [1, 2, 3]
@@ -690,8 +716,8 @@ def test_a_rebalance_finishes_the_batches_waiting_and_gets_their_acks() -> None:
         rt = runtime(sink)
         acks: list[int] = []
         batches = three_batches()
-        await rt.submit(batches[0], lambda: acks.append(1), more=lambda: True)
-        await rt.submit(batches[1], lambda: acks.append(2), more=lambda: True)
+        await rt.submit(batches[0], lambda: acks.append(1), defer=True)
+        await rt.submit(batches[1], lambda: acks.append(2), defer=True)
         await rt.hand_over_acks()
         assert acks == [1, 2] and len(sink.written) == 4 and rt.waiting == 0
 
