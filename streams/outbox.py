@@ -180,6 +180,7 @@ class BatchOutbox:
         self._full: list[tuple[str, int, BatchBuilder]] = []  # filled up before the flush
         self._partition_of: dict[str, dict[bytes, int]] = {}  # topic -> key -> partition
         self._partitions: dict[str, int] = {}
+        self._handing_over = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -238,15 +239,20 @@ class BatchOutbox:
         self._full, self._batches = [], {}
         if not batches:
             return
-        producer = await self._started()
         errors: list[str] = []
         pending: list[asyncio.Future[Any]] = []
-        for topic, partition, batch in batches:
-            try:
-                # no yield while nothing waits: the sender task sees them all at once
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-            except Exception as exc:
-                errors.append(f"{topic}[{partition}]: {exc!r}")
+        # Flushes hand their batches over in the order they were called: one that
+        # waits (the producer's start, a full accumulator) would otherwise let a
+        # later flush's batch of a partition go before its own, out of order
+        # (the normalized topic in a backlog, with the quotes sent first).
+        async with self._handing_over:
+            producer = await self._started()
+            for topic, partition, batch in batches:
+                try:
+                    # no yield while nothing waits: the sender task sees them all at once
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                except Exception as exc:
+                    errors.append(f"{topic}[{partition}]: {exc!r}")
         for result in await asyncio.gather(*pending, return_exceptions=True):
             if isinstance(result, BaseException):
                 errors.append(repr(result))

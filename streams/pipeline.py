@@ -115,6 +115,8 @@ class Parsed:
     dead: list[DlqRecord] = field(default_factory=list)
     arbitrated: int = 0  # copies of another feed's quotes, dropped by the arbiter
     n_in: int = 0  # records parsed
+    #: the arbiter's new winners, by raw partition (:attr:`BatchResult.feed_winners`)
+    feed_winners: dict[int, dict[str, Winner]] = field(default_factory=dict)
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
         """Move the records at the indices of ``failed`` to the dead letters."""
@@ -613,6 +615,7 @@ class Processor:
         for start in range(0, len(records), YIELD_EVERY):
             self.parse(records[start : start + YIELD_EVERY], p)
             await asyncio.sleep(0)
+        p.feed_winners = self._feed_winners_to_store()  # this parse's, stored with its batch
         return p
 
     def normalized_outputs(self, p: Parsed) -> list[KafkaOut]:
@@ -691,7 +694,7 @@ class Processor:
             n_in=p.n_in,
             sources=p.sources,
             arbitrated=p.arbitrated,
-            feed_winners=self._feed_winners_to_store(),
+            feed_winners=p.feed_winners,
             latest=latest,
         )
 

@@ -50,16 +50,16 @@ import typer
 from streams import pipeline
 from streams.cli import streams
 
-original = pipeline.Processor.process
+original = pipeline.Processor.parse_batch
 crashed = []
 
-async def process(self, *args, **kwargs):
+async def parse_batch(self, *args, **kwargs):
     if not crashed:
         crashed.append(True)
         raise RuntimeError("injected by test_failover")
     return await original(self, *args, **kwargs)
 
-pipeline.Processor.process = process
+pipeline.Processor.parse_batch = parse_batch
 typer.run(streams)
 """
 

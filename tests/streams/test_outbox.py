@@ -135,3 +135,38 @@ async def test_after_a_failure_the_next_batch_goes_through_a_new_producer(
     finally:
         await outbox.close()
     assert [m.value() for m in _consume(kafka, topic, 1)] == [b"sent again"]
+
+
+async def test_flushes_hand_their_batches_over_in_the_order_they_were_called(
+    kafka: KafkaEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that waits while it hands its batches over (the producer's start, a full
+    accumulator) holds back the flushes called after it: a partition keeps its order."""
+    topic = kafka.topic("order", partitions=1)
+    outbox = BatchOutbox(bootstrap_servers=kafka.bootstrap)
+    try:
+        await outbox.send(topic, b"k", b"first", None)  # starts the producer
+        producer = await outbox._started()
+        gate = asyncio.Event()
+        send_batch = producer.send_batch
+        calls = 0
+
+        async def first_waits(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await gate.wait()
+            return await send_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(producer, "send_batch", first_waits)
+        first = asyncio.ensure_future(outbox.flush())
+        await asyncio.sleep(0)  # it took "first" and waits at the gate
+        await outbox.send(topic, b"k", b"second", None)
+        second = asyncio.ensure_future(outbox.flush())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, second)
+    finally:
+        await outbox.close()
+    assert [m.value() for m in _consume(kafka, topic, 2)] == [b"first", b"second"]
