@@ -254,7 +254,7 @@ def create_app(
                 messages = live_messages(app, batch)
                 if messages:
                     records = [message_to_record(m) for m in messages]
-                    await rt.submit(records, ack_all(app.consumer, messages), defer=True)
+                    await rt.submit(records, ack_all(app.consumer, messages), defer=input_waits)
         except asyncio.CancelledError:
             raise  # stopping, or faust restarting the agent on a rebalance
         except Exception as exc:  # nothing would process this worker's partitions again

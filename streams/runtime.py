@@ -340,19 +340,21 @@ class StreamsRuntime:
         records: list[RawRecord],
         on_durable: Callable[[], None],
         *,
-        defer: bool = False,
+        defer: Callable[[], bool] | None = None,
     ) -> BatchResult | None:
-        """Parse ``records`` and publish their quotes now; then the rest of the batch
-        (statistics, candles, alerts, its other outputs), persisted after the batch in
-        flight, then ``on_durable()``.
+        """Parse ``records``; then the rest of the batch (statistics, candles, alerts, its
+        outputs), persisted after the batch in flight, then ``on_durable()``.
 
-        ``defer``: the rest waits (up to ``quotes_first_ticks`` ticks) until
-        :meth:`finish_next` or anything else that takes the worker: the
-        agent finishes waiting batches only while no input waits, so every
-        quote of a burst is parsed and published before the batches before it
-        are derived and written (the last line of a 5,000-line burst waited
-        for all of that: docs/benchmarks.md, "Quotes first"). Batches are
-        finished in order; each is acked once durable, as before.
+        ``defer()``, asked once the batch is parsed: input waits for the
+        worker. Then its quotes are published at once and the rest waits (up
+        to ``quotes_first_ticks`` ticks) for :meth:`finish_next`, or anything
+        else that takes the worker: the agent finishes waiting batches only
+        while no input waits, so every quote of a burst is parsed and
+        published before the batches before it are derived and written (the
+        last line of a 5,000-line burst waited for all of that:
+        docs/benchmarks.md, "Quotes first"). Otherwise the batch (after any
+        waiting) is finished now, its outputs in one produce request.
+        Batches are finished in order; each is acked once durable, as before.
 
         Returns the batch processed (not yet durable), None while it waits;
         raises what the previous batch's persist raised (not a Redis/Kafka
@@ -364,10 +366,13 @@ class StreamsRuntime:
                 await self._ensure_state()
                 await self._maybe_reseed()
             parsed = await self.processor.parse_batch(records)
-            self._pending.append(await self._publish_quotes(parsed, on_durable, started))
-            self._pending_ticks += len(parsed.quotes)
-            if defer and self._pending_ticks < self.settings.quotes_first_ticks:
+            room = self._pending_ticks + len(parsed.quotes) < self.settings.quotes_first_ticks
+            if room and defer is not None and defer():
+                self._pending.append(await self._publish_quotes(parsed, on_durable, started))
+                self._pending_ticks += len(parsed.quotes)
                 return None
+            self._pending.append(Pending(parsed, on_durable, started))
+            self._pending_ticks += len(parsed.quotes)
             result = await self._finish_pending()
         # Let the persist send its writes now: the caller may not yield to the
         # loop before the next batch is processed (its queue is full).
@@ -400,7 +405,7 @@ class StreamsRuntime:
         """Send ``parsed``'s normalized records ahead of the rest of its batch (in batch
         order, as :meth:`_send_ahead`); the batch as it waits for the rest."""
         pending = Pending(parsed, on_durable, started)
-        if self.settings.quotes_first_ticks <= 0 or not parsed.quotes:
+        if not parsed.quotes:
             return pending
         if self._unsent:  # a batch before it sends its own outputs first
             self._unsent += 1

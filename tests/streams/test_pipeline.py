@@ -600,13 +600,18 @@ def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it(quotes_first:
 
     async def run() -> None:
         outbox = GatedOutbox()
-        rt = runtime(outbox=outbox, quotes_first_ticks=10_000 if quotes_first else 0)
+        rt = runtime(outbox=outbox)
         first, second = two_batches()
         durable: list[int] = []
-        done_first = await rt.submit(first, lambda: durable.append(1))
-        later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
-        per_batch = 2 if quotes_first else 1
-        await outbox.flushes(2 * per_batch)  # both batches on their way
+        if quotes_first:  # both parsed and their quotes sent, then their rests
+            await rt.submit(first, lambda: durable.append(1), defer=lambda: True)
+            await rt.submit(second, lambda: durable.append(2), defer=lambda: True)
+            done_first = await rt.finish_next()
+            later = asyncio.create_task(rt.finish_next())
+        else:
+            done_first = await rt.submit(first, lambda: durable.append(1))
+            later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
+        await outbox.flushes(4 if quotes_first else 2)  # both batches on their way
         outbox.open = True
         for gate in reversed(outbox.gates[1:]):  # the second is appended first,
             gate.set_result(True)
@@ -617,9 +622,9 @@ def test_a_batch_sent_ahead_of_a_failed_one_is_sent_again_after_it(quotes_first:
         one = [o.value for o in done_first.kafka]
         two = [o.value for o in done_second.kafka]
         assert durable == [1, 2]
-        if quotes_first:  # its rest was appended before its quotes failed
+        if quotes_first:  # flushes: its quotes (failed), the second's, its rest, the second's
             q1, q2 = len(done_first.sink.quotes), len(done_second.sink.quotes)
-            assert outbox.delivered == two[q2:] + two[:q2] + one[q1:] + one + two
+            assert outbox.delivered == two[q2:] + one[q1:] + two[:q2] + one + two
         else:
             assert outbox.delivered == two + one + two
 
@@ -645,12 +650,14 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
         normalized = rt.settings.topic_names.normalized
         batches = three_batches()
         acks: list[int] = []
-        assert await rt.submit(batches[0], lambda: acks.append(1), defer=True) is None
-        assert await rt.submit(batches[1], lambda: acks.append(2), defer=True) is None
+        assert await rt.submit(batches[0], lambda: acks.append(1), defer=lambda: True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), defer=lambda: True) is None
         assert [t for t, _ in outbox.sent] == [normalized] * 4
         assert len(rt.processor.stats) == 0 and sink.written == [] and acks == []
         assert rt.waiting == 2
-        assert await rt.submit(batches[2], lambda: acks.append(3)) is not None
+        assert await rt.submit(batches[2], lambda: acks.append(3), defer=lambda: True) is None
+        while rt.waiting:  # no more input: the agent finishes them, oldest first
+            assert await rt.finish_next() is not None
         await rt.drain()
         assert acks == [1, 2, 3] and rt.waiting == 0
         codes = [parse_record(r.value, 0)["code"] for batch in batches for r in batch]
@@ -658,6 +665,25 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
         topics = [t for t, _ in outbox.sent]
         assert topics[:6] == [normalized] * 6 and normalized not in topics[6:]
         assert len(topics) > 6  # the latest quotes, the bars' states
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_batch_no_input_waits_behind_goes_out_in_one_produce_request() -> None:
+    """The steady feed's batches (nothing waits behind them) are finished at once, their
+    quotes and the rest in one flush: quotes first would double the produce requests."""
+
+    async def run() -> None:
+        outbox = GatedOutbox()
+        outbox.open = True
+        rt = runtime(outbox=outbox)
+        waiting, alone = three_batches()[:2]
+        assert await rt.submit(waiting, lambda: None, defer=lambda: True) is None
+        assert len(outbox.gates) == 1  # its quotes
+        done = await rt.submit(alone, lambda: None, defer=lambda: False)
+        assert done is not None and rt.waiting == 0
+        await rt.drain()
+        assert len(outbox.gates) == 3  # the rest of the first; the second whole
 
     asyncio.run(asyncio.wait_for(run(), 10))
 
@@ -672,11 +698,11 @@ def test_the_batches_waiting_are_finished_one_at_a_time_oldest_first() -> None:
         acks: list[int] = []
         batches = three_batches()
         for n, batch in enumerate(batches[:2], 1):
-            await rt.submit(batch, functools.partial(acks.append, n), defer=True)
+            await rt.submit(batch, functools.partial(acks.append, n), defer=lambda: True)
         first = await rt.finish_next()
         assert first is not None and [r.offset for r in first.sources] == [0, 1]
         assert rt.waiting == 1 and len(sink.written) == 2
-        await rt.submit(batches[2], functools.partial(acks.append, 3), defer=True)
+        await rt.submit(batches[2], functools.partial(acks.append, 3), defer=lambda: True)
         assert rt.waiting == 2
         while rt.waiting:
             await rt.finish_next()
@@ -695,11 +721,11 @@ def test_no_more_than_quotes_first_ticks_wait_for_the_rest() -> None:
         rt = runtime(sink, quotes_first_ticks=3)
         batches = three_batches()
         acks: list[int] = []
-        assert await rt.submit(batches[0], lambda: acks.append(1), defer=True) is None
-        assert await rt.submit(batches[1], lambda: acks.append(2), defer=True) is not None
+        assert await rt.submit(batches[0], lambda: acks.append(1), defer=lambda: True) is None
+        assert await rt.submit(batches[1], lambda: acks.append(2), defer=lambda: True) is not None
         assert rt.waiting == 0 and len(sink.written) == 4
         off = runtime(FakeSink(), quotes_first_ticks=0)  # every batch finished at once
-        assert await off.submit(batches[2], lambda: acks.append(3), defer=True) is not None
+        assert await off.submit(batches[2], lambda: acks.append(3), defer=lambda: True) is not None
         await rt.drain()
         await off.drain()
         assert acks == [1, 2, 3]
@@ -716,8 +742,8 @@ def test_a_rebalance_finishes_the_batches_waiting_and_gets_their_acks() -> None:
         rt = runtime(sink)
         acks: list[int] = []
         batches = three_batches()
-        await rt.submit(batches[0], lambda: acks.append(1), defer=True)
-        await rt.submit(batches[1], lambda: acks.append(2), defer=True)
+        await rt.submit(batches[0], lambda: acks.append(1), defer=lambda: True)
+        await rt.submit(batches[1], lambda: acks.append(2), defer=lambda: True)
         await rt.hand_over_acks()
         assert acks == [1, 2] and len(sink.written) == 4 and rt.waiting == 0
 
