@@ -346,14 +346,15 @@ class StreamsRuntime:
         outputs), persisted after the batch in flight, then ``on_durable()``.
 
         ``defer()``, asked once the batch is parsed: input waits for the
-        worker. Then its quotes are published at once and the rest waits (up
-        to ``quotes_first_ticks`` ticks) for :meth:`finish_next`, or anything
-        else that takes the worker: the agent finishes waiting batches only
-        while no input waits, so every quote of a burst is parsed and
-        published before the batches before it are derived and written (the
-        last line of a 5,000-line burst waited for all of that:
-        docs/benchmarks.md, "Quotes first"). Otherwise the batch (after any
-        waiting) is finished now, its outputs in one produce request.
+        worker. Then (or while batches wait already) its quotes are published
+        at once and the rest waits (up to ``quotes_first_ticks`` ticks) for
+        :meth:`finish_next`, or anything else that takes the worker: the
+        agent finishes waiting batches one at a time, only while no input
+        waits, so every quote of a burst is parsed and published before the
+        batches before it are derived and written (the last line of a
+        5,000-line burst waited for all of that: docs/benchmarks.md, "Quotes
+        first"). Otherwise the batch is finished now, its outputs in one
+        produce request.
         Batches are finished in order; each is acked once durable, as before.
 
         Returns the batch processed (not yet durable), None while it waits;
@@ -367,7 +368,7 @@ class StreamsRuntime:
                 await self._maybe_reseed()
             parsed = await self.processor.parse_batch(records)
             room = self._pending_ticks + len(parsed.quotes) < self.settings.quotes_first_ticks
-            if room and defer is not None and defer():
+            if room and defer is not None and (self._pending or defer()):
                 self._pending.append(await self._publish_quotes(parsed, on_durable, started))
                 self._pending_ticks += len(parsed.quotes)
                 return None

@@ -670,20 +670,25 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
 
 
 def test_a_batch_no_input_waits_behind_goes_out_in_one_produce_request() -> None:
-    """The steady feed's batches (nothing waits behind them) are finished at once, their
-    quotes and the rest in one flush: quotes first would double the produce requests."""
+    """The steady feed's batches (nothing waits behind them, none before them) are finished
+    at once, quotes and the rest in one flush: quotes first would double the requests."""
 
     async def run() -> None:
         outbox = GatedOutbox()
         outbox.open = True
         rt = runtime(outbox=outbox)
-        waiting, alone = three_batches()[:2]
-        assert await rt.submit(waiting, lambda: None, defer=lambda: True) is None
-        assert len(outbox.gates) == 1  # its quotes
-        done = await rt.submit(alone, lambda: None, defer=lambda: False)
-        assert done is not None and rt.waiting == 0
+        first, second, third = three_batches()
+        assert await rt.submit(first, lambda: None, defer=lambda: False) is not None
+        assert len(outbox.gates) == 1  # quotes and the rest at once
+        assert await rt.submit(second, lambda: None, defer=lambda: True) is None
+        assert len(outbox.gates) == 2  # its quotes
+        # while a batch waits, the next one's quotes go first too (one at a time after)
+        assert await rt.submit(third, lambda: None, defer=lambda: False) is None
+        assert len(outbox.gates) == 3 and rt.waiting == 2
+        while rt.waiting:
+            await rt.finish_next()
         await rt.drain()
-        assert len(outbox.gates) == 3  # the rest of the first; the second whole
+        assert len(outbox.gates) == 5  # the rests of the second and the third
 
     asyncio.run(asyncio.wait_for(run(), 10))
 
