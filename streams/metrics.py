@@ -62,6 +62,11 @@ REBUILDS = Counter("hq_streams_rebuilds_total", "state rebuilds completed")
 REBUILD_SECONDS = Gauge("hq_streams_rebuild_last_seconds", "duration of the last state rebuild")
 REDIS_UP = Gauge("hq_streams_redis_up", "1 while the last Redis write succeeded")
 ASSIGNED = Gauge("hq_streams_assigned_partitions", "raw-topic partitions assigned to this worker")
+TICKS_WAITING = Gauge(
+    "hq_streams_ticks_waiting",
+    "ticks parsed and published whose statistics, candles, alerts and Redis write wait "
+    "while input waits (quotes first; HQ_STREAMS_QUOTES_FIRST_TICKS at most)",
+)
 NATIVE_PARSE = Gauge(
     "hq_streams_native_parse",
     "1 when this worker parses with the compiled fast path (hqstream_native), 0 on pure Python",

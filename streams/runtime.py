@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -113,8 +113,8 @@ class SentAhead:
 
 @dataclass(slots=True)
 class Pending:
-    """A batch parsed and its quotes published (:meth:`StreamsRuntime.submit`), waiting for
-    the rest of its processing (:meth:`StreamsRuntime._finish`)."""
+    """A batch parsed (:meth:`StreamsRuntime.submit`), its quotes perhaps published, waiting
+    for the rest of its processing (:meth:`StreamsRuntime._finish`)."""
 
     parsed: Parsed
     on_durable: Callable[[], None]
@@ -122,7 +122,7 @@ class Pending:
     quotes: SentAhead | None = None  # its normalized records, sent before the rest
     n_quotes: int = 0  # how many of its Kafka outputs ``quotes`` sent (the first ones)
     #: its quotes could not go first: counted in ``_unsent`` until its persist sends them
-    unsent: bool = field(default=False)
+    unsent: bool = False
 
 
 async def _all_delivered(*flushes: asyncio.Future[None]) -> None:
@@ -371,6 +371,7 @@ class StreamsRuntime:
             if room and defer is not None and (self._pending or defer()):
                 self._pending.append(await self._publish_quotes(parsed, on_durable, started))
                 self._pending_ticks += len(parsed.quotes)
+                metrics.TICKS_WAITING.set(self._pending_ticks)
                 return None
             self._pending.append(Pending(parsed, on_durable, started))
             self._pending_ticks += len(parsed.quotes)
@@ -389,13 +390,13 @@ class StreamsRuntime:
 
     @property
     def waiting(self) -> int:
-        """Batches parsed whose quotes are out and whose rest waits (:meth:`submit`)."""
+        """Batches parsed whose rest waits (:meth:`submit`)."""
         return len(self._pending)
 
     @contextlib.asynccontextmanager
     async def _caught_up(self) -> AsyncIterator[None]:
-        """The worker's lock, once every batch waiting is finished: what takes it next
-        (a timer's round, a rebalance) sees the state of every batch parsed."""
+        """The worker's lock, once every batch waiting is finished: what takes it so (a
+        revocation, the hand-over of acks, :meth:`handle`) sees every batch parsed."""
         async with self._lock:
             await self._finish_pending()
             yield
@@ -438,6 +439,7 @@ class StreamsRuntime:
             left -= 1
             pending = self._pending.pop(0)
             self._pending_ticks -= len(pending.parsed.quotes)
+            metrics.TICKS_WAITING.set(self._pending_ticks)
             try:
                 result = await self._finish(pending)
             except asyncio.CancelledError:

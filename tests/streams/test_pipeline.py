@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 from schemas import dlq
 from schemas.serde import SingleObjectCodec
 from schemas.topics import H_RECEIVE_TS
-from streams import pipeline
+from streams import metrics, pipeline
 from streams.alerts import AlertConfig
 from streams.dlq import DlqRecord
 from streams.market_stats import (
@@ -462,13 +462,14 @@ def test_a_batch_is_sent_to_kafka_before_the_previous_batch_is_in_redis() -> Non
         done_first = await rt.submit(first, lambda: durable.append(1))
         later = asyncio.create_task(rt.submit(second, lambda: durable.append(2)))
         await outbox.flushes(2)  # the second batch's outputs delivered ...
+        assert done_first is not None  # (no ``defer``: finished at once)
         one = [o.value for o in done_first.kafka]
         assert outbox.delivered[: len(one)] == one and len(outbox.delivered) > len(one)
         assert sink.written == [] and durable == []  # ... while the first waits for Redis
         sink.release.set()
         done_second = await later
         await rt.drain()
-        assert durable == [1, 2]
+        assert durable == [1, 2] and done_second is not None
         assert outbox.delivered == one + [o.value for o in done_second.kafka]
 
     asyncio.run(run())
@@ -586,6 +587,7 @@ def test_no_batch_goes_ahead_of_one_its_persist_has_yet_to_send() -> None:
         outbox.go.set()
         done_second = await later
         await rt.drain()
+        assert done_first is not None and done_second is not None
         one = [o.value for o in done_first.kafka]
         assert outbox.delivered == one + [o.value for o in done_second.kafka]
 
@@ -654,12 +656,12 @@ def test_a_burst_s_quotes_all_go_out_before_any_of_its_batches_is_derived() -> N
         assert await rt.submit(batches[1], lambda: acks.append(2), defer=lambda: True) is None
         assert [t for t, _ in outbox.sent] == [normalized] * 4
         assert len(rt.processor.stats) == 0 and sink.written == [] and acks == []
-        assert rt.waiting == 2
+        assert rt.waiting == 2 and metrics.TICKS_WAITING._value.get() == 4
         assert await rt.submit(batches[2], lambda: acks.append(3), defer=lambda: True) is None
         while rt.waiting:  # no more input: the agent finishes them, oldest first
             assert await rt.finish_next() is not None
         await rt.drain()
-        assert acks == [1, 2, 3] and rt.waiting == 0
+        assert acks == [1, 2, 3] and rt.waiting == 0 and metrics.TICKS_WAITING._value.get() == 0
         codes = [parse_record(r.value, 0)["code"] for batch in batches for r in batch]
         assert sink.written == codes and len(rt.processor.stats) == len(codes)
         topics = [t for t, _ in outbox.sent]
@@ -1007,6 +1009,7 @@ def test_a_batch_after_the_interval_takes_the_latest_quotes_along() -> None:
         await rt.submit(ticks_at("14:59:53", 2), lambda: acks.append(2))
         now[0] += 0.6
         third = await rt.submit(ticks_at("14:59:56", 4), lambda: acks.append(3))
+        assert third is not None
         assert [o.topic for o in third.kafka].count("hq.quotes.latest") == 2
         now[0] += 0.1
         await rt.submit(ticks_at("14:59:59", 6), lambda: acks.append(4))  # after 3 is durable
