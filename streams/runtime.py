@@ -530,7 +530,7 @@ class StreamsRuntime:
         (4,904 ticks published twice when a worker joined, in a fault run)."""
         self._hand_over = True
         held, waiting = len(self._held), len(self._latest)
-        await self.flush_latest(force=True)  # (after the batches waiting)
+        await self.flush_latest(force=True)
         async with self._caught_up():  # the batch in flight acks (and releases what it took)
             await self._wait_inflight()
         if held or waiting:
@@ -547,12 +547,13 @@ class StreamsRuntime:
         ``force``: a rebalance or a stop waits for the acks they hold), when no batch
         comes to take them along; returns once they are durable. Never raises.
 
-        Not forced, it leaves them to a batch waiting for its rest (quotes
-        first), which takes them along when it is finished: the timer must not
-        finish a burst's batches before the burst's next batch is parsed."""
+        While batches wait for their rest (quotes first), it leaves the records
+        to them: the first finished takes them along (after a rebalance or a
+        stop began, each does; :meth:`hand_over_acks` finishes them). The
+        timer must not finish a burst's batches before its next one is parsed."""
         try:
-            async with self._caught_up() if force else self._lock:
-                if self._pending and not force:
+            async with self._lock:
+                if self._pending:
                     return
                 result = BatchResult(sink=SinkBatch(quotes=[], candles=[], alerts=[]),
                                      kafka=[], dlq=[])  # fmt: skip
