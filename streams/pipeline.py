@@ -127,6 +127,23 @@ class Parsed:
         self.sources = [self.sources[i] for i in keep]
         self.dead += failed.values()
 
+    def take_first(self, n: int) -> Parsed:
+        """The first ``n`` quotes as a batch of their own, with the dead letters and the
+        counts; this one keeps the rest of the quotes and the arbiter's winners
+        (stored once Kafka has the last of them)."""
+        head = Parsed(
+            quotes=self.quotes[:n],
+            encoded=self.encoded[:n],
+            data=self.data[:n],
+            sources=self.sources[:n],
+            dead=self.dead,
+            arbitrated=self.arbitrated,
+            n_in=self.n_in,
+        )
+        del self.quotes[:n], self.encoded[:n], self.data[:n], self.sources[:n]
+        self.dead, self.arbitrated, self.n_in = [], 0, 0
+        return head
+
 
 def receive_ts_and_source(record: RawRecord) -> tuple[int, str]:
     """The receiver's ``receive_ts`` (else the Kafka timestamp) and feed (``source``) headers."""

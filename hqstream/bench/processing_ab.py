@@ -25,7 +25,7 @@ from rich.progress import Progress
 
 from hqstream.bench.common import calibration_row, machine
 from producers.quote_lines import SnapshotSource
-from producers.universe import build_listing
+from producers.universe import CODES_PER_PREFIX, allocate, build_listing
 from schemas.redis_keys import Market
 from schemas.topics import H_RECEIVE_TS
 from streams.pipeline import Processor, RawRecord
@@ -42,8 +42,10 @@ PLAN: list[tuple[Market, str, int]] = [
 def simulated_batches(stocks: int, snapshots: int, batch: int) -> list[list[RawRecord]]:
     """``snapshots`` 3-second snapshots of ``stocks`` stocks from 09:30, as raw records."""
     scale = max(1, stocks // 100)
-    listing = [replace(s, suspended=False)
-               for s in build_listing([(m, p, n * scale) for m, p, n in PLAN], seed=3)]  # fmt: skip
+    plan = [(m, p, n * scale) for m, p, n in PLAN]
+    if any(n > CODES_PER_PREFIX for _, _, n in plan):  # a whole market: as the simulator lists it
+        plan = allocate(stocks)
+    listing = [replace(s, suspended=False) for s in build_listing(plan, seed=3)]
     source = SnapshotSource(tuple(listing), dt.datetime(2026, 11, 23, 9, 30), 3.0, seed=3)
     received = [(H_RECEIVE_TS, b"1900000000000")]
     records: list[RawRecord] = []
