@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, cast
 
 import faust
@@ -76,6 +76,19 @@ async def seek_to_committed_or_beginning(consumer: AIOKafkaConsumer) -> dict[Any
     return committed
 
 
+def _fetch_positions(consumer: AIOKafkaConsumer, topic: str) -> Iterator[tuple[Any, int | None]]:
+    """Per assigned partition of ``topic``: (its TopicPartition, how many of the records
+    up to the last fetch response's high watermark are still to be handed over; None:
+    no valid position or no fetch response yet)."""
+    assignment = consumer._subscription.subscription.assignment  # no public getter
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        state, high = assignment.state_value(tp), consumer.highwater(tp)
+        valid = state is not None and state.has_valid_position and high is not None
+        yield tp, high - state.position if valid else None
+
+
 def fetched_to_end_ms(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
     """Per assigned partition of ``topic``: the wall time (epoch ms) of the latest fetch
     response, if every record up to its high watermark has been handed over since; 0 if not.
@@ -85,33 +98,17 @@ def fetched_to_end_ms(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
     aiokafka keeps both in its fetch state: the response's time and high watermark
     (``last_poll_timestamp``, ``highwater``) and the next offset to hand over.
     """
-    assignment = consumer._subscription.subscription.assignment  # no public getter
     ends: dict[int, int] = {}
-    for tp in consumer.assignment():
-        if tp.topic != topic:
-            continue
-        state = assignment.state_value(tp)
-        polled, high = consumer.last_poll_timestamp(tp), consumer.highwater(tp)
-        caught_up = (
-            state is not None and state.has_valid_position and high is not None
-            and state.position >= high
-        )  # fmt: skip
-        ends[tp.partition] = polled if caught_up and polled else 0
+    for tp, behind in _fetch_positions(consumer, topic):
+        polled = consumer.last_poll_timestamp(tp)
+        ends[tp.partition] = polled if behind is not None and behind <= 0 and polled else 0
     return ends
 
 
 def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
     """Whether the last fetch response of some assigned partition of ``topic`` had records
     not handed over yet (a batch took ``max_poll_records``; the rest waits in aiokafka)."""
-    assignment = consumer._subscription.subscription.assignment  # no public getter
-    for tp in consumer.assignment():
-        if tp.topic != topic:
-            continue
-        state, high = assignment.state_value(tp), consumer.highwater(tp)
-        valid = state is not None and state.has_valid_position and high is not None
-        if valid and state.position < high:
-            return True
-    return False
+    return any(behind is not None and behind > 0 for _, behind in _fetch_positions(consumer, topic))
 
 
 #: what the broker waits for before it answers a live feed's fetch (the window ends first)

@@ -571,6 +571,20 @@ class Processor:
         closed: list[Candle] = []
         alerts: list[Alert] = []
         touched: dict[str, None] = {}
+        self._derive_into(quotes, 0, failed, closed, alerts, touched)
+        return closed, self._open_candles(touched), alerts
+
+    def _derive_into(
+        self,
+        quotes: list[tuple[Quote, int]],
+        start: int,
+        failed: dict[int, BaseException] | None,
+        closed: list[Candle],
+        alerts: list[Alert],
+        touched: dict[str, None],
+    ) -> None:
+        """:meth:`derive` into the lists given (``touched``: the codes whose open candle
+        changed); the index of a quote in ``failed`` counts from ``start``."""
         last_ts, partition_of = self.last_ts, self.partition_of
         stats_update, candle_update = self.stats.update, self.candles.update
         alert_update = self.alerts.update
@@ -603,7 +617,7 @@ class Processor:
             except Exception as exc:
                 if failed is None:
                     raise
-                failed[index] = exc
+                failed[start + index] = exc
                 self._forget_stocks((code,))
                 continue
             touched[code] = None
@@ -614,8 +628,9 @@ class Processor:
         if newest > self.newest_ts:
             self.newest_ts = newest
             self.newest_wall_ms = _now_ms()
-        open_candles = [c for c in map(self.candles.current, touched) if c is not None]
-        return closed, open_candles, alerts
+
+    def _open_candles(self, codes: Iterable[str]) -> list[Candle]:
+        return [c for c in map(self.candles.current, codes) if c is not None]
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
         """One batch: parse, (warm up from ``sink``), derive; nothing is written yet."""
@@ -664,18 +679,12 @@ class Processor:
         failed: dict[int, BaseException] = {}
         minutes: list[Candle] = []
         alerts: list[Alert] = []
-        open_by_code: dict[str, Candle] = {}
+        touched: dict[str, None] = {}
         for start in range(0, len(p.quotes), YIELD_EVERY):  # as the parse: the loop runs between
-            failed_here: dict[int, BaseException] = {}
-            done, still_open, fired = self.derive(
-                p.quotes[start : start + YIELD_EVERY], failed_here
-            )
-            minutes += done
-            alerts += fired
-            open_by_code.update((candle.code, candle) for candle in still_open)  # the newest
-            failed.update((start + i, exc) for i, exc in failed_here.items())
+            some = p.quotes[start : start + YIELD_EVERY]
+            self._derive_into(some, start, failed, minutes, alerts, touched)
             await asyncio.sleep(0)
-        open_candles = list(open_by_code.values())
+        open_candles = self._open_candles(touched)
         closed = self.close_bars(minutes)
         if failed:
             now = _now_ms()

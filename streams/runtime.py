@@ -515,13 +515,7 @@ class StreamsRuntime:
     ) -> None:
         """Persist ``result``, then ack it; ``hold``: once its latest quotes are delivered
         (a later batch, or :meth:`flush_latest`, takes them along)."""
-        try:
-            await self._persist_queued(result, ahead)
-        except Exception as exc:
-            # not an outage (those are retried): this batch can never be acked,
-            # so nothing after it would be committed; the worker must restart
-            fatal(f"a batch could not be persisted: {exc!r}", exc)
-            raise
+        await self._persist_or_exit("a batch", result, ahead)
         if hold:
             self._held.append(on_durable)
         else:
@@ -614,12 +608,20 @@ class StreamsRuntime:
             logger.error("latest quotes not flushed: %r", exc)
 
     async def _persist_latest(self, result: BatchResult, ahead: SentAhead | None) -> None:
+        await self._persist_or_exit("latest quotes", result, ahead)
+        self._release_held()
+
+    async def _persist_or_exit(
+        self, what: str, result: BatchResult, ahead: SentAhead | None
+    ) -> None:
+        """:meth:`_persist_queued`; what fails there is not an outage (those are retried):
+        the acks it holds could never be given, so nothing after it would be
+        committed: the worker must restart."""
         try:
             await self._persist_queued(result, ahead)
-        except Exception as exc:  # not an outage: the acks held would never be given
-            fatal(f"latest quotes could not be persisted: {exc!r}", exc)
+        except Exception as exc:
+            fatal(f"{what} could not be persisted: {exc!r}", exc)
             raise
-        self._release_held()
 
     async def _queue_persist(
         self,
