@@ -113,11 +113,6 @@ def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
 
 #: what the broker waits for before it answers a live feed's fetch (the window ends first)
 WINDOW_MIN_BYTES = 1024 * 1024
-#: records in one poll that say the feed is bursting or behind: ~30x what a 15 ms
-#: window brings of a steady full market (1,667 ticks/s)
-BURST_RECORDS = 500
-#: :class:`FetchWindow`'s modes: the defaults, the window, answered at once
-QUIET, LIVE, BURST = "quiet", "live", "burst"
 
 
 class FetchWindow:
@@ -134,13 +129,6 @@ class FetchWindow:
     for a whole poll (the feed went quiet) the defaults come back: a quiet
     feed costs no fetch a window and is answered at its first record.
 
-    A poll that brought :data:`BURST_RECORDS` or more (the vendor's burst: 5,000
-    lines at once every 3 s; a backlog) says more is at the broker already:
-    the next fetch is answered at once (``fetch_min_bytes`` 1), not at the
-    window's end. aiokafka sends it only once every record of the last one
-    was taken, by when the rest of a burst has arrived; waiting the window
-    then delayed each of a burst's later fetches by it.
-
     (It replaced a pause in the worker's own fetch loop, which did not bound
     the wait: the fetch aiokafka sent right after a take was answered at the
     pause's first record and held through it, so most of the pause's records
@@ -155,33 +143,26 @@ class FetchWindow:
     def __init__(self, fetcher: Callable[[], Any], window_s: float) -> None:
         self._fetcher = fetcher  # the aiokafka Fetcher now (None before the consumer started)
         self.window_s = window_s
-        self.mode = QUIET
+        self.live = False
         self._set: Any = None  # the fetcher whose settings this controls
         self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
 
-    @property
-    def live(self) -> bool:
-        """Whether the last poll brought records."""
-        return self.mode != QUIET
-
-    def fetched(self, records: int) -> None:
-        """Say how many records the last poll brought: none switches the window off, a
-        few on, :data:`BURST_RECORDS` or more answers the next fetch at once."""
+    def fetched(self, records: bool) -> None:
+        """Say whether the last poll brought records; switches the window on or off."""
         if self.window_s <= 0:
             return
-        mode = QUIET if records <= 0 else LIVE if records < BURST_RECORDS else BURST
         fetcher = self._fetcher()
-        if fetcher is None or (mode == self.mode and fetcher is self._set):
+        if fetcher is None or (records == self.live and fetcher is self._set):
             return
         if fetcher is not self._set:  # the first, or a consumer made anew: its own defaults
             self._set = fetcher
             self._defaults = (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes)
-        if mode == QUIET:
-            fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._defaults
-        else:
+        if records:
             fetcher._fetch_max_wait_ms = max(1, round(self.window_s * 1000))
-            fetcher._fetch_min_bytes = WINDOW_MIN_BYTES if mode == LIVE else 1
-        self.mode = mode
+            fetcher._fetch_min_bytes = WINDOW_MIN_BYTES
+        else:
+            fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._defaults
+        self.live = records
 
 
 class FastConsumer(faust_aiokafka.Consumer):
@@ -282,7 +263,7 @@ class FastConsumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 runs = await self.fetch_runs(timeout=1.0)
-                window.fetched(sum(len(messages) for _, messages in runs))
+                window.fetched(bool(runs))
                 await asyncio.sleep(0)
                 if self.should_stop:
                     continue

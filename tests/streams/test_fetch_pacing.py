@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
 from streams.app import create_app
-from streams.faust_transport import BURST_RECORDS, WINDOW_MIN_BYTES, FastConsumer, FetchWindow
+from streams.faust_transport import WINDOW_MIN_BYTES, FastConsumer, FetchWindow
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
 
@@ -107,33 +107,6 @@ async def test_a_live_feeds_records_come_in_one_fetch_at_the_windows_end(
     assert waited < WINDOW_S / 2, f"a quiet feed's record waited {waited:.2f} s"  # at once
 
 
-async def test_after_a_burst_the_next_fetch_is_answered_at_once(
-    one_partition: OnePartition,
-) -> None:
-    """A poll of a burst's size says the rest is at the broker already: the next fetch
-    does not wait the window for it (real broker); a small poll brings the window back."""
-    consumer, producer, tp = one_partition
-    window = FetchWindow(lambda: consumer._fetcher, WINDOW_S)
-    assert await consumer.getmany(tp, timeout_ms=10) == {}  # a default fetch is waiting
-    window.fetched(BURST_RECORDS)  # the fetch sent after the next take: at once
-
-    _produce(producer, tp, b"r1")
-    assert await _next(consumer, tp) == [b"r1"]
-    produced = time.monotonic()
-    _produce(producer, tp, b"r2")
-    assert await _next(consumer, tp) == [b"r2"]
-    waited = time.monotonic() - produced
-    assert waited < WINDOW_S / 2, f"a burst's next record waited {waited:.2f} s"
-
-    window.fetched(BURST_RECORDS - 1)  # a live feed's few: the window again
-    _produce(producer, tp, b"r3")
-    assert await _next(consumer, tp) == [b"r3"]  # the fetch in flight was sent at once
-    taken = time.monotonic()
-    _produce(producer, tp, b"r4")
-    assert await _next(consumer, tp) == [b"r4"]
-    assert time.monotonic() - taken >= WINDOW_S - 0.1  # held for the window
-
-
 def test_the_window_switches_only_on_a_change_and_restores_the_defaults() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
     window = FetchWindow(lambda: fetcher, 0.015)
@@ -143,10 +116,6 @@ def test_the_window_switches_only_on_a_change_and_restores_the_defaults() -> Non
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (15, WINDOW_MIN_BYTES)
     fetcher._fetch_max_wait_ms = 15  # (as set: a second True changes nothing)
     window.fetched(True)
-    window.fetched(BURST_RECORDS)  # a burst: the window's wait, answered at the first byte
-    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (15, 1)
-    window.fetched(3)
-    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (15, WINDOW_MIN_BYTES)
     window.fetched(False)
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (500, 1)
 
