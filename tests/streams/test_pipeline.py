@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -740,10 +741,13 @@ def test_a_waiting_batch_is_finished_a_slice_at_a_time(monkeypatch: pytest.Monke
         assert len(sink.written) == 2 and acks == []  # durable, but the batch is not yet
         assert await rt.submit(second, lambda: acks.append(2), defer=lambda: True) is None
         assert [t for t, _ in outbox.sent].count(normalized) == 6  # before the first's rest
+        results = [part]
         while rt.waiting:
-            await rt.finish_next()
+            results.append(await rt.finish_next())
         await rt.drain()
         assert acks == [1, 2] and metrics.TICKS_WAITING._value.get() == 0
+        outputs = Counter((o.topic, o.value) for r in results if r is not None for o in r.kafka)
+        assert not outputs - Counter(outbox.sent)  # every output of every slice went out
         codes = [parse_record(r.value, 0)["code"] for r in records]
         assert sink.written == codes and len(rt.processor.stats) == len(codes)
         assert [t for t, _ in outbox.sent].count(normalized) == 6  # each quote once
@@ -785,6 +789,34 @@ def test_the_slices_of_a_batch_whose_quotes_failed_send_them_again_in_order(
         assert all(value in last for value in every)  # every quote delivered after all
         newest_last = sorted(dict.fromkeys(every), key=last.__getitem__)
         assert newest_last == list(dict.fromkeys(every))  # the slices' outputs in order
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_the_slices_of_a_batch_whose_quotes_could_not_go_first_each_send_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch whose quotes were not sent at its parse (no metadata yet) is sent by its
+    slices' persists; then the next batch's quotes go first again."""
+    monkeypatch.setattr(runtime_module, "FINISH_SLICE", 2)
+
+    async def run() -> None:
+        outbox = StallingOutbox()
+        outbox.stall = False
+        rt = runtime(FakeSink(), outbox)  # type: ignore[arg-type]
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        acks: list[int] = []
+        assert await rt.submit(records[:5], lambda: acks.append(1), defer=lambda: True) is None
+        while rt.waiting:
+            await rt.finish_next()
+        await rt.drain()
+        assert acks == [1] and len(outbox.delivered) == 10  # (normalized, latest) x 5
+        assert await rt.submit(records[5:], lambda: acks.append(2), defer=lambda: True) is None
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert rt.waiting == 1 and len(outbox.delivered) == 11  # its quote went first
+        await rt.drain()
+        assert acks == [1, 2] and len(outbox.delivered) == 12
 
     asyncio.run(asyncio.wait_for(run(), 10))
 
