@@ -6,7 +6,10 @@ WebSocket client subscribed to everything. The receiver stamps ``receive_ts``
 when it reads a line; the quote carries it through the stream worker
 (``process_ts`` is added there); the client measures ``now - receive_ts`` at
 delivery. Reports p50/p99/max for the whole path and for receive -> normalized,
-and the worst second's p99 (a stall of a second hides in a minute's p99).
+the worst second's p99 (a stall of a second hides in a minute's p99), and the
+ticks of each exchange minute's first snapshot apart: every one closes its
+stock's 1-minute candle, the heaviest work of a minute, which a run shorter
+than ~60 s never reaches (the simulated exchange clock starts at 09:30:00).
 The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
 choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s);
 ``--spread`` sends the same lines as a steady stream at that rate instead.
@@ -22,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -53,6 +56,20 @@ class Latencies:
     stage: list[float] = field(default_factory=list)
     second: list[int] = field(default_factory=list)
     started_at: float = 0.0  # wall clock (epoch s) of the measurement's second 0
+    #: receive -> delivery of the ticks of each exchange minute's first snapshot
+    #: (stamped within ``opening_ms`` of the minute): every one closes its stock's
+    #: candle, the minute's work; a run shorter than ~60 s has none
+    minute_first: list[float] = field(default_factory=list)
+    opening_ms: int = 3000
+
+    def add(self, quote: dict[str, Any], now_ms: float, second: int) -> None:
+        """A quote delivered at ``now_ms`` (epoch ms), in the measurement's ``second``."""
+        total = now_ms - quote["receive_ts"]
+        self.total.append(total)
+        self.stage.append(quote["process_ts"] - quote["receive_ts"])
+        self.second.append(second)
+        if quote["exchange_ts"] % 60_000 < self.opening_ms:
+            self.minute_first.append(total)
 
     def by_second(self) -> dict[int, tuple[list[float], list[float]]]:
         """Each measured second's receive -> delivery and receive -> normalized values."""
@@ -89,7 +106,7 @@ class Latencies:
 LIVE_WINDOW_S = 5.0
 
 
-async def _measure(port: int, seconds: float, warmup: float) -> Latencies:
+async def _measure(port: int, seconds: float, warmup: float, interval: float) -> Latencies:
     """Deliveries from ``warmup`` on, for ``seconds``.
 
     The live figures sort only the last :data:`LIVE_WINDOW_S` of deliveries:
@@ -97,8 +114,8 @@ async def _measure(port: int, seconds: float, warmup: float) -> Latencies:
     ms at 110,000 quotes and 137 ms at 380,000, and the quotes that waited
     meanwhile were measured late (runs before 2026-12-02 carry that).
     """
-    got = Latencies()
-    total, stage, second = got.total, got.stage, got.second
+    got = Latencies(opening_ms=round(interval * 1000))
+    total = got.total
     marks: deque[tuple[float, int]] = deque()  # (elapsed, deliveries so far) at each update
     url = f"ws://127.0.0.1:{port}/api/realtime/ws"
     async with websockets.connect(url, max_size=None, compression=None) as ws:
@@ -119,9 +136,7 @@ async def _measure(port: int, seconds: float, warmup: float) -> Latencies:
                     got.started_at = now_ms / 1000 - (elapsed - warmup)
                 at = int(elapsed - warmup)
                 for quote in msg["data"]:
-                    total.append(now_ms - quote["receive_ts"])
-                    stage.append(quote["process_ts"] - quote["receive_ts"])
-                    second.append(at)
+                    got.add(quote, now_ms, at)
                 if elapsed - shown < 0.5:
                     continue  # twice a second
                 shown = elapsed
@@ -169,7 +184,7 @@ def e2e_bench(
         pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
     ):
         rig.feed(stocks, interval, spread)
-        got = asyncio.run(_measure(rig.gateway_port, seconds, warmup))
+        got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval))
         total, stage = got.total, got.stage
         if dead := rig.dead():
             raise RuntimeError(f"components died during the run: {dead}")
@@ -185,6 +200,14 @@ def e2e_bench(
         )
     at, worst = got.worst_second()
     console.print(f"| receive -> WebSocket delivery, worst second (at {at} s) | | {worst:.1f} | |")
+    opening = got.minute_first
+    if opening:  # (receive -> WebSocket delivery)
+        console.print(
+            f"| a minute's first snapshot, {len(opening):,} quotes | {_pct(opening, 0.5):.1f} "
+            f"| {_pct(opening, 0.99):.1f} | {max(opening):.1f} |"
+        )
+    else:
+        console.print("| a minute's first snapshot | none: ~60 s into a run | | |")
     console.print(f"| quotes measured | {len(total):,} | | |")
     console.print(calibration_row(4))
     if per_second is not None:

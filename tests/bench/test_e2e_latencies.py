@@ -1,4 +1,4 @@
-"""hqstream bench e2e: the worst second, where a short stall shows."""
+"""hqstream bench e2e: the worst second, where a short stall shows; a minute's first snapshot."""
 
 from __future__ import annotations
 
@@ -36,3 +36,15 @@ def test_each_second_gets_its_own_line_in_order() -> None:
         "0,06:00:00,2,20.0,20.0,20.0,10.0,10.0",
         "1,06:00:01,2,50.0,50.0,50.0,25.0,25.0",
     ]
+
+
+def test_the_ticks_of_a_minute_s_first_snapshot_are_measured_apart() -> None:
+    got = Latencies(opening_ms=3000)
+    minute = 1_796_191_200_000  # 2026-12-02 14:00:00 in Shanghai, epoch ms
+    for exchange_ts, delivered in ((minute, 400.0), (minute + 2_999, 900.0),
+                                   (minute + 3_000, 50.0), (minute - 1, 60.0)):  # fmt: skip
+        quote = {"exchange_ts": exchange_ts, "receive_ts": minute + 100, "process_ts": minute + 150}
+        got.add(quote, minute + 100 + delivered, 7)
+    assert got.minute_first == [400.0, 900.0]  # 14:00:00 and 14:00:02.999 only
+    assert got.total == [400.0, 900.0, 50.0, 60.0] and got.stage == [50.0] * 4
+    assert got.second == [7] * 4
