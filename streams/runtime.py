@@ -177,7 +177,6 @@ class StreamsRuntime:
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
-        self._pending_ticks = 0
         self._candles_put_off = False  # the candle timer's last round gave way to them
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
         self._latest_due = clock()  # when the next batch takes them along
@@ -375,14 +374,12 @@ class StreamsRuntime:
                 await self._ensure_state()
                 await self._maybe_reseed()
             parsed = await self.processor.parse_batch(records)
-            room = self._pending_ticks + len(parsed.quotes) < self.settings.quotes_first_ticks
+            room = self.ticks_waiting + len(parsed.quotes) < self.settings.quotes_first_ticks
             if room and defer is not None and (self._pending or defer()):
                 self._pending.append(await self._publish_quotes(parsed, on_durable, started))
-                self._pending_ticks += len(parsed.quotes)
-                metrics.TICKS_WAITING.set(self._pending_ticks)
+                metrics.TICKS_WAITING.set(self.ticks_waiting)
                 return None
             self._pending.append(Pending(parsed, on_durable, started))
-            self._pending_ticks += len(parsed.quotes)
             result = await self._finish_pending()
         # Let the persist send its writes now: the caller may not yield to the
         # loop before the next batch is processed (its queue is full).
@@ -426,14 +423,18 @@ class StreamsRuntime:
             first.n_quotes -= n
         if first.unsent:
             self._unsent += 1  # each slice's persist sends its own outputs and counts down
-        self._pending_ticks -= n
-        metrics.TICKS_WAITING.set(self._pending_ticks)
+        metrics.TICKS_WAITING.set(self.ticks_waiting)
         return part
 
     @property
     def waiting(self) -> int:
         """Batches parsed whose rest waits (:meth:`submit`)."""
         return len(self._pending)
+
+    @property
+    def ticks_waiting(self) -> int:
+        """The quotes of the batches whose rest waits."""
+        return sum(len(pending.parsed.quotes) for pending in self._pending)
 
     @contextlib.asynccontextmanager
     async def _caught_up(self) -> AsyncIterator[None]:
@@ -480,8 +481,7 @@ class StreamsRuntime:
         while self._pending and left > 0:
             left -= 1
             pending = self._pending.pop(0)
-            self._pending_ticks -= len(pending.parsed.quotes)
-            metrics.TICKS_WAITING.set(self._pending_ticks)
+            metrics.TICKS_WAITING.set(self.ticks_waiting)
             result = await self._finish_or_exit(pending)
         return result
 
