@@ -3,7 +3,8 @@
 ``hqstream_native`` (a Rust extension built from ``native/``) turns one plain,
 good Shanghai/Shenzhen line into exactly what the Python path makes of it:
 the Quote dict of :func:`streams.parse.parse_record` (same keys in the same
-order, same types and values) and its Avro bytes (those of the quote codec).
+order, same types and values), its Avro bytes (those of the quote codec) and
+its JSON as Redis stores it (``orjson.dumps`` of the dict, byte for byte).
 Every other line (Beijing JSON, a bad record, anything it does not port) gets
 None, and the caller takes the Python path, which stays the reference and
 names the bad record's reason: the fast path changes speed, never a result.
@@ -28,9 +29,9 @@ from schemas.records import Quote
 from schemas.serde import Codec
 from streams import normalize, parse
 
-#: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro bytes)``, or None
+#: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro, JSON)``, or None
 #: for a line the Python path must parse
-FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes] | None]
+FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes, bytes] | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -530,19 +530,19 @@ class Processor:
         for rec in records:
             try:
                 receive_ts, source = receive_ts_and_source(rec)
-                # the compiled path's quote and Avro; None: the Python path decides
+                # the compiled path's quote, Avro and JSON; None: the Python path decides
                 parsed = fast(rec.value, receive_ts, now, max_ahead) if fast else None
-                quote, payload = parsed or (
-                    parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead),
-                    None,
-                )
+                if parsed is None:
+                    quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                    payload = data = None
+                else:
+                    quote, payload, data = parsed
                 if judge(quote["code"], quote["exchange_ts"], source, rec.partition,
                          quote["price"], quote["volume"]):  # fmt: skip
                     into.arbitrated += 1
                     continue
-                if payload is None:
-                    payload = encode(quote)
-                data = dumps(quote)
+                if payload is None or data is None:
+                    payload, data = encode(quote), dumps(quote)
             except BadRecord as bad:
                 dead_add(dead_letter(rec, bad.reason, bad.detail, now))
                 continue

@@ -226,8 +226,9 @@ impl QuoteParser {
         })
     }
 
-    /// `(quote, avro)` of one raw line, exactly as the Python path makes them,
-    /// or None when the line is not a plain, good Shanghai/Shenzhen quote.
+    /// `(quote, avro, json)` of one raw line, exactly as the Python path makes
+    /// them (the JSON: `orjson.dumps(quote)`, as Redis stores it), or None when
+    /// the line is not a plain, good Shanghai/Shenzhen quote.
     #[pyo3(signature = (raw, receive_ts, process_ts, max_ahead_ms=None))]
     fn parse<'py>(
         &mut self,
@@ -236,7 +237,7 @@ impl QuoteParser {
         receive_ts: &Bound<'py, PyAny>,
         process_ts: &Bound<'py, PyAny>,
         max_ahead_ms: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyDict>, Bound<'py, PyBytes>)>> {
+    ) -> PyResult<Option<(Bound<'py, PyDict>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
         let (Some(raw), Some(receive_ts), Some(process_ts)) = (
             exact_bytes(raw),
             exact_int(receive_ts),
@@ -294,9 +295,16 @@ impl QuoteParser {
             receive_ts,
             process_ts,
         };
+        let avro = self.avro(&q);
+        // the JSON of the Avro just written: the gateway's writer, the same bytes
+        // as orjson.dumps of the dict (both follow the schema's field order)
+        let Some(json) = quote_json::quote_json(&self.header, &avro) else {
+            return Ok(None);
+        };
         Ok(Some((
             self.quote_dict(py, &q)?,
-            PyBytes::new(py, &self.avro(&q)),
+            PyBytes::new(py, &avro),
+            PyBytes::new(py, &json.json),
         )))
     }
 }

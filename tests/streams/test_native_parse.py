@@ -92,12 +92,13 @@ def same_or_none(
     if got is None:
         return False
     assert not isinstance(expected, Exception), f"fast path accepted {expected!r}: {raw!r}"
-    quote, payload = got
+    quote, payload, data = got
     want_quote, want_payload = expected
     assert list(quote.items()) == list(want_quote.items()), raw
     assert types_of(quote) == types_of(want_quote), raw
     assert orjson.dumps(quote) == orjson.dumps(want_quote), raw
     assert payload == want_payload, raw
+    assert data == orjson.dumps(want_quote), raw  # the JSON Redis stores
     return True
 
 
@@ -151,7 +152,7 @@ def test_simulated_days_are_identical(fast: FastParse) -> None:
             sse = not raw.startswith(b"{")
             if same_or_none(fast, raw):
                 accepted += 1
-                quote, _ = fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) or ({}, b"")
+                quote, _, _ = fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) or ({}, b"", b"")
                 phases.add(quote["phase"])
                 kinds.add((quote["board"], quote["is_st"], quote["limit_free"], quote["suspended"]))
             else:
