@@ -47,6 +47,7 @@ class LocalRedisCluster:
     masters: int = 3
     replicas: int = 1
     node_timeout_ms: int = NODE_TIMEOUT_MS
+    nice: int = 0  # the nodes' CPU priority below the caller's (local_runner.REDIS_NICE)
     nodes: list[LocalRedis] = field(default_factory=list)
 
     @property
@@ -70,6 +71,7 @@ class LocalRedisCluster:
                 port=ports[2 * i],
                 name=f"redis-cluster/{ports[2 * i]}",
                 options=self._node_options(ports[2 * i + 1]),
+                nice=self.nice,
             )
             for i in range(count)
         ]

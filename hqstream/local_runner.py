@@ -36,6 +36,15 @@ KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
 DEFAULT_RUN_DIR = ROOT / ".run"
 
 
+#: The CPU priority ``hqstream up`` and the benchmarks give their local Redis: a
+#: nice(1) increment below the pipeline's. On one machine, at each of the vendor's
+#: bursts the quotes' path (receiver, broker, the workers' parse, gateway) then goes
+#: first and Redis writes the burst's quotes, statistics and candles right after,
+#: from the same idle CPU (docs/benchmarks.md, "Redis after the quotes"). Redis
+#: runs at most as late as the CPU is busy: a few hundred ms of a burst.
+REDIS_NICE = 10
+
+
 class LocalRunnerError(RuntimeError):
     """A local Kafka or Redis could not be started."""
 
@@ -251,6 +260,7 @@ class LocalRedis:
     port: int = 0
     name: str = "redis"  # its folder under the run dir
     options: tuple[str, ...] = ()  # more redis-server options (a cluster node's)
+    nice: int = 0  # CPU priority below the caller's (a nice(1) increment; REDIS_NICE)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -267,8 +277,11 @@ class LocalRedis:
         data = self.run_dir / self.name
         data.mkdir(parents=True, exist_ok=True)
         log = (data / "redis.log").open("wb")
+        # nice(1) execs the server: same pid, and every thread it starts inherits
+        lower = ["nice", "-n", str(self.nice)] if self.nice and shutil.which("nice") else []
         self.proc = subprocess.Popen(
             [
+                *lower,
                 server,
                 "--port",
                 str(self.port),
@@ -355,12 +368,13 @@ class LocalStack:
     kafka_port: int = 0
     redis_port: int = 0
     with_redis: bool = True  # False: Kafka only (``hqstream up --redis-cluster`` brings its own)
+    redis_nice: int = 0  # Redis's CPU priority below the caller's (REDIS_NICE)
     kafka: LocalKafka = field(init=False)
     redis: LocalRedis = field(init=False)
 
     def __post_init__(self) -> None:
         self.kafka = LocalKafka(self.run_dir, port=self.kafka_port)
-        self.redis = LocalRedis(self.run_dir, port=self.redis_port)
+        self.redis = LocalRedis(self.run_dir, port=self.redis_port, nice=self.redis_nice)
 
     def start(self) -> LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,14 @@ from rich.table import Table
 
 from hqcore.logs import configure_logging
 from hqstream.local_cluster import LocalRedisCluster
-from hqstream.local_runner import DEFAULT_RUN_DIR, LocalStack, create_topics, free_port, port_open
+from hqstream.local_runner import (
+    DEFAULT_RUN_DIR,
+    REDIS_NICE,
+    LocalStack,
+    create_topics,
+    free_port,
+    port_open,
+)
 from schemas.topics import topic_specs
 
 logger = logging.getLogger(__name__)
@@ -191,6 +198,15 @@ def up(
             "2 s) instead of one Redis server",
         ),
     ] = False,
+    redis_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Redis's CPU priority below the rest (a nice increment): at each burst the "
+            "quotes' path goes first, Redis right after; 0: the same priority",
+        ),
+    ] = REDIS_NICE,
 ) -> None:
     """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
     configure_logging("INFO", "up")
@@ -198,8 +214,8 @@ def up(
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(run_dir, kafka_port=_pick_port(9092), redis_port=_pick_port(6379),
-                       with_redis=not redis_cluster)  # fmt: skip
-    cluster = LocalRedisCluster(run_dir) if redis_cluster else None
+                       with_redis=not redis_cluster, redis_nice=redis_nice)  # fmt: skip
+    cluster = LocalRedisCluster(run_dir, nice=redis_nice) if redis_cluster else None
     children: list[Child] = []
     stop_requested = False
 

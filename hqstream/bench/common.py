@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException
 from rich.console import Console
 
 from hqcore.redis_client import sync_client
-from hqstream.local_runner import LocalStack
+from hqstream.local_runner import REDIS_NICE, LocalStack
 
 console = Console(stderr=True)
 
@@ -59,7 +59,13 @@ def bench_env(
     console.print(
         "HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL unset: starting a local Kafka broker and Redis ..."
     )
-    with tempfile.TemporaryDirectory(prefix="hqbench-") as tmp, LocalStack(Path(tmp)) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="hqbench-") as tmp,
+        LocalStack(
+            Path(tmp),
+            redis_nice=REDIS_NICE,  # as `hqstream up` runs it
+        ) as stack,
+    ):
         console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
         pids = {
             name: proc.pid
