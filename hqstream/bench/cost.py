@@ -242,13 +242,21 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     return out
 
 
-def _warm_broker(side: Side, phase: Phase, limit_s: float) -> None:
-    """Feeds ``phase`` until the broker's JIT compilers use under JIT_QUIET_SHARE of a
-    core over JIT_WINDOW_S (at most ``limit_s``), so no phase pays for the JVM's start."""
-    pgid = side.env.pids.get("broker")
+def warm_broker(
+    rig: Pipeline,
+    pgid: int | None,
+    label: str,
+    feed: tuple[int, float, bool],
+    limit_s: float,
+) -> None:
+    """Feeds ``rig`` (``feed``: stocks, interval, spread) until the broker of process
+    group ``pgid`` has its JIT compilers under JIT_QUIET_SHARE of a core over
+    JIT_WINDOW_S (at most ``limit_s``), so no measurement pays for the JVM's start.
+    The feed is stopped after it."""
     if pgid is None or limit_s <= 0:
         return  # not our broker (or no warm-up asked): nothing to wait for
-    side.rig.feed(phase.stocks, phase.interval, spread=True)
+    stocks, interval, spread = feed
+    rig.feed(stocks, interval, spread)
     started = time.monotonic()
     share = float("nan")
     with Live(console=console, refresh_per_second=2) as live:
@@ -256,32 +264,32 @@ def _warm_broker(side: Side, phase: Phase, limit_s: float) -> None:
             jit0, until = jit_cpu_s(pgid), time.monotonic() + JIT_WINDOW_S
             while (left := until - time.monotonic()) > 0:
                 live.update(
-                    f"{side.label}: warming the broker at {phase.name}, {elapsed:3.0f} s, JIT "
-                    f"compilers {100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
+                    f"{label}: warming the broker, {elapsed:3.0f} s, JIT compilers "
+                    f"{100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
                 )
                 time.sleep(min(0.5, left))
             share = jit_share(jit0, jit_cpu_s(pgid), JIT_WINDOW_S)
             if share < JIT_QUIET_SHARE:
                 break
     console.print(
-        f"{side.label}: broker warmed for {time.monotonic() - started:.0f} s at {phase.name} "
+        f"{label}: broker warmed for {time.monotonic() - started:.0f} s "
         f"(JIT compilers {100 * share:.1f}% of a core at the end)"
     )
-    side.rig.stop_feed()
-    _wait_drained(side)
+    rig.stop_feed()
+    _wait_drained(rig, label)
 
 
-def _wait_drained(side: Side, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
+def _wait_drained(rig: Pipeline, label: str, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
     """Waits until the workers processed no batch for ``quiet_s``: a warm-up the pipeline
     could not keep up with leaves a backlog, which would be measured as the next phase."""
     deadline = time.monotonic() + limit_s
-    last, since = _worker_batches(side.rig), time.monotonic()
+    last, since = _worker_batches(rig), time.monotonic()
     with Live(console=console, refresh_per_second=2) as live:
         while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
             time.sleep(0.5)
-            if (now := _worker_batches(side.rig)) != last:
+            if (now := _worker_batches(rig)) != last:
                 last, since = now, time.monotonic()
-            live.update(f"{side.label}: the workers work off the warm-up's backlog, {last:,.0f}")
+            live.update(f"{label}: the workers work off the warm-up's backlog, {last:,.0f}")
 
 
 def _add(total: Usage, more: Usage) -> None:
@@ -399,7 +407,9 @@ def cost_bench(
         fed = [p for p in chosen if p.snapshots == 0]
         busiest = max(fed, key=lambda p: p.stocks / p.interval, default=PHASES["1667"])
         for side in sides:
-            _warm_broker(side, busiest, broker_warmup)
+            feed = (busiest.stocks, busiest.interval, True)
+            label = f"{side.label} at {busiest.name}"
+            warm_broker(side.rig, side.env.pids.get("broker"), label, feed, broker_warmup)
         results: list[tuple[Phase, list[Usage]]] = []
         for phase in chosen:
             usage: list[Usage] = [{} for _ in sides]

@@ -35,6 +35,7 @@ from rich.live import Live
 
 from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
+from hqstream.bench.cost import warm_broker
 from hqstream.bench.pipeline_rig import pipeline
 
 console = Console()
@@ -168,6 +169,14 @@ def e2e_bench(
         Path | None,
         typer.Option(help="write each measured second's count, p50, p99 and max here (CSV)"),
     ] = None,
+    broker_warmup: Annotated[
+        float,
+        typer.Option(
+            help="at most this many seconds of the same feed before the run, until the "
+            "bench's broker's JIT compilers are quiet, as a broker that has run a while "
+            "(0: none, the fresh JVM compiles during the run)"
+        ),
+    ] = 0.0,
 ) -> None:
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
@@ -183,6 +192,8 @@ def e2e_bench(
         tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
         pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
     ):
+        broker = env.pids.get("broker")
+        warm_broker(rig, broker, "bench e2e", (stocks, interval, spread), broker_warmup)
         rig.feed(stocks, interval, spread)
         got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval))
         total, stage = got.total, got.stage
