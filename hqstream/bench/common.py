@@ -37,10 +37,14 @@ class BenchEnv:
 
 @contextlib.contextmanager
 def bench_env(
-    need_redis: bool = False, bootstrap: str = "", redis_url: str = ""
+    need_redis: bool = False,
+    bootstrap: str = "",
+    redis_url: str = "",
+    redis_nice: int = REDIS_NICE,
 ) -> Iterator[BenchEnv]:
     """The given endpoints, else HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL when set, else a
-    fresh local broker and Redis that live as long as the benchmark.
+    fresh local broker and Redis that live as long as the benchmark (the Redis at
+    ``redis_nice``, as ``hqstream up`` runs it).
 
     Endpoints given by the user are checked first: one that cannot be reached
     ends the command with one line saying what was tried and what to set.
@@ -61,10 +65,7 @@ def bench_env(
     )
     with (
         tempfile.TemporaryDirectory(prefix="hqbench-") as tmp,
-        LocalStack(
-            Path(tmp),
-            redis_nice=REDIS_NICE,  # as `hqstream up` runs it
-        ) as stack,
+        LocalStack(Path(tmp), redis_nice=redis_nice) as stack,
     ):
         console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
         pids = {

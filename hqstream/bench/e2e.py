@@ -37,6 +37,7 @@ from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.bench.cost import warm_broker
 from hqstream.bench.pipeline_rig import pipeline
+from hqstream.local_runner import REDIS_NICE
 
 console = Console()
 
@@ -177,6 +178,15 @@ def e2e_bench(
             "(0: none, the fresh JVM compiles during the run)"
         ),
     ] = 0.0,
+    redis_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="the bench's Redis's CPU priority below the pipeline's, as `hqstream up "
+            "--redis-nice` (0: the same)",
+        ),
+    ] = REDIS_NICE,
 ) -> None:
     """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
     rate = stocks / interval
@@ -184,11 +194,11 @@ def e2e_bench(
     flush = flush_ms or GatewaySettings().flush_interval_ms  # the environment's, as the gateway's
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"({shape}), {workers} stream worker(s), gateway flush {flush} ms, {seconds:.0f} s "
-        f"measured; machine: {machine()}"
+        f"({shape}), {workers} stream worker(s), gateway flush {flush} ms, Redis nice "
+        f"{redis_nice}, {seconds:.0f} s measured; machine: {machine()}"
     )
     with (
-        bench_env(need_redis=True) as env,
+        bench_env(need_redis=True, redis_nice=redis_nice) as env,
         tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
         pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
     ):
