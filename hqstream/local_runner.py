@@ -36,12 +36,14 @@ KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
 DEFAULT_RUN_DIR = ROOT / ".run"
 
 
-#: The CPU priority ``hqstream up`` and the benchmarks give their local Redis: a
-#: nice(1) increment below the pipeline's. On one machine, at each of the vendor's
-#: bursts the quotes' path (receiver, broker, the workers' parse, gateway) then goes
-#: first and Redis writes the burst's quotes, statistics and candles right after,
-#: from the same idle CPU (docs/benchmarks.md, "Redis after the quotes"). Redis
-#: runs at most as late as the CPU is busy: a few hundred ms of a burst.
+#: The CPU priority ``hqstream up`` and the speed benchmarks (those started through
+#: ``hqstream.bench.common.bench_env``; the fault and failover benches keep 0) give
+#: their local Redis: a nice(1) increment below the pipeline's. On one machine, at
+#: each of the vendor's bursts the quotes' path (receiver, broker, the workers'
+#: parse, gateway) then goes first and Redis writes the burst's quotes, statistics
+#: and candles right after, from the same idle CPU (docs/benchmarks.md, "Redis
+#: after the quotes"). Redis runs at most as late as the CPU is busy: a few hundred
+#: ms of a burst.
 REDIS_NICE = 10
 
 

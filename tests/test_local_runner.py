@@ -28,7 +28,7 @@ def _nice_of_every_thread(pid: int) -> set[int]:
 
 
 def test_redis_runs_below_the_pipeline_s_cpu_priority_when_asked(tmp_path: Path) -> None:
-    """`hqstream up` and the benchmarks lower their Redis (REDIS_NICE): the server and
+    """`hqstream up` and the speed benchmarks lower their Redis (REDIS_NICE): the server and
     every thread it starts run at that increment above the caller's nice value; it serves."""
     own = os.nice(0)
     server = LocalRedis(tmp_path, nice=REDIS_NICE)
