@@ -31,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +46,12 @@ from rich.live import Live
 
 from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import Pipeline, pipeline
+from hqstream.bench.proc_cpu import cpu_s, group_cpu_s
 from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 
 console = Console()
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
 FEED_TIMEOUT_S = 120.0
-JIT_THREADS = (b"C1 CompilerThre", b"C2 CompilerThre")  # a JVM's compiler threads (comm)
-JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core than this
-JIT_WINDOW_S = 10.0
-LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
-BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -75,78 +68,6 @@ PHASES = {
     "1667": Phase("1,667 ticks/s", 5000, 3.0),
     "5000": Phase("5,000 ticks/s", 5000, 1.0),
 }
-
-
-def _group_stats(pgid: int) -> Iterator[tuple[str, bytes]]:
-    """(pid, text of /proc/<pid>/stat) of every live process in process group ``pgid``."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(b")") + 2 :].split()[2]) == pgid:
-            yield entry.name, stat
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group ``pgid``."""
-    return sum(_cpu_s(stat) for _, stat in _group_stats(pgid))
-
-
-def jit_cpu_s(pgid: int) -> dict[str, float]:
-    """CPU seconds of each JIT compiler thread (``pid/tid``) of the JVMs in process
-    group ``pgid``. A JVM starts and ends compiler threads as it needs them, so
-    compare two readings thread by thread (:func:`jit_share`), not their sums."""
-    threads: dict[str, float] = {}
-    for pid, _ in _group_stats(pgid):
-        with contextlib.suppress(OSError):
-            for task in os.scandir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    with open(f"{task.path}/comm", "rb") as fh:
-                        if not fh.read().startswith(JIT_THREADS):
-                            continue
-                    with open(f"{task.path}/stat", "rb") as fh:
-                        threads[f"{pid}/{task.name}"] = _cpu_s(fh.read())
-    return threads
-
-
-def jit_share(before: dict[str, float], after: dict[str, float], seconds: float) -> float:
-    """The share of a core the compiler threads used between two readings: the
-    threads alive at the second (one that started in between counts whole; the
-    last seconds of one that ended in between are missed)."""
-    used = sum(cpu - before.get(thread, 0.0) for thread, cpu in after.items())
-    return used / seconds
-
-
-def _cpu_s(stat: bytes) -> float:
-    """User + system CPU seconds in the text of a /proc ``stat`` file."""
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
-    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            body = resp.read()
-    except OSError:
-        return 0.0  # not serving yet: nothing counted
-    return sum(float(m) for m in pattern.findall(body))
-
-
-def _lines_received(rig: Pipeline) -> float:
-    return _metric_sum(rig.metrics_port, LINES)
-
-
-def _worker_batches(rig: Pipeline) -> float:
-    """Batches the stream workers processed so far."""
-    ports = [
-        int(c.env["HQ_STREAMS_METRICS_PORT"]) for c in rig.children if c.name.startswith("streams-")
-    ]
-    return sum(_metric_sum(port, BATCHES) for port in ports)
 
 
 def _groups(rig: Pipeline, env: BenchEnv) -> dict[str, int]:
@@ -172,7 +93,7 @@ class Client(threading.Thread):
         """CPU seconds this client's thread has used (0 before it started)."""
         try:
             with open(f"/proc/self/task/{self.native_id}/stat", "rb") as fh:
-                return _cpu_s(fh.read())
+                return cpu_s(fh.read())
         except (OSError, TypeError):
             return 0.0
 
@@ -202,14 +123,14 @@ Usage = dict[str, float]  # CPU seconds by process, and "_wall"/"_ticks"
 
 def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     rig, env = side.rig, side.env
-    lines_before = _lines_received(rig)
+    lines_before = rig.lines_received()
     rig.feed(phase.stocks, phase.interval, spread=True, snapshots=phase.snapshots)
     client_cpu = side.client.cpu_s
     with Live(console=console, refresh_per_second=2) as live:
         # The receiver reconnects with a backoff after the feed restarted: the
         # warm-up starts once a whole snapshot came through (idle's only one).
         deadline = time.monotonic() + FEED_TIMEOUT_S
-        while (got := _lines_received(rig) - lines_before) < phase.stocks:
+        while (got := rig.lines_received() - lines_before) < phase.stocks:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{side.label}: the feed did not flow ({got:.0f} lines)")
             live.update(f"{side.label}, {phase.name}: waiting for the feed, {got:,.0f} lines")
@@ -220,10 +141,10 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
             time.sleep(min(0.5, left))
         groups = _groups(rig, env)
         before = {name: group_cpu_s(g) for name, g in groups.items()}
-        own0, lines0, t0 = client_cpu(), _lines_received(rig), time.monotonic()
-        batches0 = _worker_batches(rig)
+        own0, lines0, t0 = client_cpu(), rig.lines_received(), time.monotonic()
+        batches0 = rig.worker_batches()
         while (elapsed := time.monotonic() - t0) < seconds:
-            lines = _lines_received(rig) - lines0
+            lines = rig.lines_received() - lines0
             live.update(
                 f"{side.label}, {phase.name}: {elapsed:4.1f}/{seconds:.0f} s, "
                 f"{lines / max(elapsed, 1e-9):,.0f} ticks/s received, "
@@ -232,64 +153,14 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
             time.sleep(0.5)
         wall = time.monotonic() - t0
         after = {name: group_cpu_s(g) for name, g in groups.items()}
-        lines = _lines_received(rig) - lines0
-        batches = _worker_batches(rig) - batches0
+        lines = rig.lines_received() - lines0
+        batches = rig.worker_batches() - batches0
     if dead := rig.dead():
         raise RuntimeError(f"{side.label}: components died during {phase.name}: {dead}")
     out = {name: after[name] - before[name] for name in groups}
     out["client"] = client_cpu() - own0
     out["_wall"], out["_ticks"], out["_batches"] = wall, lines, batches
     return out
-
-
-def warm_broker(
-    rig: Pipeline,
-    pgid: int | None,
-    label: str,
-    feed: tuple[int, float, bool],
-    limit_s: float,
-) -> None:
-    """Feeds ``rig`` (``feed``: stocks, interval, spread) until the broker of process
-    group ``pgid`` has its JIT compilers under JIT_QUIET_SHARE of a core over
-    JIT_WINDOW_S (at most ``limit_s``), so no measurement pays for the JVM's start.
-    The feed is stopped after it."""
-    if pgid is None or limit_s <= 0:
-        return  # not our broker (or no warm-up asked): nothing to wait for
-    stocks, interval, spread = feed
-    rig.feed(stocks, interval, spread)
-    started = time.monotonic()
-    share = float("nan")
-    with Live(console=console, refresh_per_second=2) as live:
-        while (elapsed := time.monotonic() - started) < limit_s:
-            jit0, until = jit_cpu_s(pgid), time.monotonic() + JIT_WINDOW_S
-            while (left := until - time.monotonic()) > 0:
-                live.update(
-                    f"{label}: warming the broker, {elapsed:3.0f} s, JIT compilers "
-                    f"{100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
-                )
-                time.sleep(min(0.5, left))
-            share = jit_share(jit0, jit_cpu_s(pgid), JIT_WINDOW_S)
-            if share < JIT_QUIET_SHARE:
-                break
-    console.print(
-        f"{label}: broker warmed for {time.monotonic() - started:.0f} s "
-        f"(JIT compilers {100 * share:.1f}% of a core at the end)"
-    )
-    rig.stop_feed()
-    _wait_drained(rig, label)
-
-
-def _wait_drained(rig: Pipeline, label: str, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
-    """Waits until the workers processed no batch for ``quiet_s``: a warm-up the pipeline
-    could not keep up with leaves a backlog, which would be measured as the next phase."""
-    deadline = time.monotonic() + limit_s
-    last, since = _worker_batches(rig), time.monotonic()
-    with Live(console=console, refresh_per_second=2) as live:
-        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
-            time.sleep(0.5)
-            if (now := _worker_batches(rig)) != last:
-                last, since = now, time.monotonic()
-            live.update(f"{label}: the workers work off the warm-up's backlog, {last:,.0f}")
 
 
 def _add(total: Usage, more: Usage) -> None:
@@ -409,7 +280,7 @@ def cost_bench(
         for side in sides:
             feed = (busiest.stocks, busiest.interval, True)
             label = f"{side.label} at {busiest.name}"
-            warm_broker(side.rig, side.env.pids.get("broker"), label, feed, broker_warmup)
+            side.rig.warm_broker(side.env.pids.get("broker"), label, feed, broker_warmup)
         results: list[tuple[Phase, list[Usage]]] = []
         for phase in chosen:
             usage: list[Usage] = [{} for _ in sides]

@@ -35,7 +35,6 @@ from rich.live import Live
 
 from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
-from hqstream.bench.cost import warm_broker
 from hqstream.bench.pipeline_rig import pipeline
 from hqstream.local_runner import REDIS_NICE
 
@@ -203,7 +202,7 @@ def e2e_bench(
         pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
     ):
         broker = env.pids.get("broker")
-        warm_broker(rig, broker, "bench e2e", (stocks, interval, spread), broker_warmup)
+        rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)
         rig.feed(stocks, interval, spread)
         got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval))
         total, stage = got.total, got.stage

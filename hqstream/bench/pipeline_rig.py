@@ -20,15 +20,21 @@ import contextlib
 import datetime as dt
 import math
 import os
+import re
 import secrets
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+from rich.live import Live
+
 from hqstream.bench.common import BenchEnv
+from hqstream.bench.proc_cpu import jit_cpu_s, jit_share
 from hqstream.local_runner import create_topics, free_port, port_open
 from hqstream.stack_checks import gateway_ready
 from hqstream.up import Child
@@ -37,6 +43,12 @@ from schemas import topics
 from schemas.exchange import SHANGHAI_TZ
 
 EXE = [sys.executable, "-m", "hqstream.cli"]
+LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
+BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
+JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core than this
+JIT_WINDOW_S = 10.0
+
+console = Console()
 
 
 def command_of(code: Path | None) -> tuple[list[str], dict[str, str]]:
@@ -104,12 +116,98 @@ class Pipeline:
             self.children.remove(self.simulator)
             self.simulator = None
 
+    def lines_received(self) -> float:
+        """Feed lines the receiver has read so far."""
+        return metric_sum(self.metrics_port, LINES)
+
+    def worker_batches(self) -> float:
+        """Batches the stream workers processed so far."""
+        ports = [
+            int(c.env["HQ_STREAMS_METRICS_PORT"])
+            for c in self.children
+            if c.name.startswith("streams-")
+        ]
+        return sum(metric_sum(port, BATCHES) for port in ports)
+
+    def warm_broker(
+        self, pgid: int | None, label: str, feed: tuple[int, float, bool], limit_s: float
+    ) -> None:
+        """Feeds ``feed`` (stocks, interval, spread) until the broker of process group
+        ``pgid`` is warm, as one that has run a while, or for ``limit_s`` at most;
+        then stops the feed and waits until the workers are done with it.
+
+        Warm: the feed has carried an exchange minute's first snapshot (every
+        stock closes its minute: candles, bars and their topics, paths a
+        broker compiles when they first come) and the JIT compilers then used
+        under :data:`JIT_QUIET_SHARE` of a core over :data:`JIT_WINDOW_S`. A
+        fresh JVM compiles for its first minutes (175 ms of the broker's 445 ms
+        of CPU per burst 75-120 s after its start): start-up, not the pipeline.
+        """
+        if pgid is None or limit_s <= 0:
+            return  # not our broker (or no warm-up asked): nothing to wait for
+        stocks, interval, spread = feed
+        self.feed(stocks, interval, spread)
+        assert self.exchange_clock is not None  # set by the feed
+        minute_done = minute_closed_after(self.exchange_clock, interval)
+        started = time.monotonic()
+        share = float("nan")
+        with Live(console=console, refresh_per_second=2) as live:
+            while (elapsed := time.monotonic() - started) < limit_s:
+                jit0, until = jit_cpu_s(pgid), time.monotonic() + JIT_WINDOW_S
+                while (left := until - time.monotonic()) > 0:
+                    live.update(
+                        f"{label}: warming the broker, {elapsed:3.0f} s, JIT compilers "
+                        f"{100 * share:.1f}% of a core in the last {JIT_WINDOW_S:.0f} s"
+                        + (", the exchange minute to come" if elapsed < minute_done else "")
+                    )
+                    time.sleep(min(0.5, left))
+                share = jit_share(jit0, jit_cpu_s(pgid), JIT_WINDOW_S)
+                if share < JIT_QUIET_SHARE and time.monotonic() - started >= minute_done:
+                    break
+        console.print(
+            f"{label}: broker warmed for {time.monotonic() - started:.0f} s, through an "
+            f"exchange minute's closes after {minute_done:.0f} s (JIT compilers "
+            f"{100 * share:.1f}% of a core at the end)"
+        )
+        self.stop_feed()
+        self.wait_drained(label)
+
+    def wait_drained(self, label: str, quiet_s: float = 3.0, limit_s: float = 180.0) -> None:
+        """Waits until the workers processed no batch for ``quiet_s``: a feed the pipeline
+        could not keep up with leaves a backlog, which would be measured next."""
+        deadline = time.monotonic() + limit_s
+        last, since = self.worker_batches(), time.monotonic()
+        with Live(console=console, refresh_per_second=2) as live:
+            while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+                time.sleep(0.5)
+                if (now := self.worker_batches()) != last:
+                    last, since = now, time.monotonic()
+                live.update(f"{label}: the workers work off the warm-up's backlog, {last:,.0f}")
+
     def dead(self) -> list[str]:
         return [c.name for c in self.children if c.state != "running"]
 
     def _log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text()[-3000:] if path.exists() else ""
+
+
+def minute_closed_after(start: dt.datetime, interval: float, settle_s: float = 5.0) -> float:
+    """Seconds after a feed starts at exchange time ``start`` until the first exchange
+    minute's first snapshot has been sent (a spread one takes its interval) and
+    ``settle_s`` more passed: what that minute's closes sent has reached the broker."""
+    into_minute = start.second + start.microsecond / 1e6
+    return (60.0 - into_minute) + interval + settle_s
+
+
+def metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
+    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            body = resp.read()
+    except OSError:
+        return 0.0  # not serving yet: nothing counted
+    return sum(float(m) for m in pattern.findall(body))
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from confluent_kafka import KafkaError, Message, Producer
 
 from hqstream.bench.common import bench_env, calibration_row, console, machine
-from hqstream.bench.cost import group_cpu_s
+from hqstream.bench.proc_cpu import group_cpu_s
 from hqstream.local_runner import create_topics
 from schemas.topics import RAW, topic_specs
 from streams.outbox import use_fast_lz4

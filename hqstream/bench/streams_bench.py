@@ -46,7 +46,7 @@ from rich.table import Table
 
 from hqcore.redis_client import is_cluster_url, sync_client
 from hqstream.bench.common import bench_env, machine
-from hqstream.bench.cost import group_cpu_s
+from hqstream.bench.proc_cpu import group_cpu_s
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import create_topics, free_port
 from producers.sample_feed import generate

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hqstream.bench.cost import PHASES, Usage, _report_compare, group_cpu_s, jit_cpu_s, jit_share
-from hqstream.bench.pipeline_rig import Pipeline, command_of
+from hqstream.bench.cost import PHASES, Usage, _report_compare
+from hqstream.bench.pipeline_rig import Pipeline, command_of, minute_closed_after
+from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
 from tests.conftest import KafkaEndpoint
 
@@ -121,3 +122,15 @@ def test_the_jit_share_compares_thread_by_thread() -> None:
     after = {"7/20": 3.5, "7/22": 0.5}  # 7/21 ended, 7/22 started
     assert jit_share(before, after, seconds=10) == pytest.approx(0.1)
     assert jit_share({}, {}, seconds=10) == 0.0
+
+
+def test_the_broker_warm_up_runs_through_an_exchange_minute() -> None:
+    """A minute's first snapshot closes every stock's candle, and what the closes send
+    (candles, bars and their topics) reaches the broker then only: a warm-up that
+    stopped before it left the first measured minute to the broker's compilers."""
+    opening = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
+    # 09:30:00: the minute closes 60 s in, its snapshot spread over 3 s, then settled
+    assert minute_closed_after(opening, 3.0, settle_s=5.0) == pytest.approx(68.0)
+    # 09:30:45.5: the next minute starts 14.5 s in
+    later = opening + dt.timedelta(seconds=45.5)
+    assert minute_closed_after(later, 3.0, settle_s=5.0) == pytest.approx(22.5)
