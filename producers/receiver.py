@@ -147,25 +147,24 @@ class Receiver:
         buf = b""
         overlong: int | None = None  # bytes of a too-long line being skipped
         overlong_head = b""
+        # A stop ends the read in progress as the end of the stream would: one
+        # await per read, not a task and a wait per read (~30 us of the
+        # receiver's Python each, 200 reads a second at the steady rate).
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        stop_wait.add_done_callback(lambda _: reader.feed_eof())
+        heartbeat_s = self.settings.heartbeat_timeout_s
         try:
             while not self._stop.is_set():
-                read = asyncio.ensure_future(reader.read(_READ_SIZE))
-                done, _ = await asyncio.wait(
-                    {read, stop_wait},
-                    timeout=self.settings.heartbeat_timeout_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if read not in done:
-                    read.cancel()
+                try:
+                    async with asyncio.timeout(heartbeat_s):
+                        chunk = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    raise FeedConnectionLost(
+                        f"nothing heard for {heartbeat_s:.0f}s (heartbeat timeout)"
+                    ) from None
+                if not chunk:
                     if self._stop.is_set():
                         return
-                    raise FeedConnectionLost(
-                        f"nothing heard for {self.settings.heartbeat_timeout_s:.0f}s "
-                        "(heartbeat timeout)"
-                    )
-                chunk = read.result()
-                if not chunk:
                     raise FeedConnectionLost("the feed closed the connection")
                 now_ms = time.time_ns() // 1_000_000
                 self.stats.bytes += len(chunk)

@@ -164,6 +164,24 @@ async def test_silent_connection_is_declared_dead_and_reconnected(
         assert h.receiver.stats.connects >= 2
 
 
+async def test_a_stop_ends_a_silent_connection_at_once(
+    kafka: KafkaEndpoint, feed: ScriptedFeed, tmp_path: Path
+) -> None:
+    """A stop must not wait for the heartbeat timeout of a read in progress (5 min
+    here): the read ends as the stream's end would, and the receiver returns."""
+    raw, dead = kafka.topic("raw", 3), kafka.topic("dlq", 1)
+    settings = make_settings(
+        kafka.bootstrap, feed.port, tmp_path, raw, dead, heartbeat_timeout_s=300
+    )
+    async with running(settings) as h:
+        writer = await feed.client()
+        await feed.send(writer, sh_line("000001") + b"\n")
+        await h.wait_acked(raw=1)  # the session reads; now the feed says nothing
+        h.receiver.stop()
+        await asyncio.wait_for(h.task, 5)  # raises if the read held the stop
+    assert h.receiver.stats.connects == 1, "a stop is not a lost connection"
+
+
 def test_backoff_grows_with_jitter_and_caps() -> None:
     backoff = Backoff(initial=0.5, maximum=8.0)
     delays = [backoff.next_delay() for _ in range(12)]
