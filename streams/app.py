@@ -49,7 +49,13 @@ from faust.types import TP
 from hqcore.kafka_client import aiokafka_kwargs, librdkafka_config, ssl_context
 from hqcore.tuning import FrozenHeap, YoungCollections
 from streams import metrics
-from streams.faust_transport import FastConsumer, RawSchema, RunBuffer, deliver_to
+from streams.faust_transport import (
+    FastConsumer,
+    FetchPacing,
+    RawSchema,
+    RunBuffer,
+    deliver_to,
+)
 from streams.faust_transport import install as install_fast_transport
 from streams.lifecycle import Watchdog, fatal, install_resume_streams
 from streams.outbox import BatchOutbox, ConfluentOutbox, Outbox
@@ -84,6 +90,15 @@ def broker_credentials(settings: StreamsSettings) -> faust.types.auth.Credential
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+def fetch_pacing(settings: StreamsSettings) -> FetchPacing:
+    """How long the broker holds a live feed's fetch, from the settings."""
+    return FetchPacing(
+        settings.fetch_interval_ms / 1000,
+        settings.fetch_interval_max_ms / 1000,
+        settings.fetch_batch_ticks,
+    )
 
 
 def message_to_record(message: Any) -> RawRecord:
@@ -197,7 +212,7 @@ def create_app(
         consumer_group_instance_id=settings.group_instance_id or None,
         broker_credentials=broker_credentials(settings),
     )
-    install_fast_transport(app, settings.fetch_interval_ms / 1000)
+    install_fast_transport(app, fetch_pacing(settings))
     leave_as_static_member()  # a clean stop hands a static member's partitions over at once
     install_resume_streams(app)
     if runtime is None:

@@ -30,11 +30,12 @@ partition would never be processed or committed past them.
 for the ``raw`` codec (used where events still exist: ``test_context``).
 
 Pacing (:class:`FetchWindow`): while the feed is live, the broker answers a
-fetch once ``fetch_interval_s`` is over (:func:`install`), with everything that
-arrived meanwhile. aiokafka fetches a broker's partitions again only once
-their fetched records were taken, so this bounds the broker's fetch requests
-as well as the agent's batches, Redis writes and produce requests; a fetch
-after a quiet spell is answered as soon as a record arrives.
+fetch once its window is over (:class:`FetchPacing`, :func:`install`: longer
+at a low input rate), with everything that arrived meanwhile. aiokafka
+fetches a broker's partitions again only once their fetched records were
+taken, so this bounds the broker's fetch requests as well as the agent's
+batches, Redis writes and produce requests; a fetch after a quiet spell is
+answered as soon as a record arrives.
 
 This module must never change what is committed.
 """
@@ -43,8 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -113,10 +116,37 @@ def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
 
 #: what the broker waits for before it answers a live feed's fetch (the window ends first)
 WINDOW_MIN_BYTES = 1024 * 1024
+#: how often the window's estimate of the input rate is renewed
+RATE_PERIOD_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPacing:
+    """How long the broker holds a live feed's fetch: about ``batch_ticks`` records'
+    worth at the rate records came in lately, never less than ``min_s`` nor more
+    than ``max_s``.
+
+    Each batch costs the worker a fixed few milliseconds whatever it holds (the
+    fetch, a Redis pipeline, a produce request, the gateway's fetch of it), so
+    at a low rate a short window spends most of the CPU on batches of one or
+    two ticks; at a high rate ``min_s`` already fills batches and bounds the
+    latency. ``max_s`` <= ``min_s`` or ``batch_ticks`` 0: a fixed ``min_s``;
+    ``min_s`` 0: no window at all.
+    """
+
+    min_s: float = 0.0
+    max_s: float = 0.0
+    batch_ticks: int = 0
+
+    def window_s(self, rate: float | None) -> float:
+        """The window at ``rate`` records/s (None: not known yet, the shortest)."""
+        if not rate or self.batch_ticks <= 0 or self.max_s <= self.min_s:
+            return self.min_s
+        return min(self.max_s, max(self.min_s, self.batch_ticks / rate))
 
 
 class FetchWindow:
-    """While the feed is live, the broker collects ``window_s`` of records per fetch.
+    """While the feed is live, the broker collects a window of records per fetch.
 
     aiokafka sends the next fetch as soon as the records of the last one were
     taken, and with ``fetch.min.bytes`` 1 the broker answers it at the next
@@ -125,9 +155,11 @@ class FetchWindow:
     ``fetch_max_wait_ms`` to the window and ``fetch_min_bytes`` to
     :data:`WINDOW_MIN_BYTES`, so each fetch is answered once the window is
     over (or a backlog fills it) with everything that arrived meanwhile, and
-    every record waits at most the window. After a fetch that found nothing
-    for a whole poll (the feed went quiet) the defaults come back: a quiet
-    feed costs no fetch a window and is answered at its first record.
+    every record waits at most the window. The window follows the input rate
+    measured over :data:`RATE_PERIOD_S` (:class:`FetchPacing`). After a fetch
+    that found nothing for a whole poll (the feed went quiet) the defaults
+    come back: a quiet feed costs no fetch a window and is answered at its
+    first record, and the next live spell starts at the shortest window.
 
     (It replaced a pause in the worker's own fetch loop, which did not bound
     the wait: the fetch aiokafka sent right after a take was answered at the
@@ -140,29 +172,57 @@ class FetchWindow:
     checks the behaviour on a real broker.
     """
 
-    def __init__(self, fetcher: Callable[[], Any], window_s: float) -> None:
+    def __init__(
+        self,
+        fetcher: Callable[[], Any],
+        pacing: FetchPacing | float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetcher = fetcher  # the aiokafka Fetcher now (None before the consumer started)
-        self.window_s = window_s
+        self.pacing = pacing if isinstance(pacing, FetchPacing) else FetchPacing(pacing)
+        self._clock = clock
         self.live = False
+        self.rate: float | None = None  # records/s over the last rate period (None: unknown)
+        self._counted, self._since = 0, 0.0  # records fetched since ``_since`` (0: not started)
         self._set: Any = None  # the fetcher whose settings this controls
         self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
 
-    def fetched(self, records: bool) -> None:
-        """Say whether the last poll brought records; switches the window on or off."""
-        if self.window_s <= 0:
+    @property
+    def window_s(self) -> float:
+        return self.pacing.window_s(self.rate)
+
+    def fetched(self, records: int) -> None:
+        """Say how many records the last poll brought; switches the window on or off
+        and sets its length."""
+        if self.pacing.min_s <= 0:
             return
         fetcher = self._fetcher()
-        if fetcher is None or (records == self.live and fetcher is self._set):
+        if fetcher is None:
             return
         if fetcher is not self._set:  # the first, or a consumer made anew: its own defaults
-            self._set = fetcher
+            self._set, self.live = fetcher, False
             self._defaults = (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes)
-        if records:
-            fetcher._fetch_max_wait_ms = max(1, round(self.window_s * 1000))
+        if not records:
+            if self.live:
+                fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._defaults
+                self.live, self.rate, self._since = False, None, 0.0
+            return
+        self._measure(records)
+        wait_ms = max(1, round(self.window_s * 1000))
+        if not self.live or fetcher._fetch_max_wait_ms != wait_ms:
+            fetcher._fetch_max_wait_ms = wait_ms
             fetcher._fetch_min_bytes = WINDOW_MIN_BYTES
-        else:
-            fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._defaults
-        self.live = records
+            self.live = True
+
+    def _measure(self, records: int) -> None:
+        now = self._clock()
+        if not self._since:  # a live spell starts: its first records arrived before now
+            self._counted, self._since = 0, now
+            return
+        self._counted += records
+        if (elapsed := now - self._since) >= RATE_PERIOD_S:
+            self.rate = self._counted / elapsed
+            self._counted, self._since = 0, now
 
 
 class FastConsumer(faust_aiokafka.Consumer):
@@ -180,7 +240,7 @@ class FastConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct = {}
-        self.fetch_interval_s: float = getattr(self.transport, "fetch_interval_s", 0.0)
+        self.fetch_pacing: FetchPacing = getattr(self.transport, "fetch_pacing", FetchPacing())
 
     async def wait_empty(self) -> None:
         """faust's wait for the acks of every message handed out, after
@@ -258,12 +318,12 @@ class FastConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         app = self.app
         acks_enabled_for = app.topics.acks_enabled_for
-        window = FetchWindow(self._aiokafka_fetcher, self.fetch_interval_s)
+        window = FetchWindow(self._aiokafka_fetcher, self.fetch_pacing)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 runs = await self.fetch_runs(timeout=1.0)
-                window.fetched(bool(runs))
+                window.fetched(sum(len(messages) for _, messages in runs))
                 await asyncio.sleep(0)
                 if self.should_stop:
                     continue
@@ -411,7 +471,7 @@ class FastTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport using :class:`FastConsumer`."""
 
     Consumer = FastConsumer
-    fetch_interval_s = 0.0  # for its consumers: see install()
+    fetch_pacing = FetchPacing()  # for its consumers: see install()
 
 
 def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[Any, Any, None]]:
@@ -430,11 +490,11 @@ def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[A
     return deliver
 
 
-def install(app: Any, fetch_interval_s: float = 0.0) -> None:
+def install(app: Any, pacing: FetchPacing | None = None) -> None:
     """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``.
 
-    ``fetch_interval_s``: after a fetch that returned records, the next one waits
-    this long (records arriving meanwhile come in one fetch, one batch)."""
+    ``pacing``: while the feed is live, how long the broker holds a fetch (records
+    arriving meanwhile come in one fetch, one batch); None: no window."""
     transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
-    transport.fetch_interval_s = fetch_interval_s
+    transport.fetch_pacing = pacing or FetchPacing()
     app.transport = transport

@@ -59,11 +59,28 @@ class StreamsSettings(CommonSettings):
         15.0,
         ge=0,
         validation_alias=_env("fetch_interval_ms"),
-        description="while the feed is live, the broker holds each fetch this long and "
-        "answers it with everything that arrived meanwhile: a live feed is fetched (and "
+        description="while the feed is live, the broker holds each fetch at least this long "
+        "and answers it with everything that arrived meanwhile: a live feed is fetched (and "
         "batched, written, produced) at most ~1,000/N times a second, a quiet one answered "
         "at its first record; 0 = no window (docs/architecture.md, 'Cost per tick')",
     )
+    fetch_interval_max_ms: float = Field(
+        40.0,
+        ge=0,
+        validation_alias=_env("fetch_interval_max_ms"),
+        description="at a low input rate the window grows until a fetch holds about "
+        "HQ_STREAMS_FETCH_BATCH_TICKS records, up to this long (a batch's fixed cost spread "
+        "over more ticks, for this much latency); at most HQ_STREAMS_FETCH_INTERVAL_MS: a "
+        "fixed window",
+    )
+    fetch_batch_ticks: int = Field(
+        12,
+        ge=0,
+        validation_alias=_env("fetch_batch_ticks"),
+        description="the records a live fetch's window aims at (see "
+        "HQ_STREAMS_FETCH_INTERVAL_MAX_MS); 0 = a fixed window",
+    )
+
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     candle_flush_interval_s: float = Field(
         1.0,

@@ -14,34 +14,45 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
 from streams.app import create_app
-from streams.faust_transport import WINDOW_MIN_BYTES, FastConsumer, FetchWindow
+from streams.faust_transport import (
+    RATE_PERIOD_S,
+    WINDOW_MIN_BYTES,
+    FastConsumer,
+    FetchPacing,
+    FetchWindow,
+)
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
 
 
-def _interval(settings: StreamsSettings) -> float:
-    async def build() -> float:
+def _pacing(settings: StreamsSettings) -> FetchPacing:
+    async def build() -> FetchPacing:
         streams_app = create_app(settings, worker_id="pacing")
         await streams_app.runtime.outbox.close()  # no producer left retrying 127.0.0.1:1
         consumer = streams_app.app.consumer
         assert isinstance(consumer, FastConsumer)
-        return consumer.fetch_interval_s
+        return consumer.fetch_pacing
 
     return asyncio.run(build())
 
 
-def test_interval_from_the_settings(tmp_path: Path) -> None:
+def test_the_pacing_from_the_settings(tmp_path: Path) -> None:
     settings = StreamsSettings(
-        kafka_bootstrap="127.0.0.1:1", metrics_port=0, datadir=str(tmp_path), fetch_interval_ms=25
+        kafka_bootstrap="127.0.0.1:1",
+        metrics_port=0,
+        datadir=str(tmp_path),
+        fetch_interval_ms=25,
+        fetch_interval_max_ms=60,
+        fetch_batch_ticks=20,
     )
-    assert _interval(settings) == 0.025
+    assert _pacing(settings) == FetchPacing(0.025, 0.06, 20)
 
 
 def test_zero_fetches_again_at_once(tmp_path: Path) -> None:
     settings = StreamsSettings(
         kafka_bootstrap="127.0.0.1:1", metrics_port=0, datadir=str(tmp_path), fetch_interval_ms=0
     )
-    assert _interval(settings) == 0.0
+    assert _pacing(settings).min_s == 0.0
 
 
 # -- FetchWindow: what a live feed's records wait for -------------------------------
@@ -140,3 +151,72 @@ def test_no_window_with_a_zero_interval_or_before_the_consumer_started() -> None
     window = FetchWindow(lambda: None, 0.015)
     window.fetched(True)  # nothing to set yet: tried again at the next fetch
     assert not window.live
+
+
+# -- the window follows the input rate ----------------------------------------------
+
+PACING = FetchPacing(min_s=0.015, max_s=0.040, batch_ticks=12)
+
+
+@pytest.mark.parametrize(
+    ("rate", "window_ms"),
+    [(None, 15), (5_000.0, 15), (1_667.0, 15), (600.0, 20), (333.0, 36), (100.0, 40), (1.0, 40)],
+)
+def test_the_window_holds_about_the_target_records_within_its_bounds(
+    rate: float | None, window_ms: int
+) -> None:
+    assert round(PACING.window_s(rate) * 1000) == window_ms
+
+
+@pytest.mark.parametrize(
+    "pacing", [FetchPacing(0.015, 0.015, 12), FetchPacing(0.015, 0.040, 0), FetchPacing(0.015)]
+)
+def test_a_fixed_window_without_a_longer_bound_or_a_target(pacing: FetchPacing) -> None:
+    assert pacing.window_s(10.0) == 0.015
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _feed(window: FetchWindow, clock: _Clock, rate: float, seconds: float) -> None:
+    """Fetches of ``rate`` records/s, one each window, for ``seconds``."""
+    end = clock.now + seconds
+    while clock.now < end:
+        step = window.window_s
+        clock.now += step
+        window.fetched(max(1, round(rate * step)))
+
+
+def test_a_slow_feed_gets_the_longer_window_and_a_fast_one_the_shortest() -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
+    clock = _Clock()
+    window = FetchWindow(lambda: fetcher, PACING, clock)
+    window.fetched(5)  # a live spell starts at the shortest window: its rate is not known
+    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (15, WINDOW_MIN_BYTES)
+    _feed(window, clock, 333.0, 2 * RATE_PERIOD_S)
+    assert window.rate is not None and 300 < window.rate < 370
+    assert fetcher._fetch_max_wait_ms == 36  # 12 records at 333/s
+    _feed(window, clock, 100.0, 2 * RATE_PERIOD_S)
+    assert fetcher._fetch_max_wait_ms == 40  # at most the longer bound
+    _feed(window, clock, 1_667.0, 2 * RATE_PERIOD_S)
+    assert fetcher._fetch_max_wait_ms == 15  # a busy feed: never longer than it needs
+
+
+def test_a_quiet_spell_forgets_the_rate() -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
+    clock = _Clock()
+    window = FetchWindow(lambda: fetcher, PACING, clock)
+    window.fetched(5)
+    _feed(window, clock, 100.0, 2 * RATE_PERIOD_S)
+    assert fetcher._fetch_max_wait_ms == 40
+    clock.now += 30
+    window.fetched(0)  # quiet: the defaults, answered at the first record
+    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (500, 1)
+    assert window.rate is None
+    window.fetched(3000)  # a burst after the quiet spell: the shortest window first
+    assert fetcher._fetch_max_wait_ms == 15
