@@ -175,11 +175,11 @@ class FetchWindow:
     def __init__(
         self,
         fetcher: Callable[[], Any],
-        pacing: FetchPacing | float,
+        pacing: FetchPacing,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetcher = fetcher  # the aiokafka Fetcher now (None before the consumer started)
-        self.pacing = pacing if isinstance(pacing, FetchPacing) else FetchPacing(pacing)
+        self.pacing = pacing
         self._clock = clock
         self.live = False
         self.rate: float | None = None  # records/s over the last rate period (None: unknown)
@@ -490,11 +490,11 @@ def deliver_to(app: Any, buffer: RunBuffer) -> Callable[[list[Any]], Coroutine[A
     return deliver
 
 
-def install(app: Any, pacing: FetchPacing | None = None) -> None:
+def install(app: Any, pacing: FetchPacing = FetchPacing()) -> None:
     """Make ``app`` consume through :class:`FastTransport`; call right after ``faust.App()``.
 
     ``pacing``: while the feed is live, how long the broker holds a fetch (records
-    arriving meanwhile come in one fetch, one batch); None: no window."""
+    arriving meanwhile come in one fetch, one batch); the default: no window."""
     transport = FastTransport(app.conf.broker_consumer, cast(Any, app))
-    transport.fetch_pacing = pacing or FetchPacing()
+    transport.fetch_pacing = pacing
     app.transport = transport

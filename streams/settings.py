@@ -80,7 +80,6 @@ class StreamsSettings(CommonSettings):
         description="the records a live fetch's window aims at (see "
         "HQ_STREAMS_FETCH_INTERVAL_MAX_MS); 0 = a fixed window",
     )
-
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     candle_flush_interval_s: float = Field(
         1.0,

@@ -96,7 +96,7 @@ async def test_a_live_feeds_records_come_in_one_fetch_at_the_windows_end(
     """Live, the broker answers once the window is over, with all that arrived in it
     (real broker). With the defaults it answers at the first record."""
     consumer, producer, tp = one_partition
-    window = FetchWindow(lambda: consumer._fetcher, WINDOW_S)
+    window = FetchWindow(lambda: consumer._fetcher, FetchPacing(WINDOW_S))
     assert await consumer.getmany(tp, timeout_ms=10) == {}  # a default fetch is waiting
     window.fetched(True)  # the fetch sent after the next take is windowed
 
@@ -120,7 +120,7 @@ async def test_a_live_feeds_records_come_in_one_fetch_at_the_windows_end(
 
 def test_the_window_switches_only_on_a_change_and_restores_the_defaults() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
-    window = FetchWindow(lambda: fetcher, 0.015)
+    window = FetchWindow(lambda: fetcher, FetchPacing(0.015))
     window.fetched(False)
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (500, 1)
     window.fetched(True)
@@ -135,7 +135,7 @@ def test_a_consumer_made_anew_gets_the_window_too() -> None:
     first = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
     second = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
     current = [first]
-    window = FetchWindow(lambda: current[0], 0.015)
+    window = FetchWindow(lambda: current[0], FetchPacing(0.015))
     window.fetched(True)
     current[0] = second  # faust started its consumer again
     window.fetched(True)
@@ -146,9 +146,9 @@ def test_a_consumer_made_anew_gets_the_window_too() -> None:
 
 def test_no_window_with_a_zero_interval_or_before_the_consumer_started() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
-    FetchWindow(lambda: fetcher, 0.0).fetched(True)
+    FetchWindow(lambda: fetcher, FetchPacing(0.0)).fetched(True)
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (500, 1)
-    window = FetchWindow(lambda: None, 0.015)
+    window = FetchWindow(lambda: None, FetchPacing(0.015))
     window.fetched(True)  # nothing to set yet: tried again at the next fetch
     assert not window.live
 
