@@ -21,7 +21,15 @@ import orjson
 import pytest
 
 from producers import protocol
-from producers.quote_lines import MALFORMED_KINDS, Stamp, cents, next_time, session_time
+from producers.quote_lines import (
+    MALFORMED_KINDS,
+    Snapshot,
+    SnapshotSource,
+    Stamp,
+    cents,
+    next_time,
+    session_time,
+)
 from producers.settings import split_addr
 from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start
 from schemas.exchange import SHANGHAI_TZ
@@ -272,6 +280,36 @@ async def test_spread_sends_the_same_lines_evenly_over_the_interval() -> None:
         2 * stocks, stocks=stocks, interval_s=interval, max_snapshots=2, seed=5, start=START
     )
     assert lines == burst
+
+
+async def test_spread_keeps_the_snapshot_rate_however_long_a_snapshot_takes_to_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--spread: snapshot k starts k periods after the first, not k * (period + build):
+    the next snapshot is built while this one goes out (5,000 stocks take ~0.2 s)."""
+    stocks, interval, build_s, snaps = 200, 0.4, 0.3, 4
+    build = SnapshotSource.next
+
+    def slow_next(self: SnapshotSource) -> Snapshot:
+        time.sleep(build_s)  # off the event loop, as a build on another core
+        return build(self)
+
+    monkeypatch.setattr(SnapshotSource, "next", slow_next)
+    sim = await run_sim(stocks=stocks, interval_s=interval, max_snapshots=snaps, seed=5,
+                        start=START, spread=True)  # fmt: skip
+    try:
+        reader, writer = await connect(sim.port)
+        firsts: list[float] = []  # when each snapshot's first line arrived
+        for _ in range(snaps):
+            await read_quotes(reader, 1)
+            firsts.append(time.monotonic())
+            await read_quotes(reader, stocks - 1)
+        writer.close()
+    finally:
+        await sim.stop()
+    span = firsts[-1] - firsts[0]
+    # a gap of a build per snapshot would make it (snaps - 1) * (interval + build_s) = 2.1 s
+    assert 0.9 * (snaps - 1) * interval <= span < (snaps - 1) * (interval + build_s / 2), firsts
 
 
 async def test_malformed_fraction_gives_each_kind_its_share() -> None:
