@@ -9,7 +9,9 @@ delivery. Reports p50/p99/max for the whole path and for receive -> normalized,
 the worst second's p99 (a stall of a second hides in a minute's p99), and the
 ticks of each exchange minute's first snapshot apart: every one closes its
 stock's 1-minute candle, the heaviest work of a minute, which a run shorter
-than ~60 s never reaches (the simulated exchange clock starts at 09:30:00).
+than ~60 s never reaches (the simulated exchange clock starts at 09:30:00),
+and the stream workers' garbage-collector pauses over the run (from their
+``hq_streams_gc_pause_seconds``): every batch in flight waits for one.
 The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
 choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s);
 ``--spread`` sends the same lines as a steady stream at that rate instead.
@@ -204,7 +206,9 @@ def e2e_bench(
         broker = env.pids.get("broker")
         rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)
         rig.feed(stocks, interval, spread)
+        gc_before = rig.worker_gc_pauses()
         got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval))
+        gc = rig.worker_gc_pauses() - gc_before
         total, stage = got.total, got.stage
         if dead := rig.dead():
             raise RuntimeError(f"components died during the run: {dead}")
@@ -229,6 +233,9 @@ def e2e_bench(
     else:
         console.print("| a minute's first snapshot | none: ~60 s into a run | | |")
     console.print(f"| quotes measured | {len(total):,} | | |")
+    console.print(
+        f"| stream workers' GC pauses, warm-up included: {gc.describe()} | | | |", soft_wrap=True
+    )
     console.print(calibration_row(4))
     if per_second is not None:
         per_second.write_text(got.per_second_csv())

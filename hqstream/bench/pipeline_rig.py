@@ -45,6 +45,11 @@ from schemas.exchange import SHANGHAI_TZ
 EXE = [sys.executable, "-m", "hqstream.cli"]
 LINES = re.compile(rb"^hq_receiver_lines_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.M)
 BATCHES = re.compile(rb"^hq_streams_batch_size_count ([0-9.e+]+)$", re.M)
+GC_PAUSES = rb"^hq_streams_gc_pause_seconds_%s ([0-9.e+]+)$"  # streams.metrics.GC_PAUSE
+GC_COUNT = re.compile(GC_PAUSES % rb"count\{[^}]*\}", re.M)
+GC_SUM = re.compile(GC_PAUSES % rb"sum\{[^}]*\}", re.M)
+GC_WITHIN_25MS = re.compile(GC_PAUSES % rb'bucket\{[^}]*le="0.025"\}', re.M)
+GC_WITHIN_100MS = re.compile(GC_PAUSES % rb'bucket\{[^}]*le="0.1"\}', re.M)
 JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core than this
 JIT_WINDOW_S = 10.0
 
@@ -122,12 +127,21 @@ class Pipeline:
 
     def worker_batches(self) -> float:
         """Batches the stream workers processed so far."""
-        ports = [
+        return sum(metric_sum(port, BATCHES) for port in self._worker_ports())
+
+    def worker_gc_pauses(self) -> GcPauses:
+        """The stream workers' garbage-collector pauses so far, all workers together."""
+        total = GcPauses()
+        for port in self._worker_ports():
+            total += gc_pauses(metrics_of(port))
+        return total
+
+    def _worker_ports(self) -> list[int]:
+        return [
             int(c.env["HQ_STREAMS_METRICS_PORT"])
             for c in self.children
             if c.name.startswith("streams-")
         ]
-        return sum(metric_sum(port, BATCHES) for port in ports)
 
     def warm_broker(
         self, pgid: int | None, label: str, feed: tuple[int, float, bool], limit_s: float
@@ -200,14 +214,59 @@ def minute_closed_after(start: dt.datetime, interval: float, settle_s: float = 5
     return (60.0 - into_minute) + interval + settle_s
 
 
-def metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
-    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
+def metrics_of(port: int) -> bytes:
+    """``port``'s /metrics (empty if not serving)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            body = resp.read()
+            return bytes(resp.read())
     except OSError:
-        return 0.0  # not serving yet: nothing counted
+        return b""  # not serving yet: nothing counted
+
+
+def metric_sum(port: int, pattern: re.Pattern[bytes]) -> float:
+    """The sum of the samples ``pattern`` finds on ``port``'s /metrics (0 if not serving)."""
+    return _sum(pattern, metrics_of(port))
+
+
+def _sum(pattern: re.Pattern[bytes], body: bytes) -> float:
     return sum(float(m) for m in pattern.findall(body))
+
+
+@dataclass(frozen=True)
+class GcPauses:
+    """Garbage-collector pauses of stream workers (``hq_streams_gc_pause_seconds``, every
+    generation): how many, their time, and how many took longer than 25 and 100 ms."""
+
+    collections: float = 0.0
+    seconds: float = 0.0
+    over_25ms: float = 0.0
+    over_100ms: float = 0.0
+
+    def __add__(self, other: GcPauses) -> GcPauses:
+        return GcPauses(*(a + b for a, b in zip(self._values(), other._values(), strict=True)))
+
+    def __sub__(self, other: GcPauses) -> GcPauses:
+        return GcPauses(*(a - b for a, b in zip(self._values(), other._values(), strict=True)))
+
+    def _values(self) -> tuple[float, float, float, float]:
+        return self.collections, self.seconds, self.over_25ms, self.over_100ms
+
+    def describe(self) -> str:
+        return (
+            f"{self.collections:,.0f} collections, {self.seconds * 1000:,.0f} ms in all, "
+            f"{self.over_25ms:,.0f} over 25 ms, {self.over_100ms:,.0f} over 100 ms"
+        )
+
+
+def gc_pauses(body: bytes) -> GcPauses:
+    """The pauses a stream worker's /metrics ``body`` counts (none in an empty one)."""
+    collections = _sum(GC_COUNT, body)
+    return GcPauses(
+        collections,
+        _sum(GC_SUM, body),
+        collections - _sum(GC_WITHIN_25MS, body),
+        collections - _sum(GC_WITHIN_100MS, body),
+    )
 
 
 @contextlib.contextmanager

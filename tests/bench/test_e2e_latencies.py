@@ -1,10 +1,17 @@
-"""hqstream bench e2e: the worst second, where a short stall shows; a minute's first snapshot."""
+"""hqstream bench e2e: the worst second, where a short stall shows; a minute's first snapshot;
+the workers' GC pauses."""
 
 from __future__ import annotations
 
+import gc
 import math
 
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
 from hqstream.bench.e2e import Latencies
+from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
+from streams.metrics import GC_PAUSE
 
 
 def test_the_worst_second_is_the_one_with_the_highest_p99() -> None:
@@ -48,3 +55,24 @@ def test_the_ticks_of_a_minute_s_first_snapshot_are_measured_apart() -> None:
     assert got.minute_first == [400.0, 900.0]  # 14:00:00 and 14:00:02.999 only
     assert got.total == [400.0, 900.0, 50.0, 60.0] and got.stage == [50.0] * 4
     assert got.second == [7] * 4
+
+
+def test_the_gc_pauses_are_read_from_a_worker_s_metrics() -> None:
+    """The figures bench e2e prints come from the workers' own histogram, by its real name
+    and buckets: three pauses observed into it are counted, timed and sorted by length."""
+    gc.disable()  # no collection of this process's own observed meanwhile
+    try:
+        before = gc_pauses(generate_latest(REGISTRY))
+        for seconds in (0.003, 0.030, 0.150):
+            GC_PAUSE.labels("1").observe(seconds)
+        got = gc_pauses(generate_latest(REGISTRY)) - before
+    finally:
+        gc.enable()
+    assert (got.collections, got.over_25ms, got.over_100ms) == (3, 2, 1)
+    assert got.seconds == pytest.approx(0.183)
+    assert got.describe() == "3 collections, 183 ms in all, 2 over 25 ms, 1 over 100 ms"
+
+
+def test_a_worker_that_does_not_serve_metrics_counts_no_pause() -> None:
+    assert gc_pauses(b"") == GcPauses()
+    assert GcPauses(2, 0.5, 1, 0) + GcPauses(1, 0.25, 1, 1) == GcPauses(3, 0.75, 2, 1)
