@@ -1,13 +1,16 @@
 """The compiled fast path of the stream workers' parse, when it is installed and allowed.
 
 ``hqstream_native`` (a Rust extension built from ``native/``) turns one plain,
-good Shanghai/Shenzhen line into exactly what the Python path makes of it:
+good line, a Shanghai/Shenzhen ``$`` line or a Beijing JSON object, into
+exactly what the Python path makes of it:
 the Quote dict of :func:`streams.parse.parse_record` (same keys in the same
 order, same types and values), its Avro bytes (those of the quote codec) and
 its JSON as Redis stores it (``orjson.dumps`` of the dict, byte for byte).
-Every other line (Beijing JSON, a bad record, anything it does not port) gets
-None, and the caller takes the Python path, which stays the reference and
-names the bad record's reason: the fast path changes speed, never a result.
+Every other line (a bad record, anything it does not port, such as a -0.0
+price) gets None, and the caller takes the Python path, which stays the
+reference and names the bad record's reason: the fast path changes speed,
+never a result. A Beijing line's JSON is read by orjson, as the Python path
+reads it; the checks of its values and everything after them are compiled.
 
 The market rules are not compiled: the extension asks the functions of
 :mod:`streams.normalize` (board, ST and new-listing names, limit prices,

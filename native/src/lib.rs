@@ -1,13 +1,16 @@
-//! hqstream_native: the stream workers' compiled fast path for one
-//! Shanghai/Shenzhen `$` line -> (Quote dict, Avro single-object bytes).
+//! hqstream_native: the stream workers' compiled fast path for one feed
+//! line (a Shanghai/Shenzhen `$` line or a Beijing JSON object) -> (Quote
+//! dict, Avro single-object bytes, the JSON Redis stores).
 //!
 //! It reproduces streams.parse.parse_record + streams.normalize.build_quote +
 //! the quote codec's encoder exactly, for the lines it can prove good, and
-//! answers None for every other line (Beijing JSON, anything unusual or bad):
+//! answers None for every other line (anything unusual or bad):
 //! the caller then takes the Python path, which names the bad record's
 //! reason. The market rules stay in Python: board by code, ST and
 //! new-listing names, limit prices, dates, times and session phases are asked
 //! of the Python functions passed in, once per distinct value, and cached.
+//! A Beijing line's JSON is read by orjson (the Python path's reader, so both
+//! see the same values); only the checks of its values are compiled.
 //! Never raises for a line; never does I/O.
 
 mod avro;
@@ -69,6 +72,20 @@ const MARKETS: [&str; 3] = ["SH", "SZ", "BJ"];
 const BOARDS: [&str; 4] = ["MAIN", "STAR", "CHINEXT", "BJ"];
 /// A cache holding more entries than this is cleared, with every other (bounded memory).
 const CACHE_MAX: usize = 65_536;
+/// The keys of a Beijing JSON quote (streams.parse's), in the order of the `JSON_*` indices.
+const JSON_KEYS: [&str; 14] = [
+    "symbol", "name", "timestamp", "lastPrice", "preClose", "open", "high", "low", "turnover",
+    "volume", "bidPrices", "bidVolumes", "askPrices", "askVolumes",
+];
+const JSON_SYMBOL: usize = 0;
+const JSON_NAME: usize = 1;
+const JSON_TIMESTAMP: usize = 2;
+const JSON_SCALARS: usize = 3; // lastPrice, preClose, open, high, low, turnover
+const JSON_VOLUME: usize = 9;
+const JSON_BOOK: usize = 10; // bidPrices, bidVolumes, askPrices, askVolumes
+/// A Beijing quote's time of day in the clock cache: ms since midnight with the
+/// top bit set (a `HH:MM:SS` key is 8 ASCII bytes, whose top bit is clear).
+const JSON_CLOCK: u64 = 1 << 63;
 
 /// A symbol on a known board.
 struct Symbol {
@@ -111,8 +128,11 @@ struct Rules {
     name_is_limit_free: Py<PyAny>,
     limits: Py<PyAny>,
     local_midnight_ms: Py<PyAny>,
+    local_date_and_time: Py<PyAny>,
     time_of_day_ms: Py<PyAny>,
     phase_of: Py<PyAny>,
+    /// orjson.loads: Beijing lines are read as the Python path reads them
+    loads: Py<PyAny>,
 }
 
 /// Parses Shanghai/Shenzhen lines into Quote dicts and their Avro bytes.
@@ -123,12 +143,18 @@ struct QuoteParser {
     bounds: Bounds,
     opening_ms: i64,
     closing_ms: i64,
+    /// streams.normalize's (schemas.exchange's) SHANGHAI_OFFSET_MS and DAY_MS
+    offset_ms: i64,
+    day_ms: i64,
     keys: Vec<Py<PyString>>,
+    json_keys: Vec<Py<PyString>>,
     symbols: FxHashMap<u64, Symbol>,
     name_ids: FxHashMap<Box<[u8]>, u32>,
     names: Vec<Name>,
     day_ids: FxHashMap<[u8; 10], u32>,
     days: Vec<Day>,
+    /// a Beijing timestamp's local day (days since the epoch) -> its id in `days`
+    json_days: FxHashMap<i64, u32>,
     clocks: FxHashMap<u64, Clock>,
     limits: FxHashMap<(u64, u8, bool, u32), Limits>,
     limit_free: FxHashMap<(u32, u8, u32), bool>,
@@ -194,6 +220,10 @@ impl QuoteParser {
             .iter()
             .map(|(name, _)| PyString::intern(py, name).unbind())
             .collect();
+        let json_keys = JSON_KEYS
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
         Ok(QuoteParser {
             header,
             rules: Rules {
@@ -202,8 +232,10 @@ impl QuoteParser {
                 name_is_limit_free: function("name_is_limit_free")?,
                 limits: function("limits")?,
                 local_midnight_ms: function("local_midnight_ms")?,
+                local_date_and_time: function("local_date_and_time")?,
                 time_of_day_ms: function("time_of_day_ms")?,
                 phase_of: function("phase_of")?,
+                loads: py.import("orjson")?.getattr("loads")?.unbind(),
             },
             bounds: Bounds {
                 max_price: bounds.getattr("MAX_PRICE")?.extract()?,
@@ -213,12 +245,16 @@ impl QuoteParser {
             },
             opening_ms: rules.getattr("OPENING_MS")?.extract()?,
             closing_ms: rules.getattr("CLOSING_MS")?.extract()?,
+            offset_ms: rules.getattr("SHANGHAI_OFFSET_MS")?.extract()?,
+            day_ms: rules.getattr("DAY_MS")?.extract()?,
             keys,
+            json_keys,
             symbols: FxHashMap::default(),
             name_ids: FxHashMap::default(),
             names: Vec::new(),
             day_ids: FxHashMap::default(),
             days: Vec::new(),
+            json_days: FxHashMap::default(),
             clocks: FxHashMap::default(),
             limits: FxHashMap::default(),
             limit_free: FxHashMap::default(),
@@ -257,23 +293,19 @@ impl QuoteParser {
         if let Some(stripped) = line.strip_suffix(b"\r") {
             line = stripped;
         }
-        if line.first() == Some(&b'{') {
-            return Ok(None); // Beijing JSON
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
+        let read = if line.first() == Some(&b'{') {
+            let text = if line.len() == raw.as_bytes().len() {
+                raw.clone()
+            } else {
+                PyBytes::new(py, line)
+            };
+            self.json_line(py, &text)
+        } else {
+            self.dollar_line(py, line)
+        };
+        let Some((n, found, exchange_ts)) = read else {
             return Ok(None);
         };
-        let Some(fields) = line::split_fields(text) else {
-            return Ok(None);
-        };
-        let Some(n) = line::numbers(&fields, &self.bounds) else {
-            return Ok(None);
-        };
-        self.bound_caches();
-        let Some(found) = self.look_up(py, &fields, n.prev_close) else {
-            return Ok(None);
-        };
-        let exchange_ts = self.days[found.day as usize].midnight_ms + self.clocks[&found.clock].ms;
         if let Some(max_ahead) = max_ahead_ms {
             let since = if receive_ts > 0 {
                 receive_ts
@@ -322,7 +354,174 @@ fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
     value.extract().ok()
 }
 
+/// Ints up to this convert to the same double in Python and here, exactly.
+const EXACT_INT_MAX: i64 = 1 << 53;
+
+/// streams.parse._number: an exact `float` or `int`, not negative, as a float;
+/// None also for -0.0 and ints beyond 2**53 (the Python path takes those).
+fn json_number(value: &Bound<'_, PyAny>) -> Option<f64> {
+    if value.is_exact_instance_of::<PyFloat>() {
+        let x: f64 = value.extract().ok()?;
+        return (x.is_finite() && x.is_sign_positive()).then_some(x);
+    }
+    let i = exact_int(value)?;
+    (0..=EXACT_INT_MAX).contains(&i).then_some(i as f64)
+}
+
+/// streams.parse._whole: an exact `int`, or a `float` with no fraction, in [0, max).
+fn json_whole(value: &Bound<'_, PyAny>, max: i64) -> Option<i64> {
+    let whole = if value.is_exact_instance_of::<PyFloat>() {
+        let x: f64 = value.extract().ok()?;
+        if !(x.is_finite() && x.fract() == 0.0 && x >= 0.0 && x < max as f64) {
+            return None;
+        }
+        x as i64
+    } else {
+        exact_int(value)?
+    };
+    (0..max).contains(&whole).then_some(whole)
+}
+
+/// An exact list of BOOK_LEVELS items, each read by `item`.
+fn json_book<T: Copy + Default>(
+    value: &Bound<'_, PyAny>,
+    item: impl Fn(&Bound<'_, PyAny>) -> Option<T>,
+) -> Option<[T; BOOK_LEVELS]> {
+    let list = value.cast_exact::<PyList>().ok()?;
+    if list.len() != BOOK_LEVELS {
+        return None;
+    }
+    let mut out = [T::default(); BOOK_LEVELS];
+    for (slot, v) in out.iter_mut().zip(list.iter()) {
+        *slot = item(&v)?;
+    }
+    Some(out)
+}
+
+/// streams.parse._book of prices: numbers up to `max_price`.
+fn json_prices(value: &Bound<'_, PyAny>, max_price: f64) -> Option<[f64; BOOK_LEVELS]> {
+    json_book(value, |v| json_number(v).filter(|&p| p <= max_price))
+}
+
+/// streams.parse._book of volumes: whole numbers below `max_volume`.
+fn json_volumes(value: &Bound<'_, PyAny>, max_volume: i64) -> Option<[i64; BOOK_LEVELS]> {
+    json_book(value, |v| json_whole(v, max_volume))
+}
+
 impl QuoteParser {
+    /// A Shanghai/Shenzhen `$` line's numbers, facts and exchange time, when
+    /// the Python path would take it as they are.
+    fn dollar_line(&mut self, py: Python<'_>, line: &[u8]) -> Option<(Numbers, Looked, i64)> {
+        let text = std::str::from_utf8(line).ok()?;
+        let fields = line::split_fields(text)?;
+        let n = line::numbers(&fields, &self.bounds)?;
+        self.bound_caches();
+        let symbol = self.symbol(py, fields[0], false)?;
+        let name = self.name(py, fields[1])?;
+        let day = self.day(py, fields[31])?;
+        let clock = self.clock(py, fields[32])?;
+        let found = self.look_up(py, symbol, name, day, clock, n.prev_close)?;
+        let exchange_ts = self.days[day as usize].midnight_ms + self.clocks[&clock].ms;
+        Some((n, found, exchange_ts))
+    }
+
+    /// A Beijing JSON line (streams.parse._parse_bse_json): read by orjson,
+    /// every value checked as the Python path checks it; None for anything
+    /// it would refuse or read another way (a -0.0 price, an int beyond 2**53).
+    fn json_line(
+        &mut self,
+        py: Python<'_>,
+        text: &Bound<'_, PyBytes>,
+    ) -> Option<(Numbers, Looked, i64)> {
+        let obj = self.rules.loads.bind(py).call1((text,)).ok()?;
+        let obj = obj.cast_exact::<PyDict>().ok()?;
+        let mut values = Vec::with_capacity(JSON_KEYS.len());
+        for key in &self.json_keys {
+            values.push(obj.get_item(key.bind(py)).ok()??);
+        }
+        let symbol = values[JSON_SYMBOL].cast_exact::<PyString>().ok()?.to_str().ok()?;
+        let name = values[JSON_NAME].cast_exact::<PyString>().ok()?.to_str().ok()?;
+        let timestamp = exact_int(&values[JSON_TIMESTAMP])?;
+        let mut scalars = [0.0; 6];
+        for (slot, value) in scalars.iter_mut().zip(&values[JSON_SCALARS..JSON_VOLUME]) {
+            *slot = json_number(value)?;
+        }
+        let [price, prev_close, open, high, low, amount] = scalars;
+        let b = self.bounds;
+        let volume = json_whole(&values[JSON_VOLUME], b.max_volume)?;
+        let book = &values[JSON_BOOK..];
+        let bid_prices = json_prices(&book[0], b.max_price)?;
+        let bid_volumes = json_volumes(&book[1], b.max_volume)?;
+        let ask_prices = json_prices(&book[2], b.max_price)?;
+        let ask_volumes = json_volumes(&book[3], b.max_volume)?;
+        let top = [price, prev_close, open, high, low].into_iter().fold(0.0, f64::max);
+        if top > b.max_price || amount >= b.max_amount || timestamp <= 0 {
+            return None;
+        }
+        if 0.0 < prev_close && prev_close < b.min_prev_close {
+            return None;
+        }
+        if high < low && high != 0.0 {
+            return None;
+        }
+        let n = Numbers {
+            open,
+            prev_close,
+            price,
+            high,
+            low,
+            bid: bid_prices[0],
+            ask: ask_prices[0],
+            volume,
+            amount,
+            bid_prices,
+            bid_volumes,
+            ask_prices,
+            ask_volumes,
+        };
+        self.bound_caches();
+        let symbol = self.symbol(py, symbol, true)?;
+        let name = self.name(py, name)?;
+        let (day, clock) = self.day_and_clock(py, timestamp)?;
+        let found = self.look_up(py, symbol, name, day, clock, n.prev_close)?;
+        Some((n, found, timestamp))
+    }
+
+    /// The local day and time of day of an epoch-ms instant
+    /// (streams.normalize.local_date_and_time), as cache ids.
+    fn day_and_clock(&mut self, py: Python<'_>, epoch_ms: i64) -> Option<(u32, u64)> {
+        let local = epoch_ms.checked_add(self.offset_ms)?;
+        let (index, ms) = (local.div_euclid(self.day_ms), local.rem_euclid(self.day_ms));
+        let day = match self.json_days.get(&index) {
+            Some(&id) => id,
+            None => {
+                let answer = self
+                    .rules
+                    .local_date_and_time
+                    .bind(py)
+                    .call1((epoch_ms,))
+                    .ok()?;
+                let (date, time_of_day): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                    answer.extract().ok()?;
+                let date = date.cast_exact::<PyString>().ok()?.to_str().ok()?.to_owned();
+                if exact_int(&time_of_day)? != ms {
+                    return None;
+                }
+                let id = self.day(py, &date)?;
+                if self.days[id as usize].midnight_ms.checked_add(ms)? != epoch_ms {
+                    return None;
+                }
+                self.json_days.insert(index, id);
+                id
+            }
+        };
+        let key = JSON_CLOCK | ms as u64;
+        if !self.clocks.contains_key(&key) {
+            self.add_clock(py, key, ms)?;
+        }
+        Some((day, key))
+    }
+
     /// Clears every cache when one has grown beyond CACHE_MAX (ids are per generation).
     fn bound_caches(&mut self) {
         let largest = [
@@ -342,24 +541,24 @@ impl QuoteParser {
             self.names.clear();
             self.day_ids.clear();
             self.days.clear();
+            self.json_days.clear();
             self.clocks.clear();
             self.limits.clear();
             self.limit_free.clear();
         }
     }
 
-    /// Everything the rules say about a line; None when one of them refuses it
-    /// (or a rule raised: the Python path then says why).
+    /// Everything the rules say about a line's symbol, name, day and prev_close;
+    /// None when one of them refuses it (or a rule raised: the Python path then says why).
     fn look_up(
         &mut self,
         py: Python<'_>,
-        f: &[&str; line::FIELD_COUNT],
+        symbol: u64,
+        name: u32,
+        day: u32,
+        clock: u64,
         prev_close: f64,
     ) -> Option<Looked> {
-        let symbol = self.symbol(py, f[0])?;
-        let name = self.name(py, f[1])?;
-        let day = self.day(py, f[31])?;
-        let clock = self.clock(py, f[32])?;
         let board_index = self.symbols[&symbol].board_index;
         let st = self.names[name as usize].st;
         let limits = match self
@@ -411,11 +610,14 @@ impl QuoteParser {
         })
     }
 
-    /// `sh`/`sz` + 6 ASCII digits on a known board: its cache key.
-    fn symbol(&mut self, py: Python<'_>, text: &str) -> Option<u64> {
+    /// `sh`/`sz` (`bj` for a JSON line) + 6 ASCII digits on a known board: its cache key.
+    fn symbol(&mut self, py: Python<'_>, text: &str, json: bool) -> Option<u64> {
         let bytes = text.as_bytes();
         if bytes.len() != 8 || !bytes[2..].iter().all(u8::is_ascii_digit) {
             return None;
+        }
+        if (&bytes[..2] == b"bj") != json {
+            return None; // Beijing's symbols come in JSON, the others in `$` lines
         }
         let key = key_of(bytes);
         if self.symbols.contains_key(&key) {
@@ -424,6 +626,7 @@ impl QuoteParser {
         let market = match &bytes[..2] {
             b"sh" => "SH",
             b"sz" => "SZ",
+            b"bj" => "BJ",
             _ => return None,
         };
         let code = PyString::new(py, &text[2..]);
@@ -500,6 +703,12 @@ impl QuoteParser {
             return Some(key);
         }
         let ms = exact_int(&self.rules.time_of_day_ms.bind(py).call1((text,)).ok()?)?;
+        self.add_clock(py, key, ms)?;
+        Some(key)
+    }
+
+    /// Caches the time of day `ms` under `key`, with its session phase.
+    fn add_clock(&mut self, py: Python<'_>, key: u64, ms: i64) -> Option<()> {
         let phase = self.rules.phase_of.bind(py).call1((ms,)).ok()?;
         let phase = phase.cast_exact::<PyString>().ok()?.clone();
         let phase_utf8: Box<[u8]> = phase.to_str().ok()?.as_bytes().into();
@@ -511,7 +720,7 @@ impl QuoteParser {
                 phase_utf8,
             },
         );
-        Some(key)
+        Some(())
     }
 
     /// streams.normalize.build_quote's computed fields, line for line; None

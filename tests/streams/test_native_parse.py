@@ -1,5 +1,7 @@
 """streams.native_parse: the compiled fast path gives the Python path's exact results, or None.
 
+Both line formats: Shanghai/Shenzhen ``$`` lines and Beijing JSON objects.
+
 "Exact" is checked three ways for every line the fast path accepts: the dict
 (keys in order, values, and the type of every value and list item), its JSON
 as Redis stores it (orjson: catches a -0.0 that ``==`` forgives) and its Avro
@@ -104,7 +106,7 @@ def same_or_none(
 
 # --------------------------------------------------------------------------- simulated days
 
-#: every board and code range, a few Beijing stocks (JSON: always the Python path)
+#: every board and code range, a few Beijing stocks (JSON lines)
 PLAN = [
     ("SH", "600", 60), ("SH", "601", 10), ("SH", "603", 20), ("SH", "605", 5),
     ("SH", "688", 40), ("SH", "689", 3), ("SZ", "000", 40), ("SZ", "001", 5),
@@ -149,18 +151,15 @@ def test_simulated_days_are_identical(fast: FastParse) -> None:
     for n, day in enumerate(DAYS):
         for raw in day_lines(day, seed=11 + n, interval_s=170.0):
             seen += 1
-            sse = not raw.startswith(b"{")
-            if same_or_none(fast, raw):
-                accepted += 1
-                quote, _, _ = fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) or ({}, b"", b"")
-                phases.add(quote["phase"])
-                kinds.add((quote["board"], quote["is_st"], quote["limit_free"], quote["suspended"]))
-            else:
-                assert not sse, f"a good simulated $ line took the Python path: {raw!r}"
-    assert seen > 50_000 and accepted > 0.9 * seen
+            assert same_or_none(fast, raw), f"a good simulated line took the Python path: {raw!r}"
+            accepted += 1
+            quote, _, _ = fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) or ({}, b"", b"")
+            phases.add(quote["phase"])
+            kinds.add((quote["board"], quote["is_st"], quote["limit_free"], quote["suspended"]))
+    assert seen > 50_000
     assert phases >= {"opening_auction", "continuous", "midday_break", "closing_auction", "closed"}
     boards = {board for board, *_ in kinds}
-    assert boards == {"MAIN", "STAR", "CHINEXT"}
+    assert boards == {"MAIN", "STAR", "CHINEXT", "BJ"}
     for flag in (1, 2, 3):  # ST, limit-free and suspended quotes were all compared
         assert any(k[flag] for k in kinds), flag
 
@@ -185,8 +184,9 @@ def test_bad_records_take_the_python_path(fast: FastParse) -> None:
         assert fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None, raw
 
 
-def test_beijing_json_and_odd_arguments_take_the_python_path(fast: FastParse) -> None:
-    assert fast(bse_line(), RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None
+def test_odd_arguments_take_the_python_path(fast: FastParse) -> None:
+    assert same_or_none(fast, bse_line())
+    assert fast(bytearray(bse_line()), RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None  # type: ignore[arg-type]
     line = sse_line()
     assert fast(line, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is not None
     assert fast(bytearray(line), RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None  # type: ignore[arg-type]
@@ -318,6 +318,136 @@ def test_mutated_lines_are_identical_or_refused(fast: FastParse) -> None:
     assert accepted > 2_000 and refused > 10_000, (accepted, refused)
 
 
+# --------------------------------------------------------------------------- Beijing JSON
+
+#: whole numbers past the bounds and Python's float edges; bools are no numbers
+JSON_VALUES: tuple[Any, ...] = (
+    0, 1, -1, 0.0, -0.0, 1.0, 1.5, -1.5, 100, 100.0, 1e5, 1e-7, 5e-324, 2**53, 2**53 + 1,
+    2**63 - 1, 10**13, 10**13 - 1, 1e13, 9999999999999.0, 1e15, 999999999999999.9, 1_000_000,
+    1_000_000.0, 1_000_000.01, 999_999.99, 0.001, 0.0009, True, False, None, "5", "", [], {},
+    [1, 2, 3, 4, 5], [1.0, 2.0, 3.0, 4.0, 5.0], [1, 2, 3, 4], [1, 2, 3, 4, 5, 6],
+    [1, 2, 3, 4, -5], [1, 2, 3, 4, 5.5], [1, 2, 3, 4, True], [1, 2, 3, 4, "5"], [0.0] * 5,
+    [-0.0, 1.0, 1.0, 1.0, 1.0], [1e6, 1, 1, 1, 1], [1e6 + 1, 1, 1, 1, 1], [10**13, 1, 1, 1, 1],
+)  # fmt: skip
+#: numbers only JSON text writes: exponents, trailing zeros, beyond a double
+JSON_TEXTS = (
+    "1E2", "1e+2", "100.000", "-0", "-0.0", "0e0", "1e400", "-1e400", "123456789012345678901234",
+    "4.870000000000000001", "00", "NaN", "Infinity", "1.", ".5", "+1",
+)  # fmt: skip
+JSON_SYMBOLS = ("bj920819", "bj830799", "bj430047", "bj600000", "sh600000", "BJ920819",
+                "bj92081", "bj９20819", "bj9208190", "sz920819")  # fmt: skip
+JSON_TIMESTAMPS: tuple[Any, ...] = (
+    1763881197000, 1763881197001, 1763827200000, 1763827199999, 1763913599999, 1763856000000,
+    1751506200000, 0, -1, 1, 1.7e12, True, "1763881197000", 2**63, -(2**63), 253402300799999,
+    253402300800000, 1900000000123, 1900000300123, 1900000300124,
+)  # fmt: skip
+
+
+def mutate_json(raw: bytes, rng: random.Random) -> bytes:
+    """One or more random changes to a good Beijing line: values, keys, number texts, bytes."""
+    obj: dict[str, Any] = orjson.loads(raw)
+    texts: dict[str, str] = {}
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        key = rng.choice(list(obj) or ["symbol"])
+        kind = rng.randrange(9)
+        if kind <= 2:
+            obj[key] = rng.choice(JSON_VALUES)
+        elif kind == 3:
+            obj["symbol"] = rng.choice(JSON_SYMBOLS)
+        elif kind == 4:
+            obj["name"] = rng.choice(NAMES)
+        elif kind == 5:
+            obj["timestamp"] = rng.choice(JSON_TIMESTAMPS)
+        elif kind == 6:
+            obj.pop(key, None)
+        elif kind == 7:
+            obj[rng.choice(("extra", "Symbol", "price"))] = rng.choice(JSON_VALUES)
+        else:
+            texts[key] = rng.choice(JSON_TEXTS)
+            obj[key] = f"@{key}@"
+    line = orjson.dumps(obj)
+    for key, text in texts.items():
+        line = line.replace(f'"@{key}@"'.encode(), text.encode())
+    tail = rng.randrange(16)
+    if tail == 0:
+        line += b"\r"
+    elif tail == 1:
+        line = line.replace(b",", b" , ", 1) + b" "
+    elif tail == 2:
+        line += b"x"
+    elif tail == 3:
+        cut = rng.randrange(len(line))
+        line = line[:cut] + bytes([rng.choice((0x80, 0xFF, 0xC3, 0xED))]) + line[cut:]
+    return line
+
+
+def test_beijing_edges(fast: FastParse) -> None:
+    """Ints and floats where the Python path reads either, the book's edges, the
+    day's edges in Shanghai time, and what it refuses."""
+    accepted = [
+        bse_line(),
+        bse_line(lastPrice=5, preClose=5, open=5, high=5, low=5, turnover=0),
+        bse_line(volume=1523400.0, bidVolumes=[3100.0, 0, 0, 0, 0.0]),
+        bse_line(bidPrices=[0] * 5, askPrices=[0.0] * 5, bidVolumes=[0] * 5, askVolumes=[0] * 5),
+        bse_line(lastPrice=0.0, volume=0),  # not traded
+        bse_line(name=" 颖泰生物\u3000"),
+        bse_line(name="N颖泰"),  # a new listing: no limits
+        bse_line(name="*ST颖泰"),
+        bse_line(symbol="bj830799"),
+        bse_line(extra="ignored", nested={"a": [1]}),
+        bse_line(preClose=0.0),
+        bse_line(lastPrice=5.28, high=5.28),  # within Beijing's 30% (prev 4.80: 3.36-6.24)
+        bse_line(lastPrice=6.24, high=6.24),  # at limit up
+        bse_line(lastPrice=3.36, low=3.36),  # at limit down
+        bse_line(bidPrices=[1_000_000, 1, 1, 1, 1]),
+        bse_line(volume=10**13 - 1),
+        bse_line(turnover=999999999999999.9),
+    ]
+    day_start = 1763827200000  # 2025-11-23 00:00 Asia/Shanghai
+    for ts in (day_start, day_start - 1, day_start + 86_399_999, day_start + 9 * 3_600_000,
+               day_start + 34_200_000, day_start + 41_400_000, day_start + 54_000_000,
+               1751506200000, 1900000000123):  # fmt: skip
+        accepted.append(bse_line(timestamp=ts))
+    for raw in accepted:
+        assert same_or_none(fast, raw), raw
+    refused = [
+        bse_line(volume=True),
+        bse_line(lastPrice=-0.0),  # the Python path keeps the sign: it answers
+        bse_line(turnover=2**53 + 1),  # beyond a double's exact ints: it answers
+        bse_line(timestamp=1.7e12),
+        bse_line(timestamp=0),
+        bse_line(timestamp=253402300800000),  # year 10000
+        bse_line(symbol="sh600000"),
+        bse_line(drop="askVolumes"),
+        bse_line(bidPrices=[1, 2, 3, 4]),
+        bse_line(high=4.0, low=4.5),
+        bse_line(preClose=0.0005),
+        bse_line(volume=10**13),
+        bse_line(timestamp=1900000300124),  # beyond max_ahead
+        b"[1, 2]",
+        b"{",
+        bse_line() + b"x",
+    ]
+    for raw in refused:
+        assert fast(raw, RECEIVE_TS, PROCESS_TS, MAX_AHEAD_MS) is None, raw
+    assert fast(bse_line(timestamp=1900000300124), RECEIVE_TS, PROCESS_TS, None) is not None
+
+
+def test_mutated_beijing_lines_are_identical_or_refused(fast: FastParse) -> None:
+    rng = random.Random(20261204)
+    base = [raw for raw in day_lines(DAYS[2], seed=3, interval_s=300.0) if raw[:1] == b"{"]
+    accepted = refused = 0
+    for _ in range(20_000):
+        raw = mutate_json(rng.choice(base), rng)
+        receive_ts = rng.choice((RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000))
+        max_ahead = rng.choice((MAX_AHEAD_MS, MAX_AHEAD_MS, None, 0, 10**15))
+        if same_or_none(fast, raw, receive_ts, max_ahead):
+            accepted += 1
+        elif isinstance(python_path(raw, receive_ts, max_ahead), Exception):
+            refused += 1
+    assert accepted > 2_000 and refused > 5_000, (accepted, refused)
+
+
 # --------------------------------------------------------------------------- the worker
 
 
@@ -329,7 +459,9 @@ def test_processor_output_is_the_same_with_and_without(
     rng = random.Random(7)
     lines = list(day_lines(DAYS[1], seed=5, interval_s=1800.0))
     sse = [raw for raw in lines if raw[:1] != b"{"]
+    bse = [raw for raw in lines if raw[:1] == b"{"]
     lines += [mutate(rng.choice(sse), rng) for _ in range(500)] + [raw for _, raw, _ in BAD]
+    lines += [mutate_json(rng.choice(bse), rng) for _ in range(300)]
     received = (H_RECEIVE_TS, str(RECEIVE_TS).encode())
     # feed b repeats some of feed a's lines: the arbiter drops those copies
     fed = [(raw, b"a") for raw in lines] + [(raw, b"b") for raw in lines[:300]]
