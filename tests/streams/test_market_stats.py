@@ -319,6 +319,40 @@ def test_partial_state_is_compact_and_checked() -> None:
     assert s.snapshot("ALL", top_n=0, now_ms=0)["top_turnover"] == []
 
 
+def test_a_quiet_markets_partial_is_kept_not_walked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """partial_state computes again only the markets a quote, a forget or a new day
+    changed since the last call; what it returns is always what a walk would give."""
+    rnd = random.Random(31)
+    quotes = _random_quotes(rnd, n_codes=20, n_updates=3000, new_day_at=2200)
+    s = MarketStats()
+    walked: list[str] = []
+    walk = s._market_partial
+    monkeypatch.setattr(s, "_market_partial", lambda m, n: walked.append(m) or walk(m, n))
+
+    def check(top_n: int = 10) -> list[str]:
+        walked.clear()
+        got = s.partial_state(top_n, now_ms=5)
+        assert got.markets == {m: walk(m, top_n) for m in ("SH", "SZ", "BJ")}
+        return sorted(walked)
+
+    assert check() == ["BJ", "SH", "SZ"]
+    for i, q in enumerate(quotes):
+        s.update(q)
+        if i % 97 == 0:
+            check()
+    check()
+    assert check() == []  # nothing changed since
+    s.update({**quotes[-1], "exchange_ts": quotes[-1]["exchange_ts"] + 1})
+    assert check() == [quotes[-1]["market"]]
+    assert check(3) == ["BJ", "SH", "SZ"]  # another top-N
+    sz = next(q["code"] for q in quotes if q["market"] == "SZ")
+    assert s.forget([sz]) == 1 and check(3) == ["SZ"]
+    s.update({**quotes[0], "exchange_ts": 0})  # a replay older than its stock's newest: no change
+    assert check(3) == ([] if quotes[0]["code"] != sz else [quotes[0]["market"]])
+    s.update(quote("600001", T0 + 2 * 86_400_000, trade_date="2026-03-04"))  # a new day
+    assert check(3) == ["BJ", "SH", "SZ"]
+
+
 def test_forget_drops_a_revoked_partitions_stocks() -> None:
     rnd = random.Random(21)
     quotes = _random_quotes(rnd, n_codes=20, n_updates=1000)
