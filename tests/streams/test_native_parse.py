@@ -19,7 +19,7 @@ import dataclasses
 import datetime as dt
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -302,18 +302,32 @@ def mutate(raw: bytes, rng: random.Random) -> bytes:
     return line
 
 
-def test_mutated_lines_are_identical_or_refused(fast: FastParse) -> None:
-    rng = random.Random(20261201)
-    base = [raw for raw in day_lines(DAYS[2], seed=3, interval_s=900.0) if raw[:1] != b"{"]
+def compare_mutants(
+    fast: FastParse,
+    base: list[bytes],
+    mutator: Callable[[bytes, random.Random], bytes],
+    rng: random.Random,
+    receive_times: tuple[int, ...],
+    n: int = 20_000,
+) -> tuple[int, int]:
+    """``n`` mutants of lines of ``base``, each checked by :func:`same_or_none`:
+    (how many the fast path answered, how many both paths refused)."""
     accepted = refused = 0
-    for _ in range(20_000):
-        raw = mutate(rng.choice(base), rng)
-        receive_ts = rng.choice((RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000, 2**63))
+    for _ in range(n):
+        raw = mutator(rng.choice(base), rng)
+        receive_ts = rng.choice(receive_times)
         max_ahead = rng.choice((MAX_AHEAD_MS, MAX_AHEAD_MS, None, 0, 10**15))
         if same_or_none(fast, raw, receive_ts, max_ahead):
             accepted += 1
         elif isinstance(python_path(raw, receive_ts, max_ahead), Exception):
             refused += 1
+    return accepted, refused
+
+
+def test_mutated_lines_are_identical_or_refused(fast: FastParse) -> None:
+    base = [raw for raw in day_lines(DAYS[2], seed=3, interval_s=900.0) if raw[:1] != b"{"]
+    times = (RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000, 2**63)
+    accepted, refused = compare_mutants(fast, base, mutate, random.Random(20261201), times)
     # both sides were exercised: many mutants parse, many are refused
     assert accepted > 2_000 and refused > 10_000, (accepted, refused)
 
@@ -434,17 +448,9 @@ def test_beijing_edges(fast: FastParse) -> None:
 
 
 def test_mutated_beijing_lines_are_identical_or_refused(fast: FastParse) -> None:
-    rng = random.Random(20261204)
     base = [raw for raw in day_lines(DAYS[2], seed=3, interval_s=300.0) if raw[:1] == b"{"]
-    accepted = refused = 0
-    for _ in range(20_000):
-        raw = mutate_json(rng.choice(base), rng)
-        receive_ts = rng.choice((RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000))
-        max_ahead = rng.choice((MAX_AHEAD_MS, MAX_AHEAD_MS, None, 0, 10**15))
-        if same_or_none(fast, raw, receive_ts, max_ahead):
-            accepted += 1
-        elif isinstance(python_path(raw, receive_ts, max_ahead), Exception):
-            refused += 1
+    times = (RECEIVE_TS, RECEIVE_TS, 0, -1, 1_763_880_000_000)
+    accepted, refused = compare_mutants(fast, base, mutate_json, random.Random(20261204), times)
     assert accepted > 2_000 and refused > 5_000, (accepted, refused)
 
 
