@@ -22,7 +22,9 @@ import math
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -315,7 +317,11 @@ def pipeline(
             HQ_STREAMS_WORKER_ID=f"bench-{i}",
             **(worker_env or {}),
         )
-    rig.receiver = rig.child("produce", ["produce", "--metrics-port", str(metrics_port)])
+    # at INFO: its connects and reconnects, what a feed that did not flow needs explained
+    rig.receiver = rig.child(
+        "produce", ["produce", "--metrics-port", str(metrics_port)], HQ_LOG_LEVEL="INFO"
+    )
+    failed = False
     try:
         for c in rig.children:
             if c is not rig.receiver:
@@ -326,7 +332,24 @@ def pipeline(
                 raise RuntimeError("gateway not ready: " + rig._log("gateway"))
             time.sleep(0.3)
         yield rig
+    except Exception:
+        failed = True
+        raise
     finally:
         rig.stop_feed()
         for c in reversed(rig.children):
             c.stop()
+        if failed:  # the run's folder goes with it: its logs are all there is to go on
+            console.print(f"[red]the pipeline's logs are kept in {keep_logs(logs)}[/]")
+
+
+def keep_logs(logs: Path, into: Path | None = None) -> Path:
+    """A copy of a failed run's folder ``logs`` (its components' logs and the receiver's
+    journal; not the workers' data folder), in a new folder of ``into`` (default: the
+    system's temporary folder), which outlives the run's own."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if into is not None:
+        into.mkdir(parents=True, exist_ok=True)
+    kept = Path(tempfile.mkdtemp(prefix=f"hqstream-bench-failed-{stamp}-", dir=into))
+    shutil.copytree(logs, kept, ignore=shutil.ignore_patterns("streams"), dirs_exist_ok=True)
+    return kept

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hqstream.bench.cost import PHASES, Usage, _report_compare
-from hqstream.bench.pipeline_rig import Pipeline, command_of, minute_closed_after
+from hqstream.bench.pipeline_rig import Pipeline, command_of, keep_logs, minute_closed_after
 from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
 from tests.conftest import KafkaEndpoint
@@ -85,6 +85,21 @@ def test_compare_table_has_both_sides_and_the_ratio(capsys: pytest.CaptureFixtur
     # idle: no ticks, the ratio is of the share of a core
     assert "| broker | 20.0% · - | 2.0% · - | 10.00x |" in out
     assert "load average at the end: 1.0 2.0 3.0" in out
+
+
+def test_a_failed_runs_logs_are_kept_without_the_workers_data(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "journal").mkdir(parents=True)
+    (run / "streams" / "v1").mkdir(parents=True)
+    (run / "produce.log").write_text("reconnecting to the feed in 0.4s\n")
+    (run / "journal" / "000001.wal").write_bytes(b"line\n")
+    (run / "streams" / "v1" / "big.sst").write_bytes(b"0" * 1000)
+    kept = keep_logs(run, into=tmp_path / "kept")
+    assert kept.parent == tmp_path / "kept" and kept.name.startswith("hqstream-bench-failed-")
+    assert (kept / "produce.log").read_text() == "reconnecting to the feed in 0.4s\n"
+    assert (kept / "journal" / "000001.wal").read_bytes() == b"line\n"
+    assert not (kept / "streams").exists()
+    assert keep_logs(run, into=tmp_path / "kept") != kept  # a second failure: a folder of its own
 
 
 def test_each_feed_goes_on_after_the_exchange_times_fed_before(tmp_path: Path) -> None:
