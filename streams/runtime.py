@@ -190,6 +190,8 @@ class StreamsRuntime:
         self.batches = 0
         self.last_batch_s = 0.0
         self._feed_metrics = metrics.FeedExport()
+        # the partials the last published merge was made of, and when (wall clock, ms)
+        self._published_stats: tuple[dict[str, Any], int] | None = None
         self._after_close_seen = 0  # the candle builder's count exported so far
 
     # -- rebalance -----------------------------------------------------------
@@ -947,7 +949,13 @@ class StreamsRuntime:
             metrics.CANDLES.inc(closed)
 
     async def publish_stats(self) -> dict[str, dict[str, Any]] | None:
-        """Write this worker's partial; if it leads, merge and publish. Never raises.
+        """Write this worker's partial; if it leads, merge and publish (None when it does
+        not lead, or nothing changed since it last did). Never raises.
+
+        While every partial is as it was at the last publish, the merge is
+        published again only after ``stats_quiet_interval_s``: a market at
+        lunch or after the close kept the leader merging, encoding and writing
+        the same statistics every second (a third of an idle worker's CPU).
 
         The batches wait only while the partial is taken and stored (a walk of
         the worker's stocks and one Redis round trip; a revocation rewrites it
@@ -968,9 +976,12 @@ class StreamsRuntime:
                 now = now_ms()
                 partial = self.processor.stats.partial_state(self.settings.stats_top_n, now_ms=now)
                 await self.sink.write_partial(self.worker_id, partial, now)
-            merged = await self._merge_stats(now)
-            if merged is not None:
-                await self._publish_merged(merged, now)
+            merging = await self._merge_stats(now)
+            if merging is None:
+                return None
+            merged, inputs = merging
+            if await self._publish_merged(merged, now):
+                self._published_stats = (inputs, now)  # (else the next round tries again)
             return merged
         except asyncio.CancelledError:
             raise
@@ -978,8 +989,9 @@ class StreamsRuntime:
             logger.error("market stats not published this round: %r", exc)
             return None
 
-    async def _merge_stats(self, now: int) -> dict[str, dict[str, Any]] | None:
-        """The merged statistics if this worker leads (the smallest live id), else None."""
+    async def _merge_stats(self, now: int) -> tuple[dict[str, dict[str, Any]], Any] | None:
+        """The merged statistics and what they were merged from, if this worker leads (the
+        smallest live id) and they are due (see :meth:`publish_stats`); else None."""
         partials = await self.sink.read_partials()
         ttl_ms = int(self.settings.partial_ttl_s * 1000)
         live = {w: state for w, (ts, state) in partials.items() if now - ts <= ttl_ms}
@@ -990,11 +1002,18 @@ class StreamsRuntime:
             await self.sink.delete_partials(dead)
         if min(live) != self.worker_id:
             return None
-        return merge_partials(
+        inputs = {w: (state.top_n, state.markets) for w, state in live.items()}
+        if self._published_stats is not None:
+            published, at = self._published_stats
+            if inputs == published and now - at < self.settings.stats_quiet_interval_s * 1000:
+                return None
+        merged = merge_partials(
             list(live.values()), MARKETS_AND_ALL, self.settings.stats_top_n, now_ms=now
         )
+        return merged, inputs
 
-    async def _publish_merged(self, merged: dict[str, dict[str, Any]], now: int) -> None:
+    async def _publish_merged(self, merged: dict[str, dict[str, Any]], now: int) -> bool:
+        """Kafka and Redis get ``merged``; False if its records failed (logged)."""
         topic = self.settings.topic_names.market_stats
         result = BatchResult(
             sink=SinkBatch(quotes=[], candles=[], alerts=[]),
@@ -1009,4 +1028,4 @@ class StreamsRuntime:
                 result, functools.partial(self._persist_round, "market stats", result)
             )
         await self.sink.write_market(merged, now)
-        await persisting
+        return bool(await persisting)

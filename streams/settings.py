@@ -81,6 +81,14 @@ class StreamsSettings(CommonSettings):
         "HQ_STREAMS_FETCH_INTERVAL_MAX_MS); 0 = a fixed window",
     )
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
+    stats_quiet_interval_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("stats_quiet_interval_s"),
+        description="while no worker's statistics change (lunch, the close, a quiet feed) "
+        "the merged statistics are published this often instead of every "
+        "HQ_STREAMS_STATS_INTERVAL_S: what they hold is the same, only their ts moves",
+    )
     candle_flush_interval_s: float = Field(
         1.0,
         gt=0,

@@ -553,6 +553,64 @@ def test_a_failed_stats_round_does_not_fail_the_next_batch() -> None:
     asyncio.run(run())
 
 
+def test_unchanged_statistics_are_published_again_only_after_the_quiet_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At lunch and after the close nothing changes: the leader merged, encoded and
+    wrote the same statistics every second. Now only every stats_quiet_interval_s,
+    and at once when a quote changes them."""
+    clock = [1_800_000_000_000]
+    monkeypatch.setattr(runtime_module, "now_ms", lambda: clock[0])
+
+    async def run() -> None:
+        sink, outbox = StatsSink(), FakeOutbox()
+        sink.release.set()
+        rt = runtime(sink, outbox)  # type: ignore[arg-type]
+        assert rt.settings.stats_quiet_interval_s == 10.0
+        topic = rt.settings.topic_names.market_stats
+
+        def published() -> int:
+            return sum(1 for t, _ in outbox.sent if t == topic)
+
+        await rt.handle(two_batches()[0])
+        first = await rt.publish_stats()
+        assert first is not None
+        rounds = published()
+        for _ in range(9):  # nine quiet seconds
+            clock[0] += 1000
+            assert await rt.publish_stats() is None
+            assert sink.partials[rt.worker_id][0] == clock[0]  # its partial: still each round
+        assert published() == rounds
+        clock[0] += 1000  # ten seconds after: the same figures once more, with a new ts
+        again = await rt.publish_stats()
+        assert again is not None and published() == 2 * rounds
+        assert {m: {**r, "ts": 0} for m, r in again.items()} == {
+            m: {**r, "ts": 0} for m, r in first.items()
+        }
+        clock[0] += 1000  # a quote that changes them: published in its round
+        later = sse_line(symbol=f"sz{GOOD_CODES[1]}", price="11.20", time="14:59:58")
+        await rt.handle([record(later, 100, key=GOOD_CODES[1].encode())])
+        changed = await rt.publish_stats()
+        assert changed is not None and changed != again and sink.market == changed
+        assert published() == 3 * rounds
+
+    asyncio.run(run())
+
+
+def test_a_stats_round_whose_records_failed_is_tried_again_next_round() -> None:
+    async def run() -> None:
+        sink = StatsSink()
+        sink.release.set()
+        outbox = StatsRefusingOutbox(settings().topic_names.market_stats)
+        rt = runtime(sink, outbox)  # type: ignore[arg-type]
+        await rt.handle(two_batches()[0])
+        assert await rt.publish_stats() is not None
+        assert outbox.refused  # that round's records failed: not counted as published
+        assert await rt.publish_stats() is not None  # so the next round publishes them
+
+    asyncio.run(run())
+
+
 class StallingOutbox(GatedOutbox):
     """Refuses the first send (no metadata yet); the send after it waits for ``go``."""
 
