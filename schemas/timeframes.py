@@ -40,6 +40,7 @@ backfill. Never reads the clock, never does I/O.
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Literal
 
 from schemas.exchange import DAY_MS, SHANGHAI_OFFSET_MS
@@ -142,8 +143,13 @@ def minute_ts_of(day_start: int, index: int) -> int:
     return day_start + PM_START + (index - AM_MINUTES) * MINUTE_MS
 
 
+@functools.lru_cache(maxsize=1024)
 def bucket(tf: Timeframe, minute_ts: int) -> tuple[int, int]:
-    """(start, last minute) of the ``tf`` bar holding the 1-minute candle ``minute_ts``."""
+    """(start, last minute) of the ``tf`` bar holding the 1-minute candle ``minute_ts``.
+
+    Cached: at a minute's end every stock asks it of the same minute, twice per
+    timeframe (``BarSeries.add_minute`` and the worker's index of open bars).
+    """
     if tf == "1m":
         return minute_ts, minute_ts
     n = MINUTES[tf]

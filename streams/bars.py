@@ -200,11 +200,13 @@ class TimeframeBars:
                 self._unindex(code, tf)
 
     def _index(self, code: str, tf: Timeframe, series: BarSeries) -> None:
-        self._unindex(code, tf)
         last = series.last_minute()
-        if last is None:
+        end = None if last is None else candle_end(last, self.close_grace_ms)
+        if end is not None and self._end_of.get((code, tf)) == end:
+            return  # its open bar's end is indexed already (most minutes: the bar goes on)
+        self._unindex(code, tf)
+        if end is None:
             return
-        end = candle_end(last, self.close_grace_ms)
         self._end_of[(code, tf)] = end
         self._open_by_end.setdefault(end, set()).add((code, tf))
 
