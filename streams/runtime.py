@@ -52,12 +52,12 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from hqcore.tuning import freeze_survivors, tune_malloc
-from schemas.exchange import MARKETS_AND_ALL
+from schemas.exchange import MARKETS_AND_ALL, Market
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.errors import StreamsError
 from streams.lifecycle import fatal
-from streams.market_stats import merge_partials
+from streams.market_stats import MarketPartial, merge_partials
 from streams.outbox import KafkaOutputError, Outbox
 from streams.pipeline import BatchResult, KafkaOut, Parsed, Processor, RawRecord, unprocessable
 from streams.redis_sink import RedisSink, SinkBatch, WriteResult, is_redis_error
@@ -65,6 +65,10 @@ from streams.settings import StreamsSettings
 from streams.state_rebuild import StateRebuilder
 
 logger = logging.getLogger(__name__)
+
+#: what a merge of the market statistics is made of: each live worker's top-N and
+#: market partials (their time left out: it moves every round)
+StatsInputs = dict[str, tuple[int, dict[Market, MarketPartial]]]
 
 
 #: end-to-end latencies observed per batch (evenly spaced quotes)
@@ -191,7 +195,7 @@ class StreamsRuntime:
         self.last_batch_s = 0.0
         self._feed_metrics = metrics.FeedExport()
         # the partials the last published merge was made of, and when (wall clock, ms)
-        self._published_stats: tuple[dict[str, Any], int] | None = None
+        self._published_stats: tuple[StatsInputs, int] | None = None
         self._after_close_seen = 0  # the candle builder's count exported so far
 
     # -- rebalance -----------------------------------------------------------
@@ -989,7 +993,7 @@ class StreamsRuntime:
             logger.error("market stats not published this round: %r", exc)
             return None
 
-    async def _merge_stats(self, now: int) -> tuple[dict[str, dict[str, Any]], Any] | None:
+    async def _merge_stats(self, now: int) -> tuple[dict[str, dict[str, Any]], StatsInputs] | None:
         """The merged statistics and what they were merged from, if this worker leads (the
         smallest live id) and they are due (see :meth:`publish_stats`); else None."""
         partials = await self.sink.read_partials()
@@ -1002,7 +1006,7 @@ class StreamsRuntime:
             await self.sink.delete_partials(dead)
         if min(live) != self.worker_id:
             return None
-        inputs = {w: (state.top_n, state.markets) for w, state in live.items()}
+        inputs: StatsInputs = {w: (state.top_n, state.markets) for w, state in live.items()}
         if self._published_stats is not None:
             published, at = self._published_stats
             if inputs == published and now - at < self.settings.stats_quiet_interval_s * 1000:
