@@ -43,10 +43,12 @@ from hqcore.logs import configure_logging
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import (
     DEFAULT_RUN_DIR,
+    LOCAL_PARTITIONS,
     REDIS_NICE,
     LocalStack,
     create_topics,
     free_port,
+    local_partitions,
     port_open,
 )
 from schemas.topics import topic_specs
@@ -176,7 +178,14 @@ def up(
     rate: Annotated[float, typer.Option(help="simulator cadence multiplier (1 = every 3 s)")] = 1.0,
     workers: Annotated[int, typer.Option(help="stream worker processes")] = 1,
     port: Annotated[int, typer.Option(help="gateway HTTP port")] = 8000,
-    partitions: Annotated[int, typer.Option(help="partitions of the tick topics")] = 12,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"partitions of the tick topics (default: {LOCAL_PARTITIONS}, or one per "
+            "worker if there are more; production has 12)",
+        ),
+    ] = None,
     simulator: Annotated[
         bool, typer.Option(help="run the feed simulator (off: use HQ_FEED_ADDR)")
     ] = True,
@@ -210,6 +219,7 @@ def up(
 ) -> None:
     """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
     configure_logging("INFO", "up")
+    partitions = partitions or local_partitions(workers)
     console = Console()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

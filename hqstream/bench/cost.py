@@ -48,6 +48,7 @@ from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import Pipeline, pipeline
 from hqstream.bench.proc_cpu import cpu_s, group_cpu_s
 from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
+from hqstream.local_runner import local_partitions
 
 console = Console()
 HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
@@ -173,6 +174,21 @@ def _add(total: Usage, more: Usage) -> None:
         total[name] = total.get(name, 0.0) + value
 
 
+def partition_counts(option: str, workers: int, *, comparing: bool = False) -> list[int]:
+    """``--partitions``: one or two counts (default: as ``hqstream up``). ``comparing``:
+    another comparison (``--indicators compare``) is asked for, so only one count."""
+    try:
+        counts = [int(n) for n in option.split(",")] if option else []
+    except ValueError:
+        raise typer.BadParameter("one or two numbers", param_hint="--partitions") from None
+    if len(counts) > 2 or min(counts, default=1) < 1:
+        raise typer.BadParameter("one or two counts of at least 1", param_hint="--partitions")
+    if comparing and len(counts) == 2:
+        raise typer.BadParameter("one comparison at a time: two --partitions or "
+                                 "--indicators compare")  # fmt: skip
+    return counts or [local_partitions(workers)]
+
+
 @contextlib.contextmanager
 def _side(
     stack: contextlib.ExitStack,
@@ -224,10 +240,11 @@ def cost_bench(
     partitions: Annotated[
         str,
         typer.Option(
-            help="partitions of the tick topics (HQ_PARTITIONS); two counts, e.g. 12,4: two "
-            "pipelines of this checkout side by side, as with --compare"
+            help="partitions of the tick topics (HQ_PARTITIONS; default: as `hqstream up`); "
+            "two counts, e.g. 12,4: two pipelines of this checkout side by side, or with "
+            "--compare, the ref's count and this checkout's"
         ),
-    ] = "12",
+    ] = "",
     broker_warmup: Annotated[
         float,
         typer.Option(
@@ -240,15 +257,9 @@ def cost_bench(
     chosen = [PHASES[p.strip()] for p in phases.split(",") if p.strip()]
     if indicators not in ("on", "off", "compare"):
         raise typer.BadParameter("on, off or compare", param_hint="--indicators")
-    try:
-        counts = [int(n) for n in partitions.split(",")]
-    except ValueError:
-        raise typer.BadParameter("one or two numbers", param_hint="--partitions") from None
-    if len(counts) > 2 or min(counts) < 1:
-        raise typer.BadParameter("one or two counts of at least 1", param_hint="--partitions")
-    if sum((bool(compare), indicators == "compare", len(counts) == 2)) > 1:
-        raise typer.BadParameter("one comparison at a time: --compare, --indicators compare "
-                                 "or two --partitions")  # fmt: skip
+    if compare and indicators == "compare":
+        raise typer.BadParameter("one comparison at a time", param_hint="--indicators compare")
+    counts = partition_counts(partitions, workers, comparing=indicators == "compare")
     two_sides = bool(compare) or indicators == "compare" or len(counts) == 2
     rounds = rounds if two_sides else 1
     console.print(
@@ -267,9 +278,13 @@ def cost_bench(
                     "it runs on this checkout's packages[/]"
                 )
             console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
-            on, n = indicators == "on", counts[0]
-            sides.append(stack.enter_context(_side(stack, ref.label, workers, ref.path, on, n)))
-            sides.append(stack.enter_context(_side(stack, this, workers, None, on, n)))
+            on, (n_ref, n_this) = indicators == "on", (counts * 2)[:2]
+            ref_label, this_label = ref.label, this
+            if n_ref != n_this:  # each side's partitions in its column's name
+                ref_label, this_label = f"{ref.label} ({n_ref} p.)", f"{this} ({n_this} p.)"
+            ref_side = _side(stack, ref_label, workers, ref.path, on, n_ref)
+            sides.append(stack.enter_context(ref_side))
+            sides.append(stack.enter_context(_side(stack, this_label, workers, None, on, n_this)))
         elif indicators == "compare":
             for on in (False, True):
                 label = f"indicators {'on' if on else 'off'}"

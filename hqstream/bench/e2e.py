@@ -38,7 +38,7 @@ from rich.live import Live
 from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import pipeline
-from hqstream.local_runner import REDIS_NICE
+from hqstream.local_runner import REDIS_NICE, local_partitions
 
 console = Console()
 
@@ -167,6 +167,10 @@ def e2e_bench(
         bool, typer.Option(help="the simulator sends each snapshot evenly over the interval")
     ] = False,
     workers: Annotated[int, typer.Option(min=1, help="stream worker processes (one group)")] = 1,
+    partitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="partitions of the tick topics (default: as `hqstream up`)"),
+    ] = None,
     per_second: Annotated[
         Path | None,
         typer.Option(help="write each measured second's count, p50, p99 and max here (CSV)"),
@@ -193,15 +197,17 @@ def e2e_bench(
     rate = stocks / interval
     shape = "steady, --spread" if spread else "bursts"
     flush = flush_ms or GatewaySettings().flush_interval_ms  # the environment's, as the gateway's
+    partitions = partitions or local_partitions(workers)
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"({shape}), {workers} stream worker(s), gateway flush {flush} ms, Redis nice "
+        f"({shape}), {workers} stream worker(s) on {partitions} partitions, gateway flush "
+        f"{flush} ms, Redis nice "
         f"{redis_nice}, {seconds:.0f} s measured; machine: {machine()}"
     )
     with (
         bench_env(need_redis=True, redis_nice=redis_nice) as env,
         tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
-        pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms) as rig,
+        pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms, partitions=partitions) as rig,
     ):
         broker = env.pids.get("broker")
         rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)

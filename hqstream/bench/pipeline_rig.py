@@ -37,7 +37,7 @@ from rich.live import Live
 
 from hqstream.bench.common import BenchEnv
 from hqstream.bench.proc_cpu import jit_cpu_s, jit_share
-from hqstream.local_runner import create_topics, free_port, port_open
+from hqstream.local_runner import create_topics, free_port, local_partitions, port_open
 from hqstream.stack_checks import gateway_ready
 from hqstream.up import Child
 from producers.simulator import default_start
@@ -279,12 +279,14 @@ def pipeline(
     flush_ms: int | None = None,
     code: Path | None = None,
     worker_env: dict[str, str] | None = None,
-    partitions: int = 12,
+    partitions: int | None = None,
 ) -> Iterator[Pipeline]:
     """Gateway and ``workers`` stream workers running (this checkout's code, or
     ``code``'s; ``worker_env`` added to the workers' environment) on topics of
-    ``partitions`` partitions; the receiver starts with the first :meth:`Pipeline.feed`.
+    ``partitions`` partitions (default: as ``hqstream up``, :func:`local_partitions`);
+    the receiver starts with the first :meth:`Pipeline.feed`.
     ``flush_ms``: the gateway's flush interval (None: its default, as ``hqstream up``)."""
+    partitions = partitions or local_partitions(workers)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     create_topics(env.bootstrap, topics.topic_specs(partitions), prefix=prefix)
     feed_port, gw_port, metrics_port = free_port(), free_port(), free_port()

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
-from hqstream.bench.cost import PHASES, Usage, _report_compare
+from hqstream.bench.cost import PHASES, Usage, _report_compare, partition_counts
 from hqstream.bench.pipeline_rig import Pipeline, command_of, keep_logs, minute_closed_after
 from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
+from hqstream.local_runner import LOCAL_PARTITIONS, local_partitions
 from tests.conftest import KafkaEndpoint
 
 
@@ -85,6 +87,19 @@ def test_compare_table_has_both_sides_and_the_ratio(capsys: pytest.CaptureFixtur
     # idle: no ticks, the ratio is of the share of a core
     assert "| broker | 20.0% · - | 2.0% · - | 10.00x |" in out
     assert "load average at the end: 1.0 2.0 3.0" in out
+
+
+def test_the_pipeline_has_as_many_partitions_as_hqstream_up_gives_it() -> None:
+    assert LOCAL_PARTITIONS == 4  # docs/benchmarks.md, "Four partitions on one machine"
+    assert [local_partitions(w) for w in (1, 4, 6)] == [4, 4, 6]  # one per worker beyond
+    assert partition_counts("", workers=1) == [4]
+    assert partition_counts("", workers=6) == [6]
+    assert partition_counts("12,4", workers=1) == [12, 4]  # with --compare: the ref's, this one's
+    for wrong in ("12,4,2", "0", "x", "4,"):
+        with pytest.raises(typer.BadParameter):
+            partition_counts(wrong, workers=1)
+    with pytest.raises(typer.BadParameter, match="one comparison at a time"):
+        partition_counts("12,4", workers=1, comparing=True)
 
 
 def test_a_failed_runs_logs_are_kept_without_the_workers_data(tmp_path: Path) -> None:
