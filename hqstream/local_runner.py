@@ -46,20 +46,20 @@ DEFAULT_RUN_DIR = ROOT / ".run"
 #: ms of a burst.
 REDIS_NICE = 10
 
-#: The tick topics' partitions on one machine (``hqstream up`` and the benchmarks of
-#: its pipeline), when it runs no more workers than this. Production keeps 12 (up to
-#: 12 workers: deploy/k8s). Each partition costs the receiver and the broker a
-#: produce request per flush (librdkafka sends one per partition, librdkafka#1700)
-#: and the workers a fetch slot: 4 instead of 12 cost the pipeline 1.12x less CPU
-#: per tick at 333 ticks/s and 1.26x less at 1,667 (docs/benchmarks.md, "Four
-#: partitions on one machine").
-LOCAL_PARTITIONS = 4
-
 
 def local_partitions(workers: int = 1) -> int:
-    """The tick topics' partitions for ``workers`` stream workers on one machine:
-    :data:`LOCAL_PARTITIONS`, or one per worker if there are more."""
-    return max(LOCAL_PARTITIONS, workers)
+    """The tick topics' partitions on one machine (``hqstream up`` and the benchmarks
+    of its pipeline): one per stream worker.
+
+    Production keeps 12 (up to 12 workers: deploy/k8s). A partition no worker
+    needs is not free: the receiver's librdkafka sends one produce request per
+    partition (librdkafka#1700), the broker handles each on its own, and a worker
+    fetches and tracks each of its partitions. At 1,667 ticks/s and one worker,
+    4 partitions instead of 12 cost the pipeline 1.26x less CPU per tick, and 1
+    instead of 4 another 1.19x (docs/benchmarks.md, "One partition per worker on
+    one machine").
+    """
+    return workers
 
 
 class LocalRunnerError(RuntimeError):

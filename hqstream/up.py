@@ -43,7 +43,6 @@ from hqcore.logs import configure_logging
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import (
     DEFAULT_RUN_DIR,
-    LOCAL_PARTITIONS,
     REDIS_NICE,
     LocalStack,
     create_topics,
@@ -182,8 +181,7 @@ def up(
         int | None,
         typer.Option(
             min=1,
-            help=f"partitions of the tick topics (default: {LOCAL_PARTITIONS}, or one per "
-            "worker if there are more; production has 12)",
+            help="partitions of the tick topics (default: one per worker; production has 12)",
         ),
     ] = None,
     simulator: Annotated[

@@ -16,7 +16,7 @@ from hqstream.bench.cost import PHASES, Usage, _report_compare, partition_counts
 from hqstream.bench.pipeline_rig import Pipeline, command_of, keep_logs, minute_closed_after
 from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
 from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
-from hqstream.local_runner import LOCAL_PARTITIONS, local_partitions
+from hqstream.local_runner import local_partitions
 from tests.conftest import KafkaEndpoint
 
 
@@ -90,9 +90,9 @@ def test_compare_table_has_both_sides_and_the_ratio(capsys: pytest.CaptureFixtur
 
 
 def test_the_pipeline_has_as_many_partitions_as_hqstream_up_gives_it() -> None:
-    assert LOCAL_PARTITIONS == 4  # docs/benchmarks.md, "Four partitions on one machine"
-    assert [local_partitions(w) for w in (1, 4, 6)] == [4, 4, 6]  # one per worker beyond
-    assert partition_counts("", workers=1) == [4]
+    # docs/benchmarks.md, "One partition per worker on one machine"
+    assert [local_partitions(w) for w in (1, 2, 6)] == [1, 2, 6]
+    assert partition_counts("", workers=1) == [1]
     assert partition_counts("", workers=6) == [6]
     assert partition_counts("12,4", workers=1) == [12, 4]  # with --compare: the ref's, this one's
     for wrong in ("12,4,2", "0", "x", "4,"):
