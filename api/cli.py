@@ -66,6 +66,7 @@ def gateway(
         app,
         host=host or settings.host,
         port=port if port is not None else settings.port,
+        loop=settings.event_loop,
         ws="websockets-sansio",
         ws_per_message_deflate=True,
         ws_max_size=settings.max_message_bytes,

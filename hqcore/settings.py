@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hqcore.event_loop import EventLoop
 from schemas.feeds import FeedConfig
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -50,6 +51,9 @@ class CommonSettings(BaseSettings):
         None, description="Confluent schema registry; unset = Avro single-object encoding"
     )
     log_level: str = "INFO"
+    event_loop: EventLoop = Field(
+        "uvloop", description="HQ_EVENT_LOOP: uvloop | asyncio (the standard library's)"
+    )
     feeds: list[FeedConfig] = Field(
         default_factory=list,
         description="HQ_FEEDS: the vendor feeds, a JSON list (schemas/feeds.py); "

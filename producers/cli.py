@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from hqcore.event_loop import use as use_event_loop
 from hqcore.logs import configure_logging
 
 __all__ = ["produce", "simulate"]
@@ -45,6 +47,7 @@ def produce(
     }
     settings = ReceiverSettings(**overrides)  # explicit options win over HQ_* env
     configure_logging(settings.log_level, "produce")
+    logging.getLogger(__name__).info("event loop: %s", use_event_loop(settings.event_loop))
 
     async def run() -> int:  # the feed is read only while this pod holds the Lease
         return await run_as_leader(elector_for(settings), lambda: run_receiver(settings))
@@ -112,6 +115,7 @@ def simulate(
 
     settings = get_settings()
     configure_logging(settings.log_level, "simulate")
+    use_event_loop(settings.event_loop)
     if not settings.feed_token.get_secret_value():
         typer.echo(
             "HQ_FEED_TOKEN is not set: the simulator needs the token clients must send.", err=True

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from hqcore.event_loop import use as use_event_loop
 from hqcore.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ def run_worker(settings: object) -> None:
     from streams.settings import StreamsSettings
 
     assert isinstance(settings, StreamsSettings)
+    event_loop = use_event_loop(settings.event_loop)  # before faust or anything makes a loop
     metrics.serve_metrics(settings.metrics_port)  # /readyz is 503 until the worker joined
     wait_for_dependencies(settings)
     built = create_app(settings)
@@ -133,12 +135,13 @@ def run_worker(settings: object) -> None:
     parse_path = runtime.processor.parse_path
     metrics.NATIVE_PARSE.set(1 if parse_path.fast else 0)
     logger.info(
-        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s",
+        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s, event loop: %s",
         runtime.worker_id,
         settings.group_id,
         settings.topic_names.raw,
         settings.redis_url.split("@")[-1],
         parse_path.description,
+        event_loop,
     )
     worker = faust.Worker(
         app,

@@ -116,6 +116,8 @@ def test_every_tick_is_accounted_for_end_to_end(
         stop.set()
         client.join(60)
 
+    for name in ("streams", "produce"):  # every count above was made on the default loop
+        assert "event loop: uvloop" in (tmp_path / f"{name}.log").read_text(), name
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "ack"
     assert "snapshot" in kinds and kinds.index("snapshot") < kinds.index("quotes")
