@@ -1,4 +1,5 @@
-"""Types of the compiled Quote paths (native/src/lib.rs): streams.native_parse, api.kafka_feed."""
+"""Types of the compiled Quote paths (native/src/lib.rs): streams.native_parse, api.kafka_feed,
+streams.redis_lua."""
 
 from types import ModuleType
 from typing import Any, Final
@@ -16,3 +17,11 @@ class QuoteParser:
 class QuoteJsonWriter:
     def __init__(self, header: bytes) -> None: ...
     def write(self, payload: bytes) -> tuple[str, str, int, bytes] | None: ...
+
+def quote_chunks(
+    quotes: list[tuple[dict[str, Any], int]],
+    data: list[bytes],
+    max_ticks: int,
+    quote_key: tuple[str, str],
+    ticks_key: tuple[str, str],
+) -> list[tuple[list[str], bytes, list[bytes]]]: ...

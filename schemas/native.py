@@ -13,13 +13,14 @@ stream workers (:mod:`streams.native_parse`) and the gateway
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final
 
 from schemas.serde import Codec, SingleObjectCodec, schema_json
 
 #: the extension's version this code calls (native/Cargo.toml): another one built
 #: from other sources (an old build in a venv) is not used
-NATIVE_VERSION: Final = "0.4.0"
+NATIVE_VERSION: Final = "0.5.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +49,27 @@ def avro_layout(schema: dict[str, Any]) -> list[tuple[str, str]]:
     return [(f["name"], kind(f["type"])) for f in schema["fields"]]
 
 
+def native_module() -> tuple[ModuleType | None, str]:
+    """hqstream_native when it is installed and of :data:`NATIVE_VERSION` (else None), and
+    why not."""
+    try:
+        import hqstream_native
+    except ImportError as exc:
+        return None, f"hqstream_native not installed: {exc}"
+    if hqstream_native.__version__ != NATIVE_VERSION:
+        return None, (f"hqstream_native {hqstream_native.__version__} is installed, "
+                      f"{NATIVE_VERSION} expected: make setup")  # fmt: skip
+    return hqstream_native, ""
+
+
 def native_quotes(codec: Codec, enabled: bool, switch: str) -> NativeQuotes:
     """May hqstream_native serve the quotes of ``codec``? ``switch`` names the setting
     that turned it off (``HQ_STREAMS_NATIVE``), for the description."""
     if not enabled:
         return NativeQuotes(None, f"Python ({switch}=off)")
-    try:
-        import hqstream_native
-    except ImportError as exc:
-        return NativeQuotes(None, f"Python (hqstream_native not installed: {exc})")
-    if hqstream_native.__version__ != NATIVE_VERSION:
-        return NativeQuotes(None, f"Python (hqstream_native {hqstream_native.__version__} is "
-                                  f"installed, {NATIVE_VERSION} expected: make setup)")  # fmt: skip
+    hqstream_native, why_not = native_module()
+    if hqstream_native is None:
+        return NativeQuotes(None, f"Python ({why_not})")
     if not isinstance(codec, SingleObjectCodec):
         return NativeQuotes(None, "Python (the schema registry's wire format is not compiled)")
     if avro_layout(schema_json("quote")) != hqstream_native.QUOTE_FIELDS:

@@ -228,6 +228,7 @@ def create_app(
             settings.redis_url,
             chunk_ticks=settings.redis_chunk_ticks,
             replica_wait_ms=settings.redis_replica_wait_ms,
+            native=settings.native,
         )
         rebuilder = StateRebuilder(settings, sink) if settings.auto_rebuild else None
         runtime = StreamsRuntime(settings, sink, outbox, worker_id, rebuilder=rebuilder)

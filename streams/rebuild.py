@@ -152,6 +152,7 @@ async def _rebuild(settings: StreamsSettings, force: bool) -> RebuildSummary:
         settings.redis_url,
         chunk_ticks=settings.redis_chunk_ticks,
         replica_wait_ms=settings.redis_replica_wait_ms,
+        native=settings.native,
     )
     try:
         existing = await sink.hq_key_count()

@@ -67,7 +67,7 @@ from streams.redis_lua import (
     candle_call,
     candle_node_calls,
     history_calls,
-    quote_chunks,
+    quote_chunks_path,
     quote_node_chunks,
     rank_node_calls,
 )
@@ -121,7 +121,10 @@ class RedisSink:
         chunk_ticks: int = 1000,
         replica_wait_ms: int = 500,
         node_options: dict[str, Any] | None = None,
+        native: bool = True,
     ) -> None:
+        """``native``: the quote script's arguments compiled when hqstream_native is
+        installed (:func:`streams.redis_lua.quote_chunks_path`)."""
         self.client = client
         self.chunk_ticks = chunk_ticks  # ticks per script call: bounds how long Redis is busy
         self.replica_wait_ms = replica_wait_ms  # cluster: WAIT this long for a replica's ack
@@ -133,6 +136,7 @@ class RedisSink:
         )
         self._sha: dict[str, str] = {}
         self._unreplicated = False
+        self._quote_chunks = quote_chunks_path(native)
 
     @property
     def cluster(self) -> bool:
@@ -140,7 +144,7 @@ class RedisSink:
 
     @classmethod
     def from_url(
-        cls, url: str, *, chunk_ticks: int = 1000, replica_wait_ms: int = 500
+        cls, url: str, *, chunk_ticks: int = 1000, replica_wait_ms: int = 500, native: bool = True
     ) -> RedisSink:
         """A sink on ``url``: one server or a Redis Cluster (``redis+cluster://``)."""
         timeouts = {"socket_timeout": 5, "socket_connect_timeout": 3}
@@ -150,7 +154,7 @@ class RedisSink:
         )
         return cls(
             client, chunk_ticks=chunk_ticks, replica_wait_ms=replica_wait_ms,
-            node_options=node_options,
+            node_options=node_options, native=native,
         )  # fmt: skip
 
     async def close(self) -> None:
@@ -195,7 +199,7 @@ class RedisSink:
         derived = self._derived_commands(batch, [candle_call(batch.candles, batch.open_candles)])
         for _, command in derived:
             pipe.execute_command(*command)
-        for keys, argv in quote_chunks(batch.quotes, _quote_data(batch), self.chunk_ticks):
+        for keys, argv in self._quote_chunks(batch.quotes, _quote_data(batch), self.chunk_ticks):
             pipe.execute_command("EVALSHA", self._sha["quotes"], len(keys), *keys, *argv)
         results = _raise_first_error(await pipe.execute(raise_on_error=False))
         return _write_result(batch, results, results[len(derived) :])

@@ -104,8 +104,9 @@ class StreamsSettings(CommonSettings):
     native: bool = Field(
         True,
         validation_alias=_env("native"),
-        description="parse Shanghai/Shenzhen lines with the compiled fast path (hqstream_native) "
-        "when it is installed; off: the pure-Python path only (same results, more CPU)",
+        description="parse feed lines and build the Redis quote script's arguments with the "
+        "compiled fast path (hqstream_native) when it is installed; off: the pure-Python path "
+        "only (same results, more CPU)",
     )
     candle_quiet_s: float = Field(
         5.0,

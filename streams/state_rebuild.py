@@ -189,7 +189,9 @@ async def rebuild_redis(
     progress: Progress | None = None,
 ) -> StateRebuildSummary:
     """A rebuild outside a worker (the command, the benchmark): its own sink, closed after."""
-    sink = RedisSink.from_url(settings.redis_url, chunk_ticks=settings.redis_chunk_ticks)
+    sink = RedisSink.from_url(
+        settings.redis_url, chunk_ticks=settings.redis_chunk_ticks, native=settings.native
+    )
     try:
         return await StateRebuilder(settings, sink).rebuild(partitions, market, progress)
     finally:

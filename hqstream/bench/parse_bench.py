@@ -1,11 +1,13 @@
 """``hqstream bench parse``: CPU per tick with the compiled Quote paths (hqstream_native) vs Python.
 
-Two tables, each alternating compiled and Python in one process:
+Three tables, each alternating compiled and Python in one process:
 
 * the stream worker's processing step (:mod:`hqstream.bench.processing_ab`),
   ``HQ_STREAMS_NATIVE`` on and off;
 * the gateway's decoding of the same quotes' Avro into the JSON it pushes
-  (:meth:`api.kafka_feed.KafkaFeed.decode`), ``HQ_GATEWAY_NATIVE`` on and off.
+  (:meth:`api.kafka_feed.KafkaFeed.decode`), ``HQ_GATEWAY_NATIVE`` on and off;
+* the stream worker's Redis quote script arguments of the same quotes
+  (:func:`streams.redis_lua.quote_chunks_path`), ``HQ_STREAMS_NATIVE`` on and off.
 
 Refuses to run without the extension.
 """
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +27,7 @@ from api.settings import GatewaySettings
 from hqstream.bench.common import calibration_row
 from hqstream.bench.processing_ab import compare, simulated_batches
 from streams.pipeline import Parsed, Processor
+from streams.redis_lua import QuoteChunks, quote_chunks, quote_chunks_path
 from streams.settings import StreamsSettings
 
 
@@ -48,6 +52,7 @@ def parse_bench(
         batch=batch,
     )
     _gateway_json(stocks, snapshots, rounds, batch)
+    _redis_arguments(stocks, snapshots, rounds, batch)
 
 
 def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
@@ -62,24 +67,81 @@ def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
     topic = feeds[True].settings.normalized_topic
     quotes = [(topic, payload, None) for payload in parsed.encoded]
     n = len(quotes)
-    print(f"\ngateway: Avro -> JSON of {n:,} quotes (KafkaFeed.decode)\n")
-    print("| round | compiled: µs CPU/quote | Python: µs CPU/quote | compiled vs Python "
-          "| load avg |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|", flush=True)
-    totals = {True: 0.0, False: 0.0}
-    for i in range(1, rounds + 1):
-        spent = {}
-        for native, feed in feeds.items():
-            started = os.times()
+
+    def decode(feed: KafkaFeed) -> Callable[[], None]:
+        def run() -> None:
             for start in range(0, n, batch):
                 feed.decode(quotes[start : start + batch])
-            ended = os.times()
-            spent[native] = ended.user + ended.system - started.user - started.system
-            totals[native] += spent[native]
-        print(f"| {i} | {1e6 * spent[True] / n:.2f} | {1e6 * spent[False] / n:.2f} | "
-              f"{100 * (spent[True] - spent[False]) / spent[False]:+.1f}% | "
-              f"{os.getloadavg()[0]:.1f} |", flush=True)  # fmt: skip
+
+        return run
+
+    _ab_table(
+        f"gateway: Avro -> JSON of {n:,} quotes (KafkaFeed.decode)",
+        "quote",
+        n,
+        rounds,
+        compiled=decode(feeds[True]),
+        python=decode(feeds[False]),
+    )
     loop.close()
-    print(f"| all | {1e6 * totals[True] / n / rounds:.2f} | {1e6 * totals[False] / n / rounds:.2f}"
-          f" | {100 * (totals[True] - totals[False]) / totals[False]:+.1f}% | |")  # fmt: skip
+
+
+def _redis_arguments(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
+    """The stream worker's Redis quote script arguments of the same batches (RedisSink's
+    ``quote_chunks``), µs CPU per tick, compiled vs Python."""
+    processor = Processor(StreamsSettings(metrics_port=0))
+
+    async def sink_batches() -> list[tuple[list[Any], list[bytes]]]:
+        out = []
+        for raw in simulated_batches(stocks, snapshots, batch):
+            sink = (await processor.process(raw, None)).sink
+            out.append((sink.quotes, sink.data or []))
+        return out
+
+    batches = asyncio.run(sink_batches())
+    chunk_ticks = StreamsSettings(metrics_port=0).redis_chunk_ticks
+
+    def build(chunks: QuoteChunks) -> Callable[[], None]:
+        def run() -> None:
+            for quotes, data in batches:
+                chunks(quotes, data, chunk_ticks)
+
+        return run
+
+    n = sum(len(quotes) for quotes, _ in batches)
+    _ab_table(
+        f"stream worker: the Redis quote script's arguments of {n:,} ticks (quote_chunks)",
+        "tick",
+        n,
+        rounds,
+        compiled=build(quote_chunks_path(enabled=True)),
+        python=build(quote_chunks),
+    )
+
+
+def _ab_table(
+    title: str, unit: str, n: int, rounds: int, *, compiled: Callable[[], None],
+    python: Callable[[], None],
+) -> None:  # fmt: skip
+    """Runs ``compiled`` and ``python`` (each over ``n`` ``unit``s) alternating, ``rounds``
+    times; prints µs CPU per unit of each, round by round, and a calibration."""
+    print(f"\n{title}\n")
+    print(f"| round | compiled: µs CPU/{unit} | Python: µs CPU/{unit} | compiled vs Python "
+          "| load avg |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|", flush=True)
+    totals = {"compiled": 0.0, "python": 0.0}
+    for i in range(1, rounds + 1):
+        spent = {}
+        for name, run in (("compiled", compiled), ("python", python)):
+            started = os.times()
+            run()
+            ended = os.times()
+            spent[name] = ended.user + ended.system - started.user - started.system
+            totals[name] += spent[name]
+        print(f"| {i} | {1e6 * spent['compiled'] / n:.2f} | {1e6 * spent['python'] / n:.2f} | "
+              f"{100 * (spent['compiled'] - spent['python']) / spent['python']:+.1f}% | "
+              f"{os.getloadavg()[0]:.1f} |", flush=True)  # fmt: skip
+    done, ref = totals["compiled"], totals["python"]
+    print(f"| all | {1e6 * done / n / rounds:.2f} | {1e6 * ref / n / rounds:.2f}"
+          f" | {100 * (done - ref) / ref:+.1f}% | |")  # fmt: skip
     print(calibration_row(5))

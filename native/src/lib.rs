@@ -17,6 +17,7 @@ mod avro;
 mod line;
 mod pyround;
 mod quote_json;
+mod redis_rows;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -940,6 +941,7 @@ impl QuoteJsonWriter {
 fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
     m.add_class::<QuoteJsonWriter>()?;
+    m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -99,7 +99,7 @@ impl<'a> Reader<'a> {
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, \b \t \n \f \r
 /// short, other control characters `\u00XX`, everything else as it is.
-fn put_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     for &b in text.as_bytes() {
         match b {
@@ -128,7 +128,7 @@ fn put_string(out: &mut Vec<u8>, text: &str) {
 /// Below 1e9 two such decimals never share a double, so the decimal that
 /// reads back as `value` is its shortest (and nearest) form: `12.69`,
 /// `100.0`, `-0.0`, `0.001`, all in fixed notation.
-fn put_thousandths(out: &mut Vec<u8>, value: f64) -> bool {
+pub(crate) fn put_thousandths(out: &mut Vec<u8>, value: f64) -> bool {
     let magnitude = value.abs();
     if magnitude >= 1e9 {
         return false;
@@ -244,7 +244,7 @@ fn put_double(out: &mut Vec<u8>, value: f64, scratch: &mut String) -> Option<()>
     Some(())
 }
 
-fn put_long(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_long(out: &mut Vec<u8>, value: i64) {
     if value < 0 {
         out.push(b'-');
     }
