@@ -200,9 +200,9 @@ def e2e_bench(
     partitions = partitions or local_partitions(workers)
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
-        f"({shape}), {workers} stream worker(s) on {partitions} partitions, gateway flush "
-        f"{flush} ms, Redis nice "
-        f"{redis_nice}, {seconds:.0f} s measured; machine: {machine()}"
+        f"({shape}), {workers} stream worker(s) on {partitions} partitions, "
+        f"gateway flush {flush} ms, Redis nice {redis_nice}, {seconds:.0f} s measured; "
+        f"machine: {machine()}"
     )
     with (
         bench_env(need_redis=True, redis_nice=redis_nice) as env,
