@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hqstream.bench.processing_ab import simulated_batches
+from producers.sample_feed import generate
 from schemas.records import Quote
-from streams.pipeline import Processor
+from streams.pipeline import Processor, RawRecord
 from streams.redis_lua import QuoteChunks, ScriptCall, quote_chunks, quote_chunks_path
 from streams.settings import StreamsSettings
 
@@ -48,13 +48,17 @@ def assert_same(compiled: QuoteChunks, quotes: list[tuple[Quote, int]], max_tick
 
 
 def processed_quotes(stocks: int, snapshots: int) -> list[list[tuple[Quote, int]]]:
-    """The quotes a worker writes, batch by batch, for simulated snapshots from 09:30."""
+    """The quotes a worker writes, batch by batch of 1,000 lines, for simulated snapshots."""
+    lines, _ = generate(stocks, snapshots)
+    records = [RawRecord(key, value, headers, "raw", i % 4, i, 0)
+               for i, (key, value, headers) in enumerate(lines)]  # fmt: skip
     processor = Processor(StreamsSettings(metrics_port=0), publish_normalized=False)
 
     async def run() -> list[list[tuple[Quote, int]]]:
         out = []
-        for batch in simulated_batches(stocks, snapshots, 1000):
-            out.append((await processor.process(batch, None)).sink.quotes)
+        for start in range(0, len(records), 1000):
+            result = await processor.process(records[start : start + 1000], None)
+            out.append(result.sink.quotes)
         return out
 
     return asyncio.run(run())
