@@ -4,14 +4,14 @@
 group id, broker) and wires it to a :class:`streams.runtime.StreamsRuntime`:
 
 * the agent (concurrency 1: faust issue #606, with more it can commit past an
-  event still being processed) takes its messages in batches (up to
+  event still being processed) takes its records in batches (up to
   ``batch_max`` or ``batch_within_s``) from the :class:`RunBuffer` the
-  consumer fills with whole fetched runs (:mod:`streams.faust_transport`)
+  consumer fills with whole fetched runs of records (:mod:`streams.faust_transport`)
   instead of iterating the faust Stream event by event: the Stream's
   per-event machinery (two asyncio tasks and an Event per message) capped a
-  worker at ~14k events/s before any work was done. Messages of an old
-  rebalance generation are dropped unacknowledged (:func:`live_messages`):
-  they are fetched again from the committed offsets. Each message is acked through faust's consumer
+  worker at ~14k events/s before any work was done. Runs of an old
+  rebalance generation are dropped unacknowledged (:func:`live_runs`):
+  they are fetched again from the committed offsets. Each run is acked through faust's consumer
   only when :meth:`StreamsRuntime.submit` reports its batch durable, i.e.
   after Redis and Kafka have the results; a batch whose processing raised is
   never acked. (Not ``take()``: it acks a batch in a ``finally`` even when
@@ -53,13 +53,13 @@ from streams.faust_transport import (
     FastConsumer,
     FetchPacing,
     RawSchema,
+    Run,
     RunBuffer,
     deliver_to,
 )
 from streams.faust_transport import install as install_fast_transport
 from streams.lifecycle import Watchdog, fatal, install_resume_streams
 from streams.outbox import BatchOutbox, ConfluentOutbox, Outbox
-from streams.pipeline import RawRecord
 from streams.redis_sink import RedisSink
 from streams.runtime import StreamsRuntime, tune_memory
 from streams.settings import StreamsSettings
@@ -101,22 +101,6 @@ def fetch_pacing(settings: StreamsSettings) -> FetchPacing:
     )
 
 
-def message_to_record(message: Any) -> RawRecord:
-    """A fetched faust message as the processor's :class:`RawRecord`."""
-    headers = message.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return RawRecord(
-        key=message.key,
-        value=message.value if message.value is not None else b"",
-        headers=headers,  # (name, value) pairs as fetched; a value may be None
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int((message.timestamp or 0) * 1000),
-    )
-
-
 #: how long a stopping worker waits for its batch in flight to become durable
 SHUTDOWN_DRAIN_S = 10.0
 #: no batch for this long (the lunch break, the night): a full garbage collection
@@ -125,8 +109,8 @@ GC_IDLE_S = 30.0
 GC_CHECK_S = 5.0
 
 
-def live_messages(app: Any, messages: list[Any]) -> list[Any]:
-    """The messages of a batch that belong to the current rebalance generation.
+def live_runs(app: Any, runs: list[Run]) -> list[Run]:
+    """The runs of a batch that belong to the current rebalance generation.
 
     The others (fetched before the current rebalance, or while the flow is
     suspended) are dropped *without* an ack: the consumer has sought back to
@@ -139,24 +123,18 @@ def live_messages(app: Any, messages: list[Any]) -> list[Any]:
     generation = app.consumer_generation_id
     if not app.flow_control.is_active():
         return []
-    track = app.consumer.track_message
-    live: list[Any] = []
-    for message in messages:
-        if message.generation_id != generation:
-            continue
-        if not message.tracked:
-            message.tracked = True
-            track(message)
-        live.append(message)
+    live = [run for run in runs if run.generation_id == generation]
+    for run in live:
+        app.consumer.track_run(run)
     return live
 
 
-def ack_all(consumer: Any, messages: list[Any]) -> Callable[[], None]:
-    """A callback acking ``messages`` (their offsets become committable)."""
+def ack_runs(consumer: FastConsumer, runs: list[Run]) -> Callable[[], None]:
+    """A callback acking every record of ``runs`` (their offsets become committable)."""
 
     def ack() -> None:
-        for message in messages:
-            consumer.ack(message)
+        for run in runs:
+            consumer.ack_run(run)
 
     return ack
 
@@ -267,10 +245,10 @@ def create_app(
                 if young is not None:  # its pause off a burst's path
                     young.between_batches(caught_up=not len(runs))
                 batch = await runs.batch(settings.batch_max, settings.batch_within_s)
-                messages = live_messages(app, batch)
-                if messages:
-                    records = [message_to_record(m) for m in messages]
-                    await rt.submit(records, ack_all(app.consumer, messages), defer=input_waits)
+                live = live_runs(app, batch)
+                if live:
+                    records = [record for run in live for record in run.records]
+                    await rt.submit(records, ack_runs(consumer, live), defer=input_waits)
         except asyncio.CancelledError:
             raise  # stopping, or faust restarting the agent on a rebalance
         except Exception as exc:  # nothing would process this worker's partitions again

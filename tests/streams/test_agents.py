@@ -23,16 +23,17 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 from faust.events import Event
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import Message
+from faust.types import TP, Message
 
 from hqstream.local_runner import create_topics
 from producers.sample_feed import generate, session_start_ms
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
 from streams import runtime as runtime_module
-from streams.app import StreamsApp, create_app, live_messages
+from streams.app import StreamsApp, create_app, live_runs
 from streams.errors import BadRecord
-from streams.faust_transport import RunBuffer, deliver_to
+from streams.faust_transport import FastConsumer, Run, RunBuffer, deliver_to
+from streams.faust_transport import install as install_fast_transport
 from streams.outbox import ConfluentOutbox
 from streams.parse import parse_record
 from streams.pipeline import Processor, RawRecord
@@ -60,15 +61,16 @@ def acked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
 
 @pytest.fixture
 def consumer_acked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
-    """Record the value of every message acked through faust's consumer."""
+    """Record the value of every record acked through faust's consumer (in runs)."""
     seen: list[bytes] = []
-    original = FaustConsumer.ack
+    original = FastConsumer.ack_run
 
-    def recording_ack(self: FaustConsumer, message: Message) -> bool:
-        seen.append(message.value)
-        return original(self, message)
+    def recording_ack(self: FastConsumer, run: Run) -> int:
+        if not run.acked:
+            seen.extend(record.value for record in run.records)
+        return original(self, run)
 
-    monkeypatch.setattr(FaustConsumer, "ack", recording_ack)
+    monkeypatch.setattr(FastConsumer, "ack_run", recording_ack)
     yield seen
 
 
@@ -144,15 +146,15 @@ async def runtime(redis_url: str, kafka: KafkaEndpoint) -> AsyncIterator[Streams
 
 
 async def _deliver(built: StreamsApp, lines: list[Any], run: int = 7) -> None:
-    """Put ``lines`` into the agent's buffer as the consumer would: runs of messages."""
-    app = built.app
-    messages = [
-        Message("raw", 0, i, 0.0, 0, headers, key, value, b"", len(key), len(value),
-                generation_id=app.consumer_generation_id)
+    """Put ``lines`` into the agent's buffer as the consumer would: runs of records."""
+    records = [
+        RawRecord(key, value, headers, "raw", 0, i, 0)
         for i, (key, value, headers) in enumerate(lines)
-    ]  # fmt: skip
-    for start in range(0, len(messages), run):
-        await built.runs.put(messages[start : start + run])
+    ]
+    for start in range(0, len(records), run):
+        await built.runs.put(
+            Run(TP("raw", 0), built.app.consumer_generation_id, records[start : start + run])
+        )
 
 
 async def test_agent_writes_redis_then_acks_every_event(
@@ -397,60 +399,122 @@ async def test_revoked_partitions_are_not_counted_twice_in_merged_stats(
             await rt.sink.close()
 
 
-def _message(app: faust.App, offset: int, generation: int) -> Message:
-    return Message("raw", 0, offset, 0.0, 0, [], b"600000", str(offset).encode(), b"", 6, 1,
-                   generation_id=generation)  # fmt: skip
+def _run(offsets: range, generation: int = 0, partition: int = 0) -> Run:
+    records = [RawRecord(b"600000", str(o).encode(), [], "raw", partition, o, 0) for o in offsets]
+    return Run(TP("raw", partition), generation, records)
 
 
-async def test_live_messages_drops_old_generation_messages_without_acking_them(
+def _values(runs: list[Run]) -> list[bytes]:
+    return [record.value for run in runs for record in run.records]
+
+
+def _unacked(consumer: FastConsumer) -> set[Any]:
+    return set(consumer._unacked_messages)
+
+
+async def _fast_app(name: str) -> tuple[faust.App, FastConsumer]:
+    """An app consuming through :class:`FastConsumer`, subscribed to ``raw`` with acks."""
+    app, topic = _app(name)
+    install_fast_transport(app)
+    app.topics.add(topic)
+    await app.topics._update_indices()  # as a subscription does: acks enabled for "raw"
+    assert isinstance(app.consumer, FastConsumer) and app.topics.acks_enabled_for("raw")
+    return app, app.consumer
+
+
+async def test_live_runs_drops_old_generation_runs_without_acking_them(
     consumer_acked: list[bytes],
 ) -> None:
-    """An ack of a skipped message lets faust commit past records never processed."""
-    app, _ = _app("generations")
+    """An ack of a skipped record lets faust commit past records never processed."""
+    app, consumer = await _fast_app("generations")
     app.flow_control.resume()  # as after an assignment
     app.consumer_generation_id = 7
-    old = _message(app, 0, 6)
-    live = live_messages(app, [old, _message(app, 1, 7), _message(app, 2, 7)])
-    assert [m.value for m in live] == [b"1", b"2"]
+    old = _run(range(0, 1), generation=6)
+    live = live_runs(app, [old, _run(range(1, 3), generation=7)])
+    assert _values(live) == [b"1", b"2"]
     assert consumer_acked == [] and not old.acked  # fetched again from the committed offset
-    assert all(m.tracked for m in live)  # a rebalance waits for them
+    assert _unacked(consumer) == set(live)  # a rebalance waits for them
     app.flow_control.suspend()  # a rebalance started: nothing of the batch is live
-    assert live_messages(app, [_message(app, 3, 7)]) == []
+    assert live_runs(app, [_run(range(3, 4), generation=7)]) == []
     assert consumer_acked == []
+
+
+def _commit(consumer: FastConsumer, tp: TP) -> int | None:
+    """What faust's commit would commit now, committed (no broker)."""
+    offset = consumer._new_offset(tp)
+    if offset is not None:
+        consumer._committed_offset[tp] = offset
+    return offset
+
+
+async def test_acking_runs_commits_what_acking_every_message_would() -> None:
+    """faust commits the first run of consecutive acked offsets: a run acked before the one
+    before it is committable only once that one is; a run is acked once, and offsets
+    below the committed one are not acked again. The same commits as faust's own ack of
+    each message."""
+    tp = TP("raw", 0)
+    runs = [_run(range(8, 20)), _run(range(20, 25)), _run(range(25, 30))]
+    order = [1, 0, 0, 2]  # the second run durable first; the first one acked twice
+
+    _, consumer = await _fast_app("ack-runs")
+    consumer._committed_offset[tp] = 10  # 8 and 9 were committed before
+    for run in runs:
+        consumer.track_run(run)
+    counts, commits = [], []
+    for i in order:
+        counts.append(consumer.ack_run(runs[i]))
+        commits.append(_commit(consumer, tp))
+        if i == 0 and counts[-1]:
+            assert _unacked(consumer) == {runs[2]}  # wait_empty waits for it alone
+    assert counts == [5, 10, 0, 5] and commits == [None, 25, None, 30]
+    assert not _unacked(consumer) and consumer._n_acked == 20
+
+    _, reference = await _fast_app("ack-messages")
+    reference._committed_offset[tp] = 10
+    reference_commits = []
+    for i in order:
+        for record in runs[i].records:
+            message = Message("raw", 0, record.offset, 0.0, 0, [], b"k", b"v", b"", 1, 1, tp=tp)
+            FaustConsumer.ack(reference, message)
+        reference_commits.append(_commit(reference, tp))
+    assert reference_commits == commits and reference._n_acked == consumer._n_acked
 
 
 async def test_direct_delivery_queues_whole_runs_and_blocks_when_the_buffer_is_full() -> None:
     app, _ = _app("direct")
     app.flow_control.resume()
-    runs = RunBuffer(max_messages=3)
+    runs = RunBuffer(max_records=3)
     deliver = deliver_to(app, runs)
-    await deliver([_message(app, i, 0) for i in range(3)])
-    task = asyncio.create_task(deliver([_message(app, 3, 0)]))
+    await deliver(_run(range(3)))
+    task = asyncio.create_task(deliver(_run(range(3, 4))))
     await asyncio.sleep(0.05)
     assert not task.done() and len(runs) == 3  # backpressure: the fetcher waits
     first = await runs.batch(2, within_s=0.01)  # a batch may split a run
     await asyncio.wait_for(task, 5)
-    assert [m.value for m in first] == [b"0", b"1"]
-    assert [m.value for m in await runs.batch(10, within_s=0.05)] == [b"2", b"3"]
+    assert _values(first) == [b"0", b"1"]
+    rest = await runs.batch(10, within_s=0.05)
+    assert _values(rest) == [b"2", b"3"] and [len(run.records) for run in rest] == [1, 1]
+    assert len(runs) == 0
 
 
 async def test_run_buffer_batches_wait_for_more_only_within_the_window() -> None:
-    runs = RunBuffer(max_messages=100)
-    await runs.put([1, 2])
+    runs = RunBuffer(max_records=100)
+    await runs.put(_run(range(1, 3)))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    asyncio.get_running_loop().call_later(0.02, lambda: asyncio.ensure_future(runs.put([3])))
-    assert await runs.batch(10, within_s=0.2) == [1, 2, 3]
-    await runs.put([4])
-    assert await runs.batch(10, within_s=0.05) == [4]  # nothing more came: the window closes
+    loop.call_later(0.02, lambda: asyncio.ensure_future(runs.put(_run(range(3, 4), partition=1))))
+    batch = await runs.batch(10, within_s=0.2)
+    assert _values(batch) == [b"1", b"2", b"3"] and [r.tp.partition for r in batch] == [0, 1]
+    await runs.put(_run(range(4, 5)))
+    assert _values(await runs.batch(10, within_s=0.05)) == [b"4"]  # the window closes
     assert loop.time() - started < 1.0
 
 
 async def test_a_rebalance_clears_the_run_buffer_as_it_clears_stream_buffers() -> None:
     app, _ = _app("clear")
-    runs = RunBuffer(max_messages=1)
+    runs = RunBuffer(max_records=1)
     deliver_to(app, runs)  # registers the buffer with faust's flow control
-    await runs.put([_message(app, 0, 0)])
+    await runs.put(_run(range(1)))
     app.flow_control.clear()  # what faust calls on a rebalance
     assert len(runs) == 0
-    await asyncio.wait_for(runs.put([_message(app, 1, 0)]), 1)  # room again
+    await asyncio.wait_for(runs.put(_run(range(1, 2))), 1)  # room again
