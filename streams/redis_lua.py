@@ -19,9 +19,15 @@ one per quote:
   the newest tick is not older than the stored one: with the rank keys, one
   ZADD per rank key and one SADD per code set for the whole chunk, returning
   ``{won, same, stale}``; without them, it returns ``{won, same, stale,
-  i_1 .. i_k}``, the header rows to rank, and the caller ranks them.
+  i_1 .. i_k}``, the header rows to rank, and the caller ranks them. The
+  HASH's and the STREAM's TTLs are set by the first write of each exchange
+  minute of the code (the minute of the stored ``ts`` against the one
+  written), not by every tick: two EXPIREs a tick were ~15 % of Redis's CPU
+  per tick (docs/benchmarks.md, "TTLs refreshed once a minute"). A stock's
+  keys so expire at most a minute sooner after its last tick (TTLs are days).
 * :data:`CANDLES_LUA`: every candle of the chunk; an open candle never
-  overwrites a closed one of the same minute.
+  overwrites a closed one of the same minute. A candle HASH gets its TTL
+  when a write adds a field (a bar's first write), not at every tick.
 * :data:`ALERTS_LUA`: every alert of the batch, appended once per alert id.
 * :data:`HISTORY_LUA` (the rebuild): older ticks of each code, ascending and
   without duplicates, appended to its ticks STREAM; when the stream already
@@ -77,6 +83,7 @@ for i = 1, ncodes do
   local h = hdr[i]
   local qkey, tkey = KEYS[2 * i - 1], KEYS[2 * i]
   local stored = tonumber(redis.call('HGET', qkey, 'ts') or '-1')
+  local stored_minute = math.floor(stored / 60000)
   local cur = stored
   local added = false
   local n = #h - 10
@@ -94,14 +101,18 @@ for i = 1, ncodes do
       stale = stale + 1
     end
   end
-  if added then redis.call('EXPIRE', tkey, tttl) end
+  if added and math.floor(cur / 60000) ~= stored_minute then
+    redis.call('EXPIRE', tkey, tttl)
+  end
   local best = tonumber(h[1])
   local best_ts = tonumber(h[11 + best])
   if best_ts > stored then
     redis.call('HSET', qkey, 'ts', h[11 + best], 'data', ARGV[a + best],
       'code', h[3], 'name', h[4], 'market', h[5], 'price', h[6], 'change', h[7],
       'change_pct', h[8], 'amount', h[9], 'volume', h[10], 'partition', h[2])
-    redis.call('EXPIRE', qkey, qttl)
+    if math.floor(best_ts / 60000) ~= stored_minute then
+      redis.call('EXPIRE', qkey, qttl)
+    end
   end
   if best_ts >= stored and not rank_here then
     to_rank[#to_rank + 1] = i
@@ -154,8 +165,9 @@ for i = 1, #hdr do
     if cur and string.find(cur, '"closed":true', 1, true) then write = false end
   end
   if write then
-    redis.call('HSET', key, minute, ARGV[1 + i])
-    redis.call('EXPIRE', key, ttl)
+    if redis.call('HSET', key, minute, ARGV[1 + i]) == 1 then
+      redis.call('EXPIRE', key, ttl)
+    end
     n = n + 1
   end
 end

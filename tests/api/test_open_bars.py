@@ -249,7 +249,11 @@ async def test_redis_behind_kafka_the_gateway_waits_for_the_tick(
         behind_before = behind_reads()
         st.worker.to_kafka(result)  # Kafka first: the gateway routes the quote ...
         await eventually(
-            lambda: hub.latest[CODE].ts == ts and behind_reads() > behind_before,
+            lambda: (
+                (quote := hub.latest.get(CODE)) is not None
+                and quote.ts == ts
+                and behind_reads() > behind_before
+            ),
             "the gateway to route the quote and find Redis behind it",
         )
         bar_start = exchange_ts_of(DAY, at(40))

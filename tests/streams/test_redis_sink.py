@@ -121,6 +121,34 @@ async def test_an_open_candle_is_stored_as_orjson_writes_its_record(sink: RedisS
     assert stored == orjson.dumps(opened.as_record())
 
 
+@ON_BOTH_REDIS
+async def test_ttls_are_set_by_a_minutes_first_write_not_by_every_tick(sink: RedisSink) -> None:
+    """A stock's quote HASH, ticks STREAM and candle HASH get their TTLs when a write
+    starts a new exchange minute (a new candle), not again at each tick of the minute."""
+    q = quotes(1, 1)[0]
+    code, minute = q["code"], q["exchange_ts"] // 60_000 * 60_000
+    first, same_minute, next_minute = (
+        dict(q, exchange_ts=minute + offset) for offset in (3_000, 6_000, 63_000)
+    )
+    candle = Candle(code, q["market"], "2026-11-23", 60_000, 1.0, 1.0, 1.0, 1.0, 1, 1.0, 1, False)
+    keys = (rk.quote(code), rk.ticks(code), rk.candles(code, "2026-11-23"))
+    client: Any = sink.client
+
+    async def write(quote: dict[str, Any], minute_ts: int, close: float) -> list[int]:
+        bar = msgspec.structs.replace(candle, minute_ts=minute_ts, close=close)
+        await sink.write(SinkBatch(quotes=[(quote, 0)], candles=[], alerts=[], open_candles=[bar]))
+        return [await client.ttl(key) for key in keys]
+
+    assert all(ttl > 100 for ttl in await write(first, 60_000, 1.0))
+    for key in keys:
+        await client.expire(key, 100)
+    assert all(0 < ttl <= 100 for ttl in await write(same_minute, 60_000, 1.1))  # kept
+    assert int(await client.hget(keys[0], "ts")) == same_minute["exchange_ts"]  # written
+    assert await client.xlen(keys[1]) == 2
+    assert all(ttl > 100 for ttl in await write(next_minute, 120_000, 1.2))  # refreshed
+    assert await client.hlen(keys[2]) == 2
+
+
 @pytest.mark.integration
 async def test_redis_down_then_back_loses_nothing(
     own_redis: LocalRedis, kafka: KafkaEndpoint
