@@ -22,9 +22,10 @@ one per quote:
   i_1 .. i_k}``, the header rows to rank, and the caller ranks them. The
   HASH's and the STREAM's TTLs are set by the first write of each exchange
   minute of the code (the minute of the stored ``ts`` against the one
-  written), not by every tick: two EXPIREs a tick were ~15 % of Redis's CPU
-  per tick (docs/benchmarks.md, "TTLs refreshed once a minute"). A stock's
-  keys so expire at most a minute sooner after its last tick (TTLs are days).
+  written), not by every tick: with the candle script's, three EXPIREs a
+  tick cost 7-9 % of Redis's CPU per tick (docs/benchmarks.md, "TTLs
+  refreshed once a minute"). A stock's keys so expire at most a minute
+  sooner after its last tick (TTLs are days).
 * :data:`CANDLES_LUA`: every candle of the chunk; an open candle never
   overwrites a closed one of the same minute. A candle HASH gets its TTL
   when a write adds a field (a bar's first write), not at every tick.
@@ -72,6 +73,7 @@ from streams.candles import CANDLE_JSON, Candle
 QUOTES_LUA: Final = r"""
 local hdr = cjson.decode(ARGV[1])
 local maxlen, qttl, tttl, rttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local MINUTE_MS = 60000
 local ncodes = #hdr
 local rbase = 2 * ncodes
 local market_index = {SH = 0, SZ = 1, BJ = 2}
@@ -83,7 +85,7 @@ for i = 1, ncodes do
   local h = hdr[i]
   local qkey, tkey = KEYS[2 * i - 1], KEYS[2 * i]
   local stored = tonumber(redis.call('HGET', qkey, 'ts') or '-1')
-  local stored_minute = math.floor(stored / 60000)
+  local stored_minute = math.floor(stored / MINUTE_MS)
   local cur = stored
   local added = false
   local n = #h - 10
@@ -101,7 +103,7 @@ for i = 1, ncodes do
       stale = stale + 1
     end
   end
-  if added and math.floor(cur / 60000) ~= stored_minute then
+  if added and math.floor(cur / MINUTE_MS) ~= stored_minute then
     redis.call('EXPIRE', tkey, tttl)
   end
   local best = tonumber(h[1])
@@ -110,7 +112,7 @@ for i = 1, ncodes do
     redis.call('HSET', qkey, 'ts', h[11 + best], 'data', ARGV[a + best],
       'code', h[3], 'name', h[4], 'market', h[5], 'price', h[6], 'change', h[7],
       'change_pct', h[8], 'amount', h[9], 'volume', h[10], 'partition', h[2])
-    if math.floor(best_ts / 60000) ~= stored_minute then
+    if math.floor(best_ts / MINUTE_MS) ~= stored_minute then
       redis.call('EXPIRE', qkey, qttl)
     end
   end
