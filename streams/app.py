@@ -239,7 +239,11 @@ def create_app(
                     # consecutive acked offsets): that batch would be lost.
                     await asyncio.Event().wait()
                 if rt.waiting and not input_waits():
-                    # quotes first: the rest of a batch parsed only while no input waits
+                    # quotes first: the rest of a batch parsed only while no input waits,
+                    # and (held) not before a burst's next fetch had the time to come
+                    hold_s = rt.finish_wait_s()
+                    if hold_s > 0 and await runs.wait_for_input(hold_s):
+                        continue
                     await rt.finish_next()
                     continue
                 if young is not None:  # its pause off a burst's path

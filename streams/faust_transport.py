@@ -47,6 +47,7 @@ This module must never change what is committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -159,8 +160,14 @@ def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
     return any(behind is not None and behind > 0 for _, behind in _fetch_positions(consumer, topic))
 
 
-#: what the broker waits for before it answers a live feed's fetch (the window ends first)
-WINDOW_MIN_BYTES = 1024 * 1024
+#: what the broker waits for before it answers a live feed's fetch (the window ends first).
+#: A steady feed's window holds a few KB (15 ms at 1,667 ticks/s: ~25 lines, ~3 KB
+#: compressed; 40 ms at 5,000/s: ~20 KB), so its fetches still wait the whole
+#: window; a burst's 5,000 lines (~300 KB compressed) fill this at once, and its
+#: next fetch is answered with what came meanwhile instead of holding it for the
+#: window (1 MB held each fetch of a burst for the window: docs/benchmarks.md,
+#: "A burst's fetches and quotes first, held").
+WINDOW_MIN_BYTES = 64 * 1024
 #: how often the fetch loop looks for the deliverer of a topic (the agent registers it)
 DELIVERER_POLL_S = 0.1
 DELIVERER_WARN_POLLS = 100
@@ -499,6 +506,13 @@ class RunBuffer:
         self._runs.append(run)
         self._size += len(run.records)
         self._not_empty.set()
+
+    async def wait_for_input(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a run to come; whether one is buffered."""
+        if not self._runs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._not_empty.wait(), timeout_s)
+        return bool(self._runs)
 
     def clear(self) -> None:
         self._runs.clear()

@@ -135,6 +135,8 @@ class Pending:
     n_quotes: int = 0  # how many of its Kafka outputs ``quotes`` sent (the first ones)
     #: its quotes could not go first: counted in ``_unsent`` until its persist sends them
     unsent: bool = False
+    #: the runtime's clock when it began to wait (:meth:`StreamsRuntime.finish_wait_s`)
+    waiting_since: float = 0.0
 
 
 async def _all_delivered(*flushes: asyncio.Future[None]) -> None:
@@ -432,6 +434,20 @@ class StreamsRuntime:
         metrics.TICKS_WAITING.set(self.ticks_waiting)
         return part
 
+    def finish_wait_s(self) -> float:
+        """How much longer the oldest waiting batch may wait for input before the agent
+        finishes it (0: now), ``quotes_first_hold_ms`` after it began to wait.
+
+        Between two fetches of a burst no input waits for a moment; a slice of
+        the batches before (~15 ms) taken then delayed every line of the next
+        fetch by as much (docs/benchmarks.md, "A burst's fetches and quotes
+        first, held").
+        """
+        if not self._pending:
+            return 0.0
+        due = self._pending[0].waiting_since + self.settings.quotes_first_hold_ms / 1000
+        return max(0.0, due - self._clock())
+
     @property
     def waiting(self) -> int:
         """Batches parsed whose rest waits (:meth:`submit`)."""
@@ -455,7 +471,7 @@ class StreamsRuntime:
     ) -> Pending:
         """Send ``parsed``'s normalized records ahead of the rest of its batch (in batch
         order, as :meth:`_send_ahead`); the batch as it waits for the rest."""
-        pending = Pending(parsed, on_durable, started)
+        pending = Pending(parsed, on_durable, started, waiting_since=self._clock())
         if not parsed.quotes:
             return pending
         if self._unsent:  # a batch before it sends its own outputs first

@@ -55,6 +55,16 @@ class StreamsSettings(CommonSettings):
         "follow once the input is caught up or this many ticks wait for them; 0: every batch "
         "is finished before the next is parsed (docs/architecture.md, 'Quotes first')",
     )
+    quotes_first_hold_ms: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_env("quotes_first_hold_ms"),
+        description="a batch whose rest waits (HQ_STREAMS_QUOTES_FIRST_TICKS) is finished once "
+        "no input waits and it has waited this long, or input stays away until then: a burst's "
+        "next fetch (the broker answers it in a window) is parsed before the rest of the "
+        "batches before it, not after one of their slices; 0: finished as soon as no input "
+        "waits",
+    )
     fetch_interval_ms: float = Field(
         15.0,
         ge=0,

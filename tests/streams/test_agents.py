@@ -510,6 +510,16 @@ async def test_run_buffer_batches_wait_for_more_only_within_the_window() -> None
     assert loop.time() - started < 1.0
 
 
+async def test_run_buffer_waits_for_input_at_most_its_timeout() -> None:
+    runs = RunBuffer(max_records=100)
+    assert await runs.wait_for_input(0.01) is False  # none came: the timeout
+    waiting = asyncio.create_task(runs.wait_for_input(30))
+    await asyncio.sleep(0)
+    await runs.put(_run(range(1)))
+    assert await asyncio.wait_for(waiting, 5) is True  # at the run, not the timeout
+    assert await runs.wait_for_input(30) is True  # one is there already: no wait
+
+
 async def test_a_rebalance_clears_the_run_buffer_as_it_clears_stream_buffers() -> None:
     app, _ = _app("clear")
     runs = RunBuffer(max_records=1)

@@ -755,6 +755,34 @@ def test_a_batch_no_input_waits_behind_goes_out_in_one_produce_request() -> None
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
+def test_a_waiting_batch_is_held_for_input_until_its_hold_is_over() -> None:
+    """A burst's next fetch comes a window after the last: the oldest waiting batch may
+    wait ``quotes_first_hold_ms`` (from when it began to wait) for it, then is due."""
+
+    async def run() -> None:
+        now = [100.0]
+        rt = runtime(clock=lambda: now[0])
+        hold = rt.settings.quotes_first_hold_ms / 1000
+        assert hold > 0 and rt.finish_wait_s() == 0.0  # nothing waits
+        first, second, _ = three_batches()
+        await rt.submit(first, lambda: None, defer=lambda: True)
+        assert rt.finish_wait_s() == pytest.approx(hold)
+        now[0] += hold / 2
+        await rt.submit(second, lambda: None, defer=lambda: False)  # waits behind it
+        assert rt.finish_wait_s() == pytest.approx(hold / 2)  # the oldest's hold counts
+        now[0] += hold
+        assert rt.finish_wait_s() == 0.0
+        await rt.finish_next()
+        # the next oldest began to wait half a hold later: its hold is over now too
+        assert rt.waiting == 1 and rt.finish_wait_s() == 0.0
+        rt.settings = rt.settings.model_copy(update={"quotes_first_hold_ms": 0.0})
+        assert rt.finish_wait_s() == 0.0
+        await rt.finish_next()
+        await rt.drain()
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_the_batches_waiting_are_finished_one_at_a_time_oldest_first() -> None:
     """The agent finishes one batch whenever no input waits, so a burst's next batch is
     parsed after one batch's rest, not after every batch's."""
