@@ -161,12 +161,13 @@ def fetched_ahead(consumer: AIOKafkaConsumer, topic: str) -> bool:
 
 
 #: what the broker waits for before it answers a live feed's fetch (the window ends first).
-#: A steady feed's window holds a few KB (15 ms at 1,667 ticks/s: ~25 lines, ~3 KB
-#: compressed; 40 ms at 5,000/s: ~20 KB), so its fetches still wait the whole
-#: window; a burst's 5,000 lines (~300 KB compressed) fill this at once, and its
-#: next fetch is answered with what came meanwhile instead of holding it for the
-#: window (1 MB held each fetch of a burst for the window: docs/benchmarks.md,
-#: "A burst's fetches and quotes first, held").
+#: A raw record takes ~124-148 bytes in the receiver's LZ4 batches, so a steady
+#: feed's window holds a few KB (15 ms at 1,667 ticks/s: ~25 lines, ~3.3 KB; at
+#: 5,000/s: ~10 KB) and its fetches still wait the whole window, while a burst's
+#: 5,000 lines (~620 KB) fill this within ~500 lines and its next fetch is answered
+#: with what came meanwhile. (1 MB: a burst never filled it, and each of its
+#: fetches waited the window; docs/benchmarks.md, "A burst's fetches and quotes
+#: first, held".)
 WINDOW_MIN_BYTES = 64 * 1024
 #: how often the fetch loop looks for the deliverer of a topic (the agent registers it)
 DELIVERER_POLL_S = 0.1
