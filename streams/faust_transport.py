@@ -554,11 +554,7 @@ class RunBuffer:
         while taken < max_n:
             if not self._runs:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self._not_empty.wait(), remaining)
-                except TimeoutError:
+                if remaining <= 0 or not await self.wait_for_input(remaining):
                     break
             more, n = self._pop(max_n - taken)
             batch += more
