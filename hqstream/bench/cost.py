@@ -72,13 +72,6 @@ PHASES = {
 }
 
 
-def _groups(rig: Pipeline, env: BenchEnv) -> dict[str, int]:
-    """Process-group ids by name: every component, the broker and Redis if ours."""
-    out = {c.name: c.proc.pid for c in rig.children if c.proc is not None}
-    out.update(env.pids)
-    return out
-
-
 class Client(threading.Thread):
     """A front end subscribed to everything, reading and dropping every frame."""
 
@@ -141,7 +134,7 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
         while (left := until - time.monotonic()) > 0:
             live.update(f"{side.label}, {phase.name}: warming up, {left:4.1f} s")
             time.sleep(min(0.5, left))
-        groups = _groups(rig, env)
+        groups = rig.groups(env.pids)
         before = {name: group_cpu_s(g) for name, g in groups.items()}
         own0, lines0, t0 = client_cpu(), rig.lines_received(), time.monotonic()
         batches0 = rig.worker_batches()

@@ -21,9 +21,12 @@ Loopback only; bounded by ``--seconds``.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +41,7 @@ from rich.live import Live
 from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import pipeline
+from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from hqstream.local_runner import REDIS_NICE, local_partitions
 
 console = Console()
@@ -105,12 +109,78 @@ class Latencies:
         )
 
 
+@dataclass
+class CoreShares:
+    """What each process ran and waited for a core over the measured seconds.
+
+    On two cores a burst's quotes wait for the CPU of every process at once
+    (receiver, broker, worker, gateway, Redis and this client); a process's
+    wait is the time it was ready to run while others ran (``schedstat``).
+    """
+
+    readers: dict[str, Callable[[], tuple[int, int]]]  # name -> (ns ran, ns waited)
+    before: dict[str, tuple[int, int]] = field(default_factory=dict)
+    used: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> ms, ms
+
+    @classmethod
+    def of(cls, groups: dict[str, int]) -> CoreShares:
+        """The process groups ``groups`` and this process (the client)."""
+        readers: dict[str, Callable[[], tuple[int, int]]] = {
+            name: functools.partial(group_sched_ns, pgid) for name, pgid in groups.items()
+        }
+        readers["client"] = functools.partial(sched_ns, os.getpid())
+        return cls(readers)
+
+    def start(self) -> None:
+        self.before = {name: read() for name, read in self.readers.items()}
+
+    def stop(self) -> None:
+        for name, read in self.readers.items():
+            ran, waited = read()
+            ran0, waited0 = self.before.get(name, (ran, waited))
+            self.used[name] = ((ran - ran0) / 1e6, (waited - waited0) / 1e6)
+
+    def table(self, snapshots: float) -> str:
+        """CPU and wait per snapshot of the feed (one burst, or 3 s of a steady feed), in
+        the quotes' order, the pipeline's sum, then the simulator and client apart."""
+        order = ("produce", "broker", "streams", "gateway", "redis", "simulate", "client")
+        names = sorted(self.used, key=lambda n: next(
+            (i for i, prefix in enumerate(order) if n.startswith(prefix)), len(order)))  # fmt: skip
+        pipeline = [n for n in names if n.startswith(order[:5])]
+        lines = [
+            "| process | CPU, ms per snapshot | waited for a core, ms per snapshot |",
+            "|---|---:|---:|",
+        ]
+
+        def row(name: str, ran: float, waited: float) -> None:
+            lines.append(f"| {name} | {ran / snapshots:.0f} | {waited / snapshots:.0f} |")
+
+        for name in pipeline:
+            row(name, *self.used[name])
+        row(
+            "**pipeline**",
+            sum(self.used[n][0] for n in pipeline),
+            sum(self.used[n][1] for n in pipeline),
+        )
+        for name in names:
+            if name not in pipeline:
+                row(f"{name} (apart)", *self.used[name])
+        return "\n".join(lines)
+
+
 #: the live figures cover the deliveries of the last this many seconds
 LIVE_WINDOW_S = 5.0
 
 
-async def _measure(port: int, seconds: float, warmup: float, interval: float) -> Latencies:
-    """Deliveries from ``warmup`` on, for ``seconds``.
+async def _measure(
+    port: int,
+    seconds: float,
+    warmup: float,
+    interval: float,
+    measuring: Callable[[], None] = lambda: None,
+) -> Latencies:
+    """Deliveries from ``warmup`` on, for ``seconds`` (``measuring`` is called as they
+    begin to count).
 
     The live figures sort only the last :data:`LIVE_WINDOW_S` of deliveries:
     sorting every latency so far twice a second stalled this client for 39
@@ -126,7 +196,11 @@ async def _measure(port: int, seconds: float, warmup: float, interval: float) ->
         start = time.monotonic()
         shown = 0.0
         with Live(console=console, refresh_per_second=2) as live:
+            counting = False
             while (elapsed := time.monotonic() - start) < warmup + seconds:
+                if not counting and elapsed >= warmup:
+                    counting = True
+                    measuring()
                 try:
                     raw = await asyncio.wait_for(ws.recv(), timeout=1)
                 except TimeoutError:
@@ -213,7 +287,9 @@ def e2e_bench(
         rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)
         rig.feed(stocks, interval, spread)
         gc_before = rig.worker_gc_pauses()
-        got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval))
+        cores = CoreShares.of(rig.groups(env.pids))
+        got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval, cores.start))
+        cores.stop()
         gc = rig.worker_gc_pauses() - gc_before
         total, stage = got.total, got.stage
         if dead := rig.dead():
@@ -243,6 +319,8 @@ def e2e_bench(
         f"| stream workers' GC pauses, warm-up included: {gc.describe()} | | | |", soft_wrap=True
     )
     console.print(calibration_row(4))
+    console.print()
+    console.print(cores.table(seconds / interval), soft_wrap=True)
     if per_second is not None:
         per_second.write_text(got.per_second_csv())
         console.print(f"each second's figures: {per_second}")

@@ -86,6 +86,13 @@ class Pipeline:
         self.children.append(c)
         return c
 
+    def groups(self, more: dict[str, int] | None = None) -> dict[str, int]:
+        """Process-group ids by name: every component started, and ``more`` (the bench's
+        broker and Redis, when it started them: :attr:`BenchEnv.pids`)."""
+        out = {c.name: c.proc.pid for c in self.children if c.proc is not None}
+        out.update(more or {})
+        return out
+
     def feed(self, stocks: int, interval: float, spread: bool, snapshots: int = 0) -> None:
         """(Re)starts the simulator with this shape (``snapshots`` > 0: that many, then
         only heartbeats, as a closed market); the receiver reconnects to it."""

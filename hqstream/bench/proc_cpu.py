@@ -1,4 +1,5 @@
-"""CPU time of processes and of a JVM's compiler threads, read from /proc.
+"""CPU time of processes and of a JVM's compiler threads, and the time they waited for a
+core, read from /proc.
 
 A process group stands for a component with every process it started (the
 benchmarks start each in a session of its own): :func:`group_cpu_s` sums them.
@@ -37,6 +38,27 @@ def _group_stats(pgid: int) -> Iterator[tuple[str, bytes]]:
 def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``."""
     return sum(cpu_s(stat) for _, stat in _group_stats(pgid))
+
+
+def sched_ns(pid: int | str) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of every live thread of ``pid``,
+    from each thread's ``schedstat``. The wait is what sharing the cores costs a process
+    beyond its own CPU (a thread that ended takes its counts along)."""
+    ran = waited = 0
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"{task.path}/schedstat", "rb") as fh:
+                    fields = fh.read().split()
+                ran += int(fields[0])
+                waited += int(fields[1])
+    return ran, waited
+
+
+def group_sched_ns(pgid: int) -> tuple[int, int]:
+    """:func:`sched_ns` summed over every live process in process group ``pgid``."""
+    readings = [sched_ns(pid) for pid, _ in _group_stats(pgid)]
+    return sum(r for r, _ in readings), sum(w for _, w in readings)
 
 
 def jit_cpu_s(pgid: int) -> dict[str, float]:

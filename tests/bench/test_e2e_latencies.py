@@ -1,16 +1,19 @@
 """hqstream bench e2e: the worst second, where a short stall shows; a minute's first snapshot;
-the workers' GC pauses."""
+the workers' GC pauses; what each process ran and waited for a core."""
 
 from __future__ import annotations
 
 import gc
 import math
+import os
+import time
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from hqstream.bench.e2e import Latencies
+from hqstream.bench.e2e import CoreShares, Latencies
 from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
+from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from streams.metrics import GC_PAUSE
 
 
@@ -76,3 +79,36 @@ def test_the_gc_pauses_are_read_from_a_worker_s_metrics() -> None:
 def test_a_worker_that_does_not_serve_metrics_counts_no_pause() -> None:
     assert gc_pauses(b"") == GcPauses()
     assert GcPauses(2, 0.5, 1, 0) + GcPauses(1, 0.25, 1, 1) == GcPauses(3, 0.75, 2, 1)
+
+
+def test_a_process_s_cpu_is_read_from_its_threads_schedstat() -> None:
+    ran0, waited0 = sched_ns(os.getpid())
+    spent = time.process_time() + 0.05
+    while time.process_time() < spent:  # 50 ms of this thread's CPU, however long it takes
+        pass
+    ran1, waited1 = sched_ns(os.getpid())
+    assert ran1 - ran0 >= 40_000_000 and waited1 >= waited0
+    own_group, _ = group_sched_ns(os.getpgid(0))  # this process and the rest of its group
+    assert own_group >= ran1
+
+
+def test_core_shares_are_given_per_snapshot_of_the_feed() -> None:
+    readings = iter([(1_000_000, 0), (3_001_000_000, 6_000_000_000)])  # ns ran, ns waited
+    shares = CoreShares({"broker": lambda: next(readings)})
+    shares.start()
+    shares.stop()
+    assert shares.used == {"broker": (3000.0, 6000.0)}
+    assert "| broker | 300 | 600 |" in shares.table(snapshots=10)
+    shares.used = {"client": (50.0, 0.0), "gateway": (100.0, 200.0),
+                   "produce": (10.0, 20.0), "broker": (300.0, 600.0)}  # fmt: skip
+    assert shares.table(snapshots=10).splitlines()[2:] == [
+        "| produce | 1 | 2 |",
+        "| broker | 30 | 60 |",
+        "| gateway | 10 | 20 |",
+        "| **pipeline** | 41 | 82 |",
+        "| client (apart) | 5 | 0 |",
+    ]
+    assert set(CoreShares.of({"broker": os.getpgid(0)}).readers) == {
+        "broker",
+        "client",
+    }
