@@ -10,8 +10,10 @@ the worst second's p99 (a stall of a second hides in a minute's p99), and the
 ticks of each exchange minute's first snapshot apart: every one closes its
 stock's 1-minute candle, the heaviest work of a minute, which a run shorter
 than ~60 s never reaches (the simulated exchange clock starts at 09:30:00),
-and the stream workers' garbage-collector pauses over the run (from their
-``hq_streams_gc_pause_seconds``): every batch in flight waits for one.
+the stream workers' garbage-collector pauses over the run (from their
+``hq_streams_gc_pause_seconds``): every batch in flight waits for one; and
+what each process ran and waited for a core per snapshot (:class:`CoreShares`):
+on two cores a burst's last quote waits for the CPU of them all.
 The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
 choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s);
 ``--spread`` sends the same lines as a steady stream at that rate instead.
