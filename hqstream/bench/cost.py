@@ -45,13 +45,12 @@ from rich.console import Console
 from rich.live import Live
 
 from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
-from hqstream.bench.pipeline_rig import Pipeline, pipeline
+from hqstream.bench.pipeline_rig import Pipeline, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import cpu_s, group_cpu_s
 from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 from hqstream.local_runner import local_partitions
 
 console = Console()
-HQSTREAM = ("produce", "streams", "gateway", "broker", "redis")  # the pipeline's own cost
 FEED_TIMEOUT_S = 120.0
 SCRAPE_EVERY_S = 10.0  # the receiver's line count, for the live figures while measured
 
@@ -316,15 +315,6 @@ def _loadavg() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _process_rows(usage: Usage) -> list[str]:
-    """hqstream's own processes, in pipeline order (simulator and client apart)."""
-    names = [n for n in usage if not n.startswith("_") and n not in ("simulate", "client")]
-    return sorted(
-        names,
-        key=lambda n: (HQSTREAM.index(n.split("-")[0]) if n.split("-")[0] in HQSTREAM else 9, n),
-    )
-
-
 def _cost(usage: Usage, pick: list[str]) -> tuple[float, float]:
     """(% of a core, CPU-ms per 1,000 ticks; NaN without ticks) of the processes ``pick``."""
     cpu = sum(usage.get(n, 0.0) for n in pick)
@@ -344,7 +334,7 @@ def _batches(usage: Usage) -> str:
 
 
 def _report(results: list[tuple[Phase, Usage]]) -> None:
-    rows = _process_rows(results[0][1])
+    rows = pipeline_rows(results[0][1])
     head = "| process | " + " | ".join(f"{p.name}: % core, ms/1k ticks" for p, _ in results) + " |"
     print()
     print(head)
@@ -374,7 +364,7 @@ def _report_compare(labels: list[str], results: list[tuple[Phase, list[Usage]]],
         print(f"\n{phase.name}\n")
         print(f"| process | {ref}: {unit} | {this}: {unit} | ratio {ref} / {this} |")
         print("|---|---:|---:|---:|")
-        for name, pick in _row_picks(_process_rows({**ref_usage, **this_usage})):
+        for name, pick in _row_picks(pipeline_rows({**ref_usage, **this_usage})):
             ref_share, ref_k = _cost(ref_usage, pick)
             this_share, this_k = _cost(this_usage, pick)
             num, den = (ref_share, this_share) if idle else (ref_k, this_k)

@@ -42,7 +42,7 @@ from rich.live import Live
 
 from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, calibration_row, machine
-from hqstream.bench.pipeline_rig import pipeline
+from hqstream.bench.pipeline_rig import pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from hqstream.local_runner import REDIS_NICE, local_partitions
 
@@ -143,12 +143,9 @@ class CoreShares:
             self.used[name] = ((ran - ran0) / 1e6, (waited - waited0) / 1e6)
 
     def table(self, snapshots: float) -> str:
-        """CPU and wait per snapshot of the feed (one burst, or 3 s of a steady feed), in
-        the quotes' order, the pipeline's sum, then the simulator and client apart."""
-        order = ("produce", "broker", "streams", "gateway", "redis", "simulate", "client")
-        names = sorted(self.used, key=lambda n: next(
-            (i for i, prefix in enumerate(order) if n.startswith(prefix)), len(order)))  # fmt: skip
-        pipeline = [n for n in names if n.startswith(order[:5])]
+        """CPU and wait per snapshot of the feed (one burst, or 3 s of a steady feed): the
+        pipeline's processes and their sum, then the simulator and client apart."""
+        pipeline = pipeline_rows(self.used)
         lines = [
             "| process | CPU, ms per snapshot | waited for a core, ms per snapshot |",
             "|---|---:|---:|",
@@ -164,9 +161,9 @@ class CoreShares:
             sum(self.used[n][0] for n in pipeline),
             sum(self.used[n][1] for n in pipeline),
         )
-        for name in names:
+        for name, (ran, waited) in self.used.items():
             if name not in pipeline:
-                row(f"{name} (apart)", *self.used[name])
+                row(f"{name} (apart)", ran, waited)
         return "\n".join(lines)
 
 

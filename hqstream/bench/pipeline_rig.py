@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,17 @@ JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core
 JIT_WINDOW_S = 10.0
 
 console = Console()
+
+
+#: the pipeline's own processes (the simulator and the client are the bench's), in the
+#: order the tables list them; a worker's name is its component's and its index (streams-0)
+PIPELINE = ("produce", "streams", "gateway", "broker", "redis")
+
+
+def pipeline_rows(names: Iterable[str]) -> list[str]:
+    """The pipeline's processes among ``names``, in :data:`PIPELINE`'s order."""
+    ours = [n for n in names if n.split("-")[0] in PIPELINE]
+    return sorted(ours, key=lambda n: (PIPELINE.index(n.split("-")[0]), n))
 
 
 def command_of(code: Path | None) -> tuple[list[str], dict[str, str]]:

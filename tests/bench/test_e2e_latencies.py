@@ -103,8 +103,8 @@ def test_core_shares_are_given_per_snapshot_of_the_feed() -> None:
                    "produce": (10.0, 20.0), "broker": (300.0, 600.0)}  # fmt: skip
     assert shares.table(snapshots=10).splitlines()[2:] == [
         "| produce | 1 | 2 |",
-        "| broker | 30 | 60 |",
         "| gateway | 10 | 20 |",
+        "| broker | 30 | 60 |",
         "| **pipeline** | 41 | 82 |",
         "| client (apart) | 5 | 0 |",
     ]
