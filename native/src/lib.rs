@@ -148,6 +148,9 @@ struct QuoteParser {
     offset_ms: i64,
     day_ms: i64,
     keys: Vec<Py<PyString>>,
+    /// every key of `keys` (to None), in order: a quote's dict is a copy of it, made at
+    /// its full size at once (a new dict grows through three resizes to 37 keys)
+    template: Py<PyDict>,
     json_keys: Vec<Py<PyString>>,
     symbols: FxHashMap<u64, Symbol>,
     name_ids: FxHashMap<Box<[u8]>, u32>,
@@ -217,10 +220,14 @@ impl QuoteParser {
         bounds: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let function = |name: &str| rules.getattr(name).map(Bound::unbind);
-        let keys = QUOTE_FIELDS
+        let keys: Vec<Py<PyString>> = QUOTE_FIELDS
             .iter()
             .map(|(name, _)| PyString::intern(py, name).unbind())
             .collect();
+        let template = PyDict::new(py);
+        for key in &keys {
+            template.set_item(key.bind(py), py.None())?;
+        }
         let json_keys = JSON_KEYS
             .iter()
             .map(|name| PyString::intern(py, name).unbind())
@@ -249,6 +256,7 @@ impl QuoteParser {
             offset_ms: rules.getattr("SHANGHAI_OFFSET_MS")?.extract()?,
             day_ms: rules.getattr("DAY_MS")?.extract()?,
             keys,
+            template: template.unbind(),
             json_keys,
             symbols: FxHashMap::default(),
             name_ids: FxHashMap::default(),
@@ -854,7 +862,7 @@ impl QuoteParser {
             float(d.amplitude),
             float(d.order_imbalance),
         ];
-        let dict = PyDict::new(py);
+        let dict = self.template.bind(py).copy()?;
         for (key, value) in self.keys.iter().zip(values) {
             dict.set_item(key.bind(py), value)?;
         }
