@@ -28,10 +28,14 @@ from producers.quote_lines import (
     Stamp,
     cents,
     next_time,
+    price_text,
+    render,
     session_time,
+    template,
 )
 from producers.settings import split_addr
 from producers.simulator import FeedSimulator, SimConfig, SimulatorError, default_start
+from producers.universe import MarketWalk, allocate, build_listing
 from schemas.exchange import SHANGHAI_TZ
 from schemas.market_rules import board_of, is_limit_free, is_st, limit_prices
 
@@ -513,6 +517,29 @@ def test_cents_and_addresses() -> None:
         split_addr("localhost")
     with pytest.raises(SimulatorError):
         FeedSimulator(SimConfig(token=TOKEN, rate=0))
+
+
+def test_a_line_is_its_template_filled_in() -> None:
+    """render writes a line out at once; the pool's templates fill theirs: the same text."""
+    listing = build_listing(allocate(300), seed=5)
+    assert {s.market for s in listing} == {"SH", "SZ", "BJ"}
+    walk = MarketWalk(listing, dt.date(2026, 11, 23), 5, late_openers=True)
+    stamp = Stamp.of(dt.datetime(2026, 11, 23, 10, 1, 3, tzinfo=SHANGHAI_TZ))
+    for quotes in (walk.indicative(), walk.step(), walk.step(), walk.step()):
+        for stock, q in zip(listing, quotes, strict=True):
+            assert render(stock, q, stamp) == template(stock, q).fill(q.volume, q.amount, stamp)
+
+
+def test_remembered_prices_are_written_as_cents_and_the_memory_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from producers import quote_lines
+
+    monkeypatch.setattr(quote_lines, "_PRICE_TEXTS_MAX", 4)
+    monkeypatch.setattr(quote_lines, "_price_texts", {})
+    values = (0, 5, 105, 1105, 144800, -1105, 105)
+    assert [price_text(x) for x in values] == [cents(x) for x in values]
+    assert 0 < len(quote_lines._price_texts) <= 4
 
 
 def test_command_refuses_to_run_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
