@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
 import orjson
 
-from producers.universe import MarketWalk, Quote, Stock
+from producers.universe import PART_STOCKS, MarketWalk, Quote, Stock, run_to_end
 from schemas.exchange import SHANGHAI_TZ
 
 MalformedKind = Literal[
@@ -337,6 +338,40 @@ class Snapshot(NamedTuple):
     malformed: dict[MalformedKind, int]
 
 
+class SnapshotBuild:
+    """A snapshot being built a part at a time (:meth:`SnapshotSource.build`).
+
+    The simulator's steady mode spreads the next snapshot's build over the
+    current one's period, a few parts after each slice it sends, instead of
+    taking ~0.3 s of a core at once for 5,000 stocks every period.
+    """
+
+    def __init__(self, steps: Generator[None, None, Snapshot], parts: int) -> None:
+        self.parts = parts  #: at most this many parts build it all
+        self._steps = steps
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._snapshot is not None
+
+    def advance(self, parts: int = 1) -> None:
+        """Build up to ``parts`` more parts (~1-2 ms of CPU each)."""
+        for _ in range(parts):
+            if self._snapshot is not None:
+                return
+            try:
+                next(self._steps)
+            except StopIteration as end:
+                self._snapshot = end.value
+
+    def result(self) -> Snapshot:
+        """The snapshot; what is left of its build is done first."""
+        if self._snapshot is None:
+            self._snapshot = run_to_end(self._steps)
+        return self._snapshot
+
+
 class SnapshotSource:
     """Yields the feed's snapshots: every stock once, in shuffled order.
 
@@ -406,6 +441,15 @@ class SnapshotSource:
 
     def next(self) -> Snapshot:
         """The next snapshot; the clock then moves on by one interval."""
+        return self.build().result()
+
+    def build(self) -> SnapshotBuild:
+        """The next snapshot, to be built a part at a time (:class:`SnapshotBuild`):
+        the same snapshot as :meth:`next`. Build them one at a time, in order: the
+        clock moves on once one is built."""
+        return SnapshotBuild(self._building(), 2 * (len(self.stocks) // PART_STOCKS) + 1)
+
+    def _building(self) -> Generator[None, None, Snapshot]:
         stamp = Stamp.of(self.clock)
         stocks, rng, fraction = self.stocks, self._rng, self._fraction
         malformed: dict[MalformedKind, int] = {}
@@ -413,36 +457,41 @@ class SnapshotSource:
         if self._pool:
             cycle, j = divmod(self.count, len(self._pool))
             totals = self._pool_totals
-            for i, first, later, q in self._pool[j]:
+            for n, (i, first, later, q) in enumerate(self._pool[j], 1):
                 if fraction and rng.random() < fraction:
                     lines.append(self._bad(stocks[i], q, stamp, malformed))
-                    continue
-                tpl = later if cycle else first
-                vol, amount = totals[i]
-                lines.append(tpl.fill(q.volume + cycle * vol, q.amount + cycle * amount, stamp))
+                else:
+                    tpl = later if cycle else first
+                    vol, amount = totals[i]
+                    lines.append(tpl.fill(q.volume + cycle * vol, q.amount + cycle * amount, stamp))
+                if not n % PART_STOCKS:
+                    yield
         else:
-            for i, q in self._shuffled(self._quotes(phase_at(self.clock))):
+            quotes = yield from self._quotes(phase_at(self.clock))
+            for n, (i, q) in enumerate(self._shuffled(quotes), 1):
                 if fraction and rng.random() < fraction:
                     lines.append(self._bad(stocks[i], q, stamp, malformed))
                 else:
                     lines.append(render(stocks[i], q, stamp))
+                if not n % PART_STOCKS:
+                    yield
         self.count += 1
         self.clock = next_time(self.clock, self._interval)
         lines.append("")
         return Snapshot("\n".join(lines).encode(), len(lines) - 1, malformed)
 
-    def _quotes(self, phase: Phase) -> list[Quote]:
-        """The walk's snapshot for a phase: trades only in the continuous
-        sessions and in the two auction prints, each printed once."""
+    def _quotes(self, phase: Phase) -> Generator[None, None, list[Quote]]:
+        """The walk's snapshot for a phase, a part at a time: trades only in the
+        continuous sessions and in the two auction prints, each printed once."""
         walk = self._walk
         if phase == "pre_open":
-            return walk.indicative()
+            return (yield from walk.indicating())
         if phase == "continuous":
             self._printed["auction_print"] = True  # a start after 09:30 opens at once
-            return walk.step()
+            return (yield from walk.stepping())
         if phase in self._printed and not self._printed[phase]:
             self._printed[phase] = True
-            return walk.step()
+            return (yield from walk.stepping())
         return walk.hold()
 
     def _bad(self, stock: Stock, q: Quote, stamp: Stamp, seen: dict[MalformedKind, int]) -> str:

@@ -19,9 +19,9 @@ import datetime as dt
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from schemas.exchange import Market
 from schemas.market_rules import Board, board_of, is_limit_free, is_st, limit_prices
@@ -252,6 +252,23 @@ class Quote(NamedTuple):
     asks: tuple[tuple[int, int], ...]
 
 
+#: how many stocks' work a part of a stepwise build holds (:meth:`MarketWalk.stepping`):
+#: ~1-2 ms of CPU
+PART_STOCKS: Final = 25
+
+_T = TypeVar("_T")
+
+
+def run_to_end(steps: Generator[None, None, _T]) -> _T:
+    """Run a stepwise build (:meth:`MarketWalk.stepping`) through; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            result: _T = end.value
+            return result
+
+
 _EMPTY_SIDE: Final = ((0, 0),) * 5
 _EMPTY_QUOTE: Final = Quote(0, 0, 0, 0, 0, 0, _EMPTY_SIDE, _EMPTY_SIDE)
 
@@ -300,28 +317,51 @@ class MarketWalk:
 
     def step(self) -> list[Quote]:
         """The next snapshot, one quote per stock in universe order."""
-        out: list[Quote] = []
-        for i, s in enumerate(self.stocks):
-            if s.suspended:
-                q = _EMPTY_QUOTE
-            elif self.steps < self._first[i]:
-                q = Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
-            elif self.steps == self._first[i]:
-                q = self._open(i, s)
-            else:
-                q = self._move(i, s, self._last[i])
-            self._last[i] = q
-            out.append(q)
+        return run_to_end(self.stepping())
+
+    def stepping(self, part: int = PART_STOCKS) -> Generator[None, None, list[Quote]]:
+        """:meth:`step` a part at a time: pauses after every ``part`` stocks (a caller
+        spreads the work over time), returns the same quotes."""
+        quotes = yield from self._each(self._stepped, part)
         self.steps += 1
-        return out
+        return quotes
+
+    def _stepped(self, i: int, s: Stock) -> Quote:
+        if s.suspended:
+            q = _EMPTY_QUOTE
+        elif self.steps < self._first[i]:
+            q = Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
+        elif self.steps == self._first[i]:
+            q = self._open(i, s)
+        else:
+            q = self._move(i, s, self._last[i])
+        self._last[i] = q
+        return q
 
     def indicative(self) -> list[Quote]:
         """A pre-open (09:15-09:25 call auction) snapshot: no trade yet, orders in
         the book around prev_close; suspended stocks have an empty book."""
-        return [
-            _EMPTY_QUOTE if s.suspended else Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
-            for i, s in enumerate(self.stocks)
-        ]
+        return run_to_end(self.indicating())
+
+    def indicating(self, part: int = PART_STOCKS) -> Generator[None, None, list[Quote]]:
+        """:meth:`indicative` a part at a time, as :meth:`stepping`."""
+        return self._each(self._indicated, part)
+
+    def _indicated(self, i: int, s: Stock) -> Quote:
+        if s.suspended:
+            return _EMPTY_QUOTE
+        return Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
+
+    def _each(
+        self, quote: Callable[[int, Stock], Quote], part: int
+    ) -> Generator[None, None, list[Quote]]:
+        """Every stock's quote in universe order, pausing after every ``part`` stocks."""
+        out: list[Quote] = []
+        for i, s in enumerate(self.stocks):
+            out.append(quote(i, s))
+            if not (i + 1) % part:
+                yield
+        return out
 
     def hold(self) -> list[Quote]:
         """The last snapshot again: no trade (09:25-09:30, the closing call

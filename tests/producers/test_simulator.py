@@ -23,7 +23,7 @@ import pytest
 from producers import protocol
 from producers.quote_lines import (
     MALFORMED_KINDS,
-    Snapshot,
+    SnapshotBuild,
     SnapshotSource,
     Stamp,
     cents,
@@ -290,15 +290,16 @@ async def test_spread_keeps_the_snapshot_rate_however_long_a_snapshot_takes_to_b
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--spread: snapshot k starts k periods after the first, not k * (period + build):
-    the next snapshot is built while this one goes out (5,000 stocks take ~0.2 s)."""
+    the next snapshot is built, a part after each slice, while this one goes out
+    (5,000 stocks take ~0.3 s of CPU)."""
     stocks, interval, build_s, snaps = 200, 0.4, 0.3, 4
-    build = SnapshotSource.next
+    advance = SnapshotBuild.advance
 
-    def slow_next(self: SnapshotSource) -> Snapshot:
-        time.sleep(build_s)  # off the event loop, as a build on another core
-        return build(self)
+    def slow_advance(self: SnapshotBuild, parts: int = 1) -> None:
+        time.sleep(build_s * parts / self.parts)  # a build of build_s, part by part
+        advance(self, parts)
 
-    monkeypatch.setattr(SnapshotSource, "next", slow_next)
+    monkeypatch.setattr(SnapshotBuild, "advance", slow_advance)
     sim = await run_sim(stocks=stocks, interval_s=interval, max_snapshots=snaps, seed=5,
                         start=START, spread=True)  # fmt: skip
     try:
@@ -314,6 +315,57 @@ async def test_spread_keeps_the_snapshot_rate_however_long_a_snapshot_takes_to_b
     span = firsts[-1] - firsts[0]
     # a gap of a build per snapshot would make it (snaps - 1) * (interval + build_s) = 2.1 s
     assert 0.9 * (snaps - 1) * interval <= span < (snaps - 1) * (interval + build_s / 2), firsts
+
+
+def test_a_snapshot_built_a_part_at_a_time_is_the_one_next_gives() -> None:
+    """SnapshotSource.build: the same bytes as next(), through the pre-open, the
+    auction print and trading, and from the max-rate pool; ``parts`` builds it all."""
+    listing = build_listing(allocate(120), seed=7)
+    opening = dt.datetime(2026, 11, 23, 9, 24, 54, tzinfo=SHANGHAI_TZ)
+    for pool in (0, 3):
+        whole = SnapshotSource(listing, opening, 3.0, seed=7, malformed_fraction=0.1,
+                               pool_snapshots=pool)  # fmt: skip
+        parted = SnapshotSource(listing, opening, 3.0, seed=7, malformed_fraction=0.1,
+                                pool_snapshots=pool)  # fmt: skip
+        for k in range(8):  # 09:24:54 to 09:25:15: pre-open, the opening print, holds
+            expected = whole.next()
+            build = parted.build()
+            assert not build.done
+            step = 1 + k % 3
+            for _ in range(0, build.parts, step):
+                build.advance(step)
+            assert build.done, (pool, k, build.parts)
+            assert build.result() == expected
+            assert parted.clock == whole.clock
+    trading = SnapshotSource(listing, dt.datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI_TZ), 3.0, 7)
+    built = SnapshotSource(listing, dt.datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI_TZ), 3.0, 7)
+    for _ in range(3):
+        expected = trading.next()
+        build = built.build()
+        build.advance(build.parts // 2)  # half built: the rest is built on demand
+        assert not build.done
+        assert build.result() == expected
+
+
+async def test_spread_builds_the_next_snapshot_evenly_over_the_slices() -> None:
+    """Each slice sent is followed by its share of the next snapshot's parts."""
+
+    class Recorded:
+        parts = 7
+
+        def __init__(self) -> None:
+            self.after: list[int] = []  # parts built, after each slice
+            self.sent = 0
+
+        def advance(self, parts: int = 1) -> None:
+            self.sent += parts
+            self.after.append(self.sent)
+
+    sim = FeedSimulator(SimConfig(token=TOKEN, stocks=10, seed=1, start=START, spread=True))
+    ahead = Recorded()
+    data = b"".join(b"line %d\n" % i for i in range(10))
+    await sim._spread(data, time.monotonic(), 0.05, ahead)  # type: ignore[arg-type]
+    assert ahead.after == [7 * (i + 1) // 10 for i in range(10)]
 
 
 async def test_malformed_fraction_gives_each_kind_its_share() -> None:
