@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
@@ -106,6 +106,47 @@ class AlertCounters:
     cooled_down: int = 0  # alerts held back by the cooldown
 
 
+_N = TypeVar("_N", int, float)
+
+
+class _Points(Generic[_N]):
+    """(trading clock, value) points, oldest first, at most ``maxlen``.
+
+    Two deques of numbers, not one deque of tuples: a tuple per tick is an
+    object the cyclic GC tracks until a collection looks at it, and these
+    windows' tuples (~1.3 a tick) were nearly all of what outlived a steady
+    feed's batches: every ~30 s a young collection walked ~70,000 of them,
+    65-119 ms on a slow day, with the batches waiting (docs/benchmarks.md,
+    "Alerts' windows without a tuple per tick"). Ints and floats are not
+    tracked at all.
+    """
+
+    __slots__ = ("clocks", "values")
+
+    def __init__(self, maxlen: int) -> None:
+        self.clocks: deque[int] = deque(maxlen=maxlen)
+        self.values: deque[_N] = deque(maxlen=maxlen)
+
+    def __len__(self) -> int:
+        return len(self.clocks)
+
+    def append(self, clock: int, value: _N) -> None:
+        self.clocks.append(clock)
+        self.values.append(value)
+
+    def popleft(self) -> None:
+        self.clocks.popleft()
+        self.values.popleft()
+
+    def pop(self) -> None:
+        self.clocks.pop()
+        self.values.pop()
+
+    def clear(self) -> None:
+        self.clocks.clear()
+        self.values.clear()
+
+
 class _Stock:
     __slots__ = (
         "cooldown",
@@ -126,10 +167,10 @@ class _Stock:
         self.lu_reported = False
         self.ld_reported = False
         # (trading clock, price), increasing / decreasing prices: window min / max
-        self.mins: deque[tuple[int, float]] = deque(maxlen=max_points)
-        self.maxs: deque[tuple[int, float]] = deque(maxlen=max_points)
+        self.mins: _Points[float] = _Points(max_points)
+        self.maxs: _Points[float] = _Points(max_points)
         # (trading clock, cumulative volume) of continuous-session ticks
-        self.vol_points: deque[tuple[int, int]] = deque(maxlen=max_points)
+        self.vol_points: _Points[int] = _Points(max_points)
         self.last_cum = 0
         self.last_continuous = False
         self.cooldown: dict[str, int] = {}  # kind -> trading clock of the last alert
@@ -207,13 +248,13 @@ class AlertDetector:
         price: float = q["price"]
         mins, maxs = st.mins, st.maxs
         horizon = clock - self._move_window_ms
-        while mins and mins[0][0] < horizon:
+        while mins.clocks and mins.clocks[0] < horizon:
             mins.popleft()
-        while maxs and maxs[0][0] < horizon:
+        while maxs.clocks and maxs.clocks[0] < horizon:
             maxs.popleft()
         fired = False
-        if mins:
-            lo, hi = mins[0][1], maxs[0][1]
+        if mins.clocks:
+            lo, hi = mins.values[0], maxs.values[0]
             up = (price - lo) / lo * 100.0
             down = (price - hi) / hi * 100.0
             pct = self.config.fast_move_pct - _EPS
@@ -228,12 +269,12 @@ class AlertDetector:
         if fired:  # restart the window: one move, one alert
             mins.clear()
             maxs.clear()
-        while mins and mins[-1][1] >= price:
+        while mins.values and mins.values[-1] >= price:
             mins.pop()
-        mins.append((clock, price))
-        while maxs and maxs[-1][1] <= price:
+        mins.append(clock, price)
+        while maxs.values and maxs.values[-1] <= price:
             maxs.pop()
-        maxs.append((clock, price))
+        maxs.append(clock, price)
 
     def _volume(self, st: _Stock, q: Quote, clock: int, alerts: list[Alert]) -> None:
         cum: int = q["volume"]
@@ -246,7 +287,7 @@ class AlertDetector:
         if not continuous:
             st.last_continuous = False
             return
-        if st.last_continuous and points:
+        if st.last_continuous and points.clocks:
             spike = self._spike(points, clock, cum)
             if spike is not None:
                 ratio, dv, dt_ms = spike
@@ -256,25 +297,25 @@ class AlertDetector:
                     f"price {q['price']:.2f} ({q['change_pct']:+.2f}%)"
                 )
                 self._emit(st, q, "VOLUME_SPIKE", round(ratio, 4), msg, alerts)
-        points.append((clock, cum))
+        points.append(clock, cum)
         horizon = clock - self._vol_window_ms
-        while len(points) > 1 and points[1][0] <= horizon:
+        clocks = points.clocks
+        while len(clocks) > 1 and clocks[1] <= horizon:
             points.popleft()
         st.last_continuous = True
 
-    def _spike(
-        self, points: deque[tuple[int, int]], clock: int, cum: int
-    ) -> tuple[float, int, int] | None:
+    def _spike(self, points: _Points[int], clock: int, cum: int) -> tuple[float, int, int] | None:
         """``(ratio, shares, ms)`` when this tick's volume rate is a spike."""
-        prev_clock, prev_cum = points[-1]
+        clocks, cums = points.clocks, points.values
+        prev_clock, prev_cum = clocks[-1], cums[-1]
         dt_ms = clock - prev_clock
         dv = cum - prev_cum
-        span = prev_clock - points[0][0]
+        span = prev_clock - clocks[0]
         if dt_ms <= 0 or dv < self.config.volume_min_shares or span <= 0:
             return None
         if span < self._min_history_ms:
             return None
-        avg = (prev_cum - points[0][1]) / span  # shares per trading ms over the window
+        avg = (prev_cum - cums[0]) / span  # shares per trading ms over the window
         if avg <= 0:  # no trade in the window: a ratio means nothing
             return None
         ratio = dv / dt_ms / avg

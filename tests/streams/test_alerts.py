@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 from typing import Any
 
 import pytest
@@ -288,6 +289,33 @@ def test_memory_per_stock_is_bounded() -> None:
     st = det._stocks["600000"]
     assert len(st.mins) <= 64 and len(st.maxs) <= 64 and len(st.vol_points) <= 64
     assert len(st.cooldown) <= 6
+
+
+def test_the_windows_keep_no_object_the_garbage_collector_tracks_per_tick() -> None:
+    """A steady feed's ticks stay in the fast-move and volume windows for minutes; as
+    tuples they were most of what a worker's young collections walked."""
+    det = AlertDetector()
+    base = at(10, 0)
+    codes = [f"60{i:04d}" for i in range(50)]
+    for i, code in enumerate(codes):  # every stock's state made, then left alone
+        det.update(quote(base + i, 10.0, 1_000_000, code=code))
+    gc.collect()
+    gc.freeze()
+    enabled = gc.isenabled()
+    gc.disable()  # a collection would untrack the tuples: count what one would walk
+    try:
+        young = len(gc.get_objects(generation=0))
+        for k in range(1, 41):  # 40 ticks of each stock, all inside the 300 s windows
+            for i, code in enumerate(codes):
+                det.update(quote(base + 3000 * k + i, 10.0 + 0.01 * (k % 7), 1_000_000 + 500 * k,
+                                 code=code))  # fmt: skip
+        kept = len(gc.get_objects(generation=0)) - young
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+    assert all(len(det._stocks[code].vol_points) == 41 for code in codes)
+    assert kept < 20, kept  # 2,000 ticks: one tuple each would be 2,000 or more
 
 
 def test_config_is_frozen_and_validated() -> None:
