@@ -51,7 +51,6 @@ from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 from hqstream.local_runner import local_partitions
 
 console = Console()
-FEED_TIMEOUT_S = 120.0
 SCRAPE_EVERY_S = 10.0  # the receiver's line count, for the live figures while measured
 
 
@@ -121,14 +120,12 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     rig.feed(phase.stocks, phase.interval, spread=True, snapshots=phase.snapshots)
     client_cpu = side.client.cpu_s
     with Live(console=console, refresh_per_second=2) as live:
-        # The receiver reconnects with a backoff after the feed restarted: the
-        # warm-up starts once a whole snapshot came through (idle's only one).
-        deadline = time.monotonic() + FEED_TIMEOUT_S
-        while (got := rig.lines_received() - lines_before) < phase.stocks:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{side.label}: the feed did not flow ({got:.0f} lines)")
-            live.update(f"{side.label}, {phase.name}: waiting for the feed, {got:,.0f} lines")
-            time.sleep(0.5)
+        # the warm-up starts once a whole snapshot came through (idle's only one)
+        rig.wait_for_feed(
+            lines_before,
+            phase.stocks,
+            lambda what: live.update(f"{side.label}, {phase.name}: {what}"),
+        )
         until = time.monotonic() + warmup
         while (left := until - time.monotonic()) > 0:
             live.update(f"{side.label}, {phase.name}: warming up, {left:4.1f} s")

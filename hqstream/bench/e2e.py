@@ -284,7 +284,13 @@ def e2e_bench(
     ):
         broker = env.pids.get("broker")
         rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)
+        lines_before = rig.lines_received()
         rig.feed(stocks, interval, spread)
+        with console.status("bench e2e: waiting for the feed") as status:
+            # a whole snapshot through the receiver, then the warm-up and the measured time
+            rig.wait_for_feed(
+                lines_before, stocks, lambda what: status.update(f"bench e2e: {what}")
+            )
         gc_before = rig.worker_gc_pauses()
         cores = CoreShares.of(rig.groups(env.pids))
         got = asyncio.run(_measure(rig.gateway_port, seconds, warmup, interval, cores.start))

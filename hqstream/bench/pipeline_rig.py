@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,7 @@ GC_COUNT = re.compile(GC_PAUSES % rb"count\{[^}]*\}", re.M)
 GC_SUM = re.compile(GC_PAUSES % rb"sum\{[^}]*\}", re.M)
 GC_WITHIN_25MS = re.compile(GC_PAUSES % rb'bucket\{[^}]*le="0.025"\}', re.M)
 GC_WITHIN_100MS = re.compile(GC_PAUSES % rb'bucket\{[^}]*le="0.1"\}', re.M)
+FEED_TIMEOUT_S = 120.0  # a restarted feed reaches the receiver within this
 JIT_QUIET_SHARE = 0.02  # a broker is warm once its compilers use less of a core than this
 JIT_WINDOW_S = 10.0
 
@@ -140,6 +141,25 @@ class Pipeline:
             self.simulator.stop()
             self.children.remove(self.simulator)
             self.simulator = None
+
+    def wait_for_feed(
+        self,
+        since: float,
+        lines: int,
+        show: Callable[[str], None],
+        timeout_s: float = FEED_TIMEOUT_S,
+        poll_s: float = 0.5,
+    ) -> None:
+        """Until the receiver has read ``lines`` more feed lines than ``since`` (a
+        :meth:`lines_received` figure): after :meth:`feed` restarted the simulator,
+        the receiver reconnects with its backoff (up to 30 s), and a measurement
+        that starts before would count seconds without a feed."""
+        deadline = time.monotonic() + timeout_s
+        while (got := self.lines_received() - since) < lines:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the feed did not flow: {got:,.0f} lines in {timeout_s:.0f} s")
+            show(f"waiting for the feed, {got:,.0f} lines")
+            time.sleep(poll_s)
 
     def lines_received(self) -> float:
         """Feed lines the receiver has read so far."""

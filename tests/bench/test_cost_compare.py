@@ -131,6 +131,21 @@ def test_each_feed_goes_on_after_the_exchange_times_fed_before(tmp_path: Path) -
     assert first.tzinfo is not None and first.hour == 9 and first.minute == 30
 
 
+def test_a_measurement_waits_until_the_restarted_feed_flows(tmp_path: Path) -> None:
+    """The receiver reconnects to a restarted simulator with its backoff: `bench e2e`
+    and `bench cost` measure only once a whole snapshot came through."""
+    rig = Pipeline({}, [], tmp_path, gateway_port=0, metrics_port=0, feed_port=0)
+    read = iter([100.0, 100.0, 100.0, 350.0, 5099.0, 5100.0, 9999.0])
+    rig.lines_received = lambda: next(read)  # type: ignore[method-assign]
+    shown: list[str] = []
+    rig.wait_for_feed(100.0, 5000, shown.append, poll_s=0)
+    assert next(read) == 9999.0  # it stopped at the first reading 5,000 lines on
+    assert shown == [f"waiting for the feed, {n:,} lines" for n in (0, 0, 0, 250, 4999)]
+    rig.lines_received = lambda: 100.0  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the feed did not flow: 0 lines"):
+        rig.wait_for_feed(100.0, 5000, shown.append, timeout_s=0.05, poll_s=0.01)
+
+
 def test_jit_compiler_time_is_counted_from_the_jvms_compiler_threads(
     kafka: KafkaEndpoint,
 ) -> None:
