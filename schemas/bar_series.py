@@ -51,15 +51,20 @@ def new_bar(tf: Timeframe, start: int, candle: Bar) -> Bar:
 def fold(bar: Bar, candle: Bar) -> Bar:
     """``bar`` extended by the later 1-minute ``candle`` (a new dict)."""
     out = dict(bar)
-    if candle["high"] > out["high"]:
-        out["high"] = candle["high"]
-    if candle["low"] < out["low"]:
-        out["low"] = candle["low"]
-    out["close"] = candle["close"]
-    out["volume"] += candle["volume"]
-    out["amount"] = round(out["amount"] + candle["amount"], 2)
-    out["ticks"] += candle["ticks"]
+    fold_into(out, candle)
     return out
+
+
+def fold_into(bar: Bar, candle: Bar) -> None:
+    """Extend ``bar`` by the later 1-minute ``candle``, in place."""
+    if candle["high"] > bar["high"]:
+        bar["high"] = candle["high"]
+    if candle["low"] < bar["low"]:
+        bar["low"] = candle["low"]
+    bar["close"] = candle["close"]
+    bar["volume"] += candle["volume"]
+    bar["amount"] = round(bar["amount"] + candle["amount"], 2)
+    bar["ticks"] += candle["ticks"]
 
 
 class BarSeries:
@@ -92,10 +97,14 @@ class BarSeries:
             return [bar]
         closed: list[Bar] = []
         start, last = bucket(self.tf, minute)
-        if self.partial is not None and self.partial["minute_ts"] != start:
+        partial = self.partial
+        if partial is not None and partial["minute_ts"] != start:
             closed.append(self.close_partial())
-        self.partial = new_bar(self.tf, start, candle) if self.partial is None else fold(
-            self.partial, candle)  # fmt: skip
+            partial = None
+        if partial is None:
+            self.partial = new_bar(self.tf, start, candle)
+        else:
+            fold_into(partial, candle)  # the open bar stays the same dict while it goes on
         if minute == last:
             closed.append(self.close_partial())
         return closed

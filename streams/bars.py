@@ -91,12 +91,14 @@ class TimeframeBars:
         for minute in minutes:
             code = minute["code"]
             for tf, series in self.series_of(code).items():
+                partial = series.partial
                 done = series.add_minute(minute)
                 if done:
                     closed += done
                     if tf == "1d":
                         self._publish_now.add(code)  # the rebuild reads one day of minutes
-                if tf != "1m":
+                if tf != "1m" and series.partial is not partial:
+                    # (an open bar that goes on is the same dict, ending when it did)
                     self._index(code, tf, series)
             self._changed.add(code)
             self._unpublished.add(code)

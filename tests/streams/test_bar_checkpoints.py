@@ -153,3 +153,36 @@ def test_restored_stocks_wait_their_slot_and_forgotten_ones_go_out_no_more() -> 
         candles = [minute(code, start, rng) for code in STOCKS[30:]]
         later |= second.run_minute(candles, clock)["due"].keys()
     assert later == set(STOCKS[30:])
+
+
+def test_the_index_of_open_bars_follows_every_series_through_the_day() -> None:
+    """The timer finds a bar by the index of open bars' ends, which a minute that only
+    extends an open bar leaves as it is: at every minute it is what each series says."""
+    worker = Worker()
+    frames = worker.frames
+    original = worker.run_minute
+
+    def checked(candles: list[dict[str, Any]], clock_ms: int) -> dict[str, Any]:
+        frames.add_minute_records(candles)  # the index before the timer's flush, too
+        check_index(frames)
+        out = original(candles, clock_ms)
+        check_index(frames)
+        return out
+
+    worker.run_minute = checked  # type: ignore[method-assign]
+    rounds = trading_day(worker, seed=7, trade_p=0.7)
+    assert any(r["gaps"] for r in rounds)
+
+
+def check_index(frames: TimeframeBars) -> None:
+    expected: dict[tuple[str, str], int] = {}
+    for code, series in frames._series.items():
+        for tf, one in series.items():
+            last = one.last_minute()
+            if tf != "1m" and last is not None:
+                expected[(code, tf)] = candle_end(last, frames.close_grace_ms)
+    assert frames._end_of == expected
+    by_end: dict[int, set[tuple[str, str]]] = {}
+    for key, end in expected.items():
+        by_end.setdefault(end, set()).add(key)
+    assert frames._open_by_end == by_end
