@@ -30,6 +30,12 @@ one per quote:
   overwrites a closed one of the same minute. A candle HASH gets its TTL
   when a write adds a field (a bar's first write), not at every tick.
 * :data:`ALERTS_LUA`: every alert of the batch, appended once per alert id.
+* :data:`BARS_LUA`: every changed stock's bar series (``hq:bars:{code}``, a
+  field per timeframe), with its TTL. ARGV[1] is a JSON list aligned with
+  KEYS, each key's number of fields; ARGV[2] the TTL; then each key's
+  fields and values. At a minute's close every stock's series change: one
+  call instead of an HSET and an EXPIRE per stock (10,000 commands a
+  minute through redis-py's pipeline).
 * :data:`HISTORY_LUA` (the rebuild): older ticks of each code, ascending and
   without duplicates, appended to its ticks STREAM; when the stream already
   holds a tick at or after the first of them (a live batch came first), the
@@ -56,7 +62,7 @@ arguments only; it never talks to Redis.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import orjson
@@ -232,11 +238,24 @@ end
 return added
 """
 
+BARS_LUA: Final = r"""
+local counts = cjson.decode(ARGV[1])
+local a = 3
+for i = 1, #KEYS do
+  local last = a + 2 * counts[i] - 1
+  redis.call('HSET', KEYS[i], unpack(ARGV, a, last))
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  a = last + 1
+end
+return #KEYS
+"""
+
 SCRIPTS: Final = {
     "quotes": QUOTES_LUA,
     "candles": CANDLES_LUA,
     "alerts": ALERTS_LUA,
     "history": HISTORY_LUA,
+    "bars": BARS_LUA,
 }
 
 #: Redis Cluster: the rankings of a batch on one master. ARGV[1] is a JSON list
@@ -267,6 +286,7 @@ CLUSTER_SCRIPTS: Final = {
     "alerts": ALERTS_LUA,  # its two keys share a slot (schemas.redis_keys.alerts_seen)
     "ranks": CROSS_SLOT_PROLOGUE + RANKS_LUA,
     "history": HISTORY_LUA,  # called per code on a cluster (RedisSink.write_history)
+    "bars": CROSS_SLOT_PROLOGUE + BARS_LUA,
 }
 
 _MARKETS: Final = ("SH", "SZ", "BJ")
@@ -470,6 +490,31 @@ def candle_node_calls(
     for candle in open_candles:
         by_node.setdefault(node_of(code_slot(candle.code)), ([], []))[1].append(candle)
     return [cross_slot_call(candle_call(*group)) for group in by_node.values()]
+
+
+def bars_call(bars: Mapping[str, Mapping[str, bytes]]) -> ScriptCall:
+    """(KEYS, ARGV) of the BARS_LUA call storing each stock's changed bar series."""
+    keys: list[str] = []
+    counts: list[int] = []
+    fields: list[Any] = []
+    for code, series in bars.items():
+        if series:
+            keys.append(rk.bars(code))
+            counts.append(len(series))
+            for item in series.items():
+                fields += item
+    return keys, [orjson.dumps(counts), rk.BARS_TTL_S, *fields]
+
+
+def bars_node_calls(
+    bars: Mapping[str, Mapping[str, bytes]], node_of: Callable[[int], str]
+) -> list[ScriptCall]:
+    """Redis Cluster: one CLUSTER_SCRIPTS bars call per master (``node_of``: a slot's)."""
+    by_node: dict[str, dict[str, Mapping[str, bytes]]] = {}
+    for code, series in bars.items():
+        if series:
+            by_node.setdefault(node_of(code_slot(code)), {})[code] = series
+    return [cross_slot_call(bars_call(group)) for group in by_node.values()]
 
 
 def alert_id(alert: Alert) -> str:

@@ -64,6 +64,8 @@ from streams.redis_lua import (
     QuoteRow,
     ScriptCall,
     alert_call,
+    bars_call,
+    bars_node_calls,
     candle_call,
     candle_node_calls,
     history_calls,
@@ -196,7 +198,11 @@ class RedisSink:
         records are too (a replay skips ticks already present).
         """
         pipe: Any = self.client.pipeline(transaction=False)
-        derived = self._derived_commands(batch, [candle_call(batch.candles, batch.open_candles)])
+        derived = self._derived_commands(
+            batch,
+            [candle_call(batch.candles, batch.open_candles)],
+            [bars_call(batch.bars)] if batch.bars else [],
+        )
         for _, command in derived:
             pipe.execute_command(*command)
         for keys, argv in self._quote_chunks(batch.quotes, _quote_data(batch), self.chunk_ticks):
@@ -216,9 +222,10 @@ class RedisSink:
             if batch.candles or batch.open_candles
             else []
         )
+        bar_calls = bars_node_calls(batch.bars, nodes.node_of) if batch.bars else []
         commands = [
             (key_slot(key.encode()), command)
-            for key, command in self._derived_commands(batch, candle_calls)
+            for key, command in self._derived_commands(batch, candle_calls, bar_calls)
         ]
         n_derived = len(commands)
         quote_calls = quote_node_chunks(
@@ -240,7 +247,7 @@ class RedisSink:
         return _write_result(batch, results, quote_results)
 
     def _derived_commands(
-        self, batch: SinkBatch, candle_calls: list[ScriptCall]
+        self, batch: SinkBatch, candle_calls: list[ScriptCall], bar_calls: list[ScriptCall]
     ) -> list[tuple[str, Command]]:
         """(a key, the command) of the batch's alerts, candles and bars, in that order."""
         commands: list[tuple[str, Command]] = []
@@ -249,11 +256,9 @@ class RedisSink:
             commands.append((keys[0], ("EVALSHA", self._sha["alerts"], len(keys), *keys, *argv)))
         for keys, argv in candle_calls if batch.candles or batch.open_candles else []:
             commands.append((keys[0], ("EVALSHA", self._sha["candles"], len(keys), *keys, *argv)))
-        for code, series in (batch.bars or {}).items():
-            key = rk.bars(code)
-            fields = [part for item in series.items() for part in item]
-            commands.append((key, ("HSET", key, *fields)))
-            commands.append((key, ("EXPIRE", key, rk.BARS_TTL_S)))
+        for keys, argv in bar_calls:
+            if keys:  # (a stock without a series stores nothing)
+                commands.append((keys[0], ("EVALSHA", self._sha["bars"], len(keys), *keys, *argv)))
         return commands
 
     def _note_replication(self, replicas_acked: list[int]) -> None:

@@ -149,6 +149,30 @@ async def test_ttls_are_set_by_a_minutes_first_write_not_by_every_tick(sink: Red
     assert await client.hlen(keys[2]) == 2
 
 
+@ON_BOTH_REDIS
+async def test_bar_series_are_stored_as_given_and_each_write_refreshes_their_ttl(
+    sink: RedisSink,
+) -> None:
+    """Every changed stock's series (a field per timeframe) go in one script call per
+    master: stored as given, the fields not written kept, and the TTL refreshed by each
+    write (a stock that trades every day keeps its series)."""
+    codes = [f"{600000 + i:06d}" for i in range(40)]  # on every master of a cluster
+    series = {
+        code: {"1m": b'{"tf":"1m","i":%d}' % i, "5m": b'{"tf":"5m","i":%d}' % i, "1d": b"{}"}
+        for i, code in enumerate(codes)
+    }
+    await sink.write(SinkBatch(quotes=[], candles=[], alerts=[], bars=series))
+    client: Any = sink.client
+    for code in codes:
+        stored = await client.hgetall(rk.bars(code))
+        assert stored == {tf.encode(): value for tf, value in series[code].items()}
+        assert await client.ttl(rk.bars(code)) > rk.BARS_TTL_S - 100
+    await client.expire(rk.bars(codes[0]), 100)
+    await sink.write(SinkBatch(quotes=[], candles=[], alerts=[], bars={codes[0]: {"1m": b"x"}}))
+    assert await client.hmget(rk.bars(codes[0]), ["1m", "5m"]) == [b"x", series[codes[0]]["5m"]]
+    assert await client.ttl(rk.bars(codes[0])) > rk.BARS_TTL_S - 100
+
+
 @pytest.mark.integration
 async def test_redis_down_then_back_loses_nothing(
     own_redis: LocalRedis, kafka: KafkaEndpoint
