@@ -512,8 +512,7 @@ def bars_node_calls(
     """Redis Cluster: one CLUSTER_SCRIPTS bars call per master (``node_of``: a slot's)."""
     by_node: dict[str, dict[str, Mapping[str, bytes]]] = {}
     for code, series in bars.items():
-        if series:
-            by_node.setdefault(node_of(code_slot(code)), {})[code] = series
+        by_node.setdefault(node_of(code_slot(code)), {})[code] = series
     return [cross_slot_call(bars_call(group)) for group in by_node.values()]
 
 

@@ -121,11 +121,14 @@ def _measure(side: Side, phase: Phase, seconds: float, warmup: float) -> Usage:
     client_cpu = side.client.cpu_s
     with Live(console=console, refresh_per_second=2) as live:
         # the warm-up starts once a whole snapshot came through (idle's only one)
-        rig.wait_for_feed(
-            lines_before,
-            phase.stocks,
-            lambda what: live.update(f"{side.label}, {phase.name}: {what}"),
-        )
+        try:
+            rig.wait_for_feed(
+                lines_before,
+                phase.stocks,
+                lambda what: live.update(f"{side.label}, {phase.name}: {what}"),
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{side.label}, {phase.name}: {exc}") from exc
         until = time.monotonic() + warmup
         while (left := until - time.monotonic()) > 0:
             live.update(f"{side.label}, {phase.name}: warming up, {left:4.1f} s")
