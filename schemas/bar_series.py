@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from schemas.indicators import IndicatorState
+from schemas.indicators import IndicatorState, SeriesState
 from schemas.timeframes import Timeframe, bucket
 
 Bar = dict[str, Any]
@@ -75,7 +75,7 @@ class BarSeries:
     def __init__(self, tf: Timeframe) -> None:
         self.tf: Timeframe = tf
         self.intraday = tf != "1d"
-        self.state = IndicatorState()
+        self.state = SeriesState()
         self.partial: Bar | None = None  # the open bar's closed minutes (higher timeframes)
         self.through = -1  # minute_ts of the newest 1-minute candle folded in
         # (the state, its bar count, its JSON): see dumps()
@@ -165,7 +165,7 @@ class BarSeries:
         bars: list[Bar] = []
         state = self.state
         if self.partial is not None:
-            state = IndicatorState.from_json(self.state.to_json())
+            state = SeriesState.from_json(self.state.to_json())
             bars.append(dict(self.partial, indicators=state.close(self.partial, self.intraday)))
         bar = new_bar(self.tf, start, open_minute)
         bars.append(dict(bar, indicators=state.peek(bar, self.intraday)))
@@ -185,14 +185,14 @@ class BarSeries:
         """
         state, cached = self.state, self._state_json
         if cached is None or cached[0] is not state or cached[1] != state.bars:
-            cached = self._state_json = (state, state.bars, orjson.dumps(state.to_json()))
+            cached = self._state_json = (state, state.bars, state.dumps())
         return orjson.dumps({"tf": self.tf, "state": orjson.Fragment(cached[2]),
                              "partial": self.partial, "through": self.through})  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BarSeries:
         series = cls(data["tf"])
-        series.state = IndicatorState.from_json(data["state"])
+        series.state = SeriesState.from_json(data["state"])
         series.partial = data["partial"]
         series.through = data["through"]
         return series

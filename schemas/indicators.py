@@ -49,13 +49,22 @@ at 1e-9 relative). Where Chinese terminals (通达信, 同花顺) differ, it is 
   null until some volume traded, then held through bars without volume.
 
 Values are ``None`` (JSON null) where not yet defined.
+
+:class:`IndicatorState` here is the reference; the bar series use
+:data:`SeriesState`: the compiled one (``hqstream_native.IndicatorState``,
+native/src/indicators.rs: the same arithmetic operation for operation, the
+same JSON) when the extension is installed, else this one. The two give the
+same values to the last bit and read each other's JSON
+(tests/schemas/test_indicators.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, cast
+
+import orjson
 
 MA_PERIODS: Final = (5, 10, 20, 60)
 EMA_PERIODS: Final = (12, 26)
@@ -169,6 +178,9 @@ class IndicatorState:
         for name in ("closes", "highs", "lows"):
             out[name] = list(out[name])
         return out
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_json())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndicatorState:
@@ -340,6 +352,18 @@ class IndicatorState:
             self.tr_sum, self.atr = tr_sum, atr
             self.day, self.day_amount, self.day_volume = day, day_amount, day_volume
         return values
+
+
+def _compiled_state() -> type[IndicatorState] | None:
+    from schemas.native import native_module
+
+    module, _ = native_module()
+    # the same methods and JSON, checked bit for bit against this class by the tests
+    return None if module is None else cast(type[IndicatorState], module.IndicatorState)
+
+
+#: the state the bar series keep (see the module docstring)
+SeriesState: Final[type[IndicatorState]] = _compiled_state() or IndicatorState
 
 
 def _not_zero(v: float) -> bool:

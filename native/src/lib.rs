@@ -14,6 +14,7 @@
 //! Never raises for a line; never does I/O.
 
 mod avro;
+mod indicators;
 mod line;
 mod pyround;
 mod quote_json;
@@ -949,6 +950,7 @@ impl QuoteJsonWriter {
 fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
     m.add_class::<QuoteJsonWriter>()?;
+    m.add_class::<indicators::IndicatorState>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
