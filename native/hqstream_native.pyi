@@ -1,5 +1,5 @@
-"""Types of the compiled paths (native/src/lib.rs, indicators.rs): streams.native_parse, api.kafka_feed,
-streams.redis_lua."""
+"""Types of the compiled paths (native/src/): streams.native_parse, api.kafka_feed,
+streams.redis_lua, schemas.indicators, schemas.avro_compiler."""
 
 from types import ModuleType
 from typing import Any, Final
@@ -38,3 +38,9 @@ class IndicatorState:
     def dumps(self) -> bytes: ...
     @staticmethod
     def from_json(data: dict[str, Any]) -> IndicatorState: ...
+
+class RecordEncoder:
+    """schemas.avro_compiler's encoders compiled (native/src/record_encoder.rs)."""
+
+    def __init__(self, schema: dict[str, Any], prefix: bytes = b"") -> None: ...
+    def __call__(self, record: dict[str, Any]) -> bytes: ...

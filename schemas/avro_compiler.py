@@ -24,6 +24,11 @@ compiled encoder raises ``KeyError``/``TypeError``/``ValueError``/
 then lets fastavro decide (encode it or name the error), so the two paths
 differ only in speed. tests/schemas/test_avro_compiler.py checks the bytes
 are fastavro's for every schema and for edge values.
+
+:func:`fastest_encoder` is what the codecs use: the same encoders compiled
+to machine code (``hqstream_native.RecordEncoder``,
+native/src/record_encoder.rs: the same schemas, the same bytes) when the
+extension is installed, else :func:`compile_encoder`'s.
 """
 
 from __future__ import annotations
@@ -255,3 +260,23 @@ def compile_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | No
     encoder: Encoder = namespace["encode"]
     encoder.__doc__ = source
     return encoder
+
+
+def native_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | None:
+    """:func:`compile_encoder`'s encoder compiled by hqstream_native, None when the
+    extension is not installed or does not compile ``schema`` (the same schemas)."""
+    from schemas.native import native_module
+
+    module, _ = native_module()
+    if module is None:
+        return None
+    try:
+        encoder: Encoder = module.RecordEncoder(schema, prefix)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return encoder
+
+
+def fastest_encoder(schema: dict[str, Any], prefix: bytes = b"") -> Encoder | None:
+    """:func:`native_encoder`, else :func:`compile_encoder` (None: fastavro encodes)."""
+    return native_encoder(schema, prefix) or compile_encoder(schema, prefix)

@@ -29,7 +29,7 @@ from typing import Any, Final, Literal, Protocol, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.avro_compiler import compile_encoder
+from schemas.avro_compiler import fastest_encoder
 from schemas.avro_decoder import compile_decoder
 
 SchemaName = Literal["quote", "candle", "market_stats", "alert"]
@@ -93,7 +93,7 @@ class SingleObjectCodec:
         self.name = name
         self._writer = parsed_schema(name)
         self._header = SINGLE_OBJECT_MAGIC + schema_fingerprint(schema_json(name))
-        self._compiled = compile_encoder(schema_json(name), self._header)
+        self._compiled = fastest_encoder(schema_json(name), self._header)
         self._current_fp = self._header[2:]
         self._compiled_decoder = compile_decoder(schema_json(name))
         self._readers: dict[bytes, Any] = {}

@@ -18,6 +18,7 @@ mod indicators;
 mod line;
 mod pyround;
 mod quote_json;
+mod record_encoder;
 mod redis_rows;
 
 use pyo3::prelude::*;
@@ -951,6 +952,7 @@ fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
     m.add_class::<QuoteJsonWriter>()?;
     m.add_class::<indicators::IndicatorState>()?;
+    m.add_class::<record_encoder::RecordEncoder>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,21 +1,44 @@
-"""schemas.avro_compiler: compiled encoders write exactly fastavro's bytes."""
+"""schemas.avro_compiler: compiled encoders write exactly fastavro's bytes.
+
+Both compilers: the generated Python functions (``compile_encoder``) and the
+extension's (``native_encoder``, hqstream_native.RecordEncoder), which the
+codecs use when it is installed.
+"""
 
 from __future__ import annotations
 
 import io
 import math
+import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
 import pytest
 
 from schemas import avro_compiler
-from schemas.avro_compiler import compile_encoder, zigzag_varint
+from schemas.avro_compiler import Encoder, compile_encoder, native_encoder, zigzag_varint
+from schemas.native import native_module
 from schemas.serde import SerdeError, SingleObjectCodec, schema_json
 
 # candle v2: a nullable nested record (indicators) of nullable doubles
 COMPILED = ("quote", "alert", "candle")
+REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
+Compiler = Callable[..., Encoder | None]
+
+
+@pytest.fixture(params=["python", "native"])
+def compile_(request: pytest.FixtureRequest) -> Compiler:
+    """``compile_encoder``, and the extension's compiler of the same schemas."""
+    if request.param == "python":
+        return compile_encoder
+    module, why_not = native_module()
+    if module is None:
+        if REQUIRED:
+            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
+        pytest.skip(why_not)
+    return native_encoder
 
 
 def fastavro_bytes(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
@@ -51,9 +74,9 @@ def random_value(schema: Any, rng: random.Random) -> Any:
 
 
 @pytest.mark.parametrize("name", COMPILED)
-def test_compiled_bytes_equal_fastavro_for_random_records(name: str) -> None:
+def test_compiled_bytes_equal_fastavro_for_random_records(compile_: Compiler, name: str) -> None:
     schema = schema_json(name)  # type: ignore[arg-type]
-    encode = compile_encoder(schema)
+    encode = compile_(schema)
     assert encode is not None, f"{name} should compile"
     rng = random.Random(name)
     for _ in range(2000):
@@ -61,9 +84,9 @@ def test_compiled_bytes_equal_fastavro_for_random_records(name: str) -> None:
         assert encode(record) == fastavro_bytes(schema, record), record
 
 
-def test_prefix_is_written_first() -> None:
+def test_prefix_is_written_first(compile_: Compiler) -> None:
     schema = schema_json("alert")
-    encode = compile_encoder(schema, b"\xc3\x01HEADER!!")
+    encode = compile_(schema, b"\xc3\x01HEADER!!")
     assert encode is not None
     record = {f["name"]: random_value(f["type"], random.Random(1)) for f in schema["fields"]}
     assert encode(record) == b"\xc3\x01HEADER!!" + fastavro_bytes(schema, record)
@@ -110,9 +133,9 @@ def test_zigzag_varint_refuses_out_of_range(n: int) -> None:
         "bytes",
     ],
 )
-def test_unsupported_types_are_not_compiled(field_type: Any) -> None:
+def test_unsupported_types_are_not_compiled(compile_: Compiler, field_type: Any) -> None:
     schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": field_type}]}
-    assert compile_encoder(schema) is None
+    assert compile_(schema) is None
 
 
 @pytest.mark.parametrize(
@@ -128,11 +151,13 @@ def test_unsupported_types_are_not_compiled(field_type: Any) -> None:
             {"name": "s", "type": "string"}, {"name": "d", "type": "double"}]}],
     ],
 )  # fmt: skip
-def test_nested_records_and_nullable_unions_compile_to_fastavro_bytes(field_type: Any) -> None:
+def test_nested_records_and_nullable_unions_compile_to_fastavro_bytes(
+    compile_: Compiler, field_type: Any
+) -> None:
     schema = {"type": "record", "name": "R", "fields": [
         {"name": "a", "type": "double"}, {"name": "f", "type": field_type},
         {"name": "z", "type": "long"}]}  # fmt: skip
-    encode = compile_encoder(schema)
+    encode = compile_(schema)
     assert encode is not None
     rng = random.Random(repr(field_type))
     seen_null = False
@@ -152,9 +177,9 @@ def test_a_missing_nested_field_falls_back_to_fastavro_and_its_default() -> None
     assert decoded["indicators"]["ma5"] == 10.5 and decoded["indicators"]["atr14"] is None
 
 
-def test_market_stats_falls_back_to_fastavro() -> None:
+def test_market_stats_falls_back_to_fastavro(compile_: Compiler) -> None:
     """Its nested top-N records are not compiled; the codec still encodes it."""
-    assert compile_encoder(schema_json("market_stats")) is None
+    assert compile_(schema_json("market_stats")) is None
 
 
 def _quote() -> dict[str, Any]:
@@ -183,3 +208,19 @@ def test_codec_round_trips_through_the_compiled_path() -> None:
     codec = SingleObjectCodec("quote")
     record = _quote()
     assert codec.decode(codec.encode(record)) == record  # no NaN among the random values
+
+
+def test_values_in_unusual_forms_encode_as_fastavro_writes_them() -> None:
+    """What a compiled encoder refuses (a float in a long, an int in a boolean) or takes
+    in another form (an int or a numpy double in a double field): fastavro's bytes."""
+    np = pytest.importorskip("numpy")
+    codec = SingleObjectCodec("candle")
+    schema = schema_json("candle")
+    record = {f["name"]: random_value(f["type"], random.Random(9)) for f in schema["fields"]}
+    record["indicators"] = dict.fromkeys(record["indicators"] or {"ma5": 1.0}, None)
+    for field, value in [("amount", 5), ("amount", 2**60 + 1), ("open", np.float64(10.25)),
+                         ("volume", 12.9), ("closed", 1), ("ticks", True)]:  # fmt: skip
+        changed = dict(record, **{field: value})
+        assert codec.encode(changed)[10:] == fastavro_bytes(schema, changed), (field, value)
+    changed = dict(record, indicators=dict(record["indicators"], ma5=7))
+    assert codec.encode(changed)[10:] == fastavro_bytes(schema, changed)
