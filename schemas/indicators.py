@@ -55,7 +55,7 @@ Values are ``None`` (JSON null) where not yet defined.
 native/src/indicators.rs: the same arithmetic operation for operation, the
 same JSON) when the extension is installed, else this one. The two give the
 same values to the last bit and read each other's JSON
-(tests/schemas/test_indicators.py).
+(tests/schemas/test_native_indicators.py).
 """
 
 from __future__ import annotations
