@@ -447,7 +447,10 @@ class SnapshotSource:
         """The next snapshot, to be built a part at a time (:class:`SnapshotBuild`):
         the same snapshot as :meth:`next`. Build them one at a time, in order: the
         clock moves on once one is built."""
-        return SnapshotBuild(self._building(), 2 * (len(self.stocks) // PART_STOCKS) + 1)
+        # parts: the walk's pauses (none from the pool), the render loop's (one per
+        # PART_STOCKS lines), and the last one, which returns the snapshot
+        walk = 0 if self._pool else self._walk.pauses()
+        return SnapshotBuild(self._building(), walk + len(self.stocks) // PART_STOCKS + 1)
 
     def _building(self) -> Generator[None, None, Snapshot]:
         stamp = Stamp.of(self.clock)

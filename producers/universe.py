@@ -352,6 +352,10 @@ class MarketWalk:
             return _EMPTY_QUOTE
         return Quote(0, 0, 0, 0, 0, 0, *self._book(s.prev_close, i))
 
+    def pauses(self, part: int = PART_STOCKS) -> int:
+        """How often :meth:`stepping` and :meth:`indicating` pause (:meth:`_each`)."""
+        return len(self.stocks) // part
+
     def _each(
         self, quote: Callable[[int, Stock], Quote], part: int
     ) -> Generator[None, None, list[Quote]]:
