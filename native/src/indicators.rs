@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -459,13 +460,13 @@ fn put_option(out: &mut Vec<u8>, value: Option<f64>) {
     }
 }
 
-fn put_floats<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a f64>) {
+fn put_floats(out: &mut Vec<u8>, values: impl Iterator<Item = Option<f64>>) {
     out.push(b'[');
-    for (i, &x) in values.enumerate() {
+    for (i, x) in values.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        put_float(out, x);
+        put_option(out, x);
     }
     out.push(b']');
 }
@@ -481,18 +482,12 @@ fn required<'py>(data: &Bound<'py, PyDict>, name: &str) -> PyResult<Bound<'py, P
         .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(name.to_owned()))
 }
 
-fn fixed_floats<const N: usize>(data: &Bound<'_, PyDict>, name: &str) -> PyResult<[f64; N]> {
-    let values: Vec<f64> = required(data, name)?.extract()?;
-    values
-        .try_into()
-        .map_err(|_| PyValueError::new_err(format!("{name}: {N} values expected")))
-}
-
-fn fixed_options<const N: usize>(
-    data: &Bound<'_, PyDict>,
-    name: &str,
-) -> PyResult<[Option<f64>; N]> {
-    let values: Vec<Option<f64>> = required(data, name)?.extract()?;
+/// A fixed group (`ma_sum`, `ema`, `rsi_gain`, `rsi_loss`): exactly N values.
+fn fixed<T, const N: usize>(data: &Bound<'_, PyDict>, name: &str) -> PyResult<[T; N]>
+where
+    T: for<'py> FromPyObjectOwned<'py>,
+{
+    let values: Vec<T> = required(data, name)?.extract()?;
     values
         .try_into()
         .map_err(|_| PyValueError::new_err(format!("{name}: {N} values expected")))
@@ -536,76 +531,38 @@ impl IndicatorState {
     /// The state as the Python implementation's `to_json` gives it (same keys, same order).
     fn to_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        let floats = |xs: &[f64]| PyTuple::new(py, xs.iter().copied());
-        let options = |xs: &[Option<f64>]| PyTuple::new(py, xs.iter().copied());
-        out.set_item("atr", self.atr)?;
-        out.set_item("bars", self.bars)?;
-        out.set_item("closes", self.closes.iter().copied().collect::<Vec<_>>())?;
-        out.set_item("day", self.day.bind(py))?;
-        out.set_item("day_amount", self.day_amount)?;
-        out.set_item("day_volume", self.day_volume)?;
-        out.set_item("ema", options(&self.ema)?)?;
-        out.set_item("highs", self.highs.iter().copied().collect::<Vec<_>>())?;
-        out.set_item("kdj_d", self.kdj_d)?;
-        out.set_item("kdj_k", self.kdj_k)?;
-        out.set_item("lows", self.lows.iter().copied().collect::<Vec<_>>())?;
-        out.set_item("ma_sum", floats(&self.ma_sum)?)?;
-        out.set_item("macd_fast", self.macd_fast)?;
-        out.set_item("macd_signal", self.macd_signal)?;
-        out.set_item("macd_slow", self.macd_slow)?;
-        out.set_item("prev_close", self.prev_close)?;
-        out.set_item("rsi_gain", floats(&self.rsi_gain)?)?;
-        out.set_item("rsi_loss", floats(&self.rsi_loss)?)?;
-        out.set_item("signal_sum", self.signal_sum)?;
-        out.set_item("tr_sum", self.tr_sum)?;
+        for (name, field) in self.fields() {
+            match field {
+                Field::Float(x) => out.set_item(name, x)?,
+                Field::Maybe(x) => out.set_item(name, x)?,
+                Field::Int(n) => out.set_item(name, n)?,
+                Field::Window(xs) => out.set_item(name, xs.iter().copied().collect::<Vec<_>>())?,
+                Field::Floats(xs) => out.set_item(name, PyTuple::new(py, xs.iter().copied())?)?,
+                Field::Maybes(xs) => out.set_item(name, PyTuple::new(py, xs.iter().copied())?)?,
+                Field::Day => out.set_item(name, self.day.bind(py))?,
+            }
+        }
         Ok(out)
     }
 
     /// `orjson.dumps(self.to_json())`: the same keys, numbers orjson reads back to the same bits.
     fn dumps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let mut out = Vec::with_capacity(1024);
-        out.extend_from_slice(b"{\"atr\":");
-        put_option(&mut out, self.atr);
-        out.extend_from_slice(b",\"bars\":");
-        put_long(&mut out, self.bars as i64);
-        out.extend_from_slice(b",\"closes\":");
-        put_floats(&mut out, self.closes.iter());
-        out.extend_from_slice(b",\"day\":");
-        put_string(&mut out, self.day.bind(py).to_str()?);
-        out.extend_from_slice(b",\"day_amount\":");
-        put_float(&mut out, self.day_amount);
-        out.extend_from_slice(b",\"day_volume\":");
-        put_long(&mut out, self.day_volume);
-        out.extend_from_slice(b",\"ema\":[");
-        put_option(&mut out, self.ema[0]);
-        out.push(b',');
-        put_option(&mut out, self.ema[1]);
-        out.extend_from_slice(b"],\"highs\":");
-        put_floats(&mut out, self.highs.iter());
-        out.extend_from_slice(b",\"kdj_d\":");
-        put_float(&mut out, self.kdj_d);
-        out.extend_from_slice(b",\"kdj_k\":");
-        put_float(&mut out, self.kdj_k);
-        out.extend_from_slice(b",\"lows\":");
-        put_floats(&mut out, self.lows.iter());
-        out.extend_from_slice(b",\"ma_sum\":");
-        put_floats(&mut out, self.ma_sum.iter());
-        out.extend_from_slice(b",\"macd_fast\":");
-        put_option(&mut out, self.macd_fast);
-        out.extend_from_slice(b",\"macd_signal\":");
-        put_option(&mut out, self.macd_signal);
-        out.extend_from_slice(b",\"macd_slow\":");
-        put_option(&mut out, self.macd_slow);
-        out.extend_from_slice(b",\"prev_close\":");
-        put_float(&mut out, self.prev_close);
-        out.extend_from_slice(b",\"rsi_gain\":");
-        put_floats(&mut out, self.rsi_gain.iter());
-        out.extend_from_slice(b",\"rsi_loss\":");
-        put_floats(&mut out, self.rsi_loss.iter());
-        out.extend_from_slice(b",\"signal_sum\":");
-        put_float(&mut out, self.signal_sum);
-        out.extend_from_slice(b",\"tr_sum\":");
-        put_float(&mut out, self.tr_sum);
+        for (i, (name, field)) in self.fields().into_iter().enumerate() {
+            out.push(if i == 0 { b'{' } else { b',' });
+            out.push(b'"'); // the names are plain ASCII: nothing to escape
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            match field {
+                Field::Float(x) => put_float(&mut out, x),
+                Field::Maybe(x) => put_option(&mut out, x),
+                Field::Int(n) => put_long(&mut out, n),
+                Field::Window(xs) => put_floats(&mut out, xs.iter().copied().map(Some)),
+                Field::Floats(xs) => put_floats(&mut out, xs.iter().copied().map(Some)),
+                Field::Maybes(xs) => put_floats(&mut out, xs.iter().copied()),
+                Field::Day => put_string(&mut out, self.day.bind(py).to_str()?),
+            }
+        }
         out.push(b'}');
         Ok(PyBytes::new(py, &out))
     }
@@ -620,14 +577,14 @@ impl IndicatorState {
             highs: window_from(data, "highs", KDJ_N - 1)?,
             lows: window_from(data, "lows", KDJ_N - 1)?,
             prev_close: required(data, "prev_close")?.extract()?,
-            ma_sum: fixed_floats(data, "ma_sum")?,
-            ema: fixed_options(data, "ema")?,
+            ma_sum: fixed(data, "ma_sum")?,
+            ema: fixed(data, "ema")?,
             macd_fast: required(data, "macd_fast")?.extract()?,
             macd_slow: required(data, "macd_slow")?.extract()?,
             signal_sum: required(data, "signal_sum")?.extract()?,
             macd_signal: required(data, "macd_signal")?.extract()?,
-            rsi_gain: fixed_floats(data, "rsi_gain")?,
-            rsi_loss: fixed_floats(data, "rsi_loss")?,
+            rsi_gain: fixed(data, "rsi_gain")?,
+            rsi_loss: fixed(data, "rsi_loss")?,
             kdj_k: required(data, "kdj_k")?.extract()?,
             kdj_d: required(data, "kdj_d")?.extract()?,
             tr_sum: required(data, "tr_sum")?.extract()?,
@@ -640,7 +597,46 @@ impl IndicatorState {
     }
 }
 
+/// One value of the stored state, as `to_json` and `dumps` write it.
+enum Field<'a> {
+    Float(f64),
+    Maybe(Option<f64>),
+    Int(i64),
+    /// a window: a list
+    Window(&'a VecDeque<f64>),
+    /// a fixed group: a tuple (a JSON array)
+    Floats(&'a [f64]),
+    Maybes(&'a [Option<f64>]),
+    Day,
+}
+
 impl IndicatorState {
+    /// The stored state's fields, in the Python class's `__slots__` order.
+    fn fields(&self) -> [(&'static str, Field<'_>); 20] {
+        [
+            ("atr", Field::Maybe(self.atr)),
+            ("bars", Field::Int(self.bars as i64)),
+            ("closes", Field::Window(&self.closes)),
+            ("day", Field::Day),
+            ("day_amount", Field::Float(self.day_amount)),
+            ("day_volume", Field::Int(self.day_volume)),
+            ("ema", Field::Maybes(&self.ema)),
+            ("highs", Field::Window(&self.highs)),
+            ("kdj_d", Field::Float(self.kdj_d)),
+            ("kdj_k", Field::Float(self.kdj_k)),
+            ("lows", Field::Window(&self.lows)),
+            ("ma_sum", Field::Floats(&self.ma_sum)),
+            ("macd_fast", Field::Maybe(self.macd_fast)),
+            ("macd_signal", Field::Maybe(self.macd_signal)),
+            ("macd_slow", Field::Maybe(self.macd_slow)),
+            ("prev_close", Field::Float(self.prev_close)),
+            ("rsi_gain", Field::Floats(&self.rsi_gain)),
+            ("rsi_loss", Field::Floats(&self.rsi_loss)),
+            ("signal_sum", Field::Float(self.signal_sum)),
+            ("tr_sum", Field::Float(self.tr_sum)),
+        ]
+    }
+
     /// A restored state whose windows fit its bar count (else the arithmetic would index past them).
     fn checked(self) -> PyResult<Self> {
         let expected = self.bars.min(WINDOW);
