@@ -358,7 +358,7 @@ fn exact_bytes<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, P
 }
 
 /// `value` as an i64, only when it is exactly an `int` (not a bool) that fits.
-fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
+pub(crate) fn exact_int(value: &Bound<'_, PyAny>) -> Option<i64> {
     if !value.is_exact_instance_of::<PyInt>() {
         return None;
     }
@@ -915,7 +915,7 @@ impl QuoteParser {
 }
 
 /// `value` as a bool, only when it is exactly a `bool`.
-fn exact_bool(value: &Bound<'_, PyAny>) -> Option<bool> {
+pub(crate) fn exact_bool(value: &Bound<'_, PyAny>) -> Option<bool> {
     value.cast_exact::<PyBool>().ok().map(|b| b.is_true())
 }
 

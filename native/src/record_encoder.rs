@@ -14,9 +14,10 @@
 
 use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::avro::{put_bool, put_double, put_long, put_str};
+use crate::{exact_bool, exact_int};
 
 /// How one value is written.
 enum Kind {
@@ -164,11 +165,9 @@ fn expected(what: &str, value: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("expected {what}, got {got}"))
 }
 
-fn exact_long(value: &Bound<'_, PyAny>) -> PyResult<i64> {
-    if !value.is_exact_instance_of::<PyInt>() {
-        return Err(expected("an int", value));
-    }
-    value.extract()
+/// An Avro long's value: exactly an `int` (not a bool) in 64 bits.
+fn long_of(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    exact_int(value).ok_or_else(|| expected("an int of 64 bits", value))
 }
 
 fn write(py: Python<'_>, kind: &Kind, value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
@@ -184,12 +183,12 @@ fn write(py: Python<'_>, kind: &Kind, value: &Bound<'_, PyAny>, out: &mut Vec<u8
             }
             out.extend_from_slice(&y.to_le_bytes());
         }
-        Kind::Boolean => match value.cast_exact::<PyBool>() {
-            Ok(b) => put_bool(out, b.is_true()),
-            Err(_) => return Err(expected("a bool", value)),
-        },
+        Kind::Boolean => put_bool(
+            out,
+            exact_bool(value).ok_or_else(|| expected("a bool", value))?,
+        ),
         Kind::Int => {
-            let n = exact_long(value)?;
+            let n = long_of(value)?;
             if i32::try_from(n).is_err() {
                 return Err(PyOverflowError::new_err(format!(
                     "{n} is out of range for an Avro int"
@@ -197,7 +196,7 @@ fn write(py: Python<'_>, kind: &Kind, value: &Bound<'_, PyAny>, out: &mut Vec<u8
             }
             put_long(out, n);
         }
-        Kind::Long => put_long(out, exact_long(value)?),
+        Kind::Long => put_long(out, long_of(value)?),
         Kind::Str => {
             if !value.is_exact_instance_of::<PyString>() {
                 return Err(expected("a str", value));
@@ -253,7 +252,8 @@ fn double_of(value: &Bound<'_, PyAny>) -> PyResult<f64> {
     if let Ok(x) = value.cast::<PyFloat>() {
         return Ok(x.value());
     }
-    Ok(exact_long(value).map_err(|_| expected("a float", value))? as f64)
+    let n = exact_int(value).ok_or_else(|| expected("a float", value))?;
+    Ok(n as f64)
 }
 
 fn write_items<'py>(
