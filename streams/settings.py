@@ -55,6 +55,15 @@ class StreamsSettings(CommonSettings):
         "follow once the input is caught up or this many ticks wait for them; 0: every batch "
         "is finished before the next is parsed (docs/architecture.md, 'Quotes first')",
     )
+    quotes_first_batch: int = Field(
+        250,
+        ge=0,
+        validation_alias=_env("quotes_first_batch"),
+        description="a batch of at least this many records goes quotes first even when no "
+        "input waits behind it yet: a burst's first fetch (or a backlog's), whose next fetch "
+        "is on its way; a steady feed's batches hold a fetch window's few dozen lines and are "
+        "finished at once, in one produce request; 0: only waiting input decides",
+    )
     quotes_first_hold_ms: float = Field(
         60.0,
         ge=0,

@@ -362,13 +362,18 @@ def runtime(
     latest_interval_s: float = 0.0,
     clock: Any = time.monotonic,
     quotes_first_ticks: int = 10_000,
+    quotes_first_batch: int = 250,
 ) -> StreamsRuntime:
     """A runtime whose batches send their latest quotes themselves, unless
     ``latest_interval_s`` says otherwise."""
     sink = sink if sink is not None else FakeSink()
     outbox = outbox if outbox is not None else FakeOutbox()
     s = settings().model_copy(
-        update={"latest_interval_s": latest_interval_s, "quotes_first_ticks": quotes_first_ticks}
+        update={
+            "latest_interval_s": latest_interval_s,
+            "quotes_first_ticks": quotes_first_ticks,
+            "quotes_first_batch": quotes_first_batch,
+        }
     )
     return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s), clock=clock)  # type: ignore[arg-type]
 
@@ -751,6 +756,30 @@ def test_a_batch_no_input_waits_behind_goes_out_in_one_produce_request() -> None
             await rt.finish_next()
         await rt.drain()
         assert len(outbox.gates) == 5  # the rests of the second and the third
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+@pytest.mark.parametrize(("least", "quotes_first"), [(3, True), (4, False), (0, False)])
+def test_a_batch_as_large_as_a_burst_s_fetch_goes_quotes_first_with_nothing_behind_it(
+    least: int, quotes_first: bool
+) -> None:
+    """A burst's first fetch may be parsed before its next one is handed over: at least
+    ``quotes_first_batch`` records wait for no input to go quotes first (0: off)."""
+
+    async def run() -> None:
+        outbox = GatedOutbox()
+        outbox.open = True
+        rt = runtime(outbox=outbox, quotes_first_batch=least)
+        batch = [record(line, i) for i, line in enumerate(good_lines()[:3])]
+        result = await rt.submit(batch, lambda: None, defer=lambda: False)
+        assert (result is None) is quotes_first
+        assert rt.waiting == (1 if quotes_first else 0)
+        assert len(outbox.gates) == 1  # its quotes alone, or quotes and the rest at once
+        while rt.waiting:
+            await rt.finish_next()
+        await rt.drain()
+        assert len(outbox.gates) == (2 if quotes_first else 1)
 
     asyncio.run(asyncio.wait_for(run(), 10))
 
