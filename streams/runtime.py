@@ -449,17 +449,22 @@ class StreamsRuntime:
         return part
 
     def finish_wait_s(self) -> float:
-        """How much longer the oldest waiting batch may wait for input before the agent
-        finishes it (0: now), ``quotes_first_hold_ms`` after it began to wait.
+        """How much longer the batches waiting may wait for input before the agent
+        finishes the oldest (0: now): ``quotes_first_hold_ms`` after the newest
+        began to wait, i.e. once no batch came for that long.
 
         Between two fetches of a burst no input waits for a moment; a slice of
         the batches before (~15 ms) taken then delayed every line of the next
         fetch by as much (docs/benchmarks.md, "A burst's fetches and quotes
-        first, held").
+        first, held"). Counted from the newest batch, the hold lasts as long as
+        the burst: its statistics, candles and Redis writes come once its
+        fetches stopped, not beside the gateway's and the client's last quotes
+        (counted from the oldest, slices began ~60 ms into a ~130 ms burst:
+        docs/benchmarks.md, "The hold counted from the newest batch").
         """
         if not self._pending:
             return 0.0
-        due = self._pending[0].waiting_since + self.settings.quotes_first_hold_ms / 1000
+        due = self._pending[-1].waiting_since + self.settings.quotes_first_hold_ms / 1000
         return max(0.0, due - self._clock())
 
     @property

@@ -68,11 +68,11 @@ class StreamsSettings(CommonSettings):
         60.0,
         ge=0,
         validation_alias=_env("quotes_first_hold_ms"),
-        description="a batch whose rest waits (HQ_STREAMS_QUOTES_FIRST_TICKS) is finished once "
-        "no input waits and it has waited this long, or input stays away until then: a burst's "
-        "next fetch (the broker answers it in a window) is parsed before the rest of the "
-        "batches before it, not after one of their slices; 0: finished as soon as no input "
-        "waits",
+        description="the batches whose rest waits (HQ_STREAMS_QUOTES_FIRST_TICKS) are finished "
+        "once no input waits and no batch came for this long: a burst's next fetch (the broker "
+        "answers it in a window) is parsed before the rest of the batches before it, not after "
+        "one of their slices, and their rest follows the burst's last fetch; 0: finished as "
+        "soon as no input waits",
     )
     fetch_interval_ms: float = Field(
         15.0,

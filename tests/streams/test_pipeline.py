@@ -784,9 +784,10 @@ def test_a_batch_as_large_as_a_burst_s_fetch_goes_quotes_first_with_nothing_behi
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
-def test_a_waiting_batch_is_held_for_input_until_its_hold_is_over() -> None:
-    """A burst's next fetch comes a window after the last: the oldest waiting batch may
-    wait ``quotes_first_hold_ms`` (from when it began to wait) for it, then is due."""
+def test_the_batches_waiting_are_held_until_no_batch_came_for_the_hold() -> None:
+    """A burst's next fetch comes a window after the last: the batches waiting wait
+    ``quotes_first_hold_ms`` after the newest began to wait, so their rest follows the
+    burst's last fetch, not the first's hold."""
 
     async def run() -> None:
         now = [100.0]
@@ -798,12 +799,13 @@ def test_a_waiting_batch_is_held_for_input_until_its_hold_is_over() -> None:
         assert rt.finish_wait_s() == pytest.approx(hold)
         now[0] += hold / 2
         await rt.submit(second, lambda: None, defer=lambda: False)  # waits behind it
-        assert rt.finish_wait_s() == pytest.approx(hold / 2)  # the oldest's hold counts
-        now[0] += hold
+        assert rt.finish_wait_s() == pytest.approx(hold)  # the hold starts again
+        now[0] += hold / 2  # the first has waited its hold: still held for the second
+        assert rt.finish_wait_s() == pytest.approx(hold / 2)
+        now[0] += hold / 2
         assert rt.finish_wait_s() == 0.0
         await rt.finish_next()
-        # the next oldest began to wait half a hold later: its hold is over now too
-        assert rt.waiting == 1 and rt.finish_wait_s() == 0.0
+        assert rt.waiting == 1 and rt.finish_wait_s() == 0.0  # the rest goes on
         rt.settings = rt.settings.model_copy(update={"quotes_first_hold_ms": 0.0})
         assert rt.finish_wait_s() == 0.0
         await rt.finish_next()
