@@ -8,10 +8,11 @@ import math
 import os
 import time
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from hqstream.bench.e2e import CoreShares, Latencies
+from hqstream.bench.e2e import DEFER_BYTES, HELD_S, CoreShares, Latencies, _Client
 from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from streams.metrics import GC_PAUSE
@@ -27,6 +28,46 @@ def test_the_worst_second_is_the_one_with_the_highest_p99() -> None:
             got.second.append(sec)
     at, p99 = got.worst_second()
     assert (at, p99) == (41, 300.0 + 198)
+
+
+def _quotes(n: int, receive_ts: int) -> bytes:
+    quote = {"receive_ts": receive_ts, "process_ts": receive_ts + 5, "exchange_ts": 1_000}
+    return orjson.dumps({"type": "quotes", "data": [quote] * n})
+
+
+def test_a_burst_s_messages_are_measured_when_they_came_not_when_decoded() -> None:
+    """A large message waits, with its stamp, until the socket is quiet; a small one
+    (a steady feed's) and any message of ``inline`` are decoded at once."""
+    got = Latencies()
+    client = _Client(got, inline=False)
+    assert len(_quotes(2_000, 0)) >= DEFER_BYTES > len(_quotes(3, 0))
+    client.take(_quotes(2_000, receive_ts=1_000_000), now_ms=1_000_100.0, second=3)
+    client.take(_quotes(3, receive_ts=1_000_000), now_ms=1_000_110.0, second=3)
+    client.take(orjson.dumps({"type": "stats", "data": {}}), now_ms=1_000_120.0, second=3)
+    assert got.total == [110.0] * 3  # the small one only; the large one is held
+    client.take(_quotes(2_000, receive_ts=1_000_050), now_ms=1_000_130.0, second=4)
+    assert len(got.total) == 3
+    client.decode_held()  # the socket is quiet
+    assert got.total == [110.0] * 3 + [100.0] * 2_000 + [80.0] * 2_000
+    assert got.second == [3] * 2_003 + [4] * 2_000 and got.stage == [5] * 4_003
+    assert not client.held
+
+    inline = Latencies()
+    _Client(inline, inline=True).take(_quotes(2_000, receive_ts=0), now_ms=30.0, second=0)
+    assert inline.total == [30.0] * 2_000
+
+
+def test_a_held_message_is_decoded_once_the_oldest_waited_its_most() -> None:
+    """A socket never quiet (a steady feed of large messages) still has its messages
+    decoded, :data:`HELD_S` after the oldest came."""
+    got = Latencies()
+    client = _Client(got, inline=False)
+    message = _quotes(2_000, receive_ts=0)
+    client.take(message, now_ms=10.0, second=0)
+    client.take(message, now_ms=10.0 + HELD_S * 1000, second=0)
+    assert not got.total and len(client.held) == 2
+    client.take(message, now_ms=11.0 + HELD_S * 1000, second=1)
+    assert len(got.total) == 6_000 and not client.held
 
 
 def test_no_delivery_has_no_worst_second() -> None:
