@@ -164,8 +164,9 @@ class BatchOutbox:
     #: uncompressed bytes per partition batch: a whole fetch's quotes (2,000, ~660 KB of
     #: Avro) in one, so one produce request carries them (aiokafka sends one batch per
     #: partition a request: at 512 KB a burst's fetch went in two, the second ~15-20 ms
-    #: after the first; docs/benchmarks.md, "The hold counted from the newest batch");
-    #: LZ4 makes it ~a third of that, below the topics' 1 MB message limit
+    #: after the first; docs/benchmarks.md, "The hold counted from the newest batch, and a
+    #: fetch in one produce request"); LZ4 makes it ~a third of that, below the topics'
+    #: 1 MB message limit
     MAX_BATCH_BYTES = 960 * 1024
 
     def __init__(self, **kwargs: Any) -> None:

@@ -460,7 +460,8 @@ class StreamsRuntime:
         the burst: its statistics, candles and Redis writes come once its
         fetches stopped, not beside the gateway's and the client's last quotes
         (counted from the oldest, slices began ~60 ms into a ~130 ms burst:
-        docs/benchmarks.md, "The hold counted from the newest batch").
+        docs/benchmarks.md, "The hold counted from the newest batch, and a
+        fetch in one produce request").
         """
         if not self._pending:
             return 0.0

@@ -183,12 +183,12 @@ HELD_S = 1.0
 class _Client:
     """The bench's WebSocket client: stamps each message as it comes, decodes it later.
 
-    Decoding a burst's 1-3 MB message as it came took this client 20-90 ms
+    Decoding a burst's 0.7-2.8 MB message as it came took this client 18-89 ms
     of wall time on two shared cores, and the next message, already in its
     socket, was stamped only after that (docs/benchmarks.md, "The bench's
     client decodes after the burst"): the client's own work, measured as the
     pipeline's latency. Large messages are now held (with their stamps) and
-    decoded once no message came for :data:`QUIET_S` (between bursts), or
+    decoded once no message came for :data:`QUIET_S` (mostly after the burst), or
     :data:`HELD_S` after the oldest came; every quote is still decoded and
     measured. ``inline`` decodes each message as it comes (runs before
     2026-12-06).
