@@ -23,12 +23,14 @@ Loopback only; bounded by ``--seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,6 +222,26 @@ class _Client:
             self.got.add(quote, now_ms, second)
 
 
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """This process's objects left out of its garbage collections while in the block.
+
+    The bench's own heap (the rig, rich, typer, websockets: everything made
+    before the run) is walked by each full collection; on the 2-core machine
+    those came every ~12 s and took the client 34-76 ms (docs/benchmarks.md,
+    "The bench's client freezes its heap"), and a message arriving meanwhile
+    was stamped late. Frozen, a collection walks only what was made since.
+    """
+    frozen_before = gc.get_freeze_count()
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen_before:  # (the bench freezes nothing else)
+            gc.unfreeze()
+
+
 async def _measure(
     port: int,
     seconds: float,
@@ -318,9 +340,10 @@ def e2e_bench(
     decode_inline: Annotated[
         bool,
         typer.Option(
-            help="the client decodes each message as it comes, before it takes the next (runs "
-            "before 2026-12-06); default: a burst's large messages are decoded once the "
-            "socket is quiet, each stamped as it came",
+            help="the client of runs before 2026-12-06: it decodes each message as it comes, "
+            "before it takes the next, and its collections walk the bench's whole heap; "
+            "default: a burst's large messages are decoded once the socket is quiet, each "
+            "stamped as it came, and the heap made before the run is frozen",
         ),
     ] = False,
 ) -> None:
@@ -333,7 +356,8 @@ def e2e_bench(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
         f"({shape}), {workers} stream worker(s) on {partitions} partitions, "
         f"gateway flush {flush} ms, Redis nice {redis_nice}, the client decodes "
-        f"{'each message as it comes' if decode_inline else 'large messages when quiet'}, "
+        f"{'each message as it comes' if decode_inline else 'large messages when quiet'} "
+        f"({'heap not frozen' if decode_inline else 'heap frozen'}), "
         f"{seconds:.0f} s measured; "
         f"machine: {machine()}"
     )
@@ -353,9 +377,10 @@ def e2e_bench(
             )
         gc_before = rig.worker_gc_pauses()
         cores = CoreShares.of(rig.groups(env.pids))
-        got = asyncio.run(
-            _measure(rig.gateway_port, seconds, warmup, interval, cores.start, decode_inline)
-        )
+        with contextlib.nullcontext() if decode_inline else _heap_frozen():
+            got = asyncio.run(
+                _measure(rig.gateway_port, seconds, warmup, interval, cores.start, decode_inline)
+            )
         cores.stop()
         gc = rig.worker_gc_pauses() - gc_before
         total, stage = got.total, got.stage

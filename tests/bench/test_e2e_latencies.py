@@ -12,7 +12,14 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from hqstream.bench.e2e import DEFER_BYTES, HELD_S, CoreShares, Latencies, _Client
+from hqstream.bench.e2e import (
+    DEFER_BYTES,
+    HELD_S,
+    CoreShares,
+    Latencies,
+    _Client,
+    _heap_frozen,
+)
 from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from streams.metrics import GC_PAUSE
@@ -153,3 +160,18 @@ def test_core_shares_are_given_per_snapshot_of_the_feed() -> None:
         "broker",
         "client",
     }
+
+
+def test_the_heap_made_before_the_run_is_left_out_of_the_client_s_collections() -> None:
+    """Frozen in the block, so a full collection does not walk it; after the block,
+    unfrozen (or left frozen, if something had frozen it before: a gateway's app)."""
+    made_before = [[i] for i in range(20_000)]
+    frozen_before = gc.get_freeze_count()
+    with _heap_frozen():
+        assert gc.get_freeze_count() >= frozen_before + len(made_before)
+        gc.collect()  # the oldest generation too: what is frozen stays frozen
+        assert gc.get_freeze_count() >= frozen_before + len(made_before)
+    if frozen_before:
+        assert gc.get_freeze_count() >= frozen_before
+    else:
+        assert gc.get_freeze_count() == 0
