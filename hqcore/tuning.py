@@ -162,7 +162,10 @@ class YoungCollections:
     the burst's own path). Here the automatic threshold is ``backstop`` times
     higher and :meth:`between_batches` collects once ``gen0_threshold``
     objects outlived the batches, when the worker has caught up (nothing
-    fetched waits), or at ``4 x gen0_threshold`` whatever waits (a backlog).
+    fetched waits, and no batch waits for the rest of its work: a burst's
+    parsed batches are young objects, and its next fetch may be a few ms
+    away; docs/benchmarks.md, "Young collections after the burst"), or at
+    ``4 x gen0_threshold`` whatever waits (a backlog).
     """
 
     def __init__(

@@ -246,8 +246,8 @@ def create_app(
                         continue
                     await rt.finish_next()
                     continue
-                if young is not None:  # its pause off a burst's path
-                    young.between_batches(caught_up=not len(runs))
+                if young is not None:  # its pause off a burst's path: not while batches wait
+                    young.between_batches(caught_up=not len(runs) and not rt.waiting)
                 batch = await runs.batch(settings.batch_max, settings.batch_within_s)
                 live = live_runs(app, batch)
                 if live:

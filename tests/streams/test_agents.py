@@ -29,6 +29,7 @@ from hqstream.local_runner import create_topics
 from producers.sample_feed import generate, session_start_ms
 from schemas import redis_keys as rk
 from schemas.topics import topic_specs
+from streams import app as app_module
 from streams import runtime as runtime_module
 from streams.app import StreamsApp, create_app, live_runs
 from streams.errors import BadRecord
@@ -198,6 +199,41 @@ async def test_agent_does_not_ack_while_redis_is_unreachable(
         await asyncio.sleep(1.0)
         assert consumer_acked == []
     await sink.close()
+
+
+async def test_young_objects_are_not_collected_while_a_burst_s_batches_wait(
+    runtime: StreamsRuntime, consumer_acked: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The burst's next fetch is in aiokafka, not in the agent's buffer yet: the batches
+    parsed so far wait for it, and so does the young collection (a collection would
+    walk their objects, on the burst's path); once they are finished, it may come."""
+    ahead = [True]  # aiokafka fetched records it has not handed over
+    monkeypatch.setattr(FastConsumer, "fetched_ahead", lambda self, topic: ahead[0])
+    asked: list[tuple[bool, int]] = []  # (caught up, batches waiting) at each ask
+
+    class Recording:
+        def __init__(self, gen0_threshold: int) -> None:
+            pass
+
+        def between_batches(self, caught_up: bool) -> bool:
+            asked.append((caught_up, runtime.waiting))
+            return False
+
+    monkeypatch.setattr(app_module, "YoungCollections", Recording)
+    lines, _ = generate(40, 2, seed=5)
+    built = create_app(runtime.settings, worker_id="unit", runtime=runtime)
+    async with built.agent.test_context():
+        built.app.flow_control.resume()
+        await _deliver(built, lines[:40])  # the burst's first fetches
+        await eventually(
+            lambda: not len(built.runs) and any(waiting for _, waiting in asked),
+            "the agent asked while batches waited",
+        )
+        ahead[0] = False
+        await _deliver(built, lines[40:])  # its last fetch
+        await eventually(lambda: len(consumer_acked) == len(lines), "every record acked")
+        await eventually(lambda: asked[-1] == (True, 0), "asked once the batches were finished")
+    assert not [ask for ask in asked if ask[0] and ask[1]]  # never "caught up" while they wait
 
 
 def _records(lines: list[Any], partition_of: Any = None) -> list[RawRecord]:
