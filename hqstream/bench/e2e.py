@@ -17,6 +17,13 @@ on two cores a burst's last quote waits for the CPU of them all.
 The vendor sends each snapshot as a burst, so ``--stocks``/``--interval``
 choose the burst size at a given average rate (5,000 / 3 s = 1,667 ticks/s);
 ``--spread`` sends the same lines as a steady stream at that rate instead.
+For bursts, each burst's slowest quote is shown too (median and max over the
+run): a run's p99 is set by its worst few bursts, the median by the typical one.
+``--compare REF`` runs another git ref's pipeline (in a temporary worktree,
+with this client) and this checkout's, ``--rounds`` runs each, alternating,
+and prints every run and each side's medians with their ratio: a shared
+host's speed moves between runs (the pipeline's CPU per burst by up to 1.4x
+at the same calibration), so one run of each side tells little.
 Loopback only; bounded by ``--seconds``.
 """
 
@@ -27,6 +34,7 @@ import contextlib
 import functools
 import gc
 import os
+import statistics
 import tempfile
 import time
 from collections import deque
@@ -43,9 +51,10 @@ from rich.console import Console
 from rich.live import Live
 
 from api.settings import GatewaySettings
-from hqstream.bench.common import bench_env, calibration_row, machine
-from hqstream.bench.pipeline_rig import pipeline, pipeline_rows
+from hqstream.bench.common import bench_env, machine, measure_calibration_s
+from hqstream.bench.pipeline_rig import GcPauses, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
+from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
 from hqstream.local_runner import REDIS_NICE, local_partitions
 
 console = Console()
@@ -58,6 +67,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+#: quotes read by the receiver further apart than this belong to different bursts
+BURST_GAP_MS = 1000.0
+
+
 @dataclass
 class Latencies:
     """What a run measured, in ms: receive -> delivery, receive -> normalized, and each
@@ -66,6 +79,7 @@ class Latencies:
     total: list[float] = field(default_factory=list)
     stage: list[float] = field(default_factory=list)
     second: list[int] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)  # each quote's receive_ts, epoch ms
     started_at: float = 0.0  # wall clock (epoch s) of the measurement's second 0
     #: receive -> delivery of the ticks of each exchange minute's first snapshot
     #: (stamped within ``opening_ms`` of the minute): every one closes its stock's
@@ -75,10 +89,12 @@ class Latencies:
 
     def add(self, quote: dict[str, Any], now_ms: float, second: int) -> None:
         """A quote delivered at ``now_ms`` (epoch ms), in the measurement's ``second``."""
-        total = now_ms - quote["receive_ts"]
+        received = quote["receive_ts"]
+        total = now_ms - received
         self.total.append(total)
-        self.stage.append(quote["process_ts"] - quote["receive_ts"])
+        self.stage.append(quote["process_ts"] - received)
         self.second.append(second)
+        self.received.append(received)
         if quote["exchange_ts"] % 60_000 < self.opening_ms:
             self.minute_first.append(total)
 
@@ -101,6 +117,24 @@ class Latencies:
                 f"{max(total):.1f},{_pct(stage, 0.5):.1f},{_pct(stage, 0.99):.1f}"
             )
         return "\n".join(lines) + "\n"
+
+    def burst_maxes(self, gap_ms: float = BURST_GAP_MS) -> list[float]:
+        """Each burst's slowest quote (receive -> delivery), in the order of the bursts.
+
+        A burst is the quotes the receiver read with no gap over ``gap_ms``
+        between two (the vendor's bursts come every 3 s and last ~0.1 s; a
+        steady feed is one burst). The median of these is a run's typical
+        burst; its p99 is set by the run's worst few bursts.
+        """
+        maxes: list[float] = []
+        last = float("-inf")
+        for received, total in sorted(zip(self.received, self.total, strict=True)):
+            if received - last > gap_ms:
+                maxes.append(total)
+            else:
+                maxes[-1] = max(maxes[-1], total)
+            last = received
+        return maxes
 
     def worst_second(self) -> tuple[int, float]:
         """(the second, its p99) of the measured second whose receive -> delivery p99 is
@@ -346,8 +380,19 @@ def e2e_bench(
             "stamped as it came, and the heap made before the run is frozen",
         ),
     ] = False,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="another git ref, run the same way in a temporary worktree: --rounds runs "
+            "of each, alternating, then a table of both sides (the client is this checkout's)"
+        ),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="with --compare: runs of each side, alternating")
+    ] = 3,
 ) -> None:
-    """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99."""
+    """Whole-pipeline latency: receiver stamp -> WebSocket delivery, p50/p99 (with
+    --compare REF: another ref's pipeline and this one's, alternating)."""
     rate = stocks / interval
     shape = "steady, --spread" if spread else "bursts"
     flush = flush_ms or GatewaySettings().flush_interval_ms  # the environment's, as the gateway's
@@ -361,15 +406,94 @@ def e2e_bench(
         f"{seconds:.0f} s measured; "
         f"machine: {machine()}"
     )
+    run = functools.partial(
+        _run,
+        feed=(stocks, interval, spread),
+        seconds=seconds,
+        warmup=warmup,
+        workers=workers,
+        flush_ms=flush_ms,
+        partitions=partitions,
+        broker_warmup=broker_warmup,
+        redis_nice=redis_nice,
+        decode_inline=decode_inline,
+    )
+    if compare is None:
+        got = run(code=None)
+        _report(got, per_second)
+        if not got.latencies.total:
+            raise typer.Exit(1)
+        return
+    with ref_checkout(compare) as ref:
+        if drift := dependency_drift(ref.commit):
+            console.print(
+                f"[yellow]{ref.label} declares other dependencies ({', '.join(drift)}); "
+                "it runs on this checkout's packages[/]"
+            )
+        sides = [(ref.label, ref.path), (head_label(), None)]
+        console.print(f"comparing {ref.label}, checked out in {ref.path}, with {sides[1][0]}")
+        runs: list[tuple[str, int, E2eRun]] = []
+        for round_no in range(1, rounds + 1):
+            order = sides if round_no % 2 else sides[::-1]  # neither side always first
+            for label, code in order:
+                console.rule(f"round {round_no}/{rounds}: {label}")
+                got = run(code=code)
+                _report(got, _csv_of(per_second, label == sides[0][0], round_no))
+                runs.append((label, round_no, got))
+    _report_compare([label for label, _ in sides], runs, spread)
+
+
+def _csv_of(per_second: Path | None, ref: bool, round_no: int) -> Path | None:
+    """A compared run's per-second CSV: ``NAME-ref-1.csv``, ``NAME-this-1.csv``, ..."""
+    if per_second is None:
+        return None
+    side = "ref" if ref else "this"
+    return per_second.with_name(f"{per_second.stem}-{side}-{round_no}{per_second.suffix}")
+
+
+@dataclass
+class E2eRun:
+    """One run's figures: the latencies, the workers' GC pauses, each process's CPU."""
+
+    latencies: Latencies
+    gc: GcPauses
+    cores: CoreShares
+    snapshots: float  # feed periods measured (one burst, or 3 s of a steady feed, each)
+    calibration_s: float
+
+    def pipeline_cpu_ms(self) -> float:
+        """The pipeline's CPU per snapshot (receiver, workers, gateway, broker, Redis)."""
+        used = self.cores.used
+        return sum(used[name][0] for name in pipeline_rows(used)) / self.snapshots
+
+
+def _run(
+    code: Path | None,
+    *,
+    feed: tuple[int, float, bool],
+    seconds: float,
+    warmup: float,
+    workers: int,
+    flush_ms: int | None,
+    partitions: int,
+    broker_warmup: float,
+    redis_nice: int,
+    decode_inline: bool,
+) -> E2eRun:
+    """A fresh broker, Redis and pipeline (this checkout's code, or ``code``'s) fed
+    ``feed`` (stocks, interval, spread); measured by this client."""
+    stocks, interval, _ = feed
     with (
         bench_env(need_redis=True, redis_nice=redis_nice) as env,
         tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
-        pipeline(env, Path(tmp), workers=workers, flush_ms=flush_ms, partitions=partitions) as rig,
+        pipeline(
+            env, Path(tmp), workers=workers, flush_ms=flush_ms, code=code, partitions=partitions
+        ) as rig,
     ):
         broker = env.pids.get("broker")
-        rig.warm_broker(broker, "bench e2e", (stocks, interval, spread), broker_warmup)
+        rig.warm_broker(broker, "bench e2e", feed, broker_warmup)
         lines_before = rig.lines_received()
-        rig.feed(stocks, interval, spread)
+        rig.feed(*feed)
         with console.status("bench e2e: waiting for the feed") as status:
             # a whole snapshot through the receiver, then the warm-up and the measured time
             rig.wait_for_feed(
@@ -383,9 +507,14 @@ def e2e_bench(
             )
         cores.stop()
         gc = rig.worker_gc_pauses() - gc_before
-        total, stage = got.total, got.stage
         if dead := rig.dead():
             raise RuntimeError(f"components died during the run: {dead}")
+    return E2eRun(got, gc, cores, seconds / interval, measure_calibration_s())
+
+
+def _report(run: E2eRun, per_second: Path | None) -> None:
+    got = run.latencies
+    total, stage = got.total, got.stage
     console.print()
     console.print("| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|")
     for label, values in (
@@ -398,6 +527,12 @@ def e2e_bench(
         )
     at, worst = got.worst_second()
     console.print(f"| receive -> WebSocket delivery, worst second (at {at} s) | | {worst:.1f} | |")
+    bursts = got.burst_maxes()
+    if len(bursts) > 1:  # (a steady feed is one "burst")
+        console.print(
+            f"| each burst's slowest quote, {len(bursts)} bursts | {_pct(bursts, 0.5):.1f} "
+            f"| | {max(bursts):.1f} |"
+        )
     opening = got.minute_first
     if opening:  # (receive -> WebSocket delivery)
         console.print(
@@ -408,13 +543,49 @@ def e2e_bench(
         console.print("| a minute's first snapshot | none: ~60 s into a run | | |")
     console.print(f"| quotes measured | {len(total):,} | | |")
     console.print(
-        f"| stream workers' GC pauses, warm-up included: {gc.describe()} | | | |", soft_wrap=True
+        f"| stream workers' GC pauses, warm-up included: {run.gc.describe()} | | | |",
+        soft_wrap=True,
     )
-    console.print(calibration_row(4))
+    console.print(
+        f"| calibration: 10 M-addition Python loop, this run | {run.calibration_s:.2f} s | | |"
+    )
     console.print()
-    console.print(cores.table(seconds / interval), soft_wrap=True)
+    console.print(run.cores.table(run.snapshots), soft_wrap=True)
     if per_second is not None:
         per_second.write_text(got.per_second_csv())
         console.print(f"each second's figures: {per_second}")
-    if not total:
-        raise typer.Exit(1)
+
+
+def _report_compare(labels: list[str], runs: list[tuple[str, int, E2eRun]], spread: bool) -> None:
+    """Every run of both sides, then each side's medians and this side's ratio to the ref's."""
+    console.print()
+    head = "| side | round | p50 ms | p99 ms | "
+    head += "" if spread else "burst's slowest quote, median ms | "
+    head += "pipeline CPU, ms per snapshot | calibration s |"
+    console.print(head, soft_wrap=True)
+    console.print("|---" * (head.count("|") - 1) + "|")
+    medians: dict[str, list[float]] = {}
+    for label in labels:
+        mine = [(round_no, _figures(run, spread)) for side, round_no, run in runs if side == label]
+        for round_no, figures in mine:
+            console.print(_compare_row(label, str(round_no), figures), soft_wrap=True)
+        columns = zip(*(figures for _, figures in mine), strict=True)
+        medians[label] = [statistics.median(column) for column in columns]
+        console.print(_compare_row(f"**{label}**", "median", medians[label]), soft_wrap=True)
+    ref, this = (medians[label] for label in labels)
+    ratios = [f"{b / a:.2f}x" if a else "-" for a, b in zip(ref, this, strict=True)]
+    console.print(f"| this / ref, medians | | {' | '.join(ratios)} |", soft_wrap=True)
+
+
+def _figures(run: E2eRun, spread: bool) -> list[float]:
+    total = run.latencies.total
+    figures = [_pct(total, 0.5), _pct(total, 0.99)]
+    if not spread:
+        figures.append(_pct(run.latencies.burst_maxes(), 0.5))
+    return [*figures, run.pipeline_cpu_ms(), run.calibration_s]
+
+
+def _compare_row(label: str, round_no: str, figures: list[float]) -> str:
+    *latencies, cpu, calibration = figures
+    cells = [f"{x:.1f}" for x in latencies] + [f"{cpu:,.0f}", f"{calibration:.2f}"]
+    return f"| {label} | {round_no} | {' | '.join(cells)} |"

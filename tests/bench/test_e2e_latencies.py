@@ -7,18 +7,23 @@ import gc
 import math
 import os
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from hqstream.bench import e2e
 from hqstream.bench.e2e import (
     DEFER_BYTES,
     HELD_S,
     CoreShares,
+    E2eRun,
     Latencies,
     _Client,
+    _csv_of,
     _heap_frozen,
+    _report_compare,
 )
 from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
@@ -175,3 +180,60 @@ def test_the_heap_made_before_the_run_is_left_out_of_the_client_s_collections() 
         assert gc.get_freeze_count() >= frozen_before
     else:
         assert gc.get_freeze_count() == 0
+
+
+def _quote(received: float) -> dict[str, float]:
+    return {"receive_ts": received, "process_ts": received + 5, "exchange_ts": 1_000}
+
+
+def test_each_burst_s_slowest_quote_groups_the_quotes_by_when_they_were_read() -> None:
+    got = Latencies()
+    for burst, slowest in enumerate((120.0, 180.0, 130.0)):
+        start = 1_000_000.0 + 3000 * burst
+        for i in range(100):  # read over ~100 ms, delivered in order, the last slowest
+            got.add(_quote(start + i), start + i + 20 + (slowest - 20) * i / 99, 0)
+    assert got.burst_maxes() == pytest.approx([120.0, 180.0, 130.0])
+    steady = Latencies()
+    for i in range(300):  # a quote every 10 ms: one "burst"
+        steady.add(_quote(1_000_000.0 + 10 * i), 1_000_000.0 + 10 * i + 15 + i % 3, 0)
+    assert steady.burst_maxes() == [17.0]
+
+
+def _run_of(p99_ms: float, cpu_ms: float, calibration_s: float) -> E2eRun:
+    """A run of two bursts: 99 quotes at 100 ms, one at ``p99_ms``; ``cpu_ms`` per burst."""
+    got = Latencies()
+    for burst in range(2):
+        for i in range(100):
+            received = 1_000_000.0 + 3000 * burst + i
+            got.add(_quote(received), received + (p99_ms if i == 99 else 100.0), 0)
+    cores = CoreShares({})
+    cores.used = {"streams-0": (cpu_ms, 0.0), "broker": (cpu_ms, 0.0), "client": (99.0, 0.0)}
+    return E2eRun(got, GcPauses(), cores, 2.0, calibration_s)
+
+
+def test_a_comparison_shows_every_run_and_each_side_s_medians_with_their_ratio() -> None:
+    runs = [
+        ("ref", 1, _run_of(200.0, 100.0, 0.25)),
+        ("this", 1, _run_of(150.0, 80.0, 0.25)),
+        ("this", 2, _run_of(170.0, 90.0, 0.27)),
+        ("ref", 2, _run_of(220.0, 110.0, 0.27)),
+    ]
+    with e2e.console.capture() as captured:
+        _report_compare(["ref", "this"], runs, spread=False)
+    lines = [line for line in captured.get().splitlines() if line.startswith("|")]
+    assert lines[0] == (
+        "| side | round | p50 ms | p99 ms | burst's slowest quote, median ms | "
+        "pipeline CPU, ms per snapshot | calibration s |"
+    )
+    # each burst's CPU counts the pipeline's processes only (the client apart)
+    assert lines[2] == "| ref | 1 | 100.0 | 200.0 | 200.0 | 100 | 0.25 |"
+    assert lines[4] == "| **ref** | median | 100.0 | 210.0 | 210.0 | 105 | 0.26 |"
+    assert lines[7] == "| **this** | median | 100.0 | 160.0 | 160.0 | 85 | 0.26 |"
+    assert lines[8] == "| this / ref, medians | | 1.00x | 0.76x | 0.76x | 0.81x | 1.00x |"
+
+
+def test_a_compared_run_s_figures_go_to_a_file_of_its_own() -> None:
+    assert _csv_of(None, ref=True, round_no=1) is None
+    base = Path("/tmp/runs/e2e.csv")
+    assert _csv_of(base, ref=True, round_no=2) == Path("/tmp/runs/e2e-ref-2.csv")
+    assert _csv_of(base, ref=False, round_no=1) == Path("/tmp/runs/e2e-this-1.csv")
