@@ -263,8 +263,9 @@ def _heap_frozen() -> Iterator[None]:
     The bench's own heap (the rig, rich, typer, websockets: everything made
     before the run) is walked by each full collection; on the 2-core machine
     those came every ~12 s and took the client 34-76 ms (docs/benchmarks.md,
-    "The bench's client freezes its heap"), and a message arriving meanwhile
-    was stamped late. Frozen, a collection walks only what was made since.
+    "Young collections after the burst, and the client's heap frozen"), and a
+    message arriving meanwhile was stamped late. Frozen, a collection walks
+    only what was made since.
     """
     frozen_before = gc.get_freeze_count()
     gc.collect()
@@ -513,6 +514,8 @@ def _run(
 
 
 def _report(run: E2eRun, per_second: Path | None) -> None:
+    """A run's tables: latencies, the workers' GC pauses, the calibration, each process's
+    CPU; its per-second figures written to ``per_second``."""
     got = run.latencies
     total, stage = got.total, got.stage
     console.print()
