@@ -47,7 +47,7 @@ from rich.live import Live
 from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import Pipeline, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import cpu_s, group_cpu_s
-from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
+from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
 from hqstream.local_runner import local_partitions
 
 console = Console()
@@ -264,11 +264,8 @@ def cost_bench(
         sides: list[Side] = []
         if compare:
             ref = stack.enter_context(ref_checkout(compare))
-            if drift := dependency_drift(ref.commit):
-                console.print(
-                    f"[yellow]{ref.label} declares other dependencies ({', '.join(drift)}); "
-                    "it runs on this checkout's packages[/]"
-                )
+            if warning := drift_warning(ref):
+                console.print(f"[yellow]{warning}[/]")
             console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
             on, (n_ref, n_this) = indicators == "on", (counts * 2)[:2]
             ref_label, this_label = ref.label, this

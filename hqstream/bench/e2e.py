@@ -54,7 +54,7 @@ from api.settings import GatewaySettings
 from hqstream.bench.common import bench_env, machine, measure_calibration_s
 from hqstream.bench.pipeline_rig import GcPauses, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
-from hqstream.bench.ref_code import dependency_drift, head_label, ref_checkout
+from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
 from hqstream.local_runner import REDIS_NICE, local_partitions
 
 console = Console()
@@ -426,11 +426,8 @@ def e2e_bench(
             raise typer.Exit(1)
         return
     with ref_checkout(compare) as ref:
-        if drift := dependency_drift(ref.commit):
-            console.print(
-                f"[yellow]{ref.label} declares other dependencies ({', '.join(drift)}); "
-                "it runs on this checkout's packages[/]"
-            )
+        if warning := drift_warning(ref):
+            console.print(f"[yellow]{warning}[/]")
         sides = [(ref.label, ref.path), (head_label(), None)]
         console.print(f"comparing {ref.label}, checked out in {ref.path}, with {sides[1][0]}")
         runs: list[tuple[str, int, E2eRun]] = []

@@ -67,6 +67,18 @@ def dependency_drift(commit: str) -> list[str]:
     return sorted(theirs ^ ours)
 
 
+def drift_warning(ref: RefCode) -> str | None:
+    """What to say before running ``ref`` when it declares other dependencies than
+    this checkout (None when it does not)."""
+    drift = dependency_drift(ref.commit)
+    if not drift:
+        return None
+    return (
+        f"{ref.label} declares other dependencies ({', '.join(drift)}); "
+        "it runs on this checkout's packages"
+    )
+
+
 @contextlib.contextmanager
 def ref_checkout(ref: str) -> Iterator[RefCode]:
     """``ref`` checked out (detached) in ``.bench/ref-<commit>``, removed on exit."""

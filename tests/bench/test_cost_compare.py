@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import typer
 
+from hqstream.bench import ref_code
 from hqstream.bench.cost import PHASES, Usage, _report_compare, partition_counts
 from hqstream.bench.pipeline_rig import Pipeline, command_of, keep_logs, minute_closed_after
 from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
-from hqstream.bench.ref_code import REPO, dependency_drift, ref_checkout
+from hqstream.bench.ref_code import REPO, RefCode, dependency_drift, drift_warning, ref_checkout
 from hqstream.local_runner import local_partitions
 from tests.conftest import KafkaEndpoint
 
@@ -45,6 +46,27 @@ def test_unknown_ref_is_refused() -> None:
 
 def test_head_declares_its_own_dependencies() -> None:
     assert dependency_drift(_git("rev-parse", "HEAD")) == []
+    head = _git("rev-parse", "HEAD")
+    assert drift_warning(RefCode("HEAD", head, REPO)) is None
+
+
+def test_a_ref_with_other_dependencies_is_said_to_run_on_this_checkout_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(A clone may be shallow: the ref's pyproject.toml is given, not looked up.)"""
+    theirs = _git("show", "HEAD:pyproject.toml").replace(
+        '"orjson', '"left-pad>=1",\n    "orjson', 1
+    )
+    monkeypatch.setattr(
+        ref_code, "_git", lambda *args: theirs if args[0] == "show" else _git(*args)
+    )
+    head = _git("rev-parse", "HEAD")
+    assert dependency_drift(head) == ["left-pad>=1"]
+    warning = drift_warning(RefCode("old", head, REPO / ".bench" / "old"))
+    assert warning == (
+        f"old ({head[:7]}) declares other dependencies (left-pad>=1); "
+        "it runs on this checkout's packages"
+    )
 
 
 def test_components_import_the_other_checkout(tmp_path: Path) -> None:
