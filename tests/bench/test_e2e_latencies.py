@@ -24,6 +24,7 @@ from hqstream.bench.e2e import (
     _csv_of,
     _heap_frozen,
     _report_compare,
+    permutation_p,
 )
 from hqstream.bench.pipeline_rig import GcPauses, gc_pauses
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
@@ -230,6 +231,19 @@ def test_a_comparison_shows_every_run_and_each_side_s_medians_with_their_ratio()
     assert lines[4] == "| **ref** | median | 100.0 | 210.0 | 210.0 | 105 | 0.26 |"
     assert lines[7] == "| **this** | median | 100.0 | 160.0 | 160.0 | 85 | 0.26 |"
     assert lines[8] == "| this / ref, medians | | 1.00x | 0.76x | 0.76x | 0.81x | 1.00x |"
+    # two runs a side: 6 ways to deal them, 2 as far apart as these (the sides swapped)
+    assert lines[9] == (
+        "| as far apart by chance, p (exact permutation test of the means) | "
+        "| 1.00 | 0.33 | 0.33 | 0.33 | 1.00 |"
+    )
+
+
+def test_the_chance_of_a_difference_is_counted_over_every_deal_of_the_runs() -> None:
+    assert permutation_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(2 / 20)
+    assert permutation_p([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]) == pytest.approx(2 / 70)
+    assert permutation_p([1.0, 5.0, 3.0], [4.0, 2.0, 3.0]) == 1.0  # the same means
+    # sides that overlap (11.5 < 12): 4 of the 20 deals are as far apart (|11 - 13| = 2)
+    assert permutation_p([10.0, 11.0, 12.0], [11.5, 12.5, 15.0]) == pytest.approx(4 / 20)
 
 
 def test_a_compared_run_s_figures_go_to_a_file_of_its_own() -> None:
