@@ -164,8 +164,9 @@ class YoungCollections:
     objects outlived the batches, when the worker has caught up (nothing
     fetched waits, and no batch waits for the rest of its work: a burst's
     parsed batches are young objects, and its next fetch may be a few ms
-    away; docs/benchmarks.md, "Young collections after the burst"), or at
-    ``4 x gen0_threshold`` whatever waits (a backlog).
+    away; docs/benchmarks.md, "Young collections after the burst, and the
+    client's heap frozen"), or at ``4 x gen0_threshold`` whatever waits (a
+    backlog).
     """
 
     def __init__(

@@ -45,8 +45,8 @@ def test_unknown_ref_is_refused() -> None:
 
 
 def test_head_declares_its_own_dependencies() -> None:
-    assert dependency_drift(_git("rev-parse", "HEAD")) == []
     head = _git("rev-parse", "HEAD")
+    assert dependency_drift(head) == []
     assert drift_warning(RefCode("HEAD", head, REPO)) is None
 
 
