@@ -566,20 +566,22 @@ def _report_compare(labels: list[str], runs: list[tuple[str, int, E2eRun]], spre
     console.print(head, soft_wrap=True)
     console.print("|---" * (head.count("|") - 1) + "|")
     columns: dict[str, list[tuple[float, ...]]] = {}  # each figure's values, by side
+    medians: dict[str, list[float]] = {}
     for label in labels:
         mine = [(round_no, _figures(run, spread)) for side, round_no, run in runs if side == label]
         for round_no, figures in mine:
             console.print(_compare_row(label, str(round_no), figures), soft_wrap=True)
         columns[label] = list(zip(*(figures for _, figures in mine), strict=True))
-        medians = [statistics.median(column) for column in columns[label]]
-        console.print(_compare_row(f"**{label}**", "median", medians), soft_wrap=True)
-    ref, this = (columns[label] for label in labels)
+        medians[label] = [statistics.median(column) for column in columns[label]]
+        console.print(_compare_row(f"**{label}**", "median", medians[label]), soft_wrap=True)
+    ref, this = labels
     ratios = [
-        f"{statistics.median(b) / statistics.median(a):.2f}x" if statistics.median(a) else "-"
-        for a, b in zip(ref, this, strict=True)
+        f"{b / a:.2f}x" if a else "-" for a, b in zip(medians[ref], medians[this], strict=True)
     ]
     console.print(f"| this / ref, medians | | {' | '.join(ratios)} |", soft_wrap=True)
-    chance = [f"{permutation_p(a, b):.2f}" for a, b in zip(ref, this, strict=True)]
+    chance = [
+        f"{permutation_p(a, b):.2f}" for a, b in zip(columns[ref], columns[this], strict=True)
+    ]
     console.print(
         f"| as far apart by chance, p (exact permutation test of the means) | | "
         f"{' | '.join(chance)} |",
