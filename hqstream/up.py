@@ -42,6 +42,7 @@ from rich.table import Table
 from hqcore.logs import configure_logging
 from hqstream.local_cluster import LocalRedisCluster
 from hqstream.local_runner import (
+    BROKER_BACKGROUND_NICE,
     DEFAULT_RUN_DIR,
     REDIS_NICE,
     LocalStack,
@@ -71,7 +72,7 @@ class Child:
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,  # the caller's session: see local_runner.REDIS_NICE
         )
 
     @property
@@ -214,6 +215,15 @@ def up(
             "quotes' path goes first, Redis right after; 0: the same priority",
         ),
     ] = REDIS_NICE,
+    broker_background_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="the local broker's log cleaner and JIT compilers below the rest (a nice "
+            "increment): they take the CPU the quotes leave; 0: the same priority",
+        ),
+    ] = BROKER_BACKGROUND_NICE,
 ) -> None:
     """Start Kafka, Redis, the simulator and every hqstream component; Ctrl-C stops all."""
     configure_logging("INFO", "up")
@@ -222,7 +232,8 @@ def up(
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(run_dir, kafka_port=_pick_port(9092), redis_port=_pick_port(6379),
-                       with_redis=not redis_cluster, redis_nice=redis_nice)  # fmt: skip
+                       with_redis=not redis_cluster, redis_nice=redis_nice,
+                       broker_background_nice=broker_background_nice)  # fmt: skip
     cluster = LocalRedisCluster(run_dir, nice=redis_nice) if redis_cluster else None
     children: list[Child] = []
     stop_requested = False

@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException
 from rich.console import Console
 
 from hqcore.redis_client import sync_client
-from hqstream.local_runner import REDIS_NICE, LocalStack
+from hqstream.local_runner import BROKER_BACKGROUND_NICE, REDIS_NICE, LocalStack
 
 console = Console(stderr=True)
 
@@ -41,10 +41,12 @@ def bench_env(
     bootstrap: str = "",
     redis_url: str = "",
     redis_nice: int = REDIS_NICE,
+    broker_background_nice: int = BROKER_BACKGROUND_NICE,
 ) -> Iterator[BenchEnv]:
     """The given endpoints, else HQ_KAFKA_BOOTSTRAP/HQ_REDIS_URL when set, else a
     fresh local broker and Redis that live as long as the benchmark (the Redis at
-    ``redis_nice``, as ``hqstream up`` runs it).
+    ``redis_nice``, the broker's housekeeping threads at ``broker_background_nice``,
+    as ``hqstream up`` runs them).
 
     Endpoints given by the user are checked first: one that cannot be reached
     ends the command with one line saying what was tried and what to set.
@@ -65,7 +67,9 @@ def bench_env(
     )
     with (
         tempfile.TemporaryDirectory(prefix="hqbench-") as tmp,
-        LocalStack(Path(tmp), redis_nice=redis_nice) as stack,
+        LocalStack(
+            Path(tmp), redis_nice=redis_nice, broker_background_nice=broker_background_nice
+        ) as stack,
     ):
         console.print(f"local Kafka {stack.kafka.bootstrap}, Redis {stack.redis.url}")
         pids = {

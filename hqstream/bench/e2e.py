@@ -56,7 +56,7 @@ from hqstream.bench.common import bench_env, machine, measure_calibration_s
 from hqstream.bench.pipeline_rig import GcPauses, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
-from hqstream.local_runner import REDIS_NICE, local_partitions
+from hqstream.local_runner import BROKER_BACKGROUND_NICE, REDIS_NICE, local_partitions
 
 console = Console()
 
@@ -373,6 +373,15 @@ def e2e_bench(
             "--redis-nice` (0: the same)",
         ),
     ] = REDIS_NICE,
+    broker_background_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="the bench's broker's log cleaner and JIT compilers below the rest, as "
+            "`hqstream up --broker-background-nice` (0: the same)",
+        ),
+    ] = BROKER_BACKGROUND_NICE,
     decode_inline: Annotated[
         bool,
         typer.Option(
@@ -402,7 +411,8 @@ def e2e_bench(
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
         f"({shape}), {workers} stream worker(s) on {partitions} partitions, "
-        f"gateway flush {flush} ms, Redis nice {redis_nice}, the client decodes "
+        f"gateway flush {flush} ms, Redis nice {redis_nice}, the broker's housekeeping nice "
+        f"{broker_background_nice}, the client decodes "
         f"{'each message as it comes' if decode_inline else 'large messages when quiet'} "
         f"({'heap not frozen' if decode_inline else 'heap frozen'}), "
         f"{seconds:.0f} s measured; "
@@ -418,6 +428,7 @@ def e2e_bench(
         partitions=partitions,
         broker_warmup=broker_warmup,
         redis_nice=redis_nice,
+        broker_background_nice=broker_background_nice,
         decode_inline=decode_inline,
     )
     if compare is None:
@@ -477,13 +488,16 @@ def _run(
     partitions: int,
     broker_warmup: float,
     redis_nice: int,
+    broker_background_nice: int,
     decode_inline: bool,
 ) -> E2eRun:
     """A fresh broker, Redis and pipeline (this checkout's code, or ``code``'s) fed
     ``feed`` (stocks, interval, spread); measured by this client."""
     stocks, interval, _ = feed
     with (
-        bench_env(need_redis=True, redis_nice=redis_nice) as env,
+        bench_env(
+            need_redis=True, redis_nice=redis_nice, broker_background_nice=broker_background_nice
+        ) as env,
         tempfile.TemporaryDirectory(prefix="hqe2e-") as tmp,
         pipeline(
             env, Path(tmp), workers=workers, flush_ms=flush_ms, code=code, partitions=partitions

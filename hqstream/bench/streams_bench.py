@@ -213,9 +213,9 @@ def run_faust(
             "HQ_STREAMS_METRICS_PORT": str(port), "HQ_STREAMS_BATCH_MAX": str(batch),
             "HQ_STREAMS_DATADIR": f"/tmp/hqstream-bench-{group}", "HQ_LOG_LEVEL": "WARNING",
         }  # fmt: skip
-        cmd = [sys.executable, "-c", WORKER]
+        cmd = [sys.executable, "-c", WORKER]  # in this session: local_runner.REDIS_NICE
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))  # fmt: skip
+                                      process_group=0))  # fmt: skip
     topic = prefix + RAW
     first = last = cpu_first = cpu_last = 0.0
     seen = seen_first = done = 0
