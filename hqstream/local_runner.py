@@ -56,13 +56,12 @@ REDIS_NICE = 10
 
 #: The nice increment ``hqstream up`` and the speed benchmarks give the local broker's
 #: housekeeping threads (:data:`BROKER_BACKGROUND_THREADS`); its request threads keep
-#: the caller's priority. Every exchange minute the log cleaner compacts the
+#: the caller's priority. Every minute (segment.ms) the log cleaner compacts the
 #: compacted topics' closed segments (~0.3-0.4 s of CPU), and a young broker's JIT
 #: compilers work in bursts of their own: on two cores, the vendor's burst that
 #: met them waited (its slowest quote 160 ms against a median of 121, the
-#: cleaner's 115 ms of CPU in its first 300 ms; docs/benchmarks.md, "The broker's
-#: housekeeping after the quotes"). At nice 19 they take the cores the quotes
-#: leave idle, and as much CPU as before.
+#: cleaner's 115 ms of CPU in its first 300 ms; docs/benchmarks.md, "Priorities in
+#: one autogroup"). At nice 19 they take the CPU the quotes leave.
 BROKER_BACKGROUND_NICE = 19
 
 #: The broker's housekeeping threads, by the start of their Linux names (15 bytes
