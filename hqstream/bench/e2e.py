@@ -52,7 +52,12 @@ from rich.console import Console
 from rich.live import Live
 
 from api.settings import GatewaySettings
-from hqstream.bench.common import bench_env, machine, measure_calibration_s
+from hqstream.bench.common import (
+    bench_env,
+    machine,
+    measure_calibration_s,
+    measure_parse_calibration_us,
+)
 from hqstream.bench.pipeline_rig import GcPauses, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
 from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
@@ -469,7 +474,8 @@ class E2eRun:
     gc: GcPauses
     cores: CoreShares
     snapshots: float  # feed periods measured (one burst, or 3 s of a steady feed, each)
-    calibration_s: float
+    calibration_s: float  # the 10 M-addition loop, measured after the run
+    parse_us: float  # the stream worker's parse calibration, µs a line, after the run
 
     def pipeline_cpu_ms(self) -> float:
         """The pipeline's CPU per snapshot (receiver, workers, gateway, broker, Redis)."""
@@ -522,7 +528,8 @@ def _run(
         gc = rig.worker_gc_pauses() - gc_before
         if dead := rig.dead():
             raise RuntimeError(f"components died during the run: {dead}")
-    return E2eRun(got, gc, cores, seconds / interval, measure_calibration_s())
+    calibrations = measure_calibration_s(), measure_parse_calibration_us()
+    return E2eRun(got, gc, cores, seconds / interval, *calibrations)
 
 
 def _report(run: E2eRun, per_second: Path | None) -> None:
@@ -562,7 +569,8 @@ def _report(run: E2eRun, per_second: Path | None) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"| calibration: 10 M-addition Python loop, this run | {run.calibration_s:.2f} s | | |"
+        "| calibration, this run: 10 M-addition Python loop; the stream worker's parse | "
+        f"{run.calibration_s:.2f} s; {run.parse_us:.2f} µs a line | | |"
     )
     console.print()
     console.print(run.cores.table(run.snapshots), soft_wrap=True)
@@ -576,7 +584,7 @@ def _report_compare(labels: list[str], runs: list[tuple[str, int, E2eRun]], spre
     console.print()
     head = "| side | round | p50 ms | p99 ms | "
     head += "" if spread else "burst's slowest quote, median ms | "
-    head += "pipeline CPU, ms per snapshot | calibration s |"
+    head += "pipeline CPU, ms per snapshot | calibration s | parse calibration, µs a line |"
     console.print(head, soft_wrap=True)
     console.print("|---" * (head.count("|") - 1) + "|")
     columns: dict[str, list[tuple[float, ...]]] = {}  # each figure's values, by side
@@ -626,10 +634,10 @@ def _figures(run: E2eRun, spread: bool) -> list[float]:
     figures = [_pct(total, 0.5), _pct(total, 0.99)]
     if not spread:
         figures.append(_pct(run.latencies.burst_maxes(), 0.5))
-    return [*figures, run.pipeline_cpu_ms(), run.calibration_s]
+    return [*figures, run.pipeline_cpu_ms(), run.calibration_s, run.parse_us]
 
 
 def _compare_row(label: str, round_no: str, figures: list[float]) -> str:
-    *latencies, cpu, calibration = figures
-    cells = [f"{x:.1f}" for x in latencies] + [f"{cpu:,.0f}", f"{calibration:.2f}"]
+    *latencies, cpu, calibration, parse = figures
+    cells = [f"{x:.1f}" for x in latencies] + [f"{cpu:,.0f}", f"{calibration:.2f}", f"{parse:.2f}"]
     return f"| {label} | {round_no} | {' | '.join(cells)} |"

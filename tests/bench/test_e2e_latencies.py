@@ -200,7 +200,7 @@ def test_each_burst_s_slowest_quote_groups_the_quotes_by_when_they_were_read() -
     assert steady.burst_maxes() == [17.0]
 
 
-def _run_of(p99_ms: float, cpu_ms: float, calibration_s: float) -> E2eRun:
+def _run_of(p99_ms: float, cpu_ms: float, calibration_s: float, parse_us: float = 9.0) -> E2eRun:
     """A run of two bursts: 99 quotes at 100 ms, one at ``p99_ms``; ``cpu_ms`` per burst."""
     got = Latencies()
     for burst in range(2):
@@ -209,14 +209,14 @@ def _run_of(p99_ms: float, cpu_ms: float, calibration_s: float) -> E2eRun:
             got.add(_quote(received), received + (p99_ms if i == 99 else 100.0), 0)
     cores = CoreShares({})
     cores.used = {"streams-0": (cpu_ms, 0.0), "broker": (cpu_ms, 0.0), "client": (99.0, 0.0)}
-    return E2eRun(got, GcPauses(), cores, 2.0, calibration_s)
+    return E2eRun(got, GcPauses(), cores, 2.0, calibration_s, parse_us)
 
 
 def test_a_comparison_shows_every_run_and_each_side_s_medians_with_their_ratio() -> None:
     runs = [
         ("ref", 1, _run_of(200.0, 100.0, 0.25)),
         ("this", 1, _run_of(150.0, 80.0, 0.25)),
-        ("this", 2, _run_of(170.0, 90.0, 0.27)),
+        ("this", 2, _run_of(170.0, 90.0, 0.27, 11.0)),
         ("ref", 2, _run_of(220.0, 110.0, 0.27)),
     ]
     with e2e.console.capture() as captured:
@@ -224,17 +224,17 @@ def test_a_comparison_shows_every_run_and_each_side_s_medians_with_their_ratio()
     lines = [line for line in captured.get().splitlines() if line.startswith("|")]
     assert lines[0] == (
         "| side | round | p50 ms | p99 ms | burst's slowest quote, median ms | "
-        "pipeline CPU, ms per snapshot | calibration s |"
+        "pipeline CPU, ms per snapshot | calibration s | parse calibration, µs a line |"
     )
     # each burst's CPU counts the pipeline's processes only (the client apart)
-    assert lines[2] == "| ref | 1 | 100.0 | 200.0 | 200.0 | 100 | 0.25 |"
-    assert lines[4] == "| **ref** | median | 100.0 | 210.0 | 210.0 | 105 | 0.26 |"
-    assert lines[7] == "| **this** | median | 100.0 | 160.0 | 160.0 | 85 | 0.26 |"
-    assert lines[8] == "| this / ref, medians | | 1.00x | 0.76x | 0.76x | 0.81x | 1.00x |"
+    assert lines[2] == "| ref | 1 | 100.0 | 200.0 | 200.0 | 100 | 0.25 | 9.00 |"
+    assert lines[4] == "| **ref** | median | 100.0 | 210.0 | 210.0 | 105 | 0.26 | 9.00 |"
+    assert lines[7] == "| **this** | median | 100.0 | 160.0 | 160.0 | 85 | 0.26 | 10.00 |"
+    assert lines[8] == "| this / ref, medians | | 1.00x | 0.76x | 0.76x | 0.81x | 1.00x | 1.11x |"
     # two runs a side: 6 ways to deal them, 2 as far apart as these (the sides swapped)
     assert lines[9] == (
         "| as far apart by chance, p (exact permutation test of the means) | "
-        "| 1.00 | 0.33 | 0.33 | 0.33 | 1.00 |"
+        "| 1.00 | 0.33 | 0.33 | 0.33 | 1.00 | 1.00 |"
     )
 
 
