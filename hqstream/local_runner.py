@@ -298,7 +298,7 @@ class LocalKafka:
         the broker's logs, so those missing are looked for again for a few seconds."""
         assert self.proc is not None
         if not Path(f"/proc/{self.proc.pid}/task").is_dir():
-            logger.info("kafka: its threads' priorities are Linux's (/proc): left as they are")
+            logger.info("kafka: no /proc here: its housekeeping threads keep their priority")
             return
         missing: tuple[str, ...] = BROKER_BACKGROUND_THREADS
         lowered: list[str] = []
