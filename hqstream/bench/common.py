@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import gc
 import logging
@@ -149,7 +148,7 @@ def measure_calibration_s() -> float:
     return best
 
 
-#: the parse calibration's snapshot: this many simulated stocks, their lines at 09:31:00
+#: the parse calibration's snapshot: this many simulated stocks' lines
 PARSE_CALIBRATION_STOCKS = 5000
 
 
@@ -173,11 +172,10 @@ def measure_parse_calibration_us() -> float:
     from streams.pipeline import Parsed, Processor
     from streams.settings import StreamsSettings
 
-    lines = _calibration_lines()
+    records = _calibration_records()
     best = float("inf")
     for _ in range(3):
         processor = Processor(StreamsSettings(metrics_port=0))  # a fresh arbiter each time
-        records = _calibration_records(lines)
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -187,29 +185,16 @@ def measure_parse_calibration_us() -> float:
         finally:
             if collecting:
                 gc.enable()
-    return best / len(lines) * 1e6
+    return best / len(records) * 1e6
 
 
 @functools.cache
-def _calibration_lines() -> tuple[bytes, ...]:
-    """The parse calibration's lines: the same simulated snapshot every run."""
-    from producers.quote_lines import SnapshotSource
-    from producers.universe import build_universe
+def _calibration_records() -> list[Any]:
+    """The parse calibration's raw records: the same simulated snapshot every run (the
+    first of ``bench parse``'s and ``bench indicators``', 09:30:00)."""
+    from hqstream.bench.processing_ab import simulated_batches
 
-    stocks = build_universe(PARSE_CALIBRATION_STOCKS, seed=42)
-    source = SnapshotSource(stocks, dt.datetime(2026, 11, 23, 9, 31), 3.0, seed=42)
-    return tuple(source.next().data.splitlines())
-
-
-def _calibration_records(lines: tuple[bytes, ...]) -> list[Any]:
-    from schemas.topics import H_RECEIVE_TS
-    from streams.pipeline import RawRecord
-
-    stamp = str(int(time.time() * 1000)).encode()
-    return [
-        RawRecord(line[:8], line, [(H_RECEIVE_TS, stamp)], "hq.ticks.raw", 0, offset, 0)
-        for offset, line in enumerate(lines)
-    ]
+    return simulated_batches(PARSE_CALIBRATION_STOCKS, 1, PARSE_CALIBRATION_STOCKS)[0]
 
 
 def calibration_row(columns: int = 2) -> str:

@@ -100,7 +100,8 @@ def _one_run(
         }
         if static:
             env["HQ_STREAMS_GROUP_INSTANCE_ID"] = f"{group}-{name.split('.')[0]}"
-        log = (tmp / f"{prefix}{name}.log").open("wb")  # in this session: local_runner.REDIS_NICE
+        log = (tmp / f"{prefix}{name}.log").open("wb")
+        # its own process group in this session: local_runner.REDIS_NICE
         proc = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
         procs.append(proc)

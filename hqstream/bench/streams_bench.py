@@ -213,7 +213,8 @@ def run_faust(
             "HQ_STREAMS_METRICS_PORT": str(port), "HQ_STREAMS_BATCH_MAX": str(batch),
             "HQ_STREAMS_DATADIR": f"/tmp/hqstream-bench-{group}", "HQ_LOG_LEVEL": "WARNING",
         }  # fmt: skip
-        cmd = [sys.executable, "-c", WORKER]  # in this session: local_runner.REDIS_NICE
+        cmd = [sys.executable, "-c", WORKER]
+        # its own process group in this session: local_runner.REDIS_NICE
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       process_group=0))  # fmt: skip
     topic = prefix + RAW
