@@ -13,6 +13,9 @@ class QuoteParser:
     def parse(
         self, raw: bytes, receive_ts: int, process_ts: int, max_ahead_ms: int | None = None
     ) -> tuple[dict[str, Any], bytes, bytes] | None: ...
+    def parse_avro(
+        self, raw: bytes, receive_ts: int, process_ts: int, max_ahead_ms: int | None = None
+    ) -> tuple[str, int, float, int, bytes] | None: ...
 
 class QuoteJsonWriter:
     def __init__(self, header: bytes) -> None: ...

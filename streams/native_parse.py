@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from schemas.native import native_quotes
 from schemas.records import Quote
 from schemas.serde import Codec
@@ -35,14 +37,21 @@ from streams import normalize, parse
 #: ``(raw line, receive_ts, process_ts, max_ahead_ms) -> (quote, Avro, JSON)``, or None
 #: for a line the Python path must parse
 FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes, bytes] | None]
+#: the same, without the dict and the JSON: ``(code, exchange_ts, price, volume, Avro)``
+AvroParse = Callable[[bytes, int, int, int | None], tuple[str, int, float, int, bytes] | None]
+#: the quote codec's Avro payloads -> their Quote dicts and their JSON, as the parse makes them
+QuoteMaker = Callable[[list[bytes]], tuple[list[Quote], list[bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
 class ParsePath:
-    """Which parse a worker uses: the compiled fast path (``fast``), or None and why not."""
+    """Which parse a worker uses: the compiled fast path (``fast``; ``avro`` and ``make``:
+    its Avro first, the dict and JSON later), or None and why not."""
 
     fast: FastParse | None
     description: str
+    avro: AvroParse | None = None
+    make: QuoteMaker | None = None
 
 
 def parse_path(codec: Codec, enabled: bool) -> ParsePath:
@@ -53,4 +62,37 @@ def parse_path(codec: Codec, enabled: bool) -> ParsePath:
     import hqstream_native
 
     parser = hqstream_native.QuoteParser(native.header, normalize, parse)
-    return ParsePath(parser.parse, native.description)
+    make = quote_maker(codec, hqstream_native.QuoteJsonWriter(native.header).write)
+    return ParsePath(parser.parse, native.description, parser.parse_avro, make)
+
+
+def quote_maker(
+    codec: Codec, write: Callable[[bytes], tuple[str, str, int, bytes] | None]
+) -> QuoteMaker:
+    """The Quote dicts and JSON of ``codec``'s Avro payloads, equal to the parse's own.
+
+    The JSON is the gateway's compiled writer's (``write``: the bytes
+    ``orjson.dumps`` makes of the dict), the dict orjson's reading of it (a
+    double's shortest form reads back to the same double; the keys in the
+    schema's order, ints and floats as they were); a payload the writer does
+    not port (a -0.0: the Python path's quotes) is decoded by ``codec``.
+    ~3.0 µs a quote, against ~2.5 for the parse's own (calibration 0.24 s).
+    """
+    loads, dumps, decode = orjson.loads, orjson.dumps, codec.decode
+
+    def make(payloads: list[bytes]) -> tuple[list[Quote], list[bytes]]:
+        quotes: list[Quote] = []
+        data: list[bytes] = []
+        for payload in payloads:
+            written = write(payload)
+            if written is None:
+                quote = decode(payload)
+                json = dumps(quote)
+            else:
+                json = written[3]
+                quote = loads(json)
+            quotes.append(quote)
+            data.append(json)
+        return quotes, data
+
+    return make

@@ -54,7 +54,7 @@ from streams.candles import Candle, CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import MarketStats
-from streams.native_parse import parse_path
+from streams.native_parse import QuoteMaker, parse_path
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings, TopicNames
@@ -104,45 +104,91 @@ class BatchResult:
     latest: list[KafkaOut] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class Parsed:
-    """The valid records of a batch (four parallel lists) and its dead letters."""
+    """The valid records of a batch (parallel lists: each quote's Avro, code, raw
+    partition and raw record) and its dead letters.
 
-    quotes: list[tuple[Quote, int]] = field(default_factory=list)  # (quote, partition)
-    encoded: list[bytes] = field(default_factory=list)  # Avro
-    data: list[bytes] = field(default_factory=list)  # JSON, as Redis stores it
+    Parsed with a ``maker`` (the compiled parse, :meth:`Processor.parse_batch`)
+    a quote is its Avro and what the arbiter needs; its dict and JSON
+    (:attr:`quotes`, :attr:`data`) are made from the Avro when first asked
+    for, by the batch's finish: on a burst's path the worker's parse makes
+    each line's Avro only, which its quotes are published with (the dict and
+    the JSON were a third of a compiled line's time; docs/benchmarks.md,
+    "A quote's dict and JSON after the burst"). Without one they are made
+    with the parse.
+    """
+
+    encoded: list[bytes] = field(default_factory=list)  # Avro, the normalized topic's value
+    codes: list[str] = field(default_factory=list)  # the key of its normalized record
+    partitions: list[int] = field(default_factory=list)  # its raw record's partition
     sources: list[RawRecord] = field(default_factory=list)
     dead: list[DlqRecord] = field(default_factory=list)
     arbitrated: int = 0  # copies of another feed's quotes, dropped by the arbiter
     n_in: int = 0  # records parsed
     #: the arbiter's new winners, by raw partition (:attr:`BatchResult.feed_winners`)
     feed_winners: dict[int, dict[str, Winner]] = field(default_factory=dict)
+    #: makes the dicts and JSON of quotes from their Avro (None: the parse makes them)
+    maker: QuoteMaker | None = None
+    #: the dicts and JSON made so far: those of the first quotes
+    made_quotes: list[tuple[Quote, int]] = field(default_factory=list)
+    made_data: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """The quotes (made or not)."""
+        return len(self.encoded)
+
+    @property
+    def quotes(self) -> list[tuple[Quote, int]]:
+        """Each quote and its raw partition (made now if not yet)."""
+        self.make()
+        return self.made_quotes
+
+    @property
+    def data(self) -> list[bytes]:
+        """Each quote's JSON, as Redis stores it (made now if not yet)."""
+        self.make()
+        return self.made_data
+
+    def make(self) -> None:
+        """Make the dicts and JSON of the quotes not made yet, from their Avro."""
+        done = len(self.made_quotes)
+        if done == len(self.encoded):
+            return
+        if self.maker is None:
+            raise RuntimeError("quotes parsed without their dicts and no maker to make them")
+        quotes, data = self.maker(self.encoded[done:])
+        self.made_quotes += zip(quotes, self.partitions[done:], strict=True)
+        self.made_data += data
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
         """Move the records at the indices of ``failed`` to the dead letters."""
-        keep = [i for i in range(len(self.quotes)) if i not in failed]
-        self.quotes = [self.quotes[i] for i in keep]
-        self.encoded = [self.encoded[i] for i in keep]
-        self.data = [self.data[i] for i in keep]
-        self.sources = [self.sources[i] for i in keep]
+        self.make()
+        keep = [i for i in range(len(self)) if i not in failed]
+        for name in _PARALLEL:
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
         self.dead += failed.values()
 
     def take_first(self, n: int) -> Parsed:
         """The first ``n`` quotes as a batch of their own, with the dead letters and the
         counts; this one keeps the rest of the quotes and the arbiter's winners
         (stored once Kafka has the last of them)."""
-        head = Parsed(
-            quotes=self.quotes[:n],
-            encoded=self.encoded[:n],
-            data=self.data[:n],
-            sources=self.sources[:n],
-            dead=self.dead,
-            arbitrated=self.arbitrated,
-            n_in=self.n_in,
-        )
-        del self.quotes[:n], self.encoded[:n], self.data[:n], self.sources[:n]
+        made = min(n, len(self.made_quotes))
+        head = Parsed(dead=self.dead, arbitrated=self.arbitrated, n_in=self.n_in,
+                      maker=self.maker)  # fmt: skip
+        for name in _PARALLEL:
+            values = getattr(self, name)
+            first = n if name not in _MADE else made
+            setattr(head, name, values[:first])
+            del values[:first]
         self.dead, self.arbitrated, self.n_in = [], 0, 0
         return head
+
+
+#: :class:`Parsed`'s parallel lists (the made ones may be shorter: their first quotes)
+_MADE = ("made_quotes", "made_data")
+_PARALLEL = ("encoded", "codes", "partitions", "sources", *_MADE)
 
 
 def receive_ts_and_source(record: RawRecord) -> tuple[int, str]:
@@ -521,28 +567,43 @@ class Processor:
 
     def parse(self, records: list[RawRecord], into: Parsed) -> None:
         """Parse, check, arbitrate and encode ``records``: the published quotes and the
-        dead letters go ``into``; copies the arbiter drops are counted there, not encoded."""
+        dead letters go ``into``; copies the arbiter drops are counted there, not encoded.
+        With ``into.maker`` the compiled parse makes a quote's Avro only (its dict and
+        JSON are made later from it: :class:`Parsed`)."""
         now = _now_ms()
         encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
-        quotes_add, encoded_add = into.quotes.append, into.encoded.append
-        data_add, sources_add, dead_add = into.data.append, into.sources.append, into.dead.append
-        judge, fast = self.arbiter.judge, self.parse_path.fast
+        encoded_add, codes_add, partitions_add = (
+            into.encoded.append, into.codes.append, into.partitions.append)  # fmt: skip
+        quotes_add, data_add = into.made_quotes.append, into.made_data.append
+        sources_add, dead_add = into.sources.append, into.dead.append
+        judge, lazy = self.arbiter.judge, into.maker is not None
+        fast = None if lazy else self.parse_path.fast  # the quote, its Avro and its JSON
+        avro = self.parse_path.avro if lazy else None  # its Avro, code, time, price, volume
         for rec in records:
             try:
                 receive_ts, source = receive_ts_and_source(rec)
-                # the compiled path's quote, Avro and JSON; None: the Python path decides
-                parsed = fast(rec.value, receive_ts, now, max_ahead) if fast else None
-                if parsed is None:
-                    quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
-                    payload = data = None
+                quote: Quote | None = None
+                data: bytes | None = None
+                # the compiled paths; None: the Python path decides
+                if avro and (head := avro(rec.value, receive_ts, now, max_ahead)):
+                    code, ts, price, volume, payload = head
+                elif fast and (full := fast(rec.value, receive_ts, now, max_ahead)):
+                    quote, payload, data = full
+                    code, ts, price, volume = (quote["code"], quote["exchange_ts"],
+                                               quote["price"], quote["volume"])  # fmt: skip
                 else:
-                    quote, payload, data = parsed
-                if judge(quote["code"], quote["exchange_ts"], source, rec.partition,
-                         quote["price"], quote["volume"]):  # fmt: skip
+                    quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                    code, ts, price, volume = (quote["code"], quote["exchange_ts"],
+                                               quote["price"], quote["volume"])  # fmt: skip
+                    payload = None
+                if judge(code, ts, source, rec.partition, price, volume):
                     into.arbitrated += 1
                     continue
-                if payload is None or data is None:
-                    payload, data = encode(quote), dumps(quote)
+                if payload is None:
+                    assert quote is not None  # the Python path's
+                    payload = encode(quote)
+                if not lazy and data is None:  # (a lazy quote's is made from its Avro)
+                    data = dumps(quote)
             except BadRecord as bad:
                 dead_add(dead_letter(rec, bad.reason, bad.detail, now))
                 continue
@@ -552,10 +613,14 @@ class Processor:
             except Exception as exc:
                 dead_add(unprocessable(rec, exc, now))
                 continue
-            quotes_add((quote, rec.partition))
             encoded_add(payload)
-            data_add(data)
+            codes_add(code)
+            partitions_add(rec.partition)
             sources_add(rec)
+            if not lazy:
+                assert quote is not None and data is not None  # made above
+                quotes_add((quote, rec.partition))
+                data_add(data)
 
     def derive(
         self,
@@ -643,7 +708,7 @@ class Processor:
         run between them, so the previous batch's writes (a megabyte to Redis)
         go out and its answers come in while this batch is parsed.
         """
-        p = Parsed(n_in=len(records))
+        p = Parsed(n_in=len(records), maker=self.parse_path.make)
         for start in range(0, len(records), YIELD_EVERY):
             self.parse(records[start : start + YIELD_EVERY], p)
             await asyncio.sleep(0)
@@ -656,8 +721,8 @@ class Processor:
             return []
         topic = self.topics.normalized
         return [
-            KafkaOut(topic, q["code"].encode(), payload)
-            for (q, _), payload in zip(p.quotes, p.encoded, strict=True)
+            KafkaOut(topic, code.encode(), payload)
+            for code, payload in zip(p.codes, p.encoded, strict=True)
         ]
 
     async def finish(

@@ -384,7 +384,7 @@ class StreamsRuntime:
                 await self._ensure_state()
                 await self._maybe_reseed()
             parsed = await self.processor.parse_batch(records)
-            room = self.ticks_waiting + len(parsed.quotes) < self.settings.quotes_first_ticks
+            room = self.ticks_waiting + len(parsed) < self.settings.quotes_first_ticks
             if room and defer is not None and (self._pending or self._burst(records) or defer()):
                 self._pending.append(await self._publish_quotes(parsed, on_durable, started))
                 metrics.TICKS_WAITING.set(self.ticks_waiting)
@@ -422,7 +422,7 @@ class StreamsRuntime:
         async with self._lock:
             if not self._pending:
                 result = None
-            elif len(self._pending[0].parsed.quotes) > FINISH_SLICE:
+            elif len(self._pending[0].parsed) > FINISH_SLICE:
                 result = await self._finish_or_exit(self._slice_of_first(FINISH_SLICE))
             else:
                 result = await self._finish_pending(1)
@@ -476,7 +476,7 @@ class StreamsRuntime:
     @property
     def ticks_waiting(self) -> int:
         """The quotes of the batches whose rest waits."""
-        return sum(len(pending.parsed.quotes) for pending in self._pending)
+        return sum(len(pending.parsed) for pending in self._pending)
 
     @contextlib.asynccontextmanager
     async def _caught_up(self) -> AsyncIterator[None]:
@@ -492,7 +492,7 @@ class StreamsRuntime:
         """Send ``parsed``'s normalized records ahead of the rest of its batch (in batch
         order, as :meth:`_send_ahead`); the batch as it waits for the rest."""
         pending = Pending(parsed, on_durable, started, waiting_since=self._clock())
-        if not parsed.quotes:
+        if not len(parsed):
             return pending
         if self._unsent:  # a batch before it sends its own outputs first
             self._unsent += 1

@@ -31,7 +31,7 @@ from schemas.serde import SerdeError, SingleObjectCodec, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE
 from streams import pipeline
 from streams.errors import BadRecord
-from streams.native_parse import FastParse, parse_path
+from streams.native_parse import FastParse, parse_path, quote_maker
 from streams.parse import parse_record
 from streams.pipeline import Parsed, Processor, RawRecord
 from streams.settings import StreamsSettings
@@ -457,11 +457,9 @@ def test_mutated_beijing_lines_are_identical_or_refused(fast: FastParse) -> None
 # --------------------------------------------------------------------------- the worker
 
 
-def test_processor_output_is_the_same_with_and_without(
-    fast: FastParse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker's whole parse step: quotes, Avro, Redis JSON, dead letters, arbitration."""
-    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+def worker_records() -> list[RawRecord]:
+    """A day's lines of both formats, mutated ones, bad ones, and a second feed repeating
+    some of them (the arbiter drops those copies)."""
     rng = random.Random(7)
     lines = list(day_lines(DAYS[1], seed=5, interval_s=1800.0))
     sse = [raw for raw in lines if raw[:1] != b"{"]
@@ -469,25 +467,119 @@ def test_processor_output_is_the_same_with_and_without(
     lines += [mutate(rng.choice(sse), rng) for _ in range(500)] + [raw for _, raw, _ in BAD]
     lines += [mutate_json(rng.choice(bse), rng) for _ in range(300)]
     received = (H_RECEIVE_TS, str(RECEIVE_TS).encode())
-    # feed b repeats some of feed a's lines: the arbiter drops those copies
     fed = [(raw, b"a") for raw in lines] + [(raw, b"b") for raw in lines[:300]]
-    records = [
-        RawRecord(None, raw, [received, (H_SOURCE, feed)], "raw", 0, i, 0)
+    return [
+        RawRecord(None, raw, [received, (H_SOURCE, feed)], "raw", i % 3, i, 0)
         for i, (raw, feed) in enumerate(fed)
     ]
+
+
+def typed(quotes: list[tuple[dict[str, Any], int]]) -> list[list[tuple[str, type, Any]]]:
+    """Each quote's keys in order with each value's type and value, and its partition."""
+    return [[(k, type(v), v) for k, v in q.items()] + [("", int, p)] for q, p in quotes]
+
+
+def test_processor_output_is_the_same_with_and_without(
+    fast: FastParse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's whole parse step: quotes, Avro, Redis JSON, dead letters, arbitration;
+    compiled with the dicts made later from the Avro (as the worker parses), compiled
+    with them made at once, and in Python."""
+    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+    records = worker_records()
     results = []
-    for native in (True, False):
+    for native, later in ((True, True), (True, False), (False, False)):
         processor = Processor(StreamsSettings(metrics_port=0, native=native))
         assert (processor.parse_path.fast is not None) == native
-        parsed = Parsed()
+        parsed = Parsed(maker=processor.parse_path.make if later else None)
         processor.parse(records, parsed)
+        if later:
+            assert parsed.made_quotes == [] and len(parsed) > 1000  # the Avro only, so far
         results.append(parsed)
-    on, off = results
+    lazy, on, off = results
     assert len(on.quotes) > 1000 and len(on.dead) > 10
-    assert [q for q, _ in on.quotes] == [q for q, _ in off.quotes]
-    assert on.encoded == off.encoded
-    assert on.data == off.data
-    assert [(d.key, d.value, d.headers) for d in on.dead] == [
-        (d.key, d.value, d.headers) for d in off.dead
-    ]
-    assert on.arbitrated == off.arbitrated > 0
+    for parsed in (lazy, on):
+        assert typed(parsed.quotes) == typed(off.quotes)
+        assert parsed.encoded == off.encoded
+        assert parsed.data == off.data
+        assert parsed.codes == off.codes == [q["code"] for q, _ in off.quotes]
+        assert parsed.partitions == off.partitions == [p for _, p in off.quotes]
+        assert [(d.key, d.value, d.headers) for d in parsed.dead] == [
+            (d.key, d.value, d.headers) for d in off.dead
+        ]
+        assert parsed.arbitrated == off.arbitrated > 0
+
+
+def test_quotes_the_python_path_took_are_made_again_from_their_avro(
+    fast: FastParse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line the compiled parse leaves to the Python path (a -0.0, an int beyond 2**53)
+    is a quote all the same: made later from its Avro, it is the Python path's."""
+    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+    processor = Processor(StreamsSettings(metrics_port=0))
+    assert processor.parse_path.avro is not None
+    records = worker_records()
+    python_only = [
+        rec for rec in records
+        if processor.parse_path.avro(rec.value, RECEIVE_TS, PROCESS_TS, processor.max_ahead_ms)
+        is None and parse_or_none(rec.value) is not None
+    ]  # fmt: skip
+    assert len(python_only) > 10
+    later, now = Parsed(maker=processor.parse_path.make), Parsed()
+    for parsed in (later, now):
+        Processor(StreamsSettings(metrics_port=0)).parse(python_only, parsed)
+    assert len(later) == len(now) == len(python_only)
+    assert typed(later.quotes) == typed(now.quotes)
+    assert later.data == now.data
+    # a payload the compiled JSON writer leaves to Python (a double whose shortest
+    # form it cannot tell from Python's) is read by the codec: the same again
+    by_codec = quote_maker(processor.quote_codec, lambda payload: None)
+    quotes, data = by_codec(now.encoded)
+    assert typed(list(zip(quotes, now.partitions, strict=True))) == typed(now.quotes)
+    assert data == now.data
+
+
+def parse_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        return parse_record(raw, RECEIVE_TS, PROCESS_TS, max_ahead_ms=MAX_AHEAD_MS)
+    except BadRecord:
+        return None
+
+
+def test_a_batch_split_and_pruned_before_its_quotes_are_made(
+    fast: FastParse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """take_first and drop keep every list in step, whether the dicts are made or not."""
+    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+    records = worker_records()[:400]
+    whole = Parsed()
+    Processor(StreamsSettings(metrics_port=0)).parse(records, whole)
+    processor = Processor(StreamsSettings(metrics_port=0))
+    parsed = Parsed(maker=processor.parse_path.make)
+    processor.parse(records, parsed)
+    n = len(parsed)
+    first = parsed.take_first(100)  # nothing made
+    assert (len(first), len(parsed), first.made_quotes) == (100, n - 100, [])
+    assert first.quotes == whole.quotes[:100]  # made now
+    second = parsed.take_first(50)
+    parsed.make()
+    assert len(second.made_quotes) == 0 and len(parsed.made_quotes) == n - 150
+    second.make()
+    third = second.take_first(20)  # all made: the made lists are split too
+    assert (len(third.made_quotes), len(second.made_quotes)) == (20, 30)
+    assert third.quotes + second.quotes + parsed.quotes == whole.quotes[100:]
+    assert third.data + second.data + parsed.data == whole.data[100:]
+    pruned = Parsed(maker=processor.parse_path.make)
+    Processor(StreamsSettings(metrics_port=0)).parse(records, pruned)
+    dead = pruned.dead[:]
+    letters = {
+        i: pipeline.unprocessable(pruned.sources[i], ValueError("a test"), PROCESS_TS)
+        for i in (0, 5, 7)
+    }
+    pruned.drop(letters)
+    keep = [i for i in range(len(whole)) if i not in letters]
+    assert pruned.quotes == [whole.quotes[i] for i in keep]
+    assert pruned.codes == [whole.codes[i] for i in keep]
+    assert pruned.sources == [whole.sources[i] for i in keep]
+    assert pruned.encoded == [whole.encoded[i] for i in keep]
+    assert len(pruned.dead) == len(dead) + 3
