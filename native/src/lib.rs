@@ -17,6 +17,7 @@ mod avro;
 mod indicators;
 mod line;
 mod pyround;
+mod quote_dict;
 mod quote_json;
 mod record_encoder;
 mod redis_rows;
@@ -167,6 +168,11 @@ struct QuoteParser {
     scratch: String,
 }
 
+/// `QuoteParser.parse`'s answer: the Quote dict, its Avro, its JSON.
+type Full<'py> = (Bound<'py, PyDict>, Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+/// `QuoteParser.parse_avro`'s answer: code, exchange_ts, price, volume, Avro.
+type AvroHead<'py> = (Bound<'py, PyString>, i64, f64, i64, Bound<'py, PyBytes>);
+
 /// What a line needs from the caches, by id.
 struct Looked {
     symbol: u64,
@@ -284,7 +290,7 @@ impl QuoteParser {
         receive_ts: &Bound<'py, PyAny>,
         process_ts: &Bound<'py, PyAny>,
         max_ahead_ms: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyDict>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    ) -> PyResult<Option<Full<'py>>> {
         let Some(q) = self.read(py, raw, receive_ts, process_ts, max_ahead_ms) else {
             return Ok(None);
         };
@@ -303,8 +309,11 @@ impl QuoteParser {
 
     /// `(code, exchange_ts, price, volume, avro)` of one raw line: the Avro
     /// of `parse`, and what the feed arbiter needs, without the dict and the
-    /// JSON (a third of the time a line takes here: they are made from the Avro
-    /// later, off a burst's path); None as `parse`.
+    /// JSON (half the time a line takes here: `QuoteMaker` makes them from the
+    /// Avro later, off a burst's path); None for a line `parse` refuses, but a
+    /// line whose JSON it leaves to Python (a double whose shortest form it does
+    /// not prove orjson's) is read here: its dict and JSON are then made by the
+    /// codec's decode and orjson.
     #[pyo3(signature = (raw, receive_ts, process_ts, max_ahead_ms=None))]
     fn parse_avro<'py>(
         &mut self,
@@ -313,14 +322,11 @@ impl QuoteParser {
         receive_ts: &Bound<'py, PyAny>,
         process_ts: &Bound<'py, PyAny>,
         max_ahead_ms: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyString>, i64, f64, i64, Bound<'py, PyBytes>)>> {
+    ) -> PyResult<Option<AvroHead<'py>>> {
         let Some(q) = self.read(py, raw, receive_ts, process_ts, max_ahead_ms) else {
             return Ok(None);
         };
         let avro = self.avro(&q);
-        if quote_json::quote_json(&self.header, &avro).is_none() {
-            return Ok(None); // parse refuses it too: the Python path decides, as there
-        }
         let code = self.symbols[&q.found.symbol].code.bind(py).clone();
         Ok(Some((
             code,
@@ -989,6 +995,7 @@ impl QuoteJsonWriter {
 fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
     m.add_class::<QuoteJsonWriter>()?;
+    m.add_class::<quote_dict::QuoteMaker>()?;
     m.add_class::<indicators::IndicatorState>()?;
     m.add_class::<record_encoder::RecordEncoder>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;

@@ -14,9 +14,9 @@ pub struct Decoded {
     pub json: Vec<u8>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -27,7 +27,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A zig-zag varint of at most 10 bytes whose value fits an i64.
-    fn long(&mut self) -> Option<i64> {
+    pub(crate) fn long(&mut self) -> Option<i64> {
         let mut z: u64 = 0;
         for shift in (0..70).step_by(7) {
             let b = self.byte()?;
@@ -43,24 +43,24 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.buf.get(self.pos..end)?;
         self.pos = end;
         Some(out)
     }
 
-    fn string(&mut self) -> Option<&'a str> {
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
         let n = usize::try_from(self.long()?).ok()?;
         std::str::from_utf8(self.take(n)?).ok()
     }
 
-    fn double(&mut self) -> Option<f64> {
+    pub(crate) fn double(&mut self) -> Option<f64> {
         let value = f64::from_le_bytes(self.take(8)?.try_into().ok()?);
         value.is_finite().then_some(value) // orjson writes null for inf/nan
     }
 
-    fn boolean(&mut self) -> Option<bool> {
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
             1 => Some(true),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from schemas.serde import SerdeError, SingleObjectCodec, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE
 from streams import pipeline
 from streams.errors import BadRecord
-from streams.native_parse import FastParse, parse_path, quote_maker
+from streams.native_parse import FastParse, QuoteMaker, parse_path, quote_maker
 from streams.parse import parse_record
 from streams.pipeline import Parsed, Processor, RawRecord
 from streams.settings import StreamsSettings
@@ -88,9 +89,27 @@ def types_of(quote: dict[str, Any]) -> list[Any]:
 def same_or_none(
     fast: FastParse, raw: bytes, receive_ts: int = RECEIVE_TS, max_ahead: int | None = MAX_AHEAD_MS
 ) -> bool:
-    """Asserts the fast path's answer is None or the Python path's; True when it answered."""
+    """Asserts the fast path's answer is None or the Python path's; True when it answered.
+
+    The worker's form of it too (``parse_avro``, the dict and JSON made later
+    from the Avro): None where ``parse`` is, but for a line whose JSON the
+    compiled writer leaves to Python; else the Python path's."""
     expected = python_path(raw, receive_ts, max_ahead)
     got = fast(raw, receive_ts, PROCESS_TS, max_ahead)
+    head = fast.__self__.parse_avro(raw, receive_ts, PROCESS_TS, max_ahead)  # type: ignore[attr-defined]
+    if head is not None:
+        assert not isinstance(expected, Exception), f"parse_avro accepted {expected!r}: {raw!r}"
+        want_quote, want_payload = expected
+        code, exchange_ts, price, volume, avro = head
+        fields = ("code", "exchange_ts", "price", "volume")
+        assert (code, exchange_ts, price, volume) == tuple(want_quote[k] for k in fields), raw
+        assert avro == want_payload, raw
+        ([quote], [data]) = worker_maker()([avro])
+        assert list(quote.items()) == list(want_quote.items()), raw
+        assert types_of(quote) == types_of(want_quote), raw
+        assert data == orjson.dumps(want_quote), raw
+    else:
+        assert got is None, raw
     if got is None:
         return False
     assert not isinstance(expected, Exception), f"fast path accepted {expected!r}: {raw!r}"
@@ -102,6 +121,14 @@ def same_or_none(
     assert payload == want_payload, raw
     assert data == orjson.dumps(want_quote), raw  # the JSON Redis stores
     return True
+
+
+@functools.cache
+def worker_maker() -> QuoteMaker:
+    """The worker's maker of dicts and JSON from Avro."""
+    make = parse_path(CODEC, enabled=True).make
+    assert make is not None
+    return make
 
 
 # --------------------------------------------------------------------------- simulated days
@@ -531,9 +558,13 @@ def test_quotes_the_python_path_took_are_made_again_from_their_avro(
     assert len(later) == len(now) == len(python_only)
     assert typed(later.quotes) == typed(now.quotes)
     assert later.data == now.data
+
     # a payload the compiled JSON writer leaves to Python (a double whose shortest
     # form it cannot tell from Python's) is read by the codec: the same again
-    by_codec = quote_maker(processor.quote_codec, lambda payload: None)
+    def left_to_python(payloads: list[bytes]) -> tuple[list[None], list[None]]:
+        return [None] * len(payloads), [None] * len(payloads)
+
+    by_codec = quote_maker(processor.quote_codec, left_to_python)
     quotes, data = by_codec(now.encoded)
     assert typed(list(zip(quotes, now.partitions, strict=True))) == typed(now.quotes)
     assert data == now.data
