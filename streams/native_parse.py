@@ -11,6 +11,10 @@ price) gets None, and the caller takes the Python path, which stays the
 reference and names the bad record's reason: the fast path changes speed,
 never a result. A Beijing line's JSON is read by orjson, as the Python path
 reads it; the checks of its values and everything after them are compiled.
+The worker parses to the Avro alone (``avro``: what the burst's path
+needs) and makes the dicts and the JSON from the Avro in the batch's finish
+(``make``, :func:`quote_maker`): the same values, half a line's time off
+the burst's path (docs/architecture.md, "The compiled parse").
 
 The market rules are not compiled: the extension asks the functions of
 :mod:`streams.normalize` (board, ST and new-listing names, limit prices,

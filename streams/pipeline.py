@@ -114,7 +114,7 @@ class Parsed:
     (:attr:`quotes`, :attr:`data`) are made from the Avro when first asked
     for, by the batch's finish: on a burst's path the worker's parse makes
     each line's Avro only, which its quotes are published with (the dict and
-    the JSON were a third of a compiled line's time; docs/benchmarks.md,
+    the JSON were more than half of a compiled line's parse; docs/benchmarks.md,
     "A quote's dict and JSON after the burst"). Without one they are made
     with the parse.
     """
