@@ -228,14 +228,7 @@ impl QuoteParser {
         bounds: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let function = |name: &str| rules.getattr(name).map(Bound::unbind);
-        let keys: Vec<Py<PyString>> = QUOTE_FIELDS
-            .iter()
-            .map(|(name, _)| PyString::intern(py, name).unbind())
-            .collect();
-        let template = PyDict::new(py);
-        for key in &keys {
-            template.set_item(key.bind(py), py.None())?;
-        }
+        let (keys, template) = quote_keys(py)?;
         let json_keys = JSON_KEYS
             .iter()
             .map(|name| PyString::intern(py, name).unbind())
@@ -264,7 +257,7 @@ impl QuoteParser {
             offset_ms: rules.getattr("SHANGHAI_OFFSET_MS")?.extract()?,
             day_ms: rules.getattr("DAY_MS")?.extract()?,
             keys,
-            template: template.unbind(),
+            template,
             json_keys,
             symbols: FxHashMap::default(),
             name_ids: FxHashMap::default(),
@@ -336,6 +329,21 @@ impl QuoteParser {
             PyBytes::new(py, &avro),
         )))
     }
+}
+
+/// The Quote's keys (interned) and a dict of them all to None, in the schema's order:
+/// a quote's dict is a copy of it, made at its full size at once (a new dict grows
+/// through three resizes to 37 keys).
+pub(crate) fn quote_keys(py: Python<'_>) -> PyResult<(Vec<Py<PyString>>, Py<PyDict>)> {
+    let keys: Vec<Py<PyString>> = QUOTE_FIELDS
+        .iter()
+        .map(|(name, _)| PyString::intern(py, name).unbind())
+        .collect();
+    let template = PyDict::new(py);
+    for key in &keys {
+        template.set_item(key.bind(py), py.None())?;
+    }
+    Ok((keys, template.unbind()))
 }
 
 /// `value` as bytes, only when it is exactly a `bytes` object.

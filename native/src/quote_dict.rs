@@ -7,7 +7,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 use rustc_hash::FxHashMap;
 
 use crate::quote_json::{quote_json, Reader};
-use crate::QUOTE_FIELDS;
+use crate::{quote_keys, QUOTE_FIELDS};
 
 /// Distinct string values kept before the cache starts again (codes, names, days, phases).
 const STRINGS_MAX: usize = 65_536;
@@ -28,18 +28,11 @@ impl QuoteMaker {
     /// `header`: what every payload of the current Quote schema starts with.
     #[new]
     fn new(py: Python<'_>, header: Vec<u8>) -> PyResult<Self> {
-        let keys: Vec<Py<PyString>> = QUOTE_FIELDS
-            .iter()
-            .map(|(name, _)| PyString::intern(py, name).unbind())
-            .collect();
-        let template = PyDict::new(py);
-        for key in &keys {
-            template.set_item(key.bind(py), py.None())?;
-        }
+        let (keys, template) = quote_keys(py)?;
         Ok(QuoteMaker {
             header,
             keys,
-            template: template.unbind(),
+            template,
             strings: FxHashMap::default(),
         })
     }
