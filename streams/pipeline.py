@@ -587,15 +587,14 @@ class Processor:
                 # the compiled paths; None: the Python path decides
                 if avro and (head := avro(rec.value, receive_ts, now, max_ahead)):
                     code, ts, price, volume, payload = head
-                elif fast and (full := fast(rec.value, receive_ts, now, max_ahead)):
-                    quote, payload, data = full
-                    code, ts, price, volume = (quote["code"], quote["exchange_ts"],
-                                               quote["price"], quote["volume"])  # fmt: skip
                 else:
-                    quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                    if fast and (full := fast(rec.value, receive_ts, now, max_ahead)):
+                        quote, payload, data = full
+                    else:
+                        quote = parse_record(rec.value, receive_ts, now, max_ahead_ms=max_ahead)
+                        payload = None
                     code, ts, price, volume = (quote["code"], quote["exchange_ts"],
                                                quote["price"], quote["volume"])  # fmt: skip
-                    payload = None
                 if judge(code, ts, source, rec.partition, price, volume):
                     into.arbitrated += 1
                     continue
