@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import Annotated
 
 import typer
 
+from hqstream.bench import steal
 from hqstream.bench.archive_bench import archive_bench
+from hqstream.bench.common import console
 from hqstream.bench.cost import cost_bench
 from hqstream.bench.e2e import e2e_bench
 from hqstream.bench.failover import failover_bench
@@ -29,7 +32,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @bench_app.callback()
-def _stop_on_sigterm() -> None:
+def _bench_options(
+    ctx: typer.Context,
+    steal_fraction: Annotated[
+        float,
+        typer.Option(
+            "--steal",
+            min=0.0,
+            max=steal.MAX_STEAL,
+            help="emulate a slower host: a real-time process on each core takes this "
+            "fraction of it in 2 ms cycles, as a shared host's hypervisor does on a slow "
+            "day; the calibration printed shows the machine it makes (needs root or "
+            "CAP_SYS_NICE; 0: none)",
+        ),
+    ] = 0.0,
+) -> None:
     """A bench stopped with SIGTERM (``kill``, a CI timeout) cleans up as on Ctrl-C.
 
     Benches start brokers, Redis, workers and clients in process groups of their
@@ -39,6 +56,14 @@ def _stop_on_sigterm() -> None:
     machine) with nobody to stop it.
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    if steal_fraction > 0:  # before the command measures its calibration
+        try:
+            steal.start(steal_fraction)
+        except steal.StealError as exc:
+            console.print(f"[red]bench --steal: {exc}[/]")
+            raise typer.Exit(2) from None
+        ctx.call_on_close(steal.stop)
+        console.print(f"bench: {steal.described()}")
 
 
 bench_app.command("ingest")(ingest)

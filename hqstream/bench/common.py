@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException
 from rich.console import Console
 
 from hqcore.redis_client import sync_client
+from hqstream.bench import steal
 from hqstream.local_runner import BROKER_BACKGROUND_NICE, REDIS_NICE, LocalStack
 
 console = Console(stderr=True)
@@ -200,9 +201,10 @@ def _calibration_records() -> list[Any]:
 def calibration_row(columns: int = 2) -> str:
     """The calibrations as a markdown table row of ``columns`` cells (figures in the second)."""
     empty = " |" * (columns - 2)
+    slowed = f" ({steal.described()})" if steal.running() else ""
     return (
         "| calibration, this run: 10 M-addition Python loop; the stream worker's parse of "
-        f"{PARSE_CALIBRATION_STOCKS:,} simulated lines | {calibration_s():.2f} s; "
+        f"{PARSE_CALIBRATION_STOCKS:,} simulated lines{slowed} | {calibration_s():.2f} s; "
         f"{parse_calibration_us():.2f} µs a line |{empty}"
     )
 
@@ -219,4 +221,5 @@ def machine() -> str:
         f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
         f"calibration {calibration_s():.2f} s (10 M-addition loop), "
         f"{parse_calibration_us():.2f} µs a line (the stream worker's parse)"
+        + (f"; {steal.described()}" if steal.running() else "")
     )
