@@ -253,6 +253,7 @@ def create_app(
                 if live:
                     records = [record for run in live for record in run.records]
                     await rt.submit(records, ack_runs(consumer, live), defer=input_waits)
+                    await rt.catch_up(len(records))  # no batch's rest waits for ever
         except asyncio.CancelledError:
             raise  # stopping, or faust restarting the agent on a rebalance
         except Exception as exc:  # nothing would process this worker's partitions again

@@ -183,6 +183,7 @@ class StreamsRuntime:
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
+        self._catching_up = False  # a batch waited its most: the rest is finished as input comes
         self._candles_put_off = False  # the candle timer's last round gave way to them
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
         self._latest_due = clock()  # when the next batch takes them along
@@ -429,6 +430,33 @@ class StreamsRuntime:
         await asyncio.sleep(0)  # its persist sends its writes
         return result
 
+    async def catch_up(self, ticks: int) -> None:
+        """After a batch of ``ticks`` was submitted: once the oldest batch waiting has
+        waited ``quotes_first_max_wait_ms``, finish twice as many ticks of the batches
+        waiting (oldest first, a slice at a time), and so after each batch until none waits.
+
+        The agent finishes waiting batches only while no input waits, and a
+        steady feed on a slow host always has input waiting (each fetch
+        window's lines came while the last were parsed): their rest waited
+        for the candle timer, which finished seconds of batches at once, and
+        no quote was parsed for 1.3-1.5 s every ~3 s (calibration 0.64 s,
+        docs/benchmarks.md, "A steady feed on a slower host"). Caught up so, a
+        batch waits for twice its own work at most, and the backlog of waiting
+        batches is gone after as much input as it held."""
+        if not self._catching_up:
+            most_s = self.settings.quotes_first_max_wait_ms / 1000
+            if not self._pending or most_s <= 0:
+                return
+            if self._clock() - self._pending[0].waiting_since < most_s:
+                return
+            self._catching_up = True
+            logger.debug("worker %s: catching up with %d ticks waiting", self.worker_id,
+                         self.ticks_waiting)  # fmt: skip
+        left = 2 * ticks
+        while left > 0 and self._pending:
+            left -= min(FINISH_SLICE, len(self._pending[0].parsed))
+            await self.finish_next()
+
     def _slice_of_first(self, n: int) -> Pending:
         """The first ``n`` ticks of the oldest batch waiting, as a batch of their own
         (acked with the rest of it: their ack does nothing)."""
@@ -463,7 +491,7 @@ class StreamsRuntime:
         docs/benchmarks.md, "The hold counted from the newest batch, and a
         fetch in one produce request").
         """
-        if not self._pending:
+        if not self._pending or self._catching_up:
             return 0.0
         due = self._pending[-1].waiting_since + self.settings.quotes_first_hold_ms / 1000
         return max(0.0, due - self._clock())
@@ -525,6 +553,8 @@ class StreamsRuntime:
             pending = self._pending.pop(0)
             metrics.TICKS_WAITING.set(self.ticks_waiting)
             result = await self._finish_or_exit(pending)
+        if not self._pending:
+            self._catching_up = False
         return result
 
     async def _finish_or_exit(self, pending: Pending) -> BatchResult:

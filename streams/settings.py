@@ -74,6 +74,16 @@ class StreamsSettings(CommonSettings):
         "one of their slices, and their rest follows the burst's last fetch; 0: finished as "
         "soon as no input waits",
     )
+    quotes_first_max_wait_ms: float = Field(
+        300.0,
+        ge=0,
+        validation_alias=_env("quotes_first_max_wait_ms"),
+        description="the most a batch's rest waits (HQ_STREAMS_QUOTES_FIRST_TICKS) while input "
+        "keeps coming: once the oldest waited this long, the worker catches up, finishing twice "
+        "the ticks of each batch it parses until none waits. A steady feed on a slow host "
+        "always has input waiting, and its batches waited for a timer that finished them all "
+        "at once (1.3-1.5 s without a quote every ~3 s); 0: no bound",
+    )
     fetch_interval_ms: float = Field(
         15.0,
         ge=0,

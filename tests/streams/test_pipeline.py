@@ -814,6 +814,71 @@ def test_the_batches_waiting_are_held_until_no_batch_came_for_the_hold() -> None
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
+def test_while_input_keeps_coming_a_batch_s_rest_waits_at_most_the_max_wait() -> None:
+    """A steady feed on a slow host always has input waiting: once the oldest batch
+    waited ``quotes_first_max_wait_ms``, each batch parsed is followed by twice its
+    ticks of the batches waiting, oldest first, until none waits; then a batch with
+    nothing behind it is finished at once again."""
+
+    async def run() -> None:
+        now = [0.0]
+        sink = FakeSink()
+        rt = runtime(sink, clock=lambda: now[0])
+        most = rt.settings.quotes_first_max_wait_ms / 1000
+        assert most > 0
+        acks: list[int] = []
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        codes = [parse_record(r.value, 0)["code"] for r in records]
+
+        async def submit(n: int) -> BatchResult | None:
+            result = await rt.submit([records[n]], functools.partial(acks.append, n),
+                                     defer=lambda: True)  # fmt: skip
+            await rt.catch_up(1)
+            return result
+
+        for n in range(3):  # each a third of the most later: none has waited it yet
+            assert await submit(n) is None
+            now[0] += most / 3
+        assert rt.waiting == 3 and len(rt.processor.stats) == 0
+        now[0] = most  # (exactly: the first came at 0)
+        await submit(3)  # the oldest has waited the most: two ticks of the oldest finished
+        assert len(rt.processor.stats) == 2 and rt.waiting == 2
+        assert rt.finish_wait_s() == 0.0  # not held for the newest (just come) while catching up
+        now[0] += most / 3
+        await submit(4)
+        assert len(rt.processor.stats) == 4 and rt.waiting == 1
+        await submit(5)  # caught up: none waits
+        assert len(rt.processor.stats) == 6 and rt.waiting == 0
+        await rt.drain()
+        assert sink.written == codes and acks == list(range(6))
+        # caught up, a batch with nothing behind it is finished at once, as before
+        again = [record(good_lines()[0], 6)]
+        assert await rt.submit(again, lambda: None, defer=lambda: False) is not None
+        await rt.catch_up(1)
+        assert rt.waiting == 0
+        await rt.drain()
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_without_a_max_wait_the_batches_wait_for_the_input_to_stop() -> None:
+    async def run() -> None:
+        now = [100.0]
+        sink = FakeSink()
+        rt = runtime(sink, clock=lambda: now[0])
+        rt.settings = rt.settings.model_copy(update={"quotes_first_max_wait_ms": 0.0})
+        for n, line in enumerate(good_lines()):
+            await rt.submit([record(line, n)], lambda: None, defer=lambda: True)
+            await rt.catch_up(1)
+            now[0] += 10.0
+        assert rt.waiting == len(good_lines()) and sink.written == []
+        while rt.waiting:
+            await rt.finish_next()
+        await rt.drain()
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_the_batches_waiting_are_finished_one_at_a_time_oldest_first() -> None:
     """The agent finishes one batch whenever no input waits, so a burst's next batch is
     parsed after one batch's rest, not after every batch's."""
