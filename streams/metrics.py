@@ -67,6 +67,12 @@ TICKS_WAITING = Gauge(
     "ticks parsed and published whose statistics, candles, alerts and Redis write wait "
     "while input waits (quotes first; HQ_STREAMS_QUOTES_FIRST_TICKS at most)",
 )
+CATCH_UPS = Counter(
+    "hq_streams_catch_ups_total",
+    "times a batch's rest waited HQ_STREAMS_QUOTES_FIRST_MAX_WAIT_MS while input kept "
+    "coming, and the worker caught up (a steady feed faster than the worker finishes it "
+    "between fetches: a slow host)",
+)
 NATIVE_PARSE = Gauge(
     "hq_streams_native_parse",
     "1 when this worker parses with the compiled fast path (hqstream_native), 0 on pure Python",

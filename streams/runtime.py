@@ -450,6 +450,7 @@ class StreamsRuntime:
             if self._clock() - self._pending[0].waiting_since < most_s:
                 return
             self._catching_up = True
+            metrics.CATCH_UPS.inc()
             logger.debug("worker %s: catching up with %d ticks waiting", self.worker_id,
                          self.ticks_waiting)  # fmt: skip
         left = 2 * ticks

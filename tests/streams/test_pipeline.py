@@ -840,6 +840,7 @@ def test_while_input_keeps_coming_a_batch_s_rest_waits_at_most_the_max_wait() ->
             assert await submit(n) is None
             now[0] += most / 3
         assert rt.waiting == 3 and len(rt.processor.stats) == 0
+        catch_ups = metrics.CATCH_UPS._value.get()
         now[0] = most  # (exactly: the first came at 0)
         await submit(3)  # the oldest has waited the most: two ticks of the oldest finished
         assert len(rt.processor.stats) == 2 and rt.waiting == 2
@@ -849,6 +850,7 @@ def test_while_input_keeps_coming_a_batch_s_rest_waits_at_most_the_max_wait() ->
         assert len(rt.processor.stats) == 4 and rt.waiting == 1
         await submit(5)  # caught up: none waits
         assert len(rt.processor.stats) == 6 and rt.waiting == 0
+        assert metrics.CATCH_UPS._value.get() == catch_ups + 1  # one catch-up, counted once
         await rt.drain()
         assert sink.written == codes and acks == list(range(6))
         # caught up, a batch with nothing behind it is finished at once, as before
