@@ -31,7 +31,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: one busy-then-asleep cycle: short against a 50 ms latency budget, long
@@ -113,7 +113,7 @@ def stop() -> None:
         _running = None
 
 
-def _end(processes: list[subprocess.Popen[bytes]] | tuple[subprocess.Popen[bytes], ...]) -> None:
+def _end(processes: Sequence[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
             process.kill()
