@@ -18,7 +18,8 @@ from schemas import topics
 from tests.conftest import KafkaEndpoint
 
 __all__ = [
-    "gateway_ready", "pipeline_env", "process", "run_to_exit", "spawn", "stop", "wait_until",
+    "alive", "gateway_ready", "pipeline_env", "process", "run_to_exit", "spawn", "stop",
+    "wait_until",
 ]  # fmt: skip
 
 
@@ -110,6 +111,15 @@ def process(name: str, args: list[str], env: dict[str, str], logs: Path) -> Iter
         assert proc.poll() is None, f"{name} died: {(logs / f'{name}.log').read_text()[-3000:]}"
     finally:
         stop(proc)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KafkaEndpoint
-from tests.stack_procs import wait_until
+from tests.stack_procs import alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HQSTREAM = [sys.executable, "-m", "hqstream.cli"]
@@ -88,14 +88,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.integration
 def test_sigterm_stops_everything_the_bench_started() -> None:
     """``kill`` (or a CI timeout) on a bench leaves no broker, Redis or worker behind."""
@@ -112,11 +104,11 @@ def test_sigterm_stops_everything_the_bench_started() -> None:
                 break
         assert seen and seen[-1].startswith("local Kafka"), "".join(seen)[-4000:]
         started = _descendants(proc.pid)
-        assert any("java" in Path(f"/proc/{p}/cmdline").read_text() for p in started if _alive(p))
+        assert any("java" in Path(f"/proc/{p}/cmdline").read_text() for p in started if alive(p))
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    wait_until(lambda: not [p for p in started if _alive(p)], 60, "the bench's processes to stop")
+    wait_until(lambda: not [p for p in started if alive(p)], 60, "the bench's processes to stop")

@@ -7,13 +7,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from typer.testing import CliRunner
 
 from hqstream.bench import steal
 from hqstream.bench.cli import bench_app
+from tests.stack_procs import alive, wait_until
 
 
 class FakeTime:
@@ -90,14 +90,6 @@ def test_one_real_time_taker_pinned_to_each_core_until_stop() -> None:
     assert steal.described() == ""
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @real_time
 def test_the_takers_end_when_the_bench_dies_without_stopping_them() -> None:
     bench = subprocess.run(
@@ -113,10 +105,7 @@ def test_the_takers_end_when_the_bench_dies_without_stopping_them() -> None:
     )  # fmt: skip
     pids = [int(pid) for pid in bench.stdout.split()]
     assert len(pids) == len(os.sched_getaffinity(0)), bench.stderr
-    deadline = time.monotonic() + 10
-    while not all(map(_gone, pids)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(map(_gone, pids))
+    wait_until(lambda: not any(map(alive, pids)), 10, "the takers to end with the bench")
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv to drop the capability")
