@@ -98,6 +98,7 @@ def fetch_pacing(settings: StreamsSettings) -> FetchPacing:
         settings.fetch_interval_ms / 1000,
         settings.fetch_interval_max_ms / 1000,
         settings.fetch_batch_ticks,
+        settings.fetch_interval_busy_ms / 1000,
     )
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -67,6 +68,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from streams import metrics
 from streams.pipeline import RawRecord
 
 logger = logging.getLogger(__name__)
@@ -214,13 +216,21 @@ DELIVERER_POLL_S = 0.1
 DELIVERER_WARN_POLLS = 100
 #: how often the window's estimate of the input rate is renewed
 RATE_PERIOD_S = 0.5
+#: :class:`CoreWait`: the period measured, and the shares of it the worker's main
+#: thread waits for a core on a host with cores to spare (up to IDLE) and with
+#: none (from BUSY)
+CORE_WAIT_PERIOD_S = 2.0
+CORE_WAIT_IDLE = 0.10
+CORE_WAIT_BUSY = 0.25
+#: at most one log line this often about the host becoming busy or not
+BUSY_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class FetchPacing:
     """How long the broker holds a live feed's fetch: about ``batch_ticks`` records'
     worth at the rate records came in lately, never less than ``min_s`` nor more
-    than ``max_s``.
+    than ``max_s``; on a busy host never less than ``busy_s``.
 
     Each batch costs the worker a fixed few milliseconds whatever it holds (the
     fetch, a Redis pipeline, a produce request, the gateway's fetch of it), so
@@ -228,17 +238,82 @@ class FetchPacing:
     two ticks; at a high rate ``min_s`` already fills batches and bounds the
     latency. ``max_s`` <= ``min_s`` or ``batch_ticks`` 0: a fixed ``min_s``;
     ``min_s`` 0: no window at all.
+
+    When the host has no core to spare (:class:`CoreWait`), the same fixed
+    costs are what every quote queues behind: the shortest window grows
+    towards ``busy_s`` (0: never), and the pipeline buys its headroom back
+    with a few milliseconds of each quote's wait (at an emulated host as slow
+    as issue 22's day, 15 -> 30 ms took 14 % of the pipeline's CPU per tick
+    and the steady p99 from 279-483 to 108-157 ms; docs/benchmarks.md, "The
+    window on a busy host").
     """
 
     min_s: float = 0.0
     max_s: float = 0.0
     batch_ticks: int = 0
+    busy_s: float = 0.0
 
-    def window_s(self, rate: float | None) -> float:
-        """The window at ``rate`` records/s (None: not known yet, the shortest)."""
+    def window_s(self, rate: float | None, busy: float = 0.0) -> float:
+        """The window at ``rate`` records/s (None: not known yet, the shortest) on a host
+        ``busy`` from 0 (cores to spare) to 1 (none: the shortest is ``busy_s``)."""
+        least = self.min_s
+        if busy > 0 and self.busy_s > least > 0:
+            least += (self.busy_s - least) * min(1.0, busy)
         if not rate or self.batch_ticks <= 0 or self.max_s <= self.min_s:
-            return self.min_s
-        return min(self.max_s, max(self.min_s, self.batch_ticks / rate))
+            return least
+        return min(max(self.max_s, least), max(least, self.batch_ticks / rate))
+
+
+def main_thread_run_delay_ns() -> int | None:
+    """How long the process's main thread has waited for a core while ready to run, in ns
+    (the second figure of Linux's ``/proc/<pid>/task/<pid>/schedstat``); None where
+    the kernel does not say (another OS, a kernel without scheduler statistics)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class CoreWait:
+    """How busy the host is for the worker, from 0 to 1: the share of the last
+    :data:`CORE_WAIT_PERIOD_S` its main thread was ready to run and waited for a
+    core, 0 up to :data:`CORE_WAIT_IDLE`, 1 from :data:`CORE_WAIT_BUSY`, in
+    proportion between.
+
+    The share is what a busy host does to the worker, whatever makes it busy
+    (the other processes of the pipeline, a neighbour, a hypervisor taking the
+    cores): the main thread waited 4-6 % of the time at the full market's
+    steady rate and in its bursts on an idle 2-core host, 32 % when 60 % of
+    each core was taken from it (``hqstream bench --steal 0.6``). Never 1
+    where the kernel does not keep the figure (:func:`main_thread_run_delay_ns`).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], int | None] = main_thread_run_delay_ns,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read, self._clock = read, clock
+        self.share = 0.0  # of the last period, waiting for a core
+        self._delay: int | None = None
+        self._since = 0.0
+
+    def busy(self) -> float:
+        """0-1 (see the class); measured anew at most once a period."""
+        now = self._clock()
+        if self._delay is not None and now - self._since < CORE_WAIT_PERIOD_S:
+            return self._busy()
+        delay = self._read()
+        if delay is None:
+            self.share = 0.0
+        elif self._delay is not None and now > self._since:
+            self.share = max(0.0, (delay - self._delay) / 1e9 / (now - self._since))
+        self._delay, self._since = delay, now
+        return self._busy()
+
+    def _busy(self) -> float:
+        return min(1.0, max(0.0, (self.share - CORE_WAIT_IDLE) / (CORE_WAIT_BUSY - CORE_WAIT_IDLE)))
 
 
 class FetchWindow:
@@ -273,19 +348,23 @@ class FetchWindow:
         fetcher: Callable[[], Any],
         pacing: FetchPacing,
         clock: Callable[[], float] = time.monotonic,
+        core_wait: CoreWait | None = None,
     ) -> None:
         self._fetcher = fetcher  # the aiokafka Fetcher now (None before the consumer started)
         self.pacing = pacing
         self._clock = clock
+        self._core_wait = core_wait or CoreWait(clock=clock)
         self.live = False
         self.rate: float | None = None  # records/s over the last rate period (None: unknown)
+        self.busy = 0.0  # how busy the host is (CoreWait), while the feed is live
+        self._logged_at = -BUSY_LOG_EVERY_S  # the last line about it
         self._counted, self._since = 0, 0.0  # records fetched since ``_since`` (0: not started)
         self._set: Any = None  # the fetcher whose settings this controls
         self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
 
     @property
     def window_s(self) -> float:
-        return self.pacing.window_s(self.rate)
+        return self.pacing.window_s(self.rate, self.busy)
 
     def fetched(self, records: int) -> None:
         """Say how many records the last poll brought; switches the window on or off
@@ -304,11 +383,27 @@ class FetchWindow:
                 self.live, self.rate, self._since = False, None, 0.0
             return
         self._measure(records)
+        if self.pacing.busy_s > 0:
+            self._follow_the_host(self._core_wait.busy())
         wait_ms = max(1, round(self.window_s * 1000))
         if not self.live or fetcher._fetch_max_wait_ms != wait_ms:
             fetcher._fetch_max_wait_ms = wait_ms
             fetcher._fetch_min_bytes = WINDOW_MIN_BYTES
             self.live = True
+
+    def _follow_the_host(self, busy: float) -> None:
+        was, self.busy = self.busy, busy
+        metrics.CORE_WAIT.set(self._core_wait.share)
+        metrics.FETCH_WINDOW.set(self.window_s)
+        now = self._clock()
+        if (busy >= 0.5) != (was >= 0.5) and now - self._logged_at >= BUSY_LOG_EVERY_S:
+            self._logged_at = now
+            logger.info(
+                "the worker's main thread waited for a core %.0f%% of the last %.0f s: the host "
+                "is %s; the fetch window is %.0f ms",
+                self._core_wait.share * 100, CORE_WAIT_PERIOD_S,
+                "busy" if busy >= 0.5 else "not busy any more", self.window_s * 1000,
+            )  # fmt: skip
 
     def _measure(self, records: int) -> None:
         now = self._clock()

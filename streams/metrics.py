@@ -73,6 +73,17 @@ CATCH_UPS = Counter(
     "coming, and the worker caught up (a steady feed faster than the worker finishes it "
     "between fetches: a slow host)",
 )
+CORE_WAIT = Gauge(
+    "hq_streams_core_wait_ratio",
+    "share of the last 2 s the worker's main thread was ready to run and waited for a core "
+    "(Linux schedstat; measured while the feed is live): above 0.10 the fetch window grows "
+    "towards HQ_STREAMS_FETCH_INTERVAL_BUSY_MS, reached at 0.25",
+)
+FETCH_WINDOW = Gauge(
+    "hq_streams_fetch_window_seconds",
+    "how long the broker holds a live feed's fetch now (by the input rate and how busy the "
+    "host is)",
+)
 NATIVE_PARSE = Gauge(
     "hq_streams_native_parse",
     "1 when this worker parses with the compiled fast path (hqstream_native), 0 on pure Python",

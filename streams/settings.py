@@ -109,6 +109,16 @@ class StreamsSettings(CommonSettings):
         description="the records a live fetch's window aims at (see "
         "HQ_STREAMS_FETCH_INTERVAL_MAX_MS); 0 = a fixed window",
     )
+    fetch_interval_busy_ms: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=_env("fetch_interval_busy_ms"),
+        description="on a host with no core to spare (the worker's main thread waits for one "
+        "more than 10 % of the time: hq_streams_core_wait_ratio) the shortest fetch window "
+        "grows towards this, reached at 25 %: fewer, larger batches, whose fixed costs every "
+        "quote queued behind; 0 = the window never follows the host (docs/architecture.md, "
+        "'Cost per tick')",
+    )
     stats_interval_s: float = Field(1.0, gt=0, validation_alias=_env("stats_interval_s"))
     stats_quiet_interval_s: float = Field(
         10.0,

@@ -4,6 +4,9 @@ and :class:`FetchWindow` has the broker collect a live feed's records per fetch.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +18,14 @@ from confluent_kafka import Producer
 
 from streams.app import create_app
 from streams.faust_transport import (
+    CORE_WAIT_PERIOD_S,
     RATE_PERIOD_S,
     WINDOW_MIN_BYTES,
+    CoreWait,
     FastConsumer,
     FetchPacing,
     FetchWindow,
+    main_thread_run_delay_ns,
 )
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
@@ -44,8 +50,9 @@ def test_the_pacing_from_the_settings(tmp_path: Path) -> None:
         fetch_interval_ms=25,
         fetch_interval_max_ms=60,
         fetch_batch_ticks=20,
+        fetch_interval_busy_ms=45,
     )
-    assert _pacing(settings) == FetchPacing(0.025, 0.06, 20)
+    assert _pacing(settings) == FetchPacing(0.025, 0.06, 20, 0.045)
 
 
 def test_zero_fetches_again_at_once(tmp_path: Path) -> None:
@@ -220,3 +227,116 @@ def test_a_quiet_spell_forgets_the_rate() -> None:
     assert window.rate is None
     window.fetched(3000)  # a burst after the quiet spell: the shortest window first
     assert fetcher._fetch_max_wait_ms == 15
+
+
+# -- the window follows the host: a busy host batches more -------------------------
+
+BUSY_PACING = FetchPacing(min_s=0.015, max_s=0.040, batch_ticks=12, busy_s=0.030)
+
+
+@pytest.mark.parametrize(
+    ("rate", "busy", "window_ms"),
+    [
+        (1_667.0, 0.0, 15),  # cores to spare: as before
+        (1_667.0, 0.5, 22.5),  # in proportion
+        (1_667.0, 1.0, 30),
+        (1_667.0, 3.0, 30),  # never past the busy window
+        (None, 1.0, 30),  # a live spell's first window too
+        (333.0, 1.0, 36),  # a slow feed's longer window is not shortened
+        (100.0, 1.0, 40),
+    ],
+)
+def test_a_busy_host_lengthens_the_shortest_window(
+    rate: float | None, busy: float, window_ms: float
+) -> None:
+    assert BUSY_PACING.window_s(rate, busy) * 1000 == pytest.approx(window_ms, abs=0.05)
+
+
+def test_a_busy_host_changes_nothing_without_a_busy_window_or_any_window() -> None:
+    assert PACING.window_s(1_667.0, 1.0) == 0.015
+    assert FetchPacing(0.0, 0.0, 0, busy_s=0.030).window_s(1_667.0, 1.0) == 0.0
+    assert FetchPacing(0.015, busy_s=0.030).window_s(1_667.0, 1.0) == 0.030  # a fixed one grows
+
+
+class _RunDelay:
+    """A main thread's run delay, ns, as the test makes it."""
+
+    def __init__(self) -> None:
+        self.ns: int | None = 0
+        self.reads = 0
+
+    def __call__(self) -> int | None:
+        self.reads += 1
+        return self.ns
+
+
+def test_core_wait_is_the_share_of_a_period_spent_waiting_for_a_core() -> None:
+    clock, delay = _Clock(), _RunDelay()
+    wait = CoreWait(delay, clock)
+    assert wait.busy() == 0.0  # the first reading: nothing measured yet
+    for share, busy in [(0.05, 0.0), (0.10, 0.0), (0.175, 0.5), (0.25, 1.0), (0.60, 1.0)]:
+        clock.now += CORE_WAIT_PERIOD_S
+        assert delay.ns is not None
+        delay.ns += round(share * CORE_WAIT_PERIOD_S * 1e9)
+        assert wait.busy() == pytest.approx(busy)
+        assert wait.share == pytest.approx(share)
+    reads = delay.reads
+    clock.now += CORE_WAIT_PERIOD_S / 2
+    delay.ns += 10**9  # a second of waiting, not measured before the period is over
+    assert wait.busy() == 1.0 and delay.reads == reads
+    clock.now += CORE_WAIT_PERIOD_S / 2
+    assert wait.share == pytest.approx(0.60) and wait.busy() == 1.0
+    assert wait.share == pytest.approx(0.5)  # over the whole period since the last reading
+
+
+def test_core_wait_is_nothing_where_the_kernel_does_not_say() -> None:
+    clock, delay = _Clock(), _RunDelay()
+    delay.ns = None
+    wait = CoreWait(delay, clock)
+    for _ in range(3):
+        clock.now += CORE_WAIT_PERIOD_S
+        assert wait.busy() == 0.0
+
+
+def test_the_window_follows_the_host_while_the_feed_is_live() -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
+    clock, delay = _Clock(), _RunDelay()
+    window = FetchWindow(lambda: fetcher, BUSY_PACING, clock, CoreWait(delay, clock))
+    window.fetched(5)
+    _feed(window, clock, 1_667.0, 2 * CORE_WAIT_PERIOD_S)
+    assert fetcher._fetch_max_wait_ms == 15  # the thread never waited
+    assert delay.ns is not None
+    start, ns = clock.now, delay.ns
+    while clock.now - start < 2 * CORE_WAIT_PERIOD_S:  # now it waits 40 % of the time
+        _feed(window, clock, 1_667.0, 0.1)
+        delay.ns = ns + round((clock.now - start) * 0.4e9)
+    assert window.busy == 1.0 and fetcher._fetch_max_wait_ms == 30
+    start, ns = clock.now, delay.ns
+    while clock.now - start < 2 * CORE_WAIT_PERIOD_S:  # and no longer
+        _feed(window, clock, 1_667.0, 0.1)
+    assert window.busy == 0.0 and fetcher._fetch_max_wait_ms == 15
+
+
+def test_the_main_thread_s_run_delay_grows_while_it_waits_for_a_core() -> None:
+    """The kernel's figure, on a core this test fills with two spinning processes."""
+    first = main_thread_run_delay_ns()
+    if first is None:
+        pytest.skip("this kernel keeps no scheduler statistics")
+    cpu = min(os.sched_getaffinity(0))
+    spin = f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nend = time.monotonic() + 60\n"
+    spin += "while time.monotonic() < end: pass\n"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    affinity = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpu})
+        before, cpu_before = main_thread_run_delay_ns(), time.thread_time()
+        while time.thread_time() - cpu_before < 0.3:  # 0.3 s of CPU among three on one core
+            pass
+        after = main_thread_run_delay_ns()
+    finally:
+        os.sched_setaffinity(0, affinity)
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert before is not None and after is not None
+    assert (after - before) / 1e9 > 0.1  # ~0.5 s: two others ran while it was ready
