@@ -285,7 +285,7 @@ class CoreWait:
     (the other processes of the pipeline, a neighbour, a hypervisor taking the
     cores): the main thread waited 4-6 % of the time at the full market's
     steady rate and in its bursts on an idle 2-core host, 32 % when 60 % of
-    each core was taken from it (``hqstream bench --steal 0.6``). Never 1
+    each core was taken from it (``hqstream bench --steal 0.6``). Always 0
     where the kernel does not keep the figure (:func:`main_thread_run_delay_ns`).
     """
 
@@ -327,7 +327,8 @@ class FetchWindow:
     :data:`WINDOW_MIN_BYTES`, so each fetch is answered once the window is
     over (or a backlog fills it) with everything that arrived meanwhile, and
     every record waits at most the window. The window follows the input rate
-    measured over :data:`RATE_PERIOD_S` (:class:`FetchPacing`). After a fetch
+    measured over :data:`RATE_PERIOD_S`, and how busy the host is
+    (:class:`CoreWait`, measured while the feed is live; :class:`FetchPacing`). After a fetch
     that found nothing for a whole poll (the feed went quiet) the defaults
     come back: a quiet feed costs no fetch a window and is answered at its
     first record, and the next live spell starts at the shortest window.
