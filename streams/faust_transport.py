@@ -222,7 +222,8 @@ RATE_PERIOD_S = 0.5
 CORE_WAIT_PERIOD_S = 2.0
 CORE_WAIT_IDLE = 0.10
 CORE_WAIT_BUSY = 0.25
-#: at most one log line this often about the host becoming busy or not
+#: at most one warning this often that the host is busy (each followed by a line
+#: once it is not)
 BUSY_LOG_EVERY_S = 60.0
 
 
@@ -358,7 +359,8 @@ class FetchWindow:
         self.live = False
         self.rate: float | None = None  # records/s over the last rate period (None: unknown)
         self.busy = 0.0  # how busy the host is (CoreWait), while the feed is live
-        self._logged_at = -BUSY_LOG_EVERY_S  # the last line about it
+        self._told_busy = False  # a warning said the host is busy (and no line since)
+        self._told_at = -BUSY_LOG_EVERY_S  # when the last warning did
         self._counted, self._since = 0, 0.0  # records fetched since ``_since`` (0: not started)
         self._set: Any = None  # the fetcher whose settings this controls
         self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
@@ -393,17 +395,24 @@ class FetchWindow:
             self.live = True
 
     def _follow_the_host(self, busy: float) -> None:
-        was, self.busy = self.busy, busy
-        metrics.CORE_WAIT.set(self._core_wait.share)
+        self.busy = busy
+        share = self._core_wait.share
+        metrics.CORE_WAIT.set(share)
         metrics.FETCH_WINDOW.set(self.window_s)
         now = self._clock()
-        if (busy >= 0.5) != (was >= 0.5) and now - self._logged_at >= BUSY_LOG_EVERY_S:
-            self._logged_at = now
+        if busy >= 0.5 and not self._told_busy and now - self._told_at >= BUSY_LOG_EVERY_S:
+            self._told_busy, self._told_at = True, now
+            logger.warning(
+                "the host is busy: the worker's main thread waited for a core %.0f%% of the "
+                "last %.0f s; the fetch window is %.0f ms (fewer, larger batches)",
+                share * 100, CORE_WAIT_PERIOD_S, self.window_s * 1000,
+            )  # fmt: skip
+        elif busy < 0.5 and self._told_busy:
+            self._told_busy = False
             logger.info(
-                "the worker's main thread waited for a core %.0f%% of the last %.0f s: the host "
-                "is %s; the fetch window is %.0f ms",
-                self._core_wait.share * 100, CORE_WAIT_PERIOD_S,
-                "busy" if busy >= 0.5 else "not busy any more", self.window_s * 1000,
+                "the host is not busy any more: the worker's main thread waited for a core "
+                "%.0f%% of the last %.0f s; the fetch window is %.0f ms",
+                share * 100, CORE_WAIT_PERIOD_S, self.window_s * 1000,
             )  # fmt: skip
 
     def _measure(self, records: int) -> None:

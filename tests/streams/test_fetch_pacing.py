@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from confluent_kafka import Producer
 
 from streams.app import create_app
 from streams.faust_transport import (
+    BUSY_LOG_EVERY_S,
     CORE_WAIT_PERIOD_S,
     RATE_PERIOD_S,
     WINDOW_MIN_BYTES,
@@ -298,23 +300,41 @@ def test_core_wait_is_nothing_where_the_kernel_does_not_say() -> None:
         assert wait.busy() == 0.0
 
 
-def test_the_window_follows_the_host_while_the_feed_is_live() -> None:
+def _waiting(window: FetchWindow, clock: _Clock, delay: _RunDelay, share: float) -> None:
+    """Two periods of a steady feed while the main thread waits ``share`` of the time."""
+    assert delay.ns is not None
+    start, ns = clock.now, delay.ns
+    while clock.now - start < 2 * CORE_WAIT_PERIOD_S:
+        _feed(window, clock, 1_667.0, 0.1)
+        delay.ns = ns + round((clock.now - start) * share * 1e9)
+
+
+def test_the_window_follows_the_host_while_the_feed_is_live(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
     clock, delay = _Clock(), _RunDelay()
     window = FetchWindow(lambda: fetcher, BUSY_PACING, clock, CoreWait(delay, clock))
     window.fetched(5)
-    _feed(window, clock, 1_667.0, 2 * CORE_WAIT_PERIOD_S)
-    assert fetcher._fetch_max_wait_ms == 15  # the thread never waited
-    assert delay.ns is not None
-    start, ns = clock.now, delay.ns
-    while clock.now - start < 2 * CORE_WAIT_PERIOD_S:  # now it waits 40 % of the time
-        _feed(window, clock, 1_667.0, 0.1)
-        delay.ns = ns + round((clock.now - start) * 0.4e9)
+    caplog.set_level("INFO", logger="streams.faust_transport")
+    _waiting(window, clock, delay, 0.0)
+    assert fetcher._fetch_max_wait_ms == 15 and not caplog.records  # the thread never waited
+    _waiting(window, clock, delay, 0.4)
     assert window.busy == 1.0 and fetcher._fetch_max_wait_ms == 30
-    start, ns = clock.now, delay.ns
-    while clock.now - start < 2 * CORE_WAIT_PERIOD_S:  # and no longer
-        _feed(window, clock, 1_667.0, 0.1)
+    _waiting(window, clock, delay, 0.0)
     assert window.busy == 0.0 and fetcher._fetch_max_wait_ms == 15
+    _waiting(window, clock, delay, 0.4)  # busy again within the minute: no second warning
+    _waiting(window, clock, delay, 0.0)
+    told = [(r.levelname, re.sub(r"\d+%", "N%", r.getMessage())) for r in caplog.records]
+    assert told == [
+        ("WARNING", "the host is busy: the worker's main thread waited for a core N% of the "
+                    "last 2 s; the fetch window is 30 ms (fewer, larger batches)"),
+        ("INFO", "the host is not busy any more: the worker's main thread waited for a core "
+                 "N% of the last 2 s; the fetch window is 15 ms"),
+    ]  # fmt: skip
+    clock.now += BUSY_LOG_EVERY_S
+    _waiting(window, clock, delay, 0.4)
+    assert len(caplog.records) == 3 and caplog.records[-1].levelname == "WARNING"
 
 
 def test_the_main_thread_s_run_delay_grows_while_it_waits_for_a_core() -> None:
