@@ -384,6 +384,7 @@ class FetchWindow:
             if self.live:
                 fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._defaults
                 self.live, self.rate, self._since = False, None, 0.0
+                metrics.FETCH_WINDOW.set(0)
             return
         self._measure(records)
         if self.pacing.busy_s > 0:
@@ -393,12 +394,12 @@ class FetchWindow:
             fetcher._fetch_max_wait_ms = wait_ms
             fetcher._fetch_min_bytes = WINDOW_MIN_BYTES
             self.live = True
+            metrics.FETCH_WINDOW.set(wait_ms / 1000)
 
     def _follow_the_host(self, busy: float) -> None:
         self.busy = busy
         share = self._core_wait.share
         metrics.CORE_WAIT.set(share)
-        metrics.FETCH_WINDOW.set(self.window_s)
         now = self._clock()
         if busy >= 0.5 and not self._told_busy and now - self._told_at >= BUSY_LOG_EVERY_S:
             self._told_busy, self._told_at = True, now

@@ -82,7 +82,7 @@ CORE_WAIT = Gauge(
 FETCH_WINDOW = Gauge(
     "hq_streams_fetch_window_seconds",
     "how long the broker holds a live feed's fetch now (by the input rate and how busy the "
-    "host is)",
+    "host is); 0 while the feed is quiet (a fetch is answered at its first record)",
 )
 NATIVE_PARSE = Gauge(
     "hq_streams_native_parse",

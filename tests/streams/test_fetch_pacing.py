@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
+from streams import metrics
 from streams.app import create_app
 from streams.faust_transport import (
     BUSY_LOG_EVERY_S,
@@ -321,6 +322,8 @@ def test_the_window_follows_the_host_while_the_feed_is_live(
     assert fetcher._fetch_max_wait_ms == 15 and not caplog.records  # the thread never waited
     _waiting(window, clock, delay, 0.4)
     assert window.busy == 1.0 and fetcher._fetch_max_wait_ms == 30
+    assert metrics.FETCH_WINDOW._value.get() == 0.030
+    assert metrics.CORE_WAIT._value.get() == pytest.approx(0.4, abs=0.05)
     _waiting(window, clock, delay, 0.0)
     assert window.busy == 0.0 and fetcher._fetch_max_wait_ms == 15
     _waiting(window, clock, delay, 0.4)  # busy again within the minute: no second warning
@@ -335,6 +338,8 @@ def test_the_window_follows_the_host_while_the_feed_is_live(
     clock.now += BUSY_LOG_EVERY_S
     _waiting(window, clock, delay, 0.4)
     assert len(caplog.records) == 3 and caplog.records[-1].levelname == "WARNING"
+    window.fetched(0)  # the feed goes quiet: no window
+    assert metrics.FETCH_WINDOW._value.get() == 0
 
 
 def test_the_main_thread_s_run_delay_grows_while_it_waits_for_a_core() -> None:
