@@ -24,11 +24,12 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from hqcore.host import CORE_WAIT_PERIOD_S, BusyNotice, CoreWait
 from hqcore.kafka_client import librdkafka_config
 from producers import metrics
 from producers.errors import JournalError
@@ -58,6 +59,13 @@ _IN_DOUBT_CHECK_S: Final = 5.0
 _IN_DOUBT_RETRY_S: Final = 0.2
 #: how long lines read during a replay wait in memory before they are journaled
 _REPLAY_HOLD_MS: Final = 500
+#: How busy the host is for the receiver (hqcore.host.CoreWait): the shares of the
+#: time its main thread waits for a core up to which the host has cores to spare,
+#: and from which it has none. Measured at the full market's steady rate: 2.5 % on
+#: an idle 2-core host, 14-17 % with 60 % of each core taken (``hqstream bench
+#: --steal 0.6``; docs/benchmarks.md, "The receiver's linger on a busy host").
+CORE_WAIT_IDLE: Final = 0.05
+CORE_WAIT_BUSY: Final = 0.12
 
 
 #: A quote line as the receiver classified it.
@@ -210,6 +218,14 @@ class Forwarder:
         self._source = settings.feed_source.encode()
         self._queue: collections.deque[_Item] = collections.deque()
         self._queue_bytes = 0
+        # On a busy host lines wait for more before they go to librdkafka (hold_s).
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
+        self._first_at = 0.0  # when the oldest item in the queue came (0: take it at once)
+        self._most_hold_s = max(0, settings.linger_busy_ms - settings.linger_ms) / 1000
+        self._core_wait = CoreWait(idle=CORE_WAIT_IDLE, busy=CORE_WAIT_BUSY)
+        self._busy_notice = BusyNotice()
+        self.hold_s = 0.0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="hq-forwarder", daemon=True)
@@ -287,6 +303,8 @@ class Forwarder:
 
     def _enqueue(self, item: _Item, size: int) -> None:
         with self._cond:
+            if not self._queue:
+                self._first_at = self._clock()
             self._queue.append(item)
             self._queue_bytes += size
             self._cond.notify()
@@ -335,6 +353,8 @@ class Forwarder:
                     holding = False
                 if not holding:
                     self._journal_failed()
+                if self._most_hold_s:
+                    self._follow_the_host()
                 items = [] if holding else self._take(0.05)
                 self._route_all(items)
                 self._producer.poll(0.05 if holding else 0)
@@ -401,10 +421,45 @@ class Forwarder:
         while len(self._producer) and time.monotonic() < deadline:
             self._producer.poll(0.05)
 
+    def _follow_the_host(self) -> None:
+        """On a busy host, lines wait up to ``linger_busy_ms`` in all before they go to
+        Kafka (``hold_s`` here, then librdkafka's ``linger.ms``), in proportion to how
+        busy it is.
+
+        librdkafka cannot change ``linger.ms`` once the producer exists, so the
+        lines read meanwhile wait in the queue, and go to librdkafka together:
+        its linger puts them in one produce request. Each request costs the
+        receiver, the broker and the stream worker's next fetch a fixed part
+        whatever it holds: at ``--steal 0.6`` 20 ms instead of 5 took 7 % of the
+        pipeline's CPU per tick (docs/benchmarks.md, "The receiver's linger on
+        a busy host"). An idle host keeps ``linger_ms`` alone.
+        """
+        busy = self._core_wait.busy()
+        self.hold_s = self._most_hold_s * busy
+        tell = self._busy_notice.update(busy)
+        if tell:
+            logger.warning(
+                "the host is busy: the receiver's main thread waited for a core %.0f%% of "
+                "the last %.0f s; lines wait up to %.0f ms for Kafka (fewer, larger requests)",
+                self._core_wait.share * 100, CORE_WAIT_PERIOD_S,
+                (self.hold_s * 1000 + self.settings.linger_ms),
+            )  # fmt: skip
+        elif tell is False:
+            logger.info(
+                "the host is not busy any more: the receiver's main thread waited for a core "
+                "%.0f%% of the last %.0f s; lines wait up to %.0f ms for Kafka",
+                self._core_wait.share * 100, CORE_WAIT_PERIOD_S,
+                (self.hold_s * 1000 + self.settings.linger_ms),
+            )  # fmt: skip
+
     def _take(self, timeout: float) -> list[_Item]:
         with self._cond:
             if not self._queue and not self._stopping:
                 self._cond.wait(timeout)
+            hold = self._first_at + self.hold_s - self._clock() if self._queue else 0.0
+        if hold > 0 and not self._stopping:
+            self._sleep(hold)  # the lines read meanwhile go along (_follow_the_host)
+        with self._cond:
             items = list(self._queue)
             self._queue.clear()
             self._queue_bytes = 0
@@ -424,6 +479,7 @@ class Forwarder:
 
     def _requeue(self, items: list[_Item]) -> None:
         with self._cond:
+            self._first_at = 0.0  # they waited already
             for item in reversed(items):
                 self._queue.appendleft(item)
                 self._queue_bytes += item.size
@@ -777,6 +833,8 @@ class Forwarder:
         metrics.JOURNAL_BYTES.set(self.journal.size_bytes)
         metrics.KAFKA_UP.set(1 if self.kafka_up else 0)
         metrics.INFLIGHT.set(len(self._producer))
+        metrics.CORE_WAIT.set(self._core_wait.share)
+        metrics.PRODUCE_HOLD.set(self.hold_s)
 
     def acked(self, topic: str) -> int:
         return self._acked[topic]

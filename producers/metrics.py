@@ -33,6 +33,14 @@ JOURNAL_CORRUPT = Counter(
 )
 KAFKA_UP = Gauge("hq_receiver_kafka_up", "1 while the producer reaches the brokers")
 INFLIGHT = Gauge("hq_receiver_kafka_inflight", "records handed to the producer, not yet acked")
+CORE_WAIT = Gauge(
+    "hq_receiver_core_wait_ratio",
+    "share of the last 2 s the receiver's main thread waited for a core (how busy the host is)",
+)
+PRODUCE_HOLD = Gauge(
+    "hq_receiver_produce_hold_seconds",
+    "how long lines wait for more before they go to librdkafka, on a busy host (0: idle host)",
+)
 ACK_LATENCY = Histogram(
     "hq_receiver_ack_latency_seconds",
     "receive -> Kafka ack latency (sampled)",

@@ -85,6 +85,13 @@ class ReceiverSettings(FeedSettings):
         description="producer linger: a tick waits at most this long for the produce request "
         "that carries it (latency vs requests; docs/architecture.md, 'Cost per tick')",
     )
+    linger_busy_ms: int = Field(
+        20,
+        ge=0,
+        description="on a busy host (the receiver's main thread waits for a core) lines wait "
+        "up to this long in all before they go to Kafka: fewer, larger produce requests "
+        "(0 or not above linger_ms: never longer than linger_ms)",
+    )
     batch_size: int = 1024 * 1024
     compression: str = "lz4"
     producer_delivery_timeout_s: float = Field(

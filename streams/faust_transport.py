@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -68,6 +67,7 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from hqcore.host import CORE_WAIT_PERIOD_S, BusyNotice, CoreWait
 from streams import metrics
 from streams.pipeline import RawRecord
 
@@ -216,15 +216,6 @@ DELIVERER_POLL_S = 0.1
 DELIVERER_WARN_POLLS = 100
 #: how often the window's estimate of the input rate is renewed
 RATE_PERIOD_S = 0.5
-#: :class:`CoreWait`: the period measured, and the shares of it the worker's main
-#: thread waits for a core on a host with cores to spare (up to IDLE) and with
-#: none (from BUSY)
-CORE_WAIT_PERIOD_S = 2.0
-CORE_WAIT_IDLE = 0.10
-CORE_WAIT_BUSY = 0.25
-#: at most one warning this often that the host is busy (each followed by a line
-#: once it is not)
-BUSY_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,58 +254,6 @@ class FetchPacing:
         if not rate or self.batch_ticks <= 0 or self.max_s <= self.min_s:
             return least
         return min(max(self.max_s, least), max(least, self.batch_ticks / rate))
-
-
-def main_thread_run_delay_ns() -> int | None:
-    """How long the process's main thread has waited for a core while ready to run, in ns
-    (the second figure of Linux's ``/proc/<pid>/task/<pid>/schedstat``); None where
-    the kernel does not say (another OS, a kernel without scheduler statistics)."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/schedstat", "rb") as f:
-            return int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class CoreWait:
-    """How busy the host is for the worker, from 0 to 1: the share of the last
-    :data:`CORE_WAIT_PERIOD_S` its main thread was ready to run and waited for a
-    core, 0 up to :data:`CORE_WAIT_IDLE`, 1 from :data:`CORE_WAIT_BUSY`, in
-    proportion between.
-
-    The share is what a busy host does to the worker, whatever makes it busy
-    (the other processes of the pipeline, a neighbour, a hypervisor taking the
-    cores): the main thread waited 4-6 % of the time at the full market's
-    steady rate and in its bursts on an idle 2-core host, 32 % when 60 % of
-    each core was taken from it (``hqstream bench --steal 0.6``). Always 0
-    where the kernel does not keep the figure (:func:`main_thread_run_delay_ns`).
-    """
-
-    def __init__(
-        self,
-        read: Callable[[], int | None] = main_thread_run_delay_ns,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._read, self._clock = read, clock
-        self.share = 0.0  # of the last period, waiting for a core
-        self._delay: int | None = None
-        self._since = 0.0
-
-    def busy(self) -> float:
-        """0-1 (see the class); measured anew at most once a period."""
-        now = self._clock()
-        if self._delay is not None and now - self._since < CORE_WAIT_PERIOD_S:
-            return self._busy()
-        delay = self._read()
-        if delay is None:
-            self.share = 0.0
-        elif self._delay is not None and now > self._since:
-            self.share = max(0.0, (delay - self._delay) / 1e9 / (now - self._since))
-        self._delay, self._since = delay, now
-        return self._busy()
-
-    def _busy(self) -> float:
-        return min(1.0, max(0.0, (self.share - CORE_WAIT_IDLE) / (CORE_WAIT_BUSY - CORE_WAIT_IDLE)))
 
 
 class FetchWindow:
@@ -359,8 +298,7 @@ class FetchWindow:
         self.live = False
         self.rate: float | None = None  # records/s over the last rate period (None: unknown)
         self.busy = 0.0  # how busy the host is (CoreWait), while the feed is live
-        self._told_busy = False  # a warning said the host is busy (and no line since)
-        self._told_at = -BUSY_LOG_EVERY_S  # when the last warning did
+        self._notice = BusyNotice(clock)
         self._counted, self._since = 0, 0.0  # records fetched since ``_since`` (0: not started)
         self._set: Any = None  # the fetcher whose settings this controls
         self._defaults = (0, 0)  # its own fetch_max_wait_ms and fetch_min_bytes
@@ -400,16 +338,14 @@ class FetchWindow:
         self.busy = busy
         share = self._core_wait.share
         metrics.CORE_WAIT.set(share)
-        now = self._clock()
-        if busy >= 0.5 and not self._told_busy and now - self._told_at >= BUSY_LOG_EVERY_S:
-            self._told_busy, self._told_at = True, now
+        tell = self._notice.update(busy)
+        if tell:
             logger.warning(
                 "the host is busy: the worker's main thread waited for a core %.0f%% of the "
                 "last %.0f s; the fetch window is %.0f ms (fewer, larger batches)",
                 share * 100, CORE_WAIT_PERIOD_S, self.window_s * 1000,
             )  # fmt: skip
-        elif busy < 0.5 and self._told_busy:
-            self._told_busy = False
+        elif tell is False:
             logger.info(
                 "the host is not busy any more: the worker's main thread waited for a core "
                 "%.0f%% of the last %.0f s; the fetch window is %.0f ms",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,10 +12,19 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
+from hqcore.host import CORE_WAIT_PERIOD_S, CoreWait
 from hqstream.local_runner import free_port
-from producers.forwarder import Forwarder, producer_config
+from producers import metrics
+from producers.forwarder import (
+    CORE_WAIT_BUSY,
+    CORE_WAIT_IDLE,
+    Forwarder,
+    _Lines,
+    producer_config,
+)
 from producers.journal import DlqCause, Journal, JournalRecord, RecordKind
 from producers.settings import ReceiverSettings
+from tests.hqcore.host_fakes import ManualClock, ManualRunDelay
 
 TS = 1_700_000_000_000
 
@@ -175,3 +185,94 @@ def test_lines_read_during_a_replay_wait_a_moment_instead_of_refilling_the_journ
     forwarder._serve_while_waiting()
     assert _journaled(forwarder.journal) == [b"sh600000$old", b"sh600000$new"]
     assert forwarder.journaled_while_replaying == 2 and forwarder.queue_bytes == 0
+
+
+# -- on a busy host lines wait for more before they go to librdkafka -----------------
+
+
+def _busy_for(
+    forwarder: Forwarder, clock: ManualClock, delay: ManualRunDelay, share: float
+) -> None:
+    """A period in which the receiver's main thread waited ``share`` of the time."""
+    clock.now += CORE_WAIT_PERIOD_S
+    delay.wait(share * CORE_WAIT_PERIOD_S)
+    forwarder._follow_the_host()
+
+
+def test_the_hold_follows_the_host_up_to_the_busy_linger(
+    forwarder: Forwarder, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, delay = ManualClock(), ManualRunDelay()
+    forwarder._core_wait = CoreWait(delay, clock, idle=CORE_WAIT_IDLE, busy=CORE_WAIT_BUSY)
+    caplog.set_level("INFO", logger="producers.forwarder")
+    forwarder._follow_the_host()  # the first reading
+    _busy_for(forwarder, clock, delay, 0.025)  # an idle host (measured: 2.5 %)
+    assert forwarder.hold_s == 0.0 and not caplog.records
+    _busy_for(forwarder, clock, delay, 0.15)  # as slow as issue 22's day (14-17 %)
+    assert forwarder.hold_s == pytest.approx(0.015)  # 20 ms in all with librdkafka's 5
+    forwarder._report()
+    assert metrics.PRODUCE_HOLD._value.get() == pytest.approx(0.015)
+    assert metrics.CORE_WAIT._value.get() == pytest.approx(0.15)
+    _busy_for(forwarder, clock, delay, (CORE_WAIT_IDLE + CORE_WAIT_BUSY) / 2)
+    assert forwarder.hold_s == pytest.approx(0.0075)  # in proportion
+    _busy_for(forwarder, clock, delay, 0.0)
+    assert forwarder.hold_s == 0.0
+    told = [(r.levelname, re.sub(r"\d+%", "N%", r.getMessage())) for r in caplog.records]
+    assert told == [
+        ("WARNING", "the host is busy: the receiver's main thread waited for a core N% of the "
+                    "last 2 s; lines wait up to 20 ms for Kafka (fewer, larger requests)"),
+        ("INFO", "the host is not busy any more: the receiver's main thread waited for a core "
+                 "N% of the last 2 s; lines wait up to 5 ms for Kafka"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("linger_ms", "linger_busy_ms"), [(5, 0), (5, 5), (20, 10)])
+def test_no_hold_without_a_longer_busy_linger(
+    tmp_path: Path, linger_ms: int, linger_busy_ms: int
+) -> None:
+    settings = ReceiverSettings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        journal_dir=tmp_path / "journal",
+        linger_ms=linger_ms,
+        linger_busy_ms=linger_busy_ms,
+    )
+    fwd = Forwarder(settings, Journal.from_settings(settings))
+    try:
+        clock, delay = ManualClock(), ManualRunDelay()
+        fwd._core_wait = CoreWait(delay, clock, idle=CORE_WAIT_IDLE, busy=CORE_WAIT_BUSY)
+        fwd._follow_the_host()
+        _busy_for(fwd, clock, delay, 0.5)
+        assert fwd.hold_s == 0.0
+    finally:
+        fwd.journal.close()
+        del fwd
+        gc.collect()
+
+
+def test_held_lines_go_to_librdkafka_with_those_read_meanwhile(forwarder: Forwarder) -> None:
+    clock = ManualClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the forwarder waits; the reader reads on
+        slept.append(seconds)
+        clock.now += 0.004
+        forwarder.submit(TS + 4, [("sse_szse", b"sh600001$later")])
+        clock.now += seconds - 0.004
+
+    forwarder._clock, forwarder._sleep = clock, sleep
+    forwarder.hold_s = 0.015
+    forwarder.submit(TS, [("sse_szse", b"sh600000$first")])
+    clock.now += 0.005  # the forwarder comes for it 5 ms after it was read
+    items = forwarder._take(0)
+    assert slept == [pytest.approx(0.010)]  # it waits what is left of the hold
+    assert [line for item in items if isinstance(item, _Lines) for _, line in item.lines] == [
+        b"sh600000$first",
+        b"sh600001$later",
+    ]
+    forwarder.hold_s = 0.0  # an idle host: taken at once
+    forwarder.submit(TS + 8, [("sse_szse", b"sh600000$next")])
+    assert len(forwarder._take(0)) == 1 and len(slept) == 1
+    forwarder.hold_s = 0.015
+    forwarder.submit(TS + 9, [("sse_szse", b"sh600000$old")])
+    clock.now += 0.020  # it waited longer than the hold already
+    assert len(forwarder._take(0)) == 1 and len(slept) == 1

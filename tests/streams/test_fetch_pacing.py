@@ -4,10 +4,7 @@ and :class:`FetchWindow` has the broker collect a live feed's records per fetch.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,21 +14,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
+from hqcore.host import BUSY_LOG_EVERY_S, CORE_WAIT_PERIOD_S, CoreWait
 from streams import metrics
 from streams.app import create_app
 from streams.faust_transport import (
-    BUSY_LOG_EVERY_S,
-    CORE_WAIT_PERIOD_S,
     RATE_PERIOD_S,
     WINDOW_MIN_BYTES,
-    CoreWait,
     FastConsumer,
     FetchPacing,
     FetchWindow,
-    main_thread_run_delay_ns,
 )
 from streams.settings import StreamsSettings
 from tests.conftest import KafkaEndpoint
+from tests.hqcore.host_fakes import ManualClock, ManualRunDelay
 
 
 def _pacing(settings: StreamsSettings) -> FetchPacing:
@@ -185,15 +180,7 @@ def test_a_fixed_window_without_a_longer_bound_or_a_target(pacing: FetchPacing) 
     assert pacing.window_s(10.0) == 0.015
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _feed(window: FetchWindow, clock: _Clock, rate: float, seconds: float) -> None:
+def _feed(window: FetchWindow, clock: ManualClock, rate: float, seconds: float) -> None:
     """Fetches of ``rate`` records/s, one each window, for ``seconds``."""
     end = clock.now + seconds
     while clock.now < end:
@@ -204,7 +191,7 @@ def _feed(window: FetchWindow, clock: _Clock, rate: float, seconds: float) -> No
 
 def test_a_slow_feed_gets_the_longer_window_and_a_fast_one_the_shortest() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
-    clock = _Clock()
+    clock = ManualClock()
     window = FetchWindow(lambda: fetcher, PACING, clock)
     window.fetched(5)  # a live spell starts at the shortest window: its rate is not known
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (15, WINDOW_MIN_BYTES)
@@ -219,7 +206,7 @@ def test_a_slow_feed_gets_the_longer_window_and_a_fast_one_the_shortest() -> Non
 
 def test_a_quiet_spell_forgets_the_rate() -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
-    clock = _Clock()
+    clock = ManualClock()
     window = FetchWindow(lambda: fetcher, PACING, clock)
     window.fetched(5)
     _feed(window, clock, 100.0, 2 * RATE_PERIOD_S)
@@ -261,47 +248,7 @@ def test_a_busy_host_changes_nothing_without_a_busy_window_or_any_window() -> No
     assert FetchPacing(0.015, busy_s=0.030).window_s(1_667.0, 1.0) == 0.030  # a fixed one grows
 
 
-class _RunDelay:
-    """A main thread's run delay, ns, as the test makes it."""
-
-    def __init__(self) -> None:
-        self.ns: int | None = 0
-        self.reads = 0
-
-    def __call__(self) -> int | None:
-        self.reads += 1
-        return self.ns
-
-
-def test_core_wait_is_the_share_of_a_period_spent_waiting_for_a_core() -> None:
-    clock, delay = _Clock(), _RunDelay()
-    wait = CoreWait(delay, clock)
-    assert wait.busy() == 0.0  # the first reading: nothing measured yet
-    for share, busy in [(0.05, 0.0), (0.10, 0.0), (0.175, 0.5), (0.25, 1.0), (0.60, 1.0)]:
-        clock.now += CORE_WAIT_PERIOD_S
-        assert delay.ns is not None
-        delay.ns += round(share * CORE_WAIT_PERIOD_S * 1e9)
-        assert wait.busy() == pytest.approx(busy)
-        assert wait.share == pytest.approx(share)
-    reads = delay.reads
-    clock.now += CORE_WAIT_PERIOD_S / 2
-    delay.ns += 10**9  # a second of waiting, not measured before the period is over
-    assert wait.busy() == 1.0 and delay.reads == reads
-    clock.now += CORE_WAIT_PERIOD_S / 2
-    assert wait.share == pytest.approx(0.60) and wait.busy() == 1.0
-    assert wait.share == pytest.approx(0.5)  # over the whole period since the last reading
-
-
-def test_core_wait_is_nothing_where_the_kernel_does_not_say() -> None:
-    clock, delay = _Clock(), _RunDelay()
-    delay.ns = None
-    wait = CoreWait(delay, clock)
-    for _ in range(3):
-        clock.now += CORE_WAIT_PERIOD_S
-        assert wait.busy() == 0.0
-
-
-def _waiting(window: FetchWindow, clock: _Clock, delay: _RunDelay, share: float) -> None:
+def _waiting(window: FetchWindow, clock: ManualClock, delay: ManualRunDelay, share: float) -> None:
     """Two periods of a steady feed while the main thread waits ``share`` of the time."""
     assert delay.ns is not None
     start, ns = clock.now, delay.ns
@@ -314,7 +261,7 @@ def test_the_window_follows_the_host_while_the_feed_is_live(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fetcher = SimpleNamespace(_fetch_max_wait_ms=500, _fetch_min_bytes=1)
-    clock, delay = _Clock(), _RunDelay()
+    clock, delay = ManualClock(), ManualRunDelay()
     window = FetchWindow(lambda: fetcher, BUSY_PACING, clock, CoreWait(delay, clock))
     window.fetched(5)
     caplog.set_level("INFO", logger="streams.faust_transport")
@@ -340,28 +287,3 @@ def test_the_window_follows_the_host_while_the_feed_is_live(
     assert len(caplog.records) == 3 and caplog.records[-1].levelname == "WARNING"
     window.fetched(0)  # the feed goes quiet: no window
     assert metrics.FETCH_WINDOW._value.get() == 0
-
-
-def test_the_main_thread_s_run_delay_grows_while_it_waits_for_a_core() -> None:
-    """The kernel's figure, on a core this test fills with two spinning processes."""
-    first = main_thread_run_delay_ns()
-    if first is None:
-        pytest.skip("this kernel keeps no scheduler statistics")
-    cpu = min(os.sched_getaffinity(0))
-    spin = f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nend = time.monotonic() + 60\n"
-    spin += "while time.monotonic() < end: pass\n"
-    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
-    affinity = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, {cpu})
-        before, cpu_before = main_thread_run_delay_ns(), time.thread_time()
-        while time.thread_time() - cpu_before < 0.3:  # 0.3 s of CPU among three on one core
-            pass
-        after = main_thread_run_delay_ns()
-    finally:
-        os.sched_setaffinity(0, affinity)
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
-    assert before is not None and after is not None
-    assert (after - before) / 1e9 > 0.1  # ~0.5 s: two others ran while it was ready
