@@ -228,7 +228,7 @@ def test_the_hold_follows_the_host_up_to_the_busy_linger(
 
 @pytest.mark.parametrize(("linger_ms", "linger_busy_ms"), [(5, 0), (5, 5), (20, 10)])
 def test_no_hold_without_a_longer_busy_linger(
-    tmp_path: Path, linger_ms: int, linger_busy_ms: int
+    tmp_path: Path, linger_ms: int, linger_busy_ms: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = ReceiverSettings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
@@ -242,7 +242,9 @@ def test_no_hold_without_a_longer_busy_linger(
         fwd._core_wait = CoreWait(delay, clock, idle=CORE_WAIT_IDLE, busy=CORE_WAIT_BUSY)
         fwd._follow_the_host()
         _busy_for(fwd, clock, delay, 0.5)
-        assert fwd.hold_s == 0.0
+        assert fwd.hold_s == 0.0 and not caplog.records  # nothing changes: nothing to tell
+        fwd._report()
+        assert metrics.CORE_WAIT._value.get() == pytest.approx(0.5)  # still measured
     finally:
         fwd.journal.close()
         del fwd
