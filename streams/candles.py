@@ -245,6 +245,11 @@ class CandleBuilder:
         st.ticks += 1
         return closed
 
+    def closes(self, code: str, ts: int) -> bool:
+        """Whether a quote of ``code`` at ``ts`` would close its open candle (:meth:`update`)."""
+        st = self._stocks.get(code)
+        return st is not None and st.minute >= 0 and ts >= st.end
+
     def current(self, code: str) -> Candle | None:
         """The open candle of ``code`` (``closed=False``), or None."""
         st = self._stocks.get(code)

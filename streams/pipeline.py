@@ -150,15 +150,16 @@ class Parsed:
         self.make()
         return self.made_data
 
-    def make(self) -> None:
-        """Make the dicts and JSON of the quotes not made yet, from their Avro."""
-        done = len(self.made_quotes)
-        if done == len(self.encoded):
+    def make(self, upto: int | None = None) -> None:
+        """Make the dicts and JSON of the quotes not made yet (the first ``upto`` of them
+        at least: default all), from their Avro."""
+        done, end = len(self.made_quotes), len(self.encoded) if upto is None else upto
+        if done >= end:
             return
         if self.maker is None:
             raise RuntimeError("quotes parsed without their dicts and no maker to make them")
-        quotes, data = self.maker(self.encoded[done:])
-        self.made_quotes += zip(quotes, self.partitions[done:], strict=True)
+        quotes, data = self.maker(self.encoded[done:end])
+        self.made_quotes += zip(quotes, self.partitions[done:end], strict=True)
         self.made_data += data
 
     def drop(self, failed: dict[int, DlqRecord]) -> None:
@@ -723,6 +724,14 @@ class Processor:
             KafkaOut(topic, code.encode(), payload)
             for code, payload in zip(p.codes, p.encoded, strict=True)
         ]
+
+    def closing(self, p: Parsed, n: int) -> list[bool]:
+        """Whether each of the first ``n`` quotes of ``p`` closes its stock's candle, as the
+        candles are now: such a tick costs its finish several times a plain one's
+        (its bar, every timeframe's, their state and records)."""
+        p.make(n)
+        closes = self.candles.closes
+        return [closes(quote["code"], quote["exchange_ts"]) for quote, _ in p.made_quotes[:n]]
 
     async def finish(
         self, p: Parsed, sink: RedisSink | None, *, published: bool = False

@@ -56,6 +56,7 @@ from schemas.exchange import MARKETS_AND_ALL, Market
 from schemas.serde import Codec, make_codec
 from streams import metrics
 from streams.errors import StreamsError
+from streams.finish_cost import TickCost
 from streams.lifecycle import fatal
 from streams.market_stats import MarketPartial, merge_partials
 from streams.outbox import KafkaOutputError, Outbox
@@ -86,7 +87,8 @@ CANDLE_SLICE = 200
 CANDLE_SLICE_PAUSE_S = 0.05
 
 
-#: ticks of a waiting batch finished at a time (:meth:`StreamsRuntime.finish_next`)
+#: the most ticks of a waiting batch finished at a time (:meth:`StreamsRuntime.finish_next`;
+#: fewer when they would take longer than ``finish_slice_ms``)
 FINISH_SLICE = 500
 
 
@@ -164,6 +166,7 @@ class StreamsRuntime:
         processor: Processor | None = None,
         rebuilder: StateRebuilder | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
         self.rebuilder = rebuilder  # None: never checks or rebuilds the Redis state
@@ -184,6 +187,9 @@ class StreamsRuntime:
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
         self._catching_up = False  # a batch waited its most: the rest is finished as input comes
+        self._timer = timer  # seconds, for what a slice of waiting work takes
+        self.tick_cost = TickCost()  # what a waiting tick takes to finish, as measured
+        self._derive_s = 0.0  # what the last batch's (or slice's) derive took
         self._candles_put_off = False  # the candle timer's last round gave way to them
         self._latest: dict[bytes | None, KafkaOut] = {}  # hq.quotes.latest records to send
         self._latest_due = clock()  # when the next batch takes them along
@@ -410,30 +416,44 @@ class StreamsRuntime:
         return least > 0 and len(records) >= least
 
     async def finish_next(self) -> BatchResult | None:
-        """Finish the oldest batch waiting (:meth:`submit`), at most :data:`FINISH_SLICE`
-        of its ticks: the rest of it waits at the head (None if none waits).
+        """Finish a slice of the oldest batch waiting (:meth:`submit`): as many of its ticks
+        as take ``finish_slice_ms`` (at most :data:`FINISH_SLICE`); the rest of it waits
+        at the head. None if none waits.
 
         So input that comes meanwhile waits for one slice, not a whole batch:
         at a minute's first burst each tick closes its stock's candle (~300 µs
         each), and a burst's last lines waited ~1 s for the 2,000-tick batch
         before them (docs/benchmarks.md, "A waiting batch finished in
-        slices"). Each slice is persisted as a batch of its own, in order; the
-        batch is acked with its last slice.
+        slices"); on a slow host 500 such ticks held the parse ~0.4 s, so a
+        slice is sized by what its ticks cost (:class:`TickCost`, measured
+        on the slices before it). Each slice is persisted as a batch of its
+        own, in order; the batch is acked with its last slice.
         """
         async with self._lock:
-            if not self._pending:
-                result = None
-            elif len(self._pending[0].parsed) > FINISH_SLICE:
-                result = await self._finish_or_exit(self._slice_of_first(FINISH_SLICE))
-            else:
-                result = await self._finish_pending(1)
+            result = await self._finish_slice() if self._pending else None
         await asyncio.sleep(0)  # its persist sends its writes
+        return result
+
+    async def _finish_slice(self) -> BatchResult:
+        """:meth:`finish_next`, the lock held and a batch waiting."""
+        first = self._pending[0].parsed
+        most = min(FINISH_SLICE, len(first))
+        budget_s = self.settings.finish_slice_ms / 1000
+        closing = self.processor.closing(first, most) if budget_s > 0 else []
+        n = self.tick_cost.fit(closing, budget_s) if budget_s > 0 else most
+        if n < len(first):
+            result = await self._finish_or_exit(self._slice_of_first(n))
+        else:
+            result = await self._finish_or_exit(self._pop_first())
+        closes = sum(closing[:n])
+        self.tick_cost.observe(n - closes, closes, self._derive_s)
         return result
 
     async def catch_up(self, ticks: int) -> None:
         """After a batch of ``ticks`` was submitted: once the oldest batch waiting has
         waited ``quotes_first_max_wait_ms``, finish twice as many ticks of the batches
-        waiting (oldest first, a slice at a time), and so after each batch until none waits.
+        waiting (oldest first, a slice at a time), or as many as take a slice's time
+        (``finish_slice_ms``, at least one slice), and so after each batch until none waits.
 
         The agent finishes waiting batches only while no input waits, and a
         steady feed on a slow host always has input waiting (each fetch
@@ -442,7 +462,12 @@ class StreamsRuntime:
         no quote was parsed for 1.3-1.5 s every ~3 s (calibration 0.64 s,
         docs/benchmarks.md, "A steady feed on a slower host"). Caught up so, a
         batch waits for twice its own work at most, and the backlog of waiting
-        batches is gone after as much input as it held."""
+        batches is gone after as much input as it held. A minute's closing
+        ticks cost several times a plain one's: twice a batch's ticks of them
+        starved the parse of new input (p50 480 ms at --steal 0.6), so the
+        catch-up shares the worker's main thread by time too: the next input
+        waits a slice's time at most (docs/benchmarks.md, "The catch-up by
+        time")."""
         if not self._catching_up:
             most_s = self.settings.quotes_first_max_wait_ms / 1000
             if not self._pending or most_s <= 0:
@@ -454,9 +479,14 @@ class StreamsRuntime:
             logger.debug("worker %s: catching up with %d ticks waiting", self.worker_id,
                          self.ticks_waiting)  # fmt: skip
         left = 2 * ticks
+        slice_s = self.settings.finish_slice_ms / 1000
+        until = self._timer() + slice_s if slice_s > 0 else math.inf
         while left > 0 and self._pending:
-            left -= min(FINISH_SLICE, len(self._pending[0].parsed))
+            before = self.ticks_waiting
             await self.finish_next()
+            left -= max(1, before - self.ticks_waiting)
+            if self._timer() >= until:
+                break
 
     def _slice_of_first(self, n: int) -> Pending:
         """The first ``n`` ticks of the oldest batch waiting, as a batch of their own
@@ -551,12 +581,16 @@ class StreamsRuntime:
         left = len(self._pending) if most is None else most
         while self._pending and left > 0:
             left -= 1
-            pending = self._pending.pop(0)
-            metrics.TICKS_WAITING.set(self.ticks_waiting)
-            result = await self._finish_or_exit(pending)
+            result = await self._finish_or_exit(self._pop_first())
+        return result
+
+    def _pop_first(self) -> Pending:
+        """The oldest batch waiting, no longer waiting."""
+        pending = self._pending.pop(0)
+        metrics.TICKS_WAITING.set(self.ticks_waiting)
         if not self._pending:
             self._catching_up = False
-        return result
+        return pending
 
     async def _finish_or_exit(self, pending: Pending) -> BatchResult:
         try:
@@ -570,7 +604,9 @@ class StreamsRuntime:
     async def _finish(self, pending: Pending) -> BatchResult:
         """Derive ``pending``'s batch and queue its persist (after the batch in flight)."""
         finish = functools.partial(self.processor.finish, published=pending.quotes is not None)
+        started = self._timer()
         result: BatchResult = await self._with_retry("process", finish, pending.parsed, self.sink)
+        self._derive_s = self._timer() - started
         hold = not self._carry_latest(result) and bool(self._latest)
         persist = functools.partial(
             self._persist_then, result, pending.on_durable, pending.started, hold
@@ -958,18 +994,27 @@ class StreamsRuntime:
         batch (in flight while the next one is processed), and the batches
         waiting for the worker go between two slices, so no tick waits for
         the whole minute's candles. Returns once the last slice is durable.
+
+        Batches whose rest waits (quotes first) are finished first: this
+        round gives way to the agent, the next finishes them a slice at a
+        time (:meth:`finish_next`), input parsed between two slices; all at
+        once, they held the parse for seconds at a minute's close on a slow
+        host (docs/benchmarks.md, "The catch-up by time").
         """
         total = 0
         quiet_ms = int(self.settings.candle_quiet_s * 1000)
         persisting: asyncio.Task[object] | None = None
         try:
             while True:
+                if self._pending and self._candles_put_off:
+                    await self.finish_next()  # (it yields: the agent parses the input between)
+                    continue
                 async with self._lock:
                     if self._pending:  # batches wait for their rest (quotes first)
                         if not self._candles_put_off:
                             self._candles_put_off = True  # they go first, for one round
                             return total
-                        await self._finish_pending()
+                        continue  # (more came while this round finished the others)
                     self._candles_put_off = False
                     # an assignment while no tick comes (lunch): seeded now, not at the next batch
                     await self._maybe_reseed()

@@ -84,6 +84,16 @@ class StreamsSettings(CommonSettings):
         "always has input waiting, and its batches waited for a timer that finished them all "
         "at once (1.3-1.5 s without a quote every ~3 s); 0: no bound",
     )
+    finish_slice_ms: float = Field(
+        20.0,
+        ge=0,
+        validation_alias=_env("finish_slice_ms"),
+        description="the rest of the batches parsed quotes first is finished in slices of "
+        "about this long, each tick costed as the slices before it took (one that closes its "
+        "stock's candle costs several plain ones), and a catch-up (HQ_STREAMS_QUOTES_FIRST_"
+        "MAX_WAIT_MS) finishes twice a batch's ticks or a slice's time, whichever is less: new "
+        "input waits one slice at most; 0: slices of 500 ticks, a catch-up by ticks only",
+    )
     fetch_interval_ms: float = Field(
         15.0,
         ge=0,

@@ -363,9 +363,11 @@ def runtime(
     clock: Any = time.monotonic,
     quotes_first_ticks: int = 10_000,
     quotes_first_batch: int = 250,
+    timer: Any = lambda: 0.0,
 ) -> StreamsRuntime:
     """A runtime whose batches send their latest quotes themselves, unless
-    ``latest_interval_s`` says otherwise."""
+    ``latest_interval_s`` says otherwise; ``timer`` measures what its slices of waiting
+    work take (frozen: none is measured, each slice is sized as the last)."""
     sink = sink if sink is not None else FakeSink()
     outbox = outbox if outbox is not None else FakeOutbox()
     s = settings().model_copy(
@@ -375,7 +377,8 @@ def runtime(
             "quotes_first_batch": quotes_first_batch,
         }
     )
-    return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s), clock=clock)  # type: ignore[arg-type]
+    return StreamsRuntime(s, sink, outbox, "unit", processor=Processor(s), clock=clock,  # type: ignore[arg-type]
+                          timer=timer)  # fmt: skip
 
 
 def test_a_record_redis_refuses_is_isolated_and_dead_lettered() -> None:
@@ -1001,6 +1004,126 @@ def test_the_slices_of_a_batch_whose_quotes_could_not_go_first_each_send_them(
         assert rt.waiting == 1 and len(outbox.delivered) == 11  # its quote went first
         await rt.drain()
         assert acks == [1, 2] and len(outbox.delivered) == 12
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def minute_lines(codes: Sequence[str], time_of_day: str) -> list[bytes]:
+    return [sse_line(symbol=f"sz{code}", time=time_of_day) for code in codes]
+
+
+class TimedFinish:
+    """Wraps a processor's finish: records the ticks of each (slice of a) batch finished
+    and moves :attr:`now` on by ``each_s`` a call, what it took."""
+
+    def __init__(self, processor: Processor, each_s: float, events: list[str]) -> None:
+        self.now, self.each_s, self.events = 0.0, each_s, events
+        self._finish = processor.finish
+
+    async def __call__(self, p: Any, *args: Any, **kwargs: Any) -> BatchResult:
+        self.events.append(f"finish {len(p)}")
+        self.now += self.each_s
+        result: BatchResult = await self._finish(p, *args, **kwargs)
+        return result
+
+
+def test_a_slice_holds_the_ticks_that_fit_its_time_a_closing_one_costing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tick that closes its stock's candle costs several plain ones: a minute's first
+    snapshot, sliced by ticks, held the parse of new input ~0.4 s on a slow host. A
+    slice holds the ticks that fit ``finish_slice_ms``, each costed as measured."""
+
+    async def run() -> None:
+        events: list[str] = []
+        rt = runtime()
+        rt.settings = rt.settings.model_copy(update={"finish_slice_ms": 10.0})
+        timed = TimedFinish(rt.processor, 0.004, events)
+        monkeypatch.setattr(rt.processor, "finish", timed)
+        rt._timer = lambda: timed.now
+        opened, new = ("000011", "000012", "000013"), ("000021", "000022", "000023", "000024")
+        first = minute_lines(opened, "14:58:57")
+        await rt.handle([record(line, i) for i, line in enumerate(first)])
+        events.clear()
+        rt.tick_cost.plain_s, rt.tick_cost.closing_s = 0.001, 0.004
+        lines = minute_lines(opened, "14:59:03") + minute_lines(new, "14:59:03")
+        acks: list[int] = []
+        batch = [record(line, 10 + i) for i, line in enumerate(lines)]
+        assert await rt.submit(batch, lambda: acks.append(1), defer=lambda: True) is None
+        assert rt.processor.closing(rt._pending[0].parsed, 7) == [True] * 3 + [False] * 4
+        await rt.finish_next()  # 4 + 4 ms fit 10, a third closing tick does not
+        assert events == ["finish 2"] and rt.waiting == 1 and acks == []
+        # the two took 4 ms: 2 ms each, and the estimate moves a third of the way there
+        assert rt.tick_cost.closing_s == pytest.approx(0.004 + 0.3 * (0.002 - 0.004))
+        await rt.finish_next()  # 3.4 + 4 x 1 ms: the rest fits
+        assert events == ["finish 2", "finish 5"] and rt.waiting == 0
+        await rt.drain()
+        assert acks == [1] and len(rt.processor.stats) == 7
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_a_catch_up_finishes_twice_a_batch_s_ticks_or_a_slice_s_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twice a batch's closing ticks starved the parse of new input on a slow host: the
+    catch-up stops once it took a slice's time (at least one slice); with
+    ``finish_slice_ms`` 0 it goes by ticks only, as before."""
+    monkeypatch.setattr(runtime_module, "FINISH_SLICE", 2)
+
+    async def run(slice_ms: float) -> list[str]:
+        events: list[str] = []
+        rt = runtime(clock=lambda: 100.0)
+        rt.settings = rt.settings.model_copy(update={"finish_slice_ms": slice_ms})
+        timed = TimedFinish(rt.processor, 0.015, events)
+        monkeypatch.setattr(rt.processor, "finish", timed)
+        rt._timer = lambda: timed.now
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        await rt.submit(records[:5], lambda: None, defer=lambda: True)
+        rt._pending[0].waiting_since = 0.0  # it waited its most
+        await rt.submit(records[5:], lambda: None, defer=lambda: True)
+        await rt.catch_up(5)
+        finished = list(events)
+        while rt.waiting:
+            await rt.finish_next()
+        await rt.drain()
+        return finished
+
+    assert asyncio.run(asyncio.wait_for(run(20.0), 10)) == ["finish 2", "finish 2"]  # 30 ms
+    by_ticks = asyncio.run(asyncio.wait_for(run(0.0), 10))
+    assert by_ticks == ["finish 2", "finish 2", "finish 1", "finish 1"]  # all, up to 10 ticks
+
+
+def test_the_candle_timer_finishes_the_batches_waiting_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The timer gives way to the batches waiting for one round; the next finishes them
+    a slice at a time, not all at once: input that comes meanwhile is parsed between
+    two slices (all at once, they held the parse for seconds at a minute's close)."""
+    monkeypatch.setattr(runtime_module, "FINISH_SLICE", 2)
+
+    async def run() -> None:
+        events: list[str] = []
+        rt = runtime()
+        monkeypatch.setattr(rt.processor, "finish", TimedFinish(rt.processor, 0.0, events))
+        parse_batch = rt.processor.parse_batch
+
+        async def recording_parse(*args: Any) -> Any:
+            events.append("parse")
+            return await parse_batch(*args)
+
+        monkeypatch.setattr(rt.processor, "parse_batch", recording_parse)
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        acks: list[int] = []
+        await rt.submit(records[:5], lambda: acks.append(1), defer=lambda: True)
+        assert await rt.flush_candles() == 0 and rt.waiting == 1  # gave way, once
+        timer = asyncio.create_task(rt.flush_candles())
+        await asyncio.sleep(0)  # it takes the worker
+        await rt.submit(records[5:], lambda: acks.append(2), defer=lambda: True)
+        await timer
+        assert events == ["parse", "finish 2", "parse", "finish 2", "finish 1", "finish 1"]
+        await rt.drain()
+        assert acks == [1, 2]
 
     asyncio.run(asyncio.wait_for(run(), 10))
 
