@@ -182,7 +182,8 @@ class StreamsRuntime:
             "market_stats", settings.schema_registry_url, settings.topic_names.market_stats
         )
         self._lock = asyncio.Lock()
-        self._inflight: asyncio.Task[object] | None = None
+        self._inflight: asyncio.Task[object] | None = None  # the newest persist queued
+        self._before_inflight: asyncio.Task[object] | None = None  # the one before it
         self._resends = 0  # sends by a persist itself, not ahead (see _send_ahead)
         self._unsent = 0  # batches processed whose persist has yet to send their outputs
         self._pending: list[Pending] = []  # parsed, quotes out, the rest to do (in order)
@@ -635,9 +636,10 @@ class StreamsRuntime:
         self._observe(result)
 
     async def _wait_inflight(self) -> None:
-        task, self._inflight = self._inflight, None
+        """Return once every persist queued is done (raise what one raised)."""
+        task, self._inflight, self._before_inflight = self._inflight, None, None
         if task is not None:
-            await task
+            await task  # (each persist awaits the one before it)
 
     # -- hq.quotes.latest ----------------------------------------------------
 
@@ -738,20 +740,48 @@ class StreamsRuntime:
         persist: Callable[[SentAhead | None], Coroutine[Any, Any, object]],
         pending: Pending | None = None,
     ) -> asyncio.Task[object]:
-        """Send ``result``'s outputs ahead, then start ``persist(ahead)`` once the batch
-        in flight is durable (persists run in batch order); returns its task.
-        ``pending``: the batch's parse, whose quotes may have been sent already."""
+        """Send ``result``'s outputs ahead, then queue ``persist(ahead)``: it starts once
+        the persist before it is done (persists run in batch order); returns its task.
+        ``pending``: the batch's parse, whose quotes may have been sent already.
+
+        Two persists may be queued at a time: the worker
+        derives the next batch (or slice) while the one before is written,
+        not after. Waiting for it held the parse of new input for ~RTT a
+        slice, 0.3 s a second at a minute's close at --steal 0.6
+        (docs/benchmarks.md, "The catch-up by time")."""
         ahead = await self._send_ahead(result, pending)
+        before = self._inflight
         try:
-            await self._wait_inflight()
-        except BaseException:  # the one in flight failed: this persist never runs
-            if ahead is None:
-                self._unsent -= 1
-            else:
-                ahead.delivered.cancel()  # nobody will await it
+            if self._before_inflight is not None:  # as many in flight as may be
+                await self._before_inflight
+        except BaseException:  # one in flight failed: this persist never runs
+            self._never_persisted(ahead)
             raise
-        task = self._inflight = asyncio.create_task(persist(ahead))
+        self._before_inflight = before
+        task = self._inflight = asyncio.create_task(self._persist_after(before, persist, ahead))
         return task
+
+    async def _persist_after(
+        self,
+        before: asyncio.Task[object] | None,
+        persist: Callable[[SentAhead | None], Coroutine[Any, Any, object]],
+        ahead: SentAhead | None,
+    ) -> object:
+        """``persist(ahead)`` once ``before`` is done (what it returns); never if that failed."""
+        if before is not None:
+            try:
+                await before
+            except BaseException:
+                self._never_persisted(ahead)
+                raise
+        return await persist(ahead)
+
+    def _never_persisted(self, ahead: SentAhead | None) -> None:
+        """A batch whose persist will not run (one before it failed) is no longer unsent."""
+        if ahead is None:
+            self._unsent -= 1
+        else:
+            ahead.delivered.cancel()  # nobody will await it
 
     async def _send_ahead(
         self, result: BatchResult, pending: Pending | None = None
@@ -996,22 +1026,24 @@ class StreamsRuntime:
         the whole minute's candles. Returns once the last slice is durable.
 
         Batches whose rest waits (quotes first) are finished first: this
-        round gives way to the agent, the next finishes them a slice at a
-        time (:meth:`finish_next`), input parsed between two slices; all at
-        once, they held the parse for seconds at a minute's close on a slow
-        host (docs/benchmarks.md, "The catch-up by time").
+        round gives way to the agent (every round while it catches up:
+        :meth:`catch_up` finishes them as input comes), the next finishes
+        them a slice at a time (:meth:`finish_next`), input parsed between
+        two slices; all at once, they held the parse for seconds at a
+        minute's close on a slow host (docs/benchmarks.md, "The catch-up by
+        time").
         """
         total = 0
         quiet_ms = int(self.settings.candle_quiet_s * 1000)
         persisting: asyncio.Task[object] | None = None
         try:
             while True:
-                if self._pending and self._candles_put_off:
+                if self._pending and self._candles_put_off and not self._catching_up:
                     await self.finish_next()  # (it yields: the agent parses the input between)
                     continue
                 async with self._lock:
                     if self._pending:  # batches wait for their rest (quotes first)
-                        if not self._candles_put_off:
+                        if not self._candles_put_off or self._catching_up:
                             self._candles_put_off = True  # they go first, for one round
                             return total
                         continue  # (more came while this round finished the others)

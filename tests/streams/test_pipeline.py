@@ -1128,6 +1128,58 @@ def test_the_candle_timer_finishes_the_batches_waiting_a_slice_at_a_time(
     asyncio.run(asyncio.wait_for(run(), 10))
 
 
+def test_a_batch_is_derived_while_the_one_before_is_written_not_two() -> None:
+    """Two persists may be queued: the next batch (or slice) is derived and its outputs
+    sent while the one before is written, not after (that held the parse ~RTT a slice
+    at a minute's close on a slow host); a third waits. Redis gets them in order."""
+
+    async def run() -> None:
+        sink = SlowSink()
+        rt = runtime(sink)
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        acks: list[int] = []
+        for n, part in enumerate((records[:2], records[2:4]), 1):
+            assert await rt.submit(part, functools.partial(acks.append, n)) is not None
+        assert sink.written == [] and acks == []  # both derived, neither written yet
+        third = asyncio.create_task(rt.submit(records[4:], functools.partial(acks.append, 3)))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not third.done()  # waits for the first to be written
+        sink.release.set()
+        await third
+        await rt.drain()
+        codes = [parse_record(r.value, 0)["code"] for r in records]
+        assert sink.written == codes and acks == [1, 2, 3]
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
+def test_while_the_worker_catches_up_the_candle_timer_leaves_the_batches_to_it() -> None:
+    """A catch-up finishes the batches waiting as input comes: the timer gives way every
+    round meanwhile, rather than take the worker from the parse one slice in two."""
+
+    async def run() -> None:
+        now = [0.0]
+        rt = runtime(clock=lambda: now[0])
+        records = [record(line, i) for i, line in enumerate(good_lines())]
+        await rt.submit(records[:5], lambda: None, defer=lambda: True)
+        now[0] = 10.0  # it waited its most
+        await rt.submit(records[5:], lambda: None, defer=lambda: True)
+        rt.settings = rt.settings.model_copy(update={"finish_slice_ms": 0.0})
+        await rt.catch_up(0)  # catching up, nothing finished yet
+        assert rt.waiting == 2
+        for _ in range(3):
+            assert await rt.flush_candles() == 0 and rt.waiting == 2
+        await rt.catch_up(2)  # 4 ticks: the first batch (5, one slice)
+        assert rt.waiting == 1
+        await rt.catch_up(1)  # caught up: the timer finishes what waits again (none)
+        assert rt.waiting == 0
+        await rt.flush_candles()
+        await rt.drain()
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+
+
 def test_no_more_than_quotes_first_ticks_wait_for_the_rest() -> None:
     """A backlog (more input all the time) is finished every ``quotes_first_ticks``."""
 
