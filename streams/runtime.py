@@ -572,16 +572,13 @@ class StreamsRuntime:
             await asyncio.sleep(0)  # its flush takes these records before anything else
         return pending
 
-    async def _finish_pending(self, most: int | None = None) -> BatchResult | None:
-        """Finish the batches waiting (``most`` of them, default all) in order; the last
-        one's result (None: none waited).
+    async def _finish_pending(self) -> BatchResult | None:
+        """Finish every batch waiting, in order; the last one's result (None: none waited).
 
         What cannot be finished (not an outage: those are retried) can never
         be acked, so nothing after it would be committed: the worker exits."""
         result = None
-        left = len(self._pending) if most is None else most
-        while self._pending and left > 0:
-            left -= 1
+        while self._pending:
             result = await self._finish_or_exit(self._pop_first())
         return result
 
