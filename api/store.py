@@ -111,7 +111,7 @@ class Store:
                 pipe.smembers(keys.codes(one))
             found: list[Any] = await pipe.execute()
         members = set().union(*found)
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        return sorted(map(_text, members))
 
     async def market_stats_raw(self, market: MarketOrAll) -> bytes | None:
         data: Any = await self.redis.hget(keys.market_summary(market), "data")
@@ -120,10 +120,22 @@ class Store:
     async def rank(
         self, market: MarketOrAll, metric: RankMetric, limit: int, descending: bool
     ) -> list[tuple[str, float]]:
-        rows: Any = await self.redis.zrange(
-            keys.rank(market, metric), 0, limit - 1, desc=descending, withscores=True
-        )
-        return [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in rows]
+        """The first ``limit`` (code, score) of a market's ranking, in Redis's order.
+
+        ALL has no ZSET of its own (the workers would update six per tick
+        instead of three): its first ``limit`` are among the first ``limit`` of
+        each market, merged as one ZSET would order them (score, then code;
+        both reversed when descending).
+        """
+        markets = MARKETS if market == "ALL" else (market,)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for one in markets:  # one ZRANGE per ZSET: on a cluster they live in other slots
+                pipe.zrange(keys.rank(one, metric), 0, limit - 1, desc=descending, withscores=True)
+            found: list[Any] = await pipe.execute()
+        rows = [(_text(m), float(s)) for ranked in found for m, s in ranked]
+        if len(markets) > 1:
+            rows.sort(key=lambda row: (row[1], row[0]), reverse=descending)
+        return rows[:limit]
 
     async def candles(self, code: str, trade_date: str) -> list[dict[str, Any]]:
         rows = await self.redis.hgetall(keys.candles(code, trade_date))
@@ -190,3 +202,8 @@ class Store:
 
 def _loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def _text(member: bytes | str) -> str:
+    """A ZSET's or SET's member as text (bytes from a client that does not decode)."""
+    return member.decode() if isinstance(member, bytes) else str(member)

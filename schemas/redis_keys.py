@@ -21,7 +21,8 @@ hq:candles:{<code>}:1d          HASH    closed daily bars (and backfilled histor
 hq:bars:{<code>}                HASH    field = timeframe, value = JSON of the stock's
                                         schemas.bar_series.BarSeries (indicator state, the
                                         open bar's closed minutes): warm-up, open-bar views
-hq:rank:<market>:<metric>       ZSET    member = code, score = metric
+hq:rank:<market>:<metric>       ZSET    member = code, score = metric; SH, SZ, BJ (the
+                                        ALL ranking is merged from them when read)
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
 hq:alerts                       STREAM  recent alerts (JSON in ``data``), capped
 hq:alerts:seen                  SET     ids of the alerts in hq:alerts (cluster:
@@ -36,7 +37,7 @@ hq:state:rebuilding             HASH    while workers rebuild the state: field =
                                         id, value = JSON ``{"progress", "started", "at"}``
 ==============================  ======  ==========================================
 
-Markets are SH, SZ, BJ and ALL (rankings and summaries only): see :mod:`schemas.exchange`.
+Markets are SH, SZ, BJ and ALL (summaries only): see :mod:`schemas.exchange`.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def bars(code: str) -> str:
     return f"hq:bars:{{{code}}}"
 
 
-def rank(market: MarketOrAll, metric: RankMetric) -> str:
+def rank(market: Market, metric: RankMetric) -> str:
     return f"hq:rank:{market}:{metric}"
 
 

@@ -17,9 +17,14 @@ one per quote:
   per quote in batch order), writes the HASH once with the newest tick
   (``best``) when it is newer than the stored one, and ranks the stock when
   the newest tick is not older than the stored one: with the rank keys, one
-  ZADD per rank key and one SADD per code set for the whole chunk, returning
+  ZADD per rank key for the whole chunk (its market's three: the ALL ranking
+  is merged from the markets' when read, ``api.store.Store.rank``, so a tick
+  costs three ZSET updates, not six: ~12 µs of Redis's ~50), and the code
+  into its market's code SET with the first write of each exchange minute
+  of the code (as the TTLs below), returning
   ``{won, same, stale}``; without them, it returns ``{won, same, stale,
-  i_1 .. i_k}``, the header rows to rank, and the caller ranks them. The
+  i_1 .. i_k}``, the header rows to rank (negative: its code into the code
+  SET too), and the caller ranks them. The
   HASH's and the STREAM's TTLs are set by the first write of each exchange
   minute of the code (the minute of the stored ``ts`` against the one
   written), not by every tick: with the candle script's, three EXPIREs a
@@ -70,7 +75,7 @@ from redis.crc import key_slot
 
 from schemas import redis_keys as rk
 from schemas.bar_series import Bar
-from schemas.exchange import MARKETS, MARKETS_AND_ALL
+from schemas.exchange import MARKETS
 from schemas.native import native_module
 from schemas.records import Quote
 from streams.alerts import Alert
@@ -122,8 +127,9 @@ for i = 1, ncodes do
       redis.call('EXPIRE', qkey, qttl)
     end
   end
+  local new_minute = math.floor(best_ts / MINUTE_MS) ~= stored_minute
   if best_ts >= stored and not rank_here then
-    to_rank[#to_rank + 1] = i
+    to_rank[#to_rank + 1] = new_minute and -i or i
   elseif best_ts >= stored then
     local m = market_index[h[5]]
     for k = 1, 3 do
@@ -131,14 +137,12 @@ for i = 1, ncodes do
       if not t then t = {}; zargs[m * 3 + k] = t end
       t[#t + 1] = h[7 + k]
       t[#t + 1] = h[3]
-      t = zargs[9 + k]
-      if not t then t = {}; zargs[9 + k] = t end
-      t[#t + 1] = h[7 + k]
-      t[#t + 1] = h[3]
     end
-    local s = sargs[13 + m]
-    if not s then s = {}; sargs[13 + m] = s end
-    s[#s + 1] = h[3]
+    if new_minute then
+      local s = sargs[10 + m]
+      if not s then s = {}; sargs[10 + m] = s end
+      s[#s + 1] = h[3]
+    end
   end
   a = a + n
 end
@@ -289,12 +293,10 @@ CLUSTER_SCRIPTS: Final = {
     "bars": CROSS_SLOT_PROLOGUE + BARS_LUA,
 }
 
-_MARKETS: Final = ("SH", "SZ", "BJ")
-
 
 def rank_and_code_keys() -> list[str]:
-    """The 12 rank ZSETs (SH, SZ, BJ, ALL x metrics) then the 3 code SETs."""
-    keys = [rk.rank(m, metric) for m in MARKETS_AND_ALL for metric in rk.RANK_METRICS]
+    """The 9 rank ZSETs (SH, SZ, BJ x metrics) then the 3 code SETs."""
+    keys = [rk.rank(m, metric) for m in MARKETS for metric in rk.RANK_METRICS]
     return keys + [rk.codes(m) for m in MARKETS]
 
 
@@ -392,7 +394,8 @@ def quote_node_chunks(
 
     ``node_of`` names the master of a hash slot. Each call's keys are of one
     master (:func:`cross_slot_call`); it ranks nothing and returns the indices
-    (1-based) of the header rows to rank: see :func:`rank_node_calls`.
+    (1-based; negative when the code goes into its code SET too) of the header
+    rows to rank: see :func:`rank_node_calls`.
     """
     by_node: dict[str, list[tuple[str, QuoteRow, list[bytes]]]] = {}
     for code, row, ticks in _code_rows(quotes, data):
@@ -428,17 +431,20 @@ def cross_slot_call(call: ScriptCall) -> ScriptCall:
     return keys[:1], [*argv, orjson.dumps(keys)]
 
 
-def rank_node_calls(rows: list[QuoteRow], node_of: Callable[[int], str]) -> list[ScriptCall]:
-    """Redis Cluster: the RANKS_LUA calls (one per master) ranking the stocks of ``rows``,
-    as QUOTES_LUA ranks them inside the script on one server."""
+def rank_node_calls(
+    rows: list[tuple[QuoteRow, bool]], node_of: Callable[[int], str]
+) -> list[ScriptCall]:
+    """Redis Cluster: the RANKS_LUA calls (one per master) ranking the stocks of ``rows``
+    (each with whether its code goes into the code SET: the code's first write of
+    an exchange minute), as QUOTES_LUA ranks them inside the script on one server."""
     updates: dict[str, list[str]] = {}
-    for row in rows:
+    for row, new_minute in rows:
         code, market = row[2], row[4]
         for metric, score in zip(rk.RANK_METRICS, row[7:10], strict=True):
-            for where in (market, "ALL"):
-                key = rk.rank(where, metric)  # type: ignore[arg-type]
-                updates.setdefault(key, ["z"]).extend((score, code))
-        updates.setdefault(rk.codes(market), ["s"]).append(code)  # type: ignore[arg-type]
+            key = rk.rank(market, metric)  # type: ignore[arg-type]
+            updates.setdefault(key, ["z"]).extend((score, code))
+        if new_minute:
+            updates.setdefault(rk.codes(market), ["s"]).append(code)  # type: ignore[arg-type]
     by_node: dict[str, list[str]] = {}
     for key in updates:
         by_node.setdefault(node_of(key_slot(key.encode())), []).append(key)

@@ -239,7 +239,7 @@ class RedisSink:
         self._note_replication(acks)
         quote_results = results[n_derived:]
         to_rank = [
-            header[int(i) - 1]
+            (header[abs(int(i)) - 1], int(i) < 0)
             for (_, header), res in zip(quote_calls, quote_results, strict=True)
             for i in res[3:]
         ]
@@ -274,7 +274,7 @@ class RedisSink:
         if replicas_acked:
             self._unreplicated = bool(unreplicated)
 
-    async def _rank(self, rows: list[QuoteRow]) -> None:
+    async def _rank(self, rows: list[tuple[QuoteRow, bool]]) -> None:
         """Redis Cluster: rank the stocks the quote scripts asked for (a call per master)."""
         nodes = self.nodes
         if not rows or nodes is None:

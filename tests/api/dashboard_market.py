@@ -272,9 +272,8 @@ class MarketSim:
                     "change_pct": q["change_pct"], "volume": q["volume"], "amount": q["amount"],
                 })  # fmt: skip
                 pipe.sadd(keys.codes(s.market), s.code)  # type: ignore[arg-type]
-                for market in (s.market, "ALL"):
-                    for metric in keys.RANK_METRICS:
-                        pipe.zadd(keys.rank(market, metric), {s.code: q[metric]})  # type: ignore[arg-type]
+                for metric in keys.RANK_METRICS:
+                    pipe.zadd(keys.rank(s.market, metric), {s.code: q[metric]})  # type: ignore[arg-type]
             for code, book in self.candles.items():
                 for minute, c in book.items():
                     pipe.hset(keys.candles(code, self.trade_date), str(minute), json.dumps(c))

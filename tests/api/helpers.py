@@ -113,9 +113,8 @@ def write_quote(r: redis.Redis, q: dict[str, Any], tick: bool = True) -> None:
     if tick:
         r.xadd(keys.ticks(q["code"]), {"data": data}, id=f"{q['exchange_ts']}-0")
     r.sadd(keys.codes(q["market"]), q["code"])
-    for market in (q["market"], "ALL"):
-        for metric in keys.RANK_METRICS:
-            r.zadd(keys.rank(market, metric), {q["code"]: q[metric]})
+    for metric in keys.RANK_METRICS:
+        r.zadd(keys.rank(q["market"], metric), {q["code"]: q[metric]})
 
 
 def write_stats(r: redis.Redis, s: dict[str, Any]) -> None:

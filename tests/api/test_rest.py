@@ -71,6 +71,30 @@ def test_quotes_many(client: TestClient, r: redis.Redis) -> None:
 
 
 @ON_BOTH_REDIS
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_the_all_ranking_is_the_markets_merged_as_one_zset_would_order_them(
+    client: TestClient, r: redis.Redis, order: str
+) -> None:
+    """ALL has no ZSET of its own: its rows are the markets' first ones merged, ties
+    in code order as in a ZSET (reversed when descending); one ZSET of every stock is
+    the reference."""
+    prices = (10.5, 9.5, 10.9, 10.5, 9.0, 11.0, 10.5, 9.5)  # ties across markets
+    codes = ("600001", "000002", "900003", "000004", "600005", "900006", "600007", "000008")
+    for code, price in zip(codes, prices, strict=True):
+        h.write_quote(r, h.quote(code, NOW, price=price))
+        r.zadd("{reference}:rank", {code: h.quote(code, NOW, price=price)["change_pct"]})
+    for limit in (1, 3, 4, 8, 20):
+        got = client.get(
+            "/api/realtime/rank/ALL/change_pct", params={"limit": limit, "order": order}
+        )
+        assert got.status_code == 200
+        expected = r.zrange("{reference}:rank", 0, limit - 1, desc=order == "desc", withscores=True)
+        assert [(i["code"], i["value"]) for i in got.json()["items"]] == [
+            (code.decode(), score) for code, score in expected
+        ]
+
+
+@ON_BOTH_REDIS
 def test_rank(client: TestClient, r: redis.Redis) -> None:
     for i, price in enumerate((10.5, 9.5, 10.9)):
         h.write_quote(r, h.quote(f"00000{i + 1}", NOW, price=price))

@@ -67,7 +67,7 @@ async def test_newer_wins_and_ticks_keep_exchange_order(sink: RedisSink) -> None
     client: Any = sink.client
     ids = [i.decode() for i, _ in await client.xrange(rk.ticks(code))]
     assert ids == [f"{q2['exchange_ts']}-0"]
-    score = await sink.client.zscore(rk.rank("ALL", "volume"), code)
+    score = await sink.client.zscore(rk.rank(q2["market"], "volume"), code)
     assert score == q2["volume"]
 
 
@@ -97,7 +97,15 @@ async def test_one_batch_equals_one_write_per_quote(sink: RedisSink, redis_url: 
         await sink.write(batch([q]))
     assert await canonical_state(sink.client) == batched
     latest = {q["code"]: q for q in qs}
-    assert await sink.client.zcard(rk.rank("ALL", "change_pct")) == len(latest)
+    for market in ("SH", "SZ", "BJ"):
+        ranked = await sink.client.zrange(rk.rank(market, "change_pct"), 0, -1, withscores=True)
+        assert {m.decode(): score for m, score in ranked} == {
+            code: q["change_pct"] for code, q in latest.items() if q["market"] == market
+        }
+        assert {m.decode() for m in await sink.client.smembers(rk.codes(market))} == {
+            code for code, q in latest.items() if q["market"] == market
+        }
+    assert not await sink.client.exists("hq:rank:ALL:change_pct")  # merged when read
 
 
 @ON_BOTH_REDIS
@@ -147,6 +155,28 @@ async def test_ttls_are_set_by_a_minutes_first_write_not_by_every_tick(sink: Red
     assert await client.xlen(keys[1]) == 2
     assert all(ttl > 100 for ttl in await write(next_minute, 120_000, 1.2))  # refreshed
     assert await client.hlen(keys[2]) == 2
+
+
+@ON_BOTH_REDIS
+async def test_a_code_joins_its_code_set_with_a_minutes_first_write(sink: RedisSink) -> None:
+    """The market's code SET gets a stock's code with its first write of an exchange
+    minute (as the TTLs), not at every tick; its rankings follow every tick."""
+    q = quotes(1, 1)[0]
+    code, market, minute = q["code"], q["market"], q["exchange_ts"] // 60_000 * 60_000
+    first, same_minute, next_minute = (
+        dict(q, exchange_ts=minute + offset, volume=q["volume"] + offset)
+        for offset in (3_000, 6_000, 63_000)
+    )
+    client: Any = sink.client
+    await sink.write(batch([first]))
+    assert await client.sismember(rk.codes(market), code)
+    await client.delete(rk.codes(market))
+    await sink.write(batch([same_minute]))
+    assert not await client.sismember(rk.codes(market), code)  # not at every tick
+    assert await client.zscore(rk.rank(market, "volume"), code) == same_minute["volume"]
+    await sink.write(batch([next_minute]))
+    assert await client.sismember(rk.codes(market), code)
+    assert await client.ttl(rk.codes(market)) > 0
 
 
 @ON_BOTH_REDIS
