@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,44 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class Silence:
+    """Ends ``reader``'s stream as its end would once nothing was read for ``timeout_s``.
+
+    One timer, moved on when it fires (to ``timeout_s`` after the last read),
+    instead of a timeout armed and cancelled around every read: those took
+    ~10 % of the receiver's main thread at 200 reads a second (py-spy).
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        timeout_s: float,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._reader = reader
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._clock = clock or self._loop.time  # (a test's own)
+        self._last = self._clock()
+        self.fired = False  # the stream was ended for the silence
+        self._timer = self._loop.call_later(timeout_s, self._check)
+
+    def heard(self) -> None:
+        """Something was read now."""
+        self._last = self._clock()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        quiet_s = self._clock() - self._last
+        if quiet_s >= self._timeout_s:
+            self.fired = True
+            self._reader.feed_eof()
+        else:
+            self._timer = self._loop.call_later(self._timeout_s - quiet_s, self._check)
 
 
 @dataclass
@@ -152,20 +191,22 @@ class Receiver:
         # receiver's Python each, 200 reads a second at the steady rate).
         stop_wait = asyncio.ensure_future(self._stop.wait())
         stop_wait.add_done_callback(lambda _: reader.feed_eof())
+        # So does a silence of the heartbeat timeout (one timer, not a timeout
+        # armed and cancelled around every read).
         heartbeat_s = self.settings.heartbeat_timeout_s
+        silence = Silence(reader, heartbeat_s)
         try:
             while not self._stop.is_set():
-                try:
-                    async with asyncio.timeout(heartbeat_s):
-                        chunk = await reader.read(_READ_SIZE)
-                except TimeoutError:
-                    raise FeedConnectionLost(
-                        f"nothing heard for {heartbeat_s:.0f}s (heartbeat timeout)"
-                    ) from None
+                chunk = await reader.read(_READ_SIZE)
                 if not chunk:
                     if self._stop.is_set():
                         return
+                    if silence.fired:
+                        raise FeedConnectionLost(
+                            f"nothing heard for {heartbeat_s:.0f}s (heartbeat timeout)"
+                        )
                     raise FeedConnectionLost("the feed closed the connection")
+                silence.heard()
                 now_ms = time.time_ns() // 1_000_000
                 self.stats.bytes += len(chunk)
                 metrics.BYTES.inc(len(chunk))
@@ -192,6 +233,7 @@ class Receiver:
                 if len(buf) > protocol.MAX_LINE_BYTES:
                     overlong, overlong_head, buf = len(buf), buf[:_DLQ_KEEP_BYTES], b""
         finally:
+            silence.cancel()
             stop_wait.cancel()
 
     def _handle_lines(self, now_ms: int, block: bytes) -> None:

@@ -17,7 +17,7 @@ import pytest
 from producers.errors import FeedAuthRejected
 from producers.forwarder import Forwarder
 from producers.journal import Journal
-from producers.receiver import Backoff, Receiver
+from producers.receiver import Backoff, Receiver, Silence
 from producers.settings import ReceiverSettings
 from schemas import dlq, topics
 from tests.conftest import KafkaEndpoint
@@ -180,6 +180,29 @@ async def test_a_stop_ends_a_silent_connection_at_once(
         h.receiver.stop()
         await asyncio.wait_for(h.task, 5)  # raises if the read held the stop
     assert h.receiver.stats.connects == 1, "a stop is not a lost connection"
+
+
+async def test_silence_ends_the_stream_only_after_its_timeout_since_the_last_read() -> None:
+    """The timer checks at the timeout; a read since then moves it on, a silence of the
+    timeout ends the stream (its own clock here: nothing depends on the machine's speed)."""
+    now = 0.0
+    reader = asyncio.StreamReader()
+    silence = Silence(reader, 0.05, clock=lambda: now)
+    try:
+        now = 0.045
+        silence.heard()
+        reader.feed_data(b"x\n")
+        now = 0.06  # past the timeout since the start, not since the read
+        await asyncio.sleep(0.15)  # the checks came (if the machine let them): 15 ms quiet
+        assert not silence.fired and not reader.at_eof()
+        now = 1.0  # 0.96 s since the last read
+        deadline = time.monotonic() + 10
+        while not silence.fired and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert silence.fired
+        assert await reader.read(100) == b"x\n" and await reader.read(100) == b""
+    finally:
+        silence.cancel()
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:
