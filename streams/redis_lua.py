@@ -119,15 +119,15 @@ for i = 1, ncodes do
   end
   local best = tonumber(h[1])
   local best_ts = tonumber(h[11 + best])
+  local new_minute = math.floor(best_ts / MINUTE_MS) ~= stored_minute
   if best_ts > stored then
     redis.call('HSET', qkey, 'ts', h[11 + best], 'data', ARGV[a + best],
       'code', h[3], 'name', h[4], 'market', h[5], 'price', h[6], 'change', h[7],
       'change_pct', h[8], 'amount', h[9], 'volume', h[10], 'partition', h[2])
-    if math.floor(best_ts / MINUTE_MS) ~= stored_minute then
+    if new_minute then
       redis.call('EXPIRE', qkey, qttl)
     end
   end
-  local new_minute = math.floor(best_ts / MINUTE_MS) ~= stored_minute
   if best_ts >= stored and not rank_here then
     to_rank[#to_rank + 1] = new_minute and -i or i
   elseif best_ts >= stored then
