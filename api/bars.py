@@ -2,10 +2,11 @@
 
 The workers store the closed bars (with final indicators) and, per stock, the
 bar series (``hq:bars:{code}``: indicator state and the open bar's closed
-minutes); they compute nothing per tick for the open bars. Here the open bar
-is made from that series and the open 1-minute candle, its indicators
-evaluated as of now (``BarSeries.view``, O(1)): what a client sees for an open
-bar is what the bar will carry when it closes, if no tick changes it.
+minutes, those apart when only they changed); they compute nothing per tick
+for the open bars. Here the open bar is made from that series and the open
+1-minute candle, its indicators evaluated as of now (``BarSeries.view``,
+O(1)): what a client sees for an open bar is what the bar will carry when it
+closes, if no tick changes it.
 
 Pure functions over what :class:`api.store.Store` read; no I/O here.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from api.errors import BadRequest
-from schemas.bar_series import Bar, BarSeries
+from schemas.bar_series import Bar, BarSeries, StoredSeries
 from schemas.indicators import GROUPS, select
 from schemas.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
@@ -56,7 +57,7 @@ def indicator_groups(text: str | list[str] | None) -> frozenset[str] | None:
 def compose(
     tf: Timeframe,
     closed: list[bytes],
-    series: bytes | None,
+    series: StoredSeries | None,
     minutes: list[bytes],
     groups: frozenset[str] | None,
     limit: int = 0,
@@ -87,14 +88,14 @@ def compose(
     return rows
 
 
-def open_bars(tf: Timeframe, series: bytes | None, open_minute: Bar | None) -> list[Bar]:
-    """The open bar(s) of ``tf`` as they stand: the stored series (JSON) and the open minute.
+def open_bars(tf: Timeframe, series: StoredSeries | None, open_minute: Bar | None) -> list[Bar]:
+    """The open bar(s) of ``tf`` as they stand: the stored series and the open minute.
 
     Usually one bar (see :meth:`BarSeries.view`). Without a stored series (no
     minute of the stock closed since the platform started, or indicators are
     off) the open bar is still shown, without values.
     """
-    stored = BarSeries(tf) if series is None else BarSeries.from_json(orjson.loads(series))
+    stored = BarSeries(tf) if series is None else BarSeries.from_stored(*series)
     shown = stored.view(open_minute)
     if series is None:
         shown = [dict(bar, indicators=None) for bar in shown]

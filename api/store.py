@@ -15,6 +15,7 @@ from api.models import RebuildState
 from api.ws_session import QuoteEvent
 from hqcore.redis_client import async_client, is_cluster_url, with_fast_packing
 from schemas import redis_keys as keys
+from schemas.bar_series import StoredSeries
 from schemas.exchange import MARKETS, MarketOrAll, today_in_shanghai
 from schemas.redis_keys import RankMetric
 from schemas.timeframes import Timeframe
@@ -143,22 +144,22 @@ class Store:
 
     async def bar_parts(
         self, code: str, tf: Timeframe, trade_date: str
-    ) -> tuple[list[bytes], bytes | None, list[bytes]]:
+    ) -> tuple[list[bytes], StoredSeries | None, list[bytes]]:
         """What :func:`api.bars.compose` needs: the closed ``tf`` bars (by start), the
         stock's stored ``tf`` series and, for other timeframes than 1m, the day's minutes."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.candles(code, trade_date, tf))
-            pipe.hget(keys.bars(code), tf)
+            pipe.hmget(keys.bars(code), [tf, keys.bars_open_field(tf)])
             if tf != "1m":
                 pipe.hgetall(keys.candles(code, trade_date))
             found: list[Any] = await pipe.execute()
         closed = [bytes(found[0][k]) for k in sorted(found[0], key=int)]
         minutes = [bytes(v) for v in found[2].values()] if tf != "1m" else []
-        return closed, None if found[1] is None else bytes(found[1]), minutes
+        return closed, _series(*found[1]), minutes
 
     async def open_bar_parts(
         self, wanted: list[tuple[str, str, int | None, list[Timeframe]]]
-    ) -> list[tuple[int | None, bytes | None, list[bytes | None]]]:
+    ) -> list[tuple[int | None, bytes | None, list[StoredSeries | None]]]:
         """What :func:`api.bars.open_bars` needs, for the push of open bars (api.open_bars).
 
         Per ``(code, trade_date, minute, timeframes)``, one pipeline for all: the
@@ -170,15 +171,16 @@ class Store:
                 pipe.hget(keys.quote(code), "ts")
                 if minute is not None:
                     pipe.hget(keys.candles(code, trade_date), str(minute))
-                pipe.hmget(keys.bars(code), tfs)
+                pipe.hmget(keys.bars(code), _series_fields(tfs))
             found: list[Any] = await pipe.execute()
-        out: list[tuple[int | None, bytes | None, list[bytes | None]]] = []
+        out: list[tuple[int | None, bytes | None, list[StoredSeries | None]]] = []
         at = 0
         for _, _, minute, _ in wanted:
             ts = found[at]
             candle = found[at + 1] if minute is not None else None
             at += 2 if minute is not None else 1
-            series = [None if v is None else bytes(v) for v in found[at]]
+            pairs = zip(found[at][::2], found[at][1::2], strict=True)
+            series = [_series(whole, part) for whole, part in pairs]
             at += 1
             out.append((None if ts is None else int(ts), None if candle is None else bytes(candle),
                         series))  # fmt: skip
@@ -202,6 +204,16 @@ class Store:
 
 def _loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def _series_fields(tfs: list[Timeframe]) -> list[str]:
+    """The fields of ``hq:bars:{code}`` holding the series of ``tfs`` (see _series)."""
+    return [field for tf in tfs for field in (tf, keys.bars_open_field(tf))]
+
+
+def _series(whole: bytes | None, part: bytes | None) -> StoredSeries | None:
+    """A series as read from its two fields (None when it has no whole form)."""
+    return None if whole is None else (bytes(whole), None if part is None else bytes(part))
 
 
 def _text(member: bytes | str) -> str:

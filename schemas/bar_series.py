@@ -5,7 +5,7 @@ state after the last closed bar, the open bar's part made of the 1-minute
 candles already closed (``partial``) and the newest minute folded in
 (``through``, so a replayed candle is never folded twice). The stream workers
 feed it the closed 1-minute candles (:meth:`BarSeries.add_minute`, O(1)) and
-store :meth:`BarSeries.to_json` in Redis when it changes; the gateway loads it
+store it in Redis when it changes (:meth:`BarSeries.take_stored`); the gateway loads it
 and shows the open bar (:meth:`BarSeries.view`): the partial plus the
 still-open 1-minute candle, its indicators evaluated without closing it. So
 nothing is computed per tick for the higher timeframes; an open bar is always
@@ -26,6 +26,8 @@ from schemas.indicators import IndicatorState, SeriesState
 from schemas.timeframes import Timeframe, bucket
 
 Bar = dict[str, Any]
+#: a series as ``hq:bars:{code}`` holds it: its whole form and its open part (or None)
+StoredSeries = tuple[bytes, bytes | None]
 
 
 def new_bar(tf: Timeframe, start: int, candle: Bar) -> Bar:
@@ -70,7 +72,8 @@ def fold_into(bar: Bar, candle: Bar) -> None:
 class BarSeries:
     """The bars of one stock in one timeframe; see the module docstring."""
 
-    __slots__ = ("_state_json", "intraday", "partial", "state", "tf", "through")
+    __slots__ = ("_given", "_given_through", "_state_json", "intraday", "partial", "state", "tf",
+                 "through")  # fmt: skip
 
     def __init__(self, tf: Timeframe) -> None:
         self.tf: Timeframe = tf
@@ -80,6 +83,10 @@ class BarSeries:
         self.through = -1  # minute_ts of the newest 1-minute candle folded in
         # (the state, its bar count, its JSON): see dumps()
         self._state_json: tuple[IndicatorState, int, bytes] | None = None
+        # (the state, its bar count, through) at the last whole form take_stored gave; the
+        # through of its last form
+        self._given: tuple[IndicatorState, int, int] | None = None
+        self._given_through = -1
 
     def add_minute(self, candle: Bar) -> list[Bar]:
         """Fold a closed 1-minute candle in; returns the bars it closed (final indicators).
@@ -189,10 +196,44 @@ class BarSeries:
         return orjson.dumps({"tf": self.tf, "state": orjson.Fragment(cached[2]),
                              "partial": self.partial, "through": self.through})  # fmt: skip
 
+    def take_stored(self) -> tuple[bool, bytes] | None:
+        """What Redis needs to hold the series as it is now, after what this gave it last.
+
+        ``(True, whole)``: :meth:`dumps`, when the indicator state changed
+        (a bar closed) or at the first call; ``(False, open part)``, when
+        only the open bar went on (most minutes of a higher timeframe): its
+        ``partial`` and ``through`` and ``of``, the whole form they go with
+        (its bar count and ``through``), ~250 bytes instead of ~1 KB; None
+        when nothing changed. Redis keeps both in ``hq:bars:{code}`` (fields
+        ``tf`` and ``tf:open``); a reader joins them (:meth:`from_stored`).
+        """
+        state, given = self.state, self._given
+        if given is None or given[0] is not state or given[1] != state.bars:
+            self._given = (state, state.bars, self.through)
+            self._given_through = self.through
+            return True, self.dumps()
+        if self.through == self._given_through:
+            return None
+        self._given_through = self.through
+        return False, orjson.dumps({"of": [given[1], given[2]], "partial": self.partial,
+                                    "through": self.through})  # fmt: skip
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BarSeries:
         series = cls(data["tf"])
         series.state = SeriesState.from_json(data["state"])
         series.partial = data["partial"]
         series.through = data["through"]
+        return series
+
+    @classmethod
+    def from_stored(cls, whole: bytes, open_part: bytes | None = None) -> BarSeries:
+        """The series from its stored forms (:meth:`take_stored`): the whole one and, if
+        any, the open part, which counts only if made on top of that whole one (a
+        newer whole form, or an older one restored, leaves it out)."""
+        series = cls.from_json(orjson.loads(whole))
+        if open_part is not None:
+            part = orjson.loads(open_part)
+            if part["of"] == [series.state.bars, series.through]:
+                series.partial, series.through = part["partial"], part["through"]
         return series

@@ -20,7 +20,9 @@ hq:candles:{<code>}:1d          HASH    closed daily bars (and backfilled histor
                                         the day's 09:30 (epoch ms)
 hq:bars:{<code>}                HASH    field = timeframe, value = JSON of the stock's
                                         schemas.bar_series.BarSeries (indicator state, the
-                                        open bar's closed minutes): warm-up, open-bar views
+                                        open bar's closed minutes): warm-up, open-bar views;
+                                        field = <timeframe>:open, the open bar's part when
+                                        only it changed (BarSeries.take_stored)
 hq:rank:<market>:<metric>       ZSET    member = code, score = metric; SH, SZ, BJ (the
                                         ALL ranking is merged from them when read)
 hq:market:<market>              HASH    market summary (JSON in ``data`` + ``ts``)
@@ -86,6 +88,11 @@ def candles_ttl_s(tf: Timeframe) -> int:
 
 def bars(code: str) -> str:
     return f"hq:bars:{{{code}}}"
+
+
+def bars_open_field(tf: str) -> str:
+    """The field of ``hq:bars:{code}`` holding the open part of the ``tf`` series."""
+    return f"{tf}:open"
 
 
 def rank(market: Market, metric: RankMetric) -> str:

@@ -38,8 +38,7 @@ import logging
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 
-import orjson
-
+from schemas import redis_keys as rk
 from schemas.bar_series import Bar, BarSeries
 from schemas.timeframes import CLOSE_GRACE_MS, TIMEFRAMES, Timeframe, candle_end
 from streams.candles import Candle
@@ -126,12 +125,24 @@ class TimeframeBars:
         return closed
 
     def take_changed(self) -> dict[str, dict[str, bytes]]:
-        """The stored form (tf -> JSON) of every stock's series changed since the last call."""
-        out = {
-            code: {str(tf): s.dumps() for tf, s in self._series[code].items()}
-            for code in self._changed
-            if code in self._series
-        }
+        """What changed of every stock's series since the last call, for ``hq:bars:{code}``.
+
+        Per stock, field -> JSON (:meth:`BarSeries.take_stored`): a series'
+        whole form under its timeframe when its indicator state changed, else
+        its open bar's part under ``<tf>:open`` (a higher timeframe's minute
+        within its bar: half the bytes of a minute's series).
+        """
+        out: dict[str, dict[str, bytes]] = {}
+        open_field = rk.bars_open_field
+        for code in self._changed:
+            series = self._series.get(code)
+            if series is None:
+                continue
+            fields = out[code] = {}
+            for tf, s in series.items():
+                taken = s.take_stored()
+                if taken is not None:
+                    fields[tf if taken[0] else open_field(tf)] = taken[1]
         self._changed = set()
         return out
 
@@ -141,7 +152,8 @@ class TimeframeBars:
         """The stored form of the series due for ``hq.bars.state`` at exchange ``minute``.
 
         ``minute``: the worker's exchange clock in minutes since the epoch;
-        ``stored``: what :meth:`take_changed` just returned (reused). Due are
+        ``stored``: what :meth:`take_changed` just returned (its whole forms
+        reused). Due are
         the stocks changed now whose slot is ``minute``, so a minute's
         checkpoints go out with the minute's closes, not all at its start;
         once per minute, the changed stocks of the previous minute's slot that
@@ -161,11 +173,10 @@ class TimeframeBars:
         unpublished -= due
         out: dict[str, dict[str, bytes]] = {}
         for code in due:
-            found = stored.get(code)
-            if found is not None:
-                out[code] = dict(found)
-            elif code in self._series:
-                out[code] = {str(tf): s.dumps() for tf, s in self._series[code].items()}
+            series = self._series.get(code)
+            if series is not None:
+                found = stored.get(code, {})
+                out[code] = {tf: found.get(tf) or s.dumps() for tf, s in series.items()}
         return out
 
     def _slot_of(self, code: str) -> int:
@@ -184,7 +195,7 @@ class TimeframeBars:
             if data is None:
                 continue
             try:
-                series[tf] = BarSeries.from_json(orjson.loads(data))
+                series[tf] = BarSeries.from_stored(data, stored.get(rk.bars_open_field(tf)))
             except Exception as exc:  # a foreign or older shape: start that series afresh
                 logger.error("%s %s: stored bars not restored: %r", code, tf, exc)
                 continue

@@ -52,23 +52,29 @@ def minutes(n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def stored(redis_url: str, r: redis.Redis) -> dict[str, Any]:
-    """100 closed minutes and an open one, written as a worker writes them."""
+    """100 closed minutes and an open one, written as a worker writes them: a minute at a
+    time (the series of a higher timeframe as a whole when its bar closes, else only its
+    open bar's part)."""
     day = minutes(101)
     bars = TimeframeBars()
-    closed = bars.add_minute_records(day[:100])
+    closed: list[dict[str, Any]] = []
     open_minute = dict(day[100], closed=False)
     h.write_quote(r, h.quote(CODE, open_minute["minute_ts"] + 30_000, trade_date=DAY.isoformat()))
 
     async def write() -> None:
         sink = RedisSink.from_url(redis_url)
         try:
-            batch = SinkBatch(quotes=[], candles=[*closed, open_minute], alerts=[],
-                              bars=bars.take_changed())  # fmt: skip
-            await sink.write(batch)
+            for minute in day[:100]:
+                done = bars.add_minute_records([minute])
+                closed.extend(done)
+                batch = SinkBatch(quotes=[], candles=done, alerts=[], bars=bars.take_changed())
+                await sink.write(batch)
+            await sink.write(SinkBatch(quotes=[], candles=[open_minute], alerts=[]))
         finally:
             await sink.close()
 
     asyncio.run(write())
+    assert r.hexists(f"hq:bars:{{{CODE}}}", "1d:open")  # what the open bars are read from
     return {"closed": closed, "open": open_minute, "bars": bars}
 
 

@@ -308,6 +308,43 @@ def test_a_series_dumps_what_its_json_is_as_its_state_changes(
         assert series.dumps() == orjson.dumps(series.to_json()), i
 
 
+@pytest.mark.parametrize("tf", ["1m", "5m", "60m", "1d"])
+def test_stored_forms_join_into_the_series_and_an_outdated_open_part_is_left_out(
+    tf: Timeframe, simulated: dict[str, list[Bar]]
+) -> None:
+    """What Redis holds (a field set by each ``take_stored``) joins into the series at every
+    minute; an open part goes only with the whole form it was made on: not with a newer
+    one (the bar closed since), nor an older one (Redis gone back to an older snapshot)."""
+    minutes = next(iter(simulated.values()))[:130]
+    series = BarSeries(tf)
+    fields: dict[str, bytes] = {}
+    wholes: list[bytes] = []
+    for i, minute in enumerate(minutes):
+        series.add_minute(minute)
+        taken = series.take_stored()
+        assert taken is not None, i  # a minute folded in changes a form
+        whole, data = taken
+        fields["whole" if whole else "open"] = data
+        if whole:
+            wholes.append(data)
+        else:
+            assert len(data) < 400 and tf != "1m", i  # only the open bar's part
+        joined = BarSeries.from_stored(fields["whole"], fields.get("open"))
+        assert joined.dumps() == series.dumps(), i
+        assert series.take_stored() is None  # nothing changed since
+        if "open" in fields and len(wholes) > 1:
+            # a whole form the open part was not made on: the newer one, when this minute
+            # closed a bar, else the one before
+            other = wholes[-1] if whole else wholes[-2]
+            assert BarSeries.from_stored(other, fields["open"]).dumps() == other, i
+    if tf != "1m":
+        assert "open" in fields
+    # whole forms: each minute for 1m; else the first one, then one per bar closed
+    assert len(wholes) == {"1m": 130, "5m": 1 + 26, "60m": 1 + 2, "1d": 1}[tf]
+    series.add_minute(minutes[0])  # a replayed minute: nothing to store
+    assert series.take_stored() is None
+
+
 def test_indicator_names_follow_the_avro_record() -> None:
     candle = schema_json("candle")
     [indicators] = [f for f in candle["fields"] if f["name"] == "indicators"]

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from schemas import redis_keys as rk
+from schemas.bar_series import BarSeries
 
 VOLATILE_QUOTE_FIELDS = ("process_ts",)
 
@@ -17,7 +18,8 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     Drops ``process_ts`` from quotes and ticks, ``ts`` from market summaries,
     the stats partials, the state markers' times, the alert stream's ids and
     order (alerts are compared as a sorted list), and the order of the fields
-    of candles' JSON. Two runs over the same raw records, whatever their
+    of candles' JSON; compares each bar series as its stored forms join
+    (a worker's whole form and open part, or a rebuild's whole form). Two runs over the same raw records, whatever their
     worker count or crashes, must give equal results, and a cluster's state
     equals one server's. Reads everything, so never call it on a production
     Redis.
@@ -58,6 +60,13 @@ async def canonical_state(client: Any) -> dict[str, Any]:
         elif key.startswith("hq:candles:"):  # JSON objects: their fields, not their order
             found = await client.hgetall(key)
             state[key] = {k.decode(): orjson.loads(v) for k, v in found.items()}
+        elif key.startswith("hq:bars:"):  # each series joined: whole forms and open parts
+            found = {k.decode(): v for k, v in (await client.hgetall(key)).items()}
+            state[key] = {
+                tf: BarSeries.from_stored(v, found.get(rk.bars_open_field(tf))).to_json()
+                for tf, v in found.items()
+                if ":" not in tf
+            }
         elif kind == "hash":
             state[key] = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
         elif kind == "zset":

@@ -55,6 +55,14 @@ def rebuilt(checkpoint: dict[str, bytes] | None, day: list[dict[str, Any]]) -> d
     return frames.take_changed()[code]
 
 
+def joined(fields: dict[str, bytes]) -> dict[str, bytes]:
+    """The whole form of each series stored in ``fields`` (a whole form and any open part
+    of each timeframe, as ``hq:bars:{code}`` holds them)."""
+    frames = TimeframeBars()
+    frames.restore("000000", fields)
+    return {tf: series.dumps() for tf, series in frames.series_of("000000").items()}
+
+
 class Worker:
     """A worker's bars over a day: each minute's candles, then its timer, then its outputs."""
 
@@ -72,7 +80,8 @@ class Worker:
             self.minutes[candle["code"]].append(candle)
         gaps = self.frames.flush(clock_ms)
         stored = self.frames.take_changed()
-        self.redis.update(stored)
+        for code, fields in stored.items():  # (HSET: the fields given, the others kept)
+            self.redis.setdefault(code, {}).update(fields)
         due = self.frames.take_checkpoints(clock_ms // MINUTE_MS, stored)
         self.kafka.update(due)
         for code in due:
@@ -91,7 +100,10 @@ def trading_day(worker: Worker, seed: int, trade_p: float = 0.8) -> list[dict[st
         rounds.append(worker.run_minute(candles, clock))
         for code, stored in worker.redis.items():
             checkpoint = worker.kafka.get(code)
-            assert rebuilt(checkpoint, worker.minutes[code]) == stored, (index, code)
+            assert joined(rebuilt(checkpoint, worker.minutes[code])) == joined(stored), (
+                index,
+                code,
+            )
     return rounds
 
 
@@ -102,7 +114,7 @@ def test_a_checkpoint_and_the_minutes_after_it_give_the_series_at_every_minute()
     assert worker.kafka.keys() == set(STOCKS)
     # at the day's end every stock's checkpoint is whole: its daily bar closed
     for code in STOCKS:
-        assert worker.kafka[code] == worker.redis[code]
+        assert worker.kafka[code] == joined(worker.redis[code])
         assert orjson.loads(worker.kafka[code]["1d"])["partial"] is None
 
 
@@ -128,7 +140,7 @@ def test_a_stock_that_stops_trading_is_checkpointed_within_the_period() -> None:
         worker.run_minute([minute(code, start, rng) for code in trading], candle_end(start) + 1)
     last_change = candle_end(minute_ts_of(DAY, 59)) // MINUTE_MS
     for code in stopped:
-        assert worker.kafka[code] == worker.redis[code]
+        assert worker.kafka[code] == joined(worker.redis[code])
         published = worker.published_at[code][-1]
         assert last_change <= published <= last_change + CHECKPOINT_EVERY_MIN, (code, published)
 
