@@ -5,8 +5,8 @@ state after the last closed bar, the open bar's part made of the 1-minute
 candles already closed (``partial``) and the newest minute folded in
 (``through``, so a replayed candle is never folded twice). The stream workers
 feed it the closed 1-minute candles (:meth:`BarSeries.add_minute`, O(1)) and
-store it in Redis when it changes (:meth:`BarSeries.take_stored`); the gateway loads it
-and shows the open bar (:meth:`BarSeries.view`): the partial plus the
+store it in Redis when it changes (:meth:`BarSeries.take_stored`); the gateway
+loads it and shows the open bar (:meth:`BarSeries.view`): the partial plus the
 still-open 1-minute candle, its indicators evaluated without closing it. So
 nothing is computed per tick for the higher timeframes; an open bar is always
 current, and when it closes its values are the ones it showed.
@@ -26,6 +26,9 @@ from schemas.indicators import IndicatorState, SeriesState
 from schemas.timeframes import Timeframe, bucket
 
 Bar = dict[str, Any]
+#: a series' whole form is stored again after this many minutes of open parts (exchange
+#: time), so one that Redis lost (a failover's last writes) is not missing for long
+WHOLE_EVERY_MS = 15 * 60_000
 #: a series as ``hq:bars:{code}`` holds it: its whole form and its open part (or None)
 StoredSeries = tuple[bytes, bytes | None]
 
@@ -200,15 +203,21 @@ class BarSeries:
         """What Redis needs to hold the series as it is now, after what this gave it last.
 
         ``(True, whole)``: :meth:`dumps`, when the indicator state changed
-        (a bar closed) or at the first call; ``(False, open part)``, when
-        only the open bar went on (most minutes of a higher timeframe): its
-        ``partial`` and ``through`` and ``of``, the whole form they go with
-        (its bar count and ``through``), ~250 bytes instead of ~1 KB; None
-        when nothing changed. Redis keeps both in ``hq:bars:{code}`` (fields
-        ``tf`` and ``tf:open``); a reader joins them (:meth:`from_stored`).
+        (a bar closed), at the first call and :data:`WHOLE_EVERY_MS` after
+        the last whole form; ``(False, open part)``, when only the open bar
+        went on (most minutes of a higher timeframe): its ``partial`` and
+        ``through`` and ``of``, the whole form they go with (its bar count
+        and ``through``), ~250 bytes instead of ~1 KB; None when nothing
+        changed. Redis keeps both in ``hq:bars:{code}`` (fields ``tf`` and
+        ``tf:open``); a reader joins them (:meth:`from_stored`).
         """
         state, given = self.state, self._given
-        if given is None or given[0] is not state or given[1] != state.bars:
+        if (
+            given is None
+            or given[0] is not state
+            or given[1] != state.bars
+            or self.through - given[2] >= WHOLE_EVERY_MS
+        ):
             self._given = (state, state.bars, self.through)
             self._given_through = self.through
             return True, self.dumps()

@@ -153,12 +153,11 @@ class TimeframeBars:
 
         ``minute``: the worker's exchange clock in minutes since the epoch;
         ``stored``: what :meth:`take_changed` just returned (its whole forms
-        reused). Due are
-        the stocks changed now whose slot is ``minute``, so a minute's
-        checkpoints go out with the minute's closes, not all at its start;
-        once per minute, the changed stocks of the previous minute's slot that
-        did not change in it (no trade); and those that must not wait (see
-        the module docstring).
+        reused). Due are the stocks changed now whose slot is ``minute``, so
+        a minute's checkpoints go out with the minute's closes, not all at
+        its start; once per minute, the changed stocks of the previous
+        minute's slot that did not change in it (no trade); and those that
+        must not wait (see the module docstring).
         """
         stored = stored or {}
         unpublished, slot_of = self._unpublished, self._slot_of

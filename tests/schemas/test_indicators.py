@@ -34,7 +34,7 @@ import talib
 
 from producers.quote_lines import SnapshotSource
 from producers.universe import build_listing
-from schemas.bar_series import BarSeries
+from schemas.bar_series import WHOLE_EVERY_MS, BarSeries
 from schemas.exchange import shanghai_datetime
 from schemas.indicators import GROUPS, NAMES, IndicatorState, select
 from schemas.serde import schema_json
@@ -319,16 +319,20 @@ def test_stored_forms_join_into_the_series_and_an_outdated_open_part_is_left_out
     series = BarSeries(tf)
     fields: dict[str, bytes] = {}
     wholes: list[bytes] = []
+    whole_at = 0
+    closes = 0
     for i, minute in enumerate(minutes):
-        series.add_minute(minute)
+        closes += len(series.add_minute(minute))
         taken = series.take_stored()
         assert taken is not None, i  # a minute folded in changes a form
         whole, data = taken
         fields["whole" if whole else "open"] = data
         if whole:
             wholes.append(data)
+            whole_at = minute["minute_ts"]
         else:
             assert len(data) < 400 and tf != "1m", i  # only the open bar's part
+        assert minute["minute_ts"] - whole_at < WHOLE_EVERY_MS, i  # never a stale whole form
         joined = BarSeries.from_stored(fields["whole"], fields.get("open"))
         assert joined.dumps() == series.dumps(), i
         assert series.take_stored() is None  # nothing changed since
@@ -339,8 +343,12 @@ def test_stored_forms_join_into_the_series_and_an_outdated_open_part_is_left_out
             assert BarSeries.from_stored(other, fields["open"]).dumps() == other, i
     if tf != "1m":
         assert "open" in fields
-    # whole forms: each minute for 1m; else the first one, then one per bar closed
-    assert len(wholes) == {"1m": 130, "5m": 1 + 26, "60m": 1 + 2, "1d": 1}[tf]
+    # whole forms: the first one, one per bar closed (each minute for 1m), and one after
+    # WHOLE_EVERY_MS of open parts (15 minutes; the lunch break is 90)
+    assert closes <= len(wholes) <= closes + 1 + len(minutes) // 15 + 1
+    assert len(wholes) == 130 if tf == "1m" else len(wholes) < 130 // 3
+    if tf == "1d":  # no close all morning: stored whole again every 15 minutes
+        assert len(wholes) >= 120 // 15
     series.add_minute(minutes[0])  # a replayed minute: nothing to store
     assert series.take_stored() is None
 

@@ -19,10 +19,10 @@ async def canonical_state(client: Any) -> dict[str, Any]:
     the stats partials, the state markers' times, the alert stream's ids and
     order (alerts are compared as a sorted list), and the order of the fields
     of candles' JSON; compares each bar series as its stored forms join
-    (a worker's whole form and open part, or a rebuild's whole form). Two runs over the same raw records, whatever their
-    worker count or crashes, must give equal results, and a cluster's state
-    equals one server's. Reads everything, so never call it on a production
-    Redis.
+    (a worker's whole form and open part, or a rebuild's whole form). Two
+    runs over the same raw records, whatever their worker count or crashes,
+    must give equal results, and a cluster's state equals one server's. Reads
+    everything, so never call it on a production Redis.
     """
 
     def strip(data: bytes) -> dict[str, Any]:
