@@ -149,7 +149,7 @@ class Store:
         stock's stored ``tf`` series and, for other timeframes than 1m, the day's minutes."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.candles(code, trade_date, tf))
-            pipe.hmget(keys.bars(code), [tf, keys.bars_open_field(tf)])
+            pipe.hmget(keys.bars(code), _series_fields([tf]))
             if tf != "1m":
                 pipe.hgetall(keys.candles(code, trade_date))
             found: list[Any] = await pipe.execute()
