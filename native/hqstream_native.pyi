@@ -1,6 +1,7 @@
 """Types of the compiled paths (native/src/): streams.native_parse, api.kafka_feed,
-streams.redis_lua, schemas.indicators, schemas.avro_compiler."""
+streams.redis_lua, schemas.indicators, schemas.avro_compiler, streams.alerts."""
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Final
 
@@ -53,3 +54,24 @@ class RecordEncoder:
 
     def __init__(self, schema: dict[str, Any], prefix: bytes = b"") -> None: ...
     def __call__(self, record: dict[str, Any]) -> bytes: ...
+
+class AlertWindows:
+    """streams.alerts.AlertDetector compiled (native/src/alerts.rs)."""
+
+    replays: int
+    suspended: int
+    cooled_down: int
+    def __init__(
+        self,
+        make: Callable[[dict[str, Any], str, tuple[Any, ...]], Any],
+        windows: tuple[int, int, int, int],
+        sessions: tuple[int, int, int, int, int, int, int],
+        fast_move_pct: float,
+        volume_spike_ratio: float,
+        volume_min_shares: int,
+        max_points: int,
+    ) -> None: ...
+    def update(self, quote: dict[str, Any]) -> list[Any]: ...
+    def forget(self, codes: list[str]) -> None: ...
+    def held(self, code: str) -> tuple[int, int, int, int] | None: ...
+    def __len__(self) -> int: ...

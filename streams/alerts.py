@@ -33,17 +33,26 @@ in-memory computation; this module never does I/O.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from types import ModuleType
+from typing import Any, Final, Generic, TypeAlias, TypeVar, cast
 
 import msgspec
 
 from schemas.exchange import Market
+from schemas.native import native_module
 from schemas.records import AlertKind, Quote
 from streams.errors import StreamsError
-from streams.trading_clock import AM_START, is_continuous, local_ms_of_day, trading_clock_ms
+from streams.trading_clock import (
+    AM_START,
+    CLOCK_SESSIONS,
+    is_continuous,
+    local_ms_of_day,
+    trading_clock_ms,
+)
 
 
 class Alert(msgspec.Struct, frozen=True, gc=False):
@@ -97,6 +106,16 @@ class AlertConfig:
             raise AlertConfigError("volume_window_s must be > 0 and max_points >= 2")
         if self.volume_min_shares < 0 or self.cooldown_s < 0 or self.volume_min_history_s < 0:
             raise AlertConfigError("volume_min_shares, cooldown_s, min history must be >= 0")
+
+    def windows_ms(self) -> tuple[int, int, int, int]:
+        """The fast-move window, the volume window, the volume's minimum history and
+        the cooldown, in trading ms."""
+        return (int(self.fast_move_window_s * 1000), int(self.volume_window_s * 1000),
+                int(self.volume_min_history_s * 1000), int(self.cooldown_s * 1000))  # fmt: skip
+
+
+#: what a fired alert needs beside its quote (:func:`alert_of`)
+Detail: TypeAlias = tuple[()] | tuple[float, float] | tuple[float, int, int]
 
 
 @dataclass(slots=True)
@@ -183,10 +202,8 @@ class AlertDetector:
         self.config = config or AlertConfig()
         self.counters = AlertCounters()
         self._stocks: dict[str, _Stock] = {}
-        self._move_window_ms = int(self.config.fast_move_window_s * 1000)
-        self._vol_window_ms = int(self.config.volume_window_s * 1000)
-        self._min_history_ms = int(self.config.volume_min_history_s * 1000)
-        self._cooldown_ms = int(self.config.cooldown_s * 1000)
+        (self._move_window_ms, self._vol_window_ms,
+         self._min_history_ms, self._cooldown_ms) = self.config.windows_ms()  # fmt: skip
 
     def forget(self, codes: Iterable[str]) -> None:
         """Drop the state of ``codes`` (their partitions moved to another worker)."""
@@ -236,12 +253,12 @@ class AlertDetector:
         up: bool = q["at_limit_up"]
         if up != st.lu_reported:
             kind: AlertKind = "LIMIT_UP_TOUCH" if up else "LIMIT_UP_LEAVE"
-            if self._emit(st, q, kind, q["change_pct"], _limit_message(q, kind), alerts):
+            if self._emit(st, q, kind, (), alerts):
                 st.lu_reported = up
         down: bool = q["at_limit_down"]
         if down != st.ld_reported:
             kind = "LIMIT_DOWN_TOUCH" if down else "LIMIT_DOWN_LEAVE"
-            if self._emit(st, q, kind, q["change_pct"], _limit_message(q, kind), alerts):
+            if self._emit(st, q, kind, (), alerts):
                 st.ld_reported = down
 
     def _fast_move(self, st: _Stock, q: Quote, clock: int, alerts: list[Alert]) -> None:
@@ -260,12 +277,7 @@ class AlertDetector:
             pct = self.config.fast_move_pct - _EPS
             move, ref = (up, lo) if up >= -down else (down, hi)
             if abs(move) >= pct:
-                msg = (
-                    f"{q['code']} {q['name']} moved {move:+.2f}% from {ref:.2f} to {price:.2f} "
-                    f"within {self.config.fast_move_window_s:g}s of trading "
-                    f"({q['change_pct']:+.2f}% today)"
-                )
-                fired = self._emit(st, q, "FAST_MOVE", round(move, 4), msg, alerts)
+                fired = self._emit(st, q, "FAST_MOVE", (move, ref), alerts)
         if fired:  # restart the window: one move, one alert
             mins.clear()
             maxs.clear()
@@ -290,13 +302,7 @@ class AlertDetector:
         if st.last_continuous and points.clocks:
             spike = self._spike(points, clock, cum)
             if spike is not None:
-                ratio, dv, dt_ms = spike
-                msg = (
-                    f"{q['code']} {q['name']} traded {dv:,} shares in {dt_ms / 1000:g}s, "
-                    f"{ratio:.1f}x its {self.config.volume_window_s:g}s average rate; "
-                    f"price {q['price']:.2f} ({q['change_pct']:+.2f}%)"
-                )
-                self._emit(st, q, "VOLUME_SPIKE", round(ratio, 4), msg, alerts)
+                self._emit(st, q, "VOLUME_SPIKE", spike, alerts)
         points.append(clock, cum)
         horizon = clock - self._vol_window_ms
         clocks = points.clocks
@@ -324,7 +330,7 @@ class AlertDetector:
         return ratio, dv, dt_ms
 
     def _emit(
-        self, st: _Stock, q: Quote, kind: AlertKind, value: float, message: str, out: list[Alert]
+        self, st: _Stock, q: Quote, kind: AlertKind, detail: Detail, out: list[Alert]
     ) -> bool:
         ts: int = q["exchange_ts"]
         clock = trading_clock_ms(ts)
@@ -333,9 +339,34 @@ class AlertDetector:
             self.counters.cooled_down += 1
             return False
         st.cooldown[kind] = clock
-        out.append(Alert(q["code"], q["name"], q["market"], kind, ts, q["price"], q["change_pct"],
-                         float(value), message))  # fmt: skip
+        out.append(alert_of(self.config, q, kind, detail))
         return True
+
+
+def alert_of(config: AlertConfig, q: Quote, kind: AlertKind, detail: Detail) -> Alert:
+    """The record of an alert ``q`` fired: ``detail`` is ``()`` for a limit's,
+    ``(move, reference price)`` for a fast move's, ``(ratio, shares, ms)`` for a
+    volume spike's. Both detectors make their alerts with it."""
+    if kind == "FAST_MOVE":
+        move, ref = cast(tuple[float, float], detail)
+        value = round(move, 4)
+        message = (
+            f"{q['code']} {q['name']} moved {move:+.2f}% from {ref:.2f} to {q['price']:.2f} "
+            f"within {config.fast_move_window_s:g}s of trading ({q['change_pct']:+.2f}% today)"
+        )
+    elif kind == "VOLUME_SPIKE":
+        ratio, dv, dt_ms = cast(tuple[float, int, int], detail)
+        value = round(ratio, 4)
+        message = (
+            f"{q['code']} {q['name']} traded {dv:,} shares in {dt_ms / 1000:g}s, "
+            f"{ratio:.1f}x its {config.volume_window_s:g}s average rate; "
+            f"price {q['price']:.2f} ({q['change_pct']:+.2f}%)"
+        )
+    else:
+        value = q["change_pct"]
+        message = _limit_message(q, kind)
+    return Alert(q["code"], q["name"], q["market"], kind, q["exchange_ts"], q["price"],
+                 q["change_pct"], float(value), message)  # fmt: skip
 
 
 def _limit_message(q: Quote, kind: AlertKind) -> str:
@@ -348,3 +379,51 @@ def _limit_message(q: Quote, kind: AlertKind) -> str:
     if kind == "LIMIT_DOWN_TOUCH":
         return f"{who} hit its limit-down price {q['limit_down']:.2f}: {now}"
     return f"{who} left its limit-down price {q['limit_down']:.2f}, now {now}"
+
+
+class CompiledAlertDetector:
+    """:class:`AlertDetector` compiled (``hqstream_native.AlertWindows``): the same state
+    and arithmetic in Rust, so the same alerts at the same ticks with the same values
+    (the tests run both over the same ticks). ``update`` is the compiled method
+    itself; it reads a quote's fields from its dict and calls :func:`alert_of` only
+    for an alert that fires. The workers' default; :class:`AlertDetector` stays the
+    reference and serves where the extension is not installed or is turned off."""
+
+    __slots__ = ("_windows", "config", "update")
+
+    def __init__(self, native: ModuleType, config: AlertConfig | None = None) -> None:
+        self.config = config = config or AlertConfig()
+        self._windows = native.AlertWindows(
+            functools.partial(alert_of, config),
+            config.windows_ms(),
+            CLOCK_SESSIONS,
+            config.fast_move_pct,
+            config.volume_spike_ratio,
+            config.volume_min_shares,
+            config.max_points,
+        )
+        self.update: Callable[[Quote], list[Alert]] = self._windows.update
+
+    @property
+    def counters(self) -> AlertCounters:
+        w = self._windows
+        return AlertCounters(replays=w.replays, suspended=w.suspended, cooled_down=w.cooled_down)
+
+    def forget(self, codes: Iterable[str]) -> None:
+        """Drop the state of ``codes`` (their partitions moved to another worker)."""
+        self._windows.forget(list(codes))
+
+    def held(self, code: str) -> tuple[int, int, int, int] | None:
+        """``(minima, maxima, volume points, cooldowns)`` the stock's windows hold, or None."""
+        held: tuple[int, int, int, int] | None = self._windows.held(code)
+        return held
+
+
+Alerts: TypeAlias = AlertDetector | CompiledAlertDetector
+
+
+def alert_detector(config: AlertConfig | None = None, *, compiled: bool = True) -> Alerts:
+    """The compiled detector when ``compiled`` and the extension is installed, else the
+    Python one."""
+    native = native_module()[0] if compiled else None
+    return AlertDetector(config) if native is None else CompiledAlertDetector(native, config)

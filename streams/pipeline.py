@@ -47,7 +47,7 @@ from schemas.dlq import DlqReason
 from schemas.records import Quote
 from schemas.serde import Codec, SerdeError, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
-from streams.alerts import Alert, AlertConfig, AlertDetector
+from streams.alerts import Alert, AlertConfig, alert_detector
 from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
 from streams.bars import TimeframeBars
 from streams.candles import Candle, CandleBuilder
@@ -277,7 +277,7 @@ class Processor:
         self.stats = MarketStats()
         self.candles = CandleBuilder()
         self.bars = TimeframeBars() if self.settings.indicators else None
-        self.alerts = AlertDetector(AlertConfig())
+        self.alerts = alert_detector(AlertConfig(), compiled=self.settings.native)
         self.last_ts: dict[str, int] = {}
         self.partition_of: dict[str, int] = {}  # code -> raw partition it came from
         self.warmed: set[str] = set()

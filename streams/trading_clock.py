@@ -24,6 +24,10 @@ AM_LEN: Final = AM_END - AM_START
 PM_LEN: Final = PM_END - PM_START
 #: Trading-clock ms in one day (continuous sessions plus the closing auction).
 TRADING_DAY_MS: Final = AM_LEN + PM_LEN
+#: What the compiled alert windows (``hqstream_native.AlertWindows``) compute this
+#: module's clock from: the local offset, the day and the session bounds, in ms
+CLOCK_SESSIONS: Final = (SHANGHAI_OFFSET_MS, DAY_MS, AM_START, AM_END, PM_START, PM_END,
+                         PM_CONT_END)  # fmt: skip
 
 
 def local_ms_of_day(exchange_ts: int) -> int:

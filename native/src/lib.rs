@@ -13,6 +13,7 @@
 //! see the same values); only the checks of its values are compiled.
 //! Never raises for a line; never does I/O.
 
+mod alerts;
 mod avro;
 mod indicators;
 mod line;
@@ -78,8 +79,20 @@ const BOARDS: [&str; 4] = ["MAIN", "STAR", "CHINEXT", "BJ"];
 const CACHE_MAX: usize = 65_536;
 /// The keys of a Beijing JSON quote (streams.parse's), in the order of the `JSON_*` indices.
 const JSON_KEYS: [&str; 14] = [
-    "symbol", "name", "timestamp", "lastPrice", "preClose", "open", "high", "low", "turnover",
-    "volume", "bidPrices", "bidVolumes", "askPrices", "askVolumes",
+    "symbol",
+    "name",
+    "timestamp",
+    "lastPrice",
+    "preClose",
+    "open",
+    "high",
+    "low",
+    "turnover",
+    "volume",
+    "bidPrices",
+    "bidVolumes",
+    "askPrices",
+    "askVolumes",
 ];
 const JSON_SYMBOL: usize = 0;
 const JSON_NAME: usize = 1;
@@ -502,8 +515,16 @@ impl QuoteParser {
         for key in &self.json_keys {
             values.push(obj.get_item(key.bind(py)).ok()??);
         }
-        let symbol = values[JSON_SYMBOL].cast_exact::<PyString>().ok()?.to_str().ok()?;
-        let name = values[JSON_NAME].cast_exact::<PyString>().ok()?.to_str().ok()?;
+        let symbol = values[JSON_SYMBOL]
+            .cast_exact::<PyString>()
+            .ok()?
+            .to_str()
+            .ok()?;
+        let name = values[JSON_NAME]
+            .cast_exact::<PyString>()
+            .ok()?
+            .to_str()
+            .ok()?;
         let timestamp = exact_int(&values[JSON_TIMESTAMP])?;
         let mut scalars = [0.0; 6];
         for (slot, value) in scalars.iter_mut().zip(&values[JSON_SCALARS..JSON_VOLUME]) {
@@ -517,7 +538,9 @@ impl QuoteParser {
         let bid_volumes = json_volumes(&book[1], b.max_volume)?;
         let ask_prices = json_prices(&book[2], b.max_price)?;
         let ask_volumes = json_volumes(&book[3], b.max_volume)?;
-        let top = [price, prev_close, open, high, low].into_iter().fold(0.0, f64::max);
+        let top = [price, prev_close, open, high, low]
+            .into_iter()
+            .fold(0.0, f64::max);
         if top > b.max_price || amount >= b.max_amount || timestamp <= 0 {
             return None;
         }
@@ -566,7 +589,12 @@ impl QuoteParser {
                     .ok()?;
                 let (date, time_of_day): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
                     answer.extract().ok()?;
-                let date = date.cast_exact::<PyString>().ok()?.to_str().ok()?.to_owned();
+                let date = date
+                    .cast_exact::<PyString>()
+                    .ok()?
+                    .to_str()
+                    .ok()?
+                    .to_owned();
                 if exact_int(&time_of_day)? != ms {
                     return None;
                 }
@@ -1006,6 +1034,7 @@ fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<quote_dict::QuoteMaker>()?;
     m.add_class::<indicators::IndicatorState>()?;
     m.add_class::<record_encoder::RecordEncoder>()?;
+    m.add_class::<alerts::AlertWindows>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -5,21 +5,51 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
+import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
+from schemas.native import native_module
 from schemas.serde import SingleObjectCodec
-from streams.alerts import Alert, AlertConfig, AlertConfigError, AlertDetector
+from streams.alerts import (
+    Alert,
+    AlertConfig,
+    AlertConfigError,
+    AlertDetector,
+    Alerts,
+    CompiledAlertDetector,
+)
 from streams.parse import parse_record
 from streams.redis_lua import alert_call
 from tests.feed_lines import sse_line
 
+REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = dt.date(2026, 3, 3)
 ALERT_CODEC = SingleObjectCodec("alert")
 QUOTE_CODEC = SingleObjectCodec("quote")
+
+MakeDetector = Callable[..., Alerts]
+
+
+def compiled(config: AlertConfig | None = None) -> CompiledAlertDetector:
+    module, why_not = native_module()
+    if module is None:
+        if REQUIRED:
+            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
+        pytest.skip(why_not)
+    return CompiledAlertDetector(module, config)
+
+
+@pytest.fixture(params=[AlertDetector, compiled], ids=["python", "compiled"])
+def detector(request: pytest.FixtureRequest) -> MakeDetector:
+    """Makes the detector under test: every behaviour holds for the reference
+    (:class:`AlertDetector`) and the compiled one alike."""
+    make: MakeDetector = request.param
+    return make
 
 
 def at(hh: int, mm: int, ss: int = 0, day: dt.date = DAY) -> int:
@@ -62,7 +92,7 @@ def kinds(alerts: list[Alert]) -> list[str]:
     return [a.kind for a in alerts]
 
 
-def run(det: AlertDetector, ticks: list[dict[str, Any]]) -> list[Alert]:
+def run(det: Alerts, ticks: list[dict[str, Any]]) -> list[Alert]:
     out: list[Alert] = []
     for q in ticks:
         out += det.update(q)
@@ -77,8 +107,8 @@ def test_quote_helper_matches_schema() -> None:
 # ------------------------------------------------------------------ limits
 
 
-def test_limit_up_touch_and_leave_once_per_transition() -> None:
-    det = AlertDetector(AlertConfig(fast_move_pct=50))
+def test_limit_up_touch_and_leave_once_per_transition(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(fast_move_pct=50))
     assert det.update(quote(at(9, 25), 10.5)) == []
     touch = det.update(quote(at(9, 40), 11.0))
     assert kinds(touch) == ["LIMIT_UP_TOUCH"]
@@ -94,25 +124,27 @@ def test_limit_up_touch_and_leave_once_per_transition() -> None:
     assert kinds(leave) == ["LIMIT_UP_LEAVE"] and "left" in leave[0].message
 
 
-def test_limit_down_touch_and_leave() -> None:
-    det = AlertDetector(AlertConfig(fast_move_pct=50))
+def test_limit_down_touch_and_leave(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(fast_move_pct=50))
     det.update(quote(at(10, 0), 9.5))
     assert kinds(det.update(quote(at(10, 5), 9.0))) == ["LIMIT_DOWN_TOUCH"]
     assert det.update(quote(at(10, 6), 9.0)) == []
     assert kinds(det.update(quote(at(10, 8), 9.01))) == ["LIMIT_DOWN_LEAVE"]
 
 
-def test_opening_at_the_limit_alerts_but_a_mid_session_first_sight_does_not() -> None:
-    det = AlertDetector()
+def test_opening_at_the_limit_alerts_but_a_mid_session_first_sight_does_not(
+    detector: MakeDetector,
+) -> None:
+    det = detector()
     det.update(quote(at(9, 15), 11.0, 0))  # indicative, not traded
     assert kinds(det.update(quote(at(9, 25), 11.0))) == ["LIMIT_UP_TOUCH"]
-    late = AlertDetector()
+    late = detector()
     assert late.update(quote(at(10, 30), 11.0)) == []  # restarted worker: no stale alert
     assert kinds(late.update(quote(at(10, 31), 10.8))) == ["LIMIT_UP_LEAVE"]
 
 
-def test_a_new_day_starts_off_the_limit() -> None:
-    det = AlertDetector()
+def test_a_new_day_starts_off_the_limit(detector: MakeDetector) -> None:
+    det = detector()
     det.update(quote(at(9, 25), 10.5))
     assert kinds(det.update(quote(at(14, 59), 11.0))) == ["LIMIT_UP_TOUCH"]
     assert kinds(det.update(quote(at(9, 25, day=NEXT_DAY), 12.1, prev_close=11.0))) == [
@@ -120,8 +152,8 @@ def test_a_new_day_starts_off_the_limit() -> None:
     ]
 
 
-def test_cooldown_defers_a_limit_transition_until_it_is_over() -> None:
-    det = AlertDetector(AlertConfig(cooldown_s=60, fast_move_pct=50))
+def test_cooldown_defers_a_limit_transition_until_it_is_over(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(cooldown_s=60, fast_move_pct=50))
     det.update(quote(at(10, 0, 0), 10.8))
     assert kinds(det.update(quote(at(10, 0, 3), 11.0))) == ["LIMIT_UP_TOUCH"]
     assert kinds(det.update(quote(at(10, 0, 6), 10.9))) == ["LIMIT_UP_LEAVE"]
@@ -134,10 +166,10 @@ def test_cooldown_defers_a_limit_transition_until_it_is_over() -> None:
     assert det.update(quote(at(10, 1, 6), 11.0)) == []
 
 
-def test_cooldown_runs_in_trading_seconds_across_lunch() -> None:
+def test_cooldown_runs_in_trading_seconds_across_lunch(detector: MakeDetector) -> None:
     """A touch at 11:29:50 and a touch again at 13:00:05 are 15 trading seconds
     apart (the market is closed 11:30-13:00): within a 60 s cooldown."""
-    det = AlertDetector(AlertConfig(cooldown_s=60, fast_move_pct=50))
+    det = detector(AlertConfig(cooldown_s=60, fast_move_pct=50))
     det.update(quote(at(11, 29, 40), 10.8))
     assert kinds(det.update(quote(at(11, 29, 50), 11.0))) == ["LIMIT_UP_TOUCH"]
     assert kinds(det.update(quote(at(11, 29, 53), 10.9))) == ["LIMIT_UP_LEAVE"]
@@ -147,17 +179,17 @@ def test_cooldown_runs_in_trading_seconds_across_lunch() -> None:
     assert kinds(det.update(quote(at(13, 0, 50), 11.0))) == ["LIMIT_UP_TOUCH"]  # 60
 
 
-def test_new_listing_without_limit_never_alerts_a_limit() -> None:
+def test_new_listing_without_limit_never_alerts_a_limit(detector: MakeDetector) -> None:
     """N中芯 opening at 82.92 on prev_close 27.46 (first day: no price limit,
     exchange rule) is at no limit: no LIMIT_UP_TOUCH from the parsed line."""
-    det = AlertDetector(AlertConfig(fast_move_pct=500))
+    det = detector(AlertConfig(fast_move_pct=500))
     line = sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
                     price="82.92", high="82.92", low="82.92", time="09:25:03")  # fmt: skip
     assert det.update(parse_record(line, receive_ts=0, process_ts=0)) == []
 
 
-def test_a_held_back_transition_that_reverted_is_not_reported() -> None:
-    det = AlertDetector(AlertConfig(cooldown_s=60, fast_move_pct=50))
+def test_a_held_back_transition_that_reverted_is_not_reported(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(cooldown_s=60, fast_move_pct=50))
     det.update(quote(at(10, 0, 0), 10.8))
     det.update(quote(at(10, 0, 3), 11.0))  # TOUCH
     det.update(quote(at(10, 0, 6), 10.9))  # LEAVE
@@ -169,8 +201,8 @@ def test_a_held_back_transition_that_reverted_is_not_reported() -> None:
 # -------------------------------------------------------------- fast moves
 
 
-def test_fast_move_up_within_the_window() -> None:
-    det = AlertDetector(AlertConfig(fast_move_pct=5.0, fast_move_window_s=300))
+def test_fast_move_up_within_the_window(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(fast_move_pct=5.0, fast_move_window_s=300))
     prices = [10.0, 10.1, 10.2, 10.3, 10.4]
     ticks = [quote(at(10, 0, 3 * i), p) for i, p in enumerate(prices)]
     assert run(det, ticks) == []
@@ -182,8 +214,8 @@ def test_fast_move_up_within_the_window() -> None:
     assert run(det, [quote(at(10, 3 + i), 10.5) for i in range(8)]) == []
 
 
-def test_fast_move_down_is_negative() -> None:
-    det = AlertDetector()
+def test_fast_move_down_is_negative(detector: MakeDetector) -> None:
+    det = detector()
     det.update(quote(at(10, 0), 10.0, prev_close=9.8))
     det.update(quote(at(10, 1), 10.2, prev_close=9.8))
     [a] = det.update(quote(at(10, 3), 9.65, prev_close=9.8))
@@ -192,23 +224,23 @@ def test_fast_move_down_is_negative() -> None:
     assert "-5.39%" in a.message
 
 
-def test_a_slow_move_is_not_fast() -> None:
-    det = AlertDetector(AlertConfig(fast_move_window_s=300))
+def test_a_slow_move_is_not_fast(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(fast_move_window_s=300))
     ticks = [quote(at(10, i), round(10.0 + 0.01 * i, 2)) for i in range(60)]  # +6% in 1 h
     assert run(det, ticks) == []
 
 
-def test_fast_move_window_runs_on_trading_time_across_lunch() -> None:
-    det = AlertDetector(AlertConfig(fast_move_window_s=300))
+def test_fast_move_window_runs_on_trading_time_across_lunch(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(fast_move_window_s=300))
     det.update(quote(at(11, 28), 10.0))
     assert kinds(det.update(quote(at(13, 2), 10.6))) == ["FAST_MOVE"]  # 4 trading minutes
-    det2 = AlertDetector(AlertConfig(fast_move_window_s=300))
+    det2 = detector(AlertConfig(fast_move_window_s=300))
     det2.update(quote(at(11, 24), 10.0))
     assert det2.update(quote(at(13, 2), 10.6)) == []  # 8 trading minutes
 
 
-def test_fast_move_ignores_untraded_prices() -> None:
-    det = AlertDetector()
+def test_fast_move_ignores_untraded_prices(detector: MakeDetector) -> None:
+    det = detector()
     det.update(quote(at(9, 30, 3), 10.0))
     det.update(quote(at(9, 30, 6), 0.0, traded=False))
     assert det.update(quote(at(9, 30, 9), 10.1)) == []
@@ -217,7 +249,7 @@ def test_fast_move_ignores_untraded_prices() -> None:
 # ----------------------------------------------------------- volume spikes
 
 
-def _steady(det: AlertDetector, start: int, n: int, rate: int, cum: int = 0) -> int:
+def _steady(det: Alerts, start: int, n: int, rate: int, cum: int = 0) -> int:
     """n ticks every 3 s trading ``rate`` shares per tick; returns the final cumulative."""
     for i in range(n):
         cum += rate
@@ -225,42 +257,44 @@ def _steady(det: AlertDetector, start: int, n: int, rate: int, cum: int = 0) -> 
     return cum
 
 
-def test_volume_spike() -> None:
+def test_volume_spike(detector: MakeDetector) -> None:
     cfg = AlertConfig(volume_spike_ratio=5.0, volume_min_shares=10_000, volume_window_s=300)
-    det = AlertDetector(cfg)
+    det = detector(cfg)
     cum = _steady(det, at(10, 0), 100, 5_000)  # 5,000 shares per 3 s
     [a] = det.update(quote(at(10, 5), 10.0, cum + 30_000))  # 6x the rate
     assert a.kind == "VOLUME_SPIKE" and a.value == pytest.approx(6.0)
     assert "30,000 shares in 3s" in a.message and "6.0x" in a.message
     assert ALERT_CODEC.decode(ALERT_CODEC.encode(a.as_record())) == a.as_record()
     # 4x is below the ratio
-    det2 = AlertDetector(cfg)
+    det2 = detector(cfg)
     cum = _steady(det2, at(10, 0), 100, 5_000)
     assert det2.update(quote(at(10, 5), 10.0, cum + 20_000)) == []
 
 
-def test_volume_spike_needs_minimum_shares_history_and_continuous_trading() -> None:
-    small = AlertDetector(AlertConfig(volume_min_shares=100_000))
+def test_volume_spike_needs_minimum_shares_history_and_continuous_trading(
+    detector: MakeDetector,
+) -> None:
+    small = detector(AlertConfig(volume_min_shares=100_000))
     cum = _steady(small, at(10, 0), 100, 1_000)
     assert small.update(quote(at(10, 5), 10.0, cum + 50_000)) == []  # 50x but tiny
-    young = AlertDetector(AlertConfig(volume_min_shares=1, volume_min_history_s=60))
+    young = detector(AlertConfig(volume_min_shares=1, volume_min_history_s=60))
     cum = _steady(young, at(10, 0), 10, 1_000)  # 27 s of history
     assert young.update(quote(at(10, 0, 30), 10.0, cum + 50_000)) == []
-    auction = AlertDetector(AlertConfig(volume_min_shares=1))
+    auction = detector(AlertConfig(volume_min_shares=1))
     cum = _steady(auction, at(14, 52), 99, 1_000)
     assert auction.update(quote(at(15, 0), 10.0, cum + 900_000)) == []  # closing match
 
 
-def test_volume_after_lunch_is_measured_on_trading_time() -> None:
-    det = AlertDetector(AlertConfig(volume_min_shares=1))
+def test_volume_after_lunch_is_measured_on_trading_time(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(volume_min_shares=1))
     cum = _steady(det, at(11, 25), 100, 1_000)  # through 11:29:57
     for i in range(1, 20):  # steady after lunch: the 90-minute gap is no spike
         cum += 1_000
         assert det.update(quote(at(13, 0) + 3000 * i, 10.0, cum)) == []
 
 
-def test_counter_reset_restarts_the_volume_window() -> None:
-    det = AlertDetector(AlertConfig(volume_min_shares=1))
+def test_counter_reset_restarts_the_volume_window(detector: MakeDetector) -> None:
+    det = detector(AlertConfig(volume_min_shares=1))
     _steady(det, at(10, 0), 50, 100_000)
     cum = _steady(det, at(10, 3), 30, 1_000, cum=0)  # data fix: counter restarts lower
     # judged against the post-reset rate (1,000 per 3 s), not the old one
@@ -270,8 +304,8 @@ def test_counter_reset_restarts_the_volume_window() -> None:
 # ------------------------------------------------------ replays, limits on memory
 
 
-def test_replays_and_suspended_quotes_are_ignored() -> None:
-    det = AlertDetector()
+def test_replays_and_suspended_quotes_are_ignored(detector: MakeDetector) -> None:
+    det = detector()
     det.update(quote(at(10, 0), 10.0))
     det.update(quote(at(10, 1), 10.9))
     assert det.update(quote(at(10, 1), 11.0)) == []  # same ts
@@ -289,6 +323,19 @@ def test_memory_per_stock_is_bounded() -> None:
     st = det._stocks["600000"]
     assert len(st.mins) <= 64 and len(st.maxs) <= 64 and len(st.vol_points) <= 64
     assert len(st.cooldown) <= 6
+
+
+def test_the_compiled_windows_are_bounded_too() -> None:
+    det = compiled(AlertConfig(max_points=64))
+    base = at(10, 0)
+    for i in range(5000):  # as test_memory_per_stock_is_bounded
+        det.update(quote(base + 10 * i, 10.0 + i * 1e-5, 1_000_000 + i))
+    held = det.held("600000")
+    assert held is not None
+    mins, maxs, volumes, cooldowns = held
+    assert (mins, volumes) == (64, 64) and maxs <= 64 and cooldowns <= 6
+    det.forget(["600000"])
+    assert det.held("600000") is None
 
 
 def test_the_windows_keep_no_object_the_garbage_collector_tracks_per_tick() -> None:
@@ -330,8 +377,8 @@ def test_config_is_frozen_and_validated() -> None:
         AlertConfig(cooldown_s=-1)
 
 
-def test_stocks_are_independent() -> None:
-    det = AlertDetector()
+def test_stocks_are_independent(detector: MakeDetector) -> None:
+    det = detector()
     det.update(quote(at(10, 0), 10.0, code="600000"))
     det.update(quote(at(10, 0), 10.0, code="600001"))
     assert det.update(quote(at(10, 1), 10.3, code="600000")) == []
@@ -339,9 +386,9 @@ def test_stocks_are_independent() -> None:
     assert a.code == "600001"
 
 
-def test_alert_bytes_on_kafka_and_in_redis_are_pinned() -> None:
+def test_alert_bytes_on_kafka_and_in_redis_are_pinned(detector: MakeDetector) -> None:
     """What the detector wrote before alerts were typed values (dicts then)."""
-    det = AlertDetector(AlertConfig(fast_move_pct=50))
+    det = detector(AlertConfig(fast_move_pct=50))
     det.update(quote(at(9, 25), 10.5))
     [alert] = det.update(quote(at(9, 40), 11.0))
     _, argv = alert_call([alert])
