@@ -29,6 +29,12 @@ seen for the stock (replays) and suspended quotes are ignored.
 
 Memory per stock is bounded (deques of at most ``max_points``). Pure
 in-memory computation; this module never does I/O.
+
+:class:`AlertDetector` is the reference. :class:`CompiledAlertDetector` is the
+same detector compiled (``hqstream_native.AlertWindows``, native/src/alerts.rs:
+the same state and arithmetic, so the same alerts at the same ticks with the
+same values); both make an alert's record with :func:`alert_of`.
+:func:`alert_detector` gives the compiled one when the extension is installed.
 """
 
 from __future__ import annotations
