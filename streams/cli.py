@@ -124,6 +124,7 @@ def run_worker(settings: object) -> None:
     from streams.alerts import CompiledAlertDetector
     from streams.app import create_app
     from streams.lifecycle import EXIT_FATAL, wait_for_dependencies
+    from streams.market_stats import CompiledMarketStats
     from streams.settings import StreamsSettings
 
     assert isinstance(settings, StreamsSettings)
@@ -135,15 +136,19 @@ def run_worker(settings: object) -> None:
     metrics.HEALTH.running = True
     parse_path = runtime.processor.parse_path
     metrics.NATIVE_PARSE.set(1 if parse_path.fast else 0)
-    alerts = "compiled" if isinstance(runtime.processor.alerts, CompiledAlertDetector) else "Python"
+    processor = runtime.processor
+    alerts = "compiled" if isinstance(processor.alerts, CompiledAlertDetector) else "Python"
+    stats = "compiled" if isinstance(processor.stats, CompiledMarketStats) else "Python"
     logger.info(
-        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s, alerts: %s, event loop: %s",
+        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s, alerts: %s, "
+        "market statistics: %s, event loop: %s",
         runtime.worker_id,
         settings.group_id,
         settings.topic_names.raw,
         settings.redis_url.split("@")[-1],
         parse_path.description,
         alerts,
+        stats,
         event_loop,
     )
     worker = faust.Worker(

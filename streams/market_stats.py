@@ -44,6 +44,11 @@ disjoint) and takes the global top-N from the union of the local ones
 top-N). When partitions move, the losing worker must ``forget`` their stocks,
 else they are counted twice until it does.
 
+:class:`MarketStats` is the reference; :class:`CompiledMarketStats` keeps the same
+book compiled (``hqstream_native.StatsBook``, native/src/market_stats.rs) and
+:func:`market_stats` gives it when the extension is installed. Both make
+their records and partials through :class:`_Readout`.
+
 Pure in-memory computation; never does I/O or reads the clock.
 """
 
@@ -51,11 +56,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any, Final
 
 import msgspec
 
 from schemas.exchange import MARKETS, MARKETS_AND_ALL, Market, MarketOrAll
+from schemas.native import native_module
 from schemas.records import Quote
 from streams.errors import StreamsError
 
@@ -151,6 +158,10 @@ PARTIAL_JSON: Final = msgspec.json.Encoder()
 Tops = dict[str, list[RankEntry]]  # ranking name (top_gainers ...) -> its entries, best first
 
 
+#: the markets a quote may name
+_MARKET_NAMES: Final = frozenset(MARKETS)
+
+
 class _Stock:
     """The little a stock contributes: its newest quote's figures and flags."""
 
@@ -182,6 +193,8 @@ class _Stock:
 
     def set(self, q: Quote) -> None:
         self.market: Market = q["market"]
+        if self.market not in _MARKET_NAMES:  # (parse never lets one through)
+            raise KeyError(f"market {self.market!r}")
         self.board: str = q["board"]
         self.name: str = q["name"]
         self.ts: int = q["exchange_ts"]
@@ -365,19 +378,92 @@ def _sum_totals(parts: Iterable[Counts]) -> Counts:
     return Counts(**total)
 
 
-class MarketStats:
-    """Incremental statistics of the stocks one worker sees."""
+class _Readout:
+    """A book's records and partials, made from three readings of a market: its counts
+    and sums, its local top-N and its per-board breadth. :class:`MarketStats` reads
+    its Python objects, :class:`CompiledMarketStats` the compiled book."""
 
     def __init__(self) -> None:
+        #: each market's partial as last computed (with its top-N), while no stock of it
+        #: changed: a quiet market (the lunch break, the night, an idle feed) is not
+        #: walked again every round
+        self._partials: dict[Market, tuple[int, MarketPartial]] = {}
+
+    def _counts(self, market: Market) -> Counts:
+        raise NotImplementedError
+
+    def _tops(self, market: Market, top_n: int) -> Tops:
+        raise NotImplementedError
+
+    def _boards(self, market: Market) -> dict[str, BoardCounts]:
+        raise NotImplementedError
+
+    def _take_changed(self) -> Iterable[str]:
+        """The markets changed since the last call (their partials must be computed)."""
+        raise NotImplementedError
+
+    def snapshot(self, market: MarketOrAll, top_n: int = 10, *, now_ms: int) -> Record:
+        """The MarketStats record of one market or ALL (``ts`` = ``now_ms``)."""
+        if market == "ALL":
+            return self.snapshot_all(top_n, now_ms=now_ms)["ALL"]
+        if market not in MARKETS:
+            raise ValueError(f"unknown market {market!r}")
+        boards = _sum_boards([self._boards(market)])
+        return _record(market, self._counts(market), self._tops(market, top_n), now_ms, boards)
+
+    def snapshot_all(self, top_n: int = 10, *, now_ms: int) -> dict[str, Record]:
+        """Records for SH, SZ, BJ and ALL; ALL's top-N merged from the markets'."""
+        totals = {m: self._counts(m) for m in MARKETS}
+        tops = {m: self._tops(m, top_n) for m in MARKETS}
+        boards = {m: self._boards(m) for m in MARKETS}
+        out: dict[str, Record] = {
+            m: _record(m, totals[m], tops[m], now_ms, _sum_boards([boards[m]])) for m in MARKETS
+        }
+        out["ALL"] = _record(
+            "ALL",
+            _sum_totals(totals.values()),
+            _merge_tops(tops.values(), top_n),
+            now_ms,
+            _sum_boards(boards.values()),
+        )
+        return out
+
+    def partial_state(self, top_n: int = 10, *, now_ms: int = 0) -> PartialState:
+        """A compact, mergeable summary of this worker's stocks.
+
+        A market none of whose stocks changed since the last call keeps the
+        partial computed then (a walk of its stocks, ~2 ms per 1,000 of them).
+        """
+        markets: dict[Market, MarketPartial] = {}
+        changed, cached = set(self._take_changed()), self._partials
+        for m in MARKETS:
+            held = cached.get(m)
+            if held is None or held[0] != top_n or m in changed:
+                held = cached[m] = (top_n, self._market_partial(m, top_n))
+            markets[m] = held[1]
+        return PartialState(PARTIAL_VERSION, now_ms, top_n, markets)
+
+    def _market_partial(self, market: Market, top_n: int) -> MarketPartial:
+        tops = self._tops(market, top_n)
+        return MarketPartial(
+            **msgspec.structs.asdict(self._counts(market)),
+            top_gainers=tops["top_gainers"],
+            top_losers=tops["top_losers"],
+            top_turnover=tops["top_turnover"],
+            boards=self._boards(market),
+        )
+
+
+class MarketStats(_Readout):
+    """Incremental statistics of the stocks one worker sees (the reference)."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._stocks: dict[str, _Stock] = {}
         self._by_market: dict[str, dict[str, _Stock]] = {m: {} for m in MARKETS}
         self._totals: dict[str, _Totals] = {m: _Totals() for m in MARKETS}
         self.replays_ignored = 0
         self.trade_date = ""  # the newest trade date seen: only its quotes count
-        #: each market's partial as last computed (with its top-N), while no stock of it
-        #: changed: a quiet market (the lunch break, the night, an idle feed) is not
-        #: walked again every round
-        self._partials: dict[Market, tuple[int, MarketPartial]] = {}
         self._changed: set[str] = set(MARKETS)  # markets whose partial must be computed
 
     def __len__(self) -> int:
@@ -446,60 +532,78 @@ class MarketStats:
                 dropped += 1
         return dropped
 
-    def snapshot(self, market: MarketOrAll, top_n: int = 10, *, now_ms: int) -> Record:
-        """The MarketStats record of one market or ALL (``ts`` = ``now_ms``)."""
-        if market == "ALL":
-            return self.snapshot_all(top_n, now_ms=now_ms)["ALL"]
-        if market not in self._totals:
-            raise ValueError(f"unknown market {market!r}")
-        stocks = self._by_market[market].values()
-        tops = _local_tops(stocks, top_n)
-        boards = _sum_boards([_board_counts(stocks)])
-        return _record(market, self._totals[market].counts(), tops, now_ms, boards)
+    def _counts(self, market: Market) -> Counts:
+        return self._totals[market].counts()
 
-    def snapshot_all(self, top_n: int = 10, *, now_ms: int) -> dict[str, Record]:
-        """Records for SH, SZ, BJ and ALL; ALL's top-N merged from the markets'."""
-        totals = {m: self._totals[m].counts() for m in MARKETS}
-        tops = {m: _local_tops(self._by_market[m].values(), top_n) for m in MARKETS}
-        boards = {m: _board_counts(self._by_market[m].values()) for m in MARKETS}
-        out: dict[str, Record] = {
-            m: _record(m, totals[m], tops[m], now_ms, _sum_boards([boards[m]])) for m in MARKETS
+    def _tops(self, market: Market, top_n: int) -> Tops:
+        return _local_tops(self._by_market[market].values(), top_n)
+
+    def _boards(self, market: Market) -> dict[str, BoardCounts]:
+        return _board_counts(self._by_market[market].values())
+
+    def _take_changed(self) -> Iterable[str]:
+        changed, self._changed = self._changed, set()
+        return changed
+
+
+class CompiledMarketStats(_Readout):
+    """:class:`MarketStats` compiled (``hqstream_native.StatsBook``, native/src/market_stats.rs):
+    the same figures kept the same way tick by tick (the same rounding, integer sums),
+    so the same records and partials (the tests run both over the same ticks). ``update``
+    is the compiled method itself. Boards are listed in :data:`BOARDS` order, where the
+    reference lists them as its stocks came (the records list them in that order either
+    way), and a quote whose board is not one of them raises."""
+
+    def __init__(self, native: ModuleType) -> None:
+        super().__init__()
+        self._book = native.StatsBook(list(MARKETS))
+        self.update: Callable[[Quote], None] = self._book.update
+
+    def __len__(self) -> int:
+        return len(self._book)
+
+    @property
+    def replays_ignored(self) -> int:
+        replays: int = self._book.replays_ignored
+        return replays
+
+    @property
+    def trade_date(self) -> str:
+        trade_date: str = self._book.trade_date
+        return trade_date
+
+    def forget(self, codes: Iterable[str]) -> int:
+        """Drop stocks (partitions revoked from this worker); returns how many."""
+        dropped: int = self._book.forget(list(codes))
+        return dropped
+
+    def _counts(self, market: Market) -> Counts:
+        return Counts(*self._book.counts(market))
+
+    def _tops(self, market: Market, top_n: int) -> Tops:
+        gainers, losers, turnover = self._book.tops(market, top_n)
+        return {
+            "top_gainers": [RankEntry(*e) for e in gainers],
+            "top_losers": [RankEntry(*e) for e in losers],
+            "top_turnover": [RankEntry(*e) for e in turnover],
         }
-        out["ALL"] = _record(
-            "ALL",
-            _sum_totals(totals.values()),
-            _merge_tops(tops.values(), top_n),
-            now_ms,
-            _sum_boards(boards.values()),
-        )
-        return out
 
-    def partial_state(self, top_n: int = 10, *, now_ms: int = 0) -> PartialState:
-        """A compact, mergeable summary of this worker's stocks.
+    def _boards(self, market: Market) -> dict[str, BoardCounts]:
+        return {board: BoardCounts(*counts) for board, *counts in self._book.boards(market)}
 
-        A market none of whose stocks changed since the last call keeps the
-        partial computed then (a walk of its stocks, ~2 ms per 1,000 of them).
-        """
-        markets: dict[Market, MarketPartial] = {}
-        changed, cached = self._changed, self._partials
-        for m in MARKETS:
-            held = cached.get(m)
-            if held is None or held[0] != top_n or m in changed:
-                held = cached[m] = (top_n, self._market_partial(m, top_n))
-            markets[m] = held[1]
-        changed.clear()
-        return PartialState(PARTIAL_VERSION, now_ms, top_n, markets)
+    def _take_changed(self) -> Iterable[str]:
+        changed: list[str] = self._book.take_changed()
+        return changed
 
-    def _market_partial(self, market: Market, top_n: int) -> MarketPartial:
-        stocks = self._by_market[market].values()
-        tops = _local_tops(stocks, top_n)
-        return MarketPartial(
-            **msgspec.structs.asdict(self._totals[market].counts()),
-            top_gainers=tops["top_gainers"],
-            top_losers=tops["top_losers"],
-            top_turnover=tops["top_turnover"],
-            boards=_board_counts(stocks),
-        )
+
+Stats = MarketStats | CompiledMarketStats
+
+
+def market_stats(*, compiled: bool = True) -> Stats:
+    """The compiled book when ``compiled`` and the extension is installed, else the
+    Python one."""
+    native = native_module()[0] if compiled else None
+    return MarketStats() if native is None else CompiledMarketStats(native)
 
 
 def merge_partials(

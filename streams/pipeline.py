@@ -53,7 +53,7 @@ from streams.bars import TimeframeBars
 from streams.candles import Candle, CandleBuilder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
-from streams.market_stats import MarketStats
+from streams.market_stats import market_stats
 from streams.native_parse import QuoteMaker, parse_path
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink, SinkBatch
@@ -274,7 +274,7 @@ class Processor:
 
     def reset(self) -> None:
         """Forget all in-memory state (after a rebalance it is rebuilt from Redis)."""
-        self.stats = MarketStats()
+        self.stats = market_stats(compiled=self.settings.native)
         self.candles = CandleBuilder()
         self.bars = TimeframeBars() if self.settings.indicators else None
         self.alerts = alert_detector(AlertConfig(), compiled=self.settings.native)
@@ -507,7 +507,9 @@ class Processor:
             # partition came back later, and never be warmed up again
             kept = {c for c, p in self.partition_of.items() if p in keep}
             self._forget_stocks({*self.last_ts, *self.warmed, *self.partition_of} - kept)
-            self.stats = MarketStats()  # all seeded below, the kept stocks too
+            self.stats = market_stats(
+                compiled=self.settings.native
+            )  # all seeded below, the kept too
             self.paused = set()
         else:
             self.reset()

@@ -17,6 +17,7 @@ mod alerts;
 mod avro;
 mod indicators;
 mod line;
+mod market_stats;
 mod pyround;
 mod quote_dict;
 mod quote_json;
@@ -1035,6 +1036,7 @@ fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<indicators::IndicatorState>()?;
     m.add_class::<record_encoder::RecordEncoder>()?;
     m.add_class::<alerts::AlertWindows>()?;
+    m.add_class::<market_stats::StatsBook>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

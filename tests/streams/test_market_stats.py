@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 
+from schemas.native import native_module
 from schemas.serde import SingleObjectCodec
 from streams.market_stats import (
     MARKETS_AND_ALL,
     PARTIAL_JSON,
+    CompiledMarketStats,
     MarketStats,
     PartialState,
     PartialStateError,
+    Stats,
     merge_partials,
 )
 from streams.parse import parse_record
@@ -25,6 +30,26 @@ STATS_CODEC = SingleObjectCodec("market_stats")
 QUOTE_CODEC = SingleObjectCodec("quote")
 T0 = 1_772_415_000_000  # 2026-03-02 09:30 Asia/Shanghai
 PREFIX = {"SH": ("sh", "60"), "SZ": ("sz", "00"), "BJ": ("bj", "92")}
+REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
+
+MakeBook = Callable[[], Stats]
+
+
+def compiled() -> CompiledMarketStats:
+    module, why_not = native_module()
+    if module is None:
+        if REQUIRED:
+            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
+        pytest.skip(why_not)
+    return CompiledMarketStats(module)
+
+
+@pytest.fixture(params=[MarketStats, compiled], ids=["python", "compiled"])
+def book(request: pytest.FixtureRequest) -> MakeBook:
+    """Makes the book under test: every figure holds for the reference
+    (:class:`MarketStats`) and the compiled book alike."""
+    make: MakeBook = request.param
+    return make
 
 
 def quote(
@@ -71,8 +96,8 @@ def test_quote_helper_matches_schema() -> None:
     assert QUOTE_CODEC.decode(QUOTE_CODEC.encode(q)) == q
 
 
-def test_definitions() -> None:
-    s = MarketStats()
+def test_definitions(book: MakeBook) -> None:
+    s = book()
     s.update(quote("600001", change_pct=2.0, amount=5_000.5, volume=500))
     s.update(quote("600002", change_pct=-1.0, amount=7_000.25, volume=700))
     s.update(quote("600003", change_pct=0.0, amount=100.0, volume=10))  # flat
@@ -108,10 +133,10 @@ def breadth(r: dict[str, Any]) -> int:
     return sum(r[k] for k in keys)
 
 
-def test_breadth_fields_add_up_to_stocks() -> None:
+def test_breadth_fields_add_up_to_stocks(book: MakeBook) -> None:
     """Suspended and not-yet-traded stocks are neither advancers, decliners nor
     unchanged: the five breadth fields partition ``stocks``."""
-    s = MarketStats()
+    s = book()
     s.update(quote("600001", change_pct=1.0))
     s.update(quote("600002", change_pct=0.0))
     s.update(quote("600003", traded=False, volume=0, amount=0.0))
@@ -121,10 +146,10 @@ def test_breadth_fields_add_up_to_stocks() -> None:
     assert breadth(r) == r["stocks"] == 4
 
 
-def test_breadth_per_board() -> None:
+def test_breadth_per_board(book: MakeBook) -> None:
     """Terminals show breadth per board (main boards, STAR, ChiNext, BJ): each
     board's fields add up to its stocks, and ALL adds the markets' boards."""
-    s = MarketStats()
+    s = book()
     s.update(quote("600001", change_pct=1.0))
     s.update(quote("688001", change_pct=-2.0, board="STAR"))
     s.update(quote("688002", traded=False, volume=0, amount=0.0, board="STAR"))
@@ -143,31 +168,31 @@ def test_breadth_per_board() -> None:
     assert STATS_CODEC.decode(STATS_CODEC.encode(stats["ALL"])) == stats["ALL"]
 
 
-def test_new_listing_is_no_limit_up_count() -> None:
+def test_new_listing_is_no_limit_up_count(book: MakeBook) -> None:
     """N中芯 at 82.92 on prev_close 27.46: no price limit on its first day, so
     it is an advancer but not counted at limit-up."""
     line = sse_line(symbol="sh688981", name="N中芯", prev_close="27.46", open="82.92",
                     price="82.92", high="82.92", low="82.92")  # fmt: skip
-    s = MarketStats()
+    s = book()
     s.update(parse_record(line, receive_ts=0, process_ts=0))
     r = s.snapshot("SH", now_ms=0)
     assert (r["advancers"], r["limit_up"]) == (1, 0)
 
 
-def test_advancers_count_price_against_prev_close_not_rounded_pct() -> None:
+def test_advancers_count_price_against_prev_close_not_rounded_pct(book: MakeBook) -> None:
     """1500.00 -> 1500.05 is +0.0033%, shown as change_pct 0.0, and is an
     advancer: exchanges count 上涨家数 by price, not by the rounded percent."""
-    s = MarketStats()
+    s = book()
     s.update(quote("600519", change_pct=0.0, price=1500.05, prev_close=1500.0))
     s.update(quote("600520", change_pct=0.0, price=1499.95, prev_close=1500.0))
     r = s.snapshot("SH", now_ms=0)
     assert (r["advancers"], r["decliners"], r["unchanged"]) == (1, 1, 0)
 
 
-def test_only_quotes_of_the_current_trade_date_count() -> None:
+def test_only_quotes_of_the_current_trade_date_count(book: MakeBook) -> None:
     """A stock that stopped ticking yesterday does not carry yesterday's
     cumulative volume (or its place in the breadth) into today's statistics."""
-    s = MarketStats()
+    s = book()
     s.update(quote("600001", T0, 1.0, volume=5_000_000, amount=5e7, trade_date="2026-03-02"))
     s.update(quote("600002", T0, 1.0, volume=1_000, amount=1e4, trade_date="2026-03-02"))
     s.update(quote("600002", T0 + 86_400_000, -1.0, volume=200, amount=2e3,
@@ -186,8 +211,8 @@ def test_only_quotes_of_the_current_trade_date_count() -> None:
     assert s.forget(["600001", "600002"]) == 2 and s.snapshot("SH", now_ms=0)["stocks"] == 0
 
 
-def test_empty_market_and_unknown_market() -> None:
-    s = MarketStats()
+def test_empty_market_and_unknown_market(book: MakeBook) -> None:
+    s = book()
     r = s.snapshot("BJ", now_ms=5)
     assert r["stocks"] == 0 and r["avg_change_pct"] == 0.0 and r["top_gainers"] == []
     assert STATS_CODEC.decode(STATS_CODEC.encode(r)) == r
@@ -195,8 +220,8 @@ def test_empty_market_and_unknown_market() -> None:
         s.snapshot("HK", now_ms=5)  # type: ignore[arg-type]
 
 
-def test_update_replaces_and_older_quotes_are_ignored() -> None:
-    s = MarketStats()
+def test_update_replaces_and_older_quotes_are_ignored(book: MakeBook) -> None:
+    s = book()
     s.update(quote("600001", T0 + 3000, change_pct=2.0, volume=100))
     s.update(quote("600001", T0 + 6000, change_pct=-1.0, volume=300))
     s.update(quote("600001", T0 + 3000, change_pct=5.0, volume=100))  # replay: ignored
@@ -207,8 +232,8 @@ def test_update_replaces_and_older_quotes_are_ignored() -> None:
     assert s.snapshot("SH", now_ms=0)["advancers"] == 1
 
 
-def test_ties_are_broken_by_code() -> None:
-    s = MarketStats()
+def test_ties_are_broken_by_code(book: MakeBook) -> None:
+    s = book()
     for code in ("600003", "600001", "600002"):
         s.update(quote(code, change_pct=1.0, amount=50.0))
     r = s.snapshot("SH", top_n=2, now_ms=0)
@@ -254,10 +279,10 @@ def _random_quotes(
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_incremental_equals_recompute(seed: int) -> None:
+def test_incremental_equals_recompute(seed: int, book: MakeBook) -> None:
     rnd = random.Random(seed)
     quotes = _random_quotes(rnd, n_codes=40, n_updates=3000, new_day_at=2500)
-    s = MarketStats()
+    s = book()
     checkpoints = [*sorted(rnd.sample(range(1, len(quotes) + 1), 6)), len(quotes)]
     done = 0
     for upto in checkpoints:
@@ -278,10 +303,10 @@ def test_incremental_equals_recompute(seed: int) -> None:
 
 
 @pytest.mark.parametrize(("seed", "shards"), [(11, 1), (12, 2), (13, 3), (14, 7)])
-def test_merged_partials_equal_recompute(seed: int, shards: int) -> None:
+def test_merged_partials_equal_recompute(seed: int, shards: int, book: MakeBook) -> None:
     rnd = random.Random(seed)
     quotes = _random_quotes(rnd, n_codes=30, n_updates=2500)
-    workers = [MarketStats() for _ in range(shards)]
+    workers = [book() for _ in range(shards)]
     owner = {q["code"]: rnd.randrange(shards) for q in quotes}  # disjoint, like partitions
     for q in quotes:
         workers[owner[q["code"]]].update(q)
@@ -299,8 +324,8 @@ def as_read_back(partial: PartialState) -> PartialState:
     return msgspec.json.decode(PARTIAL_JSON.encode(partial), type=PartialState)
 
 
-def test_partial_state_is_compact_and_checked() -> None:
-    s = MarketStats()
+def test_partial_state_is_compact_and_checked(book: MakeBook) -> None:
+    s = book()
     for i in range(500):
         s.update(quote(f"60{i:04d}", change_pct=i / 100, amount=float(i)))
     p = s.partial_state(5, now_ms=42)
@@ -319,12 +344,14 @@ def test_partial_state_is_compact_and_checked() -> None:
     assert s.snapshot("ALL", top_n=0, now_ms=0)["top_turnover"] == []
 
 
-def test_a_quiet_markets_partial_is_kept_not_walked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_quiet_markets_partial_is_kept_not_walked_again(
+    monkeypatch: pytest.MonkeyPatch, book: MakeBook
+) -> None:
     """partial_state computes again only the markets a quote, a forget or a new day
     changed since the last call; what it returns is always what a walk would give."""
     rnd = random.Random(31)
     quotes = _random_quotes(rnd, n_codes=20, n_updates=3000, new_day_at=2200)
-    s = MarketStats()
+    s = book()
     walked: list[str] = []
     walk = s._market_partial
     monkeypatch.setattr(s, "_market_partial", lambda m, n: walked.append(m) or walk(m, n))
@@ -353,10 +380,10 @@ def test_a_quiet_markets_partial_is_kept_not_walked_again(monkeypatch: pytest.Mo
     assert check(3) == ["BJ", "SH", "SZ"]
 
 
-def test_forget_drops_a_revoked_partitions_stocks() -> None:
+def test_forget_drops_a_revoked_partitions_stocks(book: MakeBook) -> None:
     rnd = random.Random(21)
     quotes = _random_quotes(rnd, n_codes=20, n_updates=1000)
-    s = MarketStats()
+    s = book()
     for q in quotes:
         s.update(q)
     gone = {q["code"] for q in quotes if q["code"].endswith(("1", "7"))}
@@ -365,9 +392,9 @@ def test_forget_drops_a_revoked_partitions_stocks() -> None:
     assert s.snapshot_all(10, now_ms=0) == recompute(kept, 10, now_ms=0)
 
 
-def test_a_code_in_two_partials_is_ranked_once() -> None:
+def test_a_code_in_two_partials_is_ranked_once(book: MakeBook) -> None:
     """While partitions move, one stock may sit in two workers' partials."""
-    a, b = MarketStats(), MarketStats()
+    a, b = book(), book()
     a.update(quote("600001", T0, change_pct=5.0))
     b.update(quote("600001", T0 + 3000, change_pct=6.0))
     b.update(quote("600002", T0, change_pct=1.0))
