@@ -15,6 +15,7 @@ quietly test the fallback alone.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import functools
@@ -27,6 +28,7 @@ import orjson
 import pytest
 
 from producers.quote_lines import SnapshotSource
+from producers.sample_feed import generate, session_start_ms
 from producers.universe import Stock, build_listing
 from schemas.serde import SerdeError, SingleObjectCodec, make_codec
 from schemas.topics import H_RECEIVE_TS, H_SOURCE
@@ -614,3 +616,37 @@ def test_a_batch_split_and_pruned_before_its_quotes_are_made(
     assert pruned.sources == [whole.sources[i] for i in keep]
     assert pruned.encoded == [whole.encoded[i] for i in keep]
     assert len(pruned.dead) == len(dead) + 3
+
+
+def test_a_processor_derives_the_same_with_and_without(
+    fast: FastParse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's derive step with the compiled alert windows and statistics' book
+    and without: the same alerts, closed and open candles, Kafka records and partials,
+    batch by batch, over a simulated morning from the opening auction."""
+    monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
+    lines, _ = generate(300, 90, start_ms=session_start_ms(hhmmss="09:29:00"))
+    records = [
+        RawRecord(key, value, headers, "raw", i % 3, i, 0)
+        for i, (key, value, headers) in enumerate(lines)
+    ]
+    sides = []
+    for native in (True, False):
+        processor = Processor(StreamsSettings(metrics_port=0, native=native))
+        compiled = (type(processor.alerts).__name__, type(processor.stats).__name__)
+        assert compiled == (
+            ("CompiledAlertDetector", "CompiledMarketStats")
+            if native
+            else ("AlertDetector", "MarketStats")
+        )
+        batches = []
+        for start in range(0, len(records), 500):
+            result = asyncio.run(processor.process(records[start : start + 500], None))
+            partial = processor.stats.partial_state(10, now_ms=start)
+            sink = result.sink
+            batches.append((sink.alerts, sink.candles, sink.open_candles, result.kafka, partial))
+        sides.append(batches)
+    on, off = sides
+    assert on == off
+    assert sum(len(alerts) for alerts, *_ in on) > 10  # (it fired some)
+    assert sum(len(closed) for _, closed, *_ in on) > 500
