@@ -627,7 +627,9 @@ def test_a_processor_derives_the_same_with_and_without(
     monkeypatch.setattr(pipeline, "_now_ms", lambda: PROCESS_TS)
     lines, _ = generate(300, 90, start_ms=session_start_ms(hhmmss="09:29:00"))
     records = [
-        RawRecord(key, value, headers, "raw", i % 3, i, 0)
+        RawRecord(
+            key, value, [(k, v) for k, v in headers if isinstance(v, bytes)], "raw", i % 3, i, 0
+        )
         for i, (key, value, headers) in enumerate(lines)
     ]
     sides = []
