@@ -43,13 +43,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from types import ModuleType
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
-from schemas.exchange import Market
+from schemas.exchange import DAY_MS, SHANGHAI_OFFSET_MS, Market
+from schemas.native import native_module
 from schemas.records import Quote
-from schemas.timeframes import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
+from schemas.timeframes import (
+    AM_END,
+    AM_START,
+    CLOSE_GRACE_MS,
+    MINUTE_MS,
+    OPEN_AUCTION_START,
+    PM_END,
+    PM_START,
+    candle_end,
+    candle_minute,
+    is_opening_minute,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +270,10 @@ class CandleBuilder:
             return None
         return st.record(closed=False)
 
+    def current_of(self, codes: Iterable[str]) -> list[Candle]:
+        """The open candles of ``codes`` (those without one left out), in their order."""
+        return [c for c in map(self.current, codes) if c is not None]
+
     def flush(
         self, now_ms: int, clock_of: Callable[[str], int] | None = None, limit: int | None = None
     ) -> list[Candle]:
@@ -337,3 +354,64 @@ class CandleBuilder:
         st.minute = -1
         self.counters.closed += 1
         return candle
+
+
+#: what the compiled builder computes a candle's minute and end from
+#: (:func:`schemas.timeframes.candle_minute`, ``candle_end``, ``is_opening_minute``)
+CANDLE_SESSIONS: Final = (SHANGHAI_OFFSET_MS, DAY_MS, MINUTE_MS, OPEN_AUCTION_START,
+                          AM_START, AM_END, PM_START, PM_END)  # fmt: skip
+
+
+class CompiledCandleBuilder:
+    """:class:`CandleBuilder` compiled (``hqstream_native.CandleBook``, native/src/candles.rs):
+    the same state folded the same way, so the same candles at the same ticks (the tests
+    run both over the same ticks); it makes the :class:`Candle` records by calling the
+    class. ``update``, ``closes`` and ``current`` are the compiled methods themselves.
+    Unlike the reference it does not log a counter that went backwards (it counts it)."""
+
+    __slots__ = ("_book", "close_grace_ms", "closes", "current", "current_of", "update")
+
+    def __init__(self, native: ModuleType, close_grace_ms: int = CLOSE_GRACE_MS) -> None:
+        self.close_grace_ms = close_grace_ms
+        self._book = native.CandleBook(Candle, close_grace_ms, CANDLE_SESSIONS)
+        self.update: Callable[[Quote], list[Candle]] = self._book.update
+        self.closes: Callable[[str, int], bool] = self._book.closes
+        self.current: Callable[[str], Candle | None] = self._book.current
+        self.current_of: Callable[[list[str]], list[Candle]] = self._book.current_of
+
+    @property
+    def counters(self) -> CandleCounters:
+        return CandleCounters(*self._book.counters())
+
+    def flush(
+        self, now_ms: int, clock_of: Callable[[str], int] | None = None, limit: int | None = None
+    ) -> list[Candle]:
+        """:meth:`CandleBuilder.flush`."""
+        closed: list[Candle] = self._book.flush(now_ms, clock_of, limit)
+        return closed
+
+    def close_all(self) -> list[Candle]:
+        """Close every open candle (end of day, shutdown)."""
+        closed: list[Candle] = self._book.close_all()
+        return closed
+
+    def forget(self, codes: Iterable[str]) -> int:
+        """:meth:`CandleBuilder.forget`."""
+        dropped: int = self._book.forget(list(codes))
+        return dropped
+
+    def open_count(self) -> int:
+        count: int = self._book.open_count()
+        return count
+
+
+Candles: TypeAlias = CandleBuilder | CompiledCandleBuilder
+
+
+def candle_builder(close_grace_ms: int = CLOSE_GRACE_MS, *, compiled: bool = True) -> Candles:
+    """The compiled builder when ``compiled`` and the extension is installed, else the
+    Python one."""
+    native = native_module()[0] if compiled else None
+    if native is None:
+        return CandleBuilder(close_grace_ms)
+    return CompiledCandleBuilder(native, close_grace_ms)

@@ -50,7 +50,7 @@ from schemas.topics import H_RECEIVE_TS, H_SOURCE, Headers
 from streams.alerts import Alert, AlertConfig, alert_detector
 from streams.arbitration import IMPLICIT_SOURCE, Arbiter, Winner
 from streams.bars import TimeframeBars
-from streams.candles import Candle, CandleBuilder
+from streams.candles import Candle, candle_builder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import market_stats
@@ -275,7 +275,7 @@ class Processor:
     def reset(self) -> None:
         """Forget all in-memory state (after a rebalance it is rebuilt from Redis)."""
         self.stats = market_stats(compiled=self.settings.native)
-        self.candles = CandleBuilder()
+        self.candles = candle_builder(compiled=self.settings.native)
         self.bars = TimeframeBars() if self.settings.indicators else None
         self.alerts = alert_detector(AlertConfig(), compiled=self.settings.native)
         self.last_ts: dict[str, int] = {}
@@ -697,7 +697,7 @@ class Processor:
             self.newest_wall_ms = _now_ms()
 
     def _open_candles(self, codes: Iterable[str]) -> list[Candle]:
-        return [c for c in map(self.candles.current, codes) if c is not None]
+        return self.candles.current_of(list(codes))
 
     async def process(self, records: list[RawRecord], sink: RedisSink | None) -> BatchResult:
         """One batch: parse, (warm up from ``sink``), derive; nothing is written yet."""

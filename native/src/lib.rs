@@ -15,6 +15,7 @@
 
 mod alerts;
 mod avro;
+mod candles;
 mod indicators;
 mod line;
 mod market_stats;
@@ -1037,6 +1038,7 @@ fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<record_encoder::RecordEncoder>()?;
     m.add_class::<alerts::AlertWindows>()?;
     m.add_class::<market_stats::StatsBook>()?;
+    m.add_class::<candles::CandleBook>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
+from schemas.native import native_module
 from schemas.serde import SingleObjectCodec, schema_json
-from schemas.timeframes import candle_end, candle_minute, is_opening_minute
+from schemas.timeframes import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
 from streams.alerts import Alert
-from streams.candles import CANDLE_JSON, Candle, CandleBuilder
+from streams.candles import CANDLE_JSON, Candle, CandleBuilder, Candles, CompiledCandleBuilder
 from streams.market_stats import BoardCounts, RankEntry
 from streams.redis_lua import candle_call
 from streams.trading_clock import is_continuous, trading_clock_ms
@@ -22,6 +25,26 @@ DAY = dt.date(2026, 3, 2)  # a Monday
 NEXT_DAY = dt.date(2026, 3, 3)
 CANDLE_CODEC = SingleObjectCodec("candle")
 QUOTE_CODEC = SingleObjectCodec("quote")
+REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
+
+MakeBuilder = Callable[[], Candles]
+
+
+def compiled(close_grace_ms: int = CLOSE_GRACE_MS) -> CompiledCandleBuilder:
+    module, why_not = native_module()
+    if module is None:
+        if REQUIRED:
+            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
+        pytest.skip(why_not)
+    return CompiledCandleBuilder(module, close_grace_ms)
+
+
+@pytest.fixture(params=[CandleBuilder, compiled], ids=["python", "compiled"])
+def builder(request: pytest.FixtureRequest) -> MakeBuilder:
+    """Makes the builder under test: every rule holds for the reference
+    (:class:`CandleBuilder`) and the compiled one alike."""
+    make: MakeBuilder = request.param
+    return make
 
 
 def at(hh: int, mm: int, ss: int = 0, ms: int = 0, day: dt.date = DAY) -> int:
@@ -155,8 +178,8 @@ def test_is_continuous() -> None:
 # ----------------------------------------------------------------- candles
 
 
-def test_ohlc_and_close_on_next_minute() -> None:
-    b = CandleBuilder()
+def test_ohlc_and_close_on_next_minute(builder: MakeBuilder) -> None:
+    b = builder()
     assert b.update(quote(at(9, 31, 0), 10.0, 1000)) == []
     assert b.update(quote(at(9, 31, 20), 10.4, 1500)) == []
     assert b.update(quote(at(9, 31, 40), 9.8, 1700)) == []
@@ -180,8 +203,8 @@ def test_ohlc_and_close_on_next_minute() -> None:
     assert b.counters.joined_midday == 1
 
 
-def test_auction_folds_into_0930_and_first_candle_counts_from_zero() -> None:
-    b = CandleBuilder()
+def test_auction_folds_into_0930_and_first_candle_counts_from_zero(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(9, 15), 10.3, 0, traded=False))  # indicative price, no trade
     b.update(quote(at(9, 25), 10.2, 5000, 51_000.0))  # the opening match
     b.update(quote(at(9, 30, 3), 10.25, 6000, 61_250.0))
@@ -193,8 +216,10 @@ def test_auction_folds_into_0930_and_first_candle_counts_from_zero() -> None:
     assert b.counters.joined_midday == 0
 
 
-def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price() -> None:
-    b = CandleBuilder()
+def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price(
+    builder: MakeBuilder,
+) -> None:
+    b = builder()
     b.update(quote(at(9, 25), 10.2, 5000))
     b.update(quote(at(9, 30, 30), 0.0, 5000, 51_000.0, traded=False))  # no price
     [c930] = b.update(quote(at(9, 31, 0), 10.5, 5000, 51_000.0))
@@ -204,10 +229,10 @@ def test_untraded_ticks_leave_ohlc_alone_and_flat_candle_uses_last_price() -> No
     assert (flat.open, flat.close, flat.volume) == (10.5, 10.5, 0)
 
 
-def test_no_candle_without_a_trade() -> None:
+def test_no_candle_without_a_trade(builder: MakeBuilder) -> None:
     """A stock that has not traded today (pre-open ticks, a suspended or late
     opening stock) has no candle: exchanges draw none for a minute without trades."""
-    b = CandleBuilder()
+    b = builder()
     b.update(quote(at(9, 20), 0.0, 0, 0.0, traded=False, prev_close=9.9))
     assert b.current("600000") is None
     assert b.update(quote(at(9, 31), 0.0, 0, 0.0, traded=False, prev_close=9.9)) == []
@@ -219,8 +244,8 @@ def test_no_candle_without_a_trade() -> None:
     assert c is not None and c.minute_ts == at(10, 5) and c.volume == 3000
 
 
-def test_lunch_break() -> None:
-    b = CandleBuilder()
+def test_lunch_break(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
     assert b.update(quote(at(11, 30, 0), 10.1, 6000, 60_100.0)) == []  # folds into 11:29
@@ -237,10 +262,10 @@ def test_lunch_break() -> None:
     assert c.volume == 7000 - 6000 and c.amount == pytest.approx(70_250.0 - 60_100.0)
 
 
-def test_late_stamped_midday_tick_belongs_to_the_morning() -> None:
+def test_late_stamped_midday_tick_belongs_to_the_morning(builder: MakeBuilder) -> None:
     """Vendors stamp the morning's last trades a few seconds after 11:30
     (11:30:02): they are the 11:29 candle's, not the 13:00 candle's."""
-    b = CandleBuilder()
+    b = builder()
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(11, 29, 57), 10.0, 5000, 50_000.0))
     assert b.update(quote(at(11, 30, 2), 10.1, 6500, 65_150.0)) == []
@@ -251,11 +276,11 @@ def test_late_stamped_midday_tick_belongs_to_the_morning() -> None:
     assert c is not None and c.volume == 500
 
 
-def test_late_stamped_closing_auction_tick_belongs_to_1459() -> None:
+def test_late_stamped_closing_auction_tick_belongs_to_1459(builder: MakeBuilder) -> None:
     """The closing call auction's result comes stamped 15:00:03: ticks to
     15:00:00 have 95,000 shares, the 15:00:03 print at 11.08 has 120,000; the
     14:59 candle closes at 11.08 with all 25,000 of the auction's shares."""
-    b = CandleBuilder()
+    b = builder()
     b.update(quote(at(14, 58, 57), 11.05, 80_000, prev_close=11.0))
     b.update(quote(at(14, 59, 30), 11.06, 95_000, prev_close=11.0))
     b.update(quote(at(15, 0, 0), 11.06, 95_000, prev_close=11.0))
@@ -266,8 +291,8 @@ def test_late_stamped_closing_auction_tick_belongs_to_1459() -> None:
     assert (c1459.close, c1459.high, c1459.volume) == (11.08, 11.08, 120_000 - 80_000)
 
 
-def test_closing_auction_and_flush_at_session_end() -> None:
-    b = CandleBuilder()
+def test_closing_auction_and_flush_at_session_end(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(14, 57, 30), 10.0, 2000, 20_000.0))
     [c1457] = b.update(quote(at(14, 58, 0), 10.0, 2000, 20_000.0))
@@ -281,8 +306,8 @@ def test_closing_auction_and_flush_at_session_end() -> None:
     assert b.flush(at(16, 0)) == [] and b.close_all() == []
 
 
-def test_flush_closes_only_finished_minutes() -> None:
-    b = CandleBuilder()
+def test_flush_closes_only_finished_minutes(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(10, 0, 10), 10.0, 100, code="600000"))
     b.update(quote(at(10, 1, 10), 10.0, 100, code="600001"))
     closed = b.flush(at(10, 1, 30))
@@ -297,8 +322,8 @@ def test_flush_closes_only_finished_minutes() -> None:
     assert b.open_count() == 0
 
 
-def test_replays_are_ignored_and_counted() -> None:
-    b = CandleBuilder()
+def test_replays_are_ignored_and_counted(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(10, 0, 0), 10.0, 100))
     b.update(quote(at(10, 0, 30), 11.0, 200))
     assert b.update(quote(at(10, 0, 30), 12.0, 300)) == []  # same exchange_ts: a replay
@@ -309,8 +334,10 @@ def test_replays_are_ignored_and_counted() -> None:
     assert b.counters.late == 3 and b.counters.after_close == 0  # older than the last seen
 
 
-def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> None:
-    b = CandleBuilder()
+def test_cumulative_counter_going_backwards_never_makes_negative_volume(
+    builder: MakeBuilder,
+) -> None:
+    b = builder()
     b.update(quote(at(9, 25), 10.0, 1000))
     b.update(quote(at(9, 30, 10), 10.0, 5000))
     b.update(quote(at(9, 30, 20), 10.0, 4000))  # glitch: back to 4000
@@ -322,18 +349,18 @@ def test_cumulative_counter_going_backwards_never_makes_negative_volume() -> Non
     assert b.counters.counter_resets == 2
 
 
-def test_volume_glitch_keeps_the_highest_cumulative_as_base() -> None:
+def test_volume_glitch_keeps_the_highest_cumulative_as_base(builder: MakeBuilder) -> None:
     """Cumulative volume 1000, 2000, 500, 2100 in one minute is 1,100 shares
     traded (the 500 is a glitch), not 2,600 (counting 500 -> 2100 again)."""
-    b = CandleBuilder()
+    b = builder()
     for s, volume in ((3, 1000), (15, 2000), (30, 500), (45, 2100)):
         b.update(quote(at(10, 0, s), 10.0, volume))  # joined mid-session: base 1000
     c = b.current("600000")
     assert c is not None and c.volume == 1100
 
 
-def test_new_day_resets_the_base() -> None:
-    b = CandleBuilder()
+def test_new_day_resets_the_base(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(14, 59, 50), 10.0, 900_000))
     b.update(quote(at(9, 16, day=NEXT_DAY), 0.0, 0, traded=False))
     assert b.counters.closed == 1  # yesterday's 14:59 closed by today's first tick
@@ -343,16 +370,18 @@ def test_new_day_resets_the_base() -> None:
     assert c.open == 10.5
 
 
-def test_new_day_without_a_tick_in_the_opening_minute_is_joined_midday() -> None:
-    b = CandleBuilder()
+def test_new_day_without_a_tick_in_the_opening_minute_is_joined_midday(
+    builder: MakeBuilder,
+) -> None:
+    b = builder()
     b.update(quote(at(14, 59, 50), 10.0, 900_000))
     b.update(quote(at(10, 0, day=NEXT_DAY), 10.5, 40_000))
     [c] = b.update(quote(at(10, 1, day=NEXT_DAY), 10.5, 41_000))
     assert c.volume == 0 and b.counters.joined_midday == 2
 
 
-def test_suspended_ticks_open_no_candle_but_set_the_day() -> None:
-    b = CandleBuilder()
+def test_suspended_ticks_open_no_candle_but_set_the_day(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(9, 20), 0.0, 0, suspended=True))
     assert b.current("600000") is None and b.counters.suspended == 1
     b.update(quote(at(10, 30, 3), 10.0, 20_000))  # resumes: the day's volume counts
@@ -360,10 +389,10 @@ def test_suspended_ticks_open_no_candle_but_set_the_day() -> None:
     assert c is not None and c.volume == 20_000
 
 
-def test_candle_volumes_add_up_to_the_day_total() -> None:
+def test_candle_volumes_add_up_to_the_day_total(builder: MakeBuilder) -> None:
     """Random full days, many stocks: the candles' volumes sum to the final volume."""
     rnd = random.Random(20260302)
-    b = CandleBuilder()
+    b = builder()
     codes = [f"60{i:04d}" for i in range(20)]
     state: dict[str, tuple[float, int, float]] = {c: (10.0, 0, 0.0) for c in codes}
     closed: list[dict[str, Any]] = []
@@ -411,8 +440,8 @@ GOLDEN_AVRO = (
 )
 
 
-def test_candle_bytes_on_kafka_and_in_redis_are_pinned() -> None:
-    b = CandleBuilder()
+def test_candle_bytes_on_kafka_and_in_redis_are_pinned(builder: MakeBuilder) -> None:
+    b = builder()
     b.update(quote(at(9, 25), 10.2, 5000))
     b.update(quote(at(9, 30, 3), 10.25, 6000, 61_250.0))
     opened = b.current("600000")
