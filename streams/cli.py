@@ -123,6 +123,7 @@ def run_worker(settings: object) -> None:
     from streams import metrics
     from streams.alerts import CompiledAlertDetector
     from streams.app import create_app
+    from streams.candles import CompiledCandleBuilder
     from streams.lifecycle import EXIT_FATAL, wait_for_dependencies
     from streams.market_stats import CompiledMarketStats
     from streams.settings import StreamsSettings
@@ -137,18 +138,22 @@ def run_worker(settings: object) -> None:
     parse_path = runtime.processor.parse_path
     metrics.NATIVE_PARSE.set(1 if parse_path.fast else 0)
     processor = runtime.processor
-    alerts = "compiled" if isinstance(processor.alerts, CompiledAlertDetector) else "Python"
-    stats = "compiled" if isinstance(processor.stats, CompiledMarketStats) else "Python"
+    derive = ", ".join(
+        f"{name} {'compiled' if isinstance(part, kind) else 'Python'}"
+        for name, part, kind in (
+            ("alerts", processor.alerts, CompiledAlertDetector),
+            ("statistics", processor.stats, CompiledMarketStats),
+            ("candles", processor.candles, CompiledCandleBuilder),
+        )
+    )
     logger.info(
-        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s, alerts: %s, "
-        "market statistics: %s, event loop: %s",
+        "stream worker %s: group %s, raw topic %s, redis %s, parse: %s, derive: %s, event loop: %s",
         runtime.worker_id,
         settings.group_id,
         settings.topic_names.raw,
         settings.redis_url.split("@")[-1],
         parse_path.description,
-        alerts,
-        stats,
+        derive,
         event_loop,
     )
     worker = faust.Worker(
