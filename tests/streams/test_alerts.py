@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
-import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
-from schemas.native import native_module
 from schemas.serde import SingleObjectCodec
 from streams.alerts import (
     Alert,
@@ -25,8 +23,8 @@ from streams.alerts import (
 from streams.parse import parse_record
 from streams.redis_lua import alert_call
 from tests.feed_lines import sse_line
+from tests.streams.native import native_or_skip
 
-REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = dt.date(2026, 3, 3)
 ALERT_CODEC = SingleObjectCodec("alert")
@@ -36,12 +34,7 @@ MakeDetector = Callable[..., Alerts]
 
 
 def compiled(config: AlertConfig | None = None) -> CompiledAlertDetector:
-    module, why_not = native_module()
-    if module is None:
-        if REQUIRED:
-            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
-        pytest.skip(why_not)
-    return CompiledAlertDetector(module, config)
+    return CompiledAlertDetector(native_or_skip(), config)
 
 
 @pytest.fixture(params=[AlertDetector, compiled], ids=["python", "compiled"])

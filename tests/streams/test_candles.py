@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,6 @@ import orjson
 import pytest
 
 from schemas.exchange import exchange_ts_of, shanghai_datetime
-from schemas.native import native_module
 from schemas.serde import SingleObjectCodec, schema_json
 from schemas.timeframes import CLOSE_GRACE_MS, candle_end, candle_minute, is_opening_minute
 from streams.alerts import Alert
@@ -20,23 +18,18 @@ from streams.candles import CANDLE_JSON, Candle, CandleBuilder, Candles, Compile
 from streams.market_stats import BoardCounts, RankEntry
 from streams.redis_lua import candle_call
 from streams.trading_clock import is_continuous, trading_clock_ms
+from tests.streams.native import native_or_skip
 
 DAY = dt.date(2026, 3, 2)  # a Monday
 NEXT_DAY = dt.date(2026, 3, 3)
 CANDLE_CODEC = SingleObjectCodec("candle")
 QUOTE_CODEC = SingleObjectCodec("quote")
-REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 
 MakeBuilder = Callable[[], Candles]
 
 
 def compiled(close_grace_ms: int = CLOSE_GRACE_MS) -> CompiledCandleBuilder:
-    module, why_not = native_module()
-    if module is None:
-        if REQUIRED:
-            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
-        pytest.skip(why_not)
-    return CompiledCandleBuilder(module, close_grace_ms)
+    return CompiledCandleBuilder(native_or_skip(), close_grace_ms)
 
 
 @pytest.fixture(params=[CandleBuilder, compiled], ids=["python", "compiled"])

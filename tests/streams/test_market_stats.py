@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from schemas.native import native_module
 from schemas.serde import SingleObjectCodec
 from streams.market_stats import (
     MARKETS_AND_ALL,
@@ -24,24 +22,19 @@ from streams.market_stats import (
 )
 from streams.parse import parse_record
 from tests.feed_lines import sse_line
+from tests.streams.native import native_or_skip
 from tests.streams.stats_reference import recompute
 
 STATS_CODEC = SingleObjectCodec("market_stats")
 QUOTE_CODEC = SingleObjectCodec("quote")
 T0 = 1_772_415_000_000  # 2026-03-02 09:30 Asia/Shanghai
 PREFIX = {"SH": ("sh", "60"), "SZ": ("sz", "00"), "BJ": ("bj", "92")}
-REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 
 MakeBook = Callable[[], Stats]
 
 
 def compiled() -> CompiledMarketStats:
-    module, why_not = native_module()
-    if module is None:
-        if REQUIRED:
-            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
-        pytest.skip(why_not)
-    return CompiledMarketStats(module)
+    return CompiledMarketStats(native_or_skip())
 
 
 @pytest.fixture(params=[MarketStats, compiled], ids=["python", "compiled"])
