@@ -507,9 +507,8 @@ class Processor:
             # partition came back later, and never be warmed up again
             kept = {c for c, p in self.partition_of.items() if p in keep}
             self._forget_stocks({*self.last_ts, *self.warmed, *self.partition_of} - kept)
-            self.stats = market_stats(
-                compiled=self.settings.native
-            )  # all seeded below, the kept too
+            # every stock seeded below, the kept ones too
+            self.stats = market_stats(compiled=self.settings.native)
             self.paused = set()
         else:
             self.reset()
