@@ -36,6 +36,10 @@ Rules:
 
 Everything is in memory, O(1) per tick; this module never does I/O, never
 reads the wall clock and never raises on a well-formed Quote.
+
+:class:`CandleBuilder` is the reference; :class:`CompiledCandleBuilder` is the
+same builder compiled (``hqstream_native.CandleBook``, native/src/candles.rs)
+and :func:`candle_builder` gives it when the extension is installed.
 """
 
 from __future__ import annotations
