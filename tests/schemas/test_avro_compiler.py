@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +18,11 @@ import pytest
 
 from schemas import avro_compiler
 from schemas.avro_compiler import Encoder, compile_encoder, native_encoder, zigzag_varint
-from schemas.native import native_module
 from schemas.serde import SerdeError, SingleObjectCodec, schema_json
+from tests.native import native_or_skip
 
 # candle v2: a nullable nested record (indicators) of nullable doubles
 COMPILED = ("quote", "alert", "candle")
-REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 Compiler = Callable[..., Encoder | None]
 
 
@@ -33,11 +31,7 @@ def compile_(request: pytest.FixtureRequest) -> Compiler:
     """``compile_encoder``, and the extension's compiler of the same schemas."""
     if request.param == "python":
         return compile_encoder
-    module, why_not = native_module()
-    if module is None:
-        if REQUIRED:
-            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
-        pytest.skip(why_not)
+    native_or_skip()
     return native_encoder
 
 

@@ -12,27 +12,21 @@ over the stored series of another).
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import orjson
 import pytest
 
 from schemas.indicators import IndicatorState, SeriesState
-from schemas.native import native_module
+from tests.native import native_or_skip
 from tests.schemas.test_indicators import random_walk
 
-REQUIRED = os.environ.get("HQ_TEST_REQUIRE_NATIVE") == "1"
 Bar = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def compiled() -> type[IndicatorState]:
-    module, why_not = native_module()
-    if module is None:
-        if REQUIRED:
-            pytest.fail(f"HQ_TEST_REQUIRE_NATIVE=1 but {why_not}")
-        pytest.skip(why_not)
+    module = native_or_skip()
     state_type: type[IndicatorState] = module.IndicatorState
     return state_type
 

@@ -23,7 +23,7 @@ from streams.alerts import (
 from streams.parse import parse_record
 from streams.redis_lua import alert_call
 from tests.feed_lines import sse_line
-from tests.streams.native import native_or_skip
+from tests.native import native_or_skip
 
 DAY = dt.date(2026, 3, 2)
 NEXT_DAY = dt.date(2026, 3, 3)

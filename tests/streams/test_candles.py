@@ -18,7 +18,7 @@ from streams.candles import CANDLE_JSON, Candle, CandleBuilder, Candles, Compile
 from streams.market_stats import BoardCounts, RankEntry
 from streams.redis_lua import candle_call
 from streams.trading_clock import is_continuous, trading_clock_ms
-from tests.streams.native import native_or_skip
+from tests.native import native_or_skip
 
 DAY = dt.date(2026, 3, 2)  # a Monday
 NEXT_DAY = dt.date(2026, 3, 3)

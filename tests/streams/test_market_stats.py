@@ -22,7 +22,7 @@ from streams.market_stats import (
 )
 from streams.parse import parse_record
 from tests.feed_lines import sse_line
-from tests.streams.native import native_or_skip
+from tests.native import native_or_skip
 from tests.streams.stats_reference import recompute
 
 STATS_CODEC = SingleObjectCodec("market_stats")
