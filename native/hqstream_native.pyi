@@ -18,6 +18,19 @@ class QuoteParser:
     def parse_avro(
         self, raw: bytes, receive_ts: int, process_ts: int, max_ahead_ms: int | None = None
     ) -> tuple[str, int, float, int, bytes] | None: ...
+    def parse_run(
+        self,
+        records: list[Any],
+        start: int,
+        process_ts: int,
+        max_ahead_ms: int | None,
+        arbiter: Any,
+        feed_headers: tuple[str, str, str],
+        encoded: list[bytes],
+        codes: list[str],
+        partitions: list[int],
+        sources: list[Any],
+    ) -> tuple[int, int]: ...
 
 class QuoteMaker:
     def __init__(self, header: bytes) -> None: ...

@@ -45,17 +45,23 @@ FastParse = Callable[[bytes, int, int, int | None], tuple[Quote, bytes, bytes] |
 AvroParse = Callable[[bytes, int, int, int | None], tuple[str, int, float, int, bytes] | None]
 #: the quote codec's Avro payloads -> their Quote dicts and their JSON, as the parse makes them
 QuoteMaker = Callable[[list[bytes]], tuple[list[Quote], list[bytes]]]
+#: ``hqstream_native.QuoteParser.parse_run``: the compiled path through raw records from
+#: an index, the feed arbiter's judgement included, until one it leaves to Python
+#: (``streams.pipeline.Processor.parse``); returns that index and the copies dropped
+RunParse = Callable[..., tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
 class ParsePath:
     """Which parse a worker uses: the compiled fast path (``fast``; ``avro`` and ``make``:
-    its Avro first, the dict and JSON later), or None and why not."""
+    its Avro first, the dict and JSON later; ``run``: ``avro`` through a batch's
+    records with the arbiter's judgement, in one call), or None and why not."""
 
     fast: FastParse | None
     description: str
     avro: AvroParse | None = None
     make: QuoteMaker | None = None
+    run: RunParse | None = None
 
 
 def parse_path(codec: Codec, enabled: bool) -> ParsePath:
@@ -67,7 +73,7 @@ def parse_path(codec: Codec, enabled: bool) -> ParsePath:
 
     parser = hqstream_native.QuoteParser(native.header, normalize, parse)
     make = quote_maker(codec, hqstream_native.QuoteMaker(native.header).make)
-    return ParsePath(parser.parse, native.description, parser.parse_avro, make)
+    return ParsePath(parser.parse, native.description, parser.parse_avro, make, parser.parse_run)
 
 
 #: the compiled maker: ``(dicts, jsons)`` of payloads, None for one it leaves to Python

@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -54,7 +54,7 @@ from streams.candles import Candle, candle_builder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import market_stats
-from streams.native_parse import QuoteMaker, parse_path
+from streams.native_parse import ParsePath, QuoteMaker, parse_path
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings, TopicNames
@@ -190,6 +190,11 @@ class Parsed:
 #: :class:`Parsed`'s parallel lists (the made ones may be shorter: their first quotes)
 _MADE = ("made_quotes", "made_data")
 _PARALLEL = ("encoded", "codes", "partitions", "sources", *_MADE)
+
+
+#: what the compiled parse needs of :func:`receive_ts_and_source`: the header names and
+#: the source of a record without one
+FEED_HEADERS: Final = (H_RECEIVE_TS, H_SOURCE, IMPLICIT_SOURCE)
 
 
 def receive_ts_and_source(record: RawRecord) -> tuple[int, str]:
@@ -571,16 +576,38 @@ class Processor:
         """Parse, check, arbitrate and encode ``records``: the published quotes and the
         dead letters go ``into``; copies the arbiter drops are counted there, not encoded.
         With ``into.maker`` the compiled parse makes a quote's Avro only (its dict and
-        JSON are made later from it: :class:`Parsed`)."""
+        JSON are made later from it: :class:`Parsed`), and goes through the records
+        in one call, the arbiter's judgement included (``parse_run``), handing each
+        record it does not take as it is (a bad line, an unusual header) to the
+        Python path, which names a bad record's reason."""
         now = _now_ms()
+        run = self.parse_path.run if into.maker is not None else None
+        if run is None:
+            self._parse(records, into, now)
+            return
+        max_ahead, arbiter, n, start = self.max_ahead_ms, self.arbiter, len(records), 0
+        lists = into.encoded, into.codes, into.partitions, into.sources
+        while start < n:
+            stop, dropped = run(records, start, now, max_ahead, arbiter, FEED_HEADERS, *lists)
+            into.arbitrated += dropped
+            if stop < n:
+                self._parse(records[stop : stop + 1], into, now, compiled=False)
+            start = stop + 1
+
+    def _parse(
+        self, records: list[RawRecord], into: Parsed, now: int, *, compiled: bool = True
+    ) -> None:
+        """:meth:`parse` one record at a time (``compiled``: trying the compiled line
+        parse first, when there is one)."""
         encode, dumps, max_ahead = self.quote_codec.encode, orjson.dumps, self.max_ahead_ms
         encoded_add, codes_add, partitions_add = (
             into.encoded.append, into.codes.append, into.partitions.append)  # fmt: skip
         quotes_add, data_add = into.made_quotes.append, into.made_data.append
         sources_add, dead_add = into.sources.append, into.dead.append
         judge, lazy = self.arbiter.judge, into.maker is not None
-        fast = None if lazy else self.parse_path.fast  # the quote, its Avro and its JSON
-        avro = self.parse_path.avro if lazy else None  # its Avro, code, time, price, volume
+        path = self.parse_path if compiled else ParsePath(None, "")
+        fast = None if lazy else path.fast  # the quote, its Avro and its JSON
+        avro = path.avro if lazy else None  # its Avro, code, time, price, volume
         for rec in records:
             try:
                 receive_ts, source = receive_ts_and_source(rec)

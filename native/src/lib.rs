@@ -14,6 +14,7 @@
 //! Never raises for a line; never does I/O.
 
 mod alerts;
+mod arbiter;
 mod avro;
 mod candles;
 mod indicators;
@@ -25,6 +26,7 @@ mod quote_json;
 mod record_encoder;
 mod redis_rows;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use rustc_hash::FxHashMap;
@@ -178,6 +180,8 @@ struct QuoteParser {
     /// a Beijing timestamp's local day (days since the epoch) -> its id in `days`
     json_days: FxHashMap<i64, u32>,
     clocks: FxHashMap<u64, Clock>,
+    /// each feed's `source` header value and its str
+    sources: FxHashMap<Box<[u8]>, Py<PyString>>,
     limits: FxHashMap<(u64, u8, bool, u32), Limits>,
     limit_free: FxHashMap<(u32, u8, u32), bool>,
     scratch: String,
@@ -281,6 +285,7 @@ impl QuoteParser {
             days: Vec::new(),
             json_days: FxHashMap::default(),
             clocks: FxHashMap::default(),
+            sources: FxHashMap::default(),
             limits: FxHashMap::default(),
             limit_free: FxHashMap::default(),
             scratch: String::new(),
@@ -343,6 +348,60 @@ impl QuoteParser {
             q.n.volume,
             PyBytes::new(py, &avro),
         )))
+    }
+
+    /// `streams.pipeline.Processor.parse` of `records[start:]` (its compiled path:
+    /// each quote's Avro only) with the feed arbiter's `judge` compiled, until a
+    /// record this does not take as it is (a line `parse_avro` refuses, a header
+    /// that is not plain): returns `(its index, copies the arbiter dropped)`, the
+    /// index `len(records)` when none is left. Each published quote's Avro, code,
+    /// raw partition and record are appended to `encoded`, `codes`, `partitions`
+    /// and `sources`. `feed_headers`: the names of the `receive_ts` and `source`
+    /// headers and the source of a record without one
+    /// (`streams.pipeline.receive_ts_and_source`).
+    #[pyo3(signature = (records, start, process_ts, max_ahead_ms, arbiter, feed_headers, encoded, codes, partitions, sources))]
+    #[allow(clippy::too_many_arguments)]
+    fn parse_run<'py>(
+        &mut self,
+        py: Python<'py>,
+        records: &Bound<'py, PyList>,
+        start: usize,
+        process_ts: i64,
+        max_ahead_ms: Option<i64>,
+        arbiter: &Bound<'py, PyAny>,
+        feed_headers: (
+            Bound<'py, PyString>,
+            Bound<'py, PyString>,
+            Bound<'py, PyString>,
+        ),
+        encoded: &Bound<'py, PyList>,
+        codes: &Bound<'py, PyList>,
+        partitions: &Bound<'py, PyList>,
+        sources: &Bound<'py, PyList>,
+    ) -> PyResult<(usize, usize)> {
+        let Ok(arbiter) = arbiter::Arbiter::of(arbiter) else {
+            return Ok((start, 0)); // not shaped as expected: the Python path judges
+        };
+        let headers = (&feed_headers.0, &feed_headers.1, &feed_headers.2);
+        let outputs = (encoded, codes, partitions, sources);
+        let mut arbitrated = 0;
+        for index in start..records.len() {
+            // a record this cannot take, or any error (which the Python path then
+            // meets itself, and dead-letters the record with): the Python path's
+            match self.run_one(
+                py,
+                &records.get_item(index)?,
+                process_ts,
+                max_ahead_ms,
+                &arbiter,
+                headers,
+                outputs,
+            ) {
+                Ok(Some(published)) => arbitrated += usize::from(!published),
+                Ok(None) | Err(_) => return Ok((index, arbitrated)),
+            }
+        }
+        Ok((records.len(), arbitrated))
     }
 }
 
@@ -428,7 +487,133 @@ fn json_volumes(value: &Bound<'_, PyAny>, max_volume: i64) -> Option<[i64; BOOK_
     json_book(value, |v| json_whole(v, max_volume))
 }
 
+/// A raw record's line, `receive_ts`, source and partition (`RecordHead`).
+type RecordHead<'py> = (
+    Bound<'py, PyBytes>,
+    i64,
+    Bound<'py, PyString>,
+    Bound<'py, PyInt>,
+);
+
 impl QuoteParser {
+    /// A `streams.pipeline.RawRecord`'s line, `receive_ts` and source (as
+    /// `receive_ts_and_source` reads its headers: the last of each name counts) and
+    /// partition; None when any of them is not plain (a `receive_ts` that is not
+    /// ASCII digits, a source that is not UTF-8, a value of another type): the
+    /// Python path reads that record.
+    fn record_head<'py>(
+        &mut self,
+        rec: &Bound<'py, PyAny>,
+        receive_ts_name: &Bound<'py, PyString>,
+        source_name: &Bound<'py, PyString>,
+        implicit_source: &Bound<'py, PyString>,
+    ) -> PyResult<Option<RecordHead<'py>>> {
+        let py = rec.py();
+        let Ok(value) = rec
+            .getattr(intern!(py, "value"))?
+            .cast_into_exact::<PyBytes>()
+        else {
+            return Ok(None);
+        };
+        let Ok(partition) = rec
+            .getattr(intern!(py, "partition"))?
+            .cast_into_exact::<PyInt>()
+        else {
+            return Ok(None);
+        };
+        let Some(mut receive_ts) = exact_int(&rec.getattr(intern!(py, "timestamp_ms"))?) else {
+            return Ok(None);
+        };
+        let mut source = implicit_source.clone();
+        for header in rec.getattr(intern!(py, "headers"))?.try_iter()? {
+            let header = header?;
+            let Ok(pair) = header.cast::<pyo3::types::PyTuple>() else {
+                return Ok(None);
+            };
+            if pair.len() != 2 {
+                return Ok(None);
+            }
+            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+            let Ok(value) = value.cast_exact::<PyBytes>() else {
+                return Ok(None);
+            };
+            if name.eq(receive_ts_name)? {
+                match line::plain_int(std::str::from_utf8(value.as_bytes()).unwrap_or("")) {
+                    Some(ts) => receive_ts = ts,
+                    None => return Ok(None),
+                }
+            } else if name.eq(source_name)? {
+                match self.source(py, value.as_bytes()) {
+                    Some(found) => source = found,
+                    None => return Ok(None),
+                }
+            }
+        }
+        Ok(Some((value, receive_ts, source, partition)))
+    }
+
+    /// `parse_run` of one record: Some(whether it was published), None when the
+    /// Python path must read it.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn run_one<'py>(
+        &mut self,
+        py: Python<'py>,
+        rec: &Bound<'py, PyAny>,
+        process_ts: i64,
+        max_ahead_ms: Option<i64>,
+        arbiter: &arbiter::Arbiter<'py>,
+        headers: (
+            &Bound<'py, PyString>,
+            &Bound<'py, PyString>,
+            &Bound<'py, PyString>,
+        ),
+        outputs: (
+            &Bound<'py, PyList>,
+            &Bound<'py, PyList>,
+            &Bound<'py, PyList>,
+            &Bound<'py, PyList>,
+        ),
+    ) -> PyResult<Option<bool>> {
+        let Some((value, receive_ts, source, partition)) =
+            self.record_head(rec, headers.0, headers.1, headers.2)?
+        else {
+            return Ok(None);
+        };
+        let Some(q) = self.read_line(py, &value, receive_ts, process_ts, max_ahead_ms) else {
+            return Ok(None);
+        };
+        let code = self.symbols[&q.found.symbol].code.bind(py).clone();
+        if arbiter.judge(
+            &code,
+            q.exchange_ts,
+            &source,
+            &partition,
+            q.n.price,
+            q.n.volume,
+        )? {
+            return Ok(Some(false));
+        }
+        let (encoded, codes, partitions, sources) = outputs;
+        encoded.append(PyBytes::new(py, &self.avro(&q)))?;
+        codes.append(code)?;
+        partitions.append(partition)?;
+        sources.append(rec)?;
+        Ok(Some(true))
+    }
+
+    /// The str of a `source` header's UTF-8 bytes, made once (None: not UTF-8).
+    fn source<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Option<Bound<'py, PyString>> {
+        if let Some(found) = self.sources.get(bytes) {
+            return Some(found.bind(py).clone());
+        }
+        let text = PyString::new(py, std::str::from_utf8(bytes).ok()?);
+        if self.sources.len() >= CACHE_MAX {
+            self.sources.clear();
+        }
+        self.sources.insert(bytes.into(), text.clone().unbind());
+        Some(text)
+    }
+
     /// One raw line's quote, everything known; None when the line is not a plain,
     /// good quote (or an argument is not of its exact type): the Python path decides.
     fn read(
@@ -451,6 +636,18 @@ impl QuoteParser {
             Some(value) if value.is_none() => None,
             Some(value) => Some(exact_int(value)?),
         };
+        self.read_line(py, raw, receive_ts, process_ts, max_ahead_ms)
+    }
+
+    /// `read` of values already checked.
+    fn read_line(
+        &mut self,
+        py: Python<'_>,
+        raw: &Bound<'_, PyBytes>,
+        receive_ts: i64,
+        process_ts: i64,
+        max_ahead_ms: Option<i64>,
+    ) -> Option<Quote> {
         let mut line = raw.as_bytes();
         if let Some(stripped) = line.strip_suffix(b"\r") {
             line = stripped;
