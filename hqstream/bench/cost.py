@@ -47,7 +47,7 @@ from rich.live import Live
 from hqstream.bench.common import BenchEnv, bench_env, calibration_row, machine
 from hqstream.bench.pipeline_rig import Pipeline, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import cpu_s, group_cpu_s
-from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
+from hqstream.bench.ref_code import build_ref_native, drift_warning, head_label, ref_checkout
 from hqstream.local_runner import local_partitions
 
 console = Console()
@@ -266,6 +266,8 @@ def cost_bench(
             ref = stack.enter_context(ref_checkout(compare))
             if warning := drift_warning(ref):
                 console.print(f"[yellow]{warning}[/]")
+            if note := build_ref_native(ref, console.print):
+                console.print(f"[yellow]{note}[/]")
             console.print(f"comparing {ref.label}, checked out in {ref.path}, with {this}")
             on, (n_ref, n_this) = indicators == "on", (counts * 2)[:2]
             ref_label, this_label = ref.label, this

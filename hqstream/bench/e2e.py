@@ -60,7 +60,7 @@ from hqstream.bench.common import (
 )
 from hqstream.bench.pipeline_rig import GcPauses, pipeline, pipeline_rows
 from hqstream.bench.proc_cpu import group_sched_ns, sched_ns
-from hqstream.bench.ref_code import drift_warning, head_label, ref_checkout
+from hqstream.bench.ref_code import build_ref_native, drift_warning, head_label, ref_checkout
 from hqstream.local_runner import BROKER_BACKGROUND_NICE, REDIS_NICE, local_partitions
 
 console = Console()
@@ -445,6 +445,8 @@ def e2e_bench(
     with ref_checkout(compare) as ref:
         if warning := drift_warning(ref):
             console.print(f"[yellow]{warning}[/]")
+        if note := build_ref_native(ref, console.print):
+            console.print(f"[yellow]{note}[/]")
         sides = [(ref.label, ref.path), (head_label(), None)]
         console.print(f"comparing {ref.label}, checked out in {ref.path}, with {sides[1][0]}")
         runs: list[tuple[str, int, E2eRun]] = []

@@ -6,16 +6,23 @@ checkout's interpreter and installed packages: only ``PYTHONPATH`` points at
 the worktree (see :func:`hqstream.bench.pipeline_rig.pipeline`), so no second
 virtualenv is built. When the ref declares other dependencies than this
 checkout, that is said before anything runs (its figures are then those of
-its code on this checkout's packages). Never changes the current checkout.
+its code on this checkout's packages). A ref whose compiled extension
+(``native/``) is of another version than the one installed gets its own,
+built into its worktree, which is first on its ``PYTHONPATH``
+(:func:`build_ref_native`): else its workers and gateway would find a version
+they do not take and run the Python path, and the comparison would be of two
+parses, not of the two refs. Never changes the current checkout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
+import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +84,53 @@ def drift_warning(ref: RefCode) -> str | None:
         f"{ref.label} declares other dependencies ({', '.join(drift)}); "
         "it runs on this checkout's packages"
     )
+
+
+def native_version(crate: Path) -> str | None:
+    """The version of the compiled extension whose crate is at ``crate`` (its
+    ``Cargo.toml``), None when there is none."""
+    try:
+        manifest = tomllib.loads((crate / "Cargo.toml").read_text())
+    except FileNotFoundError:
+        return None
+    version = manifest.get("package", {}).get("version")
+    return version if isinstance(version, str) else None
+
+
+def installed_native_version() -> str | None:
+    """The version of the ``hqstream_native`` this interpreter imports, if any."""
+    try:
+        import hqstream_native
+    except ImportError:
+        return None
+    version = getattr(hqstream_native, "__version__", None)
+    return version if isinstance(version, str) else None
+
+
+def build_ref_native(ref: RefCode, announce: Callable[[str], None]) -> str | None:
+    """Build ``ref``'s own ``hqstream_native`` into its worktree when the installed one is
+    of another version (``announce`` says so first: a minute or two); what to say
+    about it once done (None: nothing to build)."""
+    theirs = native_version(ref.path / "native")
+    ours = installed_native_version()
+    if theirs is None or theirs == ours:
+        return None
+    announce(f"building {ref.label}'s own hqstream_native {theirs} (this checkout: {ours}) ...")
+    # the checkout's own build folder: its dependencies are built there already
+    env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "native" / "target")}
+    cargo_bin = Path.home() / ".cargo" / "bin"
+    if cargo_bin.is_dir():
+        env["PATH"] = f"{cargo_bin}{os.pathsep}{env.get('PATH', '')}"
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+               str(ref.path), str(ref.path / "native")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        tail = " ".join(done.stderr.strip().splitlines()[-3:])
+        return (
+            f"{ref.label} expects hqstream_native {theirs}, {ours} is installed, and its "
+            f"own did not build ({tail}): its workers and gateway run the Python path"
+        )
+    return f"{ref.label} runs its own hqstream_native {theirs} (this checkout: {ours})"
 
 
 @contextlib.contextmanager

@@ -16,9 +16,17 @@ from hqstream.bench import ref_code
 from hqstream.bench.cost import PHASES, Usage, _report_compare, partition_counts
 from hqstream.bench.pipeline_rig import Pipeline, command_of, keep_logs, minute_closed_after
 from hqstream.bench.proc_cpu import group_cpu_s, jit_cpu_s, jit_share
-from hqstream.bench.ref_code import REPO, RefCode, dependency_drift, drift_warning, ref_checkout
+from hqstream.bench.ref_code import (
+    REPO,
+    RefCode,
+    build_ref_native,
+    dependency_drift,
+    drift_warning,
+    ref_checkout,
+)
 from hqstream.local_runner import local_partitions
 from tests.conftest import KafkaEndpoint
+from tests.native import native_or_skip
 
 
 def _git(*args: str) -> str:
@@ -201,3 +209,38 @@ def test_the_broker_warm_up_runs_through_an_exchange_minute() -> None:
     # 09:30:45.5: the next minute starts 14.5 s in
     later = opening + dt.timedelta(seconds=45.5)
     assert minute_closed_after(later, 3.0, settle_s=5.0) == pytest.approx(22.5)
+
+
+def test_a_ref_with_another_compiled_extension_runs_its_own() -> None:
+    """A ref whose ``hqstream_native`` is of another version than the installed one gets
+    its own, built into its worktree and imported first by its components (else its
+    workers would find a version they refuse and run the Python path); a ref of the
+    installed version builds nothing."""
+    native = native_or_skip()
+    ours = native.__version__
+    head = _git("rev-parse", "HEAD")
+    said: list[str] = []
+    assert build_ref_native(RefCode("HEAD", head, REPO), said.append) is None
+    assert said == []
+    with ref_checkout("HEAD") as ref:
+        crate = ref.path / "native"
+        pinned = f'version = "{ours}"'
+        for name, old in (("Cargo.toml", pinned), ("pyproject.toml", pinned),
+                          ("Cargo.lock", f'name = "hqstream-native"\n{pinned}')):  # fmt: skip
+            path = crate / name
+            text = path.read_text()
+            assert old in text, name
+            path.write_text(text.replace(old, old.replace(ours, "0.0.1"), 1))
+        note = build_ref_native(ref, said.append)
+        assert said == [
+            f"building {ref.label}'s own hqstream_native 0.0.1 (this checkout: {ours}) ..."
+        ]
+        assert note == f"{ref.label} runs its own hqstream_native 0.0.1 (this checkout: {ours})"
+        exe, env = command_of(ref.path)
+        done = subprocess.run(
+            [exe[0], "-P", "-c", "import hqstream_native as n; print(n.__version__, n.__file__)"],
+            env={"PATH": os.environ["PATH"], **env}, cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        version, where = done.stdout.split()
+        assert version == "0.0.1" and where.startswith(str(ref.path)), done.stderr
+    assert not ref.path.exists()
