@@ -7,7 +7,11 @@ Three tables, each alternating compiled and Python in one process:
 * the gateway's decoding of the same quotes' Avro into the JSON it pushes
   (:meth:`api.kafka_feed.KafkaFeed.decode`), ``HQ_GATEWAY_NATIVE`` on and off;
 * the stream worker's Redis quote script arguments of the same quotes
-  (:func:`streams.redis_lua.quote_chunks_path`), ``HQ_STREAMS_NATIVE`` on and off.
+  (:func:`streams.redis_lua.quote_chunks_path`), ``HQ_STREAMS_NATIVE`` on and off;
+* the stream worker's parse on a burst's path (:meth:`streams.pipeline.Processor.parse`
+  to the Avro, the feed arbiter's judgement included): a batch in one call
+  (``QuoteParser.parse_run``) against the compiled line parse one record at a
+  time in Python's loop.
 
 Refuses to run without the extension.
 """
@@ -15,6 +19,7 @@ Refuses to run without the extension.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -53,6 +58,7 @@ def parse_bench(
     )
     _gateway_json(stocks, snapshots, rounds, batch)
     _redis_arguments(stocks, snapshots, rounds, batch)
+    _burst_parse(stocks, snapshots, rounds, batch)
 
 
 def _gateway_json(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
@@ -116,6 +122,45 @@ def _redis_arguments(stocks: int, snapshots: int, rounds: int, batch: int) -> No
         rounds,
         compiled=build(quote_chunks_path(enabled=True)),
         python=build(quote_chunks),
+    )
+
+
+def _burst_parse(stocks: int, snapshots: int, rounds: int, batch: int) -> None:
+    """The stream worker's parse of the same batches to their Avro (a burst's path), µs CPU
+    per line: in one call a batch (``parse_run``) vs one record at a time. Each run has
+    a processor of its own, made and given the first snapshot before it is timed, so
+    every timed snapshot is new to its arbiter (a new winner per stock, as live)."""
+    raw = simulated_batches(stocks, snapshots, batch)
+    first, rest = raw[: -(-stocks // batch)], raw[-(-stocks // batch) :]
+    settings = StreamsSettings(metrics_port=0)
+
+    def ready(run: bool) -> Processor:
+        processor = Processor(settings)
+        if not run:
+            processor.parse_path = dataclasses.replace(processor.parse_path, run=None)
+        for records in first:
+            processor.parse(records, Parsed(maker=processor.parse_path.make))
+        return processor
+
+    ready_ones = {run: [ready(run) for _ in range(rounds)] for run in (True, False)}
+
+    def parse(run: bool) -> Callable[[], None]:
+        def go() -> None:
+            processor = ready_ones[run].pop()
+            for records in rest:
+                processor.parse(records, Parsed(maker=processor.parse_path.make))
+
+        return go
+
+    n = sum(len(records) for records in rest)
+    _ab_table(
+        f"stream worker: a burst's parse of {n:,} lines to their Avro (Processor.parse), "
+        "'compiled' a batch in one call (parse_run), 'Python' one record at a time",
+        "line",
+        n,
+        rounds,
+        compiled=parse(True),
+        python=parse(False),
     )
 
 
