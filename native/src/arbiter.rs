@@ -88,14 +88,7 @@ impl<'py> Arbiter<'py> {
         if !self.sources.contains(source)? {
             self.sources.add(source)?;
         }
-        let clocks = match self.newest.get_item(partition)? {
-            Some(clocks) => clocks.cast_into::<PyDict>()?,
-            None => {
-                let clocks = PyDict::new(py);
-                self.newest.set_item(partition, &clocks)?;
-                clocks
-            }
-        };
+        let clocks = dict_in(&self.newest, partition)?;
         let own: i64 = match clocks.get_item(source)? {
             Some(value) => value.extract()?,
             None => -1,
@@ -112,10 +105,7 @@ impl<'py> Arbiter<'py> {
                 lead = lead.max(value.extract()?);
             }
             if i128::from(lead) - i128::from(own) > i128::from(self.stale_after_ms) {
-                count(
-                    &self.dropped,
-                    PyTuple::new(py, [source.as_any(), self.stale.as_any()])?.as_any(),
-                )?;
+                self.count_dropped(source, &self.stale)?;
                 return Ok(true);
             }
         }
@@ -141,47 +131,23 @@ impl<'py> Arbiter<'py> {
         if winner.source.eq(source)? {
             // its own source again: a replay, as with a single feed
             if age < WINDOW && !published {
-                let seen = winner.seen | 1 << age;
-                self.set(
-                    code,
-                    partition,
-                    winner.unit,
-                    &winner.source,
-                    winner.price,
-                    winner.volume,
-                    seen,
-                )?;
+                self.mark(code, partition, &winner, age)?;
             }
             count(&self.accepted, source.as_any())?;
             return Ok(false);
         }
         if age >= WINDOW {
-            count(
-                &self.dropped,
-                PyTuple::new(py, [source.as_any(), self.late.as_any()])?.as_any(),
-            )?;
+            self.count_dropped(source, &self.late)?;
             return Ok(true);
         }
         if !published {
             // the leading feed missed this snapshot: publish it late
-            let seen = winner.seen | 1 << age;
-            self.set(
-                code,
-                partition,
-                winner.unit,
-                &winner.source,
-                winner.price,
-                winner.volume,
-                seen,
-            )?;
+            self.mark(code, partition, &winner, age)?;
             count(&self.accepted, source.as_any())?;
             count(&self.filled, source.as_any())?;
             return Ok(false);
         }
-        count(
-            &self.dropped,
-            PyTuple::new(py, [source.as_any(), self.duplicate.as_any()])?.as_any(),
-        )?;
+        self.count_dropped(source, &self.duplicate)?;
         if age == 0 && self.disagree(&winner, price, volume) {
             let found = self.winners.get_item(code)?;
             self.object.call_method1(
@@ -190,6 +156,37 @@ impl<'py> Arbiter<'py> {
             )?;
         }
         Ok(true)
+    }
+
+    /// `Arbiter._set` of the stock's winner with time unit ``winner.unit - age`` marked
+    /// published.
+    fn mark(
+        &self,
+        code: &Bound<'py, PyString>,
+        partition: &Bound<'py, PyInt>,
+        winner: &Winner<'py>,
+        age: i64,
+    ) -> PyResult<()> {
+        let seen = winner.seen | 1 << age;
+        self.set(
+            code,
+            partition,
+            winner.unit,
+            &winner.source,
+            winner.price,
+            winner.volume,
+            seen,
+        )
+    }
+
+    /// `dropped[source, reason] += 1`.
+    fn count_dropped(
+        &self,
+        source: &Bound<'py, PyString>,
+        reason: &Bound<'py, PyString>,
+    ) -> PyResult<()> {
+        let key = PyTuple::new(source.py(), [source.as_any(), reason.as_any()])?;
+        count(&self.dropped, key.as_any())
     }
 
     fn disagree(&self, winner: &Winner<'py>, price: f64, volume: i64) -> bool {
@@ -214,15 +211,7 @@ impl<'py> Arbiter<'py> {
         let winner = (unit, source, price, volume, seen).into_pyobject(py)?;
         self.winners.set_item(code, &winner)?;
         self.winner_partition.set_item(code, partition)?;
-        let changes = match self.changes.get_item(partition)? {
-            Some(changes) => changes.cast_into::<PyDict>()?,
-            None => {
-                let changes = PyDict::new(py);
-                self.changes.set_item(partition, &changes)?;
-                changes
-            }
-        };
-        changes.set_item(code, winner)
+        dict_in(&self.changes, partition)?.set_item(code, winner)
     }
 }
 
@@ -235,6 +224,19 @@ fn winner_of<'py>(found: &Bound<'py, PyAny>) -> PyResult<Winner<'py>> {
         volume: tuple.get_item(3)?.extract()?,
         seen: tuple.get_item(4)?.extract()?,
     })
+}
+
+/// `parent[key]`, a dict, made empty first if missing (`parent.setdefault(key, {})`).
+fn dict_in<'py>(
+    parent: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyInt>,
+) -> PyResult<Bound<'py, PyDict>> {
+    if let Some(found) = parent.get_item(key)? {
+        return Ok(found.cast_into::<PyDict>()?);
+    }
+    let made = PyDict::new(parent.py());
+    parent.set_item(key, &made)?;
+    Ok(made)
 }
 
 /// `counter[key] += 1` on a `collections.Counter` (a dict).
