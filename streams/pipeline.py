@@ -54,7 +54,7 @@ from streams.candles import Candle, candle_builder
 from streams.dlq import DlqRecord, dlq_record
 from streams.errors import BadRecord
 from streams.market_stats import market_stats
-from streams.native_parse import ParsePath, QuoteMaker, parse_path
+from streams.native_parse import QuoteMaker, parse_path
 from streams.parse import parse_record
 from streams.redis_sink import RedisSink, SinkBatch
 from streams.settings import StreamsSettings, TopicNames
@@ -604,10 +604,9 @@ class Processor:
             into.encoded.append, into.codes.append, into.partitions.append)  # fmt: skip
         quotes_add, data_add = into.made_quotes.append, into.made_data.append
         sources_add, dead_add = into.sources.append, into.dead.append
-        judge, lazy = self.arbiter.judge, into.maker is not None
-        path = self.parse_path if compiled else ParsePath(None, "")
-        fast = None if lazy else path.fast  # the quote, its Avro and its JSON
-        avro = path.avro if lazy else None  # its Avro, code, time, price, volume
+        judge, lazy, path = self.arbiter.judge, into.maker is not None, self.parse_path
+        fast = path.fast if compiled and not lazy else None  # the quote, its Avro, its JSON
+        avro = path.avro if compiled and lazy else None  # its Avro, code, time, price, volume
         for rec in records:
             try:
                 receive_ts, source = receive_ts_and_source(rec)
