@@ -216,8 +216,11 @@ LIVE_WINDOW_S = 5.0
 #: a message at least this large (a burst's: ~750 bytes a quote) is decoded once the
 #: socket is quiet, not as it comes; a steady feed's (~20 quotes a flush) as they come
 DEFER_BYTES = 64 * 1024
-#: held messages are decoded once no message came for this long ...
-QUIET_S = 0.02
+#: held messages are decoded once no message came for this long (``--decode-quiet-ms``):
+#: a burst's deliveries pause for 20-60 ms between two of the worker's fetches, and
+#: the held messages decoded in such a pause (~90 ms of this client's CPU per burst
+#: at 20 ms) took one of the two cores from the burst's last quotes ...
+QUIET_S = 0.25
 #: ... or once the oldest was held this long
 HELD_S = 1.0
 
@@ -290,9 +293,11 @@ async def _measure(
     interval: float,
     measuring: Callable[[], None] = lambda: None,
     inline: bool = False,
+    quiet_s: float = QUIET_S,
 ) -> Latencies:
     """Deliveries from ``warmup`` on, for ``seconds`` (``measuring`` is called as they
-    begin to count); ``inline``: each message decoded as it comes (:class:`_Client`).
+    begin to count); ``inline``: each message decoded as it comes, else large ones once
+    no message came for ``quiet_s`` (:class:`_Client`).
 
     The live figures sort only the last :data:`LIVE_WINDOW_S` of deliveries:
     sorting every latency so far twice a second stalled this client for 39
@@ -315,7 +320,7 @@ async def _measure(
                     counting = True
                     measuring()
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=QUIET_S if client.held else 1)
+                    raw = await asyncio.wait_for(ws.recv(), timeout=quiet_s if client.held else 1)
                 except TimeoutError:
                     client.decode_held()  # the socket is quiet
                     continue
@@ -396,6 +401,14 @@ def e2e_bench(
             "stamped as it came, and the heap made before the run is frozen",
         ),
     ] = False,
+    decode_quiet_ms: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="the client decodes a burst's large messages once none came for this long "
+            "(before 2026-12-07: 20 ms, often inside a burst's pauses)",
+        ),
+    ] = round(QUIET_S * 1000),
     compare: Annotated[
         str | None,
         typer.Option(
@@ -413,12 +426,17 @@ def e2e_bench(
     shape = "steady, --spread" if spread else "bursts"
     flush = flush_ms or GatewaySettings().flush_interval_ms  # the environment's, as the gateway's
     partitions = partitions or local_partitions(workers)
+    decoding = (
+        "each message as it comes"
+        if decode_inline
+        else f"large messages once quiet for {decode_quiet_ms} ms"
+    )
     console.print(
         f"[bold]bench e2e[/]: {stocks} stocks every {interval} s = {rate:,.0f} ticks/s "
         f"({shape}), {workers} stream worker(s) on {partitions} partitions, "
         f"gateway flush {flush} ms, Redis nice {redis_nice}, the broker's housekeeping nice "
         f"{broker_background_nice}, the client decodes "
-        f"{'each message as it comes' if decode_inline else 'large messages when quiet'} "
+        f"{decoding} "
         f"({'heap not frozen' if decode_inline else 'heap frozen'}), "
         f"{seconds:.0f} s measured; "
         f"machine: {machine()}"
@@ -435,6 +453,7 @@ def e2e_bench(
         redis_nice=redis_nice,
         broker_background_nice=broker_background_nice,
         decode_inline=decode_inline,
+        quiet_s=decode_quiet_ms / 1000,
     )
     if compare is None:
         got = run(code=None)
@@ -498,6 +517,7 @@ def _run(
     redis_nice: int,
     broker_background_nice: int,
     decode_inline: bool,
+    quiet_s: float,
 ) -> E2eRun:
     """A fresh broker, Redis and pipeline (this checkout's code, or ``code``'s) fed
     ``feed`` (stocks, interval, spread); measured by this client."""
@@ -524,7 +544,9 @@ def _run(
         cores = CoreShares.of(rig.groups(env.pids))
         with contextlib.nullcontext() if decode_inline else _heap_frozen():
             got = asyncio.run(
-                _measure(rig.gateway_port, seconds, warmup, interval, cores.start, decode_inline)
+                _measure(
+                    rig.gateway_port, seconds, warmup, interval, cores.start, decode_inline, quiet_s
+                )
             )
         cores.stop()
         gc = rig.worker_gc_pauses() - gc_before
