@@ -153,6 +153,35 @@ def test_a_failed_dlq_record_is_journaled_as_it_was(forwarder: Forwarder) -> Non
     assert list(forwarder.journal.read_segment(seq)) == [rec]
 
 
+def test_acks_are_counted_and_settled_a_batch_at_a_time_and_once(forwarder: Forwarder) -> None:
+    """A success is counted in its batch and settled with the others of its poll; a
+    record that fails is journaled instead, so each record is settled exactly once."""
+    forwarder.submit(TS, [("sse_szse", b"sh600000$a"), ("sse_szse", b"sh600001$b")])
+    forwarder.submit(TS + 1, [("sse_szse", b"sh600000$c")])
+    forwarder.submit(TS + 2, [("sse_szse", b"sh600001$d"), ("sse_szse", b"sh600002$e")])
+    first, second, third = forwarder._take(0)
+    batches = [forwarder._next_batch(item.receive_ts, item.lines, wal=item.wal)
+               for item in (first, second, third)]  # fmt: skip
+    forwarder.kafka_up = False
+    batches[0](None, FakeMessage(b"sh600000$a"))  # type: ignore[arg-type]
+    batches[1](None, FakeMessage(b"sh600000$c"))  # type: ignore[arg-type]
+    batches[0](None, FakeMessage(b"sh600001$b"))  # type: ignore[arg-type]
+    assert forwarder.acked("raw") == 0, "counted once the poll is over"
+    forwarder._settle_acks()
+    assert forwarder.acked("raw") == 3 and forwarder.kafka_up
+    assert [b.acks for b in batches] == [0, 0, 0]
+    batches[2](None, FakeMessage(b"sh600001$d"))  # type: ignore[arg-type]
+    forwarder._settle_acks()  # the same batch again, one ack later
+    assert forwarder.acked("raw") == 4
+    forwarder._settle_acks()
+    assert forwarder.acked("raw") == 4, "an ack is settled once"
+    batches[2](KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(b"sh600002$e"))  # type: ignore[arg-type]
+    forwarder._settle_acks()
+    assert forwarder.acked("raw") == 4 and forwarder._failed
+    forwarder._journal_failed()
+    assert _journaled(forwarder.journal) == [b"sh600002$e"]
+
+
 def test_delivery_timeout_is_bounded_and_configurable() -> None:
     assert producer_config(ReceiverSettings())["message.timeout.ms"] == 10_000
     settings = ReceiverSettings(producer_delivery_timeout_s=2.5)
