@@ -779,6 +779,7 @@ class Forwarder:
     # -- librdkafka callbacks (run inside poll/flush on this thread) --------------
 
     def _on_error(self, err: KafkaError) -> None:
+        self._settle_acks()  # those reported before it first: kafka_up follows report order
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self.kafka_up:
                 logger.warning("Kafka unreachable (%s)", err.str())
@@ -812,6 +813,7 @@ class Forwarder:
         self.kafka_up = True
 
     def _on_failed_delivery(self, err: KafkaError, msg: Message, batch: _Batch) -> None:
+        self._settle_acks()  # those reported before it first: kafka_up follows report order
         purged = self._delivery_failed(err)
         place, rec = batch.failed(msg.value() or b"")
         self._note_in_doubt(msg, rec)

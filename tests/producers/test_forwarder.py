@@ -178,8 +178,12 @@ def test_acks_are_counted_and_settled_a_batch_at_a_time_and_once(forwarder: Forw
     batches[2](KafkaError(KafkaError._PURGE_QUEUE), FakeMessage(b"sh600002$e"))  # type: ignore[arg-type]
     forwarder._settle_acks()
     assert forwarder.acked("raw") == 4 and forwarder._failed
+    batches[0](None, FakeMessage(b"sh600000$a"))  # type: ignore[arg-type]
+    batches[1](KafkaError(KafkaError._MSG_TIMED_OUT), FakeMessage(b"sh600000$c"))  # type: ignore[arg-type]
+    assert forwarder.acked("raw") == 5, "an ack reported before a failure is counted before it"
+    assert not forwarder.kafka_up, "and Kafka is down after both, as they were reported"
     forwarder._journal_failed()
-    assert _journaled(forwarder.journal) == [b"sh600002$e"]
+    assert _journaled(forwarder.journal) == [b"sh600000$c", b"sh600002$e"]  # arrival order
 
 
 def test_delivery_timeout_is_bounded_and_configurable() -> None:
