@@ -804,13 +804,11 @@ class Forwarder:
         now = time.time()
         for batch in acking:
             acks, batch.acks = batch.acks, 0
-            self._acked[batch.topic] += acks
-            self._settled(batch.wal, acks)
             seq = self._ack_seq
-            self._ack_seq += acks
+            self._delivered(batch.topic, acks)
+            self._settled(batch.wal, acks)
             if seq // _LATENCY_SAMPLE != self._ack_seq // _LATENCY_SAMPLE:
                 metrics.ACK_LATENCY.observe(max(0.0, now - batch.receive_ts / 1000))
-        self.kafka_up = True
 
     def _on_failed_delivery(self, err: KafkaError, msg: Message, batch: _Batch) -> None:
         self._settle_acks()  # those reported before it first: kafka_up follows report order
@@ -823,7 +821,7 @@ class Forwarder:
 
     def _on_replay_delivery(self, err: KafkaError | None, msg: Message, rec: JournalRecord) -> None:
         if err is None:
-            self._delivered(msg)
+            self._delivered(msg.topic() or "")
             self._replay_delivered[self._record_id(rec)] += 1
             return
         self._delivery_failed(err)
@@ -834,10 +832,11 @@ class Forwarder:
             self._replay_failed = True
             self._purge_pending = True
 
-    def _delivered(self, msg: Message) -> None:
-        self._acked[msg.topic() or ""] += 1
+    def _delivered(self, topic: str, records: int = 1) -> None:
+        """``records`` acked on ``topic``: Kafka is up."""
+        self._acked[topic] += records
         self.kafka_up = True
-        self._ack_seq += 1
+        self._ack_seq += records
 
     def _delivery_failed(self, err: KafkaError) -> bool:
         """Count a failed delivery; True if it was purged (by us) rather than refused."""
