@@ -49,6 +49,8 @@ def quote_chunks(
     quote_key: tuple[str, str],
     ticks_key: tuple[str, str],
 ) -> list[tuple[list[str], bytes, list[bytes]]]: ...
+def round_float(x: float, ndigits: int) -> float:
+    """``round(x, ndigits)`` as the compiled paths compute it (Python's, bit for bit)."""
 
 class IndicatorState:
     """schemas.indicators.IndicatorState compiled (native/src/indicators.rs)."""

@@ -20,7 +20,7 @@ from schemas.serde import Codec, SingleObjectCodec, schema_json
 
 #: the extension's version this code calls (native/Cargo.toml): another one built
 #: from other sources (an old build in a venv) is not used
-NATIVE_VERSION: Final = "0.11.0"
+NATIVE_VERSION: Final = "0.12.0"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1226,6 +1226,13 @@ impl QuoteJsonWriter {
     }
 }
 
+/// `round(x, ndigits)` of a float as the compiled paths compute it: Python's,
+/// bit for bit (the tests compare the two on values near and far from ties).
+#[pyfunction]
+fn round_float(x: f64, ndigits: usize) -> f64 {
+    pyround::round_digits(x, ndigits, &mut String::new())
+}
+
 #[pymodule]
 fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QuoteParser>()?;
@@ -1237,6 +1244,7 @@ fn hqstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<market_stats::StatsBook>()?;
     m.add_class::<candles::CandleBook>()?;
     m.add_function(wrap_pyfunction!(redis_rows::quote_chunks, m)?)?;
+    m.add_function(wrap_pyfunction!(round_float, m)?)?;
     m.add("QUOTE_FIELDS", QUOTE_FIELDS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -11,10 +11,49 @@ pub fn round_int(x: f64) -> i64 {
 /// `ndigits` decimals, half to even (`_Py_dg_dtoa` mode 3), and reads that
 /// decimal back (`_Py_dg_strtod`); Rust's exact formatting and correctly
 /// rounded parsing do the same. `scratch` is a reusable buffer.
+///
+/// Most values are nowhere near a tie, and then one multiplication and one
+/// division give the same double ([`round_digits_clear`]): the exact
+/// formatting was ~2 k of the compiled parse's ~18 k instructions a line
+/// (docs/benchmarks.md, "Where a steady tick's cost is").
 pub fn round_digits(x: f64, ndigits: usize, scratch: &mut String) -> f64 {
+    if let Some(rounded) = round_digits_clear(x, ndigits) {
+        return rounded;
+    }
     scratch.clear();
     write!(scratch, "{x:.ndigits$}").expect("formatting into a String cannot fail");
     scratch.parse().expect("a formatted finite float parses")
+}
+
+/// Powers of ten that are exact doubles (up to 10^22; these suffice here).
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Below this every half-integer is a double (and a double's spacing under 1).
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
+/// `round(x, ndigits)` when `x * 10^ndigits` does not come out as a tie; None when
+/// it does (or for `ndigits` > 15, a non-finite `x`, or a product of 2^52 or more),
+/// where only the exact decimal can tell.
+///
+/// The product `y` is the double nearest the exact `x * 10^ndigits`, and below
+/// 2^52 every half-integer is a double: so `y` lies on the exact value's side of
+/// any tie, or on the tie itself. Off a tie both round to the same integer `r`
+/// (ties are the only decision points), and `r / 10^ndigits`, the correctly
+/// rounded quotient of two exact doubles, is the double nearest the decimal
+/// `r * 10^-ndigits`: what CPython reads back.
+pub fn round_digits_clear(x: f64, ndigits: usize) -> Option<f64> {
+    let scale = *POW10.get(ndigits)?;
+    let y = x * scale;
+    if !(y.abs() < TWO_52) {
+        return None; // also NaN and the infinities
+    }
+    let fraction = (y - y.trunc()).abs(); // exact
+    if fraction == 0.5 {
+        return None;
+    }
+    Some(y.round() / scale)
 }
 
 /// streams.normalize.pct_half_up: `delta / base` in percent, half up (away
