@@ -46,8 +46,8 @@ const TWO_52: f64 = 4_503_599_627_370_496.0;
 pub fn round_digits_clear(x: f64, ndigits: usize) -> Option<f64> {
     let scale = *POW10.get(ndigits)?;
     let y = x * scale;
-    if !(y.abs() < TWO_52) {
-        return None; // also NaN and the infinities
+    if y.is_nan() || y.abs() >= TWO_52 {
+        return None; // the infinities too
     }
     let fraction = (y - y.trunc()).abs(); // exact
     if fraction == 0.5 {
