@@ -130,14 +130,15 @@ pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
 /// `100.0`, `-0.0`, `0.001`, all in fixed notation.
 pub(crate) fn put_thousandths(out: &mut Vec<u8>, value: f64) -> bool {
     let magnitude = value.abs();
-    if magnitude >= 1e9 {
+    if magnitude.is_nan() || magnitude >= 1e9 {
         return false;
     }
-    let thousandths = (magnitude * 1000.0).round();
-    if thousandths / 1000.0 != magnitude {
+    // the nearest integer (a conversion, not a call to `round`): a value near a
+    // half-integer is no thousandth, and the check below refuses it either way
+    let thousandths = (magnitude * 1000.0 + 0.5) as u64;
+    if thousandths as f64 / 1000.0 != magnitude {
         return false;
     }
-    let thousandths = thousandths as u64;
     if value.is_sign_negative() {
         out.push(b'-');
     }
@@ -157,16 +158,30 @@ pub(crate) fn put_thousandths(out: &mut Vec<u8>, value: f64) -> bool {
     true
 }
 
+/// "00" to "99": two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 fn put_u64(out: &mut Vec<u8>, mut value: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        buf[at] = b'0' + value as u8;
     }
     out.extend_from_slice(&buf[at..]);
 }
