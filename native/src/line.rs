@@ -98,8 +98,8 @@ pub fn plain_float(text: &str) -> Option<f64> {
     value.is_finite().then_some(value)
 }
 
-/// Powers of ten a double holds exactly.
-const POWERS_OF_TEN: [f64; 16] = [
+/// Powers of ten a double holds exactly (up to 10^22; these suffice here).
+pub const POWERS_OF_TEN: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 

@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use crate::line::POWERS_OF_TEN;
+
 /// `round(x)` of a float: half to even, as an int.
 pub fn round_int(x: f64) -> i64 {
     x.round_ties_even() as i64
@@ -12,8 +14,8 @@ pub fn round_int(x: f64) -> i64 {
 /// decimal back (`_Py_dg_strtod`); Rust's exact formatting and correctly
 /// rounded parsing do the same. `scratch` is a reusable buffer.
 ///
-/// Most values are nowhere near a tie, and then one multiplication and one
-/// division give the same double ([`round_digits_clear`]): the exact
+/// Unless `x * 10^ndigits` comes out as a half-integer, one multiplication and
+/// one division give the same double ([`round_digits_clear`]): the exact
 /// formatting was ~2 k of the compiled parse's ~18 k instructions a line
 /// (docs/benchmarks.md, "Where a steady tick's cost is").
 pub fn round_digits(x: f64, ndigits: usize, scratch: &mut String) -> f64 {
@@ -24,11 +26,6 @@ pub fn round_digits(x: f64, ndigits: usize, scratch: &mut String) -> f64 {
     write!(scratch, "{x:.ndigits$}").expect("formatting into a String cannot fail");
     scratch.parse().expect("a formatted finite float parses")
 }
-
-/// Powers of ten that are exact doubles (up to 10^22; these suffice here).
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
 
 /// Below this every half-integer is a double (and a double's spacing under 1).
 const TWO_52: f64 = 4_503_599_627_370_496.0;
@@ -44,7 +41,7 @@ const TWO_52: f64 = 4_503_599_627_370_496.0;
 /// rounded quotient of two exact doubles, is the double nearest the decimal
 /// `r * 10^-ndigits`: what CPython reads back.
 pub fn round_digits_clear(x: f64, ndigits: usize) -> Option<f64> {
-    let scale = *POW10.get(ndigits)?;
+    let scale = *POWERS_OF_TEN.get(ndigits)?;
     let y = x * scale;
     if y.is_nan() || y.abs() >= TWO_52 {
         return None; // the infinities too
