@@ -70,7 +70,7 @@ pub fn split_fields(line: &str) -> Option<[&str; FIELD_COUNT]> {
 /// parse.
 pub fn plain_float(text: &str) -> Option<f64> {
     let bytes = text.as_bytes();
-    let mut digits: u64 = 0; // exact while at most 15 digits; not used beyond
+    let mut digits: u64 = 0; // read up to 16 digits (the fast path below); wraps beyond, unused
     let (mut whole, mut decimals, mut dot) = (0usize, 0usize, false);
     for &byte in bytes {
         match byte {
